@@ -1,0 +1,1 @@
+"""The operator's side: the `flctl` CLI (Typer) and the TUI (Textual). Nothing imports `console`."""

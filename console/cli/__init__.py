@@ -1,0 +1,1 @@
+"""The `flctl` command line: one module per command, one package per noun, registered in `app`."""

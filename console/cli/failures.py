@@ -1,0 +1,27 @@
+"""The one boundary where exceptions from the other folders become exit codes and one red sentence."""
+
+from __future__ import annotations
+
+from console.cli import exit_codes
+from console.cli.terminal import Abort
+
+
+def exit_code_for(exc: BaseException) -> tuple[int, str] | None:
+    """(exit code, message) for an expected failure; None for a bug, which keeps its traceback."""
+    if isinstance(exc, Abort):
+        return exc.code, str(exc)
+    from provisioner import errors as prov
+
+    if isinstance(exc, prov.InputError):
+        return exit_codes.BAD_INPUT, str(exc)
+    if isinstance(exc, prov.PassphraseError):
+        return exit_codes.NO_CONNECTION, str(exc)
+    if isinstance(exc, prov.KitError):
+        return exit_codes.BAD_INPUT, str(exc)
+    if isinstance(exc, prov.ProvisionError):
+        return exit_codes.FAILED, str(exc)
+    if isinstance(exc, PermissionError):
+        return exit_codes.FAILED, f"permission denied: {exc.filename}; check the folder's owner and mode"
+    if isinstance(exc, OSError) and exc.errno == 28:
+        return exit_codes.FAILED, "no space left on the device; free some space and run the command again"
+    return None

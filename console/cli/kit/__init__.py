@@ -1,0 +1,1 @@
+"""`flctl kit`: inspect, verify, request and complete startup kits."""

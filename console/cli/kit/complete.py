@@ -1,0 +1,25 @@
+"""`flctl kit complete KIT --key KEY`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from console.cli import exit_codes, terminal
+
+
+def command(
+    kit: Annotated[Path, typer.Argument(help="The kit the provisioner made from your request.")],
+    key: Annotated[Path, typer.Option("--key", help="The key `flctl kit request` made.")],
+) -> None:
+    """Add your own private key to a kit made from your certificate request, then verify the kit."""
+    from provisioner.csr import complete_kit
+
+    report = complete_kit(kit, key)
+    if not report.ok:
+        for problem in report.problems:
+            terminal.error(problem)
+        raise typer.Exit(exit_codes.FAILED)
+    terminal.success(f"{report.kind} kit '{report.participant}' is complete and verified")

@@ -1,0 +1,1 @@
+"""`flctl provision`: project.yml to signed startup kits, and signing certificate requests."""

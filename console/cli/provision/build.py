@@ -1,0 +1,82 @@
+"""`flctl provision build PROJECT.yml` (also `flctl provision PROJECT.yml`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from console.cli import terminal
+from console.cli.options import (
+    DEFAULT_WORKSPACE,
+    JsonOption,
+    PassphraseOption,
+    WorkspaceOption,
+    passphrase_from,
+)
+
+
+def command(
+    project_file: Annotated[Path, typer.Argument(metavar="PROJECT.yml",
+                                                 help="flctl project (api_version 1) or NVIDIA FLARE's (3).")],
+    workspace: WorkspaceOption = DEFAULT_WORKSPACE,
+    passphrase_env: PassphraseOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Turn a project.yml into signed startup kits, one folder and one zip per participant.
+
+    Writes WORKSPACE/<project>/prod_NN/ (the next free NN) and keeps the CA in
+    WORKSPACE/<project>/state/. Running it again with new sites or admins reuses
+    the CA and leaves existing certificates byte-identical.
+    """
+    from provisioner.build import provision
+    from provisioner.project_loader import load_project
+
+    passphrase = passphrase_from(passphrase_env)
+    loaded = load_project(project_file)
+    for message in loaded.warnings:
+        terminal.warning(message)
+    total = len(loaded.project.participants())
+    if terminal.interactive() and not json_out:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        with Progress(TextColumn("provisioning"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      TextColumn("{task.description}"), console=terminal.err, transient=True) as bar:
+            task = bar.add_task("", total=total)
+            result = provision(loaded.project, workspace, passphrase,
+                               progress=lambda done, _total, name: bar.update(task, completed=done,
+                                                                               description=name))
+    else:
+        result = provision(loaded.project, workspace, passphrase)
+    for message in result.warnings:
+        terminal.warning(message)
+    if json_out:
+        terminal.print_json(as_json(result))
+        return
+    terminal.table(
+        ["participant", "kind", "org", "role", "certificate", "expires"],
+        [(k.name, k.kind, k.org, k.role or "", k.status + (f" ({k.reason})" if k.reason else ""),
+          f"{k.not_after:%Y-%m-%d}") for k in result.kits],
+    )
+    made = "created the project CA and " if result.ca_created else ""
+    terminal.success(f"{made}wrote {len(result.kits)} kits to {result.prod_dir}")
+
+
+def as_json(result: Any) -> dict[str, Any]:
+    return {
+        "project": result.project,
+        "prod_dir": str(result.prod_dir),
+        "state_dir": str(result.state_dir),
+        "ca_created": result.ca_created,
+        "warnings": result.warnings,
+        "kits": [kit_json(k) for k in result.kits],
+    }
+
+
+def kit_json(k: Any) -> dict[str, Any]:
+    return {
+        "name": k.name, "kind": k.kind, "org": k.org, "role": k.role, "status": k.status, "reason": k.reason,
+        "expires": k.not_after.isoformat(), "kit": str(k.kit_dir), "zip": str(k.zip_path),
+        "external_key": k.external_key,
+    }

@@ -1,0 +1,62 @@
+"""The schema of a kit's `node.yml` (server, site) and `console.yml` (admin).
+
+The provisioner writes these files and `node` and `console` read them, so the
+models here are the contract; unknown keys are refused.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from provisioner.project import Role
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Endpoint(_Strict):
+    host: str = Field(description="Host name or IP address")
+    port: int = Field(ge=1, le=65535)
+
+
+class Heartbeat(_Strict):
+    interval_s: float = Field(gt=0, description="Seconds between a site's heartbeats")
+    timeout_s: float = Field(gt=0, description="Silence after which the server marks a site offline")
+
+
+class TlsFiles(_Strict):
+    """File names inside `startup/`."""
+
+    ca: str
+    cert: str
+    key: str
+
+
+class NodeConfig(_Strict):
+    """`startup/node.yml` of a server or a site."""
+
+    api_version: Literal[1]
+    project: str
+    name: str
+    kind: Literal["server", "site"]
+    org: str
+    server: Endpoint = Field(description="Where sites connect")
+    listen: Endpoint | None = Field(None, description="Server only: address and port to bind")
+    heartbeat: Heartbeat
+    tls: TlsFiles
+
+
+class ConsoleConfig(_Strict):
+    """`startup/console.yml` of an admin."""
+
+    api_version: Literal[1]
+    project: str
+    name: str
+    kind: Literal["admin"]
+    org: str
+    role: Role
+    server: Endpoint
+    tls: TlsFiles

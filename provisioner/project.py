@@ -1,0 +1,128 @@
+"""The `project.yml` schema (api_version 1): who takes part in a federation.
+
+The pydantic models are the reference for the file: each field's description is
+its documentation. `Project.participants()` flattens them for the builders.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from provisioner.names import (
+    check_admin_name,
+    check_host,
+    check_project_name,
+    check_server_name,
+    check_simple_name,
+)
+
+ROLES = ("project_admin", "org_admin", "lead", "member")
+KINDS = ("server", "site", "admin")
+KEY_TYPES = ("ec-p256", "rsa-2048", "rsa-3072")
+
+Role = Literal["project_admin", "org_admin", "lead", "member"]
+Kind = Literal["server", "site", "admin"]
+KeyType = Literal["ec-p256", "rsa-2048", "rsa-3072"]
+
+ProjectName = Annotated[str, AfterValidator(check_project_name)]
+SimpleName = Annotated[str, AfterValidator(check_simple_name)]
+AdminName = Annotated[str, AfterValidator(check_admin_name)]
+Host = Annotated[str, AfterValidator(check_host)]
+ServerName = Annotated[str, AfterValidator(check_server_name)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerSpec(_Strict):
+    """The one server of the federation."""
+
+    name: ServerName = Field(description="DNS name (or IP) that sites and admins connect to; the certificate CN")
+    org: SimpleName = Field(description="Organisation that runs the server")
+    port: int = Field(8443, ge=1, le=65535, description="The one TCP port for sites and admins (gRPC, mTLS)")
+    hosts: list[Host] = Field(
+        default_factory=list, description="More DNS names and IP addresses the server certificate is valid for"
+    )
+
+
+class SiteSpec(_Strict):
+    """A site: an FL client that trains on its own data."""
+
+    name: SimpleName = Field(description="Site name, unique in the project")
+    org: SimpleName = Field(description="Organisation the site belongs to")
+
+
+class AdminSpec(_Strict):
+    """A person who drives the federation from `flctl`."""
+
+    name: AdminName = Field(description="E-mail address (or simple name) of the admin")
+    org: SimpleName = Field(description="Organisation of the admin")
+    role: Role = Field(description="One of project_admin, org_admin, lead, member")
+
+
+class CaSpec(_Strict):
+    """The project's certificate authority."""
+
+    key: KeyType = Field("ec-p256", description="Key type of the CA and of every certificate it issues")
+    valid_days: int = Field(3650, ge=1, le=36500, description="Lifetime of the CA certificate")
+
+
+class CertSpec(_Strict):
+    """Participant certificates."""
+
+    valid_days: int = Field(365, ge=1, le=36500, description="Lifetime of each certificate (capped at the CA's)")
+
+
+class HeartbeatSpec(_Strict):
+    """How sites prove they are alive."""
+
+    interval_s: float = Field(5.0, gt=0, le=3600, description="Seconds between a site's heartbeats")
+    timeout_s: float = Field(30.0, gt=0, le=86400, description="Silence after which the server marks a site offline")
+
+    @model_validator(mode="after")
+    def _timeout_exceeds_interval(self) -> HeartbeatSpec:
+        if self.timeout_s <= self.interval_s:
+            raise ValueError(f"timeout_s ({self.timeout_s}) must be larger than interval_s ({self.interval_s})")
+        return self
+
+
+class Project(_Strict):
+    """A whole project.yml."""
+
+    api_version: Literal[1] = Field(description="Schema version: 1 (NVIDIA FLARE's 3 is read by nvflare_project)")
+    name: ProjectName = Field(description="Project name; also the workspace folder name")
+    description: str = Field("", description="Free text")
+    server: ServerSpec
+    sites: list[SiteSpec] = Field(default_factory=list)
+    admins: list[AdminSpec] = Field(default_factory=list)
+    ca: CaSpec = Field(default_factory=CaSpec)  # type: ignore[arg-type]
+    certs: CertSpec = Field(default_factory=CertSpec)  # type: ignore[arg-type]
+    heartbeat: HeartbeatSpec = Field(default_factory=HeartbeatSpec)  # type: ignore[arg-type]
+
+    def participants(self) -> list[Participant]:
+        """Server first, then sites, then admins, in file order."""
+        out = [Participant(self.server.name, "server", self.server.org, None, tuple(self.server.hosts))]
+        out += [Participant(s.name, "site", s.org, None, ()) for s in self.sites]
+        out += [Participant(a.name, "admin", a.org, a.role, ()) for a in self.admins]
+        return out
+
+
+@dataclass(frozen=True)
+class Participant:
+    """One identity to issue a certificate and a kit for."""
+
+    name: str
+    kind: Kind
+    org: str
+    role: Role | None
+    hosts: tuple[str, ...]
+
+    def san_hosts(self) -> tuple[str, ...]:
+        """Names a server certificate must cover: its own name first, then its extra hosts."""
+        if self.kind != "server":
+            return ()
+        return tuple(dict.fromkeys((self.name, *self.hosts)))
