@@ -186,7 +186,7 @@ def write_zip(path: Path, top: str, files: dict[str, KitFile], now: dt.datetime)
     stamp = now.timetuple()[:6]
     with zipfile.ZipFile(path, "x", zipfile.ZIP_DEFLATED) as archive:
         for rel, f in sorted(files.items()):
-            info = zipfile.ZipInfo(f"{top}/{rel}", date_time=stamp)  # type: ignore[arg-type]
+            info = zipfile.ZipInfo(f"{top}/{rel}", date_time=stamp)
             info.external_attr = (0o100000 | f.mode) << 16
             info.compress_type = zipfile.ZIP_DEFLATED
             archive.writestr(info, f.data)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 
 from provisioner import build, pki
 from provisioner import kit_layout as layout
@@ -60,7 +60,7 @@ def make_request(name: str, org: str, kind: Kind, role: Role | None, out_dir: Pa
         if path.exists():
             raise InputError([Problem(str(path), None, "", "already exists; move it away or choose another -o")])
     write_atomic(req.key_path, pki.key_pem(key), 0o600)
-    write_atomic(req.csr_path, csr.public_bytes(pki.serialization.Encoding.PEM), 0o644)
+    write_atomic(req.csr_path, csr.public_bytes(serialization.Encoding.PEM), 0o644)
     return req
 
 

@@ -76,7 +76,8 @@ class KitPaths:
         """The participant kind, from which config file and certificate the kit holds."""
         if (self.startup / CONSOLE_CONFIG).is_file():
             return "admin"
-        for kind in ("server", "site"):
-            if self.cert(kind).is_file():  # type: ignore[arg-type]
-                return kind  # type: ignore[return-value]
+        if self.cert("server").is_file():
+            return "server"
+        if self.cert("site").is_file():
+            return "site"
         return None

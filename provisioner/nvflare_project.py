@@ -95,7 +95,7 @@ def translate(data: dict[str, Any], shown: str) -> Translation:
 
 
 def _server(item: dict[str, Any], where: Loc, tr: Translation, shown: str) -> dict[str, Any]:
-    server = {k: item[k] for k in ("name", "org") if k in item}
+    server: dict[str, Any] = {k: item[k] for k in ("name", "org") if k in item}
     tr.origin[("server",)] = where
     if "fed_learn_port" in item:
         server["port"] = item["fed_learn_port"]

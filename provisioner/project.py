@@ -99,9 +99,9 @@ class Project(_Strict):
     server: ServerSpec
     sites: list[SiteSpec] = Field(default_factory=list)
     admins: list[AdminSpec] = Field(default_factory=list)
-    ca: CaSpec = Field(default_factory=CaSpec)  # type: ignore[arg-type]
-    certs: CertSpec = Field(default_factory=CertSpec)  # type: ignore[arg-type]
-    heartbeat: HeartbeatSpec = Field(default_factory=HeartbeatSpec)  # type: ignore[arg-type]
+    ca: CaSpec = Field(default_factory=CaSpec)
+    certs: CertSpec = Field(default_factory=CertSpec)
+    heartbeat: HeartbeatSpec = Field(default_factory=HeartbeatSpec)
 
     def participants(self) -> list[Participant]:
         """Server first, then sites, then admins, in file order."""

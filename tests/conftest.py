@@ -1,0 +1,84 @@
+"""Shared fixtures: a provisioned workspace and a way to run `flctl` in-process."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from provisioner.build import ProvisionResult, provision
+from provisioner.project_loader import load_project
+
+ROOT = Path(__file__).resolve().parent.parent
+LOCAL_PROJECT = ROOT / "playbooks" / "projects" / "local.yml"
+
+
+@dataclass
+class CliResult:
+    code: int
+    stdout: str
+    stderr: str
+
+    def json(self) -> Any:
+        return json.loads(self.stdout)
+
+
+def run_flctl(*args: str | Path) -> CliResult:
+    """Run `flctl ARGS` through the real entry point, in this process."""
+    from console.cli.app import main
+
+    out, err = io.StringIO(), io.StringIO()
+    argv = sys.argv
+    sys.argv = ["flctl", *map(str, args)]
+    code = 0
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            main()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        sys.argv = argv
+    return CliResult(code, out.getvalue(), err.getvalue())
+
+
+@pytest.fixture
+def flctl() -> Any:
+    return run_flctl
+
+
+@pytest.fixture
+def write_project(tmp_path: Path) -> Any:
+    """Write a project.yml from text and return its path."""
+
+    def write(text: str, name: str = "project.yml") -> Path:
+        path = tmp_path / name
+        path.write_text(text)
+        return path
+
+    return write
+
+
+@pytest.fixture(scope="session")
+def local_kits(tmp_path_factory: pytest.TempPathFactory) -> ProvisionResult:
+    """The local playbook project provisioned once (server, two sites, one admin); do not modify it."""
+    workspace = tmp_path_factory.mktemp("ws")
+    return provision(load_project(LOCAL_PROJECT).project, workspace)
+
+
+@pytest.fixture
+def kit_copy(local_kits: ProvisionResult, tmp_path: Path) -> Any:
+    """A private copy of one participant's kit, safe to tamper with."""
+
+    def copy(name: str) -> Path:
+        target = tmp_path / "kits" / name
+        shutil.copytree(local_kits.prod_dir / name, target, symlinks=True)
+        return target
+
+    return copy

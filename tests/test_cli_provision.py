@@ -1,0 +1,146 @@
+"""`flctl provision` and `flctl kit` from the command line: exit codes, JSON, and errors without tracebacks."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from .conftest import LOCAL_PROJECT, ROOT
+
+FLCTL = Path(sys.executable).parent / "flctl"
+
+
+def test_provision_json(flctl, tmp_path):
+    """--json prints only JSON with the documented keys."""
+    result = flctl("provision", LOCAL_PROJECT, "-w", tmp_path, "--json")
+    assert result.code == 0, result.stderr
+    data = result.json()
+    assert data["project"] == "local" and data["ca_created"] is True
+    assert data["prod_dir"] == str(tmp_path / "local" / "prod_00")
+    assert [k["name"] for k in data["kits"]] == ["localhost", "site-1", "site-2", "admin@localhost"]
+    assert set(data["kits"][0]) == {"name", "kind", "org", "role", "status", "reason", "expires", "kit", "zip",
+                                    "external_key"}
+
+
+def test_provision_build_is_the_same_command(flctl, tmp_path):
+    assert flctl("provision", "build", LOCAL_PROJECT, "-w", tmp_path, "--json").code == 0
+    assert (tmp_path / "local/prod_00/site-1/startup/site.crt").is_file()
+
+
+def test_provision_table(flctl, tmp_path):
+    result = flctl("provision", LOCAL_PROJECT, "-w", tmp_path)
+    assert result.code == 0
+    assert "site-1" in result.stdout and "project_admin" in result.stdout
+    assert "wrote 4 kits to" in result.stderr
+
+
+def test_bad_project_exits_2_with_lines_and_no_traceback(flctl, write_project, tmp_path):
+    path = write_project("api_version: 1\nname: demo\nserver: {name: localhost, org: o}\n"
+                         "sites: [{name: a, org: o}, {name: a, org: o}]\n")
+    result = flctl("provision", path, "-w", tmp_path / "ws")
+    assert result.code == 2
+    assert f"{path}:4: sites[1].name: 'a' is already used by sites[0].name" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "ws").exists(), "nothing is written for a bad project"
+
+
+def test_missing_project_file_exits_2(flctl, tmp_path):
+    result = flctl("provision", tmp_path / "none.yml", "-w", tmp_path)
+    assert result.code == 2 and "no such file" in result.stderr
+
+
+def test_unknown_option_exits_2(flctl):
+    assert flctl("provision", LOCAL_PROJECT, "--bogus").code == 2
+
+
+def test_passphrase_from_environment(flctl, tmp_path, monkeypatch):
+    """--passphrase-env: unset variable is exit 2; wrong passphrase is exit 3; right one works."""
+    assert flctl("provision", LOCAL_PROJECT, "-w", tmp_path, "--passphrase-env", "FLCTL_TEST_PW").code == 2
+    monkeypatch.setenv("FLCTL_TEST_PW", "s3cret")
+    assert flctl("provision", LOCAL_PROJECT, "-w", tmp_path, "--passphrase-env", "FLCTL_TEST_PW").code == 0
+    assert flctl("provision", LOCAL_PROJECT, "-w", tmp_path).code == 3
+    monkeypatch.setenv("FLCTL_TEST_PW", "wrong")
+    result = flctl("provision", LOCAL_PROJECT, "-w", tmp_path, "--passphrase-env", "FLCTL_TEST_PW")
+    assert result.code == 3 and "does not unlock" in result.stderr
+
+
+def test_kit_verify_exit_codes(flctl, local_kits, kit_copy):
+    good = flctl("kit", "verify", local_kits.prod_dir / "site-1", "--json")
+    assert good.code == 0 and good.json()["ok"] is True
+    kit = kit_copy("site-2")
+    (kit / "startup/node.yml").write_text("tampered\n")
+    bad = flctl("kit", "verify", kit)
+    assert bad.code == 1
+    assert "startup/node.yml was changed" in bad.stderr
+
+
+def test_kit_verify_with_pinned_ca(flctl, local_kits):
+    result = flctl("kit", "verify", local_kits.prod_dir / "site-1", "--ca", local_kits.state_dir / "ca.crt")
+    assert result.code == 0
+    assert flctl("kit", "verify", local_kits.prod_dir / "site-1", "--ca", LOCAL_PROJECT).code == 2
+
+
+def test_kit_show_json(flctl, local_kits):
+    result = flctl("kit", "show", local_kits.prod_dir / "admin@localhost", "--json")
+    assert result.code == 0
+    data = result.json()
+    assert (data["name"], data["kind"], data["org"], data["role"]) == ("admin@localhost", "admin", "local",
+                                                                       "project_admin")
+    assert data["server"] == "localhost:8443" and data["project"] == "local"
+    assert 360 <= data["days_left"] <= 366
+
+
+def test_kit_show_warns_when_expiring(flctl, write_project, tmp_path):
+    path = write_project("api_version: 1\nname: short\nserver: {name: localhost, org: o}\n"
+                         "sites: [{name: s, org: o}]\ncerts: {valid_days: 10}\n")
+    assert flctl("provision", path, "-w", tmp_path).code == 0
+    result = flctl("kit", "show", tmp_path / "short/prod_00/s")
+    assert result.code == 0 and "expires within 30 days" in result.stderr
+
+
+def test_kit_show_of_a_non_kit_exits_2(flctl, tmp_path):
+    result = flctl("kit", "show", tmp_path)
+    assert result.code == 2 and "is not a startup kit" in result.stderr
+
+
+def test_csr_round_trip_from_the_command_line(flctl, tmp_path):
+    """kit request -> provision sign -> kit complete -> kit verify, all through flctl."""
+    req = flctl("kit", "request", "site-1", "--org", "local", "-o", tmp_path / "site", "--json")
+    assert req.code == 0, req.stderr
+    csr = req.json()["csr"]
+    signed = flctl("provision", "sign", csr, "-p", LOCAL_PROJECT, "-w", tmp_path / "ws", "--json")
+    assert signed.code == 0, signed.stderr
+    kit = signed.json()["kit"]
+    assert flctl("kit", "verify", kit).code == 1
+    done = flctl("kit", "complete", kit, "--key", req.json()["key"])
+    assert done.code == 0, done.stderr
+    assert flctl("kit", "verify", kit).code == 0
+
+
+def test_kit_request_rejects_bad_kind(flctl, tmp_path):
+    result = flctl("kit", "request", "x", "--org", "o", "--kind", "robot", "-o", tmp_path)
+    assert result.code == 2 and "--kind: 'robot' is not allowed" in result.stderr
+
+
+def test_real_binary_reports_errors_without_traceback(tmp_path):
+    """The installed console script: a user's mistake is one line and exit 2."""
+    bad = tmp_path / "p.yml"
+    bad.write_text("api_version: 1\nname: x\nserver: {name: 'no good', org: o}\n")
+    out = subprocess.run([FLCTL, "provision", bad, "-w", tmp_path], capture_output=True, text=True, check=False)
+    assert out.returncode == 2
+    assert "Traceback" not in out.stderr
+    assert "server.name: 'no good' is not a valid host" in out.stderr
+
+
+def test_help_is_instant_and_imports_nothing_heavy():
+    """`flctl --help` imports neither cryptography, pydantic, textual, grpc nor torch."""
+    code = ("import sys; from console.cli.app import app; "
+            "heavy = [m for m in ('cryptography', 'pydantic', 'textual', 'grpc', 'torch', 'boto3', 'yaml') "
+            "if m in sys.modules]; print(heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.stdout.strip() == "[]"
+    help_out = subprocess.run([FLCTL, "--help"], capture_output=True, text=True, check=True)
+    assert "provision" in help_out.stdout and "kit" in help_out.stdout
