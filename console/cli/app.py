@@ -12,12 +12,21 @@ import typer
 
 from console.cli import exit_codes, terminal
 from console.cli.default_group import DefaultGroup
+from console.cli.job import abort as job_abort
+from console.cli.job import download as job_download
+from console.cli.job import logs as job_logs
+from console.cli.job import ls as job_ls
+from console.cli.job import show as job_show
+from console.cli.job import submit as job_submit
 from console.cli.kit import complete as kit_complete
 from console.cli.kit import request as kit_request
 from console.cli.kit import show as kit_show
 from console.cli.kit import verify as kit_verify
+from console.cli.node import start as node_start
+from console.cli.node import stop as node_stop
 from console.cli.provision import build as provision_build
 from console.cli.provision import sign as provision_sign
+from console.cli.site import ls as site_ls
 
 HELP = "flctl: provision, deploy, run and watch a federated-learning federation from the terminal."
 
@@ -38,6 +47,24 @@ kit_app.command("verify")(kit_verify.command)
 kit_app.command("request")(kit_request.command)
 kit_app.command("complete")(kit_complete.command)
 app.add_typer(kit_app, name="kit")
+
+node_app = typer.Typer(no_args_is_help=True, help="Run the server or a site from its startup kit.")
+node_app.command("start")(node_start.command)
+node_app.command("stop")(node_stop.command)
+app.add_typer(node_app, name="node")
+
+job_app = typer.Typer(no_args_is_help=True, help="Submit, list, show, abort, download and follow jobs.")
+job_app.command("submit")(job_submit.command)
+job_app.command("ls")(job_ls.command)
+job_app.command("show")(job_show.command)
+job_app.command("abort")(job_abort.command)
+job_app.command("download")(job_download.command)
+job_app.command("logs")(job_logs.command)
+app.add_typer(job_app, name="job")
+
+site_app = typer.Typer(no_args_is_help=True, help="The sites the server knows.")
+site_app.command("ls")(site_ls.command)
+app.add_typer(site_app, name="site")
 
 
 def main() -> None:

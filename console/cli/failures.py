@@ -20,6 +20,17 @@ def exit_code_for(exc: BaseException) -> tuple[int, str] | None:
         return exit_codes.BAD_INPUT, str(exc)
     if isinstance(exc, prov.ProvisionError):
         return exit_codes.FAILED, str(exc)
+    from node import errors as node
+
+    node_codes: list[tuple[type[BaseException], int]] = [
+        (node.ConnectionFailed, exit_codes.NO_CONNECTION), (node.NotPermitted, exit_codes.NOT_PERMITTED),
+        (node.NotFound, exit_codes.FAILED), (node.BadRequest, exit_codes.BAD_INPUT),
+        (node.JobError, exit_codes.BAD_INPUT), (node.TimedOut, exit_codes.TIMED_OUT),
+        (node.NodeError, exit_codes.FAILED),
+    ]
+    for kind, code in node_codes:
+        if isinstance(exc, kind):
+            return code, str(exc)
     if isinstance(exc, PermissionError):
         return exit_codes.FAILED, f"permission denied: {exc.filename}; check the folder's owner and mode"
     if isinstance(exc, OSError) and exc.errno == 28:

@@ -1,0 +1,34 @@
+"""Which admin identity a command uses: --kit, else $FLCTL_KIT, else the local federation's admin."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from console.cli import exit_codes
+from console.cli.terminal import abort
+
+KitOption = Annotated[
+    Path | None,
+    typer.Option("--kit", metavar="DIR", help="Admin startup kit to act as [default: $FLCTL_KIT].",
+                 file_okay=False, show_default=False),
+]
+
+
+def resolve_kit(kit: Path | None) -> Path:
+    if kit is not None:
+        return kit
+    env = os.environ.get("FLCTL_KIT")
+    if env:
+        return Path(env)
+    abort("no admin kit given; pass --kit DIR (an admin's startup kit) or set FLCTL_KIT", exit_codes.BAD_INPUT)
+
+
+def connect(kit: Path | None) -> Any:
+    """An AdminClient for the chosen kit (imported lazily: grpc is heavy)."""
+    from node.admin_client import AdminClient
+
+    return AdminClient.from_kit(resolve_kit(kit))

@@ -1,0 +1,1 @@
+"""`flctl job`: submit, list, show, abort, download and follow jobs."""

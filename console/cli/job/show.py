@@ -1,0 +1,37 @@
+"""`flctl job show ID`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from console.cli import terminal
+from console.cli.admin_kit import KitOption, connect
+from console.cli.options import JsonOption
+
+
+def command(job_id: Annotated[str, typer.Argument(metavar="ID")], kit: KitOption = None,
+            json_out: JsonOption = False) -> None:
+    """Show a job: status, rounds done, each site's state, the last metrics and where its artifacts are."""
+    from console.cli.job.render import duration, metrics_line, progress
+
+    with connect(kit) as admin:
+        job = admin.get_job(job_id)
+    if json_out:
+        terminal.print_json(job.to_json())
+        return
+    pairs = [("id", job.id), ("name", job.name), ("status", job.status), ("workflow", job.workflow),
+             ("rounds", progress(job)), ("min sites", job.min_sites),
+             ("submitter", f"{job.submitter} ({job.submitter_org})"), ("duration", duration(job)),
+             ("artifacts", job.artifacts)]
+    if job.wait_reason and job.status == "SUBMITTED":
+        pairs.append(("waiting", job.wait_reason))
+    if job.error:
+        pairs.append(("error", job.error))
+    if job.last_metrics:
+        pairs.append(("last metrics", metrics_line(job.last_metrics)))
+    terminal.fields(pairs)
+    if job.sites:
+        terminal.table(["site", "state", "round", "error"],
+                       [(s.name, s.state, s.round if s.round >= 0 else "-", s.error) for s in job.sites])

@@ -1,0 +1,71 @@
+"""`flctl job submit JOB [--watch]`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from console.cli import exit_codes, terminal
+from console.cli.admin_kit import KitOption, connect
+from console.cli.options import JsonOption
+
+
+def command(
+    job: Annotated[Path, typer.Argument(help="Job folder: job.yml and app/.")],
+    watch: Annotated[bool, typer.Option("--watch", help="Follow the job live until it ends.")] = False,
+    kit: KitOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Submit a job folder and print its id; with --watch, follow it to the end.
+
+    The folder is checked before anything is sent: a missing job.yml, an unknown
+    workflow, a bad argument or a missing script is refused with exit code 2.
+    With --watch the exit code is 0 when the job FINISHED and 1 otherwise.
+    """
+    with connect(kit) as admin:
+        job_id = admin.submit_job(job)
+        if not watch:
+            if json_out:
+                terminal.print_json({"id": job_id})
+            else:
+                terminal.out.print(job_id)
+            return
+        if not json_out:
+            terminal.info(f"submitted job {job_id}")
+        info = follow(admin, job_id, quiet=json_out)
+    if json_out:
+        terminal.print_json({"id": job_id, "status": info.status, "error": info.error})
+    if info.status != "FINISHED":
+        raise typer.Exit(exit_codes.FAILED)
+
+
+def follow(admin: Any, job_id: str, quiet: bool = False) -> Any:
+    """Stream the job's events (no polling) with a progress bar for rounds; return the final job info."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from console.cli.job.render import metrics_line
+
+    job = admin.get_job(job_id)
+    show_bar = terminal.interactive() and not quiet and job.rounds > 0
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   console=terminal.err, transient=True, disable=not show_bar)
+    with bar:
+        task = bar.add_task(job.name, total=job.rounds or None)
+        for event in admin.watch(job_id):
+            if event.kind == "round":
+                round_no = int(event.data.get("round", 0))
+                bar.update(task, completed=round_no + 1)
+                if not quiet:
+                    bar.console.print(f"round {round_no + 1}/{job.rounds}: "
+                                      f"{metrics_line(event.data.get('metrics', {}))}", markup=False, highlight=False)
+            elif not quiet and event.kind in ("started", "waiting", "site_failed", "aborting"):
+                bar.console.print(event.message, markup=False, highlight=False)
+    final = admin.get_job(job_id)
+    if not quiet:
+        if final.status == "FINISHED":
+            terminal.success(f"job {job_id} FINISHED; `flctl job download {job_id}` fetches the results")
+        else:
+            terminal.error(f"job {job_id} {final.status}" + (f": {final.error}" if final.error else ""))
+    return final

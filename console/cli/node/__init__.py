@@ -1,0 +1,1 @@
+"""`flctl node`: run a server or a site from its kit."""

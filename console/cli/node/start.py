@@ -1,0 +1,67 @@
+"""`flctl node start KIT`."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from console.cli import terminal
+
+WorkspaceOpt = Annotated[Path | None, typer.Option("--workspace", "-w", file_okay=False,
+                                                   help="Where the node keeps its state and logs "
+                                                        "[default: KIT/workspace].", show_default=False)]
+
+
+def workspace_for(kit: Path, workspace: Path | None) -> Path:
+    from provisioner.kit_layout import KitPaths
+
+    return workspace or KitPaths.find(kit).root / "workspace"
+
+
+def command(
+    kit: Annotated[Path, typer.Argument(help="The server's or a site's startup kit.")],
+    workspace: WorkspaceOpt = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log debug details.")] = False,
+) -> None:
+    """Start the server or a site from its kit, in the foreground, until SIGINT or SIGTERM.
+
+    The kit's signature is verified first; a kit with a changed file is refused,
+    naming the file. Logs go to the terminal and to WORKSPACE/node.log.
+    """
+    import logging
+
+    from node.kit import load_kit
+
+    node_kit = load_kit(kit, verify=True)
+    ws = workspace_for(kit, workspace)
+    ws.mkdir(parents=True, exist_ok=True)
+    level = logging.DEBUG if verbose else logging.INFO
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handlers: list[logging.Handler] = [logging.StreamHandler(), logging.FileHandler(ws / "node.log")]
+    for handler in handlers:
+        handler.setFormatter(fmt)
+    logging.basicConfig(level=level, handlers=handlers, force=True)
+    if node_kit.info.kind == "server":
+        from node.server.daemon import ServerDaemon
+
+        server = ServerDaemon(node_kit, ws)
+        server.start()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: server.stop())
+        terminal.success(f"server '{node_kit.info.name}' of project '{node_kit.info.project}' is listening on "
+                         f"{server.address}")
+        server.wait()
+    elif node_kit.info.kind == "site":
+        from node.site.agent import SiteAgent
+
+        agent = SiteAgent(node_kit, ws)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: agent.stop())
+        terminal.info(f"site '{node_kit.info.name}' connecting to {node_kit.target}")
+        agent.run()
+    else:
+        terminal.abort(f"{kit} is an admin's kit; admins use `flctl job …` with --kit, not `flctl node start`", 2)
+    terminal.info("stopped")

@@ -1,0 +1,39 @@
+"""`flctl node stop KIT`."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from console.cli import exit_codes, terminal
+from console.cli.node.start import WorkspaceOpt, workspace_for
+
+
+def command(
+    kit: Annotated[Path, typer.Argument(help="The kit the node was started from.")],
+    workspace: WorkspaceOpt = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for a clean stop.")] = 20.0,
+) -> None:
+    """Stop the node started from KIT (SIGTERM, then wait for it to exit)."""
+    from node import pidfile
+
+    ws = workspace_for(kit, workspace)
+    pid = pidfile.read(ws)
+    if pid is None:
+        terminal.abort(f"no node is running from {kit} (no live PID in {ws / pidfile.NAME})", exit_codes.FAILED)
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            terminal.success(f"stopped the node (process {pid})")
+            return
+        time.sleep(0.1)
+    terminal.abort(f"process {pid} did not stop within {timeout:.0f} s; end it with `kill -9 {pid}`",
+                   exit_codes.TIMED_OUT)

@@ -1,0 +1,1 @@
+"""`flctl site`: the sites the server knows."""

@@ -1,0 +1,151 @@
+"""The admin client: a typed Python API over the Admin service, used by the CLI, the TUI and scripts.
+
+    with AdminClient.from_kit(Path("workspace/demo/prod_00/admin@example.org")) as admin:
+        job_id = admin.submit_job(Path("playbooks/jobs/hello-numpy"))
+        for event in admin.watch(job_id):
+            print(event.message)
+
+Every gRPC failure becomes one `node.errors` exception with a sentence saying what to do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+
+import grpc
+
+from node import admin_types as t
+from node import errors, serde
+from node.kit import NodeKit, load_kit
+from node.proto import flctl_pb2 as pb
+from node.proto import flctl_pb2_grpc as pb_grpc
+from node.tls import CHUNK, channel
+
+T = TypeVar("T")
+DEFAULT_TIMEOUT_S = 30.0
+
+
+def translate(exc: grpc.RpcError, target: str) -> errors.NodeError:
+    """One gRPC status -> one exception of ours, with a sentence that says what to do."""
+    code = exc.code()
+    details = exc.details() or ""
+    if code == grpc.StatusCode.UNAVAILABLE:
+        if "handshake" in details.lower() or "ssl" in details.lower() or "certificate" in details.lower():
+            return errors.ConnectionFailed(f"the server at {target} refused this kit's certificate; "
+                                           "check that the kit belongs to this project")
+        return errors.ConnectionFailed(f"cannot reach the server at {target}; is it running? ({details})")
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        return errors.ConnectionFailed(f"the server at {target} did not accept this identity: {details}")
+    if code == grpc.StatusCode.PERMISSION_DENIED:
+        return errors.NotPermitted(details)
+    if code == grpc.StatusCode.NOT_FOUND:
+        return errors.NotFound(details)
+    if code == grpc.StatusCode.INVALID_ARGUMENT:
+        return errors.BadRequest(details)
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return errors.TimedOut(f"the server at {target} did not answer in time")
+    if code == grpc.StatusCode.FAILED_PRECONDITION:
+        return errors.Failed(details)
+    return errors.NodeError(f"the server failed: {code.name}: {details}")
+
+
+class AdminClient:
+    def __init__(self, kit: NodeKit, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+        if kit.info.kind != "admin":
+            raise errors.NodeError(f"{kit.root} is a {kit.info.kind} kit; use an admin's kit")
+        self.kit = kit
+        self.timeout_s = timeout_s
+        self._channel = channel(kit)
+        self._stub = pb_grpc.AdminStub(self._channel)
+
+    @classmethod
+    def from_kit(cls, path: Path, timeout_s: float = DEFAULT_TIMEOUT_S) -> AdminClient:
+        return cls(load_kit(path, verify=True), timeout_s)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> AdminClient:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+    def _call(self, method: Any, request: Any, timeout: float | None = None) -> Any:
+        try:
+            return method(request, timeout=timeout or self.timeout_s)
+        except grpc.RpcError as exc:
+            raise translate(exc, self.kit.target) from None
+
+    def _stream(self, method: Any, request: Any, timeout: float | None = None) -> Iterator[Any]:
+        try:
+            yield from method(request, timeout=timeout)
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.CANCELLED:
+                return
+            raise translate(exc, self.kit.target) from None
+
+    # ------------------------------------------------------------------ calls
+    def whoami(self) -> t.Identity:
+        return serde.identity_from_pb(self._call(self._stub.WhoAmI, pb.Empty()))
+
+    def submit_job(self, folder: Path) -> str:
+        """Validate the job folder here, send it as a zip bundle, and return the new job's id."""
+        from node.bundle import pack_job
+        from node.job_spec import load_job
+
+        load_job(folder)
+        data = pack_job(folder)
+        digest = hashlib.sha256(data).hexdigest()
+
+        def messages() -> Iterator[pb.SubmitMessage]:
+            yield pb.SubmitMessage(header=pb.SubmitHeader(sha256=digest, size=len(data)))
+            view = memoryview(data)
+            for start in range(0, len(data), CHUNK):
+                yield pb.SubmitMessage(chunk=bytes(view[start:start + CHUNK]))
+
+        ref = self._call(self._stub.SubmitJob, messages(), timeout=max(self.timeout_s, 300))
+        return str(ref.job_id)
+
+    def list_jobs(self) -> list[t.JobInfo]:
+        return [serde.job_from_pb(j) for j in self._call(self._stub.ListJobs, pb.Empty()).jobs]
+
+    def get_job(self, job_id: str) -> t.JobInfo:
+        return serde.job_from_pb(self._call(self._stub.GetJob, pb.JobRef(job_id=job_id)))
+
+    def abort_job(self, job_id: str) -> t.JobInfo:
+        return serde.job_from_pb(self._call(self._stub.AbortJob, pb.JobRef(job_id=job_id), timeout=60))
+
+    def download_job(self, job_id: str, out_dir: Path) -> Path:
+        """Unpack the job's artifacts (models, metrics, logs) into `out_dir/<job_id>/` and return that folder."""
+        target = out_dir / job_id
+        target.mkdir(parents=True, exist_ok=True)
+        archive = target / ".artifacts.zip.part"
+        with open(archive, "wb") as handle:
+            for chunk in self._stream(self._stub.DownloadJob, pb.JobRef(job_id=job_id), timeout=3600):
+                handle.write(chunk.data)
+        with zipfile.ZipFile(archive) as zf:
+            for name in zf.namelist():
+                if name.startswith("/") or ".." in Path(name).parts:
+                    raise errors.NodeError(f"the server sent an unsafe path in the artifacts: {name}")
+            zf.extractall(target)
+        archive.unlink()
+        return target
+
+    def logs(self, job_id: str, site: str = "", follow: bool = False) -> Iterator[t.LogEntry]:
+        request = pb.LogsRequest(job_id=job_id, site=site, follow=follow)
+        for entry in self._stream(self._stub.JobLogs, request, timeout=None if follow else self.timeout_s):
+            yield serde.log_from_pb(entry)
+
+    def list_sites(self) -> list[t.SiteInfo]:
+        return [serde.site_from_pb(s) for s in self._call(self._stub.ListSites, pb.Empty()).sites]
+
+    def watch(self, job_id: str = "", after_seq: int = 0) -> Iterator[t.Event]:
+        """Events as they happen; for one job the stream ends after the job's final event."""
+        for event in self._stream(self._stub.WatchEvents, pb.WatchRequest(job_id=job_id, after_seq=after_seq)):
+            yield serde.event_from_pb(event)

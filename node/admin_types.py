@@ -1,0 +1,95 @@
+"""What the admin client returns: plain dataclasses, the same for the CLI, the TUI and scripts."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+JOB_STATUSES = ("SUBMITTED", "RUNNING", "FINISHED", "FAILED", "ABORTED")
+ENDED_STATUSES = ("FINISHED", "FAILED", "ABORTED")
+
+
+@dataclass(frozen=True)
+class Identity:
+    name: str
+    org: str
+    kind: str
+    role: str
+    project: str
+    not_after: float
+
+
+@dataclass(frozen=True)
+class JobSite:
+    name: str
+    state: str
+    round: int
+    error: str
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    id: str
+    name: str
+    status: str
+    submitter: str
+    submitter_org: str
+    submitted_at: float
+    started_at: float
+    ended_at: float
+    round: int
+    rounds: int
+    workflow: str
+    min_sites: int
+    sites: list[JobSite] = field(default_factory=list)
+    wait_reason: str = ""
+    error: str = ""
+    last_metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    artifacts: str = ""
+
+    @property
+    def ended(self) -> bool:
+        return self.status in ENDED_STATUSES
+
+    @property
+    def rounds_done(self) -> int:
+        """Completed rounds: `round` is the round in progress (or the last one, once ended)."""
+        if self.status == "FINISHED":
+            return self.rounds
+        return max(self.round, 0)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["rounds_done"] = self.rounds_done
+        return data
+
+
+@dataclass(frozen=True)
+class SiteInfo:
+    name: str
+    org: str
+    online: bool
+    last_heartbeat: float
+    running_jobs: list[str]
+    not_after: float
+
+
+@dataclass(frozen=True)
+class Event:
+    seq: int
+    job_id: str
+    time: float
+    kind: str
+    message: str
+    data: dict[str, Any]
+
+    @property
+    def ends_job(self) -> bool:
+        return self.kind in ("finished", "failed", "aborted")
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    site: str
+    time: float
+    line: str

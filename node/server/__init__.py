@@ -1,0 +1,1 @@
+"""The server daemon: gRPC services, scheduler, and one child process per running job."""

@@ -1,0 +1,41 @@
+"""Everything the server's services share, passed explicitly."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from node.kit import NodeKit
+from node.server.job_runner import JobRunner
+from node.server.site_hub import SiteHub
+from node.server.task_board import TaskBoard
+from node.store import SiteRow, Store
+
+
+@dataclass
+class ServerContext:
+    kit: NodeKit
+    workspace: Path
+    store: Store
+    board: TaskBoard
+    hub: SiteHub
+    runner: JobRunner
+    heartbeat_interval_s: float
+    heartbeat_timeout_s: float
+    max_bundle_bytes: int = 512 * 1024 * 1024
+    max_model_bytes: int = 64 * 1024 * 1024 * 1024
+
+    @property
+    def project(self) -> str:
+        return self.kit.info.project
+
+    def online(self, site: SiteRow, now: float | None = None) -> bool:
+        return ((now or time.time()) - site.last_heartbeat) <= self.heartbeat_timeout_s
+
+    def online_sites(self) -> list[str]:
+        now = time.time()
+        return [s.name for s in self.store.sites() if self.online(s, now)]
+
+    def jobs_dir(self) -> Path:
+        return self.workspace / "jobs"

@@ -1,0 +1,104 @@
+"""The server daemon: verify the kit, open the one mTLS port, serve sites and admins until stopped."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent import futures
+from pathlib import Path
+
+import grpc
+import yaml
+
+from node import pidfile
+from node.errors import NodeError
+from node.kit import NodeKit
+from node.proto import flctl_pb2_grpc as pb_grpc
+from node.server.admin_service import AdminService
+from node.server.context import ServerContext
+from node.server.federation_service import FederationService
+from node.server.job_runner import JobRunner
+from node.server.scheduler import Scheduler
+from node.server.site_hub import SiteHub
+from node.server.task_board import TaskBoard
+from node.store import Store
+from node.tls import SERVER_OPTIONS, server_credentials
+from provisioner.kit_config import NodeConfig
+
+log = logging.getLogger("flctl.server")
+DEFAULT_MAX_JOBS = 2
+WORKERS = 512
+
+
+def max_concurrent_jobs(kit: NodeKit) -> int:
+    """From the server's own `local/resources.yml` (site-owned), default 2."""
+    path = kit.root / "local" / "resources.yml"
+    try:
+        value = (yaml.safe_load(path.read_text()) or {}).get("max_concurrent_jobs", DEFAULT_MAX_JOBS)
+        return max(1, int(value))
+    except (OSError, ValueError, TypeError, yaml.YAMLError):
+        return DEFAULT_MAX_JOBS
+
+
+class ServerDaemon:
+    def __init__(self, kit: NodeKit, workspace: Path) -> None:
+        if kit.info.kind != "server":
+            raise NodeError(f"{kit.root} is a {kit.info.kind} kit; start the server from the server's kit")
+        config = kit.info.config
+        assert isinstance(config, NodeConfig)
+        self.kit = kit
+        self.workspace = workspace
+        workspace.mkdir(parents=True, exist_ok=True)
+        store = Store(workspace / "server.db")
+        board, hub = TaskBoard(), SiteHub()
+        self._poke_scheduler: Callable[[], None] = lambda: None
+        runner = JobRunner(store, board, hub, workspace / "jobs", lambda _job: self._poke_scheduler())
+        self.ctx = ServerContext(kit, workspace, store, board, hub, runner, config.heartbeat.interval_s,
+                                 config.heartbeat.timeout_s)
+        self.scheduler = Scheduler(self.ctx, max_concurrent_jobs(kit))
+        self._poke_scheduler = self.scheduler.poke
+        listen = config.listen or config.server
+        self.address = f"{listen.host}:{listen.port}"
+        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="rpc"),
+                                   options=SERVER_OPTIONS)
+        pb_grpc.add_FederationServicer_to_server(FederationService(self.ctx, self.scheduler.poke), self._server)
+        pb_grpc.add_AdminServicer_to_server(AdminService(self.ctx, self.scheduler.poke), self._server)
+        self._stopped = threading.Event()
+
+    def start(self) -> None:
+        self._recover()
+        try:
+            port = self._server.add_secure_port(self.address, server_credentials(self.kit))
+        except RuntimeError as exc:
+            raise NodeError(f"cannot listen on {self.address} ({exc}); is another server running there?") from None
+        if port == 0:
+            raise NodeError(f"cannot listen on {self.address}; is another server running there?")
+        self._server.start()
+        pidfile.write(self.workspace)
+        self.scheduler.start()
+        log.info("server %s of project %s listening on %s", self.kit.info.name, self.ctx.project, self.address)
+
+    def _recover(self) -> None:
+        """Jobs a previous run left RUNNING cannot be resumed yet: fail them with a clear reason."""
+        for job in self.ctx.store.list_jobs(("RUNNING",)):
+            self.ctx.store.update_job(job.id, status="FAILED", ended_at=time.time(),
+                                      error="the server restarted while the job ran")
+            self.ctx.store.add_event(job.id, "failed", "job failed: the server restarted while the job ran",
+                                     {"status": "FAILED"})
+
+    def wait(self) -> None:
+        self._stopped.wait()
+
+    def stop(self) -> None:
+        if self._stopped.is_set():
+            return
+        log.info("server stopping")
+        self.scheduler.stop()
+        self.ctx.hub.close()
+        self.ctx.runner.stop_all()
+        self._server.stop(grace=2).wait(5)
+        self.ctx.store.close()
+        pidfile.remove(self.workspace)
+        self._stopped.set()

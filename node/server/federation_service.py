@@ -1,0 +1,161 @@
+"""The Federation service: what site daemons and site job processes call. Thin: checks identity, routes."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from node.proto import flctl_pb2 as pb
+from node.proto import flctl_pb2_grpc as pb_grpc
+from node.server.context import ServerContext
+from node.tls import CHUNK, peer_identity
+from provisioner.pki import CertIdentity
+
+POLL_WAIT_S = 20.0
+VERSION = "1"
+
+
+def _site(context: Any) -> CertIdentity:
+    found = peer_identity(context)
+    if found is None:
+        context.abort(grpc.StatusCode.UNAUTHENTICATED, "no valid flctl certificate")
+    who, _cert = found  # type: ignore[misc]
+    if who.kind != "site":
+        context.abort(grpc.StatusCode.PERMISSION_DENIED, f"the Federation service is for sites; you are {who.kind} "
+                                                         f"'{who.name}'")
+    return who
+
+
+def stream_file(path: Path) -> Iterator[bytes]:
+    with open(path, "rb") as handle:
+        while block := handle.read(CHUNK):
+            yield block
+
+
+class FederationService(pb_grpc.FederationServicer):
+    def __init__(self, ctx: ServerContext, poke: Any) -> None:
+        self._ctx = ctx
+        self._poke = poke
+
+    def _not_after(self, context: Any) -> float:
+        found = peer_identity(context)
+        return found[1].not_valid_after_utc.timestamp() if found else 0.0
+
+    def Register(self, request: pb.RegisterRequest, context: Any) -> pb.RegisterReply:
+        who = _site(context)
+        self._ctx.store.touch_site(who.name, who.org, self._not_after(context), list(request.running_jobs),
+                                   register=True)
+        self._poke()
+        return pb.RegisterReply(project=self._ctx.project, heartbeat_interval_s=self._ctx.heartbeat_interval_s)
+
+    def Heartbeat(self, request: pb.HeartbeatRequest, context: Any) -> pb.HeartbeatReply:
+        who = _site(context)
+        store = self._ctx.store
+        was_online = any(s.name == who.name and self._ctx.online(s) for s in store.sites())
+        store.touch_site(who.name, who.org, self._not_after(context), list(request.running_jobs))
+        if not was_online:
+            self._poke()
+        running = set(self._ctx.runner.running())
+        stop = [j for j in request.running_jobs if j not in running or who.name not in self._ctx.runner.sites_of(j)]
+        return pb.HeartbeatReply(stop_jobs=stop)
+
+    def Commands(self, request: pb.Empty, context: Any) -> Iterator[pb.Command]:
+        who = _site(context)
+        for command in self._ctx.hub.stream(who.name, context.is_active):
+            if "start" in command:
+                yield pb.Command(start=pb.StartJob(**command["start"]))
+            else:
+                yield pb.Command(stop=pb.StopJob(**command["stop"]))
+
+    def FetchBundle(self, request: pb.JobRef, context: Any) -> Iterator[pb.Chunk]:
+        who = _site(context)
+        if not self._ctx.board.takes_part(request.job_id, who.name):
+            context.abort(grpc.StatusCode.NOT_FOUND, f"no running job {request.job_id} for {who.name}")
+        for block in stream_file(self._ctx.jobs_dir() / request.job_id / "bundle.zip"):
+            yield pb.Chunk(data=block)
+
+    def FetchTask(self, request: pb.TaskRequest, context: Any) -> Iterator[pb.TaskMessage]:
+        who = _site(context)
+        got = self._ctx.board.next_task(request.job_id, who.name, request.last_task_id, POLL_WAIT_S)
+        if got is None:
+            yield pb.TaskMessage(header=pb.TaskHeader())
+            return
+        if isinstance(got, str):
+            yield pb.TaskMessage(header=pb.TaskHeader(done=True, status=got))
+            return
+        try:
+            size = got.payload.stat().st_size
+            handle = open(got.payload, "rb")  # noqa: SIM115 - read while streaming
+        except FileNotFoundError:
+            yield pb.TaskMessage(header=pb.TaskHeader())
+            return
+        with handle:
+            self._ctx.store.set_site_state(request.job_id, who.name, "working", got.round)
+            yield pb.TaskMessage(header=pb.TaskHeader(task_id=got.task_id, name=got.name, round=got.round,
+                                                      meta_json=json.dumps(got.meta), size=size,
+                                                      timeout_s=got.timeout_s))
+            while block := handle.read(CHUNK):
+                yield pb.TaskMessage(chunk=block)
+
+    def SubmitResult(self, request_iterator: Iterator[pb.ResultMessage], context: Any) -> pb.Ack:
+        who = _site(context)
+        first = next(request_iterator, None)
+        if first is None or not first.HasField("header"):
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a result starts with its header")
+        head = first.header  # type: ignore[union-attr]
+        if head.failed:
+            if self._ctx.board.answer(head.job_id, who.name, head.task_id):
+                self._ctx.runner.failure(head.job_id, who.name, head.error or "failed", head.task_id)
+            return pb.Ack(message="failure recorded")
+        if head.size > self._ctx.max_model_bytes:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"result of {head.size} bytes is over the limit")
+        results = self._ctx.jobs_dir() / head.job_id / "results"
+        results.mkdir(parents=True, exist_ok=True)
+        path = results / f"{who.name}-{head.task_id}.safetensors"
+        tmp = path.with_name("." + path.name + ".part")
+        received = 0
+        with open(tmp, "wb") as out:
+            for message in request_iterator:
+                received += len(message.chunk)
+                if received > head.size:
+                    tmp.unlink(missing_ok=True)
+                    context.abort(grpc.StatusCode.INVALID_ARGUMENT, "result is larger than its header says")
+                out.write(message.chunk)
+        if received != head.size:
+            tmp.unlink(missing_ok=True)
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"result ended after {received} of {head.size} bytes")
+        if not self._ctx.board.answer(head.job_id, who.name, head.task_id):
+            tmp.unlink(missing_ok=True)
+            return pb.Ack(message="late or duplicate result ignored")
+        os.replace(tmp, path)
+        self._ctx.runner.result(head.job_id, who.name, head.task_id, path, int(head.num_examples),
+                                dict(head.metrics), json.loads(head.meta_json or "{}"))
+        return pb.Ack(message="accepted")
+
+    def Report(self, request: pb.ReportRequest, context: Any) -> pb.Ack:
+        who = _site(context)
+        store = self._ctx.store
+        job = store.get_job(request.job_id)
+        if job is None or who.name not in job.site_states:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"{who.name} takes no part in job {request.job_id}")
+        store.add_logs(request.job_id, who.name, [(line.time, line.line) for line in request.logs])
+        if request.metrics:
+            site_round = job.site_states[who.name][1]  # type: ignore[union-attr]
+            for metric in request.metrics:
+                store.add_metrics(request.job_id, who.name, site_round,
+                                  [(metric.name, metric.value, metric.step if metric.has_step else None)],
+                                  metric.time or time.time())
+        already_failed = job.site_states[who.name][0] == "failed"  # type: ignore[union-attr]
+        if request.status == "failed" and not already_failed:
+            self._ctx.runner.failure(request.job_id, who.name, request.error or "the site's job process failed")
+        elif request.status == "finished":
+            store.set_site_state(request.job_id, who.name, "finished")
+        elif request.status == "running":
+            store.set_site_state(request.job_id, who.name, "running")
+        return pb.Ack()

@@ -1,0 +1,156 @@
+"""The server side of one running job, in a child process of its own: runs the job's workflow.
+
+    python -m node.server.job_process JOB_DIR
+
+`JOB_DIR/run.json` says which job, workflow and sites. The daemon and this process
+talk in JSON lines: this process writes requests on stdout (`task`, `cancel`,
+`model`, `round`, `log`, `done`) and reads answers on stdin (`result`, `failure`,
+`abort`). Models travel as safetensors files in JOB_DIR, never through the pipe.
+A crash here fails the job; it never takes the daemon down.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import sys
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+from node import tensors
+from node.job_spec import JobSpec, LoadedJob
+from node.tasks import Params, SiteFailure, Task, TaskResult
+from node.workflows.base import WorkflowError
+
+
+class Aborted(Exception):
+    """The daemon asked this job to stop."""
+
+
+class PipeFederation:
+    """`Federation` for a workflow running under the server daemon."""
+
+    def __init__(self, job_id: str, job_dir: Path, sites: list[str], out: IO[str], inbox: queue.Queue[Any]) -> None:
+        self.job_id = job_id
+        self._dir = job_dir
+        self._sites = sites
+        self._out = out
+        self._inbox = inbox
+        self._lock = threading.Lock()
+        self._failed: dict[str, str] = {}  # site -> why; a failed site's job process is gone for good
+
+    def _emit(self, message: dict[str, Any]) -> None:
+        with self._lock:
+            self._out.write(json.dumps(message) + "\n")
+            self._out.flush()
+
+    def sites(self) -> list[str]:
+        return list(self._sites)
+
+    def send(self, task: Task, sites: Sequence[str], timeout_s: float) -> Iterator[TaskResult | SiteFailure]:
+        task_id = uuid.uuid4().hex[:12]
+        payload = self._dir / "tasks" / f"{task_id}.safetensors"
+        _write_atomic(payload, tensors.encode(task.params))
+        self._emit({"op": "task", "task_id": task_id, "name": task.name, "round": task.round,
+                    "sites": list(sites), "payload": str(payload), "meta": task.meta, "timeout_s": timeout_s})
+        waiting = set(sites)
+        deadline = time.monotonic() + timeout_s
+        try:
+            for site in sorted(waiting & set(self._failed)):
+                waiting.discard(site)
+                yield SiteFailure(site, self._failed[site])
+            while waiting:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                try:
+                    msg = self._inbox.get(timeout=left)
+                except queue.Empty:
+                    return
+                if msg.get("op") == "abort":
+                    raise Aborted(msg.get("reason", "aborted"))
+                if msg.get("op") == "failure":
+                    self._failed[msg["site"]] = msg.get("reason", "failed")
+                    if msg["site"] in waiting:
+                        waiting.discard(msg["site"])
+                        yield SiteFailure(msg["site"], self._failed[msg["site"]])
+                    continue
+                if msg.get("task_id") != task_id or msg.get("site") not in waiting:
+                    continue
+                waiting.discard(msg["site"])
+                path = Path(msg["path"])
+                params = tensors.decode(path.read_bytes())
+                path.unlink(missing_ok=True)
+                yield TaskResult(msg["site"], params, int(msg.get("num_examples", 0)),
+                                 {k: float(v) for k, v in msg.get("metrics", {}).items()}, msg.get("meta", {}))
+        finally:
+            self._emit({"op": "cancel", "task_id": task_id, "sites": sorted(waiting)})
+            payload.unlink(missing_ok=True)
+
+    def save_model(self, name: str, params: Params) -> None:
+        _write_atomic(self._dir / "models" / f"{name}.safetensors", tensors.encode(params))
+        self._emit({"op": "model", "name": name})
+
+    def record_round(self, round_no: int, metrics: dict[str, dict[str, float]]) -> None:
+        self._emit({"op": "round", "round": round_no, "metrics": metrics})
+
+    def log(self, message: str) -> None:
+        self._emit({"op": "log", "line": message})
+
+    def done(self, status: str, error: str = "") -> None:
+        self._emit({"op": "done", "status": status, "error": error})
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _read_inbox(stream: IO[str], inbox: queue.Queue[Any]) -> None:
+    for line in stream:
+        try:
+            inbox.put(json.loads(line))
+        except ValueError:
+            continue
+    inbox.put({"op": "abort", "reason": "the server daemon went away"})
+
+
+def main(argv: list[str]) -> int:
+    job_dir = Path(argv[0])
+    run = json.loads((job_dir / "run.json").read_text())
+    out = os.fdopen(os.dup(sys.stdout.fileno()), "w")
+    sys.stdout = sys.stderr  # stray prints must not corrupt the protocol
+    inbox: queue.Queue[Any] = queue.Queue()
+    threading.Thread(target=_read_inbox, args=(sys.stdin, inbox), daemon=True).start()
+    fed = PipeFederation(run["job_id"], job_dir, run["sites"], out, inbox)
+    spec = run["spec"]
+    try:
+        job_spec = JobSpec.model_validate(spec)
+        workflow = LoadedJob(job_spec, job_dir, job_spec.workflow_args()).create_workflow()
+        workflow.run(fed, None, 0)
+    except Aborted as exc:
+        fed.done("ABORTED", str(exc))
+        return 0
+    except WorkflowError as exc:
+        fed.log(f"workflow failed: {exc}")
+        fed.done("FAILED", str(exc))
+        return 0
+    except Exception as exc:  # noqa: BLE001 - a bug in a workflow fails the job, with its traceback in the log
+        for line in traceback.format_exc().splitlines():
+            fed.log(line)
+        fed.done("FAILED", f"the workflow crashed: {type(exc).__name__}: {exc}")
+        return 1
+    fed.done("FINISHED")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

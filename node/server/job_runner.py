@@ -1,0 +1,206 @@
+"""The daemon's side of running jobs: one child process per job, and the routing around it.
+
+Starts `node.server.job_process` for a job, turns its requests into posted tasks,
+store records and events, passes site answers back to it, and ends the job
+(finished, failed or aborted) whatever the child does, crash included.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from node.server.site_hub import SiteHub
+from node.server.task_board import PostedTask, TaskBoard
+from node.store import JobRow, Store
+
+KILL_GRACE_S = 5.0
+
+
+@dataclass
+class _Running:
+    job: JobRow
+    sites: list[str]
+    process: subprocess.Popen[str]
+    stdin_lock: threading.Lock
+    ended: bool = False
+
+
+class JobRunner:
+    def __init__(self, store: Store, board: TaskBoard, hub: SiteHub, jobs_dir: Path,
+                 on_end: Callable[[str], None]) -> None:
+        self._store = store
+        self._board = board
+        self._hub = hub
+        self._jobs_dir = jobs_dir
+        self._on_end = on_end
+        self._running: dict[str, _Running] = {}
+        self._lock = threading.RLock()
+
+    def job_dir(self, job_id: str) -> Path:
+        return self._jobs_dir / job_id
+
+    def running(self) -> list[str]:
+        with self._lock:
+            return list(self._running)
+
+    def sites_of(self, job_id: str) -> list[str]:
+        with self._lock:
+            run = self._running.get(job_id)
+            return list(run.sites) if run else []
+
+    # ------------------------------------------------------------------ start
+    def start(self, job: JobRow, sites: list[str]) -> None:
+        job_dir = self.job_dir(job.id)
+        job_dir.mkdir(parents=True, exist_ok=True)
+        (job_dir / "run.json").write_text(json.dumps(
+            {"job_id": job.id, "spec": job.spec, "sites": sites, "min_sites": job.min_sites}))
+        now = time.time()
+        self._store.update_job(job.id, status="RUNNING", started_at=now, wait_reason="")
+        for site in sites:
+            self._store.set_site_state(job.id, site, "starting")
+        self._board.open_job(job.id, sites)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "node.server.job_process", str(job_dir)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1,
+            start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        run = _Running(job, sites, process, threading.Lock())
+        with self._lock:
+            self._running[job.id] = run
+        self._store.add_event(job.id, "started", f"job started on {len(sites)} sites: {', '.join(sites)}",
+                              {"sites": sites})
+        for site in sites:
+            self._hub.push(site, {"start": {"job_id": job.id, "name": job.name,
+                                            "bundle_sha256": job.bundle_sha256, "submitter": job.submitter,
+                                            "submitter_org": job.submitter_org}})
+        assert process.stdout is not None and process.stderr is not None
+        threading.Thread(target=self._read_requests, args=(run, process.stdout), daemon=True,
+                         name=f"job-{job.id[:8]}").start()
+        threading.Thread(target=self._read_stderr, args=(job.id, process.stderr), daemon=True).start()
+
+    # ------------------------------------------------------------------ child -> daemon
+    def _read_requests(self, run: _Running, stream: IO[str]) -> None:
+        done: dict[str, Any] | None = None
+        for line in stream:
+            try:
+                msg = json.loads(line)
+            except ValueError:
+                self._store.add_logs(run.job.id, "server", [(time.time(), line.rstrip())])
+                continue
+            if msg.get("op") == "done":
+                done = msg
+                continue
+            self._handle(run, msg)
+        code = run.process.wait()
+        if done is not None:
+            self._finish(run, done["status"], done.get("error", ""))
+        else:
+            self._finish(run, "FAILED", f"the job process exited with code {code} before the job ended")
+
+    def _read_stderr(self, job_id: str, stream: IO[str]) -> None:
+        for line in stream:
+            self._store.add_logs(job_id, "server", [(time.time(), line.rstrip())])
+
+    def _handle(self, run: _Running, msg: dict[str, Any]) -> None:
+        job_id, op = run.job.id, msg.get("op")
+        if op == "task":
+            task = PostedTask(msg["task_id"], msg["name"], int(msg["round"]), Path(msg["payload"]),
+                              msg.get("meta", {}), float(msg["timeout_s"]))
+            self._store.update_job(job_id, round=task.round)
+            for site in msg["sites"]:
+                self._store.set_site_state(job_id, site, "working", task.round)
+            self._board.post(job_id, task, msg["sites"])
+            self._store.add_event(job_id, "task", f"round {task.round}: {task.name} sent to "
+                                  f"{len(msg['sites'])} sites", {"round": task.round, "task": task.name})
+        elif op == "cancel":
+            self._board.cancel(job_id, msg["task_id"], msg["sites"])
+            for site in msg["sites"]:
+                self._store.set_site_state(job_id, site, "late")
+        elif op == "round":
+            round_no = int(msg["round"])
+            metrics: dict[str, dict[str, float]] = msg.get("metrics", {})
+            for site, values in metrics.items():
+                self._store.add_metrics(job_id, site, round_no, [(k, float(v), None) for k, v in values.items()])
+            self._store.add_event(job_id, "round", f"round {round_no} complete",
+                                  {"round": round_no, "metrics": metrics})
+        elif op == "model":
+            self._store.add_event(job_id, "model", f"model {msg['name']} saved", {"name": msg["name"]})
+        elif op == "log":
+            self._store.add_logs(job_id, "server", [(time.time(), str(msg["line"]))])
+
+    # ------------------------------------------------------------------ daemon -> child
+    def _tell(self, job_id: str, message: dict[str, Any]) -> None:
+        with self._lock:
+            run = self._running.get(job_id)
+        if run is None or run.process.stdin is None:
+            return
+        with run.stdin_lock:
+            try:
+                run.process.stdin.write(json.dumps(message) + "\n")
+                run.process.stdin.flush()
+            except (BrokenPipeError, ValueError, OSError):
+                pass
+
+    def result(self, job_id: str, site: str, task_id: str, path: Path, num_examples: int,
+               metrics: dict[str, float], meta: dict[str, Any]) -> None:
+        self._store.set_site_state(job_id, site, "answered")
+        self._tell(job_id, {"op": "result", "task_id": task_id, "site": site, "path": str(path),
+                            "num_examples": num_examples, "metrics": metrics, "meta": meta})
+
+    def failure(self, job_id: str, site: str, reason: str, task_id: str = "") -> None:
+        self._store.set_site_state(job_id, site, "failed", error=reason)
+        self._store.add_event(job_id, "site_failed", f"{site} failed: {reason}", {"site": site, "reason": reason})
+        self._tell(job_id, {"op": "failure", "task_id": task_id, "site": site, "reason": reason})
+
+    def abort(self, job_id: str, reason: str) -> bool:
+        """Stop a running job: tell the child, then end its process group if it lingers."""
+        with self._lock:
+            run = self._running.get(job_id)
+        if run is None:
+            return False
+        self._tell(job_id, {"op": "abort", "reason": reason})
+        threading.Thread(target=self._reap, args=(run, reason), daemon=True).start()
+        return True
+
+    def _reap(self, run: _Running, reason: str) -> None:
+        try:
+            run.process.wait(KILL_GRACE_S)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(run.process.pid, signal.SIGKILL)
+            self._finish(run, "ABORTED", reason)
+
+    def stop_all(self) -> None:
+        with self._lock:
+            runs = list(self._running.values())
+        for run in runs:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(run.process.pid, signal.SIGKILL)
+
+    # ------------------------------------------------------------------ end
+    def _finish(self, run: _Running, status: str, error: str) -> None:
+        with self._lock:
+            if run.ended:
+                return
+            run.ended = True
+            self._running.pop(run.job.id, None)
+        job_id = run.job.id
+        self._board.close_job(job_id, status)
+        self._store.update_job(job_id, status=status, ended_at=time.time(), error=error)
+        for site in run.sites:
+            self._hub.push(site, {"stop": {"job_id": job_id, "reason": status.lower()}})
+        message = f"job {status.lower()}" + (f": {error}" if error else "")
+        self._store.add_event(job_id, status.lower(), message, {"status": status, "error": error})
+        self._board.forget(job_id)
+        self._on_end(job_id)

@@ -1,0 +1,69 @@
+"""Decides when a submitted job starts, and records why it waits.
+
+A job starts when its named sites are all online (or, for `sites: all`, when at
+least `min_sites` are), and the server runs fewer than `max_concurrent_jobs`.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from node.server.context import ServerContext
+from node.store import JobRow
+
+
+def placement(job: JobRow, online: list[str]) -> tuple[list[str] | None, str]:
+    """Pure: the sites to run `job` on now, or None and the reason it must wait."""
+    if job.sites == "all":
+        if len(online) >= job.min_sites:
+            return sorted(online), ""
+        return None, f"waiting for {job.min_sites} sites online ({len(online)} online)"
+    named = list(job.sites)
+    missing = [s for s in named if s not in online]
+    if not missing:
+        return named, ""
+    return None, f"waiting for {', '.join(missing)} to come online"
+
+
+class Scheduler:
+    def __init__(self, ctx: ServerContext, max_concurrent_jobs: int) -> None:
+        self._ctx = ctx
+        self._max = max_concurrent_jobs
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True, name="scheduler")
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    def poke(self) -> None:
+        """Something changed (a job submitted or ended, a site came online): look again now."""
+        self._wake.set()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(1.0)
+            self._wake.clear()
+            if not self._stop.is_set():
+                self.schedule_once()
+
+    def schedule_once(self) -> None:
+        store = self._ctx.store
+        online = self._ctx.online_sites()
+        running = len(self._ctx.runner.running())
+        for job in store.list_jobs(("SUBMITTED",)):
+            if running >= self._max:
+                reason = f"waiting for a free slot ({running} of {self._max} jobs running)"
+            else:
+                sites, reason = placement(job, online)
+                if sites is not None:
+                    self._ctx.runner.start(job, sites)
+                    running += 1
+                    continue
+            if reason != job.wait_reason:
+                store.update_job(job.id, wait_reason=reason)
+                store.add_event(job.id, "waiting", reason, {"reason": reason})

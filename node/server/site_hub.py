@@ -1,0 +1,52 @@
+"""Commands for site daemons (start a job, stop a job), each delivered over the site's own stream."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+Command = dict[str, Any]  # {"start": {...}} or {"stop": {...}}
+
+
+class SiteHub:
+    def __init__(self) -> None:
+        self._queues: dict[str, queue.Queue[Command | None]] = {}
+        self._lock = threading.Lock()
+
+    def _queue(self, site: str) -> queue.Queue[Command | None]:
+        with self._lock:
+            return self._queues.setdefault(site, queue.Queue())
+
+    def push(self, site: str, command: Command) -> None:
+        self._queue(site).put(command)
+
+    def stream(self, site: str, active: Callable[[], bool]) -> Iterator[Command]:
+        """Commands for `site` as they come, while `active()`; a newer stream for the same site ends this one."""
+        with self._lock:
+            old = self._queues.get(site)
+            fresh: queue.Queue[Command | None] = queue.Queue()
+            if old is not None:
+                while True:  # carry over what was not delivered yet
+                    try:
+                        item = old.get_nowait()
+                    except queue.Empty:
+                        break
+                    if item is not None:
+                        fresh.put(item)
+                old.put(None)
+            self._queues[site] = fresh
+        while active():
+            try:
+                item = fresh.get(timeout=1.0)
+            except queue.Empty:
+                continue
+            if item is None:
+                return
+            yield item
+
+    def close(self) -> None:
+        with self._lock:
+            for q in self._queues.values():
+                q.put(None)

@@ -1,0 +1,1 @@
+"""The site agent daemon and the site side of each running job."""

@@ -1,0 +1,202 @@
+"""The site daemon: stays connected to the server, heartbeats, and starts or stops job processes.
+
+Each job runs in a child process of its own (`node.site.job_process`), in its own
+process group, so a job that crashes or is aborted never takes this daemon down.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from node import pidfile
+from node.backoff import Backoff
+from node.errors import NodeError
+from node.kit import NodeKit
+from node.proto import flctl_pb2 as pb
+from node.proto import flctl_pb2_grpc as pb_grpc
+from node.tls import channel
+from provisioner.kit_config import NodeConfig
+
+log = logging.getLogger("flctl.site")
+STOP_GRACE_S = 5.0
+VERSION = "1"
+
+
+@dataclass
+class _Job:
+    job_id: str
+    process: subprocess.Popen[bytes]
+    job_dir: Path
+
+
+class SiteAgent:
+    def __init__(self, kit: NodeKit, workspace: Path) -> None:
+        if kit.info.kind != "site":
+            raise NodeError(f"{kit.root} is a {kit.info.kind} kit; start a site from a site's kit")
+        config = kit.info.config
+        assert isinstance(config, NodeConfig)
+        self.kit = kit
+        self.workspace = workspace
+        workspace.mkdir(parents=True, exist_ok=True)
+        self.heartbeat_s = config.heartbeat.interval_s
+        self._jobs: dict[str, _Job] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._call: Any = None
+        self.connected = threading.Event()
+
+    # ------------------------------------------------------------------ lifecycle
+    def run(self) -> None:
+        """Connect, register and follow commands until `stop()`; reconnect with backoff and jitter."""
+        pidfile.write(self.workspace)
+        backoff = Backoff()
+        try:
+            while not self._stop.is_set():
+                try:
+                    self._session(backoff)
+                    delay = backoff.next_delay()
+                except grpc.RpcError as exc:
+                    if self._stop.is_set():
+                        break
+                    delay = backoff.next_delay()
+                    log.warning("server %s unreachable (%s); retrying in %.1f s", self.kit.target,
+                                _short(exc), delay)
+                self.connected.clear()
+                self._stop.wait(delay)
+        finally:
+            self._stop_all_jobs("the site is stopping")
+            pidfile.remove(self.workspace)
+
+    def stop(self) -> None:
+        self._stop.set()
+        call = self._call
+        if call is not None:
+            call.cancel()
+
+    def _session(self, backoff: Backoff) -> None:
+        with channel(self.kit) as chan:
+            stub = pb_grpc.FederationStub(chan)
+            stub.Register(pb.RegisterRequest(version=VERSION, running_jobs=self.running_jobs()), timeout=10)
+            log.info("site %s registered with %s", self.kit.info.name, self.kit.target)
+            backoff.reset()
+            self.connected.set()
+            beat = threading.Thread(target=self._heartbeats, args=(stub,), daemon=True)
+            beat.start()
+            call = stub.Commands(pb.Empty())
+            self._call = call
+            for command in call:
+                if command.HasField("start"):
+                    threading.Thread(target=self._start_job, args=(stub, command.start), daemon=True).start()
+                elif command.HasField("stop"):
+                    self._stop_job(command.stop.job_id, command.stop.reason)
+            if not self._stop.is_set():
+                log.warning("the server closed the command stream; reconnecting")
+
+    def _heartbeats(self, stub: pb_grpc.FederationStub) -> None:
+        while self.connected.is_set() and not self._stop.is_set():
+            try:
+                reply = stub.Heartbeat(pb.HeartbeatRequest(running_jobs=self.running_jobs()), timeout=10)
+                for job_id in reply.stop_jobs:
+                    self._stop_job(job_id, "the server no longer runs it")
+            except grpc.RpcError as exc:
+                log.debug("heartbeat failed: %s", _short(exc))
+            self._stop.wait(self.heartbeat_s)
+
+    def running_jobs(self) -> list[str]:
+        with self._lock:
+            return [j for j, job in self._jobs.items() if job.process.poll() is None]
+
+    # ------------------------------------------------------------------ jobs
+    def _start_job(self, stub: pb_grpc.FederationStub, start: pb.StartJob) -> None:
+        from node.bundle import extract_bundle
+        job_id = start.job_id
+        with self._lock:
+            if job_id in self._jobs and self._jobs[job_id].process.poll() is None:
+                return
+        job_dir = self.workspace / "jobs" / job_id
+        try:
+            data = b"".join(chunk.data for chunk in stub.FetchBundle(pb.JobRef(job_id=job_id), timeout=300))
+            if hashlib.sha256(data).hexdigest() != start.bundle_sha256:
+                raise NodeError("the job bundle arrived damaged (digest mismatch)")
+            if (job_dir / "job").exists():
+                import shutil
+
+                shutil.rmtree(job_dir / "job")
+            job_dir.mkdir(parents=True, exist_ok=True)
+            extract_bundle(data, job_dir / "job")
+        except (grpc.RpcError, NodeError, OSError) as exc:
+            message = f"could not start job {job_id}: {exc if not isinstance(exc, grpc.RpcError) else _short(exc)}"
+            log.error(message)
+            self._report_failure(stub, job_id, message)
+            return
+        log_path = job_dir / "job_process.log"
+        with open(log_path, "ab") as out:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "node.site.job_process", str(self.kit.root), str(job_dir), job_id],
+                stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        with self._lock:
+            self._jobs[job_id] = _Job(job_id, process, job_dir)
+        log.info("job %s (%s from %s) started as process %d", job_id, start.name, start.submitter, process.pid)
+
+    def _report_failure(self, stub: pb_grpc.FederationStub, job_id: str, message: str) -> None:
+        try:
+            stub.Report(pb.ReportRequest(job_id=job_id, status="failed", error=message,
+                                         logs=[pb.LogLine(time=time.time(), line=message)]), timeout=10)
+        except grpc.RpcError as exc:
+            log.warning("could not report the failure of job %s: %s", job_id, _short(exc))
+
+    def _stop_job(self, job_id: str, reason: str) -> None:
+        with self._lock:
+            job = self._jobs.get(job_id)
+        if job is None or job.process.poll() is not None:
+            return
+        log.info("stopping job %s: %s", job_id, reason)
+        threading.Thread(target=_terminate, args=(job,), daemon=True).start()
+
+    def _stop_all_jobs(self, reason: str) -> None:
+        with self._lock:
+            jobs = list(self._jobs.values())
+        threads = [threading.Thread(target=_terminate, args=(job,)) for job in jobs if job.process.poll() is None]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(STOP_GRACE_S + 2)
+
+
+def _terminate(job: _Job) -> None:
+    """SIGTERM the job process (it ends its training script), then SIGKILL both groups if they linger."""
+    _signal_group(job.process.pid, signal.SIGTERM)
+    try:
+        job.process.wait(STOP_GRACE_S)
+    except subprocess.TimeoutExpired:
+        _signal_group(job.process.pid, signal.SIGKILL)
+        job.process.wait(5)
+    script = job.job_dir / "script.pgid"
+    with contextlib.suppress(FileNotFoundError, ValueError):
+        _signal_group(int(script.read_text().strip()), signal.SIGKILL)
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def _short(exc: grpc.RpcError) -> str:
+    code = exc.code() if hasattr(exc, "code") else None
+    details = exc.details() if hasattr(exc, "details") else str(exc)
+    return f"{code.name if code else 'error'}: {details}"

@@ -1,0 +1,194 @@
+"""The site side of one running job, in a process of its own:
+
+    python -m node.site.job_process KIT JOB_DIR JOB_ID
+
+It runs the job's training script (through `ScriptBridge`), long-polls the server
+for tasks, hands each to the script, and returns the script's answer. The
+script's output and metrics are reported to the server as they come. SIGTERM
+ends the script's whole process group and then this process.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import grpc
+
+from node import tensors
+from node.backoff import Backoff
+from node.kit import load_kit
+from node.proto import flctl_pb2 as pb
+from node.proto import flctl_pb2_grpc as pb_grpc
+from node.tasks import Task, TaskResult
+from node.tls import CHUNK, channel
+
+log = logging.getLogger("flctl.site.job")
+FLUSH_S = 0.5
+RETRY_FOR_S = 120.0
+
+
+class Reporter:
+    """Buffers the script's output lines and metrics and sends them to the server every FLUSH_S."""
+
+    def __init__(self, stub: pb_grpc.FederationStub, job_id: str) -> None:
+        self._stub = stub
+        self._job_id = job_id
+        self._logs: list[pb.LogLine] = []
+        self._metrics: list[pb.Metric] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def line(self, text: str) -> None:
+        with self._lock:
+            self._logs.append(pb.LogLine(time=time.time(), line=text))
+
+    def metric(self, name: str, value: float, step: int | None) -> None:
+        with self._lock:
+            self._metrics.append(pb.Metric(name=name, value=float(value), step=step or 0, has_step=step is not None,
+                                           time=time.time()))
+
+    def flush(self, status: str = "", error: str = "") -> None:
+        with self._lock:
+            logs, metrics = self._logs, self._metrics
+            self._logs, self._metrics = [], []
+        if not (logs or metrics or status):
+            return
+        try:
+            self._stub.Report(pb.ReportRequest(job_id=self._job_id, logs=logs, metrics=metrics, status=status,
+                                               error=error), timeout=30)
+        except grpc.RpcError:
+            if not status:  # keep them for the next try
+                with self._lock:
+                    self._logs[:0], self._metrics[:0] = logs, metrics
+
+    def _loop(self) -> None:
+        while not self._stop.wait(FLUSH_S):
+            self.flush()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def _retrying(call: Any, *args: Any, **kwargs: Any) -> Any:
+    """Call an RPC, retrying with backoff while the server is unreachable (up to RETRY_FOR_S)."""
+    backoff = Backoff()
+    deadline = time.monotonic() + RETRY_FOR_S
+    while True:
+        try:
+            return call(*args, **kwargs)
+        except grpc.RpcError as exc:
+            if exc.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED) or \
+                    time.monotonic() > deadline:
+                raise
+            time.sleep(backoff.next_delay())
+
+
+def fetch_task(stub: pb_grpc.FederationStub, job_id: str, last: str) -> tuple[pb.TaskHeader, bytes]:
+    def once() -> tuple[pb.TaskHeader, bytes]:
+        messages = stub.FetchTask(pb.TaskRequest(job_id=job_id, last_task_id=last), timeout=60)
+        header: pb.TaskHeader | None = None
+        data = bytearray()
+        for message in messages:
+            if message.HasField("header"):
+                header = message.header
+            else:
+                data += message.chunk
+        if header is None:
+            raise RuntimeError("the server sent a task without a header")
+        if header.task_id and len(data) != header.size:
+            raise RuntimeError(f"task payload ended after {len(data)} of {header.size} bytes")
+        return header, bytes(data)
+
+    result: tuple[pb.TaskHeader, bytes] = _retrying(once)
+    return result
+
+
+def submit_result(stub: pb_grpc.FederationStub, job_id: str, task_id: str, result: TaskResult) -> None:
+    payload = tensors.encode(result.params)
+
+    def messages() -> Iterator[pb.ResultMessage]:
+        yield pb.ResultMessage(header=pb.ResultHeader(
+            job_id=job_id, task_id=task_id, num_examples=result.num_examples,
+            metrics={k: float(v) for k, v in result.metrics.items()}, meta_json=json.dumps(result.meta, default=str),
+            size=len(payload)))
+        view = memoryview(payload)
+        for start in range(0, len(payload), CHUNK):
+            yield pb.ResultMessage(chunk=bytes(view[start:start + CHUNK]))
+
+    _retrying(lambda: stub.SubmitResult(messages(), timeout=600))
+
+
+def main(argv: list[str]) -> int:
+    from node.job_spec import load_job
+    from node.script_bridge import ScriptBridge, ScriptError
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    kit_root, job_dir, job_id = Path(argv[0]), Path(argv[1]), argv[2]
+    kit = load_kit(kit_root, verify=False)  # the site daemon verified it at start
+    chan = channel(kit)
+    stub = pb_grpc.FederationStub(chan)
+    reporter = Reporter(stub, job_id)
+    reporter.start()
+    spec = load_job(job_dir / "job").spec
+    bridge = ScriptBridge(workdir=job_dir / "job" / "app", command=list(spec.app.command), env=dict(spec.app.env),
+                          site=kit.info.name, job_id=job_id, on_output=reporter.line, on_metric=reporter.metric)
+
+    def on_term(_sig: int, _frame: FrameType | None) -> None:
+        bridge.kill()
+        reporter.line("job stopped at this site")
+        reporter.flush()
+        os._exit(143)
+
+    signal.signal(signal.SIGTERM, on_term)
+    bridge.start()
+    if bridge.pid is not None:
+        (job_dir / "script.pgid").write_text(f"{bridge.pid}\n")
+    reporter.flush(status="running")
+    last = ""
+    try:
+        while True:
+            header, payload = fetch_task(stub, job_id, last)
+            if header.done:
+                if header.status == "FINISHED":
+                    code = bridge.finish()
+                    reporter.line(f"training script exited with code {code}")
+                else:
+                    bridge.kill()
+                reporter.flush(status="finished")
+                return 0
+            if not header.task_id:
+                continue
+            task = Task(header.name, header.round, tensors.decode(payload), json.loads(header.meta_json or "{}"))
+            result = bridge.run_task(task, timeout_s=header.timeout_s or None)
+            submit_result(stub, job_id, header.task_id, result)
+            last = header.task_id
+    except ScriptError as exc:
+        bridge.kill()
+        reporter.flush(status="failed", error=str(exc))
+        return 1
+    except (grpc.RpcError, RuntimeError, ValueError) as exc:
+        bridge.kill()
+        message = f"lost the server: {exc.details() if isinstance(exc, grpc.RpcError) else exc}"
+        reporter.flush(status="failed", error=message)
+        return 1
+    finally:
+        reporter.stop()
+        chan.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

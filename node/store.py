@@ -1,0 +1,244 @@
+"""The server's durable record: jobs, per-site job state, events, metrics, logs and the site registry.
+
+SQLite in WAL mode under the server workspace. One connection guarded by a lock:
+the daemon is the only writer. `wait_for_events` lets streams follow new events
+without polling the database in a loop.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+  id TEXT PRIMARY KEY, name TEXT NOT NULL, status TEXT NOT NULL, submitter TEXT NOT NULL,
+  submitter_org TEXT NOT NULL, submitter_role TEXT NOT NULL, submitted_at REAL NOT NULL,
+  started_at REAL NOT NULL DEFAULT 0, ended_at REAL NOT NULL DEFAULT 0, round INTEGER NOT NULL DEFAULT -1,
+  rounds INTEGER NOT NULL DEFAULT 0, workflow TEXT NOT NULL, min_sites INTEGER NOT NULL,
+  sites_json TEXT NOT NULL, wait_reason TEXT NOT NULL DEFAULT '', error TEXT NOT NULL DEFAULT '',
+  bundle_sha256 TEXT NOT NULL, spec_json TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS job_sites (
+  job_id TEXT NOT NULL, site TEXT NOT NULL, state TEXT NOT NULL, round INTEGER NOT NULL DEFAULT -1,
+  error TEXT NOT NULL DEFAULT '', PRIMARY KEY (job_id, site));
+CREATE TABLE IF NOT EXISTS events (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT, job_id TEXT NOT NULL, time REAL NOT NULL, kind TEXT NOT NULL,
+  message TEXT NOT NULL, data_json TEXT NOT NULL DEFAULT '{}');
+CREATE TABLE IF NOT EXISTS metrics (
+  job_id TEXT NOT NULL, site TEXT NOT NULL, round INTEGER NOT NULL, name TEXT NOT NULL, value REAL NOT NULL,
+  step INTEGER, time REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS metrics_job ON metrics (job_id);
+CREATE TABLE IF NOT EXISTS logs (
+  id INTEGER PRIMARY KEY AUTOINCREMENT, job_id TEXT NOT NULL, site TEXT NOT NULL, time REAL NOT NULL,
+  line TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS logs_job ON logs (job_id, id);
+CREATE TABLE IF NOT EXISTS sites (
+  name TEXT PRIMARY KEY, org TEXT NOT NULL, registered_at REAL NOT NULL, last_heartbeat REAL NOT NULL,
+  running_jobs_json TEXT NOT NULL DEFAULT '[]', not_after REAL NOT NULL DEFAULT 0);
+"""
+
+ACTIVE = ("SUBMITTED", "RUNNING")
+ENDED = ("FINISHED", "FAILED", "ABORTED")
+
+
+@dataclass
+class JobRow:
+    id: str
+    name: str
+    status: str
+    submitter: str
+    submitter_org: str
+    submitter_role: str
+    submitted_at: float
+    started_at: float
+    ended_at: float
+    round: int
+    rounds: int
+    workflow: str
+    min_sites: int
+    sites: list[str] | str  # a list of names, or "all"
+    wait_reason: str
+    error: str
+    bundle_sha256: str
+    spec: dict[str, Any]
+    site_states: dict[str, tuple[str, int, str]] = field(default_factory=dict)  # site -> (state, round, error)
+
+
+@dataclass(frozen=True)
+class EventRow:
+    seq: int
+    job_id: str
+    time: float
+    kind: str
+    message: str
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class SiteRow:
+    name: str
+    org: str
+    registered_at: float
+    last_heartbeat: float
+    running_jobs: list[str]
+    not_after: float
+
+
+class Store:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(SCHEMA)
+        self._lock = threading.RLock()
+        self._changed = threading.Condition(self._lock)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _run(self, sql: str, args: tuple[Any, ...] = ()) -> sqlite3.Cursor:
+        with self._lock:
+            return self._db.execute(sql, args)
+
+    # ------------------------------------------------------------------ jobs
+    def add_job(self, job: JobRow) -> None:
+        with self._lock:
+            self._db.execute("BEGIN")
+            self._db.execute(
+                "INSERT INTO jobs (id, name, status, submitter, submitter_org, submitter_role, submitted_at, "
+                "rounds, workflow, min_sites, sites_json, bundle_sha256, spec_json) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (job.id, job.name, job.status, job.submitter, job.submitter_org, job.submitter_role,
+                 job.submitted_at, job.rounds, job.workflow, job.min_sites, json.dumps(job.sites),
+                 job.bundle_sha256, json.dumps(job.spec)))
+            self._db.execute("COMMIT")
+
+    def update_job(self, job_id: str, **values: Any) -> None:
+        allowed = {"status", "started_at", "ended_at", "round", "wait_reason", "error"}
+        if not values or set(values) - allowed:
+            raise ValueError(f"cannot update {sorted(set(values) - allowed)}")
+        cols = ", ".join(f"{k} = ?" for k in values)
+        self._run(f"UPDATE jobs SET {cols} WHERE id = ?", (*values.values(), job_id))
+
+    def set_site_state(self, job_id: str, site: str, state: str, round_no: int | None = None,
+                       error: str | None = None) -> None:
+        with self._lock:
+            row = self._db.execute("SELECT round, error FROM job_sites WHERE job_id = ? AND site = ?",
+                                   (job_id, site)).fetchone()
+            old_round, old_error = row if row else (-1, "")
+            self._db.execute(
+                "INSERT OR REPLACE INTO job_sites (job_id, site, state, round, error) VALUES (?,?,?,?,?)",
+                (job_id, site, state, old_round if round_no is None else round_no,
+                 old_error if error is None else error))
+
+    def _job(self, row: tuple[Any, ...]) -> JobRow:
+        (jid, name, status, submitter, sorg, srole, sub_at, start_at, end_at, rnd, rounds, workflow, min_sites,
+         sites_json, wait, error, sha, spec_json) = row
+        job = JobRow(jid, name, status, submitter, sorg, srole, sub_at, start_at, end_at, rnd, rounds, workflow,
+                     min_sites, json.loads(sites_json), wait, error, sha, json.loads(spec_json))
+        for site, state, site_round, site_error in self._db.execute(
+                "SELECT site, state, round, error FROM job_sites WHERE job_id = ? ORDER BY site", (jid,)):
+            job.site_states[site] = (state, site_round, site_error)
+        return job
+
+    _JOB_COLUMNS = ("id, name, status, submitter, submitter_org, submitter_role, submitted_at, started_at, "
+                    "ended_at, round, rounds, workflow, min_sites, sites_json, wait_reason, error, bundle_sha256, "
+                    "spec_json")
+
+    def get_job(self, job_id: str) -> JobRow | None:
+        with self._lock:
+            row = self._db.execute(f"SELECT {self._JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            return self._job(row) if row else None
+
+    def list_jobs(self, statuses: tuple[str, ...] | None = None) -> list[JobRow]:
+        with self._lock:
+            sql = f"SELECT {self._JOB_COLUMNS} FROM jobs"
+            args: tuple[Any, ...] = ()
+            if statuses:
+                sql += f" WHERE status IN ({','.join('?' * len(statuses))})"
+                args = statuses
+            rows = self._db.execute(sql + " ORDER BY submitted_at", args).fetchall()
+            return [self._job(r) for r in rows]
+
+    # ------------------------------------------------------------------ events
+    def add_event(self, job_id: str, kind: str, message: str, data: dict[str, Any] | None = None) -> int:
+        with self._changed:
+            cur = self._db.execute("INSERT INTO events (job_id, time, kind, message, data_json) VALUES (?,?,?,?,?)",
+                                   (job_id, time.time(), kind, message, json.dumps(data or {})))
+            self._changed.notify_all()
+            return int(cur.lastrowid or 0)
+
+    def events(self, after_seq: int = 0, job_id: str = "") -> list[EventRow]:
+        sql = "SELECT seq, job_id, time, kind, message, data_json FROM events WHERE seq > ?"
+        args: tuple[Any, ...] = (after_seq,)
+        if job_id:
+            sql += " AND job_id = ?"
+            args = (after_seq, job_id)
+        rows = self._run(sql + " ORDER BY seq", args).fetchall()
+        return [EventRow(s, j, t, k, m, json.loads(d)) for s, j, t, k, m, d in rows]
+
+    def wait_for_change(self, timeout_s: float) -> None:
+        """Block until something is added (event or log line), or `timeout_s` passes."""
+        with self._changed:
+            self._changed.wait(timeout_s)
+
+    # ------------------------------------------------------------------ metrics and logs
+    def add_metrics(self, job_id: str, site: str, round_no: int, values: list[tuple[str, float, int | None]],
+                    when: float | None = None) -> None:
+        now = when or time.time()
+        with self._lock:
+            self._db.executemany("INSERT INTO metrics (job_id, site, round, name, value, step, time) "
+                                 "VALUES (?,?,?,?,?,?,?)",
+                                 [(job_id, site, round_no, n, v, s, now) for n, v, s in values])
+
+    def metrics(self, job_id: str) -> list[tuple[str, int, str, float, int | None]]:
+        """(site, round, name, value, step) in insertion order."""
+        rows = self._run("SELECT site, round, name, value, step FROM metrics WHERE job_id = ? ORDER BY rowid",
+                         (job_id,)).fetchall()
+        return [(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+
+    def add_logs(self, job_id: str, site: str, lines: list[tuple[float, str]]) -> None:
+        if not lines:
+            return
+        with self._changed:
+            self._db.executemany("INSERT INTO logs (job_id, site, time, line) VALUES (?,?,?,?)",
+                                 [(job_id, site, t, line) for t, line in lines])
+            self._changed.notify_all()
+
+    def logs(self, job_id: str, site: str = "", after_id: int = 0) -> list[tuple[int, str, float, str]]:
+        """(id, site, time, line) after `after_id`."""
+        sql = "SELECT id, site, time, line FROM logs WHERE job_id = ? AND id > ?"
+        args: tuple[Any, ...] = (job_id, after_id)
+        if site:
+            sql += " AND site = ?"
+            args = (*args, site)
+        return [(r[0], r[1], r[2], r[3]) for r in self._run(sql + " ORDER BY id", args).fetchall()]
+
+    # ------------------------------------------------------------------ sites
+    def touch_site(self, name: str, org: str, not_after: float, running_jobs: list[str] | None = None,
+                   register: bool = False) -> None:
+        now = time.time()
+        with self._lock:
+            row = self._db.execute("SELECT registered_at, running_jobs_json FROM sites WHERE name = ?",
+                                   (name,)).fetchone()
+            registered = now if register or row is None else row[0]
+            jobs = json.dumps(running_jobs) if running_jobs is not None else (row[1] if row else "[]")
+            self._db.execute("INSERT OR REPLACE INTO sites (name, org, registered_at, last_heartbeat, "
+                             "running_jobs_json, not_after) VALUES (?,?,?,?,?,?)",
+                             (name, org, registered, now, jobs, not_after))
+
+    def sites(self) -> list[SiteRow]:
+        rows = self._run("SELECT name, org, registered_at, last_heartbeat, running_jobs_json, not_after FROM sites "
+                         "ORDER BY name").fetchall()
+        return [SiteRow(n, o, r, h, json.loads(j), a) for n, o, r, h, j, a in rows]
+
+    def iter_job_ids(self) -> Iterator[str]:
+        for (jid,) in self._run("SELECT id FROM jobs ORDER BY submitted_at").fetchall():
+            yield jid

@@ -1,0 +1,42 @@
+"""What travels between a workflow and the sites, as plain domain values (no protobuf here).
+
+Parameters are a flat mapping of tensor name to numpy array; they travel as safetensors bytes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+Params = dict[str, np.ndarray]
+
+
+@dataclass
+class Task:
+    """One unit of work a workflow sends to sites: `train` (FedAvg), later `evaluate`, `statistics`…"""
+
+    name: str
+    round: int
+    params: Params
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TaskResult:
+    """A site's answer to a task."""
+
+    site: str
+    params: Params
+    num_examples: int
+    metrics: dict[str, float] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SiteFailure:
+    """A site could not answer a task (its script raised, it went offline, it refused the job)."""
+
+    site: str
+    reason: str

@@ -1,0 +1,51 @@
+"""gRPC over mutual TLS with a kit's certificates, and the peer's identity from its certificate."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+from cryptography import x509
+
+from node.kit import NodeKit
+from provisioner import pki
+
+MAX_MESSAGE = 8 * 1024 * 1024
+CHUNK = 1024 * 1024
+CHANNEL_OPTIONS = [
+    ("grpc.max_send_message_length", MAX_MESSAGE),
+    ("grpc.max_receive_message_length", MAX_MESSAGE),
+    ("grpc.keepalive_time_ms", 20_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+]
+SERVER_OPTIONS = [
+    *CHANNEL_OPTIONS[:2],
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+    ("grpc.http2.max_ping_strikes", 0),
+]
+
+
+def server_credentials(kit: NodeKit) -> grpc.ServerCredentials:
+    return grpc.ssl_server_credentials([(kit.key_pem, kit.cert_pem)], root_certificates=kit.ca_pem,
+                                       require_client_auth=True)
+
+
+def channel(kit: NodeKit) -> grpc.Channel:
+    creds = grpc.ssl_channel_credentials(root_certificates=kit.ca_pem, private_key=kit.key_pem,
+                                         certificate_chain=kit.cert_pem)
+    return grpc.secure_channel(kit.target, creds, options=CHANNEL_OPTIONS)
+
+
+def peer_identity(context: Any) -> tuple[pki.CertIdentity, x509.Certificate] | None:
+    """The identity in the client certificate that TLS verified; None when there is none."""
+    pems = context.auth_context().get("x509_pem_cert")
+    if not pems:
+        return None
+    cert = x509.load_pem_x509_certificate(pems[0])
+    try:
+        return pki.identity_of(cert), cert
+    except ValueError:
+        return None

@@ -1,0 +1,70 @@
+"""The small interface every workflow is written against.
+
+The gRPC runtime (a server job process) and the in-process simulator both implement
+`Federation`, so one workflow runs unchanged in simulation, on one machine and in production.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from typing import Any, ClassVar, Protocol
+
+from pydantic import BaseModel, ConfigDict
+
+from node.tasks import Params, SiteFailure, Task, TaskResult
+
+
+class WorkflowError(Exception):
+    """The workflow cannot go on (too few sites answered, a round timed out…); the job FAILS with this message."""
+
+
+class WorkflowArgs(BaseModel):
+    """Base for a workflow's arguments (from job.yml `workflow.args`); unknown keys are refused."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Federation(Protocol):
+    """What a workflow may do with the federation."""
+
+    job_id: str
+
+    def sites(self) -> list[str]:
+        """Sites taking part in this job."""
+        ...
+
+    def send(self, task: Task, sites: Sequence[str], timeout_s: float) -> Iterator[TaskResult | SiteFailure]:
+        """Send `task` to `sites`; yield each answer (or failure) as it arrives, until every site answered
+        or `timeout_s` passed (then the iterator simply ends)."""
+        ...
+
+    def save_model(self, name: str, params: Params) -> None:
+        """Store a model artifact: `round-<n>` after each round (the checkpoint), `final` at the end."""
+        ...
+
+    def record_round(self, round_no: int, metrics: dict[str, dict[str, float]]) -> None:
+        """A round is complete; `metrics` maps site -> metric name -> value."""
+        ...
+
+    def log(self, message: str) -> None:
+        """A line in the job's server log."""
+        ...
+
+
+class Workflow(ABC):
+    """A server-side workflow. Subclasses set `type_name` and `Args` and implement `run`."""
+
+    type_name: ClassVar[str]
+    Args: ClassVar[type[WorkflowArgs]]
+
+    def __init__(self, args: WorkflowArgs) -> None:
+        self.args = args
+
+    @abstractmethod
+    def run(self, fed: Federation, initial: Params | None, start_round: int = 0) -> Params:
+        """Run to the end and return the final model; resume at `start_round` from `initial` when restarting."""
+
+    @classmethod
+    def parse_args(cls, raw: dict[str, Any]) -> WorkflowArgs:
+        return cls.Args.model_validate(raw)

@@ -1,0 +1,146 @@
+"""A real local federation for tests: provisioned kits, a server and sites as real `flctl node start` processes."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from provisioner.build import provision
+from provisioner.project_loader import project_from_document
+from provisioner.yaml_source import parse_yaml
+
+FLCTL = str(Path(sys.executable).parent / "flctl")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def project_text(name: str, port: int, sites: int) -> str:
+    site_lines = "".join(f"  - {{name: site-{i}, org: org_{i}}}\n" for i in range(1, sites + 1))
+    return (f"api_version: 1\nname: {name}\nserver: {{name: localhost, org: hub, port: {port}, hosts: [127.0.0.1]}}\n"
+            f"sites:\n{site_lines}admins:\n  - {{name: admin@hub.org, org: hub, role: project_admin}}\n"
+            "heartbeat: {interval_s: 0.5, timeout_s: 3}\n")
+
+
+@dataclass
+class Federation:
+    root: Path
+    prod: Path
+    port: int
+    sites: list[str]
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def admin_kit(self) -> Path:
+        return self.prod / "admin@hub.org"
+
+    def kit(self, name: str) -> Path:
+        return self.prod / name
+
+    def start(self, name: str) -> subprocess.Popen[bytes]:
+        log = open(self.root / f"{name}.log", "ab")  # noqa: SIM115 - closed when the process is stopped
+        proc = subprocess.Popen([FLCTL, "node", "start", str(self.kit(name))], stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        self.processes[name] = proc
+        return proc
+
+    def stop(self, name: str, sig: int = signal.SIGTERM) -> None:
+        proc = self.processes.pop(name, None)
+        if proc is None:
+            return
+        # Processes the node started (job processes, training scripts) run in sessions of their own:
+        # note them before stopping the node, since orphans lose their parent link.
+        groups = _descendant_groups(proc.pid)
+        if proc.poll() is None:
+            proc.send_signal(sig)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(20)
+        for pgid in groups | _descendant_groups(proc.pid):
+            _kill_group(pgid)
+        _kill_group(proc.pid)
+        proc.wait(5)
+
+    def stop_all(self) -> None:
+        for name in list(self.processes):
+            self.stop(name)
+
+    def flctl(self, *args: str | Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "FLCTL_KIT": str(self.admin_kit)}
+        return subprocess.run([FLCTL, *map(str, args)], capture_output=True, text=True, timeout=timeout, env=env,
+                              check=False)
+
+    def flctl_json(self, *args: str | Path) -> Any:
+        out = self.flctl(*args, "--json")
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout)
+
+    def wait_online(self, sites: list[str], timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            out = self.flctl("site", "ls", "--json")
+            if out.returncode == 0:
+                online = {s["name"] for s in json.loads(out.stdout) if s["online"]}
+                if set(sites) <= online:
+                    return
+            time.sleep(0.3)
+        raise AssertionError(f"sites {sites} did not come online; logs: " + self.logs())
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}" for p in self.root.glob("*.log"))
+
+
+def _descendant_groups(pid: int) -> set[int]:
+    """Process groups of every live descendant of `pid` (from /proc)."""
+    children: dict[int, list[int]] = {}
+    groups: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(entry.name))
+        groups[int(entry.name)] = int(fields[2])
+    out, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.add(groups[child])
+            todo.append(child)
+    return out
+
+
+def _kill_group(pgid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+def make_federation(root: Path, sites: int = 2, name: str = "fedtest") -> Federation:
+    port = free_port()
+    doc = parse_yaml(project_text(name, port, sites), "project.yml")
+    result = provision(project_from_document(doc).project, root / "ws")
+    return Federation(root, result.prod_dir, port, [f"site-{i}" for i in range(1, sites + 1)])
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
