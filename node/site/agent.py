@@ -32,6 +32,7 @@ from provisioner.kit_config import NodeConfig
 
 log = logging.getLogger("flctl.site")
 STOP_GRACE_S = 5.0
+ENDED_GRACE_S = 10.0
 VERSION = "1"
 
 
@@ -165,8 +166,10 @@ class SiteAgent:
             job = self._jobs.get(job_id)
         if job is None or job.process.poll() is not None:
             return
+        # A job that ended on its own lets its process report and exit first; an aborted one stops now.
+        grace = 0.0 if reason == "aborted" else ENDED_GRACE_S
         log.info("stopping job %s: %s", job_id, reason)
-        threading.Thread(target=_terminate, args=(job,), daemon=True).start()
+        threading.Thread(target=_terminate, args=(job, grace), daemon=True).start()
 
     def _stop_all_jobs(self, reason: str) -> None:
         with self._lock:
@@ -178,17 +181,21 @@ class SiteAgent:
             thread.join(STOP_GRACE_S + 2)
 
 
-def _terminate(job: _Job) -> None:
-    """SIGTERM the job process (it ends its training script), then SIGKILL both groups if they linger."""
-    _signal_group(job.process.pid, signal.SIGTERM)
+def _terminate(job: _Job, grace_s: float = 0.0) -> None:
+    """After `grace_s`, SIGTERM the job process (it ends its training script), then SIGKILL both groups."""
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        job.process.wait(grace_s)
+    if job.process.poll() is None:
+        _signal_group(job.process.pid, signal.SIGTERM)
     try:
         job.process.wait(STOP_GRACE_S)
     except subprocess.TimeoutExpired:
+        # It could not end its script itself: end the script's group (recorded by the job process) too.
+        script = job.job_dir / "script.pgid"
+        with contextlib.suppress(FileNotFoundError, ValueError):
+            _signal_group(int(script.read_text().strip()), signal.SIGKILL)
         _signal_group(job.process.pid, signal.SIGKILL)
         job.process.wait(5)
-    script = job.job_dir / "script.pgid"
-    with contextlib.suppress(FileNotFoundError, ValueError):
-        _signal_group(int(script.read_text().strip()), signal.SIGKILL)
 
 
 def _signal_group(pgid: int, sig: int) -> None:

@@ -1,0 +1,247 @@
+"""End to end with real processes: a server and two sites from `flctl node start`, jobs driven by `flctl job`."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+from node.kit import load_kit
+from node.proto import flctl_pb2 as pb
+from node.proto import flctl_pb2_grpc as pb_grpc
+
+from .conftest import ROOT
+from .federation import FLCTL, Federation, make_federation, pid_alive
+
+JOBS = ROOT / "playbooks" / "jobs"
+
+
+@pytest.fixture(scope="module")
+def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
+    federation = make_federation(tmp_path_factory.mktemp("fed"))
+    try:
+        federation.start("localhost")
+        for site in federation.sites:
+            federation.start(site)
+        federation.wait_online(federation.sites)
+        yield federation
+    finally:
+        federation.stop_all()
+
+
+def load_train_module(job: str):
+    spec = importlib.util.spec_from_file_location(f"{job}_train", JOBS / job / "app" / "train.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def submit(fed: Federation, job: Path) -> str:
+    out = fed.flctl("job", "submit", job, "--json")
+    assert out.returncode == 0, out.stderr
+    return str(json.loads(out.stdout)["id"])
+
+
+def wait_status(fed: Federation, job_id: str, timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = fed.flctl_json("job", "show", job_id)
+        if job["status"] in ("FINISHED", "FAILED", "ABORTED"):
+            return job
+        time.sleep(0.3)
+    raise AssertionError(f"job {job_id} did not end; logs: {fed.logs()}")
+
+
+def test_sites_are_listed_online(fed):
+    """`flctl site ls --json` shows both sites online with their org."""
+    sites = fed.flctl_json("site", "ls")
+    assert [(s["name"], s["org"], s["online"]) for s in sites] == [("site-1", "org_1", True), ("site-2", "org_2", True)]
+
+
+def test_hello_numpy_gives_the_exact_weighted_average(fed, tmp_path):
+    """submit --watch runs to FINISHED; the downloaded model is the weighted average the test computes itself."""
+    out = fed.flctl("job", "submit", JOBS / "hello-numpy", "--watch", "--json")
+    assert out.returncode == 0, out.stderr + fed.logs()
+    result = json.loads(out.stdout)
+    assert result["status"] == "FINISHED"
+    job_id = result["id"]
+    got = fed.flctl_json("job", "download", job_id, "-o", tmp_path)
+    final = load_file(Path(got["path"]) / "models" / "final.safetensors")
+
+    train = load_train_module("hello-numpy")
+    model: dict[str, np.ndarray] = {}
+    for _round in range(3):
+        answers = [train.train_round(model, site) for site in fed.sites]
+        total = sum(n for _, _, n in answers)
+        model = {name: (sum(p[name].astype(np.float64) * n for p, _, n in answers) / total).astype(np.float32)
+                 for name in answers[0][0]}
+    assert sorted(final) == sorted(model)
+    for name in model:
+        np.testing.assert_allclose(final[name], model[name], rtol=1e-6, atol=1e-7)
+
+    job = fed.flctl_json("job", "show", job_id)
+    assert (job["status"], job["rounds"], job["rounds_done"]) == ("FINISHED", 3, 3)
+    assert {s["name"] for s in job["sites"]} == {"site-1", "site-2"}
+    assert set(job["last_metrics"]) == {"site-1", "site-2"}
+    assert sorted(p.name for p in (Path(got["path"]) / "models").iterdir()) == [
+        "final.safetensors", "round-0.safetensors", "round-1.safetensors", "round-2.safetensors"]
+    listed = fed.flctl_json("job", "ls")
+    assert any(j["id"] == job_id and j["status"] == "FINISHED" for j in listed)
+
+
+def test_hello_pt_loss_falls(fed, tmp_path):
+    """hello-pt (a PyTorch CNN on synthetic data) finishes and each site's loss falls across rounds."""
+    job_id = submit(fed, JOBS / "hello-pt")
+    job = wait_status(fed, job_id, timeout=180)
+    assert job["status"] == "FINISHED", job["error"] + fed.flctl("job", "logs", job_id).stdout
+    got = fed.flctl_json("job", "download", job_id, "-o", tmp_path)
+    metrics = json.loads((Path(got["path"]) / "metrics.json").read_text())
+    for site in fed.sites:
+        losses = [m["value"] for m in metrics if m["site"] == site and m["name"] == "loss" and m["step"] is None]
+        assert len(losses) == 5
+        assert losses[-1] < losses[0], losses
+
+
+SLEEPER = """\
+import os, subprocess, time
+import node.api as fl
+fl.init()
+child = subprocess.Popen(["sleep", "600"])
+print(f"PIDS {os.getpid()} {child.pid}", flush=True)
+while fl.running():
+    fl.receive()
+    time.sleep(600)
+"""
+
+JOB_YML = """\
+api_version: 1
+name: {name}
+workflow: {{type: fedavg, args: {{rounds: 2, round_timeout_s: 600}}}}
+sites: all
+min_sites: 2
+"""
+
+
+def make_job(root: Path, name: str, script: str) -> Path:
+    (root / name / "app").mkdir(parents=True)
+    (root / name / "job.yml").write_text(JOB_YML.format(name=name))
+    (root / name / "app" / "train.py").write_text(script)
+    return root / name
+
+
+def test_abort_kills_every_training_process(fed, tmp_path):
+    """Abort stops the job and every site's training script and the processes it started, within seconds."""
+    job_id = submit(fed, make_job(tmp_path, "sleeper", SLEEPER))
+    pids: set[int] = set()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len(pids) < 4:
+        logs = fed.flctl("job", "logs", job_id).stdout
+        pids = {int(p) for pair in re.findall(r"PIDS (\d+) (\d+)", logs) for p in pair}
+        time.sleep(0.3)
+    assert len(pids) == 4, fed.logs()
+    assert all(pid_alive(p) for p in pids)
+    aborted = fed.flctl_json("job", "abort", job_id)
+    assert aborted["status"] == "ABORTED"
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and any(pid_alive(p) for p in pids):
+        time.sleep(0.2)
+    assert not [p for p in pids if pid_alive(p)]
+
+
+def test_a_raising_script_fails_the_job_and_logs_show_the_traceback(fed, tmp_path):
+    script = "import node.api as fl\nfl.init()\nwhile fl.running():\n    fl.receive()\n" \
+             "    raise ValueError('boom at ' + fl.site_name())\n"
+    job_id = submit(fed, make_job(tmp_path, "raiser", script))
+    job = wait_status(fed, job_id)
+    assert job["status"] == "FAILED"
+    assert "boom at" in job["error"]
+    logs = fed.flctl("job", "logs", job_id, "--site", "site-1")
+    assert logs.returncode == 0
+    assert "Traceback" in logs.stdout and "ValueError: boom at site-1" in logs.stdout
+    assert fed.flctl("job", "submit", JOBS / "hello-numpy").returncode == 0, "the daemons survived"
+
+
+def test_bad_job_folder_is_refused_at_submit(fed, tmp_path):
+    before = len(fed.flctl_json("job", "ls"))
+    (tmp_path / "empty").mkdir()
+    out = fed.flctl("job", "submit", tmp_path / "empty")
+    assert out.returncode == 2
+    assert "no job.yml" in out.stderr and "Traceback" not in out.stderr
+    bad = make_job(tmp_path, "badwf", "print('x')\n")
+    (bad / "job.yml").write_text(JOB_YML.format(name="badwf").replace("fedavg", "fedmagic"))
+    out = fed.flctl("job", "submit", bad)
+    assert out.returncode == 2 and "job.yml:3: workflow.type" in out.stderr
+    assert len(fed.flctl_json("job", "ls")) == before
+
+
+def test_unknown_job_is_exit_1(fed):
+    out = fed.flctl("job", "show", "nosuchjob")
+    assert out.returncode == 1 and "no job nosuchjob" in out.stderr
+
+
+def _stub(kit_dir: Path, service: str, ca: bytes | None = None, with_cert: bool = True):
+    kit = load_kit(kit_dir, verify=False)
+    creds = grpc.ssl_channel_credentials(root_certificates=ca or kit.ca_pem,
+                                         private_key=kit.key_pem if with_cert else None,
+                                         certificate_chain=kit.cert_pem if with_cert else None)
+    channel = grpc.secure_channel(kit.target, creds)
+    return channel, (pb_grpc.AdminStub if service == "admin" else pb_grpc.FederationStub)(channel)
+
+
+def test_client_without_certificate_is_refused(fed):
+    channel, stub = _stub(fed.admin_kit, "admin", with_cert=False)
+    with channel, pytest.raises(grpc.RpcError) as info:
+        stub.WhoAmI(pb.Empty(), timeout=10)
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_certificate_from_another_projects_ca_is_refused(fed, tmp_path):
+    other = make_federation(tmp_path, sites=1, name="intruder")
+    kit = load_kit(other.admin_kit, verify=False)
+    creds = grpc.ssl_channel_credentials(root_certificates=load_kit(fed.admin_kit, verify=False).ca_pem,
+                                         private_key=kit.key_pem, certificate_chain=kit.cert_pem)
+    with grpc.secure_channel(f"localhost:{fed.port}", creds) as channel, pytest.raises(grpc.RpcError) as info:
+        pb_grpc.AdminStub(channel).WhoAmI(pb.Empty(), timeout=10)
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_site_certificate_on_admin_service_is_refused(fed):
+    channel, stub = _stub(fed.kit("site-1"), "admin")
+    with channel, pytest.raises(grpc.RpcError) as info:
+        stub.ListJobs(pb.Empty(), timeout=10)
+    assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_admin_certificate_on_federation_service_is_refused(fed):
+    channel, stub = _stub(fed.admin_kit, "federation")
+    with channel, pytest.raises(grpc.RpcError) as info:
+        stub.Register(pb.RegisterRequest(version="1"), timeout=10)
+    assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_whoami_comes_from_the_certificate(fed):
+    channel, stub = _stub(fed.admin_kit, "admin")
+    with channel:
+        me = stub.WhoAmI(pb.Empty(), timeout=10)
+    assert (me.name, me.org, me.role, me.project) == ("admin@hub.org", "hub", "project_admin", "fedtest")
+
+
+def test_node_start_refuses_a_tampered_kit(fed, tmp_path):
+    import shutil
+
+    kit = tmp_path / "site-2"
+    shutil.copytree(fed.kit("site-2"), kit)
+    (kit / "startup" / "node.yml").write_text((kit / "startup" / "node.yml").read_text() + "# edited\n")
+    out = subprocess.run([FLCTL, "node", "start", kit], capture_output=True, text=True, timeout=30, check=False)
+    assert out.returncode == 2
+    assert "startup/node.yml was changed" in out.stderr and "Traceback" not in out.stderr
