@@ -1,0 +1,108 @@
+"""Federated averaging (McMahan et al.): each round, sites train the global model and the server
+averages their models weighted by how many examples each trained on."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from pydantic import Field
+
+from node.aggregation import WeightedSum, weighted_metrics
+from node.tasks import Params, SiteFailure, Task
+from node.workflows.base import Federation, Workflow, WorkflowArgs, WorkflowError
+
+
+class FedAvgArgs(WorkflowArgs):
+    """`workflow.args` of a `fedavg` job."""
+
+    rounds: int = Field(ge=1, description="How many rounds of training to run")
+    round_timeout_s: float = Field(
+        300.0, gt=0, description="Seconds a round waits for the sites' answers before going on with those it has"
+    )
+
+
+class FedAvg(Workflow):
+    """Send the global model to every site, average what comes back, repeat for `rounds` rounds."""
+
+    type_name: ClassVar[str] = "fedavg"
+    Args: ClassVar[type[WorkflowArgs]] = FedAvgArgs
+
+    def __init__(self, args: WorkflowArgs, min_sites: int = 1) -> None:
+        if not isinstance(args, FedAvgArgs):
+            raise TypeError(f"FedAvg needs FedAvgArgs, not {type(args).__name__}")
+        if min_sites < 1:
+            raise ValueError(f"min_sites must be at least 1, not {min_sites}")
+        super().__init__(args)
+        self.settings = args
+        self.min_sites = min_sites
+
+    def run(self, fed: Federation, initial: Params | None, start_round: int = 0) -> Params:
+        """Run rounds `start_round`..`rounds - 1`; with no `initial` model, round 0's average becomes the first one."""
+        model: Params = dict(initial) if initial is not None else {}
+        for round_no in range(start_round, self.settings.rounds):
+            model = self._round(fed, round_no, model)
+        fed.save_model("final", model)
+        return model
+
+    def _round(self, fed: Federation, round_no: int, model: Params) -> Params:
+        rounds, timeout = self.settings.rounds, self.settings.round_timeout_s
+        sites = fed.sites()
+        if len(sites) < self.min_sites:
+            raise WorkflowError(f"round {round_no}: {self.min_sites} sites are required but the job has {len(sites)}")
+        task = Task("train", round_no, model, meta={"rounds": rounds})
+        total = WeightedSum(like=model) if model else WeightedSum()
+        answered: dict[str, tuple[dict[str, float], int]] = {}
+        failed: dict[str, str] = {}
+        for answer in fed.send(task, sites, timeout):
+            if answer.site not in sites or answer.site in answered or answer.site in failed:
+                fed.log(f"round {round_no}: ignored an unexpected or repeated answer from {answer.site}")
+                continue
+            if isinstance(answer, SiteFailure):
+                self._fail(fed, round_no, answer.site, answer.reason, failed, len(sites))
+                continue
+            try:
+                if answer.num_examples < 0:
+                    raise ValueError(f"{answer.site}: num_examples {answer.num_examples} is negative")
+                total.add(answer.params, answer.num_examples, site=answer.site)
+            except ValueError as exc:
+                self._fail(fed, round_no, answer.site, f"sent an unusable model: {exc}", failed, len(sites))
+                continue
+            answered[answer.site] = (dict(answer.metrics), answer.num_examples)
+        if len(answered) < self.min_sites:
+            silent = [site for site in sites if site not in answered and site not in failed]
+            raise WorkflowError(
+                f"round {round_no}: {len(answered)} of {self.min_sites} required sites answered within {timeout:g} s"
+                + _details(failed, silent)
+            )
+        model = total.result()
+        fed.save_model(f"round-{round_no}", model)
+        fed.record_round(round_no, {site: metrics for site, (metrics, _) in answered.items()})
+        fed.log(_summary(round_no, rounds, len(sites), answered))
+        return model
+
+    def _fail(self, fed: Federation, round_no: int, site: str, reason: str, failed: dict[str, str], n: int) -> None:
+        """Note a failed site; raise as soon as too few sites are left to reach min_sites."""
+        failed[site] = reason
+        fed.log(f"round {round_no}: {site} failed: {reason}")
+        if n - len(failed) < self.min_sites:
+            raise WorkflowError(
+                f"round {round_no}: {len(failed)} of {n} sites failed, so fewer than the {self.min_sites} "
+                f"required can answer" + _details(failed, [])
+            )
+
+
+def _details(failed: dict[str, str], silent: list[str]) -> str:
+    parts = []
+    if failed:
+        parts.append("failed: " + ", ".join(f"{site} ({reason})" for site, reason in failed.items()))
+    if silent:
+        parts.append("no answer from " + ", ".join(silent))
+    return "; " + "; ".join(parts) if parts else ""
+
+
+def _summary(round_no: int, rounds: int, sites: int, results: dict[str, tuple[dict[str, float], int]]) -> str:
+    examples = sum(n for _, n in results.values())
+    means = weighted_metrics(results.values())
+    shown = "".join(f", {name} {value:.4g}" for name, value in means.items())
+    return (f"round {round_no} ({round_no + 1} of {rounds}): {len(results)} of {sites} sites answered, "
+            f"{examples} examples{shown}")

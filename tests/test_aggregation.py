@@ -1,0 +1,146 @@
+"""Weighted model averages and metric means, checked with exact numbers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from node.aggregation import WeightedSum, weighted_metrics
+
+
+def test_weighted_mean_of_two_models():
+    """Weights 1 and 3: the mean lies three quarters of the way to the heavier model."""
+    # Prepare
+    total = WeightedSum()
+    # Execute
+    total.add({"w": np.array([0.0, 4.0], np.float32)}, 1, site="site-1")
+    total.add({"w": np.array([4.0, 8.0], np.float32)}, 3, site="site-2")
+    result = total.result()
+    # Assert
+    assert result["w"].tolist() == [3.0, 7.0]
+    assert result["w"].dtype == np.float32
+    assert (total.count, total.total_weight) == (2, 4.0)
+
+
+def test_sum_is_kept_in_float64():
+    """float16 inputs whose float16 sum would overflow still average exactly."""
+    # Prepare
+    total = WeightedSum()
+    big = np.array([60000.0], np.float16)
+    # Execute
+    total.add({"x": big}, 1)
+    total.add({"x": big}, 1)
+    # Assert
+    assert total.result()["x"].tolist() == [60000.0]
+    assert total.result()["x"].dtype == np.float16
+
+
+def test_integer_tensors_are_rounded_back():
+    """An int64 counter (e.g. BatchNorm's num_batches_tracked) comes back rounded, as int64."""
+    # Prepare
+    total = WeightedSum()
+    # Execute
+    total.add({"n": np.array(3, np.int64)}, 1)
+    total.add({"n": np.array(4, np.int64)}, 2)
+    # Assert
+    assert total.result()["n"].dtype == np.int64
+    assert int(total.result()["n"]) == 4  # 11 / 3 = 3.67
+
+
+def test_zero_total_weight_means_equal_weights():
+    """Sites that trained on no examples still average, each counting once."""
+    # Prepare
+    total = WeightedSum()
+    # Execute
+    total.add({"w": np.array([1.0])}, 0)
+    total.add({"w": np.array([3.0])}, 0)
+    # Assert
+    assert total.result()["w"].tolist() == [2.0]
+
+
+def test_zero_weights_drop_out_once_a_weight_is_positive():
+    """A site with weight 0 does not count when another has a positive weight, in either order."""
+    # Prepare
+    first, last = WeightedSum(), WeightedSum()
+    # Execute
+    first.add({"w": np.array([100.0])}, 0)
+    first.add({"w": np.array([2.0])}, 5)
+    last.add({"w": np.array([2.0])}, 5)
+    last.add({"w": np.array([100.0])}, 0)
+    # Assert
+    assert first.result()["w"].tolist() == [2.0]
+    assert last.result()["w"].tolist() == [2.0]
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"w": np.zeros(3)}, "site-2: tensor 'w' has shape (3,), but site-1 has (2,)"),
+        ({}, "site-2: tensor 'w' is missing (it is in site-1)"),
+        ({"w": np.zeros(2), "extra": np.zeros(1)}, "site-2: tensor 'extra' is not in site-1"),
+    ],
+    ids=["shape", "missing", "extra"],
+)
+def test_mismatched_models_are_refused_naming_tensor_and_site(params, message):
+    """A model that does not fit the first one is refused and leaves the sum as it was."""
+    # Prepare
+    total = WeightedSum()
+    total.add({"w": np.array([1.0, 1.0])}, 1, site="site-1")
+    # Execute
+    with pytest.raises(ValueError) as info:
+        total.add(params, 1, site="site-2")
+    # Assert
+    assert str(info.value) == message
+    assert total.result()["w"].tolist() == [1.0, 1.0]
+
+
+def test_models_must_match_the_global_model_when_given():
+    """With `like`, even the first model is checked against the global model."""
+    # Prepare
+    total = WeightedSum(like={"w": np.zeros((4, 4))})
+    # Execute
+    with pytest.raises(ValueError) as info:
+        total.add({"w": np.zeros((2, 2))}, 1, site="site-1")
+    # Assert
+    assert str(info.value) == "site-1: tensor 'w' has shape (2, 2), but the global model has (4, 4)"
+
+
+@pytest.mark.parametrize("weight", [-1, float("nan"), float("inf")])
+def test_bad_weights_are_refused(weight):
+    """Negative and non-finite weights are refused, naming the site."""
+    # Prepare
+    total = WeightedSum()
+    # Execute
+    with pytest.raises(ValueError) as info:
+        total.add({"w": np.zeros(1)}, weight, site="site-9")
+    # Assert
+    assert str(info.value).startswith("site-9: weight")
+
+
+def test_result_without_models_is_an_error():
+    """Asking for the mean of nothing is a ValueError, not a division by zero."""
+    # Prepare
+    total = WeightedSum()
+    # Execute
+    with pytest.raises(ValueError) as info:
+        total.result()
+    # Assert
+    assert str(info.value) == "no models were added"
+
+
+def test_weighted_metrics_over_the_sites_that_reported_each():
+    """Each metric is averaged over the sites that sent it, weighted by their weights."""
+    # Prepare
+    results = [({"loss": 1.0, "accuracy": 0.5}, 10), ({"loss": 4.0}, 30), ({"accuracy": 1.0, "auc": 0.7}, 0)]
+    # Execute
+    means = weighted_metrics(results)
+    # Assert
+    assert means == {"accuracy": 0.5, "auc": 0.7, "loss": 3.25}
+
+
+def test_weighted_metrics_of_nothing_is_empty():
+    """No results, no metrics."""
+    # Prepare / Execute
+    means = weighted_metrics([])
+    # Assert
+    assert means == {}
