@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 
 need=()
 command -v openssl >/dev/null || need+=(openssl)
+[ -x /usr/sbin/sshd ] || need+=(openssh-server)     # the SSH deployment tests run their own sshd
+command -v tmux >/dev/null || need+=(tmux)            # the console smoke test drives flctl in tmux
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "installing system packages: ${need[*]}"
