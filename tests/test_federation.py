@@ -245,3 +245,27 @@ def test_node_start_refuses_a_tampered_kit(fed, tmp_path):
     out = subprocess.run([FLCTL, "node", "start", kit], capture_output=True, text=True, timeout=30, check=False)
     assert out.returncode == 2
     assert "startup/node.yml was changed" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_a_job_waits_for_its_named_sites_and_says_why(fed, tmp_path):
+    """A job naming an absent site stays SUBMITTED with the reason; aborting it ends it."""
+    job = make_job(tmp_path, "waits", "print('never runs')\n")
+    (job / "job.yml").write_text(JOB_YML.format(name="waits").replace("sites: all", "sites: [site-1, site-9]"))
+    job_id = submit(fed, job)
+    deadline = time.monotonic() + 20
+    shown = fed.flctl_json("job", "show", job_id)
+    while time.monotonic() < deadline and not shown["wait_reason"]:
+        time.sleep(0.2)
+        shown = fed.flctl_json("job", "show", job_id)
+    assert shown["status"] == "SUBMITTED"
+    assert shown["wait_reason"] == "waiting for site-9 to come online"
+    assert fed.flctl_json("job", "abort", job_id)["status"] == "ABORTED"
+
+
+def test_logs_follow_streams_until_the_job_ends(fed):
+    """`job logs --follow` prints lines as they come and returns once the job has ended."""
+    job_id = submit(fed, JOBS / "hello-numpy")
+    out = fed.flctl("job", "logs", job_id, "--follow", timeout=60)
+    assert out.returncode == 0
+    assert "[server]" in out.stdout and "round 2" in out.stdout
+    assert wait_status(fed, job_id)["status"] == "FINISHED"

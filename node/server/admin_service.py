@@ -21,6 +21,7 @@ from node.proto import flctl_pb2 as pb
 from node.proto import flctl_pb2_grpc as pb_grpc
 from node.server.context import ServerContext
 from node.server.federation_service import stream_file
+from node.server.job_records import log_files, metrics_json
 from node.store import JobRow
 from node.tls import peer_identity
 from provisioner.pki import CertIdentity
@@ -88,7 +89,7 @@ class AdminService(pb_grpc.AdminServicer):
         with tempfile.TemporaryDirectory(dir=self._ctx.workspace) as tmp:
             try:
                 extract_bundle(bytes(data), Path(tmp) / "job")
-                loaded = load_job(Path(tmp) / "job")
+                loaded = load_job(Path(tmp) / "job", shown="submitted job")
             except JobError as exc:
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
             job_dir.mkdir(parents=True)
@@ -150,14 +151,9 @@ class AdminService(pb_grpc.AdminServicer):
                 zf.write(job_dir / "job.yml", "job.yml")
             for model in sorted((job_dir / "models").glob("*.safetensors")):
                 zf.write(model, f"models/{model.name}", compress_type=zipfile.ZIP_STORED)
-            metrics = [{"site": s, "round": r, "name": n, "value": v, "step": st}
-                       for s, r, n, v, st in store.metrics(job.id)]
-            zf.writestr("metrics.json", json.dumps(metrics, indent=1))
-            by_site: dict[str, list[str]] = {}
-            for _id, site, when, line in store.logs(job.id):
-                by_site.setdefault(site, []).append(f"{time.strftime('%H:%M:%S', time.localtime(when))} {line}")
-            for site, lines in by_site.items():
-                zf.writestr(f"logs/{site}.log", "\n".join(lines) + "\n")
+            zf.writestr("metrics.json", metrics_json(store, job.id))
+            for name, text in log_files(store, job.id).items():
+                zf.writestr(f"logs/{name}", text)
             zf.writestr("events.json", json.dumps([e.__dict__ for e in store.events(0, job.id)], indent=1))
 
     def JobLogs(self, request: pb.LogsRequest, context: Any) -> Iterator[pb.LogEntry]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from node.server.job_records import log_files, metrics_json
 from node.server.site_hub import SiteHub
 from node.server.task_board import PostedTask, TaskBoard
 from node.store import JobRow, Store
@@ -189,6 +191,16 @@ class JobRunner:
                 os.killpg(run.process.pid, signal.SIGKILL)
 
     # ------------------------------------------------------------------ end
+    def _write_records(self, job_id: str) -> None:
+        """Per-site logs and metrics on disk beside the models, for whoever reads the job folder."""
+        job_dir = self.job_dir(job_id)
+        (job_dir / "logs").mkdir(parents=True, exist_ok=True)
+        for name, text in log_files(self._store, job_id).items():
+            (job_dir / "logs" / name).write_text(text)
+        (job_dir / "metrics.json").write_text(metrics_json(self._store, job_id))
+        shutil.rmtree(job_dir / "tasks", ignore_errors=True)
+        shutil.rmtree(job_dir / "results", ignore_errors=True)
+
     def _finish(self, run: _Running, status: str, error: str) -> None:
         with self._lock:
             if run.ended:
@@ -200,6 +212,7 @@ class JobRunner:
         self._store.update_job(job_id, status=status, ended_at=time.time(), error=error)
         for site in run.sites:
             self._hub.push(site, {"stop": {"job_id": job_id, "reason": status.lower()}})
+        self._write_records(job_id)
         message = f"job {status.lower()}" + (f": {error}" if error else "")
         self._store.add_event(job_id, status.lower(), message, {"status": status, "error": error})
         self._board.forget(job_id)
