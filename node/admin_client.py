@@ -97,14 +97,17 @@ class AdminClient:
     def submit_job(self, folder: Path) -> str:
         """Validate the job folder here, send it as a zip bundle, and return the new job's id."""
         from node.bundle import pack_job
+        from node.job_signing import sign_bundle
         from node.job_spec import load_job
 
         load_job(folder)
         data = pack_job(folder)
         digest = hashlib.sha256(data).hexdigest()
+        signature = sign_bundle(data, self.kit.key_pem)
 
         def messages() -> Iterator[pb.SubmitMessage]:
-            yield pb.SubmitMessage(header=pb.SubmitHeader(sha256=digest, size=len(data)))
+            yield pb.SubmitMessage(header=pb.SubmitHeader(sha256=digest, size=len(data), signature=signature,
+                                                          signer_cert_pem=self.kit.cert_pem))
             view = memoryview(data)
             for start in range(0, len(data), CHUNK):
                 yield pb.SubmitMessage(chunk=bytes(view[start:start + CHUNK]))
@@ -144,6 +147,10 @@ class AdminClient:
 
     def list_sites(self) -> list[t.SiteInfo]:
         return [serde.site_from_pb(s) for s in self._call(self._stub.ListSites, pb.Empty()).sites]
+
+    def publish_crl(self, crl_pem: bytes) -> str:
+        """Install a newer CRL on the server (project_admin only); it applies at once."""
+        return str(self._call(self._stub.PublishCrl, pb.CrlRequest(crl_pem=crl_pem)).message)
 
     def watch(self, job_id: str = "", after_seq: int = 0) -> Iterator[t.Event]:
         """Events as they happen; for one job the stream ends after the job's final event."""

@@ -11,7 +11,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,7 +91,9 @@ class SiteRow:
 
 
 class Store:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, on_event: Callable[[str, str, str, dict[str, Any]], object] | None = None) -> None:
+        """`on_event(job_id, kind, message, data)` is called after each event is stored (the audit log)."""
+        self._on_event = on_event
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -173,7 +175,10 @@ class Store:
             cur = self._db.execute("INSERT INTO events (job_id, time, kind, message, data_json) VALUES (?,?,?,?,?)",
                                    (job_id, time.time(), kind, message, json.dumps(data or {})))
             self._changed.notify_all()
-            return int(cur.lastrowid or 0)
+            seq = int(cur.lastrowid or 0)
+        if self._on_event is not None:
+            self._on_event(job_id, kind, message, data or {})
+        return seq
 
     def events(self, after_seq: int = 0, job_id: str = "") -> list[EventRow]:
         sql = "SELECT seq, job_id, time, kind, message, data_json FROM events WHERE seq > ?"

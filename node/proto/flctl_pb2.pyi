@@ -39,16 +39,20 @@ class RegisterReply(_message.Message):
     def __init__(self, project: _Optional[str] = ..., heartbeat_interval_s: _Optional[float] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
-    __slots__ = ("running_jobs",)
+    __slots__ = ("running_jobs", "crl_number")
     RUNNING_JOBS_FIELD_NUMBER: _ClassVar[int]
+    CRL_NUMBER_FIELD_NUMBER: _ClassVar[int]
     running_jobs: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, running_jobs: _Optional[_Iterable[str]] = ...) -> None: ...
+    crl_number: int
+    def __init__(self, running_jobs: _Optional[_Iterable[str]] = ..., crl_number: _Optional[int] = ...) -> None: ...
 
 class HeartbeatReply(_message.Message):
-    __slots__ = ("stop_jobs",)
+    __slots__ = ("stop_jobs", "crl_pem")
     STOP_JOBS_FIELD_NUMBER: _ClassVar[int]
+    CRL_PEM_FIELD_NUMBER: _ClassVar[int]
     stop_jobs: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, stop_jobs: _Optional[_Iterable[str]] = ...) -> None: ...
+    crl_pem: bytes
+    def __init__(self, stop_jobs: _Optional[_Iterable[str]] = ..., crl_pem: _Optional[bytes] = ...) -> None: ...
 
 class Command(_message.Message):
     __slots__ = ("start", "stop")
@@ -59,18 +63,22 @@ class Command(_message.Message):
     def __init__(self, start: _Optional[_Union[StartJob, _Mapping]] = ..., stop: _Optional[_Union[StopJob, _Mapping]] = ...) -> None: ...
 
 class StartJob(_message.Message):
-    __slots__ = ("job_id", "name", "bundle_sha256", "submitter", "submitter_org")
+    __slots__ = ("job_id", "name", "bundle_sha256", "submitter", "submitter_org", "signer_cert_pem", "signature")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     BUNDLE_SHA256_FIELD_NUMBER: _ClassVar[int]
     SUBMITTER_FIELD_NUMBER: _ClassVar[int]
     SUBMITTER_ORG_FIELD_NUMBER: _ClassVar[int]
+    SIGNER_CERT_PEM_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     name: str
     bundle_sha256: str
     submitter: str
     submitter_org: str
-    def __init__(self, job_id: _Optional[str] = ..., name: _Optional[str] = ..., bundle_sha256: _Optional[str] = ..., submitter: _Optional[str] = ..., submitter_org: _Optional[str] = ...) -> None: ...
+    signer_cert_pem: bytes
+    signature: bytes
+    def __init__(self, job_id: _Optional[str] = ..., name: _Optional[str] = ..., bundle_sha256: _Optional[str] = ..., submitter: _Optional[str] = ..., submitter_org: _Optional[str] = ..., signer_cert_pem: _Optional[bytes] = ..., signature: _Optional[bytes] = ...) -> None: ...
 
 class StopJob(_message.Message):
     __slots__ = ("job_id", "reason")
@@ -187,6 +195,12 @@ class ReportRequest(_message.Message):
     error: str
     def __init__(self, job_id: _Optional[str] = ..., logs: _Optional[_Iterable[_Union[LogLine, _Mapping]]] = ..., metrics: _Optional[_Iterable[_Union[Metric, _Mapping]]] = ..., status: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
 
+class CrlRequest(_message.Message):
+    __slots__ = ("crl_pem",)
+    CRL_PEM_FIELD_NUMBER: _ClassVar[int]
+    crl_pem: bytes
+    def __init__(self, crl_pem: _Optional[bytes] = ...) -> None: ...
+
 class Identity(_message.Message):
     __slots__ = ("name", "org", "kind", "role", "project", "not_after")
     NAME_FIELD_NUMBER: _ClassVar[int]
@@ -204,12 +218,16 @@ class Identity(_message.Message):
     def __init__(self, name: _Optional[str] = ..., org: _Optional[str] = ..., kind: _Optional[str] = ..., role: _Optional[str] = ..., project: _Optional[str] = ..., not_after: _Optional[float] = ...) -> None: ...
 
 class SubmitHeader(_message.Message):
-    __slots__ = ("sha256", "size")
+    __slots__ = ("sha256", "size", "signer_cert_pem", "signature")
     SHA256_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
+    SIGNER_CERT_PEM_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
     sha256: str
     size: int
-    def __init__(self, sha256: _Optional[str] = ..., size: _Optional[int] = ...) -> None: ...
+    signer_cert_pem: bytes
+    signature: bytes
+    def __init__(self, sha256: _Optional[str] = ..., size: _Optional[int] = ..., signer_cert_pem: _Optional[bytes] = ..., signature: _Optional[bytes] = ...) -> None: ...
 
 class SubmitMessage(_message.Message):
     __slots__ = ("header", "chunk")

@@ -423,6 +423,11 @@ class AdminStub:
                 request_serializer=node_dot_proto_dot_flctl__pb2.WatchRequest.SerializeToString,
                 response_deserializer=node_dot_proto_dot_flctl__pb2.Event.FromString,
                 _registered_method=True)
+        self.PublishCrl = channel.unary_unary(
+                '/flctl.v1.Admin/PublishCrl',
+                request_serializer=node_dot_proto_dot_flctl__pb2.CrlRequest.SerializeToString,
+                response_deserializer=node_dot_proto_dot_flctl__pb2.Ack.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -487,6 +492,13 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PublishCrl(self, request, context):
+        """Install a newer CRL signed by the project CA (project_admin only); takes effect at once.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -534,6 +546,11 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.WatchEvents,
                     request_deserializer=node_dot_proto_dot_flctl__pb2.WatchRequest.FromString,
                     response_serializer=node_dot_proto_dot_flctl__pb2.Event.SerializeToString,
+            ),
+            'PublishCrl': grpc.unary_unary_rpc_method_handler(
+                    servicer.PublishCrl,
+                    request_deserializer=node_dot_proto_dot_flctl__pb2.CrlRequest.FromString,
+                    response_serializer=node_dot_proto_dot_flctl__pb2.Ack.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -781,6 +798,33 @@ class Admin:
             '/flctl.v1.Admin/WatchEvents',
             node_dot_proto_dot_flctl__pb2.WatchRequest.SerializeToString,
             node_dot_proto_dot_flctl__pb2.Event.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PublishCrl(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/flctl.v1.Admin/PublishCrl',
+            node_dot_proto_dot_flctl__pb2.CrlRequest.SerializeToString,
+            node_dot_proto_dot_flctl__pb2.Ack.FromString,
             options,
             channel_credentials,
             insecure,

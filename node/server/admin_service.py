@@ -1,4 +1,8 @@
-"""The Admin service: what `flctl` (CLI and TUI) calls. Thin: checks identity, validates, routes."""
+"""The Admin service: what `flctl` (CLI and TUI) calls. Thin: identity, authorization, audit, route.
+
+Every call is authorized from the caller's certificate (role, org) against the server's
+policy (`local/policy.yml` of the server kit) and written to the audit log with its result.
+"""
 
 from __future__ import annotations
 
@@ -11,33 +15,23 @@ import uuid
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import grpc
 
 from node import serde
 from node.admin_types import ENDED_STATUSES
+from node.authz import Actor, JobOwner, Right, decide
 from node.proto import flctl_pb2 as pb
 from node.proto import flctl_pb2_grpc as pb_grpc
 from node.server.context import ServerContext
 from node.server.federation_service import stream_file
+from node.server.identity import caller
 from node.server.job_records import log_files, metrics_json
 from node.store import JobRow
-from node.tls import peer_identity
-from provisioner.pki import CertIdentity
 
 FOLLOW_WAIT_S = 1.0
-
-
-def _admin(context: Any) -> tuple[CertIdentity, float]:
-    found = peer_identity(context)
-    if found is None:
-        context.abort(grpc.StatusCode.UNAUTHENTICATED, "no valid flctl certificate")
-    who, cert = found  # type: ignore[misc]
-    if who.kind != "admin":
-        context.abort(grpc.StatusCode.PERMISSION_DENIED,
-                      f"the Admin service is for admins; '{who.name}' holds a {who.kind} certificate")
-    return who, cert.not_valid_after_utc.timestamp()
+SIGNATURE_FILE = "signature.json"
 
 
 class AdminService(pb_grpc.AdminServicer):
@@ -45,80 +39,130 @@ class AdminService(pb_grpc.AdminServicer):
         self._ctx = ctx
         self._poke = poke
 
-    def _job(self, job_id: str, context: Any) -> JobRow:
+    # ------------------------------------------------------------------ identity, rights, audit
+    def _actor(self, context: Any) -> tuple[Actor, float]:
+        who, cert = caller(context, "admin", self._ctx.revocations)
+        return Actor(who.name, who.org, who.role or ""), cert.not_valid_after_utc.timestamp()
+
+    def _audit(self, actor: Actor, action: str, args: dict[str, Any], result: str) -> None:
+        self._ctx.audit.append(actor.name, action, org=actor.org, role=actor.role, args=args, result=result)
+
+    def _refuse(self, context: Any, actor: Actor, action: str, args: dict[str, Any], code: grpc.StatusCode,
+                message: str) -> NoReturn:
+        self._audit(actor, action, args, f"refused: {message}")
+        context.abort(code, message)
+        raise AssertionError("unreachable")  # context.abort raises
+
+    def _authorize(self, context: Any, actor: Actor, action: str, args: dict[str, Any], right: Right,
+                   job: JobRow | None = None) -> None:
+        owner = JobOwner(job.submitter, job.submitter_org) if job else None
+        reason = decide(self._ctx.policy.current(), actor, right, owner)
+        if reason is not None:
+            self._refuse(context, actor, action, args, grpc.StatusCode.PERMISSION_DENIED, f"not permitted: {reason}")
+
+    def _may_view(self, actor: Actor, job: JobRow) -> bool:
+        return decide(self._ctx.policy.current(), actor, "view", JobOwner(job.submitter, job.submitter_org)) is None
+
+    def _job(self, context: Any, actor: Actor, action: str, job_id: str, right: Right) -> JobRow:
+        args = {"job_id": job_id}
         job = self._ctx.store.get_job(job_id)
         if job is None:
-            context.abort(grpc.StatusCode.NOT_FOUND, f"no job {job_id}; `flctl job ls` lists the jobs")
-        return job  # type: ignore[return-value]
+            self._refuse(context, actor, action, args, grpc.StatusCode.NOT_FOUND,
+                         f"no job {job_id}; `flctl job ls` lists the jobs")
+        self._authorize(context, actor, action, args, right, job)
+        return job
 
     def _info(self, job: JobRow) -> pb.JobInfo:
         last: dict[str, dict[str, float]] = {}
         if job.round >= 0:
-            for site, rnd, name, value, _step in self._ctx.store.metrics(job.id):
-                if rnd == job.round or (job.status == "FINISHED" and rnd == job.rounds - 1):
+            for site, rnd, name, value, step in self._ctx.store.metrics(job.id):
+                if step is None and rnd == job.round:
                     last.setdefault(site, {})[name] = value
         return serde.job_to_pb(job, last, str(self._ctx.jobs_dir() / job.id))
 
+    # ------------------------------------------------------------------ calls
     def WhoAmI(self, request: pb.Empty, context: Any) -> pb.Identity:
-        who, not_after = _admin(context)
-        return pb.Identity(name=who.name, org=who.org, kind=who.kind, role=who.role or "", project=self._ctx.project,
+        actor, not_after = self._actor(context)
+        return pb.Identity(name=actor.name, org=actor.org, kind="admin", role=actor.role, project=self._ctx.project,
                            not_after=not_after)
 
     def SubmitJob(self, request_iterator: Iterator[pb.SubmitMessage], context: Any) -> pb.JobRef:
         from node.bundle import extract_bundle
         from node.errors import JobError
+        from node.job_signing import SignatureRefused, verify_bundle
         from node.job_spec import load_job
 
-        who, _ = _admin(context)
+        actor, _ = self._actor(context)
+        action, args = "job.submit", dict[str, Any]()
+        self._authorize(context, actor, action, args, "submit_job")
         first = next(request_iterator, None)
         if first is None or not first.HasField("header"):
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a submission starts with its header")
-        head = first.header  # type: ignore[union-attr]
+            self._refuse(context, actor, action, args, grpc.StatusCode.INVALID_ARGUMENT,
+                         "a submission starts with its header")
+        head = first.header
         if head.size > self._ctx.max_bundle_bytes:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                          f"the job bundle is {head.size} bytes; the limit is {self._ctx.max_bundle_bytes}")
+            self._refuse(context, actor, action, args, grpc.StatusCode.INVALID_ARGUMENT,
+                         f"the job bundle is {head.size} bytes; the limit is {self._ctx.max_bundle_bytes}")
         data = bytearray()
         for message in request_iterator:
             data += message.chunk
             if len(data) > head.size:
-                context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the bundle is larger than its header says")
-        if hashlib.sha256(data).hexdigest() != head.sha256:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the bundle arrived damaged (digest mismatch)")
+                self._refuse(context, actor, action, args, grpc.StatusCode.INVALID_ARGUMENT,
+                             "the bundle is larger than its header says")
+        bundle = bytes(data)
+        args = {"sha256": head.sha256, "size": len(bundle)}
+        if hashlib.sha256(bundle).hexdigest() != head.sha256:
+            self._refuse(context, actor, action, args, grpc.StatusCode.INVALID_ARGUMENT,
+                         "the bundle arrived damaged (digest mismatch)")
+        try:
+            signer = verify_bundle(bundle, head.signature, head.signer_cert_pem, self._ctx.kit.ca_pem,
+                                   self._ctx.revocations)
+        except SignatureRefused as exc:
+            self._refuse(context, actor, action, args, grpc.StatusCode.INVALID_ARGUMENT, f"job refused: {exc}")
+        if (signer.name, signer.org) != (actor.name, actor.org):
+            self._refuse(context, actor, action, args, grpc.StatusCode.PERMISSION_DENIED,
+                         f"not permitted: the job is signed by {signer.name}, not by the caller {actor.name}")
         job_id = uuid.uuid4().hex[:12]
         job_dir = self._ctx.jobs_dir() / job_id
         with tempfile.TemporaryDirectory(dir=self._ctx.workspace) as tmp:
             try:
-                extract_bundle(bytes(data), Path(tmp) / "job")
+                extract_bundle(bundle, Path(tmp) / "job")
                 loaded = load_job(Path(tmp) / "job", shown="submitted job")
             except JobError as exc:
-                context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+                self._refuse(context, actor, action, args, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
             job_dir.mkdir(parents=True)
-            (job_dir / "bundle.zip").write_bytes(bytes(data))
+            (job_dir / "bundle.zip").write_bytes(bundle)
+            (job_dir / SIGNATURE_FILE).write_text(json.dumps({
+                "signer_cert_pem": head.signer_cert_pem.decode(), "signature": head.signature.hex()}))
             shutil.copy(Path(tmp) / "job" / "job.yml", job_dir / "job.yml")
         spec = loaded.spec
         sites: list[str] | str = "all" if spec.sites == "all" else list(spec.sites)
         rounds = int(getattr(loaded.args, "rounds", 0))
-        row = JobRow(job_id, spec.name, "SUBMITTED", who.name, who.org, who.role or "", time.time(), 0.0, 0.0, -1,
+        row = JobRow(job_id, spec.name, "SUBMITTED", actor.name, actor.org, actor.role, time.time(), 0.0, 0.0, -1,
                      rounds, spec.workflow.type, spec.min_sites, sites, "", "", head.sha256,
                      spec.model_dump(mode="json"))
         self._ctx.store.add_job(row)
-        self._ctx.store.add_event(job_id, "submitted", f"submitted by {who.name} ({who.org})",
-                                  {"submitter": who.name, "name": spec.name})
+        self._audit(actor, action, {**args, "job_id": job_id, "name": spec.name}, "ok")
+        self._ctx.store.add_event(job_id, "submitted", f"submitted by {actor.name} ({actor.org})",
+                                  {"submitter": actor.name, "name": spec.name})
         self._poke()
         return pb.JobRef(job_id=job_id)
 
     def ListJobs(self, request: pb.Empty, context: Any) -> pb.JobList:
-        _admin(context)
-        return pb.JobList(jobs=[self._info(j) for j in self._ctx.store.list_jobs()])
+        actor, _ = self._actor(context)
+        self._authorize(context, actor, "job.list", {}, "view")
+        jobs = [self._info(j) for j in self._ctx.store.list_jobs() if self._may_view(actor, j)]
+        return pb.JobList(jobs=jobs)
 
     def GetJob(self, request: pb.JobRef, context: Any) -> pb.JobInfo:
-        _admin(context)
-        return self._info(self._job(request.job_id, context))
+        actor, _ = self._actor(context)
+        return self._info(self._job(context, actor, "job.show", request.job_id, "view"))
 
     def AbortJob(self, request: pb.JobRef, context: Any) -> pb.JobInfo:
-        who, _ = _admin(context)
-        job = self._job(request.job_id, context)
-        reason = f"aborted by {who.name}"
+        actor, _ = self._actor(context)
+        action, args = "job.abort", {"job_id": request.job_id}
+        job = self._job(context, actor, action, request.job_id, "manage_job")
+        reason = f"aborted by {actor.name}"
         if job.status == "SUBMITTED":
             self._ctx.store.update_job(job.id, status="ABORTED", ended_at=time.time(), error=reason)
             self._ctx.store.add_event(job.id, "aborted", f"job aborted: {reason}", {"status": "ABORTED"})
@@ -126,15 +170,24 @@ class AdminService(pb_grpc.AdminServicer):
             self._ctx.store.add_event(job.id, "aborting", reason, {})
             self._ctx.runner.abort(job.id, reason)
             deadline = time.monotonic() + 10
-            while time.monotonic() < deadline and self._job(job.id, context).status == "RUNNING":
+            while time.monotonic() < deadline and self._status(job.id) == "RUNNING":
                 self._ctx.store.wait_for_change(0.2)
         else:
-            context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"job {job.id} already ended ({job.status})")
-        return self._info(self._job(job.id, context))
+            self._refuse(context, actor, action, args, grpc.StatusCode.FAILED_PRECONDITION,
+                         f"job {job.id} already ended ({job.status})")
+        self._audit(actor, action, args, "ok")
+        final = self._ctx.store.get_job(job.id)
+        assert final is not None
+        return self._info(final)
+
+    def _status(self, job_id: str) -> str:
+        job = self._ctx.store.get_job(job_id)
+        return job.status if job else ""
 
     def DownloadJob(self, request: pb.JobRef, context: Any) -> Iterator[pb.Chunk]:
-        _admin(context)
-        job = self._job(request.job_id, context)
+        actor, _ = self._actor(context)
+        job = self._job(context, actor, "job.download", request.job_id, "download_job")
+        self._audit(actor, "job.download", {"job_id": job.id}, "ok")
         job_dir = self._ctx.jobs_dir() / job.id
         with tempfile.TemporaryDirectory(dir=self._ctx.workspace) as tmp:
             archive = Path(tmp) / "artifacts.zip"
@@ -145,8 +198,7 @@ class AdminService(pb_grpc.AdminServicer):
     def _pack(self, job: JobRow, job_dir: Path, archive: Path) -> None:
         store = self._ctx.store
         with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
-            info = self._info(job)
-            zf.writestr("job.json", json.dumps(serde.job_from_pb(info).to_json(), indent=2))
+            zf.writestr("job.json", json.dumps(serde.job_from_pb(self._info(job)).to_json(), indent=2))
             if (job_dir / "job.yml").is_file():
                 zf.write(job_dir / "job.yml", "job.yml")
             for model in sorted((job_dir / "models").glob("*.safetensors")):
@@ -157,8 +209,8 @@ class AdminService(pb_grpc.AdminServicer):
             zf.writestr("events.json", json.dumps([e.__dict__ for e in store.events(0, job.id)], indent=1))
 
     def JobLogs(self, request: pb.LogsRequest, context: Any) -> Iterator[pb.LogEntry]:
-        _admin(context)
-        self._job(request.job_id, context)
+        actor, _ = self._actor(context)
+        self._job(context, actor, "job.logs", request.job_id, "view")
         after = 0
         while context.is_active():
             rows = self._ctx.store.logs(request.job_id, request.site, after)
@@ -167,28 +219,51 @@ class AdminService(pb_grpc.AdminServicer):
                 yield pb.LogEntry(site=site, time=when, line=line)
             if not request.follow:
                 return
-            job = self._ctx.store.get_job(request.job_id)
-            if not rows and job is not None and job.status in ENDED_STATUSES:
+            if not rows and self._status(request.job_id) in ENDED_STATUSES:
                 return
             if not rows:
                 self._ctx.store.wait_for_change(FOLLOW_WAIT_S)
 
     def ListSites(self, request: pb.Empty, context: Any) -> pb.SiteList:
-        _admin(context)
+        actor, _ = self._actor(context)
+        self._authorize(context, actor, "site.list", {}, "view")
         now = time.time()
         return pb.SiteList(sites=[serde.site_to_pb(s, self._ctx.online(s, now)) for s in self._ctx.store.sites()])
 
     def WatchEvents(self, request: pb.WatchRequest, context: Any) -> Iterator[pb.Event]:
-        _admin(context)
+        actor, _ = self._actor(context)
         if request.job_id:
-            self._job(request.job_id, context)
+            self._job(context, actor, "job.watch", request.job_id, "view")
+        else:
+            self._authorize(context, actor, "job.watch", {}, "view")
         after = request.after_seq
+        visible: dict[str, bool] = {}
         while context.is_active():
             events = self._ctx.store.events(after, request.job_id)
             for event in events:
                 after = event.seq
+                if event.job_id not in visible:
+                    job = self._ctx.store.get_job(event.job_id)
+                    visible[event.job_id] = job is not None and self._may_view(actor, job)
+                if not visible[event.job_id]:
+                    continue
                 yield serde.event_to_pb(event)
                 if request.job_id and event.kind in ("finished", "failed", "aborted"):
                     return
             if not events:
                 self._ctx.store.wait_for_change(FOLLOW_WAIT_S)
+
+    def PublishCrl(self, request: pb.CrlRequest, context: Any) -> pb.Ack:
+        from node.revocation import CrlRefused
+
+        actor, _ = self._actor(context)
+        action = "crl.publish"
+        if actor.role != "project_admin":
+            self._refuse(context, actor, action, {}, grpc.StatusCode.PERMISSION_DENIED,
+                         "not permitted: only a project_admin may publish a CRL")
+        try:
+            number = self._ctx.revocations.install(request.crl_pem)
+        except CrlRefused as exc:
+            self._refuse(context, actor, action, {}, grpc.StatusCode.INVALID_ARGUMENT, f"CRL refused: {exc}")
+        self._audit(actor, action, {"crl_number": number}, "ok")
+        return pb.Ack(message=f"CRL {number} installed")

@@ -6,7 +6,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from node.audit import AuditLog
+from node.authz import PolicyFile
 from node.kit import NodeKit
+from node.revocation import Revocations
 from node.server.job_runner import JobRunner
 from node.server.site_hub import SiteHub
 from node.server.task_board import TaskBoard
@@ -23,6 +26,9 @@ class ServerContext:
     runner: JobRunner
     heartbeat_interval_s: float
     heartbeat_timeout_s: float
+    audit: AuditLog
+    policy: PolicyFile
+    revocations: Revocations
     max_bundle_bytes: int = 512 * 1024 * 1024
     max_model_bytes: int = 64 * 1024 * 1024 * 1024
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -13,9 +14,12 @@ import grpc
 import yaml
 
 from node import pidfile
+from node.audit import AuditLog
+from node.authz import PolicyError, PolicyFile
 from node.errors import NodeError
 from node.kit import NodeKit
 from node.proto import flctl_pb2_grpc as pb_grpc
+from node.revocation import CrlRefused, Revocations
 from node.server.admin_service import AdminService
 from node.server.context import ServerContext
 from node.server.federation_service import FederationService
@@ -51,12 +55,24 @@ class ServerDaemon:
         self.kit = kit
         self.workspace = workspace
         workspace.mkdir(parents=True, exist_ok=True)
-        store = Store(workspace / "server.db")
+        audit = AuditLog(workspace / "audit.jsonl")
+        store = Store(workspace / "server.db",
+                      on_event=lambda job, kind, msg, data: audit.append("server", f"job.{kind}", job_id=job,
+                                                                         message=msg))
+        try:
+            policy = PolicyFile(kit.root / "local" / "policy.yml")
+        except PolicyError as exc:
+            raise NodeError(f"cannot start: {exc}") from None
+        revocations = Revocations(kit.ca_pem, workspace / "crl.pem")
+        kit_crl = kit.root / "local" / "crl.pem"
+        if kit_crl.is_file():
+            with contextlib.suppress(CrlRefused):
+                revocations.install(kit_crl.read_bytes())
         board, hub = TaskBoard(), SiteHub()
         self._poke_scheduler: Callable[[], None] = lambda: None
         runner = JobRunner(store, board, hub, workspace / "jobs", lambda _job: self._poke_scheduler())
         self.ctx = ServerContext(kit, workspace, store, board, hub, runner, config.heartbeat.interval_s,
-                                 config.heartbeat.timeout_s)
+                                 config.heartbeat.timeout_s, audit, policy, revocations)
         self.scheduler = Scheduler(self.ctx, max_concurrent_jobs(kit))
         self._poke_scheduler = self.scheduler.poke
         listen = config.listen or config.server

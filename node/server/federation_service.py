@@ -14,22 +14,12 @@ import grpc
 from node.proto import flctl_pb2 as pb
 from node.proto import flctl_pb2_grpc as pb_grpc
 from node.server.context import ServerContext
-from node.tls import CHUNK, peer_identity
+from node.server.identity import caller
+from node.tls import CHUNK
 from provisioner.pki import CertIdentity
 
 POLL_WAIT_S = 20.0
 VERSION = "1"
-
-
-def _site(context: Any) -> CertIdentity:
-    found = peer_identity(context)
-    if found is None:
-        context.abort(grpc.StatusCode.UNAUTHENTICATED, "no valid flctl certificate")
-    who, _cert = found  # type: ignore[misc]
-    if who.kind != "site":
-        context.abort(grpc.StatusCode.PERMISSION_DENIED, f"the Federation service is for sites; you are {who.kind} "
-                                                         f"'{who.name}'")
-    return who
 
 
 def stream_file(path: Path) -> Iterator[bytes]:
@@ -43,19 +33,21 @@ class FederationService(pb_grpc.FederationServicer):
         self._ctx = ctx
         self._poke = poke
 
+    def _site(self, context: Any) -> CertIdentity:
+        return caller(context, "site", self._ctx.revocations)[0]
+
     def _not_after(self, context: Any) -> float:
-        found = peer_identity(context)
-        return found[1].not_valid_after_utc.timestamp() if found else 0.0
+        return caller(context, "site", self._ctx.revocations)[1].not_valid_after_utc.timestamp()
 
     def Register(self, request: pb.RegisterRequest, context: Any) -> pb.RegisterReply:
-        who = _site(context)
+        who = self._site(context)
         self._ctx.store.touch_site(who.name, who.org, self._not_after(context), list(request.running_jobs),
                                    register=True)
         self._poke()
         return pb.RegisterReply(project=self._ctx.project, heartbeat_interval_s=self._ctx.heartbeat_interval_s)
 
     def Heartbeat(self, request: pb.HeartbeatRequest, context: Any) -> pb.HeartbeatReply:
-        who = _site(context)
+        who = self._site(context)
         store = self._ctx.store
         was_online = any(s.name == who.name and self._ctx.online(s) for s in store.sites())
         store.touch_site(who.name, who.org, self._not_after(context), list(request.running_jobs))
@@ -63,25 +55,32 @@ class FederationService(pb_grpc.FederationServicer):
             self._poke()
         running = set(self._ctx.runner.running())
         stop = [j for j in request.running_jobs if j not in running or who.name not in self._ctx.runner.sites_of(j)]
-        return pb.HeartbeatReply(stop_jobs=stop)
+        revocations = self._ctx.revocations
+        crl = revocations.pem if revocations.number > request.crl_number else b""
+        return pb.HeartbeatReply(stop_jobs=stop, crl_pem=crl)
 
     def Commands(self, request: pb.Empty, context: Any) -> Iterator[pb.Command]:
-        who = _site(context)
-        for command in self._ctx.hub.stream(who.name, context.is_active):
+        who = self._site(context)
+        serial = caller(context, "site", self._ctx.revocations)[1].serial_number
+
+        def active() -> bool:
+            return bool(context.is_active()) and serial not in self._ctx.revocations
+
+        for command in self._ctx.hub.stream(who.name, active):
             if "start" in command:
                 yield pb.Command(start=pb.StartJob(**command["start"]))
             else:
                 yield pb.Command(stop=pb.StopJob(**command["stop"]))
 
     def FetchBundle(self, request: pb.JobRef, context: Any) -> Iterator[pb.Chunk]:
-        who = _site(context)
+        who = self._site(context)
         if not self._ctx.board.takes_part(request.job_id, who.name):
             context.abort(grpc.StatusCode.NOT_FOUND, f"no running job {request.job_id} for {who.name}")
         for block in stream_file(self._ctx.jobs_dir() / request.job_id / "bundle.zip"):
             yield pb.Chunk(data=block)
 
     def FetchTask(self, request: pb.TaskRequest, context: Any) -> Iterator[pb.TaskMessage]:
-        who = _site(context)
+        who = self._site(context)
         got = self._ctx.board.next_task(request.job_id, who.name, request.last_task_id, POLL_WAIT_S)
         if got is None:
             yield pb.TaskMessage(header=pb.TaskHeader())
@@ -104,7 +103,7 @@ class FederationService(pb_grpc.FederationServicer):
                 yield pb.TaskMessage(chunk=block)
 
     def SubmitResult(self, request_iterator: Iterator[pb.ResultMessage], context: Any) -> pb.Ack:
-        who = _site(context)
+        who = self._site(context)
         first = next(request_iterator, None)
         if first is None or not first.HasField("header"):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a result starts with its header")
@@ -139,7 +138,7 @@ class FederationService(pb_grpc.FederationServicer):
         return pb.Ack(message="accepted")
 
     def Report(self, request: pb.ReportRequest, context: Any) -> pb.Ack:
-        who = _site(context)
+        who = self._site(context)
         store = self._ctx.store
         job = store.get_job(request.job_id)
         if job is None or who.name not in job.site_states:

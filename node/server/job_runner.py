@@ -82,10 +82,13 @@ class JobRunner:
             self._running[job.id] = run
         self._store.add_event(job.id, "started", f"job started on {len(sites)} sites: {', '.join(sites)}",
                               {"sites": sites})
+        signed = json.loads((job_dir / "signature.json").read_text())
         for site in sites:
             self._hub.push(site, {"start": {"job_id": job.id, "name": job.name,
                                             "bundle_sha256": job.bundle_sha256, "submitter": job.submitter,
-                                            "submitter_org": job.submitter_org}})
+                                            "submitter_org": job.submitter_org,
+                                            "signer_cert_pem": signed["signer_cert_pem"].encode(),
+                                            "signature": bytes.fromhex(signed["signature"])}})
         assert process.stdout is not None and process.stderr is not None
         threading.Thread(target=self._read_requests, args=(run, process.stdout), daemon=True,
                          name=f"job-{job.id[:8]}").start()

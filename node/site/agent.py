@@ -22,11 +22,14 @@ from typing import Any
 import grpc
 
 from node import pidfile
+from node.audit import AuditLog
+from node.authz import Actor, PolicyError, PolicyFile, decide, signer_allowed
 from node.backoff import Backoff
 from node.errors import NodeError
 from node.kit import NodeKit
 from node.proto import flctl_pb2 as pb
 from node.proto import flctl_pb2_grpc as pb_grpc
+from node.revocation import CrlRefused, Revocations
 from node.tls import channel
 from provisioner.kit_config import NodeConfig
 
@@ -53,6 +56,12 @@ class SiteAgent:
         self.workspace = workspace
         workspace.mkdir(parents=True, exist_ok=True)
         self.heartbeat_s = config.heartbeat.interval_s
+        self.audit = AuditLog(workspace / "audit.jsonl")
+        try:
+            self.policy = PolicyFile(kit.root / "local" / "policy.yml")
+        except PolicyError as exc:
+            raise NodeError(f"cannot start: {exc}") from None
+        self.revocations = Revocations(kit.ca_pem, workspace / "crl.pem")
         self._jobs: dict[str, _Job] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -109,7 +118,14 @@ class SiteAgent:
     def _heartbeats(self, stub: pb_grpc.FederationStub) -> None:
         while self.connected.is_set() and not self._stop.is_set():
             try:
-                reply = stub.Heartbeat(pb.HeartbeatRequest(running_jobs=self.running_jobs()), timeout=10)
+                reply = stub.Heartbeat(pb.HeartbeatRequest(running_jobs=self.running_jobs(),
+                                                           crl_number=self.revocations.number), timeout=10)
+                if reply.crl_pem:
+                    try:
+                        number = self.revocations.install(reply.crl_pem)
+                        self.audit.append(self.kit.info.name, "crl.install", crl_number=number)
+                    except CrlRefused as exc:
+                        log.warning("refused the CRL the server sent: %s", exc)
                 for job_id in reply.stop_jobs:
                     self._stop_job(job_id, "the server no longer runs it")
             except grpc.RpcError as exc:
@@ -132,6 +148,13 @@ class SiteAgent:
             data = b"".join(chunk.data for chunk in stub.FetchBundle(pb.JobRef(job_id=job_id), timeout=300))
             if hashlib.sha256(data).hexdigest() != start.bundle_sha256:
                 raise NodeError("the job bundle arrived damaged (digest mismatch)")
+            refusal = self._refusal(data, start)
+            if refusal:
+                self.audit.append(self.kit.info.name, "job.refuse", job_id=job_id, submitter=start.submitter,
+                                  reason=refusal)
+                log.warning("refusing job %s: %s", job_id, refusal)
+                self._report_failure(stub, job_id, f"{self.kit.info.name} refuses the job: {refusal}")
+                return
             if (job_dir / "job").exists():
                 import shutil
 
@@ -152,7 +175,22 @@ class SiteAgent:
             )
         with self._lock:
             self._jobs[job_id] = _Job(job_id, process, job_dir)
+        self.audit.append(self.kit.info.name, "job.start", job_id=job_id, name=start.name, submitter=start.submitter,
+                          bundle_sha256=start.bundle_sha256)
         log.info("job %s (%s from %s) started as process %d", job_id, start.name, start.submitter, process.pid)
+
+    def _refusal(self, bundle: bytes, start: pb.StartJob) -> str:
+        """Why this site will not run the job ('' when it will): a bad signature, or its own policy."""
+        from node.job_signing import SignatureRefused, verify_bundle
+
+        try:
+            signer = verify_bundle(bundle, start.signature, start.signer_cert_pem, self.kit.ca_pem, self.revocations)
+        except SignatureRefused as exc:
+            return str(exc)
+        actor = Actor(signer.name, signer.org, signer.role or "")
+        policy = self.policy.current()
+        reason = decide(policy, actor, "submit_job", site_org=self.kit.info.org) or signer_allowed(policy, actor)
+        return f"not permitted: {reason}" if reason else ""
 
     def _report_failure(self, stub: pb_grpc.FederationStub, job_id: str, message: str) -> None:
         try:

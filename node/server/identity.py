@@ -1,0 +1,28 @@
+"""Who is calling: the verified client certificate, its kind, and whether it was revoked."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+from cryptography import x509
+
+from node.revocation import Revocations
+from node.tls import peer_identity
+from provisioner.pki import CertIdentity
+
+
+def caller(context: Any, kind: str, revocations: Revocations) -> tuple[CertIdentity, x509.Certificate]:
+    """The caller's identity, or abort the call: no certificate, the wrong kind, or a revoked one."""
+    found = peer_identity(context)
+    if found is None:
+        context.abort(grpc.StatusCode.UNAUTHENTICATED, "no valid flctl certificate")
+    who, cert = found  # type: ignore[misc]
+    if cert.serial_number in revocations:
+        context.abort(grpc.StatusCode.UNAUTHENTICATED,
+                      f"the certificate of {who.kind} '{who.name}' was revoked; ask the project admin for a new kit")
+    if who.kind != kind:
+        service = "Federation service is for sites" if kind == "site" else "Admin service is for admins"
+        context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                      f"the {service}; '{who.name}' holds a {who.kind} certificate")
+    return who, cert
