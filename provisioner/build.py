@@ -65,15 +65,16 @@ class Decision:
     reason: str
 
 
-def plan(project: Project, state: State | None, now: dt.datetime) -> list[Decision]:
-    """Pure: which certificates to keep, issue or reissue."""
+def plan(project: Project, state: State | None, now: dt.datetime, renew: frozenset[str] = frozenset()
+         ) -> list[Decision]:
+    """Pure: which certificates to keep, issue or reissue (`renew` names participants to reissue anyway)."""
     out = []
     for who in project.participants():
         rec = state.issued.get(who.name) if state else None
         if rec is None:
             out.append(Decision(who, "new", ""))
             continue
-        reason = _reissue_reason(who, rec, state, now)  # type: ignore[arg-type]
+        reason = _reissue_reason(who, rec, state, now) or ("renewed" if who.name in renew else "")  # type: ignore[arg-type]
         out.append(Decision(who, "reissued" if reason else "kept", reason))
     return out
 
@@ -101,8 +102,15 @@ def next_prod_dir(project_dir: Path) -> Path:
 
 
 def provision(project: Project, workspace: Path, passphrase: bytes | None = None,
-              now: dt.datetime | None = None, progress: Progress | None = None) -> ProvisionResult:
-    """Write the next `prod_NN` for `project` under `workspace` and update the state."""
+              now: dt.datetime | None = None, progress: Progress | None = None,
+              renew: frozenset[str] = frozenset()) -> ProvisionResult:
+    """Write the next `prod_NN` for `project` under `workspace` and update the state.
+
+    `renew` names participants whose certificates are reissued even though nothing changed.
+    """
+    unknown = sorted(renew - {p.name for p in project.participants()})
+    if unknown:
+        raise ProvisionError(f"cannot renew {', '.join(unknown)}: not a participant of project '{project.name}'")
     now = now or dt.datetime.now(dt.UTC)
     project_dir = workspace / project.name
     with locked(project_dir):
@@ -115,7 +123,7 @@ def provision(project: Project, workspace: Path, passphrase: bytes | None = None
                                    f"ca.key: {project.ca.key} was ignored")
         if passphrase and not state.encrypted and not result.ca_created:
             result.warnings.append("the state folder's keys are now encrypted with the given passphrase")
-        decisions = plan(project, state, now)
+        decisions = plan(project, state, now, renew)
         tmp = project_dir / f".{result.prod_dir.name}.tmp-{os.getpid()}"
         try:
             tmp.mkdir()

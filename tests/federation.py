@@ -27,10 +27,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def project_text(name: str, port: int, sites: int) -> str:
+ADMIN = ("admin@hub.org", "hub", "project_admin")
+
+
+def project_text(name: str, port: int, sites: int, admins: list[tuple[str, str, str]] | None = None) -> str:
     site_lines = "".join(f"  - {{name: site-{i}, org: org_{i}}}\n" for i in range(1, sites + 1))
+    admin_lines = "".join(f"  - {{name: {a}, org: {o}, role: {r}}}\n" for a, o, r in (admins or [ADMIN]))
     return (f"api_version: 1\nname: {name}\nserver: {{name: localhost, org: hub, port: {port}, hosts: [127.0.0.1]}}\n"
-            f"sites:\n{site_lines}admins:\n  - {{name: admin@hub.org, org: hub, role: project_admin}}\n"
+            f"sites:\n{site_lines}admins:\n{admin_lines}"
             "heartbeat: {interval_s: 0.5, timeout_s: 3}\n")
 
 
@@ -40,11 +44,12 @@ class Federation:
     prod: Path
     port: int
     sites: list[str]
+    admin: str = ADMIN[0]
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     @property
     def admin_kit(self) -> Path:
-        return self.prod / "admin@hub.org"
+        return self.prod / self.admin
 
     def kit(self, name: str) -> Path:
         return self.prod / name
@@ -127,11 +132,15 @@ def _kill_group(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
 
 
-def make_federation(root: Path, sites: int = 2, name: str = "fedtest") -> Federation:
+def make_federation(root: Path, sites: int = 2, name: str = "fedtest",
+                    admins: list[tuple[str, str, str]] | None = None) -> Federation:
+    """Provision a project on a free port; the first admin is the one `flctl` calls act as."""
     port = free_port()
-    doc = parse_yaml(project_text(name, port, sites), "project.yml")
-    result = provision(project_from_document(doc).project, root / "ws")
-    return Federation(root, result.prod_dir, port, [f"site-{i}" for i in range(1, sites + 1)])
+    text = project_text(name, port, sites, admins)
+    (root / "project.yml").write_text(text)
+    result = provision(project_from_document(parse_yaml(text, "project.yml")).project, root / "ws")
+    return Federation(root, result.prod_dir, port, [f"site-{i}" for i in range(1, sites + 1)],
+                      (admins or [ADMIN])[0][0])
 
 
 def pid_alive(pid: int) -> bool:

@@ -11,6 +11,8 @@ import sys
 import typer
 
 from console.cli import exit_codes, terminal
+from console.cli.audit import tail as audit_tail
+from console.cli.audit import verify as audit_verify
 from console.cli.default_group import DefaultGroup
 from console.cli.job import abort as job_abort
 from console.cli.job import download as job_download
@@ -25,6 +27,8 @@ from console.cli.kit import verify as kit_verify
 from console.cli.node import start as node_start
 from console.cli.node import stop as node_stop
 from console.cli.provision import build as provision_build
+from console.cli.provision import renew as provision_renew
+from console.cli.provision import revoke as provision_revoke
 from console.cli.provision import sign as provision_sign
 from console.cli.site import ls as site_ls
 
@@ -39,6 +43,8 @@ provision_app = typer.Typer(
 )
 provision_app.command("build")(provision_build.command)
 provision_app.command("sign")(provision_sign.command)
+provision_app.command("revoke")(provision_revoke.command)
+provision_app.command("renew")(provision_renew.command)
 app.add_typer(provision_app, name="provision")
 
 kit_app = typer.Typer(no_args_is_help=True, help="Inspect, verify, request and complete startup kits.")
@@ -61,6 +67,11 @@ job_app.command("abort")(job_abort.command)
 job_app.command("download")(job_download.command)
 job_app.command("logs")(job_logs.command)
 app.add_typer(job_app, name="job")
+
+audit_app = typer.Typer(no_args_is_help=True, help="Check and read tamper-evident audit logs.")
+audit_app.command("verify")(audit_verify.command)
+audit_app.command("tail")(audit_tail.command)
+app.add_typer(audit_app, name="audit")
 
 site_app = typer.Typer(no_args_is_help=True, help="The sites the server knows.")
 site_app.command("ls")(site_ls.command)
