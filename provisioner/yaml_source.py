@@ -65,7 +65,10 @@ def load_yaml(path: Path, max_bytes: int = 16 * 1024 * 1024) -> YamlDocument:
 
 def parse_yaml(text: str, shown: str) -> YamlDocument:
     """Parse YAML text; `shown` names it in error messages."""
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.YAMLError as exc:  # the reader refuses control characters before parsing starts
+        raise InputError([Problem(shown, None, "", f"malformed YAML: {exc}")]) from None
     try:
         node = loader.get_single_node()
     except yaml.MarkedYAMLError as exc:

@@ -185,6 +185,11 @@ def test_revoked_admin_is_refused_without_a_restart(fed):
     assert after.returncode == 3
     assert "revoked" in after.stderr
     assert fed.flctl("job", "ls", "--kit", fed.kit("lead@a.org")).returncode == 0
+    site_crl = fed.kit("site-1") / "workspace" / "crl.pem"
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and not site_crl.exists():
+        time.sleep(0.2)
+    assert site_crl.exists(), "sites receive the new CRL with their next heartbeat"
 
 
 def test_only_a_project_admin_publishes_crls(fed):
