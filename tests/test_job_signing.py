@@ -17,11 +17,11 @@ BUNDLE = b"PK\x03\x04 pretend this is a zip"
 
 
 @pytest.fixture(scope="module")
-def kits(tmp_path_factory):  # noqa: ANN001, ANN201
+def kits(tmp_path_factory):
     return provision(load_project(LOCAL_PROJECT).project, tmp_path_factory.mktemp("ws")).prod_dir
 
 
-def material(kits, name="admin@localhost", kind="admin"):  # noqa: ANN001, ANN201
+def material(kits, name="admin@localhost", kind="admin"):
     startup = kits / name / "startup"
     return ((startup / f"{kind}.key").read_bytes(), (startup / f"{kind}.crt").read_bytes(),
             (startup / "ca.crt").read_bytes())
