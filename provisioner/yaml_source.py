@@ -84,7 +84,14 @@ def parse_yaml(text: str, shown: str) -> YamlDocument:
     if node is None:
         return doc
     problems: list[Problem] = []
-    doc.data = _convert(loader, node, (), doc, problems)
+    try:
+        doc.data = _convert(loader, node, (), doc, problems)
+    except yaml.MarkedYAMLError as exc:  # e.g. a tag no safe constructor knows
+        mark = exc.problem_mark or exc.context_mark
+        raise InputError([Problem(shown, mark.line + 1 if mark else None, "",
+                                  f"malformed YAML: {exc.problem or exc.context}")]) from None
+    except yaml.YAMLError as exc:
+        raise InputError([Problem(shown, None, "", f"malformed YAML: {exc}")]) from None
     if problems:
         raise InputError(problems)
     return doc

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import shutil
 import sys
 from dataclasses import dataclass
@@ -12,9 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
 
 from provisioner.build import ProvisionResult, provision
 from provisioner.project_loader import load_project
+
+# CI explores the same examples every run (no flaky discoveries); locally hypothesis roams freely.
+settings.register_profile("ci", derandomize=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCAL_PROJECT = ROOT / "playbooks" / "projects" / "local.yml"
