@@ -55,9 +55,10 @@ class Federation:
         return self.prod / name
 
     def start(self, name: str) -> subprocess.Popen[bytes]:
+        """Start a node the way an operator does: the kit's own start.sh (which runs `flctl node start`)."""
         log = open(self.root / f"{name}.log", "ab")  # noqa: SIM115 - closed when the process is stopped
-        proc = subprocess.Popen([FLCTL, "node", "start", str(self.kit(name))], stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(["bash", str(self.kit(name) / "startup" / "start.sh")], stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True, env={**os.environ, "FLCTL": FLCTL})
         self.processes[name] = proc
         return proc
 

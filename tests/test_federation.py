@@ -269,3 +269,19 @@ def test_logs_follow_streams_until_the_job_ends(fed):
     assert out.returncode == 0
     assert "[server]" in out.stdout and "round 2" in out.stdout
     assert wait_status(fed, job_id)["status"] == "FINISHED"
+
+
+def test_two_jobs_run_at_once(fed, tmp_path):
+    """With two free slots (the default), two jobs are RUNNING at the same time."""
+    first = submit(fed, make_job(tmp_path / "a", "sleeper-a", SLEEPER))
+    second = submit(fed, make_job(tmp_path / "b", "sleeper-b", SLEEPER))
+    deadline = time.monotonic() + 30
+    statuses: list[str] = []
+    while time.monotonic() < deadline:
+        statuses = [fed.flctl_json("job", "show", j)["status"] for j in (first, second)]
+        if statuses == ["RUNNING", "RUNNING"]:
+            break
+        time.sleep(0.3)
+    assert statuses == ["RUNNING", "RUNNING"]
+    for job_id in (first, second):
+        assert fed.flctl_json("job", "abort", job_id)["status"] == "ABORTED"

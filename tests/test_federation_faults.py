@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import time
 from collections.abc import Iterator
 
 import pytest
 
-from .federation import Federation, make_federation
+from .federation import FLCTL, Federation, make_federation
 
 
 @pytest.fixture
@@ -48,3 +50,12 @@ def test_sites_reconnect_after_a_server_restart(fed):
 
     out = fed.flctl("job", "submit", JOBS / "hello-numpy", "--watch")
     assert out.returncode == 0, out.stderr + fed.logs()
+
+
+def test_stop_script_stops_the_node(fed):
+    """The kit's stop.sh ends the node started from that kit."""
+    proc = fed.processes["site-1"]
+    out = subprocess.run(["bash", str(fed.kit("site-1") / "startup" / "stop.sh")], capture_output=True, text=True,
+                         timeout=30, env={**os.environ, "FLCTL": FLCTL}, check=False)
+    assert out.returncode == 0, out.stderr
+    assert proc.wait(10) == 0

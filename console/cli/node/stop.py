@@ -29,9 +29,7 @@ def command(
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if not pidfile.alive(pid):
             terminal.success(f"stopped the node (process {pid})")
             return
         time.sleep(0.1)
