@@ -94,15 +94,34 @@ class ServerDaemon:
         self._server.start()
         pidfile.write(self.workspace)
         self.scheduler.start()
+        threading.Thread(target=self._watch_sites, daemon=True, name="site-watch").start()
         log.info("server %s of project %s listening on %s", self.kit.info.name, self.ctx.project, self.address)
 
     def _recover(self) -> None:
-        """Jobs a previous run left RUNNING cannot be resumed yet: fail them with a clear reason."""
+        """Jobs a previous run left RUNNING resume from their last checkpoint, on the same sites."""
         for job in self.ctx.store.list_jobs(("RUNNING",)):
-            self.ctx.store.update_job(job.id, status="FAILED", ended_at=time.time(),
-                                      error="the server restarted while the job ran")
-            self.ctx.store.add_event(job.id, "failed", "job failed: the server restarted while the job ran",
-                                     {"status": "FAILED"})
+            sites = sorted(job.site_states)
+            if not sites or not (self.ctx.jobs_dir() / job.id / "signature.json").is_file():
+                self.ctx.store.update_job(job.id, status="FAILED", ended_at=time.time(),
+                                          error="the server restarted and cannot resume this job")
+                self.ctx.store.add_event(job.id, "failed", "job failed: the server restarted and cannot resume it",
+                                         {"status": "FAILED"})
+                continue
+            log.info("resuming job %s on %s", job.id, ", ".join(sites))
+            self.ctx.runner.start(job, sites, resume=True)
+
+    def _watch_sites(self) -> None:
+        """Sites of a running job that fall silent fail their part (the workflow goes on without them)."""
+        while not self._stopped.wait(1.0):
+            online = set(self.ctx.online_sites())
+            for job_id in self.ctx.runner.running():
+                job = self.ctx.store.get_job(job_id)
+                if job is None:
+                    continue
+                for site, (state, _round, _error) in job.site_states.items():
+                    if site not in online and state not in ("offline", "failed", "finished"):
+                        self.ctx.runner.failure(job_id, site, f"{site} went offline")
+                        self.ctx.store.set_site_state(job_id, site, "offline")
 
     def wait(self) -> None:
         self._stopped.wait()

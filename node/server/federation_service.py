@@ -55,9 +55,17 @@ class FederationService(pb_grpc.FederationServicer):
             self._poke()
         running = set(self._ctx.runner.running())
         stop = [j for j in request.running_jobs if j not in running or who.name not in self._ctx.runner.sites_of(j)]
+        self._reconcile(who.name, set(request.running_jobs), running)
         revocations = self._ctx.revocations
         crl = revocations.pem if revocations.number > request.crl_number else b""
         return pb.HeartbeatReply(stop_jobs=stop, crl_pem=crl)
+
+    def _reconcile(self, site: str, reported: set[str], running: set[str]) -> None:
+        """A site that is back but no longer runs its part of a running job gets the job again."""
+        for job_id in running - reported:
+            job = self._ctx.store.get_job(job_id)
+            if job is not None and job.site_states.get(site, ("",))[0] == "offline":
+                self._ctx.runner.rejoin(job_id, site)
 
     def Commands(self, request: pb.Empty, context: Any) -> Iterator[pb.Command]:
         who = self._site(context)

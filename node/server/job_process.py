@@ -61,6 +61,7 @@ class PipeFederation:
                     "sites": list(sites), "payload": str(payload), "meta": task.meta, "timeout_s": timeout_s})
         waiting = set(sites)
         deadline = time.monotonic() + timeout_s
+        self._drain()
         try:
             for site in sorted(waiting & set(self._failed)):
                 waiting.discard(site)
@@ -75,6 +76,9 @@ class PipeFederation:
                     return
                 if msg.get("op") == "abort":
                     raise Aborted(msg.get("reason", "aborted"))
+                if msg.get("op") == "rejoin":
+                    self._failed.pop(msg["site"], None)
+                    continue
                 if msg.get("op") == "failure":
                     self._failed[msg["site"]] = msg.get("reason", "failed")
                     if msg["site"] in waiting:
@@ -92,6 +96,26 @@ class PipeFederation:
         finally:
             self._emit({"op": "cancel", "task_id": task_id, "sites": sorted(waiting)})
             payload.unlink(missing_ok=True)
+
+    def _drain(self) -> None:
+        """Apply what arrived between rounds: sites that failed or came back; an abort stops the job now."""
+        keep = []
+        while True:
+            try:
+                msg = self._inbox.get_nowait()
+            except queue.Empty:
+                break
+            op = msg.get("op")
+            if op == "abort":
+                raise Aborted(msg.get("reason", "aborted"))
+            if op == "rejoin":
+                self._failed.pop(msg["site"], None)
+            elif op == "failure":
+                self._failed[msg["site"]] = msg.get("reason", "failed")
+            else:
+                keep.append(msg)
+        for msg in keep:
+            self._inbox.put(msg)
 
     def save_model(self, name: str, params: Params) -> None:
         _write_atomic(self._dir / "models" / f"{name}.safetensors", tensors.encode(params))
@@ -135,7 +159,11 @@ def main(argv: list[str]) -> int:
     try:
         job_spec = JobSpec.model_validate(spec)
         workflow = LoadedJob(job_spec, job_dir, job_spec.workflow_args()).create_workflow()
-        workflow.run(fed, None, 0)
+        initial = None
+        if run.get("initial"):
+            initial = tensors.decode(Path(run["initial"]).read_bytes())
+            fed.log(f"resuming at round {run['start_round']} from {Path(run['initial']).name}")
+        workflow.run(fed, initial, int(run.get("start_round", 0)))
     except Aborted as exc:
         fed.done("ABORTED", str(exc))
         return 0

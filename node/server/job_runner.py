@@ -38,6 +38,13 @@ class _Running:
     ended: bool = False
 
 
+def last_checkpoint(job_dir: Path) -> int | None:
+    """The last round whose global model was saved, or None."""
+    rounds = [int(p.stem.split("-")[1]) for p in (job_dir / "models").glob("round-*.safetensors")
+              if p.stem.split("-")[1].isdigit()]
+    return max(rounds) if rounds else None
+
+
 class JobRunner:
     def __init__(self, store: Store, board: TaskBoard, hub: SiteHub, jobs_dir: Path,
                  on_end: Callable[[str], None]) -> None:
@@ -62,15 +69,22 @@ class JobRunner:
             return list(run.sites) if run else []
 
     # ------------------------------------------------------------------ start
-    def start(self, job: JobRow, sites: list[str]) -> None:
+    def start(self, job: JobRow, sites: list[str], resume: bool = False) -> None:
+        """Start `job` on `sites`; with `resume`, continue after the last round checkpointed before a restart."""
         job_dir = self.job_dir(job.id)
         job_dir.mkdir(parents=True, exist_ok=True)
-        (job_dir / "run.json").write_text(json.dumps(
-            {"job_id": job.id, "spec": job.spec, "sites": sites, "min_sites": job.min_sites}))
-        now = time.time()
-        self._store.update_job(job.id, status="RUNNING", started_at=now, wait_reason="")
-        for site in sites:
-            self._store.set_site_state(job.id, site, "starting")
+        plan: dict[str, Any] = {"job_id": job.id, "spec": job.spec, "sites": sites, "min_sites": job.min_sites}
+        last = last_checkpoint(job_dir) if resume else None
+        if last is not None:
+            plan.update(initial=str(job_dir / "models" / f"round-{last}.safetensors"), start_round=last + 1)
+        (job_dir / "run.json").write_text(json.dumps(plan))
+        if resume:
+            self._store.add_event(job.id, "resumed", "the server restarted; the job resumes at round "
+                                  f"{plan.get('start_round', 0)}", {"round": plan.get("start_round", 0)})
+        else:
+            self._store.update_job(job.id, status="RUNNING", started_at=time.time(), wait_reason="")
+            for site in sites:
+                self._store.set_site_state(job.id, site, "starting")
         self._board.open_job(job.id, sites)
         process = subprocess.Popen(
             [sys.executable, "-m", "node.server.job_process", str(job_dir)],
@@ -80,15 +94,11 @@ class JobRunner:
         run = _Running(job, sites, process, threading.Lock())
         with self._lock:
             self._running[job.id] = run
-        self._store.add_event(job.id, "started", f"job started on {len(sites)} sites: {', '.join(sites)}",
-                              {"sites": sites})
-        signed = json.loads((job_dir / "signature.json").read_text())
+        if not resume:
+            self._store.add_event(job.id, "started", f"job started on {len(sites)} sites: {', '.join(sites)}",
+                                  {"sites": sites})
         for site in sites:
-            self._hub.push(site, {"start": {"job_id": job.id, "name": job.name,
-                                            "bundle_sha256": job.bundle_sha256, "submitter": job.submitter,
-                                            "submitter_org": job.submitter_org,
-                                            "signer_cert_pem": signed["signer_cert_pem"].encode(),
-                                            "signature": bytes.fromhex(signed["signature"])}})
+            self._push_start(job, site)
         assert process.stdout is not None and process.stderr is not None
         threading.Thread(target=self._read_requests, args=(run, process.stdout), daemon=True,
                          name=f"job-{job.id[:8]}").start()
@@ -123,8 +133,11 @@ class JobRunner:
             task = PostedTask(msg["task_id"], msg["name"], int(msg["round"]), Path(msg["payload"]),
                               msg.get("meta", {}), float(msg["timeout_s"]))
             self._store.update_job(job_id, round=task.round)
+            job = self._store.get_job(job_id)
+            states = job.site_states if job else {}
             for site in msg["sites"]:
-                self._store.set_site_state(job_id, site, "working", task.round)
+                if states.get(site, ("",))[0] not in ("failed", "offline"):
+                    self._store.set_site_state(job_id, site, "working", task.round)
             self._board.post(job_id, task, msg["sites"])
             self._store.add_event(job_id, "task", f"round {task.round}: {task.name} sent to "
                                   f"{len(msg['sites'])} sites", {"round": task.round, "task": task.name})
@@ -167,6 +180,24 @@ class JobRunner:
         self._store.set_site_state(job_id, site, "failed", error=reason)
         self._store.add_event(job_id, "site_failed", f"{site} failed: {reason}", {"site": site, "reason": reason})
         self._tell(job_id, {"op": "failure", "task_id": task_id, "site": site, "reason": reason})
+
+    def rejoin(self, job_id: str, site: str) -> None:
+        """A site that failed or went offline is back: start its part of the job again."""
+        with self._lock:
+            run = self._running.get(job_id)
+        if run is None or site not in run.sites:
+            return
+        self._store.set_site_state(job_id, site, "starting", error="")
+        self._store.add_event(job_id, "site_rejoined", f"{site} rejoins the job", {"site": site})
+        self._tell(job_id, {"op": "rejoin", "site": site})
+        self._push_start(run.job, site)
+
+    def _push_start(self, job: JobRow, site: str) -> None:
+        signed = json.loads((self.job_dir(job.id) / "signature.json").read_text())
+        self._hub.push(site, {"start": {"job_id": job.id, "name": job.name, "bundle_sha256": job.bundle_sha256,
+                                        "submitter": job.submitter, "submitter_org": job.submitter_org,
+                                        "signer_cert_pem": signed["signer_cert_pem"].encode(),
+                                        "signature": bytes.fromhex(signed["signature"])}})
 
     def abort(self, job_id: str, reason: str) -> bool:
         """Stop a running job: tell the child, then end its process group if it lingers."""
