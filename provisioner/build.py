@@ -16,6 +16,7 @@ import re
 import shutil
 import zipfile
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from provisioner.state import IssuedRecord, State, load_state, locked, new_state
 
 Progress = Callable[[int, int, str], None]
 _PROD = re.compile(r"prod_(\d+)")
+WRITERS = 8
 
 
 @dataclass
@@ -127,15 +129,22 @@ def provision(project: Project, workspace: Path, passphrase: bytes | None = None
         tmp = project_dir / f".{result.prod_dir.name}.tmp-{os.getpid()}"
         try:
             tmp.mkdir()
-            for i, decision in enumerate(decisions):
-                rec = _certificate(state, decision, project.certs.valid_days, now)
-                kit = _write_kit(tmp, project, decision.who, state, rec, now)
-                result.kits.append(KitResult(
-                    decision.who.name, decision.who.kind, decision.who.org, decision.who.role, decision.status,
-                    decision.reason, rec.cert().not_valid_after_utc, result.prod_dir / decision.who.name,
-                    result.prod_dir / f"{decision.who.name}.zip", kit))
-                if progress:
-                    progress(i + 1, len(decisions), decision.who.name)
+            # Certificates and signatures are computed here; files are written by a few threads, since
+            # creating many small files is bound by the disk's latency, not by the CPU.
+            with ThreadPoolExecutor(max_workers=WRITERS) as pool:
+                pending = []
+                for decision in decisions:
+                    rec = _certificate(state, decision, project.certs.valid_days, now)
+                    files = kit_files(project, decision.who, state, rec, now)
+                    pending.append(pool.submit(_write_kit, tmp, decision.who.name, files, now))
+                    result.kits.append(KitResult(
+                        decision.who.name, decision.who.kind, decision.who.org, decision.who.role, decision.status,
+                        decision.reason, rec.cert().not_valid_after_utc, result.prod_dir / decision.who.name,
+                        result.prod_dir / f"{decision.who.name}.zip", rec.key_pem is None))
+                for done, (future, kit) in enumerate(zip(pending, result.kits, strict=True), start=1):
+                    future.result()
+                    if progress:
+                        progress(done, len(decisions), kit.name)
             save_state(project_dir, state, passphrase)
             tmp.rename(result.prod_dir)
         except BaseException:
@@ -192,18 +201,14 @@ def write_files(root: Path, files: dict[str, KitFile]) -> None:
 
 def write_zip(path: Path, top: str, files: dict[str, KitFile], now: dt.datetime) -> None:
     stamp = now.timetuple()[:6]
-    with zipfile.ZipFile(path, "x", zipfile.ZIP_DEFLATED) as archive:
+    with zipfile.ZipFile(path, "x", zipfile.ZIP_STORED) as archive:
         for rel, f in sorted(files.items()):
             info = zipfile.ZipInfo(f"{top}/{rel}", date_time=stamp)
             info.external_attr = (0o100000 | f.mode) << 16
-            info.compress_type = zipfile.ZIP_DEFLATED
             archive.writestr(info, f.data)
 
 
-def _write_kit(prod: Path, project: Project, who: Participant, state: State, rec: IssuedRecord,
-               now: dt.datetime) -> bool:
-    files = kit_files(project, who, state, rec, now)
-    write_files(prod / who.name, files)
-    write_zip(prod / f"{who.name}.zip", who.name, files, now)
-    return rec.key_pem is None
+def _write_kit(prod: Path, name: str, files: dict[str, KitFile], now: dt.datetime) -> None:
+    write_files(prod / name, files)
+    write_zip(prod / f"{name}.zip", name, files, now)
 

@@ -15,6 +15,8 @@ from provisioner.kit_config import ConsoleConfig, Endpoint, Heartbeat, NodeConfi
 from provisioner.project import Participant, Project
 
 LISTEN_ALL = "0.0.0.0"
+# libyaml's emitter when available: the same output as the pure-Python one, four times faster.
+_DUMPER: type[yaml.SafeDumper] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 
 @dataclass(frozen=True)
@@ -90,7 +92,7 @@ def render_kit(project: Project, who: Participant, ca_pem: bytes, cert_pem: byte
     """All files of `who`'s kit except `startup/signature.json`; `key_pem=None` for a CSR kit."""
     startup = layout.STARTUP
     config = config_for(project, who)
-    body = yaml.safe_dump(config.model_dump(mode="json", exclude_none=True), sort_keys=False)
+    body = yaml.dump(config.model_dump(mode="json", exclude_none=True), Dumper=_DUMPER, sort_keys=False)
     files = {
         f"{startup}/{layout.CA_CERT}": KitFile(ca_pem, 0o644),
         f"{startup}/{layout.cert_name(who.kind)}": KitFile(cert_pem, 0o644),
