@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from provisioner import nvflare_project
 from provisioner.errors import InputError, Problem
 from provisioner.project import Project
+from provisioner.schema_messages import message
 from provisioner.yaml_source import Loc, YamlDocument, format_loc, load_yaml
 
 
@@ -55,7 +54,7 @@ def project_from_document(doc: YamlDocument) -> LoadedProject:
     except ValidationError as exc:
         for err in exc.errors():
             loc = tuple(err["loc"])
-            problems.append(where(loc, _message(err, loc)))
+            problems.append(where(loc, message(err, Project)))
     problems += [where(loc, msg) for loc, msg in _duplicate_names(data)]
     if problems:
         raise InputError(sorted(problems, key=lambda p: (p.line or 0, p.field)))
@@ -83,44 +82,3 @@ def _duplicate_names(data: dict[str, Any]) -> list[tuple[Loc, str]]:
         else:
             seen[name.lower()] = loc
     return out
-
-
-def _message(err: Any, loc: Loc) -> str:
-    kind = err["type"]
-    if kind == "extra_forbidden":
-        allowed = _allowed_keys(loc[:-1])
-        return f"unknown key '{loc[-1]}'; allowed here: {', '.join(allowed)}"
-    if kind == "missing":
-        return f"'{loc[-1]}' is required" if loc else "required"
-    msg = str(err["msg"])
-    if msg.startswith("Value error, "):
-        msg = msg[len("Value error, "):]
-    if kind == "literal_error":
-        msg = f"{err['input']!r} is not allowed; use {err['ctx']['expected']}"
-    if kind in ("model_type", "model_attributes_type", "dict_type"):
-        msg = f"expected a mapping with keys {', '.join(_allowed_keys(loc))}"
-    return msg
-
-
-def _allowed_keys(loc: Loc) -> list[str]:
-    """Field names of the model found at `loc` inside Project."""
-    model: Any = Project
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        if not (isinstance(model, type) and issubclass(model, BaseModel)) or part not in model.model_fields:
-            return []
-        model = _unwrap(model.model_fields[part].annotation)
-    if isinstance(model, type) and issubclass(model, BaseModel):
-        return list(model.model_fields)
-    return []
-
-
-def _unwrap(annotation: Any) -> Any:
-    """`list[SiteSpec]` -> SiteSpec; `X | None` -> X."""
-    origin = typing.get_origin(annotation)
-    if origin in (list, tuple, typing.Union, types.UnionType):
-        for arg in typing.get_args(annotation):
-            if arg is not type(None):
-                return _unwrap(arg)
-    return annotation

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -154,3 +155,16 @@ def pid_alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
+
+
+@contextlib.contextmanager
+def running(federation: Federation, sites: list[str] | None = None) -> Iterator[Federation]:
+    """Start the server and `sites` (default: all), wait until they are online, and stop everything after."""
+    try:
+        federation.start("localhost")
+        for site in federation.sites if sites is None else sites:
+            federation.start(site)
+        federation.wait_online(federation.sites if sites is None else sites)
+        yield federation
+    finally:
+        federation.stop_all()

@@ -20,22 +20,15 @@ from node.proto import flctl_pb2 as pb
 from node.proto import flctl_pb2_grpc as pb_grpc
 
 from .conftest import ROOT
-from .federation import FLCTL, Federation, make_federation, pid_alive
+from .federation import FLCTL, Federation, make_federation, pid_alive, running
 
 JOBS = ROOT / "playbooks" / "jobs"
 
 
 @pytest.fixture(scope="module")
 def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
-    federation = make_federation(tmp_path_factory.mktemp("fed"))
-    try:
-        federation.start("localhost")
-        for site in federation.sites:
-            federation.start(site)
-        federation.wait_online(federation.sites)
+    with running(make_federation(tmp_path_factory.mktemp("fed"))) as federation:
         yield federation
-    finally:
-        federation.stop_all()
 
 
 def load_train_module(job: str):

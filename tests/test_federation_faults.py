@@ -9,20 +9,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from .federation import FLCTL, Federation, make_federation
+from .federation import FLCTL, Federation, make_federation, running
 
 
 @pytest.fixture
 def fed(tmp_path) -> Iterator[Federation]:
-    federation = make_federation(tmp_path)
-    try:
-        federation.start("localhost")
-        for site in federation.sites:
-            federation.start(site)
-        federation.wait_online(federation.sites)
+    with running(make_federation(tmp_path)) as federation:
         yield federation
-    finally:
-        federation.stop_all()
 
 
 def online(fed: Federation) -> dict[str, bool]:

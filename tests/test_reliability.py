@@ -13,7 +13,7 @@ from safetensors.numpy import load_file
 
 from node.admin_client import AdminClient
 
-from .federation import Federation, make_federation
+from .federation import Federation, make_federation, running
 
 ROOT = Path(__file__).resolve().parent.parent
 SLOW_NUMPY = """\
@@ -27,15 +27,8 @@ min_sites: {min_sites}
 
 @pytest.fixture
 def fed(tmp_path) -> Iterator[Federation]:
-    federation = make_federation(tmp_path)
-    try:
-        federation.start("localhost")
-        for site in federation.sites:
-            federation.start(site)
-        federation.wait_online(federation.sites)
+    with running(make_federation(tmp_path)) as federation:
         yield federation
-    finally:
-        federation.stop_all()
 
 
 def slow_job(root: Path, rounds: int, min_sites: int, pause_s: float) -> Path:
@@ -95,7 +88,7 @@ def test_server_killed_mid_job_resumes_from_its_checkpoint(fed, tmp_path):
 
 def test_site_killed_mid_round_is_dropped_then_rejoins(fed, tmp_path):
     """With min_sites 1 the rounds go on without a killed site; restarted, it takes part again."""
-    job = slow_job(tmp_path, 40, 1, 0.5)
+    job = slow_job(tmp_path, 150, 1, 0.5)  # aborted as soon as the site is back
     without: set[int] = set()
     rejoined_in: set[int] = set()
     with AdminClient.from_kit(fed.admin_kit) as admin:

@@ -20,7 +20,7 @@ from provisioner.build import provision
 from provisioner.project_loader import project_from_document
 from provisioner.yaml_source import parse_yaml
 
-from .federation import Federation, make_federation
+from .federation import Federation, make_federation, running
 from .test_authz import EXPECTED
 
 ADMINS = [("pa@a.org", "a", "project_admin"), ("oa@a.org", "a", "org_admin"), ("lead@a.org", "a", "lead"),
@@ -36,14 +36,8 @@ min_sites: 1
 
 @pytest.fixture(scope="module")
 def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
-    federation = make_federation(tmp_path_factory.mktemp("sec"), sites=1, name="secure", admins=ADMINS)
-    try:
-        federation.start("localhost")
-        federation.start("site-1")
-        federation.wait_online(["site-1"])
-        yield federation
-    finally:
-        federation.stop_all()
+    with running(make_federation(tmp_path_factory.mktemp("sec"), sites=1, name="secure", admins=ADMINS)) as fed:
+        yield fed
 
 
 def client(fed: Federation, admin: str) -> AdminClient:

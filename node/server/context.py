@@ -36,12 +36,13 @@ class ServerContext:
     def project(self) -> str:
         return self.kit.info.project
 
-    def online(self, site: SiteRow, now: float | None = None) -> bool:
-        return ((now or time.time()) - site.last_heartbeat) <= self.heartbeat_timeout_s
+    def online(self, site: SiteRow, now: float | None = None, since: float = 0.0) -> bool:
+        """Heard from within the heartbeat timeout; silence before `since` (e.g. this daemon's start) is forgiven."""
+        return ((now or time.time()) - max(site.last_heartbeat, since)) <= self.heartbeat_timeout_s
 
-    def online_sites(self) -> list[str]:
+    def online_sites(self, since: float = 0.0) -> list[str]:
         now = time.time()
-        return [s.name for s in self.store.sites() if self.online(s, now)]
+        return [s.name for s in self.store.sites() if self.online(s, now, since)]
 
     def jobs_dir(self) -> Path:
         return self.workspace / "jobs"

@@ -34,6 +34,7 @@ from provisioner.kit_config import NodeConfig
 log = logging.getLogger("flctl.server")
 DEFAULT_MAX_JOBS = 2
 WORKERS = 512
+RESTART_GRACE_S = 15.0
 
 
 def max_concurrent_jobs(kit: NodeKit) -> int:
@@ -112,8 +113,10 @@ class ServerDaemon:
 
     def _watch_sites(self) -> None:
         """Sites of a running job that fall silent fail their part (the workflow goes on without them)."""
+        # After a restart, sites reconnect with backoff (up to 10 s between tries): give them that long.
+        grace_until = time.time() + max(0.0, RESTART_GRACE_S - self.ctx.heartbeat_timeout_s)
         while not self._stopped.wait(1.0):
-            online = set(self.ctx.online_sites())
+            online = set(self.ctx.online_sites(since=min(time.time(), grace_until)))
             for job_id in self.ctx.runner.running():
                 job = self.ctx.store.get_job(job_id)
                 if job is None:
