@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import inspect
 import re
-import types
 import typing
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
@@ -38,6 +37,7 @@ from node.workflows import WORKFLOWS
 from node.workflows.base import Workflow, WorkflowArgs
 from provisioner.errors import InputError, Problem
 from provisioner.names import check_simple_name
+from provisioner.schema_messages import message
 from provisioner.yaml_source import Loc, YamlDocument, format_loc, load_yaml
 
 JOB_FILE = "job.yml"
@@ -272,39 +272,4 @@ def _located(err: Any, model: type[BaseModel]) -> tuple[Loc, str]:
     cause = (err.get("ctx") or {}).get("error")
     if isinstance(cause, FieldProblem):
         return (*loc, *cause.loc), str(cause)
-    kind = err["type"]
-    if kind == "extra_forbidden":
-        allowed = _allowed_keys(model, loc[:-1])
-        return loc, f"unknown key '{loc[-1]}'; allowed here: {', '.join(allowed)}"
-    if kind == "missing":
-        return loc, f"'{loc[-1]}' is required" if loc else "required"
-    msg = str(err["msg"])
-    msg = msg.removeprefix("Value error, ")
-    if kind == "literal_error":
-        msg = f"{err['input']!r} is not allowed; use {err['ctx']['expected']}"
-    if kind in ("model_type", "model_attributes_type", "dict_type") and _allowed_keys(model, loc):
-        msg = f"expected a mapping with keys {', '.join(_allowed_keys(model, loc))}"
-    return loc, msg
-
-
-def _allowed_keys(model: Any, loc: Loc) -> list[str]:
-    """Field names of the model found at `loc` inside `model`."""
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        if not (isinstance(model, type) and issubclass(model, BaseModel)) or part not in model.model_fields:
-            return []
-        model = _unwrap(model.model_fields[part].annotation)
-    if isinstance(model, type) and issubclass(model, BaseModel):
-        return list(model.model_fields)
-    return []
-
-
-def _unwrap(annotation: Any) -> Any:
-    """`list[X]` -> X; `X | None` -> X."""
-    origin = typing.get_origin(annotation)
-    if origin in (list, tuple, typing.Union, types.UnionType):
-        for arg in typing.get_args(annotation):
-            if arg is not type(None):
-                return _unwrap(arg)
-    return annotation
+    return loc, message(err, model)
