@@ -139,9 +139,14 @@ class _Process:
 
 _process = _Process()
 
+_thread = threading.local()
+"""The simulator runs many sites' scripts as threads of one process: a thread's own session, when it has one."""
+
 
 def init() -> None:
     """Connect to the site job process that runs this script; calling it again does nothing."""
+    if getattr(_thread, "session", None) is not None:
+        return
     with _process.lock:
         if _process.session is not None:
             return
@@ -219,9 +224,10 @@ def current_round() -> int:
 
 
 def _connected() -> _Session:
-    if _process.session is None:
+    session: _Session | None = getattr(_thread, "session", None) or _process.session
+    if session is None:
         raise RuntimeError("call fl.init() first")
-    return _process.session
+    return session
 
 
 def _lost(exc: BaseException) -> ConnectionError:

@@ -13,7 +13,8 @@ from console.cli.terminal import abort
 
 KitOption = Annotated[
     Path | None,
-    typer.Option("--kit", metavar="DIR", help="Admin startup kit to act as [default: $FLCTL_KIT].",
+    typer.Option("--kit", metavar="DIR", help="Admin startup kit to act as [default: $FLCTL_KIT, else the local "
+                 "federation's admin].",
                  file_okay=False, show_default=False),
 ]
 
@@ -24,7 +25,13 @@ def resolve_kit(kit: Path | None) -> Path:
     env = os.environ.get("FLCTL_KIT")
     if env:
         return Path(env)
-    abort("no admin kit given; pass --kit DIR (an admin's startup kit) or set FLCTL_KIT", exit_codes.BAD_INPUT)
+    from cloud.local_plan import admin_kit, default_workspace
+
+    local = admin_kit(default_workspace())
+    if local is not None:
+        return local
+    abort("no admin kit given; pass --kit DIR (an admin's startup kit), set FLCTL_KIT or prepare a local "
+          "federation with `flctl poc prepare`", exit_codes.BAD_INPUT)
 
 
 def connect(kit: Path | None) -> Any:

@@ -1,0 +1,16 @@
+"""`flctl poc clean [-w DIR]`."""
+
+from __future__ import annotations
+
+from console.cli import terminal
+from console.cli.poc.workspace import PocWorkspaceOption, local_errors, resolve
+
+
+def command(workspace: PocWorkspaceOption = None) -> None:
+    """Remove the local federation's folder (kits, logs, job results); refused while it runs."""
+    from cloud.local import clean
+
+    root = resolve(workspace)
+    with local_errors():
+        clean(root)
+    terminal.success(f"removed {root}")

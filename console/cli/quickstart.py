@@ -1,0 +1,110 @@
+"""`flctl quickstart [-n SITES] [--job hello-pt|hello-numpy|PATH] [-w DIR] [-o DIR]`."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from console.cli import exit_codes, terminal
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "playbooks" / "jobs"
+
+
+def pick_job(job: str | None) -> Path:
+    """The job to run: a path, an example's name, else hello-pt (hello-numpy when torch is missing)."""
+    import importlib.util
+
+    if job is None:
+        job = "hello-pt" if importlib.util.find_spec("torch") is not None else "hello-numpy"
+    path = Path(job)
+    if path.is_dir():
+        return path
+    if (EXAMPLES / job).is_dir():
+        return EXAMPLES / job
+    terminal.abort(f"no job folder '{job}'; pass a job folder or one of "
+                   f"{', '.join(sorted(p.name for p in EXAMPLES.iterdir() if p.is_dir()))}", exit_codes.BAD_INPUT)
+
+
+def command(
+    sites: Annotated[int, typer.Option("--sites", "-n", min=1, max=64, help="How many sites to run.")] = 2,
+    job: Annotated[str | None, typer.Option("--job", show_default=False,
+                                            help="hello-pt, hello-numpy or a job folder [default: hello-pt, "
+                                                 "hello-numpy when torch is not installed].")] = None,
+    workspace: Annotated[Path | None, typer.Option(
+        "--workspace", "-w", file_okay=False, show_default=False,
+        help="Keep the local federation in this new folder [default: a temporary folder, removed at the end].")
+    ] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", file_okay=False,
+                                      help="Where the job's results are downloaded.")] = Path("quickstart-results"),
+) -> None:
+    """Try flctl in one command: start a local federation, run an example job live, fetch its results.
+
+    It provisions a server, N sites and an admin on 127.0.0.1, starts them, submits the job, shows
+    each round's metrics, downloads the results and stops everything it started (also on Ctrl-C).
+    Exit codes: 0 the job FINISHED, 1 it failed, 130 interrupted.
+    """
+    import shutil
+    import signal
+    import tempfile
+
+    from cloud.local import LocalError, prepare, start, stop
+
+    folder = pick_job(job)
+    from node.job_spec import load_job
+
+    loaded = load_job(folder)
+    if sites < loaded.spec.min_sites:
+        terminal.abort(f"{loaded.spec.name} needs at least {loaded.spec.min_sites} sites; pass -n "
+                       f"{loaded.spec.min_sites}", exit_codes.BAD_INPUT)
+    temporary = workspace is None
+    root = Path(tempfile.mkdtemp(prefix="flctl-quickstart-")) if workspace is None else workspace.absolute()
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    state = None
+    finished = False
+    try:
+        state = prepare(root, sites)
+        seconds = start(root, state)
+        terminal.info(f"local federation up: server and {sites} sites online in {seconds:.2f} s ({root})")
+        finished = _run_job(state.admin_kit(root), folder, out.absolute())
+    except LocalError as exc:
+        terminal.abort(f"{exc}", exit_codes.TIMED_OUT if exc.kind == "timeout" else exit_codes.FAILED)
+    finally:
+        if state is not None:
+            began = time.monotonic()
+            stop(root, state)
+            terminal.info(f"stopped the local federation in {time.monotonic() - began:.2f} s")
+        signal.signal(signal.SIGTERM, previous)
+        if temporary and finished:
+            shutil.rmtree(root, ignore_errors=True)
+        elif temporary:
+            terminal.info(f"kept its kits and logs in {root}")
+    if not finished:
+        raise typer.Exit(exit_codes.FAILED)
+
+
+def _run_job(admin_kit: Path, folder: Path, out: Path) -> bool:
+    """Submit `folder`, follow it live, download its results; True when it FINISHED."""
+    from console.cli.job.submit import follow
+    from node.admin_client import AdminClient
+
+    with AdminClient.from_kit(admin_kit) as admin:
+        began = time.monotonic()
+        job_id = admin.submit_job(folder)
+        terminal.info(f"submitted {folder.name} as job {job_id}")
+        info = follow(admin, job_id)
+        took = time.monotonic() - began
+        if info.status != "FINISHED":
+            terminal.error(f"job {job_id} {info.status}" + (f": {info.error}" if info.error else ""))
+            return False
+        out.mkdir(parents=True, exist_ok=True)
+        results = admin.download_job(job_id, out)
+    terminal.success(f"job {job_id} FINISHED in {took:.2f} s from submit; results (models, metrics.json, logs) "
+                     f"in {results}")
+    return True
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt

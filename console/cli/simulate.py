@@ -1,0 +1,105 @@
+"""`flctl simulate JOB -n SITES [-w DIR] [--workers K] [--json]`."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from console.cli import exit_codes, terminal
+from console.cli.options import JsonOption
+
+
+def default_workspace() -> Path:
+    """$FLCTL_SIM_WORKSPACE, else <data folder>/flctl/simulate ($XDG_DATA_HOME or ~/.local/share)."""
+    env = os.environ.get("FLCTL_SIM_WORKSPACE")
+    if env:
+        return Path(env)
+    data = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(data) / "flctl" / "simulate"
+
+
+def command(
+    job: Annotated[Path, typer.Argument(help="Job folder: job.yml and app/.")],
+    sites: Annotated[int | None, typer.Option("--sites", "-n", min=1, max=100_000, show_default=False,
+                                              help="How many sites to simulate (site-1..site-N) [default: the "
+                                                   "sites job.yml names, else max(2, min_sites)].")] = None,
+    workspace: Annotated[Path | None, typer.Option(
+        "--workspace", "-w", file_okay=False, show_default=False,
+        help="Where results go: WORKSPACE/<job name>/ [default: $FLCTL_SIM_WORKSPACE, else "
+             "~/.local/share/flctl/simulate].")] = None,
+    workers: Annotated[int | None, typer.Option("--workers", min=1, max=1024, show_default=False,
+                                                help="Worker processes the sites share [default: CPU cores, "
+                                                     "at most one per site].")] = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Run a job with its sites simulated on this machine: no provisioning, no TLS, the same code.
+
+    The workflow runs in this process; the sites' training scripts run as threads of a few worker
+    processes (many sites share each worker), unchanged. Results land where a real run puts them:
+    models/round-N.safetensors and final.safetensors, metrics.json, logs/<site>.log.
+    Exit codes: 0 the job FINISHED, 1 it FAILED, 2 the job folder or an option is wrong.
+    """
+    from node.job_spec import load_job
+    from node.simulator import SimulationError, simulate, site_names
+
+    loaded = load_job(job)
+    try:
+        names = site_names(loaded, sites)
+    except SimulationError as exc:
+        terminal.abort(str(exc), exit_codes.BAD_INPUT)
+    root = workspace or default_workspace()
+    progress = _Progress(loaded.spec.name, quiet=json_out)
+    with progress:
+        try:
+            result = simulate(loaded, names, root, workers, progress)
+        except SimulationError as exc:
+            terminal.abort(str(exc), exit_codes.BAD_INPUT)
+    if json_out:
+        terminal.print_json(result.as_dict())
+    elif result.status == "FINISHED":
+        terminal.success(f"{result.job} FINISHED in {result.wall_s:.2f} s ({result.sites} sites, "
+                         f"{result.workers} workers); results in {result.job_dir}")
+    else:
+        terminal.error(f"{result.job} FAILED: {result.error}; logs in {result.job_dir / 'logs'}")
+    if result.status != "FINISHED":
+        raise typer.Exit(exit_codes.FAILED)
+
+
+class _Progress:
+    """Round progress and mean metrics on stderr: a rich bar on a terminal, plain lines otherwise."""
+
+    def __init__(self, name: str, quiet: bool) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self._quiet = quiet
+        self._bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                             TimeElapsedColumn(), console=terminal.err, transient=True, auto_refresh=False,
+                             disable=quiet or not terminal.interactive())  # no refresh thread: workers fork
+        self._task = self._bar.add_task(name, total=None)
+
+    def __enter__(self) -> _Progress:
+        self._bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._bar.__exit__(*exc)
+
+    def round_done(self, round_no: int, rounds: int, metrics: dict[str, dict[str, float]]) -> None:
+        self._bar.update(self._task, completed=round_no + 1, total=rounds or None)
+        self._bar.refresh()
+        if self._quiet:
+            return
+        sums: dict[str, list[float]] = {}
+        for values in metrics.values():
+            for name, value in values.items():
+                sums.setdefault(name, []).append(value)
+        shown = " ".join(f"{name}={sum(v) / len(v):.4g}" for name, v in sorted(sums.items()))
+        self._bar.console.print(f"round {round_no + 1}/{rounds}: {len(metrics)} sites, mean {shown}",
+                                markup=False, highlight=False)
+
+    def log(self, line: str) -> None:
+        if not self._quiet and ("failed" in line or "ignored" in line):
+            self._bar.console.print(line, markup=False, highlight=False)

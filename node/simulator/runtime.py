@@ -1,0 +1,311 @@
+"""The simulator's main process: runs the job's workflow against sites hosted by K worker processes.
+
+`simulate()` runs the same workflow class a server job process runs (`LoadedJob.create_workflow()`)
+against `SimFederation`, which implements `node.workflows.base.Federation`: a task goes to each
+worker once (params encoded once), each worker hands it to its sites' scripts, and answers come
+back as they arrive. Reader threads move every worker's messages into one queue, so nothing
+polls: a round moves on the moment its last answer lands.
+
+Artifacts are those of a real run, in `<workspace>/<job name>/`: `models/round-N.safetensors`,
+`models/final.safetensors`, `metrics.json`, `logs/<site>.log` and `logs/server.log`, plus
+`simulation.json` (status, error, sites, workers, wall time).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import multiprocessing
+import os
+import queue
+import shutil
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any, Protocol
+
+from node import tensors
+from node.errors import NodeError
+from node.job_spec import APP_FOLDER, LoadedJob
+from node.simulator.worker import WorkerSpec
+from node.simulator.worker import main as worker_main
+from node.tasks import Params, SiteFailure, Task, TaskResult
+from node.workflows.base import WorkflowError
+
+MARKER = "simulation.json"
+"""The file that marks a folder as a simulation's output (so a rerun may replace it)."""
+
+
+class SimulationError(NodeError):
+    """The simulation cannot run as asked (a bad site count, an output folder that is not ours…)."""
+
+
+class Observer(Protocol):
+    """What the simulation reports while it runs (the console renders it; this module never prints)."""
+
+    def round_done(self, round_no: int, rounds: int, metrics: dict[str, dict[str, float]]) -> None: ...
+
+    def log(self, line: str) -> None: ...
+
+
+@dataclass
+class SimulationResult:
+    """How a simulation ended and where its artifacts are."""
+
+    job: str
+    status: str  # FINISHED or FAILED
+    error: str
+    job_dir: Path
+    sites: int
+    workers: int
+    rounds: int
+    wall_s: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"job": self.job, "status": self.status, "error": self.error, "job_dir": str(self.job_dir),
+                "sites": self.sites, "workers": self.workers, "rounds": self.rounds, "wall_s": round(self.wall_s, 3)}
+
+
+def site_names(job: LoadedJob, count: int | None) -> list[str]:
+    """The simulated sites: those job.yml names, else site-1..site-N."""
+    if isinstance(job.spec.sites, list):
+        if count is not None and count != len(job.spec.sites):
+            raise SimulationError(f"job.yml names {len(job.spec.sites)} sites; drop -n or make it "
+                                  f"{len(job.spec.sites)}")
+        return list(job.spec.sites)
+    if count is None:
+        count = max(2, job.spec.min_sites)
+    if count < job.spec.min_sites:
+        raise SimulationError(f"the job needs at least {job.spec.min_sites} sites (min_sites); pass -n "
+                              f"{job.spec.min_sites} or more")
+    return [f"site-{i}" for i in range(1, count + 1)]
+
+
+@dataclass
+class _Pool:
+    """The worker processes, their pipes and the one queue their messages land in."""
+
+    pipes: list[Connection]
+    processes: list[Any]
+    events: queue.Queue[tuple[Any, ...]] = field(default_factory=queue.Queue)
+
+    def read(self, index: int) -> None:
+        pipe = self.pipes[index]
+        while True:
+            try:
+                message = pipe.recv()
+            except (EOFError, OSError):
+                self.events.put(("gone", index))
+                return
+            self.events.put(message)
+            if message[0] == "ended":
+                return
+
+
+class SimFederation:
+    """`Federation` for a workflow whose sites are simulated by the worker pool."""
+
+    def __init__(self, job_id: str, job_dir: Path, sites: list[str], pool: _Pool, observer: Observer | None,
+                 rounds: int) -> None:
+        self.job_id = job_id
+        self._dir = job_dir
+        self._sites = sites
+        self._pool = pool
+        self._observer = observer
+        self._rounds = rounds
+        self._worker_of = {site: i % len(pool.pipes) for i, site in enumerate(sites)}
+        self._task_seq = 0
+        self._failed: dict[str, str] = {}
+        self._gone_workers: set[int] = set()
+        self.metrics: list[dict[str, Any]] = []
+        self.server_log: list[str] = []
+        self.ended_workers = 0
+
+    def sites(self) -> list[str]:
+        return list(self._sites)
+
+    def send(self, task: Task, sites: Sequence[str], timeout_s: float) -> Iterator[TaskResult | SiteFailure]:
+        self._task_seq += 1
+        task_id = self._task_seq
+        payload = tensors.encode(task.params)
+        waiting = set(sites)
+        by_worker: dict[int, list[str]] = {}
+        for site in sites:
+            if site in self._failed:
+                continue
+            if site in self._worker_of:
+                by_worker.setdefault(self._worker_of[site], []).append(site)
+        for index, group in sorted(by_worker.items()):
+            if index not in self._gone_workers:
+                with contextlib.suppress(OSError):
+                    self._pool.pipes[index].send(("task", task_id, task.name, task.round, task.meta, payload, group))
+        deadline = time.monotonic() + timeout_s
+        for site in sorted(waiting):
+            reason = self._failed.get(site) or (None if site in self._worker_of else "no such simulated site")
+            if reason is not None:
+                waiting.discard(site)
+                yield SiteFailure(site, reason)
+            elif self._worker_of[site] in self._gone_workers:
+                waiting.discard(site)
+                yield SiteFailure(site, "its simulator worker process died")
+        while waiting:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            try:
+                message = self._pool.events.get(timeout=left)
+            except queue.Empty:
+                return
+            kind = message[0]
+            if kind == "result":
+                _, site, answered, num_examples, metrics, meta, data = message
+                if answered != task_id or site not in waiting:
+                    continue
+                waiting.discard(site)
+                yield TaskResult(site, tensors.decode(data), int(num_examples), dict(metrics), dict(meta))
+            elif kind == "failure":
+                _, site, failed_task, reason = message
+                self._failed.setdefault(site, reason)
+                if failed_task == task_id and site in waiting:
+                    waiting.discard(site)
+                    yield SiteFailure(site, reason)
+            elif kind == "gone":
+                index = message[1]
+                self._gone_workers.add(index)
+                self.ended_workers += 1
+                for site in sorted(s for s in waiting if self._worker_of.get(s) == index):
+                    waiting.discard(site)
+                    self._failed[site] = "its simulator worker process died"
+                    yield SiteFailure(site, self._failed[site])
+            else:
+                self.handle(message)
+
+    def handle(self, message: tuple[Any, ...]) -> None:
+        """A message that is not an answer: a logged metric, or a worker's end."""
+        if message[0] == "metric":
+            _, site, round_no, name, value, step = message
+            self.metrics.append({"site": site, "round": round_no, "name": name, "value": value, "step": step})
+        elif message[0] in ("ended", "gone"):
+            self.ended_workers += 1
+
+    def save_model(self, name: str, params: Params) -> None:
+        _write_atomic(self._dir / "models" / f"{name}.safetensors", tensors.encode(params))
+
+    def record_round(self, round_no: int, metrics: dict[str, dict[str, float]]) -> None:
+        for site, values in metrics.items():
+            for name, value in values.items():
+                self.metrics.append({"site": site, "round": round_no, "name": name, "value": float(value),
+                                     "step": None})
+        if self._observer is not None:
+            self._observer.round_done(round_no, self._rounds, metrics)
+
+    def log(self, message: str) -> None:
+        self.server_log.append(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}")
+        if self._observer is not None:
+            self._observer.log(message)
+
+
+def simulate(job: LoadedJob, sites: list[str], workspace: Path, workers: int | None = None,
+             observer: Observer | None = None) -> SimulationResult:
+    """Run `job` with `sites` simulated by `workers` processes; write its artifacts under `workspace`."""
+    started = time.monotonic()
+    script = job.spec.app.script()
+    if script is None:
+        raise SimulationError(f"the simulator runs Python scripts only; make app.command in "
+                              f"{job.folder / 'job.yml'} [python, SCRIPT, ...]")
+    count = max(1, min(workers or os.cpu_count() or 1, len(sites)))
+    job_dir = _fresh_job_dir(workspace, job.spec.name)
+    app_dir = job_dir / APP_FOLDER
+    shutil.copytree(job.folder / APP_FOLDER, app_dir, symlinks=False)
+    (job_dir / "logs").mkdir()
+    job_id = uuid.uuid4().hex[:12]
+    spec = WorkerSpec(job_id, app_dir, script, job.spec.app.command[2:], dict(job.spec.app.env), job_dir / "logs")
+    workflow = job.create_workflow()
+    rounds = int(getattr(job.args, "rounds", 0) or 0)
+    pool = _start_pool(count, spec)
+    fed = SimFederation(job_id, job_dir, sites, pool, observer, rounds)
+    status, error = "FINISHED", ""
+    try:
+        workflow.run(fed, None, 0)
+    except WorkflowError as exc:
+        fed.log(f"workflow failed: {exc}")
+        status, error = "FAILED", str(exc)
+    except Exception as exc:  # noqa: BLE001 - a bug in a workflow fails the job, with its traceback in the log
+        import traceback
+
+        for line in traceback.format_exc().splitlines():
+            fed.log(line)
+        status, error = "FAILED", f"the workflow crashed: {type(exc).__name__}: {exc}"
+    except BaseException:  # Ctrl-C: do not wait for the scripts, stop the workers now
+        _stop_pool(pool, fed, grace_s=0.0)
+        raise
+    _stop_pool(pool, fed)
+    fed.log(f"job {status.lower()}" + (f": {error}" if error else ""))
+    (job_dir / "logs" / "server.log").write_text("\n".join(fed.server_log) + "\n")
+    (job_dir / "metrics.json").write_text(json.dumps(fed.metrics, indent=1))
+    result = SimulationResult(job.spec.name, status, error, job_dir, len(sites), count, rounds,
+                              time.monotonic() - started)
+    (job_dir / MARKER).write_text(json.dumps(result.as_dict(), indent=1) + "\n")
+    return result
+
+
+def _fresh_job_dir(workspace: Path, name: str) -> Path:
+    job_dir = workspace / name
+    if job_dir.exists():
+        if not (job_dir / MARKER).is_file():
+            raise SimulationError(f"{job_dir} exists and is not a simulation's output; pass another "
+                                  "workspace with -w")
+        shutil.rmtree(job_dir)
+    job_dir.mkdir(parents=True)
+    return job_dir
+
+
+def _start_pool(count: int, spec: WorkerSpec) -> _Pool:
+    """Start `count` workers (forked when nothing else runs in this process yet: starts in milliseconds)."""
+    method = "fork" if sys.platform == "linux" and threading.active_count() == 1 else "spawn"
+    context: Any = multiprocessing.get_context(method)
+    pipes, processes = [], []
+    for index in range(count):
+        ours, theirs = context.Pipe()
+        process = context.Process(target=worker_main, args=(theirs, spec), name=f"flctl-sim-worker-{index}")
+        process.start()
+        theirs.close()
+        pipes.append(ours)
+        processes.append(process)
+    pool = _Pool(pipes, processes)
+    for index in range(count):
+        threading.Thread(target=pool.read, args=(index,), name=f"flctl-sim-reader-{index}", daemon=True).start()
+    return pool
+
+
+def _stop_pool(pool: _Pool, fed: SimFederation, grace_s: float = 40.0) -> None:
+    """End the job in every worker, collect what they still send, and reap them."""
+    for pipe in pool.pipes:
+        with contextlib.suppress(OSError):
+            pipe.send(("end",))
+    deadline = time.monotonic() + grace_s
+    while fed.ended_workers < len(pool.pipes):
+        try:
+            fed.handle(pool.events.get(timeout=max(0.0, deadline - time.monotonic())))
+        except queue.Empty:
+            break
+    for process in pool.processes:
+        process.join(max(0.0, deadline - time.monotonic()) if grace_s else 0.0)
+        if process.is_alive():
+            process.kill()
+            process.join()
+    for pipe in pool.pipes:
+        pipe.close()
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+

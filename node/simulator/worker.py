@@ -1,0 +1,223 @@
+"""A simulator worker process: hosts many simulated sites, each running the job's script in a thread.
+
+The worker reads tasks from the simulation's main process and hands each to its sites' scripts;
+answers, failures and logged metrics go back as soon as they happen (no polling anywhere).
+Messages on the pipe are tuples between two processes of the same simulation:
+
+    main -> worker   ("task", task_id, name, round, meta, params_bytes, sites)   ("end",)
+    worker -> main   ("result", site, task_id, num_examples, metrics, meta, params_bytes)
+                     ("failure", site, task_id, reason)   ("metric", site, round, name, value, step)
+                     ("ended",)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import IO, Any
+
+from node import api_wire as wire
+from node.simulator.site_thread import ThreadConnection, current_site, frames_for_task, run_script
+
+_END_GRACE_S = 30.0
+"""How long the worker waits for its scripts to return once the job has ended."""
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """What a worker needs to run its sites' scripts."""
+
+    job_id: str
+    app_dir: Path
+    script: str
+    argv: list[str]
+    env: dict[str, str]
+    log_dir: Path
+
+
+@dataclass
+class _Site:
+    conn: ThreadConnection
+    thread: threading.Thread | None = None
+    outstanding: dict[int, int] = field(default_factory=dict)  # task id -> round
+    round: int = 0
+    gone: str = ""  # why the script is gone (it exited or crashed)
+
+
+class SiteLogs:
+    """Where the scripts' output goes: `<log_dir>/<site>.log`, a timestamped line per line printed.
+
+    It replaces sys.stdout and sys.stderr in the worker; output from outside site threads goes to
+    `fallback`.
+    """
+
+    def __init__(self, log_dir: Path, fallback: IO[str]) -> None:
+        self._dir = log_dir
+        self._fallback = fallback
+        self._files: dict[str, IO[str]] = {}
+        self._partial: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def write(self, text: str) -> int:
+        site = current_site()
+        if site is None:
+            return self._fallback.write(text)
+        with self._lock:
+            pending = self._partial.pop(site, "") + text
+            *lines, rest = pending.split("\n")
+            if rest:
+                self._partial[site] = rest
+            for line in lines:
+                self.line(site, line, locked=True)
+        return len(text)
+
+    def line(self, site: str, line: str, locked: bool = False) -> None:
+        """Add one line to `site`'s log."""
+        with contextlib.nullcontext() if locked else self._lock:
+            out = self._files.get(site)
+            if out is None:
+                out = self._files[site] = open(self._dir / f"{site}.log", "a", encoding="utf-8")  # noqa: SIM115
+            out.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line.rstrip(chr(13))}\n")
+
+    def flush(self) -> None:
+        site = current_site()
+        with self._lock:
+            if site is not None and site in self._partial:
+                self.line(site, self._partial.pop(site), locked=True)
+            for out in self._files.values():
+                out.flush()
+
+    def close(self) -> None:
+        with self._lock:
+            for site, rest in self._partial.items():
+                self.line(site, rest, locked=True)
+            self._partial.clear()
+            for out in self._files.values():
+                out.close()
+            self._files.clear()
+
+    def isatty(self) -> bool:
+        return False
+
+
+class Worker:
+    """The sites of one worker process and the pipe to the simulation's main process."""
+
+    def __init__(self, pipe: Connection, spec: WorkerSpec, logs: SiteLogs) -> None:
+        self._pipe = pipe
+        self._spec = spec
+        self._logs = logs
+        self._send_lock = threading.Lock()
+        self._state_lock = threading.Lock()
+        self._baton = threading.Lock()
+        self._sites: dict[str, _Site] = {}
+        path = spec.app_dir / spec.script
+        self._path = path
+        self._code = compile(path.read_bytes(), str(path), "exec")
+
+    def serve(self) -> None:
+        """Handle the main process's messages until the job ends (or the main process goes away)."""
+        while True:
+            try:
+                message = self._pipe.recv()
+            except (EOFError, OSError):
+                message = ("end",)
+            if message[0] == "task":
+                _, task_id, name, round_no, meta, payload, sites = message
+                frame = frames_for_task(task_id, name, round_no, meta, payload)
+                for site in sites:
+                    self._assign(site, task_id, round_no, frame)
+            elif message[0] == "end":
+                self._end()
+                return
+
+    def _send(self, message: tuple[Any, ...]) -> None:
+        with self._send_lock, contextlib.suppress(OSError):
+            self._pipe.send(message)
+
+    def _assign(self, site: str, task_id: int, round_no: int, frame: bytes) -> None:
+        with self._state_lock:
+            state = self._sites.get(site)
+            if state is None:
+                state = self._sites[site] = _Site(ThreadConnection(site, self._baton, self._from_script))
+            if state.gone:
+                gone = state.gone
+            else:
+                gone = ""
+                state.outstanding[task_id] = round_no
+                state.round = round_no
+                state.conn.put(frame)
+                if state.thread is None:
+                    state.thread = threading.Thread(
+                        target=run_script, name=f"flctl-sim-{site}", daemon=True,
+                        args=(self._code, self._path, site, self._spec.job_id, state.conn, self._baton, self._exited))
+                    state.thread.start()
+        if gone:
+            self._send(("failure", site, task_id, gone))
+
+    def _from_script(self, site: str, frame: bytes) -> None:
+        """A frame the script sent: forward answers and metrics to the main process."""
+        message, payload = wire.decode(frame)
+        if isinstance(message, wire.Result):
+            with self._state_lock:
+                known = self._sites[site].outstanding.pop(message.task_id, None) is not None
+            if known:
+                self._send(("result", site, message.task_id, message.num_examples, message.metrics, message.meta,
+                            payload))
+        elif isinstance(message, wire.Log):
+            with self._state_lock:
+                round_no = self._sites[site].round
+            self._send(("metric", site, round_no, message.name, message.value, message.step))
+
+    def _exited(self, site: str, code: int, lines: list[str]) -> None:
+        """A site's script returned or raised: fail whatever it had not answered."""
+        for line in lines:
+            self._logs.line(site, line)
+        with self._state_lock:
+            state = self._sites[site]
+            pending = dict(state.outstanding)
+            state.outstanding.clear()
+            last = f": {lines[-1]}" if lines else ""
+            state.gone = (f"the script failed (exit code {code}){last}" if code else
+                          f"the script exited (code {code})")
+        for task_id, round_no in pending.items():
+            self._send(("failure", site, task_id, f"{state.gone} before answering its task (round {round_no})"))
+
+    def _end(self) -> None:
+        """No more tasks: let every script see the end of the job and return."""
+        end = wire.encode(wire.End())
+        with self._state_lock:
+            states = list(self._sites.values())
+        for state in states:
+            state.conn.put(end)
+        deadline = time.monotonic() + _END_GRACE_S
+        for state in states:
+            if state.thread is not None:
+                state.thread.join(max(0.0, deadline - time.monotonic()))
+        self._send(("ended",))
+
+
+def main(pipe: Connection, spec: WorkerSpec) -> None:
+    """The worker process's entry point (multiprocessing's target)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the main process decides
+    os.chdir(spec.app_dir)
+    sys.path.insert(0, str(spec.app_dir))
+    sys.argv = [spec.script, *spec.argv]
+    os.environ.update(spec.env)
+    os.environ[wire.JOB_ID_ENV] = spec.job_id
+    logs = SiteLogs(spec.log_dir, sys.__stderr__ or sys.stderr)
+    sys.stdout = sys.stderr = logs
+    try:
+        Worker(pipe, spec, logs).serve()
+    finally:
+        logs.close()
+        sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
+        pipe.close()
+    os._exit(0)  # scripts that never returned are daemon threads: do not wait for them

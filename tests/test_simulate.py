@@ -1,0 +1,187 @@
+"""`flctl simulate`: the same job, script and workflow as a real run, with the sites as threads of a few workers."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+from cloud.local import descendants
+
+from .conftest import ROOT
+from .federation import FLCTL, Federation, _kill_group, make_federation, pid_alive
+
+JOBS = ROOT / "playbooks" / "jobs"
+
+STATEFUL_SCRIPT = '''
+import numpy as np
+import node.api as fl
+
+SEEN = 0  # module state that must persist across rounds, as in a real site's script process
+
+fl.init()
+while fl.running():
+    model = fl.receive()
+    SEEN += 1
+    np.random.seed(sum(fl.site_name().encode()))  # global RNG: only this site computes until it sends
+    draw = float(np.random.random())
+    print(f"round {model.round} at {fl.site_name()}")
+    if fl.site_name() == "site-3" and model.round == 1 and "FAIL" in __import__("os").environ:
+        raise RuntimeError("site-3 breaks in round 1")
+    params = {"w": np.full(3, SEEN, np.float32)}
+    fl.send(fl.Model(params=params, metrics={"seen": SEEN, "draw": draw}, num_examples=1))
+    fl.log("draw", draw, step=model.round)
+'''
+
+
+def simulate(*args: str | Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([FLCTL, "simulate", *map(str, args)], capture_output=True, text=True, timeout=timeout,
+                          check=False)
+
+
+def stateful_job(root: Path, rounds: int, min_sites: int = 1, env: str = "") -> Path:
+    job = root / "stateful"
+    (job / "app").mkdir(parents=True)
+    (job / "app" / "train.py").write_text(STATEFUL_SCRIPT)
+    (job / "job.yml").write_text(f"api_version: 1\nname: stateful\nworkflow: {{type: fedavg, args: {{rounds: "
+                                 f"{rounds}}}}}\nmin_sites: {min_sites}\napp: {{command: [python, train.py]"
+                                 + (f", env: {{{env}: '1'}}" if env else "") + "}\n")
+    return job
+
+
+@pytest.fixture(scope="module")
+def real(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
+    """A real local federation: a server and two sites as processes, mTLS on 127.0.0.1."""
+    fed = make_federation(tmp_path_factory.mktemp("real"), sites=2)
+    try:
+        fed.start("localhost")
+        for site in fed.sites:
+            fed.start(site)
+        fed.wait_online(fed.sites)
+        yield fed
+    finally:
+        fed.stop_all()
+
+
+def real_final_model(fed: Federation, job: Path, out: Path) -> dict[str, np.ndarray]:
+    done = fed.flctl("job", "submit", job, "--watch", "--json")
+    assert done.returncode == 0, done.stderr
+    downloaded = fed.flctl("job", "download", json.loads(done.stdout)["id"], "-o", out)
+    assert downloaded.returncode == 0, downloaded.stderr
+    return load_file(next(out.rglob("final.safetensors")))
+
+
+def assert_same_model(real_final: dict[str, np.ndarray], sim_final: dict[str, np.ndarray]) -> None:
+    assert sorted(real_final) == sorted(sim_final)
+    for name, value in real_final.items():
+        assert value.dtype == sim_final[name].dtype
+        assert np.array_equal(value, sim_final[name]), name
+
+
+def test_hello_numpy_gives_the_same_final_model_as_a_real_federation(real: Federation, tmp_path: Path) -> None:
+    """hello-numpy simulated and run on a real local federation (mTLS, processes) ends on identical weights."""
+    # Prepare
+    real_final = real_final_model(real, JOBS / "hello-numpy", tmp_path / "download")
+    # Execute
+    sim = simulate(JOBS / "hello-numpy", "-n", "2", "-w", tmp_path / "sim", "--json")
+    # Assert
+    assert sim.returncode == 0, sim.stderr
+    sim_final = load_file(tmp_path / "sim" / "hello-numpy" / "models" / "final.safetensors")
+    assert sorted(sim_final) == ["b", "w"]
+    assert_same_model(real_final, sim_final)
+
+
+def test_many_sites_share_few_workers_and_write_a_real_runs_artifacts(tmp_path: Path) -> None:
+    """24 sites on 2 workers: each script keeps its state across rounds, and the artifacts match a real run's."""
+    # Prepare
+    job = stateful_job(tmp_path, rounds=3)
+    # Execute
+    out = simulate(job, "-n", "24", "--workers", "2", "-w", tmp_path / "ws", "--json")
+    # Assert
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert (result["status"], result["sites"], result["workers"], result["rounds"]) == ("FINISHED", 24, 2, 3)
+    job_dir = tmp_path / "ws" / "stateful"
+    assert sorted(p.name for p in (job_dir / "models").iterdir()) == [
+        "final.safetensors", "round-0.safetensors", "round-1.safetensors", "round-2.safetensors"]
+    assert np.array_equal(load_file(job_dir / "models" / "final.safetensors")["w"], np.full(3, 3, np.float32))
+    metrics = json.loads((job_dir / "metrics.json").read_text())
+    seen = {(m["site"], m["round"]): m["value"] for m in metrics if m["name"] == "seen"}
+    assert seen == {(f"site-{i}", r): r + 1 for i in range(1, 25) for r in range(3)}
+    draws = {(m["site"], m["round"]): m["value"] for m in metrics if m["name"] == "draw" and m["step"] is None}
+    expected = {f"site-{i}": float(np.random.RandomState(sum(f"site-{i}".encode())).random_sample())
+                for i in range(1, 25)}
+    assert draws == {(site, r): expected[site] for site in expected for r in range(3)}
+    logged = [m for m in metrics if m["name"] == "draw" and m["step"] is not None]
+    assert len(logged) == 24 * 3
+    assert "round 2 at site-7" in (job_dir / "logs" / "site-7.log").read_text()
+    assert "3 of 3" in (job_dir / "logs" / "server.log").read_text()
+
+
+def test_a_failing_script_fails_the_job_with_exit_code_1_and_its_traceback_in_the_site_log(tmp_path: Path) -> None:
+    """A script that raises at one site fails that site; with every site required, the job FAILS (exit 1)."""
+    # Prepare
+    job = stateful_job(tmp_path, rounds=3, min_sites=4, env="FAIL")
+    # Execute
+    out = simulate(job, "-n", "4", "-w", tmp_path / "ws")
+    # Assert
+    assert out.returncode == 1, out.stderr
+    assert "site-3" in out.stderr and "FAILED" in out.stderr
+    log = (tmp_path / "ws" / "stateful" / "logs" / "site-3.log").read_text()
+    assert "RuntimeError: site-3 breaks in round 1" in log
+    assert "Traceback" in log
+
+
+def test_a_bad_job_or_too_few_sites_is_refused_with_exit_code_2(tmp_path: Path) -> None:
+    """A job.yml with an unknown workflow, or fewer sites than min_sites, is bad input (exit 2) and says why."""
+    # Prepare
+    bad = tmp_path / "bad"
+    shutil.copytree(JOBS / "hello-numpy", bad)
+    (bad / "job.yml").write_text((bad / "job.yml").read_text().replace("type: fedavg", "type: fedmagic"))
+    # Execute
+    unknown = simulate(bad, "-w", tmp_path / "ws")
+    few = simulate(JOBS / "hello-numpy", "-n", "1", "-w", tmp_path / "ws")
+    # Assert
+    assert unknown.returncode == 2
+    assert "unknown workflow type 'fedmagic'" in unknown.stderr
+    assert few.returncode == 2
+    assert "at least 2 sites" in few.stderr
+    assert "Traceback" not in unknown.stderr + few.stderr
+
+
+def test_ctrl_c_stops_the_simulation_and_its_workers_at_once(tmp_path: Path) -> None:
+    """SIGINT to the terminal's process group while scripts train: exit 130, no worker left behind."""
+    # Prepare
+    job = tmp_path / "sleeper"
+    (job / "app").mkdir(parents=True)
+    (job / "app" / "train.py").write_text(
+        "import time\nimport node.api as fl\nfl.init()\nwhile fl.running():\n    fl.receive()\n"
+        "    print('training', flush=True)\n    time.sleep(600)\n")
+    (job / "job.yml").write_text("api_version: 1\nname: sleeper\nworkflow: {type: fedavg, args: {rounds: 1}}\n")
+    proc = subprocess.Popen([FLCTL, "simulate", str(job), "-n", "4", "--workers", "2", "-w", str(tmp_path / "ws")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    logs = tmp_path / "ws" / "sleeper" / "logs"
+    try:
+        deadline = time.monotonic() + 60
+        while len(list(logs.glob("site-*.log"))) < 2 and time.monotonic() < deadline:  # one site of each worker
+            time.sleep(0.05)
+        workers = descendants(proc.pid)
+        # Execute
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        _kill_group(proc.pid)
+    # Assert
+    assert len(workers) == 2
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert [pid for pid in workers if pid_alive(pid)] == []
