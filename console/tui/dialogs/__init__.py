@@ -1,0 +1,1 @@
+"""Modal dialogs, each a ModalScreen returning the answer."""

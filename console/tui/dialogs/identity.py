@@ -1,0 +1,36 @@
+"""Who this console acts as: name, organisation, role, project and when the certificate expires."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Label
+
+from console.tui import cells
+from node.admin_types import Identity
+
+
+class IdentityDialog(ModalScreen[None]):
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,enter,i", "dismiss", "Close")]
+
+    def __init__(self, identity: Identity, now: float) -> None:
+        super().__init__()
+        self.identity = identity
+        self.now = now
+
+    def compose(self) -> ComposeResult:
+        who = self.identity
+        with Vertical(classes="dialog") as box:
+            box.border_title = "Who am I"
+            for key, value in (("name", who.name), ("organisation", who.org), ("role", who.role),
+                               ("project", who.project), ("certificate expires", cells.expiry(who.not_after,
+                                                                                                self.now))):
+                yield Label(f"{key:>20}  {value}")
+            yield Label("escape closes", classes="detail")
+
+    async def action_dismiss(self, result: None = None) -> None:
+        self.dismiss(None)

@@ -1,0 +1,1 @@
+"""Full screens: the overview, one job, a site's logs, provisioning."""

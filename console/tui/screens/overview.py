@@ -1,0 +1,97 @@
+"""The first screen: every site and every job, live."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar, cast
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.screen import Screen
+from textual.widgets import Footer, Header
+
+from console.tui.widgets.connection_bar import ConnectionBar
+from console.tui.widgets.jobs_table import JobsTable
+from console.tui.widgets.sites_table import SitesTable
+from node.admin_types import JobInfo, SiteInfo
+
+if TYPE_CHECKING:
+    from console.tui.app import ConsoleApp
+
+
+class OverviewScreen(Screen[None]):
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("enter", "open", "Open job", show=False),
+        Binding("a", "abort", "Abort"),
+        Binding("d", "download", "Download"),
+        Binding("l", "logs", "Site logs"),
+    ]
+
+    @property
+    def console(self) -> ConsoleApp:
+        return cast("ConsoleApp", self.app)
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield ConnectionBar(id="connection")
+        sites = SitesTable(id="sites")
+        sites.border_title = "Sites"
+        yield sites
+        jobs = JobsTable(id="jobs")
+        jobs.border_title = "Jobs"
+        yield jobs
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.watch(self.app, "sites", self._show_sites)
+        self.watch(self.app, "jobs", self._show_jobs)
+        self.watch(self.app, "now", self._tick, init=False)
+        self.query_one(JobsTable).focus()
+
+    def _show_sites(self, sites: list[SiteInfo]) -> None:
+        self.query_one(SitesTable).show(sites, self.console.now)
+        self.query_one(SitesTable).border_subtitle = f"{sum(s.online for s in sites)}/{len(sites)} online"
+
+    def _show_jobs(self, jobs: list[JobInfo]) -> None:
+        self.query_one(JobsTable).show(jobs, self.console.now)
+        running = sum(j.status == "RUNNING" for j in jobs)
+        self.query_one(JobsTable).border_subtitle = f"{running} running, {len(jobs)} in all"
+
+    def _tick(self, now: float) -> None:
+        self._show_sites(self.console.sites)
+        self._show_jobs(self.console.jobs)
+
+    def _selected_job(self) -> str | None:
+        job_id = self.query_one(JobsTable).selected
+        if job_id is None:
+            self.notify("no job selected", severity="warning")
+        return job_id
+
+    @on(JobsTable.Chosen)
+    def _open(self, message: JobsTable.Chosen) -> None:
+        self.console.open_job(message.job_id)
+
+    def action_open(self) -> None:
+        if job_id := self._selected_job():
+            self.console.open_job(job_id)
+
+    def action_abort(self) -> None:
+        if job_id := self._selected_job():
+            self.console.abort(job_id)
+
+    def action_download(self) -> None:
+        if job_id := self._selected_job():
+            self.console.download(job_id)
+
+    def action_logs(self) -> None:
+        """Logs of the highlighted site, in the job it runs (or the highlighted job)."""
+        site = self.query_one(SitesTable).selected
+        if site is None:
+            self.notify("no site selected", severity="warning")
+            return
+        running = next((s.running_jobs for s in self.console.sites if s.name == site), [])
+        job_id = running[0] if running else self.query_one(JobsTable).selected
+        if job_id is None:
+            self.notify(f"{site} has no job to show logs of", severity="warning")
+            return
+        self.console.open_site_logs(job_id, site)

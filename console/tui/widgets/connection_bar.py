@@ -1,0 +1,37 @@
+"""One line, on every screen: whether the server is reachable, where it is, and who we are."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, cast
+
+from textual.widgets import Static
+
+from node.admin_types import Identity
+
+if TYPE_CHECKING:
+    from console.tui.app import Connection, ConsoleApp
+
+
+class ConnectionBar(Static):
+    """Shows the app's connection state; styled by the -online / -offline / -connecting class."""
+
+    def on_mount(self) -> None:
+        app = cast("ConsoleApp", self.app)
+        self.watch(app, "connection", self._show, init=True)
+        self.watch(app, "identity", self._show_identity, init=False)
+
+    def _show_identity(self, identity: Identity | None) -> None:
+        self._show(cast("ConsoleApp", self.app).connection)
+
+    def _show(self, connection: Connection) -> None:
+        identity = cast("ConsoleApp", self.app).identity
+        who = f"{identity.name} ({identity.role})" if identity else ""
+        for state in ("online", "offline", "connecting"):
+            self.set_class(connection.state == state, f"-{state}")
+        if connection.state == "online":
+            text = f"● connected to {connection.target}  {who}"
+        elif connection.state == "offline":
+            text = f"○ disconnected from {connection.target}; reconnecting… {connection.detail}"
+        else:
+            text = f"◌ connecting to {connection.target}…"
+        self.update(text)

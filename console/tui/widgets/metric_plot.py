@@ -1,0 +1,42 @@
+"""One metric (loss, accuracy…) over rounds, a line per site."""
+
+from __future__ import annotations
+
+from textual.reactive import reactive
+from textual_plotext import PlotextPlot
+
+from console.tui.metrics import MetricHistory
+
+
+class MetricPlot(PlotextPlot):
+    metric: reactive[str] = reactive("")
+
+    def __init__(self, **kwargs: str) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.history = MetricHistory()
+
+    def add_round(self, data: dict[str, object]) -> None:
+        if self.history.add_round(data):
+            if not self.metric:
+                self.metric = self.history.names[0]
+            self.replot()
+
+    def next_metric(self) -> None:
+        names = self.history.names
+        if names:
+            self.metric = names[(names.index(self.metric) + 1) % len(names)] if self.metric in names else names[0]
+
+    def watch_metric(self, metric: str) -> None:
+        self.replot()
+
+    def replot(self) -> None:
+        plt = self.plt
+        plt.clear_data()
+        plt.title(f"{self.metric} per site" if self.metric else "no metrics yet")
+        plt.xlabel("round")
+        for site, points in sorted(self.history.series(self.metric).items()):
+            plt.plot([p[0] for p in points], [p[1] for p in points], label=site, marker="braille")
+        rounds = sorted({float(p[0]) for pts in self.history.series(self.metric).values() for p in pts})
+        if rounds:
+            plt.xticks(rounds)
+        self.refresh()

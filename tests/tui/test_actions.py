@@ -1,0 +1,293 @@
+"""Every console action, driven by key presses and the command palette over a recorded federation."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from textual.widgets import DataTable, Label, Log
+
+from console.tui.app import ConsoleApp
+from console.tui.dialogs.confirm import Confirm
+from console.tui.dialogs.identity import IdentityDialog
+from console.tui.dialogs.path_picker import PathPicker
+from console.tui.screens.job import JobScreen
+from console.tui.screens.overview import OverviewScreen
+from console.tui.screens.site_logs import SiteLogsScreen
+from console.tui.widgets.metric_plot import MetricPlot
+from node import errors
+from node.admin_types import Identity
+
+from ..conftest import ROOT
+from .driving import notices, online, recorded_app, synchronously, until
+from .recorded_admin import NOW, RecordedAdmin
+
+HELLO = ROOT / "playbooks" / "jobs" / "hello-numpy"
+
+
+def rows(table: DataTable[str]) -> list[list[str]]:
+    return [[str(cell) for cell in table.get_row_at(i)] for i in range(table.row_count)]
+
+
+@synchronously
+async def test_overview_lists_sites_and_jobs_newest_first() -> None:
+    """The overview shows each site's state, heartbeat, jobs and expiry, and each job's round n/m."""
+    # Prepare
+    app = recorded_app(RecordedAdmin())
+    # Execute
+    async with app.run_test(size=(80, 24)) as pilot:
+        await online(pilot)
+        sites = rows(app.screen.query_one("#sites", DataTable))
+        jobs = rows(app.screen.query_one("#jobs", DataTable))
+    # Assert
+    assert sites[0][:5] == ["site-1", "org_1", "online", "2s ago", "a1b2c3"]
+    assert sites[1][:5] == ["site-2", "org_2", "offline", "1m35s ago", "-"]
+    assert sites[1][5].endswith("(in 12d)")
+    assert [j[:4] for j in jobs] == [["a1b2c3", "cifar10-fedavg", "RUNNING", "2/5"],
+                                     ["9f8e7d", "hello-numpy", "FINISHED", "3/3"],
+                                     ["c4d5e6", "stats", "SUBMITTED", "-"]]
+    assert jobs[0][5] == "1m15s"
+
+
+@synchronously
+async def test_enter_opens_the_job_with_its_rounds_plot_and_logs() -> None:
+    """Enter on a job opens its screen: round progress, one plot line per site, and its log lines."""
+    # Prepare
+    app = recorded_app(RecordedAdmin())
+    async with app.run_test(size=(120, 40)) as pilot:
+        await online(pilot)
+        # Execute
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, JobScreen) and app.screen.query_one(Log).line_count)
+        plot = app.screen.query_one(MetricPlot)
+        await until(pilot, lambda: plot.metric)
+        first = plot.metric
+        await pilot.press("m")
+        # Assert
+        assert isinstance(app.screen, JobScreen) and app.screen.job_id == "a1b2c3"
+        assert "RUNNING" in str(app.screen.query_one("#job-title", Label).render())
+        assert plot.history.series("loss") == {"site-1": [(1, 1.0), (2, 0.5)], "site-2": [(1, 1.2), (2, 0.6)]}
+        assert (first, plot.metric) == ("accuracy", "loss")
+        assert list(app.screen.query_one(Log).lines)[1] == "14:12:11 [site-1] epoch 1 loss=1.000"
+        await pilot.press("escape")
+        assert isinstance(app.screen, OverviewScreen)
+
+
+@synchronously
+async def test_submit_picks_a_folder_and_submits_it(tmp_path: Path) -> None:
+    """s opens the folder picker; the chosen folder goes to submit_job and a notice names the new job."""
+    # Prepare
+    admin = RecordedAdmin()
+    app = recorded_app(admin)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await online(pilot)
+        # Execute
+        await pilot.press("s")
+        await until(pilot, lambda: isinstance(app.screen, PathPicker))
+        app.screen.query_one("#path").value = str(HELLO)  # type: ignore[attr-defined]
+        await pilot.press("enter")
+        await until(pilot, lambda: admin.submitted)
+        await until(pilot, lambda: any("d7e8f9" in n for n in notices(app)))
+    # Assert
+    assert admin.submitted == [HELLO]
+
+
+@synchronously
+async def test_picker_refuses_a_path_that_is_not_a_folder(tmp_path: Path) -> None:
+    """A file where a folder is wanted keeps the picker open and says why."""
+    # Prepare
+    (tmp_path / "note.txt").write_text("x")
+    app = recorded_app(RecordedAdmin())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await online(pilot)
+        await pilot.press("s")
+        await until(pilot, lambda: isinstance(app.screen, PathPicker))
+        # Execute
+        app.screen.query_one("#path").value = str(tmp_path / "note.txt")  # type: ignore[attr-defined]
+        await pilot.press("enter")
+        await pilot.pause()
+        # Assert
+        assert isinstance(app.screen, PathPicker)
+        assert "is not a folder" in str(app.screen.query_one("#problem", Label).render())
+        await pilot.press("escape")
+        assert isinstance(app.screen, OverviewScreen)
+
+
+@synchronously
+async def test_refused_actions_show_not_permitted_and_the_console_goes_on() -> None:
+    """A member's submit, abort and download come back as 'Not permitted' notices, not a crash."""
+    # Prepare
+    admin = RecordedAdmin(refuse=frozenset({"submit_job", "abort_job", "download_job"}))
+    app = recorded_app(admin)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await online(pilot)
+        # Execute
+        await pilot.press("s")
+        await until(pilot, lambda: isinstance(app.screen, PathPicker))
+        app.screen.query_one("#path").value = str(HELLO)  # type: ignore[attr-defined]
+        await pilot.press("enter")
+        await pilot.press("a")
+        await until(pilot, lambda: isinstance(app.screen, Confirm))
+        await pilot.press("y")
+        await pilot.press("d")
+        await until(pilot, lambda: sum(n.startswith("Not permitted") for n in notices(app)) == 3)
+        # Assert
+        assert app.is_running and isinstance(app.screen, OverviewScreen)
+        assert any("may not abort job" in n for n in notices(app))
+
+
+@synchronously
+async def test_abort_asks_first() -> None:
+    """a asks for confirmation: n leaves the job alone, y aborts it."""
+    # Prepare
+    admin = RecordedAdmin()
+    app = recorded_app(admin)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await online(pilot)
+        # Execute
+        await pilot.press("a")
+        await until(pilot, lambda: isinstance(app.screen, Confirm))
+        await pilot.press("n")
+        declined = [c for c in admin.calls if c[0] == "abort_job"]
+        await pilot.press("a")
+        await until(pilot, lambda: isinstance(app.screen, Confirm))
+        await pilot.press("y")
+        await until(pilot, lambda: any(c[0] == "abort_job" for c in admin.calls))
+    # Assert
+    assert declined == []
+    assert ("abort_job", ("a1b2c3",)) in admin.calls
+
+
+@synchronously
+async def test_download_unpacks_into_the_chosen_folder(tmp_path: Path) -> None:
+    """d downloads the highlighted job into --out and says where."""
+    # Prepare
+    admin = RecordedAdmin()
+    app = recorded_app(admin, downloads=tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await online(pilot)
+        # Execute
+        await pilot.press("down", "d")
+        await until(pilot, lambda: any(n.startswith("Downloaded") for n in notices(app)))
+    # Assert
+    assert ("download_job", ("9f8e7d", tmp_path)) in admin.calls
+    assert any(str(tmp_path / "9f8e7d") in n for n in notices(app))
+
+
+@synchronously
+async def test_site_logs_show_only_that_site() -> None:
+    """l on a site opens its log lines in the job it runs."""
+    # Prepare
+    app = recorded_app(RecordedAdmin())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await online(pilot)
+        # Execute
+        app.screen.query_one("#sites").focus()
+        await pilot.press("l")
+        await until(pilot, lambda: isinstance(app.screen, SiteLogsScreen) and app.screen.query_one(Log).line_count)
+        lines = list(app.screen.query_one(Log).lines)
+    # Assert
+    assert lines == ["14:12:11 [site-1] epoch 1 loss=1.000"]
+
+
+@synchronously
+async def test_job_screen_opens_a_site_s_logs() -> None:
+    """On a job's screen, l opens the highlighted site's logs."""
+    # Prepare
+    app = recorded_app(RecordedAdmin())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await online(pilot)
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, JobScreen))
+        # Execute
+        app.screen.query_one("#job-sites").focus()
+        await pilot.press("down", "l")
+        await until(pilot, lambda: isinstance(app.screen, SiteLogsScreen) and app.screen.query_one(Log).line_count)
+        # Assert
+        assert list(app.screen.query_one(Log).lines) == ["14:12:12 [site-2] epoch 1 loss=1.200"]
+
+
+@synchronously
+async def test_who_am_i_from_a_key_and_from_the_palette() -> None:
+    """i, and 'Who am I' in the command palette, show name, role and certificate expiry."""
+    # Prepare
+    app = recorded_app(RecordedAdmin())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await online(pilot)
+        # Execute
+        await pilot.press("i")
+        await until(pilot, lambda: isinstance(app.screen, IdentityDialog))
+        text = " ".join(str(label.render()) for label in app.screen.query(Label))
+        await pilot.press("escape")
+        await pilot.press("ctrl+p")
+        await pilot.press(*"who am")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, IdentityDialog))
+    # Assert
+    assert "admin@hub.org" in text and "project_admin" in text and "2027-04-09" in text
+
+
+@synchronously
+async def test_palette_opens_a_job() -> None:
+    """The command palette lists each job: choosing one opens its screen."""
+    # Prepare
+    app = recorded_app(RecordedAdmin())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await online(pilot)
+        # Execute
+        await pilot.press("ctrl+p")
+        await pilot.press(*"job 9f8e")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, JobScreen))
+        # Assert
+        assert app.screen.job_id == "9f8e7d"  # type: ignore[attr-defined]
+
+
+class DownAdmin(RecordedAdmin):
+    """A server that cannot be reached."""
+
+    def whoami(self) -> Identity:
+        raise errors.ConnectionFailed("cannot reach the server at localhost:8443; is it running?")
+
+
+@synchronously
+async def test_unreachable_server_is_shown_and_retried_until_it_answers() -> None:
+    """While the server cannot be reached the bar says so; the console reconnects once it answers."""
+    # Prepare
+    server_up = threading.Event()
+    attempts: list[int] = []
+
+    def connect() -> RecordedAdmin:
+        attempts.append(1)
+        return RecordedAdmin().connect() if server_up.is_set() else DownAdmin()
+
+    app = ConsoleApp(connect, "localhost:8443", clock=lambda: NOW)
+    async with app.run_test(size=(80, 24)) as pilot:
+        # Execute
+        await until(pilot, lambda: app.connection.state == "offline" and len(attempts) >= 2)
+        bar = str(app.screen.query_one("#connection").render())
+        server_up.set()
+        await until(pilot, lambda: app.connection.state == "online")
+    # Assert
+    assert "disconnected from localhost:8443; reconnecting" in bar
+    assert "cannot reach the server" in bar
+
+
+@synchronously
+async def test_leaving_a_job_ends_its_streams() -> None:
+    """Escape from a running job's screen closes its log and event streams: no reader thread is left behind."""
+    # Prepare
+    app = recorded_app(RecordedAdmin())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await online(pilot)
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, JobScreen) and app.screen.query_one(Log).line_count)
+        streams = [w for w in app.workers if w.group in ("log", "rounds")]
+        # Execute
+        await pilot.press("escape")
+        await until(pilot, lambda: all(w.is_finished for w in streams))
+        # Assert
+        assert len(streams) == 2
+        assert isinstance(app.screen, OverviewScreen)
