@@ -31,6 +31,13 @@ def exit_code_for(exc: BaseException) -> tuple[int, str] | None:
     for kind, code in node_codes:
         if isinstance(exc, kind):
             return code, str(exc)
+    from cloud import deploy_errors as deploy
+
+    if isinstance(exc, deploy.HostUnreachable | deploy.AuthenticationFailed | deploy.HostKeyUnknown
+                  | deploy.HostKeyChanged):
+        return exit_codes.NO_CONNECTION, str(exc)
+    if isinstance(exc, deploy.DeployError):
+        return exit_codes.FAILED, str(exc)
     if isinstance(exc, PermissionError):
         return exit_codes.FAILED, f"permission denied: {exc.filename}; check the folder's owner and mode"
     if isinstance(exc, OSError) and exc.errno == 28:

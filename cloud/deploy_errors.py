@@ -1,0 +1,67 @@
+"""The deployment's exception family: one `DeployError` per way a rollout to a host can fail.
+
+Each carries `reason` (a short tag the summary and --json use) and a message that is one sentence
+saying what went wrong and what to do.
+"""
+
+from __future__ import annotations
+
+
+class DeployError(Exception):
+    """Base class: a host could not be deployed, inspected or stopped."""
+
+    reason = "failed"
+
+
+class HostUnreachable(DeployError):
+    """No TCP connection to the host's SSH port."""
+
+    reason = "unreachable"
+
+
+class AuthenticationFailed(DeployError):
+    """The SSH server refused our key (or the agent had none it accepted)."""
+
+    reason = "authentication failed"
+
+
+class HostKeyUnknown(DeployError):
+    """The host's key is not in known_hosts and accepting new keys was not asked for."""
+
+    reason = "unknown host key"
+
+
+class HostKeyChanged(DeployError):
+    """The host presents a key different from the one in known_hosts."""
+
+    reason = "host key changed"
+
+
+class HostUnsuitable(DeployError):
+    """The host lacks what a node needs: a usable Python, disk space, a writable install folder."""
+
+    reason = "host unsuitable"
+
+
+class RemoteCommandFailed(DeployError):
+    """A command run on the host exited non-zero."""
+
+    reason = "command failed"
+
+
+class KitRejected(DeployError):
+    """The kit's signature did not verify on the host: it was changed after provisioning or in transit."""
+
+    reason = "kit rejected"
+
+
+class Unhealthy(DeployError):
+    """The node did not become healthy after it was started."""
+
+    reason = "unhealthy after start"
+
+
+class LocalBuildFailed(DeployError):
+    """The flctl wheel or the dependency wheelhouse could not be built on this machine."""
+
+    reason = "local build failed"

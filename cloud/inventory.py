@@ -1,0 +1,184 @@
+"""The rollout inventory: which participant's kit goes to which host, and how to reach it.
+
+An inventory is YAML (see playbooks/rollouts/). Every problem is reported with the file, the
+line and the field, all at once, like project.yml (provisioner.project_loader).
+"""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from provisioner.errors import InputError, Problem
+from provisioner.yaml_source import Loc, YamlDocument, format_loc, load_yaml
+
+
+class HostSpec(BaseModel):
+    """One machine and the participant whose node runs on it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    participant: str = Field(description="Name of the participant (a kit folder inside `kits`): the server or a site.")
+    address: str = Field(description="Host name or IP address the SSH server listens on.")
+    port: int = Field(22, ge=1, le=65535, description="SSH port.")
+    user: str = Field(description="SSH user.")
+    key_file: str | None = Field(None, description="Private key file (relative to the inventory); "
+                                                   "omit it to use the SSH agent.")
+    sudo: bool = Field(False, description="The user may run `sudo -n`: a systemd service is installed "
+                                          "when the host runs systemd.")
+    python: str = Field("python3", description="Python (3.11 or newer) on the host that makes the virtual environment.")
+    install_dir: str = Field(description="Absolute folder on the host that holds releases, the venv and the "
+                                         "node's workspace.")
+    system_site_packages: bool = Field(False, description="Make the venv with --system-site-packages so "
+                                       "dependencies the host Python already has are not reinstalled "
+                                       "(faster; off by default: the host then depends on its own packages).")
+    venv_root: str | None = Field(None, description="Absolute folder for virtual environments [default: "
+                                  "INSTALL_DIR/venvs]; nodes on one machine may share one, so the "
+                                  "wheels are installed once.")
+    min_free_mb: int = Field(500, ge=0, description="Refuse the host when its install folder has less free disk.")
+
+    @field_validator("install_dir", "venv_root")
+    @classmethod
+    def _absolute(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value.startswith("/") or any(c in value for c in "'\"\\`$;&|<> \t\n"):
+            raise ValueError("must be an absolute path on the host, without spaces or shell characters")
+        return posixpath.normpath(value)
+
+    @property
+    def venvs(self) -> str:
+        return self.venv_root or f"{self.install_dir}/venvs"
+
+    @field_validator("participant", "address", "user", "python")
+    @classmethod
+    def _plain(cls, value: str) -> str:
+        if not value or any(c in value for c in "'\"\\`$;&|<> \t\n"):
+            raise ValueError("must be non-empty and contain no spaces, quotes or shell characters")
+        return value
+
+
+class InventorySpec(BaseModel):
+    """The whole file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    api_version: Literal[1] = Field(description="Inventory format version: 1.")
+    kits: str = Field(description="The provisioned kits folder (`.../<project>/prod_NN`), relative to the inventory.")
+    admin_kit: str | None = Field(None, description="Participant name of an admin kit in `kits`, used to check "
+                                                    "that sites are online; without it a site is healthy "
+                                                    "when its process runs.")
+    known_hosts: str | None = Field(None, description="known_hosts file for host keys [default: ~/.ssh/known_hosts].")
+    health_timeout_s: float = Field(60.0, gt=0, description="Seconds to wait for a started node to become healthy.")
+    hosts: list[HostSpec] = Field(min_length=1, description="One entry per node to run.")
+
+
+@dataclass(frozen=True)
+class Inventory:
+    """A valid inventory with its relative paths resolved against the inventory's folder."""
+
+    source: Path
+    spec: InventorySpec
+    kits: Path
+    known_hosts: Path
+
+    @property
+    def hosts(self) -> list[HostSpec]:
+        return self.spec.hosts
+
+    def key_file(self, host: HostSpec) -> Path | None:
+        return None if host.key_file is None else _resolve(self.source.parent, host.key_file)
+
+    def kit(self, participant: str) -> Path:
+        return self.kits / participant
+
+    @property
+    def admin_kit(self) -> Path | None:
+        return None if self.spec.admin_kit is None else self.kit(self.spec.admin_kit)
+
+    def host(self, name: str) -> HostSpec:
+        """The host running participant `name` (or at address `name`); KeyError when none does."""
+        for host in self.hosts:
+            if name in (host.participant, host.address):
+                return host
+        raise KeyError(name)
+
+
+def _resolve(base: Path, value: str) -> Path:
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else base / path
+
+
+def load_inventory(path: Path) -> Inventory:
+    """Read and validate `path`; raise InputError listing every problem with its line."""
+    return inventory_from_document(load_yaml(path), path)
+
+
+def inventory_from_document(doc: YamlDocument, path: Path) -> Inventory:
+    def where(loc: Loc, message: str) -> Problem:
+        return Problem(doc.path, doc.line_of(loc), format_loc(loc), message)
+
+    if not isinstance(doc.data, dict):
+        raise InputError([where((), "expected a mapping with api_version, kits and hosts")])
+    problems: list[Problem] = []
+    spec: InventorySpec | None = None
+    try:
+        spec = InventorySpec.model_validate(doc.data)
+    except ValidationError as exc:
+        problems += [where(tuple(err["loc"]), _message(err)) for err in exc.errors()]
+    if spec is not None:
+        problems += _check_references(spec, path.parent, where)
+    if problems:
+        raise InputError(sorted(problems, key=lambda p: (p.line or 0, p.field)))
+    assert spec is not None
+    base = path.parent
+    known = _resolve(base, spec.known_hosts) if spec.known_hosts else Path("~/.ssh/known_hosts").expanduser()
+    return Inventory(path, spec, _resolve(base, spec.kits), known)
+
+
+def _check_references(spec: InventorySpec, base: Path, where: Any) -> list[Problem]:
+    """Kits that must exist, key files that must exist, participants and addresses used twice."""
+    problems: list[Problem] = []
+    kits = _resolve(base, spec.kits)
+    if not kits.is_dir():
+        problems.append(where(("kits",), f"{kits} is not a folder; give the prod_NN folder `flctl provision` made"))
+        return problems
+    if spec.admin_kit is not None and not (kits / spec.admin_kit / "startup").is_dir():
+        problems.append(where(("admin_kit",), f"no kit '{spec.admin_kit}' in {kits}"))
+    seen: dict[str, int] = {}
+    endpoints: dict[tuple[str, int, str], int] = {}
+    for i, host in enumerate(spec.hosts):
+        if not (kits / host.participant / "startup").is_dir():
+            names = sorted(p.name for p in kits.iterdir() if (p / "startup").is_dir())
+            problems.append(where(("hosts", i, "participant"), f"no kit '{host.participant}' in {kits}; "
+                                  f"kits there: {', '.join(names) or 'none'}"))
+        if host.participant in seen:
+            problems.append(where(("hosts", i, "participant"),
+                                  f"'{host.participant}' is already deployed by hosts[{seen[host.participant]}]"))
+        seen.setdefault(host.participant, i)
+        endpoint = (host.address, host.port, host.install_dir)
+        if endpoint in endpoints:
+            problems.append(where(("hosts", i, "install_dir"), f"hosts[{endpoints[endpoint]}] already installs "
+                                  "into this folder on this host; give each node its own install_dir"))
+        endpoints.setdefault(endpoint, i)
+        if host.key_file is not None and not _resolve(base, host.key_file).is_file():
+            problems.append(where(("hosts", i, "key_file"), f"{_resolve(base, host.key_file)} is not a file"))
+    return problems
+
+
+def _message(err: Any) -> str:
+    kind = err["type"]
+    loc = tuple(err["loc"])
+    if kind == "extra_forbidden":
+        model = HostSpec if "hosts" in loc[:-1] else InventorySpec
+        return f"unknown key '{loc[-1]}'; allowed here: {', '.join(model.model_fields)}"
+    if kind == "missing":
+        return f"'{loc[-1]}' is required"
+    if kind == "literal_error":
+        return f"{err['input']!r} is not allowed; use {err['ctx']['expected']}"
+    msg = str(err["msg"])
+    return msg.removeprefix("Value error, ")

@@ -1,0 +1,1 @@
+"""`flctl deploy …`: roll a federation out to machines over SSH, inspect it, stop it."""

@@ -1,0 +1,77 @@
+"""What every `flctl deploy` command shares: its options, loading the inventory, rendering progress and results."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from console.cli import exit_codes, terminal
+
+if TYPE_CHECKING:
+    from cloud.deploy_errors import DeployError
+    from cloud.deploy_executor import HostResult, Rollout
+    from cloud.deploy_plan import Step
+    from cloud.inventory import HostSpec
+
+InventoryArg = Annotated[Path, typer.Argument(help="The inventory YAML (see playbooks/rollouts/).", dir_okay=False)]
+ParallelOption = Annotated[int, typer.Option("--parallel", "-p", min=1, max=64, help="Hosts worked on at once.")]
+AcceptNewOption = Annotated[bool, typer.Option("--accept-new-host-keys",
+                                               help="Trust and record host keys not yet in known_hosts "
+                                                    "(check their fingerprints first).")]
+CONNECTION_REASONS = {"unreachable", "authentication failed", "unknown host key", "host key changed"}
+
+
+def make_rollout(inventory: Path, accept_new: bool = False, quiet: bool = False) -> Rollout:
+    """Load the inventory (exit 2 naming file, line and field) and a rollout over SSH that reports progress."""
+    from cloud.deploy_executor import Progress, Rollout
+    from cloud.inventory import load_inventory
+    from cloud.ssh_connector import SshConnector, SshOptions
+
+    inv = load_inventory(inventory)
+
+    def connector(host: HostSpec) -> SshConnector:
+        return SshConnector(SshOptions(host.address, host.port, host.user, inv.key_file(host), inv.known_hosts,
+                                       accept_new), name=host.participant)
+
+    class Lines(Progress):
+        """One line per host event on stderr."""
+
+        lock = threading.Lock()
+
+        def host_connected(self, host: HostSpec) -> None:
+            self._say(f"{host.participant}: connected to {host.user}@{host.address}:{host.port}")
+
+        def step_done(self, host: HostSpec, step: Step) -> None:
+            self._say(f"{host.participant}: {step.detail}: done")
+
+        def host_failed(self, host: HostSpec, error: DeployError) -> None:
+            self._say(f"{host.participant}: failed ({error.reason})")
+
+        def _say(self, line: str) -> None:
+            if not quiet:
+                with self.lock:
+                    terminal.info(line)
+
+    return Rollout(inv, connector, Lines())
+
+
+def report(results: list[HostResult], json_out: bool, title: str) -> None:
+    """The per-host table (or JSON), one sentence per failure, and the exit code."""
+    if json_out:
+        terminal.print_json([r.to_json() for r in results])
+    else:
+        terminal.table(["participant", "host", "status", "release", "changes", "seconds"],
+                       [[r.participant, f"{r.address}:{r.port}", r.status, r.release or "-",
+                         "; ".join(r.changes) if r.status in ("planned", "deployed") else "-", r.seconds]
+                        for r in results], title=title)
+    failed = [r for r in results if not r.ok]
+    for r in failed:
+        terminal.error(r.message)
+    if failed:
+        code = exit_codes.NO_CONNECTION if all(r.reason in CONNECTION_REASONS for r in failed) else exit_codes.FAILED
+        if not json_out:
+            terminal.error(f"{len(failed)} of {len(results)} hosts failed")
+        raise typer.Exit(code)
