@@ -10,10 +10,15 @@ import sys
 
 import typer
 
-from console.cli import exit_codes, terminal
+from console.cli import console_cmd, exit_codes, terminal
 from console.cli.audit import tail as audit_tail
 from console.cli.audit import verify as audit_verify
 from console.cli.default_group import DefaultGroup
+from console.cli.deploy import logs as deploy_logs
+from console.cli.deploy import ssh as deploy_ssh
+from console.cli.deploy import status as deploy_status
+from console.cli.deploy import stop as deploy_stop
+from console.cli.deploy import upgrade as deploy_upgrade
 from console.cli.job import abort as job_abort
 from console.cli.job import download as job_download
 from console.cli.job import logs as job_logs
@@ -26,10 +31,17 @@ from console.cli.kit import show as kit_show
 from console.cli.kit import verify as kit_verify
 from console.cli.node import start as node_start
 from console.cli.node import stop as node_stop
+from console.cli.poc import clean as poc_clean
+from console.cli.poc import prepare as poc_prepare
+from console.cli.poc import start as poc_start
+from console.cli.poc import status as poc_status
+from console.cli.poc import stop as poc_stop
 from console.cli.provision import build as provision_build
 from console.cli.provision import renew as provision_renew
 from console.cli.provision import revoke as provision_revoke
 from console.cli.provision import sign as provision_sign
+from console.cli.quickstart import command as quickstart_command
+from console.cli.simulate import command as simulate_command
 from console.cli.site import ls as site_ls
 
 HELP = "flctl: provision, deploy, run and watch a federated-learning federation from the terminal."
@@ -76,6 +88,29 @@ app.add_typer(audit_app, name="audit")
 site_app = typer.Typer(no_args_is_help=True, help="The sites the server knows.")
 site_app.command("ls")(site_ls.command)
 app.add_typer(site_app, name="site")
+
+app.command("quickstart")(quickstart_command)
+app.command("simulate")(simulate_command)
+
+poc_app = typer.Typer(no_args_is_help=True, help="A local federation on this machine: prepare, start, status, "
+                      "stop, clean.")
+poc_app.command("prepare")(poc_prepare.command)
+poc_app.command("start")(poc_start.command)
+poc_app.command("status")(poc_status.command)
+poc_app.command("stop")(poc_stop.command)
+poc_app.command("clean")(poc_clean.command)
+app.add_typer(poc_app, name="poc")
+
+app.command("console")(console_cmd.command)
+
+deploy_app = typer.Typer(no_args_is_help=True, help="Roll a federation out to machines over SSH: ssh, status, stop, "
+                         "logs, upgrade.")
+deploy_app.command("ssh")(deploy_ssh.command)
+deploy_app.command("status")(deploy_status.command)
+deploy_app.command("stop")(deploy_stop.command)
+deploy_app.command("logs")(deploy_logs.command)
+deploy_app.command("upgrade")(deploy_upgrade.command)
+app.add_typer(deploy_app, name="deploy")
 
 
 def main() -> None:
