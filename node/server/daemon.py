@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
@@ -15,11 +14,10 @@ import yaml
 
 from node import pidfile
 from node.audit import AuditLog
-from node.authz import PolicyError, PolicyFile
 from node.errors import NodeError
 from node.kit import NodeKit
+from node.local_files import node_config, policy_and_revocations
 from node.proto import flctl_pb2_grpc as pb_grpc
-from node.revocation import CrlRefused, Revocations
 from node.server.admin_service import AdminService
 from node.server.context import ServerContext
 from node.server.federation_service import FederationService
@@ -29,7 +27,6 @@ from node.server.site_hub import SiteHub
 from node.server.task_board import TaskBoard
 from node.store import Store
 from node.tls import SERVER_OPTIONS, server_credentials
-from provisioner.kit_config import NodeConfig
 
 log = logging.getLogger("flctl.server")
 DEFAULT_MAX_JOBS = 2
@@ -49,26 +46,14 @@ def max_concurrent_jobs(kit: NodeKit) -> int:
 
 class ServerDaemon:
     def __init__(self, kit: NodeKit, workspace: Path) -> None:
-        if kit.info.kind != "server":
-            raise NodeError(f"{kit.root} is a {kit.info.kind} kit; start the server from the server's kit")
-        config = kit.info.config
-        assert isinstance(config, NodeConfig)
+        config = node_config(kit, "server", workspace)
         self.kit = kit
         self.workspace = workspace
-        workspace.mkdir(parents=True, exist_ok=True)
         audit = AuditLog(workspace / "audit.jsonl")
         store = Store(workspace / "server.db",
                       on_event=lambda job, kind, msg, data: audit.append("server", f"job.{kind}", job_id=job,
                                                                          message=msg))
-        try:
-            policy = PolicyFile(kit.root / "local" / "policy.yml")
-        except PolicyError as exc:
-            raise NodeError(f"cannot start: {exc}") from None
-        revocations = Revocations(kit.ca_pem, workspace / "crl.pem")
-        kit_crl = kit.root / "local" / "crl.pem"
-        if kit_crl.is_file():
-            with contextlib.suppress(CrlRefused):
-                revocations.install(kit_crl.read_bytes())
+        policy, revocations = policy_and_revocations(kit, workspace)
         board, hub = TaskBoard(), SiteHub()
         self._poke_scheduler: Callable[[], None] = lambda: None
         runner = JobRunner(store, board, hub, workspace / "jobs", lambda _job: self._poke_scheduler())

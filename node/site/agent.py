@@ -23,15 +23,15 @@ import grpc
 
 from node import pidfile
 from node.audit import AuditLog
-from node.authz import Actor, PolicyError, PolicyFile, decide, signer_allowed
+from node.authz import Actor, decide, signer_allowed
 from node.backoff import Backoff
 from node.errors import NodeError
 from node.kit import NodeKit
+from node.local_files import node_config, policy_and_revocations
 from node.proto import flctl_pb2 as pb
 from node.proto import flctl_pb2_grpc as pb_grpc
-from node.revocation import CrlRefused, Revocations
+from node.revocation import CrlRefused
 from node.tls import channel
-from provisioner.kit_config import NodeConfig
 
 log = logging.getLogger("flctl.site")
 STOP_GRACE_S = 5.0
@@ -48,20 +48,12 @@ class _Job:
 
 class SiteAgent:
     def __init__(self, kit: NodeKit, workspace: Path) -> None:
-        if kit.info.kind != "site":
-            raise NodeError(f"{kit.root} is a {kit.info.kind} kit; start a site from a site's kit")
-        config = kit.info.config
-        assert isinstance(config, NodeConfig)
+        config = node_config(kit, "site", workspace)
         self.kit = kit
         self.workspace = workspace
-        workspace.mkdir(parents=True, exist_ok=True)
         self.heartbeat_s = config.heartbeat.interval_s
         self.audit = AuditLog(workspace / "audit.jsonl")
-        try:
-            self.policy = PolicyFile(kit.root / "local" / "policy.yml")
-        except PolicyError as exc:
-            raise NodeError(f"cannot start: {exc}") from None
-        self.revocations = Revocations(kit.ca_pem, workspace / "crl.pem")
+        self.policy, self.revocations = policy_and_revocations(kit, workspace)
         self._jobs: dict[str, _Job] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()

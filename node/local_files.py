@@ -1,0 +1,36 @@
+"""What a server or site node reads from its kit and workspace at start: its config, policy and CRL."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+from node.authz import PolicyError, PolicyFile
+from node.errors import NodeError
+from node.kit import NodeKit
+from node.revocation import CrlRefused, Revocations
+from provisioner.kit_config import NodeConfig
+
+
+def node_config(kit: NodeKit, kind: str, workspace: Path) -> NodeConfig:
+    """The kit's node.yml, refusing a kit of the wrong kind; creates the workspace."""
+    if kit.info.kind != kind:
+        raise NodeError(f"{kit.root} is a {kit.info.kind} kit; start a {kind} from a {kind}'s kit")
+    config = kit.info.config
+    assert isinstance(config, NodeConfig)
+    workspace.mkdir(parents=True, exist_ok=True)
+    return config
+
+
+def policy_and_revocations(kit: NodeKit, workspace: Path) -> tuple[PolicyFile, Revocations]:
+    """The site-owned policy (`local/policy.yml`) and the CRL: the newest of WORKSPACE/crl.pem and `local/crl.pem`."""
+    try:
+        policy = PolicyFile(kit.root / "local" / "policy.yml")
+    except PolicyError as exc:
+        raise NodeError(f"cannot start: {exc}") from None
+    revocations = Revocations(kit.ca_pem, workspace / "crl.pem")
+    kit_crl = kit.root / "local" / "crl.pem"
+    if kit_crl.is_file():
+        with contextlib.suppress(CrlRefused):
+            revocations.install(kit_crl.read_bytes())
+    return policy, revocations
