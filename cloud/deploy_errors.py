@@ -65,3 +65,33 @@ class LocalBuildFailed(DeployError):
     """The flctl wheel or the dependency wheelhouse could not be built on this machine."""
 
     reason = "local build failed"
+
+
+class CloudError(DeployError):
+    """A cloud API refused or failed a call (its code and message are in the sentence)."""
+
+    reason = "cloud api error"
+
+
+class CloudCredentialsMissing(DeployError):
+    """No usable credentials for the cloud API (none found, or refused)."""
+
+    reason = "no cloud credentials"
+
+
+class CloudUnreachable(DeployError):
+    """The cloud API's endpoint could not be reached."""
+
+    reason = "cloud unreachable"
+
+
+class NotInInventory(DeployError):
+    """The command named a participant the inventory does not have, or not with that provider."""
+
+    reason = "bad input"
+
+
+class NotCreated(DeployError):
+    """A cloud host's machine does not exist yet (nothing in the deployment state)."""
+
+    reason = "not created"

@@ -19,7 +19,7 @@ from typing import Any
 
 from cloud import remote_scripts as rs
 from cloud.connector import Connector
-from cloud.deploy_errors import DeployError, HostUnsuitable, KitRejected, Unhealthy
+from cloud.deploy_errors import DeployError, HostUnsuitable, KitRejected, NotCreated, Unhealthy
 from cloud.deploy_plan import Desired, HostPlan, Observed, Step, kit_checksums, plan_host, service_mode
 from cloud.health import server_answers, sites_online
 from cloud.inventory import HostSpec, Inventory
@@ -77,6 +77,7 @@ class Rollout:
     connector_factory: ConnectorFactory
     progress: Progress = field(default_factory=Progress)
     wheel_cache: Path = field(default_factory=default_cache)
+    absent: list[HostSpec] = field(default_factory=list)  # cloud hosts whose machine does not exist yet
     _wheels: dict[str, list[Path]] = field(default_factory=dict, init=False)
     _wheel_lock: threading.Lock = field(default_factory=threading.Lock, init=False)
     _heartbeat_floor: dict[str, float] = field(default_factory=dict, init=False)
@@ -124,7 +125,7 @@ class Rollout:
             except (DeployError, ProvisionError) as exc:
                 error = exc if isinstance(exc, DeployError) else DeployError(f"{host.participant}: {exc}")
                 self.progress.host_failed(host, error)
-                result = HostResult(host.participant, host.address, host.port, "failed", ok=False,
+                result = HostResult(host.participant, host.where, host.port, "failed", ok=False,
                                     reason=error.reason, message=str(error))
             result.seconds = round(time.monotonic() - started, 2)
             self.progress.host_done(result)
@@ -133,7 +134,13 @@ class Rollout:
         hosts = sorted(self.inventory.hosts, key=lambda h: not self._is_server(h))  # the server first
         with ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="deploy") as pool:
             results = list(pool.map(one, hosts))
-        order = {h.participant: i for i, h in enumerate(self.inventory.hosts)}
+        for host in self.absent:
+            error = NotCreated(f"{host.participant}: its {host.provider} machine does not exist yet; create it with "
+                               f"`flctl deploy {host.provider} {self.inventory.source}`")
+            self.progress.host_failed(host, error)
+            results.append(HostResult(host.participant, host.where, host.port, "not created", ok=False,
+                                      reason=error.reason, message=str(error)))
+        order = {h.participant: i for i, h in enumerate([*self.inventory.hosts, *self.absent])}
         return sorted(results, key=lambda r: order[r.participant])
 
     def _is_server(self, host: HostSpec) -> bool:
@@ -180,12 +187,15 @@ class Rollout:
 
     def _deploy_host(self, host: HostSpec, conn: Connector, dry_run: bool, rollback: bool,
                      upgrade: bool) -> HostResult:
+        if host.provider != "ssh":  # a new cloud machine may still be installing packages at first boot
+            conn.run_sh("if command -v cloud-init >/dev/null; then cloud-init status --wait >/dev/null; fi; true",
+                        timeout_s=900)
         plan = self.plan(host, conn)
         observed, desired = plan.observed, plan.desired
 
         def result(status: str, **extra: Any) -> HostResult:
             fields: dict[str, Any] = {"changes": [s.detail for s in plan.steps], "release": desired.release_id}
-            return HostResult(host.participant, host.address, host.port, status, **{**fields, **extra})
+            return HostResult(host.participant, host.where, host.port, status, **{**fields, **extra})
 
         if upgrade and observed.current is None:
             raise DeployError(f"{host.participant}: nothing is installed in {host.install_dir} on {host.address}; "
@@ -348,7 +358,7 @@ class Rollout:
 
     def _status_host(self, host: HostSpec, conn: Connector) -> HostResult:
         observed = self._probe(host, conn)
-        base = HostResult(host.participant, host.address, host.port, "not installed", release=observed.current)
+        base = HostResult(host.participant, host.where, host.port, "not installed", release=observed.current)
         if observed.current is None:
             base.ok = False
             base.reason, base.message = "not installed", f"{host.participant}: nothing is deployed on {host.address}"
@@ -371,5 +381,5 @@ class Rollout:
             was = self._running(host, conn, observed.mode or "process")
         if observed.mode is not None:
             self._stop_node(host, conn, observed.mode, observed.uid)
-        return HostResult(host.participant, host.address, host.port, "stopped" if was else "not running",
+        return HostResult(host.participant, host.where, host.port, "stopped" if was else "not running",
                           release=observed.current)

@@ -35,6 +35,26 @@ class SshOptions:
     accept_new_host_keys: bool = False
     connect_timeout_s: float = 10.0
     connect_attempts: int = 3
+    proxy_command: str | None = None
+
+    @classmethod
+    def from_config(cls, config: Path | None, address: str, given: dict[str, object], **rest: object) -> SshOptions:
+        """Options for `address`: what the inventory `given` wins; an OpenSSH `config` fills in HostName, Port,
+        User, IdentityFile and ProxyCommand it left unset, like `ssh -F config`."""
+        values: dict[str, object] = {"address": address, **rest}
+        if config is not None:
+            found = paramiko.SSHConfig.from_path(str(config)).lookup(address)
+            values["address"] = found.get("hostname", address)
+            if "port" in found:
+                values["port"] = int(found["port"])
+            if "user" in found:
+                values["user"] = found["user"]
+            if found.get("identityfile"):
+                values["key_file"] = Path(found["identityfile"][0]).expanduser()
+            if "proxycommand" in found and found["proxycommand"].lower() != "none":
+                values["proxy_command"] = found["proxycommand"]
+        values.update({k: v for k, v in given.items() if v is not None})
+        return cls(**values)  # type: ignore[arg-type]
 
     @property
     def host_key_name(self) -> str:
@@ -69,7 +89,7 @@ class SshConnector(Connector):
             except HostUnreachable:
                 if attempt + 1 == self.options.connect_attempts:
                     raise
-                time.sleep(random.uniform(0, 0.5 * 2**attempt))
+                time.sleep(random.uniform(0, min(10.0, 0.5 * 2**attempt)))
 
     def _connect_once(self) -> None:
         opts = self.options
@@ -78,7 +98,8 @@ class SshConnector(Connector):
             client.get_host_keys().load(str(opts.known_hosts))
         client.set_missing_host_key_policy(_NewKeyPolicy(opts))
         try:
-            client.connect(opts.address, port=opts.port, username=opts.user,
+            sock = paramiko.ProxyCommand(opts.proxy_command) if opts.proxy_command else None
+            client.connect(opts.address, port=opts.port, username=opts.user, sock=sock,
                            key_filename=str(opts.key_file) if opts.key_file else None,
                            allow_agent=opts.key_file is None, look_for_keys=False,
                            timeout=opts.connect_timeout_s, banner_timeout=opts.connect_timeout_s,

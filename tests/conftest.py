@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -89,3 +90,18 @@ def kit_copy(local_kits: ProvisionResult, tmp_path: Path) -> Any:
         return target
 
     return copy
+
+
+@pytest.fixture(scope="session")
+def wheel_cache() -> Path:
+    """One wheel cache for every session on this machine: flctl's wheel by source digest, dependencies by platform."""
+    path = Path(os.environ.get("FLCTL_WHEEL_CACHE", Path(tempfile.gettempdir()) / "flctl-test-wheel-cache"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def host_venvs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The venv folder (inventory `venv_root`) the deployment tests' simulated hosts share, so the offline
+    install of the wheels runs once per session."""
+    return tmp_path_factory.mktemp("host-venvs")

@@ -14,7 +14,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,14 +31,6 @@ FLCTL = str(Path(sys.executable).parent / "flctl")
 # The interpreter the hosts make their venvs from: the one under this test's venv, as a host's own Python.
 HOST_PYTHON = os.path.realpath(getattr(sys, "_base_executable", sys.executable))
 JOBS = Path(__file__).resolve().parent.parent / "playbooks" / "jobs"
-
-
-@pytest.fixture(scope="session")
-def wheel_cache() -> Path:
-    """One wheel cache for every session on this machine: flctl's wheel by source digest, dependencies by platform."""
-    path = Path(os.environ.get("FLCTL_WHEEL_CACHE", Path(tempfile.gettempdir()) / "flctl-test-wheel-cache"))
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def inventory_text(fed: Federation, hosts: list[SshHost], key: Path, known_hosts: Path, venvs: Path,
@@ -80,13 +71,14 @@ class Fleet:
     key: Path
     inventory: Path
     wheel_cache: Path
+    venvs: Path
 
     def deploy(self, *args: str | Path) -> subprocess.CompletedProcess[str]:
         return flctl("deploy", *args, env={"FLCTL_WHEEL_CACHE": str(self.wheel_cache)})
 
 
 @pytest.fixture(scope="module")
-def fleet(tmp_path_factory: pytest.TempPathFactory, wheel_cache: Path) -> Iterator[Fleet]:
+def fleet(tmp_path_factory: pytest.TempPathFactory, wheel_cache: Path, host_venvs: Path) -> Iterator[Fleet]:
     root = tmp_path_factory.mktemp("fleet")
     fed = make_federation(root, sites=2)
     key = make_key(root / "id_ed25519")
@@ -95,8 +87,8 @@ def fleet(tmp_path_factory: pytest.TempPathFactory, wheel_cache: Path) -> Iterat
     known = root / "known_hosts"
     known.write_text("".join(h.known_hosts_line() for h in hosts))
     inventory = root / "inventory.yml"
-    inventory.write_text(inventory_text(fed, hosts, key, known, root / "venvs", ["localhost", *fed.sites]))
-    fleet = Fleet(root, fed, hosts, key, inventory, wheel_cache)
+    inventory.write_text(inventory_text(fed, hosts, key, known, host_venvs, ["localhost", *fed.sites]))
+    fleet = Fleet(root, fed, hosts, key, inventory, wheel_cache, host_venvs)
     try:
         yield fleet
     finally:
@@ -157,7 +149,7 @@ def test_upgrade_rolls_back_a_host_unhealthy_after_it(fleet: Fleet) -> None:
     shutil.copytree(fleet.fed.prod, prod, ignore=shutil.ignore_patterns("workspace"))
     shutil.rmtree(prod / "site-2")
     shutil.copytree(other.kit("site-2"), prod / "site-2")
-    text = inventory_text(fleet.fed, fleet.hosts[1:], fleet.key, fleet.root / "known_hosts", fleet.root / "venvs",
+    text = inventory_text(fleet.fed, fleet.hosts[1:], fleet.key, fleet.root / "known_hosts", fleet.venvs,
                           ["site-1", "site-2"], health_timeout_s=5)
     inventory = fleet.root / "upgrade.yml"
     inventory.write_text(text.replace(f"kits: {fleet.fed.prod}", f"kits: {prod}"))
@@ -190,7 +182,7 @@ def test_kit_modified_in_transit_is_refused_on_the_host(fleet: Fleet) -> None:
     # Prepare
     inventory = fleet.root / "tamper.yml"
     inventory.write_text(inventory_text(fleet.fed, fleet.hosts[1:2], fleet.key, fleet.root / "known_hosts",
-                                        fleet.root / "venvs", ["site-1"], install="opt-tampered"))
+                                        fleet.venvs, ["site-1"], install="opt-tampered"))
     inv = load_inventory(inventory)
 
     def tampering(host: HostSpec) -> Connector:
@@ -255,7 +247,7 @@ def test_unknown_host_key_needs_the_flag(fleet: Fleet) -> None:
     known = fleet.root / "known_hosts_empty"
     known.write_text("")
     inventory = fleet.root / "unknown.yml"
-    inventory.write_text(inventory_text(fleet.fed, fleet.hosts[:1], fleet.key, known, fleet.root / "venvs",
+    inventory.write_text(inventory_text(fleet.fed, fleet.hosts[:1], fleet.key, known, fleet.venvs,
                                         ["localhost"], install="opt-unknown"))
     # Execute
     refused = fleet.deploy("status", inventory, "--json")

@@ -133,10 +133,11 @@ hosts:
     assert "hosts[0].address: must be non-empty and contain no spaces" in str(caught_again.value)
 
 
-def test_the_example_inventory_is_valid_apart_from_its_kits(tmp_path: Path) -> None:
-    """playbooks/rollouts/inventory.yml parses; only its kits folder (not provisioned here) is reported."""
+@pytest.mark.parametrize("example", [EXAMPLE, EXAMPLE.with_name("cloud.yml")], ids=["ssh", "cloud"])
+def test_the_example_inventories_are_valid_apart_from_their_kits(example: Path) -> None:
+    """playbooks/rollouts/*.yml parse; only their kits folder (not provisioned here) is reported."""
     # Execute
     with pytest.raises(InputError) as caught:
-        load_inventory(EXAMPLE)
+        load_inventory(example)
     # Assert
     assert [p.field for p in caught.value.problems] == ["kits"]

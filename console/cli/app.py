@@ -14,6 +14,8 @@ from console.cli import console_cmd, exit_codes, terminal
 from console.cli.audit import tail as audit_tail
 from console.cli.audit import verify as audit_verify
 from console.cli.default_group import DefaultGroup
+from console.cli.deploy import cloud as deploy_cloud
+from console.cli.deploy import destroy as deploy_destroy
 from console.cli.deploy import logs as deploy_logs
 from console.cli.deploy import ssh as deploy_ssh
 from console.cli.deploy import status as deploy_status
@@ -103,13 +105,16 @@ app.add_typer(poc_app, name="poc")
 
 app.command("console")(console_cmd.command)
 
-deploy_app = typer.Typer(no_args_is_help=True, help="Roll a federation out to machines over SSH: ssh, status, stop, "
-                         "logs, upgrade.")
+deploy_app = typer.Typer(no_args_is_help=True, help="Roll a federation out to machines over SSH, or to machines "
+                         "flctl creates in AWS or Azure: ssh, aws, azure, status, stop, logs, upgrade, destroy.")
 deploy_app.command("ssh")(deploy_ssh.command)
 deploy_app.command("status")(deploy_status.command)
 deploy_app.command("stop")(deploy_stop.command)
 deploy_app.command("logs")(deploy_logs.command)
 deploy_app.command("upgrade")(deploy_upgrade.command)
+deploy_app.command("aws")(deploy_cloud.aws)
+deploy_app.command("azure")(deploy_cloud.azure)
+deploy_app.command("destroy")(deploy_destroy.command)
 app.add_typer(deploy_app, name="deploy")
 
 

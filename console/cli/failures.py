@@ -33,8 +33,10 @@ def exit_code_for(exc: BaseException) -> tuple[int, str] | None:
             return code, str(exc)
     from cloud import deploy_errors as deploy
 
+    if isinstance(exc, deploy.NotInInventory):
+        return exit_codes.BAD_INPUT, str(exc)
     if isinstance(exc, deploy.HostUnreachable | deploy.AuthenticationFailed | deploy.HostKeyUnknown
-                  | deploy.HostKeyChanged):
+                  | deploy.HostKeyChanged | deploy.CloudCredentialsMissing | deploy.CloudUnreachable):
         return exit_codes.NO_CONNECTION, str(exc)
     if isinstance(exc, deploy.DeployError):
         return exit_codes.FAILED, str(exc)

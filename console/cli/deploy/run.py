@@ -21,20 +21,27 @@ ParallelOption = Annotated[int, typer.Option("--parallel", "-p", min=1, max=64, 
 AcceptNewOption = Annotated[bool, typer.Option("--accept-new-host-keys",
                                                help="Trust and record host keys not yet in known_hosts "
                                                     "(check their fingerprints first).")]
-CONNECTION_REASONS = {"unreachable", "authentication failed", "unknown host key", "host key changed"}
+CONNECTION_REASONS = {"unreachable", "authentication failed", "unknown host key", "host key changed",
+                      "no cloud credentials", "cloud unreachable"}
 
 
-def make_rollout(inventory: Path, accept_new: bool = False, quiet: bool = False) -> Rollout:
-    """Load the inventory (exit 2 naming file, line and field) and a rollout over SSH that reports progress."""
+def failure_code(reasons: list[str]) -> int:
+    """3 when every failure is a failure to connect or authenticate, else 1."""
+    return exit_codes.NO_CONNECTION if all(r in CONNECTION_REASONS for r in reasons) else exit_codes.FAILED
+
+
+def make_rollout(inventory: Path, accept_new: bool = False, quiet: bool = False,
+                 only: set[str] | None = None) -> Rollout:
+    """Load the inventory (exit 2 naming file, line and field) and a rollout over SSH that reports progress.
+
+    Cloud hosts are reached at the addresses their deployment recorded; those not created yet are
+    reported as such. `only`: just these participants.
+    """
     from cloud.deploy_executor import Progress, Rollout
+    from cloud.host_access import connector_factory, resolve
     from cloud.inventory import load_inventory
-    from cloud.ssh_connector import SshConnector, SshOptions
 
-    inv = load_inventory(inventory)
-
-    def connector(host: HostSpec) -> SshConnector:
-        return SshConnector(SshOptions(host.address, host.port, host.user, inv.key_file(host), inv.known_hosts,
-                                       accept_new), name=host.participant)
+    resolved = resolve(load_inventory(inventory), only)
 
     class Lines(Progress):
         """One line per host event on stderr."""
@@ -55,7 +62,7 @@ def make_rollout(inventory: Path, accept_new: bool = False, quiet: bool = False)
                 with self.lock:
                     terminal.info(line)
 
-    return Rollout(inv, connector, Lines())
+    return Rollout(resolved.inventory, connector_factory(resolved, accept_new), Lines(), absent=resolved.absent)
 
 
 def report(results: list[HostResult], json_out: bool, title: str) -> None:
@@ -71,7 +78,7 @@ def report(results: list[HostResult], json_out: bool, title: str) -> None:
     for r in failed:
         terminal.error(r.message)
     if failed:
-        code = exit_codes.NO_CONNECTION if all(r.reason in CONNECTION_REASONS for r in failed) else exit_codes.FAILED
+        code = failure_code([r.reason for r in failed])
         if not json_out:
             terminal.error(f"{len(failed)} of {len(results)} hosts failed")
         raise typer.Exit(code)
