@@ -34,8 +34,11 @@ Figures
   through a tiny Python wrapper whose only child is the command, and the wrapper reports
   `getrusage(RUSAGE_CHILDREN).ru_maxrss` (exact, because it has a single child; the driver's own
   RUSAGE_CHILDREN is not used, since it is a running maximum over every child the driver ever had).
-  Both figures are those of the largest single process, not a sum over a process tree; both provisioners
-  run as a single process.
+  Both figures are those of the largest single process, not a sum over a process tree (flctl forks
+  helper processes for big projects, each smaller than the parent; nvflare runs as a single process).
+- cpu s: median user + system CPU seconds of the command and every process it waited for (its forked
+  helpers included), from the same source. On a busy machine it moves much less than the wall time.
+- load: the 1-minute load average when each run started (printed per run).
 - files: number of files under prod_00 (kit folders and zips together).
 - kits KB: apparent size (sum of file sizes, not disk blocks) of every file under prod_00 except the
   zips; zips KB: the same for the `*.zip` files.
@@ -69,7 +72,7 @@ SITE = "site-1"
 PROJECT_ORG = "bench"
 ADMIN = "admin@bench.org"
 
-# Runs CMD... as its only child and writes "<wall seconds> <maxrss KiB> <exit code>" to OUTFILE.
+# Runs CMD... as its only child and writes "<wall seconds> <maxrss KiB> <exit code> <cpu seconds>" to OUTFILE.
 _WRAPPER = """\
 import resource, subprocess, sys, time
 out, cmd = sys.argv[1], sys.argv[2:]
@@ -77,7 +80,8 @@ t0 = time.perf_counter()
 rc = subprocess.call(cmd)
 wall = time.perf_counter() - t0
 with open(out, "w") as f:
-    f.write(f"{wall} {resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss} {rc}")
+    use = resource.getrusage(resource.RUSAGE_CHILDREN)
+    f.write(f"{wall} {use.ru_maxrss} {rc} {use.ru_utime + use.ru_stime}")
 sys.exit(rc)
 """
 
@@ -90,6 +94,8 @@ class Run:
     n: int
     seconds: float
     peak_rss_mb: float | None
+    cpu_s: float | None
+    load_1min: float
     files: int
     kits_bytes: int
     zips_bytes: int
@@ -110,6 +116,10 @@ class Summary:
 
     def median(self) -> float:
         return statistics.median(self.seconds())
+
+    def cpu_s(self) -> float | None:
+        values = [r.cpu_s for r in self.runs if r.cpu_s is not None]
+        return statistics.median(values) if values else None
 
     def peak_rss_mb(self) -> float | None:
         values = [r.peak_rss_mb for r in self.runs if r.peak_rss_mb is not None]
@@ -167,8 +177,8 @@ def run_with_timeout(cmd: list[str], cwd: Path, timeout: float, env: dict[str, s
 
 
 def measured(cmd: list[str], cwd: Path, timeout: float, env: dict[str, str] | None = None
-             ) -> tuple[float, float | None]:
-    """Run `cmd`; return (wall seconds, peak RSS MB). Raises on failure or timeout."""
+             ) -> tuple[float, float | None, float | None]:
+    """Run `cmd`; return (wall seconds, peak RSS MB, CPU seconds). Raises on failure or timeout."""
     report = cwd / ".bench-measure.txt"
     if GNU_TIME.exists():
         wrapped = [str(GNU_TIME), "-v", "-o", str(report), *cmd]
@@ -182,9 +192,9 @@ def measured(cmd: list[str], cwd: Path, timeout: float, env: dict[str, str] | No
     text = report.read_text()
     report.unlink()
     if GNU_TIME.exists():
-        return wall, _gnu_time_maxrss_mb(text)
-    wrapper_wall, maxrss_kib, _rc = text.split()
-    return float(wrapper_wall), int(maxrss_kib) / 1024
+        return wall, _gnu_time_maxrss_mb(text), _gnu_time_cpu_s(text)
+    wrapper_wall, maxrss_kib, _rc, cpu = text.split()
+    return float(wrapper_wall), int(maxrss_kib) / 1024, float(cpu)
 
 
 def _gnu_time_maxrss_mb(text: str) -> float | None:
@@ -192,6 +202,12 @@ def _gnu_time_maxrss_mb(text: str) -> float | None:
         if line.strip().startswith("Maximum resident set size"):
             return int(line.split()[-1]) / 1024
     return None
+
+
+def _gnu_time_cpu_s(text: str) -> float | None:
+    found = [float(line.split()[-1]) for line in text.splitlines()
+             if line.strip().startswith(("User time (seconds)", "System time (seconds)"))]
+    return sum(found) if len(found) == 2 else None
 
 
 # ---------------------------------------------------------------------------------------------- sizes
@@ -215,12 +231,15 @@ def dir_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
 
 
-def describe(tool: str, n: int, seconds: float, rss: float | None, prod: Path) -> Run:
+def describe(tool: str, n: int, measure: tuple[float, float | None, float | None], load: float, prod: Path
+             ) -> Run:
     if not prod.is_dir():
         raise RuntimeError(f"{tool} wrote no {prod}")
     files, kits, zips = tree_sizes(prod)
     site_zip = prod / f"{SITE}.zip"
-    return Run(tool, n, round(seconds, 4), None if rss is None else round(rss, 1), files, kits, zips,
+    seconds, rss, cpu = measure
+    return Run(tool, n, round(seconds, 4), None if rss is None else round(rss, 1),
+               None if cpu is None else round(cpu, 3), round(load, 2), files, kits, zips,
                dir_bytes(prod / SITE), site_zip.stat().st_size if site_zip.exists() else 0)
 
 
@@ -242,9 +261,9 @@ def flctl_once(flctl: str, n: int, timeout: float, workdir: Path | None) -> Run:
         root = Path(tmp)
         project = root / "project.yml"
         project.write_text(flctl_project(n))
-        seconds, rss = measured([flctl, "provision", str(project), "-w", str(root / "ws"), "--json"],
-                                root, timeout)
-        return describe("flctl", n, seconds, rss, root / "ws" / f"bench_n{n}" / "prod_00")
+        load = os.getloadavg()[0]
+        measure = measured([flctl, "provision", str(project), "-w", str(root / "ws"), "--json"], root, timeout)
+        return describe("flctl", n, measure, load, root / "ws" / f"bench_n{n}" / "prod_00")
 
 
 def nvflare_once(nvflare: str, n: int, timeout: float, workdir: Path | None) -> Run:
@@ -253,9 +272,10 @@ def nvflare_once(nvflare: str, n: int, timeout: float, workdir: Path | None) -> 
         project = root / "project.yml"
         project.write_text(nvflare_project(n))
         env = dict(os.environ, PATH=f"{Path(nvflare).parent}{os.pathsep}{os.environ.get('PATH', '')}")
-        seconds, rss = measured([nvflare, "provision", "-p", str(project), "-w", str(root / "ws"), "--force"],
-                                root, timeout, env)
-        return describe("nvflare", n, seconds, rss, root / "ws" / f"bench_n{n}" / "prod_00")
+        load = os.getloadavg()[0]
+        measure = measured([nvflare, "provision", "-p", str(project), "-w", str(root / "ws"), "--force"],
+                           root, timeout, env)
+        return describe("nvflare", n, measure, load, root / "ws" / f"bench_n{n}" / "prod_00")
 
 
 def nvflare_installed(venv: Path) -> bool:
@@ -294,15 +314,20 @@ def fmt_rss(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.1f}"
 
 
+def fmt_cpu(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
 def table(summaries: list[Summary]) -> str:
-    head = (f"{'tool':<8} {'N':>5} {'med s':>8} {'min s':>8} {'max s':>8} {'peak RSS MB':>11} {'files':>6} "
-            f"{'kits KB':>9} {'zips KB':>9} {'site kit B':>10} {'site zip B':>10}")
+    head = (f"{'tool':<8} {'N':>5} {'med s':>8} {'min s':>8} {'max s':>8} {'cpu s':>6} {'peak RSS MB':>11} "
+            f"{'files':>6} {'kits KB':>9} {'zips KB':>9} {'site kit B':>10} {'site zip B':>10}")
     rows = [head, "-" * len(head)]
     for s in summaries:
         last = s.runs[-1]
         rows.append(f"{s.tool:<8} {s.n:>5} {s.median():>8.3f} {min(s.seconds()):>8.3f} {max(s.seconds()):>8.3f} "
-                    f"{fmt_rss(s.peak_rss_mb()):>11} {last.files:>6} {last.kits_bytes / 1000:>9.1f} "
-                    f"{last.zips_bytes / 1000:>9.1f} {last.site_kit_bytes:>10} {last.site_zip_bytes:>10}")
+                    f"{fmt_cpu(s.cpu_s()):>6} {fmt_rss(s.peak_rss_mb()):>11} {last.files:>6} "
+                    f"{last.kits_bytes / 1000:>9.1f} {last.zips_bytes / 1000:>9.1f} {last.site_kit_bytes:>10} "
+                    f"{last.site_zip_bytes:>10}")
     return "\n".join(rows)
 
 
@@ -348,8 +373,8 @@ def bench(tool: str, once: Callable[[int], Run], n: int, repeats: int) -> Summar
     for rep in range(repeats):
         run = once(n)
         summary.runs.append(run)
-        print(f"  {tool} N={n} run {rep + 1}/{repeats}: {run.seconds:.3f} s, peak RSS "
-              f"{fmt_rss(run.peak_rss_mb)} MB, {run.files} files", flush=True)
+        print(f"  {tool} N={n} run {rep + 1}/{repeats}: {run.seconds:.3f} s, cpu {fmt_cpu(run.cpu_s)} s, peak RSS "
+              f"{fmt_rss(run.peak_rss_mb)} MB, {run.files} files, load {run.load_1min:.2f}", flush=True)
     return summary
 
 
@@ -357,7 +382,8 @@ def write_json(path: Path, summaries: list[Summary], rate: dict[int, float]) -> 
     data = {
         "runs": [asdict(r) for s in summaries for r in s.runs],
         "summary": [{"tool": s.tool, "n": s.n, "median_s": s.median(), "min_s": min(s.seconds()),
-                     "max_s": max(s.seconds()), "peak_rss_mb": s.peak_rss_mb()} for s in summaries],
+                     "max_s": max(s.seconds()), "cpu_s": s.cpu_s(), "peak_rss_mb": s.peak_rss_mb()}
+                    for s in summaries],
         "ratio_nvflare_over_flctl": {str(n): r for n, r in rate.items()},
         "rss_source": "/usr/bin/time -v" if GNU_TIME.exists() else "wrapper getrusage(RUSAGE_CHILDREN)",
     }

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from provisioner import build, pki
 from provisioner import kit_layout as layout
 from provisioner.errors import InputError, KitError, Problem
+from provisioner.kit_writer import write_files, write_zip
 from provisioner.names import check_admin_name, check_host, check_simple_name
 from provisioner.project import KeyType, Kind, Project, Role
 from provisioner.signing import Verification, verify_kit
@@ -113,8 +114,8 @@ def sign_request(project: Project, workspace: Path, csr_path: Path, out_dir: Pat
         zip_tmp = target.parent / f".{target.name}.zip.tmp-{os.getpid()}"
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            build.write_files(tmp, files)
-            build.write_zip(zip_tmp, who.name, files, now)
+            write_files(tmp, files)
+            write_zip(zip_tmp, who.name, files, now)
             save_state(project_dir, state, passphrase)
             if target.exists():
                 shutil.rmtree(target)

@@ -6,13 +6,15 @@ mode, so the same bytes are digested, signed, written and zipped.
 
 from __future__ import annotations
 
+import functools
+import re
 from dataclasses import dataclass
 
 import yaml
 
 from provisioner import kit_layout as layout
 from provisioner.kit_config import ConsoleConfig, Endpoint, Heartbeat, NodeConfig, TlsFiles
-from provisioner.project import Participant, Project
+from provisioner.project import Kind, Participant, Project
 
 LISTEN_ALL = "0.0.0.0"
 # libyaml's emitter when available: the same output as the pure-Python one, four times faster.
@@ -87,22 +89,81 @@ gpus: []
 """
 
 
+class KitRenderer:
+    """Renders the kits of one project: text shared by every kit of a kind is made once.
+
+    A config file differs between participants of one kind only in its top-level `name`, `org` and
+    `role` lines, so each kind's file is dumped by PyYAML once and those lines are filled in per
+    participant; the bytes are the same as dumping each participant's config whole.
+    """
+
+    def __init__(self, project: Project) -> None:
+        self.project = project
+        self._configs: dict[Kind, list[str]] = {}
+        self._static: dict[Kind, dict[str, KitFile]] = {}
+
+    def render(self, who: Participant, ca_pem: bytes, cert_pem: bytes, key_pem: bytes | None
+               ) -> dict[str, KitFile]:
+        """All files of `who`'s kit except `startup/signature.json`; `key_pem=None` for a CSR kit."""
+        startup = layout.STARTUP
+        files = {
+            f"{startup}/{layout.CA_CERT}": KitFile(ca_pem, 0o644),
+            f"{startup}/{layout.cert_name(who.kind)}": KitFile(cert_pem, 0o644),
+            f"{startup}/{layout.config_name(who.kind)}": KitFile(self.config(who), 0o644),
+        }
+        if key_pem is not None:
+            files[f"{startup}/{layout.key_name(who.kind)}"] = KitFile(key_pem, 0o600)
+        files.update(self._static_files(who.kind))
+        return files
+
+    def config(self, who: Participant) -> bytes:
+        """The bytes of `who`'s node.yml or console.yml."""
+        lines = self._configs.get(who.kind)
+        if lines is None:
+            lines = self._configs[who.kind] = dump_config(config_for(self.project, who)).splitlines(keepends=True)
+        own = {"name": who.name, "org": who.org, "role": who.role}
+        out = []
+        for line in lines:
+            key, sep, _ = line.partition(": ")
+            value = own.get(key) if sep else None
+            out.append(f"{key}: {yaml_scalar(value)}\n" if value is not None else line)
+        return "".join(out).encode()
+
+    def _static_files(self, kind: Kind) -> dict[str, KitFile]:
+        files = self._static.get(kind)
+        if files is None:
+            files = self._static[kind] = {}
+            if kind != "admin":
+                startup = layout.STARTUP
+                files[f"{startup}/{layout.START_SCRIPT}"] = KitFile(_START.format(kind=kind).encode(), 0o755)
+                files[f"{startup}/{layout.STOP_SCRIPT}"] = KitFile(_STOP.format(kind=kind).encode(), 0o755)
+                for name, text in zip(layout.LOCAL_FILES, (_POLICY, _PRIVACY, _RESOURCES), strict=True):
+                    files[f"{layout.LOCAL}/{name}"] = KitFile(text.format(kind=kind).encode(), 0o644)
+        return files
+
+
+def dump_config(config: NodeConfig | ConsoleConfig) -> str:
+    """A config file's text, header included."""
+    body = yaml.dump(config.model_dump(mode="json", exclude_none=True), Dumper=_DUMPER, sort_keys=False)
+    return _CONFIG_HEADER + body
+
+
+# Letters, digits, '_' and '-', starting with a letter: plain in YAML unless the word means something else
+# (true, No, null...), which the resolver says; anything else is left to PyYAML itself.
+_PLAIN = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
+_RESOLVER = yaml.resolver.Resolver()
+_STR = yaml.resolver.BaseResolver.DEFAULT_SCALAR_TAG
+
+
+@functools.lru_cache(maxsize=4096)
+def yaml_scalar(value: str) -> str:
+    """`value` as PyYAML writes a string in a block mapping (plain when it can be, else quoted)."""
+    if _PLAIN.fullmatch(value) and _RESOLVER.resolve(yaml.ScalarNode, value, (True, False)) == _STR:  # type: ignore[no-untyped-call]
+        return value
+    return yaml.dump({"k": value}, Dumper=_DUMPER)[len("k: "):-1]
+
+
 def render_kit(project: Project, who: Participant, ca_pem: bytes, cert_pem: bytes,
                key_pem: bytes | None) -> dict[str, KitFile]:
     """All files of `who`'s kit except `startup/signature.json`; `key_pem=None` for a CSR kit."""
-    startup = layout.STARTUP
-    config = config_for(project, who)
-    body = yaml.dump(config.model_dump(mode="json", exclude_none=True), Dumper=_DUMPER, sort_keys=False)
-    files = {
-        f"{startup}/{layout.CA_CERT}": KitFile(ca_pem, 0o644),
-        f"{startup}/{layout.cert_name(who.kind)}": KitFile(cert_pem, 0o644),
-        f"{startup}/{layout.config_name(who.kind)}": KitFile((_CONFIG_HEADER + body).encode(), 0o644),
-    }
-    if key_pem is not None:
-        files[f"{startup}/{layout.key_name(who.kind)}"] = KitFile(key_pem, 0o600)
-    if who.kind != "admin":
-        files[f"{startup}/{layout.START_SCRIPT}"] = KitFile(_START.format(kind=who.kind).encode(), 0o755)
-        files[f"{startup}/{layout.STOP_SCRIPT}"] = KitFile(_STOP.format(kind=who.kind).encode(), 0o755)
-        for name, text in zip(layout.LOCAL_FILES, (_POLICY, _PRIVACY, _RESOURCES), strict=True):
-            files[f"{layout.LOCAL}/{name}"] = KitFile(text.format(kind=who.kind).encode(), 0o644)
-    return files
+    return KitRenderer(project).render(who, ca_pem, cert_pem, key_pem)

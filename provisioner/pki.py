@@ -107,37 +107,67 @@ def build_ca(project: str, key: PrivateKey, valid_days: int, now: dt.datetime) -
     return builder.sign(key, hashes.SHA256())
 
 
-def issue(ca_cert: x509.Certificate, ca_key: PrivateKey, who: Participant, public_key: PublicKey,
-          valid_days: int, now: dt.datetime) -> x509.Certificate:
-    """A leaf for `who`, never outliving the CA; a server's certificate covers its SAN hosts."""
+def leaf_not_after(ca_cert: x509.Certificate, valid_days: int, now: dt.datetime) -> dt.datetime:
+    """When a leaf issued now expires: after `valid_days`, but never after the CA."""
     not_after = min(now + dt.timedelta(days=valid_days), ca_cert.not_valid_after_utc)
     if not_after <= now:
         raise ValueError(f"the project CA expired on {ca_cert.not_valid_after_utc:%Y-%m-%d}")
-    is_rsa = isinstance(public_key, rsa.RSAPublicKey)
-    usages = [ExtendedKeyUsageOID.CLIENT_AUTH]
-    if who.kind == "server":
-        usages.insert(0, ExtendedKeyUsageOID.SERVER_AUTH)
-    ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-    builder = (
-        _base(subject_for(who.name, who.org, who.kind, who.role), ca_cert.subject, public_key,
-              now - CLOCK_SKEW, not_after)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=is_rsa,
-                          data_encipherment=False, key_agreement=False, key_cert_sign=False, crl_sign=False,
-                          encipher_only=False, decipher_only=False),
-            critical=True,
-        )
-        .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False)
-    )
-    hosts = who.san_hosts()
-    if hosts:
-        sans: list[x509.GeneralName] = [
-            x509.IPAddress(ipaddress.ip_address(h)) if is_ip(h) else x509.DNSName(h) for h in hosts
-        ]
-        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
-    return builder.sign(ca_key, hashes.SHA256())
+    return not_after
+
+
+class Issuer:
+    """The project CA issuing leaves: what every leaf shares is worked out once, not per certificate."""
+
+    def __init__(self, ca_cert: x509.Certificate, ca_key: PrivateKey) -> None:
+        self.ca_cert, self.ca_key = ca_cert, ca_key
+        ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+        self._aki = x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
+        self._extensions: dict[tuple[Kind, bool], list[x509.Extension[x509.ExtensionType]]] = {}
+
+    def issue(self, who: Participant, public_key: PublicKey, valid_days: int, now: dt.datetime
+              ) -> x509.Certificate:
+        """A leaf for `who`, never outliving the CA; a server's certificate covers its SAN hosts."""
+        not_after = leaf_not_after(self.ca_cert, valid_days, now)
+        extensions = [_ext(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False),
+                      *self._shared(who.kind, isinstance(public_key, rsa.RSAPublicKey))]
+        hosts = who.san_hosts()
+        if hosts:
+            sans: list[x509.GeneralName] = [
+                x509.IPAddress(ipaddress.ip_address(h)) if is_ip(h) else x509.DNSName(h) for h in hosts
+            ]
+            extensions.append(_ext(x509.SubjectAlternativeName(sans), critical=False))
+        builder = x509.CertificateBuilder(
+            issuer_name=self.ca_cert.subject, subject_name=subject_for(who.name, who.org, who.kind, who.role),
+            public_key=public_key, serial_number=x509.random_serial_number(),
+            not_valid_before=now - CLOCK_SKEW, not_valid_after=not_after, extensions=extensions)
+        return builder.sign(self.ca_key, hashes.SHA256())
+
+    def _shared(self, kind: Kind, is_rsa: bool) -> list[x509.Extension[x509.ExtensionType]]:
+        """The extensions every leaf of `kind` carries, in the order `issue` has always written them."""
+        cached = self._extensions.get((kind, is_rsa))
+        if cached is None:
+            usages = [ExtendedKeyUsageOID.CLIENT_AUTH]
+            if kind == "server":
+                usages.insert(0, ExtendedKeyUsageOID.SERVER_AUTH)
+            cached = self._extensions[kind, is_rsa] = [
+                _ext(x509.BasicConstraints(ca=False, path_length=None), critical=True),
+                _ext(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=is_rsa,
+                                   data_encipherment=False, key_agreement=False, key_cert_sign=False,
+                                   crl_sign=False, encipher_only=False, decipher_only=False), critical=True),
+                _ext(x509.ExtendedKeyUsage(usages), critical=False),
+                _ext(self._aki, critical=False),
+            ]
+        return cached
+
+
+def _ext(value: x509.ExtensionType, critical: bool) -> x509.Extension[x509.ExtensionType]:
+    return x509.Extension(value.oid, critical, value)
+
+
+def issue(ca_cert: x509.Certificate, ca_key: PrivateKey, who: Participant, public_key: PublicKey,
+          valid_days: int, now: dt.datetime) -> x509.Certificate:
+    """A leaf for `who`, never outliving the CA (one certificate; `Issuer` for many)."""
+    return Issuer(ca_cert, ca_key).issue(who, public_key, valid_days, now)
 
 
 def cert_pem(cert: x509.Certificate) -> bytes:

@@ -35,15 +35,19 @@ def _canonical(payload: Mapping[str, Any]) -> bytes:
 
 
 def sign_startup(startup_files: Mapping[str, bytes], who: Participant, project: str, ca_key: pki.PrivateKey,
-                 ca_cert: x509.Certificate, external_key: bool, now: dt.datetime) -> bytes:
-    """The bytes of `signature.json` for `startup_files` (names relative to `startup/`)."""
+                 ca_cert: x509.Certificate, external_key: bool, now: dt.datetime,
+                 ca_sha256: str | None = None) -> bytes:
+    """The bytes of `signature.json` for `startup_files` (names relative to `startup/`).
+
+    `ca_sha256`, the CA's fingerprint, saves working it out again for every kit of a run.
+    """
     payload: dict[str, Any] = {
         "version": FORMAT_VERSION,
         "project": project,
         "participant": who.name,
         "kind": who.kind,
         "signed_at": now.isoformat(timespec="seconds"),
-        "ca_sha256": pki.fingerprint(ca_cert),
+        "ca_sha256": ca_sha256 or pki.fingerprint(ca_cert),
         "external_key": layout.key_name(who.kind) if external_key else None,
         "files": {name: _digest(data) for name, data in sorted(startup_files.items())},
     }

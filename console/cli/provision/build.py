@@ -39,14 +39,26 @@ def command(
         terminal.warning(message)
     total = len(loaded.project.participants())
     if terminal.interactive() and not json_out:
+        import time
+
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+        # Redrawn from the callback, not by rich's refresh thread: with a single thread, big projects are
+        # shared among forked processes (provisioner.fork_pool).
         with Progress(TextColumn("provisioning"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      TextColumn("{task.description}"), console=terminal.err, transient=True) as bar:
+                      TextColumn("{task.description}"), console=terminal.err, transient=True,
+                      auto_refresh=False) as bar:
             task = bar.add_task("", total=total)
-            result = provision(loaded.project, workspace, passphrase,
-                               progress=lambda done, _total, name: bar.update(task, completed=done,
-                                                                               description=name))
+            drawn = 0.0
+
+            def show(done: int, _total: int, name: str) -> None:
+                nonlocal drawn
+                bar.update(task, completed=done, description=name)
+                if time.monotonic() - drawn > 0.1 or done == _total:
+                    bar.refresh()
+                    drawn = time.monotonic()
+
+            result = provision(loaded.project, workspace, passphrase, progress=show)
     else:
         result = provision(loaded.project, workspace, passphrase)
     for message in result.warnings:
