@@ -10,6 +10,7 @@ federation (`flctl poc`, real processes, mTLS): start, submit to finished, per r
     .venv/bin/python bench/simulate.py                 # flctl only (seconds)
     .venv/bin/python bench/simulate.py --peers         # also NVIDIA FLARE and Flower (creates venvs; minutes)
     .venv/bin/python bench/simulate.py --sites 2 8 --repeats 3 --json out.json
+    .venv/bin/python bench/simulate.py --poc-only --repeats 3   # the local federation alone, each run and the range
 
 Standard library only; run it with the interpreter that has flctl installed.
 """
@@ -254,6 +255,33 @@ def local_federation(root: Path, sites: int = 2) -> dict[str, Any]:
 
 # -- report ----------------------------------------------------------------------------------------------------
 
+def _poc_line(poc: dict[str, Any]) -> str:
+    return (f"local federation ({poc['sites']} sites, real processes and mTLS): start {poc['start_s']:.2f} s "
+            f"(sites online after {poc['online_s']:.2f} s), submit to finished {poc['submit_to_finished_s']:.2f} s "
+            f"(queued {poc['queued_to_started_s']:.2f} s, running {poc['started_to_ended_s']:.2f} s, "
+            f"{poc['per_round_s']:.3f} s a round), stop {poc['stop_s']:.2f} s")
+
+
+def poc_only(repeats: int, json_path: Path | None) -> None:
+    """The local federation `repeats` times: each run (with the 1-minute load average before it), then the ranges."""
+    runs = []
+    for _ in range(repeats):
+        load = os.getloadavg()[0]
+        with tempfile.TemporaryDirectory(prefix="flctl-bench-") as tmp:
+            runs.append({**local_federation(Path(tmp)), "load_before": round(load, 2)})
+        print(f"[load {load:.2f}] {_poc_line(runs[-1])}", flush=True)
+
+    def span(key: str) -> str:
+        values = [run[key] for run in runs]
+        return f"{min(values):.2f}-{max(values):.2f} s"
+
+    loads = [run["load_before"] for run in runs]
+    print(f"\n{repeats} runs: start {span('start_s')}, submit to finished {span('submit_to_finished_s')}, "
+          f"stop {span('stop_s')} (load average {min(loads):.2f}-{max(loads):.2f})")
+    if json_path:
+        json_path.write_text(json.dumps({"local_federation": runs}, indent=1))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sites", type=int, nargs="+", default=[2, 8, 32])
@@ -262,8 +290,12 @@ def main() -> None:
     parser.add_argument("--venvs", type=Path, default=Path(tempfile.gettempdir()) / "flctl-bench-venvs",
                         help="where the peers' virtual environments are made (kept for the next run)")
     parser.add_argument("--no-poc", action="store_true", help="skip the local federation")
+    parser.add_argument("--poc-only", action="store_true", help="only the local federation, --repeats times")
     parser.add_argument("--json", type=Path, help="also write every figure to this file")
     args = parser.parse_args()
+    if args.poc_only:
+        poc_only(args.repeats, args.json)
+        return
     frameworks = ["flctl", *(PEERS if args.peers else [])]
     pythons = {name: make_venv(args.venvs, name) for name in PEERS if args.peers}
     results: dict[str, dict[int, dict[str, Any]]] = {name: {} for name in frameworks}
@@ -299,10 +331,7 @@ def main() -> None:
                          for n in frameworks[1:])
         print(f"{sites:5d}  {cells}{ratios}")
     if poc is not None:
-        print(f"\nlocal federation ({poc['sites']} sites, real processes and mTLS): start {poc['start_s']:.2f} s "
-              f"(sites online after {poc['online_s']:.2f} s), submit to finished {poc['submit_to_finished_s']:.2f} s "
-              f"(queued {poc['queued_to_started_s']:.2f} s, running {poc['started_to_ended_s']:.2f} s, "
-              f"{poc['per_round_s']:.3f} s a round), stop {poc['stop_s']:.2f} s")
+        print(f"\n{_poc_line(poc)}")
     if args.json:
         args.json.write_text(json.dumps({"simulate": results, "local_federation": poc}, indent=1))
 

@@ -3,6 +3,9 @@
 The plan (project, layout, commands) is `cloud.local_plan`; this module does the I/O. Each node
 runs `flctl node start KIT` in a session of its own, its output in `logs/<name>.log` and its PID
 (with the process's start time, so a reused PID is never signalled) in `run/<name>.pid`.
+The server and the sites start at the same time; each site waits (`node.readiness.StartGate`)
+until the server writes `ready` on its pipe (it listens), then connects and writes `ready` once the
+server has registered it; end-of-file first means the node exited. No polling, no sleeps.
 Stopping sends SIGTERM (a node daemon ends its job processes and their scripts), waits for every
 descendant to exit (pidfd: woken by the exit, no polling), then SIGKILLs what is left, by PID.
 """
@@ -31,6 +34,7 @@ from cloud.local_plan import (
     read_state,
     site_names,
 )
+from node.readiness import READY, READY_FD_ENV, START_AFTER_FD_ENV
 
 STOP_GRACE_S = 10.0
 """How long `stop` waits for nodes (and what they started) to exit after SIGTERM before SIGKILL."""
@@ -105,74 +109,107 @@ def require_state(workspace: Path) -> PocState:
 
 def start(workspace: Path, state: PocState, timeout_s: float = 30.0,
           on_step: Callable[[str], None] | None = None) -> float:
-    """Start the server, then every site; return once all sites are online (seconds taken)."""
+    """Start the server and every site; return once all sites are online (seconds taken).
+
+    The sites start with the server (their imports overlap its start) and connect once it listens.
+    """
     began = time.monotonic()
     running = [node.name for node in status(workspace, state) if node.alive]
     if running:
         raise LocalError(f"{', '.join(running)} already running in {workspace}; `flctl poc status` shows it, "
                          "`flctl poc stop` stops it", "usage")
     deadline = began + timeout_s
+    starting: list[_Starting] = []
+    gate_read, gate_write = os.pipe()  # closed once the server listens: the sites' start gate
     try:
-        server = _spawn(workspace, state, state.nodes()[0])
-        _wait_listening(state.port, server, deadline, workspace, state.nodes()[0])
+        try:
+            starting.append(_spawn(workspace, state, state.nodes()[0]))
+            starting += [_spawn(workspace, state, site, gate_read) for site in state.sites]
+        finally:
+            os.close(gate_read)
+        _wait_ready(workspace, starting[:1], deadline, f"did not listen on port {state.port} in time")
+        os.close(gate_write)
+        gate_write = -1
         if on_step is not None:
             on_step(f"server listening on 127.0.0.1:{state.port}")
-        for site in state.sites:
-            _spawn(workspace, state, site)
-        wait_online(workspace, state, deadline)
+        _wait_ready(workspace, starting[1:], deadline, "did not come online in time")
     except BaseException:
+        for node in starting:
+            node.close()
         stop(workspace, state)
         raise
+    finally:
+        if gate_write >= 0:
+            os.close(gate_write)
     return time.monotonic() - began
 
 
-def _spawn(workspace: Path, state: PocState, name: str) -> subprocess.Popen[bytes]:
+@dataclass
+class _Starting:
+    """A node just started, and the read end of the pipe it writes `ready` to."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    ready_fd: int
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self.ready_fd)
+
+
+def _spawn(workspace: Path, state: PocState, name: str, gate: int | None = None) -> _Starting:
+    """Start node `name` with a pipe to say it is ready, and `gate` (a pipe's read end) to wait on, if given."""
     log = log_file(workspace, name)
     log.parent.mkdir(parents=True, exist_ok=True)
     pid_file(workspace, name).parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(node_command(state.kit(workspace, name)), stdin=subprocess.DEVNULL, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)
+    read_fd, write_fd = os.pipe()
+    env = {**os.environ, READY_FD_ENV: str(write_fd)}
+    if gate is not None:
+        env[START_AFTER_FD_ENV] = str(gate)
+    try:
+        with open(log, "ab") as out:
+            proc = subprocess.Popen(node_command(state.kit(workspace, name)), stdin=subprocess.DEVNULL, stdout=out,
+                                    stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
+                                    pass_fds=(write_fd,) if gate is None else (write_fd, gate), env=env)
+    except BaseException:
+        os.close(read_fd)
+        raise
+    finally:
+        os.close(write_fd)
     pid_file(workspace, name).write_text(f"{proc.pid} {_start_time(proc.pid)}\n")
-    return proc
+    return _Starting(name, proc, read_fd)
 
 
-def _wait_listening(port: int, proc: subprocess.Popen[bytes], deadline: float, workspace: Path, name: str) -> None:
-    """Until the server accepts TCP connections (a connect attempt every 20 ms while it starts)."""
-    while True:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        if proc.poll() is not None:
-            raise LocalError(f"the server exited (code {proc.returncode}) while starting; see "
-                             f"{log_file(workspace, name)}")
-        if time.monotonic() > deadline:
-            raise LocalError(f"the server did not listen on port {port} in time; see {log_file(workspace, name)}",
-                             "timeout")
-        time.sleep(0.02)
+def _wait_ready(workspace: Path, nodes: list[_Starting], deadline: float, late: str) -> None:
+    """Until every node in `nodes` has written `ready` to its pipe (woken by the writes, no polling).
 
-
-def wait_online(workspace: Path, state: PocState, deadline: float) -> None:
-    """Until every site is online at the server (asked every 50 ms through the admin client)."""
-    from node.admin_client import AdminClient
-    from node.errors import NodeError
-
-    with AdminClient.from_kit(state.admin_kit(workspace), timeout_s=5) as admin:
-        while True:
-            try:
-                online = {site.name for site in admin.list_sites() if site.online}
-            except NodeError:
-                online = set()
-            missing = [site for site in state.sites if site not in online]
-            if not missing:
-                return
-            dead = [node.name for node in status(workspace, state) if not node.alive]
-            if dead:
-                raise LocalError(f"{', '.join(dead)} exited while starting; see {log_file(workspace, dead[0])}")
-            if time.monotonic() > deadline:
-                raise LocalError(f"{', '.join(missing)} did not come online in time; see "
-                                 f"{log_file(workspace, missing[0])}", "timeout")
-            time.sleep(0.05)
+    LocalError when one exits first (end-of-file on its pipe) or `deadline` passes (`late` says what is late).
+    """
+    waiting = {node.ready_fd: node for node in nodes}
+    received = {fd: b"" for fd in waiting}
+    poller = select.poll()
+    for fd in waiting:
+        poller.register(fd, select.POLLIN)
+    while waiting:
+        remaining = deadline - time.monotonic()
+        events = poller.poll(max(0.0, remaining) * 1000) if remaining > 0 else []
+        if not events:
+            names = sorted(node.name for node in waiting.values())
+            raise LocalError(f"{', '.join(names)} {late}; see {log_file(workspace, names[0])}", "timeout")
+        for fd, _ in events:
+            node = waiting[fd]
+            chunk = os.read(fd, 64)
+            received[fd] += chunk
+            if received[fd].startswith(READY):
+                poller.unregister(fd)
+                node.close()
+                del waiting[fd]
+            elif not chunk:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    node.process.wait(STOP_GRACE_S)  # it closed the pipe on its way out: its exit code
+                code = node.process.poll()
+                what = "closed its readiness pipe" if code is None else f"exited (code {code})"
+                raise LocalError(f"{node.name} {what} while starting; see {log_file(workspace, node.name)}")
 
 
 # -- status ------------------------------------------------------------------------------------------------------

@@ -47,13 +47,24 @@ class AuditLog:
                 record: dict[str, Any] = {"seq": seq + 1, "time": time.time(), "actor": actor, "action": action,
                                           **fields, "prev": prev}
                 record["hash"] = record_hash(record)
-                handle.seek(0, os.SEEK_END)
-                handle.write(_canonical(record) + b"\n")
-                handle.flush()
-                os.fsync(handle.fileno())
+                end = handle.seek(0, os.SEEK_END)
+                _append(handle.fileno(), end, _canonical(record) + b"\n")
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
         return record
+
+
+def _append(fd: int, end: int, data: bytes) -> None:
+    """Write `data` at the end (the file is open for appending) and sync; if that fails (say, the disk is full),
+    cut the file back to `end`, so no half record is left to break the chain."""
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    except OSError:
+        os.ftruncate(fd, end)
+        raise
 
 
 def _last(handle: Any) -> tuple[int, str]:

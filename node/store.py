@@ -2,7 +2,9 @@
 
 SQLite in WAL mode under the server workspace. One connection guarded by a lock:
 the daemon is the only writer. `wait_for_events` lets streams follow new events
-without polling the database in a loop.
+without polling the database in a loop. A write that fails because the disk is full
+(SQLite rolls it back: nothing is half-written) calls `on_full`, and is tried once more
+when that freed some space (see `node.server.disk_guard`).
 """
 
 from __future__ import annotations
@@ -91,15 +93,21 @@ class SiteRow:
 
 
 class Store:
-    def __init__(self, path: Path, on_event: Callable[[str, str, str, dict[str, Any]], object] | None = None) -> None:
-        """`on_event(job_id, kind, message, data)` is called after each event is stored (the audit log)."""
+    def __init__(self, path: Path, on_event: Callable[[str, str, str, dict[str, Any]], object] | None = None,
+                 on_full: Callable[[], bool] | None = None) -> None:
+        """`on_event(job_id, kind, message, data)` is called after each event is stored (the audit log);
+        `on_full()` when a write fails for want of space, returning whether it freed some."""
         self._on_event = on_event
+        self._on_full = on_full
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
         self._lock = threading.RLock()
+        # Site states of jobs, as written through this store (the daemon is the only writer): read on every
+        # task poll and heartbeat of every site, so they are answered from memory.
+        self._site_states: dict[tuple[str, str], str] = {}
         self._changed = threading.Condition(self._lock)
 
     def close(self) -> None:
@@ -110,24 +118,36 @@ class Store:
         with self._lock:
             return self._db.execute(sql, args)
 
+    def _write(self, sql: str, args: tuple[Any, ...] | list[tuple[Any, ...]] = ()) -> sqlite3.Cursor:
+        """One statement (`executemany` when `args` is a list), tried again once if the disk was full and
+        `on_full` freed some space."""
+        with self._lock:
+            for attempt in (1, 2):
+                try:
+                    if isinstance(args, list):
+                        return self._db.executemany(sql, args)
+                    return self._db.execute(sql, args)
+                except sqlite3.OperationalError as exc:
+                    full = getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+                    if attempt == 2 or not full or self._on_full is None or not self._on_full():
+                        raise
+            raise AssertionError("unreachable")
+
     # ------------------------------------------------------------------ jobs
     def add_job(self, job: JobRow) -> None:
-        with self._lock:
-            self._db.execute("BEGIN")
-            self._db.execute(
-                "INSERT INTO jobs (id, name, status, submitter, submitter_org, submitter_role, submitted_at, "
-                "rounds, workflow, min_sites, sites_json, bundle_sha256, spec_json) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (job.id, job.name, job.status, job.submitter, job.submitter_org, job.submitter_role,
-                 job.submitted_at, job.rounds, job.workflow, job.min_sites, json.dumps(job.sites),
-                 job.bundle_sha256, json.dumps(job.spec)))
-            self._db.execute("COMMIT")
+        self._write(
+            "INSERT INTO jobs (id, name, status, submitter, submitter_org, submitter_role, submitted_at, "
+            "rounds, workflow, min_sites, sites_json, bundle_sha256, spec_json) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (job.id, job.name, job.status, job.submitter, job.submitter_org, job.submitter_role,
+             job.submitted_at, job.rounds, job.workflow, job.min_sites, json.dumps(job.sites),
+             job.bundle_sha256, json.dumps(job.spec)))
 
     def update_job(self, job_id: str, **values: Any) -> None:
         allowed = {"status", "started_at", "ended_at", "round", "wait_reason", "error"}
         if not values or set(values) - allowed:
             raise ValueError(f"cannot update {sorted(set(values) - allowed)}")
         cols = ", ".join(f"{k} = ?" for k in values)
-        self._run(f"UPDATE jobs SET {cols} WHERE id = ?", (*values.values(), job_id))
+        self._write(f"UPDATE jobs SET {cols} WHERE id = ?", (*values.values(), job_id))
 
     def set_site_state(self, job_id: str, site: str, state: str, round_no: int | None = None,
                        error: str | None = None) -> None:
@@ -135,10 +155,19 @@ class Store:
             row = self._db.execute("SELECT round, error FROM job_sites WHERE job_id = ? AND site = ?",
                                    (job_id, site)).fetchone()
             old_round, old_error = row if row else (-1, "")
-            self._db.execute(
+            self._write(
                 "INSERT OR REPLACE INTO job_sites (job_id, site, state, round, error) VALUES (?,?,?,?,?)",
                 (job_id, site, state, old_round if round_no is None else round_no,
                  old_error if error is None else error))
+            self._site_states[(job_id, site)] = state
+
+    def site_state(self, job_id: str, site: str) -> str | None:
+        """The state of `site` in job `job_id`, or None when it takes no part."""
+        known = self._site_states.get((job_id, site))
+        if known is not None:
+            return known
+        row = self._run("SELECT state FROM job_sites WHERE job_id = ? AND site = ?", (job_id, site)).fetchone()
+        return str(row[0]) if row else None
 
     def _job(self, row: tuple[Any, ...]) -> JobRow:
         (jid, name, status, submitter, sorg, srole, sub_at, start_at, end_at, rnd, rounds, workflow, min_sites,
@@ -172,7 +201,7 @@ class Store:
     # ------------------------------------------------------------------ events
     def add_event(self, job_id: str, kind: str, message: str, data: dict[str, Any] | None = None) -> int:
         with self._changed:
-            cur = self._db.execute("INSERT INTO events (job_id, time, kind, message, data_json) VALUES (?,?,?,?,?)",
+            cur = self._write("INSERT INTO events (job_id, time, kind, message, data_json) VALUES (?,?,?,?,?)",
                                    (job_id, time.time(), kind, message, json.dumps(data or {})))
             self._changed.notify_all()
             seq = int(cur.lastrowid or 0)
@@ -199,9 +228,9 @@ class Store:
                     when: float | None = None) -> None:
         now = when or time.time()
         with self._lock:
-            self._db.executemany("INSERT INTO metrics (job_id, site, round, name, value, step, time) "
-                                 "VALUES (?,?,?,?,?,?,?)",
-                                 [(job_id, site, round_no, n, v, s, now) for n, v, s in values])
+            self._write("INSERT INTO metrics (job_id, site, round, name, value, step, time) "
+                        "VALUES (?,?,?,?,?,?,?)",
+                        [(job_id, site, round_no, n, v, s, now) for n, v, s in values])
 
     def metrics(self, job_id: str) -> list[tuple[str, int, str, float, int | None]]:
         """(site, round, name, value, step) in insertion order."""
@@ -213,8 +242,8 @@ class Store:
         if not lines:
             return
         with self._changed:
-            self._db.executemany("INSERT INTO logs (job_id, site, time, line) VALUES (?,?,?,?)",
-                                 [(job_id, site, t, line) for t, line in lines])
+            self._write("INSERT INTO logs (job_id, site, time, line) VALUES (?,?,?,?)",
+                        [(job_id, site, t, line) for t, line in lines])
             self._changed.notify_all()
 
     def logs(self, job_id: str, site: str = "", after_id: int = 0) -> list[tuple[int, str, float, str]]:
@@ -235,14 +264,19 @@ class Store:
                                    (name,)).fetchone()
             registered = now if register or row is None else row[0]
             jobs = json.dumps(running_jobs) if running_jobs is not None else (row[1] if row else "[]")
-            self._db.execute("INSERT OR REPLACE INTO sites (name, org, registered_at, last_heartbeat, "
-                             "running_jobs_json, not_after) VALUES (?,?,?,?,?,?)",
-                             (name, org, registered, now, jobs, not_after))
+            self._write("INSERT OR REPLACE INTO sites (name, org, registered_at, last_heartbeat, "
+                        "running_jobs_json, not_after) VALUES (?,?,?,?,?,?)",
+                        (name, org, registered, now, jobs, not_after))
 
     def sites(self) -> list[SiteRow]:
         rows = self._run("SELECT name, org, registered_at, last_heartbeat, running_jobs_json, not_after FROM sites "
                          "ORDER BY name").fetchall()
         return [SiteRow(n, o, r, h, json.loads(j), a) for n, o, r, h, j, a in rows]
+
+    def site(self, name: str) -> SiteRow | None:
+        row = self._run("SELECT name, org, registered_at, last_heartbeat, running_jobs_json, not_after FROM sites "
+                        "WHERE name = ?", (name,)).fetchone()
+        return None if row is None else SiteRow(row[0], row[1], row[2], row[3], json.loads(row[4]), row[5])
 
     def iter_job_ids(self) -> Iterator[str]:
         for (jid,) in self._run("SELECT id FROM jobs ORDER BY submitted_at").fetchall():

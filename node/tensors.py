@@ -7,15 +7,18 @@ into numpy through its own methods, so numpy-only sites need no torch.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import safetensors.numpy
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 
 from node.tasks import Params
 
 _NUMERIC_KINDS = "biufc"
+NUMPY_DTYPES = frozenset({"F64", "F32", "F16", "I64", "U64", "I32", "U32", "I16", "U16", "I8", "U8", "BOOL", "C64"})
+"""Safetensors dtypes that numpy holds, so `decode` accepts them."""
 
 
 def to_numpy(value: Any) -> np.ndarray:
@@ -56,4 +59,20 @@ def decode(data: bytes) -> Params:
     except KeyError as exc:  # a dtype numpy cannot hold (bfloat16, float8)
         raise ValueError(f"safetensors data with dtype {exc} that numpy cannot hold; send float32") from None
     except (SafetensorError, ValueError, TypeError) as exc:
+        raise ValueError(f"not safetensors data ({exc})") from None
+
+
+def check_file(path: Path) -> None:
+    """Raise ValueError unless `path` holds safetensors data that `decode` accepts; reads only the header.
+
+    Safetensors checks that the header is JSON, that every tensor's offsets fit its dtype and shape, and that
+    the tensors cover the data exactly; this adds that numpy can hold every dtype.
+    """
+    try:
+        with safe_open(str(path), framework="numpy") as handle:
+            for name in handle.keys():  # noqa: SIM118 - a safetensors handle, not a dict
+                dtype = handle.get_slice(name).get_dtype()
+                if dtype not in NUMPY_DTYPES:
+                    raise ValueError(f"tensor '{name}' has dtype {dtype}, which numpy cannot hold; send float32")
+    except SafetensorError as exc:
         raise ValueError(f"not safetensors data ({exc})") from None

@@ -31,12 +31,13 @@ def free_port() -> int:
 ADMIN = ("admin@hub.org", "hub", "project_admin")
 
 
-def project_text(name: str, port: int, sites: int, admins: list[tuple[str, str, str]] | None = None) -> str:
+def project_text(name: str, port: int, sites: int, admins: list[tuple[str, str, str]] | None = None,
+                 heartbeat_timeout_s: float = 3) -> str:
     site_lines = "".join(f"  - {{name: site-{i}, org: org_{i}}}\n" for i in range(1, sites + 1))
     admin_lines = "".join(f"  - {{name: {a}, org: {o}, role: {r}}}\n" for a, o, r in (admins or [ADMIN]))
     return (f"api_version: 1\nname: {name}\nserver: {{name: localhost, org: hub, port: {port}, hosts: [127.0.0.1]}}\n"
             f"sites:\n{site_lines}admins:\n{admin_lines}"
-            "heartbeat: {interval_s: 0.5, timeout_s: 3}\n")
+            f"heartbeat: {{interval_s: 0.5, timeout_s: {heartbeat_timeout_s:g}}}\n")
 
 
 @dataclass
@@ -55,11 +56,12 @@ class Federation:
     def kit(self, name: str) -> Path:
         return self.prod / name
 
-    def start(self, name: str) -> subprocess.Popen[bytes]:
+    def start(self, name: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         """Start a node the way an operator does: the kit's own start.sh (which runs `flctl node start`)."""
         log = open(self.root / f"{name}.log", "ab")  # noqa: SIM115 - closed when the process is stopped
         proc = subprocess.Popen(["bash", str(self.kit(name) / "startup" / "start.sh")], stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True, env={**os.environ, "FLCTL": FLCTL})
+                                stderr=subprocess.STDOUT, start_new_session=True,
+                                env={**os.environ, "FLCTL": FLCTL, **(env or {})})
         self.processes[name] = proc
         return proc
 
@@ -135,10 +137,10 @@ def _kill_group(pgid: int) -> None:
 
 
 def make_federation(root: Path, sites: int = 2, name: str = "fedtest",
-                    admins: list[tuple[str, str, str]] | None = None) -> Federation:
+                    admins: list[tuple[str, str, str]] | None = None, heartbeat_timeout_s: float = 3) -> Federation:
     """Provision a project on a free port; the first admin is the one `flctl` calls act as."""
     port = free_port()
-    text = project_text(name, port, sites, admins)
+    text = project_text(name, port, sites, admins, heartbeat_timeout_s)
     (root / "project.yml").write_text(text)
     result = provision(project_from_document(parse_yaml(text, "project.yml")).project, root / "ws")
     return Federation(root, result.prod_dir, port, [f"site-{i}" for i in range(1, sites + 1)],

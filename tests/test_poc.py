@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -119,3 +120,24 @@ def test_commands_without_a_prepared_federation_say_what_to_do(workspace: Path) 
     assert first.returncode == 0, first.stderr
     assert again.returncode == 2
     assert "flctl poc clean" in again.stderr
+
+
+def test_start_says_which_node_exited_while_starting_and_leaves_no_process(workspace: Path) -> None:
+    """A server that cannot listen (its port is taken) ends `poc start` at once: exit 1, the node and its log
+    named, and neither it nor the sites waiting for it are left running."""
+    # Prepare
+    prepared = flctl(workspace, "poc", "prepare", "-n", "2", "--json")
+    assert prepared.returncode == 0, prepared.stderr
+    port = json.loads((workspace / "poc.json").read_text())["port"]
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", port))
+        taken.listen()
+        # Execute
+        started = flctl(workspace, "poc", "start")
+    status = json.loads(flctl(workspace, "poc", "status", "--json").stdout)
+    # Assert
+    assert started.returncode == 1, started.stderr
+    assert "localhost exited" in started.stderr
+    assert "localhost.log" in started.stderr
+    assert not any(n["alive"] for n in status["nodes"])
+    assert list((workspace / "run").glob("*.pid")) == []

@@ -15,7 +15,7 @@ import uuid
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import grpc
 
@@ -25,10 +25,14 @@ from node.authz import Actor, JobOwner, Right, decide
 from node.proto import flctl_pb2 as pb
 from node.proto import flctl_pb2_grpc as pb_grpc
 from node.server.context import ServerContext
+from node.server.disk_guard import is_disk_full
 from node.server.federation_service import stream_file
 from node.server.identity import caller
 from node.server.job_records import log_files, metrics_json
 from node.store import JobRow
+
+if TYPE_CHECKING:
+    from node.job_spec import LoadedJob
 
 FOLLOW_WAIT_S = 1.0
 SIGNATURE_FILE = "signature.json"
@@ -45,7 +49,8 @@ class AdminService(pb_grpc.AdminServicer):
         return Actor(who.name, who.org, who.role or ""), cert.not_valid_after_utc.timestamp()
 
     def _audit(self, actor: Actor, action: str, args: dict[str, Any], result: str) -> None:
-        self._ctx.audit.append(actor.name, action, org=actor.org, role=actor.role, args=args, result=result)
+        self._ctx.disk.call(lambda: self._ctx.audit.append(actor.name, action, org=actor.org, role=actor.role,
+                                                           args=args, result=result))
 
     def _refuse(self, context: Any, actor: Actor, action: str, args: dict[str, Any], code: grpc.StatusCode,
                 message: str) -> NoReturn:
@@ -87,10 +92,7 @@ class AdminService(pb_grpc.AdminServicer):
                            not_after=not_after)
 
     def SubmitJob(self, request_iterator: Iterator[pb.SubmitMessage], context: Any) -> pb.JobRef:
-        from node.bundle import extract_bundle
-        from node.errors import JobError
         from node.job_signing import SignatureRefused, verify_bundle
-        from node.job_spec import load_job
 
         actor, _ = self._actor(context)
         action, args = "job.submit", dict[str, Any]()
@@ -124,17 +126,7 @@ class AdminService(pb_grpc.AdminServicer):
                          f"not permitted: the job is signed by {signer.name}, not by the caller {actor.name}")
         job_id = uuid.uuid4().hex[:12]
         job_dir = self._ctx.jobs_dir() / job_id
-        with tempfile.TemporaryDirectory(dir=self._ctx.workspace) as tmp:
-            try:
-                extract_bundle(bundle, Path(tmp) / "job")
-                loaded = load_job(Path(tmp) / "job", shown="submitted job")
-            except JobError as exc:
-                self._refuse(context, actor, action, args, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-            job_dir.mkdir(parents=True)
-            (job_dir / "bundle.zip").write_bytes(bundle)
-            (job_dir / SIGNATURE_FILE).write_text(json.dumps({
-                "signer_cert_pem": head.signer_cert_pem.decode(), "signature": head.signature.hex()}))
-            shutil.copy(Path(tmp) / "job" / "job.yml", job_dir / "job.yml")
+        loaded = self._store_bundle(context, actor, args, bundle, head, job_dir)
         spec = loaded.spec
         sites: list[str] | str = "all" if spec.sites == "all" else list(spec.sites)
         rounds = int(getattr(loaded.args, "rounds", 0))
@@ -147,6 +139,34 @@ class AdminService(pb_grpc.AdminServicer):
                                   {"submitter": actor.name, "name": spec.name})
         self._poke()
         return pb.JobRef(job_id=job_id)
+
+    def _store_bundle(self, context: Any, actor: Actor, args: dict[str, Any], bundle: bytes, head: pb.SubmitHeader,
+                      job_dir: Path) -> LoadedJob:
+        """Check the job in the bundle and keep the bundle, its signature and job.yml in `job_dir`."""
+        from node.bundle import extract_bundle
+        from node.errors import JobError
+        from node.job_spec import load_job
+
+        try:
+            with tempfile.TemporaryDirectory(dir=self._ctx.workspace) as tmp:
+                try:
+                    extract_bundle(bundle, Path(tmp) / "job")
+                    loaded = load_job(Path(tmp) / "job", shown="submitted job")
+                except JobError as exc:
+                    self._refuse(context, actor, "job.submit", args, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+                job_dir.mkdir(parents=True)
+                (job_dir / "bundle.zip").write_bytes(bundle)
+                (job_dir / SIGNATURE_FILE).write_text(json.dumps({
+                    "signer_cert_pem": head.signer_cert_pem.decode(), "signature": head.signature.hex()}))
+                shutil.copy(Path(tmp) / "job" / "job.yml", job_dir / "job.yml")
+        except OSError as exc:
+            shutil.rmtree(job_dir, ignore_errors=True)
+            if not is_disk_full(exc):
+                raise
+            self._ctx.disk.release()
+            self._refuse(context, actor, "job.submit", args, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                         "the server's disk is full; free space in its workspace, then submit the job again")
+        return loaded
 
     def ListJobs(self, request: pb.Empty, context: Any) -> pb.JobList:
         actor, _ = self._actor(context)

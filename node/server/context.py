@@ -10,6 +10,7 @@ from node.audit import AuditLog
 from node.authz import PolicyFile
 from node.kit import NodeKit
 from node.revocation import Revocations
+from node.server.disk_guard import DiskGuard
 from node.server.job_runner import JobRunner
 from node.server.site_hub import SiteHub
 from node.server.task_board import TaskBoard
@@ -29,6 +30,7 @@ class ServerContext:
     audit: AuditLog
     policy: PolicyFile
     revocations: Revocations
+    disk: DiskGuard
     max_bundle_bytes: int = 512 * 1024 * 1024
     max_model_bytes: int = 64 * 1024 * 1024 * 1024
 

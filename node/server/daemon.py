@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -18,20 +19,27 @@ from node.errors import NodeError
 from node.kit import NodeKit
 from node.local_files import node_config, policy_and_revocations
 from node.proto import flctl_pb2_grpc as pb_grpc
+from node.readiness import ReadyPipe
 from node.server.admin_service import AdminService
 from node.server.context import ServerContext
+from node.server.disk_guard import DiskGuard, reserve_bytes
 from node.server.federation_service import FederationService
 from node.server.job_runner import JobRunner
 from node.server.scheduler import Scheduler
 from node.server.site_hub import SiteHub
 from node.server.task_board import TaskBoard
+from node.spare_process import spare_wanted
 from node.store import Store
 from node.tls import SERVER_OPTIONS, server_credentials
 
 log = logging.getLogger("flctl.server")
 DEFAULT_MAX_JOBS = 2
-WORKERS = 512
+# gRPC's sync server gives every call in progress a thread: each site holds a command stream and, in a
+# job, a long poll, so the ceiling must exceed twice the sites. Threads are made only when needed.
+WORKERS = 4096
 RESTART_GRACE_S = 15.0
+STOP_GRACE_S = 0.5
+"""How long calls in progress may take to finish when the server stops (streams are ended before that)."""
 
 
 def max_concurrent_jobs(kit: NodeKit) -> int:
@@ -46,19 +54,23 @@ def max_concurrent_jobs(kit: NodeKit) -> int:
 
 class ServerDaemon:
     def __init__(self, kit: NodeKit, workspace: Path) -> None:
+        self._ready = ReadyPipe()
         config = node_config(kit, "server", workspace)
         self.kit = kit
         self.workspace = workspace
         audit = AuditLog(workspace / "audit.jsonl")
+        self.disk = DiskGuard(workspace, reserve_bytes(kit.root / "local" / "resources.yml"), self._disk_full)
         store = Store(workspace / "server.db",
-                      on_event=lambda job, kind, msg, data: audit.append("server", f"job.{kind}", job_id=job,
-                                                                         message=msg))
+                      on_event=lambda job, kind, msg, data: self.disk.call(
+                          lambda: audit.append("server", f"job.{kind}", job_id=job, message=msg)),
+                      on_full=self.disk.release)
         policy, revocations = policy_and_revocations(kit, workspace)
         board, hub = TaskBoard(), SiteHub()
         self._poke_scheduler: Callable[[], None] = lambda: None
-        runner = JobRunner(store, board, hub, workspace / "jobs", lambda _job: self._poke_scheduler())
+        runner = JobRunner(store, board, hub, workspace / "jobs", lambda _job: self._poke_scheduler(),
+                           spare=spare_wanted(kit.root / "local" / "resources.yml"))
         self.ctx = ServerContext(kit, workspace, store, board, hub, runner, config.heartbeat.interval_s,
-                                 config.heartbeat.timeout_s, audit, policy, revocations)
+                                 config.heartbeat.timeout_s, audit, policy, revocations, self.disk)
         self.scheduler = Scheduler(self.ctx, max_concurrent_jobs(kit))
         self._poke_scheduler = self.scheduler.poke
         listen = config.listen or config.server
@@ -70,6 +82,7 @@ class ServerDaemon:
         self._stopped = threading.Event()
 
     def start(self) -> None:
+        self.disk.arm()
         self._recover()
         try:
             port = self._server.add_secure_port(self.address, server_credentials(self.kit))
@@ -82,6 +95,8 @@ class ServerDaemon:
         self.scheduler.start()
         threading.Thread(target=self._watch_sites, daemon=True, name="site-watch").start()
         log.info("server %s of project %s listening on %s", self.kit.info.name, self.ctx.project, self.address)
+        self._ready.notify()
+        self.ctx.runner.prepare_spare()
 
     def _recover(self) -> None:
         """Jobs a previous run left RUNNING resume from their last checkpoint, on the same sites."""
@@ -96,20 +111,34 @@ class ServerDaemon:
             log.info("resuming job %s on %s", job.id, ", ".join(sites))
             self.ctx.runner.start(job, sites, resume=True)
 
+    def _disk_full(self) -> None:
+        """The workspace's disk is full: running jobs could save nothing more, so they fail now, saying why."""
+        for job_id in self.ctx.runner.running():
+            self.ctx.runner.fail(job_id, f"the server's disk is full (no space left under {self.workspace}); "
+                                         "free space there, then submit the job again")
+
     def _watch_sites(self) -> None:
         """Sites of a running job that fall silent fail their part (the workflow goes on without them)."""
         # After a restart, sites reconnect with backoff (up to 10 s between tries): give them that long.
         grace_until = time.time() + max(0.0, RESTART_GRACE_S - self.ctx.heartbeat_timeout_s)
         while not self._stopped.wait(1.0):
+            try:
+                self._drop_silent_sites(grace_until)
+            except (sqlite3.Error, OSError) as exc:  # the disk is full, say: keep watching
+                log.warning("could not check on the sites of running jobs: %s", exc)
+
+    def _drop_silent_sites(self, grace_until: float) -> None:
+        for job_id in self.ctx.runner.running():
+            job = self.ctx.store.get_job(job_id)
+            if job is None:
+                continue
+            # Who is online is read after the job's states: a site that came back (and rejoined) in between is
+            # then seen online, never dropped a second time on a stale view.
             online = set(self.ctx.online_sites(since=min(time.time(), grace_until)))
-            for job_id in self.ctx.runner.running():
-                job = self.ctx.store.get_job(job_id)
-                if job is None:
-                    continue
-                for site, (state, _round, _error) in job.site_states.items():
-                    if site not in online and state not in ("offline", "failed", "finished"):
-                        self.ctx.runner.failure(job_id, site, f"{site} went offline")
-                        self.ctx.store.set_site_state(job_id, site, "offline")
+            for site, (state, _round, _error) in job.site_states.items():
+                if site not in online and state not in ("offline", "failed", "finished"):
+                    self.ctx.runner.failure(job_id, site, f"{site} went offline")
+                    self.ctx.store.set_site_state(job_id, site, "offline")
 
     def wait(self) -> None:
         self._stopped.wait()
@@ -121,7 +150,7 @@ class ServerDaemon:
         self.scheduler.stop()
         self.ctx.hub.close()
         self.ctx.runner.stop_all()
-        self._server.stop(grace=2).wait(5)
+        self._server.stop(grace=STOP_GRACE_S).wait(STOP_GRACE_S + 5)
         self.ctx.store.close()
         pidfile.remove(self.workspace)
         self._stopped.set()

@@ -14,12 +14,14 @@ import grpc
 from node.proto import flctl_pb2 as pb
 from node.proto import flctl_pb2_grpc as pb_grpc
 from node.server.context import ServerContext
+from node.server.disk_guard import is_disk_full
 from node.server.identity import caller
 from node.tls import CHUNK
 from provisioner.pki import CertIdentity
 
 POLL_WAIT_S = 20.0
 VERSION = "1"
+DISK_FULL = "the server's disk is full; it takes no results until space is freed there"
 
 
 def stream_file(path: Path) -> Iterator[bytes]:
@@ -49,23 +51,29 @@ class FederationService(pb_grpc.FederationServicer):
     def Heartbeat(self, request: pb.HeartbeatRequest, context: Any) -> pb.HeartbeatReply:
         who = self._site(context)
         store = self._ctx.store
-        was_online = any(s.name == who.name and self._ctx.online(s) for s in store.sites())
+        row = store.site(who.name)  # one row, not every site's: a thousand sites heartbeat here
+        was_online = row is not None and self._ctx.online(row)
         store.touch_site(who.name, who.org, self._not_after(context), list(request.running_jobs))
         if not was_online:
             self._poke()
         running = set(self._ctx.runner.running())
         stop = [j for j in request.running_jobs if j not in running or who.name not in self._ctx.runner.sites_of(j)]
-        self._reconcile(who.name, set(request.running_jobs), running)
+        self._reconcile(who.name, running)
         revocations = self._ctx.revocations
         crl = revocations.pem if revocations.number > request.crl_number else b""
         return pb.HeartbeatReply(stop_jobs=stop, crl_pem=crl)
 
-    def _reconcile(self, site: str, reported: set[str], running: set[str]) -> None:
-        """A site that is back but no longer runs its part of a running job gets the job again."""
-        for job_id in running - reported:
-            job = self._ctx.store.get_job(job_id)
-            if job is not None and job.site_states.get(site, ("",))[0] == "offline":
+    def _reconcile(self, site: str, running: set[str]) -> None:
+        """A site dropped from a running job as offline is heard from again: it takes part again. Its job process
+        either survived (the network was cut: it goes on) or is gone (the site restarted: it is started anew)."""
+        for job_id in running:
+            if self._ctx.store.site_state(job_id, site) == "offline":
                 self._ctx.runner.rejoin(job_id, site)
+
+    def _dropped(self, job_id: str, site: str) -> bool:
+        """Whether the job goes on without `site` (it went offline or failed). Its job process may still call
+        (say, it outlived a network cut): what it sends is not taken, and its state is left for `_reconcile`."""
+        return self._ctx.store.site_state(job_id, site) in ("offline", "failed")
 
     def Commands(self, request: pb.Empty, context: Any) -> Iterator[pb.Command]:
         who = self._site(context)
@@ -103,7 +111,8 @@ class FederationService(pb_grpc.FederationServicer):
             yield pb.TaskMessage(header=pb.TaskHeader())
             return
         with handle:
-            self._ctx.store.set_site_state(request.job_id, who.name, "working", got.round)
+            if not self._dropped(request.job_id, who.name):
+                self._ctx.store.set_site_state(request.job_id, who.name, "working", got.round)
             yield pb.TaskMessage(header=pb.TaskHeader(task_id=got.task_id, name=got.name, round=got.round,
                                                       meta_json=json.dumps(got.meta), size=size,
                                                       timeout_s=got.timeout_s))
@@ -111,38 +120,55 @@ class FederationService(pb_grpc.FederationServicer):
                 yield pb.TaskMessage(chunk=block)
 
     def SubmitResult(self, request_iterator: Iterator[pb.ResultMessage], context: Any) -> pb.Ack:
+        """A site's answer to a task it was given. Anything malformed, misaddressed or unusable is refused with a
+        status that says why, before it reaches the workflow; the task stays open for a proper answer."""
         who = self._site(context)
         first = next(request_iterator, None)
         if first is None or not first.HasField("header"):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a result starts with its header")
         head = first.header  # type: ignore[union-attr]
+        board = self._ctx.board
+        if not board.takes_part(head.job_id, who.name):
+            context.abort(grpc.StatusCode.NOT_FOUND, f"{who.name} takes part in no running job {head.job_id!r}")
+        if not board.was_given(head.job_id, who.name, head.task_id):
+            # Not an error: a site's job process that outlived a server restart may answer the old run's task.
+            return pb.Ack(message=f"result ignored: task {head.task_id!r} was not given to {who.name} in job "
+                                  f"{head.job_id} since the server started")
         if head.failed:
-            if self._ctx.board.answer(head.job_id, who.name, head.task_id):
+            if board.answer(head.job_id, who.name, head.task_id):
                 self._ctx.runner.failure(head.job_id, who.name, head.error or "failed", head.task_id)
             return pb.Ack(message="failure recorded")
+        meta = _json_object(head.meta_json or "{}")
+        if meta is None:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the result's meta_json is not a JSON object")
+        if head.size < 0:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"the result's size {head.size} is negative")
         if head.size > self._ctx.max_model_bytes:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"result of {head.size} bytes is over the limit")
-        results = self._ctx.jobs_dir() / head.job_id / "results"
-        results.mkdir(parents=True, exist_ok=True)
-        path = results / f"{who.name}-{head.task_id}.safetensors"
-        tmp = path.with_name("." + path.name + ".part")
-        received = 0
-        with open(tmp, "wb") as out:
-            for message in request_iterator:
-                received += len(message.chunk)
-                if received > head.size:
-                    tmp.unlink(missing_ok=True)
-                    context.abort(grpc.StatusCode.INVALID_ARGUMENT, "result is larger than its header says")
-                out.write(message.chunk)
-        if received != head.size:
-            tmp.unlink(missing_ok=True)
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"result ended after {received} of {head.size} bytes")
-        if not self._ctx.board.answer(head.job_id, who.name, head.task_id):
-            tmp.unlink(missing_ok=True)
+        if not board.expects(head.job_id, who.name, head.task_id):
             return pb.Ack(message="late or duplicate result ignored")
-        os.replace(tmp, path)
+        if self._ctx.disk.full:
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, DISK_FULL)
+        if self._dropped(head.job_id, who.name):
+            return pb.Ack(message=f"result ignored: {who.name} was dropped from the job until its daemon is back")
+        results = self._ctx.jobs_dir() / head.job_id / "results"
+        path = results / f"{who.name}-{head.task_id}.safetensors"  # both ids are the server's own, checked above
+        tmp = path.with_name("." + path.name + ".part")
+        try:
+            refused = _receive(request_iterator, head.size, tmp)
+            if refused is not None:
+                if refused[1] == DISK_FULL:
+                    self._ctx.disk.release()  # running jobs fail, saying why
+                context.abort(*refused)
+            if not board.answer(head.job_id, who.name, head.task_id):
+                return pb.Ack(message="late or duplicate result ignored")
+            if self._dropped(head.job_id, who.name):  # went offline while the result was arriving
+                return pb.Ack(message=f"result ignored: {who.name} was dropped from the job")
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
         self._ctx.runner.result(head.job_id, who.name, head.task_id, path, int(head.num_examples),
-                                dict(head.metrics), json.loads(head.meta_json or "{}"))
+                                dict(head.metrics), meta)  # type: ignore[arg-type]
         return pb.Ack(message="accepted")
 
     def Report(self, request: pb.ReportRequest, context: Any) -> pb.Ack:
@@ -160,9 +186,47 @@ class FederationService(pb_grpc.FederationServicer):
                                   metric.time or time.time())
         already_failed = job.site_states[who.name][0] == "failed"  # type: ignore[union-attr]
         if request.status == "failed" and not already_failed:
-            self._ctx.runner.failure(request.job_id, who.name, request.error or "the site's job process failed")
+            error = request.error or "the site's job process failed"
+            if job.status == "RUNNING":  # type: ignore[union-attr]
+                self._ctx.runner.failure(request.job_id, who.name, error)
+            else:  # the job already ended (say, its results were refused then): no event after its last one
+                store.set_site_state(request.job_id, who.name, "failed", error=error)
         elif request.status == "finished":
             store.set_site_state(request.job_id, who.name, "finished")
         elif request.status == "running":
             store.set_site_state(request.job_id, who.name, "running")
         return pb.Ack()
+
+
+def _json_object(text: str) -> dict[str, Any] | None:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _receive(messages: Iterator[pb.ResultMessage], size: int, tmp: Path) -> tuple[grpc.StatusCode, str] | None:
+    """Write a result's chunks to `tmp` and check it is a model `decode` accepts; what to refuse it with, or None."""
+    received = 0
+    try:
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as out:
+            for message in messages:
+                received += len(message.chunk)
+                if received > size:
+                    return grpc.StatusCode.INVALID_ARGUMENT, "result is larger than its header says"
+                out.write(message.chunk)
+    except OSError as exc:
+        if is_disk_full(exc):
+            return grpc.StatusCode.RESOURCE_EXHAUSTED, DISK_FULL
+        return grpc.StatusCode.INTERNAL, f"the server could not store the result: {exc.strerror or exc}"
+    if received != size:
+        return grpc.StatusCode.INVALID_ARGUMENT, f"result ended after {received} of {size} bytes"
+    try:
+        from node import tensors  # numpy and safetensors: not imported until a result comes
+
+        tensors.check_file(tmp)
+    except ValueError as exc:
+        return grpc.StatusCode.INVALID_ARGUMENT, f"the result is not a usable model: {exc}"
+    return None

@@ -1,6 +1,7 @@
 """The server side of one running job, in a child process of its own: runs the job's workflow.
 
     python -m node.server.job_process JOB_DIR
+    python -m node.server.job_process --spare      (imports done, waits for ["JOB_DIR"] on stdin)
 
 `JOB_DIR/run.json` says which job, workflow and sites. The daemon and this process
 talk in JSON lines: this process writes requests on stdout (`task`, `cancel`,
@@ -23,7 +24,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from node import tensors
+from node import spare_process, tensors
 from node.job_spec import JobSpec, LoadedJob
 from node.tasks import Params, SiteFailure, Task, TaskResult
 from node.workflows.base import WorkflowError
@@ -181,4 +182,9 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    args: list[str] | None = sys.argv[1:]
+    if args == [spare_process.SPARE_FLAG]:  # everything is imported: wait for the daemon's job
+        args = spare_process.wait_for_job()
+    if args is None:  # the daemon went away before handing over a job: nothing to clean up
+        os._exit(0)
+    sys.exit(main(args))

@@ -1,8 +1,10 @@
 """The daemon's side of running jobs: one child process per job, and the routing around it.
 
-Starts `node.server.job_process` for a job, turns its requests into posted tasks,
-store records and events, passes site answers back to it, and ends the job
-(finished, failed or aborted) whatever the child does, crash included.
+Starts `node.server.job_process` for a job (handing the job to a spare process started
+ahead of time when one is waiting, see `node.spare_process`), turns its requests into posted
+tasks, store records and events, passes site answers back to it, and ends the job (finished,
+failed or aborted) whatever the child does, crash included: a job ends when its process says
+`done`, or when the process exits without saying it.
 """
 
 from __future__ import annotations
@@ -24,9 +26,12 @@ from typing import IO, Any
 from node.server.job_records import log_files, metrics_json
 from node.server.site_hub import SiteHub
 from node.server.task_board import PostedTask, TaskBoard
+from node.spare_process import SPARE_FLAG, SpareProcess
 from node.store import JobRow, Store
 
 KILL_GRACE_S = 5.0
+"""How long an aborted job process, or one that said `done`, may take to exit before it is killed."""
+JOB_PROCESS = [sys.executable, "-m", "node.server.job_process"]
 
 
 @dataclass
@@ -36,6 +41,7 @@ class _Running:
     process: subprocess.Popen[str]
     stdin_lock: threading.Lock
     ended: bool = False
+    failed_because: str = ""  # set by `fail`: however the process then ends, the job fails for this reason
 
 
 def last_checkpoint(job_dir: Path) -> int | None:
@@ -47,7 +53,7 @@ def last_checkpoint(job_dir: Path) -> int | None:
 
 class JobRunner:
     def __init__(self, store: Store, board: TaskBoard, hub: SiteHub, jobs_dir: Path,
-                 on_end: Callable[[str], None]) -> None:
+                 on_end: Callable[[str], None], spare: bool = True) -> None:
         self._store = store
         self._board = board
         self._hub = hub
@@ -55,6 +61,16 @@ class JobRunner:
         self._on_end = on_end
         self._running: dict[str, _Running] = {}
         self._lock = threading.RLock()
+        self._spare = SpareProcess([*JOB_PROCESS, SPARE_FLAG], enabled=spare, **self._popen_args())
+
+    @staticmethod
+    def _popen_args() -> dict[str, Any]:
+        return {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True,
+                "bufsize": 1, "start_new_session": True, "env": {**os.environ, "PYTHONUNBUFFERED": "1"}}
+
+    def prepare_spare(self) -> None:
+        """Start a spare job process for the next job, unless one is waiting (the daemon calls it once ready)."""
+        self._spare.ensure()
 
     def job_dir(self, job_id: str) -> Path:
         return self._jobs_dir / job_id
@@ -86,11 +102,8 @@ class JobRunner:
             for site in sites:
                 self._store.set_site_state(job.id, site, "starting")
         self._board.open_job(job.id, sites)
-        process = subprocess.Popen(
-            [sys.executable, "-m", "node.server.job_process", str(job_dir)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1,
-            start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
+        process = self._spare.take([str(job_dir)]) or subprocess.Popen([*JOB_PROCESS, str(job_dir)],
+                                                                          **self._popen_args())
         run = _Running(job, sites, process, threading.Lock())
         with self._lock:
             self._running[job.id] = run
@@ -106,22 +119,31 @@ class JobRunner:
 
     # ------------------------------------------------------------------ child -> daemon
     def _read_requests(self, run: _Running, stream: IO[str]) -> None:
-        done: dict[str, Any] | None = None
+        done = False
         for line in stream:
             try:
                 msg = json.loads(line)
             except ValueError:
                 self._store.add_logs(run.job.id, "server", [(time.time(), line.rstrip())])
                 continue
-            if msg.get("op") == "done":
-                done = msg
+            if msg.get("op") == "done" and not done:
+                done = True  # the job has ended: say so now, not once the interpreter has wound down
+                self._finish(run, str(msg.get("status", "FAILED")), str(msg.get("error", "")))
+                threading.Thread(target=self._reap_done, args=(run,), daemon=True).start()
                 continue
-            self._handle(run, msg)
+            if not done:
+                self._handle(run, msg)
         code = run.process.wait()
-        if done is not None:
-            self._finish(run, done["status"], done.get("error", ""))
-        else:
+        if not done:
             self._finish(run, "FAILED", f"the job process exited with code {code} before the job ended")
+
+    def _reap_done(self, run: _Running) -> None:
+        """A job process that said `done` exits by itself; one that lingers is killed."""
+        try:
+            run.process.wait(KILL_GRACE_S)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(run.process.pid, signal.SIGKILL)
 
     def _read_stderr(self, job_id: str, stream: IO[str]) -> None:
         for line in stream:
@@ -217,7 +239,21 @@ class JobRunner:
                 os.killpg(run.process.pid, signal.SIGKILL)
             self._finish(run, "ABORTED", reason)
 
+    def fail(self, job_id: str, reason: str) -> bool:
+        """End a running job as FAILED for a reason of the server's own (its disk is full): its process is
+        killed at once, since it could save nothing more."""
+        with self._lock:
+            run = self._running.get(job_id)
+        if run is None:
+            return False
+        run.failed_because = reason
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(run.process.pid, signal.SIGKILL)
+        self._finish(run, "FAILED", reason)
+        return True
+
     def stop_all(self) -> None:
+        self._spare.close()
         with self._lock:
             runs = list(self._running.values())
         for run in runs:
@@ -228,12 +264,18 @@ class JobRunner:
     def _write_records(self, job_id: str) -> None:
         """Per-site logs and metrics on disk beside the models, for whoever reads the job folder."""
         job_dir = self.job_dir(job_id)
-        (job_dir / "logs").mkdir(parents=True, exist_ok=True)
-        for name, text in log_files(self._store, job_id).items():
-            (job_dir / "logs" / name).write_text(text)
-        (job_dir / "metrics.json").write_text(metrics_json(self._store, job_id))
+        # First what is no longer needed (it frees space), including a model half-written when the disk filled up.
         shutil.rmtree(job_dir / "tasks", ignore_errors=True)
         shutil.rmtree(job_dir / "results", ignore_errors=True)
+        for partial in (job_dir / "models").glob(".*.tmp"):
+            partial.unlink(missing_ok=True)
+        try:
+            (job_dir / "logs").mkdir(parents=True, exist_ok=True)
+            for name, text in log_files(self._store, job_id).items():
+                (job_dir / "logs" / name).write_text(text)
+            (job_dir / "metrics.json").write_text(metrics_json(self._store, job_id))
+        except OSError as exc:  # the disk is full, say: the store keeps them (`job download` packs them from there)
+            self._store.add_logs(job_id, "server", [(time.time(), f"could not write the job's log files: {exc}")])
 
     def _finish(self, run: _Running, status: str, error: str) -> None:
         with self._lock:
@@ -241,6 +283,8 @@ class JobRunner:
                 return
             run.ended = True
             self._running.pop(run.job.id, None)
+            if run.failed_because:
+                status, error = "FAILED", run.failed_because
         job_id = run.job.id
         self._board.close_job(job_id, status)
         self._store.update_job(job_id, status=status, ended_at=time.time(), error=error)
@@ -250,4 +294,5 @@ class JobRunner:
         message = f"job {status.lower()}" + (f": {error}" if error else "")
         self._store.add_event(job_id, status.lower(), message, {"status": status, "error": error})
         self._board.forget(job_id)
+        self._spare.ensure()  # for the next job (a no-op once the daemon is stopping)
         self._on_end(job_id)

@@ -1,15 +1,20 @@
 """Decides when a submitted job starts, and records why it waits.
 
 A job starts when its named sites are all online (or, for `sites: all`, when at
-least `min_sites` are), and the server runs fewer than `max_concurrent_jobs`.
+least `min_sites` are), the server runs fewer than `max_concurrent_jobs`, and the disk
+under its workspace is not full (see `node.server.disk_guard`).
 """
 
 from __future__ import annotations
 
+import logging
+import sqlite3
 import threading
 
 from node.server.context import ServerContext
 from node.store import JobRow
+
+log = logging.getLogger("flctl.server")
 
 
 def placement(job: JobRow, online: list[str]) -> tuple[list[str] | None, str]:
@@ -49,14 +54,21 @@ class Scheduler:
             self._wake.wait(1.0)
             self._wake.clear()
             if not self._stop.is_set():
-                self.schedule_once()
+                try:
+                    self.schedule_once()
+                except (sqlite3.Error, OSError) as exc:  # the disk is full, say: try again at the next turn
+                    log.warning("could not schedule jobs: %s", exc)
 
     def schedule_once(self) -> None:
         store = self._ctx.store
+        disk = self._ctx.disk
+        disk_full = disk.full and not disk.arm()  # takes the reserve back once there is room again
         online = self._ctx.online_sites()
         running = len(self._ctx.runner.running())
         for job in store.list_jobs(("SUBMITTED",)):
-            if running >= self._max:
+            if disk_full:
+                reason = f"waiting for disk space on the server ({disk.workspace} is full)"
+            elif running >= self._max:
                 reason = f"waiting for a free slot ({running} of {self._max} jobs running)"
             else:
                 sites, reason = placement(job, online)

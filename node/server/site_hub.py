@@ -10,6 +10,10 @@ from typing import Any
 Command = dict[str, Any]  # {"start": {...}} or {"stop": {...}}
 
 
+ACTIVE_CHECK_S = 5.0
+"""How often an idle command stream checks that its call is still active (a new stream or close() ends it at once)."""
+
+
 class SiteHub:
     def __init__(self) -> None:
         self._queues: dict[str, queue.Queue[Command | None]] = {}
@@ -39,7 +43,7 @@ class SiteHub:
             self._queues[site] = fresh
         while active():
             try:
-                item = fresh.get(timeout=1.0)
+                item = fresh.get(timeout=ACTIVE_CHECK_S)
             except queue.Empty:
                 continue
             if item is None:

@@ -28,13 +28,25 @@ class _JobTasks:
     sites: set[str]
     current: dict[str, PostedTask] = field(default_factory=dict)
     answered: dict[str, set[str]] = field(default_factory=dict)
+    given: dict[str, set[str]] = field(default_factory=dict)  # site -> every task id ever posted to it
     ended: str = ""  # "", or the final status once the job is over
 
 
 class TaskBoard:
     def __init__(self) -> None:
         self._jobs: dict[str, _JobTasks] = {}
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)  # held for every read and change of the board
+        # One condition per waiting (job, site), on the same lock: posting a task wakes only the sites it is
+        # for (a thousand long polls on one condition would all wake for every post).
+        self._waiters: dict[tuple[str, str], threading.Condition] = {}
+
+    def _wake(self, job_id: str, sites: set[str] | list[str] | None = None) -> None:
+        """Wake the long polls of `sites` in `job_id` (all of its sites when None); the lock is held."""
+        wanted = None if sites is None else set(sites)
+        for (job, site), cond in self._waiters.items():
+            if job == job_id and (wanted is None or site in wanted):
+                cond.notify_all()
 
     def open_job(self, job_id: str, sites: list[str]) -> None:
         with self._cond:
@@ -47,18 +59,21 @@ class TaskBoard:
             if job is not None:
                 job.ended = status
                 job.current.clear()
-            self._cond.notify_all()
+            self._wake(job_id)
 
     def forget(self, job_id: str) -> None:
         with self._cond:
             self._jobs.pop(job_id, None)
+            self._wake(job_id)
+            self._waiters = {key: cond for key, cond in self._waiters.items() if key[0] != job_id}
 
     def post(self, job_id: str, task: PostedTask, sites: list[str]) -> None:
         with self._cond:
             job = self._jobs[job_id]
             for site in sites:
                 job.current[site] = task
-            self._cond.notify_all()
+                job.given.setdefault(site, set()).add(task.task_id)
+            self._wake(job_id, sites)
 
     def takes_part(self, job_id: str, site: str) -> bool:
         with self._cond:
@@ -82,7 +97,23 @@ class TaskBoard:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return None
-                self._cond.wait(left)
+                cond = self._waiters.setdefault((job_id, site), threading.Condition(self._lock))
+                cond.wait(left)
+
+    def was_given(self, job_id: str, site: str, task_id: str) -> bool:
+        """Whether `task_id` was ever posted to `site` in this job (answered, withdrawn or still open)."""
+        with self._cond:
+            job = self._jobs.get(job_id)
+            return job is not None and task_id in job.given.get(site, set())
+
+    def expects(self, job_id: str, site: str, task_id: str) -> bool:
+        """Whether `task_id` is the site's current, unanswered task (what `answer` would accept now)."""
+        with self._cond:
+            job = self._jobs.get(job_id)
+            if job is None or job.ended:
+                return False
+            task = job.current.get(site)
+            return task is not None and task.task_id == task_id and task_id not in job.answered.get(site, set())
 
     def answer(self, job_id: str, site: str, task_id: str) -> bool:
         """Mark `task_id` answered by `site`; False when it is not the site's current task (late or duplicate)."""

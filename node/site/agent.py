@@ -1,7 +1,9 @@
 """The site daemon: stays connected to the server, heartbeats, and starts or stops job processes.
 
 Each job runs in a child process of its own (`node.site.job_process`), in its own
-process group, so a job that crashes or is aborted never takes this daemon down.
+process group, so a job that crashes or is aborted never takes this daemon down. A spare job
+process (`node.spare_process`), started once the site is registered and again after each job
+ends, takes the next job, so a job does not wait for an interpreter to start and import.
 """
 
 from __future__ import annotations
@@ -30,13 +32,16 @@ from node.kit import NodeKit
 from node.local_files import node_config, policy_and_revocations
 from node.proto import flctl_pb2 as pb
 from node.proto import flctl_pb2_grpc as pb_grpc
+from node.readiness import ReadyPipe, StartGate
 from node.revocation import CrlRefused
+from node.spare_process import SPARE_FLAG, SpareProcess, spare_wanted
 from node.tls import channel
 
 log = logging.getLogger("flctl.site")
 STOP_GRACE_S = 5.0
 ENDED_GRACE_S = 10.0
 VERSION = "1"
+JOB_PROCESS = [sys.executable, "-m", "node.site.job_process"]
 
 
 @dataclass
@@ -48,6 +53,7 @@ class _Job:
 
 class SiteAgent:
     def __init__(self, kit: NodeKit, workspace: Path) -> None:
+        self._ready, self._gate = ReadyPipe(), StartGate()
         config = node_config(kit, "site", workspace)
         self.kit = kit
         self.workspace = workspace
@@ -59,6 +65,10 @@ class SiteAgent:
         self._stop = threading.Event()
         self._call: Any = None
         self.connected = threading.Event()
+        self._job_env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self._spare = SpareProcess([*JOB_PROCESS, SPARE_FLAG], spare_wanted(kit.root / "local" / "resources.yml"),
+                                   stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, start_new_session=True,
+                                   env=self._job_env)
 
     # ------------------------------------------------------------------ lifecycle
     def run(self) -> None:
@@ -66,6 +76,7 @@ class SiteAgent:
         pidfile.write(self.workspace)
         backoff = Backoff()
         try:
+            self._gate.wait()  # started together with its server: until the server listens
             while not self._stop.is_set():
                 try:
                     self._session(backoff)
@@ -79,11 +90,13 @@ class SiteAgent:
                 self.connected.clear()
                 self._stop.wait(delay)
         finally:
+            self._spare.close()
             self._stop_all_jobs("the site is stopping")
             pidfile.remove(self.workspace)
 
     def stop(self) -> None:
         self._stop.set()
+        self._gate.open()
         call = self._call
         if call is not None:
             call.cancel()
@@ -95,6 +108,8 @@ class SiteAgent:
             log.info("site %s registered with %s", self.kit.info.name, self.kit.target)
             backoff.reset()
             self.connected.set()
+            self._ready.notify()
+            self._spare.ensure()
             beat = threading.Thread(target=self._heartbeats, args=(stub,), daemon=True)
             beat.start()
             call = stub.Commands(pb.Empty())
@@ -159,17 +174,28 @@ class SiteAgent:
             self._report_failure(stub, job_id, message)
             return
         log_path = job_dir / "job_process.log"
-        with open(log_path, "ab") as out:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "node.site.job_process", str(self.kit.root), str(job_dir), job_id],
-                stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )
+        args = [str(self.kit.root), str(job_dir), job_id]
+        process = self._spare.take(args, output=log_path)
+        if process is None:
+            with open(log_path, "ab") as out:
+                process = subprocess.Popen([*JOB_PROCESS, *args], stdout=out, stderr=subprocess.STDOUT,
+                                           start_new_session=True, env=self._job_env)
+        else:
+            assert process.stdin is not None
+            process.stdin.close()
+        job = _Job(job_id, process, job_dir)
         with self._lock:
-            self._jobs[job_id] = _Job(job_id, process, job_dir)
+            self._jobs[job_id] = job
+        threading.Thread(target=self._after_job, args=(job,), daemon=True).start()
         self.audit.append(self.kit.info.name, "job.start", job_id=job_id, name=start.name, submitter=start.submitter,
                           bundle_sha256=start.bundle_sha256)
         log.info("job %s (%s from %s) started as process %d", job_id, start.name, start.submitter, process.pid)
+
+    def _after_job(self, job: _Job) -> None:
+        """Once a job's process has exited, a spare waits for the next job (none while the site stops)."""
+        job.process.wait()
+        if not self._stop.is_set():
+            self._spare.ensure()
 
     def _refusal(self, bundle: bytes, start: pb.StartJob) -> str:
         """Why this site will not run the job ('' when it will): a bad signature, or its own policy."""

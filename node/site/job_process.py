@@ -1,6 +1,7 @@
 """The site side of one running job, in a process of its own:
 
     python -m node.site.job_process KIT JOB_DIR JOB_ID
+    python -m node.site.job_process --spare      (imports done, waits for [KIT, JOB_DIR, JOB_ID] on stdin)
 
 It runs the job's training script (through `ScriptBridge`), long-polls the server
 for tasks, hands each to the script, and returns the script's answer. The
@@ -24,7 +25,7 @@ from typing import Any
 
 import grpc
 
-from node import tensors
+from node import spare_process, tensors
 from node.backoff import Backoff
 from node.kit import load_kit
 from node.proto import flctl_pb2 as pb
@@ -191,4 +192,11 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    args: list[str] | None = sys.argv[1:]
+    if args == [spare_process.SPARE_FLAG]:  # import what main() imports late, then wait for the daemon's job
+        from node import job_spec, script_bridge  # noqa: F401
+
+        args = spare_process.wait_for_job()
+    if args is None:  # the daemon went away before handing over a job: nothing to clean up
+        os._exit(0)
+    sys.exit(main(args))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import signal
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -65,3 +67,9 @@ def command(
     else:
         terminal.abort(f"{kit} is an admin's kit; admins use `flctl job …` with --kit, not `flctl node start`", 2)
     terminal.info("stopped")
+    # The daemon has ended its jobs and released its files: skip the interpreter's teardown of grpc and of a
+    # thousand modules (a fifth of a second, which `flctl poc stop` would wait for).
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

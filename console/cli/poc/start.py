@@ -8,7 +8,7 @@ import typer
 
 from console.cli import terminal
 from console.cli.options import JsonOption
-from console.cli.poc.workspace import PocWorkspaceOption, local_errors, resolve
+from console.cli.poc.workspace import PocWorkspaceOption, leave, local_errors, resolve
 
 
 def command(
@@ -19,8 +19,9 @@ def command(
 ) -> None:
     """Start the local federation's server and sites in the background; wait until every site is online.
 
-    Each node runs `flctl node start KIT` in a session of its own; PID files go to WORKSPACE/run/,
-    logs to WORKSPACE/logs/. Exit code 5 when the sites do not come online in time.
+    Each node runs `flctl node start KIT` in a session of its own; the sites start together with the
+    server and connect as soon as it listens. PID files go to WORKSPACE/run/, logs to WORKSPACE/logs/.
+    Exit code 1 when a node exits while starting, 5 when the sites do not come online in time.
     """
     from cloud.local import require_state, start, status
 
@@ -32,6 +33,7 @@ def command(
     if json_out:
         terminal.print_json({"workspace": str(root), "seconds": round(seconds, 3),
                              "nodes": [{"name": n.name, "pid": n.pid, "log": str(n.log)} for n in nodes]})
-        return
-    terminal.success(f"server and {len(state.sites)} sites online in {seconds:.2f} s; submit a job with "
-                     "`flctl job submit JOB --watch`, stop with `flctl poc stop`")
+    else:
+        terminal.success(f"server and {len(state.sites)} sites online in {seconds:.2f} s; submit a job with "
+                         "`flctl job submit JOB --watch`, stop with `flctl poc stop`")
+    leave()

@@ -6,7 +6,7 @@ import time
 
 from console.cli import terminal
 from console.cli.options import JsonOption
-from console.cli.poc.workspace import PocWorkspaceOption, local_errors, resolve
+from console.cli.poc.workspace import PocWorkspaceOption, leave, local_errors, resolve
 
 
 def command(workspace: PocWorkspaceOption = None, json_out: JsonOption = False) -> None:
@@ -24,7 +24,8 @@ def command(workspace: PocWorkspaceOption = None, json_out: JsonOption = False) 
     seconds = time.monotonic() - began
     if json_out:
         terminal.print_json({"workspace": str(root), "seconds": round(seconds, 3), "killed": killed})
-        return
-    if killed:
-        terminal.warning(f"killed {len(killed)} processes that did not stop on SIGTERM: {killed}")
-    terminal.success(f"local federation stopped in {seconds:.2f} s")
+    else:
+        if killed:
+            terminal.warning(f"killed {len(killed)} processes that did not stop on SIGTERM: {killed}")
+        terminal.success(f"local federation stopped in {seconds:.2f} s")
+    leave()

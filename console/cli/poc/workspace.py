@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 
@@ -36,3 +38,14 @@ def local_errors() -> Iterator[None]:
         yield
     except LocalError as exc:
         abort(str(exc), _CODES.get(exc.kind, exit_codes.FAILED))
+
+
+def leave() -> NoReturn:
+    """Exit 0 now that the output is written, without the interpreter's teardown of every module loaded.
+
+    `poc start` and `poc stop` hold nothing that needs cleaning up (their nodes run in sessions of their own),
+    and the teardown took 0.1 s, 0.3 s while the nodes' spare job processes start: a sixth of `poc stop`.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
