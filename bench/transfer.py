@@ -5,12 +5,15 @@
     python bench/transfer.py --mb 100 1000      # several sizes
 
 It provisions a local project, starts the server and the sites as real processes (`flctl node start`),
-submits a job whose training script returns the model it received plus one, and reports:
+submits a job whose training script adds one to the model it received, in place (as an optimizer's step
+does), and returns it, and reports:
 
 - wall s: from submit to FINISHED (3 rounds: round 0 only uploads, rounds 1-2 download and upload);
 - round s: the median time of rounds 1.. (each moves the model to every site and back);
 - MB/s per site: model bytes moved per site per round (down + up) / round time;
-- server peak MB: the peak resident memory of the server daemon and its job process (VmHWM from /proc).
+- server peak MB: the peak resident memory of the server daemon plus its job processes (VmHWM from /proc),
+  each apart, and that sum as a multiple of the model size;
+- site peak MB: the same for the site that used more (its daemon, job process and training script).
 
 Figures are for this machine with everything on loopback; run it on an idle machine.
 """
@@ -21,6 +24,7 @@ import argparse
 import itertools
 import json
 import os
+import re
 import signal
 import socket
 import statistics
@@ -31,6 +35,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+ROUND_DONE = re.compile(r"round \d+ \(\d+ of \d+\): ")  # FedAvg's line at the end of each round
 FLCTL = str(Path(sys.executable).parent / "flctl")
 
 SCRIPT = """\
@@ -41,7 +46,10 @@ fl.init()
 while fl.running():
     model = fl.receive()
     params = model.params or {{"w": np.zeros({n}, np.float32)}}
-    fl.send(fl.Model(params={{k: v + 1 for k, v in params.items()}}, num_examples=1))
+    for value in params.values():
+        value += 1  # in place, as an optimizer's step updates a model
+    fl.send(fl.Model(params=params, num_examples=1))
+    del model, params
 """
 JOB = """\
 api_version: 1
@@ -66,6 +74,11 @@ def hwm_mb(pid: int) -> float:
     except OSError:
         pass
     return 0.0
+
+
+def descendants(pid: int) -> list[int]:
+    found = children(pid)
+    return found + [d for c in found for d in descendants(c)]
 
 
 def children(pid: int) -> list[int]:
@@ -111,22 +124,27 @@ def run(mb: int, rounds: int, work: Path) -> dict[str, float]:
         start = time.monotonic()
         watch = subprocess.Popen([FLCTL, "job", "submit", job, "--watch", "--json"], stdout=subprocess.PIPE,
                                  text=True, env=env)
-        peak = 0.0
+        peak = daemon_peak = job_peak = site_peak = 0.0
         server = procs[0].pid
         while watch.poll() is None:
-            peak = max(peak, hwm_mb(server) + sum(hwm_mb(c) for c in children(server)))
-            time.sleep(0.2)
+            daemon, jobs = hwm_mb(server), [hwm_mb(c) for c in children(server)]
+            daemon_peak, job_peak = max(daemon_peak, daemon), max([job_peak, *jobs])
+            peak = max(peak, daemon + sum(jobs))
+            for site in procs[1:]:
+                site_peak = max(site_peak, hwm_mb(site.pid) + sum(hwm_mb(c) for c in descendants(site.pid)))
+            time.sleep(0.1)
         wall = time.monotonic() - start
         result = json.loads(watch.stdout.read() if watch.stdout else "{}")
         if result.get("status") != "FINISHED":
             raise SystemExit(f"the job did not finish: {result}")
-        shown = subprocess.run([FLCTL, "job", "download", result["id"], "-o", work / "out", "--json"],
-                               capture_output=True, text=True, env=env, check=True)
-        events = json.loads((Path(json.loads(shown.stdout)["path"]) / "events.json").read_text())
-        ends = [e["time"] for e in events if e["kind"] == "round"]
+        logs = subprocess.run([FLCTL, "job", "logs", result["id"], "--json"], capture_output=True, text=True,
+                              env=env, check=True)
+        lines = [json.loads(line) for line in logs.stdout.splitlines() if line.strip()]
+        ends = [e["time"] for e in lines if e["site"] == "server" and ROUND_DONE.match(e["line"])]
         round_s = statistics.median(b - a for a, b in itertools.pairwise(ends)) if len(ends) > 1 else wall
         return {"mb": mb, "wall_s": wall, "round_s": round_s, "mb_s_per_site": 2 * mb / round_s,
-                "server_peak_mb": peak}
+                "server_peak_mb": peak, "daemon_peak_mb": daemon_peak, "job_peak_mb": job_peak,
+                "site_peak_mb": site_peak}
     finally:
         for proc in procs:
             if proc.poll() is None:
@@ -143,12 +161,14 @@ def main() -> None:
     parser.add_argument("--mb", type=int, nargs="+", default=[100], help="model sizes in MB")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    print(f"{'model MB':>9} {'wall s':>8} {'round s':>8} {'MB/s/site':>10} {'server peak MB':>15}")
+    print(f"{'model MB':>9} {'wall s':>8} {'round s':>8} {'MB/s/site':>10} {'server peak MB':>15} "
+          f"{'daemon MB':>10} {'job MB':>8} {'x model':>8} {'site peak MB':>13}")
     for mb in args.mb:
         with tempfile.TemporaryDirectory(prefix="flctl-transfer-") as tmp:
             r = run(mb, args.rounds, Path(tmp))
         print(f"{r['mb']:>9} {r['wall_s']:>8.2f} {r['round_s']:>8.2f} {r['mb_s_per_site']:>10.0f} "
-              f"{r['server_peak_mb']:>15.0f}", flush=True)
+              f"{r['server_peak_mb']:>15.0f} {r['daemon_peak_mb']:>10.0f} {r['job_peak_mb']:>8.0f} "
+              f"{r['server_peak_mb'] / mb:>8.2f} {r['site_peak_mb']:>13.0f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """Pure maths for combining site results: weighted model averages and weighted metric means.
 
-`WeightedSum` keeps one running sum (float64) while results arrive, so memory stays about
-one model whatever the number of sites.
+`WeightedSum` keeps one running sum while results arrive, so memory stays about one model
+whatever the number of sites. It adds a model a block at a time: a model mapped from a file
+(`node.tensors.map_file`) is read a block at a time and each block's pages are given back as
+soon as it is added, so adding never holds a second copy of the model.
 """
 
 from __future__ import annotations
@@ -12,6 +14,10 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 
 from node.tasks import Params
+from node.tensors import release
+
+BLOCK = 1 << 22
+"""Elements added per step (16 MiB of float32): the largest temporary `add` makes."""
 
 
 class WeightedSum:
@@ -19,6 +25,9 @@ class WeightedSum:
 
     Every model added must have the keys and shapes of `like` when given (the global model),
     otherwise of the first model added. When every weight is zero, the models count equally.
+    Sums are kept in float32 for float16 and float32 tensors (as NVIDIA FLARE and Flower average
+    them: a float64 sum would double the server's memory for a big model), in float64 for
+    float64 and integer tensors, in complex64 for complex64.
     """
 
     def __init__(self, like: Mapping[str, np.ndarray] | None = None, like_name: str = "the global model") -> None:
@@ -31,6 +40,7 @@ class WeightedSum:
         self._sums: dict[str, np.ndarray] = {}
         self._total = 0.0
         self._count = 0
+        self._mean: Params | None = None
 
     @property
     def count(self) -> int:
@@ -43,6 +53,8 @@ class WeightedSum:
 
     def add(self, params: Mapping[str, np.ndarray], weight: float, site: str = "a site") -> None:
         """Add one site's model; if it does not fit, raise ValueError naming `site` and the tensor, changing nothing."""
+        if self._mean is not None:
+            raise RuntimeError("the sum was already averaged by result(); start a new WeightedSum")
         weight = float(weight)
         if not math.isfinite(weight) or weight < 0:
             raise ValueError(f"{site}: weight {weight} is not a finite number >= 0")
@@ -59,26 +71,31 @@ class WeightedSum:
         factor = weight if self._total > 0 or weight > 0 else 1.0
         if factor > 0:
             for name, array in arrays.items():
-                term = array.astype(_accumulator(array.dtype)) * factor
-                if name in self._sums:
-                    self._sums[name] += term
-                else:
-                    self._sums[name] = term
+                total = self._sums.get(name)
+                if total is None:
+                    total = self._sums[name] = np.zeros(array.shape, _accumulator(array.dtype))
+                _add_scaled(total.reshape(-1), array.reshape(-1), factor)
         self._total += weight
         self._count += 1
 
     def result(self) -> Params:
-        """The weighted mean, each tensor cast back to its original dtype (integers rounded)."""
+        """The weighted mean, each tensor cast back to its original dtype (integers rounded). The mean is made in
+        place of the sums: call it once all models are added (again, it returns the same mean)."""
+        if self._mean is not None:
+            return self._mean
         if self._count == 0:
             raise ValueError("no models were added")
         divisor = self._total if self._total > 0 else float(self._count)
         out: Params = {}
-        for name, total in self._sums.items():
-            mean = total / divisor
+        for name in list(self._sums):
+            mean = self._sums.pop(name)
+            mean /= divisor
             dtype = self._dtypes[name]
             if dtype.kind in "biu":
-                mean = np.rint(mean)
-            out[name] = mean.astype(dtype)
+                np.rint(mean, out=mean)
+            out[name] = mean.astype(dtype, copy=False)
+            del mean
+        self._mean = out
         return out
 
     def _check(self, arrays: Mapping[str, np.ndarray], site: str) -> None:
@@ -98,9 +115,24 @@ class WeightedSum:
                 raise ValueError(f"{site}: tensor '{name}' is not in {self._reference}")
 
 
+def _add_scaled(total: np.ndarray, values: np.ndarray, factor: float) -> None:
+    """total += values * factor, a block at a time; a file-mapped block's pages are given back once added."""
+    for start in range(0, values.size, BLOCK):
+        block = values[start:start + BLOCK]
+        if factor == 1.0:
+            total[start:start + BLOCK] += block
+        else:
+            total[start:start + BLOCK] += block.astype(total.dtype) * total.dtype.type(factor)
+        release(block)
+
+
 def _accumulator(dtype: np.dtype) -> np.dtype:
-    """float64 for real numbers, complex128 for complex ones."""
-    return np.dtype(np.complex128) if dtype.kind == "c" else np.dtype(np.float64)
+    """The dtype a sum of `dtype` tensors is kept in (see `WeightedSum`)."""
+    if dtype.kind == "c":
+        return np.dtype(np.complex64) if dtype.itemsize <= 8 else np.dtype(np.complex128)
+    if dtype.kind == "f" and dtype.itemsize <= 4:
+        return np.dtype(np.float32)
+    return np.dtype(np.float64)
 
 
 def weighted_metrics(results: Iterable[tuple[Mapping[str, float], float]]) -> dict[str, float]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -67,11 +68,11 @@ class _Session:
         self._asked = False
         self._ended = False
 
-    def send(self, message: wire.Message, payload: bytes = b"") -> None:
-        frame = wire.encode(message, payload)
+    def send(self, message: wire.Message, parts: Sequence[wire.Payload] = ()) -> None:
+        """Send a message (and its payload, in parts) as one unit, whatever other threads send."""
         with self._send_lock:
             try:
-                self._conn.send_bytes(frame)
+                wire.send(self._conn, message, parts)
             except OSError as exc:
                 raise _lost(exc) from None
 
@@ -92,23 +93,27 @@ class _Session:
                 raise _lost(exc) from None
             if not arrived:
                 raise TimeoutError(f"fl.receive(): no task arrived within {timeout} s")
-            message, payload = wire.decode(frame)
+            message, size = wire.decode(frame)
             self._asked = False
             if isinstance(message, wire.End):
                 self._ended = True
                 return None
             if not isinstance(message, wire.Assign):
                 raise RuntimeError(f"flctl sent {message.kind!r} where a task was expected (a bug in flctl)")
-            from node.tensors import decode
+            from node.tensors import receive
 
-            self._current = Model(params=decode(payload), round=message.round, meta=message.meta, task=message.name)
+            try:
+                params = receive(lambda view: wire.read_payload(self._conn, view), size) if size else {}
+            except (EOFError, OSError) as exc:
+                raise _lost(exc) from None
+            self._current = Model(params=params, round=message.round, meta=message.meta, task=message.name)
             self._current_id = message.task_id
             self.round = message.round
             return self._current
 
     def answer(self, model: Model) -> None:
         """Send `model` as the result of the current task."""
-        from node.tensors import encode
+        from node.tensors import layout
 
         with self._task_lock:
             if self._current is None:
@@ -121,7 +126,7 @@ class _Session:
             result = wire.Result(task_id=self._current_id, num_examples=_num_examples(model.num_examples),
                                  metrics=_metrics(model.metrics), meta=model.meta)
             try:
-                self.send(result, encode(model.params))
+                self.send(result, layout(model.params).parts())  # straight from the arrays
             except wire.WireError as exc:
                 raise TypeError(f"fl.send(): Model.meta: {exc}") from None
             except ValueError as exc:

@@ -1,9 +1,12 @@
 """The protocol between a training script (`node.api`) and its site job process (`node.script_bridge`).
 
 Both ends hold one `multiprocessing.connection` over a unix socket, authenticated by a random key,
-and exchange only bytes (`send_bytes`/`recv_bytes`): nothing either side sends is ever unpickled.
-One message is one frame: a 4-byte big-endian header length, a UTF-8 JSON object (the header, whose
-`type` names the message), then the payload (safetensors bytes for params, or nothing).
+and exchange only bytes: nothing either side sends is ever unpickled. One message is one frame
+(`send_bytes`/`recv_bytes`): a 4-byte big-endian header length, then a UTF-8 JSON object (the
+header, whose `type` names the message). A message with params (`Assign`, `Result`) says how many
+bytes they take (`"payload": N`), and those N bytes (safetensors) follow the frame on the socket
+as they are (`send`, `read_payload`): written straight from the sender's arrays and read straight
+into the receiver's, never copied into a frame.
 
     script                              site job process
     Hello(version)           ─────▶
@@ -13,15 +16,17 @@ One message is one frame: a 4-byte big-endian header length, a UTF-8 JSON object
     Result(task_id, …) + params ──▶
 
 `End` may also come unasked (the job ended for this site): it answers the script's next `Ask`.
-This module is pure (no I/O) and imports only the standard library, so `import node.api` stays fast.
+This module imports only the standard library, so `import node.api` stays fast.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 PROTOCOL_VERSION = 1
 
@@ -150,47 +155,98 @@ Message = Hello | Ask | Assign | End | Result | Log
 _MESSAGES: dict[str, type[Message]] = {cls.kind: cls for cls in (Hello, Ask, Assign, End, Result, Log)}
 
 
-def pack(header: dict[str, Any], payload: bytes = b"") -> bytes:
-    """One frame: header length, JSON header, payload."""
+Payload = bytes | bytearray | memoryview
+"""A payload, or one part of it (a payload is sent in parts: a safetensors header, then each tensor)."""
+_WITH_PAYLOAD = frozenset({"assign", "result"})
+
+
+def pack(header: dict[str, Any]) -> bytes:
+    """One frame: header length, then the JSON header."""
     try:
         text = json.dumps(header, separators=(",", ":"), ensure_ascii=False)
     except (TypeError, ValueError) as exc:
         what = header.get("type", "a message")
         raise WireError(f"cannot send {what!r}: {exc} (only JSON values can travel)") from None
     data = text.encode("utf-8")
-    return _LENGTH.pack(len(data)) + data + payload
+    return _LENGTH.pack(len(data)) + data
 
 
-def unpack(frame: bytes) -> tuple[dict[str, Any], bytes]:
-    """The header (a JSON object) and payload of one frame."""
+def unpack(frame: Payload) -> dict[str, Any]:
+    """The header (a JSON object) of one frame."""
     if len(frame) < _LENGTH.size:
         raise WireError(f"frame of {len(frame)} bytes is shorter than its length prefix")
     (length,) = _LENGTH.unpack_from(frame)
     end = _LENGTH.size + length
-    if end > len(frame):
-        raise WireError(f"header length {length} runs past the end of a {len(frame)}-byte frame")
+    if end != len(frame):
+        where = "runs past the end of" if end > len(frame) else "leaves bytes over in"
+        raise WireError(f"header length {length} {where} a {len(frame)}-byte frame")
     try:
-        header = json.loads(frame[_LENGTH.size:end].decode("utf-8"))
+        header = json.loads(bytes(frame[_LENGTH.size:end]).decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise WireError(f"header is not UTF-8 JSON: {exc}") from None
     if not isinstance(header, dict):
         raise WireError(f"header must be a JSON object, not {type(header).__name__}")
-    return header, frame[end:]
+    return header
 
 
-def encode(message: Message, payload: bytes = b"") -> bytes:
-    """A message (and its payload) as one frame."""
-    return pack({"type": message.kind, **message.to_header()}, payload)
+def encode(message: Message, payload_size: int = 0) -> bytes:
+    """A message as one frame; `payload_size` bytes of params follow it (Assign and Result only)."""
+    header = {"type": message.kind, **message.to_header()}
+    if payload_size:
+        header["payload"] = payload_size
+    return pack(header)
 
 
-def decode(frame: bytes) -> tuple[Message, bytes]:
-    """The message of one frame and its payload; `WireError` names what is wrong."""
-    header, payload = unpack(frame)
-    kind = header.get("type")
+def decode(frame: Payload) -> tuple[Message, int]:
+    """The message of one frame and how many payload bytes follow it; `WireError` names what is wrong."""
+    header = unpack(frame)
+    kind = header.pop("type", None)
     cls = _MESSAGES.get(kind) if isinstance(kind, str) else None
     if cls is None:
         raise WireError(f"unknown message type {kind!r}")
-    return cls.from_header(header), payload
+    size = header.pop("payload", 0)
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise WireError(f"'payload' must be a byte count >= 0, not {size!r}")
+    if size and kind not in _WITH_PAYLOAD:
+        raise WireError(f"a {kind!r} message carries no payload, but {size} bytes were announced")
+    return cls.from_header(header), size
+
+
+@runtime_checkable
+class RawIO(Protocol):
+    """A connection that moves payload bytes itself (the simulator's in-process one); a real
+    `multiprocessing.connection.Connection` has its socket's file descriptor instead."""
+
+    def send_raw(self, data: memoryview) -> None: ...
+
+    def recv_raw_into(self, view: memoryview) -> None: ...
+
+
+def send(conn: Any, message: Message, parts: Sequence[Payload] = ()) -> None:
+    """Send `message` over `conn` (a `Connection`), then its payload `parts` as they are, one after another."""
+    views = [memoryview(part).cast("B") for part in parts]
+    conn.send_bytes(encode(message, sum(view.nbytes for view in views)))
+    for part in views:
+        if isinstance(conn, RawIO):
+            conn.send_raw(part)
+            continue
+        fd, left = conn.fileno(), part
+        while left.nbytes:
+            left = left[os.write(fd, left):]
+
+
+def read_payload(conn: Any, view: memoryview) -> None:
+    """Fill `view` with the next payload bytes from `conn`; EOFError when the connection ends first."""
+    view = view.cast("B")
+    if isinstance(conn, RawIO):
+        conn.recv_raw_into(view)
+        return
+    fd = conn.fileno()
+    while view.nbytes:
+        got = os.readv(fd, [view])
+        if not got:
+            raise EOFError("the connection ended inside a payload")
+        view = view[got:]
 
 
 def _int(header: dict[str, Any], key: str) -> int:

@@ -36,7 +36,7 @@ from typing import IO, Any
 from node import api_wire as wire
 from node.errors import NodeError
 from node.tasks import Task, TaskResult
-from node.tensors import decode, encode
+from node.tensors import decode, empty_buffer, layout, parse_header
 
 _TAIL_LINES = 20
 """How many of the script's last output lines a `ScriptError` quotes."""
@@ -71,7 +71,7 @@ class _Asked:
 @dataclass(frozen=True)
 class _Answered:
     result: wire.Result
-    payload: bytes
+    payload: memoryview
 
 
 @dataclass(frozen=True)
@@ -179,6 +179,17 @@ class ScriptBridge:
         ScriptError when the script exits, crashes or breaks the protocol first, or `timeout_s`
         passes (the script then keeps running: `kill()` stops it, and a late answer is dropped).
         """
+        answer, payload = self.run_encoded(task, list(layout(task.params).parts()), timeout_s)
+        params = decode(payload)
+        return TaskResult(site=self._site, params=params, num_examples=answer.num_examples,
+                          metrics=dict(answer.metrics), meta=dict(answer.meta))
+
+    def run_encoded(self, task: Task, payload: list[wire.Payload],
+                    timeout_s: float | None = None) -> tuple[wire.Result, memoryview]:
+        """`run_task` with the params already encoded (safetensors bytes, in parts; `task.params` is not used):
+        the script's answer and its params, still encoded (checked as safetensors), so a site's job process
+        passes a model between the server and the script without decoding or copying it. `payload` is emptied
+        once sent, so that the caller, holding no other reference, holds no model while the script works."""
         if self._proc is None:
             raise RuntimeError("start() the script bridge before running tasks")
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
@@ -187,10 +198,12 @@ class ScriptBridge:
         while not self._waiting:
             if isinstance(self._next_event(task, deadline, timeout_s), _Asked):
                 self._waiting = True
-        frame = wire.encode(wire.Assign(task_id, task.name, task.round, task.meta), encode(task.params))
+        parts = list(payload)
+        payload.clear()
         with self._lock, contextlib.suppress(OSError):  # a script that went away shows as _Closed/_Exited
             if self._conn is not None:
-                self._conn.send_bytes(frame)
+                wire.send(self._conn, wire.Assign(task_id, task.name, task.round, task.meta), parts)
+        del parts
         self._waiting = False
         while True:
             event = self._next_event(task, deadline, timeout_s)
@@ -199,7 +212,12 @@ class ScriptBridge:
                 raise ScriptError(f"the script asked for another task before answering {_describe(task)}; "
                                   "answer each task with fl.send()")
             if isinstance(event, _Answered) and event.result.task_id == task_id:  # older answers came too late
-                return self._task_result(task, event)
+                try:
+                    parse_header(event.payload, len(event.payload))
+                except ValueError as exc:
+                    raise ScriptError(f"the script answered {_describe(task)} with unreadable params: "
+                                      f"{exc}") from None
+                return event.result, event.payload
 
     def finish(self, timeout_s: float = 30) -> int:
         """Tell the script there are no more tasks and wait for it to exit; its exit code.
@@ -213,7 +231,7 @@ class ScriptBridge:
             self._ending = True
             if self._conn is not None:
                 with contextlib.suppress(OSError):
-                    self._conn.send_bytes(wire.encode(wire.End()))
+                    wire.send(self._conn, wire.End())
         if not self._exited.wait(timeout_s):
             self.kill()
         self._shutdown()
@@ -300,7 +318,7 @@ class ScriptBridge:
             self._sock, self._conn, self._connected = sock, conn, True
             if self._ending:
                 with contextlib.suppress(OSError):
-                    conn.send_bytes(wire.encode(wire.End()))
+                    wire.send(conn, wire.End())
         self._read(conn)
 
     def _accept(self, server: socket.socket) -> socket.socket | None:
@@ -326,10 +344,16 @@ class ScriptBridge:
                 self._events.put(_Closed())
                 return
             try:
-                message, payload = wire.decode(frame)
+                message, size = wire.decode(frame)
             except wire.WireError as exc:
                 self._events.put(_Broken(f"the script sent a message flctl cannot read: {exc}"))
-                continue
+                return  # what follows cannot be told apart from a payload: read no further
+            payload = empty_buffer(size)  # filled straight from the socket
+            try:
+                wire.read_payload(conn, payload)
+            except (EOFError, OSError):
+                self._events.put(_Closed())
+                return
             if isinstance(message, wire.Log):
                 try:
                     self._on_metric(message.name, message.value, message.step)
@@ -389,15 +413,6 @@ class ScriptBridge:
                                output=output)
         return ScriptError(f"the script failed (exit code {code}){never} before answering {what}", exit_code=code,
                            output=output)
-
-    def _task_result(self, task: Task, answer: _Answered) -> TaskResult:
-        try:
-            params = decode(answer.payload)
-        except ValueError as exc:
-            raise ScriptError(f"the script answered {_describe(task)} with unreadable params: {exc}") from None
-        result = answer.result
-        return TaskResult(site=self._site, params=params, num_examples=result.num_examples,
-                          metrics=dict(result.metrics), meta=dict(result.meta))
 
     # -- threads and clean-up ----------------------------------------------------------------------------------
 

@@ -22,7 +22,7 @@ def test_weighted_mean_of_two_models():
     assert (total.count, total.total_weight) == (2, 4.0)
 
 
-def test_sum_is_kept_in_float64():
+def test_float16_is_summed_in_float32():
     """float16 inputs whose float16 sum would overflow still average exactly."""
     # Prepare
     total = WeightedSum()
@@ -144,3 +144,43 @@ def test_weighted_metrics_of_nothing_is_empty():
     means = weighted_metrics([])
     # Assert
     assert means == {}
+
+
+def test_float32_models_are_summed_in_float32_and_averaged_in_place():
+    """The running sum of float32 models is float32 (one model of memory), and result() returns it, averaged."""
+    # Prepare
+    total = WeightedSum()
+    total.add({"w": np.array([1.0, 2.0], np.float32)}, 1)
+    total.add({"w": np.array([3.0, 6.0], np.float32)}, 1)
+    summed = total._sums["w"]
+    # Execute
+    result = total.result()
+    # Assert
+    assert summed.dtype == np.float32
+    assert result["w"] is summed
+    assert result["w"].tolist() == [2.0, 4.0]
+    assert total.result() is result
+    with pytest.raises(RuntimeError, match="already averaged"):
+        total.add({"w": np.zeros(2, np.float32)}, 1)
+
+
+def test_a_mapped_model_is_added_without_keeping_its_pages(tmp_path):
+    """Adding a model mapped from its file (as the server does) leaves only the running sum in memory."""
+    # Prepare
+    from node import tensors
+
+    path = tmp_path / "result.safetensors"
+    tensors.write_file(path, {"w": np.full(16 << 20, 2.0, np.float32)})  # 64 MiB, several blocks
+    mapped = tensors.map_file(path)
+
+    def rss_kb(field: str) -> int:
+        status = dict(line.split(":", 1) for line in open("/proc/self/status"))
+        return int(status[field].split()[0])
+
+    before = rss_kb("RssFile")
+    total = WeightedSum()
+    # Execute
+    total.add(mapped, 3)
+    # Assert
+    assert rss_kb("RssFile") - before < 20_000  # at most about one block's pages stay mapped
+    assert float(total.result()["w"][-1]) == 2.0

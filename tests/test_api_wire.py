@@ -4,25 +4,25 @@ from __future__ import annotations
 
 import json
 import struct
+import threading
 
 import pytest
 
 from node import api_wire as wire
 
 
-def test_pack_lays_out_length_header_payload() -> None:
-    """A frame is a 4-byte big-endian header length, the JSON header, then the payload."""
-    frame = wire.pack({"type": "ask"}, b"\x00\x01")
+def test_pack_lays_out_length_then_header() -> None:
+    """A frame is a 4-byte big-endian header length, then the JSON header."""
+    frame = wire.pack({"type": "ask"})
 
-    assert frame == struct.pack(">I", 14) + b'{"type":"ask"}' + b"\x00\x01"
+    assert frame == struct.pack(">I", 14) + b'{"type":"ask"}'
 
 
-def test_unpack_reads_back_header_and_payload() -> None:
-    """unpack undoes pack, payload included."""
-    header, payload = wire.unpack(wire.pack({"type": "x", "n": [1, 2], "s": "é"}, b"abc"))
+def test_unpack_reads_back_the_header() -> None:
+    """unpack undoes pack."""
+    header = wire.unpack(wire.pack({"type": "x", "n": [1, 2], "s": "é"}))
 
     assert header == {"type": "x", "n": [1, 2], "s": "é"}
-    assert payload == b"abc"
 
 
 @pytest.mark.parametrize("message", [
@@ -35,11 +35,46 @@ def test_unpack_reads_back_header_and_payload() -> None:
     wire.Log(name="loss", value=0.5),
 ])
 def test_every_message_round_trips(message: wire.Message) -> None:
-    """Each message decodes to an equal message, with its payload intact."""
-    decoded, payload = wire.decode(wire.encode(message, b"PARAMS"))
+    """Each message decodes to an equal message; none announces a payload unless given one."""
+    decoded, size = wire.decode(wire.encode(message))
 
     assert decoded == message
-    assert payload == b"PARAMS"
+    assert size == 0
+
+
+def test_params_announce_their_payload_size() -> None:
+    """Assign and Result say how many payload bytes follow the frame."""
+    message = wire.Assign(task_id=1, name="train", round=0)
+
+    assert wire.decode(wire.encode(message, 1234)) == (message, 1234)
+
+
+def test_send_then_read_payload_moves_parts_as_they_are() -> None:
+    """Over a real connection, a message's payload parts arrive after its frame, byte for byte."""
+    from multiprocessing import Pipe
+
+    left, right = Pipe()
+    parts = [b"head", bytearray(b"-middle-"), memoryview(b"tail" * 50_000)]
+    sender = threading.Thread(target=wire.send, args=(left, wire.Result(task_id=2, num_examples=3), parts))
+    sender.start()
+    message, size = wire.decode(right.recv_bytes())
+    got = bytearray(size)
+    wire.read_payload(right, memoryview(got))
+    sender.join(5)
+
+    assert message == wire.Result(task_id=2, num_examples=3)
+    assert bytes(got) == b"head-middle-" + b"tail" * 50_000
+
+
+@pytest.mark.parametrize(("header", "error"), [
+    ({"type": "ask", "payload": 3}, "carries no payload"),
+    ({"type": "assign", "task_id": 1, "name": "t", "round": 1, "payload": -1}, "byte count >= 0"),
+    ({"type": "result", "task_id": 1, "num_examples": 1, "payload": "9"}, "byte count >= 0"),
+])
+def test_bad_payload_announcements_are_refused(header: dict[str, object], error: str) -> None:
+    """A payload on a message that has none, or a size that is not a byte count, raises WireError."""
+    with pytest.raises(wire.WireError, match=error):
+        wire.decode(wire.pack(header))
 
 
 def test_result_header_is_plain_json() -> None:
@@ -63,6 +98,7 @@ def test_integer_metric_becomes_float() -> None:
 @pytest.mark.parametrize(("frame", "error"), [
     (b"\x00\x00", "shorter than its length prefix"),
     (struct.pack(">I", 50) + b"{}", "runs past the end"),
+    (struct.pack(">I", 2) + b"{}xyz", "leaves bytes over"),
     (struct.pack(">I", 3) + b"{x}", "not UTF-8 JSON"),
     (struct.pack(">I", 2) + b"\xff\xfe", "not UTF-8 JSON"),
     (struct.pack(">I", 2) + b"[]", "must be a JSON object"),

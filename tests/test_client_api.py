@@ -32,17 +32,20 @@ class FakeSite:
 
     def expect(self) -> tuple[wire.Message, bytes]:
         assert self.conn.poll(5), "the script sent nothing"
-        return wire.decode(self.conn.recv_bytes())
+        message, size = wire.decode(self.conn.recv_bytes())
+        payload = bytearray(size)
+        wire.read_payload(self.conn, memoryview(payload))
+        return message, bytes(payload)
 
     def quiet(self) -> bool:
         return not self.conn.poll(0.05)
 
     def give(self, task_id: int, params: dict[str, Any], round: int = 1, name: str = "train",
              meta: dict[str, Any] | None = None) -> None:
-        self.conn.send_bytes(wire.encode(wire.Assign(task_id, name, round, meta or {}), encode(params)))
+        wire.send(self.conn, wire.Assign(task_id, name, round, meta or {}), [encode(params)])
 
     def end(self) -> None:
-        self.conn.send_bytes(wire.encode(wire.End()))
+        wire.send(self.conn, wire.End())
 
 
 @pytest.fixture

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import io
+import json
+import struct
+
 import numpy as np
 import pytest
 import torch
 
+from node import tensors
 from node.tensors import decode, encode, to_numpy
 
 
@@ -106,4 +111,126 @@ def test_decode_of_a_dtype_numpy_lacks_is_a_value_error():
     with pytest.raises(ValueError) as info:
         decode(data)
     # Assert
-    assert str(info.value) == "safetensors data with dtype 'BF16' that numpy cannot hold; send float32"
+    assert str(info.value) == "tensor 'x' has dtype BF16, which numpy cannot hold; send float32"
+
+
+# ---------------------------------------------------------------------------------------------- without copies
+MIXED = {
+    "w": np.arange(12, dtype=np.float32).reshape(3, 4),
+    "b": np.array([1, -2], np.int64),
+    "scale": np.asarray(0.5, np.float64),
+    "mask": np.array([True, False]),
+    "empty": np.zeros((0, 3), np.float16),
+    "big_endian": np.arange(3, dtype=">f4"),
+}
+
+
+def assert_same(back: dict[str, np.ndarray], params: dict[str, np.ndarray]) -> None:
+    assert sorted(back) == sorted(params)
+    for name, value in params.items():
+        assert back[name].shape == value.shape
+        assert back[name].dtype == value.dtype.newbyteorder("<") or back[name].dtype == value.dtype
+        assert np.array_equal(back[name], value)
+
+
+def test_what_flctl_writes_safetensors_reads_and_the_other_way():
+    """encode's bytes load with the safetensors library, and safetensors' own bytes decode here."""
+    # Prepare
+    import safetensors.numpy
+
+    theirs = safetensors.numpy.save({k: v for k, v in MIXED.items() if k != "big_endian"})
+    # Execute
+    ours = safetensors.numpy.load(encode(MIXED))
+    back = decode(theirs)
+    # Assert
+    assert_same({k: ours[k] for k in MIXED}, MIXED)
+    assert_same(back, {k: v for k, v in MIXED.items() if k in back})
+    assert len(back) == len(MIXED) - 1
+
+
+def test_write_file_then_read_file_and_map_file_give_the_params_back(tmp_path):
+    """A model written straight from its arrays reads back exactly, into new arrays or mapped from the file."""
+    # Prepare
+    path = tmp_path / "model.safetensors"
+    # Execute
+    size = tensors.write_file(path, MIXED)
+    read, mapped = tensors.read_file(path), tensors.map_file(path)
+    # Assert
+    assert size == path.stat().st_size == len(encode(MIXED))
+    assert path.read_bytes() == encode(MIXED)
+    assert_same(read, MIXED)
+    assert_same(mapped, MIXED)
+    assert all(a.flags.writeable for a in read.values())
+    assert not any(a.flags.writeable for a in mapped.values() if a.size)
+
+
+def test_chunks_cut_the_encoding_at_any_size():
+    """chunks() yields exactly encode()'s bytes, in pieces no larger than asked, whatever the size."""
+    for size in (1, 7, 8, 64, 1 << 20):
+        pieces = list(tensors.chunks(MIXED, size))
+        assert b"".join(pieces) == encode(MIXED)
+        assert all(0 < len(p) <= size for p in pieces)
+
+
+def test_views_share_the_buffer_and_receive_reads_a_stream_into_new_arrays():
+    """views() makes arrays over the bytes themselves; receive() fills new arrays from a stream, in order."""
+    # Prepare
+    data = bytearray(encode({"w": np.zeros(4, np.float32)}))
+    stream = io.BytesIO(encode(MIXED))
+    # Execute
+    shared = tensors.views(data)
+    shared["w"][0] = 5.0
+    received = tensors.receive(lambda view: stream.readinto(view), len(encode(MIXED)))
+    # Assert
+    assert tensors.decode(data)["w"].tolist() == [5.0, 0.0, 0.0, 0.0]
+    assert_same(received, MIXED)
+    assert stream.read() == b""
+
+
+@pytest.mark.parametrize(("header", "error"), [
+    ({"x": {"dtype": "F32", "shape": [2], "data_offsets": [0, 4]}}, "takes 8 bytes, not 4"),
+    ({"x": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}}, "starts at byte 4 of the data, not 0"),
+    ({"x": {"dtype": "F32", "shape": [-1], "data_offsets": [0, 4]}}, "has shape"),
+    ({"x": {"dtype": "F32", "shape": [1]}}, "has data_offsets None"),
+    ({"x": [1, 2]}, "described by list"),
+    ({"x": {"dtype": "BF16", "shape": [1], "data_offsets": [0, 2]}}, "numpy cannot hold"),
+])
+def test_parse_header_names_what_is_wrong(header, error):
+    """Offsets that do not fit the dtype and shape, gaps, bad shapes and unknown dtypes are refused by name."""
+    # Prepare
+    text = json.dumps(header).encode()
+    data = struct.pack("<Q", len(text)) + text + b"\x00" * 8
+    # Execute
+    with pytest.raises(ValueError, match=error):
+        tensors.parse_header(data, len(data))
+
+
+def test_data_past_the_last_tensor_is_refused():
+    """Bytes left over after the tensors are not taken as part of a model."""
+    # Prepare
+    data = encode({"x": np.zeros(1, np.float32)}) + b"junk"
+    # Execute / Assert
+    with pytest.raises(ValueError, match="take 4 bytes but 8 follow the header"):
+        tensors.parse_header(data, len(data))
+
+
+def test_release_gives_back_the_pages_of_a_mapped_array(tmp_path):
+    """After release(), a mapped array's pages no longer count in this process's memory, and it still reads."""
+    # Prepare
+    path = tmp_path / "big.safetensors"
+    tensors.write_file(path, {"w": np.ones(8 << 20, np.float32)})  # 32 MiB
+    mapped = tensors.map_file(path)["w"]
+
+    def file_rss_kb() -> int:
+        status = dict(line.split(":", 1) for line in open("/proc/self/status"))
+        return int(status["RssFile"].split()[0])
+
+    before = file_rss_kb()
+    # Execute
+    assert float(mapped.sum()) == 8 << 20  # reads every page
+    touched = file_rss_kb()
+    tensors.release(mapped)
+    # Assert
+    assert touched - before > 30_000
+    assert file_rss_kb() - before < 1_000
+    assert float(mapped[-1]) == 1.0

@@ -6,7 +6,9 @@
 `JOB_DIR/run.json` says which job, workflow and sites. The daemon and this process
 talk in JSON lines: this process writes requests on stdout (`task`, `cancel`,
 `model`, `round`, `log`, `done`) and reads answers on stdin (`result`, `failure`,
-`abort`). Models travel as safetensors files in JOB_DIR, never through the pipe.
+`abort`). Models travel as safetensors files in JOB_DIR, never through the pipe: written
+straight from the arrays, and results mapped, not read, so the workflow's running sum reads
+each a block at a time.
 A crash here fails the job; it never takes the daemon down.
 """
 
@@ -57,9 +59,11 @@ class PipeFederation:
     def send(self, task: Task, sites: Sequence[str], timeout_s: float) -> Iterator[TaskResult | SiteFailure]:
         task_id = uuid.uuid4().hex[:12]
         payload = self._dir / "tasks" / f"{task_id}.safetensors"
-        _write_atomic(payload, tensors.encode(task.params))
-        self._emit({"op": "task", "task_id": task_id, "name": task.name, "round": task.round,
-                    "sites": list(sites), "payload": str(payload), "meta": task.meta, "timeout_s": timeout_s})
+        _write_atomic(payload, task.params)
+        request = {"op": "task", "task_id": task_id, "name": task.name, "round": task.round, "sites": list(sites),
+                   "payload": str(payload), "meta": task.meta, "timeout_s": timeout_s}
+        del task  # the task is on its way: its model may go (the workflow keeps none, see FedAvg)
+        self._emit(request)
         waiting = set(sites)
         deadline = time.monotonic() + timeout_s
         self._drain()
@@ -90,7 +94,7 @@ class PipeFederation:
                     continue
                 waiting.discard(msg["site"])
                 path = Path(msg["path"])
-                params = tensors.decode(path.read_bytes())
+                params = tensors.map_file(path)  # read as the workflow uses it, never all at once
                 path.unlink(missing_ok=True)
                 yield TaskResult(msg["site"], params, int(msg.get("num_examples", 0)),
                                  {k: float(v) for k, v in msg.get("metrics", {}).items()}, msg.get("meta", {}))
@@ -119,7 +123,7 @@ class PipeFederation:
             self._inbox.put(msg)
 
     def save_model(self, name: str, params: Params) -> None:
-        _write_atomic(self._dir / "models" / f"{name}.safetensors", tensors.encode(params))
+        _write_atomic(self._dir / "models" / f"{name}.safetensors", params)
         self._emit({"op": "model", "name": name})
 
     def record_round(self, round_no: int, metrics: dict[str, dict[str, float]]) -> None:
@@ -132,10 +136,11 @@ class PipeFederation:
         self._emit({"op": "done", "status": status, "error": error})
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
+def _write_atomic(path: Path, params: Params) -> None:
+    """Write `params` as safetensors to `path` (through a temporary file: a reader never sees half a model)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
+    tensors.write_file(tmp, params)
     os.replace(tmp, path)
 
 
@@ -162,7 +167,7 @@ def main(argv: list[str]) -> int:
         workflow = LoadedJob(job_spec, job_dir, job_spec.workflow_args()).create_workflow()
         initial = None
         if run.get("initial"):
-            initial = tensors.decode(Path(run["initial"]).read_bytes())
+            initial = tensors.read_file(Path(run["initial"]))
             fed.log(f"resuming at round {run['start_round']} from {Path(run['initial']).name}")
         workflow.run(fed, initial, int(run.get("start_round", 0)))
     except Aborted as exc:

@@ -38,27 +38,44 @@ def current_site() -> str | None:
 
 
 class ThreadConnection:
-    """The script's end of an in-process connection: the three methods `node.api._Session` calls.
+    """The script's end of an in-process connection: what `node.api._Session` calls (`send_bytes`, `poll`,
+    `recv_bytes`, and `send_raw`/`recv_raw_into` for payloads, see `node.api_wire.RawIO`).
 
-    Frames from flctl wait in an inbox; `deliver` carries the script's frames away. While the
-    script waits for a frame, the thread lends the worker's baton to the other sites.
+    Frames from flctl wait in an inbox, each with its payload; `deliver` carries the script's
+    frames away, each with its payload once all of it was sent. While the script waits for a
+    frame, the thread lends the worker's baton to the other sites.
     """
 
-    def __init__(self, site: str, baton: threading.Lock, deliver: Callable[[str, bytes], None]) -> None:
+    def __init__(self, site: str, baton: threading.Lock, deliver: Callable[[str, bytes, bytes], None]) -> None:
         self.site = site
         self._baton = baton
         self._deliver = deliver
-        self._inbox: deque[bytes] = deque()
+        self._inbox: deque[tuple[bytes, bytes]] = deque()
         self._ready = threading.Condition()
+        self._incoming = memoryview(b"")  # the payload of the frame the script last received, not yet read
+        self._outgoing: tuple[bytes, int, bytearray] | None = None  # a frame sent, waiting for its payload
 
-    def put(self, frame: bytes) -> None:
-        """A frame for the script (called by the worker)."""
+    def put(self, frame: bytes, payload: bytes = b"") -> None:
+        """A frame (and its payload) for the script (called by the worker)."""
         with self._ready:
-            self._inbox.append(frame)
+            self._inbox.append((frame, payload))
             self._ready.notify()
 
     def send_bytes(self, frame: bytes) -> None:
-        self._deliver(self.site, frame)
+        _message, size = wire.decode(frame)
+        if size:
+            self._outgoing = (frame, size, bytearray())
+        else:
+            self._deliver(self.site, frame, b"")
+
+    def send_raw(self, data: memoryview) -> None:
+        if self._outgoing is None:
+            raise OSError("payload bytes sent without a frame announcing them")
+        frame, size, payload = self._outgoing
+        payload += data
+        if len(payload) >= size:
+            self._outgoing = None
+            self._deliver(self.site, frame, bytes(payload))
 
     def poll(self, timeout: float | None = None) -> bool:
         return self._wait(timeout)
@@ -66,7 +83,15 @@ class ThreadConnection:
     def recv_bytes(self) -> bytes:
         self._wait(None)
         with self._ready:
-            return self._inbox.popleft()
+            frame, payload = self._inbox.popleft()
+        self._incoming = memoryview(payload)
+        return frame
+
+    def recv_raw_into(self, view: memoryview) -> None:
+        if view.nbytes > self._incoming.nbytes:
+            raise EOFError("the connection ended inside a payload")
+        view[:] = self._incoming[:view.nbytes]
+        self._incoming = self._incoming[view.nbytes:]
 
     def _wait(self, timeout: float | None) -> bool:
         with self._ready:
@@ -115,6 +140,6 @@ def _flush() -> None:
             flush()
 
 
-def frames_for_task(task_id: int, name: str, round_no: int, meta: dict[str, Any], payload: bytes) -> bytes:
-    """The Assign frame a script receives for a task."""
-    return wire.encode(wire.Assign(task_id, name, round_no, meta), payload)
+def frame_for_task(task_id: int, name: str, round_no: int, meta: dict[str, Any], payload_size: int) -> bytes:
+    """The Assign frame a script receives for a task (its payload follows it)."""
+    return wire.encode(wire.Assign(task_id, name, round_no, meta), payload_size)

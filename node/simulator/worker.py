@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from node import api_wire as wire
-from node.simulator.site_thread import ThreadConnection, current_site, frames_for_task, run_script
+from node.simulator.site_thread import ThreadConnection, current_site, frame_for_task, run_script
 
 _END_GRACE_S = 30.0
 """How long the worker waits for its scripts to return once the job has ended."""
@@ -131,9 +131,9 @@ class Worker:
                 message = ("end",)
             if message[0] == "task":
                 _, task_id, name, round_no, meta, payload, sites = message
-                frame = frames_for_task(task_id, name, round_no, meta, payload)
+                frame = frame_for_task(task_id, name, round_no, meta, len(payload))
                 for site in sites:
-                    self._assign(site, task_id, round_no, frame)
+                    self._assign(site, task_id, round_no, frame, payload)
             elif message[0] == "end":
                 self._end()
                 return
@@ -142,7 +142,7 @@ class Worker:
         with self._send_lock, contextlib.suppress(OSError):
             self._pipe.send(message)
 
-    def _assign(self, site: str, task_id: int, round_no: int, frame: bytes) -> None:
+    def _assign(self, site: str, task_id: int, round_no: int, frame: bytes, payload: bytes) -> None:
         with self._state_lock:
             state = self._sites.get(site)
             if state is None:
@@ -153,7 +153,7 @@ class Worker:
                 gone = ""
                 state.outstanding[task_id] = round_no
                 state.round = round_no
-                state.conn.put(frame)
+                state.conn.put(frame, payload)
                 if state.thread is None:
                     state.thread = threading.Thread(
                         target=run_script, name=f"flctl-sim-{site}", daemon=True,
@@ -162,9 +162,9 @@ class Worker:
         if gone:
             self._send(("failure", site, task_id, gone))
 
-    def _from_script(self, site: str, frame: bytes) -> None:
-        """A frame the script sent: forward answers and metrics to the main process."""
-        message, payload = wire.decode(frame)
+    def _from_script(self, site: str, frame: bytes, payload: bytes) -> None:
+        """A frame the script sent (with its payload): forward answers and metrics to the main process."""
+        message, _size = wire.decode(frame)
         if isinstance(message, wire.Result):
             with self._state_lock:
                 known = self._sites[site].outstanding.pop(message.task_id, None) is not None

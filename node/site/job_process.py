@@ -21,17 +21,21 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
+from node import api_wire as wire
 from node import spare_process, tensors
 from node.backoff import Backoff
 from node.kit import load_kit
 from node.proto import flctl_pb2 as pb
 from node.proto import flctl_pb2_grpc as pb_grpc
-from node.tasks import Task, TaskResult
+from node.tasks import Task
 from node.tls import CHUNK, channel
+
+if TYPE_CHECKING:
+    from node.script_bridge import ScriptBridge
 
 log = logging.getLogger("flctl.site.job")
 FLUSH_S = 0.5
@@ -98,39 +102,73 @@ def _retrying(call: Any, *args: Any, **kwargs: Any) -> Any:
             time.sleep(backoff.next_delay())
 
 
-def fetch_task(stub: pb_grpc.FederationStub, job_id: str, last: str) -> tuple[pb.TaskHeader, bytes]:
-    def once() -> tuple[pb.TaskHeader, bytes]:
+def fetch_task(stub: pb_grpc.FederationStub, job_id: str, last: str) -> tuple[pb.TaskHeader, bytearray]:
+    """The next task's header and its params (safetensors bytes, received straight into one buffer)."""
+    def once() -> tuple[pb.TaskHeader, bytearray]:
         messages = stub.FetchTask(pb.TaskRequest(job_id=job_id, last_task_id=last), timeout=60)
         header: pb.TaskHeader | None = None
         data = bytearray()
+        view = memoryview(data)
+        got = 0
         for message in messages:
             if message.HasField("header"):
                 header = message.header
-            else:
-                data += message.chunk
+                data = bytearray(max(0, header.size))
+                view = memoryview(data)
+                continue
+            chunk = message.chunk
+            if got + len(chunk) > len(data):
+                raise RuntimeError(f"task payload is larger than the {len(data)} bytes its header says")
+            view[got:got + len(chunk)] = chunk
+            got += len(chunk)
+        view.release()
         if header is None:
             raise RuntimeError("the server sent a task without a header")
-        if header.task_id and len(data) != header.size:
-            raise RuntimeError(f"task payload ended after {len(data)} of {header.size} bytes")
-        return header, bytes(data)
+        if header.task_id and got != header.size:
+            raise RuntimeError(f"task payload ended after {got} of {header.size} bytes")
+        return header, data
 
-    result: tuple[pb.TaskHeader, bytes] = _retrying(once)
+    result: tuple[pb.TaskHeader, bytearray] = _retrying(once)
     return result
 
 
-def submit_result(stub: pb_grpc.FederationStub, job_id: str, task_id: str, result: TaskResult) -> None:
-    payload = tensors.encode(result.params)
-
+def submit_result(stub: pb_grpc.FederationStub, job_id: str, task_id: str, answer: wire.Result,
+                  payload: memoryview) -> None:
+    """Send the script's answer: its header, then its params (safetensors bytes) in chunks."""
     def messages() -> Iterator[pb.ResultMessage]:
         yield pb.ResultMessage(header=pb.ResultHeader(
-            job_id=job_id, task_id=task_id, num_examples=result.num_examples,
-            metrics={k: float(v) for k, v in result.metrics.items()}, meta_json=json.dumps(result.meta, default=str),
+            job_id=job_id, task_id=task_id, num_examples=answer.num_examples,
+            metrics={k: float(v) for k, v in answer.metrics.items()}, meta_json=json.dumps(answer.meta, default=str),
             size=len(payload)))
-        view = memoryview(payload)
         for start in range(0, len(payload), CHUNK):
-            yield pb.ResultMessage(chunk=bytes(view[start:start + CHUNK]))
+            yield pb.ResultMessage(chunk=bytes(payload[start:start + CHUNK]))
 
     _retrying(lambda: stub.SubmitResult(messages(), timeout=600))
+
+
+def _serve_tasks(stub: pb_grpc.FederationStub, job_id: str, bridge: ScriptBridge, reporter: Reporter) -> int:
+    """Hand the server's tasks to the script and its answers to the server until the job ends here."""
+    last = ""
+    while True:
+        header, payload = fetch_task(stub, job_id, last)
+        if header.done:
+            if header.status == "FINISHED":
+                code = bridge.finish()
+                reporter.line(f"training script exited with code {code}")
+            else:
+                bridge.kill()
+            reporter.flush(status="finished")
+            return 0
+        if not header.task_id:
+            continue
+        tensors.parse_header(payload, len(payload))  # the server checked it; a broken one fails here, clearly
+        task = Task(header.name, header.round, {}, json.loads(header.meta_json or "{}"))
+        parts: list[wire.Payload] = [payload]
+        del payload  # held by `parts` alone, which the bridge empties once the script has the model
+        answer, result = bridge.run_encoded(task, parts, timeout_s=header.timeout_s or None)
+        submit_result(stub, job_id, header.task_id, answer, result)
+        del result
+        last = header.task_id
 
 
 def main(argv: list[str]) -> int:
@@ -159,24 +197,8 @@ def main(argv: list[str]) -> int:
     if bridge.pid is not None:
         (job_dir / "script.pgid").write_text(f"{bridge.pid}\n")
     reporter.flush(status="running")
-    last = ""
     try:
-        while True:
-            header, payload = fetch_task(stub, job_id, last)
-            if header.done:
-                if header.status == "FINISHED":
-                    code = bridge.finish()
-                    reporter.line(f"training script exited with code {code}")
-                else:
-                    bridge.kill()
-                reporter.flush(status="finished")
-                return 0
-            if not header.task_id:
-                continue
-            task = Task(header.name, header.round, tensors.decode(payload), json.loads(header.meta_json or "{}"))
-            result = bridge.run_task(task, timeout_s=header.timeout_s or None)
-            submit_result(stub, job_id, header.task_id, result)
-            last = header.task_id
+        return _serve_tasks(stub, job_id, bridge, reporter)
     except ScriptError as exc:
         bridge.kill()
         reporter.flush(status="failed", error=str(exc))

@@ -3,12 +3,13 @@ averages their models weighted by how many examples each trained on."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import ClassVar
 
 from pydantic import Field
 
 from node.aggregation import WeightedSum, weighted_metrics
-from node.tasks import Params, SiteFailure, Task
+from node.tasks import Params, SiteFailure, Task, TaskResult
 from node.workflows.base import Federation, Workflow, WorkflowArgs, WorkflowError
 
 
@@ -37,23 +38,33 @@ class FedAvg(Workflow):
         self.min_sites = min_sites
 
     def run(self, fed: Federation, initial: Params | None, start_round: int = 0) -> Params:
-        """Run rounds `start_round`..`rounds - 1`; with no `initial` model, round 0's average becomes the first one."""
+        """Run rounds `start_round`..`rounds - 1`; with no `initial` model, round 0's average becomes the first one.
+
+        Once a round's task is on its way, this holds no reference to the old global model: with a `send` that
+        lets the task go once sent (the server's does), the server holds one model, plus the running sum, at a time.
+        """
         model: Params = dict(initial) if initial is not None else {}
+        del initial
         for round_no in range(start_round, self.settings.rounds):
-            model = self._round(fed, round_no, model)
+            sites = fed.sites()
+            if len(sites) < self.min_sites:
+                raise WorkflowError(f"round {round_no}: {self.min_sites} sites are required but the job has "
+                                    f"{len(sites)}")
+            total = WeightedSum(like=model) if model else WeightedSum()
+            answers = fed.send(Task("train", round_no, model, meta={"rounds": self.settings.rounds}), sites,
+                               self.settings.round_timeout_s)
+            del model
+            model = self._collect(fed, round_no, sites, answers, total)
         fed.save_model("final", model)
         return model
 
-    def _round(self, fed: Federation, round_no: int, model: Params) -> Params:
+    def _collect(self, fed: Federation, round_no: int, sites: list[str],
+                 answers: Iterable[TaskResult | SiteFailure], total: WeightedSum) -> Params:
+        """Add up a round's answers as they come; the new global model, saved and recorded."""
         rounds, timeout = self.settings.rounds, self.settings.round_timeout_s
-        sites = fed.sites()
-        if len(sites) < self.min_sites:
-            raise WorkflowError(f"round {round_no}: {self.min_sites} sites are required but the job has {len(sites)}")
-        task = Task("train", round_no, model, meta={"rounds": rounds})
-        total = WeightedSum(like=model) if model else WeightedSum()
         answered: dict[str, tuple[dict[str, float], int]] = {}
         failed: dict[str, str] = {}
-        for answer in fed.send(task, sites, timeout):
+        for answer in answers:
             if answer.site not in sites or answer.site in answered or answer.site in failed:
                 fed.log(f"round {round_no}: ignored an unexpected or repeated answer from {answer.site}")
                 continue
