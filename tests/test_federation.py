@@ -278,3 +278,38 @@ def test_two_jobs_run_at_once(fed, tmp_path):
     assert statuses == ["RUNNING", "RUNNING"]
     for job_id in (first, second):
         assert fed.flctl_json("job", "abort", job_id)["status"] == "ABORTED"
+
+
+BIG_MODEL = """\
+import numpy as np
+import node.api as fl
+
+fl.init()
+site = fl.site_name()
+while fl.running():
+    model = fl.receive()
+    params = model.params or {"w": np.zeros(6 * 1024 * 1024, np.float32), "b": np.zeros((3, 5), np.float64),
+                              "steps": np.zeros(2, np.int64)}
+    bump = 1.0 if site == "site-1" else 3.0
+    for value in params.values():
+        value += np.asarray(bump).astype(value.dtype)  # in place, into the arrays the model arrived in
+    fl.send(fl.Model(params=params, num_examples=1 if site == "site-1" else 3))
+"""
+
+
+def test_a_model_of_many_messages_is_averaged_exactly(fed, tmp_path):
+    """A 24 MiB model (three 8 MiB messages' worth, split in 1 MiB chunks), of three dtypes, goes to both
+    sites and back through the scripts' arrays for two rounds, and the server's float32 running sum gives
+    the exact weighted average (the bumps are exact in every dtype)."""
+    job = make_job(tmp_path, "bigmodel", BIG_MODEL)
+    job_id = submit(fed, job)
+    done = wait_status(fed, job_id, timeout=120)
+    assert done["status"] == "FINISHED", done["error"] + fed.flctl("job", "logs", job_id).stdout
+    got = fed.flctl_json("job", "download", job_id, "-o", tmp_path / "out")
+    final = load_file(Path(got["path"]) / "models" / "final.safetensors")
+    # each round: (1 * (x + 1) + 3 * (x + 3)) / 4 = x + 2.5; two rounds from zero
+    assert final["w"].dtype == np.float32 and final["w"].shape == (6 * 1024 * 1024,)
+    assert np.all(final["w"] == 5.0)
+    assert final["b"].dtype == np.float64 and np.all(final["b"] == 5.0)
+    # integers are rounded half to even each round: 2.5 -> 2, then (3 + 3 * 5) / 4 = 4.5 -> 4
+    assert final["steps"].dtype == np.int64 and final["steps"].tolist() == [4, 4]
