@@ -1,7 +1,11 @@
 """The server's durable record: jobs, per-site job state, events, metrics, logs and the site registry.
 
 SQLite in WAL mode under the server workspace. One connection guarded by a lock:
-the daemon is the only writer. `wait_for_events` lets streams follow new events
+the daemon is the only writer, so the rows read on every call of every site (the site
+registry, sites' states in jobs) are also kept in memory and written through. Changes to
+many sites at once (a task posted to a thousand sites, their metrics) go in one
+transaction; heartbeats update memory at once and reach the database at most
+`HEARTBEAT_FLUSH_S` later, all together. `wait_for_change` lets streams follow new events
 without polling the database in a loop. A write that fails because the disk is full
 (SQLite rolls it back: nothing is half-written) calls `on_full`, and is tried once more
 when that freed some space (see `node.server.disk_guard`).
@@ -9,6 +13,7 @@ when that freed some space (see `node.server.disk_guard`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
@@ -46,6 +51,8 @@ CREATE TABLE IF NOT EXISTS sites (
 """
 
 ACTIVE = ("SUBMITTED", "RUNNING")
+HEARTBEAT_FLUSH_S = 1.0
+"""Heartbeats are written to the database together, at most this long after they arrive (memory is current)."""
 ENDED = ("FINISHED", "FAILED", "ABORTED")
 
 
@@ -105,13 +112,21 @@ class Store:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
         self._lock = threading.RLock()
-        # Site states of jobs, as written through this store (the daemon is the only writer): read on every
-        # task poll and heartbeat of every site, so they are answered from memory.
-        self._site_states: dict[tuple[str, str], str] = {}
+        # Sites' rows in jobs, (state, round, error), as written through this store (the daemon is the only
+        # writer): read on every task poll and heartbeat of every site, so they are answered from memory.
+        self._site_states: dict[tuple[str, str], tuple[str, int, str]] = {}
+        self._sites: dict[str, SiteRow] = {}  # the site registry, all of it (read from the database once)
+        for row in self._db.execute("SELECT name, org, registered_at, last_heartbeat, running_jobs_json, not_after "
+                                    "FROM sites"):
+            self._sites[row[0]] = SiteRow(row[0], row[1], row[2], row[3], json.loads(row[4]), row[5])
+        self._unwritten: set[str] = set()  # sites whose last heartbeat is not in the database yet
+        self._flushed_at = time.monotonic()
         self._changed = threading.Condition(self._lock)
 
     def close(self) -> None:
         with self._lock:
+            with contextlib.suppress(sqlite3.Error):
+                self.flush()
             self._db.close()
 
     def _run(self, sql: str, args: tuple[Any, ...] = ()) -> sqlite3.Cursor:
@@ -133,6 +148,27 @@ class Store:
                         raise
             raise AssertionError("unreachable")
 
+    def _write_all(self, statements: list[tuple[str, list[tuple[Any, ...]]]]) -> None:
+        """Several statements (each `executemany`) in one transaction: one commit, not one a row. Tried again once,
+        like `_write`, when the disk was full and `on_full` freed some space (a failed transaction is rolled back)."""
+        statements = [(sql, rows) for sql, rows in statements if rows]
+        if not statements:
+            return
+        with self._lock:
+            for attempt in (1, 2):
+                try:
+                    self._db.execute("BEGIN")
+                    for sql, rows in statements:
+                        self._db.executemany(sql, rows)
+                    self._db.execute("COMMIT")
+                    return
+                except sqlite3.OperationalError as exc:
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
+                    full = getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+                    if attempt == 2 or not full or self._on_full is None or not self._on_full():
+                        raise
+
     # ------------------------------------------------------------------ jobs
     def add_job(self, job: JobRow) -> None:
         self._write(
@@ -149,25 +185,50 @@ class Store:
         cols = ", ".join(f"{k} = ?" for k in values)
         self._write(f"UPDATE jobs SET {cols} WHERE id = ?", (*values.values(), job_id))
 
+    _SET_SITE = "INSERT OR REPLACE INTO job_sites (job_id, site, state, round, error) VALUES (?,?,?,?,?)"
+
+    def _site_row(self, job_id: str, site: str) -> tuple[str, int, str] | None:
+        """(state, round, error) of `site` in `job_id`, from memory once read; the lock is held."""
+        known = self._site_states.get((job_id, site))
+        if known is None:
+            row = self._db.execute("SELECT state, round, error FROM job_sites WHERE job_id = ? AND site = ?",
+                                   (job_id, site)).fetchone()
+            if row is not None:
+                known = self._site_states[(job_id, site)] = (str(row[0]), int(row[1]), str(row[2]))
+        return known
+
     def set_site_state(self, job_id: str, site: str, state: str, round_no: int | None = None,
                        error: str | None = None) -> None:
+        self.set_site_states(job_id, [site], state, round_no, error)
+
+    def set_site_states(self, job_id: str, sites: list[str], state: str, round_no: int | None = None,
+                        error: str | None = None, unless: tuple[str, ...] = ()) -> None:
+        """Set the state of `sites` in `job_id` (round and error kept unless given), all in one transaction; a site
+        whose state is in `unless` is left alone, and a row that would not change is not written again."""
         with self._lock:
-            row = self._db.execute("SELECT round, error FROM job_sites WHERE job_id = ? AND site = ?",
-                                   (job_id, site)).fetchone()
-            old_round, old_error = row if row else (-1, "")
-            self._write(
-                "INSERT OR REPLACE INTO job_sites (job_id, site, state, round, error) VALUES (?,?,?,?,?)",
-                (job_id, site, state, old_round if round_no is None else round_no,
-                 old_error if error is None else error))
-            self._site_states[(job_id, site)] = state
+            changed: dict[tuple[str, str], tuple[str, int, str]] = {}
+            for site in sites:
+                old = self._site_row(job_id, site)
+                if old is not None and old[0] in unless:
+                    continue
+                old_round, old_error = (old[1], old[2]) if old else (-1, "")
+                new = (state, old_round if round_no is None else round_no, old_error if error is None else error)
+                if new != old:
+                    changed[(job_id, site)] = new
+            rows = [(job, site, *new) for (job, site), new in changed.items()]
+            if len(rows) == 1:
+                self._write(self._SET_SITE, rows[0])
+            else:
+                self._write_all([(self._SET_SITE, rows)])
+            self._site_states.update(changed)
 
     def site_state(self, job_id: str, site: str) -> str | None:
         """The state of `site` in job `job_id`, or None when it takes no part."""
         known = self._site_states.get((job_id, site))
-        if known is not None:
-            return known
-        row = self._run("SELECT state FROM job_sites WHERE job_id = ? AND site = ?", (job_id, site)).fetchone()
-        return str(row[0]) if row else None
+        if known is None:
+            with self._lock:
+                known = self._site_row(job_id, site)
+        return None if known is None else known[0]
 
     def _job(self, row: tuple[Any, ...]) -> JobRow:
         (jid, name, status, submitter, sorg, srole, sub_at, start_at, end_at, rnd, rounds, workflow, min_sites,
@@ -224,13 +285,19 @@ class Store:
             self._changed.wait(timeout_s)
 
     # ------------------------------------------------------------------ metrics and logs
+    _ADD_METRIC = "INSERT INTO metrics (job_id, site, round, name, value, step, time) VALUES (?,?,?,?,?,?,?)"
+
     def add_metrics(self, job_id: str, site: str, round_no: int, values: list[tuple[str, float, int | None]],
                     when: float | None = None) -> None:
         now = when or time.time()
         with self._lock:
-            self._write("INSERT INTO metrics (job_id, site, round, name, value, step, time) "
-                        "VALUES (?,?,?,?,?,?,?)",
-                        [(job_id, site, round_no, n, v, s, now) for n, v, s in values])
+            self._write(self._ADD_METRIC, [(job_id, site, round_no, n, v, s, now) for n, v, s in values])
+
+    def add_round_metrics(self, job_id: str, round_no: int, metrics: dict[str, dict[str, float]]) -> None:
+        """Every site's metrics of a round (site -> name -> value), in one transaction."""
+        now = time.time()
+        self._write_all([(self._ADD_METRIC, [(job_id, site, round_no, name, float(value), None, now)
+                                             for site, values in metrics.items() for name, value in values.items()])])
 
     def metrics(self, job_id: str) -> list[tuple[str, int, str, float, int | None]]:
         """(site, round, name, value, step) in insertion order."""
@@ -256,27 +323,47 @@ class Store:
         return [(r[0], r[1], r[2], r[3]) for r in self._run(sql + " ORDER BY id", args).fetchall()]
 
     # ------------------------------------------------------------------ sites
+    _SET_SITE_ROW = ("INSERT OR REPLACE INTO sites (name, org, registered_at, last_heartbeat, running_jobs_json, "
+                     "not_after) VALUES (?,?,?,?,?,?)")
+
     def touch_site(self, name: str, org: str, not_after: float, running_jobs: list[str] | None = None,
                    register: bool = False) -> None:
+        """A site was heard from. A registration (or a site not known yet) is written at once; a heartbeat is in
+        memory at once and in the database with the next `flush`, at most `HEARTBEAT_FLUSH_S` later."""
         now = time.time()
         with self._lock:
-            row = self._db.execute("SELECT registered_at, running_jobs_json FROM sites WHERE name = ?",
-                                   (name,)).fetchone()
-            registered = now if register or row is None else row[0]
-            jobs = json.dumps(running_jobs) if running_jobs is not None else (row[1] if row else "[]")
-            self._write("INSERT OR REPLACE INTO sites (name, org, registered_at, last_heartbeat, "
-                        "running_jobs_json, not_after) VALUES (?,?,?,?,?,?)",
-                        (name, org, registered, now, jobs, not_after))
+            old = self._sites.get(name)
+            row = SiteRow(name, org, now if register or old is None else old.registered_at, now,
+                          list(running_jobs) if running_jobs is not None else (old.running_jobs if old else []),
+                          not_after)
+            if register or old is None:
+                self._write(self._SET_SITE_ROW, self._site_values(row))
+                self._unwritten.discard(name)
+            else:
+                self._unwritten.add(name)
+            self._sites[name] = row
+            if time.monotonic() - self._flushed_at >= HEARTBEAT_FLUSH_S:
+                self.flush()
+
+    @staticmethod
+    def _site_values(row: SiteRow) -> tuple[Any, ...]:
+        return (row.name, row.org, row.registered_at, row.last_heartbeat, json.dumps(row.running_jobs),
+                row.not_after)
+
+    def flush(self) -> None:
+        """Write the heartbeats still only in memory, in one transaction (the daemon also calls it every second)."""
+        with self._lock:
+            self._flushed_at = time.monotonic()
+            if self._unwritten:
+                self._write_all([(self._SET_SITE_ROW, [self._site_values(self._sites[n]) for n in self._unwritten])])
+                self._unwritten.clear()
 
     def sites(self) -> list[SiteRow]:
-        rows = self._run("SELECT name, org, registered_at, last_heartbeat, running_jobs_json, not_after FROM sites "
-                         "ORDER BY name").fetchall()
-        return [SiteRow(n, o, r, h, json.loads(j), a) for n, o, r, h, j, a in rows]
+        with self._lock:
+            return sorted(self._sites.values(), key=lambda row: row.name)
 
     def site(self, name: str) -> SiteRow | None:
-        row = self._run("SELECT name, org, registered_at, last_heartbeat, running_jobs_json, not_after FROM sites "
-                        "WHERE name = ?", (name,)).fetchone()
-        return None if row is None else SiteRow(row[0], row[1], row[2], row[3], json.loads(row[4]), row[5])
+        return self._sites.get(name)
 
     def iter_job_ids(self) -> Iterator[str]:
         for (jid,) in self._run("SELECT id FROM jobs ORDER BY submitted_at").fetchall():

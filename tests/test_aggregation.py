@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -174,7 +176,7 @@ def test_a_mapped_model_is_added_without_keeping_its_pages(tmp_path):
     mapped = tensors.map_file(path)
 
     def rss_kb(field: str) -> int:
-        status = dict(line.split(":", 1) for line in open("/proc/self/status"))
+        status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines())
         return int(status[field].split()[0])
 
     before = rss_kb("RssFile")

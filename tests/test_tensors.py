@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -180,7 +181,7 @@ def test_views_share_the_buffer_and_receive_reads_a_stream_into_new_arrays():
     # Execute
     shared = tensors.views(data)
     shared["w"][0] = 5.0
-    received = tensors.receive(lambda view: stream.readinto(view), len(encode(MIXED)))
+    received = tensors.receive(stream.readinto, len(encode(MIXED)))
     # Assert
     assert tensors.decode(data)["w"].tolist() == [5.0, 0.0, 0.0, 0.0]
     assert_same(received, MIXED)
@@ -222,7 +223,7 @@ def test_release_gives_back_the_pages_of_a_mapped_array(tmp_path):
     mapped = tensors.map_file(path)["w"]
 
     def file_rss_kb() -> int:
-        status = dict(line.split(":", 1) for line in open("/proc/self/status"))
+        status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines())
         return int(status["RssFile"].split()[0])
 
     before = file_rss_kb()

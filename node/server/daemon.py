@@ -123,6 +123,7 @@ class ServerDaemon:
         grace_until = time.time() + max(0.0, RESTART_GRACE_S - self.ctx.heartbeat_timeout_s)
         while not self._stopped.wait(1.0):
             try:
+                self.ctx.store.flush()  # heartbeats reach the database within a second even when they stop coming
                 self._drop_silent_sites(grace_until)
             except (sqlite3.Error, OSError) as exc:  # the disk is full, say: keep watching
                 log.warning("could not check on the sites of running jobs: %s", exc)

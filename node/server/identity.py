@@ -11,10 +11,28 @@ from node.revocation import Revocations
 from node.tls import peer_identity
 from provisioner.pki import CertIdentity
 
+KNOWN_CERTS = 8192
+"""How many certificates' identities are kept parsed (a thousand sites, their admins, and room for new kits)."""
+_known: dict[bytes, tuple[CertIdentity, x509.Certificate] | None] = {}
+
+
+def _peer_identity(context: Any) -> tuple[CertIdentity, x509.Certificate] | None:
+    """`peer_identity`, worked out once per certificate: every call of a site presents the same one, and parsing it
+    costs more than most calls' own work. Revocation is still checked on every call, by `caller`."""
+    pems = context.auth_context().get("x509_pem_cert")
+    if not pems:
+        return None
+    found = _known.get(pems[0], False)
+    if found is False:
+        if len(_known) >= KNOWN_CERTS:
+            _known.clear()
+        found = _known[pems[0]] = peer_identity(context)
+    return found  # type: ignore[return-value]
+
 
 def caller(context: Any, kind: str, revocations: Revocations) -> tuple[CertIdentity, x509.Certificate]:
     """The caller's identity, or abort the call: no certificate, the wrong kind, or a revoked one."""
-    found = peer_identity(context)
+    found = _peer_identity(context)
     if found is None:
         context.abort(grpc.StatusCode.UNAUTHENTICATED, "no valid flctl certificate")
     who, cert = found  # type: ignore[misc]

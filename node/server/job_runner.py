@@ -99,8 +99,7 @@ class JobRunner:
                                   f"{plan.get('start_round', 0)}", {"round": plan.get("start_round", 0)})
         else:
             self._store.update_job(job.id, status="RUNNING", started_at=time.time(), wait_reason="")
-            for site in sites:
-                self._store.set_site_state(job.id, site, "starting")
+            self._store.set_site_states(job.id, sites, "starting")
         self._board.open_job(job.id, sites)
         process = self._spare.take([str(job_dir)]) or subprocess.Popen([*JOB_PROCESS, str(job_dir)],
                                                                           **self._popen_args())
@@ -110,8 +109,7 @@ class JobRunner:
         if not resume:
             self._store.add_event(job.id, "started", f"job started on {len(sites)} sites: {', '.join(sites)}",
                                   {"sites": sites})
-        for site in sites:
-            self._push_start(job, site)
+        self._push_start(job, sites)
         assert process.stdout is not None and process.stderr is not None
         threading.Thread(target=self._read_requests, args=(run, process.stdout), daemon=True,
                          name=f"job-{job.id[:8]}").start()
@@ -155,23 +153,17 @@ class JobRunner:
             task = PostedTask(msg["task_id"], msg["name"], int(msg["round"]), Path(msg["payload"]),
                               msg.get("meta", {}), float(msg["timeout_s"]))
             self._store.update_job(job_id, round=task.round)
-            job = self._store.get_job(job_id)
-            states = job.site_states if job else {}
-            for site in msg["sites"]:
-                if states.get(site, ("",))[0] not in ("failed", "offline"):
-                    self._store.set_site_state(job_id, site, "working", task.round)
+            self._store.set_site_states(job_id, msg["sites"], "working", task.round, unless=("failed", "offline"))
             self._board.post(job_id, task, msg["sites"])
             self._store.add_event(job_id, "task", f"round {task.round}: {task.name} sent to "
                                   f"{len(msg['sites'])} sites", {"round": task.round, "task": task.name})
         elif op == "cancel":
             self._board.cancel(job_id, msg["task_id"], msg["sites"])
-            for site in msg["sites"]:
-                self._store.set_site_state(job_id, site, "late")
+            self._store.set_site_states(job_id, msg["sites"], "late")
         elif op == "round":
             round_no = int(msg["round"])
             metrics: dict[str, dict[str, float]] = msg.get("metrics", {})
-            for site, values in metrics.items():
-                self._store.add_metrics(job_id, site, round_no, [(k, float(v), None) for k, v in values.items()])
+            self._store.add_round_metrics(job_id, round_no, metrics)
             self._store.add_event(job_id, "round", f"round {round_no} complete",
                                   {"round": round_no, "metrics": metrics})
         elif op == "model":
@@ -212,14 +204,15 @@ class JobRunner:
         self._store.set_site_state(job_id, site, "starting", error="")
         self._store.add_event(job_id, "site_rejoined", f"{site} rejoins the job", {"site": site})
         self._tell(job_id, {"op": "rejoin", "site": site})
-        self._push_start(run.job, site)
+        self._push_start(run.job, [site])
 
-    def _push_start(self, job: JobRow, site: str) -> None:
+    def _push_start(self, job: JobRow, sites: list[str]) -> None:
         signed = json.loads((self.job_dir(job.id) / "signature.json").read_text())
-        self._hub.push(site, {"start": {"job_id": job.id, "name": job.name, "bundle_sha256": job.bundle_sha256,
-                                        "submitter": job.submitter, "submitter_org": job.submitter_org,
-                                        "signer_cert_pem": signed["signer_cert_pem"].encode(),
-                                        "signature": bytes.fromhex(signed["signature"])}})
+        start = {"job_id": job.id, "name": job.name, "bundle_sha256": job.bundle_sha256, "submitter": job.submitter,
+                 "submitter_org": job.submitter_org, "signer_cert_pem": signed["signer_cert_pem"].encode(),
+                 "signature": bytes.fromhex(signed["signature"])}
+        for site in sites:
+            self._hub.push(site, {"start": dict(start)})
 
     def abort(self, job_id: str, reason: str) -> bool:
         """Stop a running job: tell the child, then end its process group if it lingers."""

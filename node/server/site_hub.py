@@ -27,7 +27,8 @@ class SiteHub:
         self._queue(site).put(command)
 
     def stream(self, site: str, active: Callable[[], bool]) -> Iterator[Command]:
-        """Commands for `site` as they come, while `active()`; a newer stream for the same site ends this one."""
+        """Commands for `site` as they come, while `active()`; a newer stream for the same site ends this one.
+        A command taken by a stream whose call has ended (a site that is reconnecting) is put back for the next."""
         with self._lock:
             old = self._queues.get(site)
             fresh: queue.Queue[Command | None] = queue.Queue()
@@ -48,7 +49,22 @@ class SiteHub:
                 continue
             if item is None:
                 return
-            yield item
+            if not active():  # the site went away (it may be reconnecting): the command waits for its next stream
+                self._put_back(site, item)
+                return
+            try:
+                yield item
+            except GeneratorExit:  # closed instead of asked for more: the send failed, the call is over
+                self._put_back(site, item)  # a start a site already runs is a no-op, so twice is harmless
+                raise
+
+    def _put_back(self, site: str, item: Command) -> None:
+        """`item` first in the site's queue again, so commands keep their order (a stop never overtakes its start)."""
+        q = self._queue(site)
+        with q.mutex:
+            q.queue.appendleft(item)
+            q.unfinished_tasks += 1
+            q.not_empty.notify()
 
     def close(self) -> None:
         with self._lock:

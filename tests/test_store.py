@@ -1,0 +1,70 @@
+"""The server's store: per-site writes in batches, rows kept in memory and written through, heartbeats flushed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from node.store import JobRow, Store
+
+
+def job_row(job_id: str = "j1") -> JobRow:
+    return JobRow(job_id, "n", "RUNNING", "a", "o", "lead", 0.0, 0.0, 0.0, -1, 1, "fedavg", 1, "all", "", "", "sha", {})
+
+
+def test_site_states_of_many_sites_in_one_call_leave_the_ones_asked_alone(tmp_path: Path):
+    """`set_site_states` sets every site but those in `unless`, keeping each one's round and error."""
+    store = Store(tmp_path / "s.db")
+    store.add_job(job_row())
+    store.set_site_states("j1", ["a", "b", "c"], "starting")
+    store.set_site_state("j1", "b", "failed", error="gone")
+
+    store.set_site_states("j1", ["a", "b", "c"], "working", 0, unless=("failed", "offline"))
+
+    assert store.get_job("j1").site_states == {"a": ("working", 0, ""), "b": ("failed", -1, "gone"),
+                                               "c": ("working", 0, "")}
+    assert store.site_state("j1", "b") == "failed"
+    assert store.site_state("j1", "d") is None
+
+
+def test_site_states_survive_a_reopen(tmp_path: Path):
+    """What is written through memory is in the database: a new store (a restarted server) reads it back."""
+    store = Store(tmp_path / "s.db")
+    store.add_job(job_row())
+    store.set_site_states("j1", ["a", "b"], "working", 2)
+    store.set_site_state("j1", "a", "answered")
+    store.close()
+
+    again = Store(tmp_path / "s.db")
+
+    assert again.site_state("j1", "a") == "answered"
+    assert again.get_job("j1").site_states == {"a": ("answered", 2, ""), "b": ("working", 2, "")}
+
+
+def test_round_metrics_of_every_site_are_stored(tmp_path: Path):
+    store = Store(tmp_path / "s.db")
+
+    store.add_round_metrics("j1", 3, {"a": {"loss": 0.5, "acc": 0.9}, "b": {"loss": 0.25}})
+
+    assert sorted(store.metrics("j1")) == [("a", 3, "acc", 0.9, None), ("a", 3, "loss", 0.5, None),
+                                           ("b", 3, "loss", 0.25, None)]
+
+
+def test_heartbeats_are_current_in_memory_and_in_the_database_once_flushed(tmp_path: Path, monkeypatch):
+    """A registration is written at once; a heartbeat is seen at once, and stored by `flush` (or `close`)."""
+    monkeypatch.setattr("node.store.HEARTBEAT_FLUSH_S", 3600.0)  # no flush by the clock during the test
+    store = Store(tmp_path / "s.db")
+    store.touch_site("a", "org", 10.0, [], register=True)
+    registered = store.site("a")
+    assert registered is not None
+
+    store.touch_site("a", "org", 10.0, ["j1"])
+    beat = store.site("a")
+    assert beat is not None and beat.running_jobs == ["j1"] and beat.registered_at == registered.registered_at
+    assert [s.name for s in store.sites()] == ["a"]
+    before_flush = Store(tmp_path / "s.db").site("a")
+    assert before_flush is not None and before_flush.running_jobs == []
+
+    store.flush()
+
+    after = Store(tmp_path / "s.db").site("a")
+    assert after is not None and after.running_jobs == ["j1"] and after.last_heartbeat == beat.last_heartbeat
