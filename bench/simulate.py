@@ -21,6 +21,7 @@ import argparse
 import contextlib
 import json
 import os
+import resource
 import shutil
 import signal
 import statistics
@@ -227,12 +228,18 @@ def local_federation(root: Path, sites: int = 2) -> dict[str, Any]:
     env = {**os.environ, "FLCTL_POC_WORKSPACE": str(ws)}
     env.pop("FLCTL_KIT", None)
 
+    cpu: dict[str, float] = {}
+
     def flctl(*args: str) -> tuple[float, subprocess.CompletedProcess[str]]:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         began = time.monotonic()
         done = subprocess.run([FLCTL, *args], capture_output=True, text=True, env=env, timeout=300, check=False)
+        wall = time.monotonic() - began
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu[args[1]] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
         if done.returncode != 0:
             raise SystemExit(f"flctl {' '.join(args)} failed: {done.stderr}")
-        return time.monotonic() - began, done
+        return wall, done
 
     flctl("poc", "prepare", "-n", str(sites))
     try:
@@ -247,7 +254,7 @@ def local_federation(root: Path, sites: int = 2) -> dict[str, Any]:
     flctl("poc", "clean")
     run_s = info["ended_at"] - info["started_at"]
     return {"sites": sites, "start_s": round(start_s, 3), "online_s": json.loads(started.stdout)["seconds"],
-            "submit_to_finished_s": round(submit_s, 3),
+            "submit_to_finished_s": round(submit_s, 3), "submit_cpu_s": round(cpu["submit"], 3),
             "queued_to_started_s": round(info["started_at"] - info["submitted_at"], 3),
             "started_to_ended_s": round(run_s, 3), "per_round_s": round(run_s / ROUNDS, 3),
             "stop_s": round(stop_s, 3)}
@@ -258,8 +265,9 @@ def local_federation(root: Path, sites: int = 2) -> dict[str, Any]:
 def _poc_line(poc: dict[str, Any]) -> str:
     return (f"local federation ({poc['sites']} sites, real processes and mTLS): start {poc['start_s']:.2f} s "
             f"(sites online after {poc['online_s']:.2f} s), submit to finished {poc['submit_to_finished_s']:.2f} s "
-            f"(queued {poc['queued_to_started_s']:.2f} s, running {poc['started_to_ended_s']:.2f} s, "
-            f"{poc['per_round_s']:.3f} s a round), stop {poc['stop_s']:.2f} s")
+            f"(the CLI's own CPU {poc['submit_cpu_s']:.2f} s, queued {poc['queued_to_started_s']:.2f} s, "
+            f"running {poc['started_to_ended_s']:.2f} s, {poc['per_round_s']:.3f} s a round), "
+            f"stop {poc['stop_s']:.2f} s")
 
 
 def poc_only(repeats: int, json_path: Path | None) -> None:
@@ -276,8 +284,9 @@ def poc_only(repeats: int, json_path: Path | None) -> None:
         return f"{min(values):.2f}-{max(values):.2f} s"
 
     loads = [run["load_before"] for run in runs]
-    print(f"\n{repeats} runs: start {span('start_s')}, submit to finished {span('submit_to_finished_s')}, "
-          f"stop {span('stop_s')} (load average {min(loads):.2f}-{max(loads):.2f})")
+    print(f"\n{repeats} runs: start {span('start_s')}, submit to finished {span('submit_to_finished_s')} "
+          f"(the CLI's CPU {span('submit_cpu_s')}, running {span('started_to_ended_s')}), stop {span('stop_s')} "
+          f"(load average {min(loads):.2f}-{max(loads):.2f})")
     if json_path:
         json_path.write_text(json.dumps({"local_federation": runs}, indent=1))
 

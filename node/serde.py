@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from node import admin_types as t
 from node.proto import flctl_pb2 as pb
-from node.store import EventRow, JobRow, SiteRow
+
+if TYPE_CHECKING:  # the CLI uses this module without the server's store (and sqlite)
+    from node.store import EventRow, JobRow, SiteRow
 
 
 def job_to_pb(job: JobRow, last_metrics: dict[str, dict[str, float]], artifacts: str) -> pb.JobInfo:

@@ -6,11 +6,12 @@ Parameters are a flat mapping of tensor name to numpy array; they travel as safe
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:  # numpy is not imported to check a job at submit (the CLI stays quick)
+    import numpy as np
 
-Params = dict[str, np.ndarray]
+Params = dict[str, "np.ndarray"]
 
 
 @dataclass

@@ -2,6 +2,9 @@
 
 With `--json` a command prints only JSON on stdout; warnings and errors still go
 to stderr, so the JSON stays parseable.
+
+`out` and `err` are rich consoles made on first use, so a command that prints only JSON
+never imports rich.
 """
 
 from __future__ import annotations
@@ -9,14 +12,43 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterable, Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
+if TYPE_CHECKING:
+    from rich.console import Console
 
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+    out: Console
+    err: Console
+
+
+def __getattr__(name: str) -> Console:
+    """`out` (stdout) and `err` (stderr), made when first asked for."""
+    if name not in ("out", "err"):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from rich.console import Console
+
+    console = Console(stderr=name == "err", soft_wrap=True)
+    globals()[name] = console
+    return console
+
+
+def _console(name: str) -> Console:
+    made: Console | None = globals().get(name)  # a test may have put its own console here
+    return made if made is not None else __getattr__(name)
+
+
+def _err() -> Console:
+    return _console("err")
+
+
+def _out() -> Console:
+    return _console("out")
+
+
+def escape(text: str) -> str:
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
 
 
 class Abort(Exception):
@@ -32,19 +64,19 @@ def abort(message: str, code: int) -> NoReturn:
 
 
 def info(message: str) -> None:
-    err.print(escape(message))
+    _err().print(escape(message))
 
 
 def success(message: str) -> None:
-    err.print(f"[green]✓[/green] {escape(message)}")
+    _err().print(f"[green]✓[/green] {escape(message)}")
 
 
 def warning(message: str) -> None:
-    err.print(f"[yellow]warning:[/yellow] {escape(message)}")
+    _err().print(f"[yellow]warning:[/yellow] {escape(message)}")
 
 
 def error(message: str) -> None:
-    err.print(f"[bold red]error:[/bold red] {escape(message)}")
+    _err().print(f"[bold red]error:[/bold red] {escape(message)}")
 
 
 def print_json(data: Any) -> None:
@@ -53,20 +85,22 @@ def print_json(data: Any) -> None:
 
 
 def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], title: str | None = None) -> None:
+    from rich.table import Table
+
     t = Table(title=title, title_justify="left", header_style="bold")
     for column in columns:
         t.add_column(column, overflow="fold")
     for row in rows:
         t.add_row(*(escape("" if cell is None else str(cell)) for cell in row))
-    out.print(t)
+    _out().print(t)
 
 
 def fields(pairs: Sequence[tuple[str, Any]]) -> None:
     """A two-column key/value listing."""
     width = max(len(k) for k, _ in pairs)
     for key, value in pairs:
-        out.print(f"[bold]{escape(key.ljust(width))}[/bold]  {escape(str(value))}")
+        _out().print(f"[bold]{escape(key.ljust(width))}[/bold]  {escape(str(value))}")
 
 
 def interactive() -> bool:
-    return err.is_terminal
+    return _err().is_terminal

@@ -4,12 +4,14 @@ averages their models weighted by how many examples each trained on."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from pydantic import Field
 
-from node.aggregation import WeightedSum, weighted_metrics
 from node.tasks import Params, SiteFailure, Task, TaskResult
+
+if TYPE_CHECKING:
+    from node.aggregation import WeightedSum
 from node.workflows.base import Federation, Workflow, WorkflowArgs, WorkflowError
 
 
@@ -43,6 +45,8 @@ class FedAvg(Workflow):
         Once a round's task is on its way, this holds no reference to the old global model: with a `send` that
         lets the task go once sent (the server's does), the server holds one model, plus the running sum, at a time.
         """
+        from node.aggregation import WeightedSum  # numpy: imported when a job runs, not when one is checked
+
         model: Params = dict(initial) if initial is not None else {}
         del initial
         for round_no in range(start_round, self.settings.rounds):
@@ -113,6 +117,8 @@ def _details(failed: dict[str, str], silent: list[str]) -> str:
 
 def _summary(round_no: int, rounds: int, sites: int, results: dict[str, tuple[dict[str, float], int]]) -> str:
     examples = sum(n for _, n in results.values())
+    from node.aggregation import weighted_metrics
+
     means = weighted_metrics(results.values())
     shown = "".join(f", {name} {value:.4g}" for name, value in means.items())
     return (f"round {round_no} ({round_no + 1} of {rounds}): {len(results)} of {sites} sites answered, "

@@ -42,13 +42,20 @@ def command(
 
 
 def follow(admin: Any, job_id: str, quiet: bool = False) -> Any:
-    """Stream the job's events (no polling) with a progress bar for rounds; return the final job info."""
+    """Stream the job's events (no polling) with a progress bar for rounds; return the final job info.
+
+    `quiet` prints nothing: it only waits on the same stream for the job's final event.
+    """
+    if quiet:
+        for _ in admin.watch(job_id):
+            pass
+        return admin.get_job(job_id)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from console.cli.job.render import metrics_line
 
     job = admin.get_job(job_id)
-    show_bar = terminal.interactive() and not quiet and job.rounds > 0
+    show_bar = terminal.interactive() and job.rounds > 0
     bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                    console=terminal.err, transient=True, disable=not show_bar)
     with bar:
@@ -57,15 +64,13 @@ def follow(admin: Any, job_id: str, quiet: bool = False) -> Any:
             if event.kind == "round":
                 round_no = int(event.data.get("round", 0))
                 bar.update(task, completed=round_no + 1)
-                if not quiet:
-                    bar.console.print(f"round {round_no + 1}/{job.rounds}: "
-                                      f"{metrics_line(event.data.get('metrics', {}))}", markup=False, highlight=False)
-            elif not quiet and event.kind in ("started", "waiting", "site_failed", "aborting"):
+                bar.console.print(f"round {round_no + 1}/{job.rounds}: "
+                                  f"{metrics_line(event.data.get('metrics', {}))}", markup=False, highlight=False)
+            elif event.kind in ("started", "waiting", "site_failed", "aborting"):
                 bar.console.print(event.message, markup=False, highlight=False)
     final = admin.get_job(job_id)
-    if not quiet:
-        if final.status == "FINISHED":
-            terminal.success(f"job {job_id} FINISHED; `flctl job download {job_id}` fetches the results")
-        else:
-            terminal.error(f"job {job_id} {final.status}" + (f": {final.error}" if final.error else ""))
+    if final.status == "FINISHED":
+        terminal.success(f"job {job_id} FINISHED; `flctl job download {job_id}` fetches the results")
+    else:
+        terminal.error(f"job {job_id} {final.status}" + (f": {final.error}" if final.error else ""))
     return final

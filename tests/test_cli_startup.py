@@ -1,0 +1,66 @@
+"""What a command costs to start: each group is built when named, and JSON output never imports rich."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from .conftest import ROOT
+
+
+def _modules_after(argv: list[str]) -> tuple[int, list[str]]:
+    """Run `flctl ARGV` in a fresh interpreter; its exit code and the modules it imported."""
+    code = (
+        "import json, sys\n"
+        "from console.cli.app import main\n"
+        f"sys.argv = ['flctl', *{argv!r}]\n"
+        "try:\n"
+        "    main()\n"
+        "    code = 0\n"
+        "except SystemExit as exc:\n"
+        "    code = exc.code if isinstance(exc.code, int) else 1\n"
+        "print(json.dumps([code, sorted(sys.modules)]), file=sys.__stdout__)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    found = json.loads(out.stdout.strip().splitlines()[-1])
+    return found[0], found[1]
+
+
+def test_a_command_builds_only_its_own_group():
+    """`flctl site --help` imports the site commands and none of the other groups'."""
+    code, modules = _modules_after(["site", "--help"])
+
+    assert code == 0
+    assert "console.cli.site.ls" in modules
+    for other in ("console.cli.job.submit", "console.cli.deploy.ssh", "console.cli.provision.build",
+                  "console.cli.poc.start", "console.cli.kit.verify"):
+        assert other not in modules
+
+
+def test_help_lists_every_group_in_order(flctl):
+    """The top-level help names the three commands, then every group, in registration order."""
+    result = flctl("--help")
+
+    names = [line.split()[0] for line in result.stdout.split("Commands:")[1].splitlines() if line.strip()]
+    assert result.code == 0
+    assert names == ["quickstart", "simulate", "console", "provision", "kit", "node", "job", "audit", "site", "poc",
+                     "deploy"]
+
+
+def test_a_mistyped_group_is_suggested(flctl):
+    """An unknown command exits 2 and suggests the group it resembles, although that group was never built."""
+    result = flctl("jbo")
+
+    assert result.code == 2
+    assert "Did you mean 'job'?" in result.stderr
+
+
+def test_json_only_commands_do_not_import_rich(local_kits):
+    """A command that prints only JSON (`flctl kit show KIT --json`) never loads rich."""
+    code, modules = _modules_after(["kit", "show", str(local_kits.prod_dir / "admin@localhost"), "--json"])
+
+    assert code == 0
+    assert not any(m == "rich" or m.startswith("rich.") for m in modules)
