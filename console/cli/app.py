@@ -21,98 +21,72 @@ from console.cli.lazy_group import LazyGroup
 HELP = "flctl: provision, deploy, run and watch a federated-learning federation from the terminal."
 
 
+def _group(help_text: str, commands: dict[str, Callable[..., object]], **options: object) -> typer.Typer:
+    """A command group: `commands` maps each command's name to its function, in the order help lists them."""
+    group = typer.Typer(no_args_is_help=True, help=help_text, **options)  # type: ignore[arg-type]
+    for name, command in commands.items():
+        group.command(name)(command)
+    return group
+
+
 def _provision() -> typer.Typer:
     from console.cli.default_group import DefaultGroup
     from console.cli.provision import build, renew, revoke, sign
 
-    group = typer.Typer(
-        cls=DefaultGroup, no_args_is_help=True,
-        help="Make signed PKI startup kits from a project.yml: `flctl provision PROJECT.yml`.",
-    )
-    group.command("build")(build.command)
-    group.command("sign")(sign.command)
-    group.command("revoke")(revoke.command)
-    group.command("renew")(renew.command)
-    return group
+    return _group("Make signed PKI startup kits from a project.yml: `flctl provision PROJECT.yml`.",
+                  {"build": build.command, "sign": sign.command, "revoke": revoke.command, "renew": renew.command},
+                  cls=DefaultGroup)
 
 
 def _kit() -> typer.Typer:
     from console.cli.kit import complete, request, show, verify
 
-    group = typer.Typer(no_args_is_help=True, help="Inspect, verify, request and complete startup kits.")
-    group.command("show")(show.command)
-    group.command("verify")(verify.command)
-    group.command("request")(request.command)
-    group.command("complete")(complete.command)
-    return group
+    return _group("Inspect, verify, request and complete startup kits.",
+                  {"show": show.command, "verify": verify.command, "request": request.command,
+                   "complete": complete.command})
 
 
 def _node() -> typer.Typer:
     from console.cli.node import start, stop
 
-    group = typer.Typer(no_args_is_help=True, help="Run the server or a site from its startup kit.")
-    group.command("start")(start.command)
-    group.command("stop")(stop.command)
-    return group
+    return _group("Run the server or a site from its startup kit.", {"start": start.command, "stop": stop.command})
 
 
 def _job() -> typer.Typer:
     from console.cli.job import abort, download, logs, ls, show, submit
 
-    group = typer.Typer(no_args_is_help=True, help="Submit, list, show, abort, download and follow jobs.")
-    group.command("submit")(submit.command)
-    group.command("ls")(ls.command)
-    group.command("show")(show.command)
-    group.command("abort")(abort.command)
-    group.command("download")(download.command)
-    group.command("logs")(logs.command)
-    return group
+    return _group("Submit, list, show, abort, download and follow jobs.",
+                  {"submit": submit.command, "ls": ls.command, "show": show.command, "abort": abort.command,
+                   "download": download.command, "logs": logs.command})
 
 
 def _audit() -> typer.Typer:
     from console.cli.audit import tail, verify
 
-    group = typer.Typer(no_args_is_help=True, help="Check and read tamper-evident audit logs.")
-    group.command("verify")(verify.command)
-    group.command("tail")(tail.command)
-    return group
+    return _group("Check and read tamper-evident audit logs.", {"verify": verify.command, "tail": tail.command})
 
 
 def _site() -> typer.Typer:
     from console.cli.site import ls
 
-    group = typer.Typer(no_args_is_help=True, help="The sites the server knows.")
-    group.command("ls")(ls.command)
-    return group
+    return _group("The sites the server knows.", {"ls": ls.command})
 
 
 def _poc() -> typer.Typer:
     from console.cli.poc import clean, prepare, start, status, stop
 
-    group = typer.Typer(no_args_is_help=True, help="A local federation on this machine: prepare, start, status, "
-                        "stop, clean.")
-    group.command("prepare")(prepare.command)
-    group.command("start")(start.command)
-    group.command("status")(status.command)
-    group.command("stop")(stop.command)
-    group.command("clean")(clean.command)
-    return group
+    return _group("A local federation on this machine: prepare, start, status, stop, clean.",
+                  {"prepare": prepare.command, "start": start.command, "status": status.command,
+                   "stop": stop.command, "clean": clean.command})
 
 
 def _deploy() -> typer.Typer:
     from console.cli.deploy import cloud, destroy, logs, ssh, status, stop, upgrade
 
-    group = typer.Typer(no_args_is_help=True, help="Roll a federation out to machines over SSH, or to machines "
-                        "flctl creates in AWS or Azure: ssh, aws, azure, status, stop, logs, upgrade, destroy.")
-    group.command("ssh")(ssh.command)
-    group.command("status")(status.command)
-    group.command("stop")(stop.command)
-    group.command("logs")(logs.command)
-    group.command("upgrade")(upgrade.command)
-    group.command("aws")(cloud.aws)
-    group.command("azure")(cloud.azure)
-    group.command("destroy")(destroy.command)
-    return group
+    return _group("Roll a federation out to machines over SSH, or to machines flctl creates in AWS or Azure: "
+                  "ssh, aws, azure, status, stop, logs, upgrade, destroy.",
+                  {"ssh": ssh.command, "status": status.command, "stop": stop.command, "logs": logs.command,
+                   "upgrade": upgrade.command, "aws": cloud.aws, "azure": cloud.azure, "destroy": destroy.command})
 
 
 class FlctlGroup(LazyGroup):
