@@ -3,7 +3,7 @@
 The format (https://github.com/huggingface/safetensors): an 8-byte little-endian header length,
 a JSON header (`{name: {"dtype", "shape", "data_offsets": [begin, end]}}`), then the tensors'
 bytes back to back. Writing goes straight from each array's memory to the file or the wire
-(`write_file`, `chunks`); reading goes straight from the file into each array (`read_file`),
+(`write_file`, `Layout.parts`); reading goes straight from the file into each array (`read_file`),
 or maps the file without reading it (`map_file`, whose pages `release` hands back once used).
 `parse_header` checks everything a reader relies on, so a site's bytes are checked before any
 array is made from them. Never pickle.
@@ -18,7 +18,7 @@ import json
 import math
 import mmap
 import struct
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +35,6 @@ DTYPES: dict[str, np.dtype] = {
     "C64": np.dtype("<c8"),
 }
 """Safetensors dtypes that numpy holds, so a model may use them."""
-NUMPY_DTYPES = frozenset(DTYPES)
 _CODES = {dtype: code for code, dtype in DTYPES.items()}
 _LENGTH = struct.Struct("<Q")
 MAX_HEADER = 100 * 1024 * 1024
@@ -122,28 +121,6 @@ def encode(params: Mapping[str, Any]) -> bytes:
         out[at:at + array.nbytes] = _bytes_of(array)
         at += array.nbytes
     return bytes(out)
-
-
-def chunks(params: Mapping[str, Any] | Layout, size: int) -> Iterator[bytes]:
-    """The encoding of `params` in pieces of `size` bytes (the last one shorter), each copied from the arrays
-    only as it is asked for."""
-    plan = params if isinstance(params, Layout) else layout(params)
-    pending = bytearray()
-    for part in plan.parts():
-        at = 0
-        while at < part.nbytes:
-            if not pending and part.nbytes - at >= size:
-                yield bytes(part[at:at + size])
-                at += size
-                continue
-            take = min(size - len(pending), part.nbytes - at)
-            pending += part[at:at + take]
-            at += take
-            if len(pending) == size:
-                yield bytes(pending)
-                pending = bytearray()
-    if pending:
-        yield bytes(pending)
 
 
 def write_file(path: Path, params: Mapping[str, Any]) -> int:

@@ -170,3 +170,13 @@ def running(federation: Federation, sites: list[str] | None = None) -> Iterator[
         yield federation
     finally:
         federation.stop_all()
+
+
+def events_until_round(admin: Any, job_id: str, round_no: int) -> list[Any]:
+    """Watch a job's events (through an `AdminClient`) until round `round_no` completes; the events seen."""
+    seen = []
+    for event in admin.watch(job_id):
+        seen.append(event)
+        if event.kind == "round" and event.data["round"] == round_no:
+            break
+    return seen

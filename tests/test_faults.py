@@ -26,7 +26,7 @@ from node.admin_client import AdminClient
 from node.proto import flctl_pb2 as pb
 
 from .connect_proxy import ConnectProxy
-from .federation import Federation, make_federation, pid_alive
+from .federation import Federation, events_until_round, make_federation, pid_alive
 from .raw_site import RawSite
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -341,9 +341,7 @@ def test_abort_under_load_ends_every_job_process_and_the_next_job_runs(fed, tmp_
     job = paced_job(tmp_path, "busy", rounds=10_000, min_sites=1, pause_s=0.0)
     with AdminClient.from_kit(fed.admin_kit) as admin:
         job_id = admin.submit_job(job)
-        for event in admin.watch(job_id):
-            if event.kind == "round" and event.data["round"] == 3:
-                break
+        events_until_round(admin, job_id, 3)
         started = {name: descendants(proc.pid) for name, proc in fed.processes.items()}
         assert all(started.values()), f"a job process runs at every node: {started}"
         info = admin.abort_job(job_id)
@@ -385,11 +383,7 @@ def test_disk_full_on_the_server_fails_the_job_cleanly_and_the_next_job_runs(fau
     try:
         with AdminClient.from_kit(fed.admin_kit) as admin:
             job_id = admin.submit_job(job)
-            before = []
-            for event in admin.watch(job_id):
-                before.append(event)
-                if event.kind == "round" and event.data["round"] == 1:
-                    break
+            before = events_until_round(admin, job_id, 1)
             fill(filler)
             wait_until(lambda: admin.get_job(job_id).status != "RUNNING", 60,
                        lambda: f"the job still runs on a full disk\n{fed.logs()}")

@@ -13,7 +13,7 @@ from safetensors.numpy import load_file
 
 from node.admin_client import AdminClient
 
-from .federation import Federation, make_federation, running
+from .federation import Federation, events_until_round, make_federation, running
 
 ROOT = Path(__file__).resolve().parent.parent
 SLOW_NUMPY = """\
@@ -63,11 +63,7 @@ def test_server_killed_mid_job_resumes_from_its_checkpoint(fed, tmp_path):
     job = slow_job(tmp_path, rounds, 2, 0.4)
     with AdminClient.from_kit(fed.admin_kit) as admin:
         job_id = admin.submit_job(job)
-        seen = []
-        for event in admin.watch(job_id):
-            seen.append(event)
-            if event.kind == "round" and event.data["round"] == 1:
-                break
+        seen = events_until_round(admin, job_id, 1)
     fed.stop("localhost", signal.SIGKILL)
     fed.start("localhost")
     fed.wait_online(fed.sites, timeout=40)
@@ -93,9 +89,7 @@ def test_site_killed_mid_round_is_dropped_then_rejoins(fed, tmp_path):
     rejoined_in: set[int] = set()
     with AdminClient.from_kit(fed.admin_kit) as admin:
         job_id = admin.submit_job(job)
-        for event in admin.watch(job_id):
-            if event.kind == "round" and event.data["round"] == 0:
-                break
+        events_until_round(admin, job_id, 0)
         fed.stop("site-2", signal.SIGKILL)
         restarted = False
         for event in admin.watch(job_id):

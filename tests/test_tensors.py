@@ -165,14 +165,6 @@ def test_write_file_then_read_file_and_map_file_give_the_params_back(tmp_path):
     assert not any(a.flags.writeable for a in mapped.values() if a.size)
 
 
-def test_chunks_cut_the_encoding_at_any_size():
-    """chunks() yields exactly encode()'s bytes, in pieces no larger than asked, whatever the size."""
-    for size in (1, 7, 8, 64, 1 << 20):
-        pieces = list(tensors.chunks(MIXED, size))
-        assert b"".join(pieces) == encode(MIXED)
-        assert all(0 < len(p) <= size for p in pieces)
-
-
 def test_views_share_the_buffer_and_receive_reads_a_stream_into_new_arrays():
     """views() makes arrays over the bytes themselves; receive() fills new arrays from a stream, in order."""
     # Prepare
