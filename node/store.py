@@ -2,10 +2,10 @@
 
 SQLite in WAL mode under the server workspace. One connection guarded by a lock:
 the daemon is the only writer, so the rows read on every call of every site (the site
-registry, sites' states in jobs) are also kept in memory and written through. Changes to
-many sites at once (a task posted to a thousand sites, their metrics) go in one
-transaction; heartbeats update memory at once and reach the database at most
-`HEARTBEAT_FLUSH_S` later, all together. `wait_for_change` lets streams follow new events
+registry, sites' states in jobs) are also kept in memory. Changes to many sites at once (their
+metrics) go in one transaction; heartbeats and sites' states in jobs (a thousand sites
+answering a round) update memory at once and reach the database at most `HEARTBEAT_FLUSH_S`
+later, all together (reads through this store see them at once). `wait_for_change` lets streams follow new events
 without polling the database in a loop. A write that fails because the disk is full
 (SQLite rolls it back: nothing is half-written) calls `on_full`, and is tried once more
 when that freed some space (see `node.server.disk_guard`).
@@ -52,7 +52,8 @@ CREATE TABLE IF NOT EXISTS sites (
 
 ACTIVE = ("SUBMITTED", "RUNNING")
 HEARTBEAT_FLUSH_S = 1.0
-"""Heartbeats are written to the database together, at most this long after they arrive (memory is current)."""
+"""Heartbeats and sites' states in jobs are written to the database together, at most this long after they change
+(memory is current)."""
 ENDED = ("FINISHED", "FAILED", "ABORTED")
 
 
@@ -120,6 +121,7 @@ class Store:
                                     "FROM sites"):
             self._sites[row[0]] = SiteRow(row[0], row[1], row[2], row[3], json.loads(row[4]), row[5])
         self._unwritten: set[str] = set()  # sites whose last heartbeat is not in the database yet
+        self._unwritten_states: dict[tuple[str, str], tuple[str, int, str]] = {}  # the same for sites' job states
         self._flushed_at = time.monotonic()
         self._changed = threading.Condition(self._lock)
 
@@ -188,7 +190,7 @@ class Store:
     _SET_SITE = "INSERT OR REPLACE INTO job_sites (job_id, site, state, round, error) VALUES (?,?,?,?,?)"
 
     def _site_row(self, job_id: str, site: str) -> tuple[str, int, str] | None:
-        """(state, round, error) of `site` in `job_id`, from memory once read; the lock is held."""
+        """(state, round, error) of `site` in `job_id`, from memory once read or set; the lock is held."""
         known = self._site_states.get((job_id, site))
         if known is None:
             row = self._db.execute("SELECT state, round, error FROM job_sites WHERE job_id = ? AND site = ?",
@@ -215,12 +217,10 @@ class Store:
                 new = (state, old_round if round_no is None else round_no, old_error if error is None else error)
                 if new != old:
                     changed[(job_id, site)] = new
-            rows = [(job, site, *new) for (job, site), new in changed.items()]
-            if len(rows) == 1:
-                self._write(self._SET_SITE, rows[0])
-            else:
-                self._write_all([(self._SET_SITE, rows)])
             self._site_states.update(changed)
+            self._unwritten_states.update(changed)
+            if time.monotonic() - self._flushed_at >= HEARTBEAT_FLUSH_S:
+                self.flush()
 
     def site_state(self, job_id: str, site: str) -> str | None:
         """The state of `site` in job `job_id`, or None when it takes no part."""
@@ -235,9 +235,10 @@ class Store:
          sites_json, wait, error, sha, spec_json) = row
         job = JobRow(jid, name, status, submitter, sorg, srole, sub_at, start_at, end_at, rnd, rounds, workflow,
                      min_sites, json.loads(sites_json), wait, error, sha, json.loads(spec_json))
-        for site, state, site_round, site_error in self._db.execute(
-                "SELECT site, state, round, error FROM job_sites WHERE job_id = ? ORDER BY site", (jid,)):
-            job.site_states[site] = (state, site_round, site_error)
+        states = {site: (state, site_round, site_error) for site, state, site_round, site_error in self._db.execute(
+            "SELECT site, state, round, error FROM job_sites WHERE job_id = ?", (jid,))}
+        states.update({site: row for (job_id, site), row in self._unwritten_states.items() if job_id == jid})
+        job.site_states = dict(sorted(states.items()))
         return job
 
     _JOB_COLUMNS = ("id, name, status, submitter, submitter_org, submitter_role, submitted_at, started_at, "
@@ -351,12 +352,16 @@ class Store:
                 row.not_after)
 
     def flush(self) -> None:
-        """Write the heartbeats still only in memory, in one transaction (the daemon also calls it every second)."""
+        """Write the heartbeats and sites' job states still only in memory, in one transaction (the daemon also
+        calls it every second)."""
         with self._lock:
             self._flushed_at = time.monotonic()
-            if self._unwritten:
-                self._write_all([(self._SET_SITE_ROW, [self._site_values(self._sites[n]) for n in self._unwritten])])
+            if self._unwritten or self._unwritten_states:
+                self._write_all([(self._SET_SITE_ROW, [self._site_values(self._sites[n]) for n in self._unwritten]),
+                                 (self._SET_SITE, [(job, site, *row)
+                                                   for (job, site), row in self._unwritten_states.items()])])
                 self._unwritten.clear()
+                self._unwritten_states.clear()
 
     def sites(self) -> list[SiteRow]:
         with self._lock:

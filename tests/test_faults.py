@@ -270,6 +270,10 @@ def send_garbage(site: RawSite, job_id: str, tid: str, trained: dict[str, np.nda
     _refused(site, inv, "not safetensors", _result(job_id, tid, junk), [junk])
     _refused(site, inv, "not safetensors", _result(job_id, tid, lying), [lying])
     _refused(site, inv, "numpy cannot hold", _result(job_id, tid, bf16), [bf16])
+    # Over INLINE_BYTES a result goes to a file first: checked the same way, and the file removed.
+    big_junk = [os.urandom(1024 * 1024), os.urandom(1024 * 1024)]
+    _refused(site, inv, "not safetensors", _result(job_id, tid, b"", size=2 << 20), big_junk)
+    _refused(site, inv, "ended after", _result(job_id, tid, b"", size=3 << 20), big_junk)
     _refused(site, inv, "meta_json", _result(job_id, tid, valid, meta_json="{not json"), [valid])
     _refused(site, inv, "meta_json", _result(job_id, tid, valid, meta_json="[1, 2]"), [valid])
     big = b"\0" * (9 * 1024 * 1024)  # one message over the 8 MiB limit

@@ -68,3 +68,21 @@ def test_heartbeats_are_current_in_memory_and_in_the_database_once_flushed(tmp_p
 
     after = Store(tmp_path / "s.db").site("a")
     assert after is not None and after.running_jobs == ["j1"] and after.last_heartbeat == beat.last_heartbeat
+
+
+def test_site_states_are_current_at_once_and_in_the_database_once_flushed(tmp_path: Path, monkeypatch):
+    """A thousand sites answering a round are a thousand state changes: memory (and every read through the store)
+    has each at once; the database gets them together with the next flush."""
+    monkeypatch.setattr("node.store.HEARTBEAT_FLUSH_S", 3600.0)
+    store = Store(tmp_path / "s.db")
+    store.add_job(job_row())
+    store.set_site_states("j1", ["b", "a"], "working", 0)
+    store.set_site_state("j1", "b", "answered")
+
+    assert store.get_job("j1").site_states == {"a": ("working", 0, ""), "b": ("answered", 0, "")}
+    assert list(store.get_job("j1").site_states) == ["a", "b"]
+    assert Store(tmp_path / "s.db").get_job("j1").site_states == {}
+
+    store.flush()
+
+    assert Store(tmp_path / "s.db").get_job("j1").site_states == {"a": ("working", 0, ""), "b": ("answered", 0, "")}

@@ -286,4 +286,5 @@ class AdminService(pb_grpc.AdminServicer):
         except CrlRefused as exc:
             self._refuse(context, actor, action, {}, grpc.StatusCode.INVALID_ARGUMENT, f"CRL refused: {exc}")
         self._audit(actor, action, {"crl_number": number}, "ok")
+        self._ctx.hub.recheck()  # a revoked site's command stream ends now
         return pb.Ack(message=f"CRL {number} installed")

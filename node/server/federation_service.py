@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import IO, Any
 
 import grpc
 
@@ -16,11 +18,13 @@ from node.proto import flctl_pb2_grpc as pb_grpc
 from node.server.context import ServerContext
 from node.server.disk_guard import is_disk_full
 from node.server.identity import caller
+from node.server.task_board import INLINE_BYTES
 from node.tls import CHUNK
 from provisioner.pki import CertIdentity
 
 POLL_WAIT_S = 20.0
 VERSION = "1"
+Refusal = tuple[grpc.StatusCode, str]
 DISK_FULL = "the server's disk is full; it takes no results until space is freed there"
 
 
@@ -79,7 +83,7 @@ class FederationService(pb_grpc.FederationServicer):
         def active() -> bool:
             return bool(context.is_active()) and serial not in self._ctx.revocations
 
-        for command in self._ctx.hub.stream(who.name, active):
+        for command in self._ctx.hub.stream(who.name, active, context.add_callback):
             if "start" in command:
                 yield pb.Command(start=pb.StartJob(**command["start"]))
             else:
@@ -101,18 +105,21 @@ class FederationService(pb_grpc.FederationServicer):
         if isinstance(got, str):
             yield pb.TaskMessage(header=pb.TaskHeader(done=True, status=got))
             return
-        try:
-            size = got.payload.stat().st_size
-            handle = open(got.payload, "rb")  # noqa: SIM115 - read while streaming
-        except FileNotFoundError:
-            yield pb.TaskMessage(header=pb.TaskHeader())
-            return
+        handle: IO[bytes]
+        if got.data is not None:  # a small model, read once for every site
+            size, handle = len(got.data), io.BytesIO(got.data)
+        else:
+            try:
+                size = got.payload.stat().st_size
+                handle = open(got.payload, "rb")  # noqa: SIM115 - read while streaming
+            except FileNotFoundError:
+                yield pb.TaskMessage(header=pb.TaskHeader())
+                return
         with handle:
             if not self._dropped(request.job_id, who.name):
                 self._ctx.store.set_site_state(request.job_id, who.name, "working", got.round)
             yield pb.TaskMessage(header=pb.TaskHeader(task_id=got.task_id, name=got.name, round=got.round,
-                                                      meta_json=json.dumps(got.meta), size=size,
-                                                      timeout_s=got.timeout_s))
+                                                      meta_json=got.meta_json, size=size, timeout_s=got.timeout_s))
             while block := handle.read(CHUNK):
                 yield pb.TaskMessage(chunk=block)
 
@@ -151,8 +158,12 @@ class FederationService(pb_grpc.FederationServicer):
         results = self._ctx.jobs_dir() / head.job_id / "results"
         path = results / f"{who.name}-{head.task_id}.safetensors"  # both ids are the server's own, checked above
         tmp = path.with_name("." + path.name + ".part")
+        payload: Path | bytes = path
         try:
-            refused = _receive(request_iterator, head.size, tmp)
+            if head.size <= INLINE_BYTES:  # a small model (a thousand sites' answers) never touches the disk
+                payload, refused = _receive_small(request_iterator, head.size)
+            else:
+                refused = _receive(request_iterator, head.size, tmp)
             if refused is not None:
                 if refused[1] == DISK_FULL:
                     self._ctx.disk.release()  # running jobs fail, saying why
@@ -161,10 +172,11 @@ class FederationService(pb_grpc.FederationServicer):
                 return pb.Ack(message="late or duplicate result ignored")
             if self._dropped(head.job_id, who.name):  # went offline while the result was arriving
                 return pb.Ack(message=f"result ignored: {who.name} was dropped from the job")
-            os.replace(tmp, path)
+            if payload is path:
+                os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)
-        self._ctx.runner.result(head.job_id, who.name, head.task_id, path, int(head.num_examples),
+        self._ctx.runner.result(head.job_id, who.name, head.task_id, payload, int(head.num_examples),
                                 dict(head.metrics), meta)  # type: ignore[arg-type]
         return pb.Ack(message="accepted")
 
@@ -203,7 +215,7 @@ def _json_object(text: str) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def _receive(messages: Iterator[pb.ResultMessage], size: int, tmp: Path) -> tuple[grpc.StatusCode, str] | None:
+def _receive(messages: Iterator[pb.ResultMessage], size: int, tmp: Path) -> Refusal | None:
     """Write a result's chunks to `tmp` and check it is a model `decode` accepts; what to refuse it with, or None."""
     received = 0
     try:
@@ -220,10 +232,27 @@ def _receive(messages: Iterator[pb.ResultMessage], size: int, tmp: Path) -> tupl
         return grpc.StatusCode.INTERNAL, f"the server could not store the result: {exc.strerror or exc}"
     if received != size:
         return grpc.StatusCode.INVALID_ARGUMENT, f"result ended after {received} of {size} bytes"
+    return _unusable(lambda tensors: tensors.check_file(tmp))
+
+
+def _receive_small(messages: Iterator[pb.ResultMessage], size: int) -> tuple[bytes, Refusal | None]:
+    """A result of at most INLINE_BYTES, in memory, checked like `_receive` checks one on disk."""
+    data = bytearray()
+    for message in messages:
+        data += message.chunk
+        if len(data) > size:
+            return b"", (grpc.StatusCode.INVALID_ARGUMENT, "result is larger than its header says")
+    if len(data) != size:
+        return b"", (grpc.StatusCode.INVALID_ARGUMENT, f"result ended after {len(data)} of {size} bytes")
+    return bytes(data), _unusable(lambda tensors: tensors.parse_header(data, size))
+
+
+def _unusable(check: Callable[[ModuleType], object]) -> Refusal | None:
+    """The refusal for a result that `check(tensors)` finds no model `decode` accepts, or None."""
     try:
         from node import tensors  # numpy and safetensors: not imported until a result comes
 
-        tensors.check_file(tmp)
+        check(tensors)
     except ValueError as exc:
         return grpc.StatusCode.INVALID_ARGUMENT, f"the result is not a usable model: {exc}"
     return None

@@ -6,14 +6,16 @@
 `JOB_DIR/run.json` says which job, workflow and sites. The daemon and this process
 talk in JSON lines: this process writes requests on stdout (`task`, `cancel`,
 `model`, `round`, `log`, `done`) and reads answers on stdin (`result`, `failure`,
-`abort`). Models travel as safetensors files in JOB_DIR, never through the pipe: written
-straight from the arrays, and results mapped, not read, so the workflow's running sum reads
-each a block at a time.
+`abort`). Models travel as safetensors files in JOB_DIR: written straight from the arrays,
+and results mapped, not read, so the workflow's running sum reads each a block at a time.
+Only a result of at most `task_board.INLINE_BYTES` comes in its `result` message (base64),
+so a thousand sites' small answers never touch the disk.
 A crash here fails the job; it never takes the daemon down.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import queue
@@ -93,9 +95,12 @@ class PipeFederation:
                 if msg.get("task_id") != task_id or msg.get("site") not in waiting:
                     continue
                 waiting.discard(msg["site"])
-                path = Path(msg["path"])
-                params = tensors.map_file(path)  # read as the workflow uses it, never all at once
-                path.unlink(missing_ok=True)
+                if "data" in msg:  # a small model, in the message itself
+                    params = tensors.views(base64.b64decode(msg["data"]))
+                else:
+                    path = Path(msg["path"])
+                    params = tensors.map_file(path)  # read as the workflow uses it, never all at once
+                    path.unlink(missing_ok=True)
                 yield TaskResult(msg["site"], params, int(msg.get("num_examples", 0)),
                                  {k: float(v) for k, v in msg.get("metrics", {}).items()}, msg.get("meta", {}))
         finally:

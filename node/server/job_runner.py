@@ -9,6 +9,7 @@ failed or aborted) whatever the child does, crash included: a job ends when its 
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -25,7 +26,7 @@ from typing import IO, Any
 
 from node.server.job_records import log_files, metrics_json
 from node.server.site_hub import SiteHub
-from node.server.task_board import PostedTask, TaskBoard
+from node.server.task_board import INLINE_BYTES, PostedTask, TaskBoard
 from node.spare_process import SPARE_FLAG, SpareProcess
 from node.store import JobRow, Store
 
@@ -150,8 +151,14 @@ class JobRunner:
     def _handle(self, run: _Running, msg: dict[str, Any]) -> None:
         job_id, op = run.job.id, msg.get("op")
         if op == "task":
-            task = PostedTask(msg["task_id"], msg["name"], int(msg["round"]), Path(msg["payload"]),
-                              msg.get("meta", {}), float(msg["timeout_s"]))
+            payload = Path(msg["payload"])
+            try:
+                data = payload.read_bytes() if payload.stat().st_size <= INLINE_BYTES else None
+            except FileNotFoundError:  # a job process that died since: the sites are told the job ended
+                data = None
+            meta = msg.get("meta", {})
+            task = PostedTask(msg["task_id"], msg["name"], int(msg["round"]), payload, meta, float(msg["timeout_s"]),
+                              data, json.dumps(meta))
             self._store.update_job(job_id, round=task.round)
             self._store.set_site_states(job_id, msg["sites"], "working", task.round, unless=("failed", "offline"))
             self._board.post(job_id, task, msg["sites"])
@@ -184,10 +191,13 @@ class JobRunner:
             except (BrokenPipeError, ValueError, OSError):
                 pass
 
-    def result(self, job_id: str, site: str, task_id: str, path: Path, num_examples: int,
+    def result(self, job_id: str, site: str, task_id: str, payload: Path | bytes, num_examples: int,
                metrics: dict[str, float], meta: dict[str, Any]) -> None:
+        """Hand a site's result to the job process: a file in the job's folder, or (up to INLINE_BYTES) its bytes."""
         self._store.set_site_state(job_id, site, "answered")
-        self._tell(job_id, {"op": "result", "task_id": task_id, "site": site, "path": str(path),
+        where = {"path": str(payload)} if isinstance(payload, Path) else \
+            {"data": base64.b64encode(payload).decode("ascii")}
+        self._tell(job_id, {"op": "result", "task_id": task_id, "site": site, **where,
                             "num_examples": num_examples, "metrics": metrics, "meta": meta})
 
     def failure(self, job_id: str, site: str, reason: str, task_id: str = "") -> None:

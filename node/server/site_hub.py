@@ -10,8 +10,11 @@ from typing import Any
 Command = dict[str, Any]  # {"start": {...}} or {"stop": {...}}
 
 
-ACTIVE_CHECK_S = 5.0
-"""How often an idle command stream checks that its call is still active (a new stream or close() ends it at once)."""
+ACTIVE_CHECK_S = 60.0
+"""How often an idle command stream checks that its call is still active, as a safety net: the call's end, a newer
+stream for the site, a new CRL (`recheck`) and `close()` each wake it at once."""
+_RECHECK: Command = {}
+"""Put in a stream's queue to make it check `active()` now (an empty command is never pushed)."""
 
 
 class SiteHub:
@@ -26,9 +29,12 @@ class SiteHub:
     def push(self, site: str, command: Command) -> None:
         self._queue(site).put(command)
 
-    def stream(self, site: str, active: Callable[[], bool]) -> Iterator[Command]:
+    def stream(self, site: str, active: Callable[[], bool],
+               on_end: Callable[[Callable[[], None]], object] | None = None) -> Iterator[Command]:
         """Commands for `site` as they come, while `active()`; a newer stream for the same site ends this one.
-        A command taken by a stream whose call has ended (a site that is reconnecting) is put back for the next."""
+        A command taken by a stream whose call has ended (a site that is reconnecting) is put back for the next.
+        `on_end(wake)` registers `wake` to be called when the call ends (gRPC's `add_callback`), so a thousand idle
+        streams do not poll."""
         with self._lock:
             old = self._queues.get(site)
             fresh: queue.Queue[Command | None] = queue.Queue()
@@ -38,10 +44,12 @@ class SiteHub:
                         item = old.get_nowait()
                     except queue.Empty:
                         break
-                    if item is not None:
+                    if item is not None and item is not _RECHECK:
                         fresh.put(item)
                 old.put(None)
             self._queues[site] = fresh
+        if on_end is not None:
+            on_end(lambda: fresh.put(_RECHECK))
         while active():
             try:
                 item = fresh.get(timeout=ACTIVE_CHECK_S)
@@ -49,6 +57,8 @@ class SiteHub:
                 continue
             if item is None:
                 return
+            if item is _RECHECK:
+                continue
             if not active():  # the site went away (it may be reconnecting): the command waits for its next stream
                 self._put_back(site, item)
                 return
@@ -65,6 +75,12 @@ class SiteHub:
             q.queue.appendleft(item)
             q.unfinished_tasks += 1
             q.not_empty.notify()
+
+    def recheck(self) -> None:
+        """Make every stream check now that its call is still active (a site's certificate may have been revoked)."""
+        with self._lock:
+            for q in self._queues.values():
+                q.put(_RECHECK)
 
     def close(self) -> None:
         with self._lock:

@@ -12,6 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+INLINE_BYTES = 1024 * 1024
+"""Models up to this size travel in memory: a task is read once for all its sites, a result goes to the job process
+with the message that says it came. Bigger ones go through files in the job's folder, so the daemon never holds one."""
+
 
 @dataclass(frozen=True)
 class PostedTask:
@@ -21,6 +25,8 @@ class PostedTask:
     payload: Path
     meta: dict[str, Any]
     timeout_s: float
+    data: bytes | None = None  # the payload's bytes, when it is at most INLINE_BYTES
+    meta_json: str = "{}"  # `meta` as sent to every site
 
 
 @dataclass
