@@ -3,6 +3,7 @@
 
     python bench/transfer.py                    # 100 MB model (25M float32), 2 sites, 3 rounds
     python bench/transfer.py --mb 100 1000      # several sizes
+    python bench/transfer.py --ceiling          # what the transport alone moves (see below)
 
 It provisions a local project, starts the server and the sites as real processes (`flctl node start`),
 submits a job whose training script adds one to the model it received, in place (as an optimizer's step
@@ -14,6 +15,12 @@ does), and returns it, and reports:
 - server peak MB: the peak resident memory of the server daemon plus its job processes (VmHWM from /proc),
   each apart, and that sum as a multiple of the model size;
 - site peak MB: the same for the site that used more (its daemon, job process and training script).
+
+With `--ceiling` it measures what the transport alone moves instead: a bare gRPC server with the server's kit
+and two site processes with the sites' kits (the same mutual TLS, message size and channel options as flctl),
+each site receiving the model into one buffer and sending it back, both at once; no job, script, disk or
+aggregation. `MB/s/site` is then (down + up) / (the site's download time + upload time): no design that moves
+models over gRPC Python can beat it on the same machine.
 
 Figures are for this machine with everything on loopback; run it on an idle machine.
 """
@@ -33,6 +40,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 ROUND_DONE = re.compile(r"round \d+ \(\d+ of \d+\): ")  # FedAvg's line at the end of each round
@@ -93,14 +101,81 @@ def children(pid: int) -> list[int]:
     return out
 
 
-def run(mb: int, rounds: int, work: Path) -> dict[str, float]:
-    port = free_port()
+def provision(work: Path) -> Path:
+    """A local project with a server and two sites; its prod folder."""
     project = work / "project.yml"
-    project.write_text(f"api_version: 1\nname: transfer\nserver: {{name: localhost, org: o, port: {port}}}\n"
+    project.write_text(f"api_version: 1\nname: transfer\nserver: {{name: localhost, org: o, port: {free_port()}}}\n"
                        "sites: [{name: site-1, org: o}, {name: site-2, org: o}]\n"
                        "admins: [{name: admin@o, org: o, role: project_admin}]\n")
     subprocess.run([FLCTL, "provision", project, "-w", work / "ws", "--json"], check=True, capture_output=True)
-    prod = work / "ws" / "transfer" / "prod_00"
+    return work / "ws" / "transfer" / "prod_00"
+
+
+def ceiling(mb: int, work: Path) -> dict[str, float]:
+    """The transport alone: a bare gRPC server streams `mb` MB to two site processes at once, and takes it back."""
+    from concurrent import futures
+
+    import grpc
+
+    sys.path.insert(0, str(ROOT))
+    from node.kit import load_kit
+    from node.tls import CHUNK, SERVER_OPTIONS, server_credentials
+
+    prod = provision(work)
+    kit = load_kit(prod / "localhost", verify=False)
+    block = bytes(CHUNK)
+
+    def down(_request: bytes, _context: Any) -> Any:
+        for _ in range(mb * 1024 * 1024 // CHUNK):
+            yield block
+
+    def up(requests: Any, _context: Any) -> bytes:
+        for _ in requests:
+            pass
+        return b""
+
+    server = grpc.server(futures.ThreadPoolExecutor(8), options=SERVER_OPTIONS)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("bench", {
+        "down": grpc.unary_stream_rpc_method_handler(down), "up": grpc.stream_unary_rpc_method_handler(up)}),))
+    server.add_secure_port(kit.target, server_credentials(kit))
+    server.start()
+    try:
+        go = time.time() + 3.0  # both sites connected and waiting by then
+        sites = [subprocess.Popen([sys.executable, __file__, "--ceiling-site", str(prod / name), str(mb), str(go)],
+                                  stdout=subprocess.PIPE, text=True) for name in ("site-1", "site-2")]
+        times = [json.loads(site.communicate(timeout=600)[0]) for site in sites]
+    finally:
+        server.stop(None)
+    rates = [2 * mb / (t["down_s"] + t["up_s"]) for t in times]
+    return {"mb": mb, "mb_s_per_site": min(rates), "down_s": max(t["down_s"] for t in times),
+            "up_s": max(t["up_s"] for t in times)}
+
+
+def ceiling_site(kit_dir: Path, mb: int, go: float) -> None:
+    """One site of `ceiling`: download the model into one buffer, send it back; print both times as JSON."""
+    sys.path.insert(0, str(ROOT))
+    import grpc
+
+    from node.kit import load_kit
+    from node.tls import CHUNK, channel
+
+    chan = channel(load_kit(kit_dir, verify=False))
+    grpc.channel_ready_future(chan).result(timeout=30)
+    model = bytearray(mb * 1024 * 1024)
+    view = memoryview(model)
+    time.sleep(max(0.0, go - time.time()))
+    start = time.perf_counter()
+    got = 0
+    for block in chan.unary_stream("/bench/down")(b""):
+        view[got:got + len(block)] = block
+        got += len(block)
+    downloaded = time.perf_counter()
+    chan.stream_unary("/bench/up")(bytes(view[i:i + CHUNK]) for i in range(0, len(model), CHUNK))
+    print(json.dumps({"down_s": downloaded - start, "up_s": time.perf_counter() - downloaded}))
+
+
+def run(mb: int, rounds: int, work: Path) -> dict[str, float]:
+    prod = provision(work)
     job = work / "job"
     (job / "app").mkdir(parents=True)
     (job / "job.yml").write_text(JOB.format(rounds=rounds))
@@ -157,10 +232,21 @@ def run(mb: int, rounds: int, work: Path) -> dict[str, float]:
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["--ceiling-site"]:  # one site process of --ceiling
+        ceiling_site(Path(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]))
+        return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mb", type=int, nargs="+", default=[100], help="model sizes in MB")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--ceiling", action="store_true", help="measure the bare transport instead (see above)")
     args = parser.parse_args()
+    if args.ceiling:
+        print(f"{'model MB':>9} {'down s':>8} {'up s':>8} {'MB/s/site':>10}   (bare gRPC over mTLS, 2 sites at once)")
+        for mb in args.mb:
+            with tempfile.TemporaryDirectory(prefix="flctl-transfer-") as tmp:
+                r = ceiling(mb, Path(tmp))
+            print(f"{r['mb']:>9} {r['down_s']:>8.2f} {r['up_s']:>8.2f} {r['mb_s_per_site']:>10.0f}", flush=True)
+        return
     print(f"{'model MB':>9} {'wall s':>8} {'round s':>8} {'MB/s/site':>10} {'server peak MB':>15} "
           f"{'daemon MB':>10} {'job MB':>8} {'x model':>8} {'site peak MB':>13}")
     for mb in args.mb:

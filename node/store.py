@@ -172,13 +172,18 @@ class Store:
                         raise
 
     # ------------------------------------------------------------------ jobs
-    def add_job(self, job: JobRow) -> None:
-        self._write(
-            "INSERT INTO jobs (id, name, status, submitter, submitter_org, submitter_role, submitted_at, "
-            "rounds, workflow, min_sites, sites_json, bundle_sha256, spec_json) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (job.id, job.name, job.status, job.submitter, job.submitter_org, job.submitter_role,
-             job.submitted_at, job.rounds, job.workflow, job.min_sites, json.dumps(job.sites),
-             job.bundle_sha256, json.dumps(job.spec)))
+    def add_job(self, job: JobRow, event: tuple[str, str, dict[str, Any]] | None = None) -> None:
+        """Add `job`, and with it its first `event` (kind, message, data) under the same lock: no reader (the
+        scheduler starting it) sees the job before that event, so "started" never comes before "submitted"."""
+        with self._changed:
+            self._write(
+                "INSERT INTO jobs (id, name, status, submitter, submitter_org, submitter_role, submitted_at, "
+                "rounds, workflow, min_sites, sites_json, bundle_sha256, spec_json) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (job.id, job.name, job.status, job.submitter, job.submitter_org, job.submitter_role,
+                 job.submitted_at, job.rounds, job.workflow, job.min_sites, json.dumps(job.sites),
+                 job.bundle_sha256, json.dumps(job.spec)))
+            if event is not None:
+                self.add_event(job.id, *event)
 
     def update_job(self, job_id: str, **values: Any) -> None:
         allowed = {"status", "started_at", "ended_at", "round", "wait_reason", "error"}

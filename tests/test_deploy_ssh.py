@@ -76,6 +76,11 @@ class Fleet:
     def deploy(self, *args: str | Path) -> subprocess.CompletedProcess[str]:
         return flctl("deploy", *args, env={"FLCTL_WHEEL_CACHE": str(self.wheel_cache)})
 
+    def supervisor_logs(self) -> str:
+        """Every host's supervisor log (each node's output, and each restart), for a failure's message."""
+        return "".join(f"\n--- {log}\n{log.read_text(errors='replace')[-3000:]}"
+                       for log in sorted(self.root.glob("host-*/**/logs/supervisor.log")))
+
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory, wheel_cache: Path, host_venvs: Path) -> Iterator[Fleet]:
@@ -122,7 +127,7 @@ def test_second_rollout_changes_nothing(fleet: Fleet) -> None:
     again = fleet.deploy("ssh", fleet.inventory)
     # Assert
     assert dry.returncode == 0, dry.stderr
-    assert {r["status"] for r in json.loads(dry.stdout)} == {"unchanged"}
+    assert {r["status"] for r in json.loads(dry.stdout)} == {"unchanged"}, dry.stdout + fleet.supervisor_logs()
     assert again.returncode == 0, again.stderr
     assert "no changes" in again.stderr
 

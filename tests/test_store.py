@@ -86,3 +86,13 @@ def test_site_states_are_current_at_once_and_in_the_database_once_flushed(tmp_pa
     store.flush()
 
     assert Store(tmp_path / "s.db").get_job("j1").site_states == {"a": ("working", 0, ""), "b": ("answered", 0, "")}
+
+
+def test_a_job_is_added_with_its_first_event(tmp_path: Path):
+    """One call under one lock: whoever sees the job (the scheduler, which then records "started") finds its
+    "submitted" event already there."""
+    store = Store(tmp_path / "s.db")
+
+    store.add_job(job_row(), ("submitted", "submitted by a (o)", {"submitter": "a"}))
+
+    assert [(e.kind, e.data) for e in store.events(job_id="j1")] == [("submitted", {"submitter": "a"})]

@@ -133,10 +133,9 @@ class AdminService(pb_grpc.AdminServicer):
         row = JobRow(job_id, spec.name, "SUBMITTED", actor.name, actor.org, actor.role, time.time(), 0.0, 0.0, -1,
                      rounds, spec.workflow.type, spec.min_sites, sites, "", "", head.sha256,
                      spec.model_dump(mode="json"))
-        self._ctx.store.add_job(row)
+        self._ctx.store.add_job(row, ("submitted", f"submitted by {actor.name} ({actor.org})",
+                                      {"submitter": actor.name, "name": spec.name}))
         self._audit(actor, action, {**args, "job_id": job_id, "name": spec.name}, "ok")
-        self._ctx.store.add_event(job_id, "submitted", f"submitted by {actor.name} ({actor.org})",
-                                  {"submitter": actor.name, "name": spec.name})
         self._poke()
         return pb.JobRef(job_id=job_id)
 
