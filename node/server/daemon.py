@@ -23,7 +23,7 @@ from node.readiness import ReadyPipe
 from node.server.admin_service import AdminService
 from node.server.context import ServerContext
 from node.server.disk_guard import DiskGuard, reserve_bytes
-from node.server.federation_service import FederationService
+from node.server.federation_service import FederationService, add_to_server
 from node.server.job_runner import JobRunner
 from node.server.scheduler import Scheduler
 from node.server.site_hub import SiteHub
@@ -77,7 +77,7 @@ class ServerDaemon:
         self.address = f"{listen.host}:{listen.port}"
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="rpc"),
                                    options=SERVER_OPTIONS)
-        pb_grpc.add_FederationServicer_to_server(FederationService(self.ctx, self.scheduler.poke), self._server)
+        add_to_server(FederationService(self.ctx, self.scheduler.poke), self._server)
         pb_grpc.add_AdminServicer_to_server(AdminService(self.ctx, self.scheduler.poke), self._server)
         self._stopped = threading.Event()
 

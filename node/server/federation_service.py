@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-import io
+import contextlib
 import json
+import mmap
 import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
-from typing import IO, Any
+from typing import Any
 
 import grpc
 
+from node import chunk_codec
 from node.proto import flctl_pb2 as pb
 from node.proto import flctl_pb2_grpc as pb_grpc
 from node.server.context import ServerContext
@@ -96,7 +98,8 @@ class FederationService(pb_grpc.FederationServicer):
         for block in stream_file(self._ctx.jobs_dir() / request.job_id / "bundle.zip"):
             yield pb.Chunk(data=block)
 
-    def FetchTask(self, request: pb.TaskRequest, context: Any) -> Iterator[pb.TaskMessage]:
+    def FetchTask(self, request: pb.TaskRequest, context: Any) -> Iterator[pb.TaskMessage | bytes]:
+        """The site's next task: its header, then its model in chunks (chunk messages `chunk_codec` encoded)."""
         who = self._site(context)
         got = self._ctx.board.next_task(request.job_id, who.name, request.last_task_id, POLL_WAIT_S)
         if got is None:
@@ -105,23 +108,28 @@ class FederationService(pb_grpc.FederationServicer):
         if isinstance(got, str):
             yield pb.TaskMessage(header=pb.TaskHeader(done=True, status=got))
             return
-        handle: IO[bytes]
-        if got.data is not None:  # a small model, read once for every site
-            size, handle = len(got.data), io.BytesIO(got.data)
-        else:
-            try:
-                size = got.payload.stat().st_size
-                handle = open(got.payload, "rb")  # noqa: SIM115 - read while streaming
-            except FileNotFoundError:
-                yield pb.TaskMessage(header=pb.TaskHeader())
-                return
-        with handle:
+        with contextlib.ExitStack() as stack:
+            mapped: mmap.mmap | None = None
+            if got.data is not None:  # a small model, read once for every site
+                payload = memoryview(got.data)
+            else:
+                try:
+                    handle = stack.enter_context(open(got.payload, "rb"))
+                except FileNotFoundError:  # the job ended and its task went with it: the next poll says so
+                    yield pb.TaskMessage(header=pb.TaskHeader())
+                    return
+                mapped = stack.enter_context(mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ))
+                payload = memoryview(mapped)
+                stack.callback(payload.release)  # before the map closes
             if not self._dropped(request.job_id, who.name):
                 self._ctx.store.set_site_state(request.job_id, who.name, "working", got.round)
             yield pb.TaskMessage(header=pb.TaskHeader(task_id=got.task_id, name=got.name, round=got.round,
-                                                      meta_json=got.meta_json, size=size, timeout_s=got.timeout_s))
-            while block := handle.read(CHUNK):
-                yield pb.TaskMessage(chunk=block)
+                                                      meta_json=got.meta_json, size=len(payload),
+                                                      timeout_s=got.timeout_s))
+            for start in range(0, len(payload), CHUNK):
+                yield chunk_codec.encode(payload[start:start + CHUNK])
+                if mapped is not None:  # sent: its pages leave this process (they stay in the page cache)
+                    mapped.madvise(mmap.MADV_DONTNEED, start, min(CHUNK, len(payload) - start))
 
     def SubmitResult(self, request_iterator: Iterator[pb.ResultMessage], context: Any) -> pb.Ack:
         """A site's answer to a task it was given. Anything malformed, misaddressed or unusable is refused with a
@@ -205,6 +213,23 @@ class FederationService(pb_grpc.FederationServicer):
         elif request.status == "running":
             store.set_site_state(request.job_id, who.name, "running")
         return pb.Ack()
+
+
+def add_to_server(service: FederationService, server: grpc.Server) -> None:
+    """Register `service` as the generated `add_FederationServicer_to_server` does, except that the model chunks
+    FetchTask sends and SubmitResult receives go through `node.chunk_codec`, without protobuf's copies."""
+    descriptor = pb.DESCRIPTOR.services_by_name["Federation"]
+    kinds = {(False, False): grpc.unary_unary_rpc_method_handler, (False, True): grpc.unary_stream_rpc_method_handler,
+             (True, False): grpc.stream_unary_rpc_method_handler, (True, True): grpc.stream_stream_rpc_method_handler}
+    handlers = {}
+    for method in descriptor.methods:
+        request, response = getattr(pb, method.input_type.name), getattr(pb, method.output_type.name)
+        handlers[method.name] = kinds[(method.client_streaming, method.server_streaming)](
+            getattr(service, method.name),
+            request_deserializer=chunk_codec.decoder(request) if method.name == "SubmitResult" else request.FromString,
+            response_serializer=chunk_codec.serialize if method.name == "FetchTask" else response.SerializeToString)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(descriptor.full_name, handlers),))
+    server.add_registered_method_handlers(descriptor.full_name, handlers)
 
 
 def _json_object(text: str) -> dict[str, Any] | None:

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from node import api_wire as wire
-from node import spare_process, tensors
+from node import chunk_codec, spare_process, tensors
 from node.backoff import Backoff
 from node.kit import load_kit
 from node.proto import flctl_pb2 as pb
@@ -102,10 +102,22 @@ def _retrying(call: Any, *args: Any, **kwargs: Any) -> Any:
             time.sleep(backoff.next_delay())
 
 
-def fetch_task(stub: pb_grpc.FederationStub, job_id: str, last: str) -> tuple[pb.TaskHeader, bytearray]:
+class ModelCalls:
+    """FetchTask and SubmitResult as the generated stub makes them, except that the model's chunks go through
+    `node.chunk_codec` (read as views into what gRPC delivered, written in one copy)."""
+
+    def __init__(self, chan: grpc.Channel) -> None:
+        service = "/" + pb.DESCRIPTOR.services_by_name["Federation"].full_name
+        self.fetch = chan.unary_stream(f"{service}/FetchTask", request_serializer=pb.TaskRequest.SerializeToString,
+                                       response_deserializer=chunk_codec.decoder(pb.TaskMessage))
+        self.submit = chan.stream_unary(f"{service}/SubmitResult", request_serializer=chunk_codec.serialize,
+                                        response_deserializer=pb.Ack.FromString)
+
+
+def fetch_task(calls: ModelCalls, job_id: str, last: str) -> tuple[pb.TaskHeader, bytearray]:
     """The next task's header and its params (safetensors bytes, received straight into one buffer)."""
     def once() -> tuple[pb.TaskHeader, bytearray]:
-        messages = stub.FetchTask(pb.TaskRequest(job_id=job_id, last_task_id=last), timeout=60)
+        messages = calls.fetch(pb.TaskRequest(job_id=job_id, last_task_id=last), timeout=60)
         header: pb.TaskHeader | None = None
         data = bytearray()
         view = memoryview(data)
@@ -132,25 +144,24 @@ def fetch_task(stub: pb_grpc.FederationStub, job_id: str, last: str) -> tuple[pb
     return result
 
 
-def submit_result(stub: pb_grpc.FederationStub, job_id: str, task_id: str, answer: wire.Result,
-                  payload: memoryview) -> None:
+def submit_result(calls: ModelCalls, job_id: str, task_id: str, answer: wire.Result, payload: memoryview) -> None:
     """Send the script's answer: its header, then its params (safetensors bytes) in chunks."""
-    def messages() -> Iterator[pb.ResultMessage]:
+    def messages() -> Iterator[pb.ResultMessage | bytes]:
         yield pb.ResultMessage(header=pb.ResultHeader(
             job_id=job_id, task_id=task_id, num_examples=answer.num_examples,
             metrics={k: float(v) for k, v in answer.metrics.items()}, meta_json=json.dumps(answer.meta, default=str),
             size=len(payload)))
         for start in range(0, len(payload), CHUNK):
-            yield pb.ResultMessage(chunk=bytes(payload[start:start + CHUNK]))
+            yield chunk_codec.encode(payload[start:start + CHUNK])
 
-    _retrying(lambda: stub.SubmitResult(messages(), timeout=600))
+    _retrying(lambda: calls.submit(messages(), timeout=600))
 
 
-def _serve_tasks(stub: pb_grpc.FederationStub, job_id: str, bridge: ScriptBridge, reporter: Reporter) -> int:
+def _serve_tasks(calls: ModelCalls, job_id: str, bridge: ScriptBridge, reporter: Reporter) -> int:
     """Hand the server's tasks to the script and its answers to the server until the job ends here."""
     last = ""
     while True:
-        header, payload = fetch_task(stub, job_id, last)
+        header, payload = fetch_task(calls, job_id, last)
         if header.done:
             if header.status == "FINISHED":
                 code = bridge.finish()
@@ -166,7 +177,7 @@ def _serve_tasks(stub: pb_grpc.FederationStub, job_id: str, bridge: ScriptBridge
         parts: list[wire.Payload] = [payload]
         del payload  # held by `parts` alone, which the bridge empties once the script has the model
         answer, result = bridge.run_encoded(task, parts, timeout_s=header.timeout_s or None)
-        submit_result(stub, job_id, header.task_id, answer, result)
+        submit_result(calls, job_id, header.task_id, answer, result)
         del result
         last = header.task_id
 
@@ -198,7 +209,7 @@ def main(argv: list[str]) -> int:
         (job_dir / "script.pgid").write_text(f"{bridge.pid}\n")
     reporter.flush(status="running")
     try:
-        return _serve_tasks(stub, job_id, bridge, reporter)
+        return _serve_tasks(ModelCalls(chan), job_id, bridge, reporter)
     except ScriptError as exc:
         bridge.kill()
         reporter.flush(status="failed", error=str(exc))
