@@ -114,33 +114,31 @@ class ModelCalls:
                                         response_deserializer=pb.Ack.FromString)
 
 
-def fetch_task(calls: ModelCalls, job_id: str, last: str) -> tuple[pb.TaskHeader, bytearray]:
-    """The next task's header and its params (safetensors bytes, received straight into one buffer)."""
-    def once() -> tuple[pb.TaskHeader, bytearray]:
+def fetch_task(calls: ModelCalls, job_id: str, last: str) -> tuple[pb.TaskHeader, memoryview]:
+    """The next task's header and its params (safetensors bytes, received straight into one buffer that is not
+    zeroed first: a zeroed 100 MB bytearray cost about 0.16 s more here)."""
+    def once() -> tuple[pb.TaskHeader, memoryview]:
         messages = calls.fetch(pb.TaskRequest(job_id=job_id, last_task_id=last), timeout=60)
         header: pb.TaskHeader | None = None
-        data = bytearray()
-        view = memoryview(data)
+        data = tensors.empty_buffer(0)
         got = 0
         for message in messages:
             if message.HasField("header"):
                 header = message.header
-                data = bytearray(max(0, header.size))
-                view = memoryview(data)
+                data = tensors.empty_buffer(max(0, header.size))
                 continue
             chunk = message.chunk
             if got + len(chunk) > len(data):
                 raise RuntimeError(f"task payload is larger than the {len(data)} bytes its header says")
-            view[got:got + len(chunk)] = chunk
+            data[got:got + len(chunk)] = chunk
             got += len(chunk)
-        view.release()
         if header is None:
             raise RuntimeError("the server sent a task without a header")
         if header.task_id and got != header.size:
             raise RuntimeError(f"task payload ended after {got} of {header.size} bytes")
         return header, data
 
-    result: tuple[pb.TaskHeader, bytearray] = _retrying(once)
+    result: tuple[pb.TaskHeader, memoryview] = _retrying(once)
     return result
 
 
