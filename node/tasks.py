@@ -22,6 +22,9 @@ class Task:
     round: int
     params: Params
     meta: dict[str, Any] = field(default_factory=dict)
+    saved_as: str = ""
+    """The name `params` were saved under with `Federation.save_model`, unchanged since, or "": a federation may
+    then send that copy instead of writing the model once more."""
 
 
 @dataclass

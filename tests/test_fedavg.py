@@ -208,3 +208,15 @@ def test_bad_args_are_refused(raw, field):
         FedAvg.parse_args(raw)
     # Assert
     assert info.value.errors()[0]["loc"] == (field,)
+
+
+def test_each_round_after_the_first_sends_the_checkpoint_it_saved():
+    """The task of round N names round N-1's checkpoint (the server links that file instead of writing the model
+    again), and holds exactly the params that were saved under that name."""
+    fed = FakeFederation({"a": adds("a", 1.0, 1)})
+
+    fedavg(rounds=3).run(fed, None)
+
+    assert [task.saved_as for task, _, _ in fed.tasks] == ["", "round-0", "round-1"]
+    for task, _, _ in fed.tasks[1:]:
+        assert task.params is fed.models[task.saved_as]

@@ -61,14 +61,19 @@ class PipeFederation:
     def send(self, task: Task, sites: Sequence[str], timeout_s: float) -> Iterator[TaskResult | SiteFailure]:
         task_id = uuid.uuid4().hex[:12]
         payload = self._dir / "tasks" / f"{task_id}.safetensors"
-        _write_atomic(payload, task.params)
+        if not (task.saved_as and _link(self._dir / "models" / f"{task.saved_as}.safetensors", payload)):
+            _write_atomic(payload, task.params)
         request = {"op": "task", "task_id": task_id, "name": task.name, "round": task.round, "sites": list(sites),
                    "payload": str(payload), "meta": task.meta, "timeout_s": timeout_s}
         del task  # the task is on its way: its model may go (the workflow keeps none, see FedAvg)
         self._emit(request)
         waiting = set(sites)
         deadline = time.monotonic() + timeout_s
-        self._drain()
+        try:
+            self._drain()
+        except Aborted:
+            payload.unlink(missing_ok=True)
+            raise
         try:
             for site in sorted(waiting & set(self._failed)):
                 waiting.discard(site)
@@ -147,6 +152,17 @@ def _write_atomic(path: Path, params: Params) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tensors.write_file(tmp, params)
     os.replace(tmp, path)
+
+
+def _link(saved: Path, path: Path) -> bool:
+    """Make `path` another name of the saved model `saved` (the task is the checkpoint: 100 MB written once, not
+    twice); False when that cannot be done, and the task is written instead."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.link(saved, path)
+    except OSError:
+        return False
+    return True
 
 
 def _read_inbox(stream: IO[str], inbox: queue.Queue[Any]) -> None:

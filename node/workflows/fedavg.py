@@ -49,16 +49,18 @@ class FedAvg(Workflow):
 
         model: Params = dict(initial) if initial is not None else {}
         del initial
+        saved = ""  # the checkpoint `model` is, once a round has made it
         for round_no in range(start_round, self.settings.rounds):
             sites = fed.sites()
             if len(sites) < self.min_sites:
                 raise WorkflowError(f"round {round_no}: {self.min_sites} sites are required but the job has "
                                     f"{len(sites)}")
             total = WeightedSum(like=model) if model else WeightedSum()
-            answers = fed.send(Task("train", round_no, model, meta={"rounds": self.settings.rounds}), sites,
-                               self.settings.round_timeout_s)
+            answers = fed.send(Task("train", round_no, model, meta={"rounds": self.settings.rounds}, saved_as=saved),
+                               sites, self.settings.round_timeout_s)
             del model
             model = self._collect(fed, round_no, sites, answers, total)
+            saved = f"round-{round_no}"
         fed.save_model("final", model)
         return model
 
