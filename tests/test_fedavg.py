@@ -38,8 +38,10 @@ class FakeFederation:
             if answer is not None:
                 yield answer
 
-    def save_model(self, name: str, params: Params) -> None:
+    def save_model(self, name: str, params: Params, saved_as: str = "") -> None:
         self.models[name] = params
+        if saved_as:
+            assert params is self.models[saved_as], f"{name} is not the model saved as {saved_as}"
 
     def record_round(self, round_no: int, metrics: dict[str, dict[str, float]]) -> None:
         self.rounds[round_no] = metrics
@@ -220,3 +222,4 @@ def test_each_round_after_the_first_sends_the_checkpoint_it_saved():
     assert [task.saved_as for task, _, _ in fed.tasks] == ["", "round-0", "round-1"]
     for task, _, _ in fed.tasks[1:]:
         assert task.params is fed.models[task.saved_as]
+    assert fed.models["final"] is fed.models["round-2"]  # saved with saved_as="round-2" (checked by the fake)

@@ -1,4 +1,5 @@
-"""The server's job process: a round's task is the checkpoint the workflow saved, linked, not written again."""
+"""The server's job process: a round's task and the final model are the checkpoint the workflow saved, linked, not
+written again."""
 
 from __future__ import annotations
 
@@ -70,3 +71,15 @@ def test_a_task_whose_checkpoint_is_gone_is_written(tmp_path: Path):
     post(fed, inbox, Task("train", 1, params, saved_as="round-0"))  # never saved
 
     assert len(written) == 1 and np.array_equal(written[0]["w"], params["w"])
+
+
+def test_the_final_model_is_a_link_to_the_last_checkpoint(tmp_path: Path):
+    params = {"w": np.arange(4, dtype=np.float32)}
+    fed = PipeFederation("j", tmp_path, ["site-1"], io.StringIO(), queue.Queue())
+    fed.save_model("round-2", params)
+
+    fed.save_model("final", params, saved_as="round-2")
+
+    models = tmp_path / "models"
+    assert (models / "final.safetensors").samefile(models / "round-2.safetensors")
+    assert np.array_equal(tensors.read_file(models / "final.safetensors")["w"], params["w"])

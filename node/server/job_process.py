@@ -132,8 +132,10 @@ class PipeFederation:
         for msg in keep:
             self._inbox.put(msg)
 
-    def save_model(self, name: str, params: Params) -> None:
-        _write_atomic(self._dir / "models" / f"{name}.safetensors", params)
+    def save_model(self, name: str, params: Params, saved_as: str = "") -> None:
+        path = self._dir / "models" / f"{name}.safetensors"
+        if not (saved_as and _link(self._dir / "models" / f"{saved_as}.safetensors", path)):
+            _write_atomic(path, params)
         self._emit({"op": "model", "name": name})
 
     def record_round(self, round_no: int, metrics: dict[str, dict[str, float]]) -> None:

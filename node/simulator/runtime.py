@@ -193,7 +193,7 @@ class SimFederation:
         elif message[0] in ("ended", "gone"):
             self.ended_workers += 1
 
-    def save_model(self, name: str, params: Params) -> None:
+    def save_model(self, name: str, params: Params, saved_as: str = "") -> None:
         _write_atomic(self._dir / "models" / f"{name}.safetensors", tensors.encode(params))
 
     def record_round(self, round_no: int, metrics: dict[str, dict[str, float]]) -> None:

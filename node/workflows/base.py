@@ -39,8 +39,9 @@ class Federation(Protocol):
         or `timeout_s` passed (then the iterator simply ends)."""
         ...
 
-    def save_model(self, name: str, params: Params) -> None:
-        """Store a model artifact: `round-<n>` after each round (the checkpoint), `final` at the end."""
+    def save_model(self, name: str, params: Params, saved_as: str = "") -> None:
+        """Store a model artifact: `round-<n>` after each round (the checkpoint), `final` at the end. With
+        `saved_as`, `params` are the model already saved under that name, unchanged: it may be reused."""
         ...
 
     def record_round(self, round_no: int, metrics: dict[str, dict[str, float]]) -> None:

@@ -61,7 +61,7 @@ class FedAvg(Workflow):
             del model
             model = self._collect(fed, round_no, sites, answers, total)
             saved = f"round-{round_no}"
-        fed.save_model("final", model)
+        fed.save_model("final", model, saved_as=saved)
         return model
 
     def _collect(self, fed: Federation, round_no: int, sites: list[str],
