@@ -35,6 +35,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 FLCTL = str(Path(sys.executable).parent / "flctl")
+STOP_GRACE_S = 10.0  # how long a stopping site waits for its calls in flight to finish
 
 
 # ---------------------------------------------------------------------------------------------- worker side
@@ -121,6 +122,7 @@ async def run_site(kit_path: Path, stats: dict[str, int], stop: asyncio.Event) -
         reply = await stub.Register(pb.RegisterRequest(version="1"), timeout=120)
         stats["registered"] += 1
         running: list[str] = []
+        jobs: list[asyncio.Task[None]] = []
 
         async def job(job_id: str) -> None:
             running.append(job_id)
@@ -130,20 +132,22 @@ async def run_site(kit_path: Path, stats: dict[str, int], stop: asyncio.Event) -
                 running.remove(job_id)
 
         async def commands() -> None:
-            jobs = []
             with contextlib.suppress(grpc.aio.AioRpcError, asyncio.CancelledError):
                 async for command in stub.Commands(pb.Empty()):
                     if command.HasField("start"):
                         jobs.append(asyncio.create_task(job(command.start.job_id)))
-            for task in jobs:
-                task.cancel()
 
         tasks = [asyncio.create_task(heartbeats(stub, reply.heartbeat_interval_s, running, stats, stop)),
                  asyncio.create_task(commands())]
         await stop.wait()
-        for task in tasks:
+        # A result the server took may still be waiting for its acknowledgement here when the driver stops the
+        # workers (the job ended the moment the server had the last one): let those calls finish, then count.
+        pending = [task for task in jobs if not task.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=STOP_GRACE_S)
+        for task in tasks + jobs:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, *jobs, return_exceptions=True)
 
 
 async def worker(kits: list[Path]) -> dict[str, int]:
