@@ -16,8 +16,8 @@ import numpy as np
 from node.tasks import Params
 from node.tensors import release
 
-BLOCK = 1 << 22
-"""Elements added per step (16 MiB of float32): the largest temporary `add` makes."""
+BLOCK = 1 << 20
+"""Elements added per step: a weighted add's one temporary is a block of the sum's dtype (4 MiB of float32)."""
 
 
 class WeightedSum:
@@ -122,7 +122,7 @@ def _add_scaled(total: np.ndarray, values: np.ndarray, factor: float) -> None:
         if factor == 1.0:
             total[start:start + BLOCK] += block
         else:
-            total[start:start + BLOCK] += block.astype(total.dtype) * total.dtype.type(factor)
+            total[start:start + BLOCK] += np.multiply(block, total.dtype.type(factor), dtype=total.dtype)
         release(block)
 
 

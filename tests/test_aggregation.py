@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from node.aggregation import WeightedSum, weighted_metrics
+from node.aggregation import BLOCK, WeightedSum, weighted_metrics
 
 
 def test_weighted_mean_of_two_models():
@@ -22,6 +23,24 @@ def test_weighted_mean_of_two_models():
     assert result["w"].tolist() == [3.0, 7.0]
     assert result["w"].dtype == np.float32
     assert (total.count, total.total_weight) == (2, 4.0)
+
+
+def test_a_weighted_add_over_many_blocks_is_exact_and_needs_one_block_of_scratch():
+    """A model of 2.5 blocks, weights 1 and 3: exact mean, and adding it allocates only the sum and one block."""
+    # Prepare
+    n = BLOCK * 5 // 2
+    first, second = np.arange(n, dtype=np.float32) % 7, np.full(n, 3.0, np.float32)
+    total = WeightedSum()
+    total.add({"w": first}, 1)
+    tracemalloc.start()
+    # Execute
+    total.add({"w": second}, 3)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    result = total.result()
+    # Assert
+    assert np.array_equal(result["w"], (first + 9.0) / 4)
+    assert peak <= BLOCK * 4 + 64 * 1024  # one float32 block of scratch
 
 
 def test_float16_is_summed_in_float32():
