@@ -14,8 +14,8 @@ MAX_MESSAGE = 8 * 1024 * 1024
 CHUNK = 1024 * 1024
 # Flow control with a fixed window: each stream lets the peer send 4 MiB ahead of what this end has read. With
 # gRPC's default (a window that grows with its bandwidth-delay estimate) the server daemon held 70-420 MB more
-# while two sites uploaded (bench/transfer.py: 143-293 MB at 100 MB, 242-574 MB at 1 GB, against 139-153 and
-# 168-176 MB with this), at the same speed.
+# while two sites uploaded (bench/transfer.py: 143-293 MB at 100 MB, 242-574 MB at 1 GB, against 129-141 and
+# 151-179 MB with this), at the same speed.
 FLOW_CONTROL = [
     ("grpc.http2.bdp_probe", 0),
     ("grpc.http2.lookahead_bytes", 4 * CHUNK),
