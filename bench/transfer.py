@@ -54,8 +54,8 @@ fl.init()
 while fl.running():
     model = fl.receive()
     params = model.params or {{"w": np.zeros({n}, np.float32)}}
-    for value in params.values():
-        value += 1  # in place, as an optimizer's step updates a model
+    for name in params:  # (a loop variable bound to an array would keep it alive into the next round)
+        params[name] += 1  # in place, as an optimizer's step updates a model
     fl.send(fl.Model(params=params, num_examples=1))
     del model, params
 """
