@@ -12,30 +12,38 @@ from provisioner import pki
 
 MAX_MESSAGE = 8 * 1024 * 1024
 CHUNK = 1024 * 1024
-# Flow control with a fixed window: each stream lets the peer send 4 MiB ahead of what this end has read. With
-# gRPC's default (a window that grows with its bandwidth-delay estimate) the server daemon held 70-420 MB more
-# while two sites uploaded (bench/transfer.py: 143-293 MB at 100 MB, 242-574 MB at 1 GB, against 129-141 and
-# 151-179 MB with this), at the same speed.
-FLOW_CONTROL = [
-    ("grpc.http2.bdp_probe", 0),
-    ("grpc.http2.lookahead_bytes", 4 * CHUNK),
-]
-CHANNEL_OPTIONS = [
+WINDOW_MB = 4
+"""The default flow-control window per stream (`stream_window_mb` in a node's `local/resources.yml` changes it)."""
+# Flow control with a fixed window: each stream lets the peer send WINDOW_MB ahead of what this end has read. With
+# gRPC's own window, which grows with its bandwidth-delay estimate, the server daemon held 70-420 MB more while two
+# sites uploaded (bench/transfer.py: 143-293 MB at 100 MB, 242-574 MB at 1 GB, against 129-141 and 151-179 MB
+# with this), at the same speed on loopback. A fixed window caps a stream at window / round-trip time (4 MiB over
+# 50 ms: 80 MiB/s), so a node on a long link can set a bigger one, or 0 for gRPC's adaptive window.
+
+
+def flow_control(window_bytes: int) -> list[tuple[str, int]]:
+    """The channel options of a fixed flow-control window of `window_bytes`; 0: gRPC's adaptive window."""
+    if window_bytes <= 0:
+        return []
+    return [("grpc.http2.bdp_probe", 0), ("grpc.http2.lookahead_bytes", window_bytes)]
+
+
+BASE_CHANNEL_OPTIONS = [
     ("grpc.max_send_message_length", MAX_MESSAGE),
     ("grpc.max_receive_message_length", MAX_MESSAGE),
     ("grpc.keepalive_time_ms", 20_000),
     ("grpc.keepalive_timeout_ms", 10_000),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.max_pings_without_data", 0),
-    *FLOW_CONTROL,
 ]
-SERVER_OPTIONS = [
-    *CHANNEL_OPTIONS[:2],
+BASE_SERVER_OPTIONS = [
+    *BASE_CHANNEL_OPTIONS[:2],
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
     ("grpc.http2.max_ping_strikes", 0),
-    *FLOW_CONTROL,
 ]
+CHANNEL_OPTIONS = [*BASE_CHANNEL_OPTIONS, *flow_control(WINDOW_MB * CHUNK)]
+SERVER_OPTIONS = [*BASE_SERVER_OPTIONS, *flow_control(WINDOW_MB * CHUNK)]
 
 
 def server_credentials(kit: NodeKit) -> grpc.ServerCredentials:
@@ -43,10 +51,14 @@ def server_credentials(kit: NodeKit) -> grpc.ServerCredentials:
                                        require_client_auth=True)
 
 
-def channel(kit: NodeKit) -> grpc.Channel:
+def server_options(window_bytes: int = WINDOW_MB * CHUNK) -> list[tuple[str, int]]:
+    return [*BASE_SERVER_OPTIONS, *flow_control(window_bytes)]
+
+
+def channel(kit: NodeKit, window_bytes: int = WINDOW_MB * CHUNK) -> grpc.Channel:
     creds = grpc.ssl_channel_credentials(root_certificates=kit.ca_pem, private_key=kit.key_pem,
                                          certificate_chain=kit.cert_pem)
-    return grpc.secure_channel(kit.target, creds, options=CHANNEL_OPTIONS)
+    return grpc.secure_channel(kit.target, creds, options=[*BASE_CHANNEL_OPTIONS, *flow_control(window_bytes)])
 
 
 def peer_identity(context: Any) -> tuple[pki.CertIdentity, x509.Certificate] | None:

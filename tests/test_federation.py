@@ -27,7 +27,13 @@ JOBS = ROOT / "playbooks" / "jobs"
 
 @pytest.fixture(scope="module")
 def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
-    with running(make_federation(tmp_path_factory.mktemp("fed"))) as federation:
+    federation = make_federation(tmp_path_factory.mktemp("fed"))
+    # The sites receive with other flow-control windows than the server's default: a quarter of a chunk, and
+    # gRPC's adaptive one (so every job here, the 24 MiB model's too, runs with both).
+    for site, window in (("site-1", "0.25"), ("site-2", "0")):
+        with open(federation.kit(site) / "local" / "resources.yml", "a") as resources:
+            resources.write(f"stream_window_mb: {window}\n")
+    with running(federation) as federation:
         yield federation
 
 
@@ -238,6 +244,19 @@ def test_node_start_refuses_a_tampered_kit(fed, tmp_path):
     out = subprocess.run([FLCTL, "node", "start", kit], capture_output=True, text=True, timeout=30, check=False)
     assert out.returncode == 2
     assert "startup/node.yml was changed" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_node_start_refuses_a_bad_stream_window(fed, tmp_path):
+    """A flow-control window that is not a size: exit code 2, the file and what is allowed, before anything starts."""
+    import shutil
+
+    kit = tmp_path / "site-2"
+    shutil.copytree(fed.kit("site-2"), kit)
+    (kit / "local" / "resources.yml").write_text("api_version: 1\nstream_window_mb: lots\n")
+    out = subprocess.run([FLCTL, "node", "start", kit], capture_output=True, text=True, timeout=30, check=False)
+    assert out.returncode == 2, out.stderr
+    assert "resources.yml: stream_window_mb must be a number of MiB from 0 to 1024" in out.stderr
+    assert "Traceback" not in out.stderr
 
 
 def test_a_job_waits_for_its_named_sites_and_says_why(fed, tmp_path):

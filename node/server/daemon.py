@@ -17,7 +17,7 @@ from node import pidfile
 from node.audit import AuditLog
 from node.errors import NodeError
 from node.kit import NodeKit
-from node.local_files import node_config, policy_and_revocations
+from node.local_files import node_config, policy_and_revocations, stream_window_bytes
 from node.proto import flctl_pb2_grpc as pb_grpc
 from node.readiness import ReadyPipe
 from node.server.admin_service import AdminService
@@ -30,7 +30,7 @@ from node.server.site_hub import SiteHub
 from node.server.task_board import TaskBoard
 from node.spare_process import spare_wanted
 from node.store import Store
-from node.tls import SERVER_OPTIONS, server_credentials
+from node.tls import server_credentials, server_options
 
 log = logging.getLogger("flctl.server")
 DEFAULT_MAX_JOBS = 2
@@ -76,7 +76,7 @@ class ServerDaemon:
         listen = config.listen or config.server
         self.address = f"{listen.host}:{listen.port}"
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="rpc"),
-                                   options=SERVER_OPTIONS)
+                                   options=server_options(stream_window_bytes(kit.root / "local" / "resources.yml")))
         add_to_server(FederationService(self.ctx, self.scheduler.poke), self._server)
         pb_grpc.add_AdminServicer_to_server(AdminService(self.ctx, self.scheduler.poke), self._server)
         self._stopped = threading.Event()

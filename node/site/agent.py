@@ -29,7 +29,7 @@ from node.authz import Actor, decide, signer_allowed
 from node.backoff import Backoff
 from node.errors import NodeError
 from node.kit import NodeKit
-from node.local_files import node_config, policy_and_revocations
+from node.local_files import node_config, policy_and_revocations, stream_window_bytes
 from node.proto import flctl_pb2 as pb
 from node.proto import flctl_pb2_grpc as pb_grpc
 from node.readiness import ReadyPipe, StartGate
@@ -60,6 +60,7 @@ class SiteAgent:
         self.heartbeat_s = config.heartbeat.interval_s
         self.audit = AuditLog(workspace / "audit.jsonl")
         self.policy, self.revocations = policy_and_revocations(kit, workspace)
+        self.window = stream_window_bytes(kit.root / "local" / "resources.yml")
         self._jobs: dict[str, _Job] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -102,7 +103,7 @@ class SiteAgent:
             call.cancel()
 
     def _session(self, backoff: Backoff) -> None:
-        with channel(self.kit) as chan:
+        with channel(self.kit, self.window) as chan:
             stub = pb_grpc.FederationStub(chan)
             stub.Register(pb.RegisterRequest(version=VERSION, running_jobs=self.running_jobs()), timeout=10)
             log.info("site %s registered with %s", self.kit.info.name, self.kit.target)
