@@ -86,6 +86,9 @@ api_version: 1
 max_concurrent_jobs: 2
 cpus: auto
 gpus: []
+# Flow-control window of each gRPC stream this {kind} receives on, in MiB (0: gRPC's adaptive window).
+# Raise it on a long link: one stream moves at most this much per round trip.
+stream_window_mb: 4
 """
 
 

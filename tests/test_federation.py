@@ -31,8 +31,10 @@ def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
     # The sites receive with other flow-control windows than the server's default: a quarter of a chunk, and
     # gRPC's adaptive one (so every job here, the 24 MiB model's too, runs with both).
     for site, window in (("site-1", "0.25"), ("site-2", "0")):
-        with open(federation.kit(site) / "local" / "resources.yml", "a") as resources:
-            resources.write(f"stream_window_mb: {window}\n")
+        resources = federation.kit(site) / "local" / "resources.yml"
+        text, count = re.subn(r"(?m)^stream_window_mb: .*$", f"stream_window_mb: {window}", resources.read_text())
+        assert count == 1, "the kit's resources.yml should name the window"
+        resources.write_text(text)
     with running(federation) as federation:
         yield federation
 
