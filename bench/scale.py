@@ -1,6 +1,6 @@
 """How many sites one flctl server holds: N lightweight sites (many per process) against one real server.
 
-    python bench/scale.py [--sites 1000] [--workers 8] [--rounds 1] [--interval 5] [--hold 0] [--workdir DIR]
+    python bench/scale.py [--sites 1000] [--workers 8] [--rounds 1] [--interval 5] [--hold 0] [--workdir DIR] [--keep]
 
 Provisions a project with N sites, starts the server daemon from its kit (`flctl node start`),
 then starts W worker processes that each run N/W sites on asyncio: every site has its own kit,
@@ -11,7 +11,8 @@ Prints: time for all sites to be online, with `--hold S` the server's CPU a seco
 idle sites, the job's round time (the server's own `started_at` to `ended_at`), the server's CPU
 seconds and peak memory (daemon plus its job process), the sites' CPU seconds (they share the
 machine with the server), and heartbeats missed (sites the server ever listed offline while the
-job ran, heartbeat calls that failed at the sites, the slowest heartbeat call).
+job ran, heartbeat calls that failed at the sites, the slowest heartbeat call). Its work folder (kits,
+logs) is removed after a good run unless given with `--workdir` or kept with `--keep`.
 Goals (issue 9): the round under 10 s, server memory under 1.5 GB, no heartbeat missed.
 """
 
@@ -22,6 +23,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -333,7 +335,7 @@ def stop_all(workers: list[subprocess.Popen[str]], server: subprocess.Popen[byte
     return totals
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sites", type=int, default=1000)
     parser.add_argument("--workers", type=int, default=8)
@@ -343,7 +345,12 @@ def main() -> None:
     parser.add_argument("--hold", type=float, default=0, help="seconds to hold the sites idle before the job")
     parser.add_argument("--timeout", type=float, default=300, help="give up on the job after this many seconds")
     parser.add_argument("--worker", nargs="*", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    parser.add_argument("--keep", action="store_true", help="keep the work folder (kits, logs) after a good run")
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
     if args.worker is not None:
         print(json.dumps(asyncio.run(worker([Path(k) for k in args.worker]))))
         return
@@ -358,6 +365,7 @@ def main() -> None:
         server = subprocess.Popen([FLCTL, "node", "start", str(prod / "localhost")], stdout=log,
                                   stderr=subprocess.STDOUT, start_new_session=True)
     workers: list[subprocess.Popen[str]] = []
+    done = False
     sampler = Sampler(server.pid)
     sampler.start()
     try:
@@ -384,11 +392,14 @@ def main() -> None:
               f"peak RSS {sampler.peak_mb:.0f} MB (daemon + job process)")
         print(f"sites: {cpu_s(worker_pids) - cpu_sites:.1f} CPU s from submit to end ({args.workers} workers)")
         print(f"heartbeats: fewest sites online while the job ran {min_online} of {args.sites}")
+        done = True
     finally:
         sampler.done.set()
         totals = stop_all(workers, server)
         if totals:
             print(f"sites: {totals}")
+    if done and args.workdir is None and not args.keep:  # a failed run keeps it (the messages point there)
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

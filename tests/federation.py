@@ -59,9 +59,13 @@ class Federation:
     def start(self, name: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         """Start a node the way an operator does: the kit's own start.sh (which runs `flctl node start`)."""
         log = open(self.root / f"{name}.log", "ab")  # noqa: SIM115 - closed when the process is stopped
+        # Temporary folders (a job's script socket) go under this federation's root, not /tmp: a job process the
+        # test kills with SIGKILL cannot remove its own.
+        tmp = self.root / "tmp"
+        tmp.mkdir(exist_ok=True)
         proc = subprocess.Popen(["bash", str(self.kit(name) / "startup" / "start.sh")], stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True,
-                                env={**os.environ, "FLCTL": FLCTL, **(env or {})})
+                                env={**os.environ, "FLCTL": FLCTL, "TMPDIR": str(tmp), **(env or {})})
         self.processes[name] = proc
         return proc
 
