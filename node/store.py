@@ -103,8 +103,8 @@ class SiteRow:
 class Store:
     def __init__(self, path: Path, on_event: Callable[[str, str, str, dict[str, Any]], object] | None = None,
                  on_full: Callable[[], bool] | None = None) -> None:
-        """`on_event(job_id, kind, message, data)` is called after each event is stored (the audit log);
-        `on_full()` when a write fails for want of space, returning whether it freed some."""
+        """`on_event(job_id, kind, message, data)` is called after each event is stored and before any reader can
+        see it (the audit log); `on_full()` when a write fails for want of space, returning whether it freed some."""
         self._on_event = on_event
         self._on_full = on_full
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -267,13 +267,15 @@ class Store:
 
     # ------------------------------------------------------------------ events
     def add_event(self, job_id: str, kind: str, message: str, data: dict[str, Any] | None = None) -> int:
+        """Store an event, then record it through `on_event` (the audit log) before the lock is let go: whoever
+        reads the event (a `job watch` that ends on "finished") finds it in the audit log already."""
         with self._changed:
             cur = self._write("INSERT INTO events (job_id, time, kind, message, data_json) VALUES (?,?,?,?,?)",
                                    (job_id, time.time(), kind, message, json.dumps(data or {})))
-            self._changed.notify_all()
             seq = int(cur.lastrowid or 0)
-        if self._on_event is not None:
-            self._on_event(job_id, kind, message, data or {})
+            if self._on_event is not None:
+                self._on_event(job_id, kind, message, data or {})
+            self._changed.notify_all()
         return seq
 
     def events(self, after_seq: int = 0, job_id: str = "") -> list[EventRow]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 from node.store import JobRow, Store
@@ -96,3 +97,33 @@ def test_a_job_is_added_with_its_first_event(tmp_path: Path):
     store.add_job(job_row(), ("submitted", "submitted by a (o)", {"submitter": "a"}))
 
     assert [(e.kind, e.data) for e in store.events(job_id="j1")] == [("submitted", {"submitter": "a"})]
+
+
+def test_an_event_is_in_the_audit_log_before_any_reader_sees_it(tmp_path: Path):
+    """`on_event` (the audit log) runs before the event can be read: a reader started while it runs waits for it, so
+    a `job watch` that ends on "finished" always finds the audit record (it once read the log a moment too early)."""
+    # Prepare
+    read_during_recording: list[bool] = []
+    seen: list[list[str]] = []
+    reader_done = threading.Event()
+    store: Store
+
+    def record(job_id: str, kind: str, message: str, data: dict) -> None:
+        if kind != "finished":
+            return
+
+        def read() -> None:
+            seen.append([e.kind for e in store.events(job_id=job_id)])
+            reader_done.set()
+
+        threading.Thread(target=read, daemon=True).start()
+        read_during_recording.append(reader_done.wait(0.3))
+
+    store = Store(tmp_path / "s.db", on_event=record)
+    store.add_job(job_row())
+    # Execute
+    store.add_event("j1", "finished", "done")
+    reader_done.wait(5)
+    # Assert
+    assert read_during_recording == [False], "a reader got the event while it was being recorded"
+    assert seen == [["finished"]]
