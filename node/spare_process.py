@@ -26,21 +26,10 @@ import threading
 from pathlib import Path
 from typing import IO, Any
 
-import yaml
-
 log = logging.getLogger("flctl.spare")
 
 SPARE_FLAG = "--spare"
 """The argument that starts a job process module as a spare."""
-
-
-def spare_wanted(resources: Path) -> bool:
-    """`spare_job_process` from a node's own `local/resources.yml` (site-owned); default true."""
-    try:
-        value = (yaml.safe_load(resources.read_text()) or {}).get("spare_job_process", True)
-    except (OSError, AttributeError, yaml.YAMLError):
-        return True
-    return value is not False and str(value).lower() not in ("false", "no", "off", "0")
 
 
 class SpareProcess:

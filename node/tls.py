@@ -28,7 +28,7 @@ def flow_control(window_bytes: int) -> list[tuple[str, int]]:
     return [("grpc.http2.bdp_probe", 0), ("grpc.http2.lookahead_bytes", window_bytes)]
 
 
-BASE_CHANNEL_OPTIONS = [
+_CHANNEL_BASE = [
     ("grpc.max_send_message_length", MAX_MESSAGE),
     ("grpc.max_receive_message_length", MAX_MESSAGE),
     ("grpc.keepalive_time_ms", 20_000),
@@ -36,14 +36,24 @@ BASE_CHANNEL_OPTIONS = [
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.max_pings_without_data", 0),
 ]
-BASE_SERVER_OPTIONS = [
-    *BASE_CHANNEL_OPTIONS[:2],
+_SERVER_BASE = [
+    *_CHANNEL_BASE[:2],
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
     ("grpc.http2.max_ping_strikes", 0),
 ]
-CHANNEL_OPTIONS = [*BASE_CHANNEL_OPTIONS, *flow_control(WINDOW_MB * CHUNK)]
-SERVER_OPTIONS = [*BASE_SERVER_OPTIONS, *flow_control(WINDOW_MB * CHUNK)]
+
+
+def channel_options(window_bytes: int = WINDOW_MB * CHUNK) -> list[tuple[str, int]]:
+    return [*_CHANNEL_BASE, *flow_control(window_bytes)]
+
+
+def server_options(window_bytes: int = WINDOW_MB * CHUNK) -> list[tuple[str, int]]:
+    return [*_SERVER_BASE, *flow_control(window_bytes)]
+
+
+CHANNEL_OPTIONS = channel_options()
+SERVER_OPTIONS = server_options()
 
 
 def server_credentials(kit: NodeKit) -> grpc.ServerCredentials:
@@ -51,14 +61,10 @@ def server_credentials(kit: NodeKit) -> grpc.ServerCredentials:
                                        require_client_auth=True)
 
 
-def server_options(window_bytes: int = WINDOW_MB * CHUNK) -> list[tuple[str, int]]:
-    return [*BASE_SERVER_OPTIONS, *flow_control(window_bytes)]
-
-
 def channel(kit: NodeKit, window_bytes: int = WINDOW_MB * CHUNK) -> grpc.Channel:
     creds = grpc.ssl_channel_credentials(root_certificates=kit.ca_pem, private_key=kit.key_pem,
                                          certificate_chain=kit.cert_pem)
-    return grpc.secure_channel(kit.target, creds, options=[*BASE_CHANNEL_OPTIONS, *flow_control(window_bytes)])
+    return grpc.secure_channel(kit.target, creds, options=channel_options(window_bytes))
 
 
 def peer_identity(context: Any) -> tuple[pki.CertIdentity, x509.Certificate] | None:

@@ -248,16 +248,21 @@ def test_node_start_refuses_a_tampered_kit(fed, tmp_path):
     assert "startup/node.yml was changed" in out.stderr and "Traceback" not in out.stderr
 
 
-def test_node_start_refuses_a_bad_stream_window(fed, tmp_path):
-    """A flow-control window that is not a size: exit code 2, the file and what is allowed, before anything starts."""
+@pytest.mark.parametrize(("node", "setting", "expected"), [
+    ("site-2", "stream_window_mb: lots", "stream_window_mb must be a size in MiB from 0.0625 to 1024"),
+    ("localhost", "max_concurrent_jobs: 0", "max_concurrent_jobs must be a whole number of jobs, 1 or more"),
+])
+def test_node_start_refuses_a_setting_it_does_not_allow(fed, tmp_path, node, setting, expected):
+    """A bad value in a node's own local/resources.yml: exit code 2, the file, the key and what is allowed, before
+    the node starts (a site's flow-control window; the server's job limit)."""
     import shutil
 
-    kit = tmp_path / "site-2"
-    shutil.copytree(fed.kit("site-2"), kit)
-    (kit / "local" / "resources.yml").write_text("api_version: 1\nstream_window_mb: lots\n")
+    kit = tmp_path / node
+    shutil.copytree(fed.kit(node), kit)
+    (kit / "local" / "resources.yml").write_text(f"api_version: 1\n{setting}\n")
     out = subprocess.run([FLCTL, "node", "start", kit], capture_output=True, text=True, timeout=30, check=False)
     assert out.returncode == 2, out.stderr
-    assert "resources.yml: stream_window_mb must be a number of MiB from 0 to 1024" in out.stderr
+    assert f"resources.yml: {expected}" in out.stderr
     assert "Traceback" not in out.stderr
 
 

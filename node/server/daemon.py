@@ -11,45 +11,33 @@ from concurrent import futures
 from pathlib import Path
 
 import grpc
-import yaml
 
 from node import pidfile
 from node.audit import AuditLog
 from node.errors import NodeError
 from node.kit import NodeKit
-from node.local_files import node_config, policy_and_revocations, stream_window_bytes
+from node.local_files import node_config, policy_and_revocations
 from node.proto import flctl_pb2_grpc as pb_grpc
 from node.readiness import ReadyPipe
+from node.resources import load_resources, resources_path
 from node.server.admin_service import AdminService
 from node.server.context import ServerContext
-from node.server.disk_guard import DiskGuard, reserve_bytes
+from node.server.disk_guard import DiskGuard
 from node.server.federation_service import FederationService, add_to_server
 from node.server.job_runner import JobRunner
 from node.server.scheduler import Scheduler
 from node.server.site_hub import SiteHub
 from node.server.task_board import TaskBoard
-from node.spare_process import spare_wanted
 from node.store import Store
 from node.tls import server_credentials, server_options
 
 log = logging.getLogger("flctl.server")
-DEFAULT_MAX_JOBS = 2
 # gRPC's sync server gives every call in progress a thread: each site holds a command stream and, in a
 # job, a long poll, so the ceiling must exceed twice the sites. Threads are made only when needed.
 WORKERS = 4096
 RESTART_GRACE_S = 15.0
 STOP_GRACE_S = 0.5
 """How long calls in progress may take to finish when the server stops (streams are ended before that)."""
-
-
-def max_concurrent_jobs(kit: NodeKit) -> int:
-    """From the server's own `local/resources.yml` (site-owned), default 2."""
-    path = kit.root / "local" / "resources.yml"
-    try:
-        value = (yaml.safe_load(path.read_text()) or {}).get("max_concurrent_jobs", DEFAULT_MAX_JOBS)
-        return max(1, int(value))
-    except (OSError, ValueError, TypeError, yaml.YAMLError):
-        return DEFAULT_MAX_JOBS
 
 
 class ServerDaemon:
@@ -59,7 +47,8 @@ class ServerDaemon:
         self.kit = kit
         self.workspace = workspace
         audit = AuditLog(workspace / "audit.jsonl")
-        self.disk = DiskGuard(workspace, reserve_bytes(kit.root / "local" / "resources.yml"), self._disk_full)
+        resources = load_resources(resources_path(kit.root))
+        self.disk = DiskGuard(workspace, resources.disk_reserve_bytes, self._disk_full)
         store = Store(workspace / "server.db",
                       on_event=lambda job, kind, msg, data: self.disk.call(
                           lambda: audit.append("server", f"job.{kind}", job_id=job, message=msg)),
@@ -68,15 +57,15 @@ class ServerDaemon:
         board, hub = TaskBoard(), SiteHub()
         self._poke_scheduler: Callable[[], None] = lambda: None
         runner = JobRunner(store, board, hub, workspace / "jobs", lambda _job: self._poke_scheduler(),
-                           spare=spare_wanted(kit.root / "local" / "resources.yml"))
+                           spare=resources.spare_job_process)
         self.ctx = ServerContext(kit, workspace, store, board, hub, runner, config.heartbeat.interval_s,
                                  config.heartbeat.timeout_s, audit, policy, revocations, self.disk)
-        self.scheduler = Scheduler(self.ctx, max_concurrent_jobs(kit))
+        self.scheduler = Scheduler(self.ctx, resources.max_concurrent_jobs)
         self._poke_scheduler = self.scheduler.poke
         listen = config.listen or config.server
         self.address = f"{listen.host}:{listen.port}"
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="rpc"),
-                                   options=server_options(stream_window_bytes(kit.root / "local" / "resources.yml")))
+                                   options=server_options(resources.stream_window_bytes))
         add_to_server(FederationService(self.ctx, self.scheduler.poke), self._server)
         pb_grpc.add_AdminServicer_to_server(AdminService(self.ctx, self.scheduler.poke), self._server)
         self._stopped = threading.Event()

@@ -21,11 +21,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-import yaml
-
 log = logging.getLogger("flctl.server")
 RESERVE_FILE = "disk-reserve"
-DEFAULT_RESERVE_MB = 16
 T = TypeVar("T")
 
 
@@ -34,15 +31,6 @@ def is_disk_full(exc: BaseException) -> bool:
     if isinstance(exc, sqlite3.Error):
         return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
     return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
-
-
-def reserve_bytes(resources: Path) -> int:
-    """`disk_reserve_mb` from the server's `local/resources.yml` (site-owned), in bytes; default 16 MB."""
-    try:
-        value = (yaml.safe_load(resources.read_text()) or {}).get("disk_reserve_mb", DEFAULT_RESERVE_MB)
-        return max(0, int(float(value) * 1024 * 1024))
-    except (OSError, ValueError, TypeError, AttributeError, yaml.YAMLError):
-        return DEFAULT_RESERVE_MB * 1024 * 1024
 
 
 class DiskGuard:

@@ -29,12 +29,13 @@ from node.authz import Actor, decide, signer_allowed
 from node.backoff import Backoff
 from node.errors import NodeError
 from node.kit import NodeKit
-from node.local_files import node_config, policy_and_revocations, stream_window_bytes
+from node.local_files import node_config, policy_and_revocations
 from node.proto import flctl_pb2 as pb
 from node.proto import flctl_pb2_grpc as pb_grpc
 from node.readiness import ReadyPipe, StartGate
+from node.resources import load_resources, resources_path
 from node.revocation import CrlRefused
-from node.spare_process import SPARE_FLAG, SpareProcess, spare_wanted
+from node.spare_process import SPARE_FLAG, SpareProcess
 from node.tls import channel
 
 log = logging.getLogger("flctl.site")
@@ -60,14 +61,15 @@ class SiteAgent:
         self.heartbeat_s = config.heartbeat.interval_s
         self.audit = AuditLog(workspace / "audit.jsonl")
         self.policy, self.revocations = policy_and_revocations(kit, workspace)
-        self.window = stream_window_bytes(kit.root / "local" / "resources.yml")
+        resources = load_resources(resources_path(kit.root))
+        self.window = resources.stream_window_bytes
         self._jobs: dict[str, _Job] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._call: Any = None
         self.connected = threading.Event()
         self._job_env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self._spare = SpareProcess([*JOB_PROCESS, SPARE_FLAG], spare_wanted(kit.root / "local" / "resources.yml"),
+        self._spare = SpareProcess([*JOB_PROCESS, SPARE_FLAG], resources.spare_job_process,
                                    stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, start_new_session=True,
                                    env=self._job_env)
 

@@ -29,11 +29,11 @@ from node import api_wire as wire
 from node import chunk_codec, spare_process, tensors
 from node.backoff import Backoff
 from node.kit import load_kit
-from node.local_files import stream_window_bytes
 from node.proto import flctl_pb2 as pb
 from node.proto import flctl_pb2_grpc as pb_grpc
+from node.resources import Resources, load_resources, resources_path
 from node.tasks import Task
-from node.tls import CHUNK, WINDOW_MB, channel
+from node.tls import CHUNK, channel
 from provisioner.errors import KitError
 
 if TYPE_CHECKING:
@@ -190,11 +190,11 @@ def main(argv: list[str]) -> int:
     kit_root, job_dir, job_id = Path(argv[0]), Path(argv[1]), argv[2]
     kit = load_kit(kit_root, verify=False)  # the site daemon verified it at start
     try:
-        window = stream_window_bytes(kit.root / "local" / "resources.yml")
+        resources = load_resources(resources_path(kit.root))
     except KitError as exc:  # the daemon checked it at start: edited since
         log.warning("%s; using the default flow-control window", exc)
-        window = WINDOW_MB * CHUNK
-    chan = channel(kit, window)
+        resources = Resources()
+    chan = channel(kit, resources.stream_window_bytes)
     stub = pb_grpc.FederationStub(chan)
     reporter = Reporter(stub, job_id)
     reporter.start()
