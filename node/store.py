@@ -164,7 +164,7 @@ class Store:
                         self._db.executemany(sql, rows)
                     self._db.execute("COMMIT")
                     return
-                except sqlite3.OperationalError as exc:
+                except sqlite3.Error as exc:
                     if self._db.in_transaction:
                         self._db.execute("ROLLBACK")
                     full = getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
@@ -174,16 +174,26 @@ class Store:
     # ------------------------------------------------------------------ jobs
     def add_job(self, job: JobRow, event: tuple[str, str, dict[str, Any]] | None = None) -> None:
         """Add `job`, and with it its first `event` (kind, message, data) under the same lock: no reader (the
-        scheduler starting it) sees the job before that event, so "started" never comes before "submitted"."""
+        scheduler starting it) sees the job before that event, so "started" never comes before "submitted".
+        The job and its event are written in one transaction: either both are stored or (an exception) neither.
+        """
+        statements: list[tuple[str, list[tuple[Any, ...]]]] = [(
+            "INSERT INTO jobs (id, name, status, submitter, submitter_org, submitter_role, submitted_at, started_at, "
+            "ended_at, round, rounds, workflow, min_sites, sites_json, wait_reason, error, bundle_sha256, spec_json) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            [(job.id, job.name, job.status, job.submitter, job.submitter_org, job.submitter_role, job.submitted_at,
+              job.started_at, job.ended_at, job.round, job.rounds, job.workflow, job.min_sites, json.dumps(job.sites),
+              job.wait_reason, job.error, job.bundle_sha256, json.dumps(job.spec))])]
+        if event is not None:
+            kind, message, data = event
+            statements.append(("INSERT INTO events (job_id, time, kind, message, data_json) VALUES (?,?,?,?,?)",
+                               [(job.id, time.time(), kind, message, json.dumps(data or {}))]))
         with self._changed:
-            self._write(
-                "INSERT INTO jobs (id, name, status, submitter, submitter_org, submitter_role, submitted_at, "
-                "rounds, workflow, min_sites, sites_json, bundle_sha256, spec_json) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (job.id, job.name, job.status, job.submitter, job.submitter_org, job.submitter_role,
-                 job.submitted_at, job.rounds, job.workflow, job.min_sites, json.dumps(job.sites),
-                 job.bundle_sha256, json.dumps(job.spec)))
+            self._write_all(statements)
             if event is not None:
-                self.add_event(job.id, *event)
+                if self._on_event is not None:
+                    self._on_event(job.id, event[0], event[1], event[2] or {})
+                self._changed.notify_all()
 
     def update_job(self, job_id: str, **values: Any) -> None:
         allowed = {"status", "started_at", "ended_at", "round", "wait_reason", "error"}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import shutil
 import tempfile
 import time
@@ -34,6 +35,7 @@ from node.store import JobRow
 if TYPE_CHECKING:
     from node.job_spec import LoadedJob
 
+log = logging.getLogger("flctl.server")
 FOLLOW_WAIT_S = 1.0
 SIGNATURE_FILE = "signature.json"
 
@@ -49,8 +51,14 @@ class AdminService(pb_grpc.AdminServicer):
         return Actor(who.name, who.org, who.role or ""), cert.not_valid_after_utc.timestamp()
 
     def _audit(self, actor: Actor, action: str, args: dict[str, Any], result: str) -> None:
-        self._ctx.disk.call(lambda: self._ctx.audit.append(actor.name, action, org=actor.org, role=actor.role,
-                                                           args=args, result=result))
+        """Record the call. A write that fails (beyond a full disk, which `disk.call` handles) is logged and the
+        call answers as it would have: a refusal stays a refusal with its own status, a done thing stays done."""
+        try:
+            self._ctx.disk.call(lambda: self._ctx.audit.append(actor.name, action, org=actor.org, role=actor.role,
+                                                               args=args, result=result))
+        except Exception:
+            log.exception("could not write %s by %s (%s) to the audit log %s", action, actor.name, result,
+                          self._ctx.audit.path)
 
     def _refuse(self, context: Any, actor: Actor, action: str, args: dict[str, Any], code: grpc.StatusCode,
                 message: str) -> NoReturn:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -25,7 +24,7 @@ from node.server.context import ServerContext
 from node.server.disk_guard import DiskGuard
 from node.server.federation_service import FederationService, add_to_server
 from node.server.job_runner import JobRunner
-from node.server.scheduler import Scheduler
+from node.server.scheduler import Scheduler, fail_start
 from node.server.site_hub import SiteHub
 from node.server.task_board import TaskBoard
 from node.store import Store
@@ -46,12 +45,11 @@ class ServerDaemon:
         config = node_config(kit, "server", workspace)
         self.kit = kit
         self.workspace = workspace
-        audit = AuditLog(workspace / "audit.jsonl")
+        audit = AuditLog(workspace / "audit.jsonl", key_pem=kit.key_pem, actor="server")
         resources = load_resources(resources_path(kit.root))
         self.disk = DiskGuard(workspace, resources.disk_reserve_bytes, self._disk_full)
         store = Store(workspace / "server.db",
-                      on_event=lambda job, kind, msg, data: self.disk.call(
-                          lambda: audit.append("server", f"job.{kind}", job_id=job, message=msg)),
+                      on_event=lambda job, kind, msg, _data: self._audit_event(job, kind, msg),
                       on_full=self.disk.release)
         policy, revocations = policy_and_revocations(kit, workspace)
         board, hub = TaskBoard(), SiteHub()
@@ -69,6 +67,15 @@ class ServerDaemon:
         add_to_server(FederationService(self.ctx, self.scheduler.poke), self._server)
         pb_grpc.add_AdminServicer_to_server(AdminService(self.ctx, self.scheduler.poke), self._server)
         self._stopped = threading.Event()
+
+    def _audit_event(self, job_id: str, kind: str, message: str) -> None:
+        """A job event into the audit log. A write that fails (beyond a full disk, which `disk.call` handles) is
+        logged, not raised: the event is stored, and the job must not stop halfway through a change."""
+        try:
+            self.disk.call(lambda: self.ctx.audit.append("server", f"job.{kind}", job_id=job_id, message=message))
+        except Exception:
+            log.exception("could not write the event %s of job %s to the audit log %s", kind, job_id,
+                          self.ctx.audit.path)
 
     def start(self) -> None:
         self.disk.arm()
@@ -98,7 +105,11 @@ class ServerDaemon:
                                          {"status": "FAILED"})
                 continue
             log.info("resuming job %s on %s", job.id, ", ".join(sites))
-            self.ctx.runner.start(job, sites, resume=True)
+            try:
+                self.ctx.runner.start(job, sites, resume=True)
+            except Exception as exc:
+                log.exception("could not resume job %s", job.id)
+                fail_start(self.ctx.store, job.id, exc)
 
     def _disk_full(self) -> None:
         """The workspace's disk is full: running jobs could save nothing more, so they fail now, saying why."""
@@ -114,8 +125,8 @@ class ServerDaemon:
             try:
                 self.ctx.store.flush()  # heartbeats reach the database within a second even when they stop coming
                 self._drop_silent_sites(grace_until)
-            except (sqlite3.Error, OSError) as exc:  # the disk is full, say: keep watching
-                log.warning("could not check on the sites of running jobs: %s", exc)
+            except Exception:  # the disk is full, the store failed, a bug: log it and keep watching
+                log.exception("could not check on the sites of running jobs (trying again in a second)")
 
     def _drop_silent_sites(self, grace_until: float) -> None:
         for job_id in self.ctx.runner.running():
