@@ -141,8 +141,15 @@ class AdminService(pb_grpc.AdminServicer):
         row = JobRow(job_id, spec.name, "SUBMITTED", actor.name, actor.org, actor.role, time.time(), 0.0, 0.0, -1,
                      rounds, spec.workflow.type, spec.min_sites, sites, "", "", head.sha256,
                      spec.model_dump(mode="json"))
-        self._ctx.store.add_job(row, ("submitted", f"submitted by {actor.name} ({actor.org})",
-                                      {"submitter": actor.name, "name": spec.name}))
+        try:
+            self._ctx.store.add_job(row, ("submitted", f"submitted by {actor.name} ({actor.org})",
+                                          {"submitter": actor.name, "name": spec.name}))
+        except Exception as exc:  # nothing of the job is kept: it is either stored and said so, or not at all
+            log.exception("could not store job %s", job_id)
+            shutil.rmtree(job_dir, ignore_errors=True)
+            self._refuse(context, actor, action, args, grpc.StatusCode.INTERNAL,
+                         f"the server could not store the job ({type(exc).__name__}: {exc}); nothing of it was "
+                         "kept: submit it again, and see the server's log if this repeats")
         self._audit(actor, action, {**args, "job_id": job_id, "name": spec.name}, "ok")
         self._poke()
         return pb.JobRef(job_id=job_id)
