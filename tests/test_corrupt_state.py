@@ -39,11 +39,13 @@ def run_to_end(fed: Federation, job: Path) -> str:
         return admin.get_job(job_id).status
 
 
-def damage_last_line(path: Path) -> None:
-    """One changed byte in the last record, as a torn write would leave it."""
+def damage_last_line(path: Path, syntax: bool) -> None:
+    """One changed byte in the last record, as a torn write would leave it: its closing brace (the line is no
+    longer JSON) or a digit of its hash (still JSON, but the record no longer matches its hash)."""
     data = bytearray(path.read_bytes())
-    at = data.rstrip(b"\n").rfind(b'"hash":"') + len('"hash":"') + 3
-    data[at] = ord("0") if data[at] != ord("0") else ord("1")
+    body = data.rstrip(b"\n")
+    at = len(body) - 1 if syntax else body.rfind(b'"hash":"') + len('"hash":"') + 3
+    data[at] = ord("x") if syntax else (ord("0") if data[at] != ord("0") else ord("1"))
     path.write_bytes(bytes(data))
 
 
@@ -60,12 +62,12 @@ def test_a_damaged_audit_tail_is_set_aside_and_the_federation_goes_on(tmp_path):
     before = AuditLog(site_log, key_pem=load_kit(fed.kit("site-1")).key_pem)
     for n in range(3):
         before.append("site-1", "test.record", n=n)
-    damage_last_line(site_log)
+    damage_last_line(site_log, syntax=False)
     with running(fed):
         assert run_to_end(fed, make_job(tmp_path, "first")) == "FINISHED"
         job_id = fed.flctl_json("job", "ls")[0]["id"]
         server_log = fed.kit("localhost") / "workspace" / "audit.jsonl"
-        damage_last_line(server_log)
+        damage_last_line(server_log, syntax=True)
 
         refused = fed.flctl("job", "abort", job_id, "--kit", fed.kit("member@a.org"))
         assert refused.returncode == 4, refused.stderr
