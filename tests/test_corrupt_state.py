@@ -88,3 +88,54 @@ def test_a_damaged_audit_tail_is_set_aside_and_the_federation_goes_on(tmp_path):
         while time.monotonic() < deadline and "had a damaged tail" not in (fed.root / "site-1.log").read_text():
             time.sleep(0.2)
         assert "had a damaged tail" in (fed.root / "site-1.log").read_text()
+
+
+WAITING = """\
+api_version: 1
+name: waiting
+workflow: {type: fedavg, args: {rounds: 1, round_timeout_s: 30}}
+sites: [site-9]
+min_sites: 1
+"""
+
+
+def test_a_damaged_database_stops_the_server_with_exit_2_and_node_recover_rebuilds_the_jobs(tmp_path):
+    """A damaged server.db header: `node start` exits 2 naming the file; `node recover` brings the jobs back."""
+    fed = make_federation(tmp_path, sites=1, name="rebuilt", admins=ADMINS)
+    server_kit = fed.kit("localhost")
+    workspace = server_kit / "workspace"
+    with running(fed):
+        finished = fed.flctl_json("job", "submit", make_job(tmp_path, "finished"), "--watch")["id"]
+        waiting_dir = make_job(tmp_path, "waiting")
+        (waiting_dir / "job.yml").write_text(WAITING)
+        waiting = fed.flctl_json("job", "submit", waiting_dir)["id"]
+    (workspace / "jobs" / finished / "record.json").unlink()  # a job from before record files: rebuilt from disk
+    (workspace / "jobs" / "stray").mkdir()
+    db = workspace / "server.db"
+    with open(db, "r+b") as handle:
+        handle.write(b"this is no db\x00\x00\x00")
+
+    start = fed.flctl("node", "start", server_kit, timeout=60)
+    assert start.returncode == 2, start.stderr
+    assert str(db) in start.stderr and "flctl node recover" in start.stderr
+    assert "Traceback" not in start.stdout + start.stderr
+
+    out = fed.flctl("node", "recover", server_kit, "--json")
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["damaged"] and Path(report["moved_aside"][0]).name.startswith("server.db.damaged-")
+    assert Path(report["moved_aside"][0]).is_file()
+    assert {(j["id"], j["status"], j["from"]) for j in report["recovered"]} == {
+        (finished, "FINISHED", "bundle"), (waiting, "SUBMITTED", "record.json")}
+    assert report["not_recovered"] == [{"folder": "stray", "reason": "no bundle.zip: this is not a job the server "
+                                                                     "accepted"}]
+    assert any("events" in lost for lost in report["lost"])
+
+    with running(fed):
+        jobs = {j["id"]: j for j in fed.flctl_json("job", "ls")}
+        assert jobs[finished]["status"] == "FINISHED" and jobs[waiting]["status"] == "SUBMITTED"
+        assert jobs[finished]["submitter"] == "pa@a.org"
+        metrics = fed.flctl_json("job", "show", finished)
+        assert metrics["status"] == "FINISHED"
+    again = fed.flctl("node", "recover", server_kit, "--json")
+    assert again.returncode == 0 and json.loads(again.stdout)["damaged"] is False

@@ -13,7 +13,7 @@ import grpc
 
 from node import pidfile
 from node.audit import AuditLog
-from node.errors import NodeError
+from node.errors import NodeError, StateDamaged
 from node.kit import NodeKit
 from node.local_files import node_config, policy_and_revocations
 from node.proto import flctl_pb2_grpc as pb_grpc
@@ -23,11 +23,12 @@ from node.server.admin_service import AdminService
 from node.server.context import ServerContext
 from node.server.disk_guard import DiskGuard
 from node.server.federation_service import FederationService, add_to_server
+from node.server.job_records import save_record
 from node.server.job_runner import JobRunner
 from node.server.scheduler import Scheduler, fail_start
 from node.server.site_hub import SiteHub
 from node.server.task_board import TaskBoard
-from node.store import Store
+from node.store import JobRow, Store, StoreDamaged
 from node.tls import server_credentials, server_options
 
 log = logging.getLogger("flctl.server")
@@ -39,6 +40,12 @@ STOP_GRACE_S = 0.5
 """How long calls in progress may take to finish when the server stops (streams are ended before that)."""
 
 
+def _log_thread_death(args: threading.ExceptHookArgs) -> None:
+    """The last net under every thread of the server: an exception no loop caught reaches the log, not only stderr."""
+    name = args.thread.name if args.thread is not None else "?"
+    log.error("thread %s ended with an exception", name, exc_info=args.exc_value or True)
+
+
 class ServerDaemon:
     def __init__(self, kit: NodeKit, workspace: Path) -> None:
         self._ready = ReadyPipe()
@@ -48,9 +55,15 @@ class ServerDaemon:
         audit = AuditLog(workspace / "audit.jsonl", key_pem=kit.key_pem, actor="server")
         resources = load_resources(resources_path(kit.root))
         self.disk = DiskGuard(workspace, resources.disk_reserve_bytes, self._disk_full)
-        store = Store(workspace / "server.db",
-                      on_event=lambda job, kind, msg, _data: self._audit_event(job, kind, msg),
-                      on_full=self.disk.release)
+        try:
+            store = Store(workspace / "server.db",
+                          on_event=lambda job, kind, msg, _data: self._audit_event(job, kind, msg),
+                          on_full=self.disk.release, on_job=self._save_record)
+        except StoreDamaged as exc:
+            raise StateDamaged(
+                f"{exc}; the server will not start on it. Run `flctl node recover {kit.root} -w {workspace}`: it "
+                f"moves the damaged file aside (kept) and rebuilds the jobs from {workspace / 'jobs'}, saying what it "
+                "could not recover") from None
         policy, revocations = policy_and_revocations(kit, workspace)
         board, hub = TaskBoard(), SiteHub()
         self._poke_scheduler: Callable[[], None] = lambda: None
@@ -77,7 +90,15 @@ class ServerDaemon:
             log.exception("could not write the event %s of job %s to the audit log %s", kind, job_id,
                           self.ctx.audit.path)
 
+    def _save_record(self, job: JobRow) -> None:
+        """The job's row on disk beside its bundle (what `flctl node recover` rebuilds it from); a failure is logged."""
+        try:
+            save_record(self.workspace / "jobs" / job.id, job)
+        except OSError:
+            log.exception("could not write the record of job %s", job.id)
+
     def start(self) -> None:
+        threading.excepthook = _log_thread_death
         self.disk.arm()
         self._recover()
         try:
@@ -114,8 +135,11 @@ class ServerDaemon:
     def _disk_full(self) -> None:
         """The workspace's disk is full: running jobs could save nothing more, so they fail now, saying why."""
         for job_id in self.ctx.runner.running():
-            self.ctx.runner.fail(job_id, f"the server's disk is full (no space left under {self.workspace}); "
-                                         "free space there, then submit the job again")
+            try:
+                self.ctx.runner.fail(job_id, f"the server's disk is full (no space left under {self.workspace}); "
+                                             "free space there, then submit the job again")
+            except Exception:
+                log.exception("could not fail job %s for the full disk", job_id)
 
     def _watch_sites(self) -> None:
         """Sites of a running job that fall silent fail their part (the workflow goes on without them)."""
