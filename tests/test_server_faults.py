@@ -108,3 +108,23 @@ def test_a_submit_whose_storing_fails_stores_nothing(fed, daemon, tmp_path):
         store._db.execute("DROP TRIGGER refuse")
         job_id = admin.submit_job(make_job(tmp_path, "stored"))
         assert [j.id for j in admin.list_jobs()] == [job_id]
+
+
+def test_a_job_process_request_the_server_cannot_handle_fails_that_job(daemon, tmp_path, monkeypatch):
+    """A malformed request from a job process fails the job with the reason and ends the process; nothing hangs."""
+    import sys
+
+    from node.server import job_runner
+
+    script = "import time; print('{\"op\": \"task\", \"task_id\": \"t\"}', flush=True); time.sleep(120)"
+    monkeypatch.setattr(job_runner, "JOB_PROCESS", [sys.executable, "-c", script])
+    store = daemon.ctx.store
+    job_id = add_job(daemon, tmp_path, "malformed", signed=True, at=1.0)
+    job = store.get_job(job_id)
+    assert job is not None
+    daemon.ctx.runner.start(job, ["site-1"])
+
+    wait_for(daemon, lambda: store.get_job(job_id).status == "FAILED")
+    failed = store.get_job(job_id)
+    assert failed.error == "the server could not handle the job's 'task' request: KeyError: 'payload'"
+    assert daemon.ctx.runner.running() == []
