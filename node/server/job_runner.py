@@ -91,8 +91,8 @@ class JobRunner:
     # ------------------------------------------------------------------ start
     def start(self, job: JobRow, sites: list[str], resume: bool = False) -> None:
         """Start `job` on `sites`; with `resume`, continue after the last round checkpointed before a restart.
-        When that fails halfway, what was begun is undone (its process ended, its tasks closed) and the exception
-        is raised for the caller to fail the job with."""
+        When that fails halfway, what was begun is undone (its process ended, its tasks closed, its sites told to
+        stop) and the exception is raised for the caller to fail the job with."""
         try:
             self._start(job, sites, resume)
         except Exception:
@@ -104,6 +104,9 @@ class JobRunner:
                     os.killpg(run.process.pid, signal.SIGKILL)
             self._board.close_job(job.id, "FAILED")
             self._board.forget(job.id)
+            for site in sites:  # a site already told to start is told to stop
+                with contextlib.suppress(Exception):
+                    self._hub.push(site, {"stop": {"job_id": job.id, "reason": "failed"}})
             raise
 
     def _start(self, job: JobRow, sites: list[str], resume: bool) -> None:
