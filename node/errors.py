@@ -9,6 +9,10 @@ class NodeError(Exception):
     """Base class: the node (server, site or simulator) could not do what was asked."""
 
 
+class StateDamaged(NodeError):
+    """A node's own state on disk (its database) is damaged: it will not start on it; the message says what to do."""
+
+
 class JobError(NodeError):
     """A job (its folder, job.yml or bundle) is malformed or invalid; one problem per line."""
 

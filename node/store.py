@@ -57,6 +57,20 @@ HEARTBEAT_FLUSH_S = 1.0
 ENDED = ("FINISHED", "FAILED", "ABORTED")
 
 
+class StoreDamaged(Exception):
+    """The database fails SQLite's own check (`PRAGMA quick_check`), or is no database at all."""
+
+    def __init__(self, path: Path, detail: str) -> None:
+        super().__init__(f"{path} is damaged ({detail})")
+        self.path, self.detail = path, detail
+
+
+def _damage(exc: sqlite3.OperationalError) -> bool:
+    """Whether an error opening the database means its file is damaged (not, say, a locked or unreadable one)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+
+
 @dataclass
 class JobRow:
     id: str
@@ -102,16 +116,32 @@ class SiteRow:
 
 class Store:
     def __init__(self, path: Path, on_event: Callable[[str, str, str, dict[str, Any]], object] | None = None,
-                 on_full: Callable[[], bool] | None = None) -> None:
+                 on_full: Callable[[], bool] | None = None, on_job: Callable[[JobRow], object] | None = None) -> None:
         """`on_event(job_id, kind, message, data)` is called after each event is stored and before any reader can
-        see it (the audit log); `on_full()` when a write fails for want of space, returning whether it freed some."""
+        see it (the audit log); `on_full()` when a write fails for want of space, returning whether it freed some;
+        `on_job(job)` when a job is added or its status changes (the job's record on disk).
+        A damaged database (`PRAGMA quick_check` fails, or the file is no database) raises StoreDamaged."""
         self._on_event = on_event
+        self._on_job = on_job
         self._on_full = on_full
         path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(SCHEMA)
+        try:
+            check = [str(row[0]) for row in self._db.execute("PRAGMA quick_check").fetchall()]
+            if check != ["ok"]:
+                raise StoreDamaged(path, "; ".join(check[:3]))
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            if isinstance(exc, sqlite3.OperationalError) and not _damage(exc):
+                raise
+            raise StoreDamaged(path, str(exc)) from None
+        except StoreDamaged:
+            self._db.close()
+            raise
         self._lock = threading.RLock()
         # Sites' rows in jobs, (state, round, error), as written through this store (the daemon is the only
         # writer): read on every task poll and heartbeat of every site, so they are answered from memory.
@@ -164,7 +194,7 @@ class Store:
                         self._db.executemany(sql, rows)
                     self._db.execute("COMMIT")
                     return
-                except sqlite3.OperationalError as exc:
+                except sqlite3.Error as exc:
                     if self._db.in_transaction:
                         self._db.execute("ROLLBACK")
                     full = getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
@@ -174,23 +204,43 @@ class Store:
     # ------------------------------------------------------------------ jobs
     def add_job(self, job: JobRow, event: tuple[str, str, dict[str, Any]] | None = None) -> None:
         """Add `job`, and with it its first `event` (kind, message, data) under the same lock: no reader (the
-        scheduler starting it) sees the job before that event, so "started" never comes before "submitted"."""
+        scheduler starting it) sees the job before that event, so "started" never comes before "submitted".
+        The job and its event are written in one transaction: either both are stored or (an exception) neither.
+        """
+        statements: list[tuple[str, list[tuple[Any, ...]]]] = [(
+            "INSERT INTO jobs (id, name, status, submitter, submitter_org, submitter_role, submitted_at, started_at, "
+            "ended_at, round, rounds, workflow, min_sites, sites_json, wait_reason, error, bundle_sha256, spec_json) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            [(job.id, job.name, job.status, job.submitter, job.submitter_org, job.submitter_role, job.submitted_at,
+              job.started_at, job.ended_at, job.round, job.rounds, job.workflow, job.min_sites, json.dumps(job.sites),
+              job.wait_reason, job.error, job.bundle_sha256, json.dumps(job.spec))])]
+        if event is not None:
+            kind, message, data = event
+            statements.append(("INSERT INTO events (job_id, time, kind, message, data_json) VALUES (?,?,?,?,?)",
+                               [(job.id, time.time(), kind, message, json.dumps(data or {}))]))
         with self._changed:
-            self._write(
-                "INSERT INTO jobs (id, name, status, submitter, submitter_org, submitter_role, submitted_at, "
-                "rounds, workflow, min_sites, sites_json, bundle_sha256, spec_json) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (job.id, job.name, job.status, job.submitter, job.submitter_org, job.submitter_role,
-                 job.submitted_at, job.rounds, job.workflow, job.min_sites, json.dumps(job.sites),
-                 job.bundle_sha256, json.dumps(job.spec)))
+            self._write_all(statements)
             if event is not None:
-                self.add_event(job.id, *event)
+                if self._on_event is not None:
+                    self._on_event(job.id, event[0], event[1], event[2] or {})
+                self._changed.notify_all()
+            self._job_changed(job.id)
 
     def update_job(self, job_id: str, **values: Any) -> None:
         allowed = {"status", "started_at", "ended_at", "round", "wait_reason", "error"}
         if not values or set(values) - allowed:
             raise ValueError(f"cannot update {sorted(set(values) - allowed)}")
         cols = ", ".join(f"{k} = ?" for k in values)
-        self._write(f"UPDATE jobs SET {cols} WHERE id = ?", (*values.values(), job_id))
+        with self._lock:
+            self._write(f"UPDATE jobs SET {cols} WHERE id = ?", (*values.values(), job_id))
+            if "status" in values:
+                self._job_changed(job_id)
+
+    def _job_changed(self, job_id: str) -> None:
+        if self._on_job is not None:
+            job = self.get_job(job_id)
+            if job is not None:
+                self._on_job(job)
 
     _SET_SITE = "INSERT OR REPLACE INTO job_sites (job_id, site, state, round, error) VALUES (?,?,?,?,?)"
 

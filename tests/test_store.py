@@ -127,3 +127,25 @@ def test_an_event_is_in_the_audit_log_before_any_reader_sees_it(tmp_path: Path):
     # Assert
     assert read_during_recording == [False], "a reader got the event while it was being recorded"
     assert seen == [["finished"]]
+
+
+def test_a_damaged_database_is_refused_at_open_naming_the_file(tmp_path: Path):
+    """A header that is no SQLite's, or a page that fails `PRAGMA quick_check`: StoreDamaged, naming the file."""
+    import pytest
+
+    from node.store import StoreDamaged
+
+    store = Store(tmp_path / "s.db")
+    for n in range(300):
+        store.add_job(job_row(f"job-{n:04d}"))
+    store._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    store.close()
+    data = bytearray((tmp_path / "s.db").read_bytes())
+    page = int.from_bytes(data[16:18], "big")
+    data[3 * page:3 * page + 64] = b"\xff" * 64  # the header of a b-tree page
+    (tmp_path / "s.db").write_bytes(bytes(data))
+    with pytest.raises(StoreDamaged, match=r"s\.db is damaged"):
+        Store(tmp_path / "s.db")
+    (tmp_path / "s.db").write_bytes(b"no database" + bytes(4096))
+    with pytest.raises(StoreDamaged, match=r"s\.db is damaged \(file is not a database\)"):
+        Store(tmp_path / "s.db")

@@ -47,9 +47,10 @@ def _kit() -> typer.Typer:
 
 
 def _node() -> typer.Typer:
-    from console.cli.node import start, stop
+    from console.cli.node import recover, start, stop
 
-    return _group("Run the server or a site from its startup kit.", {"start": start.command, "stop": stop.command})
+    return _group("Run the server or a site from its startup kit.", {"start": start.command, "stop": stop.command,
+                                                                      "recover": recover.command})
 
 
 def _job() -> typer.Typer:

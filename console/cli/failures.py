@@ -23,6 +23,7 @@ def exit_code_for(exc: BaseException) -> tuple[int, str] | None:
     from node import errors as node
 
     node_codes: list[tuple[type[BaseException], int]] = [
+        (node.StateDamaged, exit_codes.BAD_INPUT),
         (node.ConnectionFailed, exit_codes.NO_CONNECTION), (node.NotPermitted, exit_codes.NOT_PERMITTED),
         (node.NotFound, exit_codes.FAILED), (node.BadRequest, exit_codes.BAD_INPUT),
         (node.JobError, exit_codes.BAD_INPUT), (node.TimedOut, exit_codes.TIMED_OUT),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import shutil
 import tempfile
 import time
@@ -34,6 +35,7 @@ from node.store import JobRow
 if TYPE_CHECKING:
     from node.job_spec import LoadedJob
 
+log = logging.getLogger("flctl.server")
 FOLLOW_WAIT_S = 1.0
 SIGNATURE_FILE = "signature.json"
 
@@ -49,8 +51,14 @@ class AdminService(pb_grpc.AdminServicer):
         return Actor(who.name, who.org, who.role or ""), cert.not_valid_after_utc.timestamp()
 
     def _audit(self, actor: Actor, action: str, args: dict[str, Any], result: str) -> None:
-        self._ctx.disk.call(lambda: self._ctx.audit.append(actor.name, action, org=actor.org, role=actor.role,
-                                                           args=args, result=result))
+        """Record the call. A write that fails (beyond a full disk, which `disk.call` handles) is logged and the
+        call answers as it would have: a refusal stays a refusal with its own status, a done thing stays done."""
+        try:
+            self._ctx.disk.call(lambda: self._ctx.audit.append(actor.name, action, org=actor.org, role=actor.role,
+                                                               args=args, result=result))
+        except Exception:
+            log.exception("could not write %s by %s (%s) to the audit log %s", action, actor.name, result,
+                          self._ctx.audit.path)
 
     def _refuse(self, context: Any, actor: Actor, action: str, args: dict[str, Any], code: grpc.StatusCode,
                 message: str) -> NoReturn:
@@ -133,8 +141,15 @@ class AdminService(pb_grpc.AdminServicer):
         row = JobRow(job_id, spec.name, "SUBMITTED", actor.name, actor.org, actor.role, time.time(), 0.0, 0.0, -1,
                      rounds, spec.workflow.type, spec.min_sites, sites, "", "", head.sha256,
                      spec.model_dump(mode="json"))
-        self._ctx.store.add_job(row, ("submitted", f"submitted by {actor.name} ({actor.org})",
-                                      {"submitter": actor.name, "name": spec.name}))
+        try:
+            self._ctx.store.add_job(row, ("submitted", f"submitted by {actor.name} ({actor.org})",
+                                          {"submitter": actor.name, "name": spec.name}))
+        except Exception as exc:  # nothing of the job is kept: it is either stored and said so, or not at all
+            log.exception("could not store job %s", job_id)
+            shutil.rmtree(job_dir, ignore_errors=True)
+            self._refuse(context, actor, action, args, grpc.StatusCode.INTERNAL,
+                         f"the server could not store the job ({type(exc).__name__}: {exc}); nothing of it was "
+                         "kept: submit it again, and see the server's log if this repeats")
         self._audit(actor, action, {**args, "job_id": job_id, "name": spec.name}, "ok")
         self._poke()
         return pb.JobRef(job_id=job_id)

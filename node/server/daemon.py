@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -14,7 +13,7 @@ import grpc
 
 from node import pidfile
 from node.audit import AuditLog
-from node.errors import NodeError
+from node.errors import NodeError, StateDamaged
 from node.kit import NodeKit
 from node.local_files import node_config, policy_and_revocations
 from node.proto import flctl_pb2_grpc as pb_grpc
@@ -24,11 +23,12 @@ from node.server.admin_service import AdminService
 from node.server.context import ServerContext
 from node.server.disk_guard import DiskGuard
 from node.server.federation_service import FederationService, add_to_server
+from node.server.job_records import save_record
 from node.server.job_runner import JobRunner
-from node.server.scheduler import Scheduler
+from node.server.scheduler import Scheduler, fail_start
 from node.server.site_hub import SiteHub
 from node.server.task_board import TaskBoard
-from node.store import Store
+from node.store import JobRow, Store, StoreDamaged
 from node.tls import server_credentials, server_options
 
 log = logging.getLogger("flctl.server")
@@ -40,19 +40,30 @@ STOP_GRACE_S = 0.5
 """How long calls in progress may take to finish when the server stops (streams are ended before that)."""
 
 
+def _log_thread_death(args: threading.ExceptHookArgs) -> None:
+    """The last net under every thread of the server: an exception no loop caught reaches the log, not only stderr."""
+    name = args.thread.name if args.thread is not None else "?"
+    log.error("thread %s ended with an exception", name, exc_info=args.exc_value or True)
+
+
 class ServerDaemon:
     def __init__(self, kit: NodeKit, workspace: Path) -> None:
         self._ready = ReadyPipe()
         config = node_config(kit, "server", workspace)
         self.kit = kit
         self.workspace = workspace
-        audit = AuditLog(workspace / "audit.jsonl")
+        audit = AuditLog(workspace / "audit.jsonl", key_pem=kit.key_pem, actor="server")
         resources = load_resources(resources_path(kit.root))
         self.disk = DiskGuard(workspace, resources.disk_reserve_bytes, self._disk_full)
-        store = Store(workspace / "server.db",
-                      on_event=lambda job, kind, msg, data: self.disk.call(
-                          lambda: audit.append("server", f"job.{kind}", job_id=job, message=msg)),
-                      on_full=self.disk.release)
+        try:
+            store = Store(workspace / "server.db",
+                          on_event=lambda job, kind, msg, _data: self._audit_event(job, kind, msg),
+                          on_full=self.disk.release, on_job=self._save_record)
+        except StoreDamaged as exc:
+            raise StateDamaged(
+                f"{exc}; the server will not start on it. Run `flctl node recover {kit.root} -w {workspace}`: it "
+                f"moves the damaged file aside (kept) and rebuilds the jobs from {workspace / 'jobs'}, saying what it "
+                "could not recover") from None
         policy, revocations = policy_and_revocations(kit, workspace)
         board, hub = TaskBoard(), SiteHub()
         self._poke_scheduler: Callable[[], None] = lambda: None
@@ -70,7 +81,24 @@ class ServerDaemon:
         pb_grpc.add_AdminServicer_to_server(AdminService(self.ctx, self.scheduler.poke), self._server)
         self._stopped = threading.Event()
 
+    def _audit_event(self, job_id: str, kind: str, message: str) -> None:
+        """A job event into the audit log. A write that fails (beyond a full disk, which `disk.call` handles) is
+        logged, not raised: the event is stored, and the job must not stop halfway through a change."""
+        try:
+            self.disk.call(lambda: self.ctx.audit.append("server", f"job.{kind}", job_id=job_id, message=message))
+        except Exception:
+            log.exception("could not write the event %s of job %s to the audit log %s", kind, job_id,
+                          self.ctx.audit.path)
+
+    def _save_record(self, job: JobRow) -> None:
+        """The job's row on disk beside its bundle (what `flctl node recover` rebuilds it from); a failure is logged."""
+        try:
+            save_record(self.workspace / "jobs" / job.id, job)
+        except OSError:
+            log.exception("could not write the record of job %s", job.id)
+
     def start(self) -> None:
+        threading.excepthook = _log_thread_death
         self.disk.arm()
         self._recover()
         try:
@@ -98,13 +126,20 @@ class ServerDaemon:
                                          {"status": "FAILED"})
                 continue
             log.info("resuming job %s on %s", job.id, ", ".join(sites))
-            self.ctx.runner.start(job, sites, resume=True)
+            try:
+                self.ctx.runner.start(job, sites, resume=True)
+            except Exception as exc:
+                log.exception("could not resume job %s", job.id)
+                fail_start(self.ctx.store, job.id, exc)
 
     def _disk_full(self) -> None:
         """The workspace's disk is full: running jobs could save nothing more, so they fail now, saying why."""
         for job_id in self.ctx.runner.running():
-            self.ctx.runner.fail(job_id, f"the server's disk is full (no space left under {self.workspace}); "
-                                         "free space there, then submit the job again")
+            try:
+                self.ctx.runner.fail(job_id, f"the server's disk is full (no space left under {self.workspace}); "
+                                             "free space there, then submit the job again")
+            except Exception:
+                log.exception("could not fail job %s for the full disk", job_id)
 
     def _watch_sites(self) -> None:
         """Sites of a running job that fall silent fail their part (the workflow goes on without them)."""
@@ -114,8 +149,8 @@ class ServerDaemon:
             try:
                 self.ctx.store.flush()  # heartbeats reach the database within a second even when they stop coming
                 self._drop_silent_sites(grace_until)
-            except (sqlite3.Error, OSError) as exc:  # the disk is full, say: keep watching
-                log.warning("could not check on the sites of running jobs: %s", exc)
+            except Exception:  # the disk is full, the store failed, a bug: log it and keep watching
+                log.exception("could not check on the sites of running jobs (trying again in a second)")
 
     def _drop_silent_sites(self, grace_until: float) -> None:
         for job_id in self.ctx.runner.running():

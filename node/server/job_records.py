@@ -1,11 +1,44 @@
-"""A job's logs and metrics as files: written beside its models when it ends, and packed for download."""
+"""A job's records as files: its row (`record.json`, kept current whenever its status changes), and its logs and
+metrics (written beside its models when it ends, and packed for download). From these `flctl node recover`
+rebuilds the jobs when the server's database is damaged (see `node.server.store_recovery`)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import time
+from pathlib import Path
+from typing import Any
 
-from node.store import Store
+from node.store import JobRow, Store
+
+RECORD_FILE = "record.json"
+
+
+def save_record(job_dir: Path, job: JobRow) -> None:
+    """Write the job's row to `job_dir/record.json`, whole or not at all (a temporary file renamed over it)."""
+    if not job_dir.is_dir():
+        return
+    fields = dataclasses.asdict(job)
+    fields["site_states"] = {site: list(row) for site, row in job.site_states.items()}
+    temp = job_dir / f".{RECORD_FILE}.tmp"
+    temp.write_text(json.dumps(fields, indent=1))
+    os.replace(temp, job_dir / RECORD_FILE)
+
+
+def load_record(job_dir: Path) -> JobRow:
+    """The row saved by `save_record`; ValueError (or OSError) when it is missing or unreadable."""
+    fields: dict[str, Any] = json.loads((job_dir / RECORD_FILE).read_text())
+    if not isinstance(fields, dict):
+        raise ValueError(f"{RECORD_FILE} does not hold an object")
+    states = fields.pop("site_states", {})
+    try:
+        job = JobRow(**fields)
+    except TypeError as exc:
+        raise ValueError(f"{RECORD_FILE} does not hold a job ({exc})") from None
+    job.site_states = {str(site): (str(row[0]), int(row[1]), str(row[2])) for site, row in states.items()}
+    return job
 
 
 def log_files(store: Store, job_id: str) -> dict[str, str]:

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import json
+import logging
 import os
 import shutil
 import signal
@@ -30,6 +32,7 @@ from node.server.task_board import INLINE_BYTES, PostedTask, TaskBoard
 from node.spare_process import SPARE_FLAG, SpareProcess
 from node.store import JobRow, Store
 
+log = logging.getLogger("flctl.server")
 KILL_GRACE_S = 5.0
 """How long an aborted job process, or one that said `done`, may take to exit before it is killed."""
 JOB_PROCESS = [sys.executable, "-m", "node.server.job_process"]
@@ -87,7 +90,26 @@ class JobRunner:
 
     # ------------------------------------------------------------------ start
     def start(self, job: JobRow, sites: list[str], resume: bool = False) -> None:
-        """Start `job` on `sites`; with `resume`, continue after the last round checkpointed before a restart."""
+        """Start `job` on `sites`; with `resume`, continue after the last round checkpointed before a restart.
+        When that fails halfway, what was begun is undone (its process ended, its tasks closed, its sites told to
+        stop) and the exception is raised for the caller to fail the job with."""
+        try:
+            self._start(job, sites, resume)
+        except Exception:
+            with self._lock:
+                run = self._running.pop(job.id, None)
+            if run is not None:
+                run.ended = True
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(run.process.pid, signal.SIGKILL)
+            self._board.close_job(job.id, "FAILED")
+            self._board.forget(job.id)
+            for site in sites:  # a site already told to start is told to stop
+                with contextlib.suppress(Exception):
+                    self._hub.push(site, {"stop": {"job_id": job.id, "reason": "failed"}})
+            raise
+
+    def _start(self, job: JobRow, sites: list[str], resume: bool) -> None:
         job_dir = self.job_dir(job.id)
         job_dir.mkdir(parents=True, exist_ok=True)
         plan: dict[str, Any] = {"job_id": job.id, "spec": job.spec, "sites": sites, "min_sites": job.min_sites}
@@ -127,14 +149,30 @@ class JobRunner:
                 continue
             if msg.get("op") == "done" and not done:
                 done = True  # the job has ended: say so now, not once the interpreter has wound down
-                self._finish(run, str(msg.get("status", "FAILED")), str(msg.get("error", "")))
+                self._guarded(run.job.id, functools.partial(self._finish, run, str(msg.get("status", "FAILED")),
+                                                            str(msg.get("error", ""))))
                 threading.Thread(target=self._reap_done, args=(run,), daemon=True).start()
                 continue
             if not done:
-                self._handle(run, msg)
+                try:
+                    self._handle(run, msg)
+                except Exception as exc:  # the job fails, saying why; the process is ended, so the stream ends
+                    log.exception("job %s: could not handle the job process's %r", run.job.id, msg.get("op"))
+                    reason = (f"the server could not handle the job's {msg.get('op')!r} request: "
+                              f"{type(exc).__name__}: {exc}")
+                    self._guarded(run.job.id, functools.partial(self.fail, run.job.id, reason))
         code = run.process.wait()
         if not done:
-            self._finish(run, "FAILED", f"the job process exited with code {code} before the job ended")
+            self._guarded(run.job.id, lambda: self._finish(
+                run, "FAILED", f"the job process exited with code {code} before the job ended"))
+
+    @staticmethod
+    def _guarded(job_id: str, action: Callable[[], object]) -> None:
+        """Run `action` on a job's own thread; an exception is logged, never lost with the thread."""
+        try:
+            action()
+        except Exception:
+            log.exception("job %s: could not end the job", job_id)
 
     def _reap_done(self, run: _Running) -> None:
         """A job process that said `done` exits by itself; one that lingers is killed."""
@@ -145,8 +183,12 @@ class JobRunner:
                 os.killpg(run.process.pid, signal.SIGKILL)
 
     def _read_stderr(self, job_id: str, stream: IO[str]) -> None:
-        for line in stream:
-            self._store.add_logs(job_id, "server", [(time.time(), line.rstrip())])
+        for line in stream:  # read to the end whatever happens, or the job process blocks on a full pipe
+            try:
+                self._store.add_logs(job_id, "server", [(time.time(), line.rstrip())])
+            except Exception:
+                log.exception("job %s: could not store a line of the job process's output: %s", job_id,
+                              line.rstrip())
 
     def _handle(self, run: _Running, msg: dict[str, Any]) -> None:
         job_id, op = run.job.id, msg.get("op")
@@ -240,7 +282,7 @@ class JobRunner:
         except subprocess.TimeoutExpired:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(run.process.pid, signal.SIGKILL)
-            self._finish(run, "ABORTED", reason)
+            self._guarded(run.job.id, lambda: self._finish(run, "ABORTED", reason))
 
     def fail(self, job_id: str, reason: str) -> bool:
         """End a running job as FAILED for a reason of the server's own (its disk is full): its process is

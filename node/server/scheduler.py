@@ -8,11 +8,11 @@ under its workspace is not full (see `node.server.disk_guard`).
 from __future__ import annotations
 
 import logging
-import sqlite3
 import threading
+import time
 
 from node.server.context import ServerContext
-from node.store import JobRow
+from node.store import JobRow, Store
 
 log = logging.getLogger("flctl.server")
 
@@ -28,6 +28,16 @@ def placement(job: JobRow, online: list[str]) -> tuple[list[str] | None, str]:
     if not missing:
         return named, ""
     return None, f"waiting for {', '.join(missing)} to come online"
+
+
+def fail_start(store: Store, job_id: str, exc: BaseException) -> None:
+    """A job the server could not start fails, saying why (the runner has undone what it began)."""
+    reason = f"the server could not start the job: {type(exc).__name__}: {exc}"
+    try:
+        store.update_job(job_id, status="FAILED", ended_at=time.time(), error=reason, wait_reason="")
+        store.add_event(job_id, "failed", f"job failed: {reason}", {"status": "FAILED", "error": reason})
+    except Exception:
+        log.exception("could not mark job %s failed", job_id)
 
 
 class Scheduler:
@@ -56,8 +66,8 @@ class Scheduler:
             if not self._stop.is_set():
                 try:
                     self.schedule_once()
-                except (sqlite3.Error, OSError) as exc:  # the disk is full, say: try again at the next turn
-                    log.warning("could not schedule jobs: %s", exc)
+                except Exception:  # the disk is full, the store failed, a bug: log it and try again at the next turn
+                    log.exception("could not schedule jobs (trying again in a second)")
 
     def schedule_once(self) -> None:
         store = self._ctx.store
@@ -73,7 +83,12 @@ class Scheduler:
             else:
                 sites, reason = placement(job, online)
                 if sites is not None:
-                    self._ctx.runner.start(job, sites)
+                    try:
+                        self._ctx.runner.start(job, sites)
+                    except Exception as exc:
+                        log.exception("could not start job %s", job.id)
+                        fail_start(self._ctx.store, job.id, exc)
+                        continue
                     running += 1
                     continue
             if reason != job.wait_reason:

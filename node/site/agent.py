@@ -59,7 +59,7 @@ class SiteAgent:
         self.kit = kit
         self.workspace = workspace
         self.heartbeat_s = config.heartbeat.interval_s
-        self.audit = AuditLog(workspace / "audit.jsonl")
+        self.audit = AuditLog(workspace / "audit.jsonl", key_pem=kit.key_pem, actor=kit.info.name)
         self.policy, self.revocations = policy_and_revocations(kit, workspace)
         resources = load_resources(resources_path(kit.root))
         self.window = resources.stream_window_bytes

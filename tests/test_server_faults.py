@@ -1,0 +1,130 @@
+"""A real server daemon in this process, with faults injected: its threads log, fail the job and go on."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from node import errors
+from node.admin_client import AdminClient
+from node.job_spec import load_job
+from node.kit import load_kit
+from node.server.daemon import ServerDaemon
+from node.store import JobRow
+
+from .federation import Federation, make_federation
+
+JOB = """\
+api_version: 1
+name: {name}
+workflow: {{type: fedavg, args: {{rounds: 1, round_timeout_s: 30}}}}
+sites: [site-1]
+min_sites: 1
+"""
+
+
+def make_job(root: Path, name: str) -> Path:
+    (root / name / "app").mkdir(parents=True, exist_ok=True)
+    (root / name / "job.yml").write_text(JOB.format(name=name))
+    (root / name / "app" / "train.py").write_text("import node.api as fl\nfl.init()\n")
+    return root / name
+
+
+@pytest.fixture
+def fed(tmp_path: Path) -> Federation:
+    return make_federation(tmp_path, sites=1, name="faults")
+
+
+@pytest.fixture
+def daemon(fed: Federation) -> Iterator[ServerDaemon]:
+    server = ServerDaemon(load_kit(fed.kit("localhost")), fed.root / "server-ws")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def add_job(server: ServerDaemon, root: Path, name: str, signed: bool, at: float) -> str:
+    """A job stored as submitted, its folder as the Admin service leaves it (without signature.json: unsigned)."""
+    spec = load_job(make_job(root, name)).spec
+    job_dir = server.ctx.jobs_dir() / name
+    job_dir.mkdir(parents=True)
+    if signed:
+        (job_dir / "signature.json").write_text(json.dumps({"signer_cert_pem": "", "signature": ""}))
+    server.ctx.store.add_job(JobRow(name, name, "SUBMITTED", "admin@hub.org", "hub", "project_admin", at, 0.0, 0.0,
+                                    -1, 1, "fedavg", 1, ["site-1"], "", "", "sha", spec.model_dump(mode="json")))
+    return name
+
+
+def wait_for(server: ServerDaemon, check, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, [(e.job_id, e.kind, e.message) for e in server.ctx.store.events()]
+        server.ctx.store.wait_for_change(0.5)
+
+
+def test_a_job_whose_start_raises_fails_with_the_reason_and_the_next_one_runs(daemon, tmp_path, monkeypatch):
+    """The scheduler loop survives an exception of its own and one from starting a job; that job fails, saying why."""
+    store = daemon.ctx.store
+    store.touch_site("site-1", "org_1", time.time() + 3600, register=True)
+    bad = add_job(daemon, tmp_path, "bad", signed=False, at=1.0)
+    good = add_job(daemon, tmp_path, "good", signed=True, at=2.0)
+    real = daemon.ctx.online_sites
+    calls = []
+
+    def flaky(since: float = 0.0) -> list[str]:
+        calls.append(since)
+        if len(calls) == 1:
+            raise RuntimeError("injected: the first look at the sites fails")
+        return real(since)
+
+    monkeypatch.setattr(daemon.ctx, "online_sites", flaky)
+    daemon.scheduler.start()
+    daemon.scheduler.poke()
+
+    wait_for(daemon, lambda: any(e.kind == "started" for e in store.events(0, good)))
+    failed = store.get_job(bad)
+    assert failed is not None and failed.status == "FAILED"
+    assert failed.error.startswith("the server could not start the job: FileNotFoundError")
+    assert "signature.json" in failed.error
+    assert [e.kind for e in store.events(0, bad)][-1] == "failed"
+    assert bad not in daemon.ctx.runner.running()
+
+
+def test_a_submit_whose_storing_fails_stores_nothing(fed, daemon, tmp_path):
+    """The job row and its event are one transaction: when the event cannot be stored, no job and no folder stay."""
+    daemon.start()
+    store = daemon.ctx.store
+    store._db.execute("CREATE TRIGGER refuse BEFORE INSERT ON events BEGIN SELECT RAISE(ABORT, 'injected'); END")
+    with AdminClient.from_kit(fed.admin_kit) as admin:
+        with pytest.raises(errors.NodeError, match=r"could not store the job .*nothing of it was kept"):
+            admin.submit_job(make_job(tmp_path, "unstored"))
+        assert admin.list_jobs() == []
+        assert list(daemon.ctx.jobs_dir().iterdir()) == []
+        store._db.execute("DROP TRIGGER refuse")
+        job_id = admin.submit_job(make_job(tmp_path, "stored"))
+        assert [j.id for j in admin.list_jobs()] == [job_id]
+
+
+def test_a_job_process_request_the_server_cannot_handle_fails_that_job(daemon, tmp_path, monkeypatch):
+    """A malformed request from a job process fails the job with the reason and ends the process; nothing hangs."""
+    import sys
+
+    from node.server import job_runner
+
+    script = "import time; print('{\"op\": \"task\", \"task_id\": \"t\"}', flush=True); time.sleep(120)"
+    monkeypatch.setattr(job_runner, "JOB_PROCESS", [sys.executable, "-c", script])
+    store = daemon.ctx.store
+    job_id = add_job(daemon, tmp_path, "malformed", signed=True, at=1.0)
+    job = store.get_job(job_id)
+    assert job is not None
+    daemon.ctx.runner.start(job, ["site-1"])
+
+    wait_for(daemon, lambda: store.get_job(job_id).status == "FAILED")
+    failed = store.get_job(job_id)
+    assert failed.error == "the server could not handle the job's 'task' request: KeyError: 'payload'"
+    assert daemon.ctx.runner.running() == []
