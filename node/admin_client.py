@@ -25,6 +25,7 @@ from node.kit import NodeKit, load_kit
 from node.proto import flctl_pb2 as pb
 from node.proto import flctl_pb2_grpc as pb_grpc
 from node.tls import CHUNK, channel
+from provisioner.errors import KitError
 
 T = TypeVar("T")
 DEFAULT_TIMEOUT_S = 30.0
@@ -57,7 +58,8 @@ def translate(exc: grpc.RpcError, target: str) -> errors.NodeError:
 class AdminClient:
     def __init__(self, kit: NodeKit, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
         if kit.info.kind != "admin":
-            raise errors.NodeError(f"{kit.root} is a {kit.info.kind} kit; use an admin's kit")
+            raise KitError(f"{kit.root} is a {kit.info.kind} kit ({kit.info.name}), but this command needs an admin's "
+                           "startup kit; pass one with --kit DIR or FLCTL_KIT")
         self.kit = kit
         self.timeout_s = timeout_s
         self._channel = channel(kit)
