@@ -16,7 +16,7 @@ def _flctl_process(*args: str, env: dict[str, str] | None = None) -> subprocess.
     """`flctl ARGS` in a fresh interpreter, as a shell would start it."""
     return subprocess.run([sys.executable, "-c", "import sys; sys.argv[0] = 'flctl'; "
                            "from console.cli.app import main; main()", *args],
-                          capture_output=True, text=True, cwd=ROOT, timeout=60,
+                          check=False, capture_output=True, text=True, cwd=ROOT, timeout=60,
                           env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
 
 

@@ -24,8 +24,11 @@ def command(
     workflow, a bad argument or a missing script is refused with exit code 2.
     With --watch the exit code is 0 when the job FINISHED and 1 otherwise.
     """
+    from console.cli.progress import byte_progress
+
     with connect(kit) as admin:
-        job_id = admin.submit_job(job)
+        with byte_progress(f"packing {job.name}", json_out) as packing:
+            job_id = admin.submit_job(job, progress=packing)
         if not watch:
             if json_out:
                 terminal.print_json({"id": job_id})
