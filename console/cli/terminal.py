@@ -99,6 +99,12 @@ def print_json(data: Any) -> None:
     sys.stdout.flush()
 
 
+def json_line(data: Any) -> None:
+    """One JSON object on one line of stdout, flushed at once: the events of a long-running command."""
+    sys.stdout.write(json.dumps(data, default=str) + "\n")
+    sys.stdout.flush()
+
+
 def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], title: str | None = None) -> None:
     from rich.table import Table
 
