@@ -96,3 +96,11 @@ def test_download_of_an_unknown_job_leaves_no_folder(fed, as_admin, tmp_path):
 
     assert result.code == 1
     assert not (tmp_path / "0123456789ab").exists()
+
+
+def test_quiet_submit_watch_prints_no_progress(fed, as_admin, tty, tmp_path):
+    """`flctl --quiet job submit JOB --watch` on a terminal draws no bar and no round lines, and exits 0."""
+    result = run_flctl("--quiet", "job", "submit", big_job(tmp_path), "--watch")
+
+    assert result.code == 0, fed.logs()
+    assert tty.getvalue() == ""

@@ -125,6 +125,7 @@ def main() -> None:
     # job submit): objects still go away by reference counting, and atexit handlers registered later run first.
     atexit.unregister(gc.freeze)
     atexit.register(gc.freeze)
+    terminal.set_quiet(False)  # --quiet sets it again for this command (matters when called twice in one process)
     try:
         app()
     except KeyboardInterrupt:

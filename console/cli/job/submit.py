@@ -49,10 +49,13 @@ def follow(admin: Any, job_id: str, quiet: bool = False) -> Any:
 
     `quiet` prints nothing: it only waits on the same stream for the job's final event.
     """
-    if quiet:
+    if quiet or terminal.settings.quiet:
         for _ in admin.watch(job_id):
             pass
-        return admin.get_job(job_id)
+        final = admin.get_job(job_id)
+        if not quiet and final.status != "FINISHED":  # --quiet keeps the error
+            terminal.error(f"job {job_id} {final.status}" + (f": {final.error}" if final.error else ""))
+        return final
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from console.cli.job.render import metrics_line
