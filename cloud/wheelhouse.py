@@ -1,7 +1,7 @@
 """The wheels a host installs offline: this very flctl, built once per source tree, and its dependencies.
 
-Both are cached (default ~/.cache/flctl/wheels, or $FLCTL_WHEEL_CACHE): the flctl wheel under the
-digest of its sources, the dependency wheelhouse under the target Python, platform and
+Both are cached (in $FLCTL_WHEEL_CACHE, else $XDG_CACHE_HOME/flctl/wheels, else ~/.cache/flctl/wheels):
+the flctl wheel under the digest of its sources, the dependency wheelhouse under the target Python, platform and
 requirements. A cached wheelhouse is resolved offline first, so only the first build of a given
 set needs the package index.
 """
@@ -38,8 +38,13 @@ class Platform:
 
 
 def default_cache() -> Path:
+    """$FLCTL_WHEEL_CACHE, else flctl/wheels under $XDG_CACHE_HOME (when set to an absolute path), else ~/.cache."""
     env = os.environ.get("FLCTL_WHEEL_CACHE")
-    return Path(env).expanduser() if env else Path("~/.cache/flctl/wheels").expanduser()
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path("~/.cache").expanduser()  # the spec ignores relative
+    return base / "flctl" / "wheels"
 
 
 def source_root() -> Path:

@@ -11,8 +11,9 @@ Every gRPC failure becomes one `node.errors` exception with a sentence saying wh
 from __future__ import annotations
 
 import hashlib
+import re
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -25,6 +26,7 @@ from node.kit import NodeKit, load_kit
 from node.proto import flctl_pb2 as pb
 from node.proto import flctl_pb2_grpc as pb_grpc
 from node.tls import CHUNK, channel
+from provisioner.errors import KitError
 
 T = TypeVar("T")
 DEFAULT_TIMEOUT_S = 30.0
@@ -54,10 +56,21 @@ def translate(exc: grpc.RpcError, target: str) -> errors.NodeError:
     return errors.NodeError(f"the server failed: {code.name}: {details}")
 
 
+_JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+
+
+def check_job_id(job_id: str) -> None:
+    """BadRequest unless `job_id` could be a job id (letters, digits, '-' and '_'): it names a folder here."""
+    if not _JOB_ID.fullmatch(job_id):
+        raise errors.BadRequest(f"{job_id!r} is not a job id (letters, digits, '-' and '_', as `flctl job ls` "
+                                "shows them); nothing was downloaded")
+
+
 class AdminClient:
     def __init__(self, kit: NodeKit, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
         if kit.info.kind != "admin":
-            raise errors.NodeError(f"{kit.root} is a {kit.info.kind} kit; use an admin's kit")
+            raise KitError(f"{kit.root} is a {kit.info.kind} kit ({kit.info.name}), but this command needs an admin's "
+                           "startup kit; pass one with --kit DIR or FLCTL_KIT")
         self.kit = kit
         self.timeout_s = timeout_s
         self._channel = channel(kit)
@@ -94,14 +107,17 @@ class AdminClient:
     def whoami(self) -> t.Identity:
         return serde.identity_from_pb(self._call(self._stub.WhoAmI, pb.Empty()))
 
-    def submit_job(self, folder: Path) -> str:
-        """Validate the job folder here, send it as a zip bundle, and return the new job's id."""
+    def submit_job(self, folder: Path, progress: Callable[[int, int | None], None] | None = None) -> str:
+        """Validate the job folder here, send it as a zip bundle, and return the new job's id.
+
+        `progress(bytes read, total)` is called while the folder is packed.
+        """
         from node.bundle import pack_job
         from node.job_signing import sign_bundle
         from node.job_spec import load_job
 
         load_job(folder)
-        data = pack_job(folder)
+        data = pack_job(folder, progress=progress)
         digest = hashlib.sha256(data).hexdigest()
         signature = sign_bundle(data, self.kit.key_pem)
 
@@ -124,14 +140,33 @@ class AdminClient:
     def abort_job(self, job_id: str) -> t.JobInfo:
         return serde.job_from_pb(self._call(self._stub.AbortJob, pb.JobRef(job_id=job_id), timeout=60))
 
-    def download_job(self, job_id: str, out_dir: Path) -> Path:
-        """Unpack the job's artifacts (models, metrics, logs) into `out_dir/<job_id>/` and return that folder."""
+    def download_job(self, job_id: str, out_dir: Path,
+                     progress: Callable[[int, int | None], None] | None = None) -> Path:
+        """Unpack the job's artifacts (models, metrics, logs) into `out_dir/<job_id>/` and return that folder.
+
+        `progress(bytes received, total or None)` is called as the archive arrives.
+        """
+        check_job_id(job_id)
         target = out_dir / job_id
+        created = not target.exists()
         target.mkdir(parents=True, exist_ok=True)
         archive = target / ".artifacts.zip.part"
+        received = 0
         with open(archive, "wb") as handle:
-            for chunk in self._stream(self._stub.DownloadJob, pb.JobRef(job_id=job_id), timeout=3600):
-                handle.write(chunk.data)
+            try:
+                call = self._stub.DownloadJob(pb.JobRef(job_id=job_id), timeout=3600)
+                sizes = [str(v) for k, v in call.initial_metadata() or () if k == t.DOWNLOAD_SIZE_HEADER]
+                total = int(sizes[0]) if sizes and sizes[0].isdigit() else None
+                for chunk in call:
+                    handle.write(chunk.data)
+                    received += len(chunk.data)
+                    if progress is not None:
+                        progress(received, total)
+            except grpc.RpcError as exc:
+                archive.unlink(missing_ok=True)
+                if created:
+                    target.rmdir()  # an unknown or forbidden job leaves no empty folder behind
+                raise translate(exc, self.kit.target) from None
         with zipfile.ZipFile(archive) as zf:
             for name in zf.namelist():
                 if name.startswith("/") or ".." in Path(name).parts:

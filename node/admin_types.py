@@ -7,6 +7,7 @@ from typing import Any
 
 JOB_STATUSES = ("SUBMITTED", "RUNNING", "FINISHED", "FAILED", "ABORTED")
 ENDED_STATUSES = ("FINISHED", "FAILED", "ABORTED")
+DOWNLOAD_SIZE_HEADER = "flctl-download-size"  # gRPC metadata: the artifacts archive's size, for a progress bar
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,11 @@ the executable bit kept. `extract_bundle` trusts nothing in the archive: it refu
 leave the target, links and special files, too many entries, too many bytes (counted while
 writing, not read from headers) and entries that inflate suspiciously; it writes into a
 temporary folder beside the target and renames it, so a refused bundle leaves nothing behind.
+
+An entry may inflate as far as the size it declares (the declared sizes together are checked
+against `max_total_bytes` first): a large but honest, compressible file (a zero-filled data file
+deflates 1000 times) is accepted. Inflating past both its declared size and `max_ratio` times its
+compressed size is a bomb. zipfile itself also stops an entry at its declared size and checks its CRC.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import stat
 import tempfile
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -46,8 +51,12 @@ def bundle_digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def pack_job(folder: Path, limits: BundleLimits | None = None) -> bytes:
-    """Zip bytes of everything in `folder` (skipping __pycache__, .git and *.pyc), checked against `limits`."""
+def pack_job(folder: Path, limits: BundleLimits | None = None,
+             progress: Callable[[int, int | None], None] | None = None) -> bytes:
+    """Zip bytes of everything in `folder` (skipping __pycache__, .git and *.pyc), checked against `limits`.
+
+    `progress(bytes read, total bytes)` is called as the files are read, for a progress display.
+    """
     limits = limits or BundleLimits()
     if not folder.is_dir():
         raise JobError([Problem(str(folder), None, "", "is not a folder")])
@@ -58,6 +67,7 @@ def pack_job(folder: Path, limits: BundleLimits | None = None) -> bytes:
     if total > limits.max_total_bytes:
         raise _refuse(str(folder), f"holds {total} bytes; a job may hold at most {limits.max_total_bytes}")
     out = io.BytesIO()
+    done = 0
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
         for name, path in files:
             info = zipfile.ZipInfo(name, FIXED_TIME)
@@ -67,7 +77,11 @@ def pack_job(folder: Path, limits: BundleLimits | None = None) -> bytes:
             info.compress_type = zipfile.ZIP_DEFLATED
             large = path.stat().st_size >= zipfile.ZIP64_LIMIT
             with path.open("rb") as source, archive.open(info, "w", force_zip64=large) as sink:
-                shutil.copyfileobj(source, sink, _CHUNK)
+                while chunk := source.read(_CHUNK):
+                    sink.write(chunk)
+                    done += len(chunk)
+                    if progress is not None:
+                        progress(done, total)
     data = out.getvalue()
     if len(data) > limits.max_bundle_bytes:
         raise _refuse(str(folder), f"packs into {len(data)} bytes; a bundle may be at most {limits.max_bundle_bytes}")
@@ -170,7 +184,9 @@ def _extract(archive: zipfile.ZipFile, entries: list[zipfile.ZipInfo], names: li
                 continue
             path.parent.mkdir(parents=True, exist_ok=True)
             executable = (info.external_attr >> 16) & 0o111
-            budget = limits.max_ratio * max(1, min(info.compress_size, size)) + limits.ratio_floor_bytes
+            # As far as it declares (the declared total is within the limit), or max_ratio times its compressed size.
+            ratio_budget = limits.max_ratio * max(1, min(info.compress_size, size)) + limits.ratio_floor_bytes
+            budget = max(ratio_budget, info.file_size)
             entry_bytes = 0
             with archive.open(info) as stream, path.open("xb") as sink:
                 while chunk := stream.read(_CHUNK):
@@ -180,8 +196,9 @@ def _extract(archive: zipfile.ZipFile, entries: list[zipfile.ZipInfo], names: li
                         raise _refuse(source, f"entry '{info.filename}' takes the job past {limits.max_total_bytes} "
                                               "bytes unpacked")
                     if entry_bytes > budget:
-                        raise _refuse(source, f"entry '{info.filename}' inflates more than {limits.max_ratio} times; "
-                                              "refusing a likely zip bomb")
+                        raise _refuse(source, f"entry '{info.filename}' inflates more than {limits.max_ratio} times "
+                                              f"and past the {info.file_size} bytes it declares; refusing a likely "
+                                              "zip bomb")
                     sink.write(chunk)
             path.chmod(0o755 if executable else 0o644)
         except (zipfile.BadZipFile, EOFError, NotImplementedError, RuntimeError, zlib.error) as exc:

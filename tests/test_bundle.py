@@ -219,15 +219,73 @@ def test_bomb_that_lies_about_its_size_is_stopped_while_streaming(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_high_compression_ratio_is_refused(tmp_path):
-    """An entry that inflates 1000 times, under the total limit, is refused as a likely bomb."""
+def test_high_compression_ratio_past_the_allowed_total_is_refused(tmp_path):
+    """An entry that inflates 1000 times to more than the job may hold is refused before anything is written."""
+    # Prepare
+    data = deflate_bomb("zeros.bin", 64 * 1024 * 1024)
+    # Execute
+    text = refusal(data, tmp_path / "job", BundleLimits(max_total_bytes=32 * 1024 * 1024))
+    # Assert
+    assert text == "job bundle: would unpack to 67108864 bytes; a job may hold at most 33554432"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_high_compression_ratio_with_a_forged_checksum_is_refused(tmp_path):
+    """A deflate bomb under the total but with a forged CRC is refused while reading, leaving nothing behind."""
     # Prepare
     data = deflate_bomb("zeros.bin", 64 * 1024 * 1024)
     # Execute
     text = refusal(data, tmp_path / "job")
     # Assert
-    assert text == "job bundle: entry 'zeros.bin' inflates more than 200 times; refusing a likely zip bomb"
+    assert text.startswith("job bundle: entry 'zeros.bin' cannot be read")
     assert list(tmp_path.iterdir()) == []
+
+
+ZEROS = 64 * 1024 * 1024  # deflates about 1000 times: past the 200 times that once refused it as a bomb
+
+
+def zero_job(tmp_path: Path, size: int = ZEROS) -> Path:
+    """A job folder with a script and a sparse, zero-filled data file of `size` bytes."""
+    job = tmp_path / "src"
+    (job / "data").mkdir(parents=True)
+    (job / "train.py").write_text("print('hi')\n")
+    with (job / "data" / "zeros.bin").open("wb") as handle:
+        handle.truncate(size)  # sparse: no disk blocks, reads as zeros
+    return job
+
+
+def test_honest_compressible_file_under_the_limits_is_accepted(tmp_path):
+    """A large zero-filled file (1000:1) packs with progress and unpacks whole, being under the allowed total."""
+    # Prepare
+    job = zero_job(tmp_path)
+    seen: list[tuple[int, int | None]] = []
+    # Execute
+    data = pack_job(job, progress=lambda done, total: seen.append((done, total)))
+    extract_bundle(data, tmp_path / "job")
+    # Assert
+    assert len(data) * 200 < ZEROS  # the ratio alone would have called it a bomb
+    unpacked = tmp_path / "job" / "data" / "zeros.bin"
+    assert unpacked.stat().st_size == ZEROS
+    with unpacked.open("rb") as handle:
+        assert not any(handle.read(1024 * 1024).strip(b"\0") for _ in range(ZEROS // (1024 * 1024)))
+    assert seen[-1] == (ZEROS + len("print('hi')\n"), ZEROS + len("print('hi')\n"))
+    assert [done for done, _ in seen] == sorted(done for done, _ in seen)
+
+
+def test_honest_compressible_file_over_the_limit_is_refused(tmp_path):
+    """The same zero file over max_total_bytes is refused when packing and, packed anyway, when unpacking."""
+    # Prepare
+    job = zero_job(tmp_path)
+    data = pack_job(job)
+    small = BundleLimits(max_total_bytes=ZEROS // 2)
+    # Execute
+    with pytest.raises(JobError) as packing:
+        pack_job(job, small)
+    text = refusal(data, tmp_path / "job", small)
+    # Assert
+    assert str(packing.value).endswith(f"bytes; a job may hold at most {ZEROS // 2}")
+    assert text == f"job bundle: would unpack to {ZEROS + 12} bytes; a job may hold at most {ZEROS // 2}"
+    assert not (tmp_path / "job").exists()
 
 
 def test_total_size_is_enforced(tmp_path):

@@ -137,12 +137,16 @@ def test_status_and_logs_show_the_running_nodes(fleet: Fleet) -> None:
     # Execute
     status = fleet.deploy("status", fleet.inventory, "--json")
     logs = fleet.deploy("logs", fleet.inventory, "site-1", "-n", "20")
+    logs_json = fleet.deploy("logs", fleet.inventory, "site-1", "-n", "20", "--json")
     # Assert
     assert status.returncode == 0, status.stdout + status.stderr
     assert {(r["participant"], r["status"]) for r in json.loads(status.stdout)} == {
         ("localhost", "running"), ("site-1", "running"), ("site-2", "running")}
     assert logs.returncode == 0, logs.stderr
     assert "workspace/node.log" in logs.stdout
+    assert logs_json.returncode == 0, logs_json.stderr
+    as_json = json.loads(logs_json.stdout)
+    assert (as_json["host"], as_json["lines"]) == ("site-1", 20) and "workspace/node.log" in as_json["log"]
 
 
 def test_upgrade_rolls_back_a_host_unhealthy_after_it(fleet: Fleet) -> None:

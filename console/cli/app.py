@@ -11,11 +11,11 @@ import atexit
 import gc
 import sys
 from collections.abc import Callable
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import typer
 
-from console.cli import console_cmd, exit_codes, quickstart, simulate, terminal
+from console.cli import completion, console_cmd, exit_codes, global_options, quickstart, simulate, terminal
 from console.cli.lazy_group import LazyGroup
 
 HELP = "flctl: provision, deploy, run and watch a federated-learning federation from the terminal."
@@ -98,6 +98,17 @@ class FlctlGroup(LazyGroup):
         "site": _site, "poc": _poc, "deploy": _deploy,
     }
 
+    def __init__(self, **attrs: Any) -> None:
+        super().__init__(**attrs)
+        self.params.extend(global_options.params())  # --version, --quiet, --install/--show-completion
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, completion.with_default_shell(args))
+
+    def _main_shell_completion(self, ctx_args: Any, prog_name: str, complete_var: str | None = None) -> None:
+        completion.prepare_if_completing(prog_name)
+        super()._main_shell_completion(ctx_args, prog_name, complete_var)
+
 
 app = typer.Typer(cls=FlctlGroup, help=HELP, no_args_is_help=True, add_completion=False,
                   pretty_exceptions_show_locals=False, rich_markup_mode=None,
@@ -115,6 +126,7 @@ def main() -> None:
     # job submit): objects still go away by reference counting, and atexit handlers registered later run first.
     atexit.unregister(gc.freeze)
     atexit.register(gc.freeze)
+    terminal.set_quiet(False)  # --quiet sets it again for this command (matters when called twice in one process)
     try:
         app()
     except KeyboardInterrupt:

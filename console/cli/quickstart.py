@@ -1,4 +1,4 @@
-"""`flctl quickstart [-n SITES] [--job hello-pt|hello-numpy|PATH] [-w DIR] [-o DIR]`."""
+"""`flctl quickstart [-n SITES] [--job hello-pt|hello-numpy|PATH] [-w DIR] [-o DIR] [--json]`."""
 
 from __future__ import annotations
 
@@ -39,12 +39,15 @@ def command(
     ] = None,
     out: Annotated[Path, typer.Option("--out", "-o", file_okay=False,
                                       help="Where the job's results are downloaded.")] = Path("quickstart-results"),
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object a line on stdout, one per step: "
+                                                          "up, submitted, ended, downloaded, stopped.")] = False,
 ) -> None:
     """Try flctl in one command: start a local federation, run an example job live, fetch its results.
 
     It provisions a server, N sites and an admin on 127.0.0.1, starts them, submits the job, shows
     each round's metrics, downloads the results and stops everything it started (also on Ctrl-C).
-    Exit codes: 0 the job FINISHED, 1 it failed, 130 interrupted.
+    Exit codes: 0 the job FINISHED, 1 it failed, 130 interrupted. With --json each step is one line
+    of JSON on stdout ({"step": "up", ...}, "submitted", "ended", "downloaded", "stopped").
     """
     import shutil
     import signal
@@ -67,25 +70,37 @@ def command(
     try:
         state = prepare(root, sites)
         seconds = start(root, state)
-        terminal.info(f"local federation up: server and {sites} sites online in {seconds:.2f} s ({root})")
-        finished = _run_job(state.admin_kit(root), folder, out.absolute())
+        _step(json_out, {"step": "up", "sites": sites, "seconds": round(seconds, 3), "workspace": str(root)},
+              f"local federation up: server and {sites} sites online in {seconds:.2f} s ({root})")
+        finished = _run_job(state.admin_kit(root), folder, out.absolute(), json_out)
     except LocalError as exc:
         terminal.abort(f"{exc}", exit_codes.TIMED_OUT if exc.kind == "timeout" else exit_codes.FAILED)
     finally:
         if state is not None:
             began = time.monotonic()
             stop(root, state)
-            terminal.info(f"stopped the local federation in {time.monotonic() - began:.2f} s")
+            took = time.monotonic() - began
+            kept = None if temporary and finished else str(root)
+            _step(json_out, {"step": "stopped", "seconds": round(took, 3), "kept": kept},
+                  f"stopped the local federation in {took:.2f} s")
         signal.signal(signal.SIGTERM, previous)
         if temporary and finished:
             shutil.rmtree(root, ignore_errors=True)
-        elif temporary:
+        elif temporary and not json_out:
             terminal.info(f"kept its kits and logs in {root}")
     if not finished:
         raise typer.Exit(exit_codes.FAILED)
 
 
-def _run_job(admin_kit: Path, folder: Path, out: Path) -> bool:
+def _step(json_out: bool, data: dict[str, Any], message: str) -> None:
+    """One step done: a JSON line with --json, else a line for the person watching."""
+    if json_out:
+        terminal.json_line(data)
+    else:
+        terminal.info(message)
+
+
+def _run_job(admin_kit: Path, folder: Path, out: Path, json_out: bool = False) -> bool:
     """Submit `folder`, follow it live, download its results; True when it FINISHED."""
     from console.cli.job.submit import follow
     from node.admin_client import AdminClient
@@ -93,16 +108,24 @@ def _run_job(admin_kit: Path, folder: Path, out: Path) -> bool:
     with AdminClient.from_kit(admin_kit) as admin:
         began = time.monotonic()
         job_id = admin.submit_job(folder)
-        terminal.info(f"submitted {folder.name} as job {job_id}")
-        info = follow(admin, job_id)
+        _step(json_out, {"step": "submitted", "job": folder.name, "id": job_id},
+              f"submitted {folder.name} as job {job_id}")
+        info = follow(admin, job_id, quiet=json_out)
         took = time.monotonic() - began
+        if json_out:
+            terminal.json_line({"step": "ended", "id": job_id, "status": info.status, "error": info.error,
+                                "seconds": round(took, 3)})
         if info.status != "FINISHED":
-            terminal.error(f"job {job_id} {info.status}" + (f": {info.error}" if info.error else ""))
+            if not json_out:
+                terminal.error(f"job {job_id} {info.status}" + (f": {info.error}" if info.error else ""))
             return False
         out.mkdir(parents=True, exist_ok=True)
         results = admin.download_job(job_id, out)
-    terminal.success(f"job {job_id} FINISHED in {took:.2f} s from submit; results (models, metrics.json, logs) "
-                     f"in {results}")
+    if json_out:
+        terminal.json_line({"step": "downloaded", "id": job_id, "path": str(results)})
+    else:
+        terminal.success(f"job {job_id} FINISHED in {took:.2f} s from submit; results (models, metrics.json, "
+                         f"logs) in {results}")
     return True
 
 

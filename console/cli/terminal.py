@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
 
 if TYPE_CHECKING:
@@ -45,6 +46,18 @@ def _out() -> Console:
     return _console("out")
 
 
+@dataclass
+class _Settings:
+    quiet: bool = False  # `flctl --quiet`: info, success and progress print nothing
+
+
+settings = _Settings()
+
+
+def set_quiet(value: bool) -> None:
+    settings.quiet = value
+
+
 def escape(text: str) -> str:
     from rich.markup import escape as rich_escape
 
@@ -64,11 +77,13 @@ def abort(message: str, code: int) -> NoReturn:
 
 
 def info(message: str) -> None:
-    _err().print(escape(message))
+    if not settings.quiet:
+        _err().print(escape(message))
 
 
 def success(message: str) -> None:
-    _err().print(f"[green]✓[/green] {escape(message)}")
+    if not settings.quiet:
+        _err().print(f"[green]✓[/green] {escape(message)}")
 
 
 def warning(message: str) -> None:
@@ -81,6 +96,12 @@ def error(message: str) -> None:
 
 def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def json_line(data: Any) -> None:
+    """One JSON object on one line of stdout, flushed at once: the events of a long-running command."""
+    sys.stdout.write(json.dumps(data, default=str) + "\n")
     sys.stdout.flush()
 
 

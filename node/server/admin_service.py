@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import grpc
 
 from node import serde
-from node.admin_types import ENDED_STATUSES
+from node.admin_types import DOWNLOAD_SIZE_HEADER, ENDED_STATUSES
 from node.authz import Actor, JobOwner, Right, decide
 from node.proto import flctl_pb2 as pb
 from node.proto import flctl_pb2_grpc as pb_grpc
@@ -226,6 +226,7 @@ class AdminService(pb_grpc.AdminServicer):
         with tempfile.TemporaryDirectory(dir=self._ctx.workspace) as tmp:
             archive = Path(tmp) / "artifacts.zip"
             self._pack(job, job_dir, archive)
+            context.send_initial_metadata(((DOWNLOAD_SIZE_HEADER, str(archive.stat().st_size)),))
             for block in stream_file(archive):
                 yield pb.Chunk(data=block)
 

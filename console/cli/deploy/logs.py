@@ -8,12 +8,14 @@ import typer
 
 from console.cli import exit_codes, terminal
 from console.cli.deploy.run import InventoryArg, make_rollout
+from console.cli.options import JsonOption
 
 
 def command(
     inventory: InventoryArg,
     host: Annotated[str, typer.Argument(help="The participant (or address) whose node's log to show.")],
     lines: Annotated[int, typer.Option("--lines", "-n", min=1, help="Lines from the end of each log.")] = 100,
+    json_out: JsonOption = False,
 ) -> None:
     """Print the end of a deployed node's log (its node.log, and the supervisor's or the journal's)."""
     rollout = make_rollout(inventory, quiet=True)
@@ -22,4 +24,8 @@ def command(
     except KeyError:
         names = ", ".join(h.participant for h in rollout.inventory.hosts)
         terminal.abort(f"no host '{host}' in {inventory}; hosts: {names}", exit_codes.BAD_INPUT)
-    terminal.out.print(rollout.logs(spec, lines), markup=False, highlight=False, end="")
+    text = rollout.logs(spec, lines)
+    if json_out:
+        terminal.print_json({"host": spec.participant, "lines": lines, "log": text})
+        return
+    terminal.out.print(text, markup=False, highlight=False, end="")

@@ -17,8 +17,12 @@ def command(job_id: Annotated[str, typer.Argument(metavar="ID")],
                                               help="Folder to unpack into (as OUT/ID/).")] = Path("."),
             kit: KitOption = None, json_out: JsonOption = False) -> None:
     """Download a job's artifacts: global models per round and final, metrics, logs, events."""
-    with connect(kit) as admin:
-        target = admin.download_job(job_id, out)
+    from console.cli.progress import byte_progress
+    from node.admin_client import check_job_id
+
+    check_job_id(job_id)  # before any folder is made or any connection opened
+    with connect(kit) as admin, byte_progress(f"downloading {job_id}", json_out) as progress:
+        target = admin.download_job(job_id, out, progress=progress)
     if json_out:
         terminal.print_json({"id": job_id, "path": str(target)})
         return

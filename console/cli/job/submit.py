@@ -24,8 +24,11 @@ def command(
     workflow, a bad argument or a missing script is refused with exit code 2.
     With --watch the exit code is 0 when the job FINISHED and 1 otherwise.
     """
+    from console.cli.progress import byte_progress
+
     with connect(kit) as admin:
-        job_id = admin.submit_job(job)
+        with byte_progress(f"packing {job.name}", json_out) as packing:
+            job_id = admin.submit_job(job, progress=packing)
         if not watch:
             if json_out:
                 terminal.print_json({"id": job_id})
@@ -46,10 +49,13 @@ def follow(admin: Any, job_id: str, quiet: bool = False) -> Any:
 
     `quiet` prints nothing: it only waits on the same stream for the job's final event.
     """
-    if quiet:
+    if quiet or terminal.settings.quiet:
         for _ in admin.watch(job_id):
             pass
-        return admin.get_job(job_id)
+        final = admin.get_job(job_id)
+        if not quiet and final.status != "FINISHED":  # --quiet keeps the error
+            terminal.error(f"job {job_id} {final.status}" + (f": {final.error}" if final.error else ""))
+        return final
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from console.cli.job.render import metrics_line

@@ -27,11 +27,15 @@ def command(
     kit: Annotated[Path, typer.Argument(help="The server's or a site's startup kit.")],
     workspace: WorkspaceOpt = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log debug details.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object a line on stdout as the node "
+                                                          "goes: listening/connecting, then stopped.")] = False,
 ) -> None:
     """Start the server or a site from its kit, in the foreground, until SIGINT or SIGTERM.
 
     The kit's signature is verified first; a kit with a changed file is refused,
-    naming the file. Logs go to the terminal and to WORKSPACE/node.log.
+    naming the file. Logs go to the terminal and to WORKSPACE/node.log. With --json, stdout carries
+    only JSON lines: {"event": "listening", ...} (server) or {"event": "connecting", ...} (site), then
+    {"event": "stopped"}.
     """
     import logging
 
@@ -53,8 +57,12 @@ def command(
         server.start()
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: server.stop())
-        terminal.success(f"server '{node_kit.info.name}' of project '{node_kit.info.project}' is listening on "
-                         f"{server.address}")
+        if json_out:
+            terminal.json_line({"event": "listening", "kind": "server", "name": node_kit.info.name,
+                                "project": node_kit.info.project, "address": server.address})
+        else:
+            terminal.success(f"server '{node_kit.info.name}' of project '{node_kit.info.project}' is listening on "
+                             f"{server.address}")
         server.wait()
     elif node_kit.info.kind == "site":
         from node.site.agent import SiteAgent
@@ -62,11 +70,18 @@ def command(
         agent = SiteAgent(node_kit, ws)
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: agent.stop())
-        terminal.info(f"site '{node_kit.info.name}' connecting to {node_kit.target}")
+        if json_out:
+            terminal.json_line({"event": "connecting", "kind": "site", "name": node_kit.info.name,
+                                "project": node_kit.info.project, "target": node_kit.target})
+        else:
+            terminal.info(f"site '{node_kit.info.name}' connecting to {node_kit.target}")
         agent.run()
     else:
         terminal.abort(f"{kit} is an admin's kit; admins use `flctl job …` with --kit, not `flctl node start`", 2)
-    terminal.info("stopped")
+    if json_out:
+        terminal.json_line({"event": "stopped", "kind": node_kit.info.kind, "name": node_kit.info.name})
+    else:
+        terminal.info("stopped")
     # The daemon has ended its jobs and released its files: skip the interpreter's teardown of grpc and of a
     # thousand modules (a fifth of a second, which `flctl poc stop` would wait for).
     logging.shutdown()

@@ -12,12 +12,14 @@ import typer
 
 from console.cli import exit_codes, terminal
 from console.cli.node.start import WorkspaceOpt, workspace_for
+from console.cli.options import JsonOption
 
 
 def command(
     kit: Annotated[Path, typer.Argument(help="The kit the node was started from.")],
     workspace: WorkspaceOpt = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for a clean stop.")] = 20.0,
+    json_out: JsonOption = False,
 ) -> None:
     """Stop the node started from KIT (SIGTERM, then wait for it to exit)."""
     from node import pidfile
@@ -30,7 +32,10 @@ def command(
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not pidfile.alive(pid):
-            terminal.success(f"stopped the node (process {pid})")
+            if json_out:
+                terminal.print_json({"stopped": True, "pid": pid})
+            else:
+                terminal.success(f"stopped the node (process {pid})")
             return
         time.sleep(0.1)
     terminal.abort(f"process {pid} did not stop within {timeout:.0f} s; end it with `kill -9 {pid}`",
