@@ -1,7 +1,7 @@
 """Provision a project: issue what is missing, reuse what exists, write the next `prod_NN`.
 
-    <workspace>/<project>/prod_NN/<participant>/     one kit per participant
-    <workspace>/<project>/prod_NN/<participant>.zip  the same kit, zipped
+    <workspace>/<project>/prod_NN/<participant>/     one kit per participant (0700)
+    <workspace>/<project>/prod_NN/<participant>.zip  the same kit, zipped (0600)
     <workspace>/<project>/state/                     the CA and what it issued
 
 Everything is built in a hidden temporary folder and renamed into place at the
@@ -29,7 +29,7 @@ from provisioner import dir_spread, fork_pool, pki, signing
 from provisioner import kit_layout as layout
 from provisioner.errors import ProvisionError
 from provisioner.kit_files import KitFile, KitRenderer
-from provisioner.kit_writer import write_files, write_zip
+from provisioner.kit_writer import FOLDER_MODE, write_files, write_zip
 from provisioner.project import Participant, Project
 from provisioner.state import IssuedRecord, State, load_state, locked, new_state, save_state
 
@@ -139,9 +139,9 @@ def provision(project: Project, workspace: Path, passphrase: bytes | None = None
         outer = project_dir / f".{result.prod_dir.name}.tmp-{os.getpid()}"
         tmp = outer / "prod"
         try:
-            outer.mkdir()
+            outer.mkdir(mode=FOLDER_MODE)
             dir_spread.mark_top(outer)
-            tmp.mkdir()
+            tmp.mkdir(mode=FOLDER_MODE)
             spread = dir_spread.mark_top(tmp)
             maker = KitMaker(project, state, now)
             count = workers or fork_pool.worker_count(len(decisions), KITS_PER_PROCESS)

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from .conftest import LOCAL_PROJECT, ROOT
 
 FLCTL = Path(sys.executable).parent / "flctl"
@@ -144,3 +146,38 @@ def test_help_is_instant_and_imports_nothing_heavy():
     assert out.stdout.strip() == "[]"
     help_out = subprocess.run([FLCTL, "--help"], capture_output=True, text=True, check=True)
     assert "provision" in help_out.stdout and "kit" in help_out.stdout
+
+
+@pytest.fixture
+def umask_022():
+    """The usual umask, under which a file created without an explicit mode is readable by everyone."""
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
+def stat_mode(path: str | Path) -> str:
+    """The mode as coreutils' `stat` reports it."""
+    return subprocess.run(["stat", "-c", "%a", path], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_build_and_renew_write_private_kits_under_umask_022(flctl, tmp_path, umask_022):
+    """`provision` and `provision renew` write each kit folder 0700 and each zip 0600."""
+    built = flctl("provision", LOCAL_PROJECT, "-w", tmp_path, "--json")
+    renewed = flctl("provision", "renew", "site-1", "-p", LOCAL_PROJECT, "-w", tmp_path, "--json")
+    for result in (built, renewed):
+        assert result.code == 0, result.stderr
+        for kit in result.json()["kits"]:
+            assert (stat_mode(kit["kit"]), stat_mode(kit["zip"])) == ("700", "600"), kit["name"]
+
+
+def test_sign_writes_a_private_kit_and_prints_the_exact_complete_command(flctl, tmp_path, umask_022):
+    """`provision sign -o DIR`: kit 0700, zip 0600, and the `kit complete` line names DIR."""
+    req = flctl("kit", "request", "site-1", "--org", "local", "-o", tmp_path / "site", "--json")
+    out = tmp_path / "to send" / "site-1"
+    signed = flctl("provision", "sign", req.json()["csr"], "-p", LOCAL_PROJECT, "-w", tmp_path / "ws", "-o", out)
+    assert signed.code == 0, signed.stderr
+    assert (stat_mode(out), stat_mode(out.parent / "site-1.zip")) == ("700", "600")
+    assert f"flctl kit complete '{out}' --key site-1.key" in signed.stderr
+    done = flctl("kit", "complete", out, "--key", tmp_path / "site" / "site-1.key")
+    assert done.code == 0, done.stderr
