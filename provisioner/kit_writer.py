@@ -50,9 +50,12 @@ def write_files(root: Path, files: Mapping[str, KitFile]) -> None:
         _create(path, f.data, f.mode)
 
 
-def write_zip(path: Path, top: str, files: Mapping[str, KitFile], now: dt.datetime) -> None:
-    """The kit as `top/...` in a new zip file, mode 0600 (entries sorted, modes kept, all dated `now`)."""
-    write_private(path, zip_bytes(top, files, now))
+def write_zip(path: Path, top: str, files: Mapping[str, KitFile], now: dt.datetime) -> bytes:
+    """The kit as `top/...` in a new zip file, mode 0600 (entries sorted, modes kept, all dated `now`); returns
+    the bytes written."""
+    data = zip_bytes(top, files, now)
+    write_private(path, data)
+    return data
 
 
 def write_private(path: Path, data: bytes) -> None:
