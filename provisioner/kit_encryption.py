@@ -141,7 +141,7 @@ def decrypt(data: bytes, shown: str, passphrase: bytes | None = None, key: Priva
         head_end = at + _PASSPHRASE_HEAD.size
         _need(data, head_end + _NONCE + 16, shown)
         log2_n, r, p, salt, file_salt, check = _PASSPHRASE_HEAD.unpack(data[at:head_end])
-        if not (10 <= log2_n <= 20 and 1 <= r <= 16 and 1 <= p <= 4):
+        if not (10 <= log2_n <= 18 and 1 <= r <= 8 and 1 <= p <= 4):  # at most 256 MiB, whatever the file says
             raise KitError(f"{shown} is damaged or was altered (scrypt parameters out of range)")
         stretched = Passphrase.derive(passphrase, salt, log2_n, r, p)
         if not hmac.compare_digest(stretched.check(), check):
