@@ -262,3 +262,16 @@ def test_zip_passphrase_must_be_long_and_not_the_cas(flctl, tmp_path, monkeypatc
     stranger = flctl("provision", LOCAL_PROJECT, "-w", tmp_path, "--encrypt-to", f"nobody={request['csr']}")
     assert stranger.code == 2 and "--encrypt-to: nobody is not a participant of project 'local'" in stranger.stderr
     assert not (tmp_path / "local").exists()
+
+
+def test_renew_encrypts_the_renewed_kit_to_the_sites_key(flctl, tmp_path, umask_022):
+    """`provision renew --encrypt-to` writes the new NAME.zip.enc (0600) that the site's key opens."""
+    request = flctl("kit", "request", "site-1", "--org", "local", "-o", tmp_path / "req", "--json").json()
+    assert flctl("provision", LOCAL_PROJECT, "-w", tmp_path / "ws").code == 0
+    renewed = flctl("provision", "renew", "site-1", "-p", LOCAL_PROJECT, "-w", tmp_path / "ws", "--encrypt-to",
+                    f"site-1={request['csr']}", "--json")
+    assert renewed.code == 0, renewed.stderr
+    sealed = {k["name"]: k["encrypted_zip"] for k in renewed.json()["kits"]}
+    assert sealed["site-2"] is None and stat_mode(sealed["site-1"]) == "600"
+    opened = flctl("kit", "unpack", sealed["site-1"], "--key", request["key"], "-o", tmp_path / "in", "--json")
+    assert opened.code == 0 and opened.json()["ok"] is True, opened.stderr

@@ -10,6 +10,8 @@ import zipfile
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, x25519
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from provisioner import kit_encryption as enc
 from provisioner.build import provision
@@ -141,4 +143,22 @@ def test_hostile_zip_is_refused_and_nothing_written(tmp_path, entries, words):
     """A zip that could write outside its folder, or a link, is refused before anything is written."""
     with pytest.raises(KitError, match=words):
         unpack_zip(_zip(entries), tmp_path / "in", "k.zip")
+    assert not (tmp_path / "in").exists()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=200))
+def test_any_bytes_after_the_magic_give_a_sentence_not_a_crash(tail):
+    """Whatever follows the magic, decrypting ends in KitError or PassphraseError, never another exception."""
+    with pytest.raises((KitError, PassphraseError)):
+        enc.decrypt(b"FLCTLKIT" + tail, "f", passphrase=b"correct horse battery",
+                    key=x25519.X25519PrivateKey.generate())
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.binary(max_size=400))
+def test_any_bytes_as_a_zip_give_a_sentence_not_a_crash(tmp_path, data):
+    """Arbitrary bytes given as a kit zip are refused with KitError and leave nothing behind."""
+    with pytest.raises(KitError):
+        unpack_zip(data, tmp_path / "in", "k.zip")
     assert not (tmp_path / "in").exists()
