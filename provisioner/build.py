@@ -1,7 +1,8 @@
 """Provision a project: issue what is missing, reuse what exists, write the next `prod_NN`.
 
-    <workspace>/<project>/prod_NN/<participant>/     one kit per participant
-    <workspace>/<project>/prod_NN/<participant>.zip  the same kit, zipped
+    <workspace>/<project>/prod_NN/<participant>/     one kit per participant (0700)
+    <workspace>/<project>/prod_NN/<participant>.zip  the same kit, zipped (0600)
+    <workspace>/<project>/prod_NN/<participant>.zip.enc  the zip encrypted for delivery (0600), when asked
     <workspace>/<project>/state/                     the CA and what it issued
 
 Everything is built in a hidden temporary folder and renamed into place at the
@@ -27,9 +28,10 @@ from cryptography import x509
 
 from provisioner import dir_spread, fork_pool, pki, signing
 from provisioner import kit_layout as layout
-from provisioner.errors import ProvisionError
+from provisioner.errors import InputError, Problem, ProvisionError
+from provisioner.kit_encryption import SUFFIX, Delivery
 from provisioner.kit_files import KitFile, KitRenderer
-from provisioner.kit_writer import write_files, write_zip
+from provisioner.kit_writer import FOLDER_MODE, write_files, write_private, write_zip
 from provisioner.project import Participant, Project
 from provisioner.state import IssuedRecord, State, load_state, locked, new_state, save_state
 
@@ -52,6 +54,7 @@ class KitResult:
     kit_dir: Path
     zip_path: Path
     external_key: bool
+    encrypted_zip: Path | None = None  # NAME.zip.enc, when this run encrypted the kit for delivery
 
 
 @dataclass
@@ -111,16 +114,21 @@ def next_prod_dir(project_dir: Path) -> Path:
 
 def provision(project: Project, workspace: Path, passphrase: bytes | None = None,
               now: dt.datetime | None = None, progress: Progress | None = None,
-              renew: frozenset[str] = frozenset(), workers: int | None = None) -> ProvisionResult:
+              renew: frozenset[str] = frozenset(), workers: int | None = None,
+              delivery: Delivery | None = None) -> ProvisionResult:
     """Write the next `prod_NN` for `project` under `workspace` and update the state.
 
     `renew` names participants whose certificates are reissued even though nothing changed. `workers`
     is how many processes make kits (default: one per CPU for big projects, when this process runs a
-    single thread; see `fork_pool.worker_count`).
+    single thread; see `fork_pool.worker_count`). `delivery` also writes `NAME.zip.enc` beside each zip.
     """
     unknown = sorted(renew - {p.name for p in project.participants()})
     if unknown:
         raise ProvisionError(f"cannot renew {', '.join(unknown)}: not a participant of project '{project.name}'")
+    strangers = sorted(set(delivery.recipients if delivery else ()) - {p.name for p in project.participants()})
+    if strangers:
+        raise InputError([Problem("command line", None, "--encrypt-to", f"{', '.join(strangers)} is not a "
+                                  f"participant of project '{project.name}'")])
     now = now or dt.datetime.now(dt.UTC)
     project_dir = workspace / project.name
     with locked(project_dir):
@@ -139,11 +147,11 @@ def provision(project: Project, workspace: Path, passphrase: bytes | None = None
         outer = project_dir / f".{result.prod_dir.name}.tmp-{os.getpid()}"
         tmp = outer / "prod"
         try:
-            outer.mkdir()
+            outer.mkdir(mode=FOLDER_MODE)
             dir_spread.mark_top(outer)
-            tmp.mkdir()
+            tmp.mkdir(mode=FOLDER_MODE)
             spread = dir_spread.mark_top(tmp)
-            maker = KitMaker(project, state, now)
+            maker = KitMaker(project, state, now, delivery)
             count = workers or fork_pool.worker_count(len(decisions), KITS_PER_PROCESS)
             finished = 0
 
@@ -161,7 +169,8 @@ def provision(project: Project, workspace: Path, passphrase: bytes | None = None
                 result.kits.append(KitResult(
                     who.name, who.kind, who.org, who.role, decision.status, decision.reason,
                     dt.datetime.fromisoformat(kit["not_after"]), result.prod_dir / who.name,
-                    result.prod_dir / f"{who.name}.zip", rec.key_pem is None))
+                    result.prod_dir / f"{who.name}.zip", rec.key_pem is None,
+                    result.prod_dir / f"{who.name}{SUFFIX}" if kit["encrypted"] else None))
             if spread:
                 dir_spread.mark_top(tmp, on=False)
             save_state(project_dir, state, passphrase)
@@ -190,20 +199,26 @@ def _cycle_collector_paused() -> Iterator[None]:
 class KitMaker:
     """Makes the kits of one run; what they all share (issuer, renderer, CA bytes) is prepared once."""
 
-    def __init__(self, project: Project, state: State, now: dt.datetime) -> None:
-        self.project, self.state, self.now = project, state, now
+    def __init__(self, project: Project, state: State, now: dt.datetime, delivery: Delivery | None = None) -> None:
+        self.project, self.state, self.now, self.delivery = project, state, now, delivery
         self.issuer = pki.Issuer(state.ca_cert, state.ca_key)
         self.renderer = KitRenderer(project)
         self.ca_pem = pki.cert_pem(state.ca_cert)
         self.ca_sha256 = pki.fingerprint(state.ca_cert)
 
     def make(self, decision: Decision, prod: Path) -> dict[str, Any]:
-        """Certificate, files, signature, folder and zip of one kit; returns its record as JSON-able data."""
+        """Certificate, files, signature, folder, zip (and its encrypted form) of one kit; returns its record
+        as JSON-able data."""
+        name = decision.who.name
         rec, cert = self.certificate(decision)
         files = self.files(decision.who, rec)
-        write_files(prod / decision.who.name, files)
-        write_zip(prod / f"{decision.who.name}.zip", decision.who.name, files, self.now)
-        return {"record": dict(vars(rec)), "not_after": cert.not_valid_after_utc.isoformat()}
+        write_files(prod / name, files)
+        archive = write_zip(prod / f"{name}.zip", name, files, self.now)
+        sealed = self.delivery.encrypt(name, archive) if self.delivery else None
+        if sealed is not None:
+            write_private(prod / f"{name}{SUFFIX}", sealed)
+        return {"record": dict(vars(rec)), "not_after": cert.not_valid_after_utc.isoformat(),
+                "encrypted": sealed is not None}
 
     def certificate(self, decision: Decision) -> tuple[IssuedRecord, x509.Certificate]:
         """Reuse, issue or reissue (`state` is left as it is: the caller records the outcome)."""

@@ -6,6 +6,10 @@ them. The zip is a plain ZIP archive of stored (uncompressed) entries: kits
 hold certificates, keys and short text, which compression would barely shrink.
 It is assembled in memory, byte for byte as Python's `zipfile` writes it (a
 test holds the two to that), in a fraction of the time.
+
+A kit holds its participant's private key, so nobody but the owner may read it,
+whatever the umask: kit folders (and the folders in them) are created 0700 and
+zips 0600.
 """
 
 from __future__ import annotations
@@ -26,25 +30,37 @@ _VERSION = 20  # 2.0: stored entries, no ZIP64
 _UNIX = 3
 _UTF8 = 0x800
 _LIMIT = 0xFFFF_FFFF  # beyond this ZIP64 is needed, which kits never need
+FOLDER_MODE = 0o700  # a kit folder and every folder in it
+ZIP_MODE = 0o600  # a kit's zip (and its encrypted form)
 
 
 def write_files(root: Path, files: Mapping[str, KitFile]) -> None:
-    """Create `root` and every file under it (none may exist yet), each with its mode, one write each."""
-    root.mkdir(parents=True, exist_ok=True)
+    """Create `root` (0700) and every file under it (none may exist yet), each with its mode, one write each."""
+    root.parent.mkdir(parents=True, exist_ok=True)
+    root.mkdir(mode=FOLDER_MODE, exist_ok=True)
+    os.chmod(root, FOLDER_MODE)
     base = os.fspath(root)
     folders = {base}
     for rel, f in files.items():
         path = f"{base}/{rel}"
         folder = os.path.dirname(path)
         if folder not in folders:
-            os.makedirs(folder, exist_ok=True)
+            os.makedirs(folder, mode=FOLDER_MODE, exist_ok=True)
             folders.add(folder)
         _create(path, f.data, f.mode)
 
 
-def write_zip(path: Path, top: str, files: Mapping[str, KitFile], now: dt.datetime) -> None:
-    """The kit as `top/...` in a new zip file (entries sorted, modes kept, all dated `now`)."""
-    _create(os.fspath(path), zip_bytes(top, files, now), None)
+def write_zip(path: Path, top: str, files: Mapping[str, KitFile], now: dt.datetime) -> bytes:
+    """The kit as `top/...` in a new zip file, mode 0600 (entries sorted, modes kept, all dated `now`); returns
+    the bytes written."""
+    data = zip_bytes(top, files, now)
+    write_private(path, data)
+    return data
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """A new file (never an existing one) holding `data`, readable by its owner only (0600)."""
+    _create(os.fspath(path), data, ZIP_MODE)
 
 
 def zip_bytes(top: str, files: Mapping[str, KitFile], now: dt.datetime) -> bytes:
@@ -75,12 +91,11 @@ def zip_bytes(top: str, files: Mapping[str, KitFile], now: dt.datetime) -> bytes
     return b"".join((*parts, directory, end))
 
 
-def _create(path: str, data: bytes, mode: int | None) -> None:
-    """A new file (O_EXCL) holding `data`; `mode` set exactly whatever the umask (None: the umask decides)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666 if mode is None else mode)
+def _create(path: str, data: bytes, mode: int) -> None:
+    """A new file (O_EXCL) holding `data`; `mode` set exactly whatever the umask."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
     try:
-        if mode is not None:
-            os.fchmod(fd, mode)
+        os.fchmod(fd, mode)
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view):]

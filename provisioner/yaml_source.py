@@ -74,10 +74,7 @@ def parse_yaml(text: str, shown: str) -> YamlDocument:
     try:
         node = loader.get_single_node()
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark is not None else None
-        what = exc.problem or "malformed YAML"
-        raise InputError([Problem(shown, line, "", f"malformed YAML: {what}")]) from None
+        raise InputError([syntax_problem(exc, shown)]) from None
     except yaml.YAMLError as exc:
         raise InputError([Problem(shown, None, "", f"malformed YAML: {exc}")]) from None
     finally:
@@ -90,14 +87,35 @@ def parse_yaml(text: str, shown: str) -> YamlDocument:
     try:
         doc.data = _convert(loader, node, (), doc, problems)
     except yaml.MarkedYAMLError as exc:  # e.g. a tag no safe constructor knows
-        mark = exc.problem_mark or exc.context_mark
-        raise InputError([Problem(shown, mark.line + 1 if mark else None, "",
-                                  f"malformed YAML: {exc.problem or exc.context}")]) from None
+        raise InputError([syntax_problem(exc, shown)]) from None
     except yaml.YAMLError as exc:
         raise InputError([Problem(shown, None, "", f"malformed YAML: {exc}")]) from None
     if problems:
         raise InputError(problems)
     return doc
+
+
+# Where the parser met an unclosed bracket or quote, the mistake is where it opened, not where the parser
+# gave up (often the next line); what closes each.
+_OPENED = {"while parsing a flow mapping": "'}'", "while parsing a flow sequence": "']'",
+           "while scanning a quoted scalar": "closing quote"}
+
+
+def syntax_problem(exc: yaml.MarkedYAMLError, shown: str) -> Problem:
+    """The parser's own words, both of its places, and the line of the mistake (an unclosed `{` at its `{`)."""
+    def at(mark: Any) -> str:
+        return f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+
+    context, problem = exc.context, exc.problem
+    words = [f"{context}{at(exc.context_mark)}"] if context else []
+    words.append(f"{problem or 'malformed YAML'}{at(exc.problem_mark)}")
+    text = "malformed YAML: " + ": ".join(words)
+    mark = exc.problem_mark or exc.context_mark
+    closer = _OPENED.get(context or "")
+    if closer and exc.context_mark is not None:
+        mark = exc.context_mark
+        text += f"; is a {closer} missing on line {mark.line + 1}?"
+    return Problem(shown, mark.line + 1 if mark is not None else None, "", text)
 
 
 def _convert(

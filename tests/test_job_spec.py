@@ -108,7 +108,7 @@ def test_malformed_yaml_names_the_line(job):
     problems = problems_of(folder)
     # Assert
     assert len(problems) == 1
-    assert problems[0].startswith(f"{folder / 'job.yml'}:3: malformed YAML")
+    assert problems[0].startswith(f"{folder / 'job.yml'}:2: malformed YAML")
 
 
 def test_not_a_mapping(job):
@@ -157,7 +157,7 @@ def test_bad_workflow_args_are_located_under_workflow_args(job):
     # Assert
     path = folder / "job.yml"
     assert problems == [
-        f"{path}:6: workflow.args.rounds: Input should be greater than or equal to 1",
+        f"{path}:6: workflow.args.rounds: 0 is too small; use 1 or more",
         f"{path}:8: workflow.args.min_sites: unknown key 'min_sites'; allowed here: rounds, round_timeout_s",
     ]
 
@@ -275,9 +275,10 @@ def test_bad_sites(job, sites, line, message):
     [
         (("api_version: 1", "api_version: 2"), "1: api_version: 2 is not allowed; use 1"),
         (("name: hello", "name: ../evil"), "2: name: '../evil' is not a valid job name"),
-        (("min_sites: 2", "min_sites: 0"), "7: min_sites: Input should be greater than or equal to 1"),
+        (("min_sites: 2", "min_sites: 0"), "7: min_sites: 0 is too small; use 1 or more"),
         (("min_sites: 2", "min_sites: 2\napp: {env: {1BAD: x}}"), "8: app.env: '1BAD' is not a valid environment"),
-        (("min_sites: 2", "min_sites: 2\napp: {env: {N: 1}}"), "8: app.env.N: Input should be a valid string"),
+        (("min_sites: 2", "min_sites: 2\napp: {env: {N: 1}}"),
+         "8: app.env.N: expected a string, got 1; put it in quotes"),
     ],
     ids=["api-version", "name", "min-sites", "env-name", "env-value"],
 )

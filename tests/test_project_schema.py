@@ -71,7 +71,7 @@ def test_unknown_role_lists_the_allowed_ones(write_project):
         ("name: site-1", "name: site.zip", 4, "sites[0].name", "kept for kit archives"),
         ("name: demo", "name: my demo", 2, "name", "'my demo' is not a valid project name"),
         ("10.0.0.5", "bad_host!", 3, "server.hosts[1]", "'bad_host!' is not a valid host"),
-        ("port: 8443", "port: 70000", 3, "server.port", "less than or equal to 65535"),
+        ("port: 8443", "port: 70000", 3, "server.port", "70000 is too large; use 65535 or less"),
         ("name: admin@example.org", "name: 'a b@c'", 5, "admins[0].name", "is not a valid admin name"),
     ],
 )
@@ -104,6 +104,48 @@ def test_malformed_yaml_names_the_line(write_project):
     path = write_project("api_version: 1\nname: demo\nsites: [\n  {name: a\n")
     (problem,) = problems_of(path)
     assert problem.startswith(f"{path}:") and "malformed YAML" in problem
+
+
+def test_unclosed_brace_is_reported_on_its_own_line_with_the_parsers_words(write_project):
+    """An unclosed `{` on line 3 is reported at line 3 (not 4), with the parser's context and problem."""
+    path = write_project("api_version: 1\nname: demo\nserver: {name: localhost, org: a\n"
+                         "sites:\n  - {name: s1, org: a}\n")
+    (problem,) = problems_of(path)
+    assert problem.startswith(f"{path}:3: malformed YAML: while parsing a flow mapping (line 3, column 9): ")
+    assert "expected ',' or '}'" in problem and "(line 4, column 6)" in problem  # libyaml's or PyYAML's words
+    assert problem.endswith("is a '}' missing on line 3?")
+
+
+def test_other_syntax_errors_keep_the_parsers_line(write_project):
+    """Where nothing was left open, the line is where the parser stopped."""
+    path = write_project("api_version: 1\nname: demo\n server: x\n")
+    (problem,) = problems_of(path)
+    assert problem.startswith(f"{path}:3: malformed YAML: mapping values are not allowed")
+
+
+def test_bad_port_names_the_value(write_project):
+    """A port of 99999 is refused with its line, its field, the value and what is allowed."""
+    path = write_project(GOOD.replace("port: 8443", "port: 99999"))
+    assert problems_of(path) == [f"{path}:3: server.port: 99999 is too large; use 65535 or less"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ("heartbeat: {interval_s: -1}", "6: heartbeat.interval_s: -1 is too small; use more than 0"),
+        ("heartbeat: {timeout_s: soon}", "6: heartbeat.timeout_s: expected a number, got 'soon'"),
+        ("ca: {valid_days: 0}", "6: ca.valid_days: 0 is too small; use 1 or more"),
+        ("certs: {valid_days: 1.5}", "6: certs.valid_days: expected a whole number, got 1.5"),
+        ("certs: {valid_days: 99999}", "6: certs.valid_days: 99999 is too large; use 36500 or less"),
+        ("description: [a, b]", "6: description: expected a string, got a list"),
+        ("certs: 7", "6: certs: expected a mapping with keys valid_days, got 7"),
+    ],
+    ids=["gt", "float", "ge", "int", "le", "string", "mapping"],
+)
+def test_every_refused_value_is_shown(write_project, extra, expected):
+    """Each field's message shows the value refused, not only the validator's words."""
+    path = write_project(GOOD + extra + "\n")
+    assert problems_of(path) == [f"{path}:{expected}"]
 
 
 def test_duplicate_yaml_key_is_an_error(write_project):
@@ -195,7 +237,7 @@ def test_nvflare_errors_point_at_the_users_lines(write_project):
     path = write_project(NVFLARE.replace("role: project_admin", "role: owner").replace("fed_learn_port: 8002",
                                                                                        "fed_learn_port: 0"))
     assert problems_of(path) == [
-        f"{path}:8: participants[0].fed_learn_port: Input should be greater than or equal to 1",
+        f"{path}:8: participants[0].fed_learn_port: 0 is too small; use 1 or more",
         f"{path}:20: participants[3].role: 'owner' is not allowed; use 'project_admin', 'org_admin', 'lead' "
         "or 'member'",
     ]

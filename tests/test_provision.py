@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import stat
+import subprocess
 import zipfile
 from pathlib import Path
 
@@ -191,3 +193,27 @@ def test_thousand_sites_provision(write_project, tmp_path):
     result = provision(load_project(write_project(text)).project, tmp_path)
     assert len(result.kits) == 1001
     assert verify_kit(result.prod_dir / "site-999").ok
+
+
+@pytest.fixture
+def umask_022():
+    """The usual umask, under which a file created without an explicit mode is readable by everyone."""
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
+def stat_mode(path: Path) -> str:
+    """The mode as coreutils' `stat` reports it (octal, no leading zero)."""
+    return subprocess.run(["stat", "-c", "%a", path], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_kit_zips_and_folders_are_private_under_umask_022(write_project, tmp_path, umask_022):
+    """Every kit zip is 0600 and every kit folder 0700, also those written by forked helpers."""
+    result = provision(load_project(write_project(BASE)).project, tmp_path / "ws", workers=2)
+    assert mode(result.prod_dir) == 0o700
+    for kit in result.kits:
+        assert mode(kit.zip_path) == 0o600 and stat_mode(kit.zip_path) == "600", kit.name
+        assert mode(kit.kit_dir) == 0o700 and stat_mode(kit.kit_dir) == "700", kit.name
+        for folder in (kit.kit_dir / "startup", kit.kit_dir / "local"):
+            assert not folder.exists() or mode(folder) == 0o700, folder

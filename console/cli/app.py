@@ -39,11 +39,11 @@ def _provision() -> typer.Typer:
 
 
 def _kit() -> typer.Typer:
-    from console.cli.kit import complete, request, show, verify
+    from console.cli.kit import complete, request, show, unpack, verify
 
-    return _group("Inspect, verify, request and complete startup kits.",
+    return _group("Inspect, verify, request, complete and unpack startup kits.",
                   {"show": show.command, "verify": verify.command, "request": request.command,
-                   "complete": complete.command})
+                   "complete": complete.command, "unpack": unpack.command})
 
 
 def _node() -> typer.Typer:

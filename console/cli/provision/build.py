@@ -15,6 +15,7 @@ from console.cli.options import (
     WorkspaceOption,
     passphrase_from,
 )
+from console.cli.provision.delivery import EncryptToOption, ZipPassphraseOption, delivery_from
 
 
 def command(
@@ -22,18 +23,23 @@ def command(
                                                  help="flctl project (api_version 1) or NVIDIA FLARE's (3).")],
     workspace: WorkspaceOption = DEFAULT_WORKSPACE,
     passphrase_env: PassphraseOption = None,
+    zip_passphrase_env: ZipPassphraseOption = None,
+    encrypt_to: EncryptToOption = None,
     json_out: JsonOption = False,
 ) -> None:
     """Turn a project.yml into signed startup kits, one folder and one zip per participant.
 
-    Writes WORKSPACE/<project>/prod_NN/ (the next free NN) and keeps the CA in
-    WORKSPACE/<project>/state/. Running it again with new sites or admins reuses
-    the CA and leaves existing certificates byte-identical.
+    Writes WORKSPACE/<project>/prod_NN/ (the next free NN, kits 0700, zips 0600)
+    and keeps the CA in WORKSPACE/<project>/state/. Running it again with new
+    sites or admins reuses the CA and leaves existing certificates byte-identical.
+    With --zip-passphrase-env or --encrypt-to, each kit also gets NAME.zip.enc,
+    the one to send by e-mail or on a USB stick.
     """
     from provisioner.build import provision
     from provisioner.project_loader import load_project
 
     passphrase = passphrase_from(passphrase_env)
+    delivery = delivery_from(zip_passphrase_env, encrypt_to, passphrase)
     loaded = load_project(project_file)
     for message in loaded.warnings:
         terminal.warning(message)
@@ -58,9 +64,9 @@ def command(
                     bar.refresh()
                     drawn = time.monotonic()
 
-            result = provision(loaded.project, workspace, passphrase, progress=show)
+            result = provision(loaded.project, workspace, passphrase, progress=show, delivery=delivery)
     else:
-        result = provision(loaded.project, workspace, passphrase)
+        result = provision(loaded.project, workspace, passphrase, delivery=delivery)
     for message in result.warnings:
         terminal.warning(message)
     if json_out:
@@ -73,6 +79,16 @@ def command(
     )
     made = "created the project CA and " if result.ca_created else ""
     terminal.success(f"{made}wrote {len(result.kits)} kits to {result.prod_dir}")
+    say_encrypted(result)
+
+
+def say_encrypted(result: Any) -> None:
+    """Which kits have an encrypted zip to send, and how the receiver opens it."""
+    sealed = [k for k in result.kits if k.encrypted_zip is not None]
+    if sealed:
+        terminal.info(f"encrypted {len(sealed)} kit zips for delivery (NAME.zip.enc in {result.prod_dir}); send "
+                      "those, never the plain zips; the receiver runs: flctl kit unpack NAME.zip.enc "
+                      "--passphrase-env VAR (or --key KEY.pem) -o DIR")
 
 
 def as_json(result: Any) -> dict[str, Any]:
@@ -91,4 +107,5 @@ def kit_json(k: Any) -> dict[str, Any]:
         "name": k.name, "kind": k.kind, "org": k.org, "role": k.role, "status": k.status, "reason": k.reason,
         "expires": k.not_after.isoformat(), "kit": str(k.kit_dir), "zip": str(k.zip_path),
         "external_key": k.external_key,
+        "encrypted_zip": str(k.encrypted_zip) if k.encrypted_zip is not None else None,
     }

@@ -15,7 +15,8 @@ from console.cli.options import (
     WorkspaceOption,
     passphrase_from,
 )
-from console.cli.provision.build import as_json
+from console.cli.provision.build import as_json, say_encrypted
+from console.cli.provision.delivery import EncryptToOption, ZipPassphraseOption, delivery_from
 
 
 def command(
@@ -23,6 +24,8 @@ def command(
     project_file: Annotated[Path, typer.Option("--project", "-p", metavar="PROJECT.yml", help="The project.")],
     workspace: WorkspaceOption = DEFAULT_WORKSPACE,
     passphrase_env: PassphraseOption = None,
+    zip_passphrase_env: ZipPassphraseOption = None,
+    encrypt_to: EncryptToOption = None,
     json_out: JsonOption = False,
 ) -> None:
     """Issue a fresh certificate (and key) for the named participants; every other certificate stays as it is.
@@ -32,11 +35,14 @@ def command(
     from provisioner.build import provision
     from provisioner.project_loader import load_project
 
+    passphrase = passphrase_from(passphrase_env)
+    delivery = delivery_from(zip_passphrase_env, encrypt_to, passphrase)
     loaded = load_project(project_file)
-    result = provision(loaded.project, workspace, passphrase_from(passphrase_env), renew=frozenset(names))
+    result = provision(loaded.project, workspace, passphrase, renew=frozenset(names), delivery=delivery)
     if json_out:
         terminal.print_json(as_json(result))
         return
     for kit in result.kits:
         if kit.name in names:
             terminal.success(f"renewed '{kit.name}' until {kit.not_after:%Y-%m-%d}: new kit in {kit.kit_dir}")
+    say_encrypted(result)

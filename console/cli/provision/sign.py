@@ -48,4 +48,11 @@ def command(
         return
     terminal.success(f"signed {kit.kind} '{kit.name}' until {kit.not_after:%Y-%m-%d}: kit in {kit.kit_dir}, "
                      f"archive {kit.zip_path}")
-    terminal.info(f"send it to the participant, who runs: flctl kit complete {kit.name} --key {kit.name}.key")
+    terminal.info(f"send it to the participant, who runs: {complete_command(kit.kit_dir, kit.name)}")
+
+
+def complete_command(kit_dir: Path, name: str) -> str:
+    """The exact `flctl kit complete` line for the kit written to `kit_dir` (quoted for a POSIX shell)."""
+    import shlex
+
+    return f"flctl kit complete {shlex.quote(str(kit_dir))} --key {shlex.quote(name + '.key')}"
