@@ -32,6 +32,7 @@ from node.kit import load_kit
 from node.proto import flctl_pb2 as pb
 from node.proto import flctl_pb2_grpc as pb_grpc
 from node.resources import Resources, load_resources, resources_path
+from node.site.sandbox import Confinement, Isolation, available, not_dumpable
 from node.tasks import Task
 from node.tls import CHUNK, channel
 from provisioner.errors import KitError
@@ -182,11 +183,27 @@ def _serve_tasks(calls: ModelCalls, job_id: str, bridge: ScriptBridge, reporter:
         last = header.task_id
 
 
+def job_isolation(resources: Resources) -> Isolation:
+    """The isolation this site gives job scripts, as its `local/resources.yml` asks (`off`: none)."""
+    return Isolation("none") if resources.job_isolation == "off" else available(resources.job_user)
+
+
+def isolation_note(isolation: Isolation, resources: Resources) -> str:
+    """What `flctl site ls` and a job's first log line at the site say: `landlock v7`, `user nobody`, `none`,
+    `none (refuses jobs)` or `off`."""
+    if resources.job_isolation == "off":
+        return "off"
+    if isolation.kind == "none" and resources.job_isolation == "required":
+        return "none (refuses jobs)"
+    return isolation.describe()
+
+
 def main(argv: list[str]) -> int:
     from node.job_spec import load_job
     from node.script_bridge import ScriptBridge, ScriptError
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    not_dumpable()  # its environ and memory hold the kit's key: unreadable by its (same-user) script
     kit_root, job_dir, job_id = Path(argv[0]), Path(argv[1]), argv[2]
     kit = load_kit(kit_root, verify=False)  # the site daemon verified it at start
     try:
@@ -199,8 +216,18 @@ def main(argv: list[str]) -> int:
     reporter = Reporter(stub, job_id)
     reporter.start()
     spec = load_job(job_dir / "job").spec
+    isolation = job_isolation(resources)
+    reporter.line(f"isolation at {kit.info.name}: {isolation_note(isolation, resources)}")
+    if isolation.kind == "none" and resources.job_isolation == "required":
+        reporter.flush(status="failed", error=f"{kit.info.name} refuses the job: it requires job isolation "
+                       "(job_isolation: required) and has neither Landlock nor root to run the script as another user")
+        reporter.stop()
+        chan.close()
+        return 1
+    confine = Confinement(isolation, job_dir / "job", resources.data_paths, resources.job_env_allow)
     bridge = ScriptBridge(workdir=job_dir / "job" / "app", command=list(spec.app.command), env=dict(spec.app.env),
-                          site=kit.info.name, job_id=job_id, on_output=reporter.line, on_metric=reporter.metric)
+                          site=kit.info.name, job_id=job_id, on_output=reporter.line, on_metric=reporter.metric,
+                          confine=confine)
 
     def on_term(_sig: int, _frame: FrameType | None) -> None:
         bridge.kill()
