@@ -86,6 +86,8 @@ def load_resources(path: Path) -> Resources:
     if not isinstance(spare, bool):
         raise KitError(f"{path}: spare_job_process must be true or false (default true), not {spare!r}")
     isolation = document.get("job_isolation", defaults.job_isolation)
+    if isolation is False:  # YAML reads a bare `off` as false
+        isolation = "off"
     if isolation not in ("required", "preferred", "off"):
         raise KitError(f"{path}: job_isolation must be required, preferred or off (default required), not "
                        f"{isolation!r}")
