@@ -170,18 +170,23 @@ while fl.running():
 
 
 def test_job_code_in_the_simulator_cannot_read_outside_its_app_folder_or_the_simulation_environment(tmp_path):
-    """`flctl simulate` (with a relative workspace): a script reads neither a key beside the workspace, another
-    simulation's output, another site's log, the parent's /proc environ nor the caller's secret variable."""
+    """`flctl simulate` (with a relative workspace): a script reads its --data but neither a key beside the
+    workspace, another simulation's output, another site's log, the parent's /proc environ nor the caller's secret
+    variable."""
     abi = sandbox.landlock_abi()
     (tmp_path / "startup").mkdir()
     (tmp_path / "startup" / "site.key").write_text("-----BEGIN PRIVATE KEY-----\n")
     (tmp_path / "relws" / "other-sim").mkdir(parents=True)
     (tmp_path / "relws" / "other-sim" / "model.txt").write_text("another simulation's output")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "x.csv").write_text("1,2\n")
     targets = {"kit key": str(tmp_path / "startup" / "site.key"),
                "another simulation": str(tmp_path / "relws" / "other-sim" / "model.txt")}
-    job = write_job(tmp_path / "jobs", "probe", SIM_PROBE, {"PROBE_TARGETS": json.dumps(targets),
+    granted = {"granted data": str(tmp_path / "data" / "x.csv")}
+    job = write_job(tmp_path / "jobs", "probe", SIM_PROBE, {"PROBE_TARGETS": json.dumps({**targets, **granted}),
                                                            "PROBE_LOGS": str(tmp_path / "relws" / "probe" / "logs")})
-    out = subprocess.run([FLCTL, "simulate", str(job), "-n", "2", "--workers", "1", "-w", "relws", "--json"],
+    out = subprocess.run([FLCTL, "simulate", str(job), "-n", "2", "--workers", "1", "-w", "relws", "--data", "data",
+                          "--json"],
                          cwd=tmp_path, capture_output=True, text=True, timeout=180, check=False,
                          env={**os.environ, SECRET: SECRET_VALUE})
     assert out.returncode == 0, out.stderr
@@ -191,6 +196,7 @@ def test_job_code_in_the_simulator_cannot_read_outside_its_app_folder_or_the_sim
     assert lines[0].endswith(f"isolation: {result['isolation']}")
     found = probe_results(lines)
     assert found["own environment"] == "clean"
+    assert found["granted data"] == "READ 4 bytes"
     if abi:
         for name in (*targets, "parent environ", "another site's log"):
             assert str(found[name]).startswith("DENIED"), (name, found[name])
