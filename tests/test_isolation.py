@@ -284,3 +284,20 @@ def test_isolation_settings_are_read(tmp_path):
     got = load_resources(path)
     assert (got.job_isolation, got.job_user, got.job_env_allow, got.data_paths) == (
         "preferred", "flrun", ("CUDA_VISIBLE_DEVICES",), ("/data/x",))
+
+
+@pytest.mark.parametrize(("setting", "found", "note"), [
+    ("required", sandbox.Isolation("landlock", abi=7), "landlock v7"),
+    ("required", sandbox.Isolation("user", user="nobody"), "user nobody"),
+    ("required", sandbox.Isolation("none"), "none (refuses jobs)"),
+    ("preferred", sandbox.Isolation("none"), "none"),
+    ("off", sandbox.Isolation("landlock", abi=7), "off"),
+])
+def test_what_a_site_reports_about_its_isolation(setting, found, note):
+    """site ls and the job's first log line say the isolation found, and that a site requiring one refuses jobs."""
+    from node.resources import Resources
+    from node.site.job_process import isolation_note, job_isolation
+
+    assert isolation_note(found, Resources(job_isolation=setting)) == note
+    if setting == "off":
+        assert job_isolation(Resources(job_isolation="off")).kind == "none"
