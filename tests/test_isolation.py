@@ -301,3 +301,30 @@ def test_what_a_site_reports_about_its_isolation(setting, found, note):
     assert isolation_note(found, Resources(job_isolation=setting)) == note
     if setting == "off":
         assert job_isolation(Resources(job_isolation="off")).kind == "none"
+
+
+def test_a_kit_under_a_granted_path_is_noticed(tmp_path):
+    """A kit placed under a folder scripts may read (a data path, /usr) is found, so the site refuses to run jobs."""
+    grants = sandbox.script_grants(tmp_path / "ws" / "jobs" / "j1" / "job", None, [str(tmp_path / "data")])
+    assert sandbox.exposing(grants, tmp_path / "data" / "kits" / "site-1" / "startup") == str(tmp_path / "data")
+    assert sandbox.exposing(grants, Path("/usr/local/flctl/site-1/startup")) == "/usr"
+    assert sandbox.exposing(grants, tmp_path / "kits" / "site-1" / "startup") == ""
+    assert sandbox.exposing(grants, tmp_path / "database") == ""  # a sibling whose name starts like a grant
+
+
+def test_a_site_refuses_jobs_when_its_kit_is_readable_through_a_data_path(tmp_path):
+    """data_paths that cover the kit (or Landlock missing where it is required) make the job process refuse, naming
+    the path and what to do."""
+    from node.resources import Resources
+    from node.site.job_process import isolation_refusal
+
+    kit, job_dir = tmp_path / "site-1", tmp_path / "site-1" / "workspace" / "jobs" / "j1"
+    landlock = sandbox.Isolation("landlock", abi=7)
+    exposed = sandbox.Confinement(landlock, job_dir / "job", (str(tmp_path),))
+    reason = isolation_refusal(exposed, Resources(), kit, job_dir)
+    assert reason.startswith(f"{kit / 'startup'} lies under {tmp_path}") and "data_paths" in reason
+    fine = sandbox.Confinement(landlock, job_dir / "job", (str(tmp_path / "data"),))
+    assert isolation_refusal(fine, Resources(), kit, job_dir) == ""
+    bare = sandbox.Confinement(sandbox.Isolation("none"), job_dir / "job")
+    assert "job_isolation: required" in isolation_refusal(bare, Resources(), kit, job_dir)
+    assert isolation_refusal(bare, Resources(job_isolation="preferred"), kit, job_dir) == ""

@@ -32,7 +32,7 @@ from node.kit import load_kit
 from node.proto import flctl_pb2 as pb
 from node.proto import flctl_pb2_grpc as pb_grpc
 from node.resources import Resources, load_resources, resources_path
-from node.site.sandbox import Confinement, Isolation, available, not_dumpable
+from node.site.sandbox import Confinement, Isolation, available, exposing, not_dumpable, script_grants
 from node.tasks import Task
 from node.tls import CHUNK, channel
 from provisioner.errors import KitError
@@ -198,6 +198,22 @@ def isolation_note(isolation: Isolation, resources: Resources) -> str:
     return isolation.describe()
 
 
+def isolation_refusal(confine: Confinement, resources: Resources, kit_root: Path, job_dir: Path) -> str:
+    """Why this site must not run the script ('' when it may): isolation required and none found, or the kit's
+    `startup/` or the site's workspace readable through a granted path (a kit under /usr or a data path)."""
+    if confine.isolation.kind == "none" and resources.job_isolation == "required":
+        return ("it requires job isolation (job_isolation: required) and has neither Landlock nor root to run the "
+                "script as another user")
+    if confine.isolation.kind == "landlock":
+        grants = script_grants(confine.workspace, None, confine.data_paths)
+        for secret in (kit_root / "startup", job_dir.parent.parent / "audit.jsonl"):
+            granted = exposing(grants, secret)
+            if granted:
+                return (f"{secret} lies under {granted}, which job scripts may read; move the kit out of it (or "
+                        "drop it from data_paths)")
+    return ""
+
+
 def main(argv: list[str]) -> int:
     from node.job_spec import load_job
     from node.script_bridge import ScriptBridge, ScriptError
@@ -218,13 +234,13 @@ def main(argv: list[str]) -> int:
     spec = load_job(job_dir / "job").spec
     isolation = job_isolation(resources)
     reporter.line(f"isolation at {kit.info.name}: {isolation_note(isolation, resources)}")
-    if isolation.kind == "none" and resources.job_isolation == "required":
-        reporter.flush(status="failed", error=f"{kit.info.name} refuses the job: it requires job isolation "
-                       "(job_isolation: required) and has neither Landlock nor root to run the script as another user")
+    confine = Confinement(isolation, job_dir / "job", resources.data_paths, resources.job_env_allow)
+    refusal = isolation_refusal(confine, resources, kit.root, job_dir)
+    if refusal:
+        reporter.flush(status="failed", error=f"{kit.info.name} refuses to run the job: {refusal}")
         reporter.stop()
         chan.close()
         return 1
-    confine = Confinement(isolation, job_dir / "job", resources.data_paths, resources.job_env_allow)
     bridge = ScriptBridge(workdir=job_dir / "job" / "app", command=list(spec.app.command), env=dict(spec.app.env),
                           site=kit.info.name, job_id=job_id, on_output=reporter.line, on_metric=reporter.metric,
                           confine=confine)

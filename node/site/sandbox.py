@@ -155,6 +155,16 @@ def script_grants(workspace: Path, api_dir: Path | None, data_paths: Sequence[st
     return Grants(read=tuple(read), write=tuple(write))
 
 
+def exposing(grants: Grants, secret: Path) -> str:
+    """The granted path under which `secret` lies (so a confined script could read it), else ''."""
+    target = os.path.realpath(secret)
+    for granted in (*grants.read, *grants.write, *grants.append):
+        real = os.path.realpath(granted)
+        if target == real or target.startswith(real.rstrip("/") + "/"):
+            return granted
+    return ""
+
+
 def _gpu_devices() -> list[str]:
     return [p for pattern in GPU_DEVICES for p in glob.glob(pattern)]
 
