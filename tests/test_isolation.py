@@ -36,6 +36,11 @@ for name, path in targets.items():
         results[name] = f"DENIED {type(exc).__name__}"
 results["own environment"] = "has the secret" if any("aws-secret" in v for v in os.environ.values()) else "clean"
 results["environment names"] = sorted(os.environ)
+try:
+    os.kill(os.getppid(), 0)  # signal 0: only the permission check
+    results["signal the job process"] = "ALLOWED"
+except OSError as exc:
+    results["signal the job process"] = f"DENIED {type(exc).__name__}"
 print("PROBE " + json.dumps(results), flush=True)
 fl.init()
 while fl.running():
@@ -117,6 +122,8 @@ def test_job_code_at_a_site_cannot_read_the_kit_key_the_ca_key_another_job_or_th
     for name in (*targets, "parent environ"):
         assert str(confined[name]).startswith("DENIED"), (name, confined[name])
     assert confined["own environment"] == "clean"
+    if abi >= 6:  # Landlock's signal scope: the script cannot signal the job process or the daemon
+        assert str(confined["signal the job process"]).startswith("DENIED"), confined
     names = set(confined["environment names"])  # type: ignore[arg-type]
     assert SECRET not in names and "FLCTL_KIT" not in names
     assert names <= {"PATH", "LANG", "LC_ALL", "TZ", "HOME", "TMPDIR", "PYTHONPATH", "PYTHONUNBUFFERED",

@@ -225,7 +225,11 @@ def main(pipe: Connection, spec: WorkerSpec) -> None:
     # Started (spawned, never forked) with the scripts' minimal environment: the simulation's own never was here.
     # Confined before any thread starts, so every site thread is.
     if spec.isolation.kind == "landlock":
-        sandbox.restrict(worker_grants(spec), spec.isolation.abi)
+        try:
+            sandbox.restrict(worker_grants(spec), spec.isolation.abi)
+        except OSError as exc:  # its sites then fail: "its simulator worker process died"
+            print(f"flctl simulate: cannot confine the worker with Landlock: {exc}", file=sys.__stderr__)
+            os._exit(1)
     os.chdir(spec.app_dir)
     sys.path.insert(0, str(spec.app_dir))
     sys.argv = [spec.script, *spec.argv]
