@@ -73,6 +73,8 @@ class SiteInfo:
     last_heartbeat: float
     running_jobs: list[str]
     not_after: float
+    isolation: str = ""
+    """How the site confines job scripts ("landlock v7", "user nobody", "none"...); "" when not reported."""
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,16 @@ class Resources:
     """Keep a job process started ahead of time (see `node.spare_process`)."""
     stream_window_mb: float = WINDOW_MB
     """The flow-control window of each gRPC stream this node receives on; 0: gRPC's adaptive window."""
+    job_isolation: str = "required"
+    """A site's job scripts: `required` (Landlock, or another user where the site runs as root; a site with neither
+    refuses every job), `preferred` (the same, but a site with neither runs jobs unconfined, with a warning), `off`
+    (never confined). See `node.site.sandbox`."""
+    job_user: str = "nobody"
+    """The user a job script runs as where the site runs as root and the kernel has no Landlock."""
+    job_env_allow: tuple[str, ...] = ()
+    """Variables of the site's environment a job script gets besides PATH, LANG, LC_ALL and TZ."""
+    data_paths: tuple[str, ...] = ()
+    """Folders or files a job script may read (absolute paths), besides its own workspace."""
 
     @property
     def disk_reserve_bytes(self) -> int:
@@ -75,6 +85,20 @@ def load_resources(path: Path) -> Resources:
     spare = document.get("spare_job_process", defaults.spare_job_process)
     if not isinstance(spare, bool):
         raise KitError(f"{path}: spare_job_process must be true or false (default true), not {spare!r}")
+    isolation = document.get("job_isolation", defaults.job_isolation)
+    if isolation is False:  # YAML reads a bare `off` as false
+        isolation = "off"
+    if isolation not in ("required", "preferred", "off"):
+        raise KitError(f"{path}: job_isolation must be required, preferred or off (default required), not "
+                       f"{isolation!r}")
+    job_user = document.get("job_user", defaults.job_user)
+    if not isinstance(job_user, str | int) or isinstance(job_user, bool) or not str(job_user).strip():
+        raise KitError(f"{path}: job_user must be a user name or number (default nobody), not {job_user!r}")
+    env_allow = _names(path, "job_env_allow", document.get("job_env_allow", []))
+    data_paths = _names(path, "data_paths", document.get("data_paths", []))
+    relative = [p for p in data_paths if not p.startswith("/")]
+    if relative:
+        raise KitError(f"{path}: data_paths must be absolute paths, not {relative[0]!r}")
     return Resources(
         max_concurrent_jobs=int(jobs),
         disk_reserve_mb=number("disk_reserve_mb", 0, 1 << 20, "a size in MB, 0 or more"),
@@ -82,4 +106,15 @@ def load_resources(path: Path) -> Resources:
         stream_window_mb=number("stream_window_mb", MIN_WINDOW_MB, MAX_WINDOW_MB,
                                 f"a size in MiB from {MIN_WINDOW_MB:g} to {MAX_WINDOW_MB}, or 0 for gRPC's "
                                 "adaptive window", zero_too=True),
+        job_isolation=isolation,
+        job_user=str(job_user),
+        job_env_allow=env_allow,
+        data_paths=data_paths,
     )
+
+
+def _names(path: Path, key: str, value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        example = "[CUDA_VISIBLE_DEVICES]" if key == "job_env_allow" else "[/data/x]"
+        raise KitError(f"{path}: {key} must be a list, e.g. {example}, not {value!r}")
+    return tuple(value)

@@ -35,6 +35,7 @@ from typing import IO, Any
 
 from node import api_wire as wire
 from node.errors import NodeError
+from node.site.sandbox import Confinement, Isolation, chown_tree, launcher, script_env, script_grants, user_ids
 from node.tasks import Task, TaskResult
 from node.tensors import decode, empty_buffer, layout, parse_header
 
@@ -107,13 +108,18 @@ class ScriptBridge:
     `start()`, then `run_task()` once per task, then `finish()` (or `kill()`). Each callback is
     called from a thread of the bridge: `on_output(line)` for every line the script prints,
     `on_metric(name, value, step)` for every `fl.log(...)` as it happens.
+
+    The script gets a minimal environment (`node.site.sandbox.script_env`: never the site's own variables) and
+    runs confined as `confine` says (default: no isolation, `workdir` as its workspace).
     """
 
     def __init__(self, *, workdir: Path, command: list[str], env: dict[str, str], site: str, job_id: str,
-                 on_output: Callable[[str], None], on_metric: Callable[[str, float, int | None], None]) -> None:
+                 on_output: Callable[[str], None], on_metric: Callable[[str, float, int | None], None],
+                 confine: Confinement | None = None) -> None:
         if not command:
             raise ValueError("the script's command is empty")
         self._workdir = workdir
+        self._confine = confine or Confinement(Isolation("none"), workdir)
         self._command = list(command)
         self._env = dict(env)
         self._site = site
@@ -255,11 +261,21 @@ class ScriptBridge:
         python_path = self._tmp / "python"  # only `node` is visible: never a foreign site-packages
         python_path.mkdir()
         (python_path / "node").symlink_to(Path(__file__).resolve().parent, target_is_directory=True)
-        env = {"PYTHONUNBUFFERED": "1", **os.environ, **self._env, wire.ADDRESS_ENV: address,
-               wire.AUTHKEY_ENV: authkey.hex(), wire.SITE_ENV: self._site, wire.JOB_ID_ENV: self._job_id}
+        confine = self._confine
+        scratch = self._tmp / "tmp"  # TMPDIR: removed with the Client API folder
+        scratch.mkdir()
+        env = script_env(os.environ, job_env=self._env, allow=confine.env_allow, home=confine.workspace, tmp=scratch)
+        env.update({wire.ADDRESS_ENV: address, wire.AUTHKEY_ENV: authkey.hex(), wire.SITE_ENV: self._site,
+                    wire.JOB_ID_ENV: self._job_id})
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(python_path), env.get("PYTHONPATH", "")) if p)
         command = [sys.executable, *self._command[1:]] if self._command[0] == "python" else self._command
         try:
+            if confine.isolation.kind == "user":
+                uid, gid = user_ids(confine.isolation.user)
+                chown_tree(confine.workspace, uid, gid)
+                chown_tree(self._tmp, uid, gid)
+            command = launcher(script_grants(confine.workspace, self._tmp, confine.data_paths), confine.isolation,
+                               command)
             return subprocess.Popen(
                 command, cwd=self._workdir, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT, start_new_session=True, text=True, encoding="utf-8", errors="replace")

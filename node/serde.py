@@ -30,13 +30,14 @@ def job_from_pb(msg: pb.JobInfo) -> t.JobInfo:
         error=msg.error, last_metrics=json.loads(msg.last_metrics_json or "{}"), artifacts=msg.artifacts)
 
 
-def site_to_pb(site: SiteRow, online: bool) -> pb.SiteInfo:
+def site_to_pb(site: SiteRow, online: bool, isolation: str = "") -> pb.SiteInfo:
     return pb.SiteInfo(name=site.name, org=site.org, online=online, last_heartbeat=site.last_heartbeat,
-                       running_jobs=site.running_jobs, not_after=site.not_after)
+                       running_jobs=site.running_jobs, not_after=site.not_after, isolation=isolation)
 
 
 def site_from_pb(msg: pb.SiteInfo) -> t.SiteInfo:
-    return t.SiteInfo(msg.name, msg.org, msg.online, msg.last_heartbeat, list(msg.running_jobs), msg.not_after)
+    return t.SiteInfo(msg.name, msg.org, msg.online, msg.last_heartbeat, list(msg.running_jobs), msg.not_after,
+                      msg.isolation)
 
 
 def event_to_pb(event: EventRow) -> pb.Event:

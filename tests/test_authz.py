@@ -10,20 +10,20 @@ import yaml
 from node.authz import DEFAULT, Actor, JobOwner, PolicyError, decide, load_policy, signer_allowed
 from provisioner.kit_files import _POLICY
 
-COMMANDS = {"submit": "submit_job", "ls": "view", "show": "view", "logs": "view", "watch": "view",
+COMMANDS = {"submit": "submit_job", "ls": "view", "show": "view", "logs": "download_job", "watch": "view",
             "abort": "manage_job", "download": "download_job"}
 
 # (role, command) -> the job relations on which it is allowed (own, same_org, other_org).
 EXPECTED = {
     "project_admin": {c: {"own", "same_org", "other_org"} for c in COMMANDS},
     "org_admin": {"submit": set(), "ls": {"own", "same_org", "other_org"}, "show": {"own", "same_org", "other_org"},
-                  "logs": {"own", "same_org", "other_org"}, "watch": {"own", "same_org", "other_org"},
+                  "logs": {"own", "same_org"}, "watch": {"own", "same_org", "other_org"},
                   "abort": {"own", "same_org"}, "download": {"own", "same_org"}},
     "lead": {"submit": {"own", "same_org", "other_org"}, "ls": {"own", "same_org", "other_org"},
-             "show": {"own", "same_org", "other_org"}, "logs": {"own", "same_org", "other_org"},
+             "show": {"own", "same_org", "other_org"}, "logs": {"own"},
              "watch": {"own", "same_org", "other_org"}, "abort": {"own"}, "download": {"own"}},
     "member": {"submit": set(), "ls": {"own", "same_org", "other_org"}, "show": {"own", "same_org", "other_org"},
-               "logs": {"own", "same_org", "other_org"}, "watch": {"own", "same_org", "other_org"},
+               "logs": set(), "watch": {"own", "same_org", "other_org"},
                "abort": set(), "download": set()},
 }
 

@@ -1,4 +1,4 @@
-"""`flctl simulate JOB -n SITES [-w DIR] [--workers K] [--json]`."""
+"""`flctl simulate JOB -n SITES [-w DIR] [--workers K] [--data PATH]... [--json]`."""
 
 from __future__ import annotations
 
@@ -33,13 +33,18 @@ def command(
     workers: Annotated[int | None, typer.Option("--workers", min=1, max=1024, show_default=False,
                                                 help="Worker processes the sites share [default: CPU cores, "
                                                      "at most one per site].")] = None,
+    data: Annotated[list[Path] | None, typer.Option(
+        "--data", exists=True, help="A folder or file the scripts may read besides their app folder (they are "
+                                    "confined with Landlock where the kernel has it); repeat for more.")] = None,
     json_out: JsonOption = False,
 ) -> None:
     """Run a job with its sites simulated on this machine: no provisioning, no TLS, the same code.
 
     The workflow runs in this process; the sites' training scripts run as threads of a few worker
     processes (many sites share each worker), unchanged. Results land where a real run puts them:
-    models/round-N.safetensors and final.safetensors, metrics.json, logs/<site>.log.
+    models/round-N.safetensors and final.safetensors, metrics.json, logs/<site>.log. The scripts get a
+    minimal environment (PATH, LANG, HOME, TMPDIR and the job's app.env, never this shell's other variables)
+    and, with Landlock, read only their app folder, the Python installation and --data paths.
     Exit codes: 0 the job FINISHED, 1 it FAILED, 2 the job folder or an option is wrong.
     """
     from node.job_spec import load_job
@@ -54,7 +59,7 @@ def command(
     progress = _Progress(loaded.spec.name, quiet=json_out)
     with progress:
         try:
-            result = simulate(loaded, names, root, workers, progress)
+            result = simulate(loaded, names, root, workers, progress, [str(p) for p in data or []])
         except SimulationError as exc:
             terminal.abort(str(exc), exit_codes.BAD_INPUT)
     if json_out:
@@ -77,7 +82,7 @@ class _Progress:
         self._quiet = quiet
         self._bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                              TimeElapsedColumn(), console=terminal.err, transient=True, auto_refresh=False,
-                             disable=quiet or not terminal.interactive())  # no refresh thread: workers fork
+                             disable=quiet or not terminal.interactive())  # no refresh thread while workers start
         self._task = self._bar.add_task(name, total=None)
 
     def __enter__(self) -> _Progress:

@@ -23,12 +23,14 @@ class Chunk(_message.Message):
     def __init__(self, data: _Optional[bytes] = ...) -> None: ...
 
 class RegisterRequest(_message.Message):
-    __slots__ = ("version", "running_jobs")
+    __slots__ = ("version", "running_jobs", "isolation")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     RUNNING_JOBS_FIELD_NUMBER: _ClassVar[int]
+    ISOLATION_FIELD_NUMBER: _ClassVar[int]
     version: str
     running_jobs: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, version: _Optional[str] = ..., running_jobs: _Optional[_Iterable[str]] = ...) -> None: ...
+    isolation: str
+    def __init__(self, version: _Optional[str] = ..., running_jobs: _Optional[_Iterable[str]] = ..., isolation: _Optional[str] = ...) -> None: ...
 
 class RegisterReply(_message.Message):
     __slots__ = ("project", "heartbeat_interval_s")
@@ -320,20 +322,22 @@ class LogEntry(_message.Message):
     def __init__(self, site: _Optional[str] = ..., time: _Optional[float] = ..., line: _Optional[str] = ...) -> None: ...
 
 class SiteInfo(_message.Message):
-    __slots__ = ("name", "org", "online", "last_heartbeat", "running_jobs", "not_after")
+    __slots__ = ("name", "org", "online", "last_heartbeat", "running_jobs", "not_after", "isolation")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ORG_FIELD_NUMBER: _ClassVar[int]
     ONLINE_FIELD_NUMBER: _ClassVar[int]
     LAST_HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     RUNNING_JOBS_FIELD_NUMBER: _ClassVar[int]
     NOT_AFTER_FIELD_NUMBER: _ClassVar[int]
+    ISOLATION_FIELD_NUMBER: _ClassVar[int]
     name: str
     org: str
     online: bool
     last_heartbeat: float
     running_jobs: _containers.RepeatedScalarFieldContainer[str]
     not_after: float
-    def __init__(self, name: _Optional[str] = ..., org: _Optional[str] = ..., online: _Optional[bool] = ..., last_heartbeat: _Optional[float] = ..., running_jobs: _Optional[_Iterable[str]] = ..., not_after: _Optional[float] = ...) -> None: ...
+    isolation: str
+    def __init__(self, name: _Optional[str] = ..., org: _Optional[str] = ..., online: _Optional[bool] = ..., last_heartbeat: _Optional[float] = ..., running_jobs: _Optional[_Iterable[str]] = ..., not_after: _Optional[float] = ..., isolation: _Optional[str] = ...) -> None: ...
 
 class SiteList(_message.Message):
     __slots__ = ("sites",)

@@ -245,7 +245,8 @@ class AdminService(pb_grpc.AdminServicer):
 
     def JobLogs(self, request: pb.LogsRequest, context: Any) -> Iterator[pb.LogEntry]:
         actor, _ = self._actor(context)
-        self._job(context, actor, "job.logs", request.job_id, "view")
+        # a script's output may hold what it computed on a site's data: shown to those who may download the job
+        self._job(context, actor, "job.logs", request.job_id, "download_job")
         after = 0
         while context.is_active():
             rows = self._ctx.store.logs(request.job_id, request.site, after)
@@ -263,7 +264,8 @@ class AdminService(pb_grpc.AdminServicer):
         actor, _ = self._actor(context)
         self._authorize(context, actor, "site.list", {}, "view")
         now = time.time()
-        return pb.SiteList(sites=[serde.site_to_pb(s, self._ctx.online(s, now)) for s in self._ctx.store.sites()])
+        return pb.SiteList(sites=[serde.site_to_pb(s, self._ctx.online(s, now), self._ctx.isolation.get(s.name, ""))
+                                  for s in self._ctx.store.sites()])
 
     def WatchEvents(self, request: pb.WatchRequest, context: Any) -> Iterator[pb.Event]:
         actor, _ = self._actor(context)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from node.audit import AuditLog
@@ -33,6 +33,8 @@ class ServerContext:
     disk: DiskGuard
     max_bundle_bytes: int = 512 * 1024 * 1024
     max_model_bytes: int = 64 * 1024 * 1024 * 1024
+    isolation: dict[str, str] = field(default_factory=dict)
+    """What each site reported at registration about how it confines job scripts (kept in memory only)."""
 
     @property
     def project(self) -> str:

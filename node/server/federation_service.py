@@ -48,6 +48,7 @@ class FederationService(pb_grpc.FederationServicer):
         who, cert = caller(context, "site", self._ctx.revocations)
         self._ctx.store.touch_site(who.name, who.org, cert.not_valid_after_utc.timestamp(), list(request.running_jobs),
                                    register=True)
+        self._ctx.isolation[who.name] = request.isolation
         self._poke()
         return pb.RegisterReply(project=self._ctx.project, heartbeat_interval_s=self._ctx.heartbeat_interval_s)
 

@@ -19,7 +19,6 @@ import multiprocessing
 import os
 import queue
 import shutil
-import sys
 import threading
 import time
 import uuid
@@ -34,6 +33,7 @@ from node.errors import NodeError
 from node.job_spec import APP_FOLDER, LoadedJob
 from node.simulator.worker import WorkerSpec
 from node.simulator.worker import main as worker_main
+from node.site import sandbox
 from node.tasks import Params, SiteFailure, Task, TaskResult
 from node.workflows.base import WorkflowError
 
@@ -65,10 +65,12 @@ class SimulationResult:
     workers: int
     rounds: int
     wall_s: float
+    isolation: str = "none"
 
     def as_dict(self) -> dict[str, Any]:
         return {"job": self.job, "status": self.status, "error": self.error, "job_dir": str(self.job_dir),
-                "sites": self.sites, "workers": self.workers, "rounds": self.rounds, "wall_s": round(self.wall_s, 3)}
+                "sites": self.sites, "workers": self.workers, "rounds": self.rounds, "wall_s": round(self.wall_s, 3),
+                "isolation": self.isolation}
 
 
 def site_names(job: LoadedJob, count: int | None) -> list[str]:
@@ -211,9 +213,13 @@ class SimFederation:
 
 
 def simulate(job: LoadedJob, sites: list[str], workspace: Path, workers: int | None = None,
-             observer: Observer | None = None) -> SimulationResult:
-    """Run `job` with `sites` simulated by `workers` processes; write its artifacts under `workspace`."""
+             observer: Observer | None = None, data_paths: Sequence[str] = ()) -> SimulationResult:
+    """Run `job` with `sites` simulated by `workers` processes; write its artifacts under `workspace`.
+
+    The scripts run confined as `sandbox.available()` allows (Landlock), reading only their app folder, the Python
+    installation and `data_paths`, with a minimal environment."""
     started = time.monotonic()
+    workspace = workspace.resolve()  # the workers change into the app folder: a relative path would move
     script = job.spec.app.script()
     if script is None:
         raise SimulationError(f"the simulator runs Python scripts only; make app.command in "
@@ -223,12 +229,18 @@ def simulate(job: LoadedJob, sites: list[str], workspace: Path, workers: int | N
     app_dir = job_dir / APP_FOLDER
     shutil.copytree(job.folder / APP_FOLDER, app_dir, symlinks=False)
     (job_dir / "logs").mkdir()
+    (job_dir / "tmp").mkdir()
     job_id = uuid.uuid4().hex[:12]
-    spec = WorkerSpec(job_id, app_dir, script, job.spec.app.command[2:], dict(job.spec.app.env), job_dir / "logs")
+    isolation = sandbox.available()
+    if isolation.kind == "user":  # a simulation never switches user: its scripts share its processes
+        isolation = sandbox.Isolation("none")
+    spec = WorkerSpec(job_id, app_dir, script, job.spec.app.command[2:], dict(job.spec.app.env), job_dir / "logs",
+                      job_dir / "tmp", isolation, tuple(str(Path(p).resolve()) for p in data_paths))
     workflow = job.create_workflow()
     rounds = int(getattr(job.args, "rounds", 0) or 0)
     pool = _start_pool(count, spec)
     fed = SimFederation(job_id, job_dir, sites, pool, observer, rounds)
+    fed.log(f"isolation: {isolation.describe()}")
     status, error = "FINISHED", ""
     try:
         workflow.run(fed, None, 0)
@@ -248,8 +260,9 @@ def simulate(job: LoadedJob, sites: list[str], workspace: Path, workers: int | N
     fed.log(f"job {status.lower()}" + (f": {error}" if error else ""))
     (job_dir / "logs" / "server.log").write_text("\n".join(fed.server_log) + "\n")
     (job_dir / "metrics.json").write_text(json.dumps(fed.metrics, indent=1))
+    shutil.rmtree(job_dir / "tmp", ignore_errors=True)
     result = SimulationResult(job.spec.name, status, error, job_dir, len(sites), count, rounds,
-                              time.monotonic() - started)
+                              time.monotonic() - started, isolation.describe())
     (job_dir / MARKER).write_text(json.dumps(result.as_dict(), indent=1) + "\n")
     return result
 
@@ -266,21 +279,41 @@ def _fresh_job_dir(workspace: Path, name: str) -> Path:
 
 
 def _start_pool(count: int, spec: WorkerSpec) -> _Pool:
-    """Start `count` workers (forked when nothing else runs in this process yet: starts in milliseconds)."""
-    method = "fork" if sys.platform == "linux" and threading.active_count() == 1 else "spawn"
-    context: Any = multiprocessing.get_context(method)
+    """Start `count` workers, spawned (a fresh interpreter: a forked one would hold this process's memory, its
+    environment included) with the scripts' minimal environment (`sandbox.script_env`)."""
+    context: Any = multiprocessing.get_context("spawn")
+    env = sandbox.script_env(os.environ, job_env=spec.env, allow=(), home=spec.app_dir, tmp=spec.tmp_dir)
     pipes, processes = [], []
-    for index in range(count):
-        ours, theirs = context.Pipe()
-        process = context.Process(target=worker_main, args=(theirs, spec), name=f"flctl-sim-worker-{index}")
-        process.start()
-        theirs.close()
-        pipes.append(ours)
-        processes.append(process)
+    with _environment(env):
+        for index in range(count):
+            ours, theirs = context.Pipe()
+            process = context.Process(target=worker_main, args=(theirs, spec), name=f"flctl-sim-worker-{index}")
+            process.start()
+            theirs.close()
+            pipes.append(ours)
+            processes.append(process)
     pool = _Pool(pipes, processes)
     for index in range(count):
         threading.Thread(target=pool.read, args=(index,), name=f"flctl-sim-reader-{index}", daemon=True).start()
     return pool
+
+
+_ENV_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _environment(env: dict[str, str]) -> Iterator[None]:
+    """This process's environment is `env` while in the block (a spawned process inherits it), then what it was.
+    multiprocessing's spawn takes no environment of its own; other threads of this process see `env` meanwhile."""
+    with _ENV_LOCK:
+        saved = dict(os.environ)
+        os.environ.clear()
+        os.environ.update(env)
+        try:
+            yield
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
 
 
 def _stop_pool(pool: _Pool, fed: SimFederation, grace_s: float = 40.0) -> None:

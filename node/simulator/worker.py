@@ -25,6 +25,7 @@ from typing import IO, Any
 
 from node import api_wire as wire
 from node.simulator.site_thread import ThreadConnection, current_site, frame_for_task, run_script
+from node.site import sandbox
 
 _END_GRACE_S = 30.0
 """How long the worker waits for its scripts to return once the job has ended."""
@@ -40,6 +41,17 @@ class WorkerSpec:
     argv: list[str]
     env: dict[str, str]
     log_dir: Path
+    tmp_dir: Path
+    isolation: sandbox.Isolation
+    data_paths: tuple[str, ...] = ()
+
+
+def worker_grants(spec: WorkerSpec) -> sandbox.Grants:
+    """What a worker's scripts may use: the app folder and TMPDIR (write), their logs (write-only: one site's
+    script cannot read another's output), the Python installation, `node`, system files and `data_paths`."""
+    read = (*sandbox.SYSTEM_READ, *sandbox.python_paths(), sandbox.package_dir(), *spec.data_paths)
+    write = (str(spec.app_dir), str(spec.tmp_dir), *sandbox.SYSTEM_WRITE)
+    return sandbox.Grants(read=read, write=write, append=(str(spec.log_dir),))
 
 
 @dataclass
@@ -58,9 +70,10 @@ class SiteLogs:
     `fallback`.
     """
 
-    def __init__(self, log_dir: Path, fallback: IO[str]) -> None:
+    def __init__(self, log_dir: Path, fallback: IO[str], first_line: str = "") -> None:
         self._dir = log_dir
         self._fallback = fallback
+        self._first = first_line
         self._files: dict[str, IO[str]] = {}
         self._partial: dict[str, str] = {}
         self._lock = threading.Lock()
@@ -84,6 +97,8 @@ class SiteLogs:
             out = self._files.get(site)
             if out is None:
                 out = self._files[site] = open(self._dir / f"{site}.log", "a", encoding="utf-8")  # noqa: SIM115
+                if self._first:
+                    out.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {self._first}\n")
             out.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line.rstrip(chr(13))}\n")
 
     def flush(self) -> None:
@@ -207,12 +222,19 @@ class Worker:
 def main(pipe: Connection, spec: WorkerSpec) -> None:
     """The worker process's entry point (multiprocessing's target)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the main process decides
+    # Started (spawned, never forked) with the scripts' minimal environment: the simulation's own never was here.
+    # Confined before any thread starts, so every site thread is.
+    if spec.isolation.kind == "landlock":
+        try:
+            sandbox.restrict(worker_grants(spec), spec.isolation.abi)
+        except OSError as exc:  # its sites then fail: "its simulator worker process died"
+            print(f"flctl simulate: cannot confine the worker with Landlock: {exc}", file=sys.__stderr__)
+            os._exit(1)
     os.chdir(spec.app_dir)
     sys.path.insert(0, str(spec.app_dir))
     sys.argv = [spec.script, *spec.argv]
-    os.environ.update(spec.env)
     os.environ[wire.JOB_ID_ENV] = spec.job_id
-    logs = SiteLogs(spec.log_dir, sys.__stderr__ or sys.stderr)
+    logs = SiteLogs(spec.log_dir, sys.__stderr__ or sys.stderr, f"isolation: {spec.isolation.describe()}")
     sys.stdout = sys.stderr = logs
     try:
         Worker(pipe, spec, logs).serve()

@@ -35,6 +35,8 @@ from node.proto import flctl_pb2_grpc as pb_grpc
 from node.readiness import ReadyPipe, StartGate
 from node.resources import load_resources, resources_path
 from node.revocation import CrlRefused
+from node.site.job_process import isolation_note, job_isolation
+from node.site.sandbox import not_dumpable
 from node.spare_process import SPARE_FLAG, SpareProcess
 from node.tls import channel
 
@@ -63,6 +65,17 @@ class SiteAgent:
         self.policy, self.revocations = policy_and_revocations(kit, workspace)
         resources = load_resources(resources_path(kit.root))
         self.window = resources.stream_window_bytes
+        not_dumpable()  # its environ (cloud credentials) and memory (the kit's key): not readable by a job's script
+        self.isolation = job_isolation(resources)
+        self.isolation_note = isolation_note(self.isolation, resources)
+        self.refuse_jobs = self.isolation.kind == "none" and resources.job_isolation == "required"
+        if self.isolation.kind == "none":
+            log.warning("job scripts at this site run unconfined (no Landlock in this kernel, not running as root to "
+                        "use another user); %s", "every job is refused (job_isolation: required in "
+                        f"{resources_path(kit.root)}; set preferred to run them anyway)" if self.refuse_jobs else
+                        f"job_isolation: {resources.job_isolation}")
+        else:
+            log.info("job scripts at this site are confined: %s", self.isolation_note)
         self._jobs: dict[str, _Job] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -107,7 +120,8 @@ class SiteAgent:
     def _session(self, backoff: Backoff) -> None:
         with channel(self.kit, self.window) as chan:
             stub = pb_grpc.FederationStub(chan)
-            stub.Register(pb.RegisterRequest(version=VERSION, running_jobs=self.running_jobs()), timeout=10)
+            stub.Register(pb.RegisterRequest(version=VERSION, running_jobs=self.running_jobs(),
+                                             isolation=self.isolation_note), timeout=10)
             log.info("site %s registered with %s", self.kit.info.name, self.kit.target)
             backoff.reset()
             self.connected.set()
@@ -208,6 +222,9 @@ class SiteAgent:
             signer = verify_bundle(bundle, start.signature, start.signer_cert_pem, self.kit.ca_pem, self.revocations)
         except SignatureRefused as exc:
             return str(exc)
+        if self.refuse_jobs:
+            return ("this site requires job isolation (job_isolation: required) and has neither Landlock nor root to "
+                    "run the script as another user")
         actor = Actor(signer.name, signer.org, signer.role or "")
         policy = self.policy.current()
         reason = decide(policy, actor, "submit_job", site_org=self.kit.info.org) or signer_allowed(policy, actor)

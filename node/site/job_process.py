@@ -32,6 +32,7 @@ from node.kit import load_kit
 from node.proto import flctl_pb2 as pb
 from node.proto import flctl_pb2_grpc as pb_grpc
 from node.resources import Resources, load_resources, resources_path
+from node.site.sandbox import Confinement, Isolation, available, exposing, not_dumpable, script_grants
 from node.tasks import Task
 from node.tls import CHUNK, channel
 from provisioner.errors import KitError
@@ -182,11 +183,43 @@ def _serve_tasks(calls: ModelCalls, job_id: str, bridge: ScriptBridge, reporter:
         last = header.task_id
 
 
+def job_isolation(resources: Resources) -> Isolation:
+    """The isolation this site gives job scripts, as its `local/resources.yml` asks (`off`: none)."""
+    return Isolation("none") if resources.job_isolation == "off" else available(resources.job_user)
+
+
+def isolation_note(isolation: Isolation, resources: Resources) -> str:
+    """What `flctl site ls` and a job's first log line at the site say: `landlock v7`, `user nobody`, `none`,
+    `none (refuses jobs)` or `off`."""
+    if resources.job_isolation == "off":
+        return "off"
+    if isolation.kind == "none" and resources.job_isolation == "required":
+        return "none (refuses jobs)"
+    return isolation.describe()
+
+
+def isolation_refusal(confine: Confinement, resources: Resources, kit_root: Path, job_dir: Path) -> str:
+    """Why this site must not run the script ('' when it may): isolation required and none found, or the kit's
+    `startup/` or the site's workspace readable through a granted path (a kit under /usr or a data path)."""
+    if confine.isolation.kind == "none" and resources.job_isolation == "required":
+        return ("it requires job isolation (job_isolation: required) and has neither Landlock nor root to run the "
+                "script as another user")
+    if confine.isolation.kind == "landlock":
+        grants = script_grants(confine.workspace, None, confine.data_paths)
+        for secret in (kit_root / "startup", job_dir.parent.parent / "audit.jsonl"):
+            granted = exposing(grants, secret)
+            if granted:
+                return (f"{secret} lies under {granted}, which job scripts may read; move the kit out of it (or "
+                        "drop it from data_paths)")
+    return ""
+
+
 def main(argv: list[str]) -> int:
     from node.job_spec import load_job
     from node.script_bridge import ScriptBridge, ScriptError
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    not_dumpable()  # its environ and memory hold the kit's key: unreadable by its (same-user) script
     kit_root, job_dir, job_id = Path(argv[0]), Path(argv[1]), argv[2]
     kit = load_kit(kit_root, verify=False)  # the site daemon verified it at start
     try:
@@ -199,8 +232,18 @@ def main(argv: list[str]) -> int:
     reporter = Reporter(stub, job_id)
     reporter.start()
     spec = load_job(job_dir / "job").spec
+    isolation = job_isolation(resources)
+    reporter.line(f"isolation at {kit.info.name}: {isolation_note(isolation, resources)}")
+    confine = Confinement(isolation, job_dir / "job", resources.data_paths, resources.job_env_allow)
+    refusal = isolation_refusal(confine, resources, kit.root, job_dir)
+    if refusal:
+        reporter.flush(status="failed", error=f"{kit.info.name} refuses to run the job: {refusal}")
+        reporter.stop()
+        chan.close()
+        return 1
     bridge = ScriptBridge(workdir=job_dir / "job" / "app", command=list(spec.app.command), env=dict(spec.app.env),
-                          site=kit.info.name, job_id=job_id, on_output=reporter.line, on_metric=reporter.metric)
+                          site=kit.info.name, job_id=job_id, on_output=reporter.line, on_metric=reporter.metric,
+                          confine=confine)
 
     def on_term(_sig: int, _frame: FrameType | None) -> None:
         bridge.kill()
