@@ -53,7 +53,8 @@ class ServerDaemon:
                       on_event=lambda job, kind, msg, data: self.disk.call(
                           lambda: audit.append("server", f"job.{kind}", job_id=job, message=msg)),
                       on_full=self.disk.release)
-        policy, revocations = policy_and_revocations(kit, workspace)
+        policy, revocations = policy_and_revocations(
+            kit, workspace, lambda origin, why: audit.append("server", "crl.refused", file=origin, reason=why))
         board, hub = TaskBoard(), SiteHub()
         self._poke_scheduler: Callable[[], None] = lambda: None
         runner = JobRunner(store, board, hub, workspace / "jobs", lambda _job: self._poke_scheduler(),
