@@ -32,6 +32,8 @@ class Resources:
     """Keep a job process started ahead of time (see `node.spare_process`)."""
     stream_window_mb: float = WINDOW_MB
     """The flow-control window of each gRPC stream this node receives on; 0: gRPC's adaptive window."""
+    tls_min_version: str = "1.3"
+    """The lowest TLS version the server accepts: "1.3", or "1.2" for peers that need it (see `node.tls_policy`)."""
 
     @property
     def disk_reserve_bytes(self) -> int:
@@ -75,6 +77,9 @@ def load_resources(path: Path) -> Resources:
     spare = document.get("spare_job_process", defaults.spare_job_process)
     if not isinstance(spare, bool):
         raise KitError(f"{path}: spare_job_process must be true or false (default true), not {spare!r}")
+    tls = document.get("tls_min_version", defaults.tls_min_version)
+    if tls not in ("1.2", "1.3"):
+        raise KitError(f'{path}: tls_min_version must be "1.3" or "1.2" (default "1.3"), not {tls!r}')
     return Resources(
         max_concurrent_jobs=int(jobs),
         disk_reserve_mb=number("disk_reserve_mb", 0, 1 << 20, "a size in MB, 0 or more"),
@@ -82,4 +87,5 @@ def load_resources(path: Path) -> Resources:
         stream_window_mb=number("stream_window_mb", MIN_WINDOW_MB, MAX_WINDOW_MB,
                                 f"a size in MiB from {MIN_WINDOW_MB:g} to {MAX_WINDOW_MB}, or 0 for gRPC's "
                                 "adaptive window", zero_too=True),
+        tls_min_version=tls,
     )

@@ -47,10 +47,23 @@ def command(
         handler.setFormatter(fmt)
     logging.basicConfig(level=level, handlers=handlers, force=True)
     if node_kit.info.kind == "server":
-        from node.server.daemon import ServerDaemon
+        from node import tls_policy
 
+        tls_policy.prepare(node_kit.key_pem)  # before gRPC is imported, which reads it once
+        from node.resources import load_resources, resources_path
+        from node.server.daemon import ServerDaemon
+        from provisioner.kit_layout import KitPaths
+
+        tls_min = load_resources(resources_path(node_kit.root)).tls_min_version
+        tls_policy.require(node_kit.key_pem, tls_min)
         server = ServerDaemon(node_kit, ws)
         server.start()
+        paths = KitPaths.find(node_kit.root)
+        try:
+            tls_policy.check_served(server.address, paths.cert("server"), paths.key("server"), tls_min)
+        except Exception:
+            server.stop()
+            raise
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: server.stop())
         terminal.success(f"server '{node_kit.info.name}' of project '{node_kit.info.project}' is listening on "
