@@ -247,3 +247,59 @@ def wait_for(condition, timeout=20.0):
             return True
         time.sleep(0.2)
     return False
+
+
+def test_a_site_refuses_a_bad_crl_from_a_heartbeat_loudly(tmp_path):
+    """A server double sends a CRL with one changed character in every heartbeat reply: the site refuses it, logs an
+    error and audits crl.refused once, installs nothing, and keeps running."""
+    import threading
+    from concurrent import futures
+
+    import grpc
+
+    from node.audit import read
+    from node.proto import flctl_pb2 as pb
+    from node.proto import flctl_pb2_grpc as pb_grpc
+    from node.tls import server_credentials
+
+    from .federation import make_federation
+
+    fed = make_federation(tmp_path, sites=1, name="hbcrl")
+    bad = flip_in_signature(revoke(tmp_path / "ws" / "hbcrl", "site-1").crl_path.read_bytes())
+    ended, beats = threading.Event(), [0]
+
+    class Double(pb_grpc.FederationServicer):
+        def Register(self, request, context):
+            return pb.RegisterReply(project="hbcrl", heartbeat_interval_s=0.5)
+
+        def Heartbeat(self, request, context):
+            beats[0] += 1
+            return pb.HeartbeatReply(crl_pem=bad)
+
+        def Commands(self, request, context):
+            while context.is_active() and not ended.wait(0.2):
+                pass
+            return iter(())
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    pb_grpc.add_FederationServicer_to_server(Double(), server)
+    server.add_secure_port(f"127.0.0.1:{fed.port}", server_credentials(load_kit(fed.kit("localhost"))))
+    server.start()
+    workspace = fed.kit("site-1") / "workspace"
+    try:
+        site = fed.start("site-1")
+        audit = workspace / "audit.jsonl"
+        assert wait_for(lambda: audit.exists() and any(r["action"] == "crl.refused" for r in read(audit)), 60), \
+            fed.logs()
+        assert "refused a CRL, CRL 0 stays in force" in (workspace / "node.log").read_text()
+        seen = beats[0]
+        assert wait_for(lambda: beats[0] >= seen + 4), "more heartbeats with the same bad CRL"
+        assert site.poll() is None, "the site keeps running"
+    finally:
+        ended.set()
+        fed.stop_all()
+        server.stop(0)
+    refused = [r for r in read(workspace / "audit.jsonl") if r["action"] == "crl.refused"]
+    assert len(refused) == 1 and refused[0]["file"] == "the CRL the server sent"
+    assert "not signed by this project's CA" in refused[0]["reason"]
+    assert not (workspace / "crl.pem").exists(), "nothing installed"
