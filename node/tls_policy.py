@@ -99,7 +99,11 @@ def tls12_accepted(address: str, cert_file: Path, key_file: Path, timeout_s: flo
 
 def check_served(address: str, cert_file: Path, key_file: Path, min_version: str) -> None:
     """Raise NodeError when the listening server accepts TLS 1.2 although `min_version` is 1.3."""
-    accepted = tls12_accepted(address, cert_file, key_file)
+    try:
+        accepted = tls12_accepted(address, cert_file, key_file)
+    except OSError as exc:
+        raise NodeError(f"cannot check the TLS versions the server on {address} accepts: connecting to it failed "
+                        f"({exc}); not serving") from None
     if min_version == "1.3" and accepted:
         raise NodeError(f"the server on {address} accepted a TLS 1.2 handshake although tls_min_version is 1.3 "
                         f"({CIPHERS_ENV}={os.environ.get(CIPHERS_ENV)!r}); not serving")
