@@ -32,14 +32,20 @@ T = TypeVar("T")
 DEFAULT_TIMEOUT_S = 30.0
 
 
-def translate(exc: grpc.RpcError, target: str) -> errors.NodeError:
+def translate(exc: grpc.RpcError, target: str, kit: NodeKit | None = None) -> errors.NodeError:
     """One gRPC status -> one exception of ours, with a sentence that says what to do."""
     code = exc.code()
     details = exc.details() or ""
     if code == grpc.StatusCode.UNAVAILABLE:
         if "handshake" in details.lower() or "ssl" in details.lower() or "certificate" in details.lower():
-            return errors.ConnectionFailed(f"the server at {target} refused this kit's certificate; "
-                                           "check that the kit belongs to this project")
+            from node.tls import server_certificate_problem
+
+            problem = server_certificate_problem(kit) if kit is not None else None
+            if problem:
+                return errors.ConnectionFailed(f"cannot connect to the server at {target}: {problem}")
+            return errors.ConnectionFailed(f"the server at {target} refused this kit's certificate; check that the "
+                                           "kit belongs to this project, and that the clocks of this machine and "
+                                           "the server agree")
         return errors.ConnectionFailed(f"cannot reach the server at {target}; is it running? ({details})")
     if code == grpc.StatusCode.UNAUTHENTICATED:
         return errors.ConnectionFailed(f"the server at {target} did not accept this identity: {details}")
@@ -93,7 +99,7 @@ class AdminClient:
         try:
             return method(request, timeout=timeout or self.timeout_s)
         except grpc.RpcError as exc:
-            raise translate(exc, self.kit.target) from None
+            raise translate(exc, self.kit.target, self.kit) from None
 
     def _stream(self, method: Any, request: Any, timeout: float | None = None) -> Iterator[Any]:
         try:
@@ -101,7 +107,7 @@ class AdminClient:
         except grpc.RpcError as exc:
             if exc.code() == grpc.StatusCode.CANCELLED:
                 return
-            raise translate(exc, self.kit.target) from None
+            raise translate(exc, self.kit.target, self.kit) from None
 
     # ------------------------------------------------------------------ calls
     def whoami(self) -> t.Identity:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
+from collections.abc import Callable
 from pathlib import Path
 
 from node.authz import PolicyError, PolicyFile
 from node.errors import NodeError
 from node.kit import NodeKit
 from node.revocation import CrlRefused, Revocations
+from provisioner.errors import KitError
 from provisioner.kit_config import NodeConfig
 
 
@@ -22,15 +23,18 @@ def node_config(kit: NodeKit, kind: str, workspace: Path) -> NodeConfig:
     return config
 
 
-def policy_and_revocations(kit: NodeKit, workspace: Path) -> tuple[PolicyFile, Revocations]:
-    """The site-owned policy (`local/policy.yml`) and the CRL: the newest of WORKSPACE/crl.pem and `local/crl.pem`."""
+def policy_and_revocations(kit: NodeKit, workspace: Path, on_crl_refused: Callable[[str, str], object] | None = None
+                           ) -> tuple[PolicyFile, Revocations]:
+    """The site-owned policy (`local/policy.yml`) and the CRL: the newest of WORKSPACE/crl.pem and `local/crl.pem`,
+    `local/crl.pem` re-read when it changes. A CRL file that is there but bad stops the start (KitError, exit 2)."""
     try:
         policy = PolicyFile(kit.root / "local" / "policy.yml")
     except PolicyError as exc:
         raise NodeError(f"cannot start: {exc}") from None
-    revocations = Revocations(kit.ca_pem, workspace / "crl.pem")
-    kit_crl = kit.root / "local" / "crl.pem"
-    if kit_crl.is_file():
-        with contextlib.suppress(CrlRefused):
-            revocations.install(kit_crl.read_bytes())
+    try:
+        revocations = Revocations(kit.ca_pem, workspace / "crl.pem", kit.root / "local" / "crl.pem", on_crl_refused)
+    except CrlRefused as exc:
+        raise KitError(f"cannot start: the CRL {exc}; replace the file with the project's current CRL "
+                       "(WORKSPACE/<project>/state/crl.pem on the provisioner, `flctl provision crl` makes a fresh "
+                       "one) and start again") from None
     return policy, revocations

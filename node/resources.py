@@ -42,6 +42,8 @@ class Resources:
     """Variables of the site's environment a job script gets besides PATH, LANG, LC_ALL and TZ."""
     data_paths: tuple[str, ...] = ()
     """Folders or files a job script may read (absolute paths), besides its own workspace."""
+    tls_min_version: str = "1.3"
+    """The lowest TLS version the server accepts: "1.3", or "1.2" for peers that need it (see `node.tls_policy`)."""
 
     @property
     def disk_reserve_bytes(self) -> int:
@@ -99,6 +101,9 @@ def load_resources(path: Path) -> Resources:
     relative = [p for p in data_paths if not p.startswith("/")]
     if relative:
         raise KitError(f"{path}: data_paths must be absolute paths, not {relative[0]!r}")
+    tls = document.get("tls_min_version", defaults.tls_min_version)
+    if tls not in ("1.2", "1.3"):
+        raise KitError(f'{path}: tls_min_version must be "1.3" or "1.2" (default "1.3"), not {tls!r}')
     return Resources(
         max_concurrent_jobs=int(jobs),
         disk_reserve_mb=number("disk_reserve_mb", 0, 1 << 20, "a size in MB, 0 or more"),
@@ -110,6 +115,7 @@ def load_resources(path: Path) -> Resources:
         job_user=str(job_user),
         job_env_allow=env_allow,
         data_paths=data_paths,
+        tls_min_version=tls,
     )
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import socket
+import ssl
 from typing import Any
 
 import grpc
@@ -9,6 +12,7 @@ from cryptography import x509
 
 from node.kit import NodeKit
 from provisioner import pki
+from provisioner.kit_layout import KitPaths
 
 MAX_MESSAGE = 8 * 1024 * 1024
 CHUNK = 1024 * 1024
@@ -77,3 +81,36 @@ def peer_identity(context: Any) -> tuple[pki.CertIdentity, x509.Certificate] | N
         return pki.identity_of(cert), cert
     except ValueError:
         return None
+
+
+def server_certificate_problem(kit: NodeKit, now: dt.datetime | None = None, timeout_s: float = 5) -> str | None:
+    """Why this machine cannot accept the server's certificate (expired, not yet valid, another CA), in a sentence;
+    None when it looks right or cannot be fetched. The certificate is fetched without verifying it, only to say so."""
+    host, _, port = kit.target.rpartition(":")
+    paths = KitPaths.find(kit.root)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        context.load_cert_chain(paths.cert(kit.info.kind), paths.key(kit.info.kind))  # type: ignore[arg-type]
+        with socket.create_connection((host, int(port)), timeout=timeout_s) as raw, \
+                context.wrap_socket(raw, server_hostname=host) as tls:
+            der = tls.getpeercert(binary_form=True)
+    except (OSError, ValueError):
+        return None
+    if not der:
+        return None
+    cert = x509.load_der_x509_certificate(der)
+    now = now or dt.datetime.now(dt.UTC)
+    shown = f"{now:%Y-%m-%d %H:%M} UTC"
+    if cert.not_valid_after_utc < now:
+        return (f"the server's certificate expired on {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC (this machine's "
+                f"clock says {shown}); the server needs a renewed kit (`flctl provision renew`), or check the clocks")
+    if cert.not_valid_before_utc > now:
+        return (f"the server's certificate is not yet valid: valid from {cert.not_valid_before_utc:%Y-%m-%d %H:%M} "
+                f"UTC, and this machine's clock says {shown}; check the clocks of this machine, the server and the "
+                "provisioner")
+    if not pki.issued_by(cert, x509.load_pem_x509_certificate(kit.ca_pem)):
+        return ("the server's certificate was not issued by this kit's project CA; is this kit for that project, "
+                f"and is {kit.target} its server?")
+    return None

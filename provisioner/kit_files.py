@@ -89,6 +89,8 @@ gpus: []
 # Flow-control window of each gRPC stream this {kind} receives on, in MiB (0: gRPC's adaptive window).
 # Raise it on a long link: one stream moves at most this much per round trip.
 stream_window_mb: 4
+# The lowest TLS version the server accepts: "1.3" (the default), or "1.2" for a peer that cannot speak 1.3.
+# tls_min_version: "1.3"
 """
 
 

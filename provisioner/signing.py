@@ -165,7 +165,9 @@ def _check_certs(paths: layout.KitPaths, sig: dict[str, Any], ca: x509.Certifica
         report.problems.append(f"{cert_shown} expired on {cert.not_valid_after_utc:%Y-%m-%d}; "
                                "renew it with the provisioner")
     elif cert.not_valid_before_utc > now:
-        report.problems.append(f"{cert_shown} is not valid before {cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC")
+        report.problems.append(f"{cert_shown} is not yet valid: valid from {cert.not_valid_before_utc:%Y-%m-%d %H:%M} "
+                               f"UTC, and this machine's clock says {now:%Y-%m-%d %H:%M} UTC; check the clocks of "
+                               "this machine and of the provisioner")
     try:
         who = pki.identity_of(cert)
         if who.name != sig.get("participant") or who.kind != kind:

@@ -34,7 +34,8 @@ def _provision() -> typer.Typer:
     from console.cli.provision import build, renew, revoke, sign
 
     return _group("Make signed PKI startup kits from a project.yml: `flctl provision PROJECT.yml`.",
-                  {"build": build.command, "sign": sign.command, "revoke": revoke.command, "renew": renew.command},
+                  {"build": build.command, "sign": sign.command, "revoke": revoke.command, "renew": renew.command,
+                   "crl": revoke.crl_command},
                   cls=DefaultGroup)
 
 

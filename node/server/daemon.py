@@ -64,7 +64,8 @@ class ServerDaemon:
                 f"{exc}; the server will not start on it. Run `flctl node recover {kit.root} -w {workspace}`: it "
                 f"moves the damaged file aside (kept) and rebuilds the jobs from {workspace / 'jobs'}, saying what it "
                 "could not recover") from None
-        policy, revocations = policy_and_revocations(kit, workspace)
+        policy, revocations = policy_and_revocations(
+            kit, workspace, lambda origin, why: audit.append("server", "crl.refused", file=origin, reason=why))
         board, hub = TaskBoard(), SiteHub()
         self._poke_scheduler: Callable[[], None] = lambda: None
         runner = JobRunner(store, board, hub, workspace / "jobs", lambda _job: self._poke_scheduler(),

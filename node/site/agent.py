@@ -62,7 +62,9 @@ class SiteAgent:
         self.workspace = workspace
         self.heartbeat_s = config.heartbeat.interval_s
         self.audit = AuditLog(workspace / "audit.jsonl", key_pem=kit.key_pem, actor=kit.info.name)
-        self.policy, self.revocations = policy_and_revocations(kit, workspace)
+        self.policy, self.revocations = policy_and_revocations(
+            kit, workspace, lambda origin, why: self.audit.append(kit.info.name, "crl.refused", file=origin,
+                                                                  reason=why))
         resources = load_resources(resources_path(kit.root))
         self.window = resources.stream_window_bytes
         not_dumpable()  # its environ (cloud credentials) and memory (the kit's key): not readable by a job's script
@@ -140,6 +142,7 @@ class SiteAgent:
                 log.warning("the server closed the command stream; reconnecting")
 
     def _heartbeats(self, stub: pb_grpc.FederationStub) -> None:
+        refused = b""
         while self.connected.is_set() and not self._stop.is_set():
             try:
                 reply = stub.Heartbeat(pb.HeartbeatRequest(running_jobs=self.running_jobs(),
@@ -149,7 +152,9 @@ class SiteAgent:
                         number = self.revocations.install(reply.crl_pem)
                         self.audit.append(self.kit.info.name, "crl.install", crl_number=number)
                     except CrlRefused as exc:
-                        log.warning("refused the CRL the server sent: %s", exc)
+                        if reply.crl_pem != refused:  # the server sends it again with every heartbeat: once is enough
+                            refused = reply.crl_pem
+                            self.revocations.refuse("the CRL the server sent", str(exc))
                 for job_id in reply.stop_jobs:
                     self._stop_job(job_id, "the server no longer runs it")
             except grpc.RpcError as exc:

@@ -6,11 +6,14 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from console.cli import terminal
+
+if TYPE_CHECKING:
+    from node.kit import NodeKit
 
 WorkspaceOpt = Annotated[Path | None, typer.Option("--workspace", "-w", file_okay=False,
                                                    help="Where the node keeps its state and logs "
@@ -51,31 +54,9 @@ def command(
         handler.setFormatter(fmt)
     logging.basicConfig(level=level, handlers=handlers, force=True)
     if node_kit.info.kind == "server":
-        from node.server.daemon import ServerDaemon
-
-        server = ServerDaemon(node_kit, ws)
-        server.start()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: server.stop())
-        if json_out:
-            terminal.json_line({"event": "listening", "kind": "server", "name": node_kit.info.name,
-                                "project": node_kit.info.project, "address": server.address})
-        else:
-            terminal.success(f"server '{node_kit.info.name}' of project '{node_kit.info.project}' is listening on "
-                             f"{server.address}")
-        server.wait()
+        _run_server(node_kit, ws, json_out)
     elif node_kit.info.kind == "site":
-        from node.site.agent import SiteAgent
-
-        agent = SiteAgent(node_kit, ws)
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: agent.stop())
-        if json_out:
-            terminal.json_line({"event": "connecting", "kind": "site", "name": node_kit.info.name,
-                                "project": node_kit.info.project, "target": node_kit.target})
-        else:
-            terminal.info(f"site '{node_kit.info.name}' connecting to {node_kit.target}")
-        agent.run()
+        _run_site(node_kit, ws, json_out)
     else:
         terminal.abort(f"{kit} is an admin's kit; admins use `flctl job …` with --kit, not `flctl node start`", 2)
     if json_out:
@@ -88,3 +69,46 @@ def command(
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
+
+
+def _run_server(node_kit: NodeKit, ws: Path, json_out: bool) -> None:
+    from node import tls_policy
+
+    tls_policy.prepare(node_kit.key_pem)  # before gRPC is imported, which reads it once
+    from node.resources import load_resources, resources_path
+    from node.server.daemon import ServerDaemon
+    from provisioner.kit_layout import KitPaths
+
+    tls_min = load_resources(resources_path(node_kit.root)).tls_min_version
+    tls_policy.require(node_kit.key_pem, tls_min)
+    server = ServerDaemon(node_kit, ws)
+    server.start()
+    paths = KitPaths.find(node_kit.root)
+    try:
+        tls_policy.check_served(server.address, paths.cert("server"), paths.key("server"), tls_min)
+    except Exception:
+        server.stop()
+        raise
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: server.stop())
+    if json_out:
+        terminal.json_line({"event": "listening", "kind": "server", "name": node_kit.info.name,
+                            "project": node_kit.info.project, "address": server.address})
+    else:
+        terminal.success(f"server '{node_kit.info.name}' of project '{node_kit.info.project}' is listening on "
+                         f"{server.address}")
+    server.wait()
+
+
+def _run_site(node_kit: NodeKit, ws: Path, json_out: bool) -> None:
+    from node.site.agent import SiteAgent
+
+    agent = SiteAgent(node_kit, ws)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: agent.stop())
+    if json_out:
+        terminal.json_line({"event": "connecting", "kind": "site", "name": node_kit.info.name,
+                            "project": node_kit.info.project, "target": node_kit.target})
+    else:
+        terminal.info(f"site '{node_kit.info.name}' connecting to {node_kit.target}")
+    agent.run()
