@@ -84,9 +84,20 @@ def prepare(workspace: Path, sites: int, port: int | None = None) -> PocState:
     (workspace / "project.yml").write_text(text)
     result = provision(project_from_document(parse_yaml(text, str(workspace / "project.yml"))).project,
                        workspace / "kits")
+    for name in names:
+        _prefer_isolation(result.prod_dir / name / "local" / "resources.yml")
     state = PocState(result.project, chosen, names, str(result.prod_dir.relative_to(workspace)))
     (workspace / STATE_FILE).write_text(state.to_json())
     return state
+
+
+def _prefer_isolation(resources: Path) -> None:
+    """A local federation is one person's machine and data: its sites confine job scripts where the machine can
+    (Landlock, or another user under root) and still run them, with a warning, where it cannot (a production
+    site's default, `required`, refuses every job there)."""
+    with resources.open("a") as file:
+        file.write("# A local federation (flctl poc): run jobs unconfined, with a warning, where this machine cannot "
+                   "confine them.\njob_isolation: preferred\n")
 
 
 def clean(workspace: Path) -> None:

@@ -141,3 +141,17 @@ def test_start_says_which_node_exited_while_starting_and_leaves_no_process(works
     assert "localhost.log" in started.stderr
     assert not any(n["alive"] for n in status["nodes"])
     assert list((workspace / "run").glob("*.pid")) == []
+
+
+def test_a_local_federation_s_sites_prefer_isolation_and_its_server_keeps_the_defaults(tmp_path: Path) -> None:
+    """poc sites run jobs confined where the machine can and unconfined (warned) where it cannot; production
+    kits keep `required`."""
+    from cloud.local import prepare
+    from node.resources import load_resources
+
+    state = prepare(tmp_path / "poc", sites=2)
+    prod = tmp_path / "poc" / state.prod_dir
+    for site in state.sites:
+        assert load_resources(prod / site / "local" / "resources.yml").job_isolation == "preferred"
+    server = next(p for p in prod.iterdir() if p.is_dir() and (p / "startup" / "server.crt").exists())
+    assert load_resources(server / "local" / "resources.yml").job_isolation == "required"
