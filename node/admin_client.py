@@ -96,18 +96,20 @@ class AdminClient:
 
     def submit_job(self, folder: Path) -> str:
         """Validate the job folder here, send it as a zip bundle, and return the new job's id."""
+        from node import job_signing
         from node.bundle import pack_job
-        from node.job_signing import sign_bundle
         from node.job_spec import load_job
 
-        load_job(folder)
+        spec = load_job(folder).spec
         data = pack_job(folder)
         digest = hashlib.sha256(data).hexdigest()
-        signature = sign_bundle(data, self.kit.key_pem)
+        # The job id is chosen here and signed with the job, so the server cannot run the bundle under another.
+        claims = job_signing.new_claims(data, spec.name, "all" if spec.sites == "all" else list(spec.sites)).to_json()
+        signature = job_signing.sign_claims(claims, self.kit.key_pem)
 
         def messages() -> Iterator[pb.SubmitMessage]:
             yield pb.SubmitMessage(header=pb.SubmitHeader(sha256=digest, size=len(data), signature=signature,
-                                                          signer_cert_pem=self.kit.cert_pem))
+                                                          signer_cert_pem=self.kit.cert_pem, claims_json=claims))
             view = memoryview(data)
             for start in range(0, len(data), CHUNK):
                 yield pb.SubmitMessage(chunk=bytes(view[start:start + CHUNK]))

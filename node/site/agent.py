@@ -30,6 +30,7 @@ from node.backoff import Backoff
 from node.errors import NodeError
 from node.kit import NodeKit
 from node.local_files import node_config, policy_and_revocations
+from node.path_names import BadName, check_path_name
 from node.proto import flctl_pb2 as pb
 from node.proto import flctl_pb2_grpc as pb_grpc
 from node.readiness import ReadyPipe, StartGate
@@ -150,6 +151,11 @@ class SiteAgent:
     def _start_job(self, stub: pb_grpc.FederationStub, start: pb.StartJob) -> None:
         from node.bundle import extract_bundle
         job_id = start.job_id
+        try:
+            check_path_name(job_id, "job id the server sent")  # it becomes a folder name here
+        except BadName as exc:
+            self._refuse(stub, start, str(exc))
+            return
         with self._lock:
             if job_id in self._jobs and self._jobs[job_id].process.poll() is None:
                 return
@@ -160,10 +166,7 @@ class SiteAgent:
                 raise NodeError("the job bundle arrived damaged (digest mismatch)")
             refusal = self._refusal(data, start)
             if refusal:
-                self.audit.append(self.kit.info.name, "job.refuse", job_id=job_id, submitter=start.submitter,
-                                  reason=refusal)
-                log.warning("refusing job %s: %s", job_id, refusal)
-                self._report_failure(stub, job_id, f"{self.kit.info.name} refuses the job: {refusal}")
+                self._refuse(stub, start, refusal)
                 return
             if (job_dir / "job").exists():
                 import shutil
@@ -200,14 +203,25 @@ class SiteAgent:
         if not self._stop.is_set():
             self._spare.ensure()
 
+    def _refuse(self, stub: pb_grpc.FederationStub, start: pb.StartJob, refusal: str) -> None:
+        self.audit.append(self.kit.info.name, "job.refuse", job_id=start.job_id, submitter=start.submitter,
+                          reason=refusal)
+        log.warning("refusing job %r: %s", start.job_id, refusal)
+        self._report_failure(stub, start.job_id, f"{self.kit.info.name} refuses the job: {refusal}")
+
     def _refusal(self, bundle: bytes, start: pb.StartJob) -> str:
-        """Why this site will not run the job ('' when it will): a bad signature, or its own policy."""
-        from node.job_signing import SignatureRefused, verify_bundle
+        """Why this site will not run the job ('' when it will): a bad signature, a signature made for another job,
+        another site or another time, or its own policy."""
+        from node.job_signing import SignatureRefused, check_target, verify_bundle
 
         try:
-            signer = verify_bundle(bundle, start.signature, start.signer_cert_pem, self.kit.ca_pem, self.revocations)
+            signer, claims = verify_bundle(bundle, start.signature, start.signer_cert_pem, self.kit.ca_pem,
+                                           start.claims_json, self.revocations)
         except SignatureRefused as exc:
             return str(exc)
+        mismatch = check_target(claims, start.job_id, start.name, self.kit.info.name)
+        if mismatch:
+            return mismatch
         actor = Actor(signer.name, signer.org, signer.role or "")
         policy = self.policy.current()
         reason = decide(policy, actor, "submit_job", site_org=self.kit.info.org) or signer_allowed(policy, actor)

@@ -29,6 +29,7 @@ from node import api_wire as wire
 from node import chunk_codec, spare_process, tensors
 from node.backoff import Backoff
 from node.kit import load_kit
+from node.path_names import BadName, check_path_name
 from node.proto import flctl_pb2 as pb
 from node.proto import flctl_pb2_grpc as pb_grpc
 from node.resources import Resources, load_resources, resources_path
@@ -187,7 +188,11 @@ def main(argv: list[str]) -> int:
     from node.script_bridge import ScriptBridge, ScriptError
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    kit_root, job_dir, job_id = Path(argv[0]), Path(argv[1]), argv[2]
+    try:
+        kit_root, job_dir, job_id = Path(argv[0]), Path(argv[1]), check_path_name(argv[2], "job id")
+    except BadName as exc:
+        log.error("%s", exc)
+        return 2
     kit = load_kit(kit_root, verify=False)  # the site daemon verified it at start
     try:
         resources = load_resources(resources_path(kit.root))
