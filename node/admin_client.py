@@ -126,6 +126,10 @@ class AdminClient:
     def abort_job(self, job_id: str) -> t.JobInfo:
         return serde.job_from_pb(self._call(self._stub.AbortJob, pb.JobRef(job_id=job_id), timeout=60))
 
+    def delete_job(self, job_id: str) -> str:
+        """Remove an ended job from the server (its folder and records); the server's sentence."""
+        return str(self._call(self._stub.DeleteJob, pb.JobRef(job_id=job_id)).message)
+
     def download_job(self, job_id: str, out_dir: Path) -> Path:
         """Unpack the job's artifacts (models, metrics, logs) into `out_dir/<job_id>/` and return that folder."""
         target = out_dir / job_id

@@ -32,6 +32,8 @@ class Resources:
     """Keep a job process started ahead of time (see `node.spare_process`)."""
     stream_window_mb: float = WINDOW_MB
     """The flow-control window of each gRPC stream this node receives on; 0: gRPC's adaptive window."""
+    retention_days: float = 0
+    """Ended jobs older than this are removed (the server's records and folders, a site's workspaces); 0: kept."""
 
     @property
     def disk_reserve_bytes(self) -> int:
@@ -82,4 +84,5 @@ def load_resources(path: Path) -> Resources:
         stream_window_mb=number("stream_window_mb", MIN_WINDOW_MB, MAX_WINDOW_MB,
                                 f"a size in MiB from {MIN_WINDOW_MB:g} to {MAX_WINDOW_MB}, or 0 for gRPC's "
                                 "adaptive window", zero_too=True),
+        retention_days=number("retention_days", 0, 100_000, "a number of days, or 0 to keep ended jobs"),
     )

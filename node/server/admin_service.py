@@ -209,6 +209,25 @@ class AdminService(pb_grpc.AdminServicer):
         assert final is not None
         return self._info(final)
 
+    def DeleteJob(self, request: pb.JobRef, context: Any) -> pb.Ack:
+        """Remove an ended job's folder and records: the rights to manage and to download it are both needed."""
+        from node.server.retention import remove_job
+
+        actor, _ = self._actor(context)
+        action, args = "job.rm", {"job_id": request.job_id}
+        job = self._job(context, actor, action, request.job_id, "manage_job")
+        self._authorize(context, actor, action, args, "download_job", job)
+        if job.status not in ENDED_STATUSES:
+            self._refuse(context, actor, action, args, grpc.StatusCode.FAILED_PRECONDITION,
+                         f"job {job.id} is {job.status}; abort it first (`flctl job abort {job.id}`), then remove it")
+        try:
+            remove_job(self._ctx, job.id)
+        except OSError as exc:
+            self._refuse(context, actor, action, args, grpc.StatusCode.INTERNAL,
+                         f"could not remove job {job.id}'s folder: {exc}")
+        self._audit(actor, action, args, "ok")
+        return pb.Ack(message=f"removed job {job.id}")
+
     def _status(self, job_id: str) -> str:
         job = self._ctx.store.get_job(job_id)
         return job.status if job else ""

@@ -64,6 +64,7 @@ class SiteAgent:
         self.policy, self.revocations = policy_and_revocations(kit, workspace)
         resources = load_resources(resources_path(kit.root))
         self.window = resources.stream_window_bytes
+        self.retention_days = resources.retention_days
         self._jobs: dict[str, _Job] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -78,6 +79,8 @@ class SiteAgent:
     def run(self) -> None:
         """Connect, register and follow commands until `stop()`; reconnect with backoff and jitter."""
         pidfile.write(self.workspace)
+        if self.retention_days:
+            threading.Thread(target=self._expire_workspaces, daemon=True, name="retention").start()
         backoff = Backoff()
         try:
             self._gate.wait()  # started together with its server: until the server listens
@@ -125,6 +128,19 @@ class SiteAgent:
                     self._stop_job(command.stop.job_id, command.stop.reason)
             if not self._stop.is_set():
                 log.warning("the server closed the command stream; reconnecting")
+
+    def _expire_workspaces(self) -> None:
+        """At start and every hour: remove ended jobs' workspaces older than `retention_days` (audited)."""
+        from node.site import retention
+
+        def removed(job_id: str, written: float) -> None:
+            self.audit.append(self.kit.info.name, "job.expire", job_id=job_id, last_written=written,
+                              retention_days=self.retention_days)
+
+        while True:
+            retention.sweep(self.workspace / "jobs", self.retention_days, set(self.running_jobs()), removed)
+            if self._stop.wait(retention.SWEEP_S):
+                return
 
     def _heartbeats(self, stub: pb_grpc.FederationStub) -> None:
         while self.connected.is_set() and not self._stop.is_set():
