@@ -9,9 +9,11 @@ ends, takes the next job, so a job does not wait for an interpreter to start and
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -185,13 +187,15 @@ class SiteAgent:
                 self._refuse(stub, start, refusal)
                 return
             if (job_dir / "job").exists():
-                import shutil
-
                 shutil.rmtree(job_dir / "job")
             job_dir.mkdir(parents=True, exist_ok=True)
             extract_bundle(data, job_dir / "job")
         except (grpc.RpcError, NodeError, OSError) as exc:
             message = f"could not start job {job_id}: {exc if not isinstance(exc, grpc.RpcError) else _short(exc)}"
+            if _disk_full(exc):
+                message = (f"the site's disk is full (no space left under {job_dir.parent}); free space there, "
+                           "then submit the job again")
+            shutil.rmtree(job_dir / "job", ignore_errors=True)  # nothing half-extracted is left
             log.error(message)
             self._report_failure(stub, job_id, message)
             return
@@ -290,6 +294,16 @@ def _terminate(job: _Job, grace_s: float = 0.0) -> None:
 def _signal_group(pgid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
+
+
+def _disk_full(exc: BaseException) -> bool:
+    """Whether `exc`, or the error it was raised from or while handling, is a write that found no space left."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _short(exc: grpc.RpcError) -> str:
