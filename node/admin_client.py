@@ -94,8 +94,9 @@ class AdminClient:
     def whoami(self) -> t.Identity:
         return serde.identity_from_pb(self._call(self._stub.WhoAmI, pb.Empty()))
 
-    def submit_job(self, folder: Path) -> str:
-        """Validate the job folder here, send it as a zip bundle, and return the new job's id."""
+    def submit_job(self, folder: Path, valid_for_s: float | None = None) -> str:
+        """Validate the job folder here, send it as a zip bundle, and return the new job's id. Sites start it only
+        within `valid_for_s` of now (default `job_signing.VALID_FOR_S`)."""
         from node import job_signing
         from node.bundle import pack_job
         from node.job_spec import load_job
@@ -104,7 +105,8 @@ class AdminClient:
         data = pack_job(folder)
         digest = hashlib.sha256(data).hexdigest()
         # The job id is chosen here and signed with the job, so the server cannot run the bundle under another.
-        claims = job_signing.new_claims(data, spec.name, "all" if spec.sites == "all" else list(spec.sites)).to_json()
+        claims = job_signing.new_claims(data, spec.name, "all" if spec.sites == "all" else list(spec.sites),
+                                        valid_for_s=valid_for_s or job_signing.VALID_FOR_S).to_json()
         signature = job_signing.sign_claims(claims, self.kit.key_pem)
 
         def messages() -> Iterator[pb.SubmitMessage]:

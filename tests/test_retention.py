@@ -103,3 +103,18 @@ def test_a_bad_retention_days_is_refused(tmp_path):
         load_resources(path)
     path.write_text("retention_days: 30\n")
     assert load_resources(path).retention_days == 30
+
+
+def test_submit_signs_the_job_id_and_the_valid_days_window(fed, tmp_path):
+    """`job submit --valid-days 0.5` signs a half-day window; the server keeps the claims under the signed job id."""
+    (tmp_path / "waits" / "app").mkdir(parents=True)
+    (tmp_path / "waits" / "job.yml").write_text(WAITING)
+    (tmp_path / "waits" / "app" / "train.py").write_text("import node.api as fl\nfl.init()\n")
+    job_id = fed.flctl_json("job", "submit", tmp_path / "waits", "--valid-days", "0.5")["id"]
+    try:
+        signed = json.loads((fed.kit("localhost") / "workspace" / "jobs" / job_id / "signature.json").read_text())
+        claims = json.loads(signed["claims_json"])
+        assert claims["job_id"] == job_id and claims["name"] == "waits" and claims["sites"] == ["site-9"]
+        assert claims["not_after"] - claims["not_before"] == pytest.approx(43200)
+    finally:
+        fed.flctl("job", "abort", job_id)

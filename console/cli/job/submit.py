@@ -15,6 +15,9 @@ from console.cli.options import JsonOption
 def command(
     job: Annotated[Path, typer.Argument(help="Job folder: job.yml and app/.")],
     watch: Annotated[bool, typer.Option("--watch", help="Follow the job live until it ends.")] = False,
+    valid_days: Annotated[float, typer.Option("--valid-days", min=0.001, max=3650,
+                                              help="Sites start (or restart) the job only this many days after "
+                                                   "it is signed.")] = 7.0,
     kit: KitOption = None,
     json_out: JsonOption = False,
 ) -> None:
@@ -25,7 +28,7 @@ def command(
     With --watch the exit code is 0 when the job FINISHED and 1 otherwise.
     """
     with connect(kit) as admin:
-        job_id = admin.submit_job(job)
+        job_id = admin.submit_job(job, valid_for_s=valid_days * 86400)
         if not watch:
             if json_out:
                 terminal.print_json({"id": job_id})
