@@ -118,3 +118,27 @@ def test_submit_signs_the_job_id_and_the_valid_days_window(fed, tmp_path):
         assert claims["not_after"] - claims["not_before"] == pytest.approx(43200)
     finally:
         fed.flctl("job", "abort", job_id)
+
+
+def test_the_server_refuses_a_bad_or_taken_client_chosen_job_id(fed, tmp_path, monkeypatch):
+    """The job id the client signs must be a plain folder name and new: `../evil` is INVALID_ARGUMENT, a taken id
+    ALREADY_EXISTS, and nothing is stored for either."""
+    import node.job_signing as signing
+    from node import errors
+    from node.admin_client import AdminClient
+
+    (tmp_path / "waits" / "app").mkdir(parents=True)
+    (tmp_path / "waits" / "job.yml").write_text(WAITING)
+    (tmp_path / "waits" / "app" / "train.py").write_text("import node.api as fl\nfl.init()\n")
+    jobs = fed.kit("localhost") / "workspace" / "jobs"
+    with AdminClient.from_kit(fed.admin_kit) as admin:
+        taken = admin.submit_job(tmp_path / "waits")
+        admin.abort_job(taken)
+        monkeypatch.setattr(signing, "new_job_id", lambda: "../evil")
+        with pytest.raises(errors.BadRequest, match="job id"):
+            admin.submit_job(tmp_path / "waits")
+        assert not (jobs.parent / "evil").exists()
+        monkeypatch.setattr(signing, "new_job_id", lambda: taken)
+        with pytest.raises(errors.NodeError, match="exists already"):
+            admin.submit_job(tmp_path / "waits")
+        assert admin.get_job(taken).status == "ABORTED"
