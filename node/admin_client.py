@@ -113,23 +113,28 @@ class AdminClient:
     def whoami(self) -> t.Identity:
         return serde.identity_from_pb(self._call(self._stub.WhoAmI, pb.Empty()))
 
-    def submit_job(self, folder: Path, progress: Callable[[int, int | None], None] | None = None) -> str:
-        """Validate the job folder here, send it as a zip bundle, and return the new job's id.
+    def submit_job(self, folder: Path, valid_for_s: float | None = None,
+                   progress: Callable[[int, int | None], None] | None = None) -> str:
+        """Validate the job folder here, send it as a zip bundle, and return the new job's id. Sites start it only
+        within `valid_for_s` of now (default `job_signing.VALID_FOR_S`).
 
         `progress(bytes read, total)` is called while the folder is packed.
         """
+        from node import job_signing
         from node.bundle import pack_job
-        from node.job_signing import sign_bundle
         from node.job_spec import load_job
 
-        load_job(folder)
+        spec = load_job(folder).spec
         data = pack_job(folder, progress=progress)
         digest = hashlib.sha256(data).hexdigest()
-        signature = sign_bundle(data, self.kit.key_pem)
+        # The job id is chosen here and signed with the job, so the server cannot run the bundle under another.
+        claims = job_signing.new_claims(data, spec.name, "all" if spec.sites == "all" else list(spec.sites),
+                                        valid_for_s=valid_for_s or job_signing.VALID_FOR_S).to_json()
+        signature = job_signing.sign_claims(claims, self.kit.key_pem)
 
         def messages() -> Iterator[pb.SubmitMessage]:
             yield pb.SubmitMessage(header=pb.SubmitHeader(sha256=digest, size=len(data), signature=signature,
-                                                          signer_cert_pem=self.kit.cert_pem))
+                                                          signer_cert_pem=self.kit.cert_pem, claims_json=claims))
             view = memoryview(data)
             for start in range(0, len(data), CHUNK):
                 yield pb.SubmitMessage(chunk=bytes(view[start:start + CHUNK]))
@@ -145,6 +150,10 @@ class AdminClient:
 
     def abort_job(self, job_id: str) -> t.JobInfo:
         return serde.job_from_pb(self._call(self._stub.AbortJob, pb.JobRef(job_id=job_id), timeout=60))
+
+    def delete_job(self, job_id: str) -> str:
+        """Remove an ended job from the server (its folder and records); the server's sentence."""
+        return str(self._call(self._stub.DeleteJob, pb.JobRef(job_id=job_id)).message)
 
     def download_job(self, job_id: str, out_dir: Path,
                      progress: Callable[[int, int | None], None] | None = None) -> Path:

@@ -44,6 +44,8 @@ class Resources:
     """Folders or files a job script may read (absolute paths), besides its own workspace."""
     tls_min_version: str = "1.3"
     """The lowest TLS version the server accepts: "1.3", or "1.2" for peers that need it (see `node.tls_policy`)."""
+    retention_days: float = 0
+    """Ended jobs older than this are removed (the server's records and folders, a site's workspaces); 0: kept."""
 
     @property
     def disk_reserve_bytes(self) -> int:
@@ -116,6 +118,7 @@ def load_resources(path: Path) -> Resources:
         job_env_allow=env_allow,
         data_paths=data_paths,
         tls_min_version=tls,
+        retention_days=number("retention_days", 0, 100_000, "a number of days, or 0 to keep ended jobs"),
     )
 
 

@@ -427,6 +427,17 @@ class Store:
     def site(self, name: str) -> SiteRow | None:
         return self._sites.get(name)
 
+    def delete_job(self, job_id: str) -> None:
+        """Remove an ended job and everything recorded about it (its sites' states, events, metrics, logs), in one
+        transaction; its sites' states leave memory too."""
+        with self._lock:
+            for key in [k for k in self._site_states if k[0] == job_id]:
+                self._site_states.pop(key, None)
+                self._unwritten_states.pop(key, None)
+            self._write_all([(f"DELETE FROM {table} WHERE {column} = ?", [(job_id,)]) for table, column in
+                             (("job_sites", "job_id"), ("events", "job_id"), ("metrics", "job_id"),
+                              ("logs", "job_id"), ("jobs", "id"))])
+
     def iter_job_ids(self) -> Iterator[str]:
         for (jid,) in self._run("SELECT id FROM jobs ORDER BY submitted_at").fetchall():
             yield jid

@@ -122,8 +122,8 @@ def test_bundle_changed_after_signing_is_refused_and_audited(fed, tmp_path, monk
     """The server refuses a bundle whose signature does not match, says so, and writes it to the audit log."""
     import node.job_signing as signing
 
-    real = signing.sign_bundle
-    monkeypatch.setattr(signing, "sign_bundle", lambda data, key: real(data + b"tampered", key))
+    real = signing.new_claims
+    monkeypatch.setattr(signing, "new_claims", lambda data, *args, **kw: real(data + b"tampered", *args, **kw))
     with client(fed, "lead@a.org") as admin, pytest.raises(errors.BadRequest, match="changed after it was signed"):
         admin.submit_job(make_job(tmp_path, "forged"))
     records = read(fed.kit("localhost") / "workspace" / "audit.jsonl")

@@ -55,11 +55,11 @@ def _node() -> typer.Typer:
 
 
 def _job() -> typer.Typer:
-    from console.cli.job import abort, download, logs, ls, show, submit
+    from console.cli.job import abort, download, logs, ls, rm, show, submit
 
-    return _group("Submit, list, show, abort, download and follow jobs.",
+    return _group("Submit, list, show, abort, download, follow and remove jobs.",
                   {"submit": submit.command, "ls": ls.command, "show": show.command, "abort": abort.command,
-                   "download": download.command, "logs": logs.command})
+                   "download": download.command, "logs": logs.command, "rm": rm.command})
 
 
 def _audit() -> typer.Typer:

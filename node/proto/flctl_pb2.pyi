@@ -65,7 +65,7 @@ class Command(_message.Message):
     def __init__(self, start: _Optional[_Union[StartJob, _Mapping]] = ..., stop: _Optional[_Union[StopJob, _Mapping]] = ...) -> None: ...
 
 class StartJob(_message.Message):
-    __slots__ = ("job_id", "name", "bundle_sha256", "submitter", "submitter_org", "signer_cert_pem", "signature")
+    __slots__ = ("job_id", "name", "bundle_sha256", "submitter", "submitter_org", "signer_cert_pem", "signature", "claims_json")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     BUNDLE_SHA256_FIELD_NUMBER: _ClassVar[int]
@@ -73,6 +73,7 @@ class StartJob(_message.Message):
     SUBMITTER_ORG_FIELD_NUMBER: _ClassVar[int]
     SIGNER_CERT_PEM_FIELD_NUMBER: _ClassVar[int]
     SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    CLAIMS_JSON_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     name: str
     bundle_sha256: str
@@ -80,7 +81,8 @@ class StartJob(_message.Message):
     submitter_org: str
     signer_cert_pem: bytes
     signature: bytes
-    def __init__(self, job_id: _Optional[str] = ..., name: _Optional[str] = ..., bundle_sha256: _Optional[str] = ..., submitter: _Optional[str] = ..., submitter_org: _Optional[str] = ..., signer_cert_pem: _Optional[bytes] = ..., signature: _Optional[bytes] = ...) -> None: ...
+    claims_json: str
+    def __init__(self, job_id: _Optional[str] = ..., name: _Optional[str] = ..., bundle_sha256: _Optional[str] = ..., submitter: _Optional[str] = ..., submitter_org: _Optional[str] = ..., signer_cert_pem: _Optional[bytes] = ..., signature: _Optional[bytes] = ..., claims_json: _Optional[str] = ...) -> None: ...
 
 class StopJob(_message.Message):
     __slots__ = ("job_id", "reason")
@@ -220,16 +222,18 @@ class Identity(_message.Message):
     def __init__(self, name: _Optional[str] = ..., org: _Optional[str] = ..., kind: _Optional[str] = ..., role: _Optional[str] = ..., project: _Optional[str] = ..., not_after: _Optional[float] = ...) -> None: ...
 
 class SubmitHeader(_message.Message):
-    __slots__ = ("sha256", "size", "signer_cert_pem", "signature")
+    __slots__ = ("sha256", "size", "signer_cert_pem", "signature", "claims_json")
     SHA256_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
     SIGNER_CERT_PEM_FIELD_NUMBER: _ClassVar[int]
     SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    CLAIMS_JSON_FIELD_NUMBER: _ClassVar[int]
     sha256: str
     size: int
     signer_cert_pem: bytes
     signature: bytes
-    def __init__(self, sha256: _Optional[str] = ..., size: _Optional[int] = ..., signer_cert_pem: _Optional[bytes] = ..., signature: _Optional[bytes] = ...) -> None: ...
+    claims_json: str
+    def __init__(self, sha256: _Optional[str] = ..., size: _Optional[int] = ..., signer_cert_pem: _Optional[bytes] = ..., signature: _Optional[bytes] = ..., claims_json: _Optional[str] = ...) -> None: ...
 
 class SubmitMessage(_message.Message):
     __slots__ = ("header", "chunk")

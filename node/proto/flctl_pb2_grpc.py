@@ -428,6 +428,11 @@ class AdminStub:
                 request_serializer=node_dot_proto_dot_flctl__pb2.CrlRequest.SerializeToString,
                 response_deserializer=node_dot_proto_dot_flctl__pb2.Ack.FromString,
                 _registered_method=True)
+        self.DeleteJob = channel.unary_unary(
+                '/flctl.v1.Admin/DeleteJob',
+                request_serializer=node_dot_proto_dot_flctl__pb2.JobRef.SerializeToString,
+                response_deserializer=node_dot_proto_dot_flctl__pb2.Ack.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -499,6 +504,13 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeleteJob(self, request, context):
+        """Remove an ended job's folder and records (manage_job and download_job rights).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -550,6 +562,11 @@ def add_AdminServicer_to_server(servicer, server):
             'PublishCrl': grpc.unary_unary_rpc_method_handler(
                     servicer.PublishCrl,
                     request_deserializer=node_dot_proto_dot_flctl__pb2.CrlRequest.FromString,
+                    response_serializer=node_dot_proto_dot_flctl__pb2.Ack.SerializeToString,
+            ),
+            'DeleteJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteJob,
+                    request_deserializer=node_dot_proto_dot_flctl__pb2.JobRef.FromString,
                     response_serializer=node_dot_proto_dot_flctl__pb2.Ack.SerializeToString,
             ),
     }
@@ -824,6 +841,33 @@ class Admin:
             target,
             '/flctl.v1.Admin/PublishCrl',
             node_dot_proto_dot_flctl__pb2.CrlRequest.SerializeToString,
+            node_dot_proto_dot_flctl__pb2.Ack.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/flctl.v1.Admin/DeleteJob',
+            node_dot_proto_dot_flctl__pb2.JobRef.SerializeToString,
             node_dot_proto_dot_flctl__pb2.Ack.FromString,
             options,
             channel_credentials,

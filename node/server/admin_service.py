@@ -12,7 +12,6 @@ import logging
 import shutil
 import tempfile
 import time
-import uuid
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -125,18 +124,28 @@ class AdminService(pb_grpc.AdminServicer):
             self._refuse(context, actor, action, args, grpc.StatusCode.INVALID_ARGUMENT,
                          "the bundle arrived damaged (digest mismatch)")
         try:
-            signer = verify_bundle(bundle, head.signature, head.signer_cert_pem, self._ctx.kit.ca_pem,
-                                   self._ctx.revocations)
+            signer, claims = verify_bundle(bundle, head.signature, head.signer_cert_pem, self._ctx.kit.ca_pem,
+                                           head.claims_json, self._ctx.revocations)
         except SignatureRefused as exc:
             self._refuse(context, actor, action, args, grpc.StatusCode.INVALID_ARGUMENT, f"job refused: {exc}")
         if (signer.name, signer.org) != (actor.name, actor.org):
             self._refuse(context, actor, action, args, grpc.StatusCode.PERMISSION_DENIED,
                          f"not permitted: the job is signed by {signer.name}, not by the caller {actor.name}")
-        job_id = uuid.uuid4().hex[:12]
+        job_id = claims.job_id  # chosen and signed by the client: sites run the bundle under this id only
+        args = {**args, "job_id": job_id}
+        if self._ctx.store.get_job(job_id) is not None or (self._ctx.jobs_dir() / job_id).exists():
+            self._refuse(context, actor, action, args, grpc.StatusCode.ALREADY_EXISTS,
+                         f"job {job_id} exists already (a signed job is submitted once); submit the folder again")
         job_dir = self._ctx.jobs_dir() / job_id
         loaded = self._store_bundle(context, actor, args, bundle, head, job_dir)
         spec = loaded.spec
         sites: list[str] | str = "all" if spec.sites == "all" else list(spec.sites)
+        signed_sites = claims.sites if isinstance(claims.sites, str) else sorted(claims.sites)
+        if (claims.name, signed_sites) != (spec.name, sites if isinstance(sites, str) else sorted(sites)):
+            shutil.rmtree(job_dir, ignore_errors=True)
+            self._refuse(context, actor, action, args, grpc.StatusCode.INVALID_ARGUMENT,
+                         f"job refused: it was signed as '{claims.name}' for {claims.shown_sites()}, but its job.yml "
+                         f"names '{spec.name}' for {'all sites' if sites == 'all' else ', '.join(sites)}")
         rounds = int(getattr(loaded.args, "rounds", 0))
         row = JobRow(job_id, spec.name, "SUBMITTED", actor.name, actor.org, actor.role, time.time(), 0.0, 0.0, -1,
                      rounds, spec.workflow.type, spec.min_sites, sites, "", "", head.sha256,
@@ -171,7 +180,8 @@ class AdminService(pb_grpc.AdminServicer):
                 job_dir.mkdir(parents=True)
                 (job_dir / "bundle.zip").write_bytes(bundle)
                 (job_dir / SIGNATURE_FILE).write_text(json.dumps({
-                    "signer_cert_pem": head.signer_cert_pem.decode(), "signature": head.signature.hex()}))
+                    "signer_cert_pem": head.signer_cert_pem.decode(), "signature": head.signature.hex(),
+                    "claims_json": head.claims_json}))
                 shutil.copy(Path(tmp) / "job" / "job.yml", job_dir / "job.yml")
         except OSError as exc:
             shutil.rmtree(job_dir, ignore_errors=True)
@@ -213,6 +223,25 @@ class AdminService(pb_grpc.AdminServicer):
         final = self._ctx.store.get_job(job.id)
         assert final is not None
         return self._info(final)
+
+    def DeleteJob(self, request: pb.JobRef, context: Any) -> pb.Ack:
+        """Remove an ended job's folder and records: the rights to manage and to download it are both needed."""
+        from node.server.retention import remove_job
+
+        actor, _ = self._actor(context)
+        action, args = "job.rm", {"job_id": request.job_id}
+        job = self._job(context, actor, action, request.job_id, "manage_job")
+        self._authorize(context, actor, action, args, "download_job", job)
+        if job.status not in ENDED_STATUSES:
+            self._refuse(context, actor, action, args, grpc.StatusCode.FAILED_PRECONDITION,
+                         f"job {job.id} is {job.status}; abort it first (`flctl job abort {job.id}`), then remove it")
+        try:
+            remove_job(self._ctx, job.id)
+        except OSError as exc:
+            self._refuse(context, actor, action, args, grpc.StatusCode.INTERNAL,
+                         f"could not remove job {job.id}'s folder: {exc}")
+        self._audit(actor, action, args, "ok")
+        return pb.Ack(message=f"removed job {job.id}")
 
     def _status(self, job_id: str) -> str:
         job = self._ctx.store.get_job(job_id)

@@ -25,6 +25,7 @@ from node.server.disk_guard import DiskGuard
 from node.server.federation_service import FederationService, add_to_server
 from node.server.job_records import save_record
 from node.server.job_runner import JobRunner
+from node.server.retention import Retention
 from node.server.scheduler import Scheduler, fail_start
 from node.server.site_hub import SiteHub
 from node.server.task_board import TaskBoard
@@ -81,6 +82,7 @@ class ServerDaemon:
         add_to_server(FederationService(self.ctx, self.scheduler.poke), self._server)
         pb_grpc.add_AdminServicer_to_server(AdminService(self.ctx, self.scheduler.poke), self._server)
         self._stopped = threading.Event()
+        self._retention = Retention(self.ctx, resources.retention_days) if resources.retention_days else None
 
     def _audit_event(self, job_id: str, kind: str, message: str) -> None:
         """A job event into the audit log. A write that fails (beyond a full disk, which `disk.call` handles) is
@@ -112,6 +114,8 @@ class ServerDaemon:
         pidfile.write(self.workspace)
         self.scheduler.start()
         threading.Thread(target=self._watch_sites, daemon=True, name="site-watch").start()
+        if self._retention is not None:
+            threading.Thread(target=self._retention.run, args=(self._stopped,), daemon=True, name="retention").start()
         log.info("server %s of project %s listening on %s", self.kit.info.name, self.ctx.project, self.address)
         self._ready.notify()
         self.ctx.runner.prepare_spare()

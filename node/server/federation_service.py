@@ -21,6 +21,7 @@ from node.server.context import ServerContext
 from node.server.disk_guard import is_disk_full
 from node.server.identity import caller
 from node.server.task_board import INLINE_BYTES
+from node.store import JobRow
 from node.tls import CHUNK
 from provisioner.pki import CertIdentity
 
@@ -193,8 +194,11 @@ class FederationService(pb_grpc.FederationServicer):
         who = self._site(context)
         store = self._ctx.store
         job = store.get_job(request.job_id)
-        if job is None or who.name not in job.site_states:
-            context.abort(grpc.StatusCode.NOT_FOUND, f"{who.name} takes no part in job {request.job_id}")
+        if job is None:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"no job {request.job_id}")
+        refusal = _report_refusal(who.name, job, request.status)  # type: ignore[arg-type]
+        if refusal is not None:
+            context.abort(*refusal)  # nothing of it is stored
         store.add_logs(request.job_id, who.name, [(line.time, line.line) for line in request.logs])
         if request.metrics:
             site_round = job.site_states[who.name][1]  # type: ignore[union-attr]
@@ -214,6 +218,27 @@ class FederationService(pb_grpc.FederationServicer):
         elif request.status == "running":
             store.set_site_state(request.job_id, who.name, "running")
         return pb.Ack()
+
+
+REPORTED_STATES = ("", "running", "finished", "failed")
+
+
+def _report_refusal(site: str, job: JobRow, status: str) -> Refusal | None:
+    """Why `site` may not report `status` (with logs, metrics) for `job`, or None. A site changes only its own part,
+    only in a job it takes part in, and only while that part runs: once the job ended it may still report how its
+    part ended (its last lines, finished or failed), once; nothing after that."""
+    if site not in job.site_states:
+        return grpc.StatusCode.PERMISSION_DENIED, f"{site} takes no part in job {job.id}: a site reports only its own"
+    if status not in REPORTED_STATES:
+        return grpc.StatusCode.INVALID_ARGUMENT, f"unknown status {status!r}; a site reports one of running, " \
+                                                 "finished or failed"
+    if job.status in ("SUBMITTED", "RUNNING"):
+        return None
+    own = job.site_states[site][0]
+    if own in ("finished", "failed") or status == "running":
+        return grpc.StatusCode.FAILED_PRECONDITION, f"job {job.id} ended ({job.status}) and {site}'s part in it " \
+                                                    f"is over ({own}); its state no longer changes"
+    return None
 
 
 def add_to_server(service: FederationService, server: grpc.Server) -> None:

@@ -262,7 +262,7 @@ class JobRunner:
         signed = json.loads((self.job_dir(job.id) / "signature.json").read_text())
         start = {"job_id": job.id, "name": job.name, "bundle_sha256": job.bundle_sha256, "submitter": job.submitter,
                  "submitter_org": job.submitter_org, "signer_cert_pem": signed["signer_cert_pem"].encode(),
-                 "signature": bytes.fromhex(signed["signature"])}
+                 "signature": bytes.fromhex(signed["signature"]), "claims_json": signed.get("claims_json", "")}
         for site in sites:
             self._hub.push(site, {"start": dict(start)})
 

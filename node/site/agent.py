@@ -9,9 +9,11 @@ ends, takes the next job, so a job does not wait for an interpreter to start and
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -30,6 +32,7 @@ from node.backoff import Backoff
 from node.errors import NodeError
 from node.kit import NodeKit
 from node.local_files import node_config, policy_and_revocations
+from node.path_names import BadName, check_path_name
 from node.proto import flctl_pb2 as pb
 from node.proto import flctl_pb2_grpc as pb_grpc
 from node.readiness import ReadyPipe, StartGate
@@ -78,6 +81,7 @@ class SiteAgent:
                         f"job_isolation: {resources.job_isolation}")
         else:
             log.info("job scripts at this site are confined: %s", self.isolation_note)
+        self.retention_days = resources.retention_days
         self._jobs: dict[str, _Job] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -92,6 +96,8 @@ class SiteAgent:
     def run(self) -> None:
         """Connect, register and follow commands until `stop()`; reconnect with backoff and jitter."""
         pidfile.write(self.workspace)
+        if self.retention_days:
+            threading.Thread(target=self._expire_workspaces, daemon=True, name="retention").start()
         backoff = Backoff()
         try:
             self._gate.wait()  # started together with its server: until the server listens
@@ -141,6 +147,19 @@ class SiteAgent:
             if not self._stop.is_set():
                 log.warning("the server closed the command stream; reconnecting")
 
+    def _expire_workspaces(self) -> None:
+        """At start and every hour: remove ended jobs' workspaces older than `retention_days` (audited)."""
+        from node.site import retention
+
+        def removed(job_id: str, written: float) -> None:
+            self.audit.append(self.kit.info.name, "job.expire", job_id=job_id, last_written=written,
+                              retention_days=self.retention_days)
+
+        while True:
+            retention.sweep(self.workspace / "jobs", self.retention_days, set(self.running_jobs()), removed)
+            if self._stop.wait(retention.SWEEP_S):
+                return
+
     def _heartbeats(self, stub: pb_grpc.FederationStub) -> None:
         refused = b""
         while self.connected.is_set() and not self._stop.is_set():
@@ -169,6 +188,11 @@ class SiteAgent:
     def _start_job(self, stub: pb_grpc.FederationStub, start: pb.StartJob) -> None:
         from node.bundle import extract_bundle
         job_id = start.job_id
+        try:
+            check_path_name(job_id, "job id the server sent")  # it becomes a folder name here
+        except BadName as exc:
+            self._refuse(stub, start, str(exc))
+            return
         with self._lock:
             if job_id in self._jobs and self._jobs[job_id].process.poll() is None:
                 return
@@ -179,19 +203,18 @@ class SiteAgent:
                 raise NodeError("the job bundle arrived damaged (digest mismatch)")
             refusal = self._refusal(data, start)
             if refusal:
-                self.audit.append(self.kit.info.name, "job.refuse", job_id=job_id, submitter=start.submitter,
-                                  reason=refusal)
-                log.warning("refusing job %s: %s", job_id, refusal)
-                self._report_failure(stub, job_id, f"{self.kit.info.name} refuses the job: {refusal}")
+                self._refuse(stub, start, refusal)
                 return
             if (job_dir / "job").exists():
-                import shutil
-
                 shutil.rmtree(job_dir / "job")
             job_dir.mkdir(parents=True, exist_ok=True)
             extract_bundle(data, job_dir / "job")
         except (grpc.RpcError, NodeError, OSError) as exc:
             message = f"could not start job {job_id}: {exc if not isinstance(exc, grpc.RpcError) else _short(exc)}"
+            if _disk_full(exc):
+                message = (f"the site's disk is full (no space left under {job_dir.parent}); free space there, "
+                           "then submit the job again")
+            shutil.rmtree(job_dir / "job", ignore_errors=True)  # nothing half-extracted is left
             log.error(message)
             self._report_failure(stub, job_id, message)
             return
@@ -219,17 +242,28 @@ class SiteAgent:
         if not self._stop.is_set():
             self._spare.ensure()
 
+    def _refuse(self, stub: pb_grpc.FederationStub, start: pb.StartJob, refusal: str) -> None:
+        self.audit.append(self.kit.info.name, "job.refuse", job_id=start.job_id, submitter=start.submitter,
+                          reason=refusal)
+        log.warning("refusing job %r: %s", start.job_id, refusal)
+        self._report_failure(stub, start.job_id, f"{self.kit.info.name} refuses the job: {refusal}")
+
     def _refusal(self, bundle: bytes, start: pb.StartJob) -> str:
-        """Why this site will not run the job ('' when it will): a bad signature, or its own policy."""
-        from node.job_signing import SignatureRefused, verify_bundle
+        """Why this site will not run the job ('' when it will): a bad signature, a signature made for another job,
+        another site or another time, or its own policy."""
+        from node.job_signing import SignatureRefused, check_target, verify_bundle
 
         try:
-            signer = verify_bundle(bundle, start.signature, start.signer_cert_pem, self.kit.ca_pem, self.revocations)
+            signer, claims = verify_bundle(bundle, start.signature, start.signer_cert_pem, self.kit.ca_pem,
+                                           start.claims_json, self.revocations)
         except SignatureRefused as exc:
             return str(exc)
         if self.refuse_jobs:
             return ("this site requires job isolation (job_isolation: required) and has neither Landlock nor root to "
                     "run the script as another user")
+        mismatch = check_target(claims, start.job_id, start.name, self.kit.info.name)
+        if mismatch:
+            return mismatch
         actor = Actor(signer.name, signer.org, signer.role or "")
         policy = self.policy.current()
         reason = decide(policy, actor, "submit_job", site_org=self.kit.info.org) or signer_allowed(policy, actor)
@@ -282,6 +316,16 @@ def _terminate(job: _Job, grace_s: float = 0.0) -> None:
 def _signal_group(pgid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
+
+
+def _disk_full(exc: BaseException) -> bool:
+    """Whether `exc`, or the error it was raised from or while handling, is a write that found no space left."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _short(exc: grpc.RpcError) -> str:

@@ -29,6 +29,7 @@ from node import api_wire as wire
 from node import chunk_codec, spare_process, tensors
 from node.backoff import Backoff
 from node.kit import load_kit
+from node.path_names import BadName, check_path_name
 from node.proto import flctl_pb2 as pb
 from node.proto import flctl_pb2_grpc as pb_grpc
 from node.resources import Resources, load_resources, resources_path
@@ -214,19 +215,28 @@ def isolation_refusal(confine: Confinement, resources: Resources, kit_root: Path
     return ""
 
 
+def _resources(kit_root: Path) -> Resources:
+    """The site's `local/resources.yml`; the defaults when it was edited into a bad value since the daemon read it."""
+    try:
+        return load_resources(resources_path(kit_root))
+    except KitError as exc:
+        log.warning("%s; using the default settings", exc)
+        return Resources()
+
+
 def main(argv: list[str]) -> int:
     from node.job_spec import load_job
     from node.script_bridge import ScriptBridge, ScriptError
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     not_dumpable()  # its environ and memory hold the kit's key: unreadable by its (same-user) script
-    kit_root, job_dir, job_id = Path(argv[0]), Path(argv[1]), argv[2]
-    kit = load_kit(kit_root, verify=False)  # the site daemon verified it at start
     try:
-        resources = load_resources(resources_path(kit.root))
-    except KitError as exc:  # the daemon checked it at start: edited since
-        log.warning("%s; using the default flow-control window", exc)
-        resources = Resources()
+        kit_root, job_dir, job_id = Path(argv[0]), Path(argv[1]), check_path_name(argv[2], "job id")
+    except BadName as exc:
+        log.error("%s", exc)
+        return 2
+    kit = load_kit(kit_root, verify=False)  # the site daemon verified it at start
+    resources = _resources(kit.root)
     chan = channel(kit, resources.stream_window_bytes)
     stub = pb_grpc.FederationStub(chan)
     reporter = Reporter(stub, job_id)

@@ -15,6 +15,9 @@ from console.cli.options import JsonOption
 def command(
     job: Annotated[Path, typer.Argument(help="Job folder: job.yml and app/.")],
     watch: Annotated[bool, typer.Option("--watch", help="Follow the job live until it ends.")] = False,
+    valid_days: Annotated[float, typer.Option("--valid-days", min=0.001, max=3650,
+                                              help="Sites start (or restart) the job only this many days after "
+                                                   "it is signed.")] = 7.0,
     kit: KitOption = None,
     json_out: JsonOption = False,
 ) -> None:
@@ -28,7 +31,7 @@ def command(
 
     with connect(kit) as admin:
         with byte_progress(f"packing {job.name}", json_out) as packing:
-            job_id = admin.submit_job(job, progress=packing)
+            job_id = admin.submit_job(job, valid_for_s=valid_days * 86400, progress=packing)
         if not watch:
             if json_out:
                 terminal.print_json({"id": job_id})

@@ -25,9 +25,14 @@ def command(
     from node import pidfile
 
     ws = workspace_for(kit, workspace)
-    pid = pidfile.read(ws)
+    pid, stale = pidfile.find(ws)
+    if pid is None and stale:
+        pidfile.discard(ws)  # never signal a process that is not this node
+        terminal.abort(f"no node is running from {kit} (not running: {stale}); removed the stale PID file",
+                       exit_codes.FAILED)
     if pid is None:
-        terminal.abort(f"no node is running from {kit} (no live PID in {ws / pidfile.NAME})", exit_codes.FAILED)
+        terminal.abort(f"no node is running from {kit} (not running: no PID file {ws / pidfile.NAME})",
+                       exit_codes.FAILED)
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
