@@ -8,6 +8,7 @@ from pathlib import Path
 from node.authz import PolicyError, PolicyFile
 from node.errors import NodeError
 from node.kit import NodeKit
+from node.privacy import load_privacy
 from node.revocation import CrlRefused, Revocations
 from provisioner.errors import KitError
 from provisioner.kit_config import NodeConfig
@@ -19,6 +20,7 @@ def node_config(kit: NodeKit, kind: str, workspace: Path) -> NodeConfig:
         raise NodeError(f"{kit.root} is a {kit.info.kind} kit; start a {kind} from a {kind}'s kit")
     config = kit.info.config
     assert isinstance(config, NodeConfig)
+    load_privacy(kit.root / "local" / "privacy.yml")  # checked at start: a misspelt key stops the node
     workspace.mkdir(parents=True, exist_ok=True)
     return config
 

@@ -2,13 +2,16 @@
 in reserve, whether it keeps a spare job process, and its flow-control window. Read once, at start.
 
 Every key is checked: a value that is not allowed stops the node with a KitError (exit code 2) naming the file,
-the key and what is allowed. Keys this module does not know (`api_version`, `cpus`, `gpus`) are left alone.
+the key and what is allowed. A key that is not a setting (a misspelt one would otherwise be a default silently put
+in its place) is refused the same way, naming the key and the nearest setting. `cpus` and `gpus` are known but not
+used yet.
 """
 
 from __future__ import annotations
 
+import difflib
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +63,23 @@ def resources_path(kit_root: Path) -> Path:
     return kit_root / "local" / "resources.yml"
 
 
+NOT_SETTINGS = frozenset({"api_version", "cpus", "gpus"})
+"""Keys a kit's resources.yml carries that are not fields of `Resources` (gpus and cpus: placement is not built)."""
+
+
+def known_keys() -> frozenset[str]:
+    return NOT_SETTINGS | {field.name for field in fields(Resources)}
+
+
+def _refuse_unknown(path: Path, document: dict[Any, Any]) -> None:
+    known = known_keys()
+    for key in document:
+        if key not in known:
+            near = difflib.get_close_matches(str(key), sorted(known), n=1)
+            hint = f"; did you mean {near[0]}?" if near else ""
+            raise KitError(f"{path}: {key!r} is not a setting{hint} (the settings: {', '.join(sorted(known))})")
+
+
 def load_resources(path: Path) -> Resources:
     """The resources in `path`; the defaults when there is no such file or it names none of them."""
     try:
@@ -72,6 +92,7 @@ def load_resources(path: Path) -> Resources:
         return Resources()
     if not isinstance(document, dict):
         raise KitError(f"{path}: must be a mapping of settings (key: value), not {type(document).__name__}")
+    _refuse_unknown(path, document)
     defaults = Resources()
 
     def number(key: str, low: float, high: float, allowed: str, zero_too: bool = False) -> float:

@@ -91,6 +91,15 @@ gpus: []
 stream_window_mb: 4
 # The lowest TLS version the server accepts: "1.3" (the default), or "1.2" for a peer that cannot speak 1.3.
 # tls_min_version: "1.3"
+# Days an ended job is kept (its folder and records); 0 keeps them for ever.
+# retention_days: 0
+# A site's job scripts: confined by Landlock, or run as job_user where the site runs as root. required (the
+# default) refuses every job where neither is possible; preferred runs them unconfined there, with a warning.
+# job_isolation: required
+# job_user: nobody
+# Variables of this site's environment a job script may see, and folders it may read (absolute paths).
+# job_env_allow: []
+# data_paths: []
 """
 
 

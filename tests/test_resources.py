@@ -82,3 +82,30 @@ def test_a_value_that_is_not_allowed_is_refused_naming_the_file_the_key_and_what
 def test_yaml_that_does_not_parse_is_refused_naming_the_file(tmp_path: Path):
     with pytest.raises(KitError, match=r"cannot read .*resources\.yml"):
         load_resources(write(tmp_path, "spare_job_process: [\n"))
+
+
+def test_a_key_that_is_not_a_setting_is_refused_naming_it_and_the_nearest(tmp_path: Path):
+    """A misspelt setting stops the node (it would otherwise run on the default): the key, the nearest setting."""
+    # Prepare
+    path = write(tmp_path, "api_version: 1\nmax_concurent_jobs: 5\n")
+    # Execute
+    with pytest.raises(KitError) as caught:
+        load_resources(path)
+    # Assert
+    message = str(caught.value)
+    assert str(path) in message and "'max_concurent_jobs' is not a setting" in message
+    assert "did you mean max_concurrent_jobs?" in message
+
+
+def test_a_new_kit_s_resources_load_with_their_commented_settings_uncommented(tmp_path: Path):
+    """The resources.yml every kit gets holds only settings, also once a commented `# key: value` is uncommented."""
+    # Prepare
+    from provisioner.kit_files import _RESOURCES
+
+    text = _RESOURCES.format(kind="site")
+    uncommented = "\n".join(line[2:] if line.startswith("# ") and ": " in line and line[2:3].isalpha() and
+                             line[2:].split(":")[0].isidentifier() else line for line in text.splitlines())
+    # Execute
+    resources = load_resources(write(tmp_path, uncommented))
+    # Assert
+    assert resources.max_concurrent_jobs == 2
