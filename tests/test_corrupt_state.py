@@ -11,24 +11,10 @@ from node.audit import AuditLog, read
 from node.kit import load_kit
 
 from .federation import Federation, make_federation, running
+from .job_folders import job_folder
 
 ADMINS = [("pa@a.org", "a", "project_admin"), ("member@a.org", "a", "member")]
-JOB = """\
-api_version: 1
-name: {name}
-workflow: {{type: fedavg, args: {{rounds: 2, round_timeout_s: 30}}}}
-sites: [site-1]
-min_sites: 1
-"""
 
-
-def make_job(root: Path, name: str) -> Path:
-    (root / name / "app").mkdir(parents=True, exist_ok=True)
-    (root / name / "job.yml").write_text(JOB.format(name=name))
-    (root / name / "app" / "train.py").write_text(
-        "import node.api as fl\nfl.init()\nwhile fl.running():\n    m = fl.receive()\n"
-        "    fl.send(fl.Model(params=m.params, num_examples=1))\n")
-    return root / name
 
 
 def run_to_end(fed: Federation, job: Path) -> str:
@@ -64,7 +50,7 @@ def test_a_damaged_audit_tail_is_set_aside_and_the_federation_goes_on(tmp_path):
         before.append("site-1", "test.record", n=n)
     damage_last_line(site_log, syntax=False)
     with running(fed):
-        assert run_to_end(fed, make_job(tmp_path, "first")) == "FINISHED"
+        assert run_to_end(fed, job_folder(tmp_path, "first", rounds=2)) == "FINISHED"
         job_id = fed.flctl_json("job", "ls")[0]["id"]
         server_log = fed.kit("localhost") / "workspace" / "audit.jsonl"
         damage_last_line(server_log, syntax=True)
@@ -72,8 +58,9 @@ def test_a_damaged_audit_tail_is_set_aside_and_the_federation_goes_on(tmp_path):
         refused = fed.flctl("job", "abort", job_id, "--kit", fed.kit("member@a.org"))
         assert refused.returncode == 4, refused.stderr
         assert "not permitted" in refused.stderr
-        assert run_to_end(fed, make_job(tmp_path, "second")) == "FINISHED"  # the scheduler still starts jobs
-        assert run_to_end(fed, make_job(tmp_path, "third")) == "FINISHED"
+        # the scheduler still starts jobs
+        assert run_to_end(fed, job_folder(tmp_path, "second", rounds=2)) == "FINISHED"
+        assert run_to_end(fed, job_folder(tmp_path, "third", rounds=2)) == "FINISHED"
 
         server = verify_json(fed, server_log, fed.kit("localhost"))
         assert server["ok"] and server["signatures"] == "checked"
@@ -105,8 +92,8 @@ def test_a_damaged_database_stops_the_server_with_exit_2_and_node_recover_rebuil
     server_kit = fed.kit("localhost")
     workspace = server_kit / "workspace"
     with running(fed):
-        finished = fed.flctl_json("job", "submit", make_job(tmp_path, "finished"), "--watch")["id"]
-        waiting_dir = make_job(tmp_path, "waiting")
+        finished = fed.flctl_json("job", "submit", job_folder(tmp_path, "finished", rounds=2), "--watch")["id"]
+        waiting_dir = job_folder(tmp_path, "waiting", rounds=2)
         (waiting_dir / "job.yml").write_text(WAITING)
         waiting = fed.flctl_json("job", "submit", waiting_dir)["id"]
     (workspace / "jobs" / finished / "record.json").unlink()  # a job from before record files: rebuilt from disk

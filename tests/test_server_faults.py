@@ -17,21 +17,7 @@ from node.server.daemon import ServerDaemon
 from node.store import JobRow
 
 from .federation import Federation, make_federation
-
-JOB = """\
-api_version: 1
-name: {name}
-workflow: {{type: fedavg, args: {{rounds: 1, round_timeout_s: 30}}}}
-sites: [site-1]
-min_sites: 1
-"""
-
-
-def make_job(root: Path, name: str) -> Path:
-    (root / name / "app").mkdir(parents=True, exist_ok=True)
-    (root / name / "job.yml").write_text(JOB.format(name=name))
-    (root / name / "app" / "train.py").write_text("import node.api as fl\nfl.init()\n")
-    return root / name
+from .job_folders import IDLE, job_folder
 
 
 @pytest.fixture
@@ -50,7 +36,7 @@ def daemon(fed: Federation) -> Iterator[ServerDaemon]:
 
 def add_job(server: ServerDaemon, root: Path, name: str, signed: bool, at: float) -> str:
     """A job stored as submitted, its folder as the Admin service leaves it (without signature.json: unsigned)."""
-    spec = load_job(make_job(root, name)).spec
+    spec = load_job(job_folder(root, name, script=IDLE)).spec
     job_dir = server.ctx.jobs_dir() / name
     job_dir.mkdir(parents=True)
     if signed:
@@ -102,11 +88,11 @@ def test_a_submit_whose_storing_fails_stores_nothing(fed, daemon, tmp_path):
     store._db.execute("CREATE TRIGGER refuse BEFORE INSERT ON events BEGIN SELECT RAISE(ABORT, 'injected'); END")
     with AdminClient.from_kit(fed.admin_kit) as admin:
         with pytest.raises(errors.NodeError, match=r"could not store the job .*nothing of it was kept"):
-            admin.submit_job(make_job(tmp_path, "unstored"))
+            admin.submit_job(job_folder(tmp_path, "unstored", script=IDLE))
         assert admin.list_jobs() == []
         assert list(daemon.ctx.jobs_dir().iterdir()) == []
         store._db.execute("DROP TRIGGER refuse")
-        job_id = admin.submit_job(make_job(tmp_path, "stored"))
+        job_id = admin.submit_job(job_folder(tmp_path, "stored", script=IDLE))
         assert [j.id for j in admin.list_jobs()] == [job_id]
 
 

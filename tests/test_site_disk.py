@@ -11,17 +11,8 @@ from pathlib import Path
 import pytest
 
 from .federation import Federation, make_federation, running
+from .job_folders import job_folder
 from .test_faults import _mount_tmpfs, _unmount, fill
-
-JOB = """\
-api_version: 1
-name: {name}
-workflow: {{type: fedavg, args: {{rounds: 1, round_timeout_s: 60}}}}
-sites: [site-1]
-min_sites: 1
-"""
-TRAIN = ("import node.api as fl\nfl.init()\nwhile fl.running():\n    m = fl.receive()\n"
-         "    fl.send(fl.Model(params=m.params, num_examples=1))\n")
 
 
 @pytest.fixture(scope="module")
@@ -39,12 +30,6 @@ def fed_on_small_disk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tupl
         _unmount(jobs)
 
 
-def job_folder(root: Path, name: str) -> Path:
-    (root / name / "app").mkdir(parents=True)
-    (root / name / "job.yml").write_text(JOB.format(name=name))
-    (root / name / "app" / "train.py").write_text(TRAIN)
-    return root / name
-
 
 def test_a_full_disk_at_a_site_fails_the_job_clearly_and_the_next_job_runs(fed_on_small_disk, tmp_path):
     """With the site's job workspace full, the job FAILS saying the site's disk is full; the daemon stays up and,
@@ -53,7 +38,7 @@ def test_a_full_disk_at_a_site_fails_the_job_clearly_and_the_next_job_runs(fed_o
     filler = jobs / "filler"
     try:
         fill(filler)
-        out = fed.flctl("job", "submit", job_folder(tmp_path, "on-full-disk"), "--watch", "--json")
+        out = fed.flctl("job", "submit", job_folder(tmp_path, "on-full-disk", round_timeout_s=60), "--watch", "--json")
         assert out.returncode == 1, out.stdout + out.stderr + fed.logs()
         job_id = json.loads(out.stdout)["id"]
         show = fed.flctl_json("job", "show", job_id)
@@ -66,5 +51,5 @@ def test_a_full_disk_at_a_site_fails_the_job_clearly_and_the_next_job_runs(fed_o
     finally:
         with contextlib.suppress(FileNotFoundError):
             filler.unlink()
-    out = fed.flctl("job", "submit", job_folder(tmp_path, "after-space-freed"), "--watch", "--json")
+    out = fed.flctl("job", "submit", job_folder(tmp_path, "after-space-freed", round_timeout_s=60), "--watch", "--json")
     assert out.returncode == 0, out.stdout + out.stderr + fed.logs()

@@ -13,15 +13,8 @@ from node.admin_client import AdminClient
 from node.proto import flctl_pb2 as pb
 
 from .federation import Federation, make_federation
+from .job_folders import IDLE, job_folder
 from .raw_site import RawSite
-
-JOB = """\
-api_version: 1
-name: {name}
-workflow: {{type: fedavg, args: {{rounds: 1, round_timeout_s: 300}}}}
-sites: [site-1]
-min_sites: 1
-"""
 
 
 @pytest.fixture
@@ -34,12 +27,6 @@ def fed(tmp_path: Path) -> Iterator[Federation]:
     finally:
         fed.stop_all()
 
-
-def job_folder(root: Path, name: str) -> Path:
-    (root / name / "app").mkdir(parents=True)
-    (root / name / "job.yml").write_text(JOB.format(name=name))
-    (root / name / "app" / "train.py").write_text("import node.api as fl\nfl.init()\n")
-    return root / name
 
 
 def refused(site: RawSite, request: pb.ReportRequest) -> grpc.StatusCode:
@@ -58,7 +45,7 @@ def test_a_site_changes_only_its_own_part_and_only_while_it_runs(fed, tmp_path):
     with RawSite(fed.kit("site-1")) as one, RawSite(fed.kit("site-2")) as two, \
             AdminClient.from_kit(fed.admin_kit) as admin:
         fed.wait_online(["site-1", "site-2"])
-        job_id = admin.submit_job(job_folder(tmp_path, "only-site-1"))
+        job_id = admin.submit_job(job_folder(tmp_path, "only-site-1", round_timeout_s=300, script=IDLE))
         deadline = time.monotonic() + 60
         while admin.get_job(job_id).status != "RUNNING" and time.monotonic() < deadline:
             time.sleep(0.2)
