@@ -99,6 +99,9 @@ def test_an_admins_streams_past_its_cap_are_refused_while_its_calls_answer(fed: 
         listed = fed.flctl("job", "ls")
         assert listed.returncode == 0, listed.stderr
         assert code_of(stub) == grpc.StatusCode.RESOURCE_EXHAUSTED
+        refused_logs = fed.flctl("job", "logs", "no-such-job")
+        assert refused_logs.returncode == 1 and "Traceback" not in refused_logs.stderr
+        assert f"refused the call: too many concurrent streams from {ADMIN[0]} (cap 3" in refused_logs.stderr
         assert code_of(other) == grpc.StatusCode.NOT_FOUND, "another admin is not held to the first one's cap"
         for call in watches:
             call.cancel()
