@@ -52,6 +52,7 @@ class CallCaps(grpc.ServerInterceptor):  # type: ignore[misc]
         self._streams: Counter[Peer] = Counter()
         self._all_calls = 0
         self._all_streams = 0
+        self._made: dict[str, tuple[Any, Any]] = {}
 
     def in_progress(self) -> tuple[int, int]:
         """(calls, streams) counted now, from everyone."""
@@ -115,6 +116,14 @@ class CallCaps(grpc.ServerInterceptor):  # type: ignore[misc]
         handler = continuation(details)
         if handler is None:
             return None
+        made = self._made.get(details.method)
+        if made is not None and made[0] is handler:  # each method's handler is wrapped once
+            return made[1]
+        wrapped = self._wrap(handler)
+        self._made[details.method] = (handler, wrapped)
+        return wrapped
+
+    def _wrap(self, handler: Any) -> Any:
         streaming = bool(handler.request_streaming or handler.response_streaming)
         if handler.response_streaming:
             behavior = handler.unary_stream or handler.stream_stream
