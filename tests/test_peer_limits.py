@@ -158,9 +158,9 @@ def flood_job(root: Path) -> Path:
 
 
 def test_a_site_flooding_a_jobs_log_and_metrics_is_cut_with_one_note(fed: Federation, tmp_path: Path):
-    """site-1 sends 130 log lines (one of 500 characters) and 45 metric values within a minute against caps of 50
-    and 20: the job keeps 50 lines (the long one cut, with a marker) and 20 values, its log holds one note for
-    each flood, and the server still answers."""
+    """site-1 sends 130 log lines (one of 500 characters) and 45 metric values (one named with 300) within a minute
+    against caps of 50 and 20: the job keeps 50 lines and 20 values (the long line and name cut, with a marker),
+    its log holds one note for each flood, and the server still answers."""
     with RawSite(fed.kit("site-1")) as site, AdminClient.from_kit(fed.admin_kit) as admin:
         fed.wait_online(["site-1"])
         job_id = admin.submit_job(flood_job(tmp_path))
@@ -171,8 +171,8 @@ def test_a_site_flooding_a_jobs_log_and_metrics_is_cut_with_one_note(fed: Federa
                                                                for i in range(99)]
             # Execute
             site.stub.Report(pb.ReportRequest(job_id=job_id, logs=lines, metrics=[
-                pb.Metric(name="loss", value=float(i), step=i, has_step=True, time=now) for i in range(30)]),
-                timeout=WAIT_S)
+                pb.Metric(name="loss" if i else "m" * 300, value=float(i), step=i, has_step=True, time=now)
+                for i in range(30)]), timeout=WAIT_S)
             site.stub.Report(pb.ReportRequest(job_id=job_id, logs=lines[:30], metrics=[
                 pb.Metric(name="acc", value=1.0, time=now) for _ in range(15)]), timeout=WAIT_S)
             # Assert
@@ -187,9 +187,9 @@ def test_a_site_flooding_a_jobs_log_and_metrics_is_cut_with_one_note(fed: Federa
                              "(the server's local/resources.yml max_metrics_per_minute)"]
             database = fed.kit("localhost") / "workspace" / "server.db"
             with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as db:
-                (count,) = db.execute("SELECT count(*) FROM metrics WHERE job_id = ? AND site = 'site-1'",
-                                      (job_id,)).fetchone()
-            assert count == 20
+                names = [name for (name,) in db.execute(
+                    "SELECT name FROM metrics WHERE job_id = ? AND site = 'site-1' ORDER BY rowid", (job_id,))]
+            assert len(names) == 20 and names[0] == "m" * 100 + " [... 200 more characters cut (max_log_line_chars)]"
             assert fed.flctl("job", "ls").returncode == 0
         finally:
             admin.abort_job(job_id)

@@ -205,7 +205,8 @@ class FederationService(pb_grpc.FederationServicer):
             site_round = job.site_states[who.name][1]  # type: ignore[union-attr]
             for metric in metrics:
                 store.add_metrics(request.job_id, who.name, site_round,
-                                  [(metric.name, metric.value, metric.step if metric.has_step else None)],
+                                  [(self._gate.cut(metric.name), metric.value,
+                                    metric.step if metric.has_step else None)],
                                   metric.time or time.time())
         already_failed = job.site_states[who.name][0] == "failed"  # type: ignore[union-attr]
         if request.status == "failed" and not already_failed:
