@@ -59,6 +59,8 @@ def translate(exc: grpc.RpcError, target: str, kit: NodeKit | None = None) -> er
         return errors.TimedOut(f"the server at {target} did not answer in time")
     if code == grpc.StatusCode.FAILED_PRECONDITION:
         return errors.Failed(details)
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return errors.Failed(f"the server at {target} refused the call: {details}")
     return errors.NodeError(f"the server failed: {code.name}: {details}")
 
 

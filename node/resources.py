@@ -23,6 +23,7 @@ from provisioner.errors import KitError
 MIB = 1024 * 1024
 MIN_WINDOW_MB = 1 / 16  # 64 KiB, HTTP/2's own initial window: a smaller one only slows every transfer
 MAX_WINDOW_MB = 1024
+MAX_CALLS = 20_000  # the server gives each call in progress a thread: more than this is not a machine's worth
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,22 @@ class Resources:
     """The lowest TLS version the server accepts: "1.3", or "1.2" for peers that need it (see `node.tls_policy`)."""
     retention_days: float = 0
     """Ended jobs older than this are removed (the server's records and folders, a site's workspaces); 0: kept."""
+    max_calls: int = 4000
+    """Calls the server serves at once, from everyone, streams included (1,000 sites hold about 3,000 in a round)."""
+    max_streams: int = 3500
+    """Streaming calls (command streams, task polls, uploads, watches) the server serves at once, from everyone."""
+    max_calls_per_peer: int = 64
+    """Calls one certificate (its name and kind) may have in progress at once; a site uses about 5."""
+    max_streams_per_peer: int = 32
+    """Streaming calls one certificate may have open at once (an admin's watches, log follows, downloads)."""
+    handshake_timeout_s: float = 20
+    """How long a new connection may take to finish its TLS handshake before the server closes it."""
+    max_log_line_chars: int = 4096
+    """A site's log line longer than this is cut, with a marker saying how much."""
+    max_log_lines_per_minute: int = 1200
+    """Log lines one site may add to one job a minute; the rest of that minute is dropped, with one note."""
+    max_metrics_per_minute: int = 1200
+    """Metric values one site may add to one job a minute; the rest of that minute is dropped, with one note."""
 
     @property
     def disk_reserve_bytes(self) -> int:
@@ -110,6 +127,41 @@ def load_resources(path: Path) -> Resources:
     spare = document.get("spare_job_process", defaults.spare_job_process)
     if not isinstance(spare, bool):
         raise KitError(f"{path}: spare_job_process must be true or false (default true), not {spare!r}")
+    tls = document.get("tls_min_version", defaults.tls_min_version)
+    if tls not in ("1.2", "1.3"):
+        raise KitError(f'{path}: tls_min_version must be "1.3" or "1.2" (default "1.3"), not {tls!r}')
+
+    def whole(key: str, low: int, high: int, unit: str) -> int:
+        allowed = f"a whole number of {unit} from {low} to {high}"
+        value = number(key, low, high, allowed)
+        if value != int(value):
+            raise KitError(f"{path}: {key} must be {allowed} (default {getattr(defaults, key)}), not {document[key]!r}")
+        return int(value)
+
+    return Resources(
+        max_concurrent_jobs=int(jobs),
+        disk_reserve_mb=number("disk_reserve_mb", 0, 1 << 20, "a size in MB, 0 or more"),
+        spare_job_process=spare,
+        stream_window_mb=number("stream_window_mb", MIN_WINDOW_MB, MAX_WINDOW_MB,
+                                f"a size in MiB from {MIN_WINDOW_MB:g} to {MAX_WINDOW_MB}, or 0 for gRPC's "
+                                "adaptive window", zero_too=True),
+        **_isolation(path, document),
+        tls_min_version=tls,
+        retention_days=number("retention_days", 0, 100_000, "a number of days, or 0 to keep ended jobs"),
+        max_calls=whole("max_calls", 1, MAX_CALLS, "calls"),
+        max_streams=whole("max_streams", 1, MAX_CALLS, "streams"),
+        max_calls_per_peer=whole("max_calls_per_peer", 1, MAX_CALLS, "calls"),
+        max_streams_per_peer=whole("max_streams_per_peer", 1, MAX_CALLS, "streams"),
+        handshake_timeout_s=number("handshake_timeout_s", 0.1, 3600, "a time in seconds from 0.1 to 3600"),
+        max_log_line_chars=whole("max_log_line_chars", 80, 1 << 20, "characters"),
+        max_log_lines_per_minute=whole("max_log_lines_per_minute", 1, 10_000_000, "lines"),
+        max_metrics_per_minute=whole("max_metrics_per_minute", 1, 10_000_000, "metric values"),
+    )
+
+
+def _isolation(path: Path, document: dict[Any, Any]) -> dict[str, Any]:
+    """A site's job-script settings (`node.site.sandbox`), checked."""
+    defaults = Resources()
     isolation = document.get("job_isolation", defaults.job_isolation)
     if isolation is False:  # YAML reads a bare `off` as false
         isolation = "off"
@@ -124,23 +176,8 @@ def load_resources(path: Path) -> Resources:
     relative = [p for p in data_paths if not p.startswith("/")]
     if relative:
         raise KitError(f"{path}: data_paths must be absolute paths, not {relative[0]!r}")
-    tls = document.get("tls_min_version", defaults.tls_min_version)
-    if tls not in ("1.2", "1.3"):
-        raise KitError(f'{path}: tls_min_version must be "1.3" or "1.2" (default "1.3"), not {tls!r}')
-    return Resources(
-        max_concurrent_jobs=int(jobs),
-        disk_reserve_mb=number("disk_reserve_mb", 0, 1 << 20, "a size in MB, 0 or more"),
-        spare_job_process=spare,
-        stream_window_mb=number("stream_window_mb", MIN_WINDOW_MB, MAX_WINDOW_MB,
-                                f"a size in MiB from {MIN_WINDOW_MB:g} to {MAX_WINDOW_MB}, or 0 for gRPC's "
-                                "adaptive window", zero_too=True),
-        job_isolation=isolation,
-        job_user=str(job_user),
-        job_env_allow=env_allow,
-        data_paths=data_paths,
-        tls_min_version=tls,
-        retention_days=number("retention_days", 0, 100_000, "a number of days, or 0 to keep ended jobs"),
-    )
+    return {"job_isolation": isolation, "job_user": str(job_user), "job_env_allow": env_allow,
+            "data_paths": data_paths}
 
 
 def _names(path: Path, key: str, value: Any) -> tuple[str, ...]:

@@ -42,9 +42,14 @@ _CHANNEL_BASE = [
 ]
 _SERVER_BASE = [
     *_CHANNEL_BASE[:2],
+    # Keepalive limits: flctl's own clients ping every 20 s; a peer that pings more often than every 5 s (with no
+    # data to send) three times over is sent GOAWAY and cut off, and a connection without a call for 10 minutes is
+    # closed (a client reconnects at its next call). No maximum connection age: a site's command stream is meant
+    # to last, and ending it would only make every site reconnect.
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
-    ("grpc.http2.max_ping_strikes", 0),
+    ("grpc.http2.max_ping_strikes", 2),
+    ("grpc.max_connection_idle_ms", 600_000),
 ]
 
 

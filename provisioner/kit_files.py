@@ -91,6 +91,17 @@ gpus: []
 stream_window_mb: 4
 # The lowest TLS version the server accepts: "1.3" (the default), or "1.2" for a peer that cannot speak 1.3.
 # tls_min_version: "1.3"
+# The server's bounds on what one peer (a certificate) and everyone together may hold at once, and on how long a
+# connection may take to finish its TLS handshake.
+# max_calls_per_peer: 64
+# max_streams_per_peer: 32
+# max_calls: 4000
+# max_streams: 3500
+# handshake_timeout_s: 20
+# A site's log lines (cut past max_log_line_chars) and metric values a job may take from it, each a minute.
+# max_log_line_chars: 4096
+# max_log_lines_per_minute: 1200
+# max_metrics_per_minute: 1200
 # Days an ended job is kept (its folder and records); 0 keeps them for ever.
 # retention_days: 0
 # A site's job scripts: confined by Landlock, or run as job_user where the site runs as root. required (the

@@ -26,4 +26,4 @@ def test_channels_and_servers_take_the_window_they_are_given():
     client, server = dict(channel_options(2 * CHUNK)), dict(server_options(16 * CHUNK))
     # Assert
     assert client["grpc.http2.lookahead_bytes"] == 2 * CHUNK and client["grpc.keepalive_time_ms"] == 20_000
-    assert server["grpc.http2.lookahead_bytes"] == 16 * CHUNK and server["grpc.http2.max_ping_strikes"] == 0
+    assert server["grpc.http2.lookahead_bytes"] == 16 * CHUNK and server["grpc.http2.max_ping_strikes"] == 2

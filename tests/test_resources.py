@@ -65,6 +65,14 @@ def test_stream_window_is_a_size_in_mib(tmp_path: Path, text: str, expected: int
     ("disk_reserve_mb: [16]\n", "disk_reserve_mb must be a size in MB, 0 or more"),
     ("spare_job_process: maybe\n", "spare_job_process must be true or false"),
     ("spare_job_process: 0\n", "spare_job_process must be true or false"),
+    ("max_calls: 0\n", "max_calls must be a whole number of calls from 1 to 20000 (default 4000), not 0"),
+    ("max_streams: 100000\n", "max_streams must be a whole number of streams from 1 to 20000"),
+    ("max_calls_per_peer: 2.5\n", "max_calls_per_peer must be a whole number of calls from 1 to 20000"),
+    ("max_streams_per_peer: lots\n", "max_streams_per_peer must be a whole number of streams"),
+    ("handshake_timeout_s: 0\n", "handshake_timeout_s must be a time in seconds from 0.1 to 3600"),
+    ("max_log_line_chars: 10\n", "max_log_line_chars must be a whole number of characters from 80"),
+    ("max_log_lines_per_minute: -1\n", "max_log_lines_per_minute must be a whole number of lines"),
+    ("max_metrics_per_minute: true\n", "max_metrics_per_minute must be a whole number of metric values"),
     ("- a list\n", "must be a mapping of settings"),
 ])
 def test_a_value_that_is_not_allowed_is_refused_naming_the_file_the_key_and_what_is_allowed(
@@ -109,3 +117,17 @@ def test_a_new_kit_s_resources_load_with_their_commented_settings_uncommented(tm
     resources = load_resources(write(tmp_path, uncommented))
     # Assert
     assert resources.max_concurrent_jobs == 2
+def test_the_caps_on_calls_streams_handshakes_and_reports_are_read(tmp_path: Path):
+    """The server's caps per peer and overall, its handshake deadline and its limits on a site's logs and metrics;
+    by default the overall caps hold a thousand sites (each with a command stream, a task poll and an upload)."""
+    # Prepare
+    path = write(tmp_path, "max_calls: 50\nmax_streams: 40\nmax_calls_per_peer: 8\nmax_streams_per_peer: 4\n"
+                           "handshake_timeout_s: 1.5\nmax_log_line_chars: 200\nmax_log_lines_per_minute: 30\n"
+                           "max_metrics_per_minute: 10\n")
+    # Execute
+    resources = load_resources(path)
+    # Assert
+    assert (resources.max_calls, resources.max_streams, resources.max_calls_per_peer, resources.max_streams_per_peer,
+            resources.handshake_timeout_s, resources.max_log_line_chars, resources.max_log_lines_per_minute,
+            resources.max_metrics_per_minute) == (50, 40, 8, 4, 1.5, 200, 30, 10)
+    assert Resources().max_streams > 3 * 1000 and Resources().max_calls > Resources().max_streams

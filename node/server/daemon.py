@@ -20,11 +20,13 @@ from node.proto import flctl_pb2_grpc as pb_grpc
 from node.readiness import ReadyPipe
 from node.resources import load_resources, resources_path
 from node.server.admin_service import AdminService
+from node.server.call_caps import CallCaps, Caps
 from node.server.context import ServerContext
 from node.server.disk_guard import DiskGuard
 from node.server.federation_service import FederationService, add_to_server
 from node.server.job_records import save_record
 from node.server.job_runner import JobRunner
+from node.server.report_limits import ReportLimits
 from node.server.retention import Retention
 from node.server.scheduler import Scheduler, fail_start
 from node.server.site_hub import SiteHub
@@ -33,9 +35,11 @@ from node.store import JobRow, Store, StoreDamaged
 from node.tls import server_credentials, server_options
 
 log = logging.getLogger("flctl.server")
-# gRPC's sync server gives every call in progress a thread: each site holds a command stream and, in a
-# job, a long poll, so the ceiling must exceed twice the sites. Threads are made only when needed.
-WORKERS = 4096
+# gRPC's sync server gives every call in progress a thread (made only when needed): each site holds a command
+# stream and, in a job, a long poll and an upload. `max_calls` in local/resources.yml bounds them (CallCaps refuses
+# the rest at once); the pool has room beyond it for those refusals, and gRPC itself refuses calls past the pool's
+# size, so no call ever waits for a thread.
+REFUSAL_THREADS = 96
 RESTART_GRACE_S = 15.0
 STOP_GRACE_S = 0.5
 """How long calls in progress may take to finish when the server stops (streams are ended before that)."""
@@ -77,9 +81,16 @@ class ServerDaemon:
         self._poke_scheduler = self.scheduler.poke
         listen = config.listen or config.server
         self.address = f"{listen.host}:{listen.port}"
-        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="rpc"),
-                                   options=server_options(resources.stream_window_bytes))
-        add_to_server(FederationService(self.ctx, self.scheduler.poke), self._server)
+        workers = resources.max_calls + REFUSAL_THREADS
+        self.caps = CallCaps(Caps(resources.max_calls, resources.max_streams, resources.max_calls_per_peer,
+                                  resources.max_streams_per_peer))
+        handshake = ("grpc.server_handshake_timeout_ms", int(resources.handshake_timeout_s * 1000))
+        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rpc"),
+                                   options=[*server_options(resources.stream_window_bytes), handshake],
+                                   interceptors=[self.caps], maximum_concurrent_rpcs=workers)
+        limits = ReportLimits(resources.max_log_line_chars, resources.max_log_lines_per_minute,
+                              resources.max_metrics_per_minute)
+        add_to_server(FederationService(self.ctx, self.scheduler.poke, limits), self._server)
         pb_grpc.add_AdminServicer_to_server(AdminService(self.ctx, self.scheduler.poke), self._server)
         self._stopped = threading.Event()
         self._retention = Retention(self.ctx, resources.retention_days) if resources.retention_days else None

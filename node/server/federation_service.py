@@ -20,6 +20,7 @@ from node.proto import flctl_pb2_grpc as pb_grpc
 from node.server.context import ServerContext
 from node.server.disk_guard import is_disk_full
 from node.server.identity import caller
+from node.server.report_limits import ReportGate, ReportLimits
 from node.server.task_board import INLINE_BYTES
 from node.store import JobRow
 from node.tls import CHUNK
@@ -38,9 +39,10 @@ def stream_file(path: Path) -> Iterator[bytes]:
 
 
 class FederationService(pb_grpc.FederationServicer):
-    def __init__(self, ctx: ServerContext, poke: Any) -> None:
+    def __init__(self, ctx: ServerContext, poke: Any, limits: ReportLimits) -> None:
         self._ctx = ctx
         self._poke = poke
+        self._gate = ReportGate(limits)
 
     def _site(self, context: Any) -> CertIdentity:
         return caller(context, "site", self._ctx.revocations)[0]
@@ -199,12 +201,17 @@ class FederationService(pb_grpc.FederationServicer):
         refusal = _report_refusal(who.name, job, request.status)  # type: ignore[arg-type]
         if refusal is not None:
             context.abort(*refusal)  # nothing of it is stored
-        store.add_logs(request.job_id, who.name, [(line.time, line.line) for line in request.logs])
-        if request.metrics:
+        lines, log_note = self._gate.lines(request.job_id, who.name, [(line.time, line.line) for line in request.logs])
+        store.add_logs(request.job_id, who.name, lines)
+        metrics, metric_note = self._gate.metrics(request.job_id, who.name, list(request.metrics))
+        notes = [(time.time(), note) for note in (log_note, metric_note) if note]
+        store.add_logs(request.job_id, "server", notes)
+        if metrics:
             site_round = job.site_states[who.name][1]  # type: ignore[union-attr]
-            for metric in request.metrics:
+            for metric in metrics:
                 store.add_metrics(request.job_id, who.name, site_round,
-                                  [(metric.name, metric.value, metric.step if metric.has_step else None)],
+                                  [(self._gate.cut(metric.name), metric.value,
+                                    metric.step if metric.has_step else None)],
                                   metric.time or time.time())
         already_failed = job.site_states[who.name][0] == "failed"  # type: ignore[union-attr]
         if request.status == "failed" and not already_failed:

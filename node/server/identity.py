@@ -30,6 +30,13 @@ def _peer_identity(context: Any) -> tuple[CertIdentity, x509.Certificate] | None
     return found  # type: ignore[return-value]
 
 
+def certified(context: Any) -> CertIdentity | None:
+    """The identity in the caller's verified certificate (parsed once per certificate); None when there is none.
+    Neither its kind nor revocation is checked here: `caller` does that."""
+    found = _peer_identity(context)
+    return None if found is None else found[0]
+
+
 def caller(context: Any, kind: str, revocations: Revocations) -> tuple[CertIdentity, x509.Certificate]:
     """The caller's identity, or abort the call: no certificate, the wrong kind, or a revoked one."""
     found = _peer_identity(context)
