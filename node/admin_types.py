@@ -18,6 +18,8 @@ class Identity:
     role: str
     project: str
     not_after: float
+    notices: tuple[str, ...] = ()
+    """What the server's operator must know, one sentence each (a damaged audit tail it set aside)."""
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -144,6 +145,11 @@ class AuditLog:
             self._key = pki.load_key(key_pem)
         self.check("at start")
 
+    def notices(self) -> list[str]:
+        """One sentence for each damaged tail this object set aside, for the operator (the console shows them)."""
+        with self._lock:
+            return [gap_notice(gap, self.path) for gap in self.gaps]
+
     def check(self, when: str = "on request") -> dict[str, Any] | None:
         """Set aside a damaged tail now; the `audit.gap` record written, or None when the tail is whole."""
         with self._lock:
@@ -198,7 +204,10 @@ class AuditLog:
         handle.seek(tail.good_end)
         damaged = handle.read()
         aside = _aside_name(self.path)
-        os.link(self.path, aside)
+        try:
+            os.link(self.path, aside)
+        except OSError:  # a file system without hard links: a copy, still made before the log is replaced
+            shutil.copy2(self.path, aside)
         gap = self._sealed({
             "seq": tail.seq + 1, "time": time.time(), "actor": self.actor, "action": GAP, "detected": when,
             "set_aside": aside.name, "after_seq": tail.seq, "good_bytes": tail.good_end,
@@ -216,6 +225,14 @@ class AuditLog:
                   "and the log goes on from record %d, chained to record %d. `flctl audit verify %s` shows the gap.",
                   self.path, len(damaged), tail.seq, tail.fault, when, aside, gap["seq"], tail.seq, self.path)
         return gap
+
+
+def gap_notice(gap: dict[str, Any], path: Path) -> str:
+    """What an `audit.gap` record tells an operator, in one sentence."""
+    when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(gap["time"]))
+    return (f"the audit log {path.name} had a damaged tail ({gap['damaged_bytes']} bytes after record "
+            f"{gap['after_seq']}), found {gap['detected']} at {when}; it is kept as {gap['set_aside']} and the log "
+            f"goes on, chained across the gap: `flctl audit verify {path}` shows it")
 
 
 def _append(fd: int, end: int, data: bytes) -> None:

@@ -50,7 +50,7 @@ def event_from_pb(msg: pb.Event) -> t.Event:
 
 
 def identity_from_pb(msg: pb.Identity) -> t.Identity:
-    return t.Identity(msg.name, msg.org, msg.kind, msg.role, msg.project, msg.not_after)
+    return t.Identity(msg.name, msg.org, msg.kind, msg.role, msg.project, msg.not_after, tuple(msg.notices))
 
 
 def log_from_pb(msg: pb.LogEntry) -> t.LogEntry:

@@ -69,6 +69,9 @@ def test_a_damaged_audit_tail_is_set_aside_and_the_federation_goes_on(tmp_path):
         assert any(r["action"] == "job.abort" and r["result"].startswith("refused") for r in read(server_log))
         site = verify_json(fed, site_log, fed.kit("site-1"))
         assert site["ok"] and site["gaps"][0]["detected"] == "at start" and site["gaps"][0]["after_seq"] == 2
+        with AdminClient.from_kit(fed.admin_kit) as admin:  # the console's top line and `i` show these
+            [notice] = admin.whoami().notices
+        assert gap["set_aside"] in notice and "flctl audit verify" in notice
         node_log = (fed.root / "localhost.log").read_text()
         assert "had a damaged tail" in node_log and "Traceback" not in node_log
         deadline = time.monotonic() + 10

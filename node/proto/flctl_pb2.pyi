@@ -206,20 +206,22 @@ class CrlRequest(_message.Message):
     def __init__(self, crl_pem: _Optional[bytes] = ...) -> None: ...
 
 class Identity(_message.Message):
-    __slots__ = ("name", "org", "kind", "role", "project", "not_after")
+    __slots__ = ("name", "org", "kind", "role", "project", "not_after", "notices")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ORG_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
     PROJECT_FIELD_NUMBER: _ClassVar[int]
     NOT_AFTER_FIELD_NUMBER: _ClassVar[int]
+    NOTICES_FIELD_NUMBER: _ClassVar[int]
     name: str
     org: str
     kind: str
     role: str
     project: str
     not_after: float
-    def __init__(self, name: _Optional[str] = ..., org: _Optional[str] = ..., kind: _Optional[str] = ..., role: _Optional[str] = ..., project: _Optional[str] = ..., not_after: _Optional[float] = ...) -> None: ...
+    notices: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., org: _Optional[str] = ..., kind: _Optional[str] = ..., role: _Optional[str] = ..., project: _Optional[str] = ..., not_after: _Optional[float] = ..., notices: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SubmitHeader(_message.Message):
     __slots__ = ("sha256", "size", "signer_cert_pem", "signature", "claims_json")

@@ -96,7 +96,7 @@ class AdminService(pb_grpc.AdminServicer):
     def WhoAmI(self, request: pb.Empty, context: Any) -> pb.Identity:
         actor, not_after = self._actor(context)
         return pb.Identity(name=actor.name, org=actor.org, kind="admin", role=actor.role, project=self._ctx.project,
-                           not_after=not_after)
+                           not_after=not_after, notices=self._ctx.audit.notices())
 
     def SubmitJob(self, request_iterator: Iterator[pb.SubmitMessage], context: Any) -> pb.JobRef:
         from node.job_signing import SignatureRefused, verify_bundle

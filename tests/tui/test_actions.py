@@ -14,6 +14,7 @@ from console.tui.dialogs.path_picker import PathPicker
 from console.tui.screens.job import JobScreen
 from console.tui.screens.overview import OverviewScreen
 from console.tui.screens.site_logs import SiteLogsScreen
+from console.tui.widgets.connection_bar import ConnectionBar
 from console.tui.widgets.metric_plot import MetricPlot
 from node import errors
 from node.admin_types import Identity
@@ -291,3 +292,30 @@ async def test_leaving_a_job_ends_its_streams() -> None:
         # Assert
         assert len(streams) == 2
         assert isinstance(app.screen, OverviewScreen)
+
+
+@synchronously
+async def test_the_server_s_notices_show_on_the_top_line_and_in_who_am_i() -> None:
+    """A damaged audit tail the server set aside: the top line counts its notices, `i` shows each sentence."""
+    # Prepare
+    notice = ("the audit log audit.jsonl had a damaged tail (12 bytes after record 7), found at start at "
+              "2026-12-04 10:00:00 UTC; it is kept as audit.damaged-x.jsonl and the log goes on")
+
+    class Noticed(RecordedAdmin):
+        def whoami(self) -> Identity:
+            plain = super().whoami()
+            return Identity(plain.name, plain.org, plain.kind, plain.role, plain.project, plain.not_after, (notice,))
+
+    app = recorded_app(Noticed())
+    async with app.run_test(size=(100, 30)) as pilot:
+        await online(pilot)
+        # Execute
+        bar = app.screen.query_one(ConnectionBar)
+        await until(pilot, lambda: "notice" in str(bar.render()))
+        top = str(bar.render())
+        await pilot.press("i")
+        await until(pilot, lambda: isinstance(app.screen, IdentityDialog))
+        text = " ".join(str(label.render()) for label in app.screen.query(Label))
+    # Assert
+    assert "1 notice from the server (i)" in top
+    assert "audit.damaged-x.jsonl" in text

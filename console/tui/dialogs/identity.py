@@ -1,4 +1,5 @@
-"""Who this console acts as: name, organisation, role, project and when the certificate expires."""
+"""Who this console acts as: name, organisation, role, project and when the certificate expires; and what the
+server asks its operator to know (a damaged audit tail it set aside)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,8 @@ class IdentityDialog(ModalScreen[None]):
                                ("project", who.project), ("certificate expires", cells.expiry(who.not_after,
                                                                                                 self.now))):
                 yield Label(f"{key:>20}  {value}")
+            for notice in who.notices:
+                yield Label(f"⚠ {notice}", classes="notice")
             yield Label("escape closes", classes="detail")
 
     async def action_dismiss(self, result: None = None) -> None:

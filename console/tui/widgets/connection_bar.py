@@ -30,6 +30,9 @@ class ConnectionBar(Static):
             self.set_class(connection.state == state, f"-{state}")
         if connection.state == "online":
             text = f"● connected to {connection.target}  {who}"
+            if identity and identity.notices:
+                count = len(identity.notices)
+                text += f"  ⚠ {count} notice{'s' if count > 1 else ''} from the server (i)"
         elif connection.state == "offline":
             text = f"○ disconnected from {connection.target}; reconnecting… {connection.detail}"
         else:
