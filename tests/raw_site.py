@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -71,9 +72,15 @@ class RawSite:
         return header, bytes(data)
 
     def next_task(self, job_id: str, last_task_id: str = "") -> tuple[pb.TaskHeader, bytes]:
-        """Poll until the server hands out a task after `last_task_id` (or says the job is done)."""
+        """Poll until the server hands out a task after `last_task_id` (or says the job is done). A job the task board
+        does not know yet ("UNKNOWN": submitted, not yet started; a real site polls only once told to start it) is
+        polled again, for up to a minute."""
+        deadline = time.monotonic() + 60
         while True:
             header, data = self.fetch_task(job_id, last_task_id)
+            if header.done and header.status == "UNKNOWN" and time.monotonic() < deadline:
+                time.sleep(0.05)
+                continue
             if header.task_id or header.done:
                 return header, data
 
