@@ -19,7 +19,7 @@ from pathlib import Path, PurePosixPath
 
 from provisioner import kit_encryption
 from provisioner.errors import KitError
-from provisioner.kit_writer import FOLDER_MODE
+from provisioner.kit_writer import FOLDER_MODE, create_file
 
 MAX_ENTRIES = 1000
 MAX_BYTES = 64 * 1024 * 1024
@@ -118,11 +118,4 @@ def _extract(archive: zipfile.ZipFile, info: zipfile.ZipInfo, root: Path, rel: P
         data = archive.read(info)
     except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError) as exc:
         raise KitError(f"{shown}: '{info.filename}' cannot be read ({exc})") from None
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, mode)
-    try:
-        os.fchmod(fd, mode)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-    finally:
-        os.close(fd)
+    create_file(os.fspath(path), data, mode)

@@ -47,7 +47,7 @@ def write_files(root: Path, files: Mapping[str, KitFile]) -> None:
         if folder not in folders:
             os.makedirs(folder, mode=FOLDER_MODE, exist_ok=True)
             folders.add(folder)
-        _create(path, f.data, f.mode)
+        create_file(path, f.data, f.mode)
 
 
 def write_zip(path: Path, top: str, files: Mapping[str, KitFile], now: dt.datetime) -> bytes:
@@ -60,7 +60,7 @@ def write_zip(path: Path, top: str, files: Mapping[str, KitFile], now: dt.dateti
 
 def write_private(path: Path, data: bytes) -> None:
     """A new file (never an existing one) holding `data`, readable by its owner only (0600)."""
-    _create(os.fspath(path), data, ZIP_MODE)
+    create_file(os.fspath(path), data, ZIP_MODE)
 
 
 def zip_bytes(top: str, files: Mapping[str, KitFile], now: dt.datetime) -> bytes:
@@ -91,9 +91,9 @@ def zip_bytes(top: str, files: Mapping[str, KitFile], now: dt.datetime) -> bytes
     return b"".join((*parts, directory, end))
 
 
-def _create(path: str, data: bytes, mode: int) -> None:
-    """A new file (O_EXCL) holding `data`; `mode` set exactly whatever the umask."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+def create_file(path: str, data: bytes, mode: int) -> None:
+    """A new file (O_EXCL, never through a link) holding `data`; `mode` set exactly whatever the umask."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, mode)
     try:
         os.fchmod(fd, mode)
         view = memoryview(data)

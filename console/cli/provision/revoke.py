@@ -31,7 +31,7 @@ def command(
 
     With --kit the CRL goes straight to the server, which refuses the certificate
     from then on (sites learn it with their next heartbeat); without it, copy
-    crl.pem to the server kit's local/crl.pem and restart the server.
+    crl.pem to the server kit's local/crl.pem: a running server reads it when it changes.
     """
     from provisioner.project_loader import load_project
     from provisioner.revocation import revoke
