@@ -49,7 +49,7 @@ worked out once a worker, not once a site (the sites are here to load the server
 def answer_to(model: bytes) -> bytes:
     import numpy as np
 
-    from node import tensors
+    from flctl.node.wire import tensors
 
     if model not in ANSWERS:
         params = tensors.decode(model) if model else {"w": np.zeros(10, np.float32)}
@@ -59,8 +59,8 @@ def answer_to(model: bytes) -> bytes:
 
 async def answer_tasks(stub: Any, job_id: str, stats: dict[str, int], stop: asyncio.Event) -> None:
     """Poll the job's tasks and answer each with the model plus one, until the server says the job is done."""
-    from node.proto import flctl_pb2 as pb
-    from node.tls import CHUNK
+    from flctl.node.security.tls import CHUNK
+    from flctl.node.wire.proto import flctl_pb2 as pb
 
     last = ""
     while not stop.is_set():
@@ -91,7 +91,7 @@ async def heartbeats(stub: Any, interval_s: float, running: list[str], stats: di
                      stop: asyncio.Event) -> None:
     import grpc
 
-    from node.proto import flctl_pb2 as pb
+    from flctl.node.wire.proto import flctl_pb2 as pb
 
     while not stop.is_set():
         with contextlib.suppress(asyncio.TimeoutError):
@@ -111,10 +111,10 @@ async def run_site(kit_path: Path, stats: dict[str, int], stop: asyncio.Event) -
     """One lightweight site: register, heartbeat, follow its command stream, answer tasks in-process."""
     import grpc
 
-    from node.kit import load_kit
-    from node.proto import flctl_pb2 as pb
-    from node.proto import flctl_pb2_grpc as pb_grpc
-    from node.tls import CHANNEL_OPTIONS
+    from flctl.node.config.kit import load_kit
+    from flctl.node.security.tls import CHANNEL_OPTIONS
+    from flctl.node.wire.proto import flctl_pb2 as pb
+    from flctl.node.wire.proto import flctl_pb2_grpc as pb_grpc
 
     kit = load_kit(kit_path, verify=False)
     creds = grpc.ssl_channel_credentials(root_certificates=kit.ca_pem, private_key=kit.key_pem,
@@ -214,9 +214,9 @@ def cpu_s(pids: list[int]) -> float:
 
 
 def provision_project(sites: list[str], interval_s: float, work: Path) -> Path:
-    from provisioner.build import provision
-    from provisioner.project_loader import project_from_document
-    from provisioner.yaml_source import parse_yaml
+    from flctl.provisioner.build import provision
+    from flctl.provisioner.project_loader import project_from_document
+    from flctl.provisioner.yaml_source import parse_yaml
 
     port = free_port()
     text = (f"api_version: 1\nname: scale\nserver: {{name: localhost, org: hub, port: {port}, hosts: [127.0.0.1]}}\n"
@@ -355,7 +355,7 @@ def main() -> None:
         print(json.dumps(asyncio.run(worker([Path(k) for k in args.worker]))))
         return
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(124))  # clean up below when timed out from outside
-    from node.admin_client import AdminClient
+    from flctl.node.admin.admin_client import AdminClient
 
     work = args.workdir or Path(tempfile.mkdtemp(prefix="flctl-scale-"))
     work.mkdir(parents=True, exist_ok=True)

@@ -40,7 +40,7 @@ PEERS = {"nvflare": "nvflare==2.9.0", "flwr": "flwr[simulation]==1.42.0"}
 
 FLCTL_SCRIPT = """
 import numpy as np
-import node.api as fl
+import flctl.client as fl
 
 fl.init()
 while fl.running():

@@ -48,7 +48,7 @@ FLCTL = str(Path(sys.executable).parent / "flctl")
 
 SCRIPT = """\
 import numpy as np
-import node.api as fl
+import flctl.client as fl
 
 fl.init()
 while fl.running():
@@ -118,8 +118,8 @@ def ceiling(mb: int, work: Path) -> dict[str, float]:
     import grpc
 
     sys.path.insert(0, str(ROOT))
-    from node.kit import load_kit
-    from node.tls import CHUNK, SERVER_OPTIONS, server_credentials
+    from flctl.node.config.kit import load_kit
+    from flctl.node.security.tls import CHUNK, SERVER_OPTIONS, server_credentials
 
     prod = provision(work)
     kit = load_kit(prod / "localhost", verify=False)
@@ -156,8 +156,8 @@ def ceiling_site(kit_dir: Path, mb: int, go: float) -> None:
     sys.path.insert(0, str(ROOT))
     import grpc
 
-    from node.kit import load_kit
-    from node.tls import CHUNK, channel
+    from flctl.node.config.kit import load_kit
+    from flctl.node.security.tls import CHUNK, channel
 
     chan = channel(load_kit(kit_dir, verify=False))
     grpc.channel_ready_future(chan).result(timeout=30)

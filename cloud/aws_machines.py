@@ -11,12 +11,12 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from cloud.deploy_errors import CloudCredentialsMissing, CloudError, CloudUnreachable, DeployError
-from cloud.deploy_state import DeploymentState, Machine, Record
-from cloud.machine_plan import MachinePlan, Rule
-from cloud.machine_provider import CloudProgress, MachineProvider
-from cloud.machine_specs import AwsMachine
-from cloud.ssh_keys import ensure_key
+from flctl.cloud.deploy_errors import CloudCredentialsMissing, CloudError, CloudUnreachable, DeployError
+from flctl.cloud.deploy_state import DeploymentState, Machine, Record
+from flctl.cloud.machine_plan import MachinePlan, Rule
+from flctl.cloud.machine_provider import CloudProgress, MachineProvider
+from flctl.cloud.machine_specs import AwsMachine
+from flctl.cloud.ssh_keys import ensure_key
 
 T = TypeVar("T")
 LIVE_STATES = ["pending", "running", "stopping", "stopped"]

@@ -1,8 +1,8 @@
 """Cloud rollouts: create the machines an inventory marks `provider: aws|azure`, then roll the kits out to
-them over SSH (cloud.deploy_executor); destroy exactly what the deployment state records.
+them over SSH (flctl.cloud.deploy_executor); destroy exactly what the deployment state records.
 
 Machines are made one after another, the server first; one failing does not stop the others. The
-deployment state (cloud.deploy_state) is locked for the whole command.
+deployment state (flctl.cloud.deploy_state) is locked for the whole command.
 """
 
 from __future__ import annotations
@@ -11,13 +11,13 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from cloud.deploy_errors import DeployError, NotInInventory
-from cloud.deploy_state import DeploymentState, Record, locked
-from cloud.inventory import HostSpec, Inventory
-from cloud.machine_plan import MachinePlan, plan_machine
-from cloud.machine_provider import CloudProgress, MachineProvider
-from provisioner.errors import ProvisionError
-from provisioner.kit_info import read_kit
+from flctl.cloud.deploy_errors import DeployError, NotInInventory
+from flctl.cloud.deploy_state import DeploymentState, Record, locked
+from flctl.cloud.inventory import HostSpec, Inventory
+from flctl.cloud.machine_plan import MachinePlan, plan_machine
+from flctl.cloud.machine_provider import CloudProgress, MachineProvider
+from flctl.provisioner.errors import ProvisionError
+from flctl.provisioner.kit_info import read_kit
 
 ProviderFactory = Callable[[str, DeploymentState, CloudProgress], MachineProvider]
 
@@ -159,9 +159,9 @@ def _forget_machines(state: DeploymentState) -> None:
 def default_provider(name: str, state: DeploymentState, progress: CloudProgress) -> MachineProvider:
     """The provider `name` with its SDK's usual credentials (imported only when used)."""
     if name == "aws":
-        from cloud.aws_machines import AwsMachines
+        from flctl.cloud.aws_machines import AwsMachines
 
         return AwsMachines(state, progress)
-    from cloud.azure_machines import AzureMachines
+    from flctl.cloud.azure_machines import AzureMachines
 
     return AzureMachines(state, progress)

@@ -1,6 +1,6 @@
 """The transport a rollout runs its steps through: connect, put a file, run a command, close.
 
-One subclass per transport (`cloud.ssh_connector`); planning and the executor know only this.
+One subclass per transport (`flctl.cloud.ssh_connector`); planning and the executor know only this.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from types import TracebackType
 
-from cloud.deploy_errors import RemoteCommandFailed
+from flctl.cloud.deploy_errors import RemoteCommandFailed
 
 
 @dataclass(frozen=True)

@@ -17,16 +17,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cloud import remote_scripts as rs
-from cloud.connector import Connector
-from cloud.deploy_errors import DeployError, HostUnsuitable, KitRejected, NotCreated, Unhealthy
-from cloud.deploy_plan import Desired, HostPlan, Observed, Step, kit_checksums, plan_host, service_mode
-from cloud.health import server_answers, sites_online
-from cloud.inventory import HostSpec, Inventory
-from cloud.remote_scripts import q
-from cloud.wheelhouse import Platform, default_cache, flctl_wheel, wheelhouse
-from provisioner.errors import ProvisionError
-from provisioner.kit_info import read_kit
+from flctl.cloud import remote_scripts as rs
+from flctl.cloud.connector import Connector
+from flctl.cloud.deploy_errors import DeployError, HostUnsuitable, KitRejected, NotCreated, Unhealthy
+from flctl.cloud.deploy_plan import Desired, HostPlan, Observed, Step, kit_checksums, plan_host, service_mode
+from flctl.cloud.health import server_answers, sites_online
+from flctl.cloud.inventory import HostSpec, Inventory
+from flctl.cloud.remote_scripts import q
+from flctl.cloud.wheelhouse import Platform, default_cache, flctl_wheel, wheelhouse
+from flctl.provisioner.errors import ProvisionError
+from flctl.provisioner.kit_info import read_kit
 
 STOP_GRACE_S = 20.0
 
@@ -173,7 +173,7 @@ class Rollout:
 
     def plan(self, host: HostSpec, conn: Connector, force_restart: bool = False) -> HostPlan:
         observed = self._probe(host, conn)
-        from cloud.deploy_plan import check_host
+        from flctl.cloud.deploy_plan import check_host
 
         check_host(host, observed)
         wheels = self._wheel_set(observed)

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cloud.deploy_errors import HostUnsuitable
-from cloud.inventory import HostSpec
+from flctl.cloud.deploy_errors import HostUnsuitable
+from flctl.cloud.inventory import HostSpec
 
 MIN_PYTHON = (3, 11)
 

@@ -24,8 +24,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cloud.deploy_errors import DeployError
-from provisioner.state import write_atomic
+from flctl.cloud.deploy_errors import DeployError
+from flctl.provisioner.state import write_atomic
 
 STATE_FILE = "state.json"
 

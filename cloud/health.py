@@ -7,8 +7,8 @@ import socket
 import ssl
 from pathlib import Path
 
-from provisioner.kit_info import read_kit
-from provisioner.kit_layout import KitPaths
+from flctl.provisioner.kit_info import read_kit
+from flctl.provisioner.kit_layout import KitPaths
 
 
 def server_answers(kit: Path, timeout_s: float = 3.0) -> bool:
@@ -26,8 +26,8 @@ def server_answers(kit: Path, timeout_s: float = 3.0) -> bool:
 
 def sites_online(admin_kit: Path) -> dict[str, float] | None:
     """The sites the server lists online with their last heartbeat (server clock), or None when it cannot be asked."""
-    from node.admin_client import AdminClient
-    from node.errors import NodeError
+    from flctl.node.admin.admin_client import AdminClient
+    from flctl.node.errors import NodeError
 
     try:
         with AdminClient.from_kit(admin_kit, timeout_s=5.0) as admin:

@@ -10,9 +10,9 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
-from cloud.connector import Connector
-from cloud.deploy_state import DeploymentState
-from cloud.inventory import HostSpec, Inventory
+from flctl.cloud.connector import Connector
+from flctl.cloud.deploy_state import DeploymentState
+from flctl.cloud.inventory import HostSpec, Inventory
 
 CLOUD_CONNECT_ATTEMPTS = 12  # a new VM's sshd comes up a minute or so after the API says it runs
 
@@ -48,7 +48,7 @@ def resolve(inventory: Inventory, only: set[str] | None = None) -> ResolvedInven
 
 def connector_factory(resolved: ResolvedInventory, accept_new: bool) -> Callable[[HostSpec], Connector]:
     """Connectors over SSH for the hosts of `resolved.inventory`."""
-    from cloud.ssh_connector import SshConnector, SshOptions
+    from flctl.cloud.ssh_connector import SshConnector, SshOptions
 
     inv = resolved.inventory
 

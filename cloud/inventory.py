@@ -1,7 +1,7 @@
 """The rollout inventory: which participant's kit goes to which host, and how to reach it.
 
 An inventory is YAML (see playbooks/rollouts/). Every problem is reported with the file, the
-line and the field, all at once, like project.yml (provisioner.project_loader).
+line and the field, all at once, like project.yml (flctl.provisioner.project_loader).
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from cloud.machine_specs import AwsMachine, AzureMachine
-from provisioner.errors import InputError, Problem
-from provisioner.yaml_source import Loc, YamlDocument, format_loc, load_yaml
+from flctl.cloud.machine_specs import AwsMachine, AzureMachine
+from flctl.provisioner.errors import InputError, Problem
+from flctl.provisioner.yaml_source import Loc, YamlDocument, format_loc, load_yaml
 
 
 class HostSpec(BaseModel):

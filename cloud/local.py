@@ -1,9 +1,9 @@
 """A local federation's processes: provision it, start its nodes in the background, watch them, stop them.
 
-The plan (project, layout, commands) is `cloud.local_plan`; this module does the I/O. Each node
+The plan (project, layout, commands) is `flctl.cloud.local_plan`; this module does the I/O. Each node
 runs `flctl node start KIT` in a session of its own, its output in `logs/<name>.log` and its PID
 (with the process's start time, so a reused PID is never signalled) in `run/<name>.pid`.
-The server and the sites start at the same time; each site waits (`node.readiness.StartGate`)
+The server and the sites start at the same time; each site waits (`flctl.node.process.readiness.StartGate`)
 until the server writes `ready` on its pipe (it listens), then connects and writes `ready` once the
 server has registered it; end-of-file first means the node exited. No polling, no sleeps.
 Stopping sends SIGTERM (a node daemon ends its job processes and their scripts), waits for every
@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from cloud.local_plan import (
+from flctl.cloud.local_plan import (
     STATE_FILE,
     PocState,
     log_file,
@@ -34,7 +34,7 @@ from cloud.local_plan import (
     read_state,
     site_names,
 )
-from node.readiness import READY, READY_FD_ENV, START_AFTER_FD_ENV
+from flctl.node.process.readiness import READY, READY_FD_ENV, START_AFTER_FD_ENV
 
 STOP_GRACE_S = 10.0
 """How long `stop` waits for nodes (and what they started) to exit after SIGTERM before SIGKILL."""
@@ -68,9 +68,9 @@ def free_port() -> int:
 
 def prepare(workspace: Path, sites: int, port: int | None = None) -> PocState:
     """Provision a local project with `sites` sites into `workspace` (which must hold no federation yet)."""
-    from provisioner.build import provision
-    from provisioner.project_loader import project_from_document
-    from provisioner.yaml_source import parse_yaml
+    from flctl.provisioner.build import provision
+    from flctl.provisioner.project_loader import project_from_document
+    from flctl.provisioner.yaml_source import parse_yaml
 
     if read_state(workspace) is not None or (workspace / STATE_FILE).exists():
         raise LocalError(f"a local federation is already prepared in {workspace}; use it, or remove it with "
@@ -232,8 +232,8 @@ def status(workspace: Path, state: PocState) -> list[NodeStatus]:
 
 def sites_online(workspace: Path, state: PocState) -> list[str] | None:
     """Sites the server sees online; None when the server cannot be reached."""
-    from node.admin_client import AdminClient
-    from node.errors import NodeError
+    from flctl.node.admin.admin_client import AdminClient
+    from flctl.node.errors import NodeError
 
     try:
         with AdminClient.from_kit(state.admin_kit(workspace), timeout_s=3) as admin:

@@ -6,7 +6,7 @@ admin `admin@localhost` (project_admin), provisioned into a workspace folder:
     WORKSPACE/
       poc.json                    what was prepared: project, port, sites, where the kits are
       project.yml                 the project it was provisioned from
-      kits/<project>/prod_NN/     the startup kits (provisioner.build.provision)
+      kits/<project>/prod_NN/     the startup kits (flctl.provisioner.build.provision)
       run/<participant>.pid       PID and start time of each running node
       logs/<participant>.log      each node's output
 """
@@ -93,11 +93,11 @@ def log_file(workspace: Path, participant: str) -> Path:
 
 
 def node_command(kit: Path) -> list[str]:
-    """How a node is started: the flctl beside this interpreter, else `python -m console.cli.app`."""
+    """How a node is started: the flctl beside this interpreter, else `python -m flctl.console.cli.app`."""
     flctl = Path(sys.executable).parent / "flctl"
     if flctl.is_file() and os.access(flctl, os.X_OK):
         return [str(flctl), "node", "start", str(kit)]
-    return [sys.executable, "-m", "console.cli.app", "node", "start", str(kit)]
+    return [sys.executable, "-m", "flctl.console.cli.app", "node", "start", str(kit)]
 
 
 def admin_kit(workspace: Path) -> Path | None:

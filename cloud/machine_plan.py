@@ -1,6 +1,6 @@
 """Planning cloud machines (pure): from an inventory host, the exact resources to create, their names,
 tags and inbound rules. Nothing here calls a cloud: `--dry-run` prints these plans, and the
-providers (cloud.aws_machines, cloud.azure_machines) create what they say, in their order.
+providers (flctl.cloud.aws_machines, flctl.cloud.azure_machines) create what they say, in their order.
 """
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from cloud.inventory import HostSpec
-from cloud.machine_specs import AwsMachine, AzureMachine
+from flctl.cloud.inventory import HostSpec
+from flctl.cloud.machine_specs import AwsMachine, AzureMachine
 
 SSH_PORT = 22
 

@@ -1,5 +1,5 @@
 """What a cloud provider does for a rollout: make a planned machine exist (reusing what it already made)
-and delete recorded resources. One subclass per cloud (cloud.aws_machines, cloud.azure_machines).
+and delete recorded resources. One subclass per cloud (flctl.cloud.aws_machines, flctl.cloud.azure_machines).
 
 The contract every provider keeps:
 - a resource is recorded in the deployment state the moment the cloud returns its id, before anything else;
@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
-from cloud.deploy_state import DeploymentState, Machine, Record
-from cloud.machine_plan import MachinePlan
+from flctl.cloud.deploy_state import DeploymentState, Machine, Record
+from flctl.cloud.machine_plan import MachinePlan
 
 
 class CloudProgress:

@@ -1,6 +1,6 @@
 """What an inventory says about a machine flctl creates in a cloud: the `aws:` and `azure:` blocks of a host.
 
-Typed and described like the rest of the inventory (cloud.inventory); the descriptions are the docs.
+Typed and described like the rest of the inventory (flctl.cloud.inventory); the descriptions are the docs.
 Networking is least-privilege by construction: SSH only from the operator's CIDRs, the federation
 port only on the server, nothing else inbound.
 """

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import paramiko
 
-from cloud.connector import CommandResult, Connector
-from cloud.deploy_errors import (
+from flctl.cloud.connector import CommandResult, Connector
+from flctl.cloud.deploy_errors import (
     AuthenticationFailed,
     DeployError,
     HostKeyChanged,

@@ -18,7 +18,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from cloud.deploy_errors import LocalBuildFailed
+from flctl.cloud.deploy_errors import LocalBuildFailed
 
 PACKAGES = ("console", "provisioner", "cloud", "node")
 SOURCE_FILES = ("pyproject.toml", "README.md")

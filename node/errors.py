@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from provisioner.errors import Problem
+from flctl.provisioner.errors import Problem
 
 
 class NodeError(Exception):

@@ -26,14 +26,14 @@ from typing import Any
 
 from cryptography import x509
 
-from provisioner import dir_spread, fork_pool, pki, signing
-from provisioner import kit_layout as layout
-from provisioner.errors import InputError, Problem, ProvisionError
-from provisioner.kit_encryption import SUFFIX, Delivery
-from provisioner.kit_files import KitFile, KitRenderer
-from provisioner.kit_writer import FOLDER_MODE, write_files, write_private, write_zip
-from provisioner.project import Participant, Project
-from provisioner.state import IssuedRecord, State, load_state, locked, new_state, save_state
+from flctl.provisioner import dir_spread, fork_pool, pki, signing
+from flctl.provisioner import kit_layout as layout
+from flctl.provisioner.errors import InputError, Problem, ProvisionError
+from flctl.provisioner.kit_encryption import SUFFIX, Delivery
+from flctl.provisioner.kit_files import KitFile, KitRenderer
+from flctl.provisioner.kit_writer import FOLDER_MODE, write_files, write_private, write_zip
+from flctl.provisioner.project import Participant, Project
+from flctl.provisioner.state import IssuedRecord, State, load_state, locked, new_state, save_state
 
 Progress = Callable[[int, int, str], None]
 _PROD = re.compile(r"prod_(\d+)")

@@ -17,14 +17,14 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
-from provisioner import build, pki
-from provisioner import kit_layout as layout
-from provisioner.errors import InputError, KitError, Problem
-from provisioner.kit_writer import write_files, write_zip
-from provisioner.names import check_admin_name, check_host, check_simple_name
-from provisioner.project import KeyType, Kind, Project, Role
-from provisioner.signing import Verification, verify_kit
-from provisioner.state import IssuedRecord, load_state, locked, new_state, save_state, write_atomic
+from flctl.provisioner import build, pki
+from flctl.provisioner import kit_layout as layout
+from flctl.provisioner.errors import InputError, KitError, Problem
+from flctl.provisioner.kit_writer import write_files, write_zip
+from flctl.provisioner.names import check_admin_name, check_host, check_simple_name
+from flctl.provisioner.project import KeyType, Kind, Project, Role
+from flctl.provisioner.signing import Verification, verify_kit
+from flctl.provisioner.state import IssuedRecord, load_state, locked, new_state, save_state, write_atomic
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from provisioner.errors import ProvisionError
+from flctl.provisioner.errors import ProvisionError
 
 T = TypeVar("T")
 _DONE = b"+"

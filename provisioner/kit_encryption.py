@@ -47,7 +47,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-from provisioner.errors import KitError, PassphraseError
+from flctl.provisioner.errors import KitError, PassphraseError
 
 MAGIC = b"FLCTLKIT"
 VERSION = 1

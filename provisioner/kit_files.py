@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import yaml
 
-from provisioner import kit_layout as layout
-from provisioner.kit_config import ConsoleConfig, Endpoint, Heartbeat, NodeConfig, TlsFiles
-from provisioner.project import Kind, Participant, Project
+from flctl.provisioner import kit_layout as layout
+from flctl.provisioner.kit_config import ConsoleConfig, Endpoint, Heartbeat, NodeConfig, TlsFiles
+from flctl.provisioner.project import Kind, Participant, Project
 
 LISTEN_ALL = "0.0.0.0"
 # libyaml's emitter when available: the same output as the pure-Python one, four times faster.

@@ -10,10 +10,10 @@ import yaml
 from cryptography import x509
 from pydantic import ValidationError
 
-from provisioner import kit_layout as layout
-from provisioner import pki
-from provisioner.errors import KitError
-from provisioner.kit_config import ConsoleConfig, NodeConfig
+from flctl.provisioner import kit_layout as layout
+from flctl.provisioner import pki
+from flctl.provisioner.errors import KitError
+from flctl.provisioner.kit_config import ConsoleConfig, NodeConfig
 
 EXPIRY_WARNING_DAYS = 30
 

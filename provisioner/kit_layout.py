@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from provisioner.project import Kind
+from flctl.provisioner.project import Kind
 
 STARTUP = "startup"
 LOCAL = "local"

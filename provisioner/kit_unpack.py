@@ -17,9 +17,9 @@ import stat
 import zipfile
 from pathlib import Path, PurePosixPath
 
-from provisioner import kit_encryption
-from provisioner.errors import KitError
-from provisioner.kit_writer import FOLDER_MODE, create_file
+from flctl.provisioner import kit_encryption
+from flctl.provisioner.errors import KitError
+from flctl.provisioner.kit_writer import FOLDER_MODE, create_file
 
 MAX_ENTRIES = 1000
 MAX_BYTES = 64 * 1024 * 1024

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from provisioner.yaml_source import Loc, format_loc
+from flctl.provisioner.yaml_source import Loc, format_loc
 
 # Builders whose work flctl does itself: listed in a FLARE project, they need no warning.
 NATIVE_BUILDERS = {

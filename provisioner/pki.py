@@ -18,8 +18,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, ObjectIdentifier
 
-from provisioner.names import is_ip
-from provisioner.project import KINDS, ROLES, KeyType, Kind, Participant, Role
+from flctl.provisioner.names import is_ip
+from flctl.provisioner.project import KINDS, ROLES, KeyType, Kind, Participant, Role
 
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 PublicKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey

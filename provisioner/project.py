@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from provisioner.names import (
+from flctl.provisioner.names import (
     check_admin_name,
     check_host,
     check_project_name,

@@ -8,11 +8,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from provisioner import nvflare_project
-from provisioner.errors import InputError, Problem
-from provisioner.project import Project
-from provisioner.schema_messages import message
-from provisioner.yaml_source import Loc, YamlDocument, format_loc, load_yaml
+from flctl.provisioner import nvflare_project
+from flctl.provisioner.errors import InputError, Problem
+from flctl.provisioner.project import Project
+from flctl.provisioner.schema_messages import message
+from flctl.provisioner.yaml_source import Loc, YamlDocument, format_loc, load_yaml
 
 
 @dataclass

@@ -18,9 +18,9 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
-from provisioner.errors import StateError
-from provisioner.pki import PrivateKey
-from provisioner.state import load_state, locked, state_dir, write_atomic
+from flctl.provisioner.errors import StateError
+from flctl.provisioner.pki import PrivateKey
+from flctl.provisioner.state import load_state, locked, state_dir, write_atomic
 
 CRL_FILE = "crl.pem"
 REVOKED_FILE = "revoked.json"

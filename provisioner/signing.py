@@ -19,9 +19,9 @@ from typing import Any
 
 from cryptography import x509
 
-from provisioner import kit_layout as layout
-from provisioner import pki
-from provisioner.project import Participant
+from flctl.provisioner import kit_layout as layout
+from flctl.provisioner import pki
+from flctl.provisioner.project import Participant
 
 FORMAT_VERSION = 1
 

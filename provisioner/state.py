@@ -23,9 +23,9 @@ from typing import Any
 
 from cryptography import x509
 
-from provisioner import pki
-from provisioner.errors import PassphraseError, StateError
-from provisioner.project import KeyType
+from flctl.provisioner import pki
+from flctl.provisioner.errors import PassphraseError, StateError
+from flctl.provisioner.project import KeyType
 
 STATE = "state"
 CA_CERT = "ca.crt"

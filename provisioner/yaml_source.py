@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from provisioner.errors import InputError, Problem
+from flctl.provisioner.errors import InputError, Problem
 
 Loc = tuple[str | int, ...]
 # libyaml's parser when PyYAML was built with it (ten times faster), else the pure-Python one; both give marks.

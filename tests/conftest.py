@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 from hypothesis import settings
 
-from provisioner.build import ProvisionResult, provision
-from provisioner.project_loader import load_project
+from flctl.provisioner.build import ProvisionResult, provision
+from flctl.provisioner.project_loader import load_project
 
 # CI explores the same examples every run (no flaky discoveries); locally hypothesis roams freely.
 settings.register_profile("ci", derandomize=True)
@@ -40,7 +40,7 @@ class CliResult:
 
 def run_flctl(*args: str | Path) -> CliResult:
     """Run `flctl ARGS` through the real entry point, in this process."""
-    from console.cli.app import main
+    from flctl.console.cli.app import main
 
     out, err = io.StringIO(), io.StringIO()
     argv = sys.argv

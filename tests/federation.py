@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from provisioner.build import provision
-from provisioner.project_loader import project_from_document
-from provisioner.yaml_source import parse_yaml
+from flctl.provisioner.build import provision
+from flctl.provisioner.project_loader import project_from_document
+from flctl.provisioner.yaml_source import parse_yaml
 
 FLCTL = str(Path(sys.executable).parent / "flctl")
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-ECHO = ("import node.api as fl\nfl.init()\nwhile fl.running():\n    m = fl.receive()\n"
+ECHO = ("import flctl.client as fl\nfl.init()\nwhile fl.running():\n    m = fl.receive()\n"
         "    fl.send(fl.Model(params=m.params, num_examples=1))\n")
 """A script that sends back the model it receives, every round."""
-IDLE = "import node.api as fl\nfl.init()\n"
+IDLE = "import flctl.client as fl\nfl.init()\n"
 """A script that starts and does nothing (a job that waits, or a job process to look at)."""
 
 

@@ -17,10 +17,10 @@ from typing import Any
 
 import grpc
 
-from node.kit import load_kit
-from node.proto import flctl_pb2 as pb
-from node.proto import flctl_pb2_grpc as pb_grpc
-from node.tls import CHANNEL_OPTIONS
+from flctl.node.config.kit import load_kit
+from flctl.node.security.tls import CHANNEL_OPTIONS
+from flctl.node.wire.proto import flctl_pb2 as pb
+from flctl.node.wire.proto import flctl_pb2_grpc as pb_grpc
 
 
 class RawSite:

@@ -18,10 +18,10 @@ from typing import Any
 
 import grpc
 
-from node.kit import load_kit
-from node.proto import flctl_pb2 as pb
-from node.proto import flctl_pb2_grpc as pb_grpc
-from node.tls import SERVER_OPTIONS, server_credentials
+from flctl.node.config.kit import load_kit
+from flctl.node.security.tls import SERVER_OPTIONS, server_credentials
+from flctl.node.wire.proto import flctl_pb2 as pb
+from flctl.node.wire.proto import flctl_pb2_grpc as pb_grpc
 
 
 class ServerDouble(pb_grpc.FederationServicer):

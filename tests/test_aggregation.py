@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from node.aggregation import BLOCK, WeightedSum, weighted_metrics
+from flctl.node.workflows.aggregation import BLOCK, WeightedSum, weighted_metrics
 
 
 def test_weighted_mean_of_two_models():
@@ -188,7 +188,7 @@ def test_float32_models_are_summed_in_float32_and_averaged_in_place():
 def test_a_mapped_model_is_added_without_keeping_its_pages(tmp_path):
     """Adding a model mapped from its file (as the server does) leaves only the running sum in memory."""
     # Prepare
-    from node import tensors
+    from flctl.node.wire import tensors
 
     path = tmp_path / "result.safetensors"
     tensors.write_file(path, {"w": np.full(16 << 20, 2.0, np.float32)})  # 64 MiB, several blocks

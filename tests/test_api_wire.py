@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from node import api_wire as wire
+from flctl.node.client import api_wire as wire
 
 
 def test_pack_lays_out_length_then_header() -> None:

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from node.audit import AuditLog, read, record_hash, verify
+from flctl.node.security.audit import AuditLog, read, record_hash, verify
 
 
 def make_log(tmp_path, n=5):
@@ -206,7 +206,7 @@ def test_cli_verify_reports_the_gap(tmp_path, flctl):
 
 @pytest.fixture
 def server_kit(local_kits):
-    from node.kit import load_kit
+    from flctl.node.config.kit import load_kit
 
     return load_kit(local_kits.prod_dir / "localhost", verify=False)
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from node.authz import DEFAULT, Actor, JobOwner, PolicyError, decide, load_policy, signer_allowed
-from provisioner.kit_files import _POLICY
+from flctl.node.security.authz import DEFAULT, Actor, JobOwner, PolicyError, decide, load_policy, signer_allowed
+from flctl.provisioner.kit_files import _POLICY
 
 COMMANDS = {"submit": "submit_job", "ls": "view", "show": "view", "logs": "download_job", "watch": "view",
             "abort": "manage_job", "download": "download_job"}
@@ -50,7 +50,7 @@ def test_the_kit_default_policy_is_the_built_in_default():
 
 
 def load_policy_text(text: str):
-    from node.authz import Policy
+    from flctl.node.security.authz import Policy
 
     return Policy.model_validate(yaml.safe_load(text))
 
@@ -63,7 +63,7 @@ def test_refusals_name_the_missing_right():
 
 def test_own_org_site_condition_at_a_site():
     """own_org_site: allowed only where the site belongs to the admin's organisation."""
-    from node.authz import Policy, RoleRights
+    from flctl.node.security.authz import Policy, RoleRights
 
     policy = Policy(roles={"lead": RoleRights(submit_job="own_org_site")})
     assert decide(policy, Actor("l", "a", "lead"), "submit_job", site_org="a") is None
@@ -76,7 +76,7 @@ def test_unknown_role_has_no_rights():
 
 
 def test_allowed_signers():
-    from node.authz import JobRules, Policy
+    from flctl.node.security.authz import JobRules, Policy
 
     policy = Policy(roles=DEFAULT.roles, jobs=JobRules(allowed_signers=["boss@a", "org:trusted"]))
     assert signer_allowed(policy, Actor("boss@a", "a", "lead")) is None

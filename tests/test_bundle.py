@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from node.bundle import BundleLimits, bundle_digest, extract_bundle, pack_job
-from node.errors import JobError
+from flctl.node.errors import JobError
+from flctl.node.jobs.bundle import BundleLimits, bundle_digest, extract_bundle, pack_job
 
 
 def make_job(root: Path) -> Path:

@@ -14,9 +14,9 @@ from typing import Any
 import grpc
 import pytest
 
-from node.kit import load_kit
-from node.server.call_caps import CallCaps, Caps
-from node.tls import channel, server_credentials
+from flctl.node.config.kit import load_kit
+from flctl.node.security.tls import channel, server_credentials
+from flctl.node.server.call_caps import CallCaps, Caps
 
 from .federation import Federation, make_federation
 

@@ -14,10 +14,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from provisioner import pki
-from provisioner.build import provision
-from provisioner.project import Participant
-from provisioner.project_loader import load_project
+from flctl.provisioner import pki
+from flctl.provisioner.build import provision
+from flctl.provisioner.project import Participant
+from flctl.provisioner.project_loader import load_project
 
 NOW = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
 

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from node import chunk_codec
-from node.proto import flctl_pb2 as pb
+from flctl.node.wire import chunk_codec
+from flctl.node.wire.proto import flctl_pb2 as pb
 
 
 @pytest.mark.parametrize("size", [0, 1, 127, 128, 16_383, 16_384, 2_097_151, 2_097_152, 1024 * 1024])

@@ -15,7 +15,7 @@ from .conftest import ROOT
 def _flctl_process(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """`flctl ARGS` in a fresh interpreter, as a shell would start it."""
     return subprocess.run([sys.executable, "-c", "import sys; sys.argv[0] = 'flctl'; "
-                           "from console.cli.app import main; main()", *args],
+                           "from flctl.console.cli.app import main; main()", *args],
                           check=False, capture_output=True, text=True, cwd=ROOT, timeout=60,
                           env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
 
@@ -37,7 +37,7 @@ def test_version_imports_no_command_group():
     code, modules = _modules_after(["--version"])
 
     assert code == 0
-    assert not any(m.split(".")[0] in ("rich", "grpc") or m.startswith("console.cli.job") for m in modules)
+    assert not any(m.split(".")[0] in ("rich", "grpc") or m.startswith("flctl.console.cli.job") for m in modules)
 
 
 def test_show_completion_prints_a_bash_script(flctl):

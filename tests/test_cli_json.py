@@ -24,7 +24,7 @@ def leaf_commands() -> Iterator[tuple[tuple[str, ...], Any]]:
     """(path, click command) of every leaf command, every lazy group built from app.py's table."""
     import typer.main
 
-    from console.cli.app import app
+    from flctl.console.cli.app import app
 
     def walk(command: Any, path: tuple[str, ...]) -> Iterator[tuple[tuple[str, ...], Any]]:
         children = getattr(command, "commands", None)

@@ -138,7 +138,7 @@ def test_real_binary_reports_errors_without_traceback(tmp_path):
 
 def test_help_is_instant_and_imports_nothing_heavy():
     """`flctl --help` imports neither cryptography, pydantic, textual, grpc nor torch."""
-    code = ("import sys; from console.cli.app import app; "
+    code = ("import sys; from flctl.console.cli.app import app; "
             "heavy = [m for m in ('cryptography', 'pydantic', 'textual', 'grpc', 'torch', 'boto3', 'yaml') "
             "if m in sys.modules]; print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT,

@@ -14,7 +14,7 @@ def _modules_after(argv: list[str]) -> tuple[int, list[str]]:
     """Run `flctl ARGV` in a fresh interpreter; its exit code and the modules it imported."""
     code = (
         "import json, sys\n"
-        "from console.cli.app import main\n"
+        "from flctl.console.cli.app import main\n"
         f"sys.argv = ['flctl', *{argv!r}]\n"
         "try:\n"
         "    main()\n"
@@ -34,9 +34,9 @@ def test_a_command_builds_only_its_own_group():
     code, modules = _modules_after(["site", "--help"])
 
     assert code == 0
-    assert "console.cli.site.ls" in modules
-    for other in ("console.cli.job.submit", "console.cli.deploy.ssh", "console.cli.provision.build",
-                  "console.cli.poc.start", "console.cli.kit.verify"):
+    assert "flctl.console.cli.site.ls" in modules
+    for other in ("flctl.console.cli.job.submit", "flctl.console.cli.deploy.ssh", "flctl.console.cli.provision.build",
+                  "flctl.console.cli.poc.start", "flctl.console.cli.kit.verify"):
         assert other not in modules
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from console.cli import terminal
+from flctl.console.cli import terminal
 
 from .conftest import ROOT, run_flctl
 from .federation import Federation, make_federation, running

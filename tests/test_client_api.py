@@ -1,4 +1,4 @@
-"""The Client API (`node.api`), driven in this process against a fake site job process."""
+"""The Client API (`flctl.node.client.api`), driven in this process against a fake site job process."""
 
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-import node.api as fl
-from node import api_wire as wire
-from node.tensors import decode, encode
+import flctl.client as fl
+from flctl.node.client import api_wire as wire
+from flctl.node.wire.tensors import decode, encode
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -94,8 +94,8 @@ def test_calls_before_init_raise(fresh_api: None) -> None:
 
 
 def test_import_loads_nothing_heavy() -> None:
-    """`import node.api` loads neither torch nor grpc (nor numpy or safetensors, until a task arrives)."""
-    code = ("import sys, node.api; "
+    """`import flctl.node.client.api` loads neither torch nor grpc (nor numpy or safetensors, until a task arrives)."""
+    code = ("import sys, flctl.node.client.api; "
             "print([m for m in ('torch', 'grpc', 'numpy', 'safetensors') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True, timeout=30)
 

@@ -6,9 +6,9 @@ import json
 import time
 from pathlib import Path
 
-from node.admin_client import AdminClient
-from node.audit import AuditLog, read
-from node.kit import load_kit
+from flctl.node.admin.admin_client import AdminClient
+from flctl.node.config.kit import load_kit
+from flctl.node.security.audit import AuditLog, read
 
 from .federation import Federation, make_federation, running
 from .job_folders import job_folder

@@ -6,11 +6,11 @@ import stat
 
 import pytest
 
-from provisioner.build import provision
-from provisioner.csr import complete_kit, make_request, sign_request
-from provisioner.errors import InputError
-from provisioner.project_loader import load_project
-from provisioner.signing import verify_kit
+from flctl.provisioner.build import provision
+from flctl.provisioner.csr import complete_kit, make_request, sign_request
+from flctl.provisioner.errors import InputError
+from flctl.provisioner.project_loader import load_project
+from flctl.provisioner.signing import verify_kit
 
 from .conftest import LOCAL_PROJECT
 from .test_certificates import _handshake

@@ -16,12 +16,12 @@ from typing import Any
 import pytest
 from azure.identity import DefaultAzureCredential
 
-from cloud.azure_machines import AzureMachines
-from cloud.cloud_rollout import CloudRollout
-from cloud.deploy_errors import DeployError
-from cloud.deploy_state import DeploymentState
-from cloud.inventory import load_inventory
-from cloud.machine_provider import CloudProgress
+from flctl.cloud.azure_machines import AzureMachines
+from flctl.cloud.cloud_rollout import CloudRollout
+from flctl.cloud.deploy_errors import DeployError
+from flctl.cloud.deploy_state import DeploymentState
+from flctl.cloud.inventory import load_inventory
+from flctl.cloud.machine_provider import CloudProgress
 from tests.azure_arm import ArmServer
 from tests.test_deploy_ssh import flctl
 
@@ -69,7 +69,7 @@ def rollout(inventory: Path, arm: ArmServer) -> CloudRollout:
 
 
 def server_and_site(kits: Path) -> tuple[str, str]:
-    from provisioner.kit_info import read_kit
+    from flctl.provisioner.kit_info import read_kit
 
     names = [p.name for p in sorted(kits.iterdir()) if (p / "startup").is_dir()]
     server = next(n for n in names if read_kit(kits / n).kind == "server")
@@ -102,7 +102,7 @@ def test_create_sends_the_exact_arm_calls_with_least_privilege_bodies(tmp_path: 
     bodies = {c.path.rsplit("/", 1)[-1]: c.body for c in arm.calls("PUT")}
     # the NSG: SSH from the operator, the federation port from anywhere (mTLS), everything else denied
     rules = [r["properties"] | {"name": r["name"]} for r in bodies[f"{name}-nsg"]["properties"]["securityRules"]]
-    from provisioner.kit_info import read_kit
+    from flctl.provisioner.kit_info import read_kit
 
     port = read_kit(kits / server).server_port
     assert [(r["access"], r["direction"], r["protocol"], r["sourceAddressPrefix"], r["destinationPortRange"],

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from cloud.deploy_errors import HostUnsuitable
-from cloud.deploy_plan import Desired, Observed, kit_checksums, plan_host, service_mode
-from cloud.inventory import HostSpec
+from flctl.cloud.deploy_errors import HostUnsuitable
+from flctl.cloud.deploy_plan import Desired, Observed, kit_checksums, plan_host, service_mode
+from flctl.cloud.inventory import HostSpec
 
 HOST = HostSpec(participant="site-1", address="10.0.0.1", user="u", install_dir="/opt/flctl")
 DESIRED = Desired("site-1", {"startup/site.crt": "a" * 64, "startup/node.yml": "b" * 64},

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from cloud.connector import Connector
-from cloud.deploy_executor import Rollout
-from cloud.inventory import HostSpec, load_inventory
-from cloud.ssh_connector import SshConnector, SshOptions
+from flctl.cloud.connector import Connector
+from flctl.cloud.deploy_executor import Rollout
+from flctl.cloud.inventory import HostSpec, load_inventory
+from flctl.cloud.ssh_connector import SshConnector, SshOptions
 from tests.federation import Federation, make_federation
 from tests.sshd import SshHost, free_port, make_key, start_hosts
 

@@ -11,9 +11,9 @@ from types import ModuleType
 import numpy as np
 import pytest
 
-from node.aggregation import WeightedSum
-from node.job_spec import load_job
-from node.tensors import decode, encode
+from flctl.node.jobs.job_spec import load_job
+from flctl.node.wire.tensors import decode, encode
+from flctl.node.workflows.aggregation import WeightedSum
 
 from .conftest import ROOT
 

@@ -21,9 +21,10 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from node import audit, tensors
-from node.admin_client import AdminClient
-from node.proto import flctl_pb2 as pb
+from flctl.node.admin.admin_client import AdminClient
+from flctl.node.security import audit
+from flctl.node.wire import tensors
+from flctl.node.wire.proto import flctl_pb2 as pb
 
 from .connect_proxy import ConnectProxy
 from .federation import Federation, events_until_round, make_federation, pid_alive
@@ -180,7 +181,7 @@ def descendants(pid: int) -> set[int]:
 
 
 def is_spare(pid: int) -> bool:
-    """A spare job process (started with --spare, see node/spare_process.py) that has not been given a job."""
+    """A spare job process (started with --spare, see node/process/spare_process.py) that has not been given a job."""
     try:
         args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:

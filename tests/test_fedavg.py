@@ -7,10 +7,10 @@ from collections.abc import Callable, Iterator, Sequence
 import numpy as np
 import pytest
 
-from node.tasks import Params, SiteFailure, Task, TaskResult
-from node.workflows import WORKFLOWS
-from node.workflows.base import WorkflowError
-from node.workflows.fedavg import FedAvg, FedAvgArgs
+from flctl.node.jobs.tasks import Params, SiteFailure, Task, TaskResult
+from flctl.node.workflows import WORKFLOWS
+from flctl.node.workflows.base import WorkflowError
+from flctl.node.workflows.fedavg import FedAvg, FedAvgArgs
 
 # A site answers a task with a result or a failure, or None to stay silent until the timeout.
 Site = Callable[[Task], TaskResult | SiteFailure | None]

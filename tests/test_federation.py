@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from node.kit import load_kit
-from node.proto import flctl_pb2 as pb
-from node.proto import flctl_pb2_grpc as pb_grpc
+from flctl.node.config.kit import load_kit
+from flctl.node.wire.proto import flctl_pb2 as pb
+from flctl.node.wire.proto import flctl_pb2_grpc as pb_grpc
 
 from .conftest import ROOT
 from .federation import FLCTL, Federation, make_federation, pid_alive, running
@@ -115,7 +115,7 @@ def test_hello_pt_loss_falls(fed, tmp_path):
 
 SLEEPER = """\
 import os, subprocess, time
-import node.api as fl
+import flctl.client as fl
 fl.init()
 child = subprocess.Popen(["sleep", "600"])
 print(f"PIDS {os.getpid()} {child.pid}", flush=True)
@@ -160,7 +160,7 @@ def test_abort_kills_every_training_process(fed, tmp_path):
 
 
 def test_a_raising_script_fails_the_job_and_logs_show_the_traceback(fed, tmp_path):
-    script = "import node.api as fl\nfl.init()\nwhile fl.running():\n    fl.receive()\n" \
+    script = "import flctl.client as fl\nfl.init()\nwhile fl.running():\n    fl.receive()\n" \
              "    raise ValueError('boom at ' + fl.site_name())\n"
     job_id = submit(fed, make_job(tmp_path, "raiser", script))
     job = wait_status(fed, job_id)
@@ -308,7 +308,7 @@ def test_two_jobs_run_at_once(fed, tmp_path):
 
 BIG_MODEL = """\
 import numpy as np
-import node.api as fl
+import flctl.client as fl
 
 fl.init()
 site = fl.site_name()

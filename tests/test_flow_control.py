@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from node.tls import CHUNK, channel_options, flow_control, server_options
+from flctl.node.security.tls import CHUNK, channel_options, flow_control, server_options
 
 
 def test_a_fixed_window_turns_off_bandwidth_probing_and_sets_the_lookahead():

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from cloud.inventory import load_inventory
-from provisioner.errors import InputError
+from flctl.cloud.inventory import load_inventory
+from flctl.provisioner.errors import InputError
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "playbooks" / "rollouts" / "inventory.yml"
 

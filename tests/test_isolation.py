@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from node.resources import load_resources
-from node.site import sandbox
-from provisioner.errors import KitError
+from flctl.node.config.resources import load_resources
+from flctl.node.site import sandbox
+from flctl.provisioner.errors import KitError
 
 from .federation import FLCTL, make_federation, running
 from .test_federation import wait_status
@@ -22,7 +22,7 @@ SECRET_VALUE = "aws-secret-7f3a9c"
 
 PROBE = r'''
 import json, os, sys
-import node.api as fl
+import flctl.client as fl
 
 targets = json.loads(os.environ["PROBE_TARGETS"])
 targets["parent environ"] = f"/proc/{os.getppid()}/environ"
@@ -49,7 +49,7 @@ while fl.running():
 '''
 
 VICTIM = r'''
-import node.api as fl
+import flctl.client as fl
 open("victim.txt", "w").write("the victim's data")
 fl.init()
 while fl.running():
@@ -153,7 +153,7 @@ def test_a_member_cannot_read_a_job_s_logs(tmp_path):
 
 SIM_PROBE = r'''
 import json, os
-import node.api as fl
+import flctl.client as fl
 
 fl.init()
 while fl.running():
@@ -223,12 +223,12 @@ def test_simulate_with_a_relative_workspace(tmp_path):
 
 
 def test_the_launcher_runs_a_command_as_another_user(tmp_path):
-    """`python -m node.site.sandbox --user nobody -- CMD` (the fallback without Landlock) cannot read root's 0600
+    """`python -m flctl.node.site.sandbox --user nobody -- CMD` (the fallback without Landlock) cannot read root's 0600
     file; not root: it refuses, exit 126, one sentence."""
     secret = tmp_path / "site.key"
     secret.write_text("key")
     secret.chmod(0o600)
-    out = subprocess.run([sys.executable, "-m", "node.site.sandbox", "--user", "nobody", "--", "/bin/cat",
+    out = subprocess.run([sys.executable, "-m", "flctl.node.site.sandbox", "--user", "nobody", "--", "/bin/cat",
                           str(secret)], capture_output=True, text=True, timeout=30, check=False)
     assert out.returncode != 0
     assert "key" not in out.stdout
@@ -245,7 +245,7 @@ def test_the_launcher_confines_with_landlock(tmp_path):
     (tmp_path / "ok" / "f").write_text("granted")
     (tmp_path / "no").mkdir()
     (tmp_path / "no" / "f").write_text("refused")
-    out = subprocess.run([sys.executable, "-m", "node.site.sandbox", "--read", "/usr", "--read", "/lib",
+    out = subprocess.run([sys.executable, "-m", "flctl.node.site.sandbox", "--read", "/usr", "--read", "/lib",
                           "--read", "/lib64", "--read", "/bin", "--read", str(tmp_path / "ok"), "--", "/bin/cat",
                           str(tmp_path / "ok" / "f"), str(tmp_path / "no" / "f")],
                          capture_output=True, text=True, timeout=30, check=False)
@@ -302,8 +302,8 @@ def test_isolation_settings_are_read(tmp_path):
 ])
 def test_what_a_site_reports_about_its_isolation(setting, found, note):
     """site ls and the job's first log line say the isolation found, and that a site requiring one refuses jobs."""
-    from node.resources import Resources
-    from node.site.job_process import isolation_note, job_isolation
+    from flctl.node.config.resources import Resources
+    from flctl.node.site.job_process import isolation_note, job_isolation
 
     assert isolation_note(found, Resources(job_isolation=setting)) == note
     if setting == "off":
@@ -322,8 +322,8 @@ def test_a_kit_under_a_granted_path_is_noticed(tmp_path):
 def test_a_site_refuses_jobs_when_its_kit_is_readable_through_a_data_path(tmp_path):
     """data_paths that cover the kit (or Landlock missing where it is required) make the job process refuse, naming
     the path and what to do."""
-    from node.resources import Resources
-    from node.site.job_process import isolation_refusal
+    from flctl.node.config.resources import Resources
+    from flctl.node.site.job_process import isolation_refusal
 
     kit, job_dir = tmp_path / "site-1", tmp_path / "site-1" / "workspace" / "jobs" / "j1"
     landlock = sandbox.Isolation("landlock", abi=7)

@@ -7,9 +7,9 @@ import datetime as dt
 import pytest
 from cryptography import x509
 
-from node.job_signing import SignatureRefused, check_target, new_claims, sign_claims, verify_bundle
-from provisioner.build import provision
-from provisioner.project_loader import load_project
+from flctl.node.jobs.job_signing import SignatureRefused, check_target, new_claims, sign_claims, verify_bundle
+from flctl.provisioner.build import provision
+from flctl.provisioner.project_loader import load_project
 
 from .conftest import LOCAL_PROJECT
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from node.errors import JobError
-from node.job_spec import JobSpec, load_job
-from node.workflows.fedavg import FedAvg, FedAvgArgs
+from flctl.node.errors import JobError
+from flctl.node.jobs.job_spec import JobSpec, load_job
+from flctl.node.workflows.fedavg import FedAvg, FedAvgArgs
 
 GOOD = """\
 api_version: 1

@@ -13,12 +13,12 @@ from cryptography.hazmat.primitives.asymmetric import ec, x25519
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from provisioner import kit_encryption as enc
-from provisioner.build import provision
-from provisioner.errors import InputError, KitError, PassphraseError
-from provisioner.kit_unpack import unpack_file, unpack_zip
-from provisioner.project_loader import load_project
-from provisioner.signing import verify_kit
+from flctl.provisioner import kit_encryption as enc
+from flctl.provisioner.build import provision
+from flctl.provisioner.errors import InputError, KitError, PassphraseError
+from flctl.provisioner.kit_unpack import unpack_file, unpack_zip
+from flctl.provisioner.project_loader import load_project
+from flctl.provisioner.signing import verify_kit
 
 from .conftest import LOCAL_PROJECT
 
@@ -76,7 +76,7 @@ def test_wrong_passphrase_and_wrong_key_are_told_apart_from_damage():
 
 def test_recipient_from_a_certificate_request(tmp_path):
     """The key `flctl kit request` made can receive a kit: its CSR is the public half."""
-    from provisioner.csr import make_request
+    from flctl.provisioner.csr import make_request
 
     req = make_request("site-1", "local", "site", None, tmp_path)
     sealed = enc.encrypt_to_key(b"a kit", enc.load_recipient(req.csr_path))

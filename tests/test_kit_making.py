@@ -13,14 +13,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from provisioner import build, dir_spread, fork_pool
-from provisioner.build import provision
-from provisioner.errors import ProvisionError
-from provisioner.kit_files import KitFile, KitRenderer, config_for, dump_config, yaml_scalar
-from provisioner.kit_writer import zip_bytes
-from provisioner.project_loader import load_project, project_from_document
-from provisioner.signing import verify_kit
-from provisioner.yaml_source import parse_yaml
+from flctl.provisioner import build, dir_spread, fork_pool
+from flctl.provisioner.build import provision
+from flctl.provisioner.errors import ProvisionError
+from flctl.provisioner.kit_files import KitFile, KitRenderer, config_for, dump_config, yaml_scalar
+from flctl.provisioner.kit_writer import zip_bytes
+from flctl.provisioner.project_loader import load_project, project_from_document
+from flctl.provisioner.signing import verify_kit
+from flctl.provisioner.yaml_source import parse_yaml
 
 SITES = 7
 PROJECT = ("api_version: 1\nname: many\nserver: {name: fl.example.org, org: acme, hosts: [10.0.0.5]}\nsites:\n"

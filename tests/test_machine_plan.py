@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from cloud.deploy_state import DeploymentState, Machine, Record
-from cloud.host_access import resolve
-from cloud.inventory import HostSpec, load_inventory
-from cloud.machine_plan import Rule, plan_machine, resource_name
-from provisioner.errors import InputError
+from flctl.cloud.deploy_state import DeploymentState, Machine, Record
+from flctl.cloud.host_access import resolve
+from flctl.cloud.inventory import HostSpec, load_inventory
+from flctl.cloud.machine_plan import Rule, plan_machine, resource_name
+from flctl.provisioner.errors import InputError
 
 AWS = {"region": "eu-west-1", "image": "ami-0123456789abcdef0", "ssh_cidrs": ["203.0.113.7/32"]}
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from node import pidfile
+from flctl.node.process import pidfile
 
 from .federation import Federation, make_federation, pid_alive
 

@@ -18,11 +18,11 @@ from typing import Any
 import grpc
 import pytest
 
-from node.admin_client import AdminClient
-from node.kit import load_kit
-from node.proto import flctl_pb2 as pb
-from node.proto import flctl_pb2_grpc as pb_grpc
-from node.tls import channel
+from flctl.node.admin.admin_client import AdminClient
+from flctl.node.config.kit import load_kit
+from flctl.node.security.tls import channel
+from flctl.node.wire.proto import flctl_pb2 as pb
+from flctl.node.wire.proto import flctl_pb2_grpc as pb_grpc
 
 from .federation import ADMIN, Federation, make_federation
 from .raw_site import RawSite

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from cloud.local import descendants
+from flctl.cloud.local import descendants
 
 from .federation import FLCTL, _kill_group, pid_alive
 
@@ -27,7 +27,7 @@ def flctl(workspace: Path, *args: str | Path, timeout: float = 120) -> subproces
 
 SLEEPER = """
 import time
-import node.api as fl
+import flctl.client as fl
 
 fl.init()
 while fl.running():
@@ -146,8 +146,8 @@ def test_start_says_which_node_exited_while_starting_and_leaves_no_process(works
 def test_a_local_federation_s_sites_prefer_isolation_and_its_server_keeps_the_defaults(tmp_path: Path) -> None:
     """poc sites run jobs confined where the machine can and unconfined (warned) where it cannot; production
     kits keep `required`."""
-    from cloud.local import prepare
-    from node.resources import load_resources
+    from flctl.cloud.local import prepare
+    from flctl.node.config.resources import load_resources
 
     state = prepare(tmp_path / "poc", sites=2)
     prod = tmp_path / "poc" / state.prod_dir

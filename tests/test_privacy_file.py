@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from node.privacy import PrivacyRules, load_privacy
-from provisioner.errors import KitError
-from provisioner.kit_files import _PRIVACY
+from flctl.node.config.privacy import PrivacyRules, load_privacy
+from flctl.provisioner.errors import KitError
+from flctl.provisioner.kit_files import _PRIVACY
 
 
 def write(tmp_path: Path, text: str) -> Path:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from provisioner.errors import InputError
-from provisioner.project_loader import load_project
+from flctl.provisioner.errors import InputError
+from flctl.provisioner.project_loader import load_project
 
 from .conftest import LOCAL_PROJECT, ROOT
 

@@ -11,11 +11,11 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from node.bundle import BundleLimits, extract_bundle
-from node.errors import JobError
-from provisioner.errors import InputError
-from provisioner.project_loader import project_from_document
-from provisioner.yaml_source import parse_yaml
+from flctl.node.errors import JobError
+from flctl.node.jobs.bundle import BundleLimits, extract_bundle
+from flctl.provisioner.errors import InputError
+from flctl.provisioner.project_loader import project_from_document
+from flctl.provisioner.yaml_source import parse_yaml
 
 NAME_PARTS = st.sampled_from(["job.yml", "app", "..", ".", "", "/", "etc", "passwd", "a b", "x.py", "\\", "~"])
 ENTRY = st.lists(NAME_PARTS, min_size=1, max_size=4).map("/".join)

@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from provisioner import build
-from provisioner.build import provision
-from provisioner.errors import PassphraseError, StateError
-from provisioner.project_loader import load_project
-from provisioner.signing import verify_kit
-from provisioner.state import locked
+from flctl.provisioner import build
+from flctl.provisioner.build import provision
+from flctl.provisioner.errors import PassphraseError, StateError
+from flctl.provisioner.project_loader import load_project
+from flctl.provisioner.signing import verify_kit
+from flctl.provisioner.state import locked
 
 BASE = """\
 api_version: 1

@@ -7,7 +7,7 @@ import signal
 import subprocess
 from pathlib import Path
 
-from cloud.local import descendants
+from flctl.cloud.local import descendants
 
 from .federation import FLCTL, _kill_group, pid_alive
 from .test_poc import sleeping_job, wait_for_scripts

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from node.admin_client import AdminClient
+from flctl.node.admin.admin_client import AdminClient
 
 from .federation import Federation, events_until_round, make_federation, running
 

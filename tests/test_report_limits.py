@@ -3,7 +3,7 @@ lines and metric values per site per job and minute capped, and one note per flo
 
 from __future__ import annotations
 
-from node.server.report_limits import ReportGate, ReportLimits
+from flctl.node.server.report_limits import ReportGate, ReportLimits
 
 LIMITS = ReportLimits(line_chars=10, lines_per_minute=5, metrics_per_minute=3)
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from node.resources import MAX_WINDOW_MB, MIB, Resources, load_resources
-from provisioner.errors import KitError
+from flctl.node.config.resources import MAX_WINDOW_MB, MIB, Resources, load_resources
+from flctl.provisioner.errors import KitError
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -108,7 +108,7 @@ def test_a_key_that_is_not_a_setting_is_refused_naming_it_and_the_nearest(tmp_pa
 def test_a_new_kit_s_resources_load_with_their_commented_settings_uncommented(tmp_path: Path):
     """The resources.yml every kit gets holds only settings, also once a commented `# key: value` is uncommented."""
     # Prepare
-    from provisioner.kit_files import _RESOURCES
+    from flctl.provisioner.kit_files import _RESOURCES
 
     text = _RESOURCES.format(kind="site")
     uncommented = "\n".join(line[2:] if line.startswith("# ") and ": " in line and line[2:3].isalpha() and

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from node.resources import load_resources
-from provisioner.errors import KitError
+from flctl.node.config.resources import load_resources
+from flctl.provisioner.errors import KitError
 
 from .federation import ADMIN, Federation, make_federation, running
 
@@ -60,7 +60,7 @@ def test_job_rm_removes_an_ended_job_and_refuses_a_running_one(fed, tmp_path):
 
     (tmp_path / "waits" / "app").mkdir(parents=True)
     (tmp_path / "waits" / "job.yml").write_text(WAITING)
-    (tmp_path / "waits" / "app" / "train.py").write_text("import node.api as fl\nfl.init()\n")
+    (tmp_path / "waits" / "app" / "train.py").write_text("import flctl.client as fl\nfl.init()\n")
     waiting = fed.flctl_json("job", "submit", tmp_path / "waits")["id"]
     out = fed.flctl("job", "rm", waiting)
     assert out.returncode == 1 and "abort it first" in out.stderr and "Traceback" not in out.stderr
@@ -109,7 +109,7 @@ def test_submit_signs_the_job_id_and_the_valid_days_window(fed, tmp_path):
     """`job submit --valid-days 0.5` signs a half-day window; the server keeps the claims under the signed job id."""
     (tmp_path / "waits" / "app").mkdir(parents=True)
     (tmp_path / "waits" / "job.yml").write_text(WAITING)
-    (tmp_path / "waits" / "app" / "train.py").write_text("import node.api as fl\nfl.init()\n")
+    (tmp_path / "waits" / "app" / "train.py").write_text("import flctl.client as fl\nfl.init()\n")
     job_id = fed.flctl_json("job", "submit", tmp_path / "waits", "--valid-days", "0.5")["id"]
     try:
         signed = json.loads((fed.kit("localhost") / "workspace" / "jobs" / job_id / "signature.json").read_text())
@@ -123,13 +123,13 @@ def test_submit_signs_the_job_id_and_the_valid_days_window(fed, tmp_path):
 def test_the_server_refuses_a_bad_or_taken_client_chosen_job_id(fed, tmp_path, monkeypatch):
     """The job id the client signs must be a plain folder name and new: `../evil` is INVALID_ARGUMENT, a taken id
     ALREADY_EXISTS, and nothing is stored for either."""
-    import node.job_signing as signing
-    from node import errors
-    from node.admin_client import AdminClient
+    import flctl.node.jobs.job_signing as signing
+    from flctl.node import errors
+    from flctl.node.admin.admin_client import AdminClient
 
     (tmp_path / "waits" / "app").mkdir(parents=True)
     (tmp_path / "waits" / "job.yml").write_text(WAITING)
-    (tmp_path / "waits" / "app" / "train.py").write_text("import node.api as fl\nfl.init()\n")
+    (tmp_path / "waits" / "app" / "train.py").write_text("import flctl.client as fl\nfl.init()\n")
     jobs = fed.kit("localhost") / "workspace" / "jobs"
     with AdminClient.from_kit(fed.admin_kit) as admin:
         taken = admin.submit_job(tmp_path / "waits")

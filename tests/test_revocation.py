@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from node.kit import load_kit
-from node.local_files import policy_and_revocations
-from node.revocation import CrlRefused, Revocations, check_crl
-from provisioner.build import provision
-from provisioner.errors import KitError, ProvisionError, StateError
-from provisioner.project_loader import load_project
-from provisioner.revocation import revoke
+from flctl.node.config.kit import load_kit
+from flctl.node.config.local_files import policy_and_revocations
+from flctl.node.security.revocation import CrlRefused, Revocations, check_crl
+from flctl.provisioner.build import provision
+from flctl.provisioner.errors import KitError, ProvisionError, StateError
+from flctl.provisioner.project_loader import load_project
+from flctl.provisioner.revocation import revoke
 
 from .conftest import LOCAL_PROJECT
 
@@ -170,7 +170,7 @@ def test_provision_revoke_refuses_to_publish_a_damaged_crl(workspace, flctl):
     assert flctl("provision", "crl", "-p", LOCAL_PROJECT, "-w", ws).code == 0
     crl = workspace.state_dir / "crl.pem"
     crl.write_bytes(flip_in_signature(crl.read_bytes()))
-    from console.cli.provision.revoke import _publish
+    from flctl.console.cli.provision.revoke import _publish
 
     with pytest.raises(StateError, match=r"signature does not verify.*not published"):
         _publish(crl, workspace.prod_dir / "admin@localhost")
@@ -208,9 +208,9 @@ def test_a_running_server_reads_local_crl_edits_and_keeps_the_last_good_crl(tmp_
     with `--kit` is refused by the server with a clear status."""
     import datetime as dt
 
-    from node import errors
-    from node.admin_client import AdminClient
-    from node.audit import read
+    from flctl.node import errors
+    from flctl.node.admin.admin_client import AdminClient
+    from flctl.node.security.audit import read
 
     from .federation import make_federation, running
 
@@ -257,10 +257,10 @@ def test_a_site_refuses_a_bad_crl_from_a_heartbeat_loudly(tmp_path):
 
     import grpc
 
-    from node.audit import read
-    from node.proto import flctl_pb2 as pb
-    from node.proto import flctl_pb2_grpc as pb_grpc
-    from node.tls import server_credentials
+    from flctl.node.security.audit import read
+    from flctl.node.security.tls import server_credentials
+    from flctl.node.wire.proto import flctl_pb2 as pb
+    from flctl.node.wire.proto import flctl_pb2_grpc as pb_grpc
 
     from .federation import make_federation
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from node.server.scheduler import placement
-from node.store import JobRow
+from flctl.node.server.scheduler import placement
+from flctl.node.server.store import JobRow
 
 
 def job(sites: list[str] | str, min_sites: int) -> JobRow:

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from node.script_bridge import ScriptBridge, ScriptError
-from node.tasks import Params, Task
+from flctl.node.client.script_bridge import ScriptBridge, ScriptError
+from flctl.node.jobs.tasks import Params, Task
 
 
 @dataclass
@@ -62,7 +62,7 @@ def launch(tmp_path: Path) -> Iterator[Launch]:
 
 TRAIN = """
     import os, sys
-    import node.api as fl
+    import flctl.client as fl
 
     fl.init()
     print("identity", fl.site_name(), fl.job_id(), os.environ["EXTRA"], sys.executable == {python!r})
@@ -104,7 +104,7 @@ def test_torch_tensors_sent_back_become_numpy(launch: Launch) -> None:
     """A script may answer with torch tensors (even ones that need grad): the site gets numpy arrays."""
     run = launch("""
         import torch
-        import node.api as fl
+        import flctl.client as fl
 
         fl.init()
         while fl.running():
@@ -124,7 +124,7 @@ def test_torch_tensors_sent_back_become_numpy(launch: Launch) -> None:
 def test_script_that_raises_reports_its_traceback(launch: Launch) -> None:
     """A crash is a ScriptError quoting the traceback; metrics logged before it still arrived."""
     run = launch("""
-        import node.api as fl
+        import flctl.client as fl
 
         fl.init()
         fl.receive()
@@ -144,7 +144,7 @@ def test_script_that_raises_reports_its_traceback(launch: Launch) -> None:
 def test_script_that_exits_without_sending(launch: Launch) -> None:
     """Exiting cleanly with a task unanswered is a ScriptError too."""
     run = launch("""
-        import node.api as fl
+        import flctl.client as fl
 
         fl.init()
         fl.receive()
@@ -172,7 +172,7 @@ def test_script_that_never_calls_init(launch: Launch) -> None:
 def test_finish_ends_the_loop(launch: Launch) -> None:
     """finish() makes running() False (even before the script connected): its loop ends and it exits 0."""
     run = launch("""
-        import node.api as fl
+        import flctl.client as fl
 
         fl.init()
         while fl.running():
@@ -188,7 +188,7 @@ def test_kill_ends_the_script_and_its_children(launch: Launch) -> None:
     """kill() SIGKILLs the whole process group: the script and the `sleep` it started both die."""
     run = launch("""
         import subprocess, time
-        import node.api as fl
+        import flctl.client as fl
 
         fl.init()
         child = subprocess.Popen(["sleep", "600"])
@@ -212,7 +212,7 @@ def test_timeout_leaves_the_script_running(launch: Launch) -> None:
     """A task not answered in time is a ScriptError; the script is still there for kill()."""
     run = launch("""
         import time
-        import node.api as fl
+        import flctl.client as fl
 
         fl.init()
         fl.receive()
@@ -231,12 +231,12 @@ def test_finish_kills_a_script_that_does_not_exit(launch: Launch) -> None:
     assert run.bridge.finish(timeout_s=0.3) == -9
 
 
-def test_only_flctls_node_package_is_added_to_the_path(launch: Launch) -> None:
-    """Any interpreter can `import node.api`; the rest of flctl (and its site-packages) stays out of its path."""
+def test_only_flctls_client_api_is_added_to_the_path(launch: Launch) -> None:
+    """Any interpreter can `import flctl.client`; the rest of flctl (and its site-packages) stays out of its path."""
     run = launch("""
-        import node.api
+        import flctl.client
         try:
-            import provisioner
+            import flctl.provisioner
         except ModuleNotFoundError:
             print("provisioner hidden")
     """, command=[sys.executable, "-S", "train.py"])  # -S: no site-packages, only PYTHONPATH
@@ -245,11 +245,32 @@ def test_only_flctls_node_package_is_added_to_the_path(launch: Launch) -> None:
     assert run.output == ["provisioner hidden"]
 
 
+def test_a_script_importing_node_api_gets_the_client_api_and_a_warning(launch: Launch) -> None:
+    """The old `import node.api as fl` still works at a site: the same Client API, with a warning naming the new one."""
+    run = launch("""
+        import node.api as fl
+        import flctl.client
+
+        print("same module", fl is flctl.client)
+        fl.init()
+        while fl.running():
+            model = fl.receive()
+            fl.send(fl.Model(params={"w": model.params["w"] + 1}, num_examples=1))
+    """)
+
+    result = run.bridge.run_task(Task("train", 1, {"w": np.zeros(2, np.float32)}), timeout_s=10)
+
+    assert result.params["w"].tolist() == [1.0, 1.0]
+    assert run.bridge.finish() == 0
+    assert "same module True" in run.output
+    assert any("'import node.api' is deprecated: use 'import flctl.client as fl'" in line for line in run.output)
+
+
 def test_a_late_answer_is_dropped(launch: Launch) -> None:
     """After a timeout the next task still works, and the late answer to the old one is not taken for it."""
     run = launch("""
         import time
-        import node.api as fl
+        import flctl.client as fl
 
         fl.init()
         while fl.running():
@@ -271,7 +292,7 @@ def test_the_socket_is_private_and_removed(launch: Launch) -> None:
     """The script connects through a socket in a mode-0700 folder, which is gone once the script finished."""
     run = launch("""
         import os, time
-        import node.api as fl
+        import flctl.client as fl
 
         print("address", os.environ["FLCTL_API_ADDRESS"])
         fl.init()

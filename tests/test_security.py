@@ -11,14 +11,14 @@ from pathlib import Path
 import grpc
 import pytest
 
-from node import errors
-from node.admin_client import AdminClient
-from node.audit import read, verify
-from node.proto import flctl_pb2 as pb
-from node.proto import flctl_pb2_grpc as pb_grpc
-from provisioner.build import provision
-from provisioner.project_loader import project_from_document
-from provisioner.yaml_source import parse_yaml
+from flctl.node import errors
+from flctl.node.admin.admin_client import AdminClient
+from flctl.node.security.audit import read, verify
+from flctl.node.wire.proto import flctl_pb2 as pb
+from flctl.node.wire.proto import flctl_pb2_grpc as pb_grpc
+from flctl.provisioner.build import provision
+from flctl.provisioner.project_loader import project_from_document
+from flctl.provisioner.yaml_source import parse_yaml
 
 from .federation import Federation, make_federation, running
 from .test_authz import EXPECTED
@@ -48,7 +48,7 @@ def make_job(root: Path, name: str, sites: str = "site-9") -> Path:
     (root / name / "app").mkdir(parents=True, exist_ok=True)
     (root / name / "job.yml").write_text(WAITING_JOB.format(name=name, sites=sites))
     (root / name / "app" / "train.py").write_text(
-        "import node.api as fl\nfl.init()\nwhile fl.running():\n    m = fl.receive()\n"
+        "import flctl.client as fl\nfl.init()\nwhile fl.running():\n    m = fl.receive()\n"
         "    fl.send(fl.Model(params=m.params, num_examples=1))\n")
     return root / name
 
@@ -120,7 +120,7 @@ def test_abort_rights_follow_ownership(fed, tmp_path):
 
 def test_bundle_changed_after_signing_is_refused_and_audited(fed, tmp_path, monkeypatch):
     """The server refuses a bundle whose signature does not match, says so, and writes it to the audit log."""
-    import node.job_signing as signing
+    import flctl.node.jobs.job_signing as signing
 
     real = signing.new_claims
     monkeypatch.setattr(signing, "new_claims", lambda data, *args, **kw: real(data + b"tampered", *args, **kw))
@@ -214,8 +214,8 @@ def test_expired_admin_certificate_is_refused(fed):
 
 def test_malformed_calls_get_clear_statuses_and_the_server_keeps_serving(fed):
     """Results without a header, unknown jobs, oversized messages: clear codes; everyone else is served."""
-    from node.kit import load_kit
-    from node.tls import channel
+    from flctl.node.config.kit import load_kit
+    from flctl.node.security.tls import channel
 
     site = load_kit(fed.kit("site-1"), verify=False)
     with channel(site) as chan:

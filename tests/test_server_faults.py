@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from node import errors
-from node.admin_client import AdminClient
-from node.job_spec import load_job
-from node.kit import load_kit
-from node.server.daemon import ServerDaemon
-from node.store import JobRow
+from flctl.node import errors
+from flctl.node.admin.admin_client import AdminClient
+from flctl.node.config.kit import load_kit
+from flctl.node.jobs.job_spec import load_job
+from flctl.node.server.daemon import ServerDaemon
+from flctl.node.server.store import JobRow
 
 from .federation import Federation, make_federation
 from .job_folders import IDLE, job_folder
@@ -100,7 +100,7 @@ def test_a_job_process_request_the_server_cannot_handle_fails_that_job(daemon, t
     """A malformed request from a job process fails the job with the reason and ends the process; nothing hangs."""
     import sys
 
-    from node.server import job_runner
+    from flctl.node.server import job_runner
 
     script = "import time; print('{\"op\": \"task\", \"task_id\": \"t\"}', flush=True); time.sleep(120)"
     monkeypatch.setattr(job_runner, "JOB_PROCESS", [sys.executable, "-c", script])

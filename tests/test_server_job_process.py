@@ -12,9 +12,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from node import tensors
-from node.server.job_process import Aborted, PipeFederation
-from node.tasks import Task
+from flctl.node.jobs.tasks import Task
+from flctl.node.server.job_process import Aborted, PipeFederation
+from flctl.node.wire import tensors
 
 
 class Requests(io.StringIO):

@@ -8,9 +8,9 @@ import os
 
 import pytest
 
-from provisioner.build import provision
-from provisioner.project_loader import load_project
-from provisioner.signing import verify_kit
+from flctl.provisioner.build import provision
+from flctl.provisioner.project_loader import load_project
+from flctl.provisioner.signing import verify_kit
 
 SITE_FILES = ["ca.crt", "site.crt", "site.key", "node.yml", "start.sh", "stop.sh"]
 

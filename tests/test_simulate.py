@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from cloud.local import descendants
+from flctl.cloud.local import descendants
 
 from .conftest import ROOT
 from .federation import FLCTL, Federation, _kill_group, make_federation, pid_alive
@@ -24,7 +24,7 @@ JOBS = ROOT / "playbooks" / "jobs"
 
 STATEFUL_SCRIPT = '''
 import numpy as np
-import node.api as fl
+import flctl.client as fl
 
 SEEN = 0  # module state that must persist across rounds, as in a real site's script process
 
@@ -171,7 +171,7 @@ def test_ctrl_c_stops_the_simulation_and_its_workers_at_once(tmp_path: Path) -> 
     job = tmp_path / "sleeper"
     (job / "app").mkdir(parents=True)
     (job / "app" / "train.py").write_text(
-        "import time\nimport node.api as fl\nfl.init()\nwhile fl.running():\n    fl.receive()\n"
+        "import time\nimport flctl.client as fl\nfl.init()\nwhile fl.running():\n    fl.receive()\n"
         "    print('training', flush=True)\n    time.sleep(600)\n")
     (job / "job.yml").write_text("api_version: 1\nname: sleeper\nworkflow: {type: fedavg, args: {rounds: 1}}\n")
     proc = subprocess.Popen([FLCTL, "simulate", str(job), "-n", "4", "--workers", "2", "-w", str(tmp_path / "ws")],

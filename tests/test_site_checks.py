@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from node.job_signing import new_claims, sign_claims
-from node.proto import flctl_pb2 as pb
+from flctl.node.jobs.job_signing import new_claims, sign_claims
+from flctl.node.wire.proto import flctl_pb2 as pb
 
 from .federation import Federation, make_federation
 from .server_double import ServerDouble
@@ -109,6 +109,6 @@ def test_job_process_refuses_a_traversal_job_id(tmp_path: Path):
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-m", "node.site.job_process", str(tmp_path), str(tmp_path), "../x"],
+    out = subprocess.run([sys.executable, "-m", "flctl.node.site.job_process", str(tmp_path), str(tmp_path), "../x"],
                          capture_output=True, text=True, timeout=60, check=False)
     assert out.returncode != 0 and "job id" in out.stderr

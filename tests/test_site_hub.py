@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from node.server.site_hub import SiteHub
+from flctl.node.server.site_hub import SiteHub
 
 
 def test_a_command_taken_by_a_stream_that_ended_goes_to_the_next_one_in_order():

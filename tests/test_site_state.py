@@ -9,8 +9,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from node.admin_client import AdminClient
-from node.proto import flctl_pb2 as pb
+from flctl.node.admin.admin_client import AdminClient
+from flctl.node.wire.proto import flctl_pb2 as pb
 
 from .federation import Federation, make_federation
 from .job_folders import IDLE, job_folder

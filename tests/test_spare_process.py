@@ -1,4 +1,4 @@
-"""Spare job processes (`node.spare_process`): started ahead, handed a job, never used once dead; readiness pipes."""
+"""Spare job processes (`process.spare_process`): started ahead, handed a job, never used once dead; readiness pipes."""
 
 from __future__ import annotations
 
@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from node import readiness
-from node.resources import load_resources
-from node.spare_process import SPARE_FLAG, SpareProcess
+from flctl.node.config.resources import load_resources
+from flctl.node.process import readiness
+from flctl.node.process.spare_process import SPARE_FLAG, SpareProcess
 
 ECHO = """
 import sys
-from node import spare_process
+from flctl.node.process import spare_process
 
 args = spare_process.wait_for_job()
 if args is None:
@@ -74,7 +74,7 @@ def test_close_kills_the_waiting_spare_and_starts_no_other() -> None:
     assert spares.take(["x"]) is None
 
 
-@pytest.mark.parametrize("module", ["node.server.job_process", "node.site.job_process"])
+@pytest.mark.parametrize("module", ["flctl.node.server.job_process", "flctl.node.site.job_process"])
 def test_a_spare_job_process_exits_when_its_daemon_goes_away(module: str) -> None:
     """The real job process modules, started as spares, exit quietly on end-of-file (their daemon died)."""
     # Prepare

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from node.store import JobRow, Store
+from flctl.node.server.store import JobRow, Store
 
 
 def job_row(job_id: str = "j1") -> JobRow:
@@ -52,7 +52,7 @@ def test_round_metrics_of_every_site_are_stored(tmp_path: Path):
 
 def test_heartbeats_are_current_in_memory_and_in_the_database_once_flushed(tmp_path: Path, monkeypatch):
     """A registration is written at once; a heartbeat is seen at once, and stored by `flush` (or `close`)."""
-    monkeypatch.setattr("node.store.HEARTBEAT_FLUSH_S", 3600.0)  # no flush by the clock during the test
+    monkeypatch.setattr("flctl.node.server.store.HEARTBEAT_FLUSH_S", 3600.0)  # no flush by the clock during the test
     store = Store(tmp_path / "s.db")
     store.touch_site("a", "org", 10.0, [], register=True)
     registered = store.site("a")
@@ -74,7 +74,7 @@ def test_heartbeats_are_current_in_memory_and_in_the_database_once_flushed(tmp_p
 def test_site_states_are_current_at_once_and_in_the_database_once_flushed(tmp_path: Path, monkeypatch):
     """A thousand sites answering a round are a thousand state changes: memory (and every read through the store)
     has each at once; the database gets them together with the next flush."""
-    monkeypatch.setattr("node.store.HEARTBEAT_FLUSH_S", 3600.0)
+    monkeypatch.setattr("flctl.node.server.store.HEARTBEAT_FLUSH_S", 3600.0)
     store = Store(tmp_path / "s.db")
     store.add_job(job_row())
     store.set_site_states("j1", ["b", "a"], "working", 0)
@@ -133,7 +133,7 @@ def test_a_damaged_database_is_refused_at_open_naming_the_file(tmp_path: Path):
     """A header that is no SQLite's, or a page that fails `PRAGMA quick_check`: StoreDamaged, naming the file."""
     import pytest
 
-    from node.store import StoreDamaged
+    from flctl.node.server.store import StoreDamaged
 
     store = Store(tmp_path / "s.db")
     for n in range(300):

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from node import tensors
-from node.tensors import decode, encode, to_numpy
+from flctl.node.wire import tensors
+from flctl.node.wire.tensors import decode, encode, to_numpy
 
 
 def test_numpy_round_trip_keeps_values_shapes_and_dtypes():

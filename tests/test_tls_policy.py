@@ -14,9 +14,9 @@ import grpc
 import pytest
 from cryptography import x509
 
-from provisioner.build import provision
-from provisioner.project_loader import project_from_document
-from provisioner.yaml_source import parse_yaml
+from flctl.provisioner.build import provision
+from flctl.provisioner.project_loader import project_from_document
+from flctl.provisioner.yaml_source import parse_yaml
 
 from .conftest import run_flctl
 from .federation import Federation, free_port, make_federation, project_text
@@ -66,8 +66,8 @@ def test_the_server_accepts_tls_1_3_only_unless_its_resources_allow_1_2(tmp_path
 
 def test_a_bad_tls_min_version_is_refused_naming_the_file(tmp_path: Path) -> None:
     """tls_min_version other than "1.3" or "1.2" (1.1, a number) stops the node with exit 2, the file named."""
-    from node.resources import load_resources
-    from provisioner.errors import KitError
+    from flctl.node.config.resources import load_resources
+    from flctl.provisioner.errors import KitError
 
     path = tmp_path / "resources.yml"
     assert load_resources(path).tls_min_version == "1.3"
@@ -124,10 +124,10 @@ def server_with_cert(tmp_path: Path) -> Iterator[tuple[Federation, dict[str, grp
 def serve_with_cert_at(fed: Federation, servers: dict[str, grpc.Server], days: float) -> None:
     """Serve TLS on the federation's port with the server's own key and a certificate issued by the project CA as
     if at now + `days` (one day's validity): the server this machine sees when their clocks disagree."""
-    from node.kit import NodeKit, load_kit
-    from node.tls import server_credentials
-    from provisioner.pki import Issuer, cert_pem
-    from provisioner.state import load_state
+    from flctl.node.config.kit import NodeKit, load_kit
+    from flctl.node.security.tls import server_credentials
+    from flctl.provisioner.pki import Issuer, cert_pem
+    from flctl.provisioner.state import load_state
 
     project = project_from_document(parse_yaml((fed.root / "project.yml").read_text(), "project.yml")).project
     state = load_state(fed.root / "ws" / project.name, None)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from cloud.wheelhouse import default_cache
+from flctl.cloud.wheelhouse import default_cache
 
 
 def test_wheel_cache_honours_xdg_cache_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

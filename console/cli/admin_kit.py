@@ -8,8 +8,8 @@ from typing import Annotated, Any
 
 import typer
 
-from console.cli import exit_codes
-from console.cli.terminal import abort
+from flctl.console.cli import exit_codes
+from flctl.console.cli.terminal import abort
 
 KitOption = Annotated[
     Path | None,
@@ -25,7 +25,7 @@ def resolve_kit(kit: Path | None) -> Path:
     env = os.environ.get("FLCTL_KIT")
     if env:
         return Path(env)
-    from cloud.local_plan import admin_kit, default_workspace
+    from flctl.cloud.local_plan import admin_kit, default_workspace
 
     local = admin_kit(default_workspace())
     if local is not None:
@@ -36,6 +36,6 @@ def resolve_kit(kit: Path | None) -> Path:
 
 def connect(kit: Path | None) -> Any:
     """An AdminClient for the chosen kit (imported lazily: grpc is heavy)."""
-    from node.admin_client import AdminClient
+    from flctl.node.admin.admin_client import AdminClient
 
     return AdminClient.from_kit(resolve_kit(kit))

@@ -15,8 +15,8 @@ from typing import Any, ClassVar
 
 import typer
 
-from console.cli import completion, console_cmd, exit_codes, global_options, quickstart, simulate, terminal
-from console.cli.lazy_group import LazyGroup
+from flctl.console.cli import completion, console_cmd, exit_codes, global_options, quickstart, simulate, terminal
+from flctl.console.cli.lazy_group import LazyGroup
 
 HELP = "flctl: provision, deploy, run and watch a federated-learning federation from the terminal."
 
@@ -30,8 +30,8 @@ def _group(help_text: str, commands: dict[str, Callable[..., object]], **options
 
 
 def _provision() -> typer.Typer:
-    from console.cli.default_group import DefaultGroup
-    from console.cli.provision import build, renew, revoke, sign
+    from flctl.console.cli.default_group import DefaultGroup
+    from flctl.console.cli.provision import build, renew, revoke, sign
 
     return _group("Make signed PKI startup kits from a project.yml: `flctl provision PROJECT.yml`.",
                   {"build": build.command, "sign": sign.command, "revoke": revoke.command, "renew": renew.command,
@@ -40,7 +40,7 @@ def _provision() -> typer.Typer:
 
 
 def _kit() -> typer.Typer:
-    from console.cli.kit import complete, request, show, unpack, verify
+    from flctl.console.cli.kit import complete, request, show, unpack, verify
 
     return _group("Inspect, verify, request, complete and unpack startup kits.",
                   {"show": show.command, "verify": verify.command, "request": request.command,
@@ -48,14 +48,14 @@ def _kit() -> typer.Typer:
 
 
 def _node() -> typer.Typer:
-    from console.cli.node import recover, start, stop
+    from flctl.console.cli.node import recover, start, stop
 
     return _group("Run the server or a site from its startup kit.", {"start": start.command, "stop": stop.command,
                                                                       "recover": recover.command})
 
 
 def _job() -> typer.Typer:
-    from console.cli.job import abort, download, logs, ls, rm, show, submit
+    from flctl.console.cli.job import abort, download, logs, ls, rm, show, submit
 
     return _group("Submit, list, show, abort, download, follow and remove jobs.",
                   {"submit": submit.command, "ls": ls.command, "show": show.command, "abort": abort.command,
@@ -63,19 +63,19 @@ def _job() -> typer.Typer:
 
 
 def _audit() -> typer.Typer:
-    from console.cli.audit import tail, verify
+    from flctl.console.cli.audit import tail, verify
 
     return _group("Check and read tamper-evident audit logs.", {"verify": verify.command, "tail": tail.command})
 
 
 def _site() -> typer.Typer:
-    from console.cli.site import ls
+    from flctl.console.cli.site import ls
 
     return _group("The sites the server knows.", {"ls": ls.command})
 
 
 def _poc() -> typer.Typer:
-    from console.cli.poc import clean, prepare, start, status, stop
+    from flctl.console.cli.poc import clean, prepare, start, status, stop
 
     return _group("A local federation on this machine: prepare, start, status, stop, clean.",
                   {"prepare": prepare.command, "start": start.command, "status": status.command,
@@ -83,7 +83,7 @@ def _poc() -> typer.Typer:
 
 
 def _deploy() -> typer.Typer:
-    from console.cli.deploy import cloud, destroy, logs, ssh, status, stop, upgrade
+    from flctl.console.cli.deploy import cloud, destroy, logs, ssh, status, stop, upgrade
 
     return _group("Roll a federation out to machines over SSH, or to machines flctl creates in AWS or Azure: "
                   "ssh, aws, azure, status, stop, logs, upgrade, destroy.",
@@ -121,7 +121,7 @@ app.command("console")(console_cmd.command)
 
 def main() -> None:
     """Entry point: the one place where expected failures become an exit code and one sentence."""
-    from console.cli.failures import exit_code_for
+    from flctl.console.cli.failures import exit_code_for
 
     # At exit, skip the collector's passes over every object the command left (0.1-0.3 s of CPU after a
     # job submit): objects still go away by reference counting, and atexit handlers registered later run first.

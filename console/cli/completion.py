@@ -11,8 +11,8 @@ import os
 import sys
 from typing import Any
 
-from console.cli import exit_codes
-from console.cli.terminal import abort
+from flctl.console.cli import exit_codes
+from flctl.console.cli.terminal import abort
 
 SHELLS = ("bash", "zsh", "fish", "powershell", "pwsh")
 DETECT = "detect"  # the value an option gets when given with no shell
@@ -85,7 +85,7 @@ def install(ctx: Any, _param: Any, value: str | None) -> None:
     from typer._completion_classes import completion_init
     from typer._completion_shared import install as typer_install
 
-    from console.cli import terminal
+    from flctl.console.cli import terminal
 
     completion_init()
     prog = _prog_name(ctx)

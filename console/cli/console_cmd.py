@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from console.cli.admin_kit import KitOption, resolve_kit
+from flctl.console.cli.admin_kit import KitOption, resolve_kit
 
 
 def command(kit: KitOption = None,
@@ -15,9 +15,9 @@ def command(kit: KitOption = None,
                                               help="Folder that downloaded jobs unpack into (as OUT/ID/).")]
             = Path(".")) -> None:
     """Open the live console: sites, jobs, rounds, metric plots and logs; submit, abort, download, provision."""
-    from console.tui.app import ConsoleApp
-    from node.admin_client import AdminClient
-    from node.kit import load_kit
+    from flctl.console.tui.app import ConsoleApp
+    from flctl.node.admin.admin_client import AdminClient
+    from flctl.node.config.kit import load_kit
 
     loaded = load_kit(resolve_kit(kit), verify=True)
     AdminClient(loaded).close()  # refuses a kit that is not an admin's, before the screen opens

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from console.cli import exit_codes
-from console.cli.terminal import Abort
+from flctl.console.cli import exit_codes
+from flctl.console.cli.terminal import Abort
 
 
 def exit_code_for(exc: BaseException) -> tuple[int, str] | None:
     """(exit code, message) for an expected failure; None for a bug, which keeps its traceback."""
     if isinstance(exc, Abort):
         return exc.code, str(exc)
-    from provisioner import errors as prov
+    from flctl.provisioner import errors as prov
 
     if isinstance(exc, prov.InputError):
         return exit_codes.BAD_INPUT, str(exc)
@@ -20,7 +20,7 @@ def exit_code_for(exc: BaseException) -> tuple[int, str] | None:
         return exit_codes.BAD_INPUT, str(exc)
     if isinstance(exc, prov.ProvisionError):
         return exit_codes.FAILED, str(exc)
-    from node import errors as node
+    from flctl.node import errors as node
 
     node_codes: list[tuple[type[BaseException], int]] = [
         (node.StateDamaged, exit_codes.BAD_INPUT),
@@ -32,7 +32,7 @@ def exit_code_for(exc: BaseException) -> tuple[int, str] | None:
     for kind, code in node_codes:
         if isinstance(exc, kind):
             return code, str(exc)
-    from cloud import deploy_errors as deploy
+    from flctl.cloud import deploy_errors as deploy
 
     if isinstance(exc, deploy.NotInInventory):
         return exit_codes.BAD_INPUT, str(exc)

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from console.cli import completion, terminal
+from flctl.console.cli import completion, terminal
 
 DISTRIBUTION = "flctl"
 

@@ -8,8 +8,8 @@ from typing import Annotated
 
 import typer
 
-from console.cli import exit_codes
-from console.cli.terminal import abort
+from flctl.console.cli import exit_codes
+from flctl.console.cli.terminal import abort
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print only JSON on stdout (stable keys).")]
 WorkspaceOption = Annotated[

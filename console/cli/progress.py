@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from console.cli import terminal
+from flctl.console.cli import terminal
 
 ProgressCallback = Callable[[int, int | None], None]
 

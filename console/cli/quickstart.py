@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from console.cli import exit_codes, terminal
+from flctl.console.cli import exit_codes, terminal
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "playbooks" / "jobs"
 
@@ -53,10 +53,10 @@ def command(
     import signal
     import tempfile
 
-    from cloud.local import LocalError, prepare, start, stop
+    from flctl.cloud.local import LocalError, prepare, start, stop
 
     folder = pick_job(job)
-    from node.job_spec import load_job
+    from flctl.node.jobs.job_spec import load_job
 
     loaded = load_job(folder)
     if sites < loaded.spec.min_sites:
@@ -102,8 +102,8 @@ def _step(json_out: bool, data: dict[str, Any], message: str) -> None:
 
 def _run_job(admin_kit: Path, folder: Path, out: Path, json_out: bool = False) -> bool:
     """Submit `folder`, follow it live, download its results; True when it FINISHED."""
-    from console.cli.job.submit import follow
-    from node.admin_client import AdminClient
+    from flctl.console.cli.job.submit import follow
+    from flctl.node.admin.admin_client import AdminClient
 
     with AdminClient.from_kit(admin_kit) as admin:
         began = time.monotonic()

@@ -8,8 +8,8 @@ from typing import Annotated, Any
 
 import typer
 
-from console.cli import exit_codes, terminal
-from console.cli.options import JsonOption
+from flctl.console.cli import exit_codes, terminal
+from flctl.console.cli.options import JsonOption
 
 
 def default_workspace() -> Path:
@@ -47,8 +47,8 @@ def command(
     and, with Landlock, read only their app folder, the Python installation and --data paths.
     Exit codes: 0 the job FINISHED, 1 it FAILED, 2 the job folder or an option is wrong.
     """
-    from node.job_spec import load_job
-    from node.simulator import SimulationError, simulate, site_names
+    from flctl.node.jobs.job_spec import load_job
+    from flctl.node.simulator import SimulationError, simulate, site_names
 
     loaded = load_job(job)
     try:

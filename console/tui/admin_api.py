@@ -1,4 +1,4 @@
-"""What the console needs from an admin client: `node.admin_client.AdminClient` satisfies it."""
+"""What the console needs from an admin client: `flctl.node.admin.admin_client.AdminClient` satisfies it."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Protocol
 
-from node.admin_types import Event, Identity, JobInfo, LogEntry, SiteInfo
+from flctl.node.admin.admin_types import Event, Identity, JobInfo, LogEntry, SiteInfo
 
 
 class Admin(Protocol):

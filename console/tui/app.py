@@ -17,10 +17,10 @@ from textual.reactive import reactive
 from textual.screen import Screen
 from textual.worker import get_current_worker
 
-from console.tui.admin_api import Admin, Connect
-from console.tui.stream_client import StreamClient
-from node import errors
-from node.admin_types import Event, Identity, JobInfo, SiteInfo
+from flctl.console.tui.admin_api import Admin, Connect
+from flctl.console.tui.stream_client import StreamClient
+from flctl.node import errors
+from flctl.node.admin.admin_types import Event, Identity, JobInfo, SiteInfo
 
 T = TypeVar("T")
 RETRY_FIRST_S = 0.5
@@ -79,7 +79,7 @@ class ConsoleApp(App[None]):
 
     # ------------------------------------------------------------------ life
     def on_mount(self) -> None:
-        from console.tui.screens.overview import OverviewScreen
+        from flctl.console.tui.screens.overview import OverviewScreen
 
         self.push_screen(OverviewScreen())
         self.follow_federation()
@@ -208,7 +208,7 @@ class ConsoleApp(App[None]):
         return next((j for j in self.jobs if j.id == job_id), None)
 
     def action_submit(self) -> None:
-        from console.tui.dialogs.path_picker import PathPicker
+        from flctl.console.tui.dialogs.path_picker import PathPicker
 
         def chosen(folder: Path | None) -> None:
             if folder is not None:
@@ -219,7 +219,7 @@ class ConsoleApp(App[None]):
         self.push_screen(PathPicker("Submit a job folder", want="folder"), chosen)
 
     def abort(self, job_id: str) -> None:
-        from console.tui.dialogs.confirm import Confirm
+        from flctl.console.tui.dialogs.confirm import Confirm
 
         def answered(yes: bool | None) -> None:
             if yes:
@@ -235,23 +235,23 @@ class ConsoleApp(App[None]):
                         lambda path: self.notify(f"job {job_id} saved in {path}", title="Downloaded"))
 
     def open_job(self, job_id: str) -> None:
-        from console.tui.screens.job import JobScreen
+        from flctl.console.tui.screens.job import JobScreen
 
         self.push_screen(JobScreen(job_id))
 
     def open_site_logs(self, job_id: str, site: str) -> None:
-        from console.tui.screens.site_logs import SiteLogsScreen
+        from flctl.console.tui.screens.site_logs import SiteLogsScreen
 
         self.push_screen(SiteLogsScreen(job_id, site))
 
     def action_whoami(self) -> None:
-        from console.tui.dialogs.identity import IdentityDialog
+        from flctl.console.tui.dialogs.identity import IdentityDialog
 
         self.call_admin("who am I", lambda a: a.whoami(),
                         lambda who: self.push_screen(IdentityDialog(who, self.clock())))
 
     def action_provision(self) -> None:
-        from console.tui.screens.provision import ProvisionScreen
+        from flctl.console.tui.screens.provision import ProvisionScreen
 
         if not isinstance(self.screen, ProvisionScreen):
             self.push_screen(ProvisionScreen())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from node.admin_types import JobInfo, SiteInfo
+from flctl.node.admin.admin_types import JobInfo, SiteInfo
 
 
 def age(seconds: float) -> str:

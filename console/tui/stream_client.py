@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from console.tui.admin_api import Admin, Connect
+from flctl.console.tui.admin_api import Admin, Connect
 
 
 class StreamClient:

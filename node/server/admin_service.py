@@ -19,20 +19,20 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import grpc
 
-from node import serde
-from node.admin_types import DOWNLOAD_SIZE_HEADER, ENDED_STATUSES
-from node.authz import Actor, JobOwner, Right, decide
-from node.proto import flctl_pb2 as pb
-from node.proto import flctl_pb2_grpc as pb_grpc
-from node.server.context import ServerContext
-from node.server.disk_guard import is_disk_full
-from node.server.federation_service import stream_file
-from node.server.identity import caller
-from node.server.job_records import log_files, metrics_json
-from node.store import JobRow
+from flctl.node.admin.admin_types import DOWNLOAD_SIZE_HEADER, ENDED_STATUSES
+from flctl.node.security.authz import Actor, JobOwner, Right, decide
+from flctl.node.server.context import ServerContext
+from flctl.node.server.disk_guard import is_disk_full
+from flctl.node.server.federation_service import stream_file
+from flctl.node.server.identity import caller
+from flctl.node.server.job_records import log_files, metrics_json
+from flctl.node.server.store import JobRow
+from flctl.node.wire import serde
+from flctl.node.wire.proto import flctl_pb2 as pb
+from flctl.node.wire.proto import flctl_pb2_grpc as pb_grpc
 
 if TYPE_CHECKING:
-    from node.job_spec import LoadedJob
+    from flctl.node.jobs.job_spec import LoadedJob
 
 log = logging.getLogger("flctl.server")
 FOLLOW_WAIT_S = 1.0
@@ -99,7 +99,7 @@ class AdminService(pb_grpc.AdminServicer):
                            not_after=not_after, notices=self._ctx.audit.notices())
 
     def SubmitJob(self, request_iterator: Iterator[pb.SubmitMessage], context: Any) -> pb.JobRef:
-        from node.job_signing import SignatureRefused, verify_bundle
+        from flctl.node.jobs.job_signing import SignatureRefused, verify_bundle
 
         actor, _ = self._actor(context)
         action, args = "job.submit", dict[str, Any]()
@@ -166,9 +166,9 @@ class AdminService(pb_grpc.AdminServicer):
     def _store_bundle(self, context: Any, actor: Actor, args: dict[str, Any], bundle: bytes, head: pb.SubmitHeader,
                       job_dir: Path) -> LoadedJob:
         """Check the job in the bundle and keep the bundle, its signature and job.yml in `job_dir`."""
-        from node.bundle import extract_bundle
-        from node.errors import JobError
-        from node.job_spec import load_job
+        from flctl.node.errors import JobError
+        from flctl.node.jobs.bundle import extract_bundle
+        from flctl.node.jobs.job_spec import load_job
 
         try:
             with tempfile.TemporaryDirectory(dir=self._ctx.workspace) as tmp:
@@ -226,7 +226,7 @@ class AdminService(pb_grpc.AdminServicer):
 
     def DeleteJob(self, request: pb.JobRef, context: Any) -> pb.Ack:
         """Remove an ended job's folder and records: the rights to manage and to download it are both needed."""
-        from node.server.retention import remove_job
+        from flctl.node.server.retention import remove_job
 
         actor, _ = self._actor(context)
         action, args = "job.rm", {"job_id": request.job_id}
@@ -320,7 +320,7 @@ class AdminService(pb_grpc.AdminServicer):
                 self._ctx.store.wait_for_change(FOLLOW_WAIT_S)
 
     def PublishCrl(self, request: pb.CrlRequest, context: Any) -> pb.Ack:
-        from node.revocation import CrlRefused
+        from flctl.node.security.revocation import CrlRefused
 
         actor, _ = self._actor(context)
         action = "crl.publish"

@@ -18,7 +18,7 @@ from typing import Any
 
 import grpc
 
-from node.server.identity import certified
+from flctl.node.server.identity import certified
 
 Peer = tuple[str, str]
 """(kind, name) of a certificate: a site and an admin of the same name are two peers."""

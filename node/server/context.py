@@ -6,15 +6,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from node.audit import AuditLog
-from node.authz import PolicyFile
-from node.kit import NodeKit
-from node.revocation import Revocations
-from node.server.disk_guard import DiskGuard
-from node.server.job_runner import JobRunner
-from node.server.site_hub import SiteHub
-from node.server.task_board import TaskBoard
-from node.store import SiteRow, Store
+from flctl.node.config.kit import NodeKit
+from flctl.node.security.audit import AuditLog
+from flctl.node.security.authz import PolicyFile
+from flctl.node.security.revocation import Revocations
+from flctl.node.server.disk_guard import DiskGuard
+from flctl.node.server.job_runner import JobRunner
+from flctl.node.server.site_hub import SiteHub
+from flctl.node.server.store import SiteRow, Store
+from flctl.node.server.task_board import TaskBoard
 
 
 @dataclass

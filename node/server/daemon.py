@@ -11,28 +11,28 @@ from pathlib import Path
 
 import grpc
 
-from node import pidfile
-from node.audit import AuditLog
-from node.errors import NodeError, StateDamaged
-from node.kit import NodeKit
-from node.local_files import node_config, policy_and_revocations
-from node.proto import flctl_pb2_grpc as pb_grpc
-from node.readiness import ReadyPipe
-from node.resources import load_resources, resources_path
-from node.server.admin_service import AdminService
-from node.server.call_caps import CallCaps, Caps
-from node.server.context import ServerContext
-from node.server.disk_guard import DiskGuard
-from node.server.federation_service import FederationService, add_to_server
-from node.server.job_records import save_record
-from node.server.job_runner import JobRunner
-from node.server.report_limits import ReportLimits
-from node.server.retention import Retention
-from node.server.scheduler import Scheduler, fail_start
-from node.server.site_hub import SiteHub
-from node.server.task_board import TaskBoard
-from node.store import JobRow, Store, StoreDamaged
-from node.tls import server_credentials, server_options
+from flctl.node.config.kit import NodeKit
+from flctl.node.config.local_files import node_config, policy_and_revocations
+from flctl.node.config.resources import load_resources, resources_path
+from flctl.node.errors import NodeError, StateDamaged
+from flctl.node.process import pidfile
+from flctl.node.process.readiness import ReadyPipe
+from flctl.node.security.audit import AuditLog
+from flctl.node.security.tls import server_credentials, server_options
+from flctl.node.server.admin_service import AdminService
+from flctl.node.server.call_caps import CallCaps, Caps
+from flctl.node.server.context import ServerContext
+from flctl.node.server.disk_guard import DiskGuard
+from flctl.node.server.federation_service import FederationService, add_to_server
+from flctl.node.server.job_records import save_record
+from flctl.node.server.job_runner import JobRunner
+from flctl.node.server.report_limits import ReportLimits
+from flctl.node.server.retention import Retention
+from flctl.node.server.scheduler import Scheduler, fail_start
+from flctl.node.server.site_hub import SiteHub
+from flctl.node.server.store import JobRow, Store, StoreDamaged
+from flctl.node.server.task_board import TaskBoard
+from flctl.node.wire.proto import flctl_pb2_grpc as pb_grpc
 
 log = logging.getLogger("flctl.server")
 # gRPC's sync server gives every call in progress a thread (made only when needed): each site holds a command

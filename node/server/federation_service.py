@@ -14,17 +14,17 @@ from typing import Any
 
 import grpc
 
-from node import chunk_codec
-from node.proto import flctl_pb2 as pb
-from node.proto import flctl_pb2_grpc as pb_grpc
-from node.server.context import ServerContext
-from node.server.disk_guard import is_disk_full
-from node.server.identity import caller
-from node.server.report_limits import ReportGate, ReportLimits
-from node.server.task_board import INLINE_BYTES
-from node.store import JobRow
-from node.tls import CHUNK
-from provisioner.pki import CertIdentity
+from flctl.node.security.tls import CHUNK
+from flctl.node.server.context import ServerContext
+from flctl.node.server.disk_guard import is_disk_full
+from flctl.node.server.identity import caller
+from flctl.node.server.report_limits import ReportGate, ReportLimits
+from flctl.node.server.store import JobRow
+from flctl.node.server.task_board import INLINE_BYTES
+from flctl.node.wire import chunk_codec
+from flctl.node.wire.proto import flctl_pb2 as pb
+from flctl.node.wire.proto import flctl_pb2_grpc as pb_grpc
+from flctl.provisioner.pki import CertIdentity
 
 POLL_WAIT_S = 20.0
 VERSION = "1"
@@ -250,7 +250,7 @@ def _report_refusal(site: str, job: JobRow, status: str) -> Refusal | None:
 
 def add_to_server(service: FederationService, server: grpc.Server) -> None:
     """Register `service` as the generated `add_FederationServicer_to_server` does, except that the model chunks
-    FetchTask sends and SubmitResult receives go through `node.chunk_codec`, without protobuf's copies."""
+    FetchTask sends and SubmitResult receives go through `flctl.node.wire.chunk_codec`, without protobuf's copies."""
     descriptor = pb.DESCRIPTOR.services_by_name["Federation"]
     kinds = {(False, False): grpc.unary_unary_rpc_method_handler, (False, True): grpc.unary_stream_rpc_method_handler,
              (True, False): grpc.stream_unary_rpc_method_handler, (True, True): grpc.stream_stream_rpc_method_handler}
@@ -308,7 +308,7 @@ def _receive_small(messages: Iterator[pb.ResultMessage], size: int) -> tuple[byt
 def _unusable(check: Callable[[ModuleType], object]) -> Refusal | None:
     """The refusal for a result that `check(tensors)` finds no model `decode` accepts, or None."""
     try:
-        from node import tensors  # numpy and safetensors: not imported until a result comes
+        from flctl.node.wire import tensors  # numpy and safetensors: not imported until a result comes
 
         check(tensors)
     except ValueError as exc:

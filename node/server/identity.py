@@ -7,9 +7,9 @@ from typing import Any
 import grpc
 from cryptography import x509
 
-from node.revocation import Revocations
-from node.tls import peer_identity
-from provisioner.pki import CertIdentity
+from flctl.node.security.revocation import Revocations
+from flctl.node.security.tls import peer_identity
+from flctl.provisioner.pki import CertIdentity
 
 KNOWN_CERTS = 8192
 """How many certificates' identities are kept parsed (a thousand sites, their admins, and room for new kits)."""

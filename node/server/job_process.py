@@ -1,7 +1,7 @@
 """The server side of one running job, in a child process of its own: runs the job's workflow.
 
-    python -m node.server.job_process JOB_DIR
-    python -m node.server.job_process --spare      (imports done, waits for ["JOB_DIR"] on stdin)
+    python -m flctl.node.server.job_process JOB_DIR
+    python -m flctl.node.server.job_process --spare      (imports done, waits for ["JOB_DIR"] on stdin)
 
 `JOB_DIR/run.json` says which job, workflow and sites. The daemon and this process
 talk in JSON lines: this process writes requests on stdout (`task`, `cancel`,
@@ -28,10 +28,11 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from node import spare_process, tensors
-from node.job_spec import JobSpec, LoadedJob
-from node.tasks import Params, SiteFailure, Task, TaskResult
-from node.workflows.base import WorkflowError
+from flctl.node.jobs.job_spec import JobSpec, LoadedJob
+from flctl.node.jobs.tasks import Params, SiteFailure, Task, TaskResult
+from flctl.node.process import spare_process
+from flctl.node.wire import tensors
+from flctl.node.workflows.base import WorkflowError
 
 
 class Aborted(Exception):

@@ -1,6 +1,6 @@
 """A job's records as files: its row (`record.json`, kept current whenever its status changes), and its logs and
 metrics (written beside its models when it ends, and packed for download). From these `flctl node recover`
-rebuilds the jobs when the server's database is damaged (see `node.server.store_recovery`)."""
+rebuilds the jobs when the server's database is damaged (see `flctl.node.server.store_recovery`)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from node.store import JobRow, Store
+from flctl.node.server.store import JobRow, Store
 
 RECORD_FILE = "record.json"
 

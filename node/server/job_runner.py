@@ -1,7 +1,7 @@
 """The daemon's side of running jobs: one child process per job, and the routing around it.
 
-Starts `node.server.job_process` for a job (handing the job to a spare process started
-ahead of time when one is waiting, see `node.spare_process`), turns its requests into posted
+Starts `flctl.node.server.job_process` for a job (handing the job to a spare process started
+ahead of time when one is waiting, see `flctl.node.process.spare_process`), turns its requests into posted
 tasks, store records and events, passes site answers back to it, and ends the job (finished,
 failed or aborted) whatever the child does, crash included: a job ends when its process says
 `done`, or when the process exits without saying it.
@@ -26,16 +26,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from node.server.job_records import log_files, metrics_json
-from node.server.site_hub import SiteHub
-from node.server.task_board import INLINE_BYTES, PostedTask, TaskBoard
-from node.spare_process import SPARE_FLAG, SpareProcess
-from node.store import JobRow, Store
+from flctl.node.process.spare_process import SPARE_FLAG, SpareProcess
+from flctl.node.server.job_records import log_files, metrics_json
+from flctl.node.server.site_hub import SiteHub
+from flctl.node.server.store import JobRow, Store
+from flctl.node.server.task_board import INLINE_BYTES, PostedTask, TaskBoard
 
 log = logging.getLogger("flctl.server")
 KILL_GRACE_S = 5.0
 """How long an aborted job process, or one that said `done`, may take to exit before it is killed."""
-JOB_PROCESS = [sys.executable, "-m", "node.server.job_process"]
+JOB_PROCESS = [sys.executable, "-m", "flctl.node.server.job_process"]
 
 
 @dataclass

@@ -9,8 +9,8 @@ import sqlite3
 import threading
 import time
 
-from node.server.context import ServerContext
-from node.store import ENDED
+from flctl.node.server.context import ServerContext
+from flctl.node.server.store import ENDED
 
 log = logging.getLogger("flctl.server")
 SWEEP_S = 3600.0

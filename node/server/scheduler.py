@@ -2,7 +2,7 @@
 
 A job starts when its named sites are all online (or, for `sites: all`, when at
 least `min_sites` are), the server runs fewer than `max_concurrent_jobs`, and the disk
-under its workspace is not full (see `node.server.disk_guard`).
+under its workspace is not full (see `flctl.node.server.disk_guard`).
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import logging
 import threading
 import time
 
-from node.server.context import ServerContext
-from node.store import JobRow, Store
+from flctl.node.server.context import ServerContext
+from flctl.node.server.store import JobRow, Store
 
 log = logging.getLogger("flctl.server")
 

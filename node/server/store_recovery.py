@@ -18,9 +18,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from node.server.job_records import RECORD_FILE, load_record
-from node.server.job_runner import last_checkpoint
-from node.store import ENDED, JobRow, Store, StoreDamaged
+from flctl.node.server.job_records import RECORD_FILE, load_record
+from flctl.node.server.job_runner import last_checkpoint
+from flctl.node.server.store import ENDED, JobRow, Store, StoreDamaged
 
 DB_NAME = "server.db"
 LOST = [
@@ -112,10 +112,10 @@ def _rebuild(folder: Path) -> JobRow:
     the signer's certificate, its status from what the folder holds."""
     from cryptography import x509
 
-    from node.bundle import extract_bundle
-    from node.errors import JobError
-    from node.job_spec import load_job
-    from provisioner import pki
+    from flctl.node.errors import JobError
+    from flctl.node.jobs.bundle import extract_bundle
+    from flctl.node.jobs.job_spec import load_job
+    from flctl.provisioner import pki
 
     bundle = (folder / "bundle.zip").read_bytes()
     signed = json.loads((folder / "signature.json").read_text())

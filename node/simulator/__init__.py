@@ -4,6 +4,6 @@ No provisioning, no TLS, no daemons: the same job.yml, the same training script 
 workflow code as a real run, with the sites simulated on one machine (`flctl simulate`).
 """
 
-from node.simulator.runtime import Observer, SimulationError, SimulationResult, simulate, site_names
+from flctl.node.simulator.runtime import Observer, SimulationError, SimulationResult, simulate, site_names
 
 __all__ = ["Observer", "SimulationError", "SimulationResult", "simulate", "site_names"]

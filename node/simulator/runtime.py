@@ -1,7 +1,7 @@
 """The simulator's main process: runs the job's workflow against sites hosted by K worker processes.
 
 `simulate()` runs the same workflow class a server job process runs (`LoadedJob.create_workflow()`)
-against `SimFederation`, which implements `node.workflows.base.Federation`: a task goes to each
+against `SimFederation`, which implements `flctl.node.workflows.base.Federation`: a task goes to each
 worker once (params encoded once), each worker hands it to its sites' scripts, and answers come
 back as they arrive. Reader threads move every worker's messages into one queue, so nothing
 polls: a round moves on the moment its last answer lands.
@@ -28,14 +28,14 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Protocol
 
-from node import tensors
-from node.errors import NodeError
-from node.job_spec import APP_FOLDER, LoadedJob
-from node.simulator.worker import WorkerSpec
-from node.simulator.worker import main as worker_main
-from node.site import sandbox
-from node.tasks import Params, SiteFailure, Task, TaskResult
-from node.workflows.base import WorkflowError
+from flctl.node.errors import NodeError
+from flctl.node.jobs.job_spec import APP_FOLDER, LoadedJob
+from flctl.node.jobs.tasks import Params, SiteFailure, Task, TaskResult
+from flctl.node.simulator.worker import WorkerSpec
+from flctl.node.simulator.worker import main as worker_main
+from flctl.node.site import sandbox
+from flctl.node.wire import tensors
+from flctl.node.workflows.base import WorkflowError
 
 MARKER = "simulation.json"
 """The file that marks a folder as a simulation's output (so a rerun may replace it)."""

@@ -1,9 +1,9 @@
 """One simulated site inside a worker process: its training script runs in a thread of its own.
 
-The script is the job's unchanged `app/` script. It imports `node.api` as usual; this thread binds
-an `api._Session` of its own to `node.api`'s thread-local slot, over an in-process connection
+The script is the job's unchanged `app/` script. It imports `flctl.node.client.api` as usual; this thread binds
+an `api._Session` of its own to `flctl.node.client.api`'s thread-local slot, over an in-process connection
 (`ThreadConnection`) that speaks the same frames as the unix socket of a real run
-(`node.api_wire`), so every check the Client API makes (num_examples, metrics, meta…) is the same.
+(`flctl.node.client.api_wire`), so every check the Client API makes (num_examples, metrics, meta…) is the same.
 
 The script's loop and its Python state (module globals, the model it keeps) persist across
 rounds, like a real site's script process. Only one site of a worker computes at a time: a thread
@@ -24,8 +24,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
-from node import api
-from node import api_wire as wire
+from flctl.node.client import api
+from flctl.node.client import api_wire as wire
 
 _current = threading.local()
 """`site`: the simulated site the current thread runs (its output goes to that site's log)."""
@@ -38,8 +38,8 @@ def current_site() -> str | None:
 
 
 class ThreadConnection:
-    """The script's end of an in-process connection: what `node.api._Session` calls (`send_bytes`, `poll`,
-    `recv_bytes`, and `send_raw`/`recv_raw_into` for payloads, see `node.api_wire.RawIO`).
+    """The script's end of an in-process connection: what `flctl.node.client.api._Session` calls (`send_bytes`, `poll`,
+    `recv_bytes`, and `send_raw`/`recv_raw_into` for payloads, see `flctl.node.client.api_wire.RawIO`).
 
     Frames from flctl wait in an inbox, each with its payload; `deliver` carries the script's
     frames away, each with its payload once all of it was sent. While the script waits for a
@@ -111,7 +111,7 @@ def run_script(code: Any, path: Path, site: str, job_id: str, conn: ThreadConnec
     its exit code (and the traceback lines of an exception) through `on_exit`."""
     baton.acquire()
     _current.site = site
-    api._thread.session = api._Session(cast(Any, conn), site, job_id)  # the simulator's seam in node.api
+    api._thread.session = api._Session(cast(Any, conn), site, job_id)  # the simulator's seam in flctl.node.client.api
     namespace = {"__name__": "__main__", "__file__": str(path), "__builtins__": builtins, "__package__": None}
     code_out, lines = 0, []
     try:

@@ -23,9 +23,10 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import IO, Any
 
-from node import api_wire as wire
-from node.simulator.site_thread import ThreadConnection, current_site, frame_for_task, run_script
-from node.site import sandbox
+from flctl.node.client import api_wire as wire
+from flctl.node.client import legacy
+from flctl.node.simulator.site_thread import ThreadConnection, current_site, frame_for_task, run_script
+from flctl.node.site import sandbox
 
 _END_GRACE_S = 30.0
 """How long the worker waits for its scripts to return once the job has ended."""
@@ -49,7 +50,7 @@ class WorkerSpec:
 def worker_grants(spec: WorkerSpec) -> sandbox.Grants:
     """What a worker's scripts may use: the app folder and TMPDIR (write), their logs (write-only: one site's
     script cannot read another's output), the Python installation, `node`, system files and `data_paths`."""
-    read = (*sandbox.SYSTEM_READ, *sandbox.python_paths(), sandbox.package_dir(), *spec.data_paths)
+    read = (*sandbox.SYSTEM_READ, *sandbox.python_paths(), *sandbox.package_dirs(), *spec.data_paths)
     write = (str(spec.app_dir), str(spec.tmp_dir), *sandbox.SYSTEM_WRITE)
     return sandbox.Grants(read=read, write=write, append=(str(spec.log_dir),))
 
@@ -231,7 +232,7 @@ def main(pipe: Connection, spec: WorkerSpec) -> None:
             print(f"flctl simulate: cannot confine the worker with Landlock: {exc}", file=sys.__stderr__)
             os._exit(1)
     os.chdir(spec.app_dir)
-    sys.path.insert(0, str(spec.app_dir))
+    sys.path[:0] = [str(spec.app_dir), legacy.PATH]  # legacy: old scripts' `import node.api` still works
     sys.argv = [spec.script, *spec.argv]
     os.environ[wire.JOB_ID_ENV] = spec.job_id
     logs = SiteLogs(spec.log_dir, sys.__stderr__ or sys.stderr, f"isolation: {spec.isolation.describe()}")

@@ -1,8 +1,8 @@
 """The site daemon: stays connected to the server, heartbeats, and starts or stops job processes.
 
-Each job runs in a child process of its own (`node.site.job_process`), in its own
+Each job runs in a child process of its own (`flctl.node.site.job_process`), in its own
 process group, so a job that crashes or is aborted never takes this daemon down. A spare job
-process (`node.spare_process`), started once the site is registered and again after each job
+process (`flctl.node.process.spare_process`), started once the site is registered and again after each job
 ends, takes the next job, so a job does not wait for an interpreter to start and import.
 """
 
@@ -25,29 +25,29 @@ from typing import Any
 
 import grpc
 
-from node import pidfile
-from node.audit import AuditLog
-from node.authz import Actor, decide, signer_allowed
-from node.backoff import Backoff
-from node.errors import NodeError
-from node.kit import NodeKit
-from node.local_files import node_config, policy_and_revocations
-from node.path_names import BadName, check_path_name
-from node.proto import flctl_pb2 as pb
-from node.proto import flctl_pb2_grpc as pb_grpc
-from node.readiness import ReadyPipe, StartGate
-from node.resources import load_resources, resources_path
-from node.revocation import CrlRefused
-from node.site.job_process import isolation_note, job_isolation
-from node.site.sandbox import not_dumpable
-from node.spare_process import SPARE_FLAG, SpareProcess
-from node.tls import channel
+from flctl.node.config.kit import NodeKit
+from flctl.node.config.local_files import node_config, policy_and_revocations
+from flctl.node.config.resources import load_resources, resources_path
+from flctl.node.errors import NodeError
+from flctl.node.process import pidfile
+from flctl.node.process.backoff import Backoff
+from flctl.node.process.readiness import ReadyPipe, StartGate
+from flctl.node.process.spare_process import SPARE_FLAG, SpareProcess
+from flctl.node.security.audit import AuditLog
+from flctl.node.security.authz import Actor, decide, signer_allowed
+from flctl.node.security.path_names import BadName, check_path_name
+from flctl.node.security.revocation import CrlRefused
+from flctl.node.security.tls import channel
+from flctl.node.site.job_process import isolation_note, job_isolation
+from flctl.node.site.sandbox import not_dumpable
+from flctl.node.wire.proto import flctl_pb2 as pb
+from flctl.node.wire.proto import flctl_pb2_grpc as pb_grpc
 
 log = logging.getLogger("flctl.site")
 STOP_GRACE_S = 5.0
 ENDED_GRACE_S = 10.0
 VERSION = "1"
-JOB_PROCESS = [sys.executable, "-m", "node.site.job_process"]
+JOB_PROCESS = [sys.executable, "-m", "flctl.node.site.job_process"]
 
 
 @dataclass
@@ -149,7 +149,7 @@ class SiteAgent:
 
     def _expire_workspaces(self) -> None:
         """At start and every hour: remove ended jobs' workspaces older than `retention_days` (audited)."""
-        from node.site import retention
+        from flctl.node.site import retention
 
         def removed(job_id: str, written: float) -> None:
             self.audit.append(self.kit.info.name, "job.expire", job_id=job_id, last_written=written,
@@ -186,7 +186,7 @@ class SiteAgent:
 
     # ------------------------------------------------------------------ jobs
     def _start_job(self, stub: pb_grpc.FederationStub, start: pb.StartJob) -> None:
-        from node.bundle import extract_bundle
+        from flctl.node.jobs.bundle import extract_bundle
         job_id = start.job_id
         try:
             check_path_name(job_id, "job id the server sent")  # it becomes a folder name here
@@ -251,7 +251,7 @@ class SiteAgent:
     def _refusal(self, bundle: bytes, start: pb.StartJob) -> str:
         """Why this site will not run the job ('' when it will): a bad signature, a signature made for another job,
         another site or another time, or its own policy."""
-        from node.job_signing import SignatureRefused, check_target, verify_bundle
+        from flctl.node.jobs.job_signing import SignatureRefused, check_target, verify_bundle
 
         try:
             signer, claims = verify_bundle(bundle, start.signature, start.signer_cert_pem, self.kit.ca_pem,

@@ -1,7 +1,7 @@
 """The site side of one running job, in a process of its own:
 
-    python -m node.site.job_process KIT JOB_DIR JOB_ID
-    python -m node.site.job_process --spare      (imports done, waits for [KIT, JOB_DIR, JOB_ID] on stdin)
+    python -m flctl.node.site.job_process KIT JOB_DIR JOB_ID
+    python -m flctl.node.site.job_process --spare      (imports done, waits for [KIT, JOB_DIR, JOB_ID] on stdin)
 
 It runs the job's training script (through `ScriptBridge`), long-polls the server
 for tasks, hands each to the script, and returns the script's answer. The
@@ -25,21 +25,22 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from node import api_wire as wire
-from node import chunk_codec, spare_process, tensors
-from node.backoff import Backoff
-from node.kit import load_kit
-from node.path_names import BadName, check_path_name
-from node.proto import flctl_pb2 as pb
-from node.proto import flctl_pb2_grpc as pb_grpc
-from node.resources import Resources, load_resources, resources_path
-from node.site.sandbox import Confinement, Isolation, available, exposing, not_dumpable, script_grants
-from node.tasks import Task
-from node.tls import CHUNK, channel
-from provisioner.errors import KitError
+from flctl.node.client import api_wire as wire
+from flctl.node.config.kit import load_kit
+from flctl.node.config.resources import Resources, load_resources, resources_path
+from flctl.node.jobs.tasks import Task
+from flctl.node.process import spare_process
+from flctl.node.process.backoff import Backoff
+from flctl.node.security.path_names import BadName, check_path_name
+from flctl.node.security.tls import CHUNK, channel
+from flctl.node.site.sandbox import Confinement, Isolation, available, exposing, not_dumpable, script_grants
+from flctl.node.wire import chunk_codec, tensors
+from flctl.node.wire.proto import flctl_pb2 as pb
+from flctl.node.wire.proto import flctl_pb2_grpc as pb_grpc
+from flctl.provisioner.errors import KitError
 
 if TYPE_CHECKING:
-    from node.script_bridge import ScriptBridge
+    from flctl.node.client.script_bridge import ScriptBridge
 
 log = logging.getLogger("flctl.site.job")
 FLUSH_S = 0.5
@@ -108,7 +109,7 @@ def _retrying(call: Any, *args: Any, **kwargs: Any) -> Any:
 
 class ModelCalls:
     """FetchTask and SubmitResult as the generated stub makes them, except that the model's chunks go through
-    `node.chunk_codec` (read as views into what gRPC delivered, written in one copy)."""
+    `flctl.node.wire.chunk_codec` (read as views into what gRPC delivered, written in one copy)."""
 
     def __init__(self, chan: grpc.Channel) -> None:
         service = "/" + pb.DESCRIPTOR.services_by_name["Federation"].full_name
@@ -225,8 +226,8 @@ def _resources(kit_root: Path) -> Resources:
 
 
 def main(argv: list[str]) -> int:
-    from node.job_spec import load_job
-    from node.script_bridge import ScriptBridge, ScriptError
+    from flctl.node.client.script_bridge import ScriptBridge, ScriptError
+    from flctl.node.jobs.job_spec import load_job
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     not_dumpable()  # its environ and memory hold the kit's key: unreadable by its (same-user) script
@@ -285,7 +286,8 @@ def main(argv: list[str]) -> int:
 if __name__ == "__main__":
     args: list[str] | None = sys.argv[1:]
     if args == [spare_process.SPARE_FLAG]:  # import what main() imports late, then wait for the daemon's job
-        from node import job_spec, script_bridge  # noqa: F401
+        from flctl.node.client import script_bridge  # noqa: F401
+        from flctl.node.jobs import job_spec  # noqa: F401
 
         args = spare_process.wait_for_job()
     if args is None:  # the daemon went away before handing over a job: nothing to clean up

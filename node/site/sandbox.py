@@ -1,6 +1,6 @@
 """Confining a job's training script: what it may read and write, which environment it gets, as which user it runs.
 
-    python -m node.site.sandbox [--read PATH]... [--write PATH]... [--append PATH]... [--user NAME] -- COMMAND...
+    python -m flctl.node.site.sandbox [--read PATH]... [--write PATH]... [--append PATH]... [--user NAME] -- COMMAND...
 
 The launcher restricts itself, then execs COMMAND (same process id), so the site's job process and daemon stay
 unrestricted. Which isolation is in force is decided once, by `available()`:
@@ -140,15 +140,19 @@ def python_paths() -> list[str]:
     return sorted(p for p in out if p and p != "/")
 
 
-def package_dir() -> str:
-    """The `node` package's folder (a script imports `node.api`)."""
-    return str(Path(__file__).resolve().parent.parent)
+def package_dirs() -> list[str]:
+    """The `flctl` package's folder and, where it links to them (a checkout), the real folder of `flctl.node`:
+    a script imports `flctl.client`."""
+    import flctl
+
+    top = Path(flctl.__file__).resolve().parent
+    return sorted({str(top), str((top / "node").resolve()), str(Path(__file__).resolve().parent.parent)})
 
 
 def script_grants(workspace: Path, api_dir: Path | None, data_paths: Sequence[str] = ()) -> Grants:
     """What a site's training script may use: its workspace and Client API folder (write), the Python
     installation, `node`, system files and the granted data paths (read)."""
-    read = [*SYSTEM_READ, *python_paths(), package_dir(), *data_paths]
+    read = [*SYSTEM_READ, *python_paths(), *package_dirs(), *data_paths]
     write = [str(workspace), *SYSTEM_WRITE, *_gpu_devices()]
     if api_dir is not None:
         write.append(str(api_dir))
@@ -186,7 +190,7 @@ def launcher(grants: Grants, isolation: Isolation, command: Sequence[str]) -> li
     """The command line that runs `command` confined by `isolation` to `grants` (unchanged when it is none)."""
     if isolation.kind == "none":
         return list(command)
-    args = [sys.executable, "-m", "node.site.sandbox"]
+    args = [sys.executable, "-m", "flctl.node.site.sandbox"]
     if isolation.kind == "landlock":
         for flag, paths in (("--read", grants.read), ("--write", grants.write), ("--append", grants.append)):
             for path in paths:
@@ -330,11 +334,11 @@ def main(argv: list[str]) -> int:
             if flag == "--user":
                 user = value
         else:
-            print(f"node.site.sandbox: unknown or incomplete option {flag!r}", file=sys.stderr)
+            print(f"flctl.node.site.sandbox: unknown or incomplete option {flag!r}", file=sys.stderr)
             return 2
     command = args[1:]
     if not command:
-        print("node.site.sandbox: no command after --", file=sys.stderr)
+        print("flctl.node.site.sandbox: no command after --", file=sys.stderr)
         return 2
     try:
         if user:
@@ -346,7 +350,7 @@ def main(argv: list[str]) -> int:
             restrict(Grants(tuple(read), tuple(write), tuple(append)), abi)
         os.execvp(command[0], command)
     except OSError as exc:
-        print(f"node.site.sandbox: cannot confine or start {command[0]!r}: {exc}", file=sys.stderr)
+        print(f"flctl.node.site.sandbox: cannot confine or start {command[0]!r}: {exc}", file=sys.stderr)
         return 126
     return 126  # not reached: exec replaced this process
 

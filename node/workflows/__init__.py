@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from node.workflows.base import Workflow
-from node.workflows.fedavg import FedAvg
+from flctl.node.workflows.base import Workflow
+from flctl.node.workflows.fedavg import FedAvg
 
 WORKFLOWS: dict[str, type[Workflow]] = {cls.type_name: cls for cls in (FedAvg,)}

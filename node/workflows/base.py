@@ -12,7 +12,7 @@ from typing import Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
-from node.tasks import Params, SiteFailure, Task, TaskResult
+from flctl.node.jobs.tasks import Params, SiteFailure, Task, TaskResult
 
 
 class WorkflowError(Exception):

@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING, ClassVar
 
 from pydantic import Field
 
-from node.tasks import Params, SiteFailure, Task, TaskResult
+from flctl.node.jobs.tasks import Params, SiteFailure, Task, TaskResult
 
 if TYPE_CHECKING:
-    from node.aggregation import WeightedSum
-from node.workflows.base import Federation, Workflow, WorkflowArgs, WorkflowError
+    from flctl.node.workflows.aggregation import WeightedSum
+from flctl.node.workflows.base import Federation, Workflow, WorkflowArgs, WorkflowError
 
 
 class FedAvgArgs(WorkflowArgs):
@@ -45,7 +45,9 @@ class FedAvg(Workflow):
         Once a round's task is on its way, this holds no reference to the old global model: with a `send` that
         lets the task go once sent (the server's does), the server holds one model, plus the running sum, at a time.
         """
-        from node.aggregation import WeightedSum  # numpy: imported when a job runs, not when one is checked
+        from flctl.node.workflows.aggregation import (
+            WeightedSum,  # numpy: imported when a job runs, not when one is checked
+        )
 
         model: Params = dict(initial) if initial is not None else {}
         del initial
@@ -119,7 +121,7 @@ def _details(failed: dict[str, str], silent: list[str]) -> str:
 
 def _summary(round_no: int, rounds: int, sites: int, results: dict[str, tuple[dict[str, float], int]]) -> str:
     examples = sum(n for _, n in results.values())
-    from node.aggregation import weighted_metrics
+    from flctl.node.workflows.aggregation import weighted_metrics
 
     means = weighted_metrics(results.values())
     shown = "".join(f", {name} {value:.4g}" for name, value in means.items())

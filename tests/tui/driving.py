@@ -9,7 +9,7 @@ from typing import Any
 
 from textual.pilot import Pilot
 
-from console.tui.app import ConsoleApp
+from flctl.console.tui.app import ConsoleApp
 
 from .recorded_admin import NOW, RecordedAdmin
 

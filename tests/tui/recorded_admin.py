@@ -9,8 +9,8 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from node import errors
-from node.admin_types import Event, Identity, JobInfo, JobSite, LogEntry, SiteInfo
+from flctl.node import errors
+from flctl.node.admin.admin_types import Event, Identity, JobInfo, JobSite, LogEntry, SiteInfo
 
 NOW = 1_790_000_000.0
 DAY = 86400.0
@@ -36,7 +36,7 @@ def round_events(job_id: str, rounds: int, first_seq: int) -> list[Event]:
 
 
 class RecordedAdmin:
-    """Satisfies console.tui.admin_api.Admin; `refuse` names calls that raise NotPermitted."""
+    """Satisfies flctl.console.tui.admin_api.Admin; `refuse` names calls that raise NotPermitted."""
 
     def __init__(self, refuse: frozenset[str] = frozenset()) -> None:
         self.refuse = refuse

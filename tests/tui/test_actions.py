@@ -7,17 +7,17 @@ from pathlib import Path
 
 from textual.widgets import DataTable, Label, Log
 
-from console.tui.app import ConsoleApp
-from console.tui.dialogs.confirm import Confirm
-from console.tui.dialogs.identity import IdentityDialog
-from console.tui.dialogs.path_picker import PathPicker
-from console.tui.screens.job import JobScreen
-from console.tui.screens.overview import OverviewScreen
-from console.tui.screens.site_logs import SiteLogsScreen
-from console.tui.widgets.connection_bar import ConnectionBar
-from console.tui.widgets.metric_plot import MetricPlot
-from node import errors
-from node.admin_types import Identity
+from flctl.console.tui.app import ConsoleApp
+from flctl.console.tui.dialogs.confirm import Confirm
+from flctl.console.tui.dialogs.identity import IdentityDialog
+from flctl.console.tui.dialogs.path_picker import PathPicker
+from flctl.console.tui.screens.job import JobScreen
+from flctl.console.tui.screens.overview import OverviewScreen
+from flctl.console.tui.screens.site_logs import SiteLogsScreen
+from flctl.console.tui.widgets.connection_bar import ConnectionBar
+from flctl.console.tui.widgets.metric_plot import MetricPlot
+from flctl.node import errors
+from flctl.node.admin.admin_types import Identity
 
 from ..conftest import ROOT
 from .driving import notices, online, recorded_app, synchronously, until

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from console.tui import cells
-from console.tui.metrics import MetricHistory
+from flctl.console.tui import cells
+from flctl.console.tui.metrics import MetricHistory
 
 from .recorded_admin import DAY, NOW, RecordedAdmin
 

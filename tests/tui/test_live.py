@@ -6,12 +6,12 @@ from pathlib import Path
 
 from textual.widgets import Log
 
-from console.tui.app import ConsoleApp
-from console.tui.dialogs.path_picker import PathPicker
-from console.tui.screens.job import JobScreen
-from console.tui.widgets.metric_plot import MetricPlot
-from node.admin_client import AdminClient
-from node.kit import load_kit
+from flctl.console.tui.app import ConsoleApp
+from flctl.console.tui.dialogs.path_picker import PathPicker
+from flctl.console.tui.screens.job import JobScreen
+from flctl.console.tui.widgets.metric_plot import MetricPlot
+from flctl.node.admin.admin_client import AdminClient
+from flctl.node.config.kit import load_kit
 
 from ..conftest import ROOT
 from ..federation import Federation

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from textual.widgets import DataTable, Input
 
-from console.tui.screens.provision import ProvisionScreen
+from flctl.console.tui.screens.provision import ProvisionScreen
 
 from ..conftest import LOCAL_PROJECT
 from .driving import notices, online, recorded_app, synchronously, until

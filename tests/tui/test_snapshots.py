@@ -13,11 +13,11 @@ import pytest
 from textual.pilot import Pilot
 from textual.widgets import Input
 
-from console.tui.dialogs.confirm import Confirm
-from console.tui.dialogs.identity import IdentityDialog
-from console.tui.screens.job import JobScreen
-from console.tui.screens.provision import ProvisionScreen
-from console.tui.widgets.metric_plot import MetricPlot
+from flctl.console.tui.dialogs.confirm import Confirm
+from flctl.console.tui.dialogs.identity import IdentityDialog
+from flctl.console.tui.screens.job import JobScreen
+from flctl.console.tui.screens.provision import ProvisionScreen
+from flctl.console.tui.widgets.metric_plot import MetricPlot
 
 from ..conftest import ROOT
 from .driving import online, recorded_app, until

@@ -10,8 +10,8 @@ from typing import Annotated, Any
 
 import typer
 
-from console.cli import terminal
-from console.cli.options import JsonOption
+from flctl.console.cli import terminal
+from flctl.console.cli.options import JsonOption
 
 
 def _line(record: dict[str, Any]) -> str:
@@ -29,8 +29,8 @@ def command(
     json_out: JsonOption = False,
 ) -> None:
     """Show the last records of an audit log: who did what, with which arguments, and the result."""
-    from node.audit import follow as follow_log
-    from node.audit import read
+    from flctl.node.security.audit import follow as follow_log
+    from flctl.node.security.audit import read
 
     def show(record: dict[str, Any]) -> None:
         if json_out:

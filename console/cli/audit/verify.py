@@ -7,14 +7,14 @@ from typing import Annotated
 
 import typer
 
-from console.cli import exit_codes, terminal
-from console.cli.options import JsonOption
+from flctl.console.cli import exit_codes, terminal
+from flctl.console.cli.options import JsonOption
 
 
 def node_certificate(file: Path, cert: Path | None, kit: Path | None) -> Path | None:
     """The certificate to check signatures with: --cert, the --kit's own, or the kit the log sits in
     (KIT/workspace/audit.jsonl); None when there is none."""
-    from provisioner.kit_layout import KitPaths
+    from flctl.provisioner.kit_layout import KitPaths
 
     if cert is not None:
         return cert
@@ -46,7 +46,7 @@ def command(
     checked too, so an edit whose hashes were recomputed is caught. Damaged tails the node set aside are
     followed into the files that keep them, and reported as gaps.
     """
-    from node.audit import verify
+    from flctl.node.security.audit import verify
 
     cert_path = node_certificate(file, cert, kit)
     try:

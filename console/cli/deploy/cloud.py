@@ -9,14 +9,21 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from console.cli import exit_codes, terminal
-from console.cli.deploy.run import AcceptNewOption, InventoryArg, ParallelOption, failure_code, make_rollout, report
-from console.cli.options import JsonOption
+from flctl.console.cli import exit_codes, terminal
+from flctl.console.cli.deploy.run import (
+    AcceptNewOption,
+    InventoryArg,
+    ParallelOption,
+    failure_code,
+    make_rollout,
+    report,
+)
+from flctl.console.cli.options import JsonOption
 
 if TYPE_CHECKING:
-    from cloud.cloud_rollout import MachineResult
-    from cloud.deploy_state import Record
-    from cloud.machine_plan import MachinePlan
+    from flctl.cloud.cloud_rollout import MachineResult
+    from flctl.cloud.deploy_state import Record
+    from flctl.cloud.machine_plan import MachinePlan
 
 ParticipantsArg = Annotated[list[str] | None, typer.Argument(help="Only these participants [default: every host "
                                                                   "of this provider].", show_default=False)]
@@ -28,7 +35,7 @@ MachinesOnlyOption = Annotated[bool, typer.Option("--machines-only", help="Creat
 
 
 def _progress(quiet: bool) -> Any:
-    from cloud.machine_provider import CloudProgress
+    from flctl.cloud.machine_provider import CloudProgress
 
     class Lines(CloudProgress):
         lock = threading.Lock()
@@ -64,8 +71,8 @@ def print_plans(plans: list[MachinePlan], recorded: set[tuple[str, str]], json_o
 
 def run(provider: str, inventory: Path, participants: list[str] | None, dry_run: bool, machines_only: bool,
         parallel: int, accept_new_host_keys: bool, json_out: bool) -> None:
-    from cloud.cloud_rollout import CloudRollout, default_provider
-    from cloud.inventory import load_inventory
+    from flctl.cloud.cloud_rollout import CloudRollout, default_provider
+    from flctl.cloud.inventory import load_inventory
 
     logging.getLogger("azure").setLevel(logging.ERROR)  # the SDKs' own warnings: flctl says it in one sentence
     inv = load_inventory(inventory)

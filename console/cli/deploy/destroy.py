@@ -7,10 +7,10 @@ from typing import Annotated
 
 import typer
 
-from console.cli import exit_codes, terminal
-from console.cli.deploy.cloud import _progress
-from console.cli.deploy.run import InventoryArg
-from console.cli.options import JsonOption
+from flctl.console.cli import exit_codes, terminal
+from flctl.console.cli.deploy.cloud import _progress
+from flctl.console.cli.deploy.run import InventoryArg
+from flctl.console.cli.options import JsonOption
 
 
 def command(
@@ -26,8 +26,8 @@ def command(
     interrupted destroy continues where it stopped when run again, and a second destroy does
     nothing. The generated SSH keys and pinned host keys go with the machines.
     """
-    from cloud.cloud_rollout import CloudRollout, default_provider
-    from cloud.inventory import load_inventory
+    from flctl.cloud.cloud_rollout import CloudRollout, default_provider
+    from flctl.cloud.inventory import load_inventory
 
     cloud = CloudRollout(load_inventory(inventory), default_provider, _progress(json_out))
     plan = cloud.destroy_plan()

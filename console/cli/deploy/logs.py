@@ -6,9 +6,9 @@ from typing import Annotated
 
 import typer
 
-from console.cli import exit_codes, terminal
-from console.cli.deploy.run import InventoryArg, make_rollout
-from console.cli.options import JsonOption
+from flctl.console.cli import exit_codes, terminal
+from flctl.console.cli.deploy.run import InventoryArg, make_rollout
+from flctl.console.cli.options import JsonOption
 
 
 def command(

@@ -8,13 +8,13 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from console.cli import exit_codes, terminal
+from flctl.console.cli import exit_codes, terminal
 
 if TYPE_CHECKING:
-    from cloud.deploy_errors import DeployError
-    from cloud.deploy_executor import HostResult, Rollout
-    from cloud.deploy_plan import Step
-    from cloud.inventory import HostSpec
+    from flctl.cloud.deploy_errors import DeployError
+    from flctl.cloud.deploy_executor import HostResult, Rollout
+    from flctl.cloud.deploy_plan import Step
+    from flctl.cloud.inventory import HostSpec
 
 InventoryArg = Annotated[Path, typer.Argument(help="The inventory YAML (see playbooks/rollouts/).", dir_okay=False)]
 ParallelOption = Annotated[int, typer.Option("--parallel", "-p", min=1, max=64, help="Hosts worked on at once.")]
@@ -37,9 +37,9 @@ def make_rollout(inventory: Path, accept_new: bool = False, quiet: bool = False,
     Cloud hosts are reached at the addresses their deployment recorded; those not created yet are
     reported as such. `only`: just these participants.
     """
-    from cloud.deploy_executor import Progress, Rollout
-    from cloud.host_access import connector_factory, resolve
-    from cloud.inventory import load_inventory
+    from flctl.cloud.deploy_executor import Progress, Rollout
+    from flctl.cloud.host_access import connector_factory, resolve
+    from flctl.cloud.inventory import load_inventory
 
     resolved = resolve(load_inventory(inventory), only)
 

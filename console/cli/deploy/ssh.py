@@ -6,9 +6,9 @@ from typing import Annotated
 
 import typer
 
-from console.cli import terminal
-from console.cli.deploy.run import AcceptNewOption, InventoryArg, ParallelOption, make_rollout, report
-from console.cli.options import JsonOption
+from flctl.console.cli import terminal
+from flctl.console.cli.deploy.run import AcceptNewOption, InventoryArg, ParallelOption, make_rollout, report
+from flctl.console.cli.options import JsonOption
 
 
 def command(

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from console.cli.deploy.run import InventoryArg, ParallelOption, make_rollout, report
-from console.cli.options import JsonOption
+from flctl.console.cli.deploy.run import InventoryArg, ParallelOption, make_rollout, report
+from flctl.console.cli.options import JsonOption
 
 
 def command(inventory: InventoryArg, parallel: ParallelOption = 4, json_out: JsonOption = False) -> None:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from console.cli.deploy.run import AcceptNewOption, InventoryArg, ParallelOption, make_rollout, report
-from console.cli.options import JsonOption
+from flctl.console.cli.deploy.run import AcceptNewOption, InventoryArg, ParallelOption, make_rollout, report
+from flctl.console.cli.options import JsonOption
 
 
 def command(

@@ -6,9 +6,9 @@ from typing import Annotated
 
 import typer
 
-from console.cli import terminal
-from console.cli.admin_kit import KitOption, connect
-from console.cli.options import JsonOption
+from flctl.console.cli import terminal
+from flctl.console.cli.admin_kit import KitOption, connect
+from flctl.console.cli.options import JsonOption
 
 
 def command(job_id: Annotated[str, typer.Argument(metavar="ID")], kit: KitOption = None,

@@ -7,9 +7,9 @@ from typing import Annotated
 
 import typer
 
-from console.cli import terminal
-from console.cli.admin_kit import KitOption, connect
-from console.cli.options import JsonOption
+from flctl.console.cli import terminal
+from flctl.console.cli.admin_kit import KitOption, connect
+from flctl.console.cli.options import JsonOption
 
 
 def command(job_id: Annotated[str, typer.Argument(metavar="ID")],
@@ -17,8 +17,8 @@ def command(job_id: Annotated[str, typer.Argument(metavar="ID")],
                                               help="Folder to unpack into (as OUT/ID/).")] = Path("."),
             kit: KitOption = None, json_out: JsonOption = False) -> None:
     """Download a job's artifacts: global models per round and final, metrics, logs, events."""
-    from console.cli.progress import byte_progress
-    from node.admin_client import check_job_id
+    from flctl.console.cli.progress import byte_progress
+    from flctl.node.admin.admin_client import check_job_id
 
     check_job_id(job_id)  # before any folder is made or any connection opened
     with connect(kit) as admin, byte_progress(f"downloading {job_id}", json_out) as progress:

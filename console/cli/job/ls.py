@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from console.cli import terminal
-from console.cli.admin_kit import KitOption, connect
-from console.cli.options import JsonOption
+from flctl.console.cli import terminal
+from flctl.console.cli.admin_kit import KitOption, connect
+from flctl.console.cli.options import JsonOption
 
 
 def command(kit: KitOption = None, json_out: JsonOption = False) -> None:
     """List jobs: id, name, status, rounds done, submitter and duration."""
-    from console.cli.job.render import duration, progress
+    from flctl.console.cli.job.render import duration, progress
 
     with connect(kit) as admin:
         jobs = admin.list_jobs()

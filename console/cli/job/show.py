@@ -6,15 +6,15 @@ from typing import Annotated
 
 import typer
 
-from console.cli import terminal
-from console.cli.admin_kit import KitOption, connect
-from console.cli.options import JsonOption
+from flctl.console.cli import terminal
+from flctl.console.cli.admin_kit import KitOption, connect
+from flctl.console.cli.options import JsonOption
 
 
 def command(job_id: Annotated[str, typer.Argument(metavar="ID")], kit: KitOption = None,
             json_out: JsonOption = False) -> None:
     """Show a job: status, rounds done, each site's state, the last metrics and where its artifacts are."""
-    from console.cli.job.render import duration, metrics_line, progress
+    from flctl.console.cli.job.render import duration, metrics_line, progress
 
     with connect(kit) as admin:
         job = admin.get_job(job_id)

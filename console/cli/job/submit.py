@@ -7,9 +7,9 @@ from typing import Annotated, Any
 
 import typer
 
-from console.cli import exit_codes, terminal
-from console.cli.admin_kit import KitOption, connect
-from console.cli.options import JsonOption
+from flctl.console.cli import exit_codes, terminal
+from flctl.console.cli.admin_kit import KitOption, connect
+from flctl.console.cli.options import JsonOption
 
 
 def command(
@@ -27,7 +27,7 @@ def command(
     workflow, a bad argument or a missing script is refused with exit code 2.
     With --watch the exit code is 0 when the job FINISHED and 1 otherwise.
     """
-    from console.cli.progress import byte_progress
+    from flctl.console.cli.progress import byte_progress
 
     with connect(kit) as admin:
         with byte_progress(f"packing {job.name}", json_out) as packing:
@@ -61,7 +61,7 @@ def follow(admin: Any, job_id: str, quiet: bool = False) -> Any:
         return final
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from console.cli.job.render import metrics_line
+    from flctl.console.cli.job.render import metrics_line
 
     job = admin.get_job(job_id)
     show_bar = terminal.interactive() and job.rounds > 0

@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from console.cli import exit_codes, terminal
-from console.cli.options import JsonOption
+from flctl.console.cli import exit_codes, terminal
+from flctl.console.cli.options import JsonOption
 
 
 def command(
@@ -17,7 +17,7 @@ def command(
     json_out: JsonOption = False,
 ) -> None:
     """Add your own private key to a kit made from your certificate request, then verify the kit."""
-    from provisioner.csr import complete_kit
+    from flctl.provisioner.csr import complete_kit
 
     report = complete_kit(kit, key)
     if json_out:

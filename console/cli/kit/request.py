@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from console.cli import terminal
-from console.cli.options import JsonOption
+from flctl.console.cli import terminal
+from flctl.console.cli.options import JsonOption
 
 
 def command(
@@ -26,9 +26,9 @@ def command(
 
     Send NAME.csr to the provisioner (`flctl provision sign`); keep NAME.key here.
     """
-    from provisioner.csr import make_request
-    from provisioner.errors import InputError, Problem
-    from provisioner.project import KEY_TYPES, KINDS, ROLES
+    from flctl.provisioner.csr import make_request
+    from flctl.provisioner.errors import InputError, Problem
+    from flctl.provisioner.project import KEY_TYPES, KINDS, ROLES
 
     problems = []
     if kind not in KINDS:

@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from console.cli import terminal
-from console.cli.options import JsonOption
+from flctl.console.cli import terminal
+from flctl.console.cli.options import JsonOption
 
 
 def command(
@@ -16,7 +16,7 @@ def command(
     json_out: JsonOption = False,
 ) -> None:
     """Show who a kit belongs to: identity, org, role, certificate expiry and server address."""
-    from provisioner.kit_info import EXPIRY_WARNING_DAYS, read_kit
+    from flctl.provisioner.kit_info import EXPIRY_WARNING_DAYS, read_kit
 
     info = read_kit(kit)
     days = info.days_left()

@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from console.cli import exit_codes, terminal
-from console.cli.options import JsonOption, passphrase_from
+from flctl.console.cli import exit_codes, terminal
+from flctl.console.cli.options import JsonOption, passphrase_from
 
 
 def command(
@@ -29,8 +29,8 @@ def command(
     passphrase or key exits 3, a damaged or altered file exits 2, and in both
     cases nothing is written. The unpacked kit is then verified.
     """
-    from provisioner.kit_unpack import unpack_file
-    from provisioner.signing import verify_kit
+    from flctl.provisioner.kit_unpack import unpack_file
+    from flctl.provisioner.signing import verify_kit
 
     if passphrase_env is not None and key is not None:
         terminal.abort("give --passphrase-env or --key, not both", exit_codes.BAD_INPUT)

@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from console.cli import exit_codes, terminal
-from console.cli.options import JsonOption
+from flctl.console.cli import exit_codes, terminal
+from flctl.console.cli.options import JsonOption
 
 
 def command(
@@ -24,7 +24,7 @@ def command(
     """
     from cryptography import x509
 
-    from provisioner.signing import verify_kit
+    from flctl.provisioner.signing import verify_kit
 
     trusted = None
     if ca is not None:

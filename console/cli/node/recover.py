@@ -7,9 +7,9 @@ from typing import Annotated
 
 import typer
 
-from console.cli import exit_codes, terminal
-from console.cli.node.start import WorkspaceOpt, workspace_for
-from console.cli.options import JsonOption
+from flctl.console.cli import exit_codes, terminal
+from flctl.console.cli.node.start import WorkspaceOpt, workspace_for
+from flctl.console.cli.options import JsonOption
 
 
 def command(
@@ -23,10 +23,10 @@ def command(
     WORKSPACE/jobs comes back with its status (running ones resume when the server starts); what could not be
     recovered is listed. A database that passes its check is left alone. Run it with the server stopped.
     """
-    from node import pidfile
-    from node.audit import AuditLog
-    from node.kit import load_kit
-    from node.server.store_recovery import recover
+    from flctl.node.config.kit import load_kit
+    from flctl.node.process import pidfile
+    from flctl.node.security.audit import AuditLog
+    from flctl.node.server.store_recovery import recover
 
     node_kit = load_kit(kit, verify=True)
     if node_kit.info.kind != "server":

@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from console.cli import terminal
+from flctl.console.cli import terminal
 
 if TYPE_CHECKING:
-    from node.kit import NodeKit
+    from flctl.node.config.kit import NodeKit
 
 WorkspaceOpt = Annotated[Path | None, typer.Option("--workspace", "-w", file_okay=False,
                                                    help="Where the node keeps its state and logs "
@@ -21,7 +21,7 @@ WorkspaceOpt = Annotated[Path | None, typer.Option("--workspace", "-w", file_oka
 
 
 def workspace_for(kit: Path, workspace: Path | None) -> Path:
-    from provisioner.kit_layout import KitPaths
+    from flctl.provisioner.kit_layout import KitPaths
 
     return workspace or KitPaths.find(kit).root / "workspace"
 
@@ -42,7 +42,7 @@ def command(
     """
     import logging
 
-    from node.kit import load_kit
+    from flctl.node.config.kit import load_kit
 
     node_kit = load_kit(kit, verify=True)
     ws = workspace_for(kit, workspace)
@@ -72,12 +72,12 @@ def command(
 
 
 def _run_server(node_kit: NodeKit, ws: Path, json_out: bool) -> None:
-    from node import tls_policy
+    from flctl.node.security import tls_policy
 
     tls_policy.prepare(node_kit.key_pem)  # before gRPC is imported, which reads it once
-    from node.resources import load_resources, resources_path
-    from node.server.daemon import ServerDaemon
-    from provisioner.kit_layout import KitPaths
+    from flctl.node.config.resources import load_resources, resources_path
+    from flctl.node.server.daemon import ServerDaemon
+    from flctl.provisioner.kit_layout import KitPaths
 
     tls_min = load_resources(resources_path(node_kit.root)).tls_min_version
     tls_policy.require(node_kit.key_pem, tls_min)
@@ -101,7 +101,7 @@ def _run_server(node_kit: NodeKit, ws: Path, json_out: bool) -> None:
 
 
 def _run_site(node_kit: NodeKit, ws: Path, json_out: bool) -> None:
-    from node.site.agent import SiteAgent
+    from flctl.node.site.agent import SiteAgent
 
     agent = SiteAgent(node_kit, ws)
     for sig in (signal.SIGINT, signal.SIGTERM):

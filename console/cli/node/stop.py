@@ -10,9 +10,9 @@ from typing import Annotated
 
 import typer
 
-from console.cli import exit_codes, terminal
-from console.cli.node.start import WorkspaceOpt, workspace_for
-from console.cli.options import JsonOption
+from flctl.console.cli import exit_codes, terminal
+from flctl.console.cli.node.start import WorkspaceOpt, workspace_for
+from flctl.console.cli.options import JsonOption
 
 
 def command(
@@ -22,7 +22,7 @@ def command(
     json_out: JsonOption = False,
 ) -> None:
     """Stop the node started from KIT (SIGTERM, then wait for it to exit)."""
-    from node import pidfile
+    from flctl.node.process import pidfile
 
     ws = workspace_for(kit, workspace)
     pid, stale = pidfile.find(ws)

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from console.cli import terminal
-from console.cli.options import JsonOption
-from console.cli.poc.workspace import PocWorkspaceOption, local_errors, resolve
+from flctl.console.cli import terminal
+from flctl.console.cli.options import JsonOption
+from flctl.console.cli.poc.workspace import PocWorkspaceOption, local_errors, resolve
 
 
 def command(workspace: PocWorkspaceOption = None, json_out: JsonOption = False) -> None:
     """Remove the local federation's folder (kits, logs, job results); refused while it runs."""
-    from cloud.local import clean
+    from flctl.cloud.local import clean
 
     root = resolve(workspace)
     with local_errors():

@@ -6,9 +6,9 @@ from typing import Annotated
 
 import typer
 
-from console.cli import terminal
-from console.cli.options import JsonOption
-from console.cli.poc.workspace import PocWorkspaceOption, local_errors, resolve
+from flctl.console.cli import terminal
+from flctl.console.cli.options import JsonOption
+from flctl.console.cli.poc.workspace import PocWorkspaceOption, local_errors, resolve
 
 
 def command(
@@ -22,7 +22,7 @@ def command(
 
     Start it with `flctl poc start`; while it exists, `flctl job …` acts as its admin by default.
     """
-    from cloud.local import prepare
+    from flctl.cloud.local import prepare
 
     root = resolve(workspace)
     with local_errors():

@@ -6,9 +6,9 @@ from typing import Annotated
 
 import typer
 
-from console.cli import terminal
-from console.cli.options import JsonOption
-from console.cli.poc.workspace import PocWorkspaceOption, leave, local_errors, resolve
+from flctl.console.cli import terminal
+from flctl.console.cli.options import JsonOption
+from flctl.console.cli.poc.workspace import PocWorkspaceOption, leave, local_errors, resolve
 
 
 def command(
@@ -23,7 +23,7 @@ def command(
     server and connect as soon as it listens. PID files go to WORKSPACE/run/, logs to WORKSPACE/logs/.
     Exit code 1 when a node exits while starting, 5 when the sites do not come online in time.
     """
-    from cloud.local import require_state, start, status
+    from flctl.cloud.local import require_state, start, status
 
     root = resolve(workspace)
     with local_errors():

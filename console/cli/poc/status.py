@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from console.cli import terminal
-from console.cli.options import JsonOption
-from console.cli.poc.workspace import PocWorkspaceOption, local_errors, resolve
+from flctl.console.cli import terminal
+from flctl.console.cli.options import JsonOption
+from flctl.console.cli.poc.workspace import PocWorkspaceOption, local_errors, resolve
 
 
 def command(workspace: PocWorkspaceOption = None, json_out: JsonOption = False) -> None:
     """Show each node of the local federation (pid, alive, log) and the sites the server sees online."""
-    from cloud.local import require_state, sites_online, status
+    from flctl.cloud.local import require_state, sites_online, status
 
     root = resolve(workspace)
     with local_errors():

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import time
 
-from console.cli import terminal
-from console.cli.options import JsonOption
-from console.cli.poc.workspace import PocWorkspaceOption, leave, local_errors, resolve
+from flctl.console.cli import terminal
+from flctl.console.cli.options import JsonOption
+from flctl.console.cli.poc.workspace import PocWorkspaceOption, leave, local_errors, resolve
 
 
 def command(workspace: PocWorkspaceOption = None, json_out: JsonOption = False) -> None:
@@ -15,7 +15,7 @@ def command(workspace: PocWorkspaceOption = None, json_out: JsonOption = False) 
     Nodes get SIGTERM (they end their jobs and training scripts); whatever is left after 10 s is
     killed by PID.
     """
-    from cloud.local import require_state, stop
+    from flctl.cloud.local import require_state, stop
 
     root = resolve(workspace)
     began = time.monotonic()

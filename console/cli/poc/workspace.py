@@ -11,8 +11,8 @@ from typing import Annotated, NoReturn
 
 import typer
 
-from console.cli import exit_codes
-from console.cli.terminal import abort
+from flctl.console.cli import exit_codes
+from flctl.console.cli.terminal import abort
 
 PocWorkspaceOption = Annotated[
     Path | None,
@@ -24,15 +24,15 @@ _CODES = {"usage": exit_codes.BAD_INPUT, "failed": exit_codes.FAILED, "timeout":
 
 
 def resolve(workspace: Path | None) -> Path:
-    from cloud.local_plan import default_workspace
+    from flctl.cloud.local_plan import default_workspace
 
     return (workspace or default_workspace()).expanduser().absolute()
 
 
 @contextmanager
 def local_errors() -> Iterator[None]:
-    """Turn a `cloud.local.LocalError` into one sentence and its exit code."""
-    from cloud.local import LocalError
+    """Turn a `flctl.cloud.local.LocalError` into one sentence and its exit code."""
+    from flctl.cloud.local import LocalError
 
     try:
         yield

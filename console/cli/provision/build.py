@@ -7,15 +7,15 @@ from typing import Annotated, Any
 
 import typer
 
-from console.cli import terminal
-from console.cli.options import (
+from flctl.console.cli import terminal
+from flctl.console.cli.options import (
     DEFAULT_WORKSPACE,
     JsonOption,
     PassphraseOption,
     WorkspaceOption,
     passphrase_from,
 )
-from console.cli.provision.delivery import EncryptToOption, ZipPassphraseOption, delivery_from
+from flctl.console.cli.provision.delivery import EncryptToOption, ZipPassphraseOption, delivery_from
 
 
 def command(
@@ -35,8 +35,8 @@ def command(
     With --zip-passphrase-env or --encrypt-to, each kit also gets NAME.zip.enc,
     the one to send by e-mail or on a USB stick.
     """
-    from provisioner.build import provision
-    from provisioner.project_loader import load_project
+    from flctl.provisioner.build import provision
+    from flctl.provisioner.project_loader import load_project
 
     passphrase = passphrase_from(passphrase_env)
     delivery = delivery_from(zip_passphrase_env, encrypt_to, passphrase)
@@ -50,7 +50,7 @@ def command(
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         # Redrawn from the callback, not by rich's refresh thread: with a single thread, big projects are
-        # shared among forked processes (provisioner.fork_pool).
+        # shared among forked processes (flctl.provisioner.fork_pool).
         with Progress(TextColumn("provisioning"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       TextColumn("{task.description}"), console=terminal.err, transient=True,
                       auto_refresh=False) as bar:

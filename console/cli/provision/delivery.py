@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from console.cli import exit_codes
-from console.cli.terminal import abort
+from flctl.console.cli import exit_codes
+from flctl.console.cli.terminal import abort
 
 if TYPE_CHECKING:
-    from provisioner.kit_encryption import Delivery
+    from flctl.provisioner.kit_encryption import Delivery
 
 MIN_PASSPHRASE = 12  # the file may be copied by anyone on its way: it must withstand an offline guessing attack
 
@@ -37,7 +37,7 @@ def delivery_from(passphrase_var: str | None, encrypt_to: list[str] | None,
     """The run's Delivery from the options, or None; exit 2 for a missing, short or reused passphrase."""
     if passphrase_var is None and not encrypt_to:
         return None
-    from provisioner.kit_encryption import Delivery, Passphrase, RecipientKey, load_recipient
+    from flctl.provisioner.kit_encryption import Delivery, Passphrase, RecipientKey, load_recipient
 
     recipients: dict[str, RecipientKey] = {}
     for item in encrypt_to or []:

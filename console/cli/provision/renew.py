@@ -7,16 +7,16 @@ from typing import Annotated
 
 import typer
 
-from console.cli import terminal
-from console.cli.options import (
+from flctl.console.cli import terminal
+from flctl.console.cli.options import (
     DEFAULT_WORKSPACE,
     JsonOption,
     PassphraseOption,
     WorkspaceOption,
     passphrase_from,
 )
-from console.cli.provision.build import as_json, say_encrypted
-from console.cli.provision.delivery import EncryptToOption, ZipPassphraseOption, delivery_from
+from flctl.console.cli.provision.build import as_json, say_encrypted
+from flctl.console.cli.provision.delivery import EncryptToOption, ZipPassphraseOption, delivery_from
 
 
 def command(
@@ -32,8 +32,8 @@ def command(
 
     Writes the next prod_NN; send the renewed participants their new kits.
     """
-    from provisioner.build import provision
-    from provisioner.project_loader import load_project
+    from flctl.provisioner.build import provision
+    from flctl.provisioner.project_loader import load_project
 
     passphrase = passphrase_from(passphrase_env)
     delivery = delivery_from(zip_passphrase_env, encrypt_to, passphrase)

@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from console.cli import terminal
-from console.cli.options import (
+from flctl.console.cli import terminal
+from flctl.console.cli.options import (
     DEFAULT_WORKSPACE,
     JsonOption,
     PassphraseOption,
@@ -33,8 +33,8 @@ def command(
     from then on (sites learn it with their next heartbeat); without it, copy
     crl.pem to the server kit's local/crl.pem: a running server reads it when it changes.
     """
-    from provisioner.project_loader import load_project
-    from provisioner.revocation import revoke
+    from flctl.provisioner.project_loader import load_project
+    from flctl.provisioner.revocation import revoke
 
     loaded = load_project(project_file)
     result = revoke(workspace / loaded.project.name, name, passphrase_from(passphrase_env))
@@ -61,8 +61,8 @@ def crl_command(
     Nodes refuse a CRL past its next update (a year after it was issued), so
     renew it before then; --kit publishes it to the running server at once.
     """
-    from provisioner.project_loader import load_project
-    from provisioner.revocation import refresh_crl
+    from flctl.provisioner.project_loader import load_project
+    from flctl.provisioner.revocation import refresh_crl
 
     loaded = load_project(project_file)
     result = refresh_crl(workspace / loaded.project.name, passphrase_from(passphrase_env))
@@ -78,8 +78,8 @@ def crl_command(
 
 def _publish(crl_path: Path, kit: Path | None) -> str:
     """Check the CRL against the project's CA, then (with `kit`) send it to the server; the server's answer."""
-    from node.revocation import CrlRefused, check_crl
-    from provisioner.errors import StateError
+    from flctl.node.security.revocation import CrlRefused, check_crl
+    from flctl.provisioner.errors import StateError
 
     ca = crl_path.parent / "ca.crt"
     try:
@@ -90,7 +90,7 @@ def _publish(crl_path: Path, kit: Path | None) -> str:
         raise StateError(f"cannot check {crl_path}: {exc.filename} is missing") from None
     if kit is None:
         return ""
-    from node.admin_client import AdminClient
+    from flctl.node.admin.admin_client import AdminClient
 
     with AdminClient.from_kit(kit) as admin:
         return admin.publish_crl(crl_path.read_bytes())

@@ -7,15 +7,15 @@ from typing import Annotated
 
 import typer
 
-from console.cli import terminal
-from console.cli.options import (
+from flctl.console.cli import terminal
+from flctl.console.cli.options import (
     DEFAULT_WORKSPACE,
     JsonOption,
     PassphraseOption,
     WorkspaceOption,
     passphrase_from,
 )
-from console.cli.provision.build import kit_json
+from flctl.console.cli.provision.build import kit_json
 
 
 def command(
@@ -35,8 +35,8 @@ def command(
     role. Later `flctl provision` runs keep this certificate. The participant adds
     its key with `flctl kit complete`.
     """
-    from provisioner.csr import sign_request
-    from provisioner.project_loader import load_project
+    from flctl.provisioner.csr import sign_request
+    from flctl.provisioner.project_loader import load_project
 
     passphrase = passphrase_from(passphrase_env)
     loaded = load_project(project_file)

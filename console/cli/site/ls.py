@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import time
 
-from console.cli import terminal
-from console.cli.admin_kit import KitOption, connect
-from console.cli.options import JsonOption
+from flctl.console.cli import terminal
+from flctl.console.cli.admin_kit import KitOption, connect
+from flctl.console.cli.options import JsonOption
 
 
 def command(kit: KitOption = None, json_out: JsonOption = False) -> None:

@@ -11,8 +11,8 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Label
 
-from console.tui import cells
-from node.admin_types import Identity
+from flctl.console.tui import cells
+from flctl.node.admin.admin_types import Identity
 
 
 class IdentityDialog(ModalScreen[None]):

@@ -13,16 +13,16 @@ from textual.reactive import reactive
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Label, ProgressBar
 
-from console.tui import cells
-from console.tui.widgets.connection_bar import ConnectionBar
-from console.tui.widgets.job_sites_table import JobSitesTable
-from console.tui.widgets.log_follower import LogFollower
-from console.tui.widgets.metric_plot import MetricPlot
-from node import errors
-from node.admin_types import JobInfo
+from flctl.console.tui import cells
+from flctl.console.tui.widgets.connection_bar import ConnectionBar
+from flctl.console.tui.widgets.job_sites_table import JobSitesTable
+from flctl.console.tui.widgets.log_follower import LogFollower
+from flctl.console.tui.widgets.metric_plot import MetricPlot
+from flctl.node import errors
+from flctl.node.admin.admin_types import JobInfo
 
 if TYPE_CHECKING:
-    from console.tui.app import ConsoleApp
+    from flctl.console.tui.app import ConsoleApp
 
 RETRY_S = 1.0
 

@@ -10,13 +10,13 @@ from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.widgets import Footer, Header
 
-from console.tui.widgets.connection_bar import ConnectionBar
-from console.tui.widgets.jobs_table import JobsTable
-from console.tui.widgets.sites_table import SitesTable
-from node.admin_types import JobInfo, SiteInfo
+from flctl.console.tui.widgets.connection_bar import ConnectionBar
+from flctl.console.tui.widgets.jobs_table import JobsTable
+from flctl.console.tui.widgets.sites_table import SitesTable
+from flctl.node.admin.admin_types import JobInfo, SiteInfo
 
 if TYPE_CHECKING:
-    from console.tui.app import ConsoleApp
+    from flctl.console.tui.app import ConsoleApp
 
 
 class OverviewScreen(Screen[None]):

@@ -14,11 +14,11 @@ from textual.reactive import reactive
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, ProgressBar
 
-from console.tui.widgets.connection_bar import ConnectionBar
+from flctl.console.tui.widgets.connection_bar import ConnectionBar
 
 if TYPE_CHECKING:
-    from provisioner.build import ProvisionResult
-    from provisioner.project import Project
+    from flctl.provisioner.build import ProvisionResult
+    from flctl.provisioner.project import Project
 
 
 class ProvisionScreen(Screen[None]):
@@ -87,8 +87,8 @@ class ProvisionScreen(Screen[None]):
 
     def load(self, path: Path) -> None:
         """Read and validate `path`; show its participants, or every problem with its line."""
-        from provisioner.errors import InputError, ProvisionError
-        from provisioner.project_loader import load_project
+        from flctl.provisioner.errors import InputError, ProvisionError
+        from flctl.provisioner.project_loader import load_project
 
         self.query_one("#project", Input).value = str(path)
         try:
@@ -118,7 +118,7 @@ class ProvisionScreen(Screen[None]):
         people.border_subtitle = f"{project.name}: {people.row_count}"
 
     def action_open(self) -> None:
-        from console.tui.dialogs.path_picker import PathPicker
+        from flctl.console.tui.dialogs.path_picker import PathPicker
 
         def chosen(path: Path | None) -> None:
             if path is not None:
@@ -137,8 +137,8 @@ class ProvisionScreen(Screen[None]):
 
     @work(thread=True, exclusive=True, group="provision")
     def build(self, project: Project, workspace: Path) -> None:
-        from provisioner.build import provision
-        from provisioner.errors import ProvisionError
+        from flctl.provisioner.build import provision
+        from flctl.provisioner.errors import ProvisionError
 
         def progress(done: int, total: int, who: str) -> None:
             self.post_message(self.Progressed(done, total, who))

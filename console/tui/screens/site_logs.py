@@ -9,8 +9,8 @@ from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.widgets import Footer, Header
 
-from console.tui.widgets.connection_bar import ConnectionBar
-from console.tui.widgets.log_follower import LogFollower
+from flctl.console.tui.widgets.connection_bar import ConnectionBar
+from flctl.console.tui.widgets.log_follower import LogFollower
 
 
 class SiteLogsScreen(Screen[None]):

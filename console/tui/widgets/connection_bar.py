@@ -6,10 +6,10 @@ from typing import TYPE_CHECKING, cast
 
 from textual.widgets import Static
 
-from node.admin_types import Identity
+from flctl.node.admin.admin_types import Identity
 
 if TYPE_CHECKING:
-    from console.tui.app import Connection, ConsoleApp
+    from flctl.console.tui.app import Connection, ConsoleApp
 
 
 class ConnectionBar(Static):

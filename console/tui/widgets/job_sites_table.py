@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from console.tui.widgets.keyed_table import KeyedTable
-from node.admin_types import JobInfo
+from flctl.console.tui.widgets.keyed_table import KeyedTable
+from flctl.node.admin.admin_types import JobInfo
 
 
 class JobSitesTable(KeyedTable):

@@ -6,9 +6,9 @@ from textual import on
 from textual.message import Message
 from textual.widgets import DataTable
 
-from console.tui import cells
-from console.tui.widgets.keyed_table import KeyedTable
-from node.admin_types import JobInfo
+from flctl.console.tui import cells
+from flctl.console.tui.widgets.keyed_table import KeyedTable
+from flctl.node.admin.admin_types import JobInfo
 
 
 class JobsTable(KeyedTable):

@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING, cast
 from textual import work
 from textual.widgets import Log
 
-from node import errors
-from node.admin_types import LogEntry
+from flctl.node import errors
+from flctl.node.admin.admin_types import LogEntry
 
 if TYPE_CHECKING:
-    from console.tui.app import ConsoleApp
+    from flctl.console.tui.app import ConsoleApp
 
 RETRY_S = 1.0
 

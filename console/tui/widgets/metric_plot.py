@@ -5,7 +5,7 @@ from __future__ import annotations
 from textual.reactive import reactive
 from textual_plotext import PlotextPlot
 
-from console.tui.metrics import MetricHistory
+from flctl.console.tui.metrics import MetricHistory
 
 
 class MetricPlot(PlotextPlot):

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from console.tui import cells
-from console.tui.widgets.keyed_table import KeyedTable
-from node.admin_types import SiteInfo
+from flctl.console.tui import cells
+from flctl.console.tui.widgets.keyed_table import KeyedTable
+from flctl.node.admin.admin_types import SiteInfo
 
 
 class SitesTable(KeyedTable):

@@ -45,7 +45,7 @@ def train_round(params: dict[str, np.ndarray], site: str) -> tuple[dict[str, np.
 
 
 def main() -> None:
-    import node.api as fl  # imported here so tests can load train_round without a running job
+    import flctl.client as fl  # imported here so tests can load train_round without a running job
 
     fl.init()
     while fl.running():

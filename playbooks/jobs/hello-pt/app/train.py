@@ -85,7 +85,7 @@ def train_round(params: dict[str, np.ndarray], site: str, round_no: int) -> tupl
 
 
 def main() -> None:
-    import node.api as fl  # imported here so tests can load train_round without a running job
+    import flctl.client as fl  # imported here so tests can load train_round without a running job
 
     torch.set_num_threads(1)  # job.yml asks each site for one CPU; the model is small
     fl.init()

@@ -1,0 +1,271 @@
+"""The Client API: what a training script uses to take part in a job, and nothing else of flctl.
+
+    import flctl.client as fl
+
+    fl.init()
+    while fl.running():
+        model = fl.receive()                      # params: name -> numpy array; round, meta, task
+        params = train(model.params)
+        fl.send(fl.Model(params=params, metrics={"loss": loss}, num_examples=n))
+
+flctl runs the script in a subprocess of the site job process (`flctl.node.client.script_bridge`) and tells
+it where to connect through the environment (`FLCTL_API_ADDRESS`, `FLCTL_API_AUTHKEY`). Run by
+hand, `init()` says so. NVIDIA FLARE's names work too: `is_running`, `get_site_name`, `get_job_id`.
+
+Importing this module is cheap: numpy, safetensors and the connection are loaded by `init()`
+and the first task; torch is never imported (torch tensors are converted through their methods).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from flctl.node.client import api_wire as wire
+
+if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
+
+__all__ = [
+    "Model", "current_round", "get_job_id", "get_site_name", "init", "is_running", "job_id", "log", "receive",
+    "running", "send", "site_name",
+]
+
+
+@dataclass
+class Model:
+    """A model travelling between flctl and the script: the task's input, or the script's result.
+
+    From `receive()`: `params` (name -> numpy array), `round`, `meta` and `task` (its name, e.g.
+    "train"). For `send()`: `params` (numpy arrays, numbers or torch tensors), `metrics` (name ->
+    number), `num_examples` (how many examples produced it, the weight in averaging) and `meta`
+    (JSON values).
+    """
+
+    params: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    num_examples: int = 0
+    round: int = 0
+    meta: dict[str, Any] = field(default_factory=dict)
+    task: str = "train"
+
+
+class _Session:
+    """The script's one connection to its site job process, and where it is in the task loop."""
+
+    def __init__(self, conn: Connection[Any, Any], site: str, job: str) -> None:
+        self.site = site
+        self.job = job
+        self.round = 0
+        self._conn = conn
+        self._send_lock = threading.Lock()
+        self._task_lock = threading.RLock()
+        self._current: Model | None = None
+        self._current_id = 0
+        self._asked = False
+        self._ended = False
+
+    def send(self, message: wire.Message, parts: Sequence[wire.Payload] = ()) -> None:
+        """Send a message (and its payload, in parts) as one unit, whatever other threads send."""
+        with self._send_lock:
+            try:
+                wire.send(self._conn, message, parts)
+            except OSError as exc:
+                raise _lost(exc) from None
+
+    def next_task(self, timeout: float | None) -> Model | None:
+        """The current task (asking for the next one when it has been answered); None once the job ended."""
+        with self._task_lock:
+            if self._ended:
+                return None
+            if self._current is not None:
+                return self._current
+            if not self._asked:
+                self.send(wire.Ask())
+                self._asked = True
+            try:
+                arrived = timeout is None or self._conn.poll(timeout)
+                frame = self._conn.recv_bytes() if arrived else b""
+            except (EOFError, OSError) as exc:
+                raise _lost(exc) from None
+            if not arrived:
+                raise TimeoutError(f"fl.receive(): no task arrived within {timeout} s")
+            message, size = wire.decode(frame)
+            self._asked = False
+            if isinstance(message, wire.End):
+                self._ended = True
+                return None
+            if not isinstance(message, wire.Assign):
+                raise RuntimeError(f"flctl sent {message.kind!r} where a task was expected (a bug in flctl)")
+            from flctl.node.wire.tensors import receive
+
+            try:
+                params = receive(lambda view: wire.read_payload(self._conn, view), size) if size else {}
+            except (EOFError, OSError) as exc:
+                raise _lost(exc) from None
+            self._current = Model(params=params, round=message.round, meta=message.meta, task=message.name)
+            self._current_id = message.task_id
+            self.round = message.round
+            return self._current
+
+    def answer(self, model: Model) -> None:
+        """Send `model` as the result of the current task."""
+        from flctl.node.wire.tensors import layout
+
+        with self._task_lock:
+            if self._current is None:
+                if self._ended:
+                    raise RuntimeError("fl.send(): the job has ended, there is no task to answer")
+                raise RuntimeError("fl.send(): no task to answer; call fl.receive() first "
+                                   "(each task takes exactly one send)")
+            if not isinstance(model.meta, dict):
+                raise TypeError(f"fl.send(): meta must be a dict, not {type(model.meta).__name__}")
+            result = wire.Result(task_id=self._current_id, num_examples=_num_examples(model.num_examples),
+                                 metrics=_metrics(model.metrics), meta=model.meta)
+            try:
+                self.send(result, layout(model.params).parts())  # straight from the arrays
+            except wire.WireError as exc:
+                raise TypeError(f"fl.send(): Model.meta: {exc}") from None
+            except ValueError as exc:
+                raise ValueError(f"fl.send(): {exc}") from None
+            self._current = None
+
+
+@dataclass
+class _Process:
+    """This process's one session (a script talks to one site job process)."""
+
+    session: _Session | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+_process = _Process()
+
+_thread = threading.local()
+"""The simulator runs many sites' scripts as threads of one process: a thread's own session, when it has one."""
+
+
+def init() -> None:
+    """Connect to the site job process that runs this script; calling it again does nothing."""
+    if getattr(_thread, "session", None) is not None:
+        return
+    with _process.lock:
+        if _process.session is not None:
+            return
+        address = os.environ.get(wire.ADDRESS_ENV)
+        authkey = os.environ.get(wire.AUTHKEY_ENV)
+        if not address or not authkey:
+            raise RuntimeError(f"run this script through flctl (flctl simulate / flctl job submit): "
+                               f"{wire.ADDRESS_ENV} and {wire.AUTHKEY_ENV} are not set")
+        from multiprocessing import AuthenticationError
+        from multiprocessing.connection import Client
+
+        try:
+            conn = Client(address, family="AF_UNIX", authkey=bytes.fromhex(authkey))
+        except (OSError, ValueError, AuthenticationError, EOFError) as exc:
+            raise RuntimeError(f"cannot connect to flctl's site job process at {address}: {exc}") from None
+        session = _Session(conn, os.environ.get(wire.SITE_ENV, ""), os.environ.get(wire.JOB_ID_ENV, ""))
+        session.send(wire.Hello())
+        _process.session = session
+
+
+def running() -> bool:
+    """Wait for the next task: True when one arrived (read it with `receive()`), False when the job ended.
+
+    While the current task is not answered with `send()`, it returns True at once.
+    """
+    return _connected().next_task(None) is not None
+
+
+is_running = running
+
+
+def receive(timeout: float | None = None) -> Model | None:
+    """The current task's model, waiting for it if needed (TimeoutError after `timeout` s); None when the job ended.
+
+    Until the task is answered with `send()`, every call returns the same model.
+    """
+    return _connected().next_task(timeout)
+
+
+def send(model: Model) -> None:
+    """Answer the current task with `model` (exactly once per task)."""
+    if not isinstance(model, Model):
+        raise TypeError(f"fl.send() takes an fl.Model, not {type(model).__name__}")
+    _connected().answer(model)
+
+
+def log(name: str, value: float, step: int | None = None) -> None:
+    """Report one metric value now (it goes to the server as it is logged, not with the result)."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"fl.log(): the metric name must be a non-empty string, not {name!r}")
+    if step is not None and (not isinstance(step, int) or isinstance(step, bool)):
+        raise TypeError(f"fl.log(): step must be an int or None, not {step!r}")
+    _connected().send(wire.Log(name=name, value=_float(value, f"metric {name!r}"), step=step))
+
+
+def site_name() -> str:
+    """The name of the site this script runs at."""
+    return _connected().site
+
+
+get_site_name = site_name
+
+
+def job_id() -> str:
+    """The id of the job this script belongs to."""
+    return _connected().job
+
+
+get_job_id = job_id
+
+
+def current_round() -> int:
+    """The round of the latest task received (0 before the first)."""
+    return _connected().round
+
+
+def _connected() -> _Session:
+    session: _Session | None = getattr(_thread, "session", None) or _process.session
+    if session is None:
+        raise RuntimeError("call fl.init() first")
+    return session
+
+
+def _lost(exc: BaseException) -> ConnectionError:
+    return ConnectionError(f"lost the connection to flctl's site job process ({str(exc) or type(exc).__name__}); "
+                           "the job was stopped at this site")
+
+
+def _num_examples(value: Any) -> int:
+    try:
+        count = int(value)
+    except (TypeError, ValueError):
+        count = -1
+    if isinstance(value, bool) or count != value or count < 0:
+        raise ValueError(f"fl.send(): num_examples must be a whole number >= 0, not {value!r}")
+    return count
+
+
+def _metrics(metrics: Any) -> dict[str, float]:
+    if not isinstance(metrics, dict):
+        raise TypeError(f"fl.send(): metrics must be a dict of name -> number, not {type(metrics).__name__}")
+    result: dict[str, float] = {}
+    for name, value in metrics.items():
+        if not isinstance(name, str):
+            raise TypeError(f"fl.send(): metric names must be strings, not {name!r}")
+        result[name] = _float(value, f"metric {name!r}")
+    return result
+
+
+def _float(value: Any, what: str) -> float:
+    """A float from a python number, a numpy scalar or a one-element torch tensor."""
+    if isinstance(value, bool):
+        raise TypeError(f"{what} must be a number, not {value!r}")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{what} must be a number, not {type(value).__name__} ({value!r})") from None

@@ -1,0 +1,187 @@
+"""A node's own `local/resources.yml` (site-owned, never signed): how many jobs it runs at once, the disk it keeps
+in reserve, whether it keeps a spare job process, and its flow-control window. Read once, at start.
+
+Every key is checked: a value that is not allowed stops the node with a KitError (exit code 2) naming the file,
+the key and what is allowed. A key that is not a setting (a misspelt one would otherwise be a default silently put
+in its place) is refused the same way, naming the key and the nearest setting. `cpus` and `gpus` are known but not
+used yet.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from flctl.node.security.tls import WINDOW_MB
+from flctl.provisioner.errors import KitError
+
+MIB = 1024 * 1024
+MIN_WINDOW_MB = 1 / 16  # 64 KiB, HTTP/2's own initial window: a smaller one only slows every transfer
+MAX_WINDOW_MB = 1024
+MAX_CALLS = 20_000  # the server gives each call in progress a thread: more than this is not a machine's worth
+
+
+@dataclass(frozen=True)
+class Resources:
+    max_concurrent_jobs: int = 2
+    """Jobs the server runs at once (the scheduler holds the rest)."""
+    disk_reserve_mb: float = 16
+    """The server's reserve file: room to record a full disk (see `flctl.node.server.disk_guard`)."""
+    spare_job_process: bool = True
+    """Keep a job process started ahead of time (see `flctl.node.process.spare_process`)."""
+    stream_window_mb: float = WINDOW_MB
+    """The flow-control window of each gRPC stream this node receives on; 0: gRPC's adaptive window."""
+    job_isolation: str = "required"
+    """A site's job scripts: `required` (Landlock, or another user where the site runs as root; a site with neither
+    refuses every job), `preferred` (the same, but a site with neither runs jobs unconfined, with a warning), `off`
+    (never confined). See `flctl.node.site.sandbox`."""
+    job_user: str = "nobody"
+    """The user a job script runs as where the site runs as root and the kernel has no Landlock."""
+    job_env_allow: tuple[str, ...] = ()
+    """Variables of the site's environment a job script gets besides PATH, LANG, LC_ALL and TZ."""
+    data_paths: tuple[str, ...] = ()
+    """Folders or files a job script may read (absolute paths), besides its own workspace."""
+    tls_min_version: str = "1.3"
+    """The lowest TLS version the server accepts: "1.3", or "1.2" for peers that need it (see `security.tls_policy`)."""
+    retention_days: float = 0
+    """Ended jobs older than this are removed (the server's records and folders, a site's workspaces); 0: kept."""
+    max_calls: int = 4000
+    """Calls the server serves at once, from everyone, streams included (1,000 sites hold about 3,000 in a round)."""
+    max_streams: int = 3500
+    """Streaming calls (command streams, task polls, uploads, watches) the server serves at once, from everyone."""
+    max_calls_per_peer: int = 64
+    """Calls one certificate (its name and kind) may have in progress at once; a site uses about 5."""
+    max_streams_per_peer: int = 32
+    """Streaming calls one certificate may have open at once (an admin's watches, log follows, downloads)."""
+    handshake_timeout_s: float = 20
+    """How long a new connection may take to finish its TLS handshake before the server closes it."""
+    max_log_line_chars: int = 4096
+    """A site's log line longer than this is cut, with a marker saying how much."""
+    max_log_lines_per_minute: int = 1200
+    """Log lines one site may add to one job a minute; the rest of that minute is dropped, with one note."""
+    max_metrics_per_minute: int = 1200
+    """Metric values one site may add to one job a minute; the rest of that minute is dropped, with one note."""
+
+    @property
+    def disk_reserve_bytes(self) -> int:
+        return int(self.disk_reserve_mb * MIB)
+
+    @property
+    def stream_window_bytes(self) -> int:
+        return int(self.stream_window_mb * MIB)
+
+
+def resources_path(kit_root: Path) -> Path:
+    return kit_root / "local" / "resources.yml"
+
+
+NOT_SETTINGS = frozenset({"api_version", "cpus", "gpus"})
+"""Keys a kit's resources.yml carries that are not fields of `Resources` (gpus and cpus: placement is not built)."""
+
+
+def known_keys() -> frozenset[str]:
+    return NOT_SETTINGS | {field.name for field in fields(Resources)}
+
+
+def _refuse_unknown(path: Path, document: dict[Any, Any]) -> None:
+    known = known_keys()
+    for key in document:
+        if key not in known:
+            near = difflib.get_close_matches(str(key), sorted(known), n=1)
+            hint = f"; did you mean {near[0]}?" if near else ""
+            raise KitError(f"{path}: {key!r} is not a setting{hint} (the settings: {', '.join(sorted(known))})")
+
+
+def load_resources(path: Path) -> Resources:
+    """The resources in `path`; the defaults when there is no such file or it names none of them."""
+    try:
+        document = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        return Resources()
+    except (OSError, yaml.YAMLError) as exc:
+        raise KitError(f"cannot read {path}: {exc}") from None
+    if document is None:
+        return Resources()
+    if not isinstance(document, dict):
+        raise KitError(f"{path}: must be a mapping of settings (key: value), not {type(document).__name__}")
+    _refuse_unknown(path, document)
+    defaults = Resources()
+
+    def number(key: str, low: float, high: float, allowed: str, zero_too: bool = False) -> float:
+        value: Any = document.get(key, getattr(defaults, key))
+        good = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and \
+            (low <= value <= high or (zero_too and value == 0))
+        if not good:
+            raise KitError(f"{path}: {key} must be {allowed} (default {getattr(defaults, key):g}), not {value!r}")
+        return float(value)
+
+    jobs = number("max_concurrent_jobs", 1, 10_000, "a whole number of jobs, 1 or more")
+    if jobs != int(jobs):
+        raise KitError(f"{path}: max_concurrent_jobs must be a whole number of jobs, 1 or more (default "
+                       f"{defaults.max_concurrent_jobs}), not {document['max_concurrent_jobs']!r}")
+    spare = document.get("spare_job_process", defaults.spare_job_process)
+    if not isinstance(spare, bool):
+        raise KitError(f"{path}: spare_job_process must be true or false (default true), not {spare!r}")
+    tls = document.get("tls_min_version", defaults.tls_min_version)
+    if tls not in ("1.2", "1.3"):
+        raise KitError(f'{path}: tls_min_version must be "1.3" or "1.2" (default "1.3"), not {tls!r}')
+
+    def whole(key: str, low: int, high: int, unit: str) -> int:
+        allowed = f"a whole number of {unit} from {low} to {high}"
+        value = number(key, low, high, allowed)
+        if value != int(value):
+            raise KitError(f"{path}: {key} must be {allowed} (default {getattr(defaults, key)}), not {document[key]!r}")
+        return int(value)
+
+    return Resources(
+        max_concurrent_jobs=int(jobs),
+        disk_reserve_mb=number("disk_reserve_mb", 0, 1 << 20, "a size in MB, 0 or more"),
+        spare_job_process=spare,
+        stream_window_mb=number("stream_window_mb", MIN_WINDOW_MB, MAX_WINDOW_MB,
+                                f"a size in MiB from {MIN_WINDOW_MB:g} to {MAX_WINDOW_MB}, or 0 for gRPC's "
+                                "adaptive window", zero_too=True),
+        **_isolation(path, document),
+        tls_min_version=tls,
+        retention_days=number("retention_days", 0, 100_000, "a number of days, or 0 to keep ended jobs"),
+        max_calls=whole("max_calls", 1, MAX_CALLS, "calls"),
+        max_streams=whole("max_streams", 1, MAX_CALLS, "streams"),
+        max_calls_per_peer=whole("max_calls_per_peer", 1, MAX_CALLS, "calls"),
+        max_streams_per_peer=whole("max_streams_per_peer", 1, MAX_CALLS, "streams"),
+        handshake_timeout_s=number("handshake_timeout_s", 0.1, 3600, "a time in seconds from 0.1 to 3600"),
+        max_log_line_chars=whole("max_log_line_chars", 80, 1 << 20, "characters"),
+        max_log_lines_per_minute=whole("max_log_lines_per_minute", 1, 10_000_000, "lines"),
+        max_metrics_per_minute=whole("max_metrics_per_minute", 1, 10_000_000, "metric values"),
+    )
+
+
+def _isolation(path: Path, document: dict[Any, Any]) -> dict[str, Any]:
+    """A site's job-script settings (`flctl.node.site.sandbox`), checked."""
+    defaults = Resources()
+    isolation = document.get("job_isolation", defaults.job_isolation)
+    if isolation is False:  # YAML reads a bare `off` as false
+        isolation = "off"
+    if isolation not in ("required", "preferred", "off"):
+        raise KitError(f"{path}: job_isolation must be required, preferred or off (default required), not "
+                       f"{isolation!r}")
+    job_user = document.get("job_user", defaults.job_user)
+    if not isinstance(job_user, str | int) or isinstance(job_user, bool) or not str(job_user).strip():
+        raise KitError(f"{path}: job_user must be a user name or number (default nobody), not {job_user!r}")
+    env_allow = _names(path, "job_env_allow", document.get("job_env_allow", []))
+    data_paths = _names(path, "data_paths", document.get("data_paths", []))
+    relative = [p for p in data_paths if not p.startswith("/")]
+    if relative:
+        raise KitError(f"{path}: data_paths must be absolute paths, not {relative[0]!r}")
+    return {"job_isolation": isolation, "job_user": str(job_user), "job_env_allow": env_allow,
+            "data_paths": data_paths}
+
+
+def _names(path: Path, key: str, value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        example = "[CUDA_VISIBLE_DEVICES]" if key == "job_env_allow" else "[/data/x]"
+        raise KitError(f"{path}: {key} must be a list, e.g. {example}, not {value!r}")
+    return tuple(value)

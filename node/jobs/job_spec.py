@@ -1,0 +1,275 @@
+"""A job folder's `job.yml` (api_version 1) and `load_job`, which names file, line and field of every problem.
+
+The pydantic models are the reference for the file: each field's description is its documentation.
+```
+api_version: 1
+name: hello-numpy
+workflow: {type: fedavg, args: {rounds: 3, round_timeout_s: 60}}
+sites: all                      # or a list of site names
+min_sites: 2
+resources: {cpus: 1, memory_mb: 0}
+app: {command: [python, train.py], env: {}}
+```
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+import typing
+from dataclasses import dataclass, replace
+from pathlib import Path, PurePosixPath
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from flctl.node.errors import JobError
+from flctl.node.workflows import WORKFLOWS
+from flctl.node.workflows.base import Workflow, WorkflowArgs
+from flctl.provisioner.errors import InputError, Problem
+from flctl.provisioner.names import check_simple_name
+from flctl.provisioner.schema_messages import message
+from flctl.provisioner.yaml_source import Loc, YamlDocument, format_loc, load_yaml
+
+JOB_FILE = "job.yml"
+APP_FOLDER = "app"
+
+_JOB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def check_job_name(name: str) -> str:
+    if not _JOB_NAME.fullmatch(name):
+        raise ValueError(f"'{name}' is not a valid job name; use 1-64 letters, digits, '.', '_' or '-', "
+                         "starting with a letter or digit")
+    return name
+
+
+def _check_env(env: dict[str, str]) -> dict[str, str]:
+    for key in env:
+        if not _ENV_NAME.fullmatch(key):
+            raise ValueError(f"'{key}' is not a valid environment variable name; use letters, digits and '_'")
+    return env
+
+
+class FieldProblem(ValueError):
+    """A check across fields that belongs to one of them (so `load_job` can point at its line)."""
+
+    def __init__(self, loc: Loc, message: str) -> None:
+        super().__init__(message)
+        self.loc = loc
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class WorkflowSpec(_Strict):
+    """Which server-side workflow runs the job, and its arguments."""
+
+    type: str = Field(description="A registered workflow type, e.g. fedavg")
+    args: dict[str, Any] = Field(
+        default_factory=dict, description="The workflow's arguments; each workflow documents its own (fedavg: rounds, "
+        "round_timeout_s)"
+    )
+
+    @field_validator("type")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        if value not in WORKFLOWS:
+            raise ValueError(f"unknown workflow type '{value}'; known: {', '.join(sorted(WORKFLOWS))}")
+        return value
+
+
+class Resources(_Strict):
+    """What each site must set aside for the job."""
+
+    cpus: int = Field(1, ge=1, description="CPU cores the job's process needs at each site")
+    memory_mb: int = Field(0, ge=0, description="Memory the job needs at each site, in MiB (0: no stated need)")
+
+
+class AppSpec(_Strict):
+    """The code that runs at each site, from the job's `app/` folder."""
+
+    command: list[Annotated[str, Field(min_length=1)]] = Field(
+        default_factory=lambda: ["python", "train.py"], min_length=1,
+        description="Command run in app/ at each site; a leading 'python' means the site's own interpreter",
+    )
+    env: Annotated[dict[str, str], AfterValidator(_check_env)] = Field(
+        default_factory=dict, description="Extra environment variables for the command"
+    )
+
+    def script(self) -> str | None:
+        """The script of a `[python, SCRIPT, ...]` command, else None."""
+        if len(self.command) >= 2 and self.command[0] == "python" and not self.command[1].startswith("-"):
+            return self.command[1]
+        return None
+
+
+def _check_sites(value: Any) -> Any:
+    """'all' or a non-empty list of distinct site names; problems point at the list item."""
+    if value == "all":
+        return value
+    if not isinstance(value, list):
+        raise ValueError("use 'all' or a list of site names")
+    if not value:
+        raise ValueError("name at least one site, or use 'all'")
+    seen: set[str] = set()
+    for i, site in enumerate(value):
+        if not isinstance(site, str):
+            raise FieldProblem((i,), "expected a site name")
+        try:
+            check_simple_name(site)
+        except ValueError as exc:
+            raise FieldProblem((i,), str(exc)) from None
+        if site.lower() in seen:
+            raise FieldProblem((i,), f"'{site}' is named twice")
+        seen.add(site.lower())
+    return value
+
+
+
+class JobSpec(_Strict):
+    """A job: what runs on the server (workflow), where (sites) and what runs at each site (app)."""
+
+    api_version: Literal[1] = Field(description="Version of this file's format; 1")
+    name: Annotated[str, AfterValidator(check_job_name)] = Field(
+        description="Job name: 1-64 letters, digits, '.', '_' or '-'"
+    )
+    workflow: WorkflowSpec = Field(description="The server-side workflow and its arguments")
+    sites: Annotated[Literal["all"] | list[str], BeforeValidator(_check_sites)] = Field(
+        "all", description="'all' (every site connected when the job starts) or a list of site names"
+    )
+    min_sites: int = Field(1, ge=1, description="Fewest sites that must take part and answer each round")
+    resources: Resources = Field(default_factory=Resources, description="What each site sets aside for the job")
+    app: AppSpec = Field(default_factory=AppSpec, description="The command run at each site, from app/")
+
+    @model_validator(mode="after")
+    def _sites_fit(self) -> JobSpec:
+        if isinstance(self.sites, list) and self.min_sites > len(self.sites):
+            named = f"{len(self.sites)} site" + ("s" if len(self.sites) > 1 else "")
+            raise FieldProblem(("min_sites",), f"{self.min_sites} is more than the {named} named in 'sites'")
+        return self
+
+    def site_names(self, available: list[str]) -> list[str]:
+        """The sites the job runs at, given the sites `available` now."""
+        return list(available) if self.sites == "all" else list(self.sites)
+
+    def workflow_args(self) -> WorkflowArgs:
+        """The workflow's arguments, validated by its Args model (raises pydantic's ValidationError)."""
+        return WORKFLOWS[self.workflow.type].parse_args(self.workflow.args)
+
+
+@dataclass(frozen=True)
+class LoadedJob:
+    """A valid job folder."""
+
+    spec: JobSpec
+    folder: Path
+    args: WorkflowArgs
+
+    def create_workflow(self) -> Workflow:
+        """The job's workflow, given job.yml's min_sites when it takes one."""
+        cls: Any = WORKFLOWS[self.spec.workflow.type]
+        if "min_sites" in inspect.signature(cls).parameters:
+            return typing.cast(Workflow, cls(self.args, min_sites=self.spec.min_sites))
+        return typing.cast(Workflow, cls(self.args))
+
+
+def load_job(folder: Path, shown: str | None = None) -> LoadedJob:
+    """Read and check the job in `folder`; raise JobError listing every problem (file, line, field).
+
+    `shown` names the folder in messages instead of its path (say, when it is a temporary copy).
+    """
+    try:
+        return _load(folder)
+    except JobError as exc:
+        if shown is None:
+            raise
+        where = str(folder)
+        raise JobError([replace(p, file=p.file.replace(where, shown, 1), message=p.message.replace(where, shown))
+                        for p in exc.problems]) from None
+
+
+def _load(folder: Path) -> LoadedJob:
+    path = folder / JOB_FILE
+    if not folder.is_dir():
+        raise JobError([Problem(str(folder), None, "", "is not a folder; a job is a folder with job.yml and app/")])
+    if not path.is_file():
+        raise JobError([Problem(str(path), None, "", f"no {JOB_FILE} in {folder}; a job is a folder with "
+                                "job.yml and app/")])
+    try:
+        doc = load_yaml(path)
+    except InputError as exc:
+        raise JobError(exc.problems) from None
+    spec, args, problems = _validate(doc)
+    if spec is not None:
+        problems += _check_app(doc, folder, spec)
+    if problems or spec is None or args is None:
+        raise JobError(sorted(problems, key=lambda p: (p.line or 0, p.field)))
+    return LoadedJob(spec, folder, args)
+
+
+def _validate(doc: YamlDocument) -> tuple[JobSpec | None, WorkflowArgs | None, list[Problem]]:
+    def where(loc: Loc, message: str) -> Problem:
+        return Problem(doc.path, doc.line_of(loc), format_loc(loc), message)
+
+    if not isinstance(doc.data, dict):
+        return None, None, [where((), "expected a mapping with api_version, name, workflow, sites, min_sites and app")]
+    problems: list[Problem] = []
+    spec: JobSpec | None = None
+    try:
+        spec = JobSpec.model_validate(doc.data)
+    except ValidationError as exc:
+        problems += [where(*_located(err, JobSpec)) for err in exc.errors()]
+    args: WorkflowArgs | None = None
+    workflow = doc.data.get("workflow")
+    kind = workflow.get("type") if isinstance(workflow, dict) else None
+    raw = workflow.get("args", {}) if isinstance(workflow, dict) else None
+    if isinstance(kind, str) and kind in WORKFLOWS and isinstance(raw, dict):
+        model = WORKFLOWS[kind].Args
+        try:
+            args = model.model_validate(raw)
+        except ValidationError as exc:
+            for err in exc.errors():
+                loc, message = _located(err, model)
+                problems.append(where(("workflow", "args", *loc), message))
+    return spec, args, problems
+
+
+def _check_app(doc: YamlDocument, folder: Path, spec: JobSpec) -> list[Problem]:
+    app = folder / APP_FOLDER
+    if not app.is_dir():
+        return [Problem(doc.path, None, "", f"no {APP_FOLDER}/ folder beside {JOB_FILE}; put the code that runs "
+                        f"at each site in {app}")]
+    script = spec.app.script()
+    if script is None:
+        return []
+    loc: Loc = ("app", "command", 1)
+    given = isinstance(doc.data.get("app"), dict) and "command" in doc.data["app"]
+    line = doc.line_of(loc) if given else None
+    field = format_loc(loc) if given else "app.command"
+    relative = PurePosixPath(script)
+    if relative.is_absolute() or ".." in relative.parts:
+        return [Problem(doc.path, line, field, f"'{script}' must be a path inside {APP_FOLDER}/")]
+    if not (app / relative).is_file():
+        return [Problem(doc.path, line, field, f"'{script}' is not in {APP_FOLDER}/ ({app / relative} is missing)")]
+    return []
+
+
+def _located(err: Any, model: type[BaseModel]) -> tuple[Loc, str]:
+    """A pydantic error as (location, one-sentence message)."""
+    loc: Loc = tuple(err["loc"])
+    cause = (err.get("ctx") or {}).get("error")
+    if isinstance(cause, FieldProblem):
+        return (*loc, *cause.loc), str(cause)
+    return loc, message(err, model)

@@ -1,0 +1,61 @@
+"""The one place protobuf messages become domain values and back. Protobuf types never leave here."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from flctl.node.admin import admin_types as t
+from flctl.node.wire.proto import flctl_pb2 as pb
+
+if TYPE_CHECKING:  # the CLI uses this module without the server's store (and sqlite)
+    from flctl.node.server.store import EventRow, JobRow, SiteRow
+
+
+def job_to_pb(job: JobRow, last_metrics: dict[str, dict[str, float]], artifacts: str) -> pb.JobInfo:
+    return pb.JobInfo(
+        id=job.id, name=job.name, status=job.status, submitter=job.submitter, submitter_org=job.submitter_org,
+        submitted_at=job.submitted_at, started_at=job.started_at, ended_at=job.ended_at, round=job.round,
+        rounds=job.rounds, workflow=job.workflow, min_sites=job.min_sites,
+        sites=[pb.SiteState(name=s, state=st, round=r, error=e) for s, (st, r, e) in job.site_states.items()],
+        wait_reason=job.wait_reason, error=job.error, last_metrics_json=json.dumps(last_metrics), artifacts=artifacts)
+
+
+def job_from_pb(msg: pb.JobInfo) -> t.JobInfo:
+    return t.JobInfo(
+        id=msg.id, name=msg.name, status=msg.status, submitter=msg.submitter, submitter_org=msg.submitter_org,
+        submitted_at=msg.submitted_at, started_at=msg.started_at, ended_at=msg.ended_at, round=msg.round,
+        rounds=msg.rounds, workflow=msg.workflow, min_sites=msg.min_sites,
+        sites=[t.JobSite(s.name, s.state, s.round, s.error) for s in msg.sites], wait_reason=msg.wait_reason,
+        error=msg.error, last_metrics=json.loads(msg.last_metrics_json or "{}"), artifacts=msg.artifacts)
+
+
+def site_to_pb(site: SiteRow, online: bool, isolation: str = "") -> pb.SiteInfo:
+    return pb.SiteInfo(name=site.name, org=site.org, online=online, last_heartbeat=site.last_heartbeat,
+                       running_jobs=site.running_jobs, not_after=site.not_after, isolation=isolation)
+
+
+def site_from_pb(msg: pb.SiteInfo) -> t.SiteInfo:
+    return t.SiteInfo(msg.name, msg.org, msg.online, msg.last_heartbeat, list(msg.running_jobs), msg.not_after,
+                      msg.isolation)
+
+
+def event_to_pb(event: EventRow) -> pb.Event:
+    return pb.Event(seq=event.seq, job_id=event.job_id, time=event.time, kind=event.kind, message=event.message,
+                    data_json=json.dumps(event.data))
+
+
+def event_from_pb(msg: pb.Event) -> t.Event:
+    return t.Event(msg.seq, msg.job_id, msg.time, msg.kind, msg.message, json.loads(msg.data_json or "{}"))
+
+
+def identity_from_pb(msg: pb.Identity) -> t.Identity:
+    return t.Identity(msg.name, msg.org, msg.kind, msg.role, msg.project, msg.not_after, tuple(msg.notices))
+
+
+def log_from_pb(msg: pb.LogEntry) -> t.LogEntry:
+    return t.LogEntry(msg.site, msg.time, msg.line)
+
+
+def meta_json(meta: dict[str, Any]) -> str:
+    return json.dumps(meta, default=str)

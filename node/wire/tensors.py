@@ -1,0 +1,294 @@
+"""Model parameters as safetensors: in, out and on disk, without copies the size of the model.
+
+The format (https://github.com/huggingface/safetensors): an 8-byte little-endian header length,
+a JSON header (`{name: {"dtype", "shape", "data_offsets": [begin, end]}}`), then the tensors'
+bytes back to back. Writing goes straight from each array's memory to the file or the wire
+(`write_file`, `Layout.parts`); reading goes straight from the file into each array (`read_file`),
+or maps the file without reading it (`map_file`, whose pages `release` hands back once used).
+`parse_header` checks everything a reader relies on, so a site's bytes are checked before any
+array is made from them. Never pickle.
+
+torch is never imported here: a torch tensor is recognised by its type's module and turned
+into numpy through its own methods, so numpy-only sites need no torch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import mmap
+import struct
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from flctl.node.jobs.tasks import Params
+
+_NUMERIC_KINDS = "biufc"
+DTYPES: dict[str, np.dtype] = {
+    "F64": np.dtype("<f8"), "F32": np.dtype("<f4"), "F16": np.dtype("<f2"), "I64": np.dtype("<i8"),
+    "U64": np.dtype("<u8"), "I32": np.dtype("<i4"), "U32": np.dtype("<u4"), "I16": np.dtype("<i2"),
+    "U16": np.dtype("<u2"), "I8": np.dtype("i1"), "U8": np.dtype("u1"), "BOOL": np.dtype("?"),
+    "C64": np.dtype("<c8"),
+}
+"""Safetensors dtypes that numpy holds, so a model may use them."""
+_CODES = {dtype: code for code, dtype in DTYPES.items()}
+_LENGTH = struct.Struct("<Q")
+MAX_HEADER = 100 * 1024 * 1024
+"""The largest header accepted (safetensors' own limit)."""
+
+
+def to_numpy(value: Any) -> np.ndarray:
+    """A numpy array from a numpy array, a python number or (nested) list, or a torch tensor."""
+    if type(value).__module__.startswith("torch"):
+        tensor = value.detach().cpu()
+        if str(tensor.dtype) == "torch.bfloat16":  # numpy has no bfloat16
+            tensor = tensor.float()
+        array = np.asarray(tensor.numpy())
+    else:
+        array = np.asarray(value)
+    if array.dtype.kind not in _NUMERIC_KINDS:
+        raise ValueError(f"cannot send a {type(value).__name__} of dtype {array.dtype}; use numbers")
+    return array
+
+
+# ---------------------------------------------------------------------------------------------- writing
+@dataclass(frozen=True)
+class Layout:
+    """What encoding `params` takes: the header (length prefix included) and each array, ready to write as is."""
+
+    header: bytes
+    arrays: list[tuple[str, np.ndarray]]
+
+    @property
+    def size(self) -> int:
+        """Bytes of the whole encoding."""
+        return len(self.header) + sum(array.nbytes for _, array in self.arrays)
+
+    def parts(self) -> list[memoryview]:
+        """The encoding as buffers over the header and each array's own memory, in order (nothing copied)."""
+        return [memoryview(self.header), *(_bytes_of(array) for _, array in self.arrays)]
+
+
+def layout(params: Mapping[str, Any]) -> Layout:
+    """The safetensors layout of `params` (name -> numpy array, number, list or torch tensor); arrays that are
+    already C-contiguous and little-endian are used as they are, not copied."""
+    arrays: list[tuple[str, np.ndarray]] = []
+    entries: dict[str, Any] = {}
+    offset = 0
+    for name, value in params.items():
+        if not isinstance(name, str):
+            raise ValueError(f"parameter names must be strings, not {type(name).__name__} ({name!r})")
+        if name == "__metadata__":
+            raise ValueError("'__metadata__' is reserved by safetensors; name the parameter otherwise")
+        try:
+            array = to_numpy(value)
+        except ValueError as exc:
+            raise ValueError(f"parameter '{name}': {exc}") from None
+        wanted = array.dtype.newbyteorder("<") if array.dtype.byteorder == ">" else array.dtype
+        code = _CODES.get(wanted)
+        if code is None:
+            raise ValueError(f"parameter '{name}': dtype {array.dtype} cannot be sent; use float32, float64, "
+                             "float16, complex64, an integer type or bool")
+        array = np.asarray(array, dtype=wanted, order="C")  # keeps 0-d arrays 0-d; a copy only when needed
+        entries[name] = {"dtype": code, "shape": list(array.shape), "data_offsets": [offset, offset + array.nbytes]}
+        offset += array.nbytes
+        arrays.append((name, array))
+    text = json.dumps(entries, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)  # the data starts 8-byte aligned, as safetensors writes it
+    return Layout(_LENGTH.pack(len(text)) + text, arrays)
+
+
+def _bytes_of(array: np.ndarray) -> memoryview:
+    return memoryview(array.reshape(-1).view(np.uint8))  # type: ignore[arg-type]  # numpy is a buffer
+
+
+def empty_buffer(size: int) -> memoryview:
+    """`size` bytes to read into, not zeroed first (a fresh bytearray would write every byte once more)."""
+    return _bytes_of(np.empty(size, np.uint8))
+
+
+def encode(params: Mapping[str, Any]) -> bytes:
+    """Safetensors bytes of `params` (name -> numpy array, number, list or torch tensor)."""
+    plan = layout(params)
+    out = bytearray(plan.size)
+    out[:len(plan.header)] = plan.header
+    at = len(plan.header)
+    for _, array in plan.arrays:
+        out[at:at + array.nbytes] = _bytes_of(array)
+        at += array.nbytes
+    return bytes(out)
+
+
+def write_file(path: Path, params: Mapping[str, Any]) -> int:
+    """Write `params` to `path` as safetensors straight from the arrays' memory; the bytes written."""
+    plan = layout(params)
+    with open(path, "wb") as out:
+        out.write(plan.header)
+        for _, array in plan.arrays:
+            out.write(_bytes_of(array))
+    return plan.size
+
+
+# ---------------------------------------------------------------------------------------------- reading
+@dataclass(frozen=True)
+class Entry:
+    """One tensor of an encoding: its bytes are [begin, end) from the start of the data."""
+
+    name: str
+    dtype: np.dtype
+    shape: tuple[int, ...]
+    begin: int
+    end: int
+
+
+def header_length(prefix: bytes | bytearray | memoryview) -> int:
+    """The JSON header's length from the first 8 bytes of an encoding; ValueError when it cannot be one."""
+    if len(prefix) < _LENGTH.size:
+        raise ValueError(f"not safetensors data ({len(prefix)} bytes is shorter than the 8-byte header length)")
+    (length,) = _LENGTH.unpack_from(prefix)
+    if length > MAX_HEADER:
+        raise ValueError(f"not safetensors data (a header of {length} bytes is over the {MAX_HEADER}-byte limit)")
+    return int(length)
+
+
+def parse_header(head: bytes | bytearray | memoryview, total: int) -> tuple[int, list[Entry]]:
+    """Where the data starts, and every tensor in order, from the first bytes of an encoding `total` bytes long
+    (`head` holds at least the length prefix and the JSON header). ValueError names what is wrong: the header is
+    not a JSON object of tensors, a dtype numpy cannot hold, offsets that do not fit the dtype and shape, or
+    tensors that do not cover the data exactly."""
+    length = header_length(head)
+    start = _LENGTH.size + length
+    if start > total or len(head) < start:
+        raise ValueError(f"not safetensors data (a header of {length} bytes runs past the end)")
+    try:
+        raw = json.loads(bytes(head[_LENGTH.size:start]).decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ValueError(f"not safetensors data (the header is not UTF-8 JSON: {exc})") from None
+    if not isinstance(raw, dict):
+        raise ValueError("not safetensors data (the header is not a JSON object)")
+    entries = [_entry(name, info) for name, info in raw.items() if name != "__metadata__"]
+    entries.sort(key=lambda e: (e.begin, e.end))
+    at = 0
+    for entry in entries:
+        if entry.begin != at:
+            raise ValueError(f"not safetensors data (tensor '{entry.name}' starts at byte {entry.begin} of the "
+                             f"data, not {at}: tensors must follow each other)")
+        at = entry.end
+    if at != total - start:
+        raise ValueError(f"not safetensors data (the tensors take {at} bytes but {total - start} follow the header)")
+    return start, entries
+
+
+def _entry(name: str, info: Any) -> Entry:
+    if not isinstance(info, dict):
+        raise ValueError(f"not safetensors data (tensor '{name}' is described by {type(info).__name__})")
+    code, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
+    if not isinstance(code, str) or code not in DTYPES:
+        raise ValueError(f"tensor '{name}' has dtype {code}, which numpy cannot hold; send float32")
+    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
+                                              for d in shape):
+        raise ValueError(f"not safetensors data (tensor '{name}' has shape {shape!r})")
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) and not isinstance(o, bool)
+                                                                    and o >= 0 for o in offsets)):
+        raise ValueError(f"not safetensors data (tensor '{name}' has data_offsets {offsets!r})")
+    dtype = DTYPES[code]
+    begin, end = offsets
+    if end - begin != math.prod(shape) * dtype.itemsize:
+        raise ValueError(f"not safetensors data (tensor '{name}' of dtype {code} and shape {shape} takes "
+                         f"{math.prod(shape) * dtype.itemsize} bytes, not {end - begin})")
+    return Entry(name, dtype, tuple(shape), begin, end)
+
+
+def read_header(path: Path) -> tuple[int, list[Entry]]:
+    """`parse_header` for a file: reads only the header."""
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        prefix = handle.read(_LENGTH.size)
+        length = header_length(prefix)
+        return parse_header(prefix + handle.read(length), size)
+
+
+def check_file(path: Path) -> None:
+    """Raise ValueError unless `path` holds safetensors data that `read_file` accepts; reads only the header."""
+    read_header(path)
+
+
+def decode(data: bytes | bytearray | memoryview) -> Params:
+    """Parameters from safetensors bytes (each array a copy, so `data` may go); ValueError for anything else."""
+    return {name: array.copy() for name, array in views(data).items()}
+
+
+def views(data: bytes | bytearray | memoryview) -> Params:
+    """Parameters as arrays over `data` itself, without copying (writable when `data` is); ValueError for anything
+    that is not safetensors data."""
+    start, entries = parse_header(data, len(data))
+    return {e.name: np.frombuffer(data, e.dtype, math.prod(e.shape), start + e.begin).reshape(e.shape)
+            for e in entries}
+
+
+def receive(read_into: Callable[[memoryview], None], size: int) -> Params:
+    """Parameters from a stream of `size` bytes of safetensors data, read straight into new (writable) arrays:
+    `read_into(view)` fills `view` with the stream's next bytes. ValueError when the data is not safetensors
+    (what follows in the stream is then unread)."""
+    prefix = bytearray(min(_LENGTH.size, size))
+    read_into(memoryview(prefix))
+    head = prefix + bytearray(min(header_length(prefix), size - len(prefix)))
+    read_into(memoryview(head)[len(prefix):])
+    _start, entries = parse_header(head, size)
+    out: Params = {}
+    for e in entries:
+        array = np.empty(e.shape, e.dtype)
+        if array.nbytes:
+            read_into(_bytes_of(array))
+        out[e.name] = array
+    return out
+
+
+def read_file(path: Path) -> Params:
+    """Parameters from a safetensors file, read straight into new arrays (writable, the file may go)."""
+    size = path.stat().st_size
+    with open(path, "rb", buffering=0) as handle:
+
+        def read_into(view: memoryview) -> None:
+            while view.nbytes:
+                got = handle.readinto(view)
+                if not got:
+                    raise ValueError(f"not safetensors data ({path.name} ended early)")
+                view = view[got:]
+
+        return receive(read_into, size)
+
+
+def map_file(path: Path) -> Params:
+    """Parameters as read-only arrays over the file mapped into memory: nothing is read until used, and
+    `release` gives back what was. The arrays stay valid after the file is deleted."""
+    start, entries = read_header(path)
+    if not entries or path.stat().st_size == start:
+        return {e.name: np.empty(e.shape, e.dtype) for e in entries}
+    with open(path, "rb") as handle:
+        mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+    return {e.name: np.frombuffer(mapped, e.dtype, math.prod(e.shape), start + e.begin).reshape(e.shape)
+            for e in entries}
+
+
+_PAGE = mmap.PAGESIZE
+
+
+def release(array: np.ndarray) -> None:
+    """Give back the memory pages of a read-only file-mapped array (from `map_file`) that lie wholly inside it;
+    the file's bytes are read again if the array is used again. Does nothing for other arrays."""
+    base: Any = array
+    while isinstance(base, np.ndarray | memoryview):
+        base = base.base if isinstance(base, np.ndarray) else base.obj
+    if not isinstance(base, mmap.mmap) or array.flags.writeable or not hasattr(mmap, "MADV_DONTNEED"):
+        return
+    origin = np.frombuffer(base, np.uint8, 1).ctypes.data
+    first = array.ctypes.data - origin
+    begin = -(-first // _PAGE) * _PAGE
+    end = (first + array.nbytes) // _PAGE * _PAGE
+    if end > begin:
+        base.madvise(mmap.MADV_DONTNEED, begin, end - begin)
