@@ -33,6 +33,7 @@ from flctl.node.jobs.tasks import Params, SiteFailure, Task, TaskResult
 from flctl.node.process import spare_process
 from flctl.node.wire import tensors
 from flctl.node.workflows.base import WorkflowError
+from flctl.node.workflows.state import WorkflowState, read_state, state_path, write_state
 
 
 class Aborted(Exception):
@@ -139,6 +140,9 @@ class PipeFederation:
             _write_atomic(path, params)
         self._emit({"op": "model", "name": name})
 
+    def save_state(self, name: str, state: WorkflowState) -> None:
+        write_state(state_path(self._dir, name), state)
+
     def record_round(self, round_no: int, metrics: dict[str, dict[str, float]]) -> None:
         self._emit({"op": "round", "round": round_no, "metrics": metrics})
 
@@ -193,6 +197,9 @@ def main(argv: list[str]) -> int:
         if run.get("initial"):
             initial = tensors.read_file(Path(run["initial"]))
             fed.log(f"resuming at round {run['start_round']} from {Path(run['initial']).name}")
+        if run.get("state"):
+            workflow.restore(read_state(Path(run["state"])))
+            fed.log(f"the workflow's state restored from {Path(run['state']).name}")
         workflow.run(fed, initial, int(run.get("start_round", 0)))
     except Aborted as exc:
         fed.done("ABORTED", str(exc))

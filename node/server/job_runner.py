@@ -31,6 +31,7 @@ from flctl.node.server.job_records import log_files, metrics_json
 from flctl.node.server.site_hub import SiteHub
 from flctl.node.server.store import JobRow, Store
 from flctl.node.server.task_board import INLINE_BYTES, PostedTask, TaskBoard
+from flctl.node.workflows.state import state_path
 
 log = logging.getLogger("flctl.server")
 KILL_GRACE_S = 5.0
@@ -116,6 +117,8 @@ class JobRunner:
         last = last_checkpoint(job_dir) if resume else None
         if last is not None:
             plan.update(initial=str(job_dir / "models" / f"round-{last}.safetensors"), start_round=last + 1)
+            if state_path(job_dir, f"round-{last}").is_file():  # a stateful workflow's state of that round
+                plan.update(state=str(state_path(job_dir, f"round-{last}")))
         (job_dir / "run.json").write_text(json.dumps(plan))
         if resume:
             self._store.add_event(job.id, "resumed", "the server restarted; the job resumes at round "

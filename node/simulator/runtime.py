@@ -36,6 +36,7 @@ from flctl.node.simulator.worker import main as worker_main
 from flctl.node.site import sandbox
 from flctl.node.wire import tensors
 from flctl.node.workflows.base import WorkflowError
+from flctl.node.workflows.state import WorkflowState, state_path, write_state
 
 MARKER = "simulation.json"
 """The file that marks a folder as a simulation's output (so a rerun may replace it)."""
@@ -197,6 +198,9 @@ class SimFederation:
 
     def save_model(self, name: str, params: Params, saved_as: str = "") -> None:
         _write_atomic(self._dir / "models" / f"{name}.safetensors", tensors.encode(params))
+
+    def save_state(self, name: str, state: WorkflowState) -> None:
+        write_state(state_path(self._dir, name), state)
 
     def record_round(self, round_no: int, metrics: dict[str, dict[str, float]]) -> None:
         for site, values in metrics.items():

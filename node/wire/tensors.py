@@ -73,11 +73,12 @@ class Layout:
         return [memoryview(self.header), *(_bytes_of(array) for _, array in self.arrays)]
 
 
-def layout(params: Mapping[str, Any]) -> Layout:
-    """The safetensors layout of `params` (name -> numpy array, number, list or torch tensor); arrays that are
-    already C-contiguous and little-endian are used as they are, not copied."""
+def layout(params: Mapping[str, Any], metadata: Mapping[str, str] | None = None) -> Layout:
+    """The safetensors layout of `params` (name -> numpy array, number, list or torch tensor), with `metadata`
+    (text keys and values) in the header's `__metadata__`; arrays that are already C-contiguous and
+    little-endian are used as they are, not copied."""
     arrays: list[tuple[str, np.ndarray]] = []
-    entries: dict[str, Any] = {}
+    entries: dict[str, Any] = {"__metadata__": dict(metadata)} if metadata else {}
     offset = 0
     for name, value in params.items():
         if not isinstance(name, str):
@@ -123,9 +124,10 @@ def encode(params: Mapping[str, Any]) -> bytes:
     return bytes(out)
 
 
-def write_file(path: Path, params: Mapping[str, Any]) -> int:
-    """Write `params` to `path` as safetensors straight from the arrays' memory; the bytes written."""
-    plan = layout(params)
+def write_file(path: Path, params: Mapping[str, Any], metadata: Mapping[str, str] | None = None) -> int:
+    """Write `params` (and `metadata`) to `path` as safetensors straight from the arrays' memory; the bytes
+    written."""
+    plan = layout(params, metadata)
     with open(path, "wb") as out:
         out.write(plan.header)
         for _, array in plan.arrays:
@@ -210,6 +212,19 @@ def read_header(path: Path) -> tuple[int, list[Entry]]:
         prefix = handle.read(_LENGTH.size)
         length = header_length(prefix)
         return parse_header(prefix + handle.read(length), size)
+
+
+def read_metadata(path: Path) -> dict[str, str]:
+    """The header's `__metadata__` of a safetensors file (empty when it has none); ValueError when it is not
+    text keys and values."""
+    with open(path, "rb") as handle:
+        prefix = handle.read(_LENGTH.size)
+        raw = json.loads(handle.read(header_length(prefix)).decode("utf-8") or "{}")
+    metadata = raw.get("__metadata__", {}) if isinstance(raw, dict) else None
+    if not isinstance(metadata, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                  for k, v in metadata.items()):
+        raise ValueError(f"not safetensors data ({path.name}'s __metadata__ is not text keys and values)")
+    return metadata
 
 
 def check_file(path: Path) -> None:

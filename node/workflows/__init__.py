@@ -1,11 +1,13 @@
-"""Server-side workflows of a job (FedAvg today; cyclic, FedOpt, evaluation… later), one module each.
+"""Server-side workflows of a job, one module each (FedAvg, FedAvgM; cyclic, FedOpt, evaluation… later).
 
-`WORKFLOWS` maps job.yml's `workflow.type` to the class; add a workflow here to make it usable.
+`WORKFLOWS` maps job.yml's `workflow.type` to the class; add a workflow here to make it usable. A workflow
+talks only to `base.Federation` and keeps any state of its own through `Workflow.state`/`restore`.
 """
 
 from __future__ import annotations
 
 from flctl.node.workflows.base import Workflow
 from flctl.node.workflows.fedavg import FedAvg
+from flctl.node.workflows.fedavgm import FedAvgM
 
-WORKFLOWS: dict[str, type[Workflow]] = {cls.type_name: cls for cls in (FedAvg,)}
+WORKFLOWS: dict[str, type[Workflow]] = {cls.type_name: cls for cls in (FedAvg, FedAvgM)}

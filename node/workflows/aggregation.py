@@ -150,3 +150,25 @@ def weighted_metrics(results: Iterable[tuple[Mapping[str, float], float]]) -> di
         name: sums[name] / weights[name] if weights[name] > 0 else plain[name][0] / plain[name][1]
         for name in sorted(sums)
     }
+
+
+def momentum_step(previous: Mapping[str, np.ndarray], average: Mapping[str, np.ndarray],
+                  velocity: Mapping[str, np.ndarray] | None, learning_rate: float,
+                  momentum: float) -> tuple[Params, Params]:
+    """A server momentum step (FedAvgM): with g = previous - average, the new velocity v = g (no `velocity` yet)
+    or momentum * velocity + g, and the new model previous - learning_rate * v. Returns (model, v); v is kept
+    in `WeightedSum`'s accumulator dtypes, the model cast back to each tensor's dtype (integers rounded)."""
+    model: Params = {}
+    new_velocity: Params = {}
+    for name, sent in previous.items():
+        before = np.asarray(sent)
+        acc = _accumulator(before.dtype)
+        step = before.astype(acc) - np.asarray(average[name]).astype(acc)
+        if velocity is not None:
+            step += acc.type(momentum) * np.asarray(velocity[name]).astype(acc)
+        after = before.astype(acc) - acc.type(learning_rate) * step
+        if before.dtype.kind in "biu":
+            np.rint(after, out=after)
+        model[name] = after.astype(before.dtype, copy=False)
+        new_velocity[name] = step
+    return model, new_velocity

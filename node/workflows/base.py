@@ -13,6 +13,7 @@ from typing import Any, ClassVar, Protocol
 from pydantic import BaseModel, ConfigDict
 
 from flctl.node.jobs.tasks import Params, SiteFailure, Task, TaskResult
+from flctl.node.workflows.state import WorkflowState
 
 
 class WorkflowError(Exception):
@@ -44,6 +45,11 @@ class Federation(Protocol):
         `saved_as`, `params` are the model already saved under that name, unchanged: it may be reused."""
         ...
 
+    def save_state(self, name: str, state: WorkflowState) -> None:
+        """Store the workflow's own state under `name` (`round-<n>`), just before the model of that round: a
+        restart that resumes from round n's model gives the workflow this state back (`Workflow.restore`)."""
+        ...
+
     def record_round(self, round_no: int, metrics: dict[str, dict[str, float]]) -> None:
         """A round is complete; `metrics` maps site -> metric name -> value."""
         ...
@@ -54,7 +60,12 @@ class Federation(Protocol):
 
 
 class Workflow(ABC):
-    """A server-side workflow. Subclasses set `type_name` and `Args` and implement `run`."""
+    """A server-side workflow. Subclasses set `type_name` and `Args` and implement `run`.
+
+    A workflow that keeps state of its own across rounds (beyond the global model) returns it from `state()`
+    and takes it back in `restore()`; `checkpoint()` saves both with each round, so a server restart resumes
+    it exactly. The runtime calls `restore` (when a state was saved) before `run(..., start_round)`.
+    """
 
     type_name: ClassVar[str]
     Args: ClassVar[type[WorkflowArgs]]
@@ -65,6 +76,21 @@ class Workflow(ABC):
     @abstractmethod
     def run(self, fed: Federation, initial: Params | None, start_round: int = 0) -> Params:
         """Run to the end and return the final model; resume at `start_round` from `initial` when restarting."""
+
+    def state(self) -> WorkflowState | None:
+        """What to save with each round's checkpoint besides the model; None (the default): nothing."""
+        return None
+
+    def restore(self, state: WorkflowState) -> None:
+        """Take back what `state()` returned when the round being resumed from was saved."""
+        raise WorkflowError(f"the {self.type_name} workflow keeps no state, yet a saved state was handed to it")
+
+    def checkpoint(self, fed: Federation, round_no: int, model: Params) -> None:
+        """Save round `round_no`: the workflow's state (if it keeps one), then the global model."""
+        state = self.state()
+        if state is not None:
+            fed.save_state(f"round-{round_no}", state)
+        fed.save_model(f"round-{round_no}", model)
 
     @classmethod
     def parse_args(cls, raw: dict[str, Any]) -> WorkflowArgs:

@@ -42,8 +42,9 @@ class FedAvg(Workflow):
     def run(self, fed: Federation, initial: Params | None, start_round: int = 0) -> Params:
         """Run rounds `start_round`..`rounds - 1`; with no `initial` model, round 0's average becomes the first one.
 
-        Once a round's task is on its way, this holds no reference to the old global model: with a `send` that
-        lets the task go once sent (the server's does), the server holds one model, plus the running sum, at a time.
+        Once a round's task is on its way, this holds no reference to the old global model (unless `server_step`
+        needs it): with a `send` that lets the task go once sent (the server's does), the server holds one
+        model, plus the running sum, at a time.
         """
         from flctl.node.workflows.aggregation import (
             WeightedSum,  # numpy: imported when a job runs, not when one is checked
@@ -60,16 +61,30 @@ class FedAvg(Workflow):
             total = WeightedSum(like=model) if model else WeightedSum()
             answers = fed.send(Task("train", round_no, model, meta={"rounds": self.settings.rounds}, saved_as=saved),
                                sites, self.settings.round_timeout_s)
+            previous = model if self.keeps_previous_model else {}
             del model
-            model = self._collect(fed, round_no, sites, answers, total)
+            answered, average = self._collect(fed, round_no, sites, answers, total)
+            model = self.server_step(previous, average) if previous else average
+            del previous, average
+            self.checkpoint(fed, round_no, model)
+            fed.record_round(round_no, {site: metrics for site, (metrics, _) in answered.items()})
+            fed.log(_summary(round_no, self.settings.rounds, len(sites), answered))
             saved = f"round-{round_no}"
         fed.save_model("final", model, saved_as=saved)
         return model
 
-    def _collect(self, fed: Federation, round_no: int, sites: list[str],
-                 answers: Iterable[TaskResult | SiteFailure], total: WeightedSum) -> Params:
-        """Add up a round's answers as they come; the new global model, saved and recorded."""
-        rounds, timeout = self.settings.rounds, self.settings.round_timeout_s
+    keeps_previous_model: ClassVar[bool] = False
+    """Whether `server_step` needs the round's global model: it is then held while the round runs."""
+
+    def server_step(self, previous: Params, average: Params) -> Params:
+        """The next global model from the one sent (`previous`) and the sites' weighted average; FedAvg takes
+        the average as it is (called only when `keeps_previous_model`)."""
+        return average
+
+    def _collect(self, fed: Federation, round_no: int, sites: list[str], answers: Iterable[TaskResult | SiteFailure],
+                 total: WeightedSum) -> tuple[dict[str, tuple[dict[str, float], int]], Params]:
+        """Add up a round's answers as they come: who answered (metrics, examples) and the weighted average."""
+        timeout = self.settings.round_timeout_s
         answered: dict[str, tuple[dict[str, float], int]] = {}
         failed: dict[str, str] = {}
         for answer in answers:
@@ -93,11 +108,7 @@ class FedAvg(Workflow):
                 f"round {round_no}: {len(answered)} of {self.min_sites} required sites answered within {timeout:g} s"
                 + _details(failed, silent)
             )
-        model = total.result()
-        fed.save_model(f"round-{round_no}", model)
-        fed.record_round(round_no, {site: metrics for site, (metrics, _) in answered.items()})
-        fed.log(_summary(round_no, rounds, len(sites), answered))
-        return model
+        return answered, total.result()
 
     def _fail(self, fed: Federation, round_no: int, site: str, reason: str, failed: dict[str, str], n: int) -> None:
         """Note a failed site; raise as soon as too few sites are left to reach min_sites."""
