@@ -177,3 +177,27 @@ def test_spreading_hint_is_set_and_cleared_where_supported(local_kits, tmp_path)
     assert not _flags(folder) & dir_spread.FS_TOPDIR_FL
     assert not _flags(local_kits.prod_dir) & dir_spread.FS_TOPDIR_FL, "a finished prod_NN keeps no flag"
     assert not dir_spread.mark_top(tmp_path / "missing")
+
+
+def test_the_cycle_collector_is_paused_only_inside_the_block():
+    """gc_pause.paused() turns the cycle collector off inside and back to what it was after, on errors too."""
+    import gc
+
+    from flctl.provisioner import gc_pause
+
+    # Prepare
+    assert gc.isenabled()
+    # Execute / Assert
+    with gc_pause.paused():
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError), gc_pause.paused():
+        raise RuntimeError("a kit failed")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with gc_pause.paused():
+            pass
+        assert not gc.isenabled(), "a collector that was off stays off"
+    finally:
+        gc.enable()

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from flctl.console.cli import exit_codes
 from flctl.console.cli.terminal import abort
+
+if TYPE_CHECKING:  # grpc is heavy: the client is imported when a command connects, not for --help
+    from flctl.node.admin.admin_client import AdminClient
 
 KitOption = Annotated[
     Path | None,
@@ -34,7 +37,7 @@ def resolve_kit(kit: Path | None) -> Path:
           "federation with `flctl poc prepare`", exit_codes.BAD_INPUT)
 
 
-def connect(kit: Path | None) -> Any:
+def connect(kit: Path | None) -> AdminClient:
     """An AdminClient for the chosen kit (imported lazily: grpc is heavy)."""
     from flctl.node.admin.admin_client import AdminClient
 
