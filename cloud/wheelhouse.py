@@ -20,7 +20,8 @@ from pathlib import Path
 
 from flctl.cloud.deploy_errors import LocalBuildFailed
 
-PACKAGES = ("console", "provisioner", "cloud", "node")
+PACKAGES = ("flctl", "console", "provisioner", "cloud", "node")
+"""What the wheel is built from: `flctl/` (its own modules, and links to the four code folders) and those folders."""
 SOURCE_FILES = ("pyproject.toml", "README.md")
 
 
@@ -82,7 +83,7 @@ def flctl_wheel(cache: Path, root: Path | None = None) -> Path:
     with tempfile.TemporaryDirectory(prefix="flctl-wheel-") as tmp:
         src = Path(tmp) / "src"
         for path in _source_files(root):  # a copy, so the build leaves nothing in the checkout
-            dest = src / path.relative_to(root)
+            dest = src / _installed_as(path.relative_to(root))
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(path, dest)
         out = Path(tmp) / "out"
@@ -91,6 +92,14 @@ def flctl_wheel(cache: Path, root: Path | None = None) -> Path:
         target.mkdir(parents=True, exist_ok=True)
         shutil.copy2(wheel, target / wheel.name)
         return target / wheel.name
+
+
+def _installed_as(relative: Path) -> Path:
+    """Where a source file goes in the copy the wheel is built from: a code folder's files under `flctl/` (in
+    the checkout, `flctl/node` is a link to `node/`; the copy holds real files, so the wheel does too)."""
+    if relative.parts[0] in PACKAGES[1:]:
+        return Path("flctl") / relative
+    return relative
 
 
 def requirements(wheel: Path) -> list[str]:
