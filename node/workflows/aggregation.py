@@ -73,7 +73,7 @@ class WeightedSum:
             for name, array in arrays.items():
                 total = self._sums.get(name)
                 if total is None:
-                    total = self._sums[name] = np.zeros(array.shape, _accumulator(array.dtype))
+                    total = self._sums[name] = np.zeros(array.shape, accumulator_dtype(array.dtype))
                 _add_scaled(total.reshape(-1), array.reshape(-1), factor)
         self._total += weight
         self._count += 1
@@ -126,7 +126,7 @@ def _add_scaled(total: np.ndarray, values: np.ndarray, factor: float) -> None:
         release(block)
 
 
-def _accumulator(dtype: np.dtype) -> np.dtype:
+def accumulator_dtype(dtype: np.dtype) -> np.dtype:
     """The dtype a sum of `dtype` tensors is kept in (see `WeightedSum`)."""
     if dtype.kind == "c":
         return np.dtype(np.complex64) if dtype.itemsize <= 8 else np.dtype(np.complex128)
@@ -151,24 +151,3 @@ def weighted_metrics(results: Iterable[tuple[Mapping[str, float], float]]) -> di
         for name in sorted(sums)
     }
 
-
-def momentum_step(previous: Mapping[str, np.ndarray], average: Mapping[str, np.ndarray],
-                  velocity: Mapping[str, np.ndarray] | None, learning_rate: float,
-                  momentum: float) -> tuple[Params, Params]:
-    """A server momentum step (FedAvgM): with g = previous - average, the new velocity v = g (no `velocity` yet)
-    or momentum * velocity + g, and the new model previous - learning_rate * v. Returns (model, v); v is kept
-    in `WeightedSum`'s accumulator dtypes, the model cast back to each tensor's dtype (integers rounded)."""
-    model: Params = {}
-    new_velocity: Params = {}
-    for name, sent in previous.items():
-        before = np.asarray(sent)
-        acc = _accumulator(before.dtype)
-        step = before.astype(acc) - np.asarray(average[name]).astype(acc)
-        if velocity is not None:
-            step += acc.type(momentum) * np.asarray(velocity[name]).astype(acc)
-        after = before.astype(acc) - acc.type(learning_rate) * step
-        if before.dtype.kind in "biu":
-            np.rint(after, out=after)
-        model[name] = after.astype(before.dtype, copy=False)
-        new_velocity[name] = step
-    return model, new_velocity
