@@ -5,9 +5,10 @@ second on a small machine, and every job starts one such process on the server a
 site. So a daemon keeps one spare ready: it starts it once it is itself ready and again after a
 job that took one ends (never while a job is starting, when the CPU is busiest), and hands the
 next job to it by writing the job's arguments (and the file its output goes to, if any), as one
-JSON line, on the spare's stdin. The spare then runs exactly what `python -m MODULE ARGS...` would
-have run, in the session of its own it was started in. A spare that has exited is not used: the
-job starts a fresh interpreter, as it would without spares. A spare whose daemon goes away reads
+JSON line (`JobHandoff`, the spare link's one message), on the spare's stdin. The spare then runs
+exactly what `python -m MODULE ARGS...` would have run, in the session of its own it was started
+in. A spare that has exited is not used: the job starts a fresh interpreter, as it would without
+spares. A spare whose daemon goes away reads
 end-of-file and exits. A spare holds memory (about 45 MB on the server, 80 MB at a site): a node
 whose `local/resources.yml` says `spare_job_process: false` keeps none.
 """
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import logging
 import os
 import signal
@@ -24,12 +24,25 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Literal
+
+from flctl.node.process.links import Link, LinkError, LinkMessage
 
 log = logging.getLogger("flctl.spare")
 
 SPARE_FLAG = "--spare"
 """The argument that starts a job process module as a spare."""
+
+
+class JobHandoff(LinkMessage):
+    """The job a spare runs: its module's arguments, and the file its stdout and stderr go to (if any)."""
+
+    kind: Literal["job"] = "job"
+    args: list[str]
+    output: str | None = None
+
+
+SPARE_LINK: Link[JobHandoff] = Link("spare job process link", JobHandoff)
 
 
 class SpareProcess:
@@ -76,9 +89,9 @@ class SpareProcess:
         if process.poll() is None:
             stdin: IO[Any] | None = process.stdin
             assert stdin is not None
-            line = json.dumps({"args": args, "output": None if output is None else str(output)}) + "\n"
+            line = SPARE_LINK.encode(JobHandoff(args=args, output=None if output is None else str(output)))
             try:
-                stdin.write(line if isinstance(stdin, io.TextIOBase) else line.encode())
+                stdin.write(line.decode() if isinstance(stdin, io.TextIOBase) else line)
                 stdin.flush()
                 return process
             except (BrokenPipeError, OSError, ValueError):
@@ -115,13 +128,14 @@ def wait_for_job() -> list[str] | None:
     line = sys.stdin.readline()
     if not line.strip():
         return None
-    job = json.loads(line)
-    if not isinstance(job, dict) or not isinstance(job.get("args"), list):
-        raise SystemExit(f"flctl spare job process: expected {{\"args\": [...]}} from the daemon, got {line!r}")
-    if job.get("output"):
+    try:
+        job = SPARE_LINK.decode(line)
+    except LinkError as exc:  # refused: the spare exits saying why, and the job it was handed fails
+        raise SystemExit(f"flctl spare job process: {exc}") from None
+    if job.output:
         sys.stdout.flush()
         sys.stderr.flush()
-        with open(job["output"], "ab") as out:
+        with open(job.output, "ab") as out:
             os.dup2(out.fileno(), 1)
             os.dup2(out.fileno(), 2)
-    return [str(arg) for arg in job["args"]]
+    return job.args
