@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SLOW_NUMPY = """\
 api_version: 1
 name: slow-numpy
-workflow: {{type: {workflow}, args: {{rounds: {rounds}, round_timeout_s: 60{extra}}}}}
+workflow: {{type: {workflow}, args: {{rounds: {rounds}, {timeout}: 60{extra}}}}}
 sites: all
 min_sites: {min_sites}
 """
@@ -36,8 +36,9 @@ def slow_job(root: Path, rounds: int, min_sites: int, pause_s: float, workflow: 
     """hello-numpy's training with a pause per round, so a test can act mid-job."""
     job = root / "slow-numpy"
     (job / "app").mkdir(parents=True)
+    timeout = "site_timeout_s" if workflow == "cyclic" else "round_timeout_s"
     (job / "job.yml").write_text(SLOW_NUMPY.format(rounds=rounds, min_sites=min_sites, workflow=workflow,
-                                                   extra=extra))
+                                                   timeout=timeout, extra=extra))
     source = (ROOT / "playbooks/jobs/hello-numpy/app/train.py").read_text()
     pause = f"        model = fl.receive()\n        import time; time.sleep({pause_s})\n"
     source = source.replace("        model = fl.receive()\n", pause)
@@ -45,27 +46,55 @@ def slow_job(root: Path, rounds: int, min_sites: int, pause_s: float, workflow: 
     return job
 
 
-def expected_model(sites: list[str], rounds: int, lr: float = 1.0, momentum: float | None = None
-                   ) -> dict[str, np.ndarray]:
-    """hello-numpy's final model by FedAvg, or with `momentum` by FedAvgM (Hsu et al.), computed plainly."""
+def hello_numpy_train():
     spec = importlib.util.spec_from_file_location("hello_numpy_train", ROOT / "playbooks/jobs/hello-numpy/app/train.py")
     assert spec is not None and spec.loader is not None
     train = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(train)
+    return train
+
+
+def expected_model(sites: list[str], rounds: int, optimizer: str = "", lr: float = 1.0, momentum: float = 0.0,
+                   beta1: float = 0.9, beta2: float = 0.99, tau: float = 1e-3) -> dict[str, np.ndarray]:
+    """hello-numpy's final model by FedAvg, or with `optimizer` by FedOpt (Reddi et al.: d = a - x; sgdm
+    m = momentum m + d, x += lr m; adam m = b1 m + (1-b1) d, v = b2 v + (1-b2) d², x += lr m / (√v + tau)),
+    computed plainly; round 0 starts from no model, so its average is taken as it is."""
+    train = hello_numpy_train()
     model: dict[str, np.ndarray] = {}
-    velocity: dict[str, np.ndarray] = {}
+    m: dict[str, np.ndarray] = {}
+    v: dict[str, np.ndarray] = {}
     for _ in range(rounds):
         answers = [train.train_round(model, site) for site in sites]
         total = sum(n for _, _, n in answers)
         average = {k: (sum(p[k].astype(np.float64) * n for p, _, n in answers) / total).astype(np.float32)
                    for k in answers[0][0]}
-        if momentum is None or not model:  # FedAvg, or FedAvgM's round 0 with no model to step from
+        if not optimizer or not model:
             model = average
             continue
         for k in model:
-            g = model[k].astype(np.float64) - average[k]
-            velocity[k] = momentum * velocity[k] + g if k in velocity else g
-            model[k] = (model[k] - lr * velocity[k]).astype(np.float32)
+            d = average[k].astype(np.float64) - model[k]
+            if optimizer == "sgdm":
+                m[k] = momentum * m.get(k, 0) + d
+                model[k] = (model[k] + lr * m[k]).astype(np.float32)
+                continue
+            m[k] = beta1 * m.get(k, 0) + (1 - beta1) * d
+            v[k] = beta2 * v.get(k, tau ** 2) + (1 - beta2) * d ** 2
+            model[k] = (model[k] + lr * m[k] / (np.sqrt(v[k]) + tau)).astype(np.float32)
+    return model
+
+
+def expected_cyclic(sites: list[str], rounds: int, seed: int) -> dict[str, np.ndarray]:
+    """hello-numpy's model carried site to site, in the orders `random_without_same_in_a_row` draws."""
+    from flctl.node.workflows.cyclic import Cyclic, CyclicArgs
+
+    train = hello_numpy_train()
+    orders = Cyclic(CyclicArgs(rounds=rounds, order="random_without_same_in_a_row", seed=seed))
+    model: dict[str, np.ndarray] = {}
+    for round_no in range(rounds):
+        order = orders.order(round_no, sorted(sites))
+        for site in order:
+            model, _, _ = train.train_round(model, site)
+        orders.last_site = order[-1]
     return model
 
 
@@ -94,11 +123,23 @@ def test_server_killed_mid_job_resumes_from_its_checkpoint(fed, tmp_path):
         np.testing.assert_allclose(final[name], value, rtol=1e-6, atol=1e-7)
 
 
-def test_a_stateful_workflow_resumes_with_its_state_after_a_server_kill(fed, tmp_path):
-    """FedAvgM's momentum is saved with each round: SIGKILLed after round 1 and restarted, the server restores it
-    and the job ends with the model of an uninterrupted run (a lost momentum would give another)."""
-    rounds, lr, momentum = 5, 0.7, 0.8
-    job = slow_job(tmp_path, rounds, 2, 0.4, "fedavgm", f", server_learning_rate: {lr}, server_momentum: {momentum}")
+STATEFUL = {  # workflow: (its arguments in job.yml, the plain reference of its final model)
+    "fedavgm": (", server_learning_rate: 0.7, server_momentum: 0.8",
+                lambda sites, rounds: expected_model(sites, rounds, "sgdm", 0.7, momentum=0.8)),
+    "fedopt": (", optimizer: adam, server_lr: 0.05, beta1: 0.8, beta2: 0.9",
+               lambda sites, rounds: expected_model(sites, rounds, "adam", 0.05, beta1=0.8, beta2=0.9)),
+    "cyclic": (", order: random_without_same_in_a_row, seed: 5",
+               lambda sites, rounds: expected_cyclic(sites, rounds, 5)),
+}
+
+
+@pytest.mark.parametrize("workflow", sorted(STATEFUL))
+def test_a_stateful_workflow_resumes_with_its_state_after_a_server_kill(fed, tmp_path, workflow):
+    """A workflow's state (momentum, moments, the cyclic order's last site) is saved with each round: SIGKILLed
+    after round 1 and restarted, the server restores it and the job ends with the model of an uninterrupted run."""
+    rounds = 5
+    args, reference = STATEFUL[workflow]
+    job = slow_job(tmp_path, rounds, 2, 0.4, workflow, args)
     with AdminClient.from_kit(fed.admin_kit) as admin:
         job_id = admin.submit_job(job)
         events_until_round(admin, job_id, 1)
@@ -113,8 +154,8 @@ def test_a_stateful_workflow_resumes_with_its_state_after_a_server_kill(fed, tmp
     assert "resumed" in kinds
     assert "the workflow's state restored from round-" in (target / "logs" / "server.log").read_text()
     final = load_file(target / "models" / "final.safetensors")
-    expected = expected_model(fed.sites, rounds, lr, momentum)
-    assert not np.allclose(expected["w"], expected_model(fed.sites, rounds)["w"]), "the momentum matters here"
+    expected = reference(fed.sites, rounds)
+    assert not np.allclose(expected["w"], expected_model(fed.sites, rounds)["w"]), "not FedAvg's result"
     for name, value in expected.items():
         np.testing.assert_allclose(final[name], value, rtol=1e-5, atol=1e-6)
 
