@@ -74,6 +74,21 @@ jobs:
 
 _PRIVACY = """\
 # Privacy filters applied to what leaves this {kind}, by scope. Owned by the site.
+# A job asks for a scope with privacy_scope in its job.yml (else it gets default_scope); a site without that scope
+# refuses the job. A scope lists filters, applied in order in this site's own process (a job's script cannot skip
+# them). Each entry:
+#   filter: exclude_vars   which filter (exclude_vars removes tensors by name or by regular expression)
+#   args: ...              its arguments (exclude_vars: a list of exact names, or one regular expression)
+#   apply_to: result       what passes through it: result (what this site sends out; the default), task (what
+#                          the job's script is given) or both
+# For example, a scope that never sends the tensors whose names start with "secret." nor the layer "head.bias":
+#  private:
+#    - filter: exclude_vars
+#      args:
+#        exclude_vars: '^secret\\.'
+#    - filter: exclude_vars
+#      args:
+#        exclude_vars: [head.bias]
 api_version: 1
 default_scope: public
 scopes:

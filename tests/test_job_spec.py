@@ -132,7 +132,7 @@ def test_unknown_keys_list_the_allowed_ones(job):
     path = folder / "job.yml"
     assert problems == [
         f"{path}:8: rounds: unknown key 'rounds'; allowed here: api_version, name, workflow, sites, min_sites, "
-        "resources, app",
+        "resources, app, privacy_scope",
         f"{path}:9: resources.gpus: unknown key 'gpus'; allowed here: cpus, memory_mb",
     ]
 
@@ -302,3 +302,17 @@ def test_spec_checks_hold_without_a_file():
         JobSpec.model_validate(data)
     # Assert
     assert "2 is more than the 1 site named in 'sites'" in str(info.value)
+
+
+def test_privacy_scope_is_optional_and_names_a_scope(job):
+    """privacy_scope defaults to None (each site's default scope); an empty one is refused, naming its line."""
+    # Prepare
+    plain, scoped, empty = GOOD, GOOD + "privacy_scope: private\n", GOOD + "privacy_scope: ''\n"
+    # Execute
+    default = load_job(job(plain)).spec.privacy_scope
+    chosen = load_job(job(scoped)).spec.privacy_scope
+    problems = problems_of(job(empty))
+    # Assert
+    assert (default, chosen) == (None, "private")
+    assert len(problems) == 1 and problems[0].endswith("job.yml:8: privacy_scope: '' is refused: string should have "
+                                                       "at least 1 character")

@@ -104,6 +104,7 @@ def _run_job(admin_kit: Path, folder: Path, out: Path, json_out: bool = False) -
     """Submit `folder`, follow it live, download its results; True when it FINISHED."""
     from flctl.console.cli.job.submit import follow
     from flctl.node.admin.admin_client import AdminClient
+    from flctl.node.jobs.job_status import JobStatus
 
     with AdminClient.from_kit(admin_kit) as admin:
         began = time.monotonic()
@@ -115,7 +116,7 @@ def _run_job(admin_kit: Path, folder: Path, out: Path, json_out: bool = False) -
         if json_out:
             terminal.json_line({"step": "ended", "id": job_id, "status": info.status, "error": info.error,
                                 "seconds": round(took, 3)})
-        if info.status != "FINISHED":
+        if info.status != JobStatus.FINISHED:
             if not json_out:
                 terminal.error(f"job {job_id} {info.status}" + (f": {info.error}" if info.error else ""))
             return False

@@ -48,6 +48,7 @@ def command(
     Exit codes: 0 the job FINISHED, 1 it FAILED, 2 the job folder or an option is wrong.
     """
     from flctl.node.jobs.job_spec import load_job
+    from flctl.node.jobs.job_status import JobStatus
     from flctl.node.simulator import SimulationError, simulate, site_names
 
     loaded = load_job(job)
@@ -64,12 +65,12 @@ def command(
             terminal.abort(str(exc), exit_codes.BAD_INPUT)
     if json_out:
         terminal.print_json(result.as_dict())
-    elif result.status == "FINISHED":
+    elif result.status == JobStatus.FINISHED:
         terminal.success(f"{result.job} FINISHED in {result.wall_s:.2f} s ({result.sites} sites, "
                          f"{result.workers} workers); results in {result.job_dir}")
     else:
         terminal.error(f"{result.job} FAILED: {result.error}; logs in {result.job_dir / 'logs'}")
-    if result.status != "FINISHED":
+    if result.status != JobStatus.FINISHED:
         raise typer.Exit(exit_codes.FAILED)
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -18,6 +17,7 @@ from textual.screen import Screen
 from textual.worker import get_current_worker
 
 from flctl.console.tui.admin_api import Admin, Connect
+from flctl.console.tui.connection import Connection, ConnectionState
 from flctl.console.tui.stream_client import StreamClient
 from flctl.node import errors
 from flctl.node.admin.admin_types import Event, Identity, JobInfo, SiteInfo
@@ -27,15 +27,6 @@ RETRY_FIRST_S = 0.5
 RETRY_MAX_S = 5.0
 SITES_EVERY_S = 3.0
 """Sites have no events of their own: their heartbeats are re-read on every event and on this slow timer."""
-
-
-@dataclass(frozen=True)
-class Connection:
-    """Where the console stands with the server."""
-
-    state: str  # "connecting", "online" or "offline"
-    target: str
-    detail: str = ""
 
 
 class ConsoleApp(App[None]):
@@ -50,7 +41,7 @@ class ConsoleApp(App[None]):
         Binding("q", "quit", "Quit"),
     ]
 
-    connection: reactive[Connection] = reactive(Connection("connecting", ""), always_update=True)
+    connection: reactive[Connection] = reactive(Connection(ConnectionState.CONNECTING, ""), always_update=True)
     jobs: reactive[list[JobInfo]] = reactive(list, always_update=True)
     sites: reactive[list[SiteInfo]] = reactive(list, always_update=True)
     identity: reactive[Identity | None] = reactive(None)
@@ -74,7 +65,7 @@ class ConsoleApp(App[None]):
         self._refresh_pending = False
         self.clock = clock
         self.downloads = downloads
-        self.set_reactive(ConsoleApp.connection, Connection("connecting", target))
+        self.set_reactive(ConsoleApp.connection, Connection(ConnectionState.CONNECTING, target))
         self.set_reactive(ConsoleApp.now, clock())
 
     # ------------------------------------------------------------------ life
@@ -151,12 +142,12 @@ class ConsoleApp(App[None]):
         self.jobs = jobs
         self.sites = sites
         self.now = self.clock()
-        self.connection = Connection("online", self.connection.target)
+        self.connection = Connection(ConnectionState.ONLINE, self.connection.target)
 
     def _went_away(self, detail: str) -> None:
-        if self.connection.state == "online":
+        if self.connection.state == ConnectionState.ONLINE:
             self.notify(f"lost the server: {detail}; reconnecting", title="Disconnected", severity="warning")
-        self.connection = Connection("offline", self.connection.target, detail)
+        self.connection = Connection(ConnectionState.OFFLINE, self.connection.target, detail)
 
     @on(EventArrived)
     def _on_event(self, message: EventArrived) -> None:
@@ -179,7 +170,7 @@ class ConsoleApp(App[None]):
 
     @work(thread=True, exclusive=True, group="sites")
     def refresh_sites(self) -> None:
-        if self.connection.state != "online":
+        if self.connection.state != ConnectionState.ONLINE:
             return
         try:
             sites = self.admin.list_sites()

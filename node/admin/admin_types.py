@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-JOB_STATUSES = ("SUBMITTED", "RUNNING", "FINISHED", "FAILED", "ABORTED")
-ENDED_STATUSES = ("FINISHED", "FAILED", "ABORTED")
+from flctl.node.jobs.job_status import ENDED, JobStatus, SiteState, ends_job
+
 DOWNLOAD_SIZE_HEADER = "flctl-download-size"  # gRPC metadata: the artifacts archive's size, for a progress bar
 
 
@@ -25,7 +25,7 @@ class Identity:
 @dataclass(frozen=True)
 class JobSite:
     name: str
-    state: str
+    state: SiteState
     round: int
     error: str
 
@@ -34,7 +34,7 @@ class JobSite:
 class JobInfo:
     id: str
     name: str
-    status: str
+    status: JobStatus
     submitter: str
     submitter_org: str
     submitted_at: float
@@ -52,12 +52,12 @@ class JobInfo:
 
     @property
     def ended(self) -> bool:
-        return self.status in ENDED_STATUSES
+        return self.status in ENDED
 
     @property
     def rounds_done(self) -> int:
         """Completed rounds: `round` is the round in progress (or the last one, once ended)."""
-        if self.status == "FINISHED":
+        if self.status == JobStatus.FINISHED:
             return self.rounds
         return max(self.round, 0)
 
@@ -90,7 +90,7 @@ class Event:
 
     @property
     def ends_job(self) -> bool:
-        return self.kind in ("finished", "failed", "aborted")
+        return ends_job(self.kind)
 
 
 @dataclass(frozen=True)

@@ -150,6 +150,11 @@ class ScriptBridge:
         self._closed = False
 
     @property
+    def site(self) -> str:
+        """The site the script runs at."""
+        return self._site
+
+    @property
     def pid(self) -> int | None:
         """The script's process id (and its process group's), once started."""
         return None if self._proc is None else self._proc.pid

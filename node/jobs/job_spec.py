@@ -9,6 +9,7 @@ sites: all                      # or a list of site names
 min_sites: 2
 resources: {cpus: 1, memory_mb: 0}
 app: {command: [python, train.py], env: {}}
+privacy_scope: private          # optional: the sites' filters for it apply (default: each site's default_scope)
 ```
 """
 
@@ -152,6 +153,10 @@ class JobSpec(_Strict):
     min_sites: int = Field(1, ge=1, description="Fewest sites that must take part and answer each round")
     resources: Resources = Field(default_factory=Resources, description="What each site sets aside for the job")
     app: AppSpec = Field(default_factory=AppSpec, description="The command run at each site, from app/")
+    privacy_scope: str | None = Field(
+        None, min_length=1, description="The privacy scope the job asks of each site: the filters that site's "
+        "local/privacy.yml lists for it apply to the job's tasks and results; a site without it refuses the job "
+        "(default: each site's default_scope)")
 
     @model_validator(mode="after")
     def _sites_fit(self) -> JobSpec:

@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import grpc
 
-from flctl.node.admin.admin_types import DOWNLOAD_SIZE_HEADER, ENDED_STATUSES
+from flctl.node.admin.admin_types import DOWNLOAD_SIZE_HEADER
+from flctl.node.jobs.job_status import ENDED, JobStatus, ends_job
 from flctl.node.security.authz import Actor, JobOwner, Right, decide
 from flctl.node.server.context import ServerContext
 from flctl.node.server.disk_guard import is_disk_full
@@ -147,8 +148,8 @@ class AdminService(pb_grpc.AdminServicer):
                          f"job refused: it was signed as '{claims.name}' for {claims.shown_sites()}, but its job.yml "
                          f"names '{spec.name}' for {'all sites' if sites == 'all' else ', '.join(sites)}")
         rounds = int(getattr(loaded.args, "rounds", 0))
-        row = JobRow(job_id, spec.name, "SUBMITTED", actor.name, actor.org, actor.role, time.time(), 0.0, 0.0, -1,
-                     rounds, spec.workflow.type, spec.min_sites, sites, "", "", head.sha256,
+        row = JobRow(job_id, spec.name, JobStatus.SUBMITTED, actor.name, actor.org, actor.role, time.time(), 0.0,
+                     0.0, -1, rounds, spec.workflow.type, spec.min_sites, sites, "", "", head.sha256,
                      spec.model_dump(mode="json"))
         try:
             self._ctx.store.add_job(row, ("submitted", f"submitted by {actor.name} ({actor.org})",
@@ -207,14 +208,15 @@ class AdminService(pb_grpc.AdminServicer):
         action, args = "job.abort", {"job_id": request.job_id}
         job = self._job(context, actor, action, request.job_id, "manage_job")
         reason = f"aborted by {actor.name}"
-        if job.status == "SUBMITTED":
-            self._ctx.store.update_job(job.id, status="ABORTED", ended_at=time.time(), error=reason)
-            self._ctx.store.add_event(job.id, "aborted", f"job aborted: {reason}", {"status": "ABORTED"})
-        elif job.status == "RUNNING":
+        if job.status == JobStatus.SUBMITTED:
+            self._ctx.store.update_job(job.id, status=JobStatus.ABORTED, ended_at=time.time(), error=reason)
+            self._ctx.store.add_event(job.id, JobStatus.ABORTED.event_kind, f"job aborted: {reason}",
+                                      {"status": JobStatus.ABORTED})
+        elif job.status == JobStatus.RUNNING:
             self._ctx.store.add_event(job.id, "aborting", reason, {})
             self._ctx.runner.abort(job.id, reason)
             deadline = time.monotonic() + 10
-            while time.monotonic() < deadline and self._status(job.id) == "RUNNING":
+            while time.monotonic() < deadline and self._status(job.id) == JobStatus.RUNNING:
                 self._ctx.store.wait_for_change(0.2)
         else:
             self._refuse(context, actor, action, args, grpc.StatusCode.FAILED_PRECONDITION,
@@ -232,7 +234,7 @@ class AdminService(pb_grpc.AdminServicer):
         action, args = "job.rm", {"job_id": request.job_id}
         job = self._job(context, actor, action, request.job_id, "manage_job")
         self._authorize(context, actor, action, args, "download_job", job)
-        if job.status not in ENDED_STATUSES:
+        if job.status not in ENDED:
             self._refuse(context, actor, action, args, grpc.StatusCode.FAILED_PRECONDITION,
                          f"job {job.id} is {job.status}; abort it first (`flctl job abort {job.id}`), then remove it")
         try:
@@ -243,9 +245,9 @@ class AdminService(pb_grpc.AdminServicer):
         self._audit(actor, action, args, "ok")
         return pb.Ack(message=f"removed job {job.id}")
 
-    def _status(self, job_id: str) -> str:
+    def _status(self, job_id: str) -> JobStatus | None:
         job = self._ctx.store.get_job(job_id)
-        return job.status if job else ""
+        return job.status if job else None
 
     def DownloadJob(self, request: pb.JobRef, context: Any) -> Iterator[pb.Chunk]:
         actor, _ = self._actor(context)
@@ -284,7 +286,7 @@ class AdminService(pb_grpc.AdminServicer):
                 yield pb.LogEntry(site=site, time=when, line=line)
             if not request.follow:
                 return
-            if not rows and self._status(request.job_id) in ENDED_STATUSES:
+            if not rows and self._status(request.job_id) in ENDED:
                 return
             if not rows:
                 self._ctx.store.wait_for_change(FOLLOW_WAIT_S)
@@ -314,7 +316,7 @@ class AdminService(pb_grpc.AdminServicer):
                 if not visible[event.job_id]:
                     continue
                 yield serde.event_to_pb(event)
-                if request.job_id and event.kind in ("finished", "failed", "aborted"):
+                if request.job_id and ends_job(event.kind):
                     return
             if not events:
                 self._ctx.store.wait_for_change(FOLLOW_WAIT_S)

@@ -15,6 +15,7 @@ from flctl.node.config.kit import NodeKit
 from flctl.node.config.local_files import node_config, policy_and_revocations
 from flctl.node.config.resources import load_resources, resources_path
 from flctl.node.errors import NodeError, StateDamaged
+from flctl.node.jobs.job_status import JobStatus, SiteState
 from flctl.node.process import pidfile
 from flctl.node.process.readiness import ReadyPipe
 from flctl.node.security.audit import AuditLog
@@ -133,13 +134,14 @@ class ServerDaemon:
 
     def _recover(self) -> None:
         """Jobs a previous run left RUNNING resume from their last checkpoint, on the same sites."""
-        for job in self.ctx.store.list_jobs(("RUNNING",)):
+        for job in self.ctx.store.list_jobs((JobStatus.RUNNING,)):
             sites = sorted(job.site_states)
             if not sites or not (self.ctx.jobs_dir() / job.id / "signature.json").is_file():
-                self.ctx.store.update_job(job.id, status="FAILED", ended_at=time.time(),
+                self.ctx.store.update_job(job.id, status=JobStatus.FAILED, ended_at=time.time(),
                                           error="the server restarted and cannot resume this job")
-                self.ctx.store.add_event(job.id, "failed", "job failed: the server restarted and cannot resume it",
-                                         {"status": "FAILED"})
+                self.ctx.store.add_event(job.id, JobStatus.FAILED.event_kind,
+                                         "job failed: the server restarted and cannot resume it",
+                                         {"status": JobStatus.FAILED})
                 continue
             log.info("resuming job %s on %s", job.id, ", ".join(sites))
             try:
@@ -177,9 +179,9 @@ class ServerDaemon:
             # then seen online, never dropped a second time on a stale view.
             online = set(self.ctx.online_sites(since=min(time.time(), grace_until)))
             for site, (state, _round, _error) in job.site_states.items():
-                if site not in online and state not in ("offline", "failed", "finished"):
+                if site not in online and not state.is_out():
                     self.ctx.runner.failure(job_id, site, f"{site} went offline")
-                    self.ctx.store.set_site_state(job_id, site, "offline")
+                    self.ctx.store.set_site_state(job_id, site, SiteState.OFFLINE)
 
     def wait(self) -> None:
         self._stopped.wait()

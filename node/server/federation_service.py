@@ -14,6 +14,7 @@ from typing import Any
 
 import grpc
 
+from flctl.node.jobs.job_status import REPORTED, JobStatus, SiteState
 from flctl.node.security.tls import CHUNK
 from flctl.node.server.context import ServerContext
 from flctl.node.server.disk_guard import is_disk_full
@@ -74,13 +75,14 @@ class FederationService(pb_grpc.FederationServicer):
         """A site dropped from a running job as offline is heard from again: it takes part again. Its job process
         either survived (the network was cut: it goes on) or is gone (the site restarted: it is started anew)."""
         for job_id in running:
-            if self._ctx.store.site_state(job_id, site) == "offline":
+            if self._ctx.store.site_state(job_id, site) == SiteState.OFFLINE:
                 self._ctx.runner.rejoin(job_id, site)
 
     def _dropped(self, job_id: str, site: str) -> bool:
         """Whether the job goes on without `site` (it went offline or failed). Its job process may still call
         (say, it outlived a network cut): what it sends is not taken, and its state is left for `_reconcile`."""
-        return self._ctx.store.site_state(job_id, site) in ("offline", "failed")
+        state = self._ctx.store.site_state(job_id, site)
+        return state is not None and state.is_dropped()
 
     def Commands(self, request: pb.Empty, context: Any) -> Iterator[pb.Command]:
         who = self._site(context)
@@ -109,7 +111,7 @@ class FederationService(pb_grpc.FederationServicer):
         if got is None:
             yield pb.TaskMessage(header=pb.TaskHeader())
             return
-        if isinstance(got, str):
+        if isinstance(got, JobStatus):
             yield pb.TaskMessage(header=pb.TaskHeader(done=True, status=got))
             return
         with contextlib.ExitStack() as stack:
@@ -126,7 +128,7 @@ class FederationService(pb_grpc.FederationServicer):
                 payload = memoryview(mapped)
                 stack.callback(payload.release)  # before the map closes
             if not self._dropped(request.job_id, who.name):
-                self._ctx.store.set_site_state(request.job_id, who.name, "working", got.round)
+                self._ctx.store.set_site_state(request.job_id, who.name, SiteState.WORKING, got.round)
             yield pb.TaskMessage(header=pb.TaskHeader(task_id=got.task_id, name=got.name, round=got.round,
                                                       meta_json=got.meta_json, size=len(payload),
                                                       timeout_s=got.timeout_s))
@@ -198,7 +200,8 @@ class FederationService(pb_grpc.FederationServicer):
         job = store.get_job(request.job_id)
         if job is None:
             context.abort(grpc.StatusCode.NOT_FOUND, f"no job {request.job_id}")
-        refusal = _report_refusal(who.name, job, request.status)  # type: ignore[arg-type]
+        status = SiteState.parse(request.status) if request.status else None  # None: logs and metrics only
+        refusal = _report_refusal(who.name, job, status, request.status)  # type: ignore[arg-type]
         if refusal is not None:
             context.abort(*refusal)  # nothing of it is stored
         lines, log_note = self._gate.lines(request.job_id, who.name, [(line.time, line.line) for line in request.logs])
@@ -213,36 +216,31 @@ class FederationService(pb_grpc.FederationServicer):
                                   [(self._gate.cut(metric.name), metric.value,
                                     metric.step if metric.has_step else None)],
                                   metric.time or time.time())
-        already_failed = job.site_states[who.name][0] == "failed"  # type: ignore[union-attr]
-        if request.status == "failed" and not already_failed:
+        already_failed = job.site_states[who.name][0] == SiteState.FAILED  # type: ignore[union-attr]
+        if status == SiteState.FAILED and not already_failed:
             error = request.error or "the site's job process failed"
-            if job.status == "RUNNING":  # type: ignore[union-attr]
+            if job.status == JobStatus.RUNNING:  # type: ignore[union-attr]
                 self._ctx.runner.failure(request.job_id, who.name, error)
             else:  # the job already ended (say, its results were refused then): no event after its last one
-                store.set_site_state(request.job_id, who.name, "failed", error=error)
-        elif request.status == "finished":
-            store.set_site_state(request.job_id, who.name, "finished")
-        elif request.status == "running":
-            store.set_site_state(request.job_id, who.name, "running")
+                store.set_site_state(request.job_id, who.name, SiteState.FAILED, error=error)
+        elif status in (SiteState.FINISHED, SiteState.RUNNING):
+            store.set_site_state(request.job_id, who.name, status)
         return pb.Ack()
 
 
-REPORTED_STATES = ("", "running", "finished", "failed")
-
-
-def _report_refusal(site: str, job: JobRow, status: str) -> Refusal | None:
+def _report_refusal(site: str, job: JobRow, status: SiteState | None, said: str) -> Refusal | None:
     """Why `site` may not report `status` (with logs, metrics) for `job`, or None. A site changes only its own part,
     only in a job it takes part in, and only while that part runs: once the job ended it may still report how its
     part ended (its last lines, finished or failed), once; nothing after that."""
     if site not in job.site_states:
         return grpc.StatusCode.PERMISSION_DENIED, f"{site} takes no part in job {job.id}: a site reports only its own"
-    if status not in REPORTED_STATES:
-        return grpc.StatusCode.INVALID_ARGUMENT, f"unknown status {status!r}; a site reports one of running, " \
+    if status is not None and status not in REPORTED:
+        return grpc.StatusCode.INVALID_ARGUMENT, f"unknown status {said!r}; a site reports one of running, " \
                                                  "finished or failed"
-    if job.status in ("SUBMITTED", "RUNNING"):
+    if job.status.is_active():
         return None
     own = job.site_states[site][0]
-    if own in ("finished", "failed") or status == "running":
+    if own in (SiteState.FINISHED, SiteState.FAILED) or status == SiteState.RUNNING:
         return grpc.StatusCode.FAILED_PRECONDITION, f"job {job.id} ended ({job.status}) and {site}'s part in it " \
                                                     f"is over ({own}); its state no longer changes"
     return None

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from flctl.node.jobs.job_status import JobStatus, SiteState
 from flctl.node.server.store import JobRow, Store
 
 RECORD_FILE = "record.json"
@@ -37,7 +38,9 @@ def load_record(job_dir: Path) -> JobRow:
         job = JobRow(**fields)
     except TypeError as exc:
         raise ValueError(f"{RECORD_FILE} does not hold a job ({exc})") from None
-    job.site_states = {str(site): (str(row[0]), int(row[1]), str(row[2])) for site, row in states.items()}
+    job.status = JobStatus.parse(str(job.status))
+    job.site_states = {str(site): (SiteState.parse(str(row[0])), int(row[1]), str(row[2]))
+                       for site, row in states.items()}
     return job
 
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from flctl.node.jobs.job_status import DROPPED, JobStatus, SiteState
 from flctl.node.process.spare_process import SPARE_FLAG, SpareProcess
 from flctl.node.server.job_records import log_files, metrics_json
 from flctl.node.server.site_hub import SiteHub
@@ -103,11 +104,11 @@ class JobRunner:
                 run.ended = True
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(run.process.pid, signal.SIGKILL)
-            self._board.close_job(job.id, "FAILED")
+            self._board.close_job(job.id, JobStatus.FAILED)
             self._board.forget(job.id)
             for site in sites:  # a site already told to start is told to stop
                 with contextlib.suppress(Exception):
-                    self._hub.push(site, {"stop": {"job_id": job.id, "reason": "failed"}})
+                    self._hub.push(site, {"stop": {"job_id": job.id, "reason": JobStatus.FAILED.lower()}})
             raise
 
     def _start(self, job: JobRow, sites: list[str], resume: bool) -> None:
@@ -124,8 +125,8 @@ class JobRunner:
             self._store.add_event(job.id, "resumed", "the server restarted; the job resumes at round "
                                   f"{plan.get('start_round', 0)}", {"round": plan.get("start_round", 0)})
         else:
-            self._store.update_job(job.id, status="RUNNING", started_at=time.time(), wait_reason="")
-            self._store.set_site_states(job.id, sites, "starting")
+            self._store.update_job(job.id, status=JobStatus.RUNNING, started_at=time.time(), wait_reason="")
+            self._store.set_site_states(job.id, sites, SiteState.STARTING)
         self._board.open_job(job.id, sites)
         process = self._spare.take([str(job_dir)]) or subprocess.Popen([*JOB_PROCESS, str(job_dir)],
                                                                           **self._popen_args())
@@ -152,8 +153,8 @@ class JobRunner:
                 continue
             if msg.get("op") == "done" and not done:
                 done = True  # the job has ended: say so now, not once the interpreter has wound down
-                self._guarded(run.job.id, functools.partial(self._finish, run, str(msg.get("status", "FAILED")),
-                                                            str(msg.get("error", ""))))
+                status = JobStatus.parse(str(msg.get("status")))
+                self._guarded(run.job.id, functools.partial(self._finish, run, status, str(msg.get("error", ""))))
                 threading.Thread(target=self._reap_done, args=(run,), daemon=True).start()
                 continue
             if not done:
@@ -167,7 +168,7 @@ class JobRunner:
         code = run.process.wait()
         if not done:
             self._guarded(run.job.id, lambda: self._finish(
-                run, "FAILED", f"the job process exited with code {code} before the job ended"))
+                run, JobStatus.FAILED, f"the job process exited with code {code} before the job ended"))
 
     @staticmethod
     def _guarded(job_id: str, action: Callable[[], object]) -> None:
@@ -205,13 +206,13 @@ class JobRunner:
             task = PostedTask(msg["task_id"], msg["name"], int(msg["round"]), payload, meta, float(msg["timeout_s"]),
                               data, json.dumps(meta))
             self._store.update_job(job_id, round=task.round)
-            self._store.set_site_states(job_id, msg["sites"], "working", task.round, unless=("failed", "offline"))
+            self._store.set_site_states(job_id, msg["sites"], SiteState.WORKING, task.round, unless=DROPPED)
             self._board.post(job_id, task, msg["sites"])
             self._store.add_event(job_id, "task", f"round {task.round}: {task.name} sent to "
                                   f"{len(msg['sites'])} sites", {"round": task.round, "task": task.name})
         elif op == "cancel":
             self._board.cancel(job_id, msg["task_id"], msg["sites"])
-            self._store.set_site_states(job_id, msg["sites"], "late")
+            self._store.set_site_states(job_id, msg["sites"], SiteState.LATE)
         elif op == "round":
             round_no = int(msg["round"])
             metrics: dict[str, dict[str, float]] = msg.get("metrics", {})
@@ -239,14 +240,14 @@ class JobRunner:
     def result(self, job_id: str, site: str, task_id: str, payload: Path | bytes, num_examples: int,
                metrics: dict[str, float], meta: dict[str, Any]) -> None:
         """Hand a site's result to the job process: a file in the job's folder, or (up to INLINE_BYTES) its bytes."""
-        self._store.set_site_state(job_id, site, "answered")
+        self._store.set_site_state(job_id, site, SiteState.ANSWERED)
         where = {"path": str(payload)} if isinstance(payload, Path) else \
             {"data": base64.b64encode(payload).decode("ascii")}
         self._tell(job_id, {"op": "result", "task_id": task_id, "site": site, **where,
                             "num_examples": num_examples, "metrics": metrics, "meta": meta})
 
     def failure(self, job_id: str, site: str, reason: str, task_id: str = "") -> None:
-        self._store.set_site_state(job_id, site, "failed", error=reason)
+        self._store.set_site_state(job_id, site, SiteState.FAILED, error=reason)
         self._store.add_event(job_id, "site_failed", f"{site} failed: {reason}", {"site": site, "reason": reason})
         self._tell(job_id, {"op": "failure", "task_id": task_id, "site": site, "reason": reason})
 
@@ -256,7 +257,7 @@ class JobRunner:
             run = self._running.get(job_id)
         if run is None or site not in run.sites:
             return
-        self._store.set_site_state(job_id, site, "starting", error="")
+        self._store.set_site_state(job_id, site, SiteState.STARTING, error="")
         self._store.add_event(job_id, "site_rejoined", f"{site} rejoins the job", {"site": site})
         self._tell(job_id, {"op": "rejoin", "site": site})
         self._push_start(run.job, [site])
@@ -285,7 +286,7 @@ class JobRunner:
         except subprocess.TimeoutExpired:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(run.process.pid, signal.SIGKILL)
-            self._guarded(run.job.id, lambda: self._finish(run, "ABORTED", reason))
+            self._guarded(run.job.id, lambda: self._finish(run, JobStatus.ABORTED, reason))
 
     def fail(self, job_id: str, reason: str) -> bool:
         """End a running job as FAILED for a reason of the server's own (its disk is full): its process is
@@ -297,7 +298,7 @@ class JobRunner:
         run.failed_because = reason
         with contextlib.suppress(ProcessLookupError):
             os.killpg(run.process.pid, signal.SIGKILL)
-        self._finish(run, "FAILED", reason)
+        self._finish(run, JobStatus.FAILED, reason)
         return True
 
     def stop_all(self) -> None:
@@ -325,14 +326,16 @@ class JobRunner:
         except OSError as exc:  # the disk is full, say: the store keeps them (`job download` packs them from there)
             self._store.add_logs(job_id, "server", [(time.time(), f"could not write the job's log files: {exc}")])
 
-    def _finish(self, run: _Running, status: str, error: str) -> None:
+    def _finish(self, run: _Running, status: JobStatus, error: str) -> None:
+        if not status.is_ended():  # a job process that names no end status (or one unknown here) fails its job
+            status, error = JobStatus.FAILED, error or f"the job process ended the job as {status}"
         with self._lock:
             if run.ended:
                 return
             run.ended = True
             self._running.pop(run.job.id, None)
             if run.failed_because:
-                status, error = "FAILED", run.failed_because
+                status, error = JobStatus.FAILED, run.failed_because
         job_id = run.job.id
         self._board.close_job(job_id, status)
         self._store.update_job(job_id, status=status, ended_at=time.time(), error=error)
@@ -340,7 +343,7 @@ class JobRunner:
             self._hub.push(site, {"stop": {"job_id": job_id, "reason": status.lower()}})
         self._write_records(job_id)
         message = f"job {status.lower()}" + (f": {error}" if error else "")
-        self._store.add_event(job_id, status.lower(), message, {"status": status, "error": error})
+        self._store.add_event(job_id, status.event_kind, message, {"status": status, "error": error})
         self._board.forget(job_id)
         self._spare.ensure()  # for the next job (a no-op once the daemon is stopping)
         self._on_end(job_id)

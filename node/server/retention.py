@@ -9,8 +9,8 @@ import sqlite3
 import threading
 import time
 
+from flctl.node.jobs.job_status import ENDED
 from flctl.node.server.context import ServerContext
-from flctl.node.server.store import ENDED
 
 log = logging.getLogger("flctl.server")
 SWEEP_S = 3600.0

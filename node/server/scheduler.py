@@ -11,6 +11,7 @@ import logging
 import threading
 import time
 
+from flctl.node.jobs.job_status import JobStatus
 from flctl.node.server.context import ServerContext
 from flctl.node.server.store import JobRow, Store
 
@@ -34,8 +35,9 @@ def fail_start(store: Store, job_id: str, exc: BaseException) -> None:
     """A job the server could not start fails, saying why (the runner has undone what it began)."""
     reason = f"the server could not start the job: {type(exc).__name__}: {exc}"
     try:
-        store.update_job(job_id, status="FAILED", ended_at=time.time(), error=reason, wait_reason="")
-        store.add_event(job_id, "failed", f"job failed: {reason}", {"status": "FAILED", "error": reason})
+        store.update_job(job_id, status=JobStatus.FAILED, ended_at=time.time(), error=reason, wait_reason="")
+        store.add_event(job_id, JobStatus.FAILED.event_kind, f"job failed: {reason}",
+                        {"status": JobStatus.FAILED, "error": reason})
     except Exception:
         log.exception("could not mark job %s failed", job_id)
 
@@ -75,7 +77,7 @@ class Scheduler:
         disk_full = disk.full and not disk.arm()  # takes the reserve back once there is room again
         online = self._ctx.online_sites()
         running = len(self._ctx.runner.running())
-        for job in store.list_jobs(("SUBMITTED",)):
+        for job in store.list_jobs((JobStatus.SUBMITTED,)):
             if disk_full:
                 reason = f"waiting for disk space on the server ({disk.workspace} is full)"
             elif running >= self._max:

@@ -23,6 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from flctl.node.jobs.job_status import JobStatus, SiteState
+
+SiteRecord = tuple[SiteState, int, str]
+"""A site's part in a job: (state, round, error)."""
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
   id TEXT PRIMARY KEY, name TEXT NOT NULL, status TEXT NOT NULL, submitter TEXT NOT NULL,
@@ -50,11 +55,9 @@ CREATE TABLE IF NOT EXISTS sites (
   running_jobs_json TEXT NOT NULL DEFAULT '[]', not_after REAL NOT NULL DEFAULT 0);
 """
 
-ACTIVE = ("SUBMITTED", "RUNNING")
 HEARTBEAT_FLUSH_S = 1.0
 """Heartbeats and sites' states in jobs are written to the database together, at most this long after they change
 (memory is current)."""
-ENDED = ("FINISHED", "FAILED", "ABORTED")
 
 
 class StoreDamaged(Exception):
@@ -75,7 +78,7 @@ def _damage(exc: sqlite3.OperationalError) -> bool:
 class JobRow:
     id: str
     name: str
-    status: str
+    status: JobStatus
     submitter: str
     submitter_org: str
     submitter_role: str
@@ -91,7 +94,7 @@ class JobRow:
     error: str
     bundle_sha256: str
     spec: dict[str, Any]
-    site_states: dict[str, tuple[str, int, str]] = field(default_factory=dict)  # site -> (state, round, error)
+    site_states: dict[str, SiteRecord] = field(default_factory=dict)  # site -> (state, round, error)
 
 
 @dataclass(frozen=True)
@@ -145,13 +148,13 @@ class Store:
         self._lock = threading.RLock()
         # Sites' rows in jobs, (state, round, error), as written through this store (the daemon is the only
         # writer): read on every task poll and heartbeat of every site, so they are answered from memory.
-        self._site_states: dict[tuple[str, str], tuple[str, int, str]] = {}
+        self._site_states: dict[tuple[str, str], SiteRecord] = {}
         self._sites: dict[str, SiteRow] = {}  # the site registry, all of it (read from the database once)
         for row in self._db.execute("SELECT name, org, registered_at, last_heartbeat, running_jobs_json, not_after "
                                     "FROM sites"):
             self._sites[row[0]] = SiteRow(row[0], row[1], row[2], row[3], json.loads(row[4]), row[5])
         self._unwritten: set[str] = set()  # sites whose last heartbeat is not in the database yet
-        self._unwritten_states: dict[tuple[str, str], tuple[str, int, str]] = {}  # the same for sites' job states
+        self._unwritten_states: dict[tuple[str, str], SiteRecord] = {}  # the same for sites' job states
         self._flushed_at = time.monotonic()
         self._changed = threading.Condition(self._lock)
 
@@ -244,26 +247,26 @@ class Store:
 
     _SET_SITE = "INSERT OR REPLACE INTO job_sites (job_id, site, state, round, error) VALUES (?,?,?,?,?)"
 
-    def _site_row(self, job_id: str, site: str) -> tuple[str, int, str] | None:
+    def _site_row(self, job_id: str, site: str) -> SiteRecord | None:
         """(state, round, error) of `site` in `job_id`, from memory once read or set; the lock is held."""
         known = self._site_states.get((job_id, site))
         if known is None:
             row = self._db.execute("SELECT state, round, error FROM job_sites WHERE job_id = ? AND site = ?",
                                    (job_id, site)).fetchone()
             if row is not None:
-                known = self._site_states[(job_id, site)] = (str(row[0]), int(row[1]), str(row[2]))
+                known = self._site_states[(job_id, site)] = (SiteState.parse(row[0]), int(row[1]), str(row[2]))
         return known
 
-    def set_site_state(self, job_id: str, site: str, state: str, round_no: int | None = None,
+    def set_site_state(self, job_id: str, site: str, state: SiteState, round_no: int | None = None,
                        error: str | None = None) -> None:
         self.set_site_states(job_id, [site], state, round_no, error)
 
-    def set_site_states(self, job_id: str, sites: list[str], state: str, round_no: int | None = None,
-                        error: str | None = None, unless: tuple[str, ...] = ()) -> None:
+    def set_site_states(self, job_id: str, sites: list[str], state: SiteState, round_no: int | None = None,
+                        error: str | None = None, unless: tuple[SiteState, ...] = ()) -> None:
         """Set the state of `sites` in `job_id` (round and error kept unless given), all in one transaction; a site
         whose state is in `unless` is left alone, and a row that would not change is not written again."""
         with self._lock:
-            changed: dict[tuple[str, str], tuple[str, int, str]] = {}
+            changed: dict[tuple[str, str], SiteRecord] = {}
             for site in sites:
                 old = self._site_row(job_id, site)
                 if old is not None and old[0] in unless:
@@ -277,7 +280,7 @@ class Store:
             if time.monotonic() - self._flushed_at >= HEARTBEAT_FLUSH_S:
                 self.flush()
 
-    def site_state(self, job_id: str, site: str) -> str | None:
+    def site_state(self, job_id: str, site: str) -> SiteState | None:
         """The state of `site` in job `job_id`, or None when it takes no part."""
         known = self._site_states.get((job_id, site))
         if known is None:
@@ -288,10 +291,11 @@ class Store:
     def _job(self, row: tuple[Any, ...]) -> JobRow:
         (jid, name, status, submitter, sorg, srole, sub_at, start_at, end_at, rnd, rounds, workflow, min_sites,
          sites_json, wait, error, sha, spec_json) = row
-        job = JobRow(jid, name, status, submitter, sorg, srole, sub_at, start_at, end_at, rnd, rounds, workflow,
-                     min_sites, json.loads(sites_json), wait, error, sha, json.loads(spec_json))
-        states = {site: (state, site_round, site_error) for site, state, site_round, site_error in self._db.execute(
-            "SELECT site, state, round, error FROM job_sites WHERE job_id = ?", (jid,))}
+        job = JobRow(jid, name, JobStatus.parse(status), submitter, sorg, srole, sub_at, start_at, end_at, rnd, rounds,
+                     workflow, min_sites, json.loads(sites_json), wait, error, sha, json.loads(spec_json))
+        states = {site: (SiteState.parse(state), site_round, site_error)
+                  for site, state, site_round, site_error in self._db.execute(
+                      "SELECT site, state, round, error FROM job_sites WHERE job_id = ?", (jid,))}
         states.update({site: row for (job_id, site), row in self._unwritten_states.items() if job_id == jid})
         job.site_states = dict(sorted(states.items()))
         return job
@@ -305,7 +309,7 @@ class Store:
             row = self._db.execute(f"SELECT {self._JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
             return self._job(row) if row else None
 
-    def list_jobs(self, statuses: tuple[str, ...] | None = None) -> list[JobRow]:
+    def list_jobs(self, statuses: tuple[JobStatus, ...] | None = None) -> list[JobRow]:
         with self._lock:
             sql = f"SELECT {self._JOB_COLUMNS} FROM jobs"
             args: tuple[Any, ...] = ()

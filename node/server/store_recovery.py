@@ -18,9 +18,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from flctl.node.jobs.job_status import ENDED, JobStatus, SiteState
 from flctl.node.server.job_records import RECORD_FILE, load_record
 from flctl.node.server.job_runner import last_checkpoint
-from flctl.node.server.store import ENDED, JobRow, Store, StoreDamaged
+from flctl.node.server.store import JobRow, Store, StoreDamaged
 
 DB_NAME = "server.db"
 LOST = [
@@ -129,21 +130,21 @@ def _rebuild(folder: Path) -> JobRow:
     spec = loaded.spec
     run = json.loads((folder / "run.json").read_text()) if (folder / "run.json").is_file() else None
     submitted = (folder / "bundle.zip").stat().st_mtime
-    job = JobRow(folder.name, spec.name, "SUBMITTED", who.name, who.org, who.role or "", submitted, 0.0, 0.0, -1,
-                 int(getattr(loaded.args, "rounds", 0)), spec.workflow.type, spec.min_sites,
+    job = JobRow(folder.name, spec.name, JobStatus.SUBMITTED, who.name, who.org, who.role or "", submitted, 0.0, 0.0,
+                 -1, int(getattr(loaded.args, "rounds", 0)), spec.workflow.type, spec.min_sites,
                  "all" if spec.sites == "all" else list(spec.sites), "", "", hashlib.sha256(bundle).hexdigest(),
                  spec.model_dump(mode="json"))
     if run is not None:
-        job.status = "RUNNING"
+        job.status = JobStatus.RUNNING
         job.started_at = (folder / "run.json").stat().st_mtime
-        job.site_states = {str(site): ("starting", -1, "") for site in run.get("sites", [])}
+        job.site_states = {str(site): (SiteState.STARTING, -1, "") for site in run.get("sites", [])}
         ended = (folder / "metrics.json").is_file()
         last = last_checkpoint(folder)
         if ended and last is not None and job.rounds and last >= job.rounds - 1:
-            job.status, job.ended_at = "FINISHED", (folder / "metrics.json").stat().st_mtime
+            job.status, job.ended_at = JobStatus.FINISHED, (folder / "metrics.json").stat().st_mtime
             job.error = ""
         elif ended:
-            job.status, job.ended_at = "FAILED", (folder / "metrics.json").stat().st_mtime
+            job.status, job.ended_at = JobStatus.FAILED, (folder / "metrics.json").stat().st_mtime
             job.error = ("recovered from disk: the job had ended before its last round's model was saved; "
                          "why is not known (its record was lost with the database)")
     return _settle(folder, job)
@@ -155,11 +156,11 @@ def _settle(folder: Path, job: JobRow) -> JobRow:
     if job.status in ENDED:
         return job
     if not (folder / "signature.json").is_file():
-        job.status, job.ended_at = "FAILED", time.time()
+        job.status, job.ended_at = JobStatus.FAILED, time.time()
         job.error = "recovered from disk without its signature.json: it cannot be sent to sites; submit it again"
-    elif job.status == "RUNNING" and not job.site_states and (folder / "run.json").is_file():
+    elif job.status == JobStatus.RUNNING and not job.site_states and (folder / "run.json").is_file():
         sites = json.loads((folder / "run.json").read_text()).get("sites", [])
-        job.site_states = {str(site): ("starting", -1, "") for site in sites}
+        job.site_states = {str(site): (SiteState.STARTING, -1, "") for site in sites}
     return job
 
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from flctl.node.jobs.job_status import JobStatus
+
 INLINE_BYTES = 1024 * 1024
 """Models up to this size travel in memory: a task is read once for all its sites, a result goes to the job process
 with the message that says it came. Bigger ones go through files in the job's folder, so the daemon never holds one."""
@@ -35,7 +37,7 @@ class _JobTasks:
     current: dict[str, PostedTask] = field(default_factory=dict)
     answered: dict[str, set[str]] = field(default_factory=dict)
     given: dict[str, set[str]] = field(default_factory=dict)  # site -> every task id ever posted to it
-    ended: str = ""  # "", or the final status once the job is over
+    ended: JobStatus | None = None  # the final status once the job is over
 
 
 class TaskBoard:
@@ -58,7 +60,7 @@ class TaskBoard:
         with self._cond:
             self._jobs[job_id] = _JobTasks(set(sites))
 
-    def close_job(self, job_id: str, status: str) -> None:
+    def close_job(self, job_id: str, status: JobStatus) -> None:
         """No more tasks: every waiting site is told the job ended with `status`."""
         with self._cond:
             job = self._jobs.get(job_id)
@@ -86,14 +88,15 @@ class TaskBoard:
             job = self._jobs.get(job_id)
             return job is not None and site in job.sites
 
-    def next_task(self, job_id: str, site: str, last_task_id: str, wait_s: float) -> PostedTask | str | None:
-        """The site's next unanswered task; the final status (str) when the job is over; None after `wait_s`."""
+    def next_task(self, job_id: str, site: str, last_task_id: str, wait_s: float) -> PostedTask | JobStatus | None:
+        """The site's next unanswered task; the final status when the job is over (UNKNOWN for a job the board does
+        not hold); None after `wait_s`."""
         deadline = time.monotonic() + wait_s
         with self._cond:
             while True:
                 job = self._jobs.get(job_id)
                 if job is None:
-                    return "UNKNOWN"
+                    return JobStatus.UNKNOWN
                 if job.ended:
                     return job.ended
                 task = job.current.get(site)

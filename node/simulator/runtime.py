@@ -30,6 +30,7 @@ from typing import Any, Protocol
 
 from flctl.node.errors import NodeError
 from flctl.node.jobs.job_spec import APP_FOLDER, LoadedJob
+from flctl.node.jobs.job_status import JobStatus
 from flctl.node.jobs.tasks import Params, SiteFailure, Task, TaskResult
 from flctl.node.simulator.worker import WorkerSpec
 from flctl.node.simulator.worker import main as worker_main
@@ -59,7 +60,7 @@ class SimulationResult:
     """How a simulation ended and where its artifacts are."""
 
     job: str
-    status: str  # FINISHED or FAILED
+    status: JobStatus  # FINISHED or FAILED
     error: str
     job_dir: Path
     sites: int
@@ -245,18 +246,18 @@ def simulate(job: LoadedJob, sites: list[str], workspace: Path, workers: int | N
     pool = _start_pool(count, spec)
     fed = SimFederation(job_id, job_dir, sites, pool, observer, rounds)
     fed.log(f"isolation: {isolation.describe()}")
-    status, error = "FINISHED", ""
+    status, error = JobStatus.FINISHED, ""
     try:
         workflow.run(fed, None, 0)
     except WorkflowError as exc:
         fed.log(f"workflow failed: {exc}")
-        status, error = "FAILED", str(exc)
+        status, error = JobStatus.FAILED, str(exc)
     except Exception as exc:  # noqa: BLE001 - a bug in a workflow fails the job, with its traceback in the log
         import traceback
 
         for line in traceback.format_exc().splitlines():
             fed.log(line)
-        status, error = "FAILED", f"the workflow crashed: {type(exc).__name__}: {exc}"
+        status, error = JobStatus.FAILED, f"the workflow crashed: {type(exc).__name__}: {exc}"
     except BaseException:  # Ctrl-C: do not wait for the scripts, stop the workers now
         _stop_pool(pool, fed, grace_s=0.0)
         raise

@@ -29,6 +29,7 @@ from flctl.node.config.kit import NodeKit
 from flctl.node.config.local_files import node_config, policy_and_revocations
 from flctl.node.config.resources import load_resources, resources_path
 from flctl.node.errors import NodeError
+from flctl.node.jobs.job_status import JobStatus, SiteState
 from flctl.node.process import pidfile
 from flctl.node.process.backoff import Backoff
 from flctl.node.process.readiness import ReadyPipe, StartGate
@@ -271,7 +272,7 @@ class SiteAgent:
 
     def _report_failure(self, stub: pb_grpc.FederationStub, job_id: str, message: str) -> None:
         try:
-            stub.Report(pb.ReportRequest(job_id=job_id, status="failed", error=message,
+            stub.Report(pb.ReportRequest(job_id=job_id, status=SiteState.FAILED, error=message,
                                          logs=[pb.LogLine(time=time.time(), line=message)]), timeout=10)
         except grpc.RpcError as exc:
             log.warning("could not report the failure of job %s: %s", job_id, _short(exc))
@@ -282,7 +283,7 @@ class SiteAgent:
         if job is None or job.process.poll() is not None:
             return
         # A job that ended on its own lets its process report and exit first; an aborted one stops now.
-        grace = 0.0 if reason == "aborted" else ENDED_GRACE_S
+        grace = 0.0 if reason == JobStatus.ABORTED.lower() else ENDED_GRACE_S
         log.info("stopping job %s: %s", job_id, reason)
         threading.Thread(target=_terminate, args=(job, grace), daemon=True).start()
 

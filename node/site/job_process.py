@@ -28,6 +28,7 @@ import grpc
 from flctl.node.client import api_wire as wire
 from flctl.node.config.kit import load_kit
 from flctl.node.config.resources import Resources, load_resources, resources_path
+from flctl.node.jobs.job_status import JobStatus, SiteState
 from flctl.node.jobs.tasks import Task
 from flctl.node.process import spare_process
 from flctl.node.process.backoff import Backoff
@@ -71,14 +72,15 @@ class Reporter:
             self._metrics.append(pb.Metric(name=name, value=float(value), step=step or 0, has_step=step is not None,
                                            time=time.time()))
 
-    def flush(self, status: str = "", error: str = "") -> None:
+    def flush(self, status: SiteState | None = None, error: str = "") -> None:
+        """Send the lines and metrics gathered, and `status` (this site's part in the job) when given."""
         with self._lock:
             logs, metrics = self._logs, self._metrics
             self._logs, self._metrics = [], []
         if not (logs or metrics or status):
             return
         try:
-            self._stub.Report(pb.ReportRequest(job_id=self._job_id, logs=logs, metrics=metrics, status=status,
+            self._stub.Report(pb.ReportRequest(job_id=self._job_id, logs=logs, metrics=metrics, status=status or "",
                                                error=error), timeout=30)
         except grpc.RpcError:
             if not status:  # keep them for the next try
@@ -166,12 +168,12 @@ def _serve_tasks(calls: ModelCalls, job_id: str, bridge: ScriptBridge, reporter:
     while True:
         header, payload = fetch_task(calls, job_id, last)
         if header.done:
-            if header.status == "FINISHED":
+            if JobStatus.parse(header.status) == JobStatus.FINISHED:
                 code = bridge.finish()
                 reporter.line(f"training script exited with code {code}")
             else:
                 bridge.kill()
-            reporter.flush(status="finished")
+            reporter.flush(status=SiteState.FINISHED)
             return 0
         if not header.task_id:
             continue
@@ -248,7 +250,7 @@ def main(argv: list[str]) -> int:
     confine = Confinement(isolation, job_dir / "job", resources.data_paths, resources.job_env_allow)
     refusal = isolation_refusal(confine, resources, kit.root, job_dir)
     if refusal:
-        reporter.flush(status="failed", error=f"{kit.info.name} refuses to run the job: {refusal}")
+        reporter.flush(status=SiteState.FAILED, error=f"{kit.info.name} refuses to run the job: {refusal}")
         reporter.stop()
         chan.close()
         return 1
@@ -266,17 +268,17 @@ def main(argv: list[str]) -> int:
     bridge.start()
     if bridge.pid is not None:
         (job_dir / "script.pgid").write_text(f"{bridge.pid}\n")
-    reporter.flush(status="running")
+    reporter.flush(status=SiteState.RUNNING)
     try:
         return _serve_tasks(ModelCalls(chan), job_id, bridge, reporter)
     except ScriptError as exc:
         bridge.kill()
-        reporter.flush(status="failed", error=str(exc))
+        reporter.flush(status=SiteState.FAILED, error=str(exc))
         return 1
     except (grpc.RpcError, RuntimeError, ValueError) as exc:
         bridge.kill()
         message = f"lost the server: {exc.details() if isinstance(exc, grpc.RpcError) else exc}"
-        reporter.flush(status="failed", error=message)
+        reporter.flush(status=SiteState.FAILED, error=message)
         return 1
     finally:
         reporter.stop()

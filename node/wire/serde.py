@@ -6,6 +6,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from flctl.node.admin import admin_types as t
+from flctl.node.jobs.job_status import JobStatus, SiteState
 from flctl.node.wire.proto import flctl_pb2 as pb
 
 if TYPE_CHECKING:  # the CLI uses this module without the server's store (and sqlite)
@@ -23,11 +24,12 @@ def job_to_pb(job: JobRow, last_metrics: dict[str, dict[str, float]], artifacts:
 
 def job_from_pb(msg: pb.JobInfo) -> t.JobInfo:
     return t.JobInfo(
-        id=msg.id, name=msg.name, status=msg.status, submitter=msg.submitter, submitter_org=msg.submitter_org,
-        submitted_at=msg.submitted_at, started_at=msg.started_at, ended_at=msg.ended_at, round=msg.round,
-        rounds=msg.rounds, workflow=msg.workflow, min_sites=msg.min_sites,
-        sites=[t.JobSite(s.name, s.state, s.round, s.error) for s in msg.sites], wait_reason=msg.wait_reason,
-        error=msg.error, last_metrics=json.loads(msg.last_metrics_json or "{}"), artifacts=msg.artifacts)
+        id=msg.id, name=msg.name, status=JobStatus.parse(msg.status), submitter=msg.submitter,
+        submitter_org=msg.submitter_org, submitted_at=msg.submitted_at, started_at=msg.started_at,
+        ended_at=msg.ended_at, round=msg.round, rounds=msg.rounds, workflow=msg.workflow, min_sites=msg.min_sites,
+        sites=[t.JobSite(s.name, SiteState.parse(s.state), s.round, s.error) for s in msg.sites],
+        wait_reason=msg.wait_reason, error=msg.error, last_metrics=json.loads(msg.last_metrics_json or "{}"),
+        artifacts=msg.artifacts)
 
 
 def site_to_pb(site: SiteRow, online: bool, isolation: str = "") -> pb.SiteInfo:

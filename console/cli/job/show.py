@@ -15,6 +15,7 @@ def command(job_id: Annotated[str, typer.Argument(metavar="ID")], kit: KitOption
             json_out: JsonOption = False) -> None:
     """Show a job: status, rounds done, each site's state, the last metrics and where its artifacts are."""
     from flctl.console.cli.job.render import duration, metrics_line, progress
+    from flctl.node.jobs.job_status import JobStatus
 
     with connect(kit) as admin:
         job = admin.get_job(job_id)
@@ -25,7 +26,7 @@ def command(job_id: Annotated[str, typer.Argument(metavar="ID")], kit: KitOption
              ("rounds", progress(job)), ("min sites", job.min_sites),
              ("submitter", f"{job.submitter} ({job.submitter_org})"), ("duration", duration(job)),
              ("artifacts", job.artifacts)]
-    if job.wait_reason and job.status == "SUBMITTED":
+    if job.wait_reason and job.status == JobStatus.SUBMITTED:
         pairs.append(("waiting", job.wait_reason))
     if job.error:
         pairs.append(("error", job.error))

@@ -28,6 +28,7 @@ def command(
     With --watch the exit code is 0 when the job FINISHED and 1 otherwise.
     """
     from flctl.console.cli.progress import byte_progress
+    from flctl.node.jobs.job_status import JobStatus
 
     with connect(kit) as admin:
         with byte_progress(f"packing {job.name}", json_out) as packing:
@@ -43,7 +44,7 @@ def command(
         info = follow(admin, job_id, quiet=json_out)
     if json_out:
         terminal.print_json({"id": job_id, "status": info.status, "error": info.error})
-    if info.status != "FINISHED":
+    if info.status != JobStatus.FINISHED:
         raise typer.Exit(exit_codes.FAILED)
 
 
@@ -52,11 +53,13 @@ def follow(admin: Any, job_id: str, quiet: bool = False) -> Any:
 
     `quiet` prints nothing: it only waits on the same stream for the job's final event.
     """
+    from flctl.node.jobs.job_status import JobStatus
+
     if quiet or terminal.settings.quiet:
         for _ in admin.watch(job_id):
             pass
         final = admin.get_job(job_id)
-        if not quiet and final.status != "FINISHED":  # --quiet keeps the error
+        if not quiet and final.status != JobStatus.FINISHED:  # --quiet keeps the error
             terminal.error(f"job {job_id} {final.status}" + (f": {final.error}" if final.error else ""))
         return final
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -78,7 +81,7 @@ def follow(admin: Any, job_id: str, quiet: bool = False) -> Any:
             elif event.kind in ("started", "waiting", "site_failed", "aborting"):
                 bar.console.print(event.message, markup=False, highlight=False)
     final = admin.get_job(job_id)
-    if final.status == "FINISHED":
+    if final.status == JobStatus.FINISHED:
         terminal.success(f"job {job_id} FINISHED; `flctl job download {job_id}` fetches the results")
     else:
         terminal.error(f"job {job_id} {final.status}" + (f": {final.error}" if final.error else ""))

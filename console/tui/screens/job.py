@@ -20,6 +20,7 @@ from flctl.console.tui.widgets.log_follower import LogFollower
 from flctl.console.tui.widgets.metric_plot import MetricPlot
 from flctl.node import errors
 from flctl.node.admin.admin_types import JobInfo
+from flctl.node.jobs.job_status import JobStatus
 
 if TYPE_CHECKING:
     from flctl.console.tui.app import ConsoleApp
@@ -94,7 +95,7 @@ class JobScreen(Screen[None]):
         done = f"round {cells.rounds(job)}" if job.rounds else "no rounds"
         self.query_one("#job-title", Label).update(
             f"{job.id}  {job.name}  {job.status}  {done}  {cells.duration(job, self.console.now)}"
-            + (f"  {job.wait_reason}" if job.wait_reason and job.status == "SUBMITTED" else "")
+            + (f"  {job.wait_reason}" if job.wait_reason and job.status == JobStatus.SUBMITTED else "")
             + (f"  {job.error}" if job.error else ""))
         bar = self.query_one("#rounds", ProgressBar)
         bar.display = bool(job.rounds)

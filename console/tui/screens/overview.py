@@ -14,6 +14,7 @@ from flctl.console.tui.widgets.connection_bar import ConnectionBar
 from flctl.console.tui.widgets.jobs_table import JobsTable
 from flctl.console.tui.widgets.sites_table import SitesTable
 from flctl.node.admin.admin_types import JobInfo, SiteInfo
+from flctl.node.jobs.job_status import JobStatus
 
 if TYPE_CHECKING:
     from flctl.console.tui.app import ConsoleApp
@@ -54,7 +55,7 @@ class OverviewScreen(Screen[None]):
 
     def _show_jobs(self, jobs: list[JobInfo]) -> None:
         self.query_one(JobsTable).show(jobs, self.console.now)
-        running = sum(j.status == "RUNNING" for j in jobs)
+        running = sum(j.status == JobStatus.RUNNING for j in jobs)
         self.query_one(JobsTable).border_subtitle = f"{running} running, {len(jobs)} in all"
 
     def _tick(self, now: float) -> None:

@@ -6,10 +6,11 @@ from typing import TYPE_CHECKING, cast
 
 from textual.widgets import Static
 
+from flctl.console.tui.connection import Connection, ConnectionState
 from flctl.node.admin.admin_types import Identity
 
 if TYPE_CHECKING:
-    from flctl.console.tui.app import Connection, ConsoleApp
+    from flctl.console.tui.app import ConsoleApp
 
 
 class ConnectionBar(Static):
@@ -26,14 +27,14 @@ class ConnectionBar(Static):
     def _show(self, connection: Connection) -> None:
         identity = cast("ConsoleApp", self.app).identity
         who = f"{identity.name} ({identity.role})" if identity else ""
-        for state in ("online", "offline", "connecting"):
+        for state in ConnectionState:
             self.set_class(connection.state == state, f"-{state}")
-        if connection.state == "online":
+        if connection.state == ConnectionState.ONLINE:
             text = f"● connected to {connection.target}  {who}"
             if identity and identity.notices:
                 count = len(identity.notices)
                 text += f"  ⚠ {count} notice{'s' if count > 1 else ''} from the server (i)"
-        elif connection.state == "offline":
+        elif connection.state == ConnectionState.OFFLINE:
             text = f"○ disconnected from {connection.target}; reconnecting… {connection.detail}"
         else:
             text = f"◌ connecting to {connection.target}…"

@@ -1,0 +1,97 @@
+"""`FilterPipeline`: the one place where a site's filters run, used by the site's job process
+(`flctl.node.site.job_process`) and by the simulator (`flctl.node.simulator.runtime.SimFederation`, in the
+simulation's main process, on each simulated site's behalf) alike: never in the process of a job's script.
+
+Both hold the task's and the result's params as safetensors bytes. When no filter of a direction needs the tensors
+(no filter at all, most often), those bytes pass as they are: never decoded, never copied (the fast path). Otherwise
+they are read as arrays over the bytes themselves (`tensors.views`, no copy), go through the filters in order, and
+are encoded again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import TypeVar
+
+from flctl.node.client import api_wire as wire
+from flctl.node.jobs.tasks import Params, Task, TaskResult
+from flctl.node.site.filters.base import Filter, FilterContext, FilterError
+from flctl.node.wire import tensors
+
+_Bytes = TypeVar("_Bytes", bytes, memoryview)
+_Item = TypeVar("_Item", Task, TaskResult)
+
+
+@dataclass(frozen=True)
+class FilterPipeline:
+    """The filters of one privacy scope for one job, in the order the site's privacy.yml lists them."""
+
+    job_id: str
+    scope: str = ""
+    task_filters: tuple[Filter, ...] = ()
+    result_filters: tuple[Filter, ...] = ()
+
+    def describe(self) -> str:
+        """What a job's log says: `private (tasks: none; results: exclude_vars)`."""
+        def names(filters: tuple[Filter, ...]) -> str:
+            return ", ".join(f.type_name for f in filters) or "none"
+
+        return f"{self.scope} (tasks: {names(self.task_filters)}; results: {names(self.result_filters)})"
+
+    def task_in(self, task: Task, payload: _Bytes, site: str) -> tuple[Task, _Bytes | bytes]:
+        """What `site`'s script is given for `task`, whose params are `payload` (`task.params` is not used): the
+        task as the task filters leave it (params empty) and its params' bytes, `payload` itself when no task filter
+        needs the tensors. FilterError when a filter fails."""
+        if not self.task_filters:
+            return task, payload
+        ctx = FilterContext(site, self.job_id, self.scope, task.name, task.round)
+        decoded = any(f.needs_params for f in self.task_filters)
+        task = replace(task, params=self._decoded(payload, ctx, "the task's") if decoded else {})
+        for step in self.task_filters:
+            task = self._apply(step, step.filter_task, task, ctx)
+        if not decoded:
+            return replace(task, params={}), payload
+        return replace(task, params={}), self._encoded(task.params, ctx)
+
+    def result_out(self, task: Task, answer: wire.Result, payload: _Bytes,
+                   site: str) -> tuple[wire.Result, _Bytes | bytes]:
+        """What `site` sends out for the script's `answer` to `task`, whose params are `payload`: the answer as the
+        result filters leave it and its params' bytes, `payload` itself when no result filter needs the tensors.
+        FilterError when a filter fails."""
+        if not self.result_filters:
+            return answer, payload
+        ctx = FilterContext(site, self.job_id, self.scope, task.name, task.round)
+        decoded = any(f.needs_params for f in self.result_filters)
+        result = TaskResult(site, self._decoded(payload, ctx, "the script's") if decoded else {},
+                            answer.num_examples, dict(answer.metrics), dict(answer.meta))
+        for step in self.result_filters:
+            result = self._apply(step, step.filter_result, result, ctx)
+        out = wire.Result(answer.task_id, result.num_examples, dict(result.metrics), dict(result.meta))
+        return out, self._encoded(result.params, ctx) if decoded else payload
+
+    def _apply(self, step: Filter, method: Callable[[_Item, FilterContext], _Item], item: _Item,
+               ctx: FilterContext) -> _Item:
+        try:
+            return method(item, ctx)
+        except Exception as exc:  # a filter's failure fails the job here: nothing goes out unfiltered
+            raise FilterError(f"the privacy filter {step.type_name} (scope '{self.scope}') failed on "
+                              f"{_describe(ctx)}: {type(exc).__name__}: {exc}") from exc
+
+    @staticmethod
+    def _decoded(payload: bytes | memoryview, ctx: FilterContext, whose: str) -> Params:
+        try:
+            return tensors.views(payload)
+        except ValueError as exc:
+            raise FilterError(f"{whose} params for {_describe(ctx)} cannot be filtered: {exc}") from None
+
+    def _encoded(self, params: Params, ctx: FilterContext) -> bytes:
+        try:
+            return tensors.encode(params)
+        except ValueError as exc:
+            raise FilterError(f"the privacy filters of scope '{self.scope}' left params that cannot be sent on "
+                              f"{_describe(ctx)}: {exc}") from None
+
+
+def _describe(ctx: FilterContext) -> str:
+    return f"task '{ctx.task_name}' (round {ctx.round})"
