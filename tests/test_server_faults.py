@@ -102,7 +102,7 @@ def test_a_job_process_request_the_server_cannot_handle_fails_that_job(daemon, t
 
     from flctl.node.server import job_runner
 
-    script = "import time; print('{\"op\": \"task\", \"task_id\": \"t\"}', flush=True); time.sleep(120)"
+    script = "import time; print('{\"kind\": \"task\", \"task_id\": \"t\"}', flush=True); time.sleep(120)"
     monkeypatch.setattr(job_runner, "JOB_PROCESS", [sys.executable, "-c", script])
     store = daemon.ctx.store
     job_id = add_job(daemon, tmp_path, "malformed", signed=True, at=1.0)
@@ -112,5 +112,32 @@ def test_a_job_process_request_the_server_cannot_handle_fails_that_job(daemon, t
 
     wait_for(daemon, lambda: store.get_job(job_id).status == "FAILED")
     failed = store.get_job(job_id)
-    assert failed.error == "the server could not handle the job's 'task' request: KeyError: 'payload'"
+    assert failed.error.startswith("server job link: refused a message: task.name: Field required")
+    assert daemon.ctx.runner.running() == []
+
+
+def test_stray_output_of_a_job_process_is_refused_logged_and_the_job_goes_on(daemon, tmp_path, monkeypatch, caplog):
+    """A line on a job process's stdout that is no message is refused (logged with its link), kept in the job's log,
+    and the job still ends as its process says."""
+    import logging
+    import sys
+
+    from flctl.node.server import job_runner
+
+    script = ("print('a native library talking', flush=True); "
+              "print('{\"kind\": \"done\", \"status\": \"FINISHED\", \"error\": \"\"}', flush=True)")
+    monkeypatch.setattr(job_runner, "JOB_PROCESS", [sys.executable, "-c", script])
+    store = daemon.ctx.store
+    job_id = add_job(daemon, tmp_path, "stray", signed=True, at=1.0)
+    job = store.get_job(job_id)
+    assert job is not None
+
+    with caplog.at_level(logging.WARNING, logger="flctl.server"):
+        daemon.ctx.runner.start(job, ["site-1"])
+        wait_for(daemon, lambda: store.get_job(job_id).status == "FINISHED")
+
+    lines = [line for _id, _site, _time, line in store.logs(job_id)]
+    assert "a native library talking" in lines
+    assert "server job link: refused a message: not a JSON object: 'a native library talking'" in lines
+    assert f"job {job_id}: server job link: refused a message: not a JSON object" in caplog.text
     assert daemon.ctx.runner.running() == []

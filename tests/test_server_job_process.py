@@ -4,15 +4,14 @@ written again."""
 from __future__ import annotations
 
 import io
-import json
 import queue
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 
 from flctl.node.jobs.tasks import Task
+from flctl.node.server.job_messages import JOB_REQUESTS, AbortJob, JobAnswer, PostTask
 from flctl.node.server.job_process import Aborted, PipeFederation
 from flctl.node.wire import tensors
 
@@ -23,17 +22,17 @@ class Requests(io.StringIO):
     def __init__(self, checkpoint: Path) -> None:
         super().__init__()
         self.checkpoint = checkpoint
-        self.tasks: list[tuple[dict[str, Any], bool]] = []
+        self.tasks: list[tuple[PostTask, bool]] = []
 
     def write(self, text: str) -> int:
-        message = json.loads(text)
-        if message["op"] == "task":
-            self.tasks.append((message, Path(message["payload"]).samefile(self.checkpoint)))
+        message = JOB_REQUESTS.decode(text)
+        if isinstance(message, PostTask):
+            self.tasks.append((message, Path(message.payload).samefile(self.checkpoint)))
         return len(text)
 
 
-def post(fed: PipeFederation, inbox: queue.Queue[Any], task: Task) -> None:
-    inbox.put({"op": "abort", "reason": "the test has seen the task"})
+def post(fed: PipeFederation, inbox: queue.Queue[JobAnswer], task: Task) -> None:
+    inbox.put(AbortJob(reason="the test has seen the task"))
     with pytest.raises(Aborted):
         list(fed.send(task, ["site-1"], 5.0))
 
@@ -42,7 +41,7 @@ def post(fed: PipeFederation, inbox: queue.Queue[Any], task: Task) -> None:
 def test_a_task_of_a_saved_model_is_a_link_to_its_checkpoint(tmp_path: Path, saved_as: str):
     params = {"w": np.arange(6, dtype=np.float32)}
     requests = Requests(tmp_path / "models" / "round-0.safetensors")
-    inbox: queue.Queue[Any] = queue.Queue()
+    inbox: queue.Queue[JobAnswer] = queue.Queue()
     fed = PipeFederation("j", tmp_path, ["site-1"], requests, inbox)
     fed.save_model("round-0", params)
 
@@ -50,7 +49,7 @@ def test_a_task_of_a_saved_model_is_a_link_to_its_checkpoint(tmp_path: Path, sav
 
     [(message, linked)] = requests.tasks
     assert linked == bool(saved_as)
-    assert not Path(message["payload"]).exists()  # the task's name goes with the round; the checkpoint stays
+    assert not Path(message.payload).exists()  # the task's name goes with the round; the checkpoint stays
     assert np.array_equal(tensors.read_file(tmp_path / "models" / "round-0.safetensors")["w"], params["w"])
 
 
@@ -60,12 +59,12 @@ def test_a_task_whose_checkpoint_is_gone_is_written(tmp_path: Path):
 
     class Capture(io.StringIO):
         def write(self, text: str) -> int:
-            message = json.loads(text)
-            if message["op"] == "task":
-                written.append(tensors.read_file(Path(message["payload"])))
+            message = JOB_REQUESTS.decode(text)
+            if isinstance(message, PostTask):
+                written.append(tensors.read_file(Path(message.payload)))
             return len(text)
 
-    inbox: queue.Queue[Any] = queue.Queue()
+    inbox: queue.Queue[JobAnswer] = queue.Queue()
     fed = PipeFederation("j", tmp_path, ["site-1"], Capture(), inbox)
 
     post(fed, inbox, Task("train", 1, params, saved_as="round-0"))  # never saved

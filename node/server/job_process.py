@@ -4,9 +4,10 @@
     python -m flctl.node.server.job_process --spare      (imports done, waits for ["JOB_DIR"] on stdin)
 
 `JOB_DIR/run.json` says which job, workflow and sites. The daemon and this process
-talk in JSON lines: this process writes requests on stdout (`task`, `cancel`,
-`model`, `round`, `log`, `done`) and reads answers on stdin (`result`, `failure`,
-`abort`). Models travel as safetensors files in JOB_DIR: written straight from the arrays,
+talk in JSON lines, typed in `job_messages` (the server job link): this process writes requests on
+stdout (`task`, `cancel`, `model`, `round`, `log`, `done`) and reads answers on stdin (`result`,
+`failure`, `rejoin`, `abort`); one it cannot read is logged (on stderr, the job's log) and refused.
+Models travel as safetensors files in JOB_DIR: written straight from the arrays,
 and results mapped, not read, so the workflow's running sum reads each a block at a time.
 Only a result of at most `task_board.INLINE_BYTES` comes in its `result` message (base64),
 so a thousand sites' small answers never touch the disk.
@@ -16,7 +17,7 @@ A crash here fails the job; it never takes the daemon down.
 from __future__ import annotations
 
 import base64
-import json
+import logging
 import os
 import queue
 import sys
@@ -26,15 +27,33 @@ import traceback
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Literal
 
 from flctl.node.jobs.job_spec import JobSpec, LoadedJob
 from flctl.node.jobs.tasks import Params, SiteFailure, Task, TaskResult
 from flctl.node.process import spare_process
+from flctl.node.process.links import LinkError
+from flctl.node.server.job_messages import (
+    JOB_ANSWERS,
+    JOB_REQUESTS,
+    RUN_PLAN,
+    AbortJob,
+    CancelTask,
+    JobAnswer,
+    JobDone,
+    JobRequest,
+    LogLine,
+    ModelSaved,
+    PostTask,
+    RoundDone,
+    SiteFailed,
+    SiteRejoined,
+)
 from flctl.node.wire import tensors
 from flctl.node.workflows.base import WorkflowError
 from flctl.node.workflows.state import WorkflowState, read_state, state_path, write_state
 
+log = logging.getLogger("flctl.server.job")
 
 class Aborted(Exception):
     """The daemon asked this job to stop."""
@@ -43,7 +62,8 @@ class Aborted(Exception):
 class PipeFederation:
     """`Federation` for a workflow running under the server daemon."""
 
-    def __init__(self, job_id: str, job_dir: Path, sites: list[str], out: IO[str], inbox: queue.Queue[Any]) -> None:
+    def __init__(self, job_id: str, job_dir: Path, sites: list[str], out: IO[str],
+                 inbox: queue.Queue[JobAnswer]) -> None:
         self.job_id = job_id
         self._dir = job_dir
         self._sites = sites
@@ -52,9 +72,10 @@ class PipeFederation:
         self._lock = threading.Lock()
         self._failed: dict[str, str] = {}  # site -> why; a failed site's job process is gone for good
 
-    def _emit(self, message: dict[str, Any]) -> None:
+    def _emit(self, message: JobRequest) -> None:
+        line = JOB_REQUESTS.encode(message).decode("utf-8")
         with self._lock:
-            self._out.write(json.dumps(message) + "\n")
+            self._out.write(line)
             self._out.flush()
 
     def sites(self) -> list[str]:
@@ -65,8 +86,8 @@ class PipeFederation:
         payload = self._dir / "tasks" / f"{task_id}.safetensors"
         if not (task.saved_as and _link(self._dir / "models" / f"{task.saved_as}.safetensors", payload)):
             _write_atomic(payload, task.params)
-        request = {"op": "task", "task_id": task_id, "name": task.name, "round": task.round, "sites": list(sites),
-                   "payload": str(payload), "meta": task.meta, "timeout_s": timeout_s}
+        request = PostTask(task_id=task_id, name=task.name, round=task.round, sites=list(sites), payload=str(payload),
+                           meta=task.meta, timeout_s=timeout_s)
         del task  # the task is on its way: its model may go (the workflow keeps none, see FedAvg)
         self._emit(request)
         waiting = set(sites)
@@ -88,47 +109,45 @@ class PipeFederation:
                     msg = self._inbox.get(timeout=left)
                 except queue.Empty:
                     return
-                if msg.get("op") == "abort":
-                    raise Aborted(msg.get("reason", "aborted"))
-                if msg.get("op") == "rejoin":
-                    self._failed.pop(msg["site"], None)
+                if isinstance(msg, AbortJob):
+                    raise Aborted(msg.reason)
+                if isinstance(msg, SiteRejoined):
+                    self._failed.pop(msg.site, None)
                     continue
-                if msg.get("op") == "failure":
-                    self._failed[msg["site"]] = msg.get("reason", "failed")
-                    if msg["site"] in waiting:
-                        waiting.discard(msg["site"])
-                        yield SiteFailure(msg["site"], self._failed[msg["site"]])
+                if isinstance(msg, SiteFailed):
+                    self._failed[msg.site] = msg.reason
+                    if msg.site in waiting:
+                        waiting.discard(msg.site)
+                        yield SiteFailure(msg.site, msg.reason)
                     continue
-                if msg.get("task_id") != task_id or msg.get("site") not in waiting:
+                if msg.task_id != task_id or msg.site not in waiting:
                     continue
-                waiting.discard(msg["site"])
-                if "data" in msg:  # a small model, in the message itself
-                    params = tensors.views(base64.b64decode(msg["data"]))
+                waiting.discard(msg.site)
+                if msg.data:  # a small model, in the message itself
+                    params = tensors.views(base64.b64decode(msg.data))
                 else:
-                    path = Path(msg["path"])
+                    path = Path(msg.path)
                     params = tensors.map_file(path)  # read as the workflow uses it, never all at once
                     path.unlink(missing_ok=True)
-                yield TaskResult(msg["site"], params, int(msg.get("num_examples", 0)),
-                                 {k: float(v) for k, v in msg.get("metrics", {}).items()}, msg.get("meta", {}))
+                yield TaskResult(msg.site, params, msg.num_examples, dict(msg.metrics), dict(msg.meta))
         finally:
-            self._emit({"op": "cancel", "task_id": task_id, "sites": sorted(waiting)})
+            self._emit(CancelTask(task_id=task_id, sites=sorted(waiting)))
             payload.unlink(missing_ok=True)
 
     def _drain(self) -> None:
         """Apply what arrived between rounds: sites that failed or came back; an abort stops the job now."""
-        keep = []
+        keep: list[JobAnswer] = []
         while True:
             try:
                 msg = self._inbox.get_nowait()
             except queue.Empty:
                 break
-            op = msg.get("op")
-            if op == "abort":
-                raise Aborted(msg.get("reason", "aborted"))
-            if op == "rejoin":
-                self._failed.pop(msg["site"], None)
-            elif op == "failure":
-                self._failed[msg["site"]] = msg.get("reason", "failed")
+            if isinstance(msg, AbortJob):
+                raise Aborted(msg.reason)
+            if isinstance(msg, SiteRejoined):
+                self._failed.pop(msg.site, None)
+            elif isinstance(msg, SiteFailed):
+                self._failed[msg.site] = msg.reason
             else:
                 keep.append(msg)
         for msg in keep:
@@ -138,19 +157,19 @@ class PipeFederation:
         path = self._dir / "models" / f"{name}.safetensors"
         if not (saved_as and _link(self._dir / "models" / f"{saved_as}.safetensors", path)):
             _write_atomic(path, params)
-        self._emit({"op": "model", "name": name})
+        self._emit(ModelSaved(name=name))
 
     def save_state(self, name: str, state: WorkflowState) -> None:
         write_state(state_path(self._dir, name), state)
 
     def record_round(self, round_no: int, metrics: dict[str, dict[str, float]]) -> None:
-        self._emit({"op": "round", "round": round_no, "metrics": metrics})
+        self._emit(RoundDone(round=round_no, metrics=metrics))
 
     def log(self, message: str) -> None:
-        self._emit({"op": "log", "line": message})
+        self._emit(LogLine(line=message))
 
-    def done(self, status: str, error: str = "") -> None:
-        self._emit({"op": "done", "status": status, "error": error})
+    def done(self, status: Literal["FINISHED", "FAILED", "ABORTED"], error: str = "") -> None:
+        self._emit(JobDone(status=status, error=error))
 
 
 def _write_atomic(path: Path, params: Params) -> None:
@@ -172,35 +191,39 @@ def _link(saved: Path, path: Path) -> bool:
     return True
 
 
-def _read_inbox(stream: IO[str], inbox: queue.Queue[Any]) -> None:
+def _read_inbox(stream: IO[str], inbox: queue.Queue[JobAnswer]) -> None:
+    """Move the daemon's answers into `inbox`; one that cannot be read is logged and refused."""
     for line in stream:
         try:
-            inbox.put(json.loads(line))
-        except ValueError:
-            continue
-    inbox.put({"op": "abort", "reason": "the server daemon went away"})
+            inbox.put(JOB_ANSWERS.decode(line))
+        except LinkError as exc:
+            JOB_ANSWERS.refuse(exc, log)
+    inbox.put(AbortJob(reason="the server daemon went away"))
 
 
 def main(argv: list[str]) -> int:
     job_dir = Path(argv[0])
-    run = json.loads((job_dir / "run.json").read_text())
+    try:
+        run = RUN_PLAN.decode((job_dir / "run.json").read_bytes())
+    except LinkError as exc:  # the daemon fails the job: this process exits before saying `done`
+        RUN_PLAN.refuse(exc, log)
+        return 2
     out = os.fdopen(os.dup(sys.stdout.fileno()), "w")
     sys.stdout = sys.stderr  # stray prints must not corrupt the protocol
-    inbox: queue.Queue[Any] = queue.Queue()
+    inbox: queue.Queue[JobAnswer] = queue.Queue()
     threading.Thread(target=_read_inbox, args=(sys.stdin, inbox), daemon=True).start()
-    fed = PipeFederation(run["job_id"], job_dir, run["sites"], out, inbox)
-    spec = run["spec"]
+    fed = PipeFederation(run.job_id, job_dir, run.sites, out, inbox)
     try:
-        job_spec = JobSpec.model_validate(spec)
+        job_spec = JobSpec.model_validate(run.spec)
         workflow = LoadedJob(job_spec, job_dir, job_spec.workflow_args()).create_workflow()
         initial = None
-        if run.get("initial"):
-            initial = tensors.read_file(Path(run["initial"]))
-            fed.log(f"resuming at round {run['start_round']} from {Path(run['initial']).name}")
-        if run.get("state"):
-            workflow.restore(read_state(Path(run["state"])))
-            fed.log(f"the workflow's state restored from {Path(run['state']).name}")
-        workflow.run(fed, initial, int(run.get("start_round", 0)))
+        if run.initial:
+            initial = tensors.read_file(Path(run.initial))
+            fed.log(f"resuming at round {run.start_round} from {Path(run.initial).name}")
+        if run.state:
+            workflow.restore(read_state(Path(run.state)))
+            fed.log(f"the workflow's state restored from {Path(run.state).name}")
+        workflow.run(fed, initial, run.start_round)
     except Aborted as exc:
         fed.done("ABORTED", str(exc))
         return 0

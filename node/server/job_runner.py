@@ -4,7 +4,10 @@ Starts `flctl.node.server.job_process` for a job (handing the job to a spare pro
 ahead of time when one is waiting, see `flctl.node.process.spare_process`), turns its requests into posted
 tasks, store records and events, passes site answers back to it, and ends the job (finished,
 failed or aborted) whatever the child does, crash included: a job ends when its process says
-`done`, or when the process exits without saying it.
+`done`, or when the process exits without saying it. What the two say is typed in `job_messages`
+(the server job link): a line of the process's that is not a JSON object is stray output, kept in the
+job's log; a message that does not validate is logged and refused, and fails the job (its two ends
+disagree; it could only hang).
 """
 
 from __future__ import annotations
@@ -27,7 +30,9 @@ from pathlib import Path
 from typing import IO, Any
 
 from flctl.node.jobs.job_status import DROPPED, JobStatus, SiteState
+from flctl.node.process.links import LinkError
 from flctl.node.process.spare_process import SPARE_FLAG, SpareProcess
+from flctl.node.server import job_messages
 from flctl.node.server.job_records import log_files, metrics_json
 from flctl.node.server.site_hub import SiteHub
 from flctl.node.server.store import JobRow, Store
@@ -114,16 +119,16 @@ class JobRunner:
     def _start(self, job: JobRow, sites: list[str], resume: bool) -> None:
         job_dir = self.job_dir(job.id)
         job_dir.mkdir(parents=True, exist_ok=True)
-        plan: dict[str, Any] = {"job_id": job.id, "spec": job.spec, "sites": sites, "min_sites": job.min_sites}
+        plan = job_messages.RunPlan(job_id=job.id, spec=job.spec, sites=sites, min_sites=job.min_sites)
         last = last_checkpoint(job_dir) if resume else None
         if last is not None:
-            plan.update(initial=str(job_dir / "models" / f"round-{last}.safetensors"), start_round=last + 1)
-            if state_path(job_dir, f"round-{last}").is_file():  # a stateful workflow's state of that round
-                plan.update(state=str(state_path(job_dir, f"round-{last}")))
-        (job_dir / "run.json").write_text(json.dumps(plan))
+            state = state_path(job_dir, f"round-{last}")  # a stateful workflow's state of that round
+            plan = plan.model_copy(update={"initial": str(job_dir / "models" / f"round-{last}.safetensors"),
+                                           "start_round": last + 1, "state": str(state) if state.is_file() else None})
+        (job_dir / "run.json").write_bytes(job_messages.RUN_PLAN.encode(plan))
         if resume:
             self._store.add_event(job.id, "resumed", "the server restarted; the job resumes at round "
-                                  f"{plan.get('start_round', 0)}", {"round": plan.get("start_round", 0)})
+                                  f"{plan.start_round}", {"round": plan.start_round})
         else:
             self._store.update_job(job.id, status=JobStatus.RUNNING, started_at=time.time(), wait_reason="")
             self._store.set_site_states(job.id, sites, SiteState.STARTING)
@@ -146,29 +151,41 @@ class JobRunner:
     def _read_requests(self, run: _Running, stream: IO[str]) -> None:
         done = False
         for line in stream:
-            try:
-                msg = json.loads(line)
-            except ValueError:
-                self._store.add_logs(run.job.id, "server", [(time.time(), line.rstrip())])
+            if not line.lstrip().startswith("{"):  # stray output on the process's stdout: it goes to the job's log
+                self._refused(run, LinkError(job_messages.LINK, f"not a JSON object: {line.rstrip()[:200]!r}"))
+                self._guarded(run.job.id, functools.partial(self._store.add_logs, run.job.id, "server",
+                                                            [(time.time(), line.rstrip())]))
                 continue
-            if msg.get("op") == "done" and not done:
+            try:
+                msg = job_messages.JOB_REQUESTS.decode(line)
+            except LinkError as exc:  # the two ends disagree: the job fails, saying why, rather than hang
+                self._refused(run, exc)
+                if not done:
+                    self._guarded(run.job.id, functools.partial(self.fail, run.job.id, str(exc)))
+                continue
+            if isinstance(msg, job_messages.JobDone) and not done:
                 done = True  # the job has ended: say so now, not once the interpreter has wound down
-                status = JobStatus.parse(str(msg.get("status")))
-                self._guarded(run.job.id, functools.partial(self._finish, run, status, str(msg.get("error", ""))))
+                self._guarded(run.job.id, functools.partial(self._finish, run, JobStatus(msg.status), msg.error))
                 threading.Thread(target=self._reap_done, args=(run,), daemon=True).start()
                 continue
             if not done:
                 try:
                     self._handle(run, msg)
                 except Exception as exc:  # the job fails, saying why; the process is ended, so the stream ends
-                    log.exception("job %s: could not handle the job process's %r", run.job.id, msg.get("op"))
-                    reason = (f"the server could not handle the job's {msg.get('op')!r} request: "
+                    log.exception("job %s: could not handle the job process's %r", run.job.id, msg.kind)
+                    reason = (f"the server could not handle the job's {msg.kind!r} request: "
                               f"{type(exc).__name__}: {exc}")
                     self._guarded(run.job.id, functools.partial(self.fail, run.job.id, reason))
         code = run.process.wait()
         if not done:
             self._guarded(run.job.id, lambda: self._finish(
                 run, JobStatus.FAILED, f"the job process exited with code {code} before the job ended"))
+
+    def _refused(self, run: _Running, error: LinkError) -> None:
+        """Log a message refused on the job's link, in the daemon's log and the job's."""
+        log.warning("job %s: %s", run.job.id, error)
+        self._guarded(run.job.id, functools.partial(self._store.add_logs, run.job.id, "server",
+                                                    [(time.time(), str(error))]))
 
     @staticmethod
     def _guarded(job_id: str, action: Callable[[], object]) -> None:
@@ -194,62 +211,62 @@ class JobRunner:
                 log.exception("job %s: could not store a line of the job process's output: %s", job_id,
                               line.rstrip())
 
-    def _handle(self, run: _Running, msg: dict[str, Any]) -> None:
-        job_id, op = run.job.id, msg.get("op")
-        if op == "task":
-            payload = Path(msg["payload"])
+    def _handle(self, run: _Running, msg: job_messages.JobRequest) -> None:
+        job_id = run.job.id
+        if isinstance(msg, job_messages.PostTask):
+            payload = Path(msg.payload)
             try:
                 data = payload.read_bytes() if payload.stat().st_size <= INLINE_BYTES else None
             except FileNotFoundError:  # a job process that died since: the sites are told the job ended
                 data = None
-            meta = msg.get("meta", {})
-            task = PostedTask(msg["task_id"], msg["name"], int(msg["round"]), payload, meta, float(msg["timeout_s"]),
-                              data, json.dumps(meta))
+            task = PostedTask(msg.task_id, msg.name, msg.round, payload, msg.meta, msg.timeout_s, data,
+                              json.dumps(msg.meta))
             self._store.update_job(job_id, round=task.round)
-            self._store.set_site_states(job_id, msg["sites"], SiteState.WORKING, task.round, unless=DROPPED)
-            self._board.post(job_id, task, msg["sites"])
+            self._store.set_site_states(job_id, msg.sites, SiteState.WORKING, task.round, unless=DROPPED)
+            self._board.post(job_id, task, msg.sites)
             self._store.add_event(job_id, "task", f"round {task.round}: {task.name} sent to "
-                                  f"{len(msg['sites'])} sites", {"round": task.round, "task": task.name})
-        elif op == "cancel":
-            self._board.cancel(job_id, msg["task_id"], msg["sites"])
-            self._store.set_site_states(job_id, msg["sites"], SiteState.LATE)
-        elif op == "round":
-            round_no = int(msg["round"])
-            metrics: dict[str, dict[str, float]] = msg.get("metrics", {})
-            self._store.add_round_metrics(job_id, round_no, metrics)
-            self._store.add_event(job_id, "round", f"round {round_no} complete",
-                                  {"round": round_no, "metrics": metrics})
-        elif op == "model":
-            self._store.add_event(job_id, "model", f"model {msg['name']} saved", {"name": msg["name"]})
-        elif op == "log":
-            self._store.add_logs(job_id, "server", [(time.time(), str(msg["line"]))])
+                                  f"{len(msg.sites)} sites", {"round": task.round, "task": task.name})
+        elif isinstance(msg, job_messages.CancelTask):
+            self._board.cancel(job_id, msg.task_id, msg.sites)
+            self._store.set_site_states(job_id, msg.sites, SiteState.LATE)
+        elif isinstance(msg, job_messages.RoundDone):
+            self._store.add_round_metrics(job_id, msg.round, msg.metrics)
+            self._store.add_event(job_id, "round", f"round {msg.round} complete",
+                                  {"round": msg.round, "metrics": msg.metrics})
+        elif isinstance(msg, job_messages.ModelSaved):
+            self._store.add_event(job_id, "model", f"model {msg.name} saved", {"name": msg.name})
+        elif isinstance(msg, job_messages.LogLine):
+            self._store.add_logs(job_id, "server", [(time.time(), msg.line)])
 
     # ------------------------------------------------------------------ daemon -> child
-    def _tell(self, job_id: str, message: dict[str, Any]) -> None:
+    def _tell(self, job_id: str, message: job_messages.JobAnswer) -> None:
+        """Write `message` to the job's process; one that has exited (it ends the job itself) cannot read it."""
         with self._lock:
             run = self._running.get(job_id)
         if run is None or run.process.stdin is None:
             return
+        line = job_messages.JOB_ANSWERS.encode(message).decode("utf-8")
         with run.stdin_lock:
             try:
-                run.process.stdin.write(json.dumps(message) + "\n")
+                run.process.stdin.write(line)
                 run.process.stdin.flush()
-            except (BrokenPipeError, ValueError, OSError):
-                pass
+            except (BrokenPipeError, ValueError, OSError) as exc:  # the job ends when its reader sees the exit
+                log.warning("job %s: %s: could not tell the job process %r (%s: %s); it has exited or is exiting",
+                            job_id, job_messages.JOB_ANSWERS.name, message.kind, type(exc).__name__, exc)
 
     def result(self, job_id: str, site: str, task_id: str, payload: Path | bytes, num_examples: int,
                metrics: dict[str, float], meta: dict[str, Any]) -> None:
         """Hand a site's result to the job process: a file in the job's folder, or (up to INLINE_BYTES) its bytes."""
         self._store.set_site_state(job_id, site, SiteState.ANSWERED)
-        where = {"path": str(payload)} if isinstance(payload, Path) else \
-            {"data": base64.b64encode(payload).decode("ascii")}
-        self._tell(job_id, {"op": "result", "task_id": task_id, "site": site, **where,
-                            "num_examples": num_examples, "metrics": metrics, "meta": meta})
+        path, data = ("", base64.b64encode(payload).decode("ascii")) if isinstance(payload, bytes) else \
+            (str(payload), "")
+        self._tell(job_id, job_messages.SiteResult(task_id=task_id, site=site, path=path, data=data,
+                                                   num_examples=num_examples, metrics=metrics, meta=meta))
 
     def failure(self, job_id: str, site: str, reason: str, task_id: str = "") -> None:
         self._store.set_site_state(job_id, site, SiteState.FAILED, error=reason)
         self._store.add_event(job_id, "site_failed", f"{site} failed: {reason}", {"site": site, "reason": reason})
-        self._tell(job_id, {"op": "failure", "task_id": task_id, "site": site, "reason": reason})
+        self._tell(job_id, job_messages.SiteFailed(task_id=task_id, site=site, reason=reason))
 
     def rejoin(self, job_id: str, site: str) -> None:
         """A site that failed or went offline is back: start its part of the job again."""
@@ -259,7 +276,7 @@ class JobRunner:
             return
         self._store.set_site_state(job_id, site, SiteState.STARTING, error="")
         self._store.add_event(job_id, "site_rejoined", f"{site} rejoins the job", {"site": site})
-        self._tell(job_id, {"op": "rejoin", "site": site})
+        self._tell(job_id, job_messages.SiteRejoined(site=site))
         self._push_start(run.job, [site])
 
     def _push_start(self, job: JobRow, sites: list[str]) -> None:
@@ -276,7 +293,7 @@ class JobRunner:
             run = self._running.get(job_id)
         if run is None:
             return False
-        self._tell(job_id, {"op": "abort", "reason": reason})
+        self._tell(job_id, job_messages.AbortJob(reason=reason))
         threading.Thread(target=self._reap, args=(run, reason), daemon=True).start()
         return True
 

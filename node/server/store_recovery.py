@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from flctl.node.jobs.job_status import ENDED, JobStatus, SiteState
+from flctl.node.server.job_messages import RUN_PLAN
 from flctl.node.server.job_records import RECORD_FILE, load_record
 from flctl.node.server.job_runner import last_checkpoint
 from flctl.node.server.store import JobRow, Store, StoreDamaged
@@ -128,7 +129,7 @@ def _rebuild(folder: Path) -> JobRow:
         except JobError as exc:
             raise ValueError(f"its bundle no longer holds a valid job: {exc}") from None
     spec = loaded.spec
-    run = json.loads((folder / "run.json").read_text()) if (folder / "run.json").is_file() else None
+    run = RUN_PLAN.decode((folder / "run.json").read_bytes()) if (folder / "run.json").is_file() else None
     submitted = (folder / "bundle.zip").stat().st_mtime
     job = JobRow(folder.name, spec.name, JobStatus.SUBMITTED, who.name, who.org, who.role or "", submitted, 0.0, 0.0,
                  -1, int(getattr(loaded.args, "rounds", 0)), spec.workflow.type, spec.min_sites,
@@ -137,7 +138,7 @@ def _rebuild(folder: Path) -> JobRow:
     if run is not None:
         job.status = JobStatus.RUNNING
         job.started_at = (folder / "run.json").stat().st_mtime
-        job.site_states = {str(site): (SiteState.STARTING, -1, "") for site in run.get("sites", [])}
+        job.site_states = {site: (SiteState.STARTING, -1, "") for site in run.sites}
         ended = (folder / "metrics.json").is_file()
         last = last_checkpoint(folder)
         if ended and last is not None and job.rounds and last >= job.rounds - 1:
@@ -159,7 +160,7 @@ def _settle(folder: Path, job: JobRow) -> JobRow:
         job.status, job.ended_at = JobStatus.FAILED, time.time()
         job.error = "recovered from disk without its signature.json: it cannot be sent to sites; submit it again"
     elif job.status == JobStatus.RUNNING and not job.site_states and (folder / "run.json").is_file():
-        sites = json.loads((folder / "run.json").read_text()).get("sites", [])
+        sites = RUN_PLAN.decode((folder / "run.json").read_bytes()).sites
         job.site_states = {str(site): (SiteState.STARTING, -1, "") for site in sites}
     return job
 

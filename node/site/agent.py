@@ -39,6 +39,7 @@ from flctl.node.security.authz import Actor, decide, signer_allowed
 from flctl.node.security.path_names import BadName, check_path_name
 from flctl.node.security.revocation import CrlRefused
 from flctl.node.security.tls import channel
+from flctl.node.site.job_launch import SiteJob, read_script_group
 from flctl.node.site.job_process import isolation_note, job_isolation
 from flctl.node.site.sandbox import not_dumpable
 from flctl.node.wire.proto import flctl_pb2 as pb
@@ -220,7 +221,7 @@ class SiteAgent:
             self._report_failure(stub, job_id, message)
             return
         log_path = job_dir / "job_process.log"
-        args = [str(self.kit.root), str(job_dir), job_id]
+        args = SiteJob(self.kit.root, job_dir, job_id).argv()
         process = self._spare.take(args, output=log_path)
         if process is None:
             with open(log_path, "ab") as out:
@@ -307,9 +308,9 @@ def _terminate(job: _Job, grace_s: float = 0.0) -> None:
         job.process.wait(STOP_GRACE_S)
     except subprocess.TimeoutExpired:
         # It could not end its script itself: end the script's group (recorded by the job process) too.
-        script = job.job_dir / "script.pgid"
-        with contextlib.suppress(FileNotFoundError, ValueError):
-            _signal_group(int(script.read_text().strip()), signal.SIGKILL)
+        script = read_script_group(job.job_dir, log)
+        if script is not None:
+            _signal_group(script, signal.SIGKILL)
         _signal_group(job.process.pid, signal.SIGKILL)
         job.process.wait(5)
 
