@@ -6,6 +6,8 @@ from __future__ import annotations
 import ast
 import json
 import sqlite3
+import subprocess
+import threading
 from pathlib import Path
 
 import pytest
@@ -14,7 +16,10 @@ from flctl.node.admin.admin_types import Event, JobInfo
 from flctl.node.jobs.job_status import ACTIVE, DROPPED, ENDED, OUT, REPORTED, JobStatus, SiteState, ends_job
 from flctl.node.server.federation_service import _report_refusal
 from flctl.node.server.job_records import load_record, save_record
+from flctl.node.server.job_runner import JobRunner, _Running
+from flctl.node.server.site_hub import SiteHub
 from flctl.node.server.store import JobRow, Store
+from flctl.node.server.task_board import TaskBoard
 from flctl.node.wire import serde
 from flctl.node.wire.proto import flctl_pb2 as pb
 
@@ -138,6 +143,22 @@ def test_a_site_may_report_only_its_own_part_in_words_it_knows():
     ended = job_row(JobStatus.FINISHED)
     assert _report_refusal("s1", ended, SiteState.FAILED, "failed") is None  # how its part ended, once
     assert _report_refusal("s1", ended, SiteState.RUNNING, "running") is not None
+
+
+def test_a_job_never_ends_in_a_status_that_is_not_an_end(tmp_path: Path):
+    """A job process that ends its job as UNKNOWN (or RUNNING) fails it, saying so: the job never stays unended."""
+    store = Store(tmp_path / "s.db")
+    store.add_job(job_row())
+    runner = JobRunner(store, TaskBoard(), SiteHub(), tmp_path, on_end=lambda job_id: None, spare=False)
+    run = _Running(job_row(), [], subprocess.Popen(["true"]), threading.Lock())
+
+    runner._finish(run, JobStatus.parse("PAUSED"), "")
+
+    job = store.get_job("j1")
+    assert job is not None and job.status is JobStatus.FAILED
+    assert job.error == "the job process ended the job as UNKNOWN"
+    assert ends_job(store.events(0, "j1")[-1].kind)
+    run.process.wait()
 
 
 # ------------------------------------------------------------------ no literal left
