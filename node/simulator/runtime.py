@@ -3,7 +3,8 @@
 `simulate()` runs the same workflow class a server job process runs (`LoadedJob.create_workflow()`)
 against `SimFederation`, which implements `flctl.node.workflows.base.Federation`: a task goes to each
 worker once (params encoded once), each worker hands it to its sites' scripts, and answers come
-back as they arrive. Reader threads move every worker's messages into one queue, so nothing
+back as they arrive. Reader threads move every worker's messages (typed in `worker_messages`, the
+simulator worker link; one that cannot be read is logged and refused) into one queue, so nothing
 polls: a round moves on the moment its last answer lands.
 
 Artifacts are those of a real run, in `<workspace>/<job name>/`: `models/round-N.safetensors`,
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import multiprocessing
 import os
 import queue
@@ -32,6 +34,8 @@ from flctl.node.errors import NodeError
 from flctl.node.jobs.job_spec import APP_FOLDER, LoadedJob
 from flctl.node.jobs.job_status import JobStatus
 from flctl.node.jobs.tasks import Params, SiteFailure, Task, TaskResult
+from flctl.node.process.links import LinkError
+from flctl.node.simulator import worker_messages
 from flctl.node.simulator.worker import WorkerSpec
 from flctl.node.simulator.worker import main as worker_main
 from flctl.node.site import sandbox
@@ -39,6 +43,7 @@ from flctl.node.wire import tensors
 from flctl.node.workflows.base import WorkflowError
 from flctl.node.workflows.state import WorkflowState, state_path, write_state
 
+log = logging.getLogger("flctl.simulator")
 MARKER = "simulation.json"
 """The file that marks a folder as a simulation's output (so a rerun may replace it)."""
 
@@ -90,24 +95,38 @@ def site_names(job: LoadedJob, count: int | None) -> list[str]:
     return [f"site-{i}" for i in range(1, count + 1)]
 
 
+@dataclass(frozen=True)
+class _WorkerGone:
+    """A worker's pipe ended (the process died, or ended after `SimEnded`): not a message, what its reader saw."""
+
+    index: int
+
+
+_Event = tuple[worker_messages.FromWorker | _WorkerGone, bytes]
+"""What lands in the pool's queue: a worker's message and its params (b"" for none), or a worker's end."""
+
+
 @dataclass
 class _Pool:
     """The worker processes, their pipes and the one queue their messages land in."""
 
     pipes: list[Connection]
     processes: list[Any]
-    events: queue.Queue[tuple[Any, ...]] = field(default_factory=queue.Queue)
+    events: queue.Queue[_Event] = field(default_factory=queue.Queue)
 
     def read(self, index: int) -> None:
         pipe = self.pipes[index]
         while True:
             try:
-                message = pipe.recv()
+                message, payload = worker_messages.receive(pipe, worker_messages.FROM_WORKER)
+            except LinkError as exc:
+                worker_messages.FROM_WORKER.refuse(exc, log)
+                continue
             except (EOFError, OSError):
-                self.events.put(("gone", index))
+                self.events.put((_WorkerGone(index), b""))
                 return
-            self.events.put(message)
-            if message[0] == "ended":
+            self.events.put((message, payload))
+            if isinstance(message, worker_messages.SimEnded):
                 return
 
 
@@ -147,7 +166,9 @@ class SimFederation:
         for index, group in sorted(by_worker.items()):
             if index not in self._gone_workers:
                 with contextlib.suppress(OSError):
-                    self._pool.pipes[index].send(("task", task_id, task.name, task.round, task.meta, payload, group))
+                    assigned = worker_messages.SimTask(task_id=task_id, name=task.name, round=task.round,
+                                                       meta=task.meta, sites=group, size=len(payload))
+                    worker_messages.send(self._pool.pipes[index], worker_messages.TO_WORKER, assigned, payload)
         deadline = time.monotonic() + timeout_s
         for site in sorted(waiting):
             reason = self._failed.get(site) or (None if site in self._worker_of else "no such simulated site")
@@ -162,39 +183,36 @@ class SimFederation:
             if left <= 0:
                 return
             try:
-                message = self._pool.events.get(timeout=left)
+                message, data = self._pool.events.get(timeout=left)
             except queue.Empty:
                 return
-            kind = message[0]
-            if kind == "result":
-                _, site, answered, num_examples, metrics, meta, data = message
-                if answered != task_id or site not in waiting:
+            if isinstance(message, worker_messages.SimResult):
+                if message.task_id != task_id or message.site not in waiting:
                     continue
-                waiting.discard(site)
-                yield TaskResult(site, tensors.decode(data), int(num_examples), dict(metrics), dict(meta))
-            elif kind == "failure":
-                _, site, failed_task, reason = message
-                self._failed.setdefault(site, reason)
-                if failed_task == task_id and site in waiting:
-                    waiting.discard(site)
-                    yield SiteFailure(site, reason)
-            elif kind == "gone":
-                index = message[1]
-                self._gone_workers.add(index)
+                waiting.discard(message.site)
+                yield TaskResult(message.site, tensors.decode(data), message.num_examples, dict(message.metrics),
+                                 dict(message.meta))
+            elif isinstance(message, worker_messages.SimFailure):
+                self._failed.setdefault(message.site, message.reason)
+                if message.task_id == task_id and message.site in waiting:
+                    waiting.discard(message.site)
+                    yield SiteFailure(message.site, message.reason)
+            elif isinstance(message, _WorkerGone):
+                self._gone_workers.add(message.index)
                 self.ended_workers += 1
-                for site in sorted(s for s in waiting if self._worker_of.get(s) == index):
+                for site in sorted(s for s in waiting if self._worker_of.get(s) == message.index):
                     waiting.discard(site)
                     self._failed[site] = "its simulator worker process died"
                     yield SiteFailure(site, self._failed[site])
             else:
                 self.handle(message)
 
-    def handle(self, message: tuple[Any, ...]) -> None:
+    def handle(self, message: worker_messages.FromWorker | _WorkerGone) -> None:
         """A message that is not an answer: a logged metric, or a worker's end."""
-        if message[0] == "metric":
-            _, site, round_no, name, value, step = message
-            self.metrics.append({"site": site, "round": round_no, "name": name, "value": value, "step": step})
-        elif message[0] in ("ended", "gone"):
+        if isinstance(message, worker_messages.SimMetric):
+            self.metrics.append({"site": message.site, "round": message.round, "name": message.name,
+                                 "value": message.value, "step": message.step})
+        elif isinstance(message, worker_messages.SimEnded | _WorkerGone):
             self.ended_workers += 1
 
     def save_model(self, name: str, params: Params, saved_as: str = "") -> None:
@@ -325,11 +343,11 @@ def _stop_pool(pool: _Pool, fed: SimFederation, grace_s: float = 40.0) -> None:
     """End the job in every worker, collect what they still send, and reap them."""
     for pipe in pool.pipes:
         with contextlib.suppress(OSError):
-            pipe.send(("end",))
+            worker_messages.send(pipe, worker_messages.TO_WORKER, worker_messages.SimEnd())
     deadline = time.monotonic() + grace_s
     while fed.ended_workers < len(pool.pipes):
         try:
-            fed.handle(pool.events.get(timeout=max(0.0, deadline - time.monotonic())))
+            fed.handle(pool.events.get(timeout=max(0.0, deadline - time.monotonic()))[0])
         except queue.Empty:
             break
     for process in pool.processes:

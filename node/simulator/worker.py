@@ -2,17 +2,14 @@
 
 The worker reads tasks from the simulation's main process and hands each to its sites' scripts;
 answers, failures and logged metrics go back as soon as they happen (no polling anywhere).
-Messages on the pipe are tuples between two processes of the same simulation:
-
-    main -> worker   ("task", task_id, name, round, meta, params_bytes, sites)   ("end",)
-    worker -> main   ("result", site, task_id, num_examples, metrics, meta, params_bytes)
-                     ("failure", site, task_id, reason)   ("metric", site, round, name, value, step)
-                     ("ended",)
+The messages on the pipe are typed in `worker_messages` (the simulator worker link); one that cannot
+be read is logged and refused.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import sys
@@ -21,13 +18,29 @@ import time
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 from flctl.node.client import api_wire as wire
 from flctl.node.client import legacy
+from flctl.node.process.links import LinkError
 from flctl.node.simulator.site_thread import ThreadConnection, current_site, frame_for_task, run_script
+from flctl.node.simulator.worker_messages import (
+    FROM_WORKER,
+    TO_WORKER,
+    FromWorker,
+    SimEnd,
+    SimEnded,
+    SimFailure,
+    SimMetric,
+    SimResult,
+    SimTask,
+    ToWorker,
+    receive,
+    send,
+)
 from flctl.node.site import sandbox
 
+log = logging.getLogger("flctl.simulator")
 _END_GRACE_S = 30.0
 """How long the worker waits for its scripts to return once the job has ended."""
 
@@ -141,22 +154,26 @@ class Worker:
     def serve(self) -> None:
         """Handle the main process's messages until the job ends (or the main process goes away)."""
         while True:
+            message: ToWorker
             try:
-                message = self._pipe.recv()
+                message, payload = receive(self._pipe, TO_WORKER)
+            except LinkError as exc:
+                TO_WORKER.refuse(exc, log)
+                continue
             except (EOFError, OSError):
-                message = ("end",)
-            if message[0] == "task":
-                _, task_id, name, round_no, meta, payload, sites = message
-                frame = frame_for_task(task_id, name, round_no, meta, len(payload))
-                for site in sites:
+                message, payload = SimEnd(), b""
+            if isinstance(message, SimTask):
+                task_id, round_no = message.task_id, message.round
+                frame = frame_for_task(task_id, message.name, round_no, message.meta, len(payload))
+                for site in message.sites:
                     self._assign(site, task_id, round_no, frame, payload)
-            elif message[0] == "end":
+            elif isinstance(message, SimEnd):
                 self._end()
                 return
 
-    def _send(self, message: tuple[Any, ...]) -> None:
+    def _send(self, message: FromWorker, payload: bytes = b"") -> None:
         with self._send_lock, contextlib.suppress(OSError):
-            self._pipe.send(message)
+            send(self._pipe, FROM_WORKER, message, payload)
 
     def _assign(self, site: str, task_id: int, round_no: int, frame: bytes, payload: bytes) -> None:
         with self._state_lock:
@@ -176,7 +193,7 @@ class Worker:
                         args=(self._code, self._path, site, self._spec.job_id, state.conn, self._baton, self._exited))
                     state.thread.start()
         if gone:
-            self._send(("failure", site, task_id, gone))
+            self._send(SimFailure(site=site, task_id=task_id, reason=gone))
 
     def _from_script(self, site: str, frame: bytes, payload: bytes) -> None:
         """A frame the script sent (with its payload): forward answers and metrics to the main process."""
@@ -185,12 +202,12 @@ class Worker:
             with self._state_lock:
                 known = self._sites[site].outstanding.pop(message.task_id, None) is not None
             if known:
-                self._send(("result", site, message.task_id, message.num_examples, message.metrics, message.meta,
-                            payload))
+                self._send(SimResult(site=site, task_id=message.task_id, num_examples=message.num_examples,
+                                     metrics=message.metrics, meta=message.meta, size=len(payload)), payload)
         elif isinstance(message, wire.Log):
             with self._state_lock:
                 round_no = self._sites[site].round
-            self._send(("metric", site, round_no, message.name, message.value, message.step))
+            self._send(SimMetric(site=site, round=round_no, name=message.name, value=message.value, step=message.step))
 
     def _exited(self, site: str, code: int, lines: list[str]) -> None:
         """A site's script returned or raised: fail whatever it had not answered."""
@@ -204,7 +221,8 @@ class Worker:
             state.gone = (f"the script failed (exit code {code}){last}" if code else
                           f"the script exited (code {code})")
         for task_id, round_no in pending.items():
-            self._send(("failure", site, task_id, f"{state.gone} before answering its task (round {round_no})"))
+            self._send(SimFailure(site=site, task_id=task_id,
+                                  reason=f"{state.gone} before answering its task (round {round_no})"))
 
     def _end(self) -> None:
         """No more tasks: let every script see the end of the job and return."""
@@ -217,7 +235,7 @@ class Worker:
         for state in states:
             if state.thread is not None:
                 state.thread.join(max(0.0, deadline - time.monotonic()))
-        self._send(("ended",))
+        self._send(SimEnded())
 
 
 def main(pipe: Connection, spec: WorkerSpec) -> None:

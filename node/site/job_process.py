@@ -32,8 +32,9 @@ from flctl.node.jobs.job_status import JobStatus, SiteState
 from flctl.node.jobs.tasks import Task
 from flctl.node.process import spare_process
 from flctl.node.process.backoff import Backoff
-from flctl.node.security.path_names import BadName, check_path_name
+from flctl.node.process.links import LinkError
 from flctl.node.security.tls import CHUNK, channel
+from flctl.node.site.job_launch import SiteJob, write_script_group
 from flctl.node.site.sandbox import Confinement, Isolation, available, exposing, not_dumpable, script_grants
 from flctl.node.wire import chunk_codec, tensors
 from flctl.node.wire.proto import flctl_pb2 as pb
@@ -234,10 +235,11 @@ def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     not_dumpable()  # its environ and memory hold the kit's key: unreadable by its (same-user) script
     try:
-        kit_root, job_dir, job_id = Path(argv[0]), Path(argv[1]), check_path_name(argv[2], "job id")
-    except BadName as exc:
+        job = SiteJob.from_argv(argv)
+    except LinkError as exc:
         log.error("%s", exc)
         return 2
+    kit_root, job_dir, job_id = job.kit_root, job.job_dir, job.job_id
     kit = load_kit(kit_root, verify=False)  # the site daemon verified it at start
     resources = _resources(kit.root)
     chan = channel(kit, resources.stream_window_bytes)
@@ -267,7 +269,7 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, on_term)
     bridge.start()
     if bridge.pid is not None:
-        (job_dir / "script.pgid").write_text(f"{bridge.pid}\n")
+        write_script_group(job_dir, bridge.pid)
     reporter.flush(status=SiteState.RUNNING)
     try:
         return _serve_tasks(ModelCalls(chan), job_id, bridge, reporter)
