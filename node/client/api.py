@@ -30,8 +30,8 @@ if TYPE_CHECKING:
     from multiprocessing.connection import Connection
 
 __all__ = [
-    "Model", "current_round", "get_job_id", "get_site_name", "init", "is_running", "job_id", "log", "receive",
-    "running", "send", "site_name",
+    "Model", "current_round", "get_job_id", "get_site_name", "init", "is_running", "job_id", "log", "proximal_term",
+    "receive", "running", "send", "site_name",
 ]
 
 
@@ -226,6 +226,22 @@ get_job_id = job_id
 def current_round() -> int:
     """The round of the latest task received (0 before the first)."""
     return _connected().round
+
+
+def proximal_term(module: Any) -> Any:
+    """FedProx's proximal term for a torch module, to add to the loss: (mu / 2) * sum ||w - w_global||², with
+    w_global the current task's params and mu its `proximal_mu` (job.yml's `workflow.args.proximal_mu`; 0, and so
+    a term of 0, when the job sets none).
+
+        loss = loss_fn(net(x), y) + fl.proximal_term(net)
+    """
+    from flctl.node.client.fedprox import proximal_term as term
+
+    current = _connected()._current
+    if current is None:
+        raise RuntimeError("fl.proximal_term(): no current task; call it while training on a task, after "
+                           "fl.receive() and before fl.send()")
+    return term(module, current.params, float(current.meta.get("proximal_mu", 0.0)))
 
 
 def _connected() -> _Session:

@@ -4,7 +4,7 @@ averages their models weighted by how many examples each trained on."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field
 
@@ -22,6 +22,8 @@ class FedAvgArgs(WorkflowArgs):
     round_timeout_s: float = Field(
         300.0, gt=0, description="Seconds a round waits for the sites' answers before going on with those it has"
     )
+    proximal_mu: float = Field(0.0, ge=0, description="FedProx (Li et al. 2020): the weight mu of the proximal term "
+                                                      "sites add to their loss (fl.proximal_term); 0: plain FedAvg")
 
 
 class FedAvg(Workflow):
@@ -59,7 +61,7 @@ class FedAvg(Workflow):
                 raise WorkflowError(f"round {round_no}: {self.min_sites} sites are required but the job has "
                                     f"{len(sites)}")
             total = WeightedSum(like=model) if model else WeightedSum()
-            answers = fed.send(Task("train", round_no, model, meta={"rounds": self.settings.rounds}, saved_as=saved),
+            answers = fed.send(Task("train", round_no, model, meta=self.task_meta(), saved_as=saved),
                                sites, self.settings.round_timeout_s)
             previous = model if self.keeps_previous_model else {}
             del model
@@ -72,6 +74,13 @@ class FedAvg(Workflow):
             saved = f"round-{round_no}"
         fed.save_model("final", model, saved_as=saved)
         return model
+
+    def task_meta(self) -> dict[str, Any]:
+        """What each training task tells the sites besides the model: the rounds, and FedProx's mu when set."""
+        meta: dict[str, Any] = {"rounds": self.settings.rounds}
+        if self.settings.proximal_mu:
+            meta["proximal_mu"] = self.settings.proximal_mu
+        return meta
 
     keeps_previous_model: ClassVar[bool] = False
     """Whether `server_step` needs the round's global model: it is then held while the round runs."""
