@@ -197,3 +197,98 @@ def test_ctrl_c_stops_the_simulation_and_its_workers_at_once(tmp_path: Path) -> 
     while [pid for pid in workers if pid_alive(pid)] and time.monotonic() < deadline:
         time.sleep(0.05)
     assert {pid: commands[pid] for pid in workers if pid_alive(pid)} == {}
+
+
+SKIPPING_SCRIPT = '''
+import numpy as np
+import flctl.client as fl
+
+# It tries to skip its site's filters: in its own process, it makes them pass everything as it is.
+try:
+    from flctl.node.site.filters.pipeline import FilterPipeline
+except (ImportError, OSError) as exc:  # a real site's confined script cannot even read that code
+    print(f"cannot patch the filters: {exc!r}")
+else:
+    FilterPipeline.task_in = lambda self, task, payload, site: (task, payload)
+    FilterPipeline.result_out = lambda self, task, answer, payload, site: (answer, payload)
+    print("patched the filters")
+
+fl.init()
+while fl.running():
+    model = fl.receive()
+    params = {"w": model.params.get("w", np.zeros(3, np.float32)) + np.float32(1),
+              "b": np.full(2, model.round, np.float64), "secret.embedding": np.full(4, 42.0, np.float32)}
+    seen = {"saw_b": float("b" in model.params), "saw_secret": float("secret.embedding" in model.params)}
+    fl.send(fl.Model(params=params, metrics=seen, num_examples=1))
+'''
+
+PRIVACY = """\
+api_version: 1
+default_scope: public
+scopes:
+  public: []
+  private:
+    - filter: exclude_vars
+      args: {exclude_vars: '^secret\\.'}
+    - filter: exclude_vars
+      args: {exclude_vars: [b]}
+      apply_to: task
+"""
+
+
+def scoped_job(root: Path, name: str, scope: str) -> Path:
+    job = root / name
+    (job / "app").mkdir(parents=True)
+    (job / "app" / "train.py").write_text(SKIPPING_SCRIPT)
+    (job / "job.yml").write_text(f"api_version: 1\nname: {name}\nworkflow: {{type: fedavg, args: {{rounds: 2}}}}\n"
+                                 f"min_sites: 2\nprivacy_scope: {scope}\n")
+    return job
+
+
+def test_a_script_cannot_skip_its_site_s_filters_in_a_real_federation_or_in_simulation(real: Federation,
+                                                                                      tmp_path: Path) -> None:
+    """Both sites' privacy.yml exclude secret.* from results and b from tasks in the scope the job asks for; the
+    script patches the filters away in its own process and sends secret.embedding: neither the real server's
+    models nor the simulated workflow's hold it, the script never sees b, and both runs end on the same model."""
+    # Prepare
+    for site in real.sites:
+        (real.kit(site) / "local" / "privacy.yml").write_text(PRIVACY)
+    (tmp_path / "privacy.yml").write_text(PRIVACY)
+    job = scoped_job(tmp_path, "skipper", "private")
+    # Execute
+    real_final = real_final_model(real, job, tmp_path / "download")
+    sim = simulate(job, "-n", "2", "-w", tmp_path / "sim", "--privacy", tmp_path / "privacy.yml", "--json")
+    # Assert
+    assert sim.returncode == 0, sim.stderr
+    sim_dir = tmp_path / "sim" / "skipper"
+    real_dir = next((tmp_path / "download").rglob("final.safetensors")).parent.parent
+    for models in (real_dir / "models", sim_dir / "models"):
+        for saved in models.iterdir():
+            assert sorted(load_file(saved)) == ["b", "w"], saved
+    assert np.array_equal(real_final["w"], np.full(3, 2, np.float32))
+    assert np.array_equal(real_final["b"], np.full(2, 1, np.float64))
+    assert_same_model(real_final, load_file(sim_dir / "models" / "final.safetensors"))
+    assert "patched the filters" in (sim_dir / "logs" / "site-1.log").read_text()  # in its worker process
+    for run in (real_dir, sim_dir):
+        seen = [m for m in json.loads((run / "metrics.json").read_text()) if m["name"].startswith("saw_")]
+        assert len(seen) == 2 * 2 * 2 and all(m["value"] == 0.0 for m in seen), seen
+
+
+def test_a_site_without_the_job_s_privacy_scope_refuses_it(real: Federation, tmp_path: Path) -> None:
+    """A job asking for a scope the sites lack FAILS, each site's reason naming the scope and the site's scopes; the
+    simulator refuses it at once (exit 2)."""
+    # Prepare
+    job = scoped_job(tmp_path, "unscoped", "hipaa")
+    # Execute
+    done = real.flctl("job", "submit", job, "--watch", "--json")
+    sim = simulate(job, "-n", "2", "-w", tmp_path / "sim")
+    # Assert
+    assert done.returncode == 1, done.stdout + done.stderr
+    show = real.flctl_json("job", "show", json.loads(done.stdout)["id"])
+    assert show["status"] == "FAILED"
+    for site in show["sites"]:
+        assert site["error"].startswith(f"{site['name']} refuses to run the job: the job asks for privacy scope "
+                                        "'hipaa', which this site does not have (its scopes: "), site
+    assert sim.returncode == 2
+    assert "the simulated sites refuse the job: the job asks for privacy scope 'hipaa'" in sim.stderr
+    assert "Traceback" not in sim.stderr

@@ -1,4 +1,4 @@
-"""`flctl simulate JOB -n SITES [-w DIR] [--workers K] [--data PATH]... [--json]`."""
+"""`flctl simulate JOB -n SITES [-w DIR] [--workers K] [--data PATH]... [--privacy FILE] [--json]`."""
 
 from __future__ import annotations
 
@@ -36,6 +36,10 @@ def command(
     data: Annotated[list[Path] | None, typer.Option(
         "--data", exists=True, help="A folder or file the scripts may read besides their app folder (they are "
                                     "confined with Landlock where the kernel has it); repeat for more.")] = None,
+    privacy: Annotated[Path | None, typer.Option(
+        "--privacy", exists=True, dir_okay=False, show_default=False,
+        help="A site's local/privacy.yml that every simulated site applies: its filters for the job's "
+             "privacy_scope run on each task and result [default: one scope, public, without filters].")] = None,
     json_out: JsonOption = False,
 ) -> None:
     """Run a job with its sites simulated on this machine: no provisioning, no TLS, the same code.
@@ -47,11 +51,17 @@ def command(
     and, with Landlock, read only their app folder, the Python installation and --data paths.
     Exit codes: 0 the job FINISHED, 1 it FAILED, 2 the job folder or an option is wrong.
     """
+    from flctl.node.config.privacy import load_privacy
     from flctl.node.jobs.job_spec import load_job
     from flctl.node.jobs.job_status import JobStatus
     from flctl.node.simulator import SimulationError, simulate, site_names
+    from flctl.provisioner.errors import KitError
 
     loaded = load_job(job)
+    try:
+        rules = load_privacy(privacy) if privacy is not None else None
+    except KitError as exc:
+        terminal.abort(str(exc), exit_codes.BAD_INPUT)
     try:
         names = site_names(loaded, sites)
     except SimulationError as exc:
@@ -60,7 +70,7 @@ def command(
     progress = _Progress(loaded.spec.name, quiet=json_out)
     with progress:
         try:
-            result = simulate(loaded, names, root, workers, progress, [str(p) for p in data or []])
+            result = simulate(loaded, names, root, workers, progress, [str(p) for p in data or []], rules)
         except SimulationError as exc:
             terminal.abort(str(exc), exit_codes.BAD_INPUT)
     if json_out:

@@ -30,6 +30,8 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Protocol
 
+from flctl.node.client import api_wire as wire
+from flctl.node.config.privacy import PrivacyRules, ScopeRefused
 from flctl.node.errors import NodeError
 from flctl.node.jobs.job_spec import APP_FOLDER, LoadedJob
 from flctl.node.jobs.job_status import JobStatus
@@ -39,6 +41,8 @@ from flctl.node.simulator import worker_messages
 from flctl.node.simulator.worker import WorkerSpec
 from flctl.node.simulator.worker import main as worker_main
 from flctl.node.site import sandbox
+from flctl.node.site.filters.base import FilterError
+from flctl.node.site.filters.pipeline import FilterPipeline
 from flctl.node.wire import tensors
 from flctl.node.workflows.base import WorkflowError
 from flctl.node.workflows.state import WorkflowState, state_path, write_state
@@ -134,8 +138,9 @@ class SimFederation:
     """`Federation` for a workflow whose sites are simulated by the worker pool."""
 
     def __init__(self, job_id: str, job_dir: Path, sites: list[str], pool: _Pool, observer: Observer | None,
-                 rounds: int) -> None:
+                 rounds: int, filters: FilterPipeline | None = None) -> None:
         self.job_id = job_id
+        self._filters = filters or FilterPipeline(job_id)
         self._dir = job_dir
         self._sites = sites
         self._pool = pool
@@ -165,10 +170,11 @@ class SimFederation:
                 by_worker.setdefault(self._worker_of[site], []).append(site)
         for index, group in sorted(by_worker.items()):
             if index not in self._gone_workers:
-                with contextlib.suppress(OSError):
-                    assigned = worker_messages.SimTask(task_id=task_id, name=task.name, round=task.round,
-                                                       meta=task.meta, sites=group, size=len(payload))
-                    worker_messages.send(self._pool.pipes[index], worker_messages.TO_WORKER, assigned, payload)
+                for given, data, members in self._given(task, payload, group):
+                    with contextlib.suppress(OSError):
+                        assigned = worker_messages.SimTask(task_id=task_id, name=given.name, round=given.round,
+                                                           meta=given.meta, sites=members, size=len(data))
+                        worker_messages.send(self._pool.pipes[index], worker_messages.TO_WORKER, assigned, data)
         deadline = time.monotonic() + timeout_s
         for site in sorted(waiting):
             reason = self._failed.get(site) or (None if site in self._worker_of else "no such simulated site")
@@ -190,8 +196,7 @@ class SimFederation:
                 if message.task_id != task_id or message.site not in waiting:
                     continue
                 waiting.discard(message.site)
-                yield TaskResult(message.site, tensors.decode(data), message.num_examples, dict(message.metrics),
-                                 dict(message.meta))
+                yield self._sent_out(task, message, data)
             elif isinstance(message, worker_messages.SimFailure):
                 self._failed.setdefault(message.site, message.reason)
                 if message.task_id == task_id and message.site in waiting:
@@ -206,6 +211,33 @@ class SimFederation:
                     yield SiteFailure(site, self._failed[site])
             else:
                 self.handle(message)
+
+    # The sites' privacy filters run here, in the main process, where no script runs: the scripts share their
+    # worker processes with other sites' scripts, and one could patch the code of its own process, never this one.
+    def _given(self, task: Task, payload: bytes, group: list[str]) -> list[tuple[Task, bytes, list[str]]]:
+        """The task as the sites of `group` are given it, through their task filters: one message for the whole
+        group when there are none, else one per site; a site whose filter fails is failed, and gets nothing."""
+        if not self._filters.task_filters:
+            return [(task, payload, group)]
+        given: list[tuple[Task, bytes, list[str]]] = []
+        for site in group:
+            try:
+                filtered, data = self._filters.task_in(task, payload, site)
+            except FilterError as exc:
+                self._failed.setdefault(site, str(exc))
+                continue
+            given.append((filtered, data, [site]))
+        return given
+
+    def _sent_out(self, task: Task, message: worker_messages.SimResult, data: bytes) -> TaskResult | SiteFailure:
+        """A site's answer as the site sends it out, through its result filters (a filter that fails fails it)."""
+        answer = wire.Result(message.task_id, message.num_examples, dict(message.metrics), dict(message.meta))
+        try:
+            answer, data = self._filters.result_out(task, answer, data, message.site)
+        except FilterError as exc:
+            self._failed.setdefault(message.site, str(exc))
+            return SiteFailure(message.site, str(exc))
+        return TaskResult(message.site, tensors.decode(data), answer.num_examples, answer.metrics, answer.meta)
 
     def handle(self, message: worker_messages.FromWorker | _WorkerGone) -> None:
         """A message that is not an answer: a logged metric, or a worker's end."""
@@ -236,8 +268,12 @@ class SimFederation:
 
 
 def simulate(job: LoadedJob, sites: list[str], workspace: Path, workers: int | None = None,
-             observer: Observer | None = None, data_paths: Sequence[str] = ()) -> SimulationResult:
+             observer: Observer | None = None, data_paths: Sequence[str] = (),
+             privacy: PrivacyRules | None = None) -> SimulationResult:
     """Run `job` with `sites` simulated by `workers` processes; write its artifacts under `workspace`.
+
+    Every site applies `privacy` (a site's local/privacy.yml; None: the defaults, one scope without filters) for the
+    job's privacy_scope; SimulationError when they do not have that scope.
 
     The scripts run confined as `sandbox.available()` allows (Landlock), reading only their app folder, the Python
     installation and `data_paths`, with a minimal environment."""
@@ -247,13 +283,17 @@ def simulate(job: LoadedJob, sites: list[str], workspace: Path, workers: int | N
     if script is None:
         raise SimulationError(f"the simulator runs Python scripts only; make app.command in "
                               f"{job.folder / 'job.yml'} [python, SCRIPT, ...]")
+    job_id = uuid.uuid4().hex[:12]
+    try:
+        filters = (privacy or PrivacyRules()).pipeline(job_id, job.spec.privacy_scope)
+    except ScopeRefused as exc:
+        raise SimulationError(f"the simulated sites refuse the job: {exc}") from None
     count = max(1, min(workers or os.cpu_count() or 1, len(sites)))
     job_dir = _fresh_job_dir(workspace, job.spec.name)
     app_dir = job_dir / APP_FOLDER
     shutil.copytree(job.folder / APP_FOLDER, app_dir, symlinks=False)
     (job_dir / "logs").mkdir()
     (job_dir / "tmp").mkdir()
-    job_id = uuid.uuid4().hex[:12]
     isolation = sandbox.available()
     if isolation.kind == "user":  # a simulation never switches user: its scripts share its processes
         isolation = sandbox.Isolation("none")
@@ -262,7 +302,7 @@ def simulate(job: LoadedJob, sites: list[str], workspace: Path, workers: int | N
     workflow = job.create_workflow()
     rounds = int(getattr(job.args, "rounds", 0) or 0)
     pool = _start_pool(count, spec)
-    fed = SimFederation(job_id, job_dir, sites, pool, observer, rounds)
+    fed = SimFederation(job_id, job_dir, sites, pool, observer, rounds, filters)
     fed.log(f"isolation: {isolation.describe()}")
     status, error = JobStatus.FINISHED, ""
     try:

@@ -27,6 +27,7 @@ import grpc
 
 from flctl.node.client import api_wire as wire
 from flctl.node.config.kit import load_kit
+from flctl.node.config.privacy import ScopeRefused, load_privacy
 from flctl.node.config.resources import Resources, load_resources, resources_path
 from flctl.node.jobs.job_status import JobStatus, SiteState
 from flctl.node.jobs.tasks import Task
@@ -34,6 +35,7 @@ from flctl.node.process import spare_process
 from flctl.node.process.backoff import Backoff
 from flctl.node.process.links import LinkError
 from flctl.node.security.tls import CHUNK, channel
+from flctl.node.site.filters.base import FilterError
 from flctl.node.site.job_launch import SiteJob, write_script_group
 from flctl.node.site.sandbox import Confinement, Isolation, available, exposing, not_dumpable, script_grants
 from flctl.node.wire import chunk_codec, tensors
@@ -43,6 +45,7 @@ from flctl.provisioner.errors import KitError
 
 if TYPE_CHECKING:
     from flctl.node.client.script_bridge import ScriptBridge
+    from flctl.node.site.filters.pipeline import FilterPipeline
 
 log = logging.getLogger("flctl.site.job")
 FLUSH_S = 0.5
@@ -150,7 +153,7 @@ def fetch_task(calls: ModelCalls, job_id: str, last: str) -> tuple[pb.TaskHeader
     return result
 
 
-def submit_result(calls: ModelCalls, job_id: str, task_id: str, answer: wire.Result, payload: memoryview) -> None:
+def submit_result(calls: ModelCalls, job_id: str, task_id: str, answer: wire.Result, payload: wire.Payload) -> None:
     """Send the script's answer: its header, then its params (safetensors bytes) in chunks."""
     def messages() -> Iterator[pb.ResultMessage | bytes]:
         yield pb.ResultMessage(header=pb.ResultHeader(
@@ -163,8 +166,10 @@ def submit_result(calls: ModelCalls, job_id: str, task_id: str, answer: wire.Res
     _retrying(lambda: calls.submit(messages(), timeout=600))
 
 
-def _serve_tasks(calls: ModelCalls, job_id: str, bridge: ScriptBridge, reporter: Reporter) -> int:
-    """Hand the server's tasks to the script and its answers to the server until the job ends here."""
+def _serve_tasks(calls: ModelCalls, job_id: str, bridge: ScriptBridge, reporter: Reporter,
+                 filters: FilterPipeline) -> int:
+    """Hand the server's tasks to the script and its answers to the server until the job ends here, each through
+    the site's privacy `filters` (in this process: the script cannot skip them)."""
     last = ""
     while True:
         header, payload = fetch_task(calls, job_id, last)
@@ -179,12 +184,15 @@ def _serve_tasks(calls: ModelCalls, job_id: str, bridge: ScriptBridge, reporter:
         if not header.task_id:
             continue
         tensors.parse_header(payload, len(payload))  # the server checked it; a broken one fails here, clearly
-        task = Task(header.name, header.round, {}, json.loads(header.meta_json or "{}"))
-        parts: list[wire.Payload] = [payload]
-        del payload  # held by `parts` alone, which the bridge empties once the script has the model
+        task, given = filters.task_in(Task(header.name, header.round, {}, json.loads(header.meta_json or "{}")),
+                                      payload, bridge.site)
+        parts: list[wire.Payload] = [given]
+        del payload, given  # held by `parts` alone, which the bridge empties once the script has the model
         answer, result = bridge.run_encoded(task, parts, timeout_s=header.timeout_s or None)
-        submit_result(calls, job_id, header.task_id, answer, result)
+        answer, sent = filters.result_out(task, answer, result, bridge.site)
         del result
+        submit_result(calls, job_id, header.task_id, answer, sent)
+        del sent
         last = header.task_id
 
 
@@ -219,6 +227,16 @@ def isolation_refusal(confine: Confinement, resources: Resources, kit_root: Path
     return ""
 
 
+def privacy_filters(kit_root: Path, job_id: str, scope: str | None) -> FilterPipeline | str:
+    """The site's filters for the job's privacy `scope` (None: the site's default scope), or why the site refuses the
+    job: it has no such scope, or its `local/privacy.yml` cannot be read or was edited into a bad one since the
+    daemon started (a job never runs unfiltered)."""
+    try:
+        return load_privacy(kit_root / "local" / "privacy.yml").pipeline(job_id, scope)
+    except (KitError, ScopeRefused) as exc:
+        return str(exc)
+
+
 def _resources(kit_root: Path) -> Resources:
     """The site's `local/resources.yml`; the defaults when it was edited into a bad value since the daemon read it."""
     try:
@@ -251,11 +269,13 @@ def main(argv: list[str]) -> int:
     reporter.line(f"isolation at {kit.info.name}: {isolation_note(isolation, resources)}")
     confine = Confinement(isolation, job_dir / "job", resources.data_paths, resources.job_env_allow)
     refusal = isolation_refusal(confine, resources, kit.root, job_dir)
-    if refusal:
-        reporter.flush(status=SiteState.FAILED, error=f"{kit.info.name} refuses to run the job: {refusal}")
+    filters = privacy_filters(kit.root, job_id, spec.privacy_scope)
+    if refusal or isinstance(filters, str):
+        reporter.flush(status=SiteState.FAILED, error=f"{kit.info.name} refuses to run the job: {refusal or filters}")
         reporter.stop()
         chan.close()
         return 1
+    reporter.line(f"privacy scope at {kit.info.name}: {filters.describe()}")
     bridge = ScriptBridge(workdir=job_dir / "job" / "app", command=list(spec.app.command), env=dict(spec.app.env),
                           site=kit.info.name, job_id=job_id, on_output=reporter.line, on_metric=reporter.metric,
                           confine=confine)
@@ -272,8 +292,8 @@ def main(argv: list[str]) -> int:
         write_script_group(job_dir, bridge.pid)
     reporter.flush(status=SiteState.RUNNING)
     try:
-        return _serve_tasks(ModelCalls(chan), job_id, bridge, reporter)
-    except ScriptError as exc:
+        return _serve_tasks(ModelCalls(chan), job_id, bridge, reporter, filters)
+    except (ScriptError, FilterError) as exc:
         bridge.kill()
         reporter.flush(status=SiteState.FAILED, error=str(exc))
         return 1
