@@ -205,3 +205,21 @@ def test_a_mapped_model_is_added_without_keeping_its_pages(tmp_path):
     # Assert
     assert rss_kb("RssFile") - before < 20_000  # at most about one block's pages stay mapped
     assert float(total.result()["w"][-1]) == 2.0
+
+
+def test_all_finite_looks_at_every_block(monkeypatch, tmp_path):
+    """A NaN in the last block of a file-mapped tensor is found; integers are always finite."""
+    # Prepare
+    from flctl.node.wire import tensors
+    from flctl.node.workflows import aggregation
+
+    monkeypatch.setattr(aggregation, "BLOCK", 4)
+    values = np.arange(10, dtype=np.float32)
+    values[9] = np.nan
+    tensors.write_file(tmp_path / "m.safetensors", {"w": values, "ok": np.ones(10, np.float32)})
+    mapped = tensors.map_file(tmp_path / "m.safetensors")
+    # Execute / Assert
+    assert not aggregation.all_finite(mapped["w"])
+    assert aggregation.all_finite(mapped["ok"])
+    assert aggregation.all_finite(np.array([1, 2], np.int64))
+    assert not aggregation.all_finite(np.array([1 + 1j, complex(np.inf, 0)], np.complex64))

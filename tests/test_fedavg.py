@@ -223,3 +223,21 @@ def test_each_round_after_the_first_sends_the_checkpoint_it_saved():
     for task, _, _ in fed.tasks[1:]:
         assert task.params is fed.models[task.saved_as]
     assert fed.models["final"] is fed.models["round-2"]  # saved with saved_as="round-2" (checked by the fake)
+
+
+def test_a_site_answering_nan_or_another_dtype_is_left_out_and_the_round_goes_on():
+    """NaN, infinity or float64 for a float32 model: that site is left out with the reason, the others averaged."""
+    # Prepare
+    def sends(value: np.ndarray) -> Site:
+        return lambda task: TaskResult("bad", {"w": value}, 1)
+
+    for value, reason in ((np.array([np.nan, 1], np.float32), "holds NaN or infinite values"),
+                          (np.array([np.inf, 1], np.float32), "holds NaN or infinite values"),
+                          (np.zeros(2, np.float64), "has dtype float64, but the global model has float32")):
+        fed = FakeFederation({"a": adds("a", 2.0, 1), "bad": sends(value)})
+        # Execute
+        final = fedavg(rounds=1, min_sites=1).run(fed, {"w": np.zeros(2, np.float32)})
+        # Assert
+        assert final["w"].tolist() == [2.0, 2.0]
+        assert f"round 0: bad failed: sent an unusable model: bad: tensor 'w' {reason}" in fed.lines
+        assert list(fed.rounds[0]) == ["a"]

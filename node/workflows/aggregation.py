@@ -102,17 +102,37 @@ class WeightedSum:
         for name, array in arrays.items():
             if array.dtype.kind not in "biufc":
                 raise ValueError(f"{site}: tensor '{name}' has dtype {array.dtype}, which is not numeric")
-        if self._shapes is None:
-            return
-        for name, shape in self._shapes.items():
-            if name not in arrays:
-                raise ValueError(f"{site}: tensor '{name}' is missing (it is in {self._reference})")
-            if arrays[name].shape != shape:
-                raise ValueError(f"{site}: tensor '{name}' has shape {arrays[name].shape}, "
-                                 f"but {self._reference} has {shape}")
-        for name in arrays:
-            if name not in self._shapes:
-                raise ValueError(f"{site}: tensor '{name}' is not in {self._reference}")
+        if self._shapes is not None:
+            for name, shape in self._shapes.items():
+                if name not in arrays:
+                    raise ValueError(f"{site}: tensor '{name}' is missing (it is in {self._reference})")
+                if arrays[name].shape != shape:
+                    raise ValueError(f"{site}: tensor '{name}' has shape {arrays[name].shape}, "
+                                     f"but {self._reference} has {shape}")
+            for name in arrays:
+                if name not in self._shapes:
+                    raise ValueError(f"{site}: tensor '{name}' is not in {self._reference}")
+        for name, array in arrays.items():
+            want = self._dtypes.get(name)
+            if want is not None and array.dtype != want:
+                raise ValueError(f"{site}: tensor '{name}' has dtype {array.dtype}, but {self._reference} has {want}")
+            if not all_finite(array):
+                raise ValueError(f"{site}: tensor '{name}' holds NaN or infinite values")
+
+
+def all_finite(array: np.ndarray) -> bool:
+    """Whether every value of `array` is finite (integers always are), looked at a block at a time: no temporary
+    the size of the array, and a file-mapped block's pages given back once looked at."""
+    if array.dtype.kind not in "fc":
+        return True
+    flat = array.reshape(-1)
+    for start in range(0, flat.size, BLOCK):
+        block = flat[start:start + BLOCK]
+        finite = bool(np.isfinite(block).all())
+        release(block)
+        if not finite:
+            return False
+    return True
 
 
 def _add_scaled(total: np.ndarray, values: np.ndarray, factor: float) -> None:

@@ -138,6 +138,8 @@ def unfit(params: Params, like: Params) -> str:
     finite); "" when it can. With no model yet (`like` empty), any finite numeric model fits."""
     import numpy as np  # only when a job runs
 
+    from flctl.node.workflows.aggregation import all_finite
+
     if like and set(params) != set(like):
         extra, missing = sorted(set(params) - set(like)), sorted(set(like) - set(params))
         return "; ".join(part for part in (f"tensors not in the model: {', '.join(extra)}" if extra else "",
@@ -151,6 +153,6 @@ def unfit(params: Params, like: Params) -> str:
                         f"{want.dtype}{list(want.shape)}")
         if array.dtype.kind not in "biuf":
             return f"tensor '{name}' has dtype {array.dtype}, which is not a real number type"
-        if array.dtype.kind == "f" and not np.isfinite(array).all():
+        if not all_finite(array):
             return f"tensor '{name}' holds NaN or infinite values"
     return ""

@@ -61,16 +61,17 @@ class FedAvg(Workflow):
                 raise WorkflowError(f"round {round_no}: {self.min_sites} sites are required but the job has "
                                     f"{len(sites)}")
             total = WeightedSum(like=model) if model else WeightedSum()
-            answers = fed.send(Task("train", round_no, model, meta=self.task_meta(), saved_as=saved),
-                               sites, self.settings.round_timeout_s)
+            params = self.task_params(model)
+            answers = fed.send(Task("train", round_no, params, meta=self.task_meta(),
+                                    saved_as=saved if params is model else ""), sites, self.settings.round_timeout_s)
             previous = model if self.keeps_previous_model else {}
-            del model
+            del model, params
             answered, average = self._collect(fed, round_no, sites, answers, total)
             model = self.server_step(previous, average) if previous else average
             del previous, average
             self.checkpoint(fed, round_no, model)
             fed.record_round(round_no, {site: metrics for site, (metrics, _) in answered.items()})
-            fed.log(_summary(round_no, self.settings.rounds, len(sites), answered))
+            fed.log(round_summary(round_no, self.settings.rounds, len(sites), answered))
             saved = f"round-{round_no}"
         fed.save_model("final", model, saved_as=saved)
         return model
@@ -81,6 +82,17 @@ class FedAvg(Workflow):
         if self.settings.proximal_mu:
             meta["proximal_mu"] = self.settings.proximal_mu
         return meta
+
+    def task_params(self, model: Params) -> Params:
+        """What each training task carries: the global model itself (SCAFFOLD adds its control variate)."""
+        return model
+
+    def add_answer(self, total: WeightedSum, answer: TaskResult) -> None:
+        """Add a site's answer to the round's sum (weighted by its examples); ValueError, changing nothing, when it
+        does not fit the model (other names, shapes or dtypes, or values that are not finite)."""
+        if answer.num_examples < 0:
+            raise ValueError(f"num_examples {answer.num_examples} is negative")
+        total.add(answer.params, answer.num_examples, site=answer.site)
 
     keeps_previous_model: ClassVar[bool] = False
     """Whether `server_step` needs the round's global model: it is then held while the round runs."""
@@ -104,9 +116,7 @@ class FedAvg(Workflow):
                 self._fail(fed, round_no, answer.site, answer.reason, failed, len(sites))
                 continue
             try:
-                if answer.num_examples < 0:
-                    raise ValueError(f"{answer.site}: num_examples {answer.num_examples} is negative")
-                total.add(answer.params, answer.num_examples, site=answer.site)
+                self.add_answer(total, answer)
             except ValueError as exc:
                 self._fail(fed, round_no, answer.site, f"sent an unusable model: {exc}", failed, len(sites))
                 continue
@@ -115,7 +125,7 @@ class FedAvg(Workflow):
             silent = [site for site in sites if site not in answered and site not in failed]
             raise WorkflowError(
                 f"round {round_no}: {len(answered)} of {self.min_sites} required sites answered within {timeout:g} s"
-                + _details(failed, silent)
+                + failure_details(failed, silent)
             )
         return answered, total.result()
 
@@ -126,11 +136,11 @@ class FedAvg(Workflow):
         if n - len(failed) < self.min_sites:
             raise WorkflowError(
                 f"round {round_no}: {len(failed)} of {n} sites failed, so fewer than the {self.min_sites} "
-                f"required can answer" + _details(failed, [])
+                f"required can answer" + failure_details(failed, [])
             )
 
 
-def _details(failed: dict[str, str], silent: list[str]) -> str:
+def failure_details(failed: dict[str, str], silent: list[str]) -> str:
     parts = []
     if failed:
         parts.append("failed: " + ", ".join(f"{site} ({reason})" for site, reason in failed.items()))
@@ -139,7 +149,7 @@ def _details(failed: dict[str, str], silent: list[str]) -> str:
     return "; " + "; ".join(parts) if parts else ""
 
 
-def _summary(round_no: int, rounds: int, sites: int, results: dict[str, tuple[dict[str, float], int]]) -> str:
+def round_summary(round_no: int, rounds: int, sites: int, results: dict[str, tuple[dict[str, float], int]]) -> str:
     examples = sum(n for _, n in results.values())
     from flctl.node.workflows.aggregation import weighted_metrics
 
