@@ -18,7 +18,8 @@ from flctl.node.workflows.fedopt import FedOpt, FedOptArgs
 from .test_fedavg import Site, fedavg
 from .test_workflow_state import StatefulFederation
 
-TARGETS = {"site-1": np.array([1.0, -2.0, 0.5]), "site-2": np.array([3.0, 0.0, -1.0]), "site-3": np.array([-1.0, 4.0, 2.0])}
+TARGETS = {"site-1": np.array([1.0, -2.0, 0.5]), "site-2": np.array([3.0, 0.0, -1.0]),
+           "site-3": np.array([-1.0, 4.0, 2.0])}
 EXAMPLES = {"site-1": 10, "site-2": 20, "site-3": 70}
 X0 = np.array([0.2, 0.1, -0.3])
 
@@ -97,7 +98,8 @@ def test_sgdm_with_no_momentum_and_rate_one_is_fedavg_exactly():
 def test_the_default_learning_rates_are_flowers():
     """Unset, server_lr is Flower's eta for each optimizer (1.0 for sgdm)."""
     # Prepare / Execute / Assert
-    rates = {opt: FedOpt.hyper_of(FedOptArgs(rounds=1, optimizer=opt)).lr for opt in ("sgdm", "adam", "yogi", "adagrad")}
+    rates = {opt: FedOpt.hyper_of(FedOptArgs(rounds=1, optimizer=opt)).lr
+             for opt in ("sgdm", "adam", "yogi", "adagrad")}
     assert rates == {"sgdm": 1.0, "adam": 0.1, "yogi": 0.01, "adagrad": 0.1}
     assert WORKFLOWS["fedopt"] is FedOpt
 

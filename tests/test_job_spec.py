@@ -140,11 +140,12 @@ def test_unknown_keys_list_the_allowed_ones(job):
 def test_unknown_workflow_lists_the_known_ones(job):
     """An unregistered workflow type is refused, listing the registered ones."""
     # Prepare
-    folder = job(GOOD.replace("type: fedavg", "type: fedprox"))
+    folder = job(GOOD.replace("type: fedavg", "type: fedmedian"))
     # Execute
     problems = problems_of(folder)
     # Assert
-    assert problems == [f"{folder / 'job.yml'}:4: workflow.type: unknown workflow type 'fedprox'; known: fedavg"]
+    assert problems == [f"{folder / 'job.yml'}:4: workflow.type: unknown workflow type 'fedmedian'; known: "
+                        "cyclic, fedavg, fedavgm, fedopt, scaffold"]
 
 
 def test_bad_workflow_args_are_located_under_workflow_args(job):
@@ -158,7 +159,8 @@ def test_bad_workflow_args_are_located_under_workflow_args(job):
     path = folder / "job.yml"
     assert problems == [
         f"{path}:6: workflow.args.rounds: 0 is too small; use 1 or more",
-        f"{path}:8: workflow.args.min_sites: unknown key 'min_sites'; allowed here: rounds, round_timeout_s",
+        f"{path}:8: workflow.args.min_sites: unknown key 'min_sites'; allowed here: rounds, round_timeout_s, "
+        "proximal_mu",
     ]
 
 

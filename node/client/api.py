@@ -25,13 +25,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from flctl.node.client import api_wire as wire
+from flctl.node.jobs.tasks import SCAFFOLD_C
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
 
 __all__ = [
     "Model", "current_round", "get_job_id", "get_site_name", "init", "is_running", "job_id", "log", "proximal_term",
-    "receive", "running", "send", "site_name",
+    "receive", "running", "scaffold_correct", "scaffold_params", "send", "site_name",
 ]
 
 
@@ -67,6 +68,8 @@ class _Session:
         self._current_id = 0
         self._asked = False
         self._ended = False
+        self.scaffold_control: dict[str, Any] = {}  # SCAFFOLD's c, from the current task
+        self.scaffold_own: dict[str, Any] = {}  # SCAFFOLD's c_i, this site's, across tasks
 
     def send(self, message: wire.Message, parts: Sequence[wire.Payload] = ()) -> None:
         """Send a message (and its payload, in parts) as one unit, whatever other threads send."""
@@ -106,6 +109,8 @@ class _Session:
                 params = receive(lambda view: wire.read_payload(self._conn, view), size) if size else {}
             except (EOFError, OSError) as exc:
                 raise _lost(exc) from None
+            self.scaffold_control = {name[len(SCAFFOLD_C):]: params.pop(name) for name in list(params)
+                                     if name.startswith(SCAFFOLD_C)}
             self._current = Model(params=params, round=message.round, meta=message.meta, task=message.name)
             self._current_id = message.task_id
             self.round = message.round
@@ -242,6 +247,31 @@ def proximal_term(module: Any) -> Any:
         raise RuntimeError("fl.proximal_term(): no current task; call it while training on a task, after "
                            "fl.receive() and before fl.send()")
     return term(module, current.params, float(current.meta.get("proximal_mu", 0.0)))
+
+
+def scaffold_correct(module: Any) -> None:
+    """SCAFFOLD's correction, after each `loss.backward()` of a torch module: grad += c - c_i (c the server's
+    control variate from the current task, c_i this site's own)."""
+    from flctl.node.client.scaffold import correct
+
+    session = _connected()
+    correct(module, session.scaffold_control, session.scaffold_own)
+
+
+def scaffold_params(module: Any, steps: int, lr: float) -> dict[str, Any]:
+    """What a SCAFFOLD site answers with after `steps` local steps of learning rate `lr`: the module's state_dict
+    and its control-variate update (this site's c_i is updated too).
+
+        fl.send(fl.Model(params=fl.scaffold_params(net, steps, lr), num_examples=n))
+    """
+    from flctl.node.client.scaffold import update
+
+    session = _connected()
+    current = session._current
+    if current is None:
+        raise RuntimeError("fl.scaffold_params(): no current task; call it after training on a task, after "
+                           "fl.receive() and before fl.send()")
+    return update(module, current.params, session.scaffold_control, session.scaffold_own, steps, lr)
 
 
 def _connected() -> _Session:

@@ -13,6 +13,12 @@ if TYPE_CHECKING:  # numpy is not imported to check a job at submit (the CLI sta
 
 Params = dict[str, "np.ndarray"]
 
+SCAFFOLD_C = "@scaffold_c/"
+"""A task's tensors named `@scaffold_c/<name>` are SCAFFOLD's server control variate for the model's `<name>`,
+not part of the model: the Client API keeps them apart from what the script receives."""
+SCAFFOLD_DC = "@scaffold_dc/"
+"""An answer's tensors named `@scaffold_dc/<name>` are the site's SCAFFOLD control-variate update."""
+
 
 @dataclass
 class Task:

@@ -1,4 +1,4 @@
-"""Server-side workflows of a job, one module each (FedAvg, FedAvgM, FedOpt, Cyclic; more to come).
+"""Server-side workflows of a job, one module each (FedAvg, FedAvgM, FedOpt, SCAFFOLD, Cyclic; more to come).
 
 `WORKFLOWS` maps job.yml's `workflow.type` to the class; add a workflow here to make it usable. A workflow
 talks only to `base.Federation` and keeps any state of its own through `Workflow.state`/`restore`.
@@ -11,5 +11,6 @@ from flctl.node.workflows.cyclic import Cyclic
 from flctl.node.workflows.fedavg import FedAvg
 from flctl.node.workflows.fedavgm import FedAvgM
 from flctl.node.workflows.fedopt import FedOpt
+from flctl.node.workflows.scaffold import Scaffold
 
-WORKFLOWS: dict[str, type[Workflow]] = {cls.type_name: cls for cls in (FedAvg, FedAvgM, FedOpt, Cyclic)}
+WORKFLOWS: dict[str, type[Workflow]] = {cls.type_name: cls for cls in (FedAvg, FedAvgM, FedOpt, Scaffold, Cyclic)}

@@ -59,7 +59,7 @@ class WeightedSum:
         if not math.isfinite(weight) or weight < 0:
             raise ValueError(f"{site}: weight {weight} is not a finite number >= 0")
         arrays = {name: np.asarray(value) for name, value in params.items()}
-        self._check(arrays, site)
+        self.check(arrays, site)
         if self._shapes is None:
             self._shapes = {name: array.shape for name, array in arrays.items()}
             self._reference = site
@@ -98,7 +98,9 @@ class WeightedSum:
         self._mean = out
         return out
 
-    def _check(self, arrays: Mapping[str, np.ndarray], site: str) -> None:
+    def check(self, arrays: Mapping[str, np.ndarray], site: str = "a site") -> None:
+        """Raise ValueError, naming `site` and the tensor, unless `arrays` can be added: numeric, finite, with the
+        names, shapes and dtypes of the models before (or of `like`)."""
         for name, array in arrays.items():
             if array.dtype.kind not in "biufc":
                 raise ValueError(f"{site}: tensor '{name}' has dtype {array.dtype}, which is not numeric")

@@ -60,6 +60,7 @@ class FedAvg(Workflow):
             if len(sites) < self.min_sites:
                 raise WorkflowError(f"round {round_no}: {self.min_sites} sites are required but the job has "
                                     f"{len(sites)}")
+            self.begin_round(round_no, sites)
             total = WeightedSum(like=model) if model else WeightedSum()
             params = self.task_params(model)
             answers = fed.send(Task("train", round_no, params, meta=self.task_meta(),
@@ -67,7 +68,7 @@ class FedAvg(Workflow):
             previous = model if self.keeps_previous_model else {}
             del model, params
             answered, average = self._collect(fed, round_no, sites, answers, total)
-            model = self.server_step(previous, average) if previous else average
+            model = self.server_step(previous, average)
             del previous, average
             self.checkpoint(fed, round_no, model)
             fed.record_round(round_no, {site: metrics for site, (metrics, _) in answered.items()})
@@ -82,6 +83,9 @@ class FedAvg(Workflow):
         if self.settings.proximal_mu:
             meta["proximal_mu"] = self.settings.proximal_mu
         return meta
+
+    def begin_round(self, round_no: int, sites: list[str]) -> None:
+        """Called as each round starts, with the sites it is sent to; FedAvg has nothing to prepare."""
 
     def task_params(self, model: Params) -> Params:
         """What each training task carries: the global model itself (SCAFFOLD adds its control variate)."""
@@ -98,8 +102,8 @@ class FedAvg(Workflow):
     """Whether `server_step` needs the round's global model: it is then held while the round runs."""
 
     def server_step(self, previous: Params, average: Params) -> Params:
-        """The next global model from the one sent (`previous`) and the sites' weighted average; FedAvg takes
-        the average as it is (called only when `keeps_previous_model`)."""
+        """The next global model from the one sent (`previous`: empty unless `keeps_previous_model`, and before
+        the first model) and the sites' average; FedAvg takes the average as it is."""
         return average
 
     def _collect(self, fed: Federation, round_no: int, sites: list[str], answers: Iterable[TaskResult | SiteFailure],

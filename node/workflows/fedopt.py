@@ -55,6 +55,8 @@ class FedOpt(FedAvg):
         return Hyper(args.optimizer, lr, args.beta1, args.beta2, args.tau, args.momentum)
 
     def server_step(self, previous: Params, average: Params) -> Params:
+        if not previous:  # no model yet: the first average becomes it
+            return average
         model = step(self.hyper, previous, average, self.moments)
         self.steps += 1
         return model
