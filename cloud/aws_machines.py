@@ -15,8 +15,8 @@ from flctl.cloud.deploy_errors import CloudCredentialsMissing, CloudError, Cloud
 from flctl.cloud.deploy_state import DeploymentState, Machine, Record
 from flctl.cloud.machine_plan import MachinePlan, Rule
 from flctl.cloud.machine_provider import CloudProgress, MachineProvider
-from flctl.cloud.machine_specs import AwsMachine
 from flctl.cloud.ssh_keys import ensure_key
+from flctl.cloud.targets.aws import AwsMachine
 
 T = TypeVar("T")
 LIVE_STATES = ["pending", "running", "stopping", "stopped"]
@@ -96,8 +96,7 @@ class AwsMachines(MachineProvider):
 
     # ---- ensure ---------------------------------------------------------------------------------------------
     def ensure(self, plan: MachinePlan) -> Machine:
-        spec = plan.host.aws
-        assert spec is not None
+        spec = plan.host.block_as(AwsMachine)
         ec2 = self.ec2(spec.region)
         vpc = self._vpc(ec2, spec)
         group = self._security_group(ec2, plan, spec, vpc)

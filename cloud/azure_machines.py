@@ -16,8 +16,8 @@ from flctl.cloud.deploy_errors import CloudCredentialsMissing, CloudError, Cloud
 from flctl.cloud.deploy_state import DeploymentState, Machine, Record
 from flctl.cloud.machine_plan import MachinePlan, Rule
 from flctl.cloud.machine_provider import CloudProgress, MachineProvider
-from flctl.cloud.machine_specs import AzureMachine
 from flctl.cloud.ssh_keys import ensure_key
+from flctl.cloud.targets.azure import AzureMachine
 
 T = TypeVar("T")
 ORDER = {"virtual_machine": 0, "disk": 1, "network_interface": 2, "public_ip": 3, "virtual_network": 4,
@@ -124,8 +124,7 @@ class AzureMachines(MachineProvider):
 
     # ---- ensure ---------------------------------------------------------------------------------------------
     def ensure(self, plan: MachinePlan) -> Machine:
-        spec = plan.host.azure
-        assert spec is not None
+        spec = plan.host.block_as(AzureMachine)
         sub, arm = spec.subscription, spec.arm_endpoint.rstrip("/")
         resource, network, compute = (self._client(k, sub, arm) for k in ("resource", "network", "compute"))
         rg, name, tags = spec.resource_group, plan.base_name, plan.tags

@@ -1,5 +1,5 @@
-"""Cloud rollouts: create the machines an inventory marks `provider: aws|azure`, then roll the kits out to
-them over SSH (flctl.cloud.deploy_executor); destroy exactly what the deployment state records.
+"""Cloud machines: create those of an inventory's hosts whose target makes machines (`provider: aws|azure`;
+flctl.cloud.targets.machine_target), one after another; destroy exactly what the deployment state records.
 
 Machines are made one after another, the server first; one failing does not stop the others. The
 deployment state (flctl.cloud.deploy_state) is locked for the whole command.
@@ -20,6 +20,7 @@ from flctl.provisioner.errors import ProvisionError
 from flctl.provisioner.kit_info import read_kit
 
 ProviderFactory = Callable[[str, DeploymentState, CloudProgress], MachineProvider]
+DestroyOne = Callable[[str, DeploymentState, list[Record]], list[tuple[Record, str]]]
 
 
 @dataclass
@@ -39,21 +40,21 @@ class MachineResult:
         return asdict(self)
 
 
-@dataclass(frozen=True)
-class DestroyPlan:
-    """What destroy removes, in order, and the state it comes from."""
+def select_hosts(inventory: Inventory, provider: str, participants: list[str],
+                 through: bool = False) -> list[HostSpec]:
+    """The inventory's hosts of target `provider` (all of them, or the named ones); NotInInventory naming a wrong
+    name. `through`: also the hosts of targets reached through `provider` (the machines clouds made, for ssh)."""
+    from flctl.cloud import targets
 
-    state: DeploymentState | None
-    records: list[Record]
+    def mine(host: HostSpec) -> bool:
+        return host.provider == provider or (through and targets.get(host.provider).reached_through == provider)
 
-
-def select_hosts(inventory: Inventory, provider: str, participants: list[str]) -> list[HostSpec]:
-    """The inventory's hosts of `provider` (all of them, or the named ones); DeployError naming a wrong name."""
     if not participants:
-        hosts = [h for h in inventory.hosts if h.provider == provider]
+        hosts = [h for h in inventory.hosts if mine(h)]
         if not hosts:
-            raise NotInInventory(f"{inventory.source} has no host with provider: {provider}; add one, with an "
-                              f"'{provider}:' block (see playbooks/rollouts/cloud.yml)")
+            block = f", with an '{provider}:' block" if targets.get(provider).spec is not None else ""
+            raise NotInInventory(f"{inventory.source} has no host with provider: {provider}; add one{block} "
+                                 "(see playbooks/rollouts/)")
         return hosts
     chosen = []
     for name in participants:
@@ -62,7 +63,7 @@ def select_hosts(inventory: Inventory, provider: str, participants: list[str]) -
         except KeyError:
             names = ", ".join(h.participant for h in inventory.hosts)
             raise NotInInventory(f"no participant '{name}' in {inventory.source}; hosts: {names}") from None
-        if host.provider != provider:
+        if not mine(host):
             raise NotInInventory(f"{name} has provider: {host.provider} in {inventory.source}, not {provider}")
         chosen.append(host)
     return chosen
@@ -120,32 +121,44 @@ class CloudRollout:
                                               if r.participant == plan.participant]))
             return results
 
-    def destroy_plan(self) -> DestroyPlan:
-        state = DeploymentState.load(self.inventory.state_dir)
-        return DestroyPlan(state, [] if state is None else list(state.records))
-
     def destroy(self) -> list[tuple[Record, str]]:
         """Delete every recorded resource (dependents first); each is forgotten the moment it is gone.
 
         Returns (record, deleted|already gone). A failure stops there with the rest still recorded, so
         running destroy again continues where it stopped.
         """
-        with locked(self.inventory.state_dir):
-            state = DeploymentState.load(self.inventory.state_dir)
-            if state is None or not state.records:
-                if state is not None:
-                    _forget_machines(state)
-                return []
-            done: list[tuple[Record, str]] = []
-            for provider in sorted({r.provider for r in state.records}):
-                cloud = self.make_provider(provider, state, self.progress)
-                for record in cloud.destroy_order([r for r in state.records if r.provider == provider]):
-                    how = "deleted" if cloud.delete(record) else "already gone"
-                    state.forget(record)
-                    self.progress.resource_deleted(record, how)
-                    done.append((record, how))
-            _forget_machines(state)
-            return done
+        def one(provider: str, state: DeploymentState, records: list[Record]) -> list[tuple[Record, str]]:
+            return destroy_records(self.make_provider(provider, state, self.progress), state, records, self.progress)
+
+        return destroy_deployment(self.inventory, one)
+
+
+def destroy_deployment(inventory: Inventory, destroy_one: DestroyOne) -> list[tuple[Record, str]]:
+    """With the deployment's state locked, `destroy_one(provider, state, its records)` for each provider that
+    recorded resources; then forget the machines, their keys and host keys."""
+    with locked(inventory.state_dir):
+        state = DeploymentState.load(inventory.state_dir)
+        if state is None or not state.records:
+            if state is not None:
+                _forget_machines(state)
+            return []
+        done: list[tuple[Record, str]] = []
+        for provider in sorted({r.provider for r in state.records}):
+            done += destroy_one(provider, state, [r for r in state.records if r.provider == provider])
+        _forget_machines(state)
+        return done
+
+
+def destroy_records(cloud: MachineProvider, state: DeploymentState, records: list[Record],
+                    progress: CloudProgress) -> list[tuple[Record, str]]:
+    """Delete `records` through `cloud` in its destroy order, forgetting each in `state` the moment it is gone."""
+    done = []
+    for record in cloud.destroy_order(records):
+        how = "deleted" if cloud.delete(record) else "already gone"
+        state.forget(record)
+        progress.resource_deleted(record, how)
+        done.append((record, how))
+    return done
 
 
 def _forget_machines(state: DeploymentState) -> None:
@@ -156,12 +169,13 @@ def _forget_machines(state: DeploymentState) -> None:
         path.unlink(missing_ok=True)
 
 
-def default_provider(name: str, state: DeploymentState, progress: CloudProgress) -> MachineProvider:
-    """The provider `name` with its SDK's usual credentials (imported only when used)."""
-    if name == "aws":
-        from flctl.cloud.aws_machines import AwsMachines
+def machine_provider(name: str, state: DeploymentState, progress: CloudProgress) -> MachineProvider:
+    """The MachineProvider of target `name` with its SDK's usual credentials (imported only when used)."""
+    from flctl.cloud import targets
+    from flctl.cloud.targets.machine_target import MachineTarget
 
-        return AwsMachines(state, progress)
-    from flctl.cloud.azure_machines import AzureMachines
-
-    return AzureMachines(state, progress)
+    target = targets.get(name)
+    if not isinstance(target, MachineTarget):
+        raise DeployError(f"the deploy target '{name}' makes no machines, so it recorded none; remove its records "
+                          "from the deployment's state.json")
+    return target.machines(state, progress)

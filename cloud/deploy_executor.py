@@ -20,10 +20,27 @@ from typing import Any
 from flctl.cloud import remote_scripts as rs
 from flctl.cloud.connector import Connector
 from flctl.cloud.deploy_errors import DeployError, HostUnsuitable, KitRejected, NotCreated, Unhealthy
-from flctl.cloud.deploy_plan import Desired, HostPlan, Observed, Step, kit_checksums, plan_host, service_mode
+from flctl.cloud.deploy_plan import (
+    CreateVenv,
+    Desired,
+    HostPlan,
+    InstallService,
+    Observed,
+    StartNode,
+    Step,
+    StopNode,
+    SwitchRelease,
+    UploadKit,
+    UploadWheels,
+    VerifyKit,
+    WaitHealthy,
+    check_host,
+    kit_checksums,
+    plan_host,
+    service_mode,
+)
 from flctl.cloud.health import server_answers, sites_online
 from flctl.cloud.inventory import HostSpec, Inventory
-from flctl.cloud.remote_scripts import q
 from flctl.cloud.wheelhouse import Platform, default_cache, flctl_wheel, wheelhouse
 from flctl.provisioner.errors import ProvisionError
 from flctl.provisioner.kit_info import read_kit
@@ -69,6 +86,12 @@ class Progress:
 ConnectorFactory = Callable[[HostSpec], Connector]
 
 
+def not_created(host: HostSpec, inventory: Path) -> NotCreated:
+    """The error of a host whose machine its target has not made yet."""
+    return NotCreated(f"{host.participant}: its {host.provider} machine does not exist yet; create it with "
+                      f"`flctl deploy {host.provider} {inventory}`")
+
+
 @dataclass
 class Rollout:
     """Deploy, inspect and stop the nodes of one inventory."""
@@ -78,6 +101,7 @@ class Rollout:
     progress: Progress = field(default_factory=Progress)
     wheel_cache: Path = field(default_factory=default_cache)
     absent: list[HostSpec] = field(default_factory=list)  # cloud hosts whose machine does not exist yet
+    first_boot: bool = False  # the machines are new: wait for cloud-init before probing them
     _wheels: dict[str, list[Path]] = field(default_factory=dict, init=False)
     _wheel_lock: threading.Lock = field(default_factory=threading.Lock, init=False)
     _heartbeat_floor: dict[str, float] = field(default_factory=dict, init=False)
@@ -99,13 +123,8 @@ class Rollout:
         with conn:
             observed = self._probe(host, conn)
             if observed.mode == "systemd":
-                unit = rs.unit_name(host.participant)
-                return conn.check(rs.sudo(f"journalctl -u {q(unit)} -n {lines} --no-pager", observed.uid),
-                                  "reading the journal")
-            d = q(host.install_dir)
-            result = conn.run_sh(f"cd {d} && for f in workspace/node.log logs/supervisor.log; do "
-                                 f"[ -f $f ] && echo \"==> {host.install_dir}/$f <==\" && tail -n {lines} $f; done; "
-                                 "true")
+                return conn.check(rs.journal_command(host.participant, lines, observed.uid), "reading the journal")
+            result = conn.run_sh(rs.process_logs_command(host.install_dir, lines))
             if not result.stdout.strip():
                 raise DeployError(f"{host.participant} has no logs in {host.install_dir}; deploy it first")
             return result.stdout
@@ -135,8 +154,7 @@ class Rollout:
         with ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="deploy") as pool:
             results = list(pool.map(one, hosts))
         for host in self.absent:
-            error = NotCreated(f"{host.participant}: its {host.provider} machine does not exist yet; create it with "
-                               f"`flctl deploy {host.provider} {self.inventory.source}`")
+            error = not_created(host, self.inventory.source)
             self.progress.host_failed(host, error)
             results.append(HostResult(host.participant, host.where, host.port, "not created", ok=False,
                                       reason=error.reason, message=str(error)))
@@ -153,15 +171,15 @@ class Rollout:
         result = conn.run(rs.probe_command(host.python, host.install_dir, host.venvs), timeout_s=60)
         if result.exit_code != 0:
             if result.exit_code == 127 or "not found" in result.stderr:
-                raise HostUnsuitable(f"{host.participant}: there is no Python `{host.python}` on {host.address}; "
+                raise HostUnsuitable(f"{host.participant}: there is no Python `{host.python}` on {host.where}; "
                                      "install Python 3.11+ there or set `python` in the inventory")
             last = (result.stderr.strip().splitlines() or ["no output"])[-1]
-            raise HostUnsuitable(f"{host.participant}: probing {host.address} with {host.python} failed ({last}); "
+            raise HostUnsuitable(f"{host.participant}: probing {host.where} with {host.python} failed ({last}); "
                                  "check that it is Python 3.11 or newer")
         try:
             return Observed.from_probe(json.loads(result.stdout))
         except (ValueError, TypeError) as exc:
-            raise HostUnsuitable(f"{host.participant}: {host.python} on {host.address} gave an unreadable answer "
+            raise HostUnsuitable(f"{host.participant}: {host.python} on {host.where} gave an unreadable answer "
                                  f"({exc}); check that it is CPython 3.11 or newer") from None
 
     def _wheel_set(self, observed: Observed) -> list[Path]:
@@ -173,8 +191,6 @@ class Rollout:
 
     def plan(self, host: HostSpec, conn: Connector, force_restart: bool = False) -> HostPlan:
         observed = self._probe(host, conn)
-        from flctl.cloud.deploy_plan import check_host
-
         check_host(host, observed)
         wheels = self._wheel_set(observed)
         desired = Desired(host.participant, kit_checksums(self.inventory.kit(host.participant)),
@@ -182,14 +198,13 @@ class Rollout:
                           host.python, host.system_site_packages)
         sudo_ok = False
         if host.sudo and observed.systemd and observed.uid != 0:
-            sudo_ok = conn.run("sudo -n true", timeout_s=30).exit_code == 0
+            sudo_ok = conn.run(rs.SUDO_CHECK, timeout_s=30).exit_code == 0
         return plan_host(host, desired, observed, service_mode(host, observed, sudo_ok), force_restart)
 
     def _deploy_host(self, host: HostSpec, conn: Connector, dry_run: bool, rollback: bool,
                      upgrade: bool) -> HostResult:
-        if host.provider != "ssh":  # a new cloud machine may still be installing packages at first boot
-            conn.run_sh("if command -v cloud-init >/dev/null; then cloud-init status --wait >/dev/null; fi; true",
-                        timeout_s=900)
+        if self.first_boot:  # a new cloud machine may still be installing packages at first boot
+            conn.run_sh(rs.WAIT_FIRST_BOOT, timeout_s=900)
         plan = self.plan(host, conn)
         observed, desired = plan.observed, plan.desired
 
@@ -198,8 +213,8 @@ class Rollout:
             return HostResult(host.participant, host.where, host.port, status, **{**fields, **extra})
 
         if upgrade and observed.current is None:
-            raise DeployError(f"{host.participant}: nothing is installed in {host.install_dir} on {host.address}; "
-                              "run `flctl deploy ssh` first")
+            raise DeployError(f"{host.participant}: nothing is installed in {host.install_dir} on {host.where}; "
+                              f"run `flctl deploy {host.provider} {self.inventory.source}` first")
         if dry_run:
             return result("planned" if plan.changes else "unchanged")
         if not plan.changes:
@@ -221,83 +236,76 @@ class Rollout:
     def _rollback(self, plan: HostPlan, conn: Connector, release: str) -> None:
         host = plan.host
         self._stop_node(host, conn, plan.mode, plan.observed.uid)
-        d = q(host.install_dir)
-        conn.check(f"cd {d} && ln -sfn releases/{q(release)} current.tmp && mv -T current.tmp current",
-                   "switching back to the previous release")
+        conn.check(rs.switch_back_command(host.install_dir, release), "switching back to the previous release")
         self._start_node(host, conn, plan.mode, plan.observed.uid)
         self._wait_healthy(host, conn, plan.mode)
 
-    # ---- steps ------------------------------------------------------------------------------
+    # ---- steps: one method per step type, found through STEP_ACTIONS ---------------------------------
     def _do(self, plan: HostPlan, step: Step, conn: Connector) -> None:
-        host, desired, d = plan.host, plan.desired, plan.host.install_dir
-        release = f"{d}/releases/{desired.release_id}"
-        if step.kind == "upload_wheels":
-            conn.check(f"mkdir -p {q(d)}/wheels", "creating the wheels folder")
-            by_name = {w.name: w for w in self._wheel_set(plan.observed)}
-            for name in step.files:
-                conn.put_file(by_name[name].read_bytes(), f"{d}/wheels/.{name}.part")
-                conn.check(f"mv {q(f'{d}/wheels/.{name}.part')} {q(f'{d}/wheels/{name}')}", "storing a wheel")
-        elif step.kind == "create_venv":
-            venv = f"{host.venvs}/{desired.venv_id}"
-            flctl = next(n for n in desired.wheels if n.startswith("flctl-"))
-            system = " --system-site-packages" if desired.system_site_packages else ""
-            script = (f"test -f {q(venv)}/.complete || {{ rm -rf {q(venv)} && {q(host.python)} -m venv{system} "
-                      f"{q(venv)} && {q(venv)}/bin/python -m pip install -q --disable-pip-version-check --no-index "
-                      f"--find-links {q(d)}/wheels {q(f'{d}/wheels/{flctl}')} && touch {q(venv)}/.complete; }}")
-            conn.check(f"mkdir -p {q(host.venvs)} && flock {q(host.venvs)}/.lock sh -c {q(script)}",
-                       "installing flctl offline into the venv", timeout_s=900)
-        elif step.kind == "upload_kit":
-            self._upload_kit(host, conn, desired, release)
-        elif step.kind == "verify_kit":
-            out = conn.run(f"{q(release)}/venv/bin/flctl kit verify {q(release)}/kit", timeout_s=120)
-            if out.exit_code != 0:
-                conn.run(f"rm -rf {q(release)}")
-                why = " ".join((out.stdout + " " + out.stderr).split())[-300:]
-                raise KitRejected(f"{host.participant}: the kit's signature did not verify on {host.address} "
-                                  f"({why}); copy the kit again from the provisioner's prod folder and redeploy")
-        elif step.kind == "install_service":
-            self._install_service(plan, conn)
-        elif step.kind == "stop":
-            self._stop_node(host, conn, plan.observed.mode or plan.mode, plan.observed.uid)
-        elif step.kind == "switch":
-            conn.check(f"cd {q(d)} && if [ -L current ]; then ln -sfn \"$(readlink current)\" previous; fi && "
-                       f"ln -sfn releases/{desired.release_id} current.tmp && mv -T current.tmp current",
-                       "switching to the new release")
-        elif step.kind == "start":
-            self._start_node(host, conn, plan.mode, plan.observed.uid)
-        elif step.kind == "wait_healthy":
-            self._wait_healthy(host, conn, plan.mode)
-        else:  # pragma: no cover - the plan makes only the kinds above
-            raise DeployError(f"unknown step {step.kind}")
+        STEP_ACTIONS[type(step)](self, plan, step, conn)
 
-    def _upload_kit(self, host: HostSpec, conn: Connector, desired: Desired, release: str) -> None:
+    def _upload_wheels(self, plan: HostPlan, step: Step, conn: Connector) -> None:
+        d = plan.host.install_dir
+        conn.check(rs.wheels_folder_command(d), "creating the wheels folder")
+        by_name = {w.name: w for w in self._wheel_set(plan.observed)}
+        for name in step.files:
+            conn.put_file(by_name[name].read_bytes(), rs.wheel_part(d, name))
+            conn.check(rs.store_wheel_command(d, name), "storing a wheel")
+
+    def _create_venv(self, plan: HostPlan, step: Step, conn: Connector) -> None:
+        host, desired = plan.host, plan.desired
+        flctl = next(n for n in desired.wheels if n.startswith("flctl-"))
+        conn.check(rs.create_venv_command(host.python, host.install_dir, host.venvs, desired.venv_id, flctl,
+                                          desired.system_site_packages),
+                   "installing flctl offline into the venv", timeout_s=900)
+
+    def _upload_kit(self, plan: HostPlan, step: Step, conn: Connector) -> None:
+        host, desired = plan.host, plan.desired
+        release = rs.release_folder(host.install_dir, desired.release_id)
         kit = self.inventory.kit(host.participant)
-        tmp = f"{release}.part"
+        part = f"{release}.part"
         folders = sorted({str(Path(name).parent) for name in desired.kit_files} - {"."})
-        conn.check(f"rm -rf {q(tmp)} && mkdir -p " + " ".join(q(f"{tmp}/kit/{f}") for f in [".", *folders]),
-                   "creating the release folder")
+        conn.check(rs.new_release_command(part, folders), "creating the release folder")
         for name in desired.kit_files:
             path = kit / name
-            conn.put_file(path.read_bytes(), f"{tmp}/kit/{name}", path.stat().st_mode & 0o777)
-        conn.put_file(json.dumps(desired.manifest(), indent=1).encode(), f"{tmp}/release.json")
-        current_local = f"{host.install_dir}/current/kit/local"
-        conn.check(f"if [ -d {q(current_local)} ]; then cp -a {q(current_local)}/. {q(tmp)}/kit/local/; fi && "
-                   f"ln -sfn {q(host.venvs)}/{desired.venv_id} {q(tmp)}/venv && rm -rf {q(release)} && "
-                   f"mv {q(tmp)} {q(release)}", "storing the release (the site's own local/ files are kept)")
+            conn.put_file(path.read_bytes(), f"{part}/kit/{name}", path.stat().st_mode & 0o777)
+        conn.put_file(json.dumps(desired.manifest(), indent=1).encode(), f"{part}/release.json")
+        conn.check(rs.store_release_command(host.install_dir, part, release, f"{host.venvs}/{desired.venv_id}"),
+                   "storing the release (the site's own local/ files are kept)")
 
-    def _install_service(self, plan: HostPlan, conn: Connector) -> None:
+    def _verify_kit(self, plan: HostPlan, step: Step, conn: Connector) -> None:
+        host = plan.host
+        release = rs.release_folder(host.install_dir, plan.desired.release_id)
+        out = conn.run(rs.verify_kit_command(release), timeout_s=120)
+        if out.exit_code != 0:
+            conn.run(rs.remove_command(release))
+            why = " ".join((out.stdout + " " + out.stderr).split())[-300:]
+            raise KitRejected(f"{host.participant}: the kit's signature did not verify on {host.where} "
+                              f"({why}); copy the kit again from the provisioner's prod folder and redeploy")
+
+    def _install_service(self, plan: HostPlan, step: Step, conn: Connector) -> None:
         host, d = plan.host, plan.host.install_dir
-        conn.check(f"mkdir -p {q(d)}/run {q(d)}/logs {q(d)}/workspace", "creating the run folders")
+        conn.check(rs.run_folders_command(d), "creating the run folders")
         if plan.mode == "systemd":
             unit = rs.unit_name(host.participant)
             conn.put_file(rs.systemd_unit(host.participant, d, host.user).encode(), f"{d}/run/{unit}")
-            conn.check(rs.sudo(f"install -m 644 {q(f'{d}/run/{unit}')} /etc/systemd/system/{unit}",
-                               plan.observed.uid) + " && " + rs.sudo("systemctl daemon-reload", plan.observed.uid)
-                       + " && " + rs.sudo(f"systemctl enable {q(unit)}", plan.observed.uid),
+            conn.check(rs.install_unit_command(d, host.participant, plan.observed.uid),
                        "installing the systemd service")
         else:
             conn.put_file(rs.SUPERVISOR.encode(), f"{d}/run/supervise.sh", 0o755)
         conn.put_file(f"{plan.mode}\n".encode(), f"{d}/run/mode")
+
+    def _stop_step(self, plan: HostPlan, step: Step, conn: Connector) -> None:
+        self._stop_node(plan.host, conn, plan.observed.mode or plan.mode, plan.observed.uid)
+
+    def _switch(self, plan: HostPlan, step: Step, conn: Connector) -> None:
+        conn.check(rs.switch_command(plan.host.install_dir, plan.desired.release_id), "switching to the new release")
+
+    def _start_step(self, plan: HostPlan, step: Step, conn: Connector) -> None:
+        self._start_node(plan.host, conn, plan.mode, plan.observed.uid)
+
+    def _wait_step(self, plan: HostPlan, step: Step, conn: Connector) -> None:
+        self._wait_healthy(plan.host, conn, plan.mode)
 
     def _start_node(self, host: HostSpec, conn: Connector, mode: str, uid: int) -> None:
         # A site counts as healthy only with a heartbeat newer than any it sent before this start
@@ -307,16 +315,15 @@ class Rollout:
             online = sites_online(admin) or {}
             self._heartbeat_floor[host.participant] = online.get(host.participant, 0.0)
         if mode == "systemd":
-            conn.check(rs.sudo(f"systemctl restart {q(rs.unit_name(host.participant))}", uid), "starting the service")
+            conn.check(rs.unit_command("restart", host.participant, uid), "starting the service")
         else:
             conn.check(rs.start_process_command(host.install_dir), "starting the node")
 
     def _stop_node(self, host: HostSpec, conn: Connector, mode: str, uid: int) -> bool:
         """Stop the node; True when one was running."""
         if mode == "systemd":
-            unit = q(rs.unit_name(host.participant))
-            active = conn.run(f"systemctl is-active {unit}").stdout.strip() == "active"
-            conn.check(rs.sudo(f"systemctl stop {unit}", uid), "stopping the service")
+            active = conn.run(rs.unit_active_command(host.participant)).stdout.strip() == "active"
+            conn.check(rs.unit_command("stop", host.participant, uid), "stopping the service")
             return active
         out = conn.check(rs.stop_process_command(host.python, host.install_dir, STOP_GRACE_S), "stopping the node",
                          timeout_s=STOP_GRACE_S + 30)
@@ -344,16 +351,16 @@ class Rollout:
             if ok and self._running(host, conn, mode):
                 return
             time.sleep(0.5)
-        last = conn.run(f"tail -n 3 {q(host.install_dir)}/workspace/node.log 2>/dev/null").stdout.strip()
+        last = conn.run(rs.node_log_tail_command(host.install_dir)).stdout.strip()
         tail = " ".join(last.splitlines()[-1:]).strip()
-        raise Unhealthy(f"{host.participant} on {host.address} is unhealthy "
+        raise Unhealthy(f"{host.participant} on {host.where} is unhealthy "
                         f"{self.inventory.spec.health_timeout_s:g} s after start ({why})"
                         + (f"; its log ends with: {tail[-200:]}" if tail else "")
                         + f"; see `flctl deploy logs {self.inventory.source} {host.participant}`")
 
     def _running(self, host: HostSpec, conn: Connector, mode: str) -> bool:
         if mode == "systemd":
-            return conn.run(f"systemctl is-active {q(rs.unit_name(host.participant))}").stdout.strip() == "active"
+            return conn.run(rs.unit_active_command(host.participant)).stdout.strip() == "active"
         return self._probe(host, conn).running
 
     def _status_host(self, host: HostSpec, conn: Connector) -> HostResult:
@@ -361,12 +368,12 @@ class Rollout:
         base = HostResult(host.participant, host.where, host.port, "not installed", release=observed.current)
         if observed.current is None:
             base.ok = False
-            base.reason, base.message = "not installed", f"{host.participant}: nothing is deployed on {host.address}"
+            base.reason, base.message = "not installed", f"{host.participant}: nothing is deployed on {host.where}"
             return base
         running = self._running(host, conn, observed.mode or "process")
         if not running:
             base.status, base.ok, base.reason = "not running", False, "not running"
-            base.message = f"{host.participant}: the node on {host.address} is not running"
+            base.message = f"{host.participant}: the node on {host.where} is not running"
             return base
         ok, why = self._healthy(host)
         base.status, base.ok = ("running", True) if ok else ("unhealthy", False)
@@ -383,3 +390,12 @@ class Rollout:
             self._stop_node(host, conn, observed.mode, observed.uid)
         return HostResult(host.participant, host.where, host.port, "stopped" if was else "not running",
                           release=observed.current)
+
+
+StepAction = Callable[[Rollout, HostPlan, Step, Connector], None]
+STEP_ACTIONS: dict[type[Step], StepAction] = {
+    UploadWheels: Rollout._upload_wheels, CreateVenv: Rollout._create_venv, UploadKit: Rollout._upload_kit,
+    VerifyKit: Rollout._verify_kit, InstallService: Rollout._install_service, StopNode: Rollout._stop_step,
+    SwitchRelease: Rollout._switch, StartNode: Rollout._start_step, WaitHealthy: Rollout._wait_step,
+}
+"""What each type of step does (Rollout's methods); a step type the plan makes and this table lacks is a bug."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from flctl.cloud.deploy_errors import HostUnsuitable
 from flctl.cloud.inventory import HostSpec
@@ -73,11 +73,55 @@ class Observed:
 
 @dataclass(frozen=True)
 class Step:
-    """One thing to do on a host; `detail` is what the plan prints."""
+    """One thing to do on a host; `detail` is what the plan prints, `kind` its name in tests and logs.
 
-    kind: str  # upload_wheels, create_venv, upload_kit, verify_kit, install_service, stop, switch, start, wait_healthy
+    One subclass per kind: the executor looks up what to do by the step's type, and the shell each
+    kind runs is in flctl.cloud.remote_scripts.
+    """
+
+    kind: ClassVar[str] = "step"
     detail: str
     files: tuple[str, ...] = ()
+
+    def __init_subclass__(cls, kind: str, **rest: Any) -> None:
+        super().__init_subclass__(**rest)
+        cls.kind = kind
+
+
+class UploadWheels(Step, kind="upload_wheels"):
+    """Upload the wheels the host lacks (`files`)."""
+
+
+class CreateVenv(Step, kind="create_venv"):
+    """Install the uploaded wheels offline into the release's virtual environment."""
+
+
+class UploadKit(Step, kind="upload_kit"):
+    """Upload the kit as a new release (`files`: the kit files that changed)."""
+
+
+class VerifyKit(Step, kind="verify_kit"):
+    """Verify the uploaded kit's signature on the host."""
+
+
+class InstallService(Step, kind="install_service"):
+    """Install the systemd unit or the supervisor script."""
+
+
+class StopNode(Step, kind="stop"):
+    """Stop the running node."""
+
+
+class SwitchRelease(Step, kind="switch"):
+    """Make the new release current (the old one becomes `previous`)."""
+
+
+class StartNode(Step, kind="start"):
+    """Start the node."""
+
+
+class WaitHealthy(Step, kind="wait_healthy"):
+    """Wait until the node is healthy."""
 
 
 @dataclass(frozen=True)
@@ -114,13 +158,13 @@ def check_host(host: HostSpec, observed: Observed) -> None:
     """HostUnsuitable when the host cannot run a node."""
     major, _, minor = observed.python.partition(".")
     if (int(major), int(minor or 0)) < MIN_PYTHON:
-        raise HostUnsuitable(f"{host.participant}: {host.python} on {host.address} is Python {observed.python}; "
+        raise HostUnsuitable(f"{host.participant}: {host.python} on {host.where} is Python {observed.python}; "
                              "flctl needs 3.11 or newer: set `python` in the inventory to one")
     if observed.free_mb < host.min_free_mb:
         raise HostUnsuitable(f"{host.participant}: only {observed.free_mb} MB free under {host.install_dir} on "
-                             f"{host.address}, {host.min_free_mb} MB needed; free some disk space")
+                             f"{host.where}, {host.min_free_mb} MB needed; free some disk space")
     if not observed.writable:
-        raise HostUnsuitable(f"{host.participant}: {host.user} cannot write {host.install_dir} on {host.address}; "
+        raise HostUnsuitable(f"{host.participant}: {host.user} cannot write {host.install_dir} on {host.where}; "
                              "create it owned by that user or pick another install_dir")
 
 
@@ -139,23 +183,23 @@ def plan_host(host: HostSpec, desired: Desired, observed: Observed, mode: str, f
     if not same_release:
         missing = tuple(n for n, sha in sorted(desired.wheels.items()) if observed.wheels.get(n) != sha)
         if missing:
-            steps.append(Step("upload_wheels", f"upload {len(missing)} of {len(desired.wheels)} wheels", missing))
+            steps.append(UploadWheels(f"upload {len(missing)} of {len(desired.wheels)} wheels", missing))
         if desired.venv_id not in observed.venvs:
             site = " with the system's site-packages" if desired.system_site_packages else ""
-            steps.append(Step("create_venv", f"install the wheels offline into venv {desired.venv_id}{site}"))
+            steps.append(CreateVenv(f"install the wheels offline into venv {desired.venv_id}{site}"))
         before = (observed.release or {}).get("kit", {})
         changed = tuple(n for n, sha in sorted(desired.kit_files.items()) if before.get(n) != sha)
         what = "the kit" if not before else f"the kit ({len(changed)} changed: {', '.join(changed[:4])}" + \
             (", …)" if len(changed) > 4 else ")")
-        steps.append(Step("upload_kit", f"upload {what} as release {desired.release_id}", changed))
-        steps.append(Step("verify_kit", "verify the kit's signature on the host"))
-    steps.append(Step("install_service", "install the systemd service" if mode == "systemd"
-                      else "install the supervised background process"))
+        steps.append(UploadKit(f"upload {what} as release {desired.release_id}", changed))
+        steps.append(VerifyKit("verify the kit's signature on the host"))
+    steps.append(InstallService("install the systemd service" if mode == "systemd"
+                                else "install the supervised background process"))
     if observed.running or (observed.mode is not None and observed.mode != mode):
-        steps.append(Step("stop", f"stop the running node (release {observed.current})"))
+        steps.append(StopNode(f"stop the running node (release {observed.current})"))
     if not same_release:
-        steps.append(Step("switch", f"make release {desired.release_id} current"
-                          + (f" (previous: {observed.current})" if observed.current else "")))
-    steps.append(Step("start", f"start the {host.participant} node"))
-    steps.append(Step("wait_healthy", "wait until the node is healthy"))
+        steps.append(SwitchRelease(f"make release {desired.release_id} current"
+                                   + (f" (previous: {observed.current})" if observed.current else "")))
+    steps.append(StartNode(f"start the {host.participant} node"))
+    steps.append(WaitHealthy("wait until the node is healthy"))
     return HostPlan(host, desired, observed, mode, steps)

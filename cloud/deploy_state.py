@@ -34,7 +34,7 @@ STATE_FILE = "state.json"
 class Record:
     """One created resource: enough to find it again and delete it."""
 
-    provider: str  # aws or azure
+    provider: str  # the deploy target that made it (flctl.cloud.targets)
     kind: str  # security_group, key_pair, instance, address; resource_group, virtual_network, ...
     id: str  # the cloud's id (AWS id, or Azure resource id)
     name: str

@@ -10,13 +10,24 @@ import posixpath
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ModelWrapValidatorHandler,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from flctl.cloud.machine_specs import AwsMachine, AzureMachine
+from flctl.cloud import targets
 from flctl.provisioner.errors import InputError, Problem
 from flctl.provisioner.yaml_source import Loc, YamlDocument, format_loc, load_yaml
+
+Block = TypeVar("Block", bound=BaseModel)
 
 
 class HostSpec(BaseModel):
@@ -25,13 +36,12 @@ class HostSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     participant: str = Field(description="Name of the participant (a kit folder inside `kits`): the server or a site.")
-    provider: Literal["ssh", "aws", "azure"] = Field("ssh", description="ssh: an existing machine at `address`; "
-                                                     "aws or azure: a machine `flctl deploy aws|azure` creates "
-                                                     "as the `aws:` or `azure:` block says.")
+    provider: str = Field(targets.DEFAULT, description="The deploy target that runs the node (flctl.cloud.targets): "
+                          "ssh: an existing machine at `address`; local: this machine, no SSH; aws or azure: a "
+                          "machine `flctl deploy aws|azure` creates as the host's `aws:` or `azure:` block says "
+                          "(a target with a block takes it under its own name).")
     address: str | None = Field(None, description="Host name or IP address the SSH server listens on (ssh hosts "
                                                   "only: a cloud machine's address comes from its deployment).")
-    aws: AwsMachine | None = Field(None, description="The EC2 instance to create (provider: aws).")
-    azure: AzureMachine | None = Field(None, description="The Azure VM to create (provider: azure).")
     port: int = Field(22, ge=1, le=65535, description="SSH port.")
     user: str = Field(description="SSH user.")
     key_file: str | None = Field(None, description="Private key file (relative to the inventory); "
@@ -48,6 +58,14 @@ class HostSpec(BaseModel):
                                   "INSTALL_DIR/venvs]; nodes on one machine may share one, so the "
                                   "wheels are installed once.")
     min_free_mb: int = Field(500, ge=0, description="Refuse the host when its install folder has less free disk.")
+    _block: BaseModel | None = PrivateAttr(None)  # the `<provider>:` block, validated by the target's spec
+
+    @field_validator("provider")
+    @classmethod
+    def _known_target(cls, value: str) -> str:
+        if value not in targets.TARGETS:
+            raise ValueError(f"{value!r} is not a deploy target; use one of: {', '.join(targets.names())}")
+        return value
 
     @field_validator("install_dir", "venv_root")
     @classmethod
@@ -69,45 +87,59 @@ class HostSpec(BaseModel):
             raise ValueError("must be non-empty and contain no spaces, quotes or shell characters")
         return value
 
-    @model_validator(mode="after")
-    def _provider_fields(self) -> HostSpec:
-        cloud = {"aws": self.aws, "azure": self.azure}
-        if self.provider == "ssh":
-            if self.address is None:
-                raise ValueError("[address] 'address' is required (or set provider: aws or azure)")
-            given = [name for name, block in cloud.items() if block is not None]
-            if given:
-                raise ValueError(f"[{given[0]}] '{given[0]}' is only allowed with provider: {given[0]}")
-            return self
-        if self.address is not None:
-            raise ValueError(f"[address] 'address' is not allowed with provider: {self.provider}; the machine's "
-                             "address comes from the deployment")
-        if cloud[self.provider] is None:
-            raise ValueError(f"[provider] provider: {self.provider} needs an '{self.provider}:' block describing "
+    @model_validator(mode="wrap")
+    @classmethod
+    def _with_block(cls, data: Any, handler: ModelWrapValidatorHandler[HostSpec]) -> HostSpec:
+        """Validate the common fields and each target block (`aws:`…) with its target's schema, errors together;
+        then the provider's own rules (flctl.cloud.targets.base.DeployTarget.check)."""
+        if not isinstance(data, dict):
+            return handler(data)
+        blocks = {name: value for name, value in data.items() if name in block_targets()}
+        errors: list[Any] = []
+        host: HostSpec | None = None
+        try:
+            host = handler({key: value for key, value in data.items() if key not in blocks})
+        except ValidationError as exc:
+            errors += exc.errors()
+        validated: dict[str, BaseModel] = {}
+        for name, value in blocks.items():
+            try:
+                validated[name] = block_targets()[name].model_validate(value)
+            except ValidationError as exc:
+                errors += [{**err, "loc": (name, *err["loc"])} for err in exc.errors()]
+        if errors or host is None:
+            raise ValidationError.from_exception_data(cls.__name__, errors)
+        given = [name for name in validated if name != host.provider]
+        if given:
+            raise ValueError(f"[{given[0]}] '{given[0]}' is only allowed with provider: {given[0]}")
+        host._block = validated.get(host.provider)
+        target = targets.get(host.provider)
+        if target.spec is not None and host._block is None:
+            raise ValueError(f"[provider] provider: {host.provider} needs an '{host.provider}:' block describing "
                              "the machine")
-        other = "azure" if self.provider == "aws" else "aws"
-        if cloud[other] is not None:
-            raise ValueError(f"[{other}] '{other}' is not allowed with provider: {self.provider}")
-        if self.aws is not None and self.aws.key_name is not None and self.key_file is None:
-            raise ValueError("[key_file] aws.key_name needs key_file: the private key of that key pair")
-        if self.azure is not None and self.user in AZURE_RESERVED_USERS:
-            raise ValueError(f"[user] Azure refuses the user name {self.user!r}; pick another, e.g. flctl")
-        return self
+        target.check(host)
+        return host
 
     @property
-    def cloud(self) -> AwsMachine | AzureMachine | None:
-        return self.aws if self.provider == "aws" else self.azure if self.provider == "azure" else None
+    def block(self) -> BaseModel | None:
+        """The host's `<provider>:` block (its target's spec), or None when its target has none."""
+        return self._block
+
+    def block_as(self, spec: type[Block]) -> Block:
+        """The host's block, which its target knows to be a `spec`."""
+        if not isinstance(self._block, spec):
+            raise ValueError(f"{self.participant} has no {self.provider}: block of type {spec.__name__}")
+        return self._block
 
     @property
     def where(self) -> str:
-        """The host's address, or where it will be created."""
-        if self.address is not None:
-            return self.address
-        return f"aws:{self.aws.region}" if self.aws else f"azure:{self.azure.location}" if self.azure else "?"
+        """The host's address, or where its target will make it."""
+        return targets.get(self.provider).where(self)
 
 
-AZURE_RESERVED_USERS = {"root", "admin", "administrator", "guest", "user", "test", "sys", "support", "adm",
-                        "admin1", "admin2", "user1", "user2", "user3", "test1", "test2", "test3", "owner"}
+def block_targets() -> dict[str, type[BaseModel]]:
+    """The inventory blocks the deploy targets define: target name -> the schema of its block."""
+    return {name: target.spec for name, target in targets.TARGETS.items() if target.spec is not None}
 
 
 class InventorySpec(BaseModel):
@@ -192,7 +224,7 @@ def inventory_from_document(doc: YamlDocument, path: Path) -> Inventory:
         spec = InventorySpec.model_validate(doc.data)
     except ValidationError as exc:
         problems += [where(*_located(err)) for err in exc.errors()]
-        problems += _missing_addresses(doc.data, {p.field for p in problems}, where)
+        problems += _missing_required(doc.data, {p.field for p in problems}, where)
     if spec is not None:
         problems += _check_references(spec, path.parent, where)
     if problems:
@@ -244,25 +276,25 @@ def _located(err: Any) -> tuple[tuple[Any, ...], str]:
     return ((*loc, match.group(1)), match.group(2)) if match else (loc, message)
 
 
-def _missing_addresses(data: dict[str, Any], reported: set[str], where: Any) -> list[Problem]:
-    """An ssh host without an address, also when the host has other errors (its model check then never ran)."""
+def _missing_required(data: dict[str, Any], reported: set[str], where: Any) -> list[Problem]:
+    """Fields a host's target requires (an ssh host's address), also when the host has other errors (its
+    target's check then never ran)."""
     hosts = data.get("hosts")
     problems = []
     for i, host in enumerate(hosts if isinstance(hosts, list) else []):
-        field = format_loc(("hosts", i, "address"))
-        if isinstance(host, dict) and host.get("provider", "ssh") == "ssh" and "address" not in host \
-                and field not in reported:
-            problems.append(where(("hosts", i, "address"), "'address' is required (or set provider: aws or azure)"))
+        target = targets.TARGETS.get(host.get("provider", targets.DEFAULT)) if isinstance(host, dict) else None
+        for name, message in target.required.items() if target is not None else ():
+            field = format_loc(("hosts", i, name))
+            if name not in host and field not in reported:
+                problems.append(where(("hosts", i, name), message))
     return problems
 
 
 def _model_at(loc: tuple[Any, ...]) -> type[BaseModel]:
-    """The model whose field `loc` ends in."""
+    """The model whose field `loc` ends in: a target's block, a host or the whole file."""
     parents = loc[:-1]
-    if "aws" in parents:
-        return AwsMachine
-    if "azure" in parents:
-        return AzureMachine
+    if len(parents) >= 3 and parents[0] == "hosts" and parents[2] in block_targets():
+        return block_targets()[parents[2]]
     return HostSpec if "hosts" in parents else InventorySpec
 
 
@@ -270,7 +302,9 @@ def _message(err: Any) -> str:
     kind = err["type"]
     loc = tuple(err["loc"])
     if kind == "extra_forbidden":
-        return f"unknown key '{loc[-1]}'; allowed here: {', '.join(_model_at(loc).model_fields)}"
+        model = _model_at(loc)
+        allowed = [*model.model_fields, *(block_targets() if model is HostSpec else ())]
+        return f"unknown key '{loc[-1]}'; allowed here: {', '.join(allowed)}"
     if kind == "missing":
         return f"'{loc[-1]}' is required"
     if kind == "literal_error":

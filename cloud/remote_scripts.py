@@ -184,3 +184,102 @@ def systemd_unit(participant: str, install_dir: str, user: str) -> str:
 
 def sudo(command: str, uid: int) -> str:
     return command if uid == 0 else f"sudo -n {command}"
+
+
+# ---- the commands each rollout step runs ------------------------------------------------------------
+WAIT_FIRST_BOOT = "if command -v cloud-init >/dev/null; then cloud-init status --wait >/dev/null; fi; true"
+SUDO_CHECK = "sudo -n true"
+
+
+def wheels_folder_command(install_dir: str) -> str:
+    return f"mkdir -p {q(install_dir)}/wheels"
+
+
+def wheel_part(install_dir: str, name: str) -> str:
+    """Where a wheel is uploaded before `store_wheel_command` moves it into place."""
+    return f"{install_dir}/wheels/.{name}.part"
+
+
+def store_wheel_command(install_dir: str, name: str) -> str:
+    return f"mv {q(wheel_part(install_dir, name))} {q(f'{install_dir}/wheels/{name}')}"
+
+
+def create_venv_command(python: str, install_dir: str, venv_root: str, venv_id: str, flctl_wheel: str,
+                        system_site_packages: bool) -> str:
+    """Install the flctl wheel offline into venv `venv_id` unless it is complete; one installer at a time."""
+    venv, d = f"{venv_root}/{venv_id}", install_dir
+    system = " --system-site-packages" if system_site_packages else ""
+    script = (f"test -f {q(venv)}/.complete || {{ rm -rf {q(venv)} && {q(python)} -m venv{system} "
+              f"{q(venv)} && {q(venv)}/bin/python -m pip install -q --disable-pip-version-check --no-index "
+              f"--find-links {q(d)}/wheels {q(f'{d}/wheels/{flctl_wheel}')} && touch {q(venv)}/.complete; }}")
+    return f"mkdir -p {q(venv_root)} && flock {q(venv_root)}/.lock sh -c {q(script)}"
+
+
+def release_folder(install_dir: str, release_id: str) -> str:
+    return f"{install_dir}/releases/{release_id}"
+
+
+def new_release_command(part: str, folders: list[str]) -> str:
+    """Make the empty folders of a release being uploaded to `part`."""
+    return f"rm -rf {q(part)} && mkdir -p " + " ".join(q(f"{part}/kit/{f}") for f in [".", *folders])
+
+
+def store_release_command(install_dir: str, part: str, release: str, venv: str) -> str:
+    """Keep the site's own local/ files, link the venv, and move the uploaded release into place."""
+    current_local = f"{install_dir}/current/kit/local"
+    return (f"if [ -d {q(current_local)} ]; then cp -a {q(current_local)}/. {q(part)}/kit/local/; fi && "
+            f"ln -sfn {q(venv)} {q(part)}/venv && rm -rf {q(release)} && mv {q(part)} {q(release)}")
+
+
+def verify_kit_command(release: str) -> str:
+    return f"{q(release)}/venv/bin/flctl kit verify {q(release)}/kit"
+
+
+def remove_command(path: str) -> str:
+    return f"rm -rf {q(path)}"
+
+
+def switch_command(install_dir: str, release_id: str) -> str:
+    """Make `release_id` current; the release current until now becomes `previous`."""
+    return (f"cd {q(install_dir)} && if [ -L current ]; then ln -sfn \"$(readlink current)\" previous; fi && "
+            f"ln -sfn releases/{q(release_id)} current.tmp && mv -T current.tmp current")
+
+
+def switch_back_command(install_dir: str, release_id: str) -> str:
+    """Make `release_id` current again (a rollback: `previous` stays as it is)."""
+    return f"cd {q(install_dir)} && ln -sfn releases/{q(release_id)} current.tmp && mv -T current.tmp current"
+
+
+def run_folders_command(install_dir: str) -> str:
+    d = q(install_dir)
+    return f"mkdir -p {d}/run {d}/logs {d}/workspace"
+
+
+def install_unit_command(install_dir: str, participant: str, uid: int) -> str:
+    """Install the unit uploaded to run/, reload systemd and enable the unit."""
+    unit = unit_name(participant)
+    return (sudo(f"install -m 644 {q(f'{install_dir}/run/{unit}')} /etc/systemd/system/{unit}", uid) + " && "
+            + sudo("systemctl daemon-reload", uid) + " && " + sudo(f"systemctl enable {q(unit)}", uid))
+
+
+def unit_command(action: str, participant: str, uid: int) -> str:
+    """`systemctl ACTION` (restart, stop) on the participant's unit."""
+    return sudo(f"systemctl {action} {q(unit_name(participant))}", uid)
+
+
+def unit_active_command(participant: str) -> str:
+    return f"systemctl is-active {q(unit_name(participant))}"
+
+
+def journal_command(participant: str, lines: int, uid: int) -> str:
+    return sudo(f"journalctl -u {q(unit_name(participant))} -n {lines} --no-pager", uid)
+
+
+def process_logs_command(install_dir: str, lines: int) -> str:
+    """The end of the node's log and of the supervisor's, each under a `==> path <==` header."""
+    return (f"cd {q(install_dir)} && for f in workspace/node.log logs/supervisor.log; do "
+            f"[ -f $f ] && echo \"==> {install_dir}/$f <==\" && tail -n {lines} $f; done; true")
+
+
+def node_log_tail_command(install_dir: str) -> str:
+    return f"tail -n 3 {q(install_dir)}/workspace/node.log 2>/dev/null"

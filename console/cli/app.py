@@ -83,12 +83,14 @@ def _poc() -> typer.Typer:
 
 
 def _deploy() -> typer.Typer:
-    from flctl.console.cli.deploy import cloud, destroy, logs, ssh, status, stop, upgrade
+    from flctl.cloud.targets import TARGETS
+    from flctl.console.cli.deploy import destroy, logs, status, stop, target, upgrade
 
-    return _group("Roll a federation out to machines over SSH, or to machines flctl creates in AWS or Azure: "
-                  "ssh, aws, azure, status, stop, logs, upgrade, destroy.",
-                  {"ssh": ssh.command, "status": status.command, "stop": stop.command, "logs": logs.command,
-                   "upgrade": upgrade.command, "aws": cloud.aws, "azure": cloud.azure, "destroy": destroy.command})
+    commands: dict[str, Callable[..., object]] = {name: target.command(each) for name, each in TARGETS.items()}
+    commands |= {"status": status.command, "stop": stop.command, "logs": logs.command, "upgrade": upgrade.command,
+                 "destroy": destroy.command}
+    return _group("Roll a federation out: one command per deploy target (over SSH, on this machine, or to "
+                  f"machines flctl creates in a cloud), then the whole inventory's: {', '.join(commands)}.", commands)
 
 
 class FlctlGroup(LazyGroup):

@@ -8,8 +8,7 @@ from typing import Annotated
 import typer
 
 from flctl.console.cli import exit_codes, terminal
-from flctl.console.cli.deploy.cloud import _progress
-from flctl.console.cli.deploy.run import InventoryArg
+from flctl.console.cli.deploy.run import InventoryArg, deployment
 from flctl.console.cli.options import JsonOption
 
 
@@ -26,18 +25,17 @@ def command(
     interrupted destroy continues where it stopped when run again, and a second destroy does
     nothing. The generated SSH keys and pinned host keys go with the machines.
     """
-    from flctl.cloud.cloud_rollout import CloudRollout, default_provider
-    from flctl.cloud.inventory import load_inventory
+    from flctl.cloud import fleet
 
-    cloud = CloudRollout(load_inventory(inventory), default_provider, _progress(json_out))
-    plan = cloud.destroy_plan()
-    rows = [[r.participant, r.provider, r.kind.replace("_", " "), r.name, r.id] for r in plan.records]
-    if dry_run or not plan.records:
+    found = deployment(inventory, quiet=json_out)
+    records = fleet.recorded(found.inventory)
+    rows = [[r.participant, r.provider, r.kind.replace("_", " "), r.name, r.id] for r in records]
+    if dry_run or not records:
         if json_out:
             terminal.print_json([{"participant": r.participant, "provider": r.provider, "kind": r.kind,
-                                  "name": r.name, "id": r.id, "status": "planned"} for r in plan.records])
-        elif not plan.records:
-            terminal.success(f"nothing to destroy: {cloud.inventory.state_dir} records no resource")
+                                  "name": r.name, "id": r.id, "status": "planned"} for r in records])
+        elif not records:
+            terminal.success(f"nothing to destroy: {found.inventory.state_dir} records no resource")
         else:
             terminal.table(["participant", "provider", "resource", "name", "id"], rows,
                            title="destroy plan (nothing was deleted)")
@@ -49,7 +47,7 @@ def command(
         terminal.table(["participant", "provider", "resource", "name", "id"], rows, title="to delete")
         if not typer.confirm(f"Delete these {len(rows)} resources?", default=False):
             terminal.abort("nothing was deleted", exit_codes.FAILED)
-    done = cloud.destroy()
+    done = fleet.destroy(found)
     if json_out:
         terminal.print_json([{"participant": r.participant, "provider": r.provider, "kind": r.kind,
                               "name": r.name, "id": r.id, "status": how} for r, how in done])

@@ -6,8 +6,8 @@ from typing import Annotated
 
 import typer
 
-from flctl.console.cli import exit_codes, terminal
-from flctl.console.cli.deploy.run import InventoryArg, make_rollout
+from flctl.console.cli import terminal
+from flctl.console.cli.deploy.run import InventoryArg, deployment
 from flctl.console.cli.options import JsonOption
 
 
@@ -18,13 +18,9 @@ def command(
     json_out: JsonOption = False,
 ) -> None:
     """Print the end of a deployed node's log (its node.log, and the supervisor's or the journal's)."""
-    rollout = make_rollout(inventory, quiet=True)
-    try:
-        spec = rollout.inventory.host(host)
-    except KeyError:
-        names = ", ".join(h.participant for h in rollout.inventory.hosts)
-        terminal.abort(f"no host '{host}' in {inventory}; hosts: {names}", exit_codes.BAD_INPUT)
-    text = rollout.logs(spec, lines)
+    from flctl.cloud import fleet
+
+    spec, text = fleet.logs(deployment(inventory, quiet=True), host, lines)
     if json_out:
         terminal.print_json({"host": spec.participant, "lines": lines, "log": text})
         return

@@ -12,9 +12,11 @@ from flctl.console.cli import exit_codes, terminal
 
 if TYPE_CHECKING:
     from flctl.cloud.deploy_errors import DeployError
-    from flctl.cloud.deploy_executor import HostResult, Rollout
+    from flctl.cloud.deploy_executor import HostResult
     from flctl.cloud.deploy_plan import Step
+    from flctl.cloud.deploy_state import Record
     from flctl.cloud.inventory import HostSpec
+    from flctl.cloud.targets.base import Deployment
 
 InventoryArg = Annotated[Path, typer.Argument(help="The inventory YAML (see playbooks/rollouts/).", dir_okay=False)]
 ParallelOption = Annotated[int, typer.Option("--parallel", "-p", min=1, max=64, help="Hosts worked on at once.")]
@@ -30,39 +32,41 @@ def failure_code(reasons: list[str]) -> int:
     return exit_codes.NO_CONNECTION if all(r in CONNECTION_REASONS for r in reasons) else exit_codes.FAILED
 
 
-def make_rollout(inventory: Path, accept_new: bool = False, quiet: bool = False,
-                 only: set[str] | None = None) -> Rollout:
-    """Load the inventory (exit 2 naming file, line and field) and a rollout over SSH that reports progress.
-
-    Cloud hosts are reached at the addresses their deployment recorded; those not created yet are
-    reported as such. `only`: just these participants.
-    """
-    from flctl.cloud.deploy_executor import Progress, Rollout
-    from flctl.cloud.host_access import connector_factory, resolve
+def deployment(inventory: Path, accept_new: bool = False, quiet: bool = False, parallel: int = 4,
+               machines_only: bool = False) -> Deployment:
+    """Load the inventory (exit 2 naming file, line and field) and what its targets report progress through:
+    one line per host event and per cloud resource on stderr, none when `quiet`."""
+    from flctl.cloud.deploy_executor import Progress
     from flctl.cloud.inventory import load_inventory
+    from flctl.cloud.machine_provider import CloudProgress
+    from flctl.cloud.targets.base import Deployment
 
-    resolved = resolve(load_inventory(inventory), only)
+    lock = threading.Lock()
 
-    class Lines(Progress):
-        """One line per host event on stderr."""
+    def say(line: str) -> None:
+        if not quiet:
+            with lock:
+                terminal.info(line)
 
-        lock = threading.Lock()
-
+    class Hosts(Progress):
         def host_connected(self, host: HostSpec) -> None:
-            self._say(f"{host.participant}: connected to {host.user}@{host.address}:{host.port}")
+            say(f"{host.participant}: connected to {host.user}@{host.where}:{host.port}")
 
         def step_done(self, host: HostSpec, step: Step) -> None:
-            self._say(f"{host.participant}: {step.detail}: done")
+            say(f"{host.participant}: {step.detail}: done")
 
         def host_failed(self, host: HostSpec, error: DeployError) -> None:
-            self._say(f"{host.participant}: failed ({error.reason})")
+            say(f"{host.participant}: failed ({error.reason})")
 
-        def _say(self, line: str) -> None:
-            if not quiet:
-                with self.lock:
-                    terminal.info(line)
+    class Resources(CloudProgress):
+        def resource_ready(self, participant: str, kind: str, name: str, how: str) -> None:
+            say(f"{participant}: {kind.replace('_', ' ')} {name}: {how}")
 
-    return Rollout(resolved.inventory, connector_factory(resolved, accept_new), Lines(), absent=resolved.absent)
+        def resource_deleted(self, record: Record, how: str) -> None:
+            say(f"{record.participant}: {record.kind.replace('_', ' ')} {record.name}: {how}")
+
+    return Deployment(load_inventory(inventory), Hosts(), Resources(), parallel=parallel,
+                      accept_new_host_keys=accept_new, roll_out=not machines_only)
 
 
 def report(results: list[HostResult], json_out: bool, title: str) -> None:

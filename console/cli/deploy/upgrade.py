@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flctl.console.cli.deploy.run import AcceptNewOption, InventoryArg, ParallelOption, make_rollout, report
+from flctl.console.cli.deploy.run import AcceptNewOption, InventoryArg, ParallelOption, deployment, report
 from flctl.console.cli.options import JsonOption
 
 
@@ -18,6 +18,7 @@ def command(
     node is not healthy within the inventory's health_timeout_s goes back to its previous release
     and is reported as failed.
     """
-    results = make_rollout(inventory, accept_new_host_keys, quiet=json_out).deploy(
-        parallel=parallel, rollback=True, upgrade=True)
+    from flctl.cloud import fleet
+
+    results = fleet.upgrade(deployment(inventory, accept_new_host_keys, quiet=json_out, parallel=parallel))
     report(results, json_out, "upgrade")
