@@ -8,9 +8,11 @@ CLI code as ssh, aws and azure.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -27,10 +29,11 @@ from flctl.cloud.inventory import HostSpec, load_inventory
 from flctl.cloud.local_connector import LocalConnector
 from flctl.cloud.targets.base import Applied, Deployment, DeployTarget, Planned
 from flctl.provisioner.errors import InputError
+from tests.federation import make_federation
+from tests.test_deploy_ssh import HOST_PYTHON, processes_under
+from tests.test_deploy_ssh import flctl as flctl_binary
 
 from .conftest import ROOT
-
-HOST_PYTHON = os.path.realpath(getattr(sys, "_base_executable", sys.executable))
 
 
 # ---- the smallest possible target: what a new target's module holds ------------------------------------
@@ -173,6 +176,36 @@ def test_the_local_target_reaches_this_machine_without_ssh(flctl: Any, tmp_path:
     assert status.code == 1, status.stderr
     [result] = status.json()
     assert (result["participant"], result["address"], result["status"]) == ("site-1", "localhost", "not installed")
+
+
+def test_the_local_target_runs_a_federation_on_this_machine(tmp_path: Path, wheel_cache: Path,
+                                                          host_venvs: Path) -> None:
+    """`flctl deploy local` installs and starts a server and a site here, healthy; status and stop reach them."""
+    # Prepare
+    if Path("/run/systemd/system").is_dir():
+        pytest.skip("this machine runs systemd: the local target would install system units here")
+    fed = make_federation(tmp_path, sites=1)
+    hosts = "".join(f"  - {{participant: {name}, provider: local, user: me, install_dir: {tmp_path / name}, "
+                    f"python: {HOST_PYTHON}, venv_root: {host_venvs}, min_free_mb: 50}}\n"
+                    for name in ("localhost", "site-1"))
+    inventory = tmp_path / "inv.yml"
+    inventory.write_text(f"api_version: 1\nkits: {fed.prod}\nadmin_kit: {fed.admin}\nhosts:\n{hosts}")
+    env = {"FLCTL_WHEEL_CACHE": str(wheel_cache)}
+    try:
+        # Execute
+        deployed = flctl_binary("deploy", "local", inventory, "--json", env=env)
+        status = flctl_binary("deploy", "status", inventory, "--json", env=env)
+        stopped = flctl_binary("deploy", "stop", inventory, "--json", env=env)
+    finally:
+        for pid in processes_under(tmp_path):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    # Assert
+    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+    assert [(r["participant"], r["status"]) for r in json.loads(deployed.stdout)] == [
+        ("localhost", "deployed"), ("site-1", "deployed")]
+    assert {r["status"] for r in json.loads(status.stdout)} == {"running"}, status.stdout
+    assert {r["status"] for r in json.loads(stopped.stdout)} == {"stopped"}, stopped.stdout
 
 
 def test_the_local_connector_writes_files_and_runs_commands_here(tmp_path: Path) -> None:
