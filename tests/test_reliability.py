@@ -184,3 +184,33 @@ def test_site_killed_mid_round_is_dropped_then_rejoins(fed, tmp_path):
     assert without, "rounds completed without the killed site"
     assert rejoined_in and min(rejoined_in) > min(without), "the restarted site answered a later round"
     assert "site_rejoined" in kinds
+
+
+def test_scaffold_resumes_with_its_control_variate_after_a_server_kill(fed, tmp_path):
+    """SCAFFOLD's c is saved with each round and the sites keep their c_i in their running scripts: SIGKILLed after
+    round 1 and restarted, the job ends with the model of the plain reference (an uninterrupted run)."""
+    from .test_scaffold import TRAIN, reference
+
+    rounds = 5
+    job = tmp_path / "scaffold"
+    (job / "app").mkdir(parents=True)
+    pause = "        model = fl.receive()\n        import time; time.sleep(0.4)\n"
+    slow = TRAIN.replace("        model = fl.receive()\n", pause)
+    (job / "app" / "train.py").write_text(slow)
+    (job / "job.yml").write_text(f"api_version: 1\nname: scaffold\nworkflow: {{type: scaffold, args: "
+                                 f"{{rounds: {rounds}, round_timeout_s: 60}}}}\nmin_sites: 2\n"
+                                 "app: {command: [python, train.py]}\n")
+    with AdminClient.from_kit(fed.admin_kit) as admin:
+        job_id = admin.submit_job(job)
+        events_until_round(admin, job_id, 1)
+    fed.stop("localhost", signal.SIGKILL)
+    fed.start("localhost")
+    fed.wait_online(fed.sites, timeout=40)
+    with AdminClient.from_kit(fed.admin_kit) as admin:
+        kinds = [e.kind for e in admin.watch(job_id)]
+        info = admin.get_job(job_id)
+        assert info.status == "FINISHED", info.error + fed.logs()
+        target = admin.download_job(job_id, tmp_path / "out")
+    assert "resumed" in kinds
+    final = load_file(target / "models" / "final.safetensors")["weight"].reshape(-1)
+    np.testing.assert_allclose(final, reference(rounds, 1.0, np.zeros(2), sites=fed.sites), rtol=0, atol=1e-9)

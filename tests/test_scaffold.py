@@ -54,13 +54,14 @@ def three_sites() -> StatefulFederation:
     return StatefulFederation({site: numpy_site(site, own) for site in TARGETS})
 
 
-def reference(rounds: int, server_lr: float, x0: np.ndarray) -> np.ndarray:
-    """x += lr * mean(y_i - x); c += |S|/N * mean(dc_i), all sites every round."""
+def reference(rounds: int, server_lr: float, x0: np.ndarray, sites: list[str] | None = None) -> np.ndarray:
+    """x += lr * mean(y_i - x); c += |S|/N * mean(dc_i), all `sites` (default: the three) every round."""
     x, c = x0.copy(), np.zeros(2)
-    own = {site: np.zeros(2) for site in TARGETS}
+    sites = sites or list(TARGETS)
+    own = {site: np.zeros(2) for site in sites}
     for _ in range(rounds):
         ys, dcs = [], []
-        for site in TARGETS:
+        for site in sites:
             y, after = local(site, x, c, own[site])
             ys.append(y)
             dcs.append(after - own[site])
@@ -176,3 +177,27 @@ def test_a_simulated_torch_job_with_the_client_apis_scaffold_ends_on_the_referen
     final = load_file(tmp_path / "ws" / "scaffold" / "models" / "final.safetensors")
     assert set(final) == {"weight"}
     np.testing.assert_allclose(final["weight"].reshape(-1), reference(3, 1.0, np.zeros(2)), rtol=0, atol=1e-9)
+
+
+def test_a_round_sent_again_after_a_server_restart_gets_the_same_answer(tmp_path: Path):
+    """A site keeps c_i per round: when a resumed server sends round 1 again, the site answers from the c_i it had
+    after round 0, not from the one it made in its first answer to round 1."""
+    # Prepare
+    from flctl.node.client.script_bridge import ScriptBridge
+
+    (tmp_path / "train.py").write_text(TRAIN)
+    bridge = ScriptBridge(workdir=tmp_path, command=["python", "train.py"], env={}, site="site-1", job_id="j",
+                          on_output=lambda line: None, on_metric=lambda name, value, step: None)
+    bridge.start()
+    try:
+        x0 = {"weight": np.zeros((1, 2))}
+        first = bridge.run_task(Task("train", 0, x0), timeout_s=60)
+        x1 = {"weight": first.params["weight"], SCAFFOLD_C + "weight": first.params[SCAFFOLD_DC + "weight"]}
+        # Execute
+        once = bridge.run_task(Task("train", 1, x1), timeout_s=60)
+        again = bridge.run_task(Task("train", 1, x1), timeout_s=60)
+    finally:
+        bridge.kill()
+    # Assert
+    for name in once.params:
+        np.testing.assert_array_equal(again.params[name], once.params[name])

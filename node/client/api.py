@@ -69,7 +69,7 @@ class _Session:
         self._asked = False
         self._ended = False
         self.scaffold_control: dict[str, Any] = {}  # SCAFFOLD's c, from the current task
-        self.scaffold_own: dict[str, Any] = {}  # SCAFFOLD's c_i, this site's, across tasks
+        self.scaffold_own: dict[int, dict[str, Any]] = {}  # SCAFFOLD's c_i, this site's: round -> c_i after it
 
     def send(self, message: wire.Message, parts: Sequence[wire.Payload] = ()) -> None:
         """Send a message (and its payload, in parts) as one unit, whatever other threads send."""
@@ -255,7 +255,7 @@ def scaffold_correct(module: Any) -> None:
     from flctl.node.client.scaffold import correct
 
     session = _connected()
-    correct(module, session.scaffold_control, session.scaffold_own)
+    correct(module, session.scaffold_control, _own_before(session, session.round))
 
 
 def scaffold_params(module: Any, steps: int, lr: float) -> dict[str, Any]:
@@ -271,7 +271,19 @@ def scaffold_params(module: Any, steps: int, lr: float) -> dict[str, Any]:
     if current is None:
         raise RuntimeError("fl.scaffold_params(): no current task; call it after training on a task, after "
                            "fl.receive() and before fl.send()")
-    return update(module, current.params, session.scaffold_control, session.scaffold_own, steps, lr)
+    own = dict(_own_before(session, current.round))
+    params = update(module, current.params, session.scaffold_control, own, steps, lr)
+    session.scaffold_own[current.round] = own
+    for old in [r for r in session.scaffold_own if r < current.round - 2]:
+        del session.scaffold_own[old]
+    return params
+
+
+def _own_before(session: _Session, round_no: int) -> dict[str, Any]:
+    """This site's c_i as it was after its last round before `round_no` (a server that resumes a round the site
+    already answered gets the answer the site would have given then, not one from a c_i a round ahead)."""
+    earlier = [r for r in session.scaffold_own if r < round_no]
+    return session.scaffold_own[max(earlier)] if earlier else {}
 
 
 def _connected() -> _Session:

@@ -36,7 +36,7 @@ def update(module: Any, start: Mapping[str, Any], control: Mapping[str, Any], ow
            steps: int, lr: float) -> dict[str, Any]:
     """The answer's params: the module's state_dict and, for each parameter, dc = c_i+ - c_i with
     c_i+ = c_i - c + (x - y) / (K * lr), x the model the task started from (`start`) and y the module now; `own`
-    (c_i) becomes c_i+. ValueError when steps or lr cannot be a step count and a learning rate."""
+    (c_i) is updated to c_i+ in place. ValueError when steps or lr cannot be a step count and a learning rate."""
     import torch
 
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1 or not lr > 0:
