@@ -257,7 +257,7 @@ def _check_references(spec: InventorySpec, base: Path, where: Any) -> list[Probl
             problems.append(where(("hosts", i, "participant"),
                                   f"'{host.participant}' is already deployed by hosts[{seen[host.participant]}]"))
         seen.setdefault(host.participant, i)
-        endpoint = (host.address or f"{host.provider}:{host.participant}", host.port, host.install_dir)
+        endpoint = (targets.get(host.provider).machine_of(host), host.port, host.install_dir)
         if endpoint in endpoints:
             problems.append(where(("hosts", i, "install_dir"), f"hosts[{endpoints[endpoint]}] already installs "
                                   "into this folder on this host; give each node its own install_dir"))

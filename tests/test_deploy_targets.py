@@ -139,6 +139,20 @@ def test_an_unknown_provider_names_the_field_the_value_and_the_targets(echo: Ech
     assert problem.message == "'gcp' is not a deploy target; use one of: ssh, local, aws, azure, echo"
 
 
+def test_two_local_nodes_may_not_share_an_install_folder(tmp_path: Path, local_kits: Any) -> None:
+    """Both `provider: local` hosts run on this machine: the same install_dir twice is refused with its line."""
+    # Prepare
+    hosts = "".join(f"  - {{participant: {name}, provider: local, user: me, install_dir: /opt/same}}\n"
+                    for name in ("site-1", "site-2"))
+    # Execute
+    with pytest.raises(InputError) as caught:
+        load_inventory(write_inventory(tmp_path / "inv.yml", local_kits.prod_dir, hosts))
+    # Assert
+    [problem] = caught.value.problems
+    assert (problem.line, problem.field) == (5, "hosts[1].install_dir")
+    assert "already installs into this folder on this host" in problem.message
+
+
 def test_plan_apply_status_stop_and_logs_go_through_the_registered_target(echo: EchoTarget, flctl: Any,
                                                                           tmp_path: Path, local_kits: Any) -> None:
     """`flctl deploy echo` exists because echo is in the table, and every deploy command reaches EchoTarget."""

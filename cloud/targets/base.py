@@ -80,6 +80,10 @@ class DeployTarget(ABC):
         """Where the host's node runs, for tables and messages."""
         return host.address or self.name
 
+    def machine_of(self, host: HostSpec) -> str:
+        """Which machine the node runs on: two nodes there may not share an install folder."""
+        return host.address or self.name
+
     def locate(self, host: HostSpec, state: DeploymentState | None) -> HostSpec | None:
         """The host as its node is reached (a made machine: at the address `state` recorded); None when its
         machine does not exist yet."""

@@ -47,6 +47,9 @@ class MachineTarget(RolloutTarget):
     def where(self, host: HostSpec) -> str:
         return host.address or f"{self.name}:{self.location(host)}"
 
+    def machine_of(self, host: HostSpec) -> str:
+        return f"{self.name}:{host.participant}"  # each host gets a machine of its own
+
     def locate(self, host: HostSpec, state: DeploymentState | None) -> HostSpec | None:
         machine = state.machines.get(host.participant) if state else None
         if machine is None:
