@@ -43,3 +43,7 @@ class TimedOut(NodeError):
 
 class Failed(NodeError):
     """The server ran the operation and it failed (a job already ended…)."""
+
+
+class TaskError(NodeError):
+    """A task a site cannot take (a kind this flctl does not know); the job fails at that site with the message."""

@@ -28,7 +28,7 @@ def test_unpack_reads_back_the_header() -> None:
 @pytest.mark.parametrize("message", [
     wire.Hello(),
     wire.Ask(),
-    wire.Assign(task_id=7, name="train", round=3, meta={"lr": 0.1, "tags": ["a"]}),
+    wire.Assign(task_id=7, task_kind="train", round=3, meta={"lr": 0.1, "tags": ["a"]}),
     wire.End(),
     wire.Result(task_id=7, num_examples=120, metrics={"loss": 0.25, "acc": 1.0}, meta={"note": "ok"}),
     wire.Log(name="loss", value=0.5, step=4),
@@ -44,7 +44,7 @@ def test_every_message_round_trips(message: wire.Message) -> None:
 
 def test_params_announce_their_payload_size() -> None:
     """Assign and Result say how many payload bytes follow the frame."""
-    message = wire.Assign(task_id=1, name="train", round=0)
+    message = wire.Assign(task_id=1, task_kind="train", round=0)
 
     assert wire.decode(wire.encode(message, 1234)) == (message, 1234)
 
@@ -112,10 +112,10 @@ def test_malformed_frames_are_refused(frame: bytes, error: str) -> None:
 @pytest.mark.parametrize(("header", "error"), [
     ({"type": "pickle"}, "unknown message type 'pickle'"),
     ({}, "unknown message type None"),
-    ({"type": "assign", "task_id": "1", "name": "train", "round": 1}, "'task_id' must be an integer"),
-    ({"type": "assign", "task_id": True, "name": "train", "round": 1}, "'task_id' must be an integer"),
-    ({"type": "assign", "task_id": 1, "name": 5, "round": 1}, "'name' must be a string"),
-    ({"type": "assign", "task_id": 1, "name": "t", "round": 1, "meta": []}, "'meta' must be an object"),
+    ({"type": "assign", "task_id": "1", "task_kind": "train", "round": 1}, "'task_id' must be an integer"),
+    ({"type": "assign", "task_id": True, "task_kind": "train", "round": 1}, "'task_id' must be an integer"),
+    ({"type": "assign", "task_id": 1, "task_kind": 5, "round": 1}, "'task_kind' must be a string"),
+    ({"type": "assign", "task_id": 1, "task_kind": "t", "round": 1, "meta": []}, "'meta' must be an object"),
     ({"type": "result", "task_id": 1, "num_examples": -1}, "'num_examples' must be >= 0"),
     ({"type": "result", "task_id": 1, "num_examples": 1, "metrics": {"loss": "low"}}, r"metrics\['loss'\]"),
     ({"type": "log", "name": "loss", "value": None}, "'value' must be a number"),

@@ -243,3 +243,19 @@ def test_model_defaults_are_independent() -> None:
     assert second.params == {} and second.metrics == {} and second.meta == {}
     assert (second.num_examples, second.round, second.task) == (0, 0, "train")
     assert json.dumps(second.meta) == "{}"
+
+
+def test_importing_the_client_api_loads_nothing_a_confined_script_may_not_read():
+    """A job's script, confined to flctl/ and flctl/node, imports flctl.client: nothing of provisioner, cloud or
+    console may come with it (nor numpy, which the first task loads)."""
+    import json
+    import subprocess
+    import sys
+
+    # Prepare / Execute
+    out = subprocess.run([sys.executable, "-c", "import json, sys, flctl.client; print(json.dumps(list(sys.modules)))"],
+                         capture_output=True, text=True, check=True, timeout=60)
+    # Assert
+    loaded = json.loads(out.stdout)
+    assert not [m for m in loaded if m.startswith(("flctl.provisioner", "flctl.cloud", "flctl.console"))]
+    assert "numpy" not in loaded

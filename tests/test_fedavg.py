@@ -93,7 +93,7 @@ def test_exact_weighted_average_over_three_rounds():
     assert fed.tasks[0][0].params == {}
     assert [task.round for task, _, _ in fed.tasks] == [0, 1, 2]
     assert fed.tasks[1][0].params["w"].tolist() == [4.0, 4.0]
-    assert all(task.name == "train" and task.meta == {"rounds": 3} for task, _, _ in fed.tasks)
+    assert all(task.kind == "train" and task.meta == {"rounds": 3} for task, _, _ in fed.tasks)
     assert fed.tasks[0][1:] == (["site-1", "site-2"], 60)
 
 

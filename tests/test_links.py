@@ -28,7 +28,7 @@ from .job_folders import IDLE, job_folder
 MESSAGES: list[tuple[Link[Any], Any]] = [
     (server.RUN_PLAN, server.RunPlan(job_id="j1", spec={"name": "x"}, sites=["a", "b"], min_sites=1,
                                      initial="/m/round-2.safetensors", start_round=3, state="/m/round-2.state")),
-    (server.JOB_REQUESTS, server.PostTask(task_id="t1", name="train", round=2, sites=["a"], payload="/t/t1",
+    (server.JOB_REQUESTS, server.PostTask(task_id="t1", task_kind="train", round=2, sites=["a"], payload="/t/t1",
                                           meta={"lr": 0.1}, timeout_s=30.0)),
     (server.JOB_REQUESTS, server.CancelTask(task_id="t1", sites=["b"])),
     (server.JOB_REQUESTS, server.ModelSaved(name="round-2")),
@@ -41,7 +41,7 @@ MESSAGES: list[tuple[Link[Any], Any]] = [
     (server.JOB_ANSWERS, server.SiteFailed(task_id="t1", site="b", reason="its script crashed")),
     (server.JOB_ANSWERS, server.SiteRejoined(site="b")),
     (server.JOB_ANSWERS, server.AbortJob(reason="aborted by admin@hub.org")),
-    (sim.TO_WORKER, sim.SimTask(task_id=3, name="train", round=1, meta={}, sites=["site-1", "site-3"], size=12)),
+    (sim.TO_WORKER, sim.SimTask(task_id=3, task_kind="train", round=1, meta={}, sites=["site-1", "site-3"], size=12)),
     (sim.TO_WORKER, sim.SimEnd()),
     (sim.FROM_WORKER, sim.SimResult(site="site-1", task_id=3, num_examples=7, metrics={"acc": 0.9}, meta={},
                                     size=12)),

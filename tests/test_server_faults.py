@@ -112,7 +112,7 @@ def test_a_job_process_request_the_server_cannot_handle_fails_that_job(daemon, t
 
     wait_for(daemon, lambda: store.get_job(job_id).status == "FAILED")
     failed = store.get_job(job_id)
-    assert failed.error.startswith("server job link: refused a message: task.name: Field required")
+    assert failed.error.startswith("server job link: refused a message: task.task_kind: Field required")
     assert daemon.ctx.runner.running() == []
 
 

@@ -71,7 +71,7 @@ def test_exclude_vars_on_tasks_hides_tensors_from_the_script_but_not_results() -
     answer, out = filters.result_out(task, ANSWER, data, "site-1")
     # Assert
     assert bytes(given) == reference_without(PARAMS, {"conv.bias"})
-    assert (task.name, task.round, task.meta, task.params) == ("train", 2, {"rounds": 5}, {})
+    assert (task.kind, task.round, task.meta, task.params) == ("train", 2, {"rounds": 5}, {})
     assert out is data and answer is ANSWER
 
 

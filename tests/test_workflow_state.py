@@ -199,3 +199,16 @@ def test_a_file_that_is_not_a_state_is_refused_with_its_name(tmp_path: Path):
         read_state(model)
     with pytest.raises(ValueError, match=r"round-1.safetensors cannot be read"):
         read_state(garbage)
+
+
+def test_task_kinds_are_parsed_and_an_unknown_one_is_a_clear_task_error():
+    """train, evaluate and submit_model are kinds; a newer server's kind fails the task, saying to upgrade."""
+    # Prepare
+    from flctl.node.errors import TaskError
+    from flctl.node.jobs.tasks import TaskKind
+
+    # Execute / Assert
+    assert [TaskKind.parse(v) for v in ("train", "evaluate", "submit_model")] == list(TaskKind)
+    with pytest.raises(TaskError, match="task of kind 'swarm_step', which this site's flctl does not know "
+                                        r"\(it knows train, evaluate, submit_model\); upgrade flctl at this site"):
+        TaskKind.parse("swarm_step")

@@ -111,7 +111,7 @@ class _Session:
                 raise _lost(exc) from None
             self.scaffold_control = {name[len(SCAFFOLD_C):]: params.pop(name) for name in list(params)
                                      if name.startswith(SCAFFOLD_C)}
-            self._current = Model(params=params, round=message.round, meta=message.meta, task=message.name)
+            self._current = Model(params=params, round=message.round, meta=message.meta, task=message.task_kind)
             self._current_id = message.task_id
             self.round = message.round
             return self._current

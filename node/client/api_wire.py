@@ -11,7 +11,7 @@ into the receiver's, never copied into a frame.
     script                              site job process
     Hello(version)           ─────▶
     Ask()                    ─────▶     (the script wants its next task)
-                             ◀─────     Assign(task_id, name, round, meta) + params   or   End()
+                             ◀─────     Assign(task_id, task_kind, round, meta) + params   or   End()
     Log(name, value, step)   ─────▶     (any time after Hello)
     Result(task_id, …) + params ──▶
 
@@ -79,16 +79,16 @@ class Assign:
 
     kind: ClassVar[str] = "assign"
     task_id: int
-    name: str
+    task_kind: str
     round: int
     meta: dict[str, Any] = field(default_factory=dict)
 
     def to_header(self) -> dict[str, Any]:
-        return {"task_id": self.task_id, "name": self.name, "round": self.round, "meta": self.meta}
+        return {"task_id": self.task_id, "task_kind": self.task_kind, "round": self.round, "meta": self.meta}
 
     @classmethod
     def from_header(cls, header: dict[str, Any]) -> Assign:
-        return cls(task_id=_int(header, "task_id"), name=_str(header, "name"), round=_int(header, "round"),
+        return cls(task_id=_int(header, "task_id"), task_kind=_str(header, "task_kind"), round=_int(header, "round"),
                    meta=_dict(header, "meta"))
 
 

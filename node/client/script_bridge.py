@@ -215,7 +215,7 @@ class ScriptBridge:
         payload.clear()
         with self._lock, contextlib.suppress(OSError):  # a script that went away shows as _Closed/_Exited
             if self._conn is not None:
-                wire.send(self._conn, wire.Assign(task_id, task.name, task.round, task.meta), parts)
+                wire.send(self._conn, wire.Assign(task_id, task.kind, task.round, task.meta), parts)
         del parts
         self._waiting = False
         while True:
@@ -482,4 +482,4 @@ def _kill_group(pgid: int) -> None:
 
 
 def _describe(task: Task) -> str:
-    return f"task {task.name!r} (round {task.round})"
+    return f"task '{task.kind}' (round {task.round})"

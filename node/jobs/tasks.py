@@ -6,6 +6,7 @@ Parameters are a flat mapping of tensor name to numpy array; they travel as safe
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # numpy is not imported to check a job at submit (the CLI stays quick)
@@ -20,11 +21,36 @@ SCAFFOLD_DC = "@scaffold_dc/"
 """An answer's tensors named `@scaffold_dc/<name>` are the site's SCAFFOLD control-variate update."""
 
 
+class TaskKind(StrEnum):
+    """What a task asks of a site; its value travels to the site and reaches the script as `model.task`. A new
+    kind (`statistics`, a swarm step…) is a new member."""
+
+    TRAIN = "train"
+    """Train from the task's params; answer with a model (full, or an update) and metrics."""
+    EVALUATE = "evaluate"
+    """Evaluate the task's params on local data; answer with metrics only."""
+    SUBMIT_MODEL = "submit_model"
+    """Answer with the site's own best local model."""
+
+    @classmethod
+    def parse(cls, value: str) -> TaskKind:
+        """The kind named `value`; TaskError when this flctl does not know it (a newer server's kind)."""
+        try:
+            return cls(value)
+        except ValueError:
+            from flctl.node.errors import TaskError  # not at the top: a job's script imports this module, confined
+
+            known = ", ".join(kind.value for kind in cls)
+            raise TaskError(f"the server sent a task of kind {value!r}, which this site's flctl does not know "
+                           f"(it knows {known}); upgrade flctl at this site") from None
+
+
 @dataclass
 class Task:
-    """One unit of work a workflow sends to sites: `train` (FedAvg), later `evaluate`, `statistics`…"""
+    """One unit of work a workflow sends to sites. A task is addressed by the sites it is sent to: sent to one site,
+    it is that site's alone (a cyclic or peer-to-peer step relays a result to the next site that way)."""
 
-    name: str
+    kind: TaskKind
     round: int
     params: Params
     meta: dict[str, Any] = field(default_factory=dict)

@@ -129,7 +129,7 @@ class FederationService(pb_grpc.FederationServicer):
                 stack.callback(payload.release)  # before the map closes
             if not self._dropped(request.job_id, who.name):
                 self._ctx.store.set_site_state(request.job_id, who.name, SiteState.WORKING, got.round)
-            yield pb.TaskMessage(header=pb.TaskHeader(task_id=got.task_id, name=got.name, round=got.round,
+            yield pb.TaskMessage(header=pb.TaskHeader(task_id=got.task_id, kind=got.kind, round=got.round,
                                                       meta_json=got.meta_json, size=len(payload),
                                                       timeout_s=got.timeout_s))
             for start in range(0, len(payload), CHUNK):

@@ -36,7 +36,7 @@ class PostTask(LinkMessage):
 
     kind: Literal["task"] = "task"
     task_id: str
-    name: str
+    task_kind: str
     round: int
     sites: list[str]
     payload: str

@@ -86,8 +86,8 @@ class PipeFederation:
         payload = self._dir / "tasks" / f"{task_id}.safetensors"
         if not (task.saved_as and _link(self._dir / "models" / f"{task.saved_as}.safetensors", payload)):
             _write_atomic(payload, task.params)
-        request = PostTask(task_id=task_id, name=task.name, round=task.round, sites=list(sites), payload=str(payload),
-                           meta=task.meta, timeout_s=timeout_s)
+        request = PostTask(task_id=task_id, task_kind=task.kind, round=task.round, sites=list(sites),
+                           payload=str(payload), meta=task.meta, timeout_s=timeout_s)
         del task  # the task is on its way: its model may go (the workflow keeps none, see FedAvg)
         self._emit(request)
         waiting = set(sites)

@@ -219,13 +219,13 @@ class JobRunner:
                 data = payload.read_bytes() if payload.stat().st_size <= INLINE_BYTES else None
             except FileNotFoundError:  # a job process that died since: the sites are told the job ended
                 data = None
-            task = PostedTask(msg.task_id, msg.name, msg.round, payload, msg.meta, msg.timeout_s, data,
+            task = PostedTask(msg.task_id, msg.task_kind, msg.round, payload, msg.meta, msg.timeout_s, data,
                               json.dumps(msg.meta))
             self._store.update_job(job_id, round=task.round)
             self._store.set_site_states(job_id, msg.sites, SiteState.WORKING, task.round, unless=DROPPED)
             self._board.post(job_id, task, msg.sites)
-            self._store.add_event(job_id, "task", f"round {task.round}: {task.name} sent to "
-                                  f"{len(msg.sites)} sites", {"round": task.round, "task": task.name})
+            self._store.add_event(job_id, "task", f"round {task.round}: {task.kind} sent to "
+                                  f"{len(msg.sites)} sites", {"round": task.round, "task": task.kind})
         elif isinstance(msg, job_messages.CancelTask):
             self._board.cancel(job_id, msg.task_id, msg.sites)
             self._store.set_site_states(job_id, msg.sites, SiteState.LATE)

@@ -22,7 +22,7 @@ with the message that says it came. Bigger ones go through files in the job's fo
 @dataclass(frozen=True)
 class PostedTask:
     task_id: str
-    name: str
+    kind: str  # the TaskKind
     round: int
     payload: Path
     meta: dict[str, Any]

@@ -172,7 +172,7 @@ class SimFederation:
             if index not in self._gone_workers:
                 for given, data, members in self._given(task, payload, group):
                     with contextlib.suppress(OSError):
-                        assigned = worker_messages.SimTask(task_id=task_id, name=given.name, round=given.round,
+                        assigned = worker_messages.SimTask(task_id=task_id, task_kind=given.kind, round=given.round,
                                                            meta=given.meta, sites=members, size=len(data))
                         worker_messages.send(self._pool.pipes[index], worker_messages.TO_WORKER, assigned, data)
         deadline = time.monotonic() + timeout_s

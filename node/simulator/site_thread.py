@@ -140,6 +140,6 @@ def _flush() -> None:
             flush()
 
 
-def frame_for_task(task_id: int, name: str, round_no: int, meta: dict[str, Any], payload_size: int) -> bytes:
+def frame_for_task(task_id: int, task_kind: str, round_no: int, meta: dict[str, Any], payload_size: int) -> bytes:
     """The Assign frame a script receives for a task (its payload follows it)."""
-    return wire.encode(wire.Assign(task_id, name, round_no, meta), payload_size)
+    return wire.encode(wire.Assign(task_id, task_kind, round_no, meta), payload_size)

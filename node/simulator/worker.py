@@ -164,7 +164,7 @@ class Worker:
                 message, payload = SimEnd(), b""
             if isinstance(message, SimTask):
                 task_id, round_no = message.task_id, message.round
-                frame = frame_for_task(task_id, message.name, round_no, message.meta, len(payload))
+                frame = frame_for_task(task_id, message.task_kind, round_no, message.meta, len(payload))
                 for site in message.sites:
                     self._assign(site, task_id, round_no, frame, payload)
             elif isinstance(message, SimEnd):

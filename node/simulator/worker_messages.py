@@ -3,7 +3,7 @@
 Each message is one frame on their `multiprocessing` pipe, a line of JSON (never a pickle); a task's
 or a result's params (safetensors bytes, `size` of them) follow as the next frame, as they are:
 
-    main -> worker   SimTask(task_id, name, round, meta, sites, size) + params      SimEnd()
+    main -> worker   SimTask(task_id, task_kind, round, meta, sites, size) + params      SimEnd()
     worker -> main   SimResult(site, task_id, num_examples, metrics, meta, size) + params
                      SimFailure(site, task_id, reason)    SimMetric(site, round, name, value, step)
                      SimEnded()
@@ -26,7 +26,7 @@ class SimTask(LinkMessage):
 
     kind: Literal["task"] = "task"
     task_id: int
-    name: str
+    task_kind: str
     round: int
     meta: dict[str, Any] = Field(default_factory=dict)
     sites: list[str]

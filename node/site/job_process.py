@@ -29,8 +29,9 @@ from flctl.node.client import api_wire as wire
 from flctl.node.config.kit import load_kit
 from flctl.node.config.privacy import ScopeRefused, load_privacy
 from flctl.node.config.resources import Resources, load_resources, resources_path
+from flctl.node.errors import TaskError
 from flctl.node.jobs.job_status import JobStatus, SiteState
-from flctl.node.jobs.tasks import Task
+from flctl.node.jobs.tasks import Task, TaskKind
 from flctl.node.process import spare_process
 from flctl.node.process.backoff import Backoff
 from flctl.node.process.links import LinkError
@@ -184,8 +185,8 @@ def _serve_tasks(calls: ModelCalls, job_id: str, bridge: ScriptBridge, reporter:
         if not header.task_id:
             continue
         tensors.parse_header(payload, len(payload))  # the server checked it; a broken one fails here, clearly
-        task, given = filters.task_in(Task(header.name, header.round, {}, json.loads(header.meta_json or "{}")),
-                                      payload, bridge.site)
+        task = Task(TaskKind.parse(header.kind), header.round, {}, json.loads(header.meta_json or "{}"))
+        task, given = filters.task_in(task, payload, bridge.site)
         parts: list[wire.Payload] = [given]
         del payload, given  # held by `parts` alone, which the bridge empties once the script has the model
         answer, result = bridge.run_encoded(task, parts, timeout_s=header.timeout_s or None)
@@ -293,7 +294,7 @@ def main(argv: list[str]) -> int:
     reporter.flush(status=SiteState.RUNNING)
     try:
         return _serve_tasks(ModelCalls(chan), job_id, bridge, reporter, filters)
-    except (ScriptError, FilterError) as exc:
+    except (ScriptError, FilterError, TaskError) as exc:
         bridge.kill()
         reporter.flush(status=SiteState.FAILED, error=str(exc))
         return 1

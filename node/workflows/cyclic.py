@@ -17,7 +17,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from flctl.node.jobs.tasks import Params, SiteFailure, Task, TaskResult
+from flctl.node.jobs.tasks import Params, SiteFailure, Task, TaskKind, TaskResult
 from flctl.node.workflows.base import Federation, Workflow, WorkflowArgs, WorkflowError
 from flctl.node.workflows.state import WorkflowState
 
@@ -78,7 +78,7 @@ class Cyclic(Workflow):
                                     f"{len(order)}")
             answered: dict[str, dict[str, float]] = {}
             for position, site in enumerate(order):
-                task = Task("train", round_no, model, meta={"rounds": self.settings.rounds, "order": order,
+                task = Task(TaskKind.TRAIN, round_no, model, meta={"rounds": self.settings.rounds, "order": order,
                                                              "position": position}, saved_as=saved)
                 answers = fed.send(task, [site], self.settings.site_timeout_s)
                 try:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field
 
-from flctl.node.jobs.tasks import Params, SiteFailure, Task, TaskResult
+from flctl.node.jobs.tasks import Params, SiteFailure, Task, TaskKind, TaskResult
 
 if TYPE_CHECKING:
     from flctl.node.workflows.aggregation import WeightedSum
@@ -63,7 +63,7 @@ class FedAvg(Workflow):
             self.begin_round(round_no, sites)
             total = WeightedSum(like=model) if model else WeightedSum()
             params = self.task_params(model)
-            answers = fed.send(Task("train", round_no, params, meta=self.task_meta(),
+            answers = fed.send(Task(TaskKind.TRAIN, round_no, params, meta=self.task_meta(),
                                     saved_as=saved if params is model else ""), sites, self.settings.round_timeout_s)
             previous = model if self.keeps_previous_model else {}
             del model, params

@@ -36,7 +36,7 @@ class FilterContext:
     site: str
     job_id: str
     scope: str
-    task_name: str
+    task_kind: str
     round: int
 
 

@@ -45,7 +45,7 @@ class FilterPipeline:
         needs the tensors. FilterError when a filter fails."""
         if not self.task_filters:
             return task, payload
-        ctx = FilterContext(site, self.job_id, self.scope, task.name, task.round)
+        ctx = FilterContext(site, self.job_id, self.scope, task.kind, task.round)
         decoded = any(f.needs_params for f in self.task_filters)
         task = replace(task, params=self._decoded(payload, ctx, "the task's") if decoded else {})
         for step in self.task_filters:
@@ -61,7 +61,7 @@ class FilterPipeline:
         FilterError when a filter fails."""
         if not self.result_filters:
             return answer, payload
-        ctx = FilterContext(site, self.job_id, self.scope, task.name, task.round)
+        ctx = FilterContext(site, self.job_id, self.scope, task.kind, task.round)
         decoded = any(f.needs_params for f in self.result_filters)
         result = TaskResult(site, self._decoded(payload, ctx, "the script's") if decoded else {},
                             answer.num_examples, dict(answer.metrics), dict(answer.meta))
@@ -94,4 +94,4 @@ class FilterPipeline:
 
 
 def _describe(ctx: FilterContext) -> str:
-    return f"task '{ctx.task_name}' (round {ctx.round})"
+    return f"task '{ctx.task_kind}' (round {ctx.round})"

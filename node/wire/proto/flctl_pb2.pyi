@@ -101,9 +101,9 @@ class TaskRequest(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., last_task_id: _Optional[str] = ...) -> None: ...
 
 class TaskHeader(_message.Message):
-    __slots__ = ("task_id", "name", "round", "meta_json", "size", "done", "status", "timeout_s")
+    __slots__ = ("task_id", "kind", "round", "meta_json", "size", "done", "status", "timeout_s")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
-    NAME_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
     META_JSON_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -111,14 +111,14 @@ class TaskHeader(_message.Message):
     STATUS_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
     task_id: str
-    name: str
+    kind: str
     round: int
     meta_json: str
     size: int
     done: bool
     status: str
     timeout_s: float
-    def __init__(self, task_id: _Optional[str] = ..., name: _Optional[str] = ..., round: _Optional[int] = ..., meta_json: _Optional[str] = ..., size: _Optional[int] = ..., done: _Optional[bool] = ..., status: _Optional[str] = ..., timeout_s: _Optional[float] = ...) -> None: ...
+    def __init__(self, task_id: _Optional[str] = ..., kind: _Optional[str] = ..., round: _Optional[int] = ..., meta_json: _Optional[str] = ..., size: _Optional[int] = ..., done: _Optional[bool] = ..., status: _Optional[str] = ..., timeout_s: _Optional[float] = ...) -> None: ...
 
 class TaskMessage(_message.Message):
     __slots__ = ("header", "chunk")
