@@ -22,3 +22,17 @@ def job_folder(root: Path, name: str, *, sites: tuple[str, ...] = ("site-1",), r
         f"sites: [{', '.join(sites)}]\nmin_sites: 1\n")
     (folder / "app" / "train.py").write_text(script)
     return folder
+
+
+def workflow_job(root: Path, name: str, workflow: str, args: dict[str, object], script: str,
+                 min_sites: int = 2) -> Path:
+    """`root/name/` with a job.yml running `workflow` with `args` over every site, and `script` as app/train.py."""
+    import json
+
+    folder = root / name
+    (folder / "app").mkdir(parents=True, exist_ok=True)
+    (folder / "job.yml").write_text(f"api_version: 1\nname: {name}\nworkflow: {{type: {workflow}, args: "
+                                    f"{json.dumps(args)}}}\nmin_sites: {min_sites}\n"
+                                    "app: {command: [python, train.py]}\n")
+    (folder / "app" / "train.py").write_text(script)
+    return folder

@@ -43,6 +43,9 @@ class FakeFederation:
         if saved_as:
             assert params is self.models[saved_as], f"{name} is not the model saved as {saved_as}"
 
+    def load_model(self, name: str) -> Params:
+        return self.models[name]
+
     def record_round(self, round_no: int, metrics: dict[str, dict[str, float]]) -> None:
         self.rounds[round_no] = metrics
 

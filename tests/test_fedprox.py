@@ -4,7 +4,6 @@ term ending with the model a plain reference computes."""
 from __future__ import annotations
 
 import subprocess
-import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ from flctl.node.client.fedprox import proximal_term
 from flctl.node.workflows.fedavg import FedAvg, FedAvgArgs
 
 from .federation import FLCTL
+from .job_folders import workflow_job
 from .test_fedavg import FakeFederation, adds
 
 
@@ -122,16 +122,7 @@ def test_a_simulated_fedprox_job_ends_with_the_reference_model(tmp_path: Path):
     """Two torch sites add fl.proximal_term to their loss; the final model equals a plain loop computing the term
     as (mu/2) * ||w - w_global||², within 1e-9."""
     # Prepare
-    job = tmp_path / "prox"
-    (job / "app").mkdir(parents=True)
-    (job / "app" / "train.py").write_text(TRAIN)
-    (job / "job.yml").write_text(textwrap.dedent("""\
-        api_version: 1
-        name: prox
-        workflow: {type: fedavg, args: {rounds: 3, proximal_mu: 0.5, round_timeout_s: 120}}
-        min_sites: 2
-        app: {command: [python, train.py]}
-        """))
+    job = workflow_job(tmp_path, "prox", "fedavg", {"rounds": 3, "proximal_mu": 0.5, "round_timeout_s": 120}, TRAIN)
     namespace: dict[str, object] = {}
     exec(compile(TRAIN, "train.py", "exec"), namespace)  # local_training, without the __main__ part
     local_training = namespace["local_training"]

@@ -14,6 +14,7 @@ from safetensors.numpy import load_file
 from flctl.node.admin.admin_client import AdminClient
 
 from .federation import Federation, events_until_round, make_federation, running
+from .job_folders import workflow_job
 
 ROOT = Path(__file__).resolve().parent.parent
 SLOW_NUMPY = """\
@@ -123,6 +124,24 @@ def test_server_killed_mid_job_resumes_from_its_checkpoint(fed, tmp_path):
         np.testing.assert_allclose(final[name], value, rtol=1e-6, atol=1e-7)
 
 
+def finished_after_a_server_kill(fed: Federation, job: Path, out: Path) -> Path:
+    """Submit `job`, SIGKILL the server once round 1 is done, restart it; the job's downloaded folder once it
+    FINISHED, resumed."""
+    with AdminClient.from_kit(fed.admin_kit) as admin:
+        job_id = admin.submit_job(job)
+        events_until_round(admin, job_id, 1)
+    fed.stop("localhost", signal.SIGKILL)
+    fed.start("localhost")
+    fed.wait_online(fed.sites, timeout=40)
+    with AdminClient.from_kit(fed.admin_kit) as admin:
+        kinds = [e.kind for e in admin.watch(job_id)]
+        info = admin.get_job(job_id)
+        assert info.status == "FINISHED", info.error + fed.logs()
+        target = admin.download_job(job_id, out)
+    assert "resumed" in kinds
+    return target
+
+
 STATEFUL = {  # workflow: (its arguments in job.yml, the plain reference of its final model)
     "fedavgm": (", server_learning_rate: 0.7, server_momentum: 0.8",
                 lambda sites, rounds: expected_model(sites, rounds, "sgdm", 0.7, momentum=0.8)),
@@ -140,18 +159,7 @@ def test_a_stateful_workflow_resumes_with_its_state_after_a_server_kill(fed, tmp
     rounds = 5
     args, reference = STATEFUL[workflow]
     job = slow_job(tmp_path, rounds, 2, 0.4, workflow, args)
-    with AdminClient.from_kit(fed.admin_kit) as admin:
-        job_id = admin.submit_job(job)
-        events_until_round(admin, job_id, 1)
-    fed.stop("localhost", signal.SIGKILL)
-    fed.start("localhost")
-    fed.wait_online(fed.sites, timeout=40)
-    with AdminClient.from_kit(fed.admin_kit) as admin:
-        kinds = [e.kind for e in admin.watch(job_id)]
-        info = admin.get_job(job_id)
-        assert info.status == "FINISHED", info.error + fed.logs()
-        target = admin.download_job(job_id, tmp_path / "out")
-    assert "resumed" in kinds
+    target = finished_after_a_server_kill(fed, job, tmp_path / "out")
     assert "the workflow's state restored from round-" in (target / "logs" / "server.log").read_text()
     final = load_file(target / "models" / "final.safetensors")
     expected = reference(fed.sites, rounds)
@@ -192,25 +200,9 @@ def test_scaffold_resumes_with_its_control_variate_after_a_server_kill(fed, tmp_
     from .test_scaffold import TRAIN, reference
 
     rounds = 5
-    job = tmp_path / "scaffold"
-    (job / "app").mkdir(parents=True)
     pause = "        model = fl.receive()\n        import time; time.sleep(0.4)\n"
-    slow = TRAIN.replace("        model = fl.receive()\n", pause)
-    (job / "app" / "train.py").write_text(slow)
-    (job / "job.yml").write_text(f"api_version: 1\nname: scaffold\nworkflow: {{type: scaffold, args: "
-                                 f"{{rounds: {rounds}, round_timeout_s: 60}}}}\nmin_sites: 2\n"
-                                 "app: {command: [python, train.py]}\n")
-    with AdminClient.from_kit(fed.admin_kit) as admin:
-        job_id = admin.submit_job(job)
-        events_until_round(admin, job_id, 1)
-    fed.stop("localhost", signal.SIGKILL)
-    fed.start("localhost")
-    fed.wait_online(fed.sites, timeout=40)
-    with AdminClient.from_kit(fed.admin_kit) as admin:
-        kinds = [e.kind for e in admin.watch(job_id)]
-        info = admin.get_job(job_id)
-        assert info.status == "FINISHED", info.error + fed.logs()
-        target = admin.download_job(job_id, tmp_path / "out")
-    assert "resumed" in kinds
+    job = workflow_job(tmp_path, "scaffold", "scaffold", {"rounds": rounds, "round_timeout_s": 60},
+                       TRAIN.replace("        model = fl.receive()\n", pause))
+    target = finished_after_a_server_kill(fed, job, tmp_path / "out")
     final = load_file(target / "models" / "final.safetensors")["weight"].reshape(-1)
     np.testing.assert_allclose(final, reference(rounds, 1.0, np.zeros(2), sites=fed.sites), rtol=0, atol=1e-9)

@@ -4,7 +4,6 @@ restored on resume; the Client API's torch correction and update end a simulated
 from __future__ import annotations
 
 import subprocess
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,7 @@ from flctl.node.workflows.scaffold import Scaffold, ScaffoldArgs
 from flctl.node.workflows.state import WorkflowState
 
 from .federation import FLCTL
+from .job_folders import workflow_job
 from .test_fedavg import Site
 from .test_workflow_state import StatefulFederation
 
@@ -159,16 +159,7 @@ def test_a_simulated_torch_job_with_the_client_apis_scaffold_ends_on_the_referen
     """fl.scaffold_correct and fl.scaffold_params in a real torch script: the final model is the reference's
     (from zeros, within 1e-9), and the script never sees the control variate among its params."""
     # Prepare
-    job = tmp_path / "scaffold"
-    (job / "app").mkdir(parents=True)
-    (job / "app" / "train.py").write_text(TRAIN)
-    (job / "job.yml").write_text(textwrap.dedent("""\
-        api_version: 1
-        name: scaffold
-        workflow: {type: scaffold, args: {rounds: 3, round_timeout_s: 120}}
-        min_sites: 3
-        app: {command: [python, train.py]}
-        """))
+    job = workflow_job(tmp_path, "scaffold", "scaffold", {"rounds": 3, "round_timeout_s": 120}, TRAIN, min_sites=3)
     # Execute
     out = subprocess.run([FLCTL, "simulate", str(job), "-n", "3", "-w", str(tmp_path / "ws")], capture_output=True,
                          text=True, timeout=180, check=False)

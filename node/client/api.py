@@ -25,14 +25,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from flctl.node.client import api_wire as wire
-from flctl.node.jobs.tasks import SCAFFOLD_C
+from flctl.node.jobs.tasks import PARAMS_TYPE, PARAMS_TYPES, SCAFFOLD_C
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
 
 __all__ = [
-    "Model", "current_round", "get_job_id", "get_site_name", "init", "is_running", "job_id", "log", "proximal_term",
-    "receive", "running", "scaffold_correct", "scaffold_params", "send", "site_name",
+    "Model", "current_round", "get_job_id", "get_site_name", "init", "is_evaluate", "is_running", "is_submit_model",
+    "is_train", "job_id", "log", "proximal_term", "receive", "running", "scaffold_correct", "scaffold_params", "send",
+    "site_name",
 ]
 
 
@@ -40,10 +41,11 @@ __all__ = [
 class Model:
     """A model travelling between flctl and the script: the task's input, or the script's result.
 
-    From `receive()`: `params` (name -> numpy array), `round`, `meta` and `task` (its name, e.g.
-    "train"). For `send()`: `params` (numpy arrays, numbers or torch tensors), `metrics` (name ->
-    number), `num_examples` (how many examples produced it, the weight in averaging) and `meta`
-    (JSON values).
+    From `receive()`: `params` (name -> numpy array), `round`, `meta` and `task` (its kind: "train",
+    "evaluate" or "submit_model"). For `send()`: `params` (numpy arrays, numbers or torch tensors),
+    `metrics` (name -> number), `num_examples` (how many examples produced it, the weight in
+    averaging), `meta` (JSON values) and `params_type`: "full" (the model itself) or "diff" (what
+    training added to the model received; the server adds it back).
     """
 
     params: dict[str, Any] = field(default_factory=dict)
@@ -52,6 +54,7 @@ class Model:
     round: int = 0
     meta: dict[str, Any] = field(default_factory=dict)
     task: str = "train"
+    params_type: str = "full"
 
 
 class _Session:
@@ -128,8 +131,11 @@ class _Session:
                                    "(each task takes exactly one send)")
             if not isinstance(model.meta, dict):
                 raise TypeError(f"fl.send(): meta must be a dict, not {type(model.meta).__name__}")
+            if model.params_type not in PARAMS_TYPES:
+                raise ValueError(f"fl.send(): params_type must be 'full' or 'diff', not {model.params_type!r}")
+            meta = {**model.meta, PARAMS_TYPE: model.params_type} if model.params_type != "full" else model.meta
             result = wire.Result(task_id=self._current_id, num_examples=_num_examples(model.num_examples),
-                                 metrics=_metrics(model.metrics), meta=model.meta)
+                                 metrics=_metrics(model.metrics), meta=meta)
             try:
                 self.send(result, layout(model.params).parts())  # straight from the arrays
             except wire.WireError as exc:
@@ -194,6 +200,26 @@ def receive(timeout: float | None = None) -> Model | None:
     Until the task is answered with `send()`, every call returns the same model.
     """
     return _connected().next_task(timeout)
+
+
+def is_train() -> bool:
+    """Whether the current task (waited for like `receive()`) asks to train: answer with a model."""
+    return _task_kind() == "train"
+
+
+def is_evaluate() -> bool:
+    """Whether the current task asks to evaluate the model it carries: answer with metrics only, no params."""
+    return _task_kind() == "evaluate"
+
+
+def is_submit_model() -> bool:
+    """Whether the current task asks for this site's own best local model: answer with it."""
+    return _task_kind() == "submit_model"
+
+
+def _task_kind() -> str:
+    current = _connected().next_task(None)
+    return current.task if current is not None else ""
 
 
 def send(model: Model) -> None:

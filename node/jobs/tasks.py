@@ -14,6 +14,11 @@ if TYPE_CHECKING:  # numpy is not imported to check a job at submit (the CLI sta
 
 Params = dict[str, "np.ndarray"]
 
+PARAMS_TYPE = "params_type"
+"""The key of an answer's meta that says what its params are: absent or "full", the model; "diff", what the site's
+training added to the model it received."""
+PARAMS_TYPES = ("full", "diff")
+
 SCAFFOLD_C = "@scaffold_c/"
 """A task's tensors named `@scaffold_c/<name>` are SCAFFOLD's server control variate for the model's `<name>`,
 not part of the model: the Client API keeps them apart from what the script receives."""

@@ -159,6 +159,9 @@ class PipeFederation:
             _write_atomic(path, params)
         self._emit(ModelSaved(name=name))
 
+    def load_model(self, name: str) -> Params:
+        return tensors.map_file(self._dir / "models" / f"{name}.safetensors")
+
     def save_state(self, name: str, state: WorkflowState) -> None:
         write_state(state_path(self._dir, name), state)
 

@@ -250,6 +250,9 @@ class SimFederation:
     def save_model(self, name: str, params: Params, saved_as: str = "") -> None:
         _write_atomic(self._dir / "models" / f"{name}.safetensors", tensors.encode(params))
 
+    def load_model(self, name: str) -> Params:
+        return tensors.map_file(self._dir / "models" / f"{name}.safetensors")
+
     def save_state(self, name: str, state: WorkflowState) -> None:
         write_state(state_path(self._dir, name), state)
 

@@ -18,10 +18,10 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 
@@ -100,7 +100,10 @@ class Reporter:
         self._stop.set()
 
 
-def _retrying(call: Any, *args: Any, **kwargs: Any) -> Any:
+T = TypeVar("T")
+
+
+def _retrying(call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Call an RPC, retrying with backoff while the server is unreachable (up to RETRY_FOR_S)."""
     backoff = Backoff()
     deadline = time.monotonic() + RETRY_FOR_S

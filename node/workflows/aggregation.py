@@ -9,7 +9,7 @@ soon as it is added, so adding never holds a second copy of the model.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import numpy as np
 
@@ -120,6 +120,30 @@ class WeightedSum:
                 raise ValueError(f"{site}: tensor '{name}' has dtype {array.dtype}, but {self._reference} has {want}")
             if not all_finite(array):
                 raise ValueError(f"{site}: tensor '{name}' holds NaN or infinite values")
+
+
+def full_params(params: Mapping[str, np.ndarray], params_type: str, base: Callable[[], Params]) -> Params:
+    """A site's answer as a model: `params` themselves when `params_type` is "full"; `base()` (the model the site
+    was sent) plus them when it is "diff", each tensor in the model's dtype. ValueError naming what is wrong: another
+    params_type, a diff with no model to add it to, or a diff whose tensors are not the model's."""
+    if params_type == "full":
+        return dict(params)
+    if params_type != "diff":
+        raise ValueError(f"params_type {params_type!r} is neither 'full' nor 'diff'")
+    model = base()
+    if not model:
+        raise ValueError("it sent a diff, but there is no model yet to add it to (the first round of a job with no "
+                         "initial model); send the full model")
+    if set(params) != set(model):
+        raise ValueError(f"its diff has the tensors {sorted(params)}, the model has {sorted(model)}")
+    out: Params = {}
+    for name, value in model.items():
+        sent = np.asarray(value)
+        diff = np.asarray(params[name])
+        if diff.shape != sent.shape:
+            raise ValueError(f"its diff of tensor '{name}' has shape {diff.shape}, the model's is {sent.shape}")
+        out[name] = (sent + diff).astype(sent.dtype, copy=False)
+    return out
 
 
 def all_finite(array: np.ndarray) -> bool:

@@ -45,6 +45,10 @@ class Federation(Protocol):
         `saved_as`, `params` are the model already saved under that name, unchanged: it may be reused."""
         ...
 
+    def load_model(self, name: str) -> Params:
+        """The model saved under `name` (read as it is used: a big model is not read into memory at once)."""
+        ...
+
     def save_state(self, name: str, state: WorkflowState) -> None:
         """Store the workflow's own state under `name` (`round-<n>`), just before the model of that round: a
         restart that resumes from round n's model gives the workflow this state back (`Workflow.restore`)."""

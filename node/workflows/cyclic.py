@@ -17,7 +17,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from flctl.node.jobs.tasks import Params, SiteFailure, Task, TaskKind, TaskResult
+from flctl.node.jobs.tasks import PARAMS_TYPE, Params, SiteFailure, Task, TaskKind, TaskResult
 from flctl.node.workflows.base import Federation, Workflow, WorkflowArgs, WorkflowError
 from flctl.node.workflows.state import WorkflowState
 
@@ -107,6 +107,8 @@ class Cyclic(Workflow):
               answers: Iterable[TaskResult | SiteFailure]) -> TaskResult | None:
         """The site's answer when it is usable; None (and a line in the log) when it failed, was silent or sent a
         model that does not fit."""
+        from flctl.node.workflows.aggregation import full_params
+
         for answer in answers:
             if answer.site != site:
                 fed.log(f"round {round_no}: ignored an unexpected answer from {answer.site}")
@@ -114,11 +116,16 @@ class Cyclic(Workflow):
             if isinstance(answer, SiteFailure):
                 fed.log(f"round {round_no}: {site} failed: {answer.reason}; the model goes on unchanged")
                 return None
-            problem = unfit(answer.params, model)
+            try:
+                params = full_params(answer.params, answer.meta.get(PARAMS_TYPE, "full"), lambda: model)
+            except ValueError as exc:
+                params, problem = {}, str(exc)
+            else:
+                problem = unfit(params, model)
             if problem:
                 fed.log(f"round {round_no}: {site} sent an unusable model: {problem}; the model goes on unchanged")
                 return None
-            return answer
+            return TaskResult(answer.site, params, answer.num_examples, answer.metrics, answer.meta)
         fed.log(f"round {round_no}: no answer from {site} within {self.settings.site_timeout_s:g} s; "
                 "the model goes on unchanged")
         return None

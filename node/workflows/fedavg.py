@@ -3,12 +3,12 @@ averages their models weighted by how many examples each trained on."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field
 
-from flctl.node.jobs.tasks import Params, SiteFailure, Task, TaskKind, TaskResult
+from flctl.node.jobs.tasks import PARAMS_TYPE, Params, SiteFailure, Task, TaskKind, TaskResult
 
 if TYPE_CHECKING:
     from flctl.node.workflows.aggregation import WeightedSum
@@ -22,6 +22,9 @@ class FedAvgArgs(WorkflowArgs):
     round_timeout_s: float = Field(
         300.0, gt=0, description="Seconds a round waits for the sites' answers before going on with those it has"
     )
+    evaluate_every: int = Field(0, ge=0, description="Evaluate the global model at every site after every N rounds "
+                                                     "(and after the last); 0: never. Sites answer metrics only, "
+                                                     "recorded as val_<name>")
     proximal_mu: float = Field(0.0, ge=0, description="FedProx (Li et al. 2020): the weight mu of the proximal term "
                                                       "sites add to their loss (fl.proximal_term); 0: plain FedAvg")
 
@@ -53,8 +56,9 @@ class FedAvg(Workflow):
         )
 
         model: Params = dict(initial) if initial is not None else {}
+        # the checkpoint `model` is: on a resume, `initial` is round start_round - 1's
+        saved = f"round-{start_round - 1}" if initial is not None and start_round > 0 else ""
         del initial
-        saved = ""  # the checkpoint `model` is, once a round has made it
         for round_no in range(start_round, self.settings.rounds):
             sites = fed.sites()
             if len(sites) < self.min_sites:
@@ -65,17 +69,27 @@ class FedAvg(Workflow):
             params = self.task_params(model)
             answers = fed.send(Task(TaskKind.TRAIN, round_no, params, meta=self.task_meta(),
                                     saved_as=saved if params is model else ""), sites, self.settings.round_timeout_s)
-            previous = model if self.keeps_previous_model else {}
+            previous = model if self.keeps_previous_model or not saved else {}
             del model, params
-            answered, average = self._collect(fed, round_no, sites, answers, total)
+            base = _Base(fed, previous, saved)
+            answered, average = self._collect(fed, round_no, sites, answers, total, base)
+            del base
             model = self.server_step(previous, average)
             del previous, average
             self.checkpoint(fed, round_no, model)
-            fed.record_round(round_no, {site: metrics for site, (metrics, _) in answered.items()})
-            fed.log(round_summary(round_no, self.settings.rounds, len(sites), answered))
             saved = f"round-{round_no}"
+            metrics = {site: metrics for site, (metrics, _) in answered.items()}
+            fed.log(round_summary(round_no, self.settings.rounds, len(sites), answered))
+            if self._evaluates(round_no):
+                for site, values in evaluate(fed, round_no, model, saved, sites, self.settings.round_timeout_s).items():
+                    metrics[site] = {**metrics.get(site, {}), **values}
+            fed.record_round(round_no, metrics)
         fed.save_model("final", model, saved_as=saved)
         return model
+
+    def _evaluates(self, round_no: int) -> bool:
+        every = self.settings.evaluate_every
+        return bool(every) and ((round_no + 1) % every == 0 or round_no + 1 == self.settings.rounds)
 
     def task_meta(self) -> dict[str, Any]:
         """What each training task tells the sites besides the model: the rounds, and FedProx's mu when set."""
@@ -91,12 +105,16 @@ class FedAvg(Workflow):
         """What each training task carries: the global model itself (SCAFFOLD adds its control variate)."""
         return model
 
-    def add_answer(self, total: WeightedSum, answer: TaskResult) -> None:
-        """Add a site's answer to the round's sum (weighted by its examples); ValueError, changing nothing, when it
-        does not fit the model (other names, shapes or dtypes, or values that are not finite)."""
+    def add_answer(self, total: WeightedSum, answer: TaskResult, base: Callable[[], Params]) -> None:
+        """Add a site's answer (its model, or `base()` plus its diff) to the round's sum, weighted by its examples;
+        ValueError, changing nothing, when it does not fit the model (other names, shapes or dtypes, or values that
+        are not finite)."""
+        from flctl.node.workflows.aggregation import full_params
+
         if answer.num_examples < 0:
             raise ValueError(f"num_examples {answer.num_examples} is negative")
-        total.add(answer.params, answer.num_examples, site=answer.site)
+        params = full_params(answer.params, answer.meta.get(PARAMS_TYPE, "full"), base)
+        total.add(params, answer.num_examples, site=answer.site)
 
     keeps_previous_model: ClassVar[bool] = False
     """Whether `server_step` needs the round's global model: it is then held while the round runs."""
@@ -107,7 +125,8 @@ class FedAvg(Workflow):
         return average
 
     def _collect(self, fed: Federation, round_no: int, sites: list[str], answers: Iterable[TaskResult | SiteFailure],
-                 total: WeightedSum) -> tuple[dict[str, tuple[dict[str, float], int]], Params]:
+                 total: WeightedSum, base: Callable[[], Params]
+                 ) -> tuple[dict[str, tuple[dict[str, float], int]], Params]:
         """Add up a round's answers as they come: who answered (metrics, examples) and the weighted average."""
         timeout = self.settings.round_timeout_s
         answered: dict[str, tuple[dict[str, float], int]] = {}
@@ -120,7 +139,7 @@ class FedAvg(Workflow):
                 self._fail(fed, round_no, answer.site, answer.reason, failed, len(sites))
                 continue
             try:
-                self.add_answer(total, answer)
+                self.add_answer(total, answer, base)
             except ValueError as exc:
                 self._fail(fed, round_no, answer.site, f"sent an unusable model: {exc}", failed, len(sites))
                 continue
@@ -142,6 +161,45 @@ class FedAvg(Workflow):
                 f"round {round_no}: {len(failed)} of {n} sites failed, so fewer than the {self.min_sites} "
                 f"required can answer" + failure_details(failed, [])
             )
+
+
+def evaluate(fed: Federation, round_no: int, model: Params, saved: str, sites: list[str],
+             timeout_s: float) -> dict[str, dict[str, float]]:
+    """Send `model` (saved as `saved`) to `sites` as an `evaluate` task; each site's metrics as `val_<name>`. A site
+    that fails, stays silent or answers with a model (a script that does not handle evaluate tasks) is left out,
+    with the reason in the log; the job goes on."""
+    from flctl.node.workflows.aggregation import weighted_metrics
+
+    task = Task(TaskKind.EVALUATE, round_no, model, meta={"evaluate": True}, saved_as=saved)
+    results: dict[str, tuple[dict[str, float], int]] = {}
+    for answer in fed.send(task, sites, timeout_s):
+        if answer.site not in sites or answer.site in results:
+            continue
+        if isinstance(answer, SiteFailure):
+            fed.log(f"round {round_no} evaluation: {answer.site} failed: {answer.reason}")
+        elif answer.params:
+            fed.log(f"round {round_no} evaluation: {answer.site} answered with a model, not metrics: its script does "
+                    "not handle evaluate tasks (ask fl.is_evaluate() and send metrics only)")
+        else:
+            results[answer.site] = ({f"val_{name}": value for name, value in answer.metrics.items()},
+                                    answer.num_examples)
+    means = weighted_metrics(results.values())
+    fed.log(f"round {round_no} evaluation: {len(results)} of {len(sites)} sites" +
+            "".join(f", {name} {value:.4g}" for name, value in means.items()))
+    return {site: values for site, (values, _) in results.items()}
+
+
+class _Base:
+    """The model a round was sent, for the answers that are diffs: held (`previous`), else read from its checkpoint
+    once, the first time a diff needs it."""
+
+    def __init__(self, fed: Federation, previous: Params, saved: str) -> None:
+        self._fed, self._model, self._saved = fed, previous, saved
+
+    def __call__(self) -> Params:
+        if not self._model and self._saved:
+            self._model = self._fed.load_model(self._saved)
+        return self._model
 
 
 def failure_details(failed: dict[str, str], silent: list[str]) -> str:

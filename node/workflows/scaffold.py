@@ -17,13 +17,14 @@ tensor of the model) is the workflow's state, saved with each round's checkpoint
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, ClassVar
 
 from pydantic import Field
 
+from flctl.node.jobs.tasks import PARAMS_TYPE, Params, TaskResult
 from flctl.node.jobs.tasks import SCAFFOLD_C as C_PREFIX
 from flctl.node.jobs.tasks import SCAFFOLD_DC as DC_PREFIX
-from flctl.node.jobs.tasks import Params, TaskResult
 from flctl.node.workflows.base import WorkflowArgs, WorkflowError
 from flctl.node.workflows.fedavg import FedAvg, FedAvgArgs
 from flctl.node.workflows.state import WorkflowState
@@ -70,11 +71,14 @@ class Scaffold(FedAvg):
                    for name, value in model.items() if np.asarray(value).dtype.kind == "f"}
         return {**model, **{C_PREFIX + name: value for name, value in control.items()}}
 
-    def add_answer(self, total: WeightedSum, answer: TaskResult) -> None:
-        """y_i into the model's sum and dc_i into the control's, each counted once (plain means); neither changes
-        unless both fit."""
+    def add_answer(self, total: WeightedSum, answer: TaskResult, base: Callable[[], Params]) -> None:
+        """y_i (or x plus its diff) into the model's sum and dc_i into the control's, each counted once (plain
+        means); neither changes unless both fit."""
+        from flctl.node.workflows.aggregation import full_params
+
         assert self._deltas is not None
-        model = {name: value for name, value in answer.params.items() if not name.startswith(DC_PREFIX)}
+        model = full_params({name: value for name, value in answer.params.items() if not name.startswith(DC_PREFIX)},
+                            answer.meta.get(PARAMS_TYPE, "full"), base)
         deltas = {name[len(DC_PREFIX):]: value for name, value in answer.params.items() if name.startswith(DC_PREFIX)}
         if not deltas:
             raise ValueError(f"it sent no control-variate update ({DC_PREFIX}*): its script must answer with "

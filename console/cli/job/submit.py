@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from flctl.console.cli import exit_codes, terminal
 from flctl.console.cli.admin_kit import KitOption, connect
 from flctl.console.cli.options import JsonOption
+
+if TYPE_CHECKING:  # grpc is heavy: imported when a command connects, not for --help
+    from flctl.node.admin.admin_client import AdminClient
+    from flctl.node.admin.admin_types import JobInfo
 
 
 def command(
@@ -48,7 +52,7 @@ def command(
         raise typer.Exit(exit_codes.FAILED)
 
 
-def follow(admin: Any, job_id: str, quiet: bool = False) -> Any:
+def follow(admin: AdminClient, job_id: str, quiet: bool = False) -> JobInfo:
     """Stream the job's events (no polling) with a progress bar for rounds; return the final job info.
 
     `quiet` prints nothing: it only waits on the same stream for the job's final event.
