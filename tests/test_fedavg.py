@@ -27,6 +27,8 @@ class FakeFederation:
         self.models: dict[str, Params] = {}
         self.rounds: dict[int, dict[str, dict[str, float]]] = {}
         self.lines: list[str] = []
+        self.reports: dict[str, dict[str, object]] = {}
+        self.files: dict[str, bytes] = {}
 
     def sites(self) -> list[str]:
         return list(self.site_fns)
@@ -45,6 +47,14 @@ class FakeFederation:
 
     def load_model(self, name: str) -> Params:
         return self.models[name]
+
+    def save_report(self, name: str, report: dict[str, object]) -> None:
+        self.reports[name] = report
+
+    def job_file(self, path: str) -> bytes:
+        if path not in self.files:
+            raise FileNotFoundError(f"the job has no file {path}")
+        return self.files[path]
 
     def record_round(self, round_no: int, metrics: dict[str, dict[str, float]]) -> None:
         self.rounds[round_no] = metrics

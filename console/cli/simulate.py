@@ -78,6 +78,7 @@ def command(
     elif result.status == JobStatus.FINISHED:
         terminal.success(f"{result.job} FINISHED in {result.wall_s:.2f} s ({result.sites} sites, "
                          f"{result.workers} workers); results in {result.job_dir}")
+        _show_cross_site_eval(result.job_dir / "reports" / "cross_site_eval.json")
     else:
         terminal.error(f"{result.job} FAILED: {result.error}; logs in {result.job_dir / 'logs'}")
     if result.status != JobStatus.FINISHED:
@@ -119,3 +120,15 @@ class _Progress:
     def log(self, line: str) -> None:
         if not self._quiet and ("failed" in line or "ignored" in line):
             self._bar.console.print(line, markup=False, highlight=False)
+
+
+def _show_cross_site_eval(path: Path) -> None:
+    """The cross-site evaluation's matrix, when the job made one."""
+    import json
+
+    from flctl.console.cli.job.render import cross_site_table
+
+    if path.is_file():
+        columns, rows = cross_site_table(json.loads(path.read_text()))
+        if rows:
+            terminal.table(columns, rows, title="cross-site evaluation (rows evaluate the column's model)")

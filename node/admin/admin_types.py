@@ -49,6 +49,8 @@ class JobInfo:
     error: str = ""
     last_metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     artifacts: str = ""
+    reports: dict[str, Any] = field(default_factory=dict)
+    """What the workflow reported, by name (`cross_site_eval`: the matrix); filled by `get_job` only."""
 
     @property
     def ended(self) -> bool:

@@ -112,6 +112,26 @@ def _files(root: Path, folder: Path, prefix: PurePosixPath, seen: frozenset[Path
             raise _refuse(str(entry), "is neither a file nor a folder")
 
 
+def inner_path(path: str) -> PurePosixPath:
+    """`path` as a path inside a job folder; ValueError when it is absolute, empty or climbs out with `..`."""
+    inner = PurePosixPath(path)
+    if not path or inner.is_absolute() or ".." in inner.parts:
+        raise ValueError(f"{path!r} is not a path inside the job folder")
+    return inner
+
+
+def read_member(bundle: Path, path: str) -> bytes:
+    """The file `path` of the job packed in `bundle`; OSError when it holds none."""
+    import zipfile
+
+    name = str(inner_path(path))
+    with zipfile.ZipFile(bundle) as archive:
+        try:
+            return archive.read(name)
+        except KeyError:
+            raise FileNotFoundError(f"the job has no file {name}") from None
+
+
 def extract_bundle(data: bytes, target: Path, limits: BundleLimits | None = None, source: str = "job bundle") -> None:
     """Unpack `data` into the new folder `target` (which must not exist); raise JobError naming the bad entry.
 

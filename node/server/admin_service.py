@@ -26,7 +26,7 @@ from flctl.node.server.context import ServerContext
 from flctl.node.server.disk_guard import is_disk_full
 from flctl.node.server.federation_service import stream_file
 from flctl.node.server.identity import caller
-from flctl.node.server.job_records import log_files, metrics_json
+from flctl.node.server.job_records import log_files, metrics_json, reports_json
 from flctl.node.server.store import JobRow
 from flctl.node.wire import serde
 from flctl.node.wire.proto import flctl_pb2 as pb
@@ -85,13 +85,14 @@ class AdminService(pb_grpc.AdminServicer):
         self._authorize(context, actor, action, args, right, job)
         return job
 
-    def _info(self, job: JobRow) -> pb.JobInfo:
+    def _info(self, job: JobRow, with_reports: bool = False) -> pb.JobInfo:
         last: dict[str, dict[str, float]] = {}
         if job.round >= 0:
             for site, rnd, name, value, step in self._ctx.store.metrics(job.id):
                 if step is None and rnd == job.round:
                     last.setdefault(site, {})[name] = value
-        return serde.job_to_pb(job, last, str(self._ctx.jobs_dir() / job.id))
+        job_dir = self._ctx.jobs_dir() / job.id
+        return serde.job_to_pb(job, last, str(job_dir), reports_json(job_dir) if with_reports else None)
 
     # ------------------------------------------------------------------ calls
     def WhoAmI(self, request: pb.Empty, context: Any) -> pb.Identity:
@@ -201,7 +202,7 @@ class AdminService(pb_grpc.AdminServicer):
 
     def GetJob(self, request: pb.JobRef, context: Any) -> pb.JobInfo:
         actor, _ = self._actor(context)
-        return self._info(self._job(context, actor, "job.show", request.job_id, "view"))
+        return self._info(self._job(context, actor, "job.show", request.job_id, "view"), with_reports=True)
 
     def AbortJob(self, request: pb.JobRef, context: Any) -> pb.JobInfo:
         actor, _ = self._actor(context)
@@ -270,6 +271,8 @@ class AdminService(pb_grpc.AdminServicer):
             for model in sorted((job_dir / "models").glob("*.safetensors")):
                 zf.write(model, f"models/{model.name}", compress_type=zipfile.ZIP_STORED)
             zf.writestr("metrics.json", metrics_json(store, job.id))
+            for report in sorted((job_dir / "reports").glob("*.json")):
+                zf.write(report, f"reports/{report.name}")
             for name, text in log_files(store, job.id).items():
                 zf.writestr(f"logs/{name}", text)
             zf.writestr("events.json", json.dumps([e.__dict__ for e in store.events(0, job.id)], indent=1))

@@ -74,6 +74,13 @@ class LogLine(LinkMessage):
     line: str
 
 
+class ReportSaved(LinkMessage):
+    """The workflow saved a report (a cross-site evaluation's matrix…) as `reports/NAME.json`."""
+
+    kind: Literal["report"] = "report"
+    name: str
+
+
 class JobDone(LinkMessage):
     """The job has ended (the process exits next)."""
 
@@ -82,7 +89,7 @@ class JobDone(LinkMessage):
     error: str = ""
 
 
-JobRequest = PostTask | CancelTask | ModelSaved | RoundDone | LogLine | JobDone
+JobRequest = PostTask | CancelTask | ModelSaved | ReportSaved | RoundDone | LogLine | JobDone
 
 
 # ---------------------------------------------------------------- daemon -> job process

@@ -27,7 +27,7 @@ import traceback
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import IO, Literal
+from typing import IO, Any, Literal
 
 from flctl.node.jobs.job_spec import JobSpec, LoadedJob
 from flctl.node.jobs.tasks import Params, SiteFailure, Task, TaskResult
@@ -45,13 +45,21 @@ from flctl.node.server.job_messages import (
     LogLine,
     ModelSaved,
     PostTask,
+    ReportSaved,
     RoundDone,
     SiteFailed,
     SiteRejoined,
 )
 from flctl.node.wire import tensors
 from flctl.node.workflows.base import WorkflowError
-from flctl.node.workflows.state import WorkflowState, read_state, state_path, write_state
+from flctl.node.workflows.state import (
+    WorkflowState,
+    read_state,
+    report_path,
+    state_path,
+    write_report,
+    write_state,
+)
 
 log = logging.getLogger("flctl.server.job")
 
@@ -161,6 +169,15 @@ class PipeFederation:
 
     def load_model(self, name: str) -> Params:
         return tensors.map_file(self._dir / "models" / f"{name}.safetensors")
+
+    def job_file(self, path: str) -> bytes:
+        from flctl.node.jobs.bundle import read_member
+
+        return read_member(self._dir / "bundle.zip", path)
+
+    def save_report(self, name: str, report: dict[str, Any]) -> None:
+        write_report(report_path(self._dir, name), report)
+        self._emit(ReportSaved(name=name))
 
     def save_state(self, name: str, state: WorkflowState) -> None:
         write_state(state_path(self._dir, name), state)

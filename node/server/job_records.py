@@ -44,6 +44,19 @@ def load_record(job_dir: Path) -> JobRow:
     return job
 
 
+MAX_REPORT_BYTES = 4 << 20
+"""A report larger than this is not shown by `job show` (it is still in the job's download)."""
+
+
+def reports_json(job_dir: Path) -> dict[str, str]:
+    """name -> JSON text of each report the job's workflow saved (`reports/NAME.json`), those small enough to show."""
+    folder = job_dir / "reports"
+    if not folder.is_dir():
+        return {}
+    return {path.stem: path.read_text() for path in sorted(folder.glob("*.json"))
+            if path.is_file() and path.stat().st_size <= MAX_REPORT_BYTES}
+
+
 def log_files(store: Store, job_id: str) -> dict[str, str]:
     """`<site>.log` -> text, one timestamped line per log line (the server's workflow log is `server.log`)."""
     by_site: dict[str, list[str]] = {}

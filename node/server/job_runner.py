@@ -235,6 +235,8 @@ class JobRunner:
                                   {"round": msg.round, "metrics": msg.metrics})
         elif isinstance(msg, job_messages.ModelSaved):
             self._store.add_event(job_id, "model", f"model {msg.name} saved", {"name": msg.name})
+        elif isinstance(msg, job_messages.ReportSaved):
+            self._store.add_event(job_id, "report", f"report {msg.name} saved", {"name": msg.name})
         elif isinstance(msg, job_messages.LogLine):
             self._store.add_logs(job_id, "server", [(time.time(), msg.line)])
 

@@ -45,7 +45,7 @@ from flctl.node.site.filters.base import FilterError
 from flctl.node.site.filters.pipeline import FilterPipeline
 from flctl.node.wire import tensors
 from flctl.node.workflows.base import WorkflowError
-from flctl.node.workflows.state import WorkflowState, state_path, write_state
+from flctl.node.workflows.state import WorkflowState, report_path, state_path, write_report, write_state
 
 log = logging.getLogger("flctl.simulator")
 MARKER = "simulation.json"
@@ -138,8 +138,9 @@ class SimFederation:
     """`Federation` for a workflow whose sites are simulated by the worker pool."""
 
     def __init__(self, job_id: str, job_dir: Path, sites: list[str], pool: _Pool, observer: Observer | None,
-                 rounds: int, filters: FilterPipeline | None = None) -> None:
+                 rounds: int, filters: FilterPipeline | None = None, job_folder: Path | None = None) -> None:
         self.job_id = job_id
+        self._job_folder = job_folder or job_dir
         self._filters = filters or FilterPipeline(job_id)
         self._dir = job_dir
         self._sites = sites
@@ -253,6 +254,14 @@ class SimFederation:
     def load_model(self, name: str) -> Params:
         return tensors.map_file(self._dir / "models" / f"{name}.safetensors")
 
+    def job_file(self, path: str) -> bytes:
+        from flctl.node.jobs.bundle import inner_path
+
+        return (self._job_folder / inner_path(path)).read_bytes()
+
+    def save_report(self, name: str, report: dict[str, Any]) -> None:
+        write_report(report_path(self._dir, name), report)
+
     def save_state(self, name: str, state: WorkflowState) -> None:
         write_state(state_path(self._dir, name), state)
 
@@ -305,7 +314,7 @@ def simulate(job: LoadedJob, sites: list[str], workspace: Path, workers: int | N
     workflow = job.create_workflow()
     rounds = int(getattr(job.args, "rounds", 0) or 0)
     pool = _start_pool(count, spec)
-    fed = SimFederation(job_id, job_dir, sites, pool, observer, rounds, filters)
+    fed = SimFederation(job_id, job_dir, sites, pool, observer, rounds, filters, job.folder)
     fed.log(f"isolation: {isolation.describe()}")
     status, error = JobStatus.FINISHED, ""
     try:

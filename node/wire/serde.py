@@ -13,13 +13,15 @@ if TYPE_CHECKING:  # the CLI uses this module without the server's store (and sq
     from flctl.node.server.store import EventRow, JobRow, SiteRow
 
 
-def job_to_pb(job: JobRow, last_metrics: dict[str, dict[str, float]], artifacts: str) -> pb.JobInfo:
+def job_to_pb(job: JobRow, last_metrics: dict[str, dict[str, float]], artifacts: str,
+              reports_json: dict[str, str] | None = None) -> pb.JobInfo:
     return pb.JobInfo(
         id=job.id, name=job.name, status=job.status, submitter=job.submitter, submitter_org=job.submitter_org,
         submitted_at=job.submitted_at, started_at=job.started_at, ended_at=job.ended_at, round=job.round,
         rounds=job.rounds, workflow=job.workflow, min_sites=job.min_sites,
         sites=[pb.SiteState(name=s, state=st, round=r, error=e) for s, (st, r, e) in job.site_states.items()],
-        wait_reason=job.wait_reason, error=job.error, last_metrics_json=json.dumps(last_metrics), artifacts=artifacts)
+        wait_reason=job.wait_reason, error=job.error, last_metrics_json=json.dumps(last_metrics), artifacts=artifacts,
+        reports_json=reports_json or {})
 
 
 def job_from_pb(msg: pb.JobInfo) -> t.JobInfo:
@@ -29,7 +31,15 @@ def job_from_pb(msg: pb.JobInfo) -> t.JobInfo:
         ended_at=msg.ended_at, round=msg.round, rounds=msg.rounds, workflow=msg.workflow, min_sites=msg.min_sites,
         sites=[t.JobSite(s.name, SiteState.parse(s.state), s.round, s.error) for s in msg.sites],
         wait_reason=msg.wait_reason, error=msg.error, last_metrics=json.loads(msg.last_metrics_json or "{}"),
-        artifacts=msg.artifacts)
+        artifacts=msg.artifacts, reports={name: _json_or_text(text) for name, text in msg.reports_json.items()})
+
+
+def _json_or_text(text: str) -> Any:
+    """A report's JSON, or its text when it is not JSON (shown as it is rather than failing the command)."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
 
 
 def site_to_pb(site: SiteRow, online: bool, isolation: str = "") -> pb.SiteInfo:

@@ -1,4 +1,5 @@
-"""Server-side workflows of a job, one module each (FedAvg, FedAvgM, FedOpt, SCAFFOLD, Cyclic; more to come).
+"""Server-side workflows of a job, one module each (FedAvg, FedAvgM, FedOpt, SCAFFOLD, cyclic,
+cross-site evaluation; more to come).
 
 `WORKFLOWS` maps job.yml's `workflow.type` to the class; add a workflow here to make it usable. A workflow
 talks only to `base.Federation` and keeps any state of its own through `Workflow.state`/`restore`.
@@ -7,10 +8,12 @@ talks only to `base.Federation` and keeps any state of its own through `Workflow
 from __future__ import annotations
 
 from flctl.node.workflows.base import Workflow
+from flctl.node.workflows.cross_site_eval import CrossSiteEval
 from flctl.node.workflows.cyclic import Cyclic
 from flctl.node.workflows.fedavg import FedAvg
 from flctl.node.workflows.fedavgm import FedAvgM
 from flctl.node.workflows.fedopt import FedOpt
 from flctl.node.workflows.scaffold import Scaffold
 
-WORKFLOWS: dict[str, type[Workflow]] = {cls.type_name: cls for cls in (FedAvg, FedAvgM, FedOpt, Scaffold, Cyclic)}
+WORKFLOWS: dict[str, type[Workflow]] = {cls.type_name: cls for cls in (FedAvg, FedAvgM, FedOpt, Scaffold, Cyclic,
+                                                                     CrossSiteEval)}

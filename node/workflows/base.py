@@ -49,6 +49,16 @@ class Federation(Protocol):
         """The model saved under `name` (read as it is used: a big model is not read into memory at once)."""
         ...
 
+    def job_file(self, path: str) -> bytes:
+        """A file of the job's folder as it was submitted (`path` relative to it: a model to start from…);
+        OSError when the job has no such file, ValueError when `path` leaves the folder."""
+        ...
+
+    def save_report(self, name: str, report: dict[str, Any]) -> None:
+        """Keep a report the workflow made (JSON: a cross-site evaluation's matrix…) as `reports/NAME.json`,
+        shown by `flctl job show` and downloaded with the job."""
+        ...
+
     def save_state(self, name: str, state: WorkflowState) -> None:
         """Store the workflow's own state under `name` (`round-<n>`), just before the model of that round: a
         restart that resumes from round n's model gives the workflow this state back (`Workflow.restore`)."""

@@ -25,6 +25,8 @@ class FedAvgArgs(WorkflowArgs):
     evaluate_every: int = Field(0, ge=0, description="Evaluate the global model at every site after every N rounds "
                                                      "(and after the last); 0: never. Sites answer metrics only, "
                                                      "recorded as val_<name>")
+    cross_site_eval: bool = Field(False, description="After the last round, evaluate the final model and every "
+                                                     "site's own at every site (see the cross_site_eval workflow)")
     proximal_mu: float = Field(0.0, ge=0, description="FedProx (Li et al. 2020): the weight mu of the proximal term "
                                                       "sites add to their loss (fl.proximal_term); 0: plain FedAvg")
 
@@ -85,6 +87,10 @@ class FedAvg(Workflow):
                     metrics[site] = {**metrics.get(site, {}), **values}
             fed.record_round(round_no, metrics)
         fed.save_model("final", model, saved_as=saved)
+        if self.settings.cross_site_eval:
+            from flctl.node.workflows.cross_site_eval import cross_evaluate
+
+            cross_evaluate(fed, model, self.settings.round_timeout_s)
         return model
 
     def _evaluates(self, round_no: int) -> bool:

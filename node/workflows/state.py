@@ -32,6 +32,23 @@ class WorkflowState:
     """name -> numpy array (a momentum buffer, control variates)."""
 
 
+def report_path(job_dir: Path, name: str) -> Path:
+    """Where the report saved under `name` of the job in `job_dir` lives."""
+    return job_dir / "reports" / f"{name}.json"
+
+
+def write_report(path: Path, report: dict[str, Any]) -> None:
+    """Write a workflow's report as JSON through a temporary file; ValueError when it is not JSON."""
+    try:
+        text = json.dumps(report, allow_nan=False, indent=1, sort_keys=True)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"the workflow's report {path.stem} is not JSON: {exc}") from None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def state_path(job_dir: Path, name: str) -> Path:
     """Where the state saved under `name` (`round-N`) of the job in `job_dir` lives."""
     return job_dir / "state" / f"{name}.safetensors"

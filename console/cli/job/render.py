@@ -26,3 +26,17 @@ def metrics_line(metrics: dict[str, dict[str, float]]) -> str:
         values = " ".join(f"{k}={v:.4g}" for k, v in sorted(metrics[site].items()))
         parts.append(f"{site}: {values}")
     return "; ".join(parts)
+
+
+def cross_site_table(matrix: Any) -> tuple[list[str], list[list[str]]]:
+    """A cross-site evaluation's matrix as a table: one row per evaluating site, one column per model, each cell
+    the model's metrics at that site ("-" where none came back). ([], []) when `matrix` is not one."""
+    if not isinstance(matrix, dict) or not isinstance(matrix.get("metrics"), dict):
+        return [], []
+    models = [str(m) for m in matrix.get("models", [])]
+    rows = []
+    for site in matrix.get("sites", []):
+        at = matrix["metrics"].get(site, {})
+        rows.append([str(site), *(" ".join(f"{k}={v:.4g}" for k, v in sorted(at[m].items())) if m in at else "-"
+                                  for m in models)])
+    return ["site \\ model", *models], rows

@@ -14,7 +14,7 @@ from flctl.console.cli.options import JsonOption
 def command(job_id: Annotated[str, typer.Argument(metavar="ID")], kit: KitOption = None,
             json_out: JsonOption = False) -> None:
     """Show a job: status, rounds done, each site's state, the last metrics and where its artifacts are."""
-    from flctl.console.cli.job.render import duration, metrics_line, progress
+    from flctl.console.cli.job.render import cross_site_table, duration, metrics_line, progress
     from flctl.node.jobs.job_status import JobStatus
 
     with connect(kit) as admin:
@@ -36,3 +36,8 @@ def command(job_id: Annotated[str, typer.Argument(metavar="ID")], kit: KitOption
     if job.sites:
         terminal.table(["site", "state", "round", "error"],
                        [(s.name, s.state, s.round if s.round >= 0 else "-", s.error) for s in job.sites])
+    columns, rows = cross_site_table(job.reports.get("cross_site_eval"))
+    if rows:
+        terminal.table(columns, rows, title="cross-site evaluation (rows evaluate the column's model)")
+        for name, why in sorted(job.reports["cross_site_eval"].get("missing", {}).items()):
+            terminal.warning(f"{name} {why}")

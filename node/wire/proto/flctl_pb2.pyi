@@ -264,7 +264,14 @@ class SiteState(_message.Message):
     def __init__(self, name: _Optional[str] = ..., state: _Optional[str] = ..., round: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...
 
 class JobInfo(_message.Message):
-    __slots__ = ("id", "name", "status", "submitter", "submitter_org", "submitted_at", "started_at", "ended_at", "round", "rounds", "sites", "wait_reason", "error", "workflow", "min_sites", "last_metrics_json", "artifacts")
+    __slots__ = ("id", "name", "status", "submitter", "submitter_org", "submitted_at", "started_at", "ended_at", "round", "rounds", "sites", "wait_reason", "error", "workflow", "min_sites", "last_metrics_json", "artifacts", "reports_json")
+    class ReportsJsonEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
@@ -282,6 +289,7 @@ class JobInfo(_message.Message):
     MIN_SITES_FIELD_NUMBER: _ClassVar[int]
     LAST_METRICS_JSON_FIELD_NUMBER: _ClassVar[int]
     ARTIFACTS_FIELD_NUMBER: _ClassVar[int]
+    REPORTS_JSON_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     status: str
@@ -299,7 +307,8 @@ class JobInfo(_message.Message):
     min_sites: int
     last_metrics_json: str
     artifacts: str
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., status: _Optional[str] = ..., submitter: _Optional[str] = ..., submitter_org: _Optional[str] = ..., submitted_at: _Optional[float] = ..., started_at: _Optional[float] = ..., ended_at: _Optional[float] = ..., round: _Optional[int] = ..., rounds: _Optional[int] = ..., sites: _Optional[_Iterable[_Union[SiteState, _Mapping]]] = ..., wait_reason: _Optional[str] = ..., error: _Optional[str] = ..., workflow: _Optional[str] = ..., min_sites: _Optional[int] = ..., last_metrics_json: _Optional[str] = ..., artifacts: _Optional[str] = ...) -> None: ...
+    reports_json: _containers.ScalarMap[str, str]
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., status: _Optional[str] = ..., submitter: _Optional[str] = ..., submitter_org: _Optional[str] = ..., submitted_at: _Optional[float] = ..., started_at: _Optional[float] = ..., ended_at: _Optional[float] = ..., round: _Optional[int] = ..., rounds: _Optional[int] = ..., sites: _Optional[_Iterable[_Union[SiteState, _Mapping]]] = ..., wait_reason: _Optional[str] = ..., error: _Optional[str] = ..., workflow: _Optional[str] = ..., min_sites: _Optional[int] = ..., last_metrics_json: _Optional[str] = ..., artifacts: _Optional[str] = ..., reports_json: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class JobList(_message.Message):
     __slots__ = ("jobs",)
