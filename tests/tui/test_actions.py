@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from pathlib import Path
 
@@ -319,3 +320,26 @@ async def test_the_server_s_notices_show_on_the_top_line_and_in_who_am_i() -> No
     # Assert
     assert "1 notice from the server (i)" in top
     assert "audit.damaged-x.jsonl" in text
+
+
+@synchronously
+async def test_an_ended_job_s_screen_shows_its_cross_site_evaluation() -> None:
+    """A finished job with a cross_site_eval report: its screen asks for the job's details and shows the matrix."""
+    # Prepare
+    admin = RecordedAdmin()
+    finished = admin.jobs[0] = dataclasses.replace(admin.jobs[0], reports={"cross_site_eval": {
+        "models": ["global", "site-1"], "sites": ["site-1", "site-2"], "missing": {},
+        "metrics": {"site-1": {"global": {"acc": 0.9}, "site-1": {"acc": 0.95}}, "site-2": {"global": {"acc": 0.8}}}}})
+    app = recorded_app(admin)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await online(pilot)
+        # Execute
+        app.push_screen(JobScreen(finished.id))
+        await until(pilot, lambda: isinstance(app.screen, JobScreen)
+                    and any(table.row_count == 2 for table in app.screen.query("#job-cross-site").results(DataTable)))
+        table = app.screen.query_one("#job-cross-site", DataTable)
+        # Assert
+        assert table.display
+        assert [str(c.label) for c in table.columns.values()] == ["site \\ model", "global", "site-1"]
+        assert rows(table) == [["site-1", "acc=0.9", "acc=0.95"], ["site-2", "acc=0.8", "-"]]
+        assert ("get_job", (finished.id,)) in admin.calls

@@ -15,6 +15,7 @@ from textual.widgets import Footer, Header, Label, ProgressBar
 
 from flctl.console.tui import cells
 from flctl.console.tui.widgets.connection_bar import ConnectionBar
+from flctl.console.tui.widgets.cross_site_table import CrossSiteTable
 from flctl.console.tui.widgets.job_sites_table import JobSitesTable
 from flctl.console.tui.widgets.log_follower import LogFollower
 from flctl.console.tui.widgets.metric_plot import MetricPlot
@@ -49,6 +50,7 @@ class JobScreen(Screen[None]):
     def __init__(self, job_id: str) -> None:
         super().__init__()
         self.job_id = job_id
+        self._reports_asked = False
 
     @property
     def console(self) -> ConsoleApp:
@@ -67,6 +69,9 @@ class JobScreen(Screen[None]):
             sites.border_title = "Sites"
             yield sites
             yield MetricPlot(id="plot")
+        cross_site = CrossSiteTable(id="job-cross-site")
+        cross_site.border_title = "Cross-site evaluation (rows evaluate the column's model)"
+        yield cross_site
         log = LogFollower(self.job_id, id="job-log")
         log.border_title = "Logs"
         yield log
@@ -101,6 +106,12 @@ class JobScreen(Screen[None]):
         bar.display = bool(job.rounds)
         bar.update(total=job.rounds or None, progress=job.rounds_done)
         self.query_one(JobSitesTable).show(job)
+        if job.ended and not self._reports_asked:  # reports come with one job's details, once it has ended
+            self._reports_asked = True
+            self.console.call_admin(f"show job {self.job_id}", lambda a: a.get_job(self.job_id), self._show_reports)
+
+    def _show_reports(self, job: JobInfo) -> None:
+        self.query_one(CrossSiteTable).show(job.reports.get("cross_site_eval"))
 
     def on_unmount(self) -> None:
         self.rounds_client.close()

@@ -1,0 +1,28 @@
+"""A job's cross-site evaluation: one row per evaluating site, one column per model (the global one and each
+site's), each cell the model's metrics at that site. Hidden until the job has such a report."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from textual.widgets import DataTable
+
+from flctl.console.cli.job.render import cross_site_table
+
+
+class CrossSiteTable(DataTable[str]):
+    def on_mount(self) -> None:
+        self.zebra_stripes = True
+        self.display = False
+
+    def show(self, matrix: Any) -> None:
+        """Show `matrix` (the `cross_site_eval` report); stay hidden when it is not one."""
+        columns, rows = cross_site_table(matrix)
+        self.clear(columns=True)
+        if not rows:
+            self.display = False
+            return
+        self.add_columns(*columns)
+        for row in rows:
+            self.add_row(*row, key=row[0])
+        self.display = True
