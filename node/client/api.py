@@ -83,41 +83,51 @@ class _Session:
                 raise _lost(exc) from None
 
     def next_task(self, timeout: float | None) -> Model | None:
-        """The current task (asking for the next one when it has been answered); None once the job ended."""
+        """The current task (asking for the next one when it has been answered); None once the job ended. A swarm's
+        `aggregate` task is answered here, never shown to the script."""
         with self._task_lock:
-            if self._ended:
-                return None
-            if self._current is not None:
-                return self._current
-            if not self._asked:
-                self.send(wire.Ask())
-                self._asked = True
-            try:
-                arrived = timeout is None or self._conn.poll(timeout)
-                frame = self._conn.recv_bytes() if arrived else b""
-            except (EOFError, OSError) as exc:
-                raise _lost(exc) from None
-            if not arrived:
-                raise TimeoutError(f"fl.receive(): no task arrived within {timeout} s")
-            message, size = wire.decode(frame)
-            self._asked = False
-            if isinstance(message, wire.End):
-                self._ended = True
-                return None
-            if not isinstance(message, wire.Assign):
-                raise RuntimeError(f"flctl sent {message.kind!r} where a task was expected (a bug in flctl)")
-            from flctl.node.wire.tensors import receive
+            while True:
+                if self._ended:
+                    return None
+                if self._current is not None:
+                    return self._current
+                current = self._receive(timeout)
+                if current is not None and current.task == "aggregate":
+                    self._current = current
+                    self.answer(Model(params=aggregate(current.params, current.meta), num_examples=1))
+                    continue
+                return current
 
-            try:
-                params = receive(lambda view: wire.read_payload(self._conn, view), size) if size else {}
-            except (EOFError, OSError) as exc:
-                raise _lost(exc) from None
-            self.scaffold_control = {name[len(SCAFFOLD_C):]: params.pop(name) for name in list(params)
-                                     if name.startswith(SCAFFOLD_C)}
-            self._current = Model(params=params, round=message.round, meta=message.meta, task=message.task_kind)
-            self._current_id = message.task_id
-            self.round = message.round
-            return self._current
+    def _receive(self, timeout: float | None) -> Model | None:
+        if not self._asked:
+            self.send(wire.Ask())
+            self._asked = True
+        try:
+            arrived = timeout is None or self._conn.poll(timeout)
+            frame = self._conn.recv_bytes() if arrived else b""
+        except (EOFError, OSError) as exc:
+            raise _lost(exc) from None
+        if not arrived:
+            raise TimeoutError(f"fl.receive(): no task arrived within {timeout} s")
+        message, size = wire.decode(frame)
+        self._asked = False
+        if isinstance(message, wire.End):
+            self._ended = True
+            return None
+        if not isinstance(message, wire.Assign):
+            raise RuntimeError(f"flctl sent {message.kind!r} where a task was expected (a bug in flctl)")
+        from flctl.node.wire.tensors import receive
+
+        try:
+            params = receive(lambda view: wire.read_payload(self._conn, view), size) if size else {}
+        except (EOFError, OSError) as exc:
+            raise _lost(exc) from None
+        self.scaffold_control = {name[len(SCAFFOLD_C):]: params.pop(name) for name in list(params)
+                                 if name.startswith(SCAFFOLD_C)}
+        self._current = Model(params=params, round=message.round, meta=message.meta, task=message.task_kind)
+        self._current_id = message.task_id
+        self.round = message.round
+        return self._current
 
     def answer(self, model: Model) -> None:
         """Send `model` as the result of the current task."""
@@ -200,6 +210,14 @@ def receive(timeout: float | None = None) -> Model | None:
     Until the task is answered with `send()`, every call returns the same model.
     """
     return _connected().next_task(timeout)
+
+
+def aggregate(params: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
+    """A swarm aggregator's work: the weighted mean of the models a task carries (`<site>/<tensor>`, weights in
+    `meta["weights"]`), computed as the server computes FedAvg's."""
+    from flctl.node.client.swarm import weighted_mean
+
+    return weighted_mean(params, meta.get("weights", {}))
 
 
 def is_train() -> bool:

@@ -36,6 +36,9 @@ class TaskKind(StrEnum):
     """Evaluate the task's params on local data; answer with metrics only."""
     SUBMIT_MODEL = "submit_model"
     """Answer with the site's own best local model."""
+    AGGREGATE = "aggregate"
+    """Answer with the weighted mean of the sites' models the task carries (a swarm round's aggregator): the
+    Client API does it in the site's script process, the script never sees the task."""
 
     @classmethod
     def parse(cls, value: str) -> TaskKind:
