@@ -84,8 +84,13 @@ class Workflow(ABC):
     type_name: ClassVar[str]
     Args: ClassVar[type[WorkflowArgs]]
 
-    def __init__(self, args: WorkflowArgs) -> None:
+    def __init__(self, args: WorkflowArgs, min_sites: int = 1) -> None:
+        if not isinstance(args, self.Args):
+            raise TypeError(f"{type(self).__name__} needs {self.Args.__name__}, not {type(args).__name__}")
+        if min_sites < 1:
+            raise ValueError(f"min_sites must be at least 1, not {min_sites}")
         self.args = args
+        self.min_sites = min_sites
 
     @abstractmethod
     def run(self, fed: Federation, initial: Params | None, start_round: int = 0) -> Params:

@@ -14,7 +14,7 @@ submit or evaluate is named in `missing` and the log; the evaluation goes on.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from pydantic import Field
 
@@ -40,11 +40,9 @@ class CrossSiteEval(Workflow):
     type_name: ClassVar[str] = "cross_site_eval"
     Args: ClassVar[type[WorkflowArgs]] = CrossSiteEvalArgs
 
-    def __init__(self, args: WorkflowArgs) -> None:
-        if not isinstance(args, CrossSiteEvalArgs):
-            raise TypeError(f"CrossSiteEval needs CrossSiteEvalArgs, not {type(args).__name__}")
-        super().__init__(args)
-        self.settings = args
+    def __init__(self, args: WorkflowArgs, min_sites: int = 1) -> None:
+        super().__init__(args, min_sites)
+        self.settings = cast(CrossSiteEvalArgs, args)  # checked by Workflow.__init__
 
     def run(self, fed: Federation, initial: Params | None, start_round: int = 0) -> Params:
         global_model = dict(initial) if initial else self._given_model(fed)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterable
-from typing import ClassVar, Literal
+from typing import ClassVar, Literal, cast
 
 from pydantic import Field
 
@@ -42,13 +42,8 @@ class Cyclic(Workflow):
     Args: ClassVar[type[WorkflowArgs]] = CyclicArgs
 
     def __init__(self, args: WorkflowArgs, min_sites: int = 1) -> None:
-        if not isinstance(args, CyclicArgs):
-            raise TypeError(f"Cyclic needs CyclicArgs, not {type(args).__name__}")
-        if min_sites < 1:
-            raise ValueError(f"min_sites must be at least 1, not {min_sites}")
-        super().__init__(args)
-        self.settings = args
-        self.min_sites = min_sites
+        super().__init__(args, min_sites)
+        self.settings = cast(CyclicArgs, args)  # checked by Workflow.__init__
         self.last_site = ""  # the last site of the last round's order
 
     def order(self, round_no: int, sites: list[str]) -> list[str]:

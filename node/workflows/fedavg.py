@@ -4,7 +4,7 @@ averages their models weighted by how many examples each trained on."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from pydantic import Field
 
@@ -38,13 +38,8 @@ class FedAvg(Workflow):
     Args: ClassVar[type[WorkflowArgs]] = FedAvgArgs
 
     def __init__(self, args: WorkflowArgs, min_sites: int = 1) -> None:
-        if not isinstance(args, FedAvgArgs):
-            raise TypeError(f"FedAvg needs FedAvgArgs, not {type(args).__name__}")
-        if min_sites < 1:
-            raise ValueError(f"min_sites must be at least 1, not {min_sites}")
-        super().__init__(args)
-        self.settings = args
-        self.min_sites = min_sites
+        super().__init__(args, min_sites)
+        self.settings = cast(FedAvgArgs, args)  # checked by Workflow.__init__
 
     def run(self, fed: Federation, initial: Params | None, start_round: int = 0) -> Params:
         """Run rounds `start_round`..`rounds - 1`; with no `initial` model, round 0's average becomes the first one.

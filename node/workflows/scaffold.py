@@ -18,7 +18,7 @@ tensor of the model) is the workflow's state, saved with each round's checkpoint
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, cast
 
 from pydantic import Field
 
@@ -47,10 +47,8 @@ class Scaffold(FedAvg):
     keeps_previous_model: ClassVar[bool] = True
 
     def __init__(self, args: WorkflowArgs, min_sites: int = 1) -> None:
-        if not isinstance(args, ScaffoldArgs):
-            raise TypeError(f"Scaffold needs ScaffoldArgs, not {type(args).__name__}")
         super().__init__(args, min_sites)
-        self.server_lr = args.server_lr
+        self.server_lr = cast(ScaffoldArgs, args).server_lr  # checked by Workflow.__init__
         self.control: Params = {}  # c: name -> array, for the model's floating tensors
         self._deltas: WeightedSum | None = None
         self._sites = 0

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal, cast
 
 from pydantic import Field
 
@@ -46,13 +46,8 @@ class Swarm(Workflow):
     Args: ClassVar[type[WorkflowArgs]] = SwarmArgs
 
     def __init__(self, args: WorkflowArgs, min_sites: int = 1) -> None:
-        if not isinstance(args, SwarmArgs):
-            raise TypeError(f"Swarm needs SwarmArgs, not {type(args).__name__}")
-        if min_sites < 1:
-            raise ValueError(f"min_sites must be at least 1, not {min_sites}")
-        super().__init__(args)
-        self.settings = args
-        self.min_sites = min_sites
+        super().__init__(args, min_sites)
+        self.settings = cast(SwarmArgs, args)  # checked by Workflow.__init__
         self.aggregators: dict[int, str] = {}
 
     def candidates(self, round_no: int, sites: list[str]) -> list[str]:
