@@ -98,7 +98,8 @@ def test_not_a_folder(tmp_path):
     # Prepare / Execute
     problems = problems_of(tmp_path / "missing")
     # Assert
-    assert problems == [f"{tmp_path / 'missing'}: is not a folder; a job is a folder with job.yml and app/"]
+    assert problems == [f"{tmp_path / 'missing'}: is not a folder; a job is a folder with job.yml and app/, or a "
+                        "job file (NAME.yml) with app/ beside it"]
 
 
 def test_malformed_yaml_names_the_line(job):

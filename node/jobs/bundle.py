@@ -1,6 +1,7 @@
 """A job folder as zip bytes (deterministic), and safe extraction of such bytes from anyone.
 
-`pack_job` makes the same bytes from the same files: entries sorted, timestamps fixed, only
+`pack_job` packs a job folder, or a job file (`NAME.yml`, packed as `job.yml`) with the `app/` beside it, and
+makes the same bytes from the same files: entries sorted, timestamps fixed, only
 the executable bit kept. `extract_bundle` trusts nothing in the archive: it refuses paths that
 leave the target, links and special files, too many entries, too many bytes (counted while
 writing, not read from headers) and entries that inflate suspiciously; it writes into a
@@ -29,6 +30,8 @@ from pathlib import Path, PurePosixPath
 from flctl.node.errors import JobError
 from flctl.provisioner.errors import Problem
 
+JOB_FILE = "job.yml"
+APP_FOLDER = "app"
 SKIPPED_DIRS = frozenset({"__pycache__", ".git"})
 SKIPPED_SUFFIXES = (".pyc",)
 FIXED_TIME = (1980, 1, 1, 0, 0, 0)
@@ -51,32 +54,53 @@ def bundle_digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def pack_job(folder: Path, limits: BundleLimits | None = None,
+def job_file_of(path: Path) -> Path | None:
+    """The job file `path` names (a file other than job.yml, whose app/ is beside it), else None: a job folder."""
+    return path if path.is_file() and path.name != JOB_FILE else None
+
+
+def job_entries(path: Path) -> list[tuple[str, Path]]:
+    """(name in the zip, real path) of every file a job packs, sorted: everything in a job folder (but
+    __pycache__, .git and *.pyc); for a job file, the file as job.yml and everything in the app/ beside it."""
+    job_file = job_file_of(path)
+    if job_file is None:
+        folder = path.parent if path.is_file() else path  # a folder's job.yml stands for the folder
+        if not folder.is_dir():
+            raise JobError([Problem(str(path), None, "", "is not a folder")])
+        return sorted(_files(folder.resolve(), folder.resolve(), PurePosixPath()), key=lambda item: item[0])
+    app = job_file.parent / APP_FOLDER
+    if not app.is_dir():
+        raise JobError([Problem(str(job_file), None, "", f"has no {APP_FOLDER}/ folder beside it")])
+    files = [(JOB_FILE, job_file.resolve()), *_files(app.resolve(), app.resolve(), PurePosixPath(APP_FOLDER))]
+    return sorted(files, key=lambda item: item[0])
+
+
+def pack_job(path: Path, limits: BundleLimits | None = None,
              progress: Callable[[int, int | None], None] | None = None) -> bytes:
-    """Zip bytes of everything in `folder` (skipping __pycache__, .git and *.pyc), checked against `limits`.
+    """Zip bytes of the job at `path` (`job_entries`: a job folder, or a job file and its app/), checked against
+    `limits`.
 
     `progress(bytes read, total bytes)` is called as the files are read, for a progress display.
     """
     limits = limits or BundleLimits()
-    if not folder.is_dir():
-        raise JobError([Problem(str(folder), None, "", "is not a folder")])
-    files = sorted(_files(folder.resolve(), folder.resolve(), PurePosixPath()), key=lambda item: item[0])
+    where = str(path)
+    files = job_entries(path)
     if len(files) > limits.max_files:
-        raise _refuse(str(folder), f"has {len(files)} files; a job may have at most {limits.max_files}")
-    total = sum(path.stat().st_size for _, path in files)
+        raise _refuse(where, f"has {len(files)} files; a job may have at most {limits.max_files}")
+    total = sum(real.stat().st_size for _, real in files)
     if total > limits.max_total_bytes:
-        raise _refuse(str(folder), f"holds {total} bytes; a job may hold at most {limits.max_total_bytes}")
+        raise _refuse(where, f"holds {total} bytes; a job may hold at most {limits.max_total_bytes}")
     out = io.BytesIO()
     done = 0
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
-        for name, path in files:
+        for name, real in files:
             info = zipfile.ZipInfo(name, FIXED_TIME)
             info.create_system = 3  # unix, so the mode bits below are read back
-            executable = path.stat().st_mode & 0o111
+            executable = real.stat().st_mode & 0o111
             info.external_attr = (stat.S_IFREG | (0o755 if executable else 0o644)) << 16
             info.compress_type = zipfile.ZIP_DEFLATED
-            large = path.stat().st_size >= zipfile.ZIP64_LIMIT
-            with path.open("rb") as source, archive.open(info, "w", force_zip64=large) as sink:
+            large = real.stat().st_size >= zipfile.ZIP64_LIMIT
+            with real.open("rb") as source, archive.open(info, "w", force_zip64=large) as sink:
                 while chunk := source.read(_CHUNK):
                     sink.write(chunk)
                     done += len(chunk)
@@ -84,7 +108,7 @@ def pack_job(folder: Path, limits: BundleLimits | None = None,
                         progress(done, total)
     data = out.getvalue()
     if len(data) > limits.max_bundle_bytes:
-        raise _refuse(str(folder), f"packs into {len(data)} bytes; a bundle may be at most {limits.max_bundle_bytes}")
+        raise _refuse(where, f"packs into {len(data)} bytes; a bundle may be at most {limits.max_bundle_bytes}")
     return data
 
 

@@ -1,5 +1,9 @@
 """A job folder's `job.yml` (api_version 1) and `load_job`, which names file, line and field of every problem.
 
+A job is a folder holding `job.yml` and `app/`, or a job file: any `NAME.yml` with `app/` beside it, so that
+several jobs (say, one per workflow) share one app folder. A job file is the job.yml of a job made of it and that
+app folder (`bundle.pack_job` packs exactly those two; a file named job.yml stands for its whole folder).
+
 The pydantic models are the reference for the file: each field's description is its documentation.
 ```
 api_version: 1
@@ -34,15 +38,13 @@ from pydantic import (
 )
 
 from flctl.node.errors import JobError
+from flctl.node.jobs.bundle import APP_FOLDER, JOB_FILE, job_file_of
 from flctl.node.workflows import WORKFLOWS
 from flctl.node.workflows.base import Workflow, WorkflowArgs
 from flctl.provisioner.errors import InputError, Problem
 from flctl.provisioner.names import check_simple_name
 from flctl.provisioner.schema_messages import message
 from flctl.provisioner.yaml_source import Loc, YamlDocument, format_loc, load_yaml
-
-JOB_FILE = "job.yml"
-APP_FOLDER = "app"
 
 _JOB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -176,11 +178,17 @@ class JobSpec(_Strict):
 
 @dataclass(frozen=True)
 class LoadedJob:
-    """A valid job folder."""
+    """A valid job: its folder (where app/ is) and, for a job file, that file."""
 
     spec: JobSpec
     folder: Path
     args: WorkflowArgs
+    job_file: Path | None = None
+
+    @property
+    def spec_path(self) -> Path:
+        """The file the spec was read from: the job file, else the folder's job.yml."""
+        return self.job_file or self.folder / JOB_FILE
 
     def create_workflow(self) -> Workflow:
         """The job's workflow, given job.yml's min_sites when it takes one."""
@@ -190,25 +198,29 @@ class LoadedJob:
         return typing.cast(Workflow, cls(self.args))
 
 
-def load_job(folder: Path, shown: str | None = None) -> LoadedJob:
-    """Read and check the job in `folder`; raise JobError listing every problem (file, line, field).
+def load_job(path: Path, shown: str | None = None) -> LoadedJob:
+    """Read and check the job at `path` (a job folder, or a job file with app/ beside it); raise JobError listing
+    every problem (file, line, field).
 
     `shown` names the folder in messages instead of its path (say, when it is a temporary copy).
     """
     try:
-        return _load(folder)
+        return _load(path)
     except JobError as exc:
         if shown is None:
             raise
-        where = str(folder)
+        where = str(path)
         raise JobError([replace(p, file=p.file.replace(where, shown, 1), message=p.message.replace(where, shown))
                         for p in exc.problems]) from None
 
 
-def _load(folder: Path) -> LoadedJob:
-    path = folder / JOB_FILE
+def _load(given: Path) -> LoadedJob:
+    job_file = job_file_of(given)
+    folder = given.parent if given.is_file() else given
+    path = job_file or folder / JOB_FILE
     if not folder.is_dir():
-        raise JobError([Problem(str(folder), None, "", "is not a folder; a job is a folder with job.yml and app/")])
+        raise JobError([Problem(str(folder), None, "", "is not a folder; a job is a folder with job.yml and app/, "
+                                "or a job file (NAME.yml) with app/ beside it")])
     if not path.is_file():
         raise JobError([Problem(str(path), None, "", f"no {JOB_FILE} in {folder}; a job is a folder with "
                                 "job.yml and app/")])
@@ -221,7 +233,7 @@ def _load(folder: Path) -> LoadedJob:
         problems += _check_app(doc, folder, spec)
     if problems or spec is None or args is None:
         raise JobError(sorted(problems, key=lambda p: (p.line or 0, p.field)))
-    return LoadedJob(spec, folder, args)
+    return LoadedJob(spec, folder, args, job_file)
 
 
 def _validate(doc: YamlDocument) -> tuple[JobSpec | None, WorkflowArgs | None, list[Problem]]:
@@ -254,8 +266,8 @@ def _validate(doc: YamlDocument) -> tuple[JobSpec | None, WorkflowArgs | None, l
 def _check_app(doc: YamlDocument, folder: Path, spec: JobSpec) -> list[Problem]:
     app = folder / APP_FOLDER
     if not app.is_dir():
-        return [Problem(doc.path, None, "", f"no {APP_FOLDER}/ folder beside {JOB_FILE}; put the code that runs "
-                        f"at each site in {app}")]
+        return [Problem(doc.path, None, "", f"no {APP_FOLDER}/ folder beside {Path(doc.path).name}; put the code "
+                        f"that runs at each site in {app}")]
     script = spec.app.script()
     if script is None:
         return []

@@ -33,7 +33,8 @@ from typing import Any, Protocol
 from flctl.node.client import api_wire as wire
 from flctl.node.config.privacy import PrivacyRules, ScopeRefused
 from flctl.node.errors import NodeError
-from flctl.node.jobs.job_spec import APP_FOLDER, LoadedJob
+from flctl.node.jobs.bundle import APP_FOLDER
+from flctl.node.jobs.job_spec import LoadedJob
 from flctl.node.jobs.job_status import JobStatus
 from flctl.node.jobs.tasks import Params, SiteFailure, Task, TaskResult
 from flctl.node.process.links import LinkError
@@ -294,7 +295,7 @@ def simulate(job: LoadedJob, sites: list[str], workspace: Path, workers: int | N
     script = job.spec.app.script()
     if script is None:
         raise SimulationError(f"the simulator runs Python scripts only; make app.command in "
-                              f"{job.folder / 'job.yml'} [python, SCRIPT, ...]")
+                              f"{job.spec_path} [python, SCRIPT, ...]")
     job_id = uuid.uuid4().hex[:12]
     try:
         filters = (privacy or PrivacyRules()).pipeline(job_id, job.spec.privacy_scope)

@@ -17,7 +17,8 @@ if TYPE_CHECKING:  # grpc is heavy: imported when a command connects, not for --
 
 
 def command(
-    job: Annotated[Path, typer.Argument(help="Job folder: job.yml and app/.")],
+    job: Annotated[Path, typer.Argument(help="Job folder (job.yml and app/), or job file (NAME.yml with app/ "
+                                             "beside it).")],
     watch: Annotated[bool, typer.Option("--watch", help="Follow the job live until it ends.")] = False,
     valid_days: Annotated[float, typer.Option("--valid-days", min=0.001, max=3650,
                                               help="Sites start (or restart) the job only this many days after "
@@ -25,9 +26,9 @@ def command(
     kit: KitOption = None,
     json_out: JsonOption = False,
 ) -> None:
-    """Submit a job folder and print its id; with --watch, follow it to the end.
+    """Submit a job (a folder, or a job file with app/ beside it) and print its id; with --watch, follow it to the end.
 
-    The folder is checked before anything is sent: a missing job.yml, an unknown
+    The job is checked before anything is sent: a missing job.yml, an unknown
     workflow, a bad argument or a missing script is refused with exit code 2.
     With --watch the exit code is 0 when the job FINISHED and 1 otherwise.
     """
