@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
+import json
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,13 +13,16 @@ from types import ModuleType
 import numpy as np
 import pytest
 
+from flctl.console.cli.quickstart import examples
 from flctl.node.jobs.job_spec import load_job
 from flctl.node.wire.tensors import decode, encode
 from flctl.node.workflows.aggregation import WeightedSum
 
 from .conftest import ROOT
+from .federation import FLCTL
 
 JOBS = ROOT / "playbooks" / "jobs"
+NONIID = JOBS / "noniid"
 
 
 def load_script(path: Path, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
@@ -44,13 +49,15 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(before)
 
 
-@pytest.mark.parametrize("folder", sorted(p for p in JOBS.iterdir() if p.is_dir()), ids=lambda p: p.name)
-def test_example_jobs_load(folder):
-    """Every example job folder passes load_job, and its name is its folder's name."""
-    # Prepare / Execute
-    loaded = load_job(folder)
+@pytest.mark.parametrize("name", sorted(examples()))
+def test_example_jobs_load(name):
+    """Every example passes load_job; its job name is its folder's name, or folder-stem for a job file."""
+    # Prepare
+    path = examples()[name]
+    # Execute
+    loaded = load_job(path)
     # Assert
-    assert loaded.spec.name == folder.name
+    assert loaded.spec.name == (path.name if path.is_dir() else f"{path.parent.name}-{path.stem}")
     assert loaded.spec.min_sites == 2
 
 
@@ -105,3 +112,96 @@ def test_hello_pt_sites_start_from_the_same_model(one_thread, monkeypatch):
     a, b = script.new_model().state_dict(), script.new_model().state_dict()
     # Assert
     assert all(bool((a[k] == b[k]).all()) for k in a)
+
+
+def test_noniid_examples_cover_every_workflow_the_issue_names():
+    """One noniid job file per workflow (FedProx and cross-site evaluation as fedavg's options), all one app."""
+    # Prepare / Execute
+    jobs = {path.stem: load_job(path) for path in NONIID.glob("*.yml")}
+    # Assert
+    assert {name: job.spec.workflow.type for name, job in jobs.items()} == {
+        "fedavg": "fedavg", "fedprox": "fedavg", "fedopt": "fedopt", "scaffold": "scaffold", "cyclic": "cyclic",
+        "swarm": "swarm", "cross-site-eval": "fedavg"}
+    assert jobs["fedprox"].spec.workflow.args["proximal_mu"] > 0
+    assert jobs["fedopt"].spec.workflow.args["optimizer"] == "adam"
+    assert jobs["cross-site-eval"].spec.workflow.args["cross_site_eval"] is True
+    assert all(job.spec.workflow.args.get("evaluate_every") for name, job in jobs.items()
+               if name in ("fedavg", "fedprox", "fedopt", "scaffold"))
+    assert jobs["scaffold"].spec.app.command == ["python", "train.py", "--scaffold"]
+
+
+def test_noniid_sites_hold_label_skewed_data_from_a_seed(monkeypatch):
+    """Each site's labels follow its own Dirichlet(0.3) shares: the same every time, and far from uniform."""
+    # Prepare
+    data = load_script(NONIID / "app" / "data.py", monkeypatch)
+    # Execute
+    first, again = data.site_data("site-1"), data.site_data("site-1")
+    counts = {site: np.bincount(data.site_data(site)[1], minlength=data.CLASSES) for site in ("site-1", "site-2")}
+    # Assert
+    assert data.ALPHA == 0.3
+    assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
+    for site, count in counts.items():
+        top_two = np.sort(count)[-2:].sum() / count.sum()
+        assert top_two > 0.5, (site, count)  # uniform labels would give 0.2
+    assert not np.array_equal(counts["site-1"], counts["site-2"])
+
+
+def simulate(job: Path, workspace: Path) -> Path:
+    """`flctl simulate JOB -n 3`; the job's results folder, once it FINISHED."""
+    out = subprocess.run([FLCTL, "simulate", str(job), "-n", "3", "-w", str(workspace)], capture_output=True,
+                         text=True, timeout=120, check=False)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "FINISHED" in out.stdout + out.stderr
+    result = json.loads(next(workspace.glob("*/simulation.json")).read_text())
+    assert result["status"] == "FINISHED" and result["sites"] == 3
+    return Path(result["job_dir"])
+
+
+def mean_by_round(job_dir: Path, name: str) -> list[float]:
+    """The sites' mean of metric `name` for each round that recorded it, in round order."""
+    values: dict[int, list[float]] = {}
+    for row in json.loads((job_dir / "metrics.json").read_text()):
+        if row["name"] == name:
+            values.setdefault(row["round"], []).append(row["value"])
+    return [sum(v) / len(v) for _, v in sorted(values.items())]
+
+
+@pytest.mark.parametrize("job", ["fedavg", "fedprox", "fedopt", "scaffold"])
+def test_noniid_training_jobs_finish_and_the_global_models_accuracy_rises(job, tmp_path):
+    """`flctl simulate playbooks/jobs/noniid/JOB.yml -n 3` FINISHES; the global model evaluated at the sites (val_*)
+    is more accurate after the last round than at the first evaluation, and its loss lower."""
+    # Prepare / Execute
+    job_dir = simulate(NONIID / f"{job}.yml", tmp_path)
+    # Assert
+    accuracy, loss = mean_by_round(job_dir, "val_accuracy"), mean_by_round(job_dir, "val_loss")
+    assert len(accuracy) == 3  # evaluate_every 2 in 6 rounds
+    assert accuracy[-1] > accuracy[0] + 0.05, accuracy
+    assert loss[-1] < loss[0], loss
+    assert (job_dir / "models" / "final.safetensors").is_file()
+
+
+@pytest.mark.parametrize("job", ["cyclic", "swarm"])
+def test_noniid_jobs_without_a_server_average_finish_and_their_loss_falls(job, tmp_path):
+    """The cyclic job (the model travels) and the swarm job (a site averages) FINISH; the sites' held-out loss falls
+    from the first round to the last."""
+    # Prepare / Execute
+    job_dir = simulate(NONIID / f"{job}.yml", tmp_path)
+    # Assert
+    loss = mean_by_round(job_dir, "loss")
+    assert len(loss) == 4
+    assert loss[-1] < loss[0] - 0.1, loss
+
+
+def test_noniid_cross_site_eval_shows_each_site_its_own_model_is_best_on_its_own_data(tmp_path):
+    """The cross-site job FINISHES with a 3 x 4 matrix; with skewed labels each site's own model beats the other
+    sites' models on that site's data."""
+    # Prepare / Execute
+    job_dir = simulate(NONIID / "cross-site-eval.yml", tmp_path)
+    # Assert
+    report = json.loads((job_dir / "reports" / "cross_site_eval.json").read_text())
+    matrix = report["metrics"]
+    assert sorted(matrix) == ["site-1", "site-2", "site-3"]
+    assert all(sorted(row) == ["global", "site-1", "site-2", "site-3"] for row in matrix.values())
+    for site, row in matrix.items():
+        others = [row[model]["accuracy"] for model in ("site-1", "site-2", "site-3") if model != site]
+        assert row[site]["accuracy"] > max(others), (site, row)

@@ -1,4 +1,4 @@
-"""`flctl quickstart [-n SITES] [--job hello-pt|hello-numpy|PATH] [-w DIR] [-o DIR] [--json]`."""
+"""`flctl quickstart [-n SITES] [--job EXAMPLE|PATH] [-w DIR] [-o DIR] [--json]`."""
 
 from __future__ import annotations
 
@@ -13,26 +13,41 @@ from flctl.console.cli import exit_codes, terminal
 EXAMPLES = Path(__file__).resolve().parents[2] / "playbooks" / "jobs"
 
 
+def examples(root: Path = EXAMPLES) -> dict[str, Path]:
+    """The example jobs by name, their path under playbooks/jobs: each folder with a job.yml (hello-pt), and each
+    job file of a folder whose app/ several jobs share (noniid/fedavg.yml)."""
+    found: dict[str, Path] = {}
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        if (folder / "job.yml").is_file():
+            found[folder.name] = folder
+        elif (folder / "app").is_dir():
+            found.update({f"{folder.name}/{file.name}": file for file in sorted(folder.glob("*.yml"))})
+    return found
+
+
 def pick_job(job: str | None) -> Path:
     """The job to run: a path, an example's name, else hello-pt (hello-numpy when torch is missing)."""
     import importlib.util
 
     if job is None:
         job = "hello-pt" if importlib.util.find_spec("torch") is not None else "hello-numpy"
+    known = examples()
+    if job in known:
+        return known[job]
     path = Path(job)
-    if path.is_dir():
+    if path.is_dir() or path.is_file():
         return path
-    if (EXAMPLES / job).is_dir():
-        return EXAMPLES / job
-    terminal.abort(f"no job folder '{job}'; pass a job folder or one of "
-                   f"{', '.join(sorted(p.name for p in EXAMPLES.iterdir() if p.is_dir()))}", exit_codes.BAD_INPUT)
+    terminal.abort(f"no example or job '{job}'; pass a job folder, a job file or one of: {', '.join(known)}",
+                   exit_codes.BAD_INPUT)
 
 
 def command(
     sites: Annotated[int, typer.Option("--sites", "-n", min=1, max=64, help="How many sites to run.")] = 2,
     job: Annotated[str | None, typer.Option("--job", show_default=False,
-                                            help="hello-pt, hello-numpy or a job folder [default: hello-pt, "
-                                                 "hello-numpy when torch is not installed].")] = None,
+                                            help="An example's name (hello-pt, hello-numpy, noniid/fedavg.yml...: "
+                                                 "a wrong one lists them all), a job folder or a job file "
+                                                 "[default: hello-pt, hello-numpy when torch is not "
+                                                 "installed].")] = None,
     workspace: Annotated[Path | None, typer.Option(
         "--workspace", "-w", file_okay=False, show_default=False,
         help="Keep the local federation in this new folder [default: a temporary folder, removed at the end].")
@@ -72,7 +87,7 @@ def command(
         seconds = start(root, state)
         _step(json_out, {"step": "up", "sites": sites, "seconds": round(seconds, 3), "workspace": str(root)},
               f"local federation up: server and {sites} sites online in {seconds:.2f} s ({root})")
-        finished = _run_job(state.admin_kit(root), folder, out.absolute(), json_out)
+        finished = _run_job(state.admin_kit(root), folder, loaded.spec.name, out.absolute(), json_out)
     except LocalError as exc:
         terminal.abort(f"{exc}", exit_codes.TIMED_OUT if exc.kind == "timeout" else exit_codes.FAILED)
     finally:
@@ -100,8 +115,9 @@ def _step(json_out: bool, data: dict[str, Any], message: str) -> None:
         terminal.info(message)
 
 
-def _run_job(admin_kit: Path, folder: Path, out: Path, json_out: bool = False) -> bool:
-    """Submit `folder`, follow it live, download its results; True when it FINISHED."""
+def _run_job(admin_kit: Path, folder: Path, name: str, out: Path, json_out: bool = False) -> bool:
+    """Submit the job at `folder` (a folder or a job file) named `name`, follow it live, download its results;
+    True when it FINISHED."""
     from flctl.console.cli.job.submit import follow
     from flctl.node.admin.admin_client import AdminClient
     from flctl.node.jobs.job_status import JobStatus
@@ -109,8 +125,7 @@ def _run_job(admin_kit: Path, folder: Path, out: Path, json_out: bool = False) -
     with AdminClient.from_kit(admin_kit) as admin:
         began = time.monotonic()
         job_id = admin.submit_job(folder)
-        _step(json_out, {"step": "submitted", "job": folder.name, "id": job_id},
-              f"submitted {folder.name} as job {job_id}")
+        _step(json_out, {"step": "submitted", "job": name, "id": job_id}, f"submitted {name} as job {job_id}")
         info = follow(admin, job_id, quiet=json_out)
         took = time.monotonic() - began
         if json_out:
