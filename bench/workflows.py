@@ -38,7 +38,8 @@ from typing import Any
 
 import numpy as np
 
-from flctl.node.jobs.tasks import Params, SiteFailure, Task, TaskResult
+from flctl.node.client.swarm import weighted_mean
+from flctl.node.jobs.tasks import SCAFFOLD_C, SCAFFOLD_DC, Params, SiteFailure, Task, TaskResult
 from flctl.node.workflows import WORKFLOWS
 from flctl.node.workflows.state import WorkflowState
 
@@ -54,6 +55,8 @@ CASES: dict[str, tuple[str, dict[str, Any]]] = {  # name: (workflow type, its ar
     "fedopt-yogi": ("fedopt", {"round_timeout_s": 60, "optimizer": "yogi"}),
     "fedopt-adagrad": ("fedopt", {"round_timeout_s": 60, "optimizer": "adagrad"}),
     "cyclic": ("cyclic", {"site_timeout_s": 60}),
+    "scaffold": ("scaffold", {"round_timeout_s": 60}),
+    "swarm": ("swarm", {"round_timeout_s": 60}),
 }
 SCRIPT = """
 import numpy as np
@@ -64,15 +67,17 @@ rng = np.random.default_rng(sum(fl.site_name().encode()))
 while fl.running():
     model = fl.receive()
     params = model.params or {"w": np.zeros(%(params)d, np.float32)}
-    fl.send(fl.Model(params={k: v + np.float32(0.001) + rng.normal(0, 1e-3, v.shape).astype(np.float32)
-                             for k, v in params.items()}, metrics={"loss": 0.5}, num_examples=1))
+    new = {k: v + np.float32(0.001) + rng.normal(0, 1e-3, v.shape).astype(np.float32) for k, v in params.items()}
+    if %(scaffold)s:  # SCAFFOLD's control update, zero here: the server's side of it is what is measured
+        new.update({"@scaffold_dc/" + k: np.zeros_like(v) for k, v in params.items()})
+    fl.send(fl.Model(params=new, metrics={"loss": 0.5}, num_examples=1))
 """
 
 
 def job_folder(root: Path, name: str, workflow: str, args: dict[str, Any]) -> Path:
     job = root / name
     (job / "app").mkdir(parents=True)
-    (job / "app" / "train.py").write_text(SCRIPT % {"params": PARAMS})
+    (job / "app" / "train.py").write_text(SCRIPT % {"params": PARAMS, "scaffold": workflow == "scaffold"})
     (job / "job.yml").write_text(textwrap.dedent(f"""\
         api_version: 1
         name: bench-{name}
@@ -106,10 +111,16 @@ class InstantFederation:
         return [f"site-{i}" for i in range(1, SITES + 1)]
 
     def send(self, task: Task, sites: Sequence[str], timeout_s: float) -> Iterator[TaskResult | SiteFailure]:
+        if task.kind == "aggregate":  # a swarm's aggregator, as its Client API answers
+            yield TaskResult(sites[0], weighted_mean(task.params, task.meta["weights"]), 1)
+            return
         base = task.params.get("w", np.zeros(PARAMS, np.float32))
         for site in sites:
             noise = self.rng.normal(0, 1e-3, PARAMS).astype(np.float32)
-            yield TaskResult(site, {"w": base + np.float32(0.001) + noise}, 1, {"loss": 0.5})
+            params = {"w": base + np.float32(0.001) + noise}
+            if SCAFFOLD_C + "w" in task.params:
+                params[SCAFFOLD_DC + "w"] = np.zeros(PARAMS, np.float32)
+            yield TaskResult(site, params, 1, {"loss": 0.5})
 
     def save_model(self, name: str, params: Params, saved_as: str = "") -> None:
         self.kept[name] = params
