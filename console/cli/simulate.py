@@ -55,7 +55,7 @@ def command(
     from flctl.node.config.privacy import load_privacy
     from flctl.node.jobs.job_spec import load_job
     from flctl.node.jobs.job_status import JobStatus
-    from flctl.node.simulator import SimulationError, simulate, site_names
+    from flctl.node.simulator.runtime import SimulationError, simulate, site_names
     from flctl.provisioner.errors import KitError
 
     loaded = load_job(job)
