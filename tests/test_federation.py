@@ -157,6 +157,9 @@ def test_abort_kills_every_training_process(fed, tmp_path):
     while time.monotonic() < deadline and any(pid_alive(p) for p in pids):
         time.sleep(0.2)
     assert not [p for p in pids if pid_alive(p)]
+    time.sleep(1)  # the sites' last reports, if any, come in
+    shown = fed.flctl_json("job", "show", job_id)
+    assert {site["state"] for site in shown["sites"]} == {"aborted"}, shown["sites"]
 
 
 def test_a_raising_script_fails_the_job_and_logs_show_the_traceback(fed, tmp_path):

@@ -321,3 +321,16 @@ def test_privacy_scope_is_optional_and_names_a_scope(job):
     assert (default, chosen) == (None, "private")
     assert len(problems) == 1 and problems[0].endswith("job.yml:8: privacy_scope: '' is refused: string should have "
                                                        "at least 1 character")
+
+
+def test_every_problem_of_a_job_is_reported_at_once(job):
+    """A bad argument, a bad field and a missing script in one job.yml: three problems in one refusal, by line."""
+    # Prepare
+    folder = job(GOOD.replace("args: {rounds: 3, round_timeout_s: 60}", "args: {rounds: 0, round_timeout_s: 60}")
+                 .replace("min_sites: 2", "min_sites: 0") + "app: {command: [python, missing.py]}\n")
+    # Execute
+    problems = problems_of(folder)
+    # Assert
+    path = folder / "job.yml"
+    assert [p.split(": ", 2)[1] for p in problems] == ["workflow.args.rounds", "min_sites", "app.command[1]"], problems
+    assert problems[2] == f"{path}:8: app.command[1]: 'missing.py' is not in app/ ({folder}/app/missing.py is missing)"

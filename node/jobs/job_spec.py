@@ -229,8 +229,9 @@ def _load(given: Path) -> LoadedJob:
     except InputError as exc:
         raise JobError(exc.problems) from None
     spec, args, problems = _validate(doc)
-    if spec is not None:
-        problems += _check_app(doc, folder, spec)
+    app = spec.app if spec is not None else _app_alone(doc)
+    if app is not None:  # its script is checked even when other fields are wrong: every problem at once
+        problems += _check_app(doc, folder, app)
     if problems or spec is None or args is None:
         raise JobError(sorted(problems, key=lambda p: (p.line or 0, p.field)))
     return LoadedJob(spec, folder, args, job_file)
@@ -263,12 +264,21 @@ def _validate(doc: YamlDocument) -> tuple[JobSpec | None, WorkflowArgs | None, l
     return spec, args, problems
 
 
-def _check_app(doc: YamlDocument, folder: Path, spec: JobSpec) -> list[Problem]:
+def _app_alone(doc: YamlDocument) -> AppSpec | None:
+    """job.yml's `app` when it is valid on its own (the rest of the file may not be), else None."""
+    raw = doc.data.get("app", {}) if isinstance(doc.data, dict) else None
+    try:
+        return AppSpec.model_validate(raw)
+    except ValidationError:
+        return None
+
+
+def _check_app(doc: YamlDocument, folder: Path, app_spec: AppSpec) -> list[Problem]:
     app = folder / APP_FOLDER
     if not app.is_dir():
         return [Problem(doc.path, None, "", f"no {APP_FOLDER}/ folder beside {Path(doc.path).name}; put the code "
                         f"that runs at each site in {app}")]
-    script = spec.app.script()
+    script = app_spec.script()
     if script is None:
         return []
     loc: Loc = ("app", "command", 1)

@@ -77,9 +77,14 @@ class SiteState(_Vocabulary):
     RUNNING = "running"
     """Its job process reported that it runs."""
     FINISHED = "finished"
+    """Its job process reported that its part ended well (its script exited after the job's end)."""
     FAILED = "failed"
+    """Its part failed (its script raised or exited, a filter failed, it refused the job): the reason is its error;
+    the job goes on without it while `min_sites` can still answer."""
     OFFLINE = "offline"
     """Its daemon fell silent: the job goes on without it until it is heard from again."""
+    ABORTED = "aborted"
+    """The job was aborted while the site's part was not over (its training stopped)."""
     UNKNOWN = "unknown"
     """A word this version does not know."""
 
@@ -95,4 +100,4 @@ class SiteState(_Vocabulary):
 REPORTED: tuple[SiteState, ...] = (SiteState.RUNNING, SiteState.FINISHED, SiteState.FAILED)
 """What a site may report of its own part (besides nothing: a report of logs and metrics only)."""
 DROPPED: tuple[SiteState, ...] = (SiteState.OFFLINE, SiteState.FAILED)
-OUT: tuple[SiteState, ...] = (SiteState.OFFLINE, SiteState.FAILED, SiteState.FINISHED)
+OUT: tuple[SiteState, ...] = (SiteState.OFFLINE, SiteState.FAILED, SiteState.FINISHED, SiteState.ABORTED)

@@ -358,6 +358,9 @@ class JobRunner:
         job_id = run.job.id
         self._board.close_job(job_id, status)
         self._store.update_job(job_id, status=status, ended_at=time.time(), error=error)
+        if status == JobStatus.ABORTED:  # a site waiting, working or late was stopped, not late
+            self._store.set_site_states(job_id, run.sites, SiteState.ABORTED,
+                                        unless=(SiteState.FINISHED, SiteState.FAILED, SiteState.OFFLINE))
         for site in run.sites:
             self._hub.push(site, {"stop": {"job_id": job_id, "reason": status.lower()}})
         self._write_records(job_id)
