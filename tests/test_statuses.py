@@ -39,7 +39,7 @@ def test_the_strings_on_the_wire_in_the_database_and_on_screen_stay_the_same():
     """Members are the very strings flctl has always written: renaming one would change what users and old data see."""
     assert [s.value for s in JobStatus] == ["SUBMITTED", "RUNNING", "FINISHED", "FAILED", "ABORTED", "UNKNOWN"]
     assert [s.value for s in SiteState] == ["starting", "working", "answered", "late", "running", "finished",
-                                            "failed", "offline", "unknown"]
+                                            "failed", "offline", "aborted", "unknown"]
     assert JobStatus.FAILED == "FAILED" and f"{SiteState.OFFLINE}" == "offline" and str(JobStatus.RUNNING) == "RUNNING"
     shown = json.dumps({"status": JobStatus.ABORTED, "state": SiteState.LATE})
     assert shown == '{"status": "ABORTED", "state": "late"}'
@@ -71,10 +71,11 @@ def test_a_job_ends_with_the_event_named_after_its_status():
 
 
 def test_site_state_groups():
-    """A dropped site (offline, failed) sends nothing that is taken; an out one (also finished) is not dropped again;
-    a site reports only running, finished or failed."""
+    """A dropped site (offline, failed) sends nothing that is taken; an out one (also finished, aborted) is not dropped
+    again; a site reports only running, finished or failed."""
     assert [s for s in SiteState if s.is_dropped()] == [SiteState.FAILED, SiteState.OFFLINE]
-    assert [s for s in SiteState if s.is_out()] == [SiteState.FINISHED, SiteState.FAILED, SiteState.OFFLINE]
+    assert [s for s in SiteState if s.is_out()] == [SiteState.FINISHED, SiteState.FAILED, SiteState.OFFLINE,
+                                                    SiteState.ABORTED]
     assert set(DROPPED) < set(OUT)
     assert REPORTED == (SiteState.RUNNING, SiteState.FINISHED, SiteState.FAILED)
 
