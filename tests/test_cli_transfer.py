@@ -104,3 +104,24 @@ def test_quiet_submit_watch_prints_no_progress(fed, as_admin, tty, tmp_path):
 
     assert result.code == 0, fed.logs()
     assert tty.getvalue() == ""
+
+
+def test_an_interrupted_download_leaves_no_partial_file_and_no_folder(fed, tmp_path):
+    """Ctrl-C in the middle of a download: no `.artifacts.zip.part`, no half-made OUT/ID folder; a later download
+    of the same job works."""
+    from flctl.node.admin.admin_client import AdminClient
+
+    with AdminClient.from_kit(fed.admin_kit) as admin:
+        job_id = admin.submit_job(big_job(tmp_path))
+        list(admin.watch(job_id))
+
+        def interrupt(received: int, total: int | None) -> None:
+            raise KeyboardInterrupt
+
+        with pytest.raises(KeyboardInterrupt):
+            admin.download_job(job_id, tmp_path / "out", progress=interrupt)
+        left = list((tmp_path / "out").rglob("*"))
+        again = admin.download_job(job_id, tmp_path / "out")
+
+    assert left == []
+    assert (again / "job.json").is_file() and not list(again.glob(".*.part"))

@@ -36,7 +36,8 @@ def run_quickstart(tmp_path: Path, *args: str | Path) -> str:
 
 
 def test_quickstart_runs_hello_numpy_fetches_results_and_stops_everything(tmp_path: Path) -> None:
-    """The example job FINISHES, its results are downloaded where it says, and its temporary folder is gone."""
+    """The example job FINISHES, its results (every site's log with them) are downloaded where it says, no hint
+    points at the federation it removed, and its temporary folder is gone."""
     # Prepare / Execute
     output = run_quickstart(tmp_path, "--job", "hello-numpy")
     # Assert
@@ -46,6 +47,9 @@ def test_quickstart_runs_hello_numpy_fetches_results_and_stops_everything(tmp_pa
     assert str(results[0].parent.parent) in output
     assert "stopped the local federation" in output
     assert "flctl-quickstart-" not in "".join(os.listdir(tmp_path))
+    assert "flctl job download" not in output, "no hint to fetch from a federation that is gone"
+    logs = {p.name for p in results[0].parent.parent.glob("logs/*.log")}
+    assert {"server.log", "site-1.log", "site-2.log"} <= logs, logs
 
 
 def test_quickstart_runs_a_job_file_example_end_to_end(tmp_path: Path) -> None:

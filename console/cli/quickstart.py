@@ -126,7 +126,7 @@ def _run_job(admin_kit: Path, folder: Path, name: str, out: Path, json_out: bool
         began = time.monotonic()
         job_id = admin.submit_job(folder)
         _step(json_out, {"step": "submitted", "job": name, "id": job_id}, f"submitted {name} as job {job_id}")
-        info = follow(admin, job_id, quiet=json_out)
+        info = follow(admin, job_id, quiet=json_out, hint=False)  # its federation is gone once it ends
         took = time.monotonic() - began
         if json_out:
             terminal.json_line({"step": "ended", "id": job_id, "status": info.status, "error": info.error,

@@ -169,6 +169,25 @@ class AdminClient:
         created = not target.exists()
         target.mkdir(parents=True, exist_ok=True)
         archive = target / ".artifacts.zip.part"
+        try:
+            self._fetch_artifacts(job_id, archive, progress)
+            with zipfile.ZipFile(archive) as zf:
+                for name in zf.namelist():
+                    if name.startswith("/") or ".." in Path(name).parts:
+                        raise errors.NodeError(f"the server sent an unsafe path in the artifacts: {name}")
+                zf.extractall(target)
+        except zipfile.BadZipFile as exc:
+            archive.unlink(missing_ok=True)
+            raise errors.NodeError(f"the server sent damaged artifacts for job {job_id} ({exc}); download it again")
+        except BaseException:  # a failed or interrupted download leaves no partial file (nor a folder it made)
+            archive.unlink(missing_ok=True)
+            if created and not any(target.iterdir()):
+                target.rmdir()
+            raise
+        archive.unlink()
+        return target
+
+    def _fetch_artifacts(self, job_id: str, archive: Path, progress: Callable[[int, int | None], None] | None) -> None:
         received = 0
         with open(archive, "wb") as handle:
             try:
@@ -181,17 +200,7 @@ class AdminClient:
                     if progress is not None:
                         progress(received, total)
             except grpc.RpcError as exc:
-                archive.unlink(missing_ok=True)
-                if created:
-                    target.rmdir()  # an unknown or forbidden job leaves no empty folder behind
                 raise translate(exc, self.kit.target) from None
-        with zipfile.ZipFile(archive) as zf:
-            for name in zf.namelist():
-                if name.startswith("/") or ".." in Path(name).parts:
-                    raise errors.NodeError(f"the server sent an unsafe path in the artifacts: {name}")
-            zf.extractall(target)
-        archive.unlink()
-        return target
 
     def logs(self, job_id: str, site: str = "", follow: bool = False) -> Iterator[t.LogEntry]:
         request = pb.LogsRequest(job_id=job_id, site=site, follow=follow)

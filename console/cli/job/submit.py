@@ -53,10 +53,11 @@ def command(
         raise typer.Exit(exit_codes.FAILED)
 
 
-def follow(admin: AdminClient, job_id: str, quiet: bool = False) -> JobInfo:
+def follow(admin: AdminClient, job_id: str, quiet: bool = False, hint: bool = True) -> JobInfo:
     """Stream the job's events (no polling) with a progress bar for rounds; return the final job info.
 
-    `quiet` prints nothing: it only waits on the same stream for the job's final event.
+    `quiet` prints nothing: it only waits on the same stream for the job's final event. `hint` ends a FINISHED job
+    with how to fetch its results (quickstart, which fetches them itself, leaves it out).
     """
     from flctl.node.jobs.job_status import JobStatus
 
@@ -87,7 +88,8 @@ def follow(admin: AdminClient, job_id: str, quiet: bool = False) -> JobInfo:
                 bar.console.print(event.message, markup=False, highlight=False)
     final = admin.get_job(job_id)
     if final.status == JobStatus.FINISHED:
-        terminal.success(f"job {job_id} FINISHED; `flctl job download {job_id}` fetches the results")
+        if hint:
+            terminal.success(f"job {job_id} FINISHED; `flctl job download {job_id}` fetches the results")
     else:
         terminal.error(f"job {job_id} {final.status}" + (f": {final.error}" if final.error else ""))
     return final
