@@ -128,3 +128,26 @@ def test_console_refuses_a_site_kit_as_bad_input(flctl, local_kits):
 
     assert result.code == 2
     assert "needs an admin's startup kit" in result.stderr
+
+
+def test_a_table_to_a_pipe_is_tab_separated_and_never_wrapped(monkeypatch: pytest.MonkeyPatch):
+    """Not a terminal: a `# title` line, the header and one line a row, tab-separated, a long cell whole; on a
+    terminal the same table is drawn with borders."""
+    import io
+
+    from rich.console import Console
+
+    from flctl.console.cli import terminal
+
+    # Prepare
+    long = "x" * 300
+    piped = io.StringIO()
+    monkeypatch.setattr(terminal, "out", Console(file=piped, width=80), raising=False)
+    # Execute
+    terminal.table(["site", "error"], [("site-1", long), ("site-2", "tab\there")], title="sites")
+    # Assert
+    assert piped.getvalue() == f"# sites\nsite\terror\nsite-1\t{long}\nsite-2\ttab here\n"
+    drawn = io.StringIO()
+    monkeypatch.setattr(terminal, "out", Console(file=drawn, width=80, force_terminal=True), raising=False)
+    terminal.table(["site", "error"], [("site-1", "none")], title="sites")
+    assert "site-1" in drawn.getvalue() and "\t" not in drawn.getvalue()

@@ -106,6 +106,16 @@ def json_line(data: Any) -> None:
 
 
 def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], title: str | None = None) -> None:
+    """A table on a terminal; to a pipe or a file, tab-separated lines (a header first, then a line a row; the
+    title, when there is one, as a `# title` line before them), never wrapped at any width."""
+    out = _out()
+    if not out.is_terminal:
+        lines = [f"# {title}"] if title else []
+        lines.append("\t".join(columns))
+        lines += ["\t".join(_plain(cell) for cell in row) for row in rows]
+        out.file.write("\n".join(lines) + "\n")
+        out.file.flush()
+        return
     from rich.table import Table
 
     t = Table(title=title, title_justify="left", header_style="bold")
@@ -114,6 +124,11 @@ def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], title: str | No
     for row in rows:
         t.add_row(*(escape("" if cell is None else str(cell)) for cell in row))
     _out().print(t)
+
+
+def _plain(cell: Any) -> str:
+    """A cell on one line of tab-separated output."""
+    return "" if cell is None else str(cell).replace("\t", " ").replace("\n", " ")
 
 
 def fields(pairs: Sequence[tuple[str, Any]]) -> None:
