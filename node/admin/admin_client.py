@@ -178,7 +178,8 @@ class AdminClient:
                 zf.extractall(target)
         except zipfile.BadZipFile as exc:
             archive.unlink(missing_ok=True)
-            raise errors.NodeError(f"the server sent damaged artifacts for job {job_id} ({exc}); download it again")
+            raise errors.NodeError(f"the server sent damaged artifacts for job {job_id} ({exc}); "
+                                   "download it again") from None
         except BaseException:  # a failed or interrupted download leaves no partial file (nor a folder it made)
             archive.unlink(missing_ok=True)
             if created and not any(target.iterdir()):
