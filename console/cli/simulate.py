@@ -22,7 +22,8 @@ def default_workspace() -> Path:
 
 
 def command(
-    job: Annotated[Path, typer.Argument(help="Job folder (job.yml and app/), or job file (NAME.yml with app/ "
+    job: Annotated[Path, typer.Argument(metavar="JOB",
+                                        help="Job folder (job.yml and app/), or job file (NAME.yml with app/ "
                                              "beside it).")],
     sites: Annotated[int | None, typer.Option("--sites", "-n", min=1, max=100_000, show_default=False,
                                               help="How many sites to simulate (site-1..site-N) [default: the "

@@ -22,7 +22,8 @@ def _line(record: dict[str, Any]) -> str:
 
 
 def command(
-    file: Annotated[Path, typer.Argument(help="An audit log: WORKSPACE/audit.jsonl of the server or a site.",
+    file: Annotated[Path, typer.Argument(metavar="FILE",
+                                         help="An audit log: WORKSPACE/audit.jsonl of the server or a site.",
                                          exists=True, dir_okay=False)],
     lines: Annotated[int, typer.Option("--lines", "-n", help="How many of the last records to show.")] = 20,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new records (Ctrl-C ends).")] = False,

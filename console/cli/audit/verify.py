@@ -31,7 +31,8 @@ def node_certificate(file: Path, cert: Path | None, kit: Path | None) -> Path | 
 
 
 def command(
-    file: Annotated[Path, typer.Argument(help="An audit log: WORKSPACE/audit.jsonl of the server or a site.",
+    file: Annotated[Path, typer.Argument(metavar="FILE",
+                                         help="An audit log: WORKSPACE/audit.jsonl of the server or a site.",
                                          exists=True, dir_okay=False)],
     cert: Annotated[Path | None, typer.Option("--cert", help="The node's certificate (PEM), to check each "
                                               "record's signature with.", exists=True, dir_okay=False)] = None,

@@ -13,7 +13,7 @@ from flctl.console.cli.options import JsonOption
 
 def command(
     inventory: InventoryArg,
-    host: Annotated[str, typer.Argument(help="The participant (or address) whose node's log to show.")],
+    host: Annotated[str, typer.Argument(metavar="HOST", help="The participant (or address) whose node's log to show.")],
     lines: Annotated[int, typer.Option("--lines", "-n", min=1, help="Lines from the end of each log.")] = 100,
     json_out: JsonOption = False,
 ) -> None:

@@ -18,7 +18,8 @@ if TYPE_CHECKING:
     from flctl.cloud.inventory import HostSpec
     from flctl.cloud.targets.base import Deployment
 
-InventoryArg = Annotated[Path, typer.Argument(help="The inventory YAML (see playbooks/rollouts/).", dir_okay=False)]
+InventoryArg = Annotated[Path, typer.Argument(metavar="INVENTORY", help="The inventory YAML (see playbooks/rollouts/).",
+                                              dir_okay=False)]
 ParallelOption = Annotated[int, typer.Option("--parallel", "-p", min=1, max=64, help="Hosts worked on at once.")]
 AcceptNewOption = Annotated[bool, typer.Option("--accept-new-host-keys",
                                                help="Trust and record host keys not yet in known_hosts "

@@ -18,7 +18,8 @@ if TYPE_CHECKING:
     from flctl.cloud.machine_plan import MachinePlan
     from flctl.cloud.targets.base import Applied, DeployTarget, Planned
 
-ParticipantsArg = Annotated[list[str] | None, typer.Argument(help="Only these participants [default: every host "
+ParticipantsArg = Annotated[list[str] | None, typer.Argument(metavar="PARTICIPANT",
+                                                             help="Only these participants [default: every host "
                                                                   "of this target].", show_default=False)]
 DryRunOption = Annotated[bool, typer.Option("--dry-run", help="Print what would be done and change nothing: the "
                                                               "resources and rules of each machine to make (no "

@@ -17,7 +17,8 @@ if TYPE_CHECKING:  # grpc is heavy: imported when a command connects, not for --
 
 
 def command(
-    job: Annotated[Path, typer.Argument(help="Job folder (job.yml and app/), or job file (NAME.yml with app/ "
+    job: Annotated[Path, typer.Argument(metavar="JOB",
+                                        help="Job folder (job.yml and app/), or job file (NAME.yml with app/ "
                                              "beside it).")],
     watch: Annotated[bool, typer.Option("--watch", help="Follow the job live until it ends.")] = False,
     valid_days: Annotated[float, typer.Option("--valid-days", min=0.001, max=3650,

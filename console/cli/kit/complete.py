@@ -12,7 +12,7 @@ from flctl.console.cli.options import JsonOption
 
 
 def command(
-    kit: Annotated[Path, typer.Argument(help="The kit the provisioner made from your request.")],
+    kit: Annotated[Path, typer.Argument(metavar="KIT", help="The kit the provisioner made from your request.")],
     key: Annotated[Path, typer.Option("--key", help="The key `flctl kit request` made.")],
     json_out: JsonOption = False,
 ) -> None:

@@ -12,7 +12,7 @@ from flctl.console.cli.options import JsonOption
 
 
 def command(
-    name: Annotated[str, typer.Argument(help="Participant name, as in project.yml.")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Participant name, as in project.yml.")],
     org: Annotated[str, typer.Option("--org", help="Organisation, as in project.yml.")],
     kind: Annotated[str, typer.Option("--kind", help="server, site or admin.")] = "site",
     role: Annotated[str | None, typer.Option("--role", help="Admins only: project_admin, org_admin, lead or "

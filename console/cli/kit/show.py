@@ -12,7 +12,7 @@ from flctl.console.cli.options import JsonOption
 
 
 def command(
-    kit: Annotated[Path, typer.Argument(help="Kit folder (or its startup/ folder).")],
+    kit: Annotated[Path, typer.Argument(metavar="KIT", help="Kit folder (or its startup/ folder).")],
     json_out: JsonOption = False,
 ) -> None:
     """Show who a kit belongs to: identity, org, role, certificate expiry and server address."""

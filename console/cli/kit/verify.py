@@ -12,7 +12,7 @@ from flctl.console.cli.options import JsonOption
 
 
 def command(
-    kit: Annotated[Path, typer.Argument(help="Kit folder (or its startup/ folder).")],
+    kit: Annotated[Path, typer.Argument(metavar="KIT", help="Kit folder (or its startup/ folder).")],
     ca: Annotated[Path | None, typer.Option("--ca", metavar="CA.crt",
                                             help="Also require the kit to be signed by this project CA.")] = None,
     json_out: JsonOption = False,

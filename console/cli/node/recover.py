@@ -13,7 +13,7 @@ from flctl.console.cli.options import JsonOption
 
 
 def command(
-    kit: Annotated[Path, typer.Argument(help="The server's startup kit.")],
+    kit: Annotated[Path, typer.Argument(metavar="KIT", help="The server's startup kit.")],
     workspace: WorkspaceOpt = None,
     json_out: JsonOption = False,
 ) -> None:

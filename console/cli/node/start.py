@@ -27,7 +27,7 @@ def workspace_for(kit: Path, workspace: Path | None) -> Path:
 
 
 def command(
-    kit: Annotated[Path, typer.Argument(help="The server's or a site's startup kit.")],
+    kit: Annotated[Path, typer.Argument(metavar="KIT", help="The server's or a site's startup kit.")],
     workspace: WorkspaceOpt = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log debug details.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object a line on stdout as the node "

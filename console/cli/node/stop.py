@@ -16,7 +16,7 @@ from flctl.console.cli.options import JsonOption
 
 
 def command(
-    kit: Annotated[Path, typer.Argument(help="The kit the node was started from.")],
+    kit: Annotated[Path, typer.Argument(metavar="KIT", help="The kit the node was started from.")],
     workspace: WorkspaceOpt = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for a clean stop.")] = 20.0,
     json_out: JsonOption = False,

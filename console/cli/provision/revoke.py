@@ -18,7 +18,7 @@ from flctl.console.cli.options import (
 
 
 def command(
-    name: Annotated[str, typer.Argument(help="The participant whose certificate is revoked.")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="The participant whose certificate is revoked.")],
     project_file: Annotated[Path, typer.Option("--project", "-p", metavar="PROJECT.yml", help="The project.")],
     workspace: WorkspaceOption = DEFAULT_WORKSPACE,
     kit: Annotated[Path | None, typer.Option("--kit", metavar="DIR", file_okay=False,
