@@ -25,6 +25,7 @@ from pydantic import (
 
 from flctl.cloud import targets
 from flctl.provisioner.errors import InputError, Problem
+from flctl.provisioner.schema_messages import message as schema_message
 from flctl.provisioner.yaml_source import Loc, YamlDocument, format_loc, load_yaml
 
 Block = TypeVar("Block", bound=BaseModel)
@@ -313,5 +314,4 @@ def _message(err: Any) -> str:
         field = _model_at(loc).model_fields.get(str(loc[-1]))
         hint = field.description if field is not None and field.description else f"match {err['ctx']['pattern']}"
         return f"{err['input']!r} is not valid here: {hint}"
-    msg = str(err["msg"])
-    return msg.removeprefix("Value error, ")
+    return schema_message(err, InventorySpec)  # ranges, types and our own checks, worded as every schema message is

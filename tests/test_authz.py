@@ -88,7 +88,8 @@ def test_allowed_signers():
 def test_invalid_policy_file_is_named(tmp_path: Path):
     path = tmp_path / "policy.yml"
     path.write_text("api_version: 1\nroles: {lead: {submit_job: sometimes}}\n")
-    with pytest.raises(PolicyError, match=r"policy\.yml: roles\.lead\.submit_job"):
+    with pytest.raises(PolicyError, match=r"policy\.yml: roles\.lead\.submit_job: 'sometimes' is not allowed; use "
+                                          "'any', 'own_org', 'own', 'own_org_site' or 'none'"):
         load_policy(path)
 
 

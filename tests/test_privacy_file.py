@@ -29,7 +29,7 @@ def test_the_kit_s_own_file_and_no_file_give_the_public_scope(tmp_path: Path):
 @pytest.mark.parametrize(("text", "words"), [
     ("api_version: 1\ndefault_scope: public\nscope:\n  public: []\n", "scope is not a key of privacy.yml"),
     ("default_scope: private\nscopes:\n  public: []\n", "default_scope 'private' is not one of its scopes (public)"),
-    ("api_version: 2\n", "api_version"),
+    ("api_version: 2\n", "api_version: 2 is not allowed; use 1"),
     ("- a list\n", "privacy.yml"),
 ])
 def test_a_bad_file_is_refused_naming_the_file_and_the_key(tmp_path: Path, text: str, words: str):

@@ -132,7 +132,7 @@ def _problem(err: Any) -> str:
     if len(loc) <= 1:
         if err["type"] == "extra_forbidden":
             return f"{_where(loc)} is not a key of privacy.yml (keys: api_version, default_scope, scopes)"
-        return f"{_where(loc)} {err['msg'].lower()}, not {err.get('input')!r}"
+        return f"{_where(loc)}: {message(err, PrivacyRules)}"
     return _located(loc, err, PrivacyRules, f"a key of a filter entry (keys: {', '.join(FilterEntry.model_fields)})")
 
 

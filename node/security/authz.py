@@ -21,6 +21,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from flctl.provisioner.schema_messages import message
+
 Right = Literal["submit_job", "manage_job", "download_job", "view", "operate"]
 Condition = Literal["any", "own_org", "own", "own_org_site", "none"]
 RIGHTS: tuple[Right, ...] = ("submit_job", "manage_job", "download_job", "view", "operate")
@@ -78,7 +80,7 @@ def load_policy(path: Path) -> Policy:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
-        raise PolicyError(f"{path}: {where}: {first['msg']}") from None
+        raise PolicyError(f"{path}: {where}: {message(first, Policy)}") from None
 
 
 @dataclass(frozen=True)
