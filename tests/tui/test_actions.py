@@ -343,3 +343,20 @@ async def test_an_ended_job_s_screen_shows_its_cross_site_evaluation() -> None:
         assert [str(c.label) for c in table.columns.values()] == ["site \\ model", "global", "site-1"]
         assert rows(table) == [["site-1", "acc=0.9", "acc=0.95"], ["site-2", "acc=0.8", "-"]]
         assert ("get_job", (finished.id,)) in admin.calls
+
+
+@synchronously
+async def test_enter_opens_a_job_whichever_table_has_focus() -> None:
+    """After Tab moves the focus to the sites table, enter opens the job the highlighted site runs."""
+    # Prepare
+    app = recorded_app(RecordedAdmin())
+    async with app.run_test(size=(120, 40)) as pilot:
+        await online(pilot)
+        # Execute
+        await pilot.press("tab")
+        focused = app.focused
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, JobScreen))
+        # Assert
+        assert focused is not None and focused.id == "sites"
+        assert app.screen.job_id == "a1b2c3"  # type: ignore[attr-defined]  # site-1 runs it

@@ -72,6 +72,16 @@ class OverviewScreen(Screen[None]):
     def _open(self, message: JobsTable.Chosen) -> None:
         self.console.open_job(message.job_id)
 
+    @on(SitesTable.Chosen)
+    def _open_sites_job(self, message: SitesTable.Chosen) -> None:
+        """Enter on a site opens the job it runs, else the job highlighted in the jobs table."""
+        running = next((s.running_jobs for s in self.console.sites if s.name == message.site), [])
+        job_id = running[0] if running else self.query_one(JobsTable).selected
+        if job_id is None:
+            self.notify(f"{message.site} runs no job; pick one in the jobs table", severity="warning")
+            return
+        self.console.open_job(job_id)
+
     def action_open(self) -> None:
         if job_id := self._selected_job():
             self.console.open_job(job_id)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from textual import on
+from textual.message import Message
+from textual.widgets import DataTable
+
 from flctl.console.tui import cells
 from flctl.console.tui.widgets.keyed_table import KeyedTable
 from flctl.node.admin.admin_types import SiteInfo
@@ -10,6 +14,19 @@ from flctl.node.admin.admin_types import SiteInfo
 class SitesTable(KeyedTable):
     COLUMNS = ("site", "org", "state", "heartbeat", "jobs", "cert expires")
 
+    class Chosen(Message):
+        """The admin pressed enter on a site."""
+
+        def __init__(self, site: str) -> None:
+            super().__init__()
+            self.site = site
+
     def show(self, sites: list[SiteInfo], now: float) -> None:
         self.show_rows([(s.name, (s.name, s.org, cells.online(s), cells.heartbeat(s, now),
                                   ", ".join(s.running_jobs) or "-", cells.expiry(s.not_after, now))) for s in sites])
+
+    @on(DataTable.RowSelected)
+    def _chosen(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        if event.row_key.value is not None:
+            self.post_message(self.Chosen(event.row_key.value))
