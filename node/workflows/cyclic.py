@@ -102,7 +102,7 @@ class Cyclic(Workflow):
               answers: Iterable[TaskResult | SiteFailure]) -> TaskResult | None:
         """The site's answer when it is usable; None (and a line in the log) when it failed, was silent or sent a
         model that does not fit."""
-        from flctl.node.workflows.aggregation import full_params
+        from flctl.node.workflows.aggregation import WeightedSum, full_params
 
         for answer in answers:
             if answer.site != site:
@@ -111,14 +111,11 @@ class Cyclic(Workflow):
             if isinstance(answer, SiteFailure):
                 fed.log(f"round {round_no}: {site} failed: {answer.reason}; the model goes on unchanged")
                 return None
-            try:
+            try:  # the same checks as every sum of models: names, shapes, dtypes, finite values
                 params = full_params(answer.params, answer.meta.get(PARAMS_TYPE, "full"), lambda: model)
+                WeightedSum(like=model or None, like_name="the model").check(params, site)
             except ValueError as exc:
-                params, problem = {}, str(exc)
-            else:
-                problem = unfit(params, model)
-            if problem:
-                fed.log(f"round {round_no}: {site} sent an unusable model: {problem}; the model goes on unchanged")
+                fed.log(f"round {round_no}: {site} sent an unusable model: {exc}; the model goes on unchanged")
                 return None
             return TaskResult(answer.site, params, answer.num_examples, answer.metrics, answer.meta)
         fed.log(f"round {round_no}: no answer from {site} within {self.settings.site_timeout_s:g} s; "
@@ -134,27 +131,3 @@ class Cyclic(Workflow):
             raise WorkflowError(f"the saved cyclic state is damaged (last_site {last!r})")
         self.last_site = last
 
-
-def unfit(params: Params, like: Params) -> str:
-    """Why `params` cannot replace the model `like` (other names, shapes or dtypes, or values that are not
-    finite); "" when it can. With no model yet (`like` empty), any finite numeric model fits."""
-    import numpy as np  # only when a job runs
-
-    from flctl.node.workflows.aggregation import all_finite
-
-    if like and set(params) != set(like):
-        extra, missing = sorted(set(params) - set(like)), sorted(set(like) - set(params))
-        return "; ".join(part for part in (f"tensors not in the model: {', '.join(extra)}" if extra else "",
-                                           f"tensors missing: {', '.join(missing)}" if missing else "") if part)
-    for name, value in params.items():
-        array = np.asarray(value)
-        if like:
-            want = np.asarray(like[name])
-            if array.shape != want.shape or array.dtype != want.dtype:
-                return (f"tensor '{name}' is {array.dtype}{list(array.shape)}, the model's is "
-                        f"{want.dtype}{list(want.shape)}")
-        if array.dtype.kind not in "biuf":
-            return f"tensor '{name}' has dtype {array.dtype}, which is not a real number type"
-        if not all_finite(array):
-            return f"tensor '{name}' holds NaN or infinite values"
-    return ""
