@@ -95,3 +95,16 @@ def test_invalid_policy_file_is_named(tmp_path: Path):
 
 def test_missing_policy_file_means_the_default(tmp_path: Path):
     assert load_policy(tmp_path / "none.yml") == DEFAULT
+
+
+def test_a_policy_file_that_is_not_yaml_is_named():
+    """Unreadable or not YAML: one sentence naming the file, as privacy.yml and resources.yml say it."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "policy.yml"
+        path.write_text("roles: [unclosed\n")
+        with pytest.raises(PolicyError, match=r"cannot read .*policy\.yml: "):
+            load_policy(path)
+        with pytest.raises(PolicyError, match=r"cannot read .*"):
+            load_policy(Path(tmp))  # a folder

@@ -20,9 +20,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from flctl.node.config.local_yaml import read_local_yaml
 from flctl.node.errors import NodeError
 from flctl.node.site.filters import FILTERS, make_filter
 from flctl.provisioner.errors import KitError
@@ -78,12 +78,7 @@ class PrivacyRules(BaseModel):
 
 def load_privacy(path: Path) -> PrivacyRules:
     """The rules in `path`; the defaults when there is no such file."""
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        return PrivacyRules()
-    except (OSError, yaml.YAMLError) as exc:
-        raise KitError(f"cannot read {path}: {exc}") from None
+    raw = read_local_yaml(path)
     boolean = _boolean_key(raw)
     if boolean:
         raise KitError(f"{path}: {boolean}: a key YAML reads as true or false (on, off, yes, no); to say what a "

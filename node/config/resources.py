@@ -15,8 +15,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from flctl.node.config.local_yaml import read_local_yaml
 from flctl.node.security.tls import WINDOW_MB
 from flctl.provisioner.errors import KitError
 
@@ -99,12 +98,7 @@ def _refuse_unknown(path: Path, document: dict[Any, Any]) -> None:
 
 def load_resources(path: Path) -> Resources:
     """The resources in `path`; the defaults when there is no such file or it names none of them."""
-    try:
-        document = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        return Resources()
-    except (OSError, yaml.YAMLError) as exc:
-        raise KitError(f"cannot read {path}: {exc}") from None
+    document = read_local_yaml(path)
     if document is None:
         return Resources()
     if not isinstance(document, dict):

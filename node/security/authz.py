@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from flctl.node.config.local_yaml import read_local_yaml
 from flctl.provisioner.schema_messages import message
 
 Right = Literal["submit_job", "manage_job", "download_job", "view", "operate"]
@@ -69,12 +69,10 @@ class PolicyError(ValueError):
 
 def load_policy(path: Path) -> Policy:
     """The policy in `path`; the default when the file does not exist."""
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
+    missing = object()
+    raw = read_local_yaml(path, missing=missing, error=PolicyError)
+    if raw is missing:  # no file: the default policy
         return DEFAULT
-    except (OSError, yaml.YAMLError) as exc:
-        raise PolicyError(f"{path} cannot be read: {exc}") from None
     try:
         return Policy.model_validate(raw or {})
     except ValidationError as exc:
