@@ -154,3 +154,25 @@ def test_job_show_prints_the_matrix_of_a_real_federation(tmp_path: Path):
     assert "cross-site evaluation" in shown.stdout and "distance=4" in shown.stdout, shown.stdout + shown.stderr
     assert json.loads(as_json.stdout)["reports"]["cross_site_eval"]["models"] == ["global", "site-1", "site-2"]
     assert (target / "reports" / "cross_site_eval.json").is_file()
+
+
+def test_a_job_file_path_cannot_leave_the_job(tmp_path: Path):
+    """workflow.args.model is the submitter's: an absolute path or one climbing out with .. is refused, on the
+    server (read from the bundle) as in the simulator (read from the folder); a file the bundle lacks is named."""
+    import zipfile
+
+    from flctl.node.jobs.bundle import inner_path, read_member
+
+    # Prepare
+    bundle = tmp_path / "bundle.zip"
+    with zipfile.ZipFile(bundle, "w") as archive:
+        archive.writestr("model/global.safetensors", b"x")
+    # Execute / Assert
+    assert read_member(bundle, "model/global.safetensors") == b"x"
+    for bad in ("../../etc/passwd", "/etc/passwd", ""):
+        with pytest.raises(ValueError, match="is not a path inside the job folder"):
+            inner_path(bad)
+        with pytest.raises(ValueError, match="is not a path inside the job folder"):
+            read_member(bundle, bad)
+    with pytest.raises(FileNotFoundError, match="the job has no file model/none.safetensors"):
+        read_member(bundle, "model/none.safetensors")
