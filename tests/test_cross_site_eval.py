@@ -174,5 +174,5 @@ def test_a_job_file_path_cannot_leave_the_job(tmp_path: Path):
             inner_path(bad)
         with pytest.raises(ValueError, match="is not a path inside the job folder"):
             read_member(bundle, bad)
-    with pytest.raises(FileNotFoundError, match="the job has no file model/none.safetensors"):
+    with pytest.raises(FileNotFoundError, match=r"the job has no file model/none\.safetensors"):
         read_member(bundle, "model/none.safetensors")
