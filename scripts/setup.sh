@@ -1,9 +1,25 @@
 #!/usr/bin/env bash
 # Set up flctl on a fresh machine: system tools the tests use, a virtual environment in .venv,
-# PyTorch's CPU build first (so nothing pulls a multi-GB CUDA build), then flctl with every extra.
-# Safe to run again. Usage: bash scripts/setup.sh
+# PyTorch's CPU build first (so nothing pulls a multi-GB CUDA build), then flctl with its extras.
+# Safe to run again. Usage: bash scripts/setup.sh [--all]
+#   (default)  what `flctl quickstart` and the core tests need: torch (CPU), aws, azure, test
+#   --all      also the heavy extras of the optional capabilities (privacy: TenSEAL, Opacus, PSI;
+#              stats: pandas, matplotlib; mlops: MLflow, TensorBoard, Lightning). CI installs these;
+#              without them, the tests of those capabilities are skipped, saying which extra is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+all=0
+for arg in "$@"; do
+  case "$arg" in
+    --all) all=1 ;;
+    -h|--help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "setup.sh: unknown argument '$arg' (allowed: --all)" >&2; exit 2 ;;
+  esac
+done
+
+start=$SECONDS
+step() { printf '[%4ss] %s\n' "$((SECONDS - start))" "$*"; }
 
 need=()
 command -v openssl >/dev/null || need+=(openssl)
@@ -11,7 +27,7 @@ command -v openssl >/dev/null || need+=(openssl)
 command -v tmux >/dev/null || need+=(tmux)            # the console smoke test drives flctl in tmux
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "installing system packages: ${need[*]}"
+    step "installing system packages: ${need[*]}"
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
   else
     echo "please install: ${need[*]} (the tests use them)" >&2
@@ -19,9 +35,16 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 PYTHON=${PYTHON:-python3}
-[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+if [ ! -x .venv/bin/python ]; then
+  step "making .venv with $("$PYTHON" -V)"
+  "$PYTHON" -m venv .venv
+fi
+step "upgrading pip"
 .venv/bin/python -m pip install -q --upgrade pip
-# The CPU build of torch, before anything that depends on torch.
+step "installing PyTorch's CPU build (torch==2.13.0, about 200 MB; the longest step)"
 .venv/bin/python -m pip install -q torch==2.13.0
-.venv/bin/python -m pip install -q -e '.[torch,aws,azure,test]'
-echo "flctl is installed in .venv: run '. .venv/bin/activate', then 'flctl --help'"
+extras=torch,aws,azure,test
+[ "$all" = 1 ] && extras=all,test
+step "installing flctl with extras: $extras"
+.venv/bin/python -m pip install -q -e ".[$extras]"
+step "done: .venv holds $(du -sh .venv | cut -f1); run '. .venv/bin/activate', then 'flctl --help'"
