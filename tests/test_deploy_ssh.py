@@ -44,10 +44,10 @@ def inventory_text(fed: Federation, hosts: list[SshHost], key: Path, known_hosts
     return "".join(lines)
 
 
-def flctl(*args: str | Path, env: dict[str, str] | None = None,
-          timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def flctl(*args: str | Path, env: dict[str, str] | None = None, timeout: float = 300,
+          cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([FLCTL, *map(str, args)], capture_output=True, text=True, timeout=timeout, check=False,
-                          env={**os.environ, **(env or {})})
+                          env={**os.environ, **(env or {})}, cwd=cwd)
 
 
 def processes_under(root: Path) -> list[int]:
@@ -269,3 +269,41 @@ def test_unknown_host_key_needs_the_flag(fleet: Fleet) -> None:
     assert json.loads(accepted.stdout)[0]["status"] == "planned"
     assert known.read_text().startswith(f"[127.0.0.1]:{fleet.hosts[0].port} ssh-ed25519 ")
     assert not (fleet.hosts[0].root / "opt-unknown").exists()  # a dry run touches nothing
+
+
+def test_example_inventory_dry_run_works_as_its_comments_say(fleet: Fleet, tmp_path: Path) -> None:
+    """playbooks/rollouts/inventory.yml, after the provision command its comment gives (run as written, from a
+    copy of the repository's playbooks), dry-runs with exit 0 once its addresses are this test's sshd hosts; with
+    hosts it cannot reach, every host is named and the exit is 3, as the comment says."""
+    import yaml
+
+    # Prepare: the playbooks as a fresh clone has them, and the provision command of the inventory's comment
+    shutil.copytree(JOBS.parent, tmp_path / "playbooks")
+    example = tmp_path / "playbooks" / "rollouts" / "inventory.yml"
+    [command] = [line.split("flctl ", 1)[1] for line in example.read_text().splitlines()
+                 if line.startswith("#") and " flctl provision playbooks/" in line]
+    made = flctl(*command.split(), env={"FLCTL_CA_PASSPHRASE": "example-passphrase"}, cwd=tmp_path)
+    assert made.returncode == 0, made.stdout + made.stderr
+    spec = yaml.safe_load(example.read_text())
+    known = tmp_path / "known_hosts"
+    known.write_text("".join(h.known_hosts_line() for h in fleet.hosts))
+
+    def rewritten(name: str, ports: list[int]) -> Path:
+        hosts = [{**entry, "address": "127.0.0.1", "port": port, "user": "root", "key_file": str(fleet.key),
+                  "python": HOST_PYTHON, "install_dir": str(tmp_path / "hosts" / entry["participant"]),
+                  "venv_root": str(fleet.venvs), "sudo": False, "min_free_mb": 50}
+                 for entry, port in zip(spec["hosts"], ports, strict=True)]
+        path = example.with_name(name)  # beside the example: its relative `kits` path still holds
+        path.write_text(yaml.safe_dump({**spec, "known_hosts": str(known), "hosts": hosts}))
+        return path
+
+    # Execute
+    reachable = fleet.deploy("ssh", rewritten("here.yml", [h.port for h in fleet.hosts]), "--dry-run", "--json")
+    unreachable = fleet.deploy("ssh", rewritten("nowhere.yml", [free_port() for _ in fleet.hosts]), "--dry-run",
+                               "--json")
+    # Assert
+    assert reachable.returncode == 0, reachable.stdout + reachable.stderr
+    assert {r["status"] for r in json.loads(reachable.stdout)} == {"planned"}
+    assert unreachable.returncode == 3, unreachable.stdout + unreachable.stderr
+    assert {r["reason"] for r in json.loads(unreachable.stdout)} == {"unreachable"}
+    assert not (tmp_path / "hosts").exists()  # a dry run touches nothing

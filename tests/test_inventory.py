@@ -143,3 +143,32 @@ def test_the_example_inventories_are_valid_apart_from_their_kits(example: Path) 
         load_inventory(example)
     # Assert
     assert [p.field for p in caught.value.problems] == ["kits"]
+
+
+def test_the_cloud_example_dry_runs_as_its_comments_say(tmp_path: Path) -> None:
+    """playbooks/rollouts/cloud.yml: after the provision command its comment gives (run as written, from a copy of
+    the repository's playbooks), `flctl deploy aws playbooks/rollouts/cloud.yml --dry-run` prints each machine's
+    plan and exits 0, calling no cloud API (no credentials here)."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    # Prepare
+    shutil.copytree(EXAMPLE.parent.parent, tmp_path / "playbooks")
+    example = tmp_path / "playbooks" / "rollouts" / "cloud.yml"
+    commands = [line.split("flctl ", 1)[1].split() for line in example.read_text().splitlines()
+                if line.startswith("#") and " flctl " in line and "playbooks/" in line]
+    flctl = str(Path(sys.executable).parent / "flctl")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(FLCTL_CA_PASSPHRASE="example-passphrase", AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"),
+               AWS_CONFIG_FILE=str(tmp_path / "none"))
+    # Execute
+    runs = [subprocess.run([flctl, *command], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120,
+                           check=False) for command in commands]
+    # Assert
+    assert [c[:2] for c in commands] == [["provision", "playbooks/projects/hospitals.yml"],
+                                         ["deploy", "aws"]]
+    assert [r.returncode for r in runs] == [0, 0], [r.stdout + r.stderr for r in runs]
+    assert "machine plan (nothing was changed)" in runs[1].stdout
+    assert "fl.research-centre.example.org\tinstance" in runs[1].stdout
