@@ -39,6 +39,10 @@ class TaskKind(StrEnum):
     AGGREGATE = "aggregate"
     """Answer with the weighted mean of the sites' models the task carries (a swarm round's aggregator): the
     Client API does it in the site's script process, the script never sees the task."""
+    STATISTICS = "statistics"
+    """Compute figures over the site's data (`meta["step"]`: summary, spread, cohort, data_check); the script's data
+    function answers it (`fl.serve_statistics`), and the site's privacy rules are applied to what it returns in the
+    site's job process, outside the script (`flctl.node.site.statistics_release`)."""
 
     @classmethod
     def parse(cls, value: str) -> TaskKind:
