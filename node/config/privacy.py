@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from flctl.node.config.local_yaml import read_local_yaml
+from flctl.node.config.statistics_policy import StatisticsPolicy
 from flctl.node.errors import NodeError
 from flctl.node.site.filters import FILTERS, make_filter
 from flctl.provisioner.errors import KitError
@@ -59,6 +60,9 @@ class PrivacyRules(BaseModel):
     scopes: dict[str, list[FilterEntry]] = Field(default_factory=lambda: {"public": list[FilterEntry]()},
                                                  description="Scope name -> the filters applied in that scope, "
                                                              "in order")
+    statistics: StatisticsPolicy = Field(default_factory=StatisticsPolicy,
+                                         description="What leaves the site of federated statistics, in every "
+                                                     "scope (flctl.node.config.statistics_policy)")
 
     def pipeline(self, job_id: str, scope: str | None) -> FilterPipeline:
         """The filters of `scope` (the default scope when None) for the job `job_id`; ScopeRefused when this site
@@ -73,7 +77,7 @@ class PrivacyRules(BaseModel):
         entries = self.scopes[name]
         made = [(make_filter(e.filter, e.args), e.apply_to) for e in entries]
         return FilterPipeline(job_id, name, tuple(f for f, on in made if on in ("task", "both")),
-                              tuple(f for f, on in made if on in ("result", "both")))
+                              tuple(f for f, on in made if on in ("result", "both")), self.statistics)
 
 
 def load_privacy(path: Path) -> PrivacyRules:
@@ -126,8 +130,11 @@ def _problem(err: Any) -> str:
     loc = tuple(err["loc"])
     if len(loc) <= 1:
         if err["type"] == "extra_forbidden":
-            return f"{_where(loc)} is not a key of privacy.yml (keys: api_version, default_scope, scopes)"
+            return f"{_where(loc)} is not a key of privacy.yml (keys: api_version, default_scope, scopes, statistics)"
         return f"{_where(loc)}: {message(err, PrivacyRules)}"
+    if loc[0] == "statistics":
+        keys = ", ".join(StatisticsPolicy.model_fields)
+        return _located(loc, err, PrivacyRules, f"a key of statistics (keys: {keys})")
     return _located(loc, err, PrivacyRules, f"a key of a filter entry (keys: {', '.join(FilterEntry.model_fields)})")
 
 

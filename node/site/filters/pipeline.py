@@ -11,11 +11,12 @@ are encoded again.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
 from flctl.node.client import api_wire as wire
-from flctl.node.jobs.tasks import Params, Task, TaskResult
+from flctl.node.config.statistics_policy import StatisticsPolicy
+from flctl.node.jobs.tasks import Params, Task, TaskKind, TaskResult
 from flctl.node.site.filters.base import Filter, FilterContext, FilterError
 from flctl.node.wire import tensors
 
@@ -31,6 +32,8 @@ class FilterPipeline:
     scope: str = ""
     task_filters: tuple[Filter, ...] = ()
     result_filters: tuple[Filter, ...] = ()
+    statistics: StatisticsPolicy = field(default_factory=StatisticsPolicy)
+    """The site's rules for what leaves it of a statistics task, applied before any filter, in every scope."""
 
     def describe(self) -> str:
         """What a job's log says: `private (tasks: none; results: exclude_vars)`."""
@@ -59,6 +62,8 @@ class FilterPipeline:
         """What `site` sends out for the script's `answer` to `task`, whose params are `payload`: the answer as the
         result filters leave it and its params' bytes, `payload` itself when no result filter needs the tensors.
         FilterError when a filter fails."""
+        if task.kind == TaskKind.STATISTICS:
+            answer, payload = self._statistics_released(task, answer, site)
         if not self.result_filters:
             return answer, payload
         ctx = FilterContext(site, self.job_id, self.scope, task.kind, task.round)
@@ -69,6 +74,16 @@ class FilterPipeline:
             result = self._apply(step, step.filter_result, result, ctx)
         out = wire.Result(answer.task_id, result.num_examples, dict(result.metrics), dict(result.meta))
         return out, self._encoded(result.params, ctx) if decoded else payload
+
+    def _statistics_released(self, task: Task, answer: wire.Result, site: str) -> tuple[wire.Result, bytes]:
+        """A statistics answer as the site's `statistics:` rules release it: rebuilt from the script's figures, no
+        params, no other meta (`flctl.node.site.statistics_release`)."""
+        import numpy as np
+
+        from flctl.node.site.statistics_release import release
+
+        figures = release(task.meta, answer.meta.get("statistics"), self.statistics, np.random.default_rng())
+        return wire.Result(answer.task_id, 0, {}, {"statistics": figures}), tensors.encode({})
 
     def _apply(self, step: Filter, method: Callable[[_Item, FilterContext], _Item], item: _Item,
                ctx: FilterContext) -> _Item:
