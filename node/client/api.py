@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Model", "current_round", "get_job_id", "get_site_name", "init", "is_evaluate", "is_running", "is_submit_model",
     "is_train", "job_id", "log", "proximal_term", "receive", "running", "scaffold_correct", "scaffold_params", "send",
-    "site_name",
+    "serve_statistics", "site_name",
 ]
 
 
@@ -245,6 +245,18 @@ def send(model: Model) -> None:
     if not isinstance(model, Model):
         raise TypeError(f"fl.send() takes an fl.Model, not {type(model).__name__}")
     _connected().answer(model)
+
+
+def serve_statistics(load: Any) -> None:
+    """A statistics job's whole script: answer every `statistics` task (summary, spread, cohort, data check) with
+    figures of `load()`'s data (a pandas DataFrame or a dict of column name -> values), until the job ends. The
+    site's privacy rules are applied to them after, in the site's job process (`flctl.node.client.statistics`).
+
+        fl.serve_statistics(load)
+    """
+    from flctl.node.client.statistics import serve
+
+    serve(load)
 
 
 def log(name: str, value: float, step: int | None = None) -> None:
