@@ -39,6 +39,26 @@ class TaskKind(StrEnum):
     AGGREGATE = "aggregate"
     """Answer with the weighted mean of the sites' models the task carries (a swarm round's aggregator): the
     Client API does it in the site's script process, the script never sees the task."""
+    PSI_ITEMS = "psi_items"
+    """Private set intersection (the `psi` workflow; `fl.psi()` answers these five at the site): load and check the
+    site's IDs; answer with their count and type only."""
+    PSI_REQUEST = "psi_request"
+    """As the PSI client, make a request from the site's own or current set (its key stays at the site)."""
+    PSI_RESPONSE = "psi_response"
+    """As the PSI server, answer the request the task carries with a setup and a response message (opaque bytes)."""
+    PSI_INTERSECT = "psi_intersect"
+    """As the PSI client, intersect: the current set becomes the intersection; answer with its size only."""
+    PSI_DONE = "psi_done"
+    """The current set is the intersection of all sites: write it to the job workspace (or the site's part failed,
+    with the reason the task carries)."""
+    SPLIT_FORWARD = "split_forward"
+    """Split learning (the `split_nn` workflow), at a site holding features: first apply the gradient the task
+    carries to the bottom model (the previous batch's), then answer with the bottom model's activations for the
+    batch's rows."""
+    SPLIT_STEP = "split_step"
+    """Split learning, at the site holding the labels: from the feature sites' activations the task carries, run
+    its own bottom model and the top model; when training, step and answer with the gradient of the loss with
+    respect to each site's activations; answer with the batch's loss and accuracy."""
     STATISTICS = "statistics"
     """Compute figures over the site's data (`meta["step"]`: summary, spread, cohort, data_check); the script's data
     function answers it (`fl.serve_statistics`), and the site's privacy rules are applied to what it returns in the
