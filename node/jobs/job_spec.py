@@ -14,6 +14,7 @@ min_sites: 2
 resources: {cpus: 1, memory_mb: 0}
 app: {command: [python, train.py], env: {}}
 privacy_scope: private          # optional: the sites' filters for it apply (default: each site's default_scope)
+initial_model: app/net.py:make_model   # optional: round 0's model (or a safetensors file of the job)
 ```
 """
 
@@ -140,6 +141,13 @@ def _check_sites(value: Any) -> Any:
     return value
 
 
+def _check_initial_model(value: str | None) -> str | None:
+    if value is not None:
+        from flctl.node.jobs.initial_model import parse
+
+        parse(value)
+    return value
+
 
 class JobSpec(_Strict):
     """A job: what runs on the server (workflow), where (sites) and what runs at each site (app)."""
@@ -159,6 +167,11 @@ class JobSpec(_Strict):
         None, min_length=1, description="The privacy scope the job asks of each site: the filters that site's "
         "local/privacy.yml lists for it apply to the job's tasks and results; a site without it refuses the job "
         "(default: each site's default_scope)")
+    initial_model: Annotated[str | None, AfterValidator(_check_initial_model)] = Field(
+        None, description="The model round 0 sends every site: a safetensors file of the job "
+        "(model/initial.safetensors; for a job file, in app/), or a function of the app that returns a torch module "
+        "or a dict of arrays (app/net.py:make_model), called once at the server, confined like a training script "
+        "(default: none; round 0 sends an empty model)")
 
     @model_validator(mode="after")
     def _sites_fit(self) -> JobSpec:
@@ -232,6 +245,8 @@ def _load(given: Path) -> LoadedJob:
     app = spec.app if spec is not None else _app_alone(doc)
     if app is not None:  # its script is checked even when other fields are wrong: every problem at once
         problems += _check_app(doc, folder, app)
+    if spec is not None and spec.initial_model:
+        problems += _check_initial_model_file(doc, folder, spec.initial_model, job_file is not None)
     if problems or spec is None or args is None:
         raise JobError(sorted(problems, key=lambda p: (p.line or 0, p.field)))
     return LoadedJob(spec, folder, args, job_file)
@@ -290,6 +305,21 @@ def _check_app(doc: YamlDocument, folder: Path, app_spec: AppSpec) -> list[Probl
         return [Problem(doc.path, line, field, f"'{script}' must be a path inside {APP_FOLDER}/")]
     if not (app / relative).is_file():
         return [Problem(doc.path, line, field, f"'{script}' is not in {APP_FOLDER}/ ({app / relative} is missing)")]
+    return []
+
+
+def _check_initial_model_file(doc: YamlDocument, folder: Path, value: str, is_job_file: bool) -> list[Problem]:
+    """The file `initial_model` names is in the job (a job file packs only app/ beside it)."""
+    from flctl.node.jobs.initial_model import ModelFile, parse
+
+    ref = parse(value)
+    path = ref.path if isinstance(ref, ModelFile) else ref.file
+    line = doc.line_of(("initial_model",))
+    if is_job_file and PurePosixPath(path).parts[0] != APP_FOLDER:
+        return [Problem(doc.path, line, "initial_model", f"'{path}' is not sent: a job file packs only the "
+                        f"{APP_FOLDER}/ beside it; put the file in {APP_FOLDER}/")]
+    if not (folder / path).is_file():
+        return [Problem(doc.path, line, "initial_model", f"'{path}' is not in the job ({folder / path} is missing)")]
     return []
 
 

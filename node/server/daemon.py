@@ -75,7 +75,7 @@ class ServerDaemon:
         board, hub = TaskBoard(), SiteHub()
         self._poke_scheduler: Callable[[], None] = lambda: None
         runner = JobRunner(store, board, hub, workspace / "jobs", lambda _job: self._poke_scheduler(),
-                           spare=resources.spare_job_process)
+                           spare=resources.spare_job_process, job_isolation=resources.job_isolation)
         self.ctx = ServerContext(kit, workspace, store, board, hub, runner, config.heartbeat.interval_s,
                                  config.heartbeat.timeout_s, audit, policy, revocations, self.disk)
         self.scheduler = Scheduler(self.ctx, resources.max_concurrent_jobs)

@@ -28,6 +28,7 @@ class RunPlan(LinkMessage):
     initial: str | None = None  # the checkpoint a resumed job starts from
     start_round: int = 0
     state: str | None = None  # a stateful workflow's state saved with that checkpoint
+    job_isolation: str = "required"  # the server's local/resources.yml: how job code it runs is confined
 
 
 # ---------------------------------------------------------------- job process -> daemon

@@ -211,6 +211,16 @@ def _link(saved: Path, path: Path) -> bool:
     return True
 
 
+def _initial_model(value: str, fed: PipeFederation, job_dir: Path, policy: str) -> Params:
+    """job.yml's initial model: a file of the bundle, or the app's function called confined (never in this process)."""
+    from flctl.node.jobs import initial_model
+
+    params = initial_model.load(value, fed.job_file, lambda ref: initial_model.build_from_bundle(
+        ref, job_dir / "bundle.zip", job_dir / "initial-model", policy))
+    fed.log(f"initial model from {value}: {len(params)} tensors")
+    return params
+
+
 def _read_inbox(stream: IO[str], inbox: queue.Queue[JobAnswer]) -> None:
     """Move the daemon's answers into `inbox`; one that cannot be read is logged and refused."""
     for line in stream:
@@ -240,6 +250,8 @@ def main(argv: list[str]) -> int:
         if run.initial:
             initial = tensors.read_file(Path(run.initial))
             fed.log(f"resuming at round {run.start_round} from {Path(run.initial).name}")
+        elif job_spec.initial_model:
+            initial = _initial_model(job_spec.initial_model, fed, job_dir, run.job_isolation)
         if run.state:
             workflow.restore(read_state(Path(run.state)))
             fed.log(f"the workflow's state restored from {Path(run.state).name}")

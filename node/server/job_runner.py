@@ -64,8 +64,9 @@ def last_checkpoint(job_dir: Path) -> int | None:
 
 class JobRunner:
     def __init__(self, store: Store, board: TaskBoard, hub: SiteHub, jobs_dir: Path,
-                 on_end: Callable[[str], None], spare: bool = True) -> None:
+                 on_end: Callable[[str], None], spare: bool = True, job_isolation: str = "required") -> None:
         self._store = store
+        self._job_isolation = job_isolation  # how the job process confines job code it runs (an initial model's)
         self._board = board
         self._hub = hub
         self._jobs_dir = jobs_dir
@@ -119,7 +120,8 @@ class JobRunner:
     def _start(self, job: JobRow, sites: list[str], resume: bool) -> None:
         job_dir = self.job_dir(job.id)
         job_dir.mkdir(parents=True, exist_ok=True)
-        plan = job_messages.RunPlan(job_id=job.id, spec=job.spec, sites=sites, min_sites=job.min_sites)
+        plan = job_messages.RunPlan(job_id=job.id, spec=job.spec, sites=sites, min_sites=job.min_sites,
+                                    job_isolation=self._job_isolation)
         last = last_checkpoint(job_dir) if resume else None
         if last is not None:
             state = state_path(job_dir, f"round-{last}")  # a stateful workflow's state of that round

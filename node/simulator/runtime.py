@@ -319,7 +319,7 @@ def simulate(job: LoadedJob, sites: list[str], workspace: Path, workers: int | N
     fed.log(f"isolation: {isolation.describe()}")
     status, error = JobStatus.FINISHED, ""
     try:
-        workflow.run(fed, None, 0)
+        workflow.run(fed, _initial_model(job, fed, app_dir, job_dir / "tmp" / "initial-model", isolation), 0)
     except WorkflowError as exc:
         fed.log(f"workflow failed: {exc}")
         status, error = JobStatus.FAILED, str(exc)
@@ -341,6 +341,20 @@ def simulate(job: LoadedJob, sites: list[str], workspace: Path, workers: int | N
                               time.monotonic() - started, isolation.describe())
     (job_dir / MARKER).write_text(json.dumps(result.as_dict(), indent=1) + "\n")
     return result
+
+
+def _initial_model(job: LoadedJob, fed: SimFederation, app_dir: Path, work: Path,
+                   isolation: sandbox.Isolation) -> Params | None:
+    """job.yml's initial model, None without one: a file of the job, or the app's function called in a child process
+    confined as the scripts are (never in this process)."""
+    if not job.spec.initial_model:
+        return None
+    from flctl.node.jobs import initial_model
+
+    params = initial_model.load(job.spec.initial_model, fed.job_file,
+                                lambda ref: initial_model.build(ref, app_dir, work, isolation))
+    fed.log(f"initial model from {job.spec.initial_model}: {len(params)} tensors")
+    return params
 
 
 def _fresh_job_dir(workspace: Path, name: str) -> Path:
