@@ -12,7 +12,7 @@ workflow: {type: fedavg, args: {rounds: 3, round_timeout_s: 60}}
 sites: all                      # or a list of site names
 min_sites: 2
 resources: {cpus: 1, memory_mb: 0}
-app: {command: [python, train.py], env: {}}
+app: {command: [python, train.py], env: {}}   # also framework: pytorch, compat: nvflare
 privacy_scope: private          # optional: the sites' filters for it apply (default: each site's default_scope)
 initial_model: app/net.py:make_model   # optional: round 0's model (or a safetensors file of the job)
 ```
@@ -40,6 +40,7 @@ from pydantic import (
 
 from flctl.node.errors import JobError
 from flctl.node.jobs.bundle import APP_FOLDER, JOB_FILE, job_file_of
+from flctl.node.jobs.metrics_spec import MetricsSpec
 from flctl.node.workflows import WORKFLOWS
 from flctl.node.workflows.base import Workflow, WorkflowArgs
 from flctl.provisioner.errors import InputError, Problem
@@ -111,6 +112,18 @@ class AppSpec(_Strict):
     env: Annotated[dict[str, str], AfterValidator(_check_env)] = Field(
         default_factory=dict, description="Extra environment variables for the command"
     )
+    framework: Literal["numpy", "pytorch"] | None = Field(
+        None, description="What the script's params are: numpy arrays or torch tensors (pytorch: received as "
+        "tensors, net.load_state_dict(model.params) works as it is). Default: numpy, or pytorch with compat: "
+        "nvflare (as NVIDIA FLARE's ScriptRunner)")
+    compat: Literal["nvflare"] | None = Field(
+        None, description="Another framework's Client API the script is written for, run as it is: nvflare puts "
+        "flctl's `nvflare.client` (NVIDIA FLARE 2.x's Client API) on this job's script path only; a real NVIDIA "
+        "FLARE installed at a site is not used by the job")
+
+    def params_framework(self) -> str:
+        """What the script's params are: `framework`, else pytorch for compat nvflare, else numpy."""
+        return self.framework or ("pytorch" if self.compat == "nvflare" else "numpy")
 
     def script(self) -> str | None:
         """The script of a `[python, SCRIPT, ...]` command, else None."""
@@ -167,6 +180,8 @@ class JobSpec(_Strict):
         None, min_length=1, description="The privacy scope the job asks of each site: the filters that site's "
         "local/privacy.yml lists for it apply to the job's tasks and results; a site without it refuses the job "
         "(default: each site's default_scope)")
+    metrics: MetricsSpec = Field(default_factory=MetricsSpec, description="Where the job's metrics go besides "
+                                 "flctl's own store: tensorboard, mlflow, wandb (see flctl.node.jobs.metrics_spec)")
     initial_model: Annotated[str | None, AfterValidator(_check_initial_model)] = Field(
         None, description="The model round 0 sends every site: a safetensors file of the job "
         "(model/initial.safetensors; for a job file, in app/), or a function of the app that returns a torch module "
