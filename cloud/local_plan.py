@@ -26,10 +26,16 @@ STATE_FILE = "poc.json"
 
 
 def default_workspace() -> Path:
-    """$FLCTL_POC_WORKSPACE, else <data folder>/flctl/poc ($XDG_DATA_HOME, else ~/.local/share)."""
+    """$FLCTL_POC_WORKSPACE, else the last prepared federation's folder (`local_context`), else
+    <data folder>/flctl/poc ($XDG_DATA_HOME, else ~/.local/share)."""
+    from flctl.cloud.local_context import remembered
+
     env = os.environ.get("FLCTL_POC_WORKSPACE")
     if env:
         return Path(env).expanduser()
+    last = remembered()
+    if last is not None:
+        return last
     data = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(data).expanduser() / "flctl" / "poc"
 

@@ -28,6 +28,13 @@ ROOT = Path(__file__).resolve().parent.parent
 LOCAL_PROJECT = ROOT / "playbooks" / "projects" / "local.yml"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_config_home(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Tests never read or write the user's flctl settings (~/.config/flctl: the remembered local federation): every
+    test, and every flctl it starts, gets a config folder of the session's own."""
+    os.environ["XDG_CONFIG_HOME"] = str(tmp_path_factory.mktemp("config-home"))
+
+
 @dataclass
 class CliResult:
     code: int

@@ -20,13 +20,17 @@ def command(
 ) -> None:
     """Provision a local federation: a server on 127.0.0.1, N sites and an admin (admin@localhost).
 
-    Start it with `flctl poc start`; while it exists, `flctl job …` acts as its admin by default.
+    Start it with `flctl poc start`; while it exists, `flctl job …` acts as its admin by default. The folder is
+    remembered (in $XDG_CONFIG_HOME/flctl/, else ~/.config/flctl/): later commands find it without
+    -w or FLCTL_POC_WORKSPACE, until another is prepared or it is cleaned.
     """
     from flctl.cloud.local import prepare
+    from flctl.cloud.local_context import remember
 
     root = resolve(workspace)
     with local_errors():
         state = prepare(root, sites, port)
+    remember(root)  # the commands that default to the local federation find it without FLCTL_POC_WORKSPACE
     admin = state.admin_kit(root)
     if json_out:
         terminal.print_json({"workspace": str(root), "port": state.port, "sites": state.sites,

@@ -17,8 +17,8 @@ from flctl.console.cli.terminal import abort
 PocWorkspaceOption = Annotated[
     Path | None,
     typer.Option("--workspace", "-w", file_okay=False, show_default=False,
-                 help="The local federation's folder [default: $FLCTL_POC_WORKSPACE, else "
-                      "~/.local/share/flctl/poc].")]
+                 help="The local federation's folder [default: $FLCTL_POC_WORKSPACE, else the last one "
+                      "prepared, else ~/.local/share/flctl/poc].")]
 
 _CODES = {"usage": exit_codes.BAD_INPUT, "failed": exit_codes.FAILED, "timeout": exit_codes.TIMED_OUT}
 
