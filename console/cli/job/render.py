@@ -20,6 +20,16 @@ def progress(job: Any) -> str:
     return f"{job.rounds_done}/{job.rounds}"
 
 
+def outcome(job: Any) -> str:
+    """The job's status, and the sites it ended without: "FINISHED (site-2 failed in round 2: reason)", so a job
+    that finished on fewer sites (min_sites allowed it) does not read as a bare success."""
+    from flctl.node.jobs.job_status import DROPPED
+
+    dropped = [f"{site.name} {site.state}" + (f" in round {site.round + 1}" if site.round >= 0 else "")
+               + (f": {site.error}" if site.error else "") for site in job.sites if site.state in DROPPED]
+    return f"{job.status} ({'; '.join(dropped)})" if dropped else str(job.status)
+
+
 def metrics_line(metrics: dict[str, dict[str, float]]) -> str:
     parts = []
     for site in sorted(metrics):

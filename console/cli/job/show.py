@@ -14,7 +14,7 @@ from flctl.console.cli.options import JsonOption
 def command(job_id: Annotated[str, typer.Argument(metavar="ID")], kit: KitOption = None,
             json_out: JsonOption = False) -> None:
     """Show a job: status, rounds done, each site's state, the last metrics and where its artifacts are."""
-    from flctl.console.cli.job.render import cross_site_table, duration, metrics_line, progress
+    from flctl.console.cli.job.render import cross_site_table, duration, metrics_line, outcome, progress
     from flctl.node.jobs.job_status import JobStatus
 
     with connect(kit) as admin:
@@ -22,7 +22,7 @@ def command(job_id: Annotated[str, typer.Argument(metavar="ID")], kit: KitOption
     if json_out:
         terminal.print_json(job.to_json())
         return
-    pairs = [("id", job.id), ("name", job.name), ("status", job.status), ("workflow", job.workflow),
+    pairs = [("id", job.id), ("name", job.name), ("status", outcome(job)), ("workflow", job.workflow),
              ("rounds", progress(job)), ("min sites", job.min_sites),
              ("submitter", f"{job.submitter} ({job.submitter_org})"), ("duration", duration(job)),
              ("artifacts", job.artifacts)]

@@ -71,7 +71,7 @@ def follow(admin: AdminClient, job_id: str, quiet: bool = False, hint: bool = Tr
         return final
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from flctl.console.cli.job.render import metrics_line
+    from flctl.console.cli.job.render import metrics_line, outcome
 
     job = admin.get_job(job_id)
     show_bar = terminal.interactive() and job.rounds > 0
@@ -90,7 +90,9 @@ def follow(admin: AdminClient, job_id: str, quiet: bool = False, hint: bool = Tr
     final = admin.get_job(job_id)
     if final.status == JobStatus.FINISHED:
         if hint:
-            terminal.success(f"job {job_id} FINISHED; `flctl job download {job_id}` fetches the results")
+            terminal.success(f"job {job_id} {outcome(final)}; `flctl job download {job_id}` fetches the results")
+        elif outcome(final) != final.status:
+            terminal.warning(f"job {job_id} {outcome(final)}")
     else:
-        terminal.error(f"job {job_id} {final.status}" + (f": {final.error}" if final.error else ""))
+        terminal.error(f"job {job_id} {outcome(final)}" + (f": {final.error}" if final.error else ""))
     return final
