@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from flctl.provisioner.project import Role
+from flctl.provisioner.participant_kinds import Role
 
 
 class _Strict(BaseModel):

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from flctl.provisioner.project import Kind
+from flctl.provisioner.participant_kinds import Kind
 
 STARTUP = "startup"
 LOCAL = "local"

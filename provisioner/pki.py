@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -19,7 +20,10 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, ObjectIdentifier
 
 from flctl.provisioner.names import is_ip
-from flctl.provisioner.project import KINDS, ROLES, KeyType, Kind, Participant, Role
+from flctl.provisioner.participant_kinds import KINDS, ROLES, KeyType, Kind, Role
+
+if TYPE_CHECKING:  # project.yml's schema is heavy: a command that only reads a kit does not build it
+    from flctl.provisioner.project import Participant
 
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 PublicKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey

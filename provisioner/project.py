@@ -18,14 +18,10 @@ from flctl.provisioner.names import (
     check_server_name,
     check_simple_name,
 )
+from flctl.provisioner.participant_kinds import KEY_TYPES, KINDS, ROLES, KeyType, Kind, Role
 
-ROLES = ("project_admin", "org_admin", "lead", "member")
-KINDS = ("server", "site", "admin")
-KEY_TYPES = ("ec-p256", "rsa-2048", "rsa-3072")
+__all__ = ["KEY_TYPES", "KINDS", "ROLES", "KeyType", "Kind", "Role"]  # their home is participant_kinds
 
-Role = Literal["project_admin", "org_admin", "lead", "member"]
-Kind = Literal["server", "site", "admin"]
-KeyType = Literal["ec-p256", "rsa-2048", "rsa-3072"]
 
 ProjectName = Annotated[str, AfterValidator(check_project_name)]
 SimpleName = Annotated[str, AfterValidator(check_simple_name)]

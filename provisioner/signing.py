@@ -15,13 +15,15 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 
 from flctl.provisioner import kit_layout as layout
 from flctl.provisioner import pki
-from flctl.provisioner.project import Participant
+
+if TYPE_CHECKING:  # project.yml's schema is heavy: a command that only verifies a kit does not build it
+    from flctl.provisioner.project import Participant
 
 FORMAT_VERSION = 1
 
