@@ -76,8 +76,10 @@ def missing_mask(column: np.ndarray) -> np.ndarray:
     import numpy as np
 
     if is_numeric(column):
-        return np.isnan(column)
-    return np.fromiter((v is None for v in column), dtype=bool, count=column.size)
+        nan: np.ndarray = np.isnan(column)
+        return nan
+    gone: np.ndarray = np.fromiter((v is None for v in column), dtype=bool, count=column.size)
+    return gone
 
 
 def summary(data: Columns, features: list[str] | None) -> dict[str, Any]:

@@ -114,7 +114,7 @@ class _Gate:
                 refused[statistic] = "the script gave a histogram that is not counts"
             elif len(counts) > self.policy.max_bins_percent / 100 * count:
                 refused[statistic] = (f"{len(counts)} bins is more than {self.policy.max_bins_percent:g}% of its "
-                                      f"{count} records (the site's max_bins_percent)")
+                                      "records (the site's max_bins_percent)")
             else:
                 out[kind], out[f"{kind}_suppressed_bins"] = self._bins([c for c in counts if c is not None])
         return out, refused
