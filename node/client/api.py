@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -31,9 +31,9 @@ if TYPE_CHECKING:
     from multiprocessing.connection import Connection
 
 __all__ = [
-    "Model", "current_round", "get_job_id", "get_site_name", "init", "is_evaluate", "is_running", "is_submit_model",
-    "is_train", "job_id", "log", "proximal_term", "receive", "running", "scaffold_correct", "scaffold_params", "send",
-    "serve_statistics", "site_name",
+    "Model", "csv_ids", "current_round", "get_job_id", "get_site_name", "init", "is_evaluate", "is_running",
+    "is_submit_model", "is_train", "job_id", "load_model", "log", "proximal_term", "psi", "receive", "running",
+    "scaffold_correct", "scaffold_params", "send", "serve_statistics", "site_name",
 ]
 
 
@@ -218,6 +218,39 @@ def aggregate(params: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
     from flctl.node.client.swarm import weighted_mean
 
     return weighted_mean(params, meta.get("weights", {}))
+
+
+def psi(load_ids: Callable[[], Iterable[Any]]) -> int:
+    """Take part in a `psi` job (private set intersection): answer its tasks until the job ends, with the IDs that
+    `load_ids()` returns (all str or all int; duplicates count once), and return the size of the intersection of
+    all sites, which is written, one ID a line, to `psi/intersection.txt` in the job workspace. The IDs never leave
+    this process; the PSI messages are computed here (`flctl.node.client.psi`).
+
+        fl.init()
+        fl.psi(lambda: fl.csv_ids("/data/customers.csv", "customer_id"))
+    """
+    from pathlib import Path
+
+    from flctl.node.client.psi import PsiError, PsiParty
+
+    session = _connected()
+    if getattr(_thread, "session", None) is not None:
+        raise PsiError("fl.psi() needs the site's own job workspace; flctl simulate does not run psi jobs, run it "
+                       "on a federation (flctl poc or a provisioned one)")
+    party = PsiParty(load_ids, Path(os.environ.get("HOME") or Path.cwd().parent))
+    size = 0
+    while (task := session.next_task(None)) is not None:
+        params, meta = party.answer(task.task, task.params, task.meta)
+        session.answer(Model(params=params, meta=meta, num_examples=0))
+        size = int(meta.get("size", size)) if task.task == "psi_done" else size
+    return size
+
+
+def csv_ids(path: str, column: str) -> list[str]:
+    """The values of `column` of the CSV file at `path` (its first line names the columns): IDs for `fl.psi`."""
+    from flctl.node.client.psi import csv_ids as read
+
+    return read(path, column)
 
 
 def is_train() -> bool:

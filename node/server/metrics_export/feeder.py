@@ -1,0 +1,180 @@
+"""A job's exporter process: the job's metrics, as the server stores them, fed to every exporter it turns on.
+
+    python -m flctl.node.server.metrics_export.feeder JOB_DIR
+
+Reads `JOB_DIR/export.json` (`launch.ExportPlan`), then follows the job's rows of the server's store (read-only,
+every POLL_S) and hands each exporter the new ones: the values scripts log (`fl.log`) and the metrics of each
+site's answers, per round. After the job has ended it waits for its sites' last reports (until every site's part
+is over, or SETTLE_S), exports them, and closes every exporter with the job's status; end of file on stdin (the
+daemon stopped) ends it the same way, with no status. What it has exported is remembered in
+`JOB_DIR/export/state.json`, so a job the server resumes after a restart goes on where it left off.
+
+An exporter that fails (an MLflow server that cannot be reached…) is named once in the job's log (this process's
+stderr) and left out from then on; the job never waits for an exporter, and its metrics stay in flctl.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import sys
+import threading
+import time
+from pathlib import Path
+
+from flctl.node.jobs.metrics_spec import LocalMetricsSpec
+from flctl.node.server.metrics_export import EXPORTERS
+from flctl.node.server.metrics_export.base import Exporter, JobContext, MetricPoint
+from flctl.node.server.metrics_export.launch import EXPORT_PLAN, ExportPlan
+
+POLL_S = 0.5
+"""How often the store is read for new metrics."""
+SETTLE_S = 15.0
+"""After the job ended, how long its sites' last reports (sent as they stop) are waited for."""
+ENDED = ("FINISHED", "FAILED", "ABORTED")
+SITE_OUT = ("finished", "failed", "aborted", "offline")
+
+
+def say(line: str) -> None:
+    """A line for the job's server log."""
+    print(f"metrics export: {line}", file=sys.stderr, flush=True)
+
+
+class MetricsTail:
+    """The job's rows of the server's store (`flctl.node.server.store`'s tables), read-only, as they are added."""
+
+    def __init__(self, db: Path, job_id: str) -> None:
+        self._db = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10, check_same_thread=False)
+        self._job_id = job_id
+
+    def after(self, rowid: int) -> list[tuple[int, MetricPoint]]:
+        rows = self._db.execute("SELECT rowid, site, round, name, value, step, time FROM metrics "
+                                "WHERE job_id = ? AND rowid > ? ORDER BY rowid", (self._job_id, rowid)).fetchall()
+        return [(r[0], MetricPoint(r[1], r[2], r[3], r[4], r[5], r[6])) for r in rows]
+
+    def status(self) -> str:
+        row = self._db.execute("SELECT status FROM jobs WHERE id = ?", (self._job_id,)).fetchone()
+        return str(row[0]) if row else "FAILED"  # a job removed meanwhile: nothing more will come
+
+    def sites_done(self) -> bool:
+        states = self._db.execute("SELECT state FROM job_sites WHERE job_id = ?", (self._job_id,)).fetchall()
+        return all(state in SITE_OUT for (state,) in states)
+
+    def close(self) -> None:
+        self._db.close()
+
+
+class Guarded:
+    """An exporter that, once it fails, is named in the job's log and left out (it never fails the job)."""
+
+    def __init__(self, exporter: Exporter, job_id: str) -> None:
+        self.exporter = exporter
+        self._job_id = job_id
+        self.failed = False
+
+    def _failed(self, doing: str, exc: Exception) -> None:
+        self.failed = True
+        say(f"{self.exporter.name}: {doing} failed ({type(exc).__name__}: {str(exc)[:300]}); nothing more goes "
+            f"there for this job, and its metrics stay in flctl (flctl job metrics {self._job_id})")
+
+    def write(self, points: list[MetricPoint]) -> None:
+        if not self.failed:
+            try:
+                self.exporter.write(points)
+            except Exception as exc:  # noqa: BLE001 - whatever an exporter's library raises, the job goes on
+                self._failed("export", exc)
+
+    def close(self, status: str) -> None:
+        if not self.failed:
+            try:
+                self.exporter.close(status)
+            except Exception as exc:  # noqa: BLE001 - as in write
+                self._failed("closing", exc)
+
+
+def open_exporters(plan: ExportPlan, job_dir: Path) -> list[Guarded]:
+    """Every exporter the plan turns on; one that cannot start is named in the log and left out."""
+    spec = LocalMetricsSpec.model_validate(plan.metrics)
+    job = JobContext(plan.job_id, plan.job_name, job_dir, plan.sites, plan.workflow, plan.workflow_args)
+    opened = []
+    for name in spec.exporters():
+        try:
+            opened.append(Guarded(EXPORTERS[name](job, spec), plan.job_id))
+        except Exception as exc:  # noqa: BLE001 - a missing package or an unreachable server: the job goes on
+            say(f"{name} could not start ({type(exc).__name__}: {str(exc)[:300]}); the job's metrics stay in "
+                f"flctl (flctl job metrics {plan.job_id})")
+    if opened:
+        say("to " + ", ".join(g.exporter.name for g in opened))
+    return opened
+
+
+class Progress:
+    """The last row exported, in `JOB_DIR/export/state.json`."""
+
+    def __init__(self, job_dir: Path) -> None:
+        self._path = job_dir / "export" / "state.json"
+        try:
+            self.rowid = int(json.loads(self._path.read_text())["rowid"])
+        except (OSError, ValueError, KeyError, TypeError):
+            self.rowid = 0
+
+    def save(self, rowid: int) -> None:
+        self.rowid = rowid
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self._path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"rowid": rowid}))
+        tmp.replace(self._path)
+
+
+def follow(tail: MetricsTail, exporters: list[Guarded], progress: Progress, stopped: threading.Event) -> str:
+    """Feed new rows to the exporters until the job has ended and its sites are done; the job's end status ("" when
+    the daemon stopped first)."""
+    ended_at: float | None = None
+    while True:
+        status = tail.status()
+        feed(tail, exporters, progress)
+        if status in ENDED:
+            ended_at = ended_at or time.monotonic()
+            if tail.sites_done() or time.monotonic() - ended_at > SETTLE_S:
+                feed(tail, exporters, progress)
+                return status
+        if stopped.wait(POLL_S):
+            feed(tail, exporters, progress)
+            return ""
+
+
+def feed(tail: MetricsTail, exporters: list[Guarded], progress: Progress) -> None:
+    rows = tail.after(progress.rowid)
+    if rows:
+        points = [point for _, point in rows]
+        for exporter in exporters:
+            exporter.write(points)
+        progress.save(rows[-1][0])
+
+
+def _watch_stdin(stopped: threading.Event) -> None:
+    for _ in sys.stdin:
+        pass
+    stopped.set()
+
+
+def main(argv: list[str]) -> int:
+    job_dir = Path(argv[0])
+    plan = ExportPlan.model_validate_json((job_dir / EXPORT_PLAN).read_text())
+    stopped = threading.Event()
+    threading.Thread(target=_watch_stdin, args=(stopped,), daemon=True).start()
+    exporters = open_exporters(plan, job_dir)
+    if not exporters:
+        return 0
+    tail = MetricsTail(Path(plan.db), plan.job_id)
+    try:
+        status = follow(tail, exporters, Progress(job_dir), stopped)
+    finally:
+        tail.close()
+    for exporter in exporters:
+        exporter.close(status)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

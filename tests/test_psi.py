@@ -1,0 +1,228 @@
+"""Private set intersection: the `psi` workflow relaying real OpenMined ECDH PSI messages between sites' `PsiParty`s
+(in memory here; over a real mTLS federation in test_psi_federation.py). Every result is compared with Python's
+own set intersection; bad input drops one site with a reason and leaves the others' result exact."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("private_set_intersection.python", reason="needs the privacy extra: bash scripts/setup.sh --all")
+
+from flctl.node.client.psi import RESULT_FILE, PsiError, PsiParty, check_ids
+from flctl.node.jobs.tasks import SiteFailure, Task, TaskResult
+from flctl.node.workflows import WORKFLOWS
+from flctl.node.workflows.base import WorkflowError
+from flctl.node.workflows.psi import Psi, PsiArgs
+
+from .test_fedavg import FakeFederation, Site
+
+Tamper = Callable[[Task, TaskResult], TaskResult]
+
+
+def party(name: str, ids: Callable[[], Iterable[Any]], workspace: Path, tamper: Tamper | None = None) -> Site:
+    """A site whose answers are its real `PsiParty`'s (as `fl.psi` gives them), optionally changed by `tamper`."""
+    own = PsiParty(ids, workspace / name)
+
+    def answer(task: Task) -> TaskResult | SiteFailure:
+        try:
+            params, meta = own.answer(task.kind.value, task.params, task.meta)
+        except PsiError as exc:
+            return SiteFailure(name, str(exc))
+        result = TaskResult(name, params, 0, {}, meta)
+        return tamper(task, result) if tamper else result
+
+    return answer
+
+
+def federation(tmp_path: Path, sets: dict[str, list[Any]], **tampered: Tamper) -> FakeFederation:
+    return FakeFederation({name: party(name, lambda ids=ids: ids, tmp_path, tampered.get(name.replace("-", "_")))
+                           for name, ids in sets.items()})
+
+
+def written(tmp_path: Path, site: str) -> list[str]:
+    return (tmp_path / site / RESULT_FILE).read_text().splitlines()
+
+
+def expected(*sets: Iterable[Any]) -> list[str]:
+    common = set.intersection(*({str(item) for item in ids} for ids in sets))
+    return sorted(common)
+
+
+SETS = {
+    "site-1": [f"c{i:04d}" for i in range(0, 600)] + ["c0001", "c0002"],  # duplicates count once
+    "site-2": [f"c{i:04d}" for i in range(300, 900)],
+    "site-3": [f"c{i:04d}" for i in range(0, 1000, 2)] + ["c0400", "x-only-here"],
+}
+
+
+def test_three_sites_learn_exactly_the_intersection_of_all(tmp_path: Path):
+    """Known overlaps with duplicates: every site writes the exact intersection; the server saw sizes only."""
+    # Prepare
+    fed = federation(tmp_path, SETS)
+    # Execute
+    result = Psi(PsiArgs()).run(fed, None)
+    # Assert
+    want = expected(*SETS.values())
+    assert len(want) == 150
+    for site in SETS:
+        assert written(tmp_path, site) == want
+    assert result == {}
+    assert fed.reports["psi"] == {"sites": list(SETS), "intersection_size": 150, "dropped": {},
+                                  "set_sizes": {"site-1": 600, "site-2": 600, "site-3": 501},
+                                  "written_by": list(SETS)}
+    assert fed.rounds[0] == {site: {"intersection_size": 150.0} for site in SETS}
+    assert WORKFLOWS["psi"] is Psi
+    seen = " ".join(fed.lines) + repr(fed.reports) + repr([task.meta for task, _, _ in fed.tasks])
+    assert "c0" not in seen and "x-only" not in seen
+
+
+def test_what_the_server_relays_is_opaque(tmp_path: Path):
+    """No relayed message holds an ID's bytes, and each PSI message goes to one site alone."""
+    # Prepare
+    fed = federation(tmp_path, SETS)
+    # Execute
+    Psi(PsiArgs()).run(fed, None)
+    # Assert
+    relayed = b"".join(value.tobytes() for task, _, _ in fed.tasks for value in task.params.values())
+    assert len(relayed) > 10_000
+    assert b"c0450" not in relayed and b"c04" not in relayed
+    assert all(len(sites) == 1 for task, sites, _ in fed.tasks if task.kind != "psi_items" and task.params)
+
+
+def test_an_empty_intersection_is_exact_and_written(tmp_path: Path):
+    """Disjoint sets: each site writes an empty intersection; integers work as IDs."""
+    # Prepare
+    sets: dict[str, list[Any]] = {"site-1": [1, 2, 3], "site-2": [3, 4, 5], "site-3": [5, 6, 1]}
+    fed = federation(tmp_path, sets)
+    # Execute
+    Psi(PsiArgs()).run(fed, None)
+    # Assert
+    for site in sets:
+        assert written(tmp_path, site) == []
+    assert fed.reports["psi"]["intersection_size"] == 0
+
+
+def test_the_order_decides_the_chain(tmp_path: Path):
+    """`order` puts site-3 first; the result is the same."""
+    # Prepare
+    fed = federation(tmp_path, SETS)
+    # Execute
+    Psi(PsiArgs(order=["site-3", "site-1", "site-2"])).run(fed, None)
+    # Assert
+    first = next(sites for task, sites, _ in fed.tasks if task.kind == "psi_request")
+    assert first == ["site-1"]  # site-1 is the first PSI client, against site-3
+    assert fed.reports["psi"]["sites"] == ["site-3", "site-1", "site-2"]
+    assert written(tmp_path, "site-2") == expected(*SETS.values())
+
+
+@pytest.mark.parametrize(("bad", "reason"), [
+    ([], "this site's ID list is empty"),
+    (["a", 2], "ID number 2 is a int where the IDs before it are str"),
+    ([1.5], "ID number 1 is a float"),
+])
+def test_a_site_with_unusable_ids_is_left_out_with_the_reason(tmp_path: Path, bad: list[Any], reason: str):
+    """An empty list or mixed types: that site fails with the reason, the others' result is exact."""
+    # Prepare
+    fed = federation(tmp_path, {**SETS, "site-3": bad})
+    # Execute
+    Psi(PsiArgs()).run(fed, None)
+    # Assert
+    assert reason in fed.reports["psi"]["dropped"]["site-3"]
+    assert written(tmp_path, "site-1") == written(tmp_path, "site-2") == expected(SETS["site-1"], SETS["site-2"])
+    assert not (tmp_path / "site-3" / RESULT_FILE).exists()
+
+
+def test_a_site_whose_id_type_differs_from_the_others_is_left_out(tmp_path: Path):
+    """Two sites of str IDs, one of int: the int site fails, naming both types; two sites of different types
+    cannot go on."""
+    # Prepare
+    fed = federation(tmp_path, {**SETS, "site-2": list(range(300, 900))})
+    pair = federation(tmp_path / "pair", {"site-1": ["1"], "site-2": [1]})
+    # Execute
+    Psi(PsiArgs()).run(fed, None)
+    # Assert
+    assert fed.reports["psi"]["dropped"] == {"site-2": "its IDs are int where the other sites' are str"}
+    assert written(tmp_path, "site-3") == expected(SETS["site-1"], SETS["site-3"])
+    with pytest.raises(WorkflowError, match=r"different types \(site-1 str, site-2 int\)"):
+        Psi(PsiArgs()).run(pair, None)
+
+
+def garbage(kind: str) -> Tamper:
+    """Answers of `kind` carry bytes that are no PSI message."""
+    def tamper(task: Task, result: TaskResult) -> TaskResult:
+        if task.kind == kind:
+            result.params = {name: np.frombuffer(b"not a PSI message", np.uint8) for name in result.params}
+        return result
+
+    return tamper
+
+
+@pytest.mark.parametrize(("liar", "kind"), [("site_3", "psi_request"), ("site_1", "psi_response"),
+                                            ("site_2", "psi_response")])
+def test_a_site_sending_a_malformed_message_is_left_out_and_the_others_start_over(tmp_path: Path, liar: str,
+                                                                                  kind: str):
+    """A malformed request or response: its peer says so, the sender is dropped and told, the chain starts over
+    without it, and the others' intersection is exactly theirs."""
+    # Prepare
+    fed = federation(tmp_path, SETS, **{liar: garbage(kind)})
+    name = liar.replace("_", "-")
+    others = [ids for site, ids in SETS.items() if site != name]
+    # Execute
+    Psi(PsiArgs()).run(fed, None)
+    # Assert
+    dropped = fed.reports["psi"]["dropped"]
+    assert list(dropped) == [name]
+    assert "could not use its message: the PSI" in dropped[name]
+    assert f"psi: starting over without {name} (2 sites)" in fed.lines
+    for site in SETS:
+        if site != name:
+            assert written(tmp_path, site) == expected(*others)
+    assert not (tmp_path / name / RESULT_FILE).exists()
+
+
+def test_a_response_that_drops_elements_is_refused(tmp_path: Path):
+    """A well-formed response with fewer elements than the request: refused, never an empty intersection."""
+    # Prepare
+    from flctl.node.client import psi as site_psi
+
+    def short(task: Task, result: TaskResult) -> TaskResult:
+        if task.kind == "psi_response":
+            import private_set_intersection.python as lib
+
+            response = lib.Response()
+            response.ParseFromString(result.params[site_psi.RESPONSE].tobytes())
+            del response.encrypted_elements[0]
+            result.params[site_psi.RESPONSE] = np.frombuffer(response.SerializeToString(), np.uint8)
+        return result
+
+    fed = federation(tmp_path, SETS, site_1=short)
+    # Execute
+    Psi(PsiArgs()).run(fed, None)
+    # Assert
+    assert "elements for a request of" in fed.reports["psi"]["dropped"]["site-1"]
+    assert written(tmp_path, "site-3") == expected(SETS["site-2"], SETS["site-3"])
+
+
+def test_too_few_sites_left_fail_the_job(tmp_path: Path):
+    """Two sites, one with an empty list: the job fails, naming the reason."""
+    # Prepare
+    fed = federation(tmp_path, {"site-1": ["a"], "site-2": []})
+    # Execute / Assert
+    with pytest.raises(WorkflowError, match=r"psi needs 2 sites but 1 can take part \(site-2: this site's ID list"):
+        Psi(PsiArgs()).run(fed, None)
+
+
+def test_check_ids_gives_distinct_sorted_strings_and_the_type():
+    """Duplicates count once; ints (numpy's too) become their decimal strings; a lone string is refused."""
+    # Prepare / Execute / Assert
+    assert check_ids(["b", "a", "b"]) == (["a", "b"], "str")
+    assert check_ids([np.int64(10), 2, 10]) == (["10", "2"], "int")
+    with pytest.raises(PsiError, match="one string"):
+        check_ids("abc")
+    with pytest.raises(PsiError, match="ID number 1 is a bool"):
+        check_ids([True])
