@@ -21,6 +21,20 @@ from flctl.console.cli.lazy_group import LazyGroup
 HELP = "flctl: provision, deploy, run and watch a federated-learning federation from the terminal."
 
 
+SUMMARIES = {
+    "provision": "Make signed PKI startup kits from a project.yml: `flctl provision PROJECT.yml`.",
+    "kit": "Inspect, verify, request, complete and unpack startup kits.",
+    "node": "Run the server or a site from its startup kit.",
+    "job": "Submit, list, show, abort, download, follow and remove jobs.",
+    "audit": "Check and read tamper-evident audit logs.",
+    "site": "The sites the server knows.",
+    "poc": "A local federation on this machine: prepare, start, status, stop, clean.",
+    "deploy": "Roll a federation out: one command per deploy target (over SSH, on this machine, or to "
+              "machines flctl creates in a cloud), then the whole inventory's.",
+}
+"""Each group's help text: `flctl --help` lists the groups from these without building them."""
+
+
 def _group(help_text: str, commands: dict[str, Callable[..., object]], **options: object) -> typer.Typer:
     """A command group: `commands` maps each command's name to its function, in the order help lists them."""
     group = typer.Typer(no_args_is_help=True, help=help_text, **options)  # type: ignore[arg-type]
@@ -33,7 +47,7 @@ def _provision() -> typer.Typer:
     from flctl.console.cli.default_group import DefaultGroup
     from flctl.console.cli.provision import build, renew, revoke, sign
 
-    return _group("Make signed PKI startup kits from a project.yml: `flctl provision PROJECT.yml`.",
+    return _group(SUMMARIES["provision"],
                   {"build": build.command, "sign": sign.command, "revoke": revoke.command, "renew": renew.command,
                    "crl": revoke.crl_command},
                   cls=DefaultGroup)
@@ -42,7 +56,7 @@ def _provision() -> typer.Typer:
 def _kit() -> typer.Typer:
     from flctl.console.cli.kit import complete, request, show, unpack, verify
 
-    return _group("Inspect, verify, request, complete and unpack startup kits.",
+    return _group(SUMMARIES["kit"],
                   {"show": show.command, "verify": verify.command, "request": request.command,
                    "complete": complete.command, "unpack": unpack.command})
 
@@ -50,14 +64,14 @@ def _kit() -> typer.Typer:
 def _node() -> typer.Typer:
     from flctl.console.cli.node import recover, start, stop
 
-    return _group("Run the server or a site from its startup kit.", {"start": start.command, "stop": stop.command,
+    return _group(SUMMARIES["node"], {"start": start.command, "stop": stop.command,
                                                                       "recover": recover.command})
 
 
 def _job() -> typer.Typer:
     from flctl.console.cli.job import abort, download, logs, ls, rm, show, submit
 
-    return _group("Submit, list, show, abort, download, follow and remove jobs.",
+    return _group(SUMMARIES["job"],
                   {"submit": submit.command, "ls": ls.command, "show": show.command, "abort": abort.command,
                    "download": download.command, "logs": logs.command, "rm": rm.command})
 
@@ -65,19 +79,19 @@ def _job() -> typer.Typer:
 def _audit() -> typer.Typer:
     from flctl.console.cli.audit import tail, verify
 
-    return _group("Check and read tamper-evident audit logs.", {"verify": verify.command, "tail": tail.command})
+    return _group(SUMMARIES["audit"], {"verify": verify.command, "tail": tail.command})
 
 
 def _site() -> typer.Typer:
     from flctl.console.cli.site import ls
 
-    return _group("The sites the server knows.", {"ls": ls.command})
+    return _group(SUMMARIES["site"], {"ls": ls.command})
 
 
 def _poc() -> typer.Typer:
     from flctl.console.cli.poc import clean, prepare, start, status, stop
 
-    return _group("A local federation on this machine: prepare, start, status, stop, clean.",
+    return _group(SUMMARIES["poc"],
                   {"prepare": prepare.command, "start": start.command, "status": status.command,
                    "stop": stop.command, "clean": clean.command})
 
@@ -89,8 +103,7 @@ def _deploy() -> typer.Typer:
     commands: dict[str, Callable[..., object]] = {name: target.command(each) for name, each in TARGETS.items()}
     commands |= {"status": status.command, "stop": stop.command, "logs": logs.command, "upgrade": upgrade.command,
                  "destroy": destroy.command}
-    return _group("Roll a federation out: one command per deploy target (over SSH, on this machine, or to "
-                  f"machines flctl creates in a cloud), then the whole inventory's: {', '.join(commands)}.", commands)
+    return _group(f"{SUMMARIES['deploy'][:-1]}: {', '.join(commands)}.", commands)
 
 
 class FlctlGroup(LazyGroup):
@@ -100,6 +113,7 @@ class FlctlGroup(LazyGroup):
         "provision": _provision, "kit": _kit, "node": _node, "job": _job, "audit": _audit,
         "site": _site, "poc": _poc, "deploy": _deploy,
     }
+    summaries: ClassVar[dict[str, str]] = SUMMARIES
 
     def __init__(self, **attrs: Any) -> None:
         super().__init__(**attrs)

@@ -44,15 +44,21 @@ class _Commands(MutableMapping[str, Any]):
     def __len__(self) -> int:
         return len(self._entries)
 
+    def built(self, name: str) -> bool:
+        """Whether `name` is a command already built (a lazy group not yet looked up is not)."""
+        return self._entries.get(name) is not None
+
 
 class LazyGroup(TyperGroup):
     """A TyperGroup with sub-groups built on demand: subclass it and fill `groups` (name -> Typer factory)."""
 
     groups: ClassVar[dict[str, Callable[[], typer.Typer]]] = {}
+    summaries: ClassVar[dict[str, str]] = {}
+    """A group's help text, known without building it: `flctl --help` lists the groups from these alone."""
 
     def __init__(self, **attrs: Any) -> None:
         super().__init__(**attrs)
-        self.commands = _Commands(self.commands, {name: self._builder(name, make)
+        self.commands: _Commands = _Commands(self.commands, {name: self._builder(name, make)
                                                   for name, make in self.groups.items()})
 
     def _builder(self, name: str, make: Callable[[], typer.Typer]) -> Callable[[], Any]:
@@ -66,3 +72,23 @@ class LazyGroup(TyperGroup):
 
     def list_commands(self, ctx: Any) -> list[str]:
         return list(self.commands)  # names only: listing builds nothing
+
+    def format_commands(self, ctx: Any, formatter: Any) -> None:
+        """Typer's listing, with a group not built yet shown by its summary (building every group, and importing
+        what each imports, would cost `flctl --help` a tenth of a second)."""
+        from typer._click.utils import make_default_short_help
+
+        names = self.list_commands(ctx)
+        if not names:
+            return
+        limit = formatter.width - 6 - max(len(name) for name in names)
+        rows = []
+        for name in names:
+            if not self.commands.built(name) and name in self.summaries:
+                rows.append((name, make_default_short_help(self.summaries[name], limit)))
+                continue
+            command = self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                rows.append((name, command.get_short_help_str(limit)))
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
