@@ -181,7 +181,7 @@ def test_a_scope_the_site_lacks_is_refused_naming_its_scopes() -> None:
 
 def test_the_registry_names_exclude_vars_with_nvidia_flare_s_argument() -> None:
     """`exclude_vars` is registered, and takes FLARE's argument name (a list of names or one regex string)."""
-    assert sorted(FILTERS) == ["exclude_vars"]
+    assert "exclude_vars" in FILTERS
     assert list(FILTERS["exclude_vars"].Args.model_fields) == ["exclude_vars"]
     made = make_filter("exclude_vars", {"exclude_vars": "x$"})
     assert made.needs_params and made.directions == frozenset(("task", "result"))

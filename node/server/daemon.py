@@ -14,7 +14,6 @@ import grpc
 from flctl.node.config.kit import NodeKit
 from flctl.node.config.local_files import node_config, policy_and_revocations
 from flctl.node.config.metrics import load_metrics_defaults, metrics_path
-from flctl.node.config.metrics import load_metrics_defaults, metrics_path
 from flctl.node.config.resources import load_resources, resources_path
 from flctl.node.errors import NodeError, StateDamaged
 from flctl.node.jobs.job_status import JobStatus, SiteState
@@ -63,7 +62,6 @@ class ServerDaemon:
         audit = AuditLog(workspace / "audit.jsonl", key_pem=kit.key_pem, actor="server")
         resources = load_resources(resources_path(kit.root))
         metrics_defaults = load_metrics_defaults(metrics_path(kit.root))
-        metrics_defaults = load_metrics_defaults(metrics_path(kit.root))
         self.disk = DiskGuard(workspace, resources.disk_reserve_bytes, self._disk_full)
         try:
             store = Store(workspace / "server.db",
@@ -80,7 +78,6 @@ class ServerDaemon:
         self._poke_scheduler: Callable[[], None] = lambda: None
         runner = JobRunner(store, board, hub, workspace / "jobs", lambda _job: self._poke_scheduler(),
                            spare=resources.spare_job_process, job_isolation=resources.job_isolation)
-        runner.feeders.defaults = metrics_defaults
         runner.feeders.defaults = metrics_defaults
         self.ctx = ServerContext(kit, workspace, store, board, hub, runner, config.heartbeat.interval_s,
                                  config.heartbeat.timeout_s, audit, policy, revocations, self.disk)

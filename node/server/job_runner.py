@@ -35,7 +35,6 @@ from flctl.node.process.spare_process import SPARE_FLAG, SpareProcess
 from flctl.node.server import job_messages
 from flctl.node.server.job_records import log_files, metrics_json
 from flctl.node.server.metrics_export.launch import Feeders
-from flctl.node.server.metrics_export.launch import Feeders
 from flctl.node.server.site_hub import SiteHub
 from flctl.node.server.store import JobRow, Store
 from flctl.node.server.task_board import INLINE_BYTES, PostedTask, TaskBoard
@@ -76,9 +75,6 @@ class JobRunner:
         self._running: dict[str, _Running] = {}
         self._lock = threading.RLock()
         self._spare = SpareProcess([*JOB_PROCESS, SPARE_FLAG], enabled=spare, **self._popen_args())
-        self.feeders = Feeders(store.path, lambda job_id, line: store.add_logs(job_id, "server", [(time.time(), line)]),
-                               {**self._popen_args(), "stdout": subprocess.DEVNULL})
-        """The jobs' metrics exporters (`flctl.node.server.metrics_export`); the daemon sets their defaults."""
         self.feeders = Feeders(store.path, lambda job_id, line: store.add_logs(job_id, "server", [(time.time(), line)]),
                                {**self._popen_args(), "stdout": subprocess.DEVNULL})
         """The jobs' metrics exporters (`flctl.node.server.metrics_export`); the daemon sets their defaults."""
@@ -152,7 +148,6 @@ class JobRunner:
             self._store.add_event(job.id, "started", f"job started on {len(sites)} sites: {', '.join(sites)}",
                                   {"sites": sites})
         self._push_start(job, sites)
-        self.feeders.start(job.id, job_dir, job.spec, sites)
         self.feeders.start(job.id, job_dir, job.spec, sites)
         assert process.stdout is not None and process.stderr is not None
         threading.Thread(target=self._read_requests, args=(run, process.stdout), daemon=True,
@@ -334,7 +329,6 @@ class JobRunner:
 
     def stop_all(self) -> None:
         self._spare.close()
-        self.feeders.stop_all()
         self.feeders.stop_all()
         with self._lock:
             runs = list(self._running.values())

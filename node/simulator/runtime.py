@@ -220,6 +220,8 @@ class SimFederation:
         """The task as the sites of `group` are given it, through their task filters: one message for the whole
         group when there are none, else one per site; a site whose filter fails is failed, and gets nothing."""
         if not self._filters.task_filters:
+            for site in group:  # a filter of the update needs the model the task brought (no copy: one dict)
+                self._filters.keep_received(site, task.params)
             return [(task, payload, group)]
         given: list[tuple[Task, bytes, list[str]]] = []
         for site in group:

@@ -11,8 +11,12 @@ from typing import Any
 
 from flctl.node.site.filters.base import Filter
 from flctl.node.site.filters.exclude_vars import ExcludeVars
+from flctl.node.site.filters.gaussian_dp import GaussianDp
+from flctl.node.site.filters.percentile_privacy import PercentilePrivacy
+from flctl.node.site.filters.svt_privacy import SvtPrivacy
 
-FILTERS: dict[str, type[Filter]] = {cls.type_name: cls for cls in (ExcludeVars,)}
+FILTERS: dict[str, type[Filter]] = {cls.type_name: cls for cls in (ExcludeVars, PercentilePrivacy, SvtPrivacy,
+                                                                   GaussianDp)}
 
 
 def make_filter(name: str, args: dict[str, Any]) -> Filter:

@@ -7,7 +7,9 @@ the simulation's main process for a simulated one. Which filters run, in which o
 `FILTERS` (`__init__.py`) names them.
 
 A filter with `needs_params = False` sees tasks and results whose `params` are empty (they stay undecoded: the fast
-path) and may change only their meta and metrics.
+path) and may change only their meta and metrics. A result filter with `needs_received = True` acts on the update
+(what the script changed in the model its task brought): the pipeline keeps each site's last task's params for it,
+as they arrived (before the task filters), and hands them over in `FilterContext.received`.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import ClassVar, Literal
 from pydantic import BaseModel, ConfigDict
 
 from flctl.node.errors import NodeError
-from flctl.node.jobs.tasks import Task, TaskResult
+from flctl.node.jobs.tasks import Params, Task, TaskResult
 
 Direction = Literal["task", "result"]
 """What a filter is applied to: the tasks a site brings in, or the results it sends out."""
@@ -38,6 +40,9 @@ class FilterContext:
     scope: str
     task_kind: str
     round: int
+    received: Params | None = None
+    """The params the task brought to this site, as they arrived (before the task filters), for a result filter
+    with `needs_received`; None otherwise."""
 
 
 class FilterArgs(BaseModel):
@@ -54,6 +59,8 @@ class Filter(ABC):
     Args: ClassVar[type[FilterArgs]]
     needs_params: ClassVar[bool] = True
     """Whether it reads or changes the tensors (they are then decoded for it, and encoded again after)."""
+    needs_received: ClassVar[bool] = False
+    """Whether, on results, it needs the model the task brought (`FilterContext.received`): a filter of the update."""
     directions: ClassVar[frozenset[Direction]] = frozenset(("task", "result"))
     """What it may be applied to (privacy.yml's `apply_to` is checked against it)."""
 
