@@ -106,7 +106,7 @@ def refusals(report: dict[str, Any]) -> list[str]:
     return lines
 
 
-def data_check_table(report: dict[str, Any]) -> Table | None:
+def data_check_table(report: Any) -> Table | None:
     """The data check as a site x column table: `ok`, or the rule broken and how many rows break it."""
     if not isinstance(report, dict) or not isinstance(report.get("results"), dict):
         return None
