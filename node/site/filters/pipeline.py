@@ -6,6 +6,11 @@ Both hold the task's and the result's params as safetensors bytes. When no filte
 (no filter at all, most often), those bytes pass as they are: never decoded, never copied (the fast path). Otherwise
 they are read as arrays over the bytes themselves (`tensors.views`, no copy), go through the filters in order, and
 are encoded again.
+
+A result filter of the update (`needs_received`: percentile_privacy, svt_privacy, gaussian_dp) needs the model the
+task brought: `task_in` keeps each site's last task's params (views over the task's bytes: no copy; the job process
+then holds them while the script trains) and `result_out` hands them to the filters once, for that site's answer.
+The simulator, which calls `task_in` only when there are task filters, keeps them with `keep_received`.
 """
 
 from __future__ import annotations
@@ -34,6 +39,17 @@ class FilterPipeline:
     result_filters: tuple[Filter, ...] = ()
     statistics: StatisticsPolicy = field(default_factory=StatisticsPolicy)
     """The site's rules for what leaves it of a statistics task, applied before any filter, in every scope."""
+    _received: dict[str, Params] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def keeps_received(self) -> bool:
+        """Whether a result filter needs the model each task brought (it acts on the update)."""
+        return any(f.needs_received for f in self.result_filters)
+
+    def keep_received(self, site: str, params: Params) -> None:
+        """Keep `params`, the model a task brought to `site`, for the result filters of `site`'s answer to it."""
+        if self.keeps_received:
+            self._received[site] = params
 
     def describe(self) -> str:
         """What a job's log says: `private (tasks: none; results: exclude_vars)`."""
@@ -46,9 +62,11 @@ class FilterPipeline:
         """What `site`'s script is given for `task`, whose params are `payload` (`task.params` is not used): the
         task as the task filters leave it (params empty) and its params' bytes, `payload` itself when no task filter
         needs the tensors. FilterError when a filter fails."""
+        ctx = FilterContext(site, self.job_id, self.scope, task.kind, task.round)
+        if self.keeps_received:
+            self.keep_received(site, self._decoded(payload, ctx, "the task's"))
         if not self.task_filters:
             return task, payload
-        ctx = FilterContext(site, self.job_id, self.scope, task.kind, task.round)
         decoded = any(f.needs_params for f in self.task_filters)
         task = replace(task, params=self._decoded(payload, ctx, "the task's") if decoded else {})
         for step in self.task_filters:
@@ -66,7 +84,7 @@ class FilterPipeline:
             answer, payload = self._statistics_released(task, answer, site)
         if not self.result_filters:
             return answer, payload
-        ctx = FilterContext(site, self.job_id, self.scope, task.kind, task.round)
+        ctx = FilterContext(site, self.job_id, self.scope, task.kind, task.round, self._received.pop(site, None))
         decoded = any(f.needs_params for f in self.result_filters)
         result = TaskResult(site, self._decoded(payload, ctx, "the script's") if decoded else {},
                             answer.num_examples, dict(answer.metrics), dict(answer.meta))
