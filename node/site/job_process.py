@@ -100,6 +100,18 @@ class Reporter:
         self._stop.set()
 
 
+class FilterNotes(logging.Handler):
+    """The site filters' log records (`flctl.site.filters`: the privacy spent after each round) as job log lines, so
+    `flctl job logs` shows them as well as the site's job_process.log."""
+
+    def __init__(self, reporter: Reporter) -> None:
+        super().__init__(logging.INFO)
+        self._reporter = reporter
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._reporter.line(record.getMessage())
+
+
 T = TypeVar("T")
 
 
@@ -280,6 +292,7 @@ def main(argv: list[str]) -> int:
         chan.close()
         return 1
     reporter.line(f"privacy scope at {kit.info.name}: {filters.describe()}")
+    logging.getLogger("flctl.site.filters").addHandler(FilterNotes(reporter))
     bridge = ScriptBridge(workdir=job_dir / "job" / "app", command=list(spec.app.command), env=dict(spec.app.env),
                           site=kit.info.name, job_id=job_id, on_output=reporter.line, on_metric=reporter.metric,
                           confine=confine)
