@@ -66,7 +66,9 @@ class Reporter:
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
     def start(self) -> None:
+        """Send every FLUSH_S from now on, the site filters' log records included (`FilterNotes`)."""
         self._thread.start()
+        logging.getLogger("flctl.site.filters").addHandler(FilterNotes(self))
 
     def line(self, text: str) -> None:
         with self._lock:
@@ -292,7 +294,6 @@ def main(argv: list[str]) -> int:
         chan.close()
         return 1
     reporter.line(f"privacy scope at {kit.info.name}: {filters.describe()}")
-    logging.getLogger("flctl.site.filters").addHandler(FilterNotes(reporter))
     bridge = ScriptBridge(workdir=job_dir / "job" / "app", command=list(spec.app.command), env=dict(spec.app.env),
                           site=kit.info.name, job_id=job_id, on_output=reporter.line, on_metric=reporter.metric,
                           confine=confine)
