@@ -1,0 +1,265 @@
+"""Federated statistics: the global figures equal numpy's over the pooled data (count, sum, mean, variance, min,
+max within 1e-9, histograms exactly, quantiles within the stated bound); each site's privacy rules are applied
+outside the script and a job cannot lower them; what a site refused or lacked is named; bad jobs are refused."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from flctl.node.client import api_wire as wire
+from flctl.node.client.statistics import _figures as figures
+from flctl.node.config.statistics_policy import StatisticsPolicy
+from flctl.node.errors import JobError
+from flctl.node.jobs.job_spec import load_job
+from flctl.node.jobs.tasks import SiteFailure, Task, TaskResult
+from flctl.node.site.filters.pipeline import FilterPipeline
+from flctl.node.site.statistics_release import release
+from flctl.node.workflows import statistics_merge as merge
+from flctl.node.workflows.statistics import Statistics, StatisticsArgs
+
+from .test_fedavg import FakeFederation
+
+EXACT = StatisticsPolicy(min_count=1, max_bins_percent=100, noise_level=(0.0, 0.0))
+"""A site that releases everything as it is (so the global figures can be compared with numpy's)."""
+
+
+def site_data(seed: int, rows: int, with_bmi: bool = True) -> dict[str, Any]:
+    rng = np.random.default_rng(seed)
+    data: dict[str, Any] = {"age": rng.normal(50 + seed, 12, rows).round(), "weight": rng.gamma(9, 8, rows)}
+    data["age"][rng.random(rows) < 0.1] = np.nan
+    if with_bmi:
+        data["bmi"] = rng.normal(26, 4, rows)
+    return data
+
+
+SITES = {"site-1": site_data(1, 120), "site-2": site_data(2, 347, with_bmi=False), "site-3": site_data(3, 1013)}
+"""3 sites of different sizes; site-2 has no bmi."""
+
+
+def statistics_site(name: str, data: Any, policy: StatisticsPolicy = EXACT) -> Callable[[Task], TaskResult]:
+    """A site as a real one answers: the script's figures (client side), then the site's release of them through
+    the same FilterPipeline a site job process runs."""
+    pipeline = FilterPipeline("job-1", "public", statistics=policy)
+
+    def run(task: Task) -> TaskResult:
+        raw = {"statistics": figures(data if callable(data) else lambda: data, task.meta)}
+        out, _ = pipeline.result_out(task, wire.Result(1, 0, {}, raw), b"", name)
+        return TaskResult(name, {}, 0, out.metrics, out.meta)
+
+    return run
+
+
+def run_statistics(args: dict[str, Any], sites: dict[str, Callable[[Task], TaskResult]]) -> dict[str, Any]:
+    fed = FakeFederation(sites)  # type: ignore[arg-type]
+    Statistics(StatisticsArgs.model_validate(args)).run(fed, None)  # type: ignore[arg-type]
+    report: dict[str, Any] = fed.reports["statistics"]  # type: ignore[assignment]
+    return report
+
+
+ALL_STATS = {"statistics": {"count": {}, "sum": {}, "mean": {}, "variance": {}, "stddev": {}, "min": {}, "max": {},
+                            "failure_count": {}, "histogram": {"*": {"bins": 20}, "age": {"bins": 7,
+                                                                                         "range": [20, 90]}},
+                            "quantile": {"*": [0.1, 0.5, 0.9]}},
+             "sketch_bins": 40}
+
+
+def test_global_figures_equal_numpy_over_the_pooled_data():
+    """3 sites of 120, 347 and 1013 rows, bmi missing at one: global figures as numpy computes them pooled."""
+    # Prepare
+    sites = {name: statistics_site(name, data) for name, data in SITES.items()}
+    # Execute
+    report = run_statistics(ALL_STATS, sites)
+    # Assert
+    glob = report["results"]["global"]
+    for feature in ("age", "weight", "bmi"):
+        pooled = np.concatenate([d[feature] for d in SITES.values() if feature in d])
+        values = pooled[~np.isnan(pooled)]
+        got = glob[feature]
+        assert got["count"] == values.size
+        assert got["failure_count"] == pooled.size - values.size
+        for name, want in (("sum", values.sum()), ("mean", values.mean()), ("variance", values.var(ddof=1)),
+                           ("stddev", values.std(ddof=1)), ("min", values.min()), ("max", values.max())):
+            assert got[name] == pytest.approx(want, rel=1e-9), (feature, name)
+        low, high = (20, 90) if feature == "age" else (values.min(), values.max())
+        bins = 7 if feature == "age" else 20
+        assert got["histogram"]["counts"] == np.histogram(values, bins=bins, range=(low, high))[0].tolist()
+        for q, value in got["quantile"].items():
+            assert abs(value - np.quantile(values, float(q))) <= got["quantile_error"], (feature, q)
+        assert got["quantile_error"] == pytest.approx((values.max() - values.min()) / 40)
+    assert report["missing"] == {"site-2": {"bmi": "this site has no such column"}}
+    assert "bmi" not in report["results"]["site-2"]
+    site1 = report["results"]["site-1"]["weight"]
+    assert site1["variance"] == pytest.approx(SITES["site-1"]["weight"].var(ddof=1), rel=1e-12)
+    edges = (glob["weight"]["min"], glob["weight"]["max"])
+    assert site1["histogram"]["counts"] == np.histogram(SITES["site-1"]["weight"], bins=20, range=edges)[0].tolist()
+
+
+def test_global_variance_is_not_an_average_of_the_sites_variances():
+    """Two sites with the same variance and different means: the global variance includes the gap between them."""
+    # Prepare
+    one, two = {"x": np.array([0.0, 2.0] * 50)}, {"x": np.array([10.0, 12.0] * 50)}
+    sites = {"a": statistics_site("a", one), "b": statistics_site("b", two)}
+    # Execute
+    report = run_statistics({"statistics": {"variance": {}}}, sites)
+    # Assert
+    pooled = np.concatenate([one["x"], two["x"]])
+    assert report["results"]["global"]["x"]["variance"] == pytest.approx(pooled.var(ddof=1), rel=1e-12)
+    assert report["results"]["a"]["x"]["variance"] == pytest.approx(one["x"].var(ddof=1))
+
+
+def test_a_job_asking_for_min_count_1_gets_the_sites_10():
+    """A site whose policy says min_count 10: the job's min_count 1 changes nothing; a feature of 5 records, a
+    sparse histogram bin and a small cohort are not released, and the result says why."""
+    # Prepare
+    data = {"rare": np.array([1.0, 2.0, 3.0, 4.0, 12345.678]), "common": np.r_[np.zeros(30), np.ones(3)]}
+    policy = StatisticsPolicy(min_count=10, max_bins_percent=50, noise_level=(0.0, 0.0))
+    sites = {"a": statistics_site("a", data, policy), "b": statistics_site("b", data, EXACT)}
+    args = {"statistics": {"count": {}, "sum": {}, "histogram": {"*": {"bins": 2}},
+                           "cohort": {"ones": "common == 1"}}, "min_count": 1}
+    # Execute
+    report = run_statistics(args, sites)
+    # Assert
+    assert "rare" not in report["results"]["a"]
+    assert report["refused"]["a"]["rare"] == {"*": "fewer than 10 records (the site's min_count)"}
+    assert report["results"]["b"]["rare"]["sum"] == pytest.approx(12355.678)
+    assert report["results"]["a"]["common"]["histogram"]["counts"] == [30, None]
+    assert report["results"]["a"]["common"]["histogram"]["suppressed_bins"] == 1
+    assert report["cohorts"]["ones"]["sites"] == {"a": None, "b": 3}
+    assert report["cohorts"]["ones"]["refused"] == {"a": "fewer than 10 records (the site's min_count)"}
+    assert report["policy"]["a"]["min_count"] == 10 and report["policy"]["b"]["min_count"] == 1
+
+
+def test_release_rebuilds_the_answer_from_known_figures_only():
+    """Whatever else a script puts in its answer (raw rows, params, a made-up key) does not leave the site."""
+    # Prepare
+    pipeline = FilterPipeline("job-1", "public", statistics=EXACT)
+    raw = {"statistics": {"features": {"x": {"count": 50, "sum": 5.0, "rows": [1, 2, 3], "secret": "data"}},
+                          "leak": [1, 2, 3]}, "other": "meta"}
+    task = Task("statistics", 0, {}, {"step": "summary"})  # type: ignore[arg-type]
+    # Execute
+    out, payload = pipeline.result_out(task, wire.Result(1, 7, {"m": 1.0}, raw), b"params bytes", "a")
+    # Assert
+    assert out.meta == {"statistics": {"step": "summary", "policy": {"min_count": 1, "max_bins_percent": 100.0,
+                                                                     "noise_level": [0.0, 0.0], "noise": "none"},
+                                       "features": {"x": {"count": 50, "failure_count": None, "sum": 5.0}},
+                                       "refused": {}, "missing": {}}}
+    assert out.metrics == {} and out.num_examples == 0
+    from flctl.node.wire import tensors
+
+    assert tensors.decode(payload) == {}
+
+
+def test_noise_moves_min_max_outward_and_perturbs_counts_with_a_fixed_seed():
+    """noise_level [0.1, 0.3]: min and max move outward by 10-30 % of their size; Laplace noise of scale 2 on
+    counts has the mean absolute deviation 2 over many draws (statistically, fixed seed)."""
+    # Prepare
+    policy = StatisticsPolicy(min_count=1, noise_level=(0.1, 0.3), noise="laplace", noise_scale=2.0)
+    raw = {"features": {"x": {"count": 1000, "failure_count": 0, "sum": 1.0, "min": -10.0, "max": 20.0}}}
+    rng = np.random.default_rng(7)
+    # Execute
+    outs = [release({"step": "summary"}, raw, policy, rng)["features"]["x"] for _ in range(4000)]
+    # Assert
+    lows = np.array([o["min"] for o in outs])
+    highs = np.array([o["max"] for o in outs])
+    assert lows.max() <= -11.0 and lows.min() >= -13.0
+    assert highs.min() >= 22.0 and highs.max() <= 26.0
+    deviation = np.abs(np.array([o["count"] for o in outs]) - 1000)
+    assert deviation.mean() == pytest.approx(2.0, rel=0.1)
+
+
+def test_too_many_bins_are_refused_per_site_and_named():
+    """max_bins_percent 10 with 50 records: 20 bins are refused at that site; the global histogram says whose
+    counts it lacks."""
+    # Prepare
+    small = {"x": np.arange(50.0)}
+    big = {"x": np.arange(1000.0)}
+    policy = StatisticsPolicy(min_count=1, max_bins_percent=10, noise_level=(0.0, 0.0))
+    sites = {"small": statistics_site("small", small, policy), "big": statistics_site("big", big, policy)}
+    # Execute
+    report = run_statistics({"statistics": {"histogram": {"x": {"bins": 20}}}}, sites)
+    # Assert
+    assert report["refused"]["small"]["x"]["histogram"] == ("20 bins is more than 10% of its records (the site's "
+                                                            "max_bins_percent)")
+    assert report["results"]["global"]["x"]["histogram"]["counts"] == np.histogram(big["x"], 20, (0, 999))[0].tolist()
+    assert report["notes"]["x"] == ["global histogram without small"]
+
+
+def test_a_site_whose_data_function_raises_fails_alone():
+    """site-2's data function raises: its part fails with the reason, the others complete."""
+    # Prepare
+    def broken() -> Any:
+        raise FileNotFoundError("/data/patients.csv")
+
+    sites = {"site-1": statistics_site("site-1", SITES["site-1"]), "site-2": statistics_site("site-2", broken),
+             "site-3": statistics_site("site-3", SITES["site-3"])}
+    # Execute
+    report = run_statistics({"statistics": {"count": {}, "mean": {}, "variance": {}}}, sites)
+    # Assert
+    assert report["failed"] == {"site-2": "the data function broken() failed: FileNotFoundError: /data/patients.csv"}
+    pooled = np.concatenate([SITES["site-1"]["weight"], SITES["site-3"]["weight"]])
+    assert report["results"]["global"]["weight"]["variance"] == pytest.approx(pooled.var(ddof=1), rel=1e-9)
+    assert "site-2" not in report["results"]
+
+
+def test_a_site_that_cannot_answer_is_failed_and_too_few_fail_the_job():
+    """A SiteFailure is named; fewer answers than min_sites fail the workflow."""
+    from flctl.node.workflows.base import WorkflowError
+
+    def gone(task: Task) -> SiteFailure:
+        return SiteFailure("b", "offline")
+
+    sites = {"a": statistics_site("a", SITES["site-1"]), "b": gone}
+    with pytest.raises(WorkflowError, match="only 1 of 2 sites answered"):
+        fed = FakeFederation(sites)  # type: ignore[arg-type]
+        Statistics(StatisticsArgs.model_validate({"statistics": {"count": {}}}), min_sites=2).run(fed, None)  # type: ignore[arg-type]
+
+
+def test_sketch_quantiles_are_within_one_bin_of_numpy():
+    """Quantiles read from a 50-bin histogram: within (max - min) / 50 of numpy's, on skewed data."""
+    values = np.random.default_rng(3).lognormal(0, 1, 5000)
+    counts = np.histogram(values, 50, (values.min(), values.max()))[0].tolist()
+    qs = [0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99]
+    got = merge.sketch_quantiles(counts, values.min(), values.max(), qs)
+    bound = merge.sketch_error(values.min(), values.max(), 50)
+    for q in qs:
+        assert abs(got[str(q)] - np.quantile(values, q)) <= bound
+
+
+def _job(tmp_path: Path, args: str) -> Path:
+    folder = tmp_path / "job"
+    (folder / "app").mkdir(parents=True, exist_ok=True)
+    (folder / "app" / "stats.py").write_text("")
+    (folder / "job.yml").write_text(f"api_version: 1\nname: s\nworkflow:\n  type: statistics\n  args:\n{args}"
+                                    "app: {command: [python, stats.py]}\n")
+    return folder
+
+
+@pytest.mark.parametrize(("args", "field", "said"), [
+    ("    statistics: {median: {}}\n", "workflow.args.statistics.median", "unknown key 'median'"),
+    ("    statistics: {histogram: {'*': {}}}\n", "workflow.args.statistics.histogram.*.bins", "'bins' is required"),
+    ("    statistics: {quantile: {'*': [0.5, 1.5]}}\n", "workflow.args.statistics.quantile.*[1]", "use less than 1"),
+    ("    statistics: {quantile: {x: [0]}}\n", "workflow.args.statistics.quantile.x[0]", "use more than 0"),
+    ("    statistics: {histogram: {height: {bins: 3}}}\n    features: [age]\n", "workflow.args",
+     "statistics.histogram.height: 'height' is not one of the features (age)"),
+    ("    statistics: {cohort: {old: 'age >= '}}\n", "workflow.args.statistics.cohort",
+     "cohort 'old': expected a number or a quoted string, found the end"),
+    ("    statistics: {}\n", "workflow.args", "name at least one statistic"),
+])
+def test_bad_statistics_are_refused_at_submit_naming_the_field(tmp_path: Path, args: str, field: str, said: str):
+    """A statistic that does not exist, a histogram without bins, a quantile outside (0, 1), a feature not asked
+    for, a filter that does not parse: refused when the job is read (exit 2 at submit), the field named."""
+    with pytest.raises(JobError) as caught:
+        load_job(_job(tmp_path, args))
+    problems = caught.value.problems
+    assert any(p.field == field and said in p.message for p in problems), [(p.field, p.message) for p in problems]
+
+
+def test_the_example_job_is_valid():
+    """playbooks/jobs/statistics reads as a valid statistics job."""
+    job = load_job(Path(__file__).parent.parent / "playbooks" / "jobs" / "statistics")
+    assert job.spec.workflow.type == "statistics"
