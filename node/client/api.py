@@ -4,16 +4,20 @@
 
     fl.init()
     while fl.running():
-        model = fl.receive()                      # params: name -> numpy array; round, meta, task
+        model = fl.receive()                      # params: name -> array (or torch tensor); round, meta, task
         params = train(model.params)
         fl.send(fl.Model(params=params, metrics={"loss": loss}, num_examples=n))
 
-flctl runs the script in a subprocess of the site job process (`flctl.node.client.script_bridge`) and tells
-it where to connect through the environment (`FLCTL_API_ADDRESS`, `FLCTL_API_AUTHKEY`). Run by
-hand, `init()` says so. NVIDIA FLARE's names work too: `is_running`, `get_site_name`, `get_job_id`.
+`import flctl.client as fl` is the documented entry point (the old `import node.api` still works, with a
+warning). flctl runs the script in a subprocess of the site job process (`flctl.node.client.script_bridge`) and
+tells it where to connect through the environment (`FLCTL_API_ADDRESS`, `FLCTL_API_AUTHKEY`). Run by hand,
+`init()` says so. NVIDIA FLARE's names work too: `is_running`, `get_site_name`, `get_job_id`; a script written for
+NVIDIA FLARE itself runs with job.yml `app: {compat: nvflare}` (`flctl.node.client.compat`).
 
-Importing this module is cheap: numpy, safetensors and the connection are loaded by `init()`
-and the first task; torch is never imported (torch tensors are converted through their methods).
+Params arrive as numpy arrays, or as torch tensors when job.yml says `app: {framework: pytorch}`
+(`FLCTL_FRAMEWORK`): then `net.load_state_dict(model.params)` works as it is, and `net.state_dict()` goes back
+as it is. Importing this module is cheap: numpy, safetensors and the connection are loaded by `init()` and the
+first task; torch only for a pytorch job's first task (sent tensors are converted through their methods).
 """
 
 from __future__ import annotations
@@ -41,11 +45,13 @@ __all__ = [
 class Model:
     """A model travelling between flctl and the script: the task's input, or the script's result.
 
-    From `receive()`: `params` (name -> numpy array), `round`, `meta` and `task` (its kind: "train",
-    "evaluate" or "submit_model"). For `send()`: `params` (numpy arrays, numbers or torch tensors),
-    `metrics` (name -> number), `num_examples` (how many examples produced it, the weight in
-    averaging), `meta` (JSON values) and `params_type`: "full" (the model itself) or "diff" (what
-    training added to the model received; the server adds it back).
+    From `receive()`: `params` (name -> numpy array, or torch tensor in a job with `app.framework: pytorch`),
+    `round`, `meta` and `task` (its kind: "train", "evaluate" or "submit_model"). For `send()`: `params` (numpy
+    arrays, numbers or torch tensors, e.g. `net.state_dict()`), `metrics` (name -> number: the result of this
+    task, which the workflow uses and records once per site and round; `fl.log` is for values during training),
+    `num_examples` (how many examples produced it, the weight in averaging), `meta` (JSON values) and
+    `params_type`: "full" (the model itself) or "diff" (what training added to the model received; the server
+    adds it back).
     """
 
     params: dict[str, Any] = field(default_factory=dict)
@@ -124,6 +130,8 @@ class _Session:
             raise _lost(exc) from None
         self.scaffold_control = {name[len(SCAFFOLD_C):]: params.pop(name) for name in list(params)
                                  if name.startswith(SCAFFOLD_C)}
+        if message.task_kind != "aggregate" and os.environ.get(wire.FRAMEWORK_ENV) == "pytorch":
+            params = _as_torch(params)
         self._current = Model(params=params, round=message.round, meta=message.meta, task=message.task_kind)
         self._current_id = message.task_id
         self.round = message.round
@@ -293,7 +301,9 @@ def serve_statistics(load: Any) -> None:
 
 
 def log(name: str, value: float, step: int | None = None) -> None:
-    """Report one metric value now (it goes to the server as it is logged, not with the result)."""
+    """Record one metric value during training (a loss per epoch, with `step`): it goes to the server as it is
+    logged. The task's result goes in `send(Model(metrics=...))`; a value logged in a round and also sent in that
+    round's metrics, under the same name, is recorded once."""
     if not isinstance(name, str) or not name:
         raise ValueError(f"fl.log(): the metric name must be a non-empty string, not {name!r}")
     if step is not None and (not isinstance(step, int) or isinstance(step, bool)):
@@ -373,6 +383,34 @@ def _own_before(session: _Session, round_no: int) -> dict[str, Any]:
     already answered gets the answer the site would have given then, not one from a c_i a round ahead)."""
     earlier = [r for r in session.scaffold_own if r < round_no]
     return session.scaffold_own[max(earlier)] if earlier else {}
+
+
+def load_model(path: str | os.PathLike[str], into: Any = None, strict: bool = True) -> dict[str, Any]:
+    """A model flctl saved (a job's `models/final.safetensors`, a round's checkpoint) as name -> numpy array; with
+    `into` (a torch module), loaded into it too (`load_state_dict`, `strict` as torch's), and returned as tensors.
+
+        net = Net()
+        fl.load_model("ws/my-job/models/final.safetensors", into=net)
+
+    Needs no connection: it works in any Python with flctl installed. The names are those the sites sent
+    (`state_dict()` keys)."""
+    from safetensors.numpy import load_file
+
+    arrays: dict[str, Any] = load_file(os.fspath(path))
+    if into is None:
+        return arrays
+    tensors = _as_torch(arrays)
+    into.load_state_dict(tensors, strict=strict)
+    return tensors
+
+
+def _as_torch(params: dict[str, Any]) -> dict[str, Any]:
+    """numpy arrays as torch tensors (sharing their memory where it is writable)."""
+    import numpy as np
+    import torch
+
+    return {name: torch.from_numpy(value if value.flags.writeable else np.array(value))
+            if isinstance(value, np.ndarray) else value for name, value in params.items()}
 
 
 def _connected() -> _Session:

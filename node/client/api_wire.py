@@ -36,6 +36,8 @@ AUTHKEY_ENV = "FLCTL_API_AUTHKEY"
 """The connection's authentication key, in hex."""
 SITE_ENV = "FLCTL_SITE"
 JOB_ID_ENV = "FLCTL_JOB_ID"
+FRAMEWORK_ENV = "FLCTL_FRAMEWORK"
+"""What the script's params are: "numpy" (arrays, the default) or "pytorch" (tensors); job.yml's app.framework."""
 
 _LENGTH = struct.Struct(">I")
 
