@@ -263,3 +263,76 @@ def test_the_example_job_is_valid():
     """playbooks/jobs/statistics reads as a valid statistics job."""
     job = load_job(Path(__file__).parent.parent / "playbooks" / "jobs" / "statistics")
     assert job.spec.workflow.type == "statistics"
+
+
+def test_data_check_names_the_rule_each_column_breaks_and_hides_small_counts():
+    """Per site and column: ok, or the first rule broken and its rows (hidden under min_count 10); the sites fit
+    for training, and why the others are not."""
+    from flctl.node.workflows.data_check import DataCheck, DataCheckArgs
+
+    # Prepare
+    good = {"age": np.arange(20.0, 80.0), "sex": np.array(["F", "M"] * 30, dtype=object)}
+    bad = {"age": np.r_[np.arange(20.0, 75.0), [150.0] * 3, [np.nan] * 2],
+           "sex": np.array(["F", "M", "X"] * 20, dtype=object)}
+    policy = StatisticsPolicy(min_count=10, noise_level=(0.0, 0.0))
+    fed = FakeFederation({"good": statistics_site("good", good, policy), "bad": statistics_site("bad", bad, policy)})
+    args = DataCheckArgs.model_validate({"schema": {"age": {"type": "number", "min": 0, "max": 120},
+                                                    "sex": {"type": "category", "categories": ["F", "M"]},
+                                                    "bmi": {"required": False}, "site_id": {}}})
+    # Execute
+    DataCheck(args).run(fed, None)  # type: ignore[arg-type]
+    # Assert
+    report: Any = fed.reports["data_check"]
+    bad_cols = report["results"]["bad"]["columns"]
+    assert bad_cols["age"] == {"ok": False, "rule": "max: values above 120", "rows": None, "rows_hidden": True}
+    assert bad_cols["sex"] == {"ok": False, "rule": "categories: values outside the allowed ones", "rows": 20,
+                               "rows_hidden": False}
+    assert bad_cols["bmi"]["ok"] and bad_cols["site_id"] == {"ok": False, "rule": "required: the column is absent",
+                                                             "rows": None, "rows_hidden": False}
+    assert report["fit"] == {"good": False, "bad": False}
+    assert report["why"]["good"] == ["site_id: required: the column is absent"]
+    assert report["results"]["good"]["rows"] == 60
+
+
+def test_cohort_filters_parse_safely_and_count_matching_records():
+    """The grammar: and/or/not, parentheses, in [...], numbers and strings; missing values match nothing; what is
+    not the grammar (a call, an attribute, a lone name) is refused without evaluating anything."""
+    from flctl.node.client.statistics import columns_of
+    from flctl.node.jobs.filter_expr import ExpressionError, mask, parse
+
+    data = columns_of({"age": [70, 50, np.nan, 80], "dx": ["C34", "C34", "C34", None], "bmi": [20, 30, 25, np.nan]})
+    cases = {'age >= 65 and dx == "C34"': [1, 0, 0, 0], "not age < 65": [1, 0, 0, 1],
+             "dx in ['C34', 'X']": [1, 1, 1, 0], "(age > 60 or bmi < 22) and not dx != 'C34'": [1, 0, 0, 0],
+             "age != 50": [1, 0, 0, 1]}
+    for text, want in cases.items():
+        assert mask(parse(text), data).astype(int).tolist() == want, text
+    for bad in ('__import__("os").system("true")', "age", "age >= 65 65", "age.real > 1 or", "", "age >= (1)"):
+        with pytest.raises(ExpressionError):
+            parse(bad)
+    with pytest.raises(ExpressionError, match="'dx' is categorical"):
+        mask(parse('dx < "C"'), data)
+
+
+def test_job_show_tables_name_sites_global_and_refusals():
+    """The report as tables: a feature's statistics by site and global, a refused one marked, cohorts."""
+    from flctl.console.cli.job.statistics_view import cohort_table, feature_tables, refusals
+
+    # Prepare
+    data = {"x": np.arange(100.0), "tiny": np.r_[np.ones(3), [np.nan] * 97]}
+    policy = StatisticsPolicy(min_count=10, max_bins_percent=100, noise_level=(0.0, 0.0))
+    sites = {"a": statistics_site("a", data, policy), "b": statistics_site("b", data, EXACT)}
+    report = run_statistics({"statistics": {"count": {}, "mean": {}, "histogram": {"*": {"bins": 2}},
+                                            "cohort": {"big": "x >= 95"}}}, sites)
+    # Execute
+    tables = {title: (columns, rows) for title, columns, rows in feature_tables(report)}
+    cohorts = cohort_table(report)
+    lines = refusals(report)
+    # Assert
+    columns, rows = tables["x"]
+    assert columns == ["statistic", "a", "b", "global"]
+    assert rows[0] == ["count", "100", "100", "200"]
+    assert rows[1] == ["mean", "49.5", "49.5", "49.5"]
+    assert rows[2] == ["histogram", "[0, 99] 50 50", "[0, 99] 50 50", "[0, 99] 100 100"]
+    assert tables["tiny"][1][0] == ["count", "refused", "3", "3"]
+    assert cohorts is not None and cohorts[2] == [["big", "x >= 95", "< min_count", "5", "5 (at least)"]]
+    assert "a refused tiny: fewer than 10 records (the site's min_count)" in lines

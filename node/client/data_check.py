@@ -25,7 +25,7 @@ def _column(column: Any, rule: dict[str, Any]) -> dict[str, Any]:
     if column is None:
         if rule.get("required", True):
             return {"ok": False, "rule": "required: the column is absent", "rows": None}
-        return {"ok": True, "rule": "", "rows": None}
+        return {"ok": True, "rule": "absent (not required)", "rows": None}
     kind = rule.get("type", "any")
     gone = missing_mask(column)
     present = column[~gone]

@@ -1,5 +1,5 @@
 """Server-side workflows of a job, one module each (FedAvg, FedAvgM, FedOpt, SCAFFOLD, cyclic,
-swarm, cross-site evaluation, statistics; more to come).
+swarm, cross-site evaluation, statistics, data check; more to come).
 
 `WORKFLOWS` maps job.yml's `workflow.type` to the class; add a workflow here to make it usable. A workflow
 talks only to `base.Federation` and keeps any state of its own through `Workflow.state`/`restore`.
@@ -10,6 +10,7 @@ from __future__ import annotations
 from flctl.node.workflows.base import Workflow
 from flctl.node.workflows.cross_site_eval import CrossSiteEval
 from flctl.node.workflows.cyclic import Cyclic
+from flctl.node.workflows.data_check import DataCheck
 from flctl.node.workflows.fedavg import FedAvg
 from flctl.node.workflows.fedavgm import FedAvgM
 from flctl.node.workflows.fedopt import FedOpt
@@ -19,4 +20,4 @@ from flctl.node.workflows.statistics import Statistics
 from flctl.node.workflows.swarm import Swarm
 
 WORKFLOWS: dict[str, type[Workflow]] = {cls.type_name: cls for cls in (FedAvg, FedAvgM, FedOpt, Scaffold, Cyclic, Swarm,
-                                                                     CrossSiteEval, Statistics, Psi)}
+                                                                     CrossSiteEval, Statistics, Psi, DataCheck)}
