@@ -51,6 +51,8 @@ class JobInfo:
     artifacts: str = ""
     reports: dict[str, Any] = field(default_factory=dict)
     """What the workflow reported, by name (`cross_site_eval`: the matrix); filled by `get_job` only."""
+    compat: str = ""
+    """job.yml's app.compat: another framework's Client API the script runs under ("nvflare"); "" for none."""
 
     @property
     def ended(self) -> bool:

@@ -35,7 +35,7 @@ from typing import IO, Any
 
 import flctl
 from flctl.node.client import api_wire as wire
-from flctl.node.client import legacy
+from flctl.node.client import compat, legacy
 from flctl.node.errors import NodeError
 from flctl.node.jobs.tasks import Task, TaskResult
 from flctl.node.site.sandbox import Confinement, Isolation, chown_tree, launcher, script_env, script_grants, user_ids
@@ -112,12 +112,14 @@ class ScriptBridge:
     `on_metric(name, value, step)` for every `fl.log(...)` as it happens.
 
     The script gets a minimal environment (`flctl.node.site.sandbox.script_env`: never the site's own variables) and
-    runs confined as `confine` says (default: no isolation, `workdir` as its workspace).
+    runs confined as `confine` says (default: no isolation, `workdir` as its workspace). Its params are numpy arrays
+    or torch tensors as `framework` says ("numpy", "pytorch"); `compat` (job.yml's app.compat) puts that
+    framework's Client API (`flctl.node.client.compat`) first on its path.
     """
 
     def __init__(self, *, workdir: Path, command: list[str], env: dict[str, str], site: str, job_id: str,
                  on_output: Callable[[str], None], on_metric: Callable[[str, float, int | None], None],
-                 confine: Confinement | None = None) -> None:
+                 confine: Confinement | None = None, framework: str = "numpy", compat: str | None = None) -> None:
         if not command:
             raise ValueError("the script's command is empty")
         self._workdir = workdir
@@ -126,6 +128,8 @@ class ScriptBridge:
         self._env = dict(env)
         self._site = site
         self._job_id = job_id
+        self._framework = framework
+        self._compat = compat
         self._on_output = on_output
         self._on_metric = on_metric
         self._events: queue.Queue[_Event] = queue.Queue()
@@ -277,8 +281,10 @@ class ScriptBridge:
         scratch.mkdir()
         env = script_env(os.environ, job_env=self._env, allow=confine.env_allow, home=confine.workspace, tmp=scratch)
         env.update({wire.ADDRESS_ENV: address, wire.AUTHKEY_ENV: authkey.hex(), wire.SITE_ENV: self._site,
-                    wire.JOB_ID_ENV: self._job_id})
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(python_path), legacy.PATH, env.get("PYTHONPATH", "")) if p)
+                    wire.JOB_ID_ENV: self._job_id, wire.FRAMEWORK_ENV: self._framework})
+        first = [compat.path(self._compat)] if self._compat else []  # before anything installed: this job only
+        paths = (*first, str(python_path), legacy.PATH, env.get("PYTHONPATH", ""))
+        env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
         command = [sys.executable, *self._command[1:]] if self._command[0] == "python" else self._command
         try:
             if confine.isolation.kind == "user":

@@ -62,6 +62,10 @@ class Observer(Protocol):
 
     def round_done(self, round_no: int, rounds: int, metrics: dict[str, dict[str, float]]) -> None: ...
 
+    def site_answered(self, round_no: int, answered: int, asked: int) -> None:
+        """`answered` of the `asked` sites of the task just sent have answered (or failed)."""
+        ...
+
     def log(self, line: str) -> None: ...
 
 
@@ -160,6 +164,14 @@ class SimFederation:
         return list(self._sites)
 
     def send(self, task: Task, sites: Sequence[str], timeout_s: float) -> Iterator[TaskResult | SiteFailure]:
+        answered = 0
+        for answer in self._answers(task, sites, timeout_s):
+            answered += 1
+            if self._observer is not None:
+                self._observer.site_answered(task.round, answered, len(sites))
+            yield answer
+
+    def _answers(self, task: Task, sites: Sequence[str], timeout_s: float) -> Iterator[TaskResult | SiteFailure]:
         self._task_seq += 1
         task_id = self._task_seq
         payload = tensors.encode(task.params)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import IO
 
 from flctl.node.client import api_wire as wire
-from flctl.node.client import legacy
+from flctl.node.client import compat, legacy
 from flctl.node.process.links import LinkError
 from flctl.node.simulator.site_thread import ThreadConnection, current_site, frame_for_task, run_script
 from flctl.node.simulator.worker_messages import (
@@ -58,6 +58,8 @@ class WorkerSpec:
     tmp_dir: Path
     isolation: sandbox.Isolation
     data_paths: tuple[str, ...] = ()
+    compat: str | None = None
+    """job.yml's app.compat: that framework's Client API goes first on the scripts' path."""
 
 
 def worker_grants(spec: WorkerSpec) -> sandbox.Grants:
@@ -250,7 +252,8 @@ def main(pipe: Connection, spec: WorkerSpec) -> None:
             print(f"flctl simulate: cannot confine the worker with Landlock: {exc}", file=sys.__stderr__)
             os._exit(1)
     os.chdir(spec.app_dir)
-    sys.path[:0] = [str(spec.app_dir), legacy.PATH]  # legacy: old scripts' `import node.api` still works
+    first = [compat.path(spec.compat)] if spec.compat else []  # this job's scripts only: a fresh process
+    sys.path[:0] = [*first, str(spec.app_dir), legacy.PATH]  # legacy: old scripts' `import node.api` still works
     sys.argv = [spec.script, *spec.argv]
     os.environ[wire.JOB_ID_ENV] = spec.job_id
     logs = SiteLogs(spec.log_dir, sys.__stderr__ or sys.stderr, f"isolation: {spec.isolation.describe()}")

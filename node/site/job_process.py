@@ -264,6 +264,16 @@ def _resources(kit_root: Path) -> Resources:
         return Resources()
 
 
+def setup_notes(reporter: Reporter, site: str, filters: FilterPipeline, compat: str | None) -> None:
+    """The job's log lines at `site` on what the script runs under: the privacy scope's filters, and for job.yml's
+    app.compat, whose module the script gets (flctl's, even where the real framework is installed)."""
+    reporter.line(f"privacy scope at {site}: {filters.describe()}")
+    if compat:
+        from flctl.node.client.compat import installed_note
+
+        reporter.line(f"compat {compat} at {site}: {installed_note(compat)}")
+
+
 def main(argv: list[str]) -> int:
     from flctl.node.client.script_bridge import ScriptBridge, ScriptError
     from flctl.node.jobs.job_spec import load_job
@@ -293,10 +303,10 @@ def main(argv: list[str]) -> int:
         reporter.stop()
         chan.close()
         return 1
-    reporter.line(f"privacy scope at {kit.info.name}: {filters.describe()}")
+    setup_notes(reporter, kit.info.name, filters, spec.app.compat)
     bridge = ScriptBridge(workdir=job_dir / "job" / "app", command=list(spec.app.command), env=dict(spec.app.env),
                           site=kit.info.name, job_id=job_id, on_output=reporter.line, on_metric=reporter.metric,
-                          confine=confine)
+                          confine=confine, framework=spec.app.params_framework(), compat=spec.app.compat)
 
     def on_term(_sig: int, _frame: FrameType | None) -> None:
         bridge.kill()

@@ -21,7 +21,14 @@ def job_to_pb(job: JobRow, last_metrics: dict[str, dict[str, float]], artifacts:
         rounds=job.rounds, workflow=job.workflow, min_sites=job.min_sites,
         sites=[pb.SiteState(name=s, state=st, round=r, error=e) for s, (st, r, e) in job.site_states.items()],
         wait_reason=job.wait_reason, error=job.error, last_metrics_json=json.dumps(last_metrics), artifacts=artifacts,
-        reports_json=reports_json or {})
+        reports_json=reports_json or {}, compat=_compat(job.spec))
+
+
+def _compat(spec: dict[str, Any]) -> str:
+    """job.yml's app.compat from the stored spec ("" when none)."""
+    app = spec.get("app")
+    value = app.get("compat") if isinstance(app, dict) else None
+    return value if isinstance(value, str) else ""
 
 
 def job_from_pb(msg: pb.JobInfo) -> t.JobInfo:
@@ -31,7 +38,8 @@ def job_from_pb(msg: pb.JobInfo) -> t.JobInfo:
         ended_at=msg.ended_at, round=msg.round, rounds=msg.rounds, workflow=msg.workflow, min_sites=msg.min_sites,
         sites=[t.JobSite(s.name, SiteState.parse(s.state), s.round, s.error) for s in msg.sites],
         wait_reason=msg.wait_reason, error=msg.error, last_metrics=json.loads(msg.last_metrics_json or "{}"),
-        artifacts=msg.artifacts, reports={name: _json_or_text(text) for name, text in msg.reports_json.items()})
+        artifacts=msg.artifacts, reports={name: _json_or_text(text) for name, text in msg.reports_json.items()},
+        compat=msg.compat)
 
 
 def _json_or_text(text: str) -> Any:

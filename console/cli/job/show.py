@@ -28,6 +28,9 @@ def command(job_id: Annotated[str, typer.Argument(metavar="ID")], kit: KitOption
              ("rounds", progress(job)), ("min sites", job.min_sites),
              ("submitter", f"{job.submitter} ({job.submitter_org})"), ("duration", duration(job)),
              ("artifacts", job.artifacts)]
+    if job.compat:
+        pairs.append(("compat", f"{job.compat} (the script imports flctl's {job.compat} Client API, never an "
+                                "installed one)"))
     if job.wait_reason and job.status == JobStatus.SUBMITTED:
         pairs.append(("waiting", job.wait_reason))
     if job.error:

@@ -264,7 +264,7 @@ class SiteState(_message.Message):
     def __init__(self, name: _Optional[str] = ..., state: _Optional[str] = ..., round: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...
 
 class JobInfo(_message.Message):
-    __slots__ = ("id", "name", "status", "submitter", "submitter_org", "submitted_at", "started_at", "ended_at", "round", "rounds", "sites", "wait_reason", "error", "workflow", "min_sites", "last_metrics_json", "artifacts", "reports_json")
+    __slots__ = ("id", "name", "status", "submitter", "submitter_org", "submitted_at", "started_at", "ended_at", "round", "rounds", "sites", "wait_reason", "error", "workflow", "min_sites", "last_metrics_json", "artifacts", "reports_json", "compat")
     class ReportsJsonEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -290,6 +290,7 @@ class JobInfo(_message.Message):
     LAST_METRICS_JSON_FIELD_NUMBER: _ClassVar[int]
     ARTIFACTS_FIELD_NUMBER: _ClassVar[int]
     REPORTS_JSON_FIELD_NUMBER: _ClassVar[int]
+    COMPAT_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     status: str
@@ -308,7 +309,8 @@ class JobInfo(_message.Message):
     last_metrics_json: str
     artifacts: str
     reports_json: _containers.ScalarMap[str, str]
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., status: _Optional[str] = ..., submitter: _Optional[str] = ..., submitter_org: _Optional[str] = ..., submitted_at: _Optional[float] = ..., started_at: _Optional[float] = ..., ended_at: _Optional[float] = ..., round: _Optional[int] = ..., rounds: _Optional[int] = ..., sites: _Optional[_Iterable[_Union[SiteState, _Mapping]]] = ..., wait_reason: _Optional[str] = ..., error: _Optional[str] = ..., workflow: _Optional[str] = ..., min_sites: _Optional[int] = ..., last_metrics_json: _Optional[str] = ..., artifacts: _Optional[str] = ..., reports_json: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    compat: str
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., status: _Optional[str] = ..., submitter: _Optional[str] = ..., submitter_org: _Optional[str] = ..., submitted_at: _Optional[float] = ..., started_at: _Optional[float] = ..., ended_at: _Optional[float] = ..., round: _Optional[int] = ..., rounds: _Optional[int] = ..., sites: _Optional[_Iterable[_Union[SiteState, _Mapping]]] = ..., wait_reason: _Optional[str] = ..., error: _Optional[str] = ..., workflow: _Optional[str] = ..., min_sites: _Optional[int] = ..., last_metrics_json: _Optional[str] = ..., artifacts: _Optional[str] = ..., reports_json: _Optional[_Mapping[str, str]] = ..., compat: _Optional[str] = ...) -> None: ...
 
 class JobList(_message.Message):
     __slots__ = ("jobs",)

@@ -1,0 +1,1 @@
+"""`nvflare.apis`, as far as a client script imports it (`analytix.AnalyticsDataType`)."""

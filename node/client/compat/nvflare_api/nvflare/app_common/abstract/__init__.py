@@ -1,0 +1,1 @@
+"""`nvflare.app_common.abstract`: `fl_model` only."""

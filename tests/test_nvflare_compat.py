@@ -1,0 +1,121 @@
+"""NVIDIA FLARE client scripts run as they are (job.yml `app: {compat: nvflare}`): in the simulator, on a real
+federation, and never for a job that does not ask (nothing named `nvflare` is installed by flctl)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from flctl.node.admin.admin_client import AdminClient
+
+from .federation import FLCTL, make_federation, running
+from .nvflare_scripts import CIFAR10_STYLE, HELLO_PT, NET, nvflare_job
+
+torch = pytest.importorskip("torch")
+
+COMPAT_DIR = Path(__file__).resolve().parent.parent / "node" / "client" / "compat" / "nvflare_api"
+
+
+def simulate(job: Path, workspace: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([FLCTL, "simulate", str(job), "-n", "2", "-w", str(workspace)], capture_output=True,
+                          text=True, timeout=180, check=False)
+
+
+def test_hello_pt_runs_unchanged_in_the_simulator_and_its_model_loads_back(tmp_path: Path) -> None:
+    """hello-pt's client: torch tensors in, state_dict out, SummaryWriter scalars recorded with their steps; the
+    final model's names are the network's state_dict keys and `fl.load_model(path, into=net)` loads it."""
+    import flctl.client as fl
+
+    # Prepare
+    job = nvflare_job(tmp_path, "hello-pt", HELLO_PT, "{type: fedavg, args: {rounds: 2}}")
+    # Execute
+    out = simulate(job, tmp_path / "ws")
+    # Assert
+    assert out.returncode == 0, out.stdout + out.stderr
+    result = tmp_path / "ws" / "hello-pt"
+    log = (result / "logs" / "site-1.log").read_text()
+    assert f"compat=True module={COMPAT_DIR / 'nvflare' / '__init__.py'}" in log
+    assert "site=site-1 current_round=1 total_rounds=2 tensor=Tensor" in log
+    assert "compat nvflare: flctl's nvflare compatibility module" in (result / "logs" / "server.log").read_text()
+    metrics = json.loads((result / "metrics.json").read_text())
+    steps = sorted(m["step"] for m in metrics if m["site"] == "site-2" and m["name"] == "loss_for_each_batch")
+    assert steps == [0, 1, 2, 3]
+    namespace: dict[str, object] = {}
+    exec(NET, namespace)
+    net = namespace["SimpleNetwork"]()  # type: ignore[operator]
+    loaded = fl.load_model(result / "models" / "final.safetensors", into=net)
+    assert set(loaded) == set(net.state_dict())
+    assert all(torch.equal(net.state_dict()[k], loaded[k]) for k in loaded)
+
+
+SHOW_MODULE = """
+import nvflare, nvflare.client as flare
+flare.init()
+print("nvflare from", nvflare.__file__, getattr(nvflare, "FLCTL_COMPAT", False))
+while flare.is_running():
+    model = flare.receive()
+    flare.send(flare.FLModel(params=model.params))
+"""
+
+
+def _fake_nvflare(root: Path) -> Path:
+    """A folder holding an 'installed' NVIDIA FLARE 9.9 (a package and its dist-info), to put on a site's path."""
+    (root / "nvflare" / "client").mkdir(parents=True)
+    (root / "nvflare" / "__init__.py").write_text("REAL = True\n")
+    (root / "nvflare" / "client" / "__init__.py").write_text("raise ImportError('the real nvflare was imported')\n")
+    info = root / "nvflare-9.9.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: nvflare\nVersion: 9.9\n")
+    return root
+
+
+def test_a_cifar10_style_script_runs_on_a_real_federation_over_an_installed_nvflare(tmp_path: Path) -> None:
+    """On a real federation with an 'installed' NVIDIA FLARE at site-1: train / validate / submit_model tasks (FedAvg
+    with evaluation and cross-site evaluation) run the script unchanged with flctl's module, the site's log says
+    so, `job show` says so; a job without compat cannot import nvflare; an unknown compat is refused at submit."""
+    # Prepare
+    (tmp_path / "fed").mkdir()
+    fed = make_federation(tmp_path / "fed")
+    installed = _fake_nvflare(tmp_path / "site-packages")
+    cifar = nvflare_job(tmp_path, "cifar10", CIFAR10_STYLE,
+                        "{type: fedavg, args: {rounds: 2, evaluate_every: 1, cross_site_eval: true}}")
+    plain = nvflare_job(tmp_path, "plain", SHOW_MODULE, "{type: fedavg, args: {rounds: 1}}", compat="null")
+    unknown = nvflare_job(tmp_path, "unknown", SHOW_MODULE, "{type: fedavg, args: {rounds: 1}}", compat="flower")
+    try:
+        fed.start("localhost")
+        fed.start("site-1", env={"PYTHONPATH": str(installed)})
+        fed.start("site-2")
+        fed.wait_online(fed.sites)
+        # Execute
+        refused = fed.flctl("job", "submit", unknown)
+        with AdminClient.from_kit(fed.admin_kit) as admin:
+            job_id = admin.submit_job(cifar)
+            list(admin.watch(job_id))
+            info = admin.get_job(job_id)
+            logs = "\n".join(entry.line for entry in admin.logs(job_id, "site-1"))
+            plain_id = admin.submit_job(plain)
+            list(admin.watch(plain_id))
+            plain_info = admin.get_job(plain_id)
+            plain_logs = "\n".join(entry.line for entry in admin.logs(plain_id, "site-2"))
+        shown = fed.flctl("job", "show", job_id)
+    finally:
+        fed.stop_all()
+    # Assert
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "app.compat" in refused.stderr and "'flower' is not allowed; use 'nvflare'" in refused.stderr
+    assert info.status == "FINISHED", info.error + fed.logs()
+    assert info.compat == "nvflare"
+    assert "compat nvflare at site-1: flctl's nvflare compatibility module" in logs
+    assert "the nvflare 9.9 installed here is not used by this job" in logs
+    assert "task=submit_model" in logs and "task=validate" in logs
+    matrix = info.reports["cross_site_eval"]["metrics"]
+    assert set(matrix["site-1"]) == {"global", "site-1", "site-2"}
+    assert "accuracy" in matrix["site-2"]["site-1"]
+    assert "compat" in shown.stdout and "nvflare" in shown.stdout, shown.stdout + shown.stderr
+    assert plain_info.status == "FAILED"
+    assert "No module named 'nvflare'" in plain_logs
