@@ -41,7 +41,7 @@ def test_quickstart_runs_hello_numpy_fetches_results_and_stops_everything(tmp_pa
     # Prepare / Execute
     output = run_quickstart(tmp_path, "--job", "hello-numpy")
     # Assert
-    assert "round 3/3" in output
+    assert "round 3 of 3" in output
     results = list((tmp_path / "quickstart-results").rglob("final.safetensors"))
     assert len(results) == 1
     assert str(results[0].parent.parent) in output
@@ -59,7 +59,7 @@ def test_quickstart_runs_a_job_file_example_end_to_end(tmp_path: Path) -> None:
     output = run_quickstart(tmp_path, "--job", "noniid/cyclic.yml")
     # Assert
     assert "submitted noniid-cyclic as job" in output
-    assert "round 4/4" in output
+    assert "round 4 of 4" in output
     assert len(list((tmp_path / "quickstart-results").rglob("final.safetensors"))) == 1
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -10,15 +9,6 @@ import typer
 
 from flctl.console.cli import exit_codes, terminal
 from flctl.console.cli.options import JsonOption
-
-
-def default_workspace() -> Path:
-    """$FLCTL_SIM_WORKSPACE, else <data folder>/flctl/simulate ($XDG_DATA_HOME or ~/.local/share)."""
-    env = os.environ.get("FLCTL_SIM_WORKSPACE")
-    if env:
-        return Path(env)
-    data = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(data) / "flctl" / "simulate"
 
 
 def command(
@@ -56,7 +46,7 @@ def command(
     from flctl.node.config.privacy import load_privacy
     from flctl.node.jobs.job_spec import load_job
     from flctl.node.jobs.job_status import JobStatus
-    from flctl.node.simulator.runtime import SimulationError, simulate, site_names
+    from flctl.node.simulator.runtime import SimulationError, default_workspace, simulate, site_names
     from flctl.provisioner.errors import KitError
 
     loaded = load_job(job)
@@ -88,16 +78,21 @@ def command(
 
 
 class _Progress:
-    """Round progress and mean metrics on stderr: a rich bar on a terminal, plain lines otherwise."""
+    """Progress on stderr: on a terminal, a rich bar of rounds with the sites done in the round and the elapsed
+    time; otherwise (a pipe, a file, --quiet) plain lines, one per round."""
 
     def __init__(self, name: str, quiet: bool) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         self._quiet = quiet
+        self._name = name
+        self._rounds = 0
         self._bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                             TimeElapsedColumn(), console=terminal.err, transient=True, auto_refresh=False,
+                             TextColumn("{task.fields[sites]}"), TimeElapsedColumn(), console=terminal.err,
+                             transient=True, auto_refresh=False,
                              disable=quiet or not terminal.interactive())  # no refresh thread while workers start
-        self._task = self._bar.add_task(name, total=None)
+        self._task = self._bar.add_task(f"{name} rounds", total=None, sites="")
+        self._shown = 0.0
 
     def __enter__(self) -> _Progress:
         self._bar.__enter__()
@@ -106,8 +101,20 @@ class _Progress:
     def __exit__(self, *exc: Any) -> None:
         self._bar.__exit__(*exc)
 
+    def site_answered(self, round_no: int, answered: int, asked: int) -> None:
+        """Sites done in the round in progress: the bar redraws at most ten times a second (a thousand sites
+        answering must not cost a thousand redraws)."""
+        import time
+
+        now = time.monotonic()
+        if answered < asked and now - self._shown < 0.1:
+            return
+        self._shown = now
+        self._bar.update(self._task, sites=f"round {round_no + 1}: {answered}/{asked} sites")
+        self._bar.refresh()
+
     def round_done(self, round_no: int, rounds: int, metrics: dict[str, dict[str, float]]) -> None:
-        self._bar.update(self._task, completed=round_no + 1, total=rounds or None)
+        self._bar.update(self._task, completed=round_no + 1, total=rounds or None, sites="")
         self._bar.refresh()
         if self._quiet:
             return
@@ -116,7 +123,7 @@ class _Progress:
             for name, value in values.items():
                 sums.setdefault(name, []).append(value)
         shown = " ".join(f"{name}={sum(v) / len(v):.4g}" for name, v in sorted(sums.items()))
-        self._bar.console.print(f"round {round_no + 1}/{rounds}: {len(metrics)} sites, mean {shown}",
+        self._bar.console.print(f"round {round_no + 1} of {rounds}: {len(metrics)} sites, mean {shown}",
                                 markup=False, highlight=False)
 
     def log(self, line: str) -> None:

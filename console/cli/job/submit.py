@@ -83,7 +83,7 @@ def follow(admin: AdminClient, job_id: str, quiet: bool = False, hint: bool = Tr
             if event.kind == "round":
                 round_no = int(event.data.get("round", 0))
                 bar.update(task, completed=round_no + 1)
-                bar.console.print(f"round {round_no + 1}/{job.rounds}: "
+                bar.console.print(f"round {round_no + 1} of {job.rounds}: "
                                   f"{metrics_line(event.data.get('metrics', {}))}", markup=False, highlight=False)
             elif event.kind in ("started", "waiting", "site_failed", "aborting"):
                 bar.console.print(event.message, markup=False, highlight=False)
