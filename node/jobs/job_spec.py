@@ -59,6 +59,10 @@ def check_job_name(name: str) -> str:
     return name
 
 
+def _check_psi_job(name: str | None) -> str | None:
+    return None if name is None else check_job_name(name)
+
+
 def _check_env(env: dict[str, str]) -> dict[str, str]:
     for key in env:
         if not _ENV_NAME.fullmatch(key):
@@ -187,6 +191,10 @@ class JobSpec(_Strict):
         "(model/initial.safetensors; for a job file, in app/), or a function of the app that returns a torch module "
         "or a dict of arrays (app/net.py:make_model), called once at the server, confined like a training script "
         "(default: none; round 0 sends an empty model)")
+    psi_job: Annotated[str | None, AfterValidator(_check_psi_job)] = Field(
+        None, description="The name of an earlier psi job whose intersection this job reads: each site copies the "
+        "one it kept (<site workspace>/psi/NAME/intersection.txt) to psi/intersection.txt in the job's workspace "
+        "before the script starts, and refuses the job when it has none (vertical learning over the shared IDs)")
 
     @model_validator(mode="after")
     def _sites_fit(self) -> JobSpec:

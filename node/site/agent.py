@@ -21,7 +21,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
@@ -44,6 +44,9 @@ from flctl.node.site.job_process import isolation_note, job_isolation
 from flctl.node.site.sandbox import not_dumpable
 from flctl.node.wire.proto import flctl_pb2 as pb
 from flctl.node.wire.proto import flctl_pb2_grpc as pb_grpc
+
+if TYPE_CHECKING:
+    from flctl.node.jobs.job_spec import JobSpec
 
 log = logging.getLogger("flctl.site")
 STOP_GRACE_S = 5.0
@@ -211,6 +214,11 @@ class SiteAgent:
                 shutil.rmtree(job_dir / "job")
             job_dir.mkdir(parents=True, exist_ok=True)
             extract_bundle(data, job_dir / "job")
+            refusal = self._hand_over_psi(job_dir / "job")
+            if refusal:
+                shutil.rmtree(job_dir / "job", ignore_errors=True)
+                self._refuse(stub, start, refusal)
+                return
         except (grpc.RpcError, NodeError, OSError) as exc:
             message = f"could not start job {job_id}: {exc if not isinstance(exc, grpc.RpcError) else _short(exc)}"
             if _disk_full(exc):
@@ -241,8 +249,31 @@ class SiteAgent:
     def _after_job(self, job: _Job) -> None:
         """Once a job's process has exited, a spare waits for the next job (none while the site stops)."""
         job.process.wait()
+        self._keep_psi(job)
         if not self._stop.is_set():
             self._spare.ensure()
+
+    def _hand_over_psi(self, job_folder: Path) -> str:
+        """Give a job the intersection its job.yml's `psi_job` names (`psi_results`); why not, or ''."""
+        from flctl.node.site import psi_results
+
+        spec = _job_spec(job_folder)
+        return psi_results.hand_over(self.workspace, job_folder, spec) if spec is not None else ""
+
+    def _keep_psi(self, job: _Job) -> None:
+        """Keep the intersection a psi job wrote, for the jobs that name it (`psi_results`)."""
+        from flctl.node.site import psi_results
+
+        spec = _job_spec(job.job_dir / "job")
+        if spec is None or spec.workflow.type != "psi":
+            return
+        try:
+            kept = psi_results.keep(self.workspace, job.job_dir / "job", spec)
+        except OSError as exc:
+            log.warning("could not keep the intersection of psi job %s: %s", job.job_id, exc)
+            return
+        if kept is not None:
+            log.info("kept the intersection of psi job %s (%s) at %s", job.job_id, spec.name, kept)
 
     def _refuse(self, stub: pb_grpc.FederationStub, start: pb.StartJob, refusal: str) -> None:
         self.audit.append(self.kit.info.name, "job.refuse", job_id=start.job_id, submitter=start.submitter,
@@ -313,6 +344,16 @@ def _terminate(job: _Job, grace_s: float = 0.0) -> None:
             _signal_group(script, signal.SIGKILL)
         _signal_group(job.process.pid, signal.SIGKILL)
         job.process.wait(5)
+
+
+def _job_spec(job_folder: Path) -> JobSpec | None:
+    """The job.yml of a job extracted at this site; None when it cannot be read (its job process says why)."""
+    from flctl.node.jobs.job_spec import load_job
+
+    try:
+        return load_job(job_folder).spec
+    except (NodeError, OSError):
+        return None
 
 
 def _signal_group(pgid: int, sig: int) -> None:
