@@ -21,6 +21,7 @@ import multiprocessing
 import os
 import queue
 import shutil
+import sys
 import threading
 import time
 import uuid
@@ -87,6 +88,16 @@ class SimulationResult:
         return {"job": self.job, "status": self.status, "error": self.error, "job_dir": str(self.job_dir),
                 "sites": self.sites, "workers": self.workers, "rounds": self.rounds, "wall_s": round(self.wall_s, 3),
                 "isolation": self.isolation}
+
+
+def default_workspace() -> Path:
+    """Where simulations write by default: $FLCTL_SIM_WORKSPACE, else <data folder>/flctl/simulate ($XDG_DATA_HOME
+    or ~/.local/share). `flctl simulate` and the Recipe's `SimEnv` share it."""
+    env = os.environ.get("FLCTL_SIM_WORKSPACE")
+    if env:
+        return Path(env)
+    data = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(data) / "flctl" / "simulate"
 
 
 def site_names(job: LoadedJob, count: int | None) -> list[str]:
@@ -388,7 +399,7 @@ def _start_pool(count: int, spec: WorkerSpec) -> _Pool:
     context: Any = multiprocessing.get_context("spawn")
     env = sandbox.script_env(os.environ, job_env=spec.env, allow=(), home=spec.app_dir, tmp=spec.tmp_dir)
     pipes, processes = [], []
-    with _environment(env):
+    with _environment(env), _main_not_run():
         for index in range(count):
             ours, theirs = context.Pipe()
             process = context.Process(target=worker_main, args=(theirs, spec), name=f"flctl-sim-worker-{index}")
@@ -418,6 +429,26 @@ def _environment(env: dict[str, str]) -> Iterator[None]:
         finally:
             os.environ.clear()
             os.environ.update(saved)
+
+
+@contextlib.contextmanager
+def _main_not_run() -> Iterator[None]:
+    """While workers are spawned, this process's main module names no file and no module, so that a spawned worker
+    does not run it again: multiprocessing would, and a Recipe script (or notebook) that calls `SimEnv` without an
+    `if __name__ == "__main__":` guard would start its simulation again in every worker (the flctl command's own
+    main would import the CLI there). The workers need nothing of it: their target is `worker.main`."""
+    main = sys.modules.get("__main__")
+    saved = {name: main.__dict__[name] for name in ("__file__", "__spec__") if main is not None and name in main.__dict__}
+    try:
+        if main is not None:
+            main.__dict__.pop("__file__", None)
+            main.__dict__["__spec__"] = None
+        yield
+    finally:
+        if main is not None:
+            main.__dict__.update(saved)
+            if "__spec__" not in saved:
+                main.__dict__.pop("__spec__", None)
 
 
 def _stop_pool(pool: _Pool, fed: SimFederation, grace_s: float = 40.0) -> None:
