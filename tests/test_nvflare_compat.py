@@ -118,4 +118,4 @@ def test_a_cifar10_style_script_runs_on_a_real_federation_over_an_installed_nvfl
     assert "accuracy" in matrix["site-2"]["site-1"]
     assert "compat" in shown.stdout and "nvflare" in shown.stdout, shown.stdout + shown.stderr
     assert plain_info.status == "FAILED"
-    assert "No module named 'nvflare'" in plain_logs
+    assert "No module named 'nvflare'" in plain_info.error + plain_logs
