@@ -71,6 +71,7 @@ def command(
         terminal.success(f"{result.job} FINISHED in {result.wall_s:.2f} s ({result.sites} sites, "
                          f"{result.workers} workers); results in {result.job_dir}")
         _show_cross_site_eval(result.job_dir / "reports" / "cross_site_eval.json")
+        _show_statistics(result.job_dir / "reports")
     else:
         terminal.error(f"{result.job} FAILED: {result.error}; logs in {result.job_dir / 'logs'}")
     if result.status != JobStatus.FINISHED:
@@ -141,3 +142,20 @@ def _show_cross_site_eval(path: Path) -> None:
         columns, rows = cross_site_table(json.loads(path.read_text()))
         if rows:
             terminal.table(columns, rows, title="cross-site evaluation (rows evaluate the column's model)")
+
+
+def _show_statistics(reports: Path) -> None:
+    """A statistics or data-check job's tables, and a PNG histogram per feature beside statistics.json."""
+    import json
+
+    from flctl.console.cli.job.statistics_plots import write_histograms
+    from flctl.console.cli.job.statistics_view import show
+
+    found = {name: json.loads((reports / f"{name}.json").read_text()) for name in ("statistics", "data_check")
+             if (reports / f"{name}.json").is_file()}
+    if found:
+        show(found)
+    if "statistics" in found:
+        written = write_histograms(found["statistics"], reports)
+        if written:
+            terminal.info(f"histograms: {len(written)} PNG files in {reports}")

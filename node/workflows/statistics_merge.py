@@ -22,8 +22,9 @@ def merge_summary(figures: Iterable[dict[str, Any]]) -> dict[str, Any]:
     sums: list[float] = []
     lows: list[float] = []
     highs: list[float] = []
-    numeric = False
+    numeric = categorical = False
     for fig in figures:
+        categorical = categorical or fig.get("categorical") is True
         count += int(fig.get("count") or 0)
         failures += int(fig.get("failure_count") or 0)
         if "sum" in fig:
@@ -33,6 +34,8 @@ def merge_summary(figures: Iterable[dict[str, Any]]) -> dict[str, Any]:
             lows.append(float(fig["min"]))
             highs.append(float(fig["max"]))
     merged: dict[str, Any] = {"count": count, "failure_count": failures}
+    if categorical and not numeric:
+        merged["categorical"] = True
     if numeric:
         total = math.fsum(sums)
         merged["sum"] = total

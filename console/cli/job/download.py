@@ -27,3 +27,17 @@ def command(job_id: Annotated[str, typer.Argument(metavar="ID")],
         terminal.print_json({"id": job_id, "path": str(target)})
         return
     terminal.success(f"downloaded job {job_id} to {target}")
+    _plot_statistics(target / "reports")
+
+
+def _plot_statistics(reports: Path) -> None:
+    """A statistics job's PNG histograms, one per feature, beside reports/statistics.json."""
+    import json
+
+    from flctl.console.cli.job.statistics_plots import write_histograms
+
+    report = reports / "statistics.json"
+    if report.is_file():
+        written = write_histograms(json.loads(report.read_text()), reports)
+        if written:
+            terminal.info(f"histograms: {len(written)} PNG files beside {report}")

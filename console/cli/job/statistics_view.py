@@ -32,10 +32,16 @@ def histogram_cell(hist: Any) -> str:
     return f"[{number(low)}, {number(high)}] {counts}"
 
 
-def feature_tables(report: dict[str, Any]) -> list[Table]:
-    """One table per feature: rows are the statistics, columns the sites and `global`."""
+MAX_SITES = 8
+"""More sites than this: a feature's table shows the global figures only (`--json` has every site's)."""
+
+
+def feature_tables(report: dict[str, Any], max_sites: int = MAX_SITES) -> list[Table]:
+    """One table per feature: rows are the statistics, columns the sites and `global` (the global column alone
+    with more than `max_sites` sites)."""
     results = report.get("results") or {}
     sites = [s for s in report.get("sites", []) if s in results]
+    sites = sites if len(sites) <= max_sites else []
     columns = [*sites, GLOBAL]
     refused = report.get("refused") or {}
     missing = report.get("missing") or {}
@@ -43,6 +49,11 @@ def feature_tables(report: dict[str, Any]) -> list[Table]:
     for feature in report.get("features", []):
         cells = {c: (results.get(c) or {}).get(feature) for c in columns}
         rows: list[list[str]] = []
+        if (cells[GLOBAL] or {}).get("categorical"):
+            rows = [[stat, *(_cell(cells[c], stat, c, feature, refused, missing) for c in columns)]
+                    for stat in ("count", "failure_count") if stat in report.get("statistics", [])]
+            tables.append((f"{feature} (categorical)", ["statistic", *columns], rows))
+            continue
         for stat in (s for s in _ROWS if s in report.get("statistics", [])):
             rows.append([stat, *(_cell(cells[c], stat, c, feature, refused, missing) for c in columns)])
         if "histogram" in report.get("statistics", []):
@@ -56,8 +67,7 @@ def feature_tables(report: dict[str, Any]) -> list[Table]:
             bound = (cells[GLOBAL] or {}).get("quantile_error")
             if bound is not None:
                 rows.append(["quantile error ≤", *(number((cells[c] or {}).get("quantile_error")) for c in columns)])
-        categorical = " (categorical)" if (cells[GLOBAL] or {}).get("categorical") else ""
-        tables.append((f"{feature}{categorical}", ["statistic", *columns], rows))
+        tables.append((feature, ["statistic", *columns], rows))
     return tables
 
 
@@ -146,8 +156,14 @@ def show(reports: dict[str, Any]) -> None:
         cohorts = cohort_table(stats)
         if cohorts is not None:
             terminal.table(cohorts[1], cohorts[2], title=cohorts[0])
-        for line in refusals(stats):
+        if len(stats.get("sites", [])) > MAX_SITES:
+            terminal.info(f"{len(stats['sites'])} sites: the tables show the global figures; each site's are in "
+                          "--json and reports/statistics.json")
+        lines = refusals(stats)
+        for line in lines[:20]:
             terminal.warning(line)
+        if len(lines) > 20:
+            terminal.info(f"... and {len(lines) - 20} more refusals and notes (reports/statistics.json)")
     check = data_check_table(reports.get("data_check"))
     if check is not None:
         terminal.table(check[1], check[2], title=check[0])

@@ -80,8 +80,9 @@ class FilterPipeline:
         """What `site` sends out for the script's `answer` to `task`, whose params are `payload`: the answer as the
         result filters leave it and its params' bytes, `payload` itself when no result filter needs the tensors.
         FilterError when a filter fails."""
-        if task.kind == TaskKind.STATISTICS:
-            answer, payload = self._statistics_released(task, answer, site)
+        if task.kind == TaskKind.STATISTICS:  # its params become an empty model, of the payload's own type
+            answer, released = self._statistics_released(task, answer, site)
+            payload = released if isinstance(payload, bytes) else memoryview(released)
         if not self.result_filters:
             return answer, payload
         ctx = FilterContext(site, self.job_id, self.scope, task.kind, task.round, self._received.pop(site, None))
