@@ -46,8 +46,8 @@ def write_histograms(report: dict[str, Any], folder: Path) -> list[Path]:
             own = ((results.get(site) or {}).get(feature) or {}).get("histogram")
             if isinstance(own, dict):
                 values = [np.nan if c is None else c for c in own["counts"]]
-                axes.step(edges[:-1], values, where="post", linewidth=1, label=site)
-        axes.set_title(f"{feature}: histogram ({sum(counts)} records)")
+                axes.step(edges, [*values, values[-1]], where="post", linewidth=1, label=site)
+        axes.set_title(f"{feature}: histogram ({sum(counts)} records in range)")
         axes.set_xlabel(feature)
         axes.set_ylabel("records")
         if len(report.get("sites", [])) <= 10:
