@@ -168,3 +168,29 @@ def test_gaussian_dp_clips_and_noises_what_reaches_the_server_and_reports_the_ep
     assert all(last[site]["dp_epsilon"] == pytest.approx(rdp_epsilon(2, 0.5, 1e-5), rel=1e-9) for site in last)
     assert logs.returncode == 0 and "privacy spent at site-1 in job" in logs.stdout, logs.stdout + logs.stderr
     assert "2 releases" in logs.stdout
+
+
+def test_a_site_whose_privacy_yml_has_a_bad_dp_value_does_not_start(tmp_path: Path) -> None:
+    """svt_privacy with epsilon 0 (a filter that would protect nothing): the site's `flctl node start` exits 2 naming
+    the file and the field, before it connects; flctl simulate --privacy refuses the same file with exit 2."""
+    import subprocess
+
+    # Prepare
+    fed = make_federation(tmp_path, sites=1)
+    bad = PRIVACY + "  svt:\n    - filter: svt_privacy\n      args: {epsilon: 0}\n"
+    privacy = fed.kit("site-1") / "local" / "privacy.yml"
+    privacy.write_text(bad)
+    # Execute
+    try:
+        code = fed.start("site-1").wait(60)
+    finally:
+        fed.stop_all()
+    sim = subprocess.run([FLCTL, "simulate", str(dp_job(tmp_path, "dp-bad", "svt")), "-n", "2", "-w",
+                          str(tmp_path / "sim"), "--privacy", str(privacy)], capture_output=True, text=True,
+                         timeout=120, check=False)
+    # Assert
+    log = (fed.root / "site-1.log").read_text()
+    assert code == 2, log
+    assert f"{privacy}: scopes.svt[0].args.epsilon: " in log and "Traceback" not in log, log
+    assert sim.returncode == 2 and "scopes.svt[0].args.epsilon: " in sim.stderr, sim.stderr
+    assert not (tmp_path / "sim" / "dp-bad").exists()
