@@ -124,11 +124,10 @@ main()
 
 def initial_model(path: Path) -> None:
     """`path`: SimpleNetwork's initial state_dict as safetensors (what an NVIDIA FLARE persistor would send)."""
-    import torch
     from safetensors.torch import save_file
 
     namespace: dict[str, object] = {}
-    exec(NET, namespace)  # noqa: S102 - the test's own network code
+    exec(NET, namespace)
     net = namespace["SimpleNetwork"]()  # type: ignore[operator]
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path))

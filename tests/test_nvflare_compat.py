@@ -4,16 +4,14 @@ federation, and never for a job that does not ask (nothing named `nvflare` is in
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import textwrap
 from pathlib import Path
 
 import pytest
 
 from flctl.node.admin.admin_client import AdminClient
 
-from .federation import FLCTL, make_federation, running
+from .federation import FLCTL, make_federation
 from .nvflare_scripts import CIFAR10_STYLE, HELLO_PT, NET, nvflare_job
 
 torch = pytest.importorskip("torch")

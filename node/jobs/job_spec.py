@@ -100,10 +100,13 @@ class WorkflowSpec(_Strict):
 
 
 class Resources(_Strict):
-    """What each site must set aside for the job."""
+    """What the job says it needs at each site. Checked and kept with the job, but not enforced nor used to place
+    it yet: every site runs one script process per job whatever it says (a site's own limits are its
+    local/resources.yml)."""
 
-    cpus: int = Field(1, ge=1, description="CPU cores the job's process needs at each site")
-    memory_mb: int = Field(0, ge=0, description="Memory the job needs at each site, in MiB (0: no stated need)")
+    cpus: int = Field(1, ge=1, description="CPU cores the job's script needs at each site (stated, not enforced)")
+    memory_mb: int = Field(0, ge=0, description="Memory the job needs at each site, in MiB (0: no stated need; "
+                           "stated, not enforced)")
 
 
 class AppSpec(_Strict):

@@ -86,11 +86,13 @@ class AdminService(pb_grpc.AdminServicer):
         return job
 
     def _info(self, job: JobRow, with_reports: bool = False) -> pb.JobInfo:
-        last: dict[str, dict[str, float]] = {}
+        answered: dict[str, dict[str, float]] = {}
+        logged: dict[str, dict[str, float]] = {}  # a round's metric that was logged already is stored once, as logged
         if job.round >= 0:
             for site, rnd, name, value, step in self._ctx.store.metrics(job.id):
-                if step is None and rnd == job.round:
-                    last.setdefault(site, {})[name] = value
+                if rnd == job.round:
+                    (answered if step is None else logged).setdefault(site, {})[name] = value
+        last = {site: {**logged.get(site, {}), **answered.get(site, {})} for site in {*answered, *logged}}
         job_dir = self._ctx.jobs_dir() / job.id
         return serde.job_to_pb(job, last, str(job_dir), reports_json(job_dir) if with_reports else None)
 

@@ -356,10 +356,14 @@ class Store:
             self._write(self._ADD_METRIC, [(job_id, site, round_no, n, v, s, now) for n, v, s in values])
 
     def add_round_metrics(self, job_id: str, round_no: int, metrics: dict[str, dict[str, float]]) -> None:
-        """Every site's metrics of a round (site -> name -> value), in one transaction."""
+        """Every site's metrics of a round (site -> name -> value), in one transaction; a value the site already
+        logged in that round (`fl.log`, same name and value) is not recorded twice."""
         now = time.time()
+        logged = {(r[0], r[1], r[2]) for r in self._run(
+            "SELECT site, name, value FROM metrics WHERE job_id = ? AND round = ?", (job_id, round_no)).fetchall()}
         self._write_all([(self._ADD_METRIC, [(job_id, site, round_no, name, float(value), None, now)
-                                             for site, values in metrics.items() for name, value in values.items()])])
+                                             for site, values in metrics.items() for name, value in values.items()
+                                             if (site, name, float(value)) not in logged])])
 
     def metrics(self, job_id: str) -> list[tuple[str, int, str, float, int | None]]:
         """(site, round, name, value, step) in insertion order."""

@@ -292,8 +292,13 @@ class SimFederation:
         write_state(state_path(self._dir, name), state)
 
     def record_round(self, round_no: int, metrics: dict[str, dict[str, float]]) -> None:
+        """The round's metrics; a value a site already logged in the round (`fl.log`: its SimMetric came through the
+        same queue before the site's answer) is not recorded twice."""
+        logged = {(m["site"], m["name"], m["value"]) for m in self.metrics if m["round"] == round_no}
         for site, values in metrics.items():
             for name, value in values.items():
+                if (site, name, float(value)) in logged:
+                    continue
                 self.metrics.append({"site": site, "round": round_no, "name": name, "value": float(value),
                                      "step": None})
         if self._observer is not None:

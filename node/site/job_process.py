@@ -62,6 +62,7 @@ class Reporter:
         self._logs: list[pb.LogLine] = []
         self._metrics: list[pb.Metric] = []
         self._lock = threading.Lock()
+        self._sending = threading.RLock()  # reentrant: the SIGTERM handler flushes too
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
@@ -80,7 +81,12 @@ class Reporter:
                                            time=time.time()))
 
     def flush(self, status: SiteState | None = None, error: str = "") -> None:
-        """Send the lines and metrics gathered, and `status` (this site's part in the job) when given."""
+        """Send the lines and metrics gathered, and `status` (this site's part in the job) when given. One flush at
+        a time: when it returns, whatever was gathered before the call has reached the server (or is kept)."""
+        with self._sending:
+            self._send(status, error)
+
+    def _send(self, status: SiteState | None, error: str) -> None:
         with self._lock:
             logs, metrics = self._logs, self._metrics
             self._logs, self._metrics = [], []
@@ -209,6 +215,7 @@ def _serve_tasks(calls: ModelCalls, job_id: str, bridge: ScriptBridge, reporter:
         answer, result = bridge.run_encoded(task, parts, timeout_s=header.timeout_s or None)
         answer, sent = filters.result_out(task, answer, result, bridge.site)
         del result
+        reporter.flush()  # the task's fl.log values reach the server before its result (recorded once: store.py)
         submit_result(calls, job_id, header.task_id, answer, sent)
         del sent
         last = header.task_id
