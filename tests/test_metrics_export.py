@@ -5,14 +5,21 @@ them, and an MLflow server that cannot be reached leaves the job finished, sayin
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
+import struct
+import subprocess
+import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from .federation import Federation, make_federation, running
+from .federation import Federation, free_port, make_federation, running
 
 SCRIPT = """
 import flctl.client as fl
@@ -85,3 +92,148 @@ def test_metrics_reach_tensorboard_one_run_per_site(fed: Federation, tmp_path: P
     # Assert
     seen = wait_for(lambda: (found := {site: scalars(tb / site) for site in expected}) == expected and found)
     assert seen == expected, f"{seen} in {sorted(p.name for p in tb.iterdir()) if tb.is_dir() else 'no tb/'}"
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real `mlflow server` on 127.0.0.1 (a SQLite store, artifacts served from a temporary folder), killed by
+    its process group after the module's tests."""
+    pytest.importorskip("mlflow", reason="needs the mlops extra: bash scripts/setup.sh --all")
+    root = tmp_path_factory.mktemp("mlflow")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with (root / "server.log").open("wb") as log:
+        server = subprocess.Popen(
+            [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+             "--workers", "1", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+             "--artifacts-destination", str(root / "artifacts")],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not _healthy(url):
+            assert server.poll() is None and time.monotonic() < deadline, (root / "server.log").read_text()
+            time.sleep(0.5)
+        yield url
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGKILL)
+        server.wait(10)
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
+            return bool(answer.status == 200)
+    except OSError:
+        return False
+
+
+def test_metrics_reach_mlflow_one_run_per_job_and_a_nested_run_per_site(fed: Federation, tmp_path: Path,
+                                                                       mlflow_server: str):
+    """The job's run holds the workflow's arguments as params and the final model as an artifact; each site's
+    nested run holds its metrics at their steps; every run ends FINISHED."""
+    from mlflow.tracking import MlflowClient
+
+    # Execute
+    job_id = run_job(fed, metrics_job(tmp_path, "mlflow-job", f"metrics: {{mlflow: {{tracking_uri: '{mlflow_server}', "
+                                                             "experiment: flctl-tests}}\n"))
+    # Assert
+    client = MlflowClient(tracking_uri=mlflow_server)
+    experiment = wait_for(lambda: client.get_experiment_by_name("flctl-tests"))
+    assert experiment is not None, fed.flctl("job", "logs", job_id, "--site", "server").stdout
+
+    def ended_runs() -> list:  # type: ignore[type-arg]
+        runs = client.search_runs([experiment.experiment_id], f"tags.`flctl.job_id` = '{job_id}'")
+        return runs if len(runs) == 3 and all(r.info.status == "FINISHED" for r in runs) else []
+
+    runs = wait_for(ended_runs)
+    assert runs, f"{client.search_runs([experiment.experiment_id])}; {fed.flctl('job', 'logs', job_id).stdout}"
+    [job_run] = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    sites = {r.info.run_name: r for r in runs if r.data.tags.get("mlflow.parentRunId") == job_run.info.run_id}
+    assert sorted(sites) == ["site-1", "site-2"]
+    assert job_run.data.params == {"workflow": "fedavg", "sites": "site-1,site-2", "rounds": "2",
+                                   "round_timeout_s": "60"}
+    assert [a.path for a in client.list_artifacts(job_run.info.run_id, "model")] == ["model/final.safetensors"]
+    history = {site: {name: sorted((m.step, round(m.value, 6))
+                                   for m in client.get_metric_history(run.info.run_id, name))
+                      for name in ("train_loss", "accuracy")} for site, run in sites.items()}
+    assert history == {"site-1": {"train_loss": [(0, 1.0), (10, 0.5)], "accuracy": [(0, 0.25), (1, 0.5)]},
+                       "site-2": {"train_loss": [(0, 1.5), (10, 1.0)], "accuracy": [(0, 0.75), (1, 1.0)]}}
+
+
+def test_an_unreachable_mlflow_server_does_not_fail_the_job(fed: Federation, tmp_path: Path):
+    """Nothing listens at the tracking URI: the job finishes, its log says the export failed, and its metrics are
+    still in flctl."""
+    pytest.importorskip("mlflow", reason="needs the mlops extra: bash scripts/setup.sh --all")
+    # Prepare
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    # Execute
+    job_id = run_job(fed, metrics_job(tmp_path, "lost-mlflow", f"metrics: {{mlflow: {{tracking_uri: '{nowhere}'}}}}\n"))
+    # Assert
+    said = wait_for(lambda: [line for line in fed.flctl("job", "logs", job_id, "--site", "server").stdout.splitlines()
+                             if "metrics export to MLflow" in line])
+    assert said and f"metrics export to MLflow at {nowhere} failed" in said[0], said
+    assert f"its metrics stay in flctl (flctl job metrics {job_id})" in said[0] or "stay in flctl" in said[0]
+    assert fed.flctl_json("job", "show", job_id)["status"] == "FINISHED"
+
+
+def test_a_bad_tracking_uri_is_refused_at_submit(fed: Federation, tmp_path: Path):
+    """A tracking URI a job may not name is refused before anything is sent: exit 2, the field named."""
+    # Execute
+    out = fed.flctl("job", "submit", metrics_job(tmp_path, "bad-uri", "metrics:\n  mlflow: {tracking_uri: "
+                                                                     "'file:/etc/mlruns'}\n"))
+    # Assert
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "metrics.mlflow.tracking_uri: 'file:/etc/mlruns' is not an MLflow tracking URI a job may name" in out.stderr
+
+
+def wandb_history(folder: Path) -> dict[str, dict[str, list[tuple[int, float]]]]:
+    """Each offline W&B run under `folder`, read from its .wandb file (a LevelDB-style log of W&B's protobuf
+    records): run name -> metric -> [(flctl_step, value)]."""
+    from wandb.proto import wandb_internal_pb2 as wandb_pb
+
+    runs: dict[str, dict[str, list[tuple[int, float]]]] = {}
+    for path in sorted(folder.glob("offline-run-*/run-*.wandb")):
+        name, rows = "", []
+        for record in _wandb_records(path.read_bytes(), wandb_pb.Record):
+            if record.WhichOneof("record_type") == "run":
+                name = record.run.display_name
+            if record.WhichOneof("record_type") == "history":
+                rows.append({"/".join(i.nested_key) or i.key: json.loads(i.value_json) for i in record.history.item})
+        history: dict[str, list[tuple[int, float]]] = {}
+        for row in rows:
+            for key, value in row.items():
+                if not key.startswith("_") and key != "flctl_step":
+                    history.setdefault(key, []).append((row["flctl_step"], round(value, 6)))
+        runs[name] = {key: sorted(values) for key, values in history.items()}
+    return runs
+
+
+def _wandb_records(data: bytes, record_type: type) -> Iterator:  # type: ignore[type-arg]
+    assert data[:4] == b":W&B"
+    pos, block, parts = 7, 32768, b""
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # a block's tail too short for a header is padding
+            pos += block - pos % block
+            continue
+        _crc, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        parts, pos = parts + data[pos + 7:pos + 7 + length], pos + 7 + length
+        if kind in (1, 4):  # a whole record, or the last piece of one
+            record = record_type()
+            record.ParseFromString(parts)
+            parts = b""
+            yield record
+
+
+def test_metrics_reach_wandb_offline_one_run_per_site(fed: Federation, tmp_path: Path):
+    """wandb: {mode: offline}: a W&B run per site in WORKSPACE/jobs/<id>/wandb/, each metric against flctl_step."""
+    pytest.importorskip("wandb", reason="needs the mlops extra: bash scripts/setup.sh --all")
+    # Execute
+    job_id = run_job(fed, metrics_job(tmp_path, "wandb-job", "metrics: {tensorboard: false, wandb: {mode: offline}}\n"))
+    # Assert
+    folder = job_dir(fed, job_id) / "wandb"
+    expected = {"site-1": {"train_loss": [(0, 1.0), (10, 0.5)], "accuracy": [(0, 0.25), (1, 0.5)]},
+                "site-2": {"train_loss": [(0, 1.5), (10, 1.0)], "accuracy": [(0, 0.75), (1, 1.0)]}}
+    seen = wait_for(lambda: (found := wandb_history(folder)) == expected and found, timeout=60)
+    assert seen == expected, (wandb_history(folder), fed.flctl("job", "logs", job_id, "--site", "server").stdout)
+    assert not (job_dir(fed, job_id) / "tb").exists()

@@ -39,3 +39,10 @@ EXPORTERS: dict[str, Callable[[JobContext, MetricsSpec], Exporter]] = {
     "wandb": _wandb,
 }
 """Exporter name (as `MetricsSpec.exporters` gives it) -> a factory; an exporter's heavy imports wait for it."""
+
+
+def title(name: str, spec: MetricsSpec) -> str:
+    """What the job's log calls exporter `name` before it exists (when it cannot start)."""
+    if name == "mlflow" and spec.mlflow is not None:
+        return f"MLflow at {spec.mlflow.tracking_uri}"
+    return {"tensorboard": "TensorBoard", "wandb": "W&B (offline)"}.get(name, name)

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from flctl.node.jobs.metrics_spec import LocalMetricsSpec
-from flctl.node.server.metrics_export import EXPORTERS
+from flctl.node.server.metrics_export import EXPORTERS, title
 from flctl.node.server.metrics_export.base import Exporter, JobContext, MetricPoint
 from flctl.node.server.metrics_export.launch import EXPORT_PLAN, ExportPlan
 
@@ -37,7 +37,12 @@ SITE_OUT = ("finished", "failed", "aborted", "offline")
 
 def say(line: str) -> None:
     """A line for the job's server log."""
-    print(f"metrics export: {line}", file=sys.stderr, flush=True)
+    print(line, file=sys.stderr, flush=True)
+
+
+def _short(exc: Exception) -> str:
+    """An exception's text on one line, cut (a library's message may hold a whole HTTP response)."""
+    return " ".join(str(exc).split())[:300]
 
 
 class MetricsTail:
@@ -74,15 +79,16 @@ class Guarded:
 
     def _failed(self, doing: str, exc: Exception) -> None:
         self.failed = True
-        say(f"{self.exporter.name}: {doing} failed ({type(exc).__name__}: {str(exc)[:300]}); nothing more goes "
-            f"there for this job, and its metrics stay in flctl (flctl job metrics {self._job_id})")
+        say(f"metrics export to {self.exporter.name} failed while {doing} ({type(exc).__name__}: "
+            f"{_short(exc)}); nothing more goes there for this job; its metrics stay in flctl "
+            f"(flctl job metrics {self._job_id})")
 
     def write(self, points: list[MetricPoint]) -> None:
         if not self.failed:
             try:
                 self.exporter.write(points)
             except Exception as exc:  # noqa: BLE001 - whatever an exporter's library raises, the job goes on
-                self._failed("export", exc)
+                self._failed("exporting", exc)
 
     def close(self, status: str) -> None:
         if not self.failed:
@@ -101,10 +107,10 @@ def open_exporters(plan: ExportPlan, job_dir: Path) -> list[Guarded]:
         try:
             opened.append(Guarded(EXPORTERS[name](job, spec), plan.job_id))
         except Exception as exc:  # noqa: BLE001 - a missing package or an unreachable server: the job goes on
-            say(f"{name} could not start ({type(exc).__name__}: {str(exc)[:300]}); the job's metrics stay in "
-                f"flctl (flctl job metrics {plan.job_id})")
+            say(f"metrics export to {title(name, spec)} failed ({type(exc).__name__}: {_short(exc)}); the job's "
+                f"metrics stay in flctl (flctl job metrics {plan.job_id})")
     if opened:
-        say("to " + ", ".join(g.exporter.name for g in opened))
+        say("metrics export to " + ", ".join(g.exporter.name for g in opened))
     return opened
 
 
