@@ -45,7 +45,8 @@ class FilterEntry(BaseModel):
     filter: str = Field(description="The filter's name: " + ", ".join(sorted(FILTERS)))
     args: dict[str, Any] = Field(default_factory=dict,
                                  description="The filter's arguments (exclude_vars: exclude_vars, a list of tensor "
-                                             "names or one regular expression)")
+                                             "names or one regular expression; percentile_privacy, svt_privacy, "
+                                             "gaussian_dp: see the README's Privacy section)")
     apply_to: Literal["result", "task", "both"] = Field(
         "result", description="What passes through it: the results the site sends out (result), the tasks it "
                               "brings in, before the job's script sees them (task), or both. (Not `on`: YAML "
