@@ -28,11 +28,12 @@ from cryptography import x509
 from flctl.provisioner import dir_spread, fork_pool, gc_pause, pki, signing
 from flctl.provisioner import kit_layout as layout
 from flctl.provisioner.errors import InputError, Problem, ProvisionError
+from flctl.provisioner.he_context import CLIENT_CONTEXT, SERVER_CONTEXT, HeContexts, project_contexts
 from flctl.provisioner.kit_encryption import SUFFIX, Delivery
 from flctl.provisioner.kit_files import KitFile, KitRenderer
 from flctl.provisioner.kit_writer import FOLDER_MODE, write_files, write_private, write_zip
 from flctl.provisioner.project import Participant, Project
-from flctl.provisioner.state import IssuedRecord, State, load_state, locked, new_state, save_state
+from flctl.provisioner.state import IssuedRecord, State, load_state, locked, new_state, save_state, state_dir
 
 Progress = Callable[[int, int, str], None]
 _PROD = re.compile(r"prod_(\d+)")
@@ -140,6 +141,7 @@ def provision(project: Project, workspace: Path, passphrase: bytes | None = None
                                    f"ca.key: {project.ca.key} was ignored")
         if passphrase and not state.encrypted and not result.ca_created:
             result.warnings.append("the state folder's keys are now encrypted with the given passphrase")
+        he = _he_contexts(project, project_dir, result.warnings)
         decisions = plan(project, state, now, renew)
         # .prod_NN.tmp-PID/prod becomes prod_NN; both are flagged for ext4 to spread what they hold
         # over free block groups (see dir_spread), and the flag is cleared before the rename.
@@ -150,7 +152,7 @@ def provision(project: Project, workspace: Path, passphrase: bytes | None = None
             dir_spread.mark_top(outer)
             tmp.mkdir(mode=FOLDER_MODE)
             spread = dir_spread.mark_top(tmp)
-            maker = KitMaker(project, state, now, delivery)
+            maker = KitMaker(project, state, now, delivery, he)
             count = workers or fork_pool.worker_count(len(decisions), KITS_PER_PROCESS)
             finished = 0
 
@@ -182,11 +184,18 @@ def provision(project: Project, workspace: Path, passphrase: bytes | None = None
     return result
 
 
+def _he_contexts(project: Project, project_dir: Path, warnings: list[str]) -> HeContexts | None:
+    """The project's CKKS contexts when project.yml asks for homomorphic encryption, else None."""
+    spec = project.homomorphic_encryption
+    return project_contexts(state_dir(project_dir), spec, warnings) if spec is not None else None
+
+
 class KitMaker:
     """Makes the kits of one run; what they all share (issuer, renderer, CA bytes) is prepared once."""
 
-    def __init__(self, project: Project, state: State, now: dt.datetime, delivery: Delivery | None = None) -> None:
-        self.project, self.state, self.now, self.delivery = project, state, now, delivery
+    def __init__(self, project: Project, state: State, now: dt.datetime, delivery: Delivery | None = None,
+                 he: HeContexts | None = None) -> None:
+        self.project, self.state, self.now, self.delivery, self.he = project, state, now, delivery, he
         self.issuer = pki.Issuer(state.ca_cert, state.ca_key)
         self.renderer = KitRenderer(project)
         self.ca_pem = pki.cert_pem(state.ca_cert)
@@ -233,6 +242,10 @@ class KitMaker:
         key_pem = rec.key_pem.encode() if rec.key_pem else None
         files = self.renderer.render(who, self.ca_pem, rec.cert_pem.encode(), key_pem)
         prefix = f"{layout.STARTUP}/"
+        if self.he is not None and who.kind == "server":  # the public context: it adds, it cannot decrypt
+            files[prefix + SERVER_CONTEXT] = KitFile(self.he.public, 0o644)
+        elif self.he is not None and who.kind == "site":  # the secret key: sites only
+            files[prefix + CLIENT_CONTEXT] = KitFile(self.he.secret, 0o600)
         startup = {name[len(prefix):]: f.data for name, f in files.items() if name.startswith(prefix)}
         files[prefix + layout.SIGNATURE] = KitFile(signing.sign_startup(
             startup, who, self.project.name, self.state.ca_key, self.state.ca_cert, key_pem is None, self.now,

@@ -86,6 +86,31 @@ class HeartbeatSpec(_Strict):
         return self
 
 
+class HomomorphicEncryptionSpec(_Strict):
+    """The CKKS context (TenSEAL) of jobs with `encryption: he`: made once per project and kept in the state folder;
+    its public part goes into the server's kit, its secret key into each site's kit only (NVIDIA FLARE's HEBuilder,
+    with its defaults)."""
+
+    poly_modulus_degree: Literal[4096, 8192, 16384, 32768] = Field(
+        8192, description="Ring dimension N: a ciphertext holds N/2 values; larger is slower and more secure")
+    coeff_mod_bit_sizes: list[Annotated[int, Field(ge=20, le=60)]] = Field(
+        default_factory=lambda: [60, 40, 40], min_length=2, max_length=8,
+        description="Bit sizes of the coefficient moduli; their sum bounds security (at most 218 bits for N 8192)")
+    scale_bits: int = Field(40, ge=20, le=59, description="log2 of the CKKS scale: about the bits of precision kept")
+
+    @model_validator(mode="after")
+    def _secure_sum(self) -> HomomorphicEncryptionSpec:
+        limit = {4096: 109, 8192: 218, 16384: 438, 32768: 881}[self.poly_modulus_degree]
+        total = sum(self.coeff_mod_bit_sizes)
+        if total > limit:
+            raise ValueError(f"coeff_mod_bit_sizes sum to {total} bits, more than the {limit} that keep "
+                             f"128-bit security with poly_modulus_degree {self.poly_modulus_degree}")
+        if self.scale_bits >= self.coeff_mod_bit_sizes[0]:
+            raise ValueError(f"scale_bits {self.scale_bits} must be below the first coefficient modulus's "
+                             f"{self.coeff_mod_bit_sizes[0]} bits (it holds a value's integer part)")
+        return self
+
+
 class Project(_Strict):
     """A whole project.yml."""
 
@@ -98,6 +123,8 @@ class Project(_Strict):
     ca: CaSpec = Field(default_factory=CaSpec)
     certs: CertSpec = Field(default_factory=CertSpec)
     heartbeat: HeartbeatSpec = Field(default_factory=HeartbeatSpec)
+    homomorphic_encryption: HomomorphicEncryptionSpec | None = Field(
+        None, description="Give it (even empty: {}) to make a CKKS context for jobs with encryption: he")
 
     def participants(self) -> list[Participant]:
         """Server first, then sites, then admins, in file order."""

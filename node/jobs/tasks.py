@@ -59,6 +59,9 @@ class TaskKind(StrEnum):
     """Split learning, at the site holding the labels: from the feature sites' activations the task carries, run
     its own bottom model and the top model; when training, step and answer with the gradient of the loss with
     respect to each site's activations; answer with the batch's loss and accuracy."""
+    SECURE = "secure"
+    """A step of secure aggregation (`meta["step"]`: he_final, mask_keys, mask_shares, mask_unmask): the site's job
+    process answers it itself (`flctl.node.secagg`), with keys the script never sees; the script never sees it."""
     STATISTICS = "statistics"
     """Compute figures over the site's data (`meta["step"]`: summary, spread, cohort, data_check); the script's data
     function answers it (`fl.serve_statistics`), and the site's privacy rules are applied to what it returns in the

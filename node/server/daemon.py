@@ -77,7 +77,8 @@ class ServerDaemon:
         board, hub = TaskBoard(), SiteHub()
         self._poke_scheduler: Callable[[], None] = lambda: None
         runner = JobRunner(store, board, hub, workspace / "jobs", lambda _job: self._poke_scheduler(),
-                           spare=resources.spare_job_process, job_isolation=resources.job_isolation)
+                           spare=resources.spare_job_process, job_isolation=resources.job_isolation,
+                           kit_root=kit.root)
         runner.feeders.defaults = metrics_defaults
         self.ctx = ServerContext(kit, workspace, store, board, hub, runner, config.heartbeat.interval_s,
                                  config.heartbeat.timeout_s, audit, policy, revocations, self.disk)

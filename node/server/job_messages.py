@@ -29,6 +29,7 @@ class RunPlan(LinkMessage):
     start_round: int = 0
     state: str | None = None  # a stateful workflow's state saved with that checkpoint
     job_isolation: str = "required"  # the server's local/resources.yml: how job code it runs is confined
+    kit_root: str | None = None  # the server's kit: a workflow may read its startup/ (the HE public context)
 
 
 # ---------------------------------------------------------------- job process -> daemon

@@ -71,8 +71,9 @@ class PipeFederation:
     """`Federation` for a workflow running under the server daemon."""
 
     def __init__(self, job_id: str, job_dir: Path, sites: list[str], out: IO[str],
-                 inbox: queue.Queue[JobAnswer]) -> None:
+                 inbox: queue.Queue[JobAnswer], kit_root: Path | None = None) -> None:
         self.job_id = job_id
+        self._kit_root = kit_root
         self._dir = job_dir
         self._sites = sites
         self._out = out
@@ -175,6 +176,11 @@ class PipeFederation:
 
         return read_member(self._dir / "bundle.zip", path)
 
+    def kit_file(self, name: str) -> bytes:
+        if self._kit_root is None or "/" in name or name in ("", ".", ".."):
+            raise FileNotFoundError(f"the server kit's startup/{name} is not known to this job process")
+        return (self._kit_root / "startup" / name).read_bytes()
+
     def save_report(self, name: str, report: dict[str, Any]) -> None:
         write_report(report_path(self._dir, name), report)
         self._emit(ReportSaved(name=name))
@@ -242,7 +248,7 @@ def main(argv: list[str]) -> int:
     sys.stdout = sys.stderr  # stray prints must not corrupt the protocol
     inbox: queue.Queue[JobAnswer] = queue.Queue()
     threading.Thread(target=_read_inbox, args=(sys.stdin, inbox), daemon=True).start()
-    fed = PipeFederation(run.job_id, job_dir, run.sites, out, inbox)
+    fed = PipeFederation(run.job_id, job_dir, run.sites, out, inbox, Path(run.kit_root) if run.kit_root else None)
     try:
         job_spec = JobSpec.model_validate(run.spec)
         workflow = LoadedJob(job_spec, job_dir, job_spec.workflow_args()).create_workflow()

@@ -65,8 +65,10 @@ def last_checkpoint(job_dir: Path) -> int | None:
 
 class JobRunner:
     def __init__(self, store: Store, board: TaskBoard, hub: SiteHub, jobs_dir: Path,
-                 on_end: Callable[[str], None], spare: bool = True, job_isolation: str = "required") -> None:
+                 on_end: Callable[[str], None], spare: bool = True, job_isolation: str = "required",
+                 kit_root: Path | None = None) -> None:
         self._store = store
+        self._kit_root = kit_root  # the job process reads the server kit's HE public context from it
         self._job_isolation = job_isolation  # how the job process confines job code it runs (an initial model's)
         self._board = board
         self._hub = hub
@@ -125,7 +127,8 @@ class JobRunner:
         job_dir = self.job_dir(job.id)
         job_dir.mkdir(parents=True, exist_ok=True)
         plan = job_messages.RunPlan(job_id=job.id, spec=job.spec, sites=sites, min_sites=job.min_sites,
-                                    job_isolation=self._job_isolation)
+                                    job_isolation=self._job_isolation,
+                                    kit_root=str(self._kit_root) if self._kit_root else None)
         last = last_checkpoint(job_dir) if resume else None
         if last is not None:
             state = state_path(job_dir, f"round-{last}")  # a stateful workflow's state of that round

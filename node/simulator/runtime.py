@@ -285,6 +285,10 @@ class SimFederation:
 
         return (self._job_folder / inner_path(path)).read_bytes()
 
+    def kit_file(self, name: str) -> bytes:
+        raise FileNotFoundError(f"a simulation has no kits, so no startup/{name}: run the job on a provisioned "
+                                "federation (flctl poc prepare, or a real one)")
+
     def save_report(self, name: str, report: dict[str, Any]) -> None:
         write_report(report_path(self._dir, name), report)
 

@@ -35,6 +35,7 @@ from flctl.node.jobs.tasks import Task, TaskKind
 from flctl.node.process import spare_process
 from flctl.node.process.backoff import Backoff
 from flctl.node.process.links import LinkError
+from flctl.node.secagg.payload import SecAggError
 from flctl.node.security.tls import CHUNK, channel
 from flctl.node.site.filters.base import FilterError
 from flctl.node.site.job_launch import SiteJob, write_script_group
@@ -46,7 +47,9 @@ from flctl.provisioner.errors import KitError
 
 if TYPE_CHECKING:
     from flctl.node.client.script_bridge import ScriptBridge
+    from flctl.node.secagg.site_codec import SiteCodec
     from flctl.node.site.filters.pipeline import FilterPipeline
+    from flctl.node.workflows.base import WorkflowArgs
 
 log = logging.getLogger("flctl.site.job")
 FLUSH_S = 0.5
@@ -191,9 +194,10 @@ def submit_result(calls: ModelCalls, job_id: str, task_id: str, answer: wire.Res
 
 
 def _serve_tasks(calls: ModelCalls, job_id: str, bridge: ScriptBridge, reporter: Reporter,
-                 filters: FilterPipeline) -> int:
+                 filters: FilterPipeline, codec: SiteCodec | None = None) -> int:
     """Hand the server's tasks to the script and its answers to the server until the job ends here, each through
-    the site's privacy `filters` (in this process: the script cannot skip them)."""
+    the site's privacy `filters` and the job's secure-aggregation `codec` (in this process: the script cannot skip
+    them; the codec answers its own tasks, which the script never sees)."""
     last = ""
     while True:
         header, payload = fetch_task(calls, job_id, last)
@@ -209,12 +213,24 @@ def _serve_tasks(calls: ModelCalls, job_id: str, bridge: ScriptBridge, reporter:
             continue
         tensors.parse_header(payload, len(payload))  # the server checked it; a broken one fails here, clearly
         task = Task(TaskKind.parse(header.kind), header.round, {}, json.loads(header.meta_json or "{}"))
-        task, given = filters.task_in(task, payload, bridge.site)
+        if task.kind == TaskKind.SECURE:
+            if codec is None:
+                raise TaskError("the server sent a secure-aggregation step, but this job's job.yml asks for no "
+                                "secure aggregation")
+            done, out = codec.step(task, payload)
+            submit_result(calls, job_id, header.task_id, done, out)
+            last = header.task_id
+            continue
+        brought = codec.task_in(task, payload) if codec is not None else payload
+        del payload
+        task, given = filters.task_in(task, brought, bridge.site)
         parts: list[wire.Payload] = [given]
-        del payload, given  # held by `parts` alone, which the bridge empties once the script has the model
+        del brought, given  # held by `parts` alone, which the bridge empties once the script has the model
         answer, result = bridge.run_encoded(task, parts, timeout_s=header.timeout_s or None)
         answer, sent = filters.result_out(task, answer, result, bridge.site)
         del result
+        if codec is not None:  # after the filters: what they leave is what is encrypted or masked
+            answer, sent = codec.result_out(task, answer, sent)
         reporter.flush()  # the task's fl.log values reach the server before its result (recorded once: store.py)
         submit_result(calls, job_id, header.task_id, answer, sent)
         del sent
@@ -262,6 +278,19 @@ def privacy_filters(kit_root: Path, job_id: str, scope: str | None) -> FilterPip
         return str(exc)
 
 
+def secure_codec(kit_root: Path, job_dir: Path, args: WorkflowArgs) -> SiteCodec | str | None:
+    """The job's secure-aggregation codec at this site (None: the job asks for none), or why the site refuses the
+    job (its kit has no HE context…): a job that asks for it never runs without it."""
+    from flctl.node.secagg.site_codec import site_codec
+    from flctl.node.workflows.fedavg import FedAvgArgs
+
+    mode = args.secure_mode() if isinstance(args, FedAvgArgs) else "none"
+    try:
+        return site_codec(mode, kit_root, job_dir)
+    except SecAggError as exc:
+        return str(exc)
+
+
 def _resources(kit_root: Path) -> Resources:
     """The site's `local/resources.yml`; the defaults when it was edited into a bad value since the daemon read it."""
     try:
@@ -279,6 +308,14 @@ def setup_notes(reporter: Reporter, site: str, filters: FilterPipeline, compat: 
         from flctl.node.client.compat import installed_note
 
         reporter.line(f"compat {compat} at {site}: {installed_note(compat)}")
+
+
+def _refuse(reporter: Reporter, chan: grpc.Channel, error: str) -> int:
+    """Fail this site's part before the script starts, saying why; the exit code."""
+    reporter.flush(status=SiteState.FAILED, error=error)
+    reporter.stop()
+    chan.close()
+    return 1
 
 
 def main(argv: list[str]) -> int:
@@ -299,17 +336,17 @@ def main(argv: list[str]) -> int:
     stub = pb_grpc.FederationStub(chan)
     reporter = Reporter(stub, job_id)
     reporter.start()
-    spec = load_job(job_dir / "job").spec
+    loaded = load_job(job_dir / "job")
+    spec = loaded.spec
     isolation = job_isolation(resources)
     reporter.line(f"isolation at {kit.info.name}: {isolation_note(isolation, resources)}")
     confine = Confinement(isolation, job_dir / "job", resources.data_paths, resources.job_env_allow)
     refusal = isolation_refusal(confine, resources, kit.root, job_dir)
     filters = privacy_filters(kit.root, job_id, spec.privacy_scope)
-    if refusal or isinstance(filters, str):
-        reporter.flush(status=SiteState.FAILED, error=f"{kit.info.name} refuses to run the job: {refusal or filters}")
-        reporter.stop()
-        chan.close()
-        return 1
+    codec = secure_codec(kit.root, job_dir, loaded.args)
+    if refusal or isinstance(filters, str) or isinstance(codec, str):
+        return _refuse(reporter, chan, f"{kit.info.name} refuses to run the job: "
+                       f"{refusal or (filters if isinstance(filters, str) else codec)}")
     setup_notes(reporter, kit.info.name, filters, spec.app.compat)
     bridge = ScriptBridge(workdir=job_dir / "job" / "app", command=list(spec.app.command), env=dict(spec.app.env),
                           site=kit.info.name, job_id=job_id, on_output=reporter.line, on_metric=reporter.metric,
@@ -327,8 +364,8 @@ def main(argv: list[str]) -> int:
         write_script_group(job_dir, bridge.pid)
     reporter.flush(status=SiteState.RUNNING)
     try:
-        return _serve_tasks(ModelCalls(chan), job_id, bridge, reporter, filters)
-    except (ScriptError, FilterError, TaskError) as exc:
+        return _serve_tasks(ModelCalls(chan), job_id, bridge, reporter, filters, codec)
+    except (ScriptError, FilterError, TaskError, SecAggError) as exc:
         bridge.kill()
         reporter.flush(status=SiteState.FAILED, error=str(exc))
         return 1

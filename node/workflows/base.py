@@ -54,6 +54,11 @@ class Federation(Protocol):
         OSError when the job has no such file, ValueError when `path` leaves the folder."""
         ...
 
+    def kit_file(self, name: str) -> bytes:
+        """A file of the server kit's `startup/` (the HE public context, `server_context.tenseal`); OSError when the
+        kit has no such file (in a simulation: what the simulator stands in for it with)."""
+        ...
+
     def save_report(self, name: str, report: dict[str, Any]) -> None:
         """Keep a report the workflow made (JSON: a cross-site evaluation's matrix…) as `reports/NAME.json`,
         shown by `flctl job show` and downloaded with the job."""

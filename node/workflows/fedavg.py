@@ -4,14 +4,15 @@ averages their models weighted by how many examples each trained on."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, ClassVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, cast
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from flctl.node.jobs.tasks import PARAMS_TYPE, Params, SiteFailure, Task, TaskKind, TaskResult
 
 if TYPE_CHECKING:
     from flctl.node.workflows.aggregation import WeightedSum
+    from flctl.node.workflows.secure_sum import SecureSum
 from flctl.node.workflows.base import Federation, Workflow, WorkflowArgs, WorkflowError
 
 
@@ -29,6 +30,35 @@ class FedAvgArgs(WorkflowArgs):
                                                      "site's own at every site (see the cross_site_eval workflow)")
     proximal_mu: float = Field(0.0, ge=0, description="FedProx (Li et al. 2020): the weight mu of the proximal term "
                                                       "sites add to their loss (fl.proximal_term); 0: plain FedAvg")
+    encryption: Literal["none", "he"] = Field(
+        "none", description="he: sites encrypt their weighted models with the project's CKKS context (provisioned "
+                            "with homomorphic_encryption), the server adds ciphertexts and never sees a model; the "
+                            "sites decrypt the sum and keep the final model")
+    secure_aggregation: Literal["none", "masking"] = Field(
+        "none", description="masking: sites add pairwise masks that cancel in the sum to quantized updates "
+                            "(SecAgg+): the server learns the average only")
+
+    secure_modes: ClassVar[frozenset[str]] = frozenset(("he", "masking"))
+    """The secure-aggregation modes this workflow supports (a server step on the plain model rules HE out)."""
+
+    @model_validator(mode="after")
+    def _secure_mode_fits(self) -> FedAvgArgs:
+        if self.encryption != "none" and self.secure_aggregation != "none":
+            raise ValueError("choose encryption: he or secure_aggregation: masking, not both")
+        mode = self.secure_mode()
+        if mode != "none" and mode not in self.secure_modes:
+            field = "encryption" if mode == "he" else "secure_aggregation"
+            allowed = " or ".join(sorted(self.secure_modes)) or "none of them"
+            raise ValueError(f"{field}: {mode} does not fit this workflow (its server step needs the plain model); "
+                             f"it supports {allowed}")
+        if mode == "he" and self.cross_site_eval:
+            raise ValueError("cross_site_eval needs the server to hold the plain final model, which encryption: he "
+                             "never gives it; evaluate_every still works (sites decrypt the model they evaluate)")
+        return self
+
+    def secure_mode(self) -> str:
+        """'he', 'masking' or 'none'."""
+        return self.encryption if self.encryption != "none" else self.secure_aggregation
 
 
 class FedAvg(Workflow):
@@ -51,7 +81,9 @@ class FedAvg(Workflow):
         from flctl.node.workflows.aggregation import (
             WeightedSum,  # numpy: imported when a job runs, not when one is checked
         )
+        from flctl.node.workflows.secure_sum import secure_round
 
+        secure = secure_round(self.settings.secure_mode(), fed)
         model: Params = dict(initial) if initial is not None else {}
         # the checkpoint `model` is: on a resume, `initial` is round start_round - 1's
         saved = f"round-{start_round - 1}" if initial is not None and start_round > 0 else ""
@@ -62,9 +94,16 @@ class FedAvg(Workflow):
                 raise WorkflowError(f"round {round_no}: {self.min_sites} sites are required but the job has "
                                     f"{len(sites)}")
             self.begin_round(round_no, sites)
-            total = WeightedSum(like=model) if model else WeightedSum()
+            timeout = self.settings.round_timeout_s
+            meta = self.task_meta()
+            total: WeightedSum | SecureSum
+            if secure is not None:
+                meta.update(secure.prepare(fed, round_no, sites, timeout))
+                total = secure.new_sum(fed, round_no, sites, timeout)
+            else:
+                total = WeightedSum(like=model) if model else WeightedSum()
             params = self.task_params(model)
-            answers = fed.send(Task(TaskKind.TRAIN, round_no, params, meta=self.task_meta(),
+            answers = fed.send(Task(TaskKind.TRAIN, round_no, params, meta=meta,
                                     saved_as=saved if params is model else ""), sites, self.settings.round_timeout_s)
             previous = model if self.keeps_previous_model or not saved else {}
             del model, params
@@ -82,6 +121,8 @@ class FedAvg(Workflow):
                     metrics[site] = {**metrics.get(site, {}), **values}
             fed.record_round(round_no, metrics)
         fed.save_model("final", model, saved_as=saved)
+        if secure is not None:
+            secure.finish(fed, model, fed.sites(), self.settings.round_timeout_s)
         if self.settings.cross_site_eval:
             from flctl.node.workflows.cross_site_eval import cross_evaluate
 
@@ -106,11 +147,16 @@ class FedAvg(Workflow):
         """What each training task carries: the global model itself (SCAFFOLD adds its control variate)."""
         return model
 
-    def add_answer(self, total: WeightedSum, answer: TaskResult, base: Callable[[], Params]) -> None:
+    def add_answer(self, total: WeightedSum | SecureSum, answer: TaskResult, base: Callable[[], Params]) -> None:
         """Add a site's answer (its model, or `base()` plus its diff) to the round's sum, weighted by its examples;
         ValueError, changing nothing, when it does not fit the model (other names, shapes or dtypes, or values that
-        are not finite)."""
+        are not finite). A secure sum takes the site's opaque payload as it is."""
         from flctl.node.workflows.aggregation import full_params
+        from flctl.node.workflows.secure_sum import SecureSum
+
+        if isinstance(total, SecureSum):
+            total.add(answer)
+            return
 
         if answer.num_examples < 0:
             raise ValueError(f"num_examples {answer.num_examples} is negative")
@@ -126,7 +172,7 @@ class FedAvg(Workflow):
         return average
 
     def _collect(self, fed: Federation, round_no: int, sites: list[str], answers: Iterable[TaskResult | SiteFailure],
-                 total: WeightedSum, base: Callable[[], Params]
+                 total: WeightedSum | SecureSum, base: Callable[[], Params]
                  ) -> tuple[dict[str, tuple[dict[str, float], int]], Params]:
         """Add up a round's answers as they come: who answered (metrics, examples) and the weighted average."""
         timeout = self.settings.round_timeout_s

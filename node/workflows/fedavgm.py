@@ -27,6 +27,8 @@ class FedAvgMArgs(FedAvgArgs):
     server_learning_rate: float = Field(1.0, gt=0, description="The step the server takes along the momentum")
     server_momentum: float = Field(0.0, ge=0, lt=1, description="How much of the last momentum each step keeps")
 
+    secure_modes: ClassVar[frozenset[str]] = frozenset(("masking",))  # its server step needs the plain average
+
 
 class FedAvgM(FedOpt):
     """FedAvg whose server takes a momentum step from the global model towards the sites' average."""

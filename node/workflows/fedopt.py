@@ -32,6 +32,8 @@ class FedOptArgs(FedAvgArgs):
     tau: float = Field(1e-3, gt=0, description="adam, yogi, adagrad: adaptivity (added to the root of v)")
     momentum: float = Field(0.0, ge=0, lt=1, description="sgdm: how much of the last step each step keeps")
 
+    secure_modes: ClassVar[frozenset[str]] = frozenset(("masking",))  # its server step needs the plain average
+
 
 class FedOpt(FedAvg):
     """FedAvg whose server optimizer steps from the global model towards the sites' average."""

@@ -31,12 +31,15 @@ from flctl.node.workflows.state import WorkflowState
 
 if TYPE_CHECKING:
     from flctl.node.workflows.aggregation import WeightedSum
+    from flctl.node.workflows.secure_sum import SecureSum
 
 
 class ScaffoldArgs(FedAvgArgs):
     """`workflow.args` of a `scaffold` job (those of `fedavg`, and the server's learning rate)."""
 
     server_lr: float = Field(1.0, gt=0, description="The step the server takes along the sites' mean change")
+
+    secure_modes: ClassVar[frozenset[str]] = frozenset()  # its control variates are summed in clear
 
 
 class Scaffold(FedAvg):
@@ -69,12 +72,12 @@ class Scaffold(FedAvg):
                    for name, value in model.items() if np.asarray(value).dtype.kind == "f"}
         return {**model, **{C_PREFIX + name: value for name, value in control.items()}}
 
-    def add_answer(self, total: WeightedSum, answer: TaskResult, base: Callable[[], Params]) -> None:
+    def add_answer(self, total: WeightedSum | SecureSum, answer: TaskResult, base: Callable[[], Params]) -> None:
         """y_i (or x plus its diff) into the model's sum and dc_i into the control's, each counted once (plain
         means); neither changes unless both fit."""
-        from flctl.node.workflows.aggregation import full_params
+        from flctl.node.workflows.aggregation import WeightedSum, full_params
 
-        assert self._deltas is not None
+        assert self._deltas is not None and isinstance(total, WeightedSum)  # ScaffoldArgs allow no secure mode
         model = full_params({name: value for name, value in answer.params.items() if not name.startswith(DC_PREFIX)},
                             answer.meta.get(PARAMS_TYPE, "full"), base)
         deltas = {name[len(DC_PREFIX):]: value for name, value in answer.params.items() if name.startswith(DC_PREFIX)}
