@@ -39,7 +39,8 @@ step = float(fl.site_name().split("-")[1])
 while fl.running():
     model = fl.receive()
     params = {name: value * 0.5 + step for name, value in model.params.items()}
-    fl.send(fl.Model(params=params, metrics={"mean": float(params["w"].mean())}, num_examples=int(step)))
+    fl.send(fl.Model(params=params, metrics={"mean": float(next(iter(params.values())).mean())},
+                     num_examples=int(step)))
 """
 """Each site halves the model and adds its number; answers are weighted by that number: deterministic."""
 
@@ -196,3 +197,49 @@ def test_a_recipe_script_without_a_main_guard_runs_once(tmp_path: Path, script: 
                           cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout == "ran FINISHED\n"
+
+
+@pytest.mark.parametrize(("body", "code", "said"), [
+    ("FedAvgJob(name='x', script=SCRIPT, rounds=1, roundz=2)", 2, "error: FedAvgJob: roundz: unknown key 'roundz'"),
+    ("FedAvgJob(name='x', script='missing.py', rounds=1)", 2, "error: FedAvgJob: the script "),
+    ("FedAvgJob(name='x', script=SCRIPT, rounds=1).run(ProdEnv(kit=KIT, timeout_s=5))", 3,
+     "error: cannot reach the server at localhost:"),
+])
+def test_python_m_flctl_recipe_ends_as_flctl_commands_do(tmp_path: Path, script: Path, body: str, code: int,
+                                                         said: str) -> None:
+    """A recipe run with `python -m flctl.recipe` ends with one line and DESIGN.md's exit code, no traceback."""
+    fed = make_federation(tmp_path)  # its kit; its server is not started
+    recipe = tmp_path / "recipe.py"
+    recipe.write_text(f"from flctl.recipe import FedAvgJob, ProdEnv\nSCRIPT = {str(script)!r}\n"
+                      f"KIT = {str(fed.admin_kit)!r}\n{body}\n")
+    done = subprocess.run([sys.executable, "-m", "flctl.recipe", str(recipe)], capture_output=True, text=True,
+                          timeout=60, check=False, cwd=tmp_path)
+    assert done.returncode == code, done.stderr
+    assert done.stderr.startswith(said)
+    assert "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_initial_model_as_a_torch_module_a_file_or_a_function(tmp_path: Path, script: Path) -> None:
+    """A torch module's state_dict, a .safetensors file and "app/net.py:make_model" all seed round 0 alike."""
+    torch = pytest.importorskip("torch", reason="needs torch: bash scripts/setup.sh --all")
+    from flctl.node.wire import tensors
+
+    module = torch.nn.Linear(2, 1)
+    with torch.no_grad():
+        module.weight.copy_(torch.tensor([[1.0, 2.0]]))
+        module.bias.fill_(3.0)
+    tensors.write_file(tmp_path / "start.safetensors", {"weight": np.array([[1.0, 2.0]], dtype=np.float32),
+                                                         "bias": np.array([3.0], dtype=np.float32)})
+    (script.parent / "net.py").write_text("import numpy as np\n\ndef make_model():\n    return {'weight': "
+                                          "np.array([[1.0, 2.0]], dtype=np.float32), 'bias': np.array([3.0], "
+                                          "dtype=np.float32)}\n")
+    finals = []
+    for given in (module, tmp_path / "start.safetensors", "app/net.py:make_model"):
+        run = FedAvgJob(name="seeded", script=script, rounds=1, min_sites=2, initial_model=given).run(
+            SimEnv(sites=2, workers=1, workspace=tmp_path / "ws"))
+        assert run.status() == "FINISHED", run.error
+        finals.append(run.model())
+    for final in finals:
+        np.testing.assert_allclose(final["weight"], [[1.0 * 0.5 + 5 / 3, 2.0 * 0.5 + 5 / 3]], rtol=1e-6)
+        np.testing.assert_allclose(final["bias"], [3.0 * 0.5 + 5 / 3], rtol=1e-6)
