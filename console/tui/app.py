@@ -36,8 +36,9 @@ class ConsoleApp(App[None]):
     TITLE = "flctl console"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("s", "submit", "Submit"),
-        Binding("i", "whoami", "Who am I"),
-        Binding("p", "provision", "Provision"),
+        # Not in the footer (at 80 columns it would push `q Quit` out): in the command palette (ctrl+p) and the README.
+        Binding("i", "whoami", "Who am I", show=False),
+        Binding("p", "provision", "Provision", show=False),
         Binding("q", "quit", "Quit"),
     ]
 
@@ -46,6 +47,8 @@ class ConsoleApp(App[None]):
     sites: reactive[list[SiteInfo]] = reactive(list, always_update=True)
     identity: reactive[Identity | None] = reactive(None)
     now: reactive[float] = reactive(0.0)
+    last_contact: float = 0.0
+    """When the server last answered (the clock's time): while disconnected, live values are shown as of then."""
 
     class EventArrived(Message):
         """The server's event stream delivered an event (any job's)."""
@@ -85,6 +88,20 @@ class ConsoleApp(App[None]):
 
     def _tick(self) -> None:
         self.now = self.clock()
+
+    @property
+    def stale(self) -> bool:
+        """Whether what the console holds is only last known (the server is not answering)."""
+        return self.connection.state != ConnectionState.ONLINE
+
+    @property
+    def shown_now(self) -> float:
+        """The time live values are shown as of: now while connected, the last contact while not (heartbeat ages
+        and durations stop counting instead of pretending to be current)."""
+        return self.last_contact if self.stale and self.last_contact else self.now
+
+    def _heard(self) -> None:
+        self.last_contact = self.clock()
 
     @property
     def admin(self) -> Admin:
@@ -138,11 +155,12 @@ class ConsoleApp(App[None]):
             delay = min(delay * 2, RETRY_MAX_S)
 
     def _loaded(self, identity: Identity, jobs: list[JobInfo], sites: list[SiteInfo]) -> None:
+        self._heard()
+        self.connection = Connection(ConnectionState.ONLINE, self.connection.target)
         self.identity = identity
         self.jobs = jobs
         self.sites = sites
         self.now = self.clock()
-        self.connection = Connection(ConnectionState.ONLINE, self.connection.target)
 
     def _went_away(self, detail: str) -> None:
         if self.connection.state == ConnectionState.ONLINE:
@@ -166,6 +184,7 @@ class ConsoleApp(App[None]):
             jobs = self.admin.list_jobs()
         except errors.NodeError:
             return  # the feed reports a lost server
+        self.call_later(self._heard)
         self.call_later(setattr, self, "jobs", jobs)
 
     @work(thread=True, exclusive=True, group="sites")
@@ -176,6 +195,7 @@ class ConsoleApp(App[None]):
             sites = self.admin.list_sites()
         except errors.NodeError:
             return
+        self.call_later(self._heard)
         self.call_later(setattr, self, "sites", sites)
 
     # ------------------------------------------------------------------ actions

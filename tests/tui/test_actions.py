@@ -16,7 +16,9 @@ from flctl.console.tui.screens.job import JobScreen
 from flctl.console.tui.screens.overview import OverviewScreen
 from flctl.console.tui.screens.site_logs import SiteLogsScreen
 from flctl.console.tui.widgets.connection_bar import ConnectionBar
+from flctl.console.tui.widgets.jobs_table import JobsTable
 from flctl.console.tui.widgets.metric_plot import MetricPlot
+from flctl.console.tui.widgets.sites_table import SitesTable
 from flctl.node import errors
 from flctl.node.admin.admin_types import Identity
 
@@ -360,3 +362,41 @@ async def test_enter_opens_a_job_whichever_table_has_focus() -> None:
         # Assert
         assert focused is not None and focused.id == "sites"
         assert app.screen.job_id == "a1b2c3"  # type: ignore[attr-defined]  # site-1 runs it
+
+
+@synchronously
+async def test_while_disconnected_live_values_are_last_known_and_dimmed() -> None:
+    """Once the server stops answering, the overview shows what it last knew as such: states read 'was online',
+    heartbeat ages and durations stop counting, the tables are dimmed and say how long ago they were true."""
+    # Prepare
+    clock = [NOW]
+    down = threading.Event()
+    recorded = RecordedAdmin()
+    sessions: list[RecordedAdmin] = []
+
+    def connect() -> RecordedAdmin:
+        if down.is_set():
+            return DownAdmin()
+        sessions.append(recorded.connect())
+        return sessions[-1]
+
+    app = ConsoleApp(connect, "localhost:8443", clock=lambda: clock[0])  # type: ignore[arg-type]
+    async with app.run_test(size=(120, 40)) as pilot:
+        await online(pilot)
+        # Execute: the server goes away, and 72 s pass
+        down.set()
+        for session in sessions:
+            session.close()
+        await until(pilot, lambda: app.connection.state == "offline")
+        clock[0] = NOW + 72
+        await pilot.pause(1.3)  # the console's one-second tick
+        sites, jobs = app.screen.query_one(SitesTable), app.screen.query_one(JobsTable)
+        rows = {key: sites.get_row(key) for key in ("site-1", "site-2")}
+        running = jobs.get_row("a1b2c3")
+        bar = str(app.screen.query_one("#connection").render())
+    # Assert
+    assert [rows["site-1"][2:4], rows["site-2"][2:4]] == [["was online", "2s ago"], ["was offline", "1m35s ago"]]
+    assert running[-1] == "1m15s"  # the duration as of the last contact, not 72 s more
+    assert sites.has_class("-stale") and jobs.has_class("-stale")
+    assert sites.border_subtitle == "last known 1m12s ago: 1/2 online"
+    assert "showing what was known 1m12s ago" in bar

@@ -75,12 +75,13 @@ class JobScreen(Screen[None]):
         log = LogFollower(self.job_id, id="job-log")
         log.border_title = "Logs"
         yield log
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.sub_title = f"job {self.job_id}"
         self.watch(self.app, "jobs", self._jobs_changed)
         self.watch(self.app, "now", lambda now: self.mutate_reactive(JobScreen.job), init=False)
+        self.watch(self.app, "connection", lambda c: self.mutate_reactive(JobScreen.job), init=False)
         if self.console.job(self.job_id) is None:
             self.console.call_admin(f"show job {self.job_id}", lambda a: a.get_job(self.job_id), self._set_job)
         self.rounds_client = self.console.stream_client()
@@ -97,15 +98,20 @@ class JobScreen(Screen[None]):
     def watch_job(self, job: JobInfo | None) -> None:
         if job is None:
             return
-        done = f"round {cells.rounds(job)}" if job.rounds else "no rounds"
+        done = f"rounds {cells.rounds(job)}" if job.rounds else "no rounds"
+        stale = self.console.stale
+        known = (f"last known {cells.age(self.console.now - self.console.last_contact)} ago:  "
+                 if stale and self.console.last_contact else "")
         self.query_one("#job-title", Label).update(
-            f"{job.id}  {job.name}  {job.status}  {done}  {cells.duration(job, self.console.now)}"
+            f"{known}{job.id}  {job.name}  {job.status}  {done}  {cells.duration(job, self.console.shown_now)}"
             + (f"  {job.wait_reason}" if job.wait_reason and job.status == JobStatus.SUBMITTED else "")
             + (f"  {job.error}" if job.error else ""))
         bar = self.query_one("#rounds", ProgressBar)
         bar.display = bool(job.rounds)
         bar.update(total=job.rounds or None, progress=job.rounds_done)
-        self.query_one(JobSitesTable).show(job)
+        self.query_one(JobSitesTable).show(job, stale=stale)
+        self.query_one(JobSitesTable).set_class(stale, "-stale")
+        self.query_one("#job-head").set_class(stale, "-stale")
         if job.ended and not self._reports_asked:  # reports come with one job's details, once it has ended
             self._reports_asked = True
             self.console.call_admin(f"show job {self.job_id}", lambda a: a.get_job(self.job_id), self._show_reports)

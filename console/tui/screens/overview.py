@@ -10,6 +10,7 @@ from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.widgets import Footer, Header
 
+from flctl.console.tui.cells import age
 from flctl.console.tui.widgets.connection_bar import ConnectionBar
 from flctl.console.tui.widgets.jobs_table import JobsTable
 from flctl.console.tui.widgets.sites_table import SitesTable
@@ -41,22 +42,37 @@ class OverviewScreen(Screen[None]):
         jobs = JobsTable(id="jobs")
         jobs.border_title = "Jobs"
         yield jobs
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.watch(self.app, "sites", self._show_sites)
         self.watch(self.app, "jobs", self._show_jobs)
         self.watch(self.app, "now", self._tick, init=False)
+        self.watch(self.app, "connection", self._connection, init=False)
         self.query_one(JobsTable).focus()
 
     def _show_sites(self, sites: list[SiteInfo]) -> None:
-        self.query_one(SitesTable).show(sites, self.console.now)
-        self.query_one(SitesTable).border_subtitle = f"{sum(s.online for s in sites)}/{len(sites)} online"
+        table = self.query_one(SitesTable)
+        table.show(sites, self.console.shown_now, stale=self.console.stale)
+        table.set_class(self.console.stale, "-stale")
+        table.border_subtitle = self._as_of(f"{sum(s.online for s in sites)}/{len(sites)} online")
 
     def _show_jobs(self, jobs: list[JobInfo]) -> None:
-        self.query_one(JobsTable).show(jobs, self.console.now)
+        table = self.query_one(JobsTable)
+        table.show(jobs, self.console.shown_now)
+        table.set_class(self.console.stale, "-stale")
         running = sum(j.status == JobStatus.RUNNING for j in jobs)
-        self.query_one(JobsTable).border_subtitle = f"{running} running, {len(jobs)} in all"
+        table.border_subtitle = self._as_of(f"{running} running, {len(jobs)} in all")
+
+    def _as_of(self, summary: str) -> str:
+        """A table's summary; while disconnected, said to be what was last known, and how long ago."""
+        if not self.console.stale or not self.console.last_contact:
+            return summary
+        return f"last known {age(self.console.now - self.console.last_contact)} ago: {summary}"
+
+    def _connection(self, connection: object) -> None:
+        self._show_sites(self.console.sites)
+        self._show_jobs(self.console.jobs)
 
     def _tick(self, now: float) -> None:
         self._show_sites(self.console.sites)

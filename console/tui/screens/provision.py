@@ -12,7 +12,7 @@ from textual.containers import Horizontal
 from textual.message import Message
 from textual.reactive import reactive
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Input, ProgressBar
+from textual.widgets import DataTable, Footer, Header, Input, ProgressBar, Static
 
 from flctl.console.tui.widgets.connection_bar import ConnectionBar
 
@@ -62,10 +62,13 @@ class ProvisionScreen(Screen[None]):
             result = DataTable[str](id="prov-result", cursor_type="row")
             result.border_title = "Kits"
             yield result
+        detail = Static("", id="problem-detail")
+        detail.display = False
+        yield detail
         progress = ProgressBar(total=None, id="prov-progress", show_eta=False)
         progress.display = False
         yield progress
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.sub_title = "provisioning"
@@ -76,6 +79,8 @@ class ProvisionScreen(Screen[None]):
 
     def _result_table(self, title: str, *columns: str) -> DataTable[str]:
         table: DataTable[str] = self.query_one("#prov-result", DataTable)
+        self._problems: list[str] = []
+        self.query_one("#problem-detail", Static).display = False
         table.clear(columns=True)
         table.add_columns(*columns)
         table.border_title = title
@@ -98,6 +103,8 @@ class ProvisionScreen(Screen[None]):
             problems = self._result_table("Problems", "line", "field", "problem")
             for p in exc.problems:
                 problems.add_row(str(p.line or "-"), p.field or "-", p.message)
+                self._problems.append(f"line {p.line or '-'}, {p.field or '-'}: {p.message}")
+            self._show_problem(0)
             self.notify(f"{path} has {len(exc.problems)} problem(s)", severity="error")
         except (ProvisionError, OSError) as exc:
             self.project = None
@@ -105,6 +112,18 @@ class ProvisionScreen(Screen[None]):
             self.notify(str(exc), severity="error")
         else:
             self._result_table("Kits", "kit", "kind", "status", "folder")
+
+    @on(DataTable.RowHighlighted, "#prov-result")
+    def _highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self._show_problem(event.cursor_row)
+
+    def _show_problem(self, index: int) -> None:
+        """The highlighted problem in full, wrapped under the table (a long message does not fit its cell)."""
+        detail = self.query_one("#problem-detail", Static)
+        problems = getattr(self, "_problems", [])
+        detail.display = bool(problems)
+        if problems:
+            detail.update(f"{problems[min(index, len(problems) - 1)]}  (↑/↓ for the others)")
 
     def watch_project(self, project: Project | None) -> None:
         people: DataTable[str] = self.query_one("#participants", DataTable)

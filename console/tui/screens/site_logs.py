@@ -27,7 +27,7 @@ class SiteLogsScreen(Screen[None]):
         log = LogFollower(self.job_id, self.site, id="site-log")
         log.border_title = f"{self.site} in job {self.job_id}"
         yield log
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.sub_title = f"{self.site} logs"

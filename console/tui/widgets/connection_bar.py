@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, cast
 
 from textual.widgets import Static
 
+from flctl.console.tui.cells import age
 from flctl.console.tui.connection import Connection, ConnectionState
 from flctl.node.admin.admin_types import Identity
 
@@ -20,6 +21,11 @@ class ConnectionBar(Static):
         app = cast("ConsoleApp", self.app)
         self.watch(app, "connection", self._show, init=True)
         self.watch(app, "identity", self._show_identity, init=False)
+        self.watch(app, "now", self._tick, init=False)
+
+    def _tick(self, now: float) -> None:
+        if cast("ConsoleApp", self.app).stale:
+            self._show(cast("ConsoleApp", self.app).connection)
 
     def _show_identity(self, identity: Identity | None) -> None:
         self._show(cast("ConsoleApp", self.app).connection)
@@ -35,7 +41,10 @@ class ConnectionBar(Static):
                 count = len(identity.notices)
                 text += f"  ⚠ {count} notice{'s' if count > 1 else ''} from the server (i)"
         elif connection.state == ConnectionState.OFFLINE:
-            text = f"○ disconnected from {connection.target}; reconnecting… {connection.detail}"
+            app = cast("ConsoleApp", self.app)
+            known = (f"; showing what was known {age(app.now - app.last_contact)} ago" if app.last_contact
+                     else "")
+            text = f"○ disconnected from {connection.target}{known}; reconnecting… {connection.detail}"
         else:
             text = f"◌ connecting to {connection.target}…"
         self.update(text)

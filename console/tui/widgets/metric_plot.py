@@ -34,9 +34,10 @@ class MetricPlot(PlotextPlot):
         plt.clear_data()
         plt.title(f"{self.metric} per site" if self.metric else "no metrics yet")
         plt.xlabel("round")
+        # Events count rounds from 0 (the JSON convention); people count them from 1, as everywhere on screen.
         for site, points in sorted(self.history.series(self.metric).items()):
-            plt.plot([p[0] for p in points], [p[1] for p in points], label=site, marker="braille")
-        rounds = sorted({float(p[0]) for pts in self.history.series(self.metric).values() for p in pts})
+            plt.plot([p[0] + 1 for p in points], [p[1] for p in points], label=site, marker="braille")
+        rounds = sorted({float(p[0] + 1) for pts in self.history.series(self.metric).values() for p in pts})
         if rounds:
             plt.xticks(rounds)
         self.refresh()

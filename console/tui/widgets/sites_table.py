@@ -21,8 +21,10 @@ class SitesTable(KeyedTable):
             super().__init__()
             self.site = site
 
-    def show(self, sites: list[SiteInfo], now: float) -> None:
-        self.show_rows([(s.name, (s.name, s.org, cells.online(s), cells.heartbeat(s, now),
+    def show(self, sites: list[SiteInfo], now: float, stale: bool = False) -> None:
+        """The sites; `stale`: the server is not answering, so a state is only what it was (`was online`) and the
+        heartbeat ages are as of `now`, the last contact."""
+        self.show_rows([(s.name, (s.name, s.org, ("was " if stale else "") + cells.online(s), cells.heartbeat(s, now),
                                   ", ".join(s.running_jobs) or "-", cells.expiry(s.not_after, now))) for s in sites])
 
     @on(DataTable.RowSelected)
