@@ -313,7 +313,10 @@ class _Run:
             else:
                 merged["variance"] = merge.variance([f["sq_dev"] for f in seconds], merged["count"])
                 merged["stddev"] = merge.stddev(merged["variance"])
-        if "histogram" in request and self._incomplete(name, "histogram", by_site):
+        if "histogram" in request and not any("histogram" in f for f in seconds):
+            self.notes.setdefault(name, []).append("no global histogram: no site released one")
+            request = {k: v for k, v in request.items() if k != "histogram"}
+        elif "histogram" in request and self._incomplete(name, "histogram", by_site):
             self.notes.setdefault(name, []).append("global histogram without "
                                                    f"{', '.join(self._incomplete(name, 'histogram', by_site))}")
         if "sketch" in request and self._incomplete(name, "sketch", by_site):
