@@ -40,7 +40,7 @@ def command(job_id: Annotated[str, typer.Argument(metavar="ID")], kit: KitOption
     terminal.fields(pairs)
     if job.sites:
         terminal.table(["site", "state", "round", "error"],
-                       [(s.name, s.state, s.round if s.round >= 0 else "-", s.error) for s in job.sites])
+                       [(s.name, s.state, s.round + 1 if s.round >= 0 else "-", s.error) for s in job.sites])
     columns, rows = cross_site_table(job.reports.get("cross_site_eval"))
     if rows:
         terminal.table(columns, rows, title="cross-site evaluation (rows evaluate the column's model)")
