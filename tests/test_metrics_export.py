@@ -6,6 +6,7 @@ them, and an MLflow server that cannot be reached leaves the job finished, sayin
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import signal
@@ -80,18 +81,71 @@ def scalars(run: Path) -> dict[str, list[tuple[int, float]]]:
     return {tag: [(e.step, round(e.value, 6)) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
 
 
-def test_metrics_reach_tensorboard_one_run_per_site(fed: Federation, tmp_path: Path):
+EXPECTED = {"site-1": {"train_loss": [(0, 1.0), (10, 0.5)], "accuracy": [(0, 0.25), (1, 0.5)]},
+            "site-2": {"train_loss": [(0, 1.5), (10, 1.0)], "accuracy": [(0, 0.75), (1, 1.0)]}}
+"""What SCRIPT reports, by site and metric: [(step, value)] (fl.log at its steps, the answers' at the rounds)."""
+
+
+@pytest.fixture(scope="module")
+def plain_job(fed: Federation, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The id of a finished job that names no metrics section."""
+    return run_job(fed, metrics_job(tmp_path_factory.mktemp("jobs"), "plain-job"))
+
+
+def test_metrics_reach_tensorboard_one_run_per_site(fed: Federation, plain_job: str):
     """A job that names nothing: each site's logged values (at the script's steps) and its answers' metrics (at
     the rounds) are in WORKSPACE/jobs/<id>/tb/<site>/."""
     pytest.importorskip("tensorboard", reason="reading event files needs the mlops extra: bash scripts/setup.sh --all")
     # Execute
-    job_id = run_job(fed, metrics_job(tmp_path, "tb-job"))
-    tb = job_dir(fed, job_id) / "tb"
-    expected = {"site-1": {"train_loss": [(0, 1.0), (10, 0.5)], "accuracy": [(0, 0.25), (1, 0.5)]},
-                "site-2": {"train_loss": [(0, 1.5), (10, 1.0)], "accuracy": [(0, 0.75), (1, 1.0)]}}
+    tb = job_dir(fed, plain_job) / "tb"
+    seen = wait_for(lambda: (found := {site: scalars(tb / site) for site in EXPECTED}) == EXPECTED and found)
     # Assert
-    seen = wait_for(lambda: (found := {site: scalars(tb / site) for site in expected}) == expected and found)
-    assert seen == expected, f"{seen} in {sorted(p.name for p in tb.iterdir()) if tb.is_dir() else 'no tb/'}"
+    assert seen == EXPECTED, f"{seen} in {sorted(p.name for p in tb.iterdir()) if tb.is_dir() else 'no tb/'}"
+
+
+def test_job_metrics_prints_a_row_per_round_and_site(fed: Federation, plain_job: str):
+    """flctl job metrics: to a pipe, tab-separated rows (round, site, a column per metric: the round's last value);
+    --json and --csv every value with its step; --site one site's."""
+    # Execute
+    table = fed.flctl("job", "metrics", plain_job)
+    as_json = fed.flctl_json("job", "metrics", plain_job)
+    as_csv = fed.flctl("job", "metrics", plain_job, "--csv", "--site", "site-2")
+    both = fed.flctl("job", "metrics", plain_job, "--csv", "--json")
+    # Assert
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert lines[0] == f"# metrics of job {plain_job}"
+    header = lines[1].split("\t")
+    assert header[:2] == ["round", "site"] and sorted(header[2:]) == ["accuracy", "train_loss"]
+    rows = [dict(zip(header, line.split("\t"), strict=True)) for line in lines[2:]]
+    assert [(r["round"], r["site"], r["train_loss"], r["accuracy"]) for r in rows] == [
+        ("0", "site-1", "1", "0.25"), ("0", "site-2", "1.5", "0.75"),
+        ("1", "site-1", "0.5", "0.5"), ("1", "site-2", "1", "1")]
+    found = sorted((v["site"], v["name"], v["step"] if v["step"] is not None else v["round"], v["value"])
+                   for v in as_json)
+    assert found == sorted((site, name, step, value) for site, named in EXPECTED.items()
+                           for name, points in named.items() for step, value in points)
+    assert {(v["name"], v["step"] is None) for v in as_json} == {("train_loss", False), ("accuracy", True)}
+    assert as_csv.returncode == 0, as_csv.stderr
+    csv_lines = as_csv.stdout.splitlines()
+    assert csv_lines[0] == "round,site,name,step,value"
+    assert sorted(csv_lines[1:]) == ["0,site-2,accuracy,,0.75", "0,site-2,train_loss,0,1.5",
+                                     "1,site-2,accuracy,,1.0", "1,site-2,train_loss,10,1.0"]
+    assert both.returncode == 2 and "choose one" in both.stderr
+
+
+def test_job_download_brings_the_tensorboard_runs(fed: Federation, plain_job: str, tmp_path: Path):
+    """flctl job download: the tb/ folder, a run per site, beside models and metrics.json."""
+    # Prepare
+    wait_for(lambda: all((job_dir(fed, plain_job) / "tb" / site).is_dir() for site in EXPECTED))
+    # Execute
+    out = fed.flctl("job", "download", plain_job, "-o", tmp_path)
+    # Assert
+    assert out.returncode == 0, out.stderr
+    runs = sorted(p.parent.name for p in (tmp_path / plain_job / "tb").glob("*/events.out.tfevents.*"))
+    assert runs == ["site-1", "site-2"]
+    if importlib.util.find_spec("tensorboard") is not None:
+        assert scalars(tmp_path / plain_job / "tb" / "site-1") == EXPECTED["site-1"]
 
 
 @pytest.fixture(scope="module")

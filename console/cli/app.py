@@ -25,7 +25,7 @@ SUMMARIES = {
     "provision": "Make signed PKI startup kits from a project.yml: `flctl provision PROJECT.yml`.",
     "kit": "Inspect, verify, request, complete and unpack startup kits.",
     "node": "Run the server or a site from its startup kit.",
-    "job": "Create, submit, list, show, abort, download, follow and remove jobs.",
+    "job": "Create, submit, list, show, abort, download, follow and remove jobs; print their metrics.",
     "audit": "Check and read tamper-evident audit logs.",
     "site": "The sites the server knows.",
     "poc": "A local federation on this machine: prepare, start, status, stop, clean.",
@@ -69,12 +69,26 @@ def _node() -> typer.Typer:
 
 
 def _job() -> typer.Typer:
-    from flctl.console.cli.job import abort, create, download, logs, ls, rm, show, submit, templates
+    from flctl.console.cli.job import (
+        abort,
+        create,
+        download,
+        import_nvflare,
+        logs,
+        ls,
+        metrics,
+        rm,
+        show,
+        submit,
+        templates,
+    )
 
     return _group(SUMMARIES["job"],
-                  {"create": create.command, "templates": templates.command, "submit": submit.command,
+                  {"create": create.command, "templates": templates.command, "import": import_nvflare.command,
+                   "submit": submit.command,
                    "ls": ls.command, "show": show.command, "abort": abort.command,
-                   "download": download.command, "logs": logs.command, "rm": rm.command})
+                   "download": download.command, "logs": logs.command, "metrics": metrics.command,
+                   "rm": rm.command})
 
 
 def _audit() -> typer.Typer:

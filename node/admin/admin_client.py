@@ -208,6 +208,11 @@ class AdminClient:
         for entry in self._stream(self._stub.JobLogs, request, timeout=None if follow else self.timeout_s):
             yield serde.log_from_pb(entry)
 
+    def job_metrics(self, job_id: str) -> list[t.MetricValue]:
+        """Every metric value the job's sites reported, in the order the server stored them."""
+        return [serde.metric_from_pb(value) for batch in self._stream(self._stub.JobMetrics, pb.JobRef(job_id=job_id))
+                for value in batch.values]
+
     def list_sites(self) -> list[t.SiteInfo]:
         return [serde.site_from_pb(s) for s in self._call(self._stub.ListSites, pb.Empty()).sites]
 

@@ -98,6 +98,20 @@ class Event:
 
 
 @dataclass(frozen=True)
+class MetricValue:
+    """One metric value a site reported in a job: `fl.log` (with the script's step, or none) or its answer's."""
+
+    site: str
+    round: int
+    name: str
+    value: float
+    step: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"site": self.site, "round": self.round, "name": self.name, "value": self.value, "step": self.step}
+
+
+@dataclass(frozen=True)
 class LogEntry:
     site: str
     time: float

@@ -37,7 +37,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("flctl.server")
 FOLLOW_WAIT_S = 1.0
+METRIC_BATCH = 2000  # metric values a JobMetrics message carries (a few hundred KB at most)
 SIGNATURE_FILE = "signature.json"
+
+
+def _exported_files(job_dir: Path) -> list[Path]:
+    """The files the job's metrics exporters wrote that its download carries: `tb/` (TensorBoard event files, one
+    folder a site) and `wandb/offline-run-*/` (for `wandb sync`); links are left out."""
+    found = [*(job_dir / "tb").rglob("*"), *(job_dir / "wandb").glob("offline-run-*/**/*")]
+    return sorted(p for p in found if p.is_file() and not p.is_symlink())
 
 
 class AdminService(pb_grpc.AdminServicer):
@@ -278,6 +286,8 @@ class AdminService(pb_grpc.AdminServicer):
             for name, text in log_files(store, job.id).items():
                 zf.writestr(f"logs/{name}", text)
             zf.writestr("events.json", json.dumps([e.__dict__ for e in store.events(0, job.id)], indent=1))
+            for exported in _exported_files(job_dir):  # TensorBoard runs, offline W&B runs (metrics_export)
+                zf.write(exported, str(exported.relative_to(job_dir)))
 
     def JobLogs(self, request: pb.LogsRequest, context: Any) -> Iterator[pb.LogEntry]:
         actor, _ = self._actor(context)
@@ -295,6 +305,13 @@ class AdminService(pb_grpc.AdminServicer):
                 return
             if not rows:
                 self._ctx.store.wait_for_change(FOLLOW_WAIT_S)
+
+    def JobMetrics(self, request: pb.JobRef, context: Any) -> Iterator[pb.MetricBatch]:
+        actor, _ = self._actor(context)
+        self._job(context, actor, "job.metrics", request.job_id, "view")  # as job show's last metrics
+        rows = self._ctx.store.metrics(request.job_id)
+        for start in range(0, len(rows), METRIC_BATCH):
+            yield pb.MetricBatch(values=[serde.metric_to_pb(*row) for row in rows[start:start + METRIC_BATCH]])
 
     def ListSites(self, request: pb.Empty, context: Any) -> pb.SiteList:
         actor, _ = self._actor(context)

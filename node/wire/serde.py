@@ -73,6 +73,14 @@ def identity_from_pb(msg: pb.Identity) -> t.Identity:
     return t.Identity(msg.name, msg.org, msg.kind, msg.role, msg.project, msg.not_after, tuple(msg.notices))
 
 
+def metric_to_pb(site: str, round_no: int, name: str, value: float, step: int | None) -> pb.MetricValue:
+    return pb.MetricValue(site=site, round=round_no, name=name, value=value, step=step or 0, has_step=step is not None)
+
+
+def metric_from_pb(msg: pb.MetricValue) -> t.MetricValue:
+    return t.MetricValue(msg.site, msg.round, msg.name, msg.value, msg.step if msg.has_step else None)
+
+
 def log_from_pb(msg: pb.LogEntry) -> t.LogEntry:
     return t.LogEntry(msg.site, msg.time, msg.line)
 

@@ -318,6 +318,28 @@ class JobList(_message.Message):
     jobs: _containers.RepeatedCompositeFieldContainer[JobInfo]
     def __init__(self, jobs: _Optional[_Iterable[_Union[JobInfo, _Mapping]]] = ...) -> None: ...
 
+class MetricValue(_message.Message):
+    __slots__ = ("site", "round", "name", "value", "step", "has_step")
+    SITE_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    HAS_STEP_FIELD_NUMBER: _ClassVar[int]
+    site: str
+    round: int
+    name: str
+    value: float
+    step: int
+    has_step: bool
+    def __init__(self, site: _Optional[str] = ..., round: _Optional[int] = ..., name: _Optional[str] = ..., value: _Optional[float] = ..., step: _Optional[int] = ..., has_step: _Optional[bool] = ...) -> None: ...
+
+class MetricBatch(_message.Message):
+    __slots__ = ("values",)
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    values: _containers.RepeatedCompositeFieldContainer[MetricValue]
+    def __init__(self, values: _Optional[_Iterable[_Union[MetricValue, _Mapping]]] = ...) -> None: ...
+
 class LogsRequest(_message.Message):
     __slots__ = ("job_id", "site", "follow")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]

@@ -433,6 +433,11 @@ class AdminStub:
                 request_serializer=flctl_dot_node_dot_wire_dot_proto_dot_flctl__pb2.JobRef.SerializeToString,
                 response_deserializer=flctl_dot_node_dot_wire_dot_proto_dot_flctl__pb2.Ack.FromString,
                 _registered_method=True)
+        self.JobMetrics = channel.unary_stream(
+                '/flctl.v1.Admin/JobMetrics',
+                request_serializer=flctl_dot_node_dot_wire_dot_proto_dot_flctl__pb2.JobRef.SerializeToString,
+                response_deserializer=flctl_dot_node_dot_wire_dot_proto_dot_flctl__pb2.MetricBatch.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -511,6 +516,13 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def JobMetrics(self, request, context):
+        """Every metric value the job's sites reported (fl.log and their answers' metrics), in batches.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -568,6 +580,11 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.DeleteJob,
                     request_deserializer=flctl_dot_node_dot_wire_dot_proto_dot_flctl__pb2.JobRef.FromString,
                     response_serializer=flctl_dot_node_dot_wire_dot_proto_dot_flctl__pb2.Ack.SerializeToString,
+            ),
+            'JobMetrics': grpc.unary_stream_rpc_method_handler(
+                    servicer.JobMetrics,
+                    request_deserializer=flctl_dot_node_dot_wire_dot_proto_dot_flctl__pb2.JobRef.FromString,
+                    response_serializer=flctl_dot_node_dot_wire_dot_proto_dot_flctl__pb2.MetricBatch.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -869,6 +886,33 @@ class Admin:
             '/flctl.v1.Admin/DeleteJob',
             flctl_dot_node_dot_wire_dot_proto_dot_flctl__pb2.JobRef.SerializeToString,
             flctl_dot_node_dot_wire_dot_proto_dot_flctl__pb2.Ack.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def JobMetrics(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/flctl.v1.Admin/JobMetrics',
+            flctl_dot_node_dot_wire_dot_proto_dot_flctl__pb2.JobRef.SerializeToString,
+            flctl_dot_node_dot_wire_dot_proto_dot_flctl__pb2.MetricBatch.FromString,
             options,
             channel_credentials,
             insecure,
