@@ -212,3 +212,16 @@ def test_encryption_is_refused_where_it_cannot_work(tmp_path):
         with pytest.raises(JobError, match=pattern) as caught:
             load_job(folder)
         assert "workflow.args" in str(caught.value)
+
+
+def test_the_example_job_and_a_local_federation_are_ready_for_he():
+    """playbooks/jobs/hello-pt/he.yml is hello-pt with encryption: he, and `flctl poc prepare`'s project.yml asks for
+    a CKKS context when TenSEAL is installed."""
+    from flctl.cloud.local_plan import project_yaml
+
+    from .conftest import ROOT
+
+    job = load_job(ROOT / "playbooks" / "jobs" / "hello-pt" / "he.yml")
+    assert (job.spec.name, job.spec.workflow.type, job.args.secure_mode()) == ("hello-pt-he", "fedavg", "he")
+    project = project_from_document(parse_yaml(project_yaml(["site-1", "site-2"], 8443), "project.yml")).project
+    assert project.homomorphic_encryption == HomomorphicEncryptionSpec()
