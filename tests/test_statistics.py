@@ -4,6 +4,7 @@ outside the script and a job cannot lower them; what a site refused or lacked is
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -336,3 +337,29 @@ def test_job_show_tables_name_sites_global_and_refusals():
     assert tables["tiny"][1][0] == ["count", "refused", "3", "3"]
     assert cohorts is not None and cohorts[2] == [["big", "x >= 95", "< min_count", "5", "5 (at least)"]]
     assert "a refused tiny: fewer than 10 records (the site's min_count)" in lines
+
+
+def test_flctl_simulate_runs_the_example_and_writes_tables_and_pngs(tmp_path: Path):
+    """`flctl simulate playbooks/jobs/statistics -n 3`: FINISHED, the tables and cohorts printed, statistics.json
+    and a PNG histogram per numeric feature beside it."""
+    import os
+    import subprocess
+
+    from .federation import FLCTL
+
+    # Prepare
+    job = Path(__file__).parent.parent / "playbooks" / "jobs" / "statistics"
+    env = {**os.environ, "TMPDIR": str(tmp_path)}  # each site's CSV goes under the test's folder
+    # Execute
+    done = subprocess.run([FLCTL, "simulate", str(job), "-n", "3", "-w", str(tmp_path / "ws")], capture_output=True,
+                          text=True, timeout=120, check=False, env=env)
+    # Assert
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "# statistics: age" in done.stdout and "elderly_lung" in done.stdout
+    reports = tmp_path / "ws" / "statistics" / "reports"
+    report = json.loads((reports / "statistics.json").read_text())
+    assert report["results"]["global"]["diagnosis"] == {"categorical": True, "count": report["results"]["global"][
+        "age"]["count"], "failure_count": 0}
+    assert sorted(p.name for p in reports.glob("*.png")) == [f"statistics-{f}.png" for f in
+                                                             ("age", "bmi", "smoker", "systolic")]
+    assert (reports / "statistics-age.png").read_bytes()[:4] == b"\x89PNG"

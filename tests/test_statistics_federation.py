@@ -79,6 +79,7 @@ def test_statistics_on_a_real_federation_enforce_each_sites_rules(tmp_path: Path
         # Execute
         shown = fed.flctl("job", "show", job_id)
         as_json = fed.flctl_json("job", "show", job_id)
+        downloaded = fed.flctl("job", "download", job_id, "-o", tmp_path / "cli")
         server_files = [p for p in fed.kit("localhost").rglob("*") if p.is_file()]
         leaked = [p for p in server_files if b"12345.678" in p.read_bytes()]
     # Assert
@@ -105,3 +106,6 @@ def test_statistics_on_a_real_federation_enforce_each_sites_rules(tmp_path: Path
     assert "statistics: weight" in shown.stdout and "site-1 refused rare" in shown.stderr, shown.stdout + shown.stderr
     assert as_json["reports"]["statistics"]["results"]["global"]["age"]["count"] == pooled("age").size
     assert json.loads((target / "reports" / "statistics.json").read_text())["features"] == report["features"]
+    assert downloaded.returncode == 0, downloaded.stderr
+    pngs = sorted(p.name for p in (tmp_path / "cli" / job_id / "reports").glob("*.png"))
+    assert pngs == ["statistics-age.png", "statistics-bmi.png", "statistics-weight.png"], downloaded.stderr
