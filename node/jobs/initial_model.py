@@ -112,6 +112,7 @@ def build(ref: ModelFunction, app_dir: Path, work: Path, isolation: Isolation,
     tmp = work / "tmp"
     tmp.mkdir(exist_ok=True)
     env = sandbox.script_env(os.environ, job_env={}, allow=(), home=work, tmp=tmp)
+    env["PYTHONPATH"] = str(_flctl_path(work / "python"))
     if isolation.kind == "user":
         uid, gid = sandbox.user_ids(isolation.user)
         sandbox.chown_tree(work, uid, gid)
@@ -136,6 +137,21 @@ def build(ref: ModelFunction, app_dir: Path, work: Path, isolation: Isolation,
     if not params:
         raise InitialModelError(f"{where} returned a model without tensors")
     return params
+
+
+def _flctl_path(folder: Path) -> Path:
+    """`folder` holding only a `flctl` package that links to this flctl's `node` (as a training script's path does,
+    `flctl.node.client.script_bridge`): the child imports the flctl the parent runs, never another one installed."""
+    import flctl
+
+    top = Path(flctl.__file__).resolve().parent
+    package = folder / "flctl"
+    package.mkdir(parents=True, exist_ok=True)
+    for name in ("__init__.py", "node"):
+        link = package / name
+        if not link.exists():
+            link.symlink_to((top / name).resolve(), target_is_directory=name == "node")
+    return folder
 
 
 def confinement(policy: str) -> Isolation:
