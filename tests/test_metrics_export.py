@@ -26,18 +26,19 @@ SCRIPT = """
 import flctl.client as fl
 
 fl.init()
-writer = None
+writer = fl.summary_writer()                            # TensorBoard's SummaryWriter, through fl.log
 while fl.running():
     model = fl.receive()
     bump = 0.5 if fl.site_name() == "site-2" else 0.0
     loss = 1.0 / (model.round + 1) + bump
-    fl.log("train_loss", loss, step=model.round * 10)
+    writer.add_scalar("train_loss", loss, global_step=model.round * 10)
     fl.send(fl.Model(params=model.params, metrics={"accuracy": 0.25 * (model.round + 1) + bump}, num_examples=1))
 """
 
 
 def metrics_job(root: Path, name: str, metrics: str = "") -> Path:
-    """A two-round FedAvg job over both sites whose script logs `train_loss` and answers with `accuracy`."""
+    """A two-round FedAvg job over both sites whose script logs `train_loss` (fl.summary_writer) and answers
+    with `accuracy`."""
     folder = root / name
     (folder / "app").mkdir(parents=True)
     (folder / "app" / "train.py").write_text(SCRIPT)
@@ -83,7 +84,8 @@ def scalars(run: Path) -> dict[str, list[tuple[int, float]]]:
 
 EXPECTED = {"site-1": {"train_loss": [(0, 1.0), (10, 0.5)], "accuracy": [(0, 0.25), (1, 0.5)]},
             "site-2": {"train_loss": [(0, 1.5), (10, 1.0)], "accuracy": [(0, 0.75), (1, 1.0)]}}
-"""What SCRIPT reports, by site and metric: [(step, value)] (fl.log at its steps, the answers' at the rounds)."""
+"""What SCRIPT reports, by site and metric: [(step, value)] (the writer's at its steps, the answers' at the
+rounds)."""
 
 
 @pytest.fixture(scope="module")

@@ -34,10 +34,12 @@ from flctl.node.jobs.tasks import PARAMS_TYPE, PARAMS_TYPES, SCAFFOLD_C
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
 
+    from flctl.node.client.summary_writer import SummaryWriter
+
 __all__ = [
     "Model", "csv_ids", "current_round", "get_job_id", "get_site_name", "init", "is_evaluate", "is_running",
     "is_submit_model", "is_train", "job_id", "load_model", "log", "proximal_term", "psi", "receive", "running",
-    "scaffold_correct", "scaffold_params", "send", "serve_statistics", "site_name",
+    "scaffold_correct", "scaffold_params", "send", "serve_statistics", "site_name", "summary_writer",
 ]
 
 
@@ -444,6 +446,14 @@ def _metrics(metrics: Any) -> dict[str, float]:
             raise TypeError(f"fl.send(): metric names must be strings, not {name!r}")
         result[name] = _float(value, f"metric {name!r}")
     return result
+
+
+def summary_writer() -> SummaryWriter:
+    """A writer like TensorBoard's `SummaryWriter` (`add_scalar(tag, value, global_step)`, `add_scalars`) whose
+    values go through `log`: recorded on the server, and in the job's TensorBoard runs, MLflow or W&B there."""
+    from flctl.node.client.summary_writer import SummaryWriter
+
+    return SummaryWriter(log)
 
 
 def _float(value: Any, what: str) -> float:
