@@ -97,3 +97,29 @@ def test_mlflow_without_a_tracking_uri_anywhere_is_off():
     spec = MetricsSpec.model_validate({"mlflow": {"experiment": "x"}}).over(LocalMetricsSpec())
     # Assert
     assert spec.exporters() == ["tensorboard"]
+
+
+def test_the_server_s_local_metrics_yml(tmp_path):
+    """local/metrics.yml: absent means TensorBoard only; a folder may be named as the tracking URI; a bad key or
+    URI stops the server with one sentence naming the file and field."""
+    from flctl.node.config.metrics import load_metrics_defaults
+    from flctl.provisioner.errors import KitError
+
+    # Prepare
+    path = tmp_path / "metrics.yml"
+    # Execute
+    absent = load_metrics_defaults(path)
+    path.write_text("mlflow: {tracking_uri: /srv/mlruns, experiment: all}\n")
+    folder = load_metrics_defaults(path)
+    path.write_text("mlflow: {tracking_uri: 'ftp://x'}\n")
+    with pytest.raises(KitError) as bad_uri:
+        load_metrics_defaults(path)
+    path.write_text("tensorbord: true\n")
+    with pytest.raises(KitError) as bad_key:
+        load_metrics_defaults(path)
+    # Assert
+    assert absent.exporters() == ["tensorboard"]
+    assert folder.mlflow is not None and folder.mlflow.tracking_uri == "/srv/mlruns"
+    assert str(bad_uri.value).startswith(f"{path}: mlflow.tracking_uri: 'ftp://x' is not an MLflow tracking URI")
+    assert str(bad_key.value) == (f"{path}: tensorbord: unknown key 'tensorbord'; allowed here: tensorboard, mlflow, "
+                                  "wandb")
