@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Model", "csv_ids", "current_round", "get_job_id", "get_site_name", "init", "is_evaluate", "is_running",
     "is_submit_model", "is_train", "job_id", "load_model", "log", "proximal_term", "psi", "receive", "running",
-    "scaffold_correct", "scaffold_params", "send", "serve_statistics", "site_name", "summary_writer",
+    "scaffold_correct", "scaffold_params", "send", "serve_statistics", "site_name", "split_nn", "summary_writer",
 ]
 
 
@@ -254,6 +254,26 @@ def psi(load_ids: Callable[[], Iterable[Any]]) -> int:
         session.answer(Model(params=params, meta=meta, num_examples=0))
         size = int(meta.get("size", size)) if task.task == "psi_done" else size
     return size
+
+
+def split_nn(bottom: Any, features: Any, optimizer: Any, *, top: Any = None, labels: Any = None,
+             loss_fn: Any = None) -> None:
+    """Take part in a `split_nn` job (vertical split learning) until it ends: `bottom` (a torch module) runs over
+    this site's `features` (a tensor, one row per ID of the shared intersection, in its order); the site holding
+    the labels also gives `top` (over its own bottom's output, then each feature site's, in the job's order),
+    `labels` and `loss_fn`. `optimizer` steps this site's modules. Only activations, gradients and each batch's
+    loss and accuracy leave the site (`flctl.node.client.split_nn`).
+
+        fl.split_nn(bottom, x, torch.optim.SGD(bottom.parameters(), lr=0.1))                  # a feature site
+        fl.split_nn(bottom, x, opt, top=top, labels=y, loss_fn=torch.nn.BCEWithLogitsLoss())  # the label site
+    """
+    from flctl.node.client.split_nn import SplitParty
+
+    session = _connected()
+    party = SplitParty(bottom, features, optimizer, top=top, labels=labels, loss_fn=loss_fn)
+    while (task := session.next_task(None)) is not None:
+        params, metrics, meta = party.answer(task.task, task.params, task.meta)
+        session.answer(Model(params=params, metrics=metrics, meta=meta, num_examples=len(task.meta.get("rows", []))))
 
 
 def csv_ids(path: str, column: str) -> list[str]:

@@ -1,5 +1,5 @@
 """Server-side workflows of a job, one module each (FedAvg, FedAvgM, FedOpt, SCAFFOLD, cyclic,
-swarm, cross-site evaluation, statistics, data check; more to come).
+swarm, cross-site evaluation, statistics, data check, private set intersection, split learning; more to come).
 
 `WORKFLOWS` maps job.yml's `workflow.type` to the class; add a workflow here to make it usable. A workflow
 talks only to `base.Federation` and keeps any state of its own through `Workflow.state`/`restore`.
@@ -16,8 +16,10 @@ from flctl.node.workflows.fedavgm import FedAvgM
 from flctl.node.workflows.fedopt import FedOpt
 from flctl.node.workflows.psi import Psi
 from flctl.node.workflows.scaffold import Scaffold
+from flctl.node.workflows.split_nn import SplitNN
 from flctl.node.workflows.statistics import Statistics
 from flctl.node.workflows.swarm import Swarm
 
 WORKFLOWS: dict[str, type[Workflow]] = {cls.type_name: cls for cls in (FedAvg, FedAvgM, FedOpt, Scaffold, Cyclic, Swarm,
-                                                                     CrossSiteEval, Statistics, Psi, DataCheck)}
+                                                                     CrossSiteEval, Statistics, Psi, DataCheck,
+                                                                     SplitNN)}
