@@ -106,8 +106,8 @@ def test_metrics_reach_tensorboard_one_run_per_site(fed: Federation, plain_job: 
 
 
 def test_job_metrics_prints_a_row_per_round_and_site(fed: Federation, plain_job: str):
-    """flctl job metrics: to a pipe, tab-separated rows (round, site, a column per metric: the round's last value);
-    --json and --csv every value with its step; --site one site's."""
+    """flctl job metrics: to a pipe, tab-separated rows (round from 1, site, a column per metric: the round's last
+    value); --json and --csv every value with its round index and step; --site one site's."""
     # Execute
     table = fed.flctl("job", "metrics", plain_job)
     as_json = fed.flctl_json("job", "metrics", plain_job)
@@ -121,8 +121,8 @@ def test_job_metrics_prints_a_row_per_round_and_site(fed: Federation, plain_job:
     assert header[:2] == ["round", "site"] and sorted(header[2:]) == ["accuracy", "train_loss"]
     rows = [dict(zip(header, line.split("\t"), strict=True)) for line in lines[2:]]
     assert [(r["round"], r["site"], r["train_loss"], r["accuracy"]) for r in rows] == [
-        ("0", "site-1", "1", "0.25"), ("0", "site-2", "1.5", "0.75"),
-        ("1", "site-1", "0.5", "0.5"), ("1", "site-2", "1", "1")]
+        ("1", "site-1", "1", "0.25"), ("1", "site-2", "1.5", "0.75"),
+        ("2", "site-1", "0.5", "0.5"), ("2", "site-2", "1", "1")]
     found = sorted((v["site"], v["name"], v["step"] if v["step"] is not None else v["round"], v["value"])
                    for v in as_json)
     assert found == sorted((site, name, step, value) for site, named in EXPECTED.items()

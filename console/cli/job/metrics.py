@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from flctl.console.cli import exit_codes, terminal
-from flctl.console.cli.admin_kit import KitOption, connect
+from flctl.console.cli.admin_kit import ContextOption, KitOption, connect
 from flctl.console.cli.options import JsonOption
 
 if TYPE_CHECKING:
@@ -18,8 +18,11 @@ def command(job_id: Annotated[str, typer.Argument(metavar="ID")],
             site: Annotated[str, typer.Option("--site", help="Only this site's metrics.")] = "",
             csv_out: Annotated[bool, typer.Option("--csv", help="Every value as CSV on stdout: round, site, name, "
                                                                 "step, value (one line a value).")] = False,
-            kit: KitOption = None, json_out: JsonOption = False) -> None:
-    """Print a job's metrics: a row per round and site, a column per metric (the last value of the round)."""
+            kit: KitOption = None, _context: ContextOption = None, json_out: JsonOption = False) -> None:
+    """Print a job's metrics: a row per round and site, a column per metric (the last value of the round).
+
+    The table counts rounds from 1, as job show does; --json and --csv give every value with the round index
+    (from 0) and the script's step, as metrics.json does."""
     if csv_out and json_out:
         terminal.abort("--csv and --json each print every value; choose one", exit_codes.BAD_INPUT)
     with connect(kit) as admin:
@@ -34,14 +37,14 @@ def command(job_id: Annotated[str, typer.Argument(metavar="ID")],
 
 
 def per_round(values: list[MetricValue]) -> tuple[list[str], list[list[object]]]:
-    """The metric names in the order first seen, and a row per (round, site): the last value of each name in that
-    round ('' where the site reported none)."""
+    """The metric names in the order first seen, and a row per (round, site), the round counted from 1: the last
+    value of each name in that round ('' where the site reported none)."""
     names: dict[str, None] = {}
     last: dict[tuple[int, str], dict[str, float]] = {}
     for v in values:
         names.setdefault(v.name, None)
         last.setdefault((v.round, v.site), {})[v.name] = v.value
-    rows = [[rnd, site, *(_number(last[(rnd, site)].get(name)) for name in names)] for rnd, site in sorted(last)]
+    rows = [[rnd + 1, site, *(_number(last[(rnd, site)].get(name)) for name in names)] for rnd, site in sorted(last)]
     return list(names), rows
 
 
