@@ -38,7 +38,7 @@ def test_hello_pt_dp_learns_and_reports_opacus_s_epsilon(one_thread: None, monke
         params = decode(encode(state))
         metrics.append(round_metrics)
     # Assert
-    assert n == script.TRAIN_SAMPLES and sorted(params) == sorted(script.Net().state_dict())
+    assert n == script.TRAIN_SAMPLES and sorted(params) == sorted(script.make_model().state_dict())
     assert metrics[2]["loss"] < metrics[0]["loss"] - 0.05
     steps_per_epoch = script.TRAIN_SAMPLES // script.BATCH
     for round_no, round_metrics in enumerate(metrics, start=1):

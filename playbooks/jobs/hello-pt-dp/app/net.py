@@ -17,3 +17,10 @@ class Net(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))
+
+
+def make_model() -> Net:
+    """Round 0's model, built once at the server (job.yml's initial_model): every site starts from these weights,
+    and a site's gaussian_dp filter measures the first round's update from them, not from zero."""
+    torch.manual_seed(0)
+    return Net()

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from net import Net  # net.py sits beside this script, in app/
+from net import make_model  # net.py sits beside this script, in app/
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -58,9 +58,8 @@ class PrivateTrainer:
     def __init__(self, site: str) -> None:
         from opacus import PrivacyEngine
 
-        torch.manual_seed(0)  # every site starts round 0 from the same weights
         self.x, self.y, self.test_x, self.test_y = make_data(site)
-        model = Net()
+        model = make_model()  # round 0 brings these weights too (job.yml's initial_model)
         optimizer = torch.optim.SGD(model.parameters(), lr=LEARNING_RATE, momentum=MOMENTUM)
         loader = DataLoader(TensorDataset(self.x, self.y), batch_size=BATCH,
                             generator=torch.Generator().manual_seed(site_seed(site)))
