@@ -1,4 +1,5 @@
-"""One job: round progress, a metric plot per site, each site's state, and the logs as they come."""
+"""One job: round progress, a metric plot per site, each site's state, and the logs as they come; once it ended,
+its cross-site evaluation or statistics."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from flctl.console.tui.widgets.cross_site_table import CrossSiteTable
 from flctl.console.tui.widgets.job_sites_table import JobSitesTable
 from flctl.console.tui.widgets.log_follower import LogFollower
 from flctl.console.tui.widgets.metric_plot import MetricPlot
+from flctl.console.tui.widgets.statistics_panel import StatisticsPanel
 from flctl.node import errors
 from flctl.node.admin.admin_types import JobInfo
 from flctl.node.jobs.job_status import JobStatus
@@ -72,6 +74,7 @@ class JobScreen(Screen[None]):
         cross_site = CrossSiteTable(id="job-cross-site")
         cross_site.border_title = "Cross-site evaluation (rows evaluate the column's model)"
         yield cross_site
+        yield StatisticsPanel(id="job-statistics")
         log = LogFollower(self.job_id, id="job-log")
         log.border_title = "Logs"
         yield log
@@ -118,6 +121,10 @@ class JobScreen(Screen[None]):
 
     def _show_reports(self, job: JobInfo) -> None:
         self.query_one(CrossSiteTable).show(job.reports.get("cross_site_eval"))
+        panel = self.query_one(StatisticsPanel)
+        panel.show(job.reports.get("statistics"))
+        self.query_one(MetricPlot).display = not panel.display  # a statistics job has no rounds to plot
+        self.set_class(panel.display, "-statistics")
 
     def on_unmount(self) -> None:
         self.rounds_client.close()
