@@ -363,3 +363,35 @@ def test_flctl_simulate_runs_the_example_and_writes_tables_and_pngs(tmp_path: Pa
     assert sorted(p.name for p in reports.glob("*.png")) == [f"statistics-{f}.png" for f in
                                                              ("age", "bmi", "smoker", "systolic")]
     assert (reports / "statistics-age.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize(("text", "said"), [
+    ("statistics: {min_count: 0}", "statistics.min_count: 0 is too small; use 1 or more"),
+    ("statistics: {mincount: 3}", "statistics: 'mincount' is not a key of statistics (keys: min_count, "
+                                  "max_bins_percent, noise_level, noise, noise_scale)"),
+    ("statistics: {noise_level: [0.5, 0.1]}", "noise_level [0.5, 0.1] must be two shares with 0 <= low <= high <= 1"),
+    ("statistics: {noise: uniform}", "statistics.noise: 'uniform' is not allowed; use 'none', 'laplace' or "
+                                     "'gaussian'"),
+])
+def test_a_bad_statistics_section_of_privacy_yml_stops_the_node_naming_the_field(tmp_path: Path, text: str,
+                                                                                said: str):
+    """privacy.yml's statistics: section is checked like the rest of the file: KitError, the field named."""
+    from flctl.node.config.privacy import load_privacy
+    from flctl.provisioner.errors import KitError
+
+    path = tmp_path / "privacy.yml"
+    path.write_text(text)
+    with pytest.raises(KitError) as caught:
+        load_privacy(path)
+    assert said in str(caught.value)
+
+
+def test_privacy_yml_without_a_statistics_section_gets_flares_defaults(tmp_path: Path):
+    """No statistics: section: min_count 10, max_bins_percent 10, noise_level [0.1, 0.3], no count noise."""
+    from flctl.node.config.privacy import load_privacy
+
+    path = tmp_path / "privacy.yml"
+    path.write_text("default_scope: public\nscopes: {public: []}\n")
+    policy = load_privacy(path).pipeline("job-1", None).statistics
+    assert (policy.min_count, policy.max_bins_percent, policy.noise_level, policy.noise) == (10, 10.0, (0.1, 0.3),
+                                                                                           "none")

@@ -331,6 +331,11 @@ class _Run:
                                    "suppressed_bins": suppressed}
         if "sketch" in request:
             low, high = request["sketch"]["range"]
+            held = sum(int(f.get("sketch_suppressed_bins") or 0) for f in seconds)
+            if held:
+                self.notes.setdefault(name, []).append(
+                    f"quantiles leave out {held} sketch bins the sites held back (under their min_count): they may "
+                    "be off by more than quantile_error")
             counts, _ = merge.merge_counts((f["sketch"] for f in seconds if "sketch" in f), request["sketch"]["bins"])
             merged["quantile"] = merge.sketch_quantiles(counts, low, high, self.args.quantiles_of(name))
             merged["quantile_error"] = merge.sketch_error(low, high, request["sketch"]["bins"])
