@@ -286,20 +286,41 @@ def test_what_a_script_disguises_is_filtered_as_update_too(trick: str) -> None:
         assert np.abs(value.astype(np.float64) - reference).max() <= tolerance, name
 
 
-def test_an_update_with_nan_fails_the_result_and_an_aggregate_passes() -> None:
-    """NaN cannot be clipped: the result fails (nothing is sent); a swarm aggregate (already filtered) passes."""
+def test_an_update_with_nan_fails_the_result() -> None:
+    """NaN cannot be clipped: the result fails (nothing is sent)."""
     # Prepare
     filters = percentile_pipeline()
     broken = dict(TRAINED, **{"fc.weight": np.full((3, 4), np.nan)})
-    aggregate = Task(TaskKind.AGGREGATE, 3, {}, {})
     # Execute
     filters.task_in(TASK, tensors.encode(RECEIVED), "site-1")
     with pytest.raises(FilterError) as failed:
         filters.result_out(TASK, wire.Result(1, 4), tensors.encode(broken), "site-1")
-    _answer, passed = filters.result_out(aggregate, wire.Result(2, 1), tensors.encode(TRAINED), "site-1")
     # Assert
     assert "the update of fc.weight holds NaN or infinity" in str(failed.value)
-    assert tensors.decode(passed)["fc.weight"].tolist() == TRAINED["fc.weight"].tolist()
+
+
+@pytest.mark.parametrize("name", ["percentile_privacy", "svt_privacy", "gaussian_dp"])
+def test_a_swarm_aggregate_goes_out_as_the_weighted_mean_of_the_task_s_models_whatever_the_script_sent(
+        name: str) -> None:
+    """An aggregate task (two sites' models, already filtered at their sites, weights 1 and 3): the site sends the
+    weighted mean its job process computes (not filtered again), byte for byte what an honest script sends; a
+    script answering with its own raw model is not heard."""
+    from flctl.node.client.swarm import weighted_mean
+
+    # Prepare
+    args = {"gaussian_dp": {"clip_norm": 1.0, "noise_multiplier": 1.0}}.get(name, {})
+    filters = PrivacyRules(scopes={"public": [], "s": [FilterEntry(filter=name, args=args)]}).pipeline("job-1", "s")
+    bundle = {f"site-{i}/{t}": value * i for i in (1, 2) for t, value in RECEIVED.items() if t != "steps"}
+    task = Task(TaskKind.AGGREGATE, 3, {}, {"weights": {"site-1": 1, "site-2": 3}})
+    honest = weighted_mean(bundle, {"site-1": 1, "site-2": 3})
+    outs = []
+    # Execute
+    for answer in (honest, {"fc.weight": np.full((3, 4), 42.0)}):
+        filters.task_in(task, tensors.encode(bundle), "site-1")
+        _answer, out = filters.result_out(task, wire.Result(1, 1), tensors.encode(answer), "site-1")
+        outs.append(bytes(out))
+    # Assert
+    assert outs == [tensors.encode(honest)] * 2
 
 
 PRIVATE = "default_scope: public\nscopes:\n  public: []\n  private:\n"

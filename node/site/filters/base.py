@@ -15,8 +15,8 @@ as they arrived (before the task filters), and hands them over in `FilterContext
 from __future__ import annotations
 
 from abc import ABC
-from dataclasses import dataclass
-from typing import ClassVar, Literal
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -43,6 +43,8 @@ class FilterContext:
     received: Params | None = None
     """The params the task brought to this site, as they arrived (before the task filters), for a result filter
     with `needs_received`; None otherwise."""
+    task_meta: dict[str, Any] = field(default_factory=dict)
+    """The meta of the task being answered (a swarm `aggregate` task's weights)."""
 
 
 class FilterArgs(BaseModel):

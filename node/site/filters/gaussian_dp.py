@@ -27,9 +27,9 @@ from typing import ClassVar
 import numpy as np
 from pydantic import Field, model_validator
 
-from flctl.node.jobs.tasks import TaskResult
+from flctl.node.jobs.tasks import TaskKind, TaskResult
 from flctl.node.site.filters.base import Direction, Filter, FilterArgs, FilterContext
-from flctl.node.site.filters.model_update import Update, carries_update, flat, params_with, update_of
+from flctl.node.site.filters.model_update import Update, carries_update, flat, own_aggregate, params_with, update_of
 from flctl.node.site.filters.rdp_accountant import RdpAccountant, opacus_available
 
 log = logging.getLogger("flctl.site.filters")
@@ -86,6 +86,8 @@ class GaussianDp(Filter):
         """Each site's releases in this job (the simulator runs every site's filters in one process)."""
 
     def filter_result(self, result: TaskResult, ctx: FilterContext) -> TaskResult:
+        if ctx.task_kind == TaskKind.AGGREGATE:
+            return own_aggregate(result, ctx.received, ctx.task_meta)
         if not carries_update(result, ctx.task_kind):
             return result
         args = self.settings

@@ -15,6 +15,9 @@ infinity is refused (ValueError): it cannot be clipped.
 
 from __future__ import annotations
 
+from dataclasses import replace
+from typing import Any
+
 import numpy as np
 
 from flctl.node.jobs.tasks import PARAMS_TYPE, Params, TaskKind, TaskResult
@@ -25,8 +28,18 @@ Update = dict[str, np.ndarray]
 
 def carries_update(result: TaskResult, task_kind: str) -> bool:
     """Whether `result` is filtered: it has params, and answers any task but a swarm round's `aggregate` (the mean
-    of models their sites filtered already: filtering it again would clip and noise the mean itself)."""
+    of models their sites filtered already: filtering it again would clip and noise the mean itself; see
+    `own_aggregate`)."""
     return bool(result.params) and task_kind != TaskKind.AGGREGATE
+
+
+def own_aggregate(result: TaskResult, received: Params | None, task_meta: dict[str, Any]) -> TaskResult:
+    """A swarm `aggregate` answer as the site sends it: the weighted mean of the models the task brought, computed
+    here (by the Client API's own function, so an honest answer is unchanged), whatever the script answered (it
+    could answer with its own raw model). ValueError when the task's models cannot be averaged."""
+    from flctl.node.client.swarm import weighted_mean
+
+    return replace(result, params=weighted_mean(received or {}, task_meta.get("weights", {})))
 
 
 def is_diff(result: TaskResult) -> bool:

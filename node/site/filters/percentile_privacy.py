@@ -18,9 +18,9 @@ from typing import ClassVar
 import numpy as np
 from pydantic import Field
 
-from flctl.node.jobs.tasks import TaskResult
+from flctl.node.jobs.tasks import TaskKind, TaskResult
 from flctl.node.site.filters.base import Direction, Filter, FilterArgs, FilterContext
-from flctl.node.site.filters.model_update import Update, carries_update, flat, params_with, update_of
+from flctl.node.site.filters.model_update import Update, carries_update, flat, own_aggregate, params_with, update_of
 
 
 class PercentilePrivacyArgs(FilterArgs):
@@ -57,6 +57,8 @@ class PercentilePrivacy(Filter):
         self.settings = args
 
     def filter_result(self, result: TaskResult, ctx: FilterContext) -> TaskResult:
+        if ctx.task_kind == TaskKind.AGGREGATE:
+            return own_aggregate(result, ctx.received, ctx.task_meta)
         if not carries_update(result, ctx.task_kind):
             return result
         update = percentile_update(update_of(result, ctx.received), self.settings.percentile, self.settings.gamma)

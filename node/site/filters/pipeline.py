@@ -85,7 +85,8 @@ class FilterPipeline:
             payload = released if isinstance(payload, bytes) else memoryview(released)
         if not self.result_filters:
             return answer, payload
-        ctx = FilterContext(site, self.job_id, self.scope, task.kind, task.round, self._received.pop(site, None))
+        ctx = FilterContext(site, self.job_id, self.scope, task.kind, task.round, self._received.pop(site, None),
+                            dict(task.meta))
         decoded = any(f.needs_params for f in self.result_filters)
         result = TaskResult(site, self._decoded(payload, ctx, "the script's") if decoded else {},
                             answer.num_examples, dict(answer.metrics), dict(answer.meta))

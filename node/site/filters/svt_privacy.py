@@ -27,9 +27,17 @@ from typing import ClassVar
 import numpy as np
 from pydantic import Field
 
-from flctl.node.jobs.tasks import TaskResult
+from flctl.node.jobs.tasks import TaskKind, TaskResult
 from flctl.node.site.filters.base import Direction, Filter, FilterArgs, FilterContext
-from flctl.node.site.filters.model_update import Update, carries_update, flat, params_with, unflat, update_of
+from flctl.node.site.filters.model_update import (
+    Update,
+    carries_update,
+    flat,
+    own_aggregate,
+    params_with,
+    unflat,
+    update_of,
+)
 
 
 class SvtPrivacyArgs(FilterArgs):
@@ -98,6 +106,8 @@ class SvtPrivacy(Filter):
         """Where the noise comes from: seeded by the OS (a test passes a seeded one)."""
 
     def filter_result(self, result: TaskResult, ctx: FilterContext) -> TaskResult:
+        if ctx.task_kind == TaskKind.AGGREGATE:
+            return own_aggregate(result, ctx.received, ctx.task_meta)
         if not carries_update(result, ctx.task_kind):
             return result
         update = svt_update(update_of(result, ctx.received), self.settings, self.rng)
