@@ -143,3 +143,132 @@ def test_a_share_for_the_wrong_round_is_left_out_and_corrupts_nothing(pki):
     updates, weights = updates_of(4)
     mean, _ = run_round(pki, updates, weights, threshold=3, tamper=replay)
     assert np.abs(mean - weighted_mean(updates, weights, sorted(updates))).max() <= QUANTIZATION
+
+
+# ------------------------------------------------------------------------------------------- on a real federation
+MASK_TRAIN = """\
+import os, time
+import numpy as np
+import flctl.client as fl
+
+SHAPES = {"conv.weight": (8, 1, 3, 3), "fc.weight": (10, 72), "fc.bias": (10,)}
+fl.init()
+site = fl.get_site_name()
+rng = np.random.default_rng(int(site[-1]))
+target = {k: rng.normal(size=s).astype(np.float32) for k, s in SHAPES.items()}
+n = 50 * int(site[-1])
+while fl.running():
+    model = fl.receive()
+    if model is None:
+        break
+    params = model.params or {k: np.zeros(s, np.float32) for k, s in SHAPES.items()}
+    new = {k: (params[k] + 0.5 * np.tanh(target[k] - params[k])).astype(np.float32) for k in SHAPES}
+    if model.round == 1 and os.environ.get("SLOW_SITE") == site:
+        time.sleep(6)  # the others upload first: a window to kill one of them before the unmasking
+    fl.send(fl.Model(params=new, num_examples=n, metrics={"loss": 1.0}))
+    open(f"uploaded-{model.round}", "w").close()
+"""
+
+
+def masking_job(root: Path, name: str, args: dict[str, object]) -> Path:
+    import json
+
+    folder = root / name
+    (folder / "app").mkdir(parents=True)
+    (folder / "job.yml").write_text(
+        f"api_version: 1\nname: {name}\nworkflow: {{type: fedavg, args: {json.dumps(args)}}}\nmin_sites: 2\n"
+        "app: {command: [python, train.py], env: {SLOW_SITE: site-1}}\n")
+    (folder / "app" / "train.py").write_text(MASK_TRAIN)
+    return folder
+
+
+def submit(fed, job: Path) -> str:
+    import json
+
+    out = fed.flctl("job", "submit", job, "--json")
+    assert out.returncode == 0, out.stderr
+    return str(json.loads(out.stdout)["id"])
+
+
+def wait_end(fed, job_id: str, timeout: float = 120) -> dict:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        shown = fed.flctl_json("job", "show", job_id)
+        if shown["status"] in ("FINISHED", "FAILED", "ABORTED"):
+            return dict(shown)
+        time.sleep(0.3)
+    raise AssertionError(f"job {job_id} did not end; logs: {fed.logs()}")
+
+
+def kill_after_upload(fed, job_id: str, site: str, round_no: int) -> None:
+    """Kill `site` (its daemon, job process and script) once its round `round_no` upload is on its way."""
+    import signal
+    import time
+
+    marker = fed.kit(site) / "workspace" / "jobs" / job_id / "job" / "app" / f"uploaded-{round_no}"
+    deadline = time.monotonic() + 60
+    while not marker.exists():
+        assert time.monotonic() < deadline, "the site never uploaded: " + fed.logs()
+        time.sleep(0.1)
+    time.sleep(1.0)  # its job process masks and sends the upload: a small model, well under a second
+    fed.stop(site, signal.SIGKILL)
+
+
+def test_masking_on_a_federation_equals_fedavg_and_survives_a_site_killed_after_upload(tmp_path):
+    """Three sites: the masked job's final model equals the plain job's (same script) within 1e-6, though site-3 is
+    killed after its round-1 upload (threshold 2: the others reveal its self mask); with threshold 3 the same kill
+    fails the job, saying why, and no final model is saved."""
+    from safetensors.numpy import load_file
+
+    from .federation import make_federation, running
+
+    fed = make_federation(tmp_path, sites=3)
+    with running(fed):
+        plain_id = submit(fed, masking_job(tmp_path, "plain", {"rounds": 2, "round_timeout_s": 30}))
+        assert wait_end(fed, plain_id)["status"] == "FINISHED"
+        masked_id = submit(fed, masking_job(tmp_path, "masked", {"rounds": 2, "round_timeout_s": 30,
+                                                                 "secure_aggregation": "masking"}))
+        kill_after_upload(fed, masked_id, "site-3", 1)
+        shown = wait_end(fed, masked_id)
+        assert shown["status"] == "FINISHED", str(shown) + fed.logs()
+        server_jobs = fed.kit("localhost") / "workspace" / "jobs"
+        expected = load_file(server_jobs / plain_id / "models" / "final.safetensors")
+        final = load_file(server_jobs / masked_id / "models" / "final.safetensors")
+        assert sorted(final) == sorted(expected)
+        for name in expected:
+            np.testing.assert_allclose(final[name], expected[name], atol=1e-6, rtol=0)
+        log = (server_jobs / masked_id / "logs" / "server.log").read_text()
+        assert "round 1 (2 of 2): 3 of 3 sites answered" in log and "round 1: site-3 did not unmask" in log
+
+        fed.start("site-3")
+        fed.wait_online(fed.sites)
+        strict_id = submit(fed, masking_job(tmp_path, "strict", {"rounds": 2, "round_timeout_s": 30,
+                                                                 "secure_aggregation": "masking",
+                                                                 "masking_threshold": 3}))
+        kill_after_upload(fed, strict_id, "site-3", 1)
+        shown = wait_end(fed, strict_id)
+    assert shown["status"] == "FAILED"
+    assert "round 1: 2 sites revealed their shares, fewer than the threshold 3" in shown["error"], shown["error"]
+    assert not (server_jobs / strict_id / "models" / "final.safetensors").exists()
+    assert not (server_jobs / strict_id / "models" / "round-1.safetensors").exists()
+
+
+def test_masking_arguments_are_checked_at_submit(tmp_path):
+    """fedopt takes masking; cross_site_eval with masking, a threshold of 1 or a threshold without masking are refused
+    naming workflow.args."""
+    from flctl.node.errors import JobError
+    from flctl.node.jobs.job_spec import load_job
+
+    assert load_job(masking_job(tmp_path, "ok", {"rounds": 1, "secure_aggregation": "masking"})).args is not None
+    fedopt = masking_job(tmp_path, "opt", {"rounds": 1, "secure_aggregation": "masking"})
+    (fedopt / "job.yml").write_text((fedopt / "job.yml").read_text().replace("type: fedavg", "type: fedopt"))
+    assert load_job(fedopt).spec.workflow.type == "fedopt"
+    for i, (args, pattern) in enumerate([
+            ({"secure_aggregation": "masking", "cross_site_eval": True}, "cross_site_eval asks every site"),
+            ({"secure_aggregation": "masking", "masking_threshold": 1}, "unmask a site alone"),
+            ({"masking_threshold": 3}, "masking_threshold is for secure_aggregation: masking")]):
+        with pytest.raises(JobError, match=pattern) as caught:
+            load_job(masking_job(tmp_path, f"bad{i}", {"rounds": 1, **args}))
+        assert "workflow.args" in str(caught.value)

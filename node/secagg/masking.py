@@ -113,6 +113,7 @@ class MaskingSite:
     threshold: int = 0
     _held: dict[str, tuple[bytes, bytes]] = field(default_factory=dict)  # sender -> (its s share, its b share)
     _revealed: bool = False
+    participants: list[str] = field(default_factory=list)
 
     def advertise(self) -> Advert:
         """Step 1: fresh key pairs, their public keys signed with the site's certificate key."""
@@ -173,14 +174,20 @@ class MaskingSite:
             self._held[sender] = (opened[:shamir.SHARE_BYTES], opened[shamir.SHARE_BYTES:])
         return bad
 
-    def masked(self, quantized: np.ndarray) -> np.ndarray:
-        """Step 3: the quantized update plus the self mask and the pairwise masks (mod 2^64)."""
+    def masked(self, quantized: np.ndarray, participants: Sequence[str] | None = None) -> np.ndarray:
+        """Step 3: the quantized update plus the self mask and the pairwise masks (mod 2^64) with `participants`
+        (default: every site whose keys were relayed; the server leaves out those whose shares it refused)."""
         if not self._b:
             raise SecAggError(f"{self.site} has no masking keys for round {self.round}: the key steps did not run")
+        chosen = set(self.peers if participants is None else participants)
+        if not chosen <= set(self.peers) or self.site not in chosen or len(chosen) < self.threshold:
+            raise SecAggError(f"the round's participants {sorted(chosen)} do not fit the sites whose keys were "
+                              f"relayed, or are fewer than the threshold {self.threshold}")
+        self.participants = sorted(chosen)
         out = quantized.astype(np.uint64, copy=True)
         out += mask(self._b, out.size)
         for name, advert in self.peers.items():
-            if name == self.site:
+            if name == self.site or name not in chosen:
                 continue
             pair = mask(_pair_seed(self._s, advert.s_pk, self.job_id, self.round, self.site, name), out.size)
             if self.site < name:
@@ -195,7 +202,7 @@ class MaskingSite:
         if self._revealed:
             raise SecAggError(f"the server asked {self.site} to unmask round {self.round} twice; it answers once")
         alive, gone = set(survivors), set(dropped)
-        if alive & gone or not (alive | gone) <= set(self.peers) or self.site not in alive:
+        if alive & gone or alive | gone != set(self.participants or self.peers) or self.site not in alive:
             raise SecAggError(f"the server's survivors and dropped sites for round {self.round} do not fit the "
                               "round's sites")
         if len(alive) < self.threshold:
@@ -220,6 +227,8 @@ class Aggregate:
     round: int
     adverts: dict[str, Advert]
     threshold: int
+    participants: list[str] = field(default_factory=list)
+    """The sites that mask with each other (default: every site whose keys were relayed)."""
     size: int = -1
     weight: float = 0.0
     uploaded: list[str] = field(default_factory=list)
@@ -227,7 +236,7 @@ class Aggregate:
 
     def add(self, site: str, masked: np.ndarray, weight: float) -> None:
         """Add `site`'s masked upload; ValueError, changing nothing, when it is not of this round's sites or size."""
-        if site not in self.adverts or site in self.uploaded:
+        if site not in (self.participants or self.adverts) or site in self.uploaded:
             raise ValueError(f"{site} is not a site of round {self.round}'s masking, or uploaded twice")
         values = np.asarray(masked)
         if values.dtype != np.uint64 or values.ndim != 1 or (self.size >= 0 and values.size != self.size):
@@ -241,7 +250,16 @@ class Aggregate:
         self.weight += float(weight)
 
     def dropped(self) -> list[str]:
-        return sorted(set(self.adverts) - set(self.uploaded))
+        return sorted(set(self.participants or self.adverts) - set(self.uploaded))
+
+    def needs(self) -> dict[str, str]:
+        """The secrets unmasking needs: owner -> "b" (its self mask: it uploaded) or "s" (its key: it dropped)."""
+        return {**{j: "b" for j in self.uploaded}, **{j: "s" for j in self.dropped()}}
+
+    def enough(self, reveals: Mapping[str, Mapping[str, Any]]) -> bool:
+        """Whether `reveals` hold the threshold's number of shares of every secret unmasking needs."""
+        return all(sum(1 for r in reveals.values() if owner in (r.get(kind) or {})) >= self.threshold
+                   for owner, kind in self.needs().items())
 
     def total(self, reveals: Mapping[str, Mapping[str, Any]]) -> np.ndarray:
         """The sum of the survivors' quantized updates, from the sites' `reveals` (site -> {"b": {j: share},

@@ -14,6 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from flctl.node.client import api_wire as wire
+from flctl.node.config.kit import NodeKit
 from flctl.node.jobs.tasks import PARAMS_TYPE, Params, Task
 from flctl.node.secagg.payload import SecAggError, is_secure
 from flctl.node.wire import tensors
@@ -28,8 +29,9 @@ class SiteCodec(ABC):
     mode: str
 
     @abstractmethod
-    def task_in(self, task: Task, payload: Bytes) -> memoryview:
-        """The params' bytes the site's filters and script are given for `task` (decrypted or as they came)."""
+    def task_in(self, task: Task, payload: Bytes) -> tuple[Task, memoryview]:
+        """The task and the params' bytes the site's filters and script are given for `task` (decrypted or as they
+        came; the mode's own meta taken out)."""
 
     @abstractmethod
     def result_out(self, task: Task, answer: wire.Result, payload: Bytes) -> tuple[wire.Result, Bytes]:
@@ -54,26 +56,20 @@ class HeSiteCodec(SiteCodec):
         self._job_dir = job_dir
         self._given: Params = {}  # the model the script was last given: a diff it answers is added to it
 
-    def task_in(self, task: Task, payload: Bytes) -> memoryview:
+    def task_in(self, task: Task, payload: Bytes) -> tuple[Task, memoryview]:
         params = _views(payload, "the task's")
         if not is_secure(params):  # round 0's initial model (public: it came with the job), or nothing
             self._given = params
-            return memoryview(payload)
+            return task, memoryview(payload)
         self._given = self.keys.decrypt(params, f"the task's (round {task.round})")
-        return memoryview(tensors.encode(self._given))
+        return task, memoryview(tensors.encode(self._given))
 
     def result_out(self, task: Task, answer: wire.Result, payload: Bytes) -> tuple[wire.Result, Bytes]:
         params = _views(payload, "the script's")
         if not params:  # metrics only (an evaluate task's answer)
             return answer, payload
         meta = dict(answer.meta)
-        if meta.pop(PARAMS_TYPE, "full") == "diff":
-            from flctl.node.workflows.aggregation import full_params
-
-            try:
-                params = full_params(params, "diff", lambda: self._given)
-            except ValueError as exc:
-                raise SecAggError(f"the script's diff cannot be encrypted: {exc}") from None
+        params = _full(params, meta, self._given)
         try:
             sealed = self.keys.encrypt(params, answer.num_examples)
         except ValueError as exc:
@@ -93,6 +89,18 @@ class HeSiteCodec(SiteCodec):
         return wire.Result(0, 0, {}, {"kept": str(path)}), tensors.encode({})
 
 
+def _full(params: Params, meta: dict[str, object], given: Params) -> Params:
+    """The script's answer as a model: a diff (meta's params_type, taken out) added to the model it was `given`."""
+    if meta.pop(PARAMS_TYPE, "full") != "diff":
+        return params
+    from flctl.node.workflows.aggregation import full_params
+
+    try:
+        return full_params(params, "diff", lambda: given)
+    except ValueError as exc:
+        raise SecAggError(f"the script's diff cannot be added to the model it was given: {exc}") from None
+
+
 def _views(payload: Bytes, whose: str) -> Params:
     try:
         return tensors.views(payload) if len(payload) else {}
@@ -100,13 +108,17 @@ def _views(payload: Bytes, whose: str) -> Params:
         raise SecAggError(f"{whose} params cannot be read: {exc}") from None
 
 
-def site_codec(mode: str, kit_root: Path, job_dir: Path) -> SiteCodec | None:
-    """The codec of a job's `mode` at the site whose kit is `kit_root` (None for 'none'); SecAggError saying what
-    the site lacks (its kit has no HE context…), which refuses the job there."""
+def site_codec(mode: str, kit: NodeKit, job_dir: Path, job_id: str) -> SiteCodec | None:
+    """The codec of a job's `mode` at the site of `kit` (None for 'none'); SecAggError saying what the site lacks
+    (its kit has no HE context…), which refuses the job there."""
     if mode == "none":
         return None
+    if mode == "masking":
+        from flctl.node.secagg.masking_site import MaskingSiteCodec
+
+        return MaskingSiteCodec(job_id, kit.info.name, kit.key_pem, kit.cert_pem, kit.ca_pem)
     if mode == "he":
-        path = kit_root / "startup" / CLIENT_CONTEXT
+        path = kit.root / "startup" / CLIENT_CONTEXT
         try:
             secret = path.read_bytes()
         except OSError:

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import grpc
 
 from flctl.node.client import api_wire as wire
-from flctl.node.config.kit import load_kit
+from flctl.node.config.kit import NodeKit, load_kit
 from flctl.node.config.privacy import ScopeRefused, load_privacy
 from flctl.node.config.resources import Resources, load_resources, resources_path
 from flctl.node.errors import TaskError
@@ -221,7 +221,10 @@ def _serve_tasks(calls: ModelCalls, job_id: str, bridge: ScriptBridge, reporter:
             submit_result(calls, job_id, header.task_id, done, out)
             last = header.task_id
             continue
-        brought = codec.task_in(task, payload) if codec is not None else payload
+        if codec is not None:
+            task, brought = codec.task_in(task, payload)
+        else:
+            brought = payload
         del payload
         task, given = filters.task_in(task, brought, bridge.site)
         parts: list[wire.Payload] = [given]
@@ -278,7 +281,7 @@ def privacy_filters(kit_root: Path, job_id: str, scope: str | None) -> FilterPip
         return str(exc)
 
 
-def secure_codec(kit_root: Path, job_dir: Path, args: WorkflowArgs) -> SiteCodec | str | None:
+def secure_codec(kit: NodeKit, job_dir: Path, job_id: str, args: WorkflowArgs) -> SiteCodec | str | None:
     """The job's secure-aggregation codec at this site (None: the job asks for none), or why the site refuses the
     job (its kit has no HE context…): a job that asks for it never runs without it."""
     from flctl.node.secagg.site_codec import site_codec
@@ -286,7 +289,7 @@ def secure_codec(kit_root: Path, job_dir: Path, args: WorkflowArgs) -> SiteCodec
 
     mode = args.secure_mode() if isinstance(args, FedAvgArgs) else "none"
     try:
-        return site_codec(mode, kit_root, job_dir)
+        return site_codec(mode, kit, job_dir, job_id)
     except SecAggError as exc:
         return str(exc)
 
@@ -343,7 +346,7 @@ def main(argv: list[str]) -> int:
     confine = Confinement(isolation, job_dir / "job", resources.data_paths, resources.job_env_allow)
     refusal = isolation_refusal(confine, resources, kit.root, job_dir)
     filters = privacy_filters(kit.root, job_id, spec.privacy_scope)
-    codec = secure_codec(kit.root, job_dir, loaded.args)
+    codec = secure_codec(kit, job_dir, job_id, loaded.args)
     if refusal or isinstance(filters, str) or isinstance(codec, str):
         return _refuse(reporter, chan, f"{kit.info.name} refuses to run the job: "
                        f"{refusal or (filters if isinstance(filters, str) else codec)}")

@@ -37,6 +37,9 @@ class FedAvgArgs(WorkflowArgs):
     secure_aggregation: Literal["none", "masking"] = Field(
         "none", description="masking: sites add pairwise masks that cancel in the sum to quantized updates "
                             "(SecAgg+): the server learns the average only")
+    masking_threshold: int = Field(
+        0, ge=0, description="masking: t, the sites that must survive a round (t of the n that exchanged keys; "
+                             "more than half of them); 0: a majority, n // 2 + 1")
 
     secure_modes: ClassVar[frozenset[str]] = frozenset(("he", "masking"))
     """The secure-aggregation modes this workflow supports (a server step on the plain model rules HE out)."""
@@ -54,6 +57,13 @@ class FedAvgArgs(WorkflowArgs):
         if mode == "he" and self.cross_site_eval:
             raise ValueError("cross_site_eval needs the server to hold the plain final model, which encryption: he "
                              "never gives it; evaluate_every still works (sites decrypt the model they evaluate)")
+        if mode == "masking" and self.cross_site_eval:
+            raise ValueError("cross_site_eval asks every site for its own model in clear, which secure_aggregation: "
+                             "masking exists to prevent; evaluate_every still works")
+        if self.masking_threshold and mode != "masking":
+            raise ValueError("masking_threshold is for secure_aggregation: masking")
+        if self.masking_threshold == 1:
+            raise ValueError("masking_threshold 1 would let the server unmask a site alone; use 2 or more")
         return self
 
     def secure_mode(self) -> str:
@@ -83,7 +93,7 @@ class FedAvg(Workflow):
         )
         from flctl.node.workflows.secure_sum import secure_round
 
-        secure = secure_round(self.settings.secure_mode(), fed)
+        secure = secure_round(self.settings.secure_mode(), fed, self.min_sites, self.settings.masking_threshold)
         model: Params = dict(initial) if initial is not None else {}
         # the checkpoint `model` is: on a resume, `initial` is round start_round - 1's
         saved = f"round-{start_round - 1}" if initial is not None and start_round > 0 else ""
@@ -98,7 +108,8 @@ class FedAvg(Workflow):
             meta = self.task_meta()
             total: WeightedSum | SecureSum
             if secure is not None:
-                meta.update(secure.prepare(fed, round_no, sites, timeout))
+                extra, sites = secure.prepare(fed, round_no, sites, timeout)
+                meta.update(extra)
                 total = secure.new_sum(fed, round_no, sites, timeout)
             else:
                 total = WeightedSum(like=model) if model else WeightedSum()

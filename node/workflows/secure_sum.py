@@ -40,9 +40,11 @@ class SecureRound(ABC):
 
     mode: ClassVar[str]
 
-    def prepare(self, fed: Federation, round_no: int, sites: list[str], timeout_s: float) -> dict[str, object]:
-        """Steps before the round's training task; the meta that task carries besides the workflow's own."""
-        return {SECURE_META: self.mode}
+    def prepare(self, fed: Federation, round_no: int, sites: list[str],
+                timeout_s: float) -> tuple[dict[str, object], list[str]]:
+        """Steps before the round's training task: the meta that task carries besides the workflow's own, and the
+        sites it goes to (masking: those that took part in the key steps)."""
+        return {SECURE_META: self.mode}, sites
 
     @abstractmethod
     def new_sum(self, fed: Federation, round_no: int, sites: list[str], timeout_s: float) -> SecureSum:
@@ -121,10 +123,15 @@ class HeRound(SecureRound):
                 + (f" ({', '.join(sorted(kept))})" if kept else ""))
 
 
-def secure_round(mode: str, fed: Federation) -> SecureRound | None:
-    """The job's secure-aggregation mode, ready to drive (None for 'none')."""
+def secure_round(mode: str, fed: Federation, min_sites: int = 1, threshold: int = 0) -> SecureRound | None:
+    """The job's secure-aggregation mode, ready to drive (None for 'none'); masking's `threshold` (0: a majority of
+    each round's sites) and the workflow's `min_sites`."""
     if mode == "none":
         return None
     if mode == "he":
         return HeRound(fed)
+    if mode == "masking":
+        from flctl.node.workflows.masking_round import MaskingRound
+
+        return MaskingRound(fed, min_sites, threshold)
     raise WorkflowError(f"unknown secure aggregation mode {mode!r}")
