@@ -395,3 +395,27 @@ def test_privacy_yml_without_a_statistics_section_gets_flares_defaults(tmp_path:
     policy = load_privacy(path).pipeline("job-1", None).statistics
     assert (policy.min_count, policy.max_bins_percent, policy.noise_level, policy.noise) == (10, 10.0, (0.1, 0.3),
                                                                                            "none")
+
+
+def test_job_show_prints_the_data_check_as_a_site_by_column_table():
+    """One row per site: fit or not, its rows (or < min_count), and per column ok or the rule and its rows."""
+    from flctl.console.cli.job.statistics_view import data_check_table
+
+    report = {"sites": ["a", "b", "c"], "columns": ["age", "sex"], "fit": {"a": True, "b": False, "c": False},
+              "results": {"a": {"rows": 60, "columns": {"age": {"ok": True, "rule": "", "rows": 0},
+                                                        "sex": {"ok": True, "rule": "", "rows": 0}}},
+                          "b": {"rows": None, "columns": {
+                              "age": {"ok": False, "rule": "max: values above 120", "rows": None,
+                                      "rows_hidden": True},
+                              "sex": {"ok": False, "rule": "categories: values outside the allowed ones",
+                                      "rows": 20, "rows_hidden": False}}}},
+              "failed": {"c": "offline"}}
+    table = data_check_table(report)
+    assert table is not None
+    title, columns, rows = table
+    assert title.startswith("data check")
+    assert columns == ["site", "fit", "rows", "age", "sex"]
+    assert rows == [["a", "yes", "60", "ok", "ok"],
+                    ["b", "no", "< min_count", "max: values above 120 (< min_count rows)",
+                     "categories: values outside the allowed ones (20 rows)"],
+                    ["c", "failed", "-", "-", "-"]]
