@@ -47,7 +47,7 @@ def test_help_lists_every_group_in_order(flctl):
     names = [line.split()[0] for line in result.stdout.split("Commands:")[1].splitlines() if line.strip()]
     assert result.code == 0
     assert names == ["quickstart", "simulate", "console", "provision", "kit", "node", "job", "audit", "site", "poc",
-                     "deploy"]
+                     "context", "deploy"]
 
 
 def test_top_level_help_builds_no_group():

@@ -29,6 +29,7 @@ SUMMARIES = {
     "audit": "Check and read tamper-evident audit logs.",
     "site": "The sites the server knows.",
     "poc": "A local federation on this machine: prepare, start, status, stop, clean.",
+    "context": "Name the federations you act on (admin kits) and pick the current one: add, ls, use, rm.",
     "deploy": "Roll a federation out: one command per deploy target (over SSH, on this machine, or to "
               "machines flctl creates in a cloud), then the whole inventory's.",
 }
@@ -111,6 +112,13 @@ def _poc() -> typer.Typer:
                    "stop": stop.command, "clean": clean.command})
 
 
+def _context() -> typer.Typer:
+    from flctl.console.cli.context import commands
+
+    return _group(SUMMARIES["context"], {"add": commands.add, "ls": commands.ls, "use": commands.use,
+                                         "rm": commands.rm})
+
+
 def _deploy() -> typer.Typer:
     from flctl.cloud.targets import TARGETS
     from flctl.console.cli.deploy import destroy, logs, status, stop, target, upgrade
@@ -126,7 +134,7 @@ class FlctlGroup(LazyGroup):
 
     groups: ClassVar[dict[str, Callable[[], typer.Typer]]] = {
         "provision": _provision, "kit": _kit, "node": _node, "job": _job, "audit": _audit,
-        "site": _site, "poc": _poc, "deploy": _deploy,
+        "site": _site, "poc": _poc, "context": _context, "deploy": _deploy,
     }
     summaries: ClassVar[dict[str, str]] = SUMMARIES
 

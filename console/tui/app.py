@@ -23,6 +23,8 @@ from flctl.node import errors
 from flctl.node.admin.admin_types import Event, Identity, JobInfo, SiteInfo
 
 T = TypeVar("T")
+OpenContext = Callable[[str], tuple[Connect, str]]
+"""A context's name -> (a way to connect as its admin kit, the server's address); raises with one sentence."""
 RETRY_FIRST_S = 0.5
 RETRY_MAX_S = 5.0
 SITES_EVERY_S = 3.0
@@ -39,6 +41,7 @@ class ConsoleApp(App[None]):
         # Not in the footer (at 80 columns it would push `q Quit` out): in the command palette (ctrl+p) and the README.
         Binding("i", "whoami", "Who am I", show=False),
         Binding("p", "provision", "Provision", show=False),
+        Binding("c", "switch_context", "Context", show=False),
         Binding("q", "quit", "Quit"),
     ]
 
@@ -58,8 +61,13 @@ class ConsoleApp(App[None]):
             self.event = event
 
     def __init__(self, connect: Connect, target: str, clock: Callable[[], float] = time.time,
-                 downloads: Path = Path(".")) -> None:
+                 downloads: Path = Path("."), context: str = "", contexts: Callable[[], list[str]] | None = None,
+                 open_context: OpenContext | None = None) -> None:
         super().__init__()
+        self.context_name = context
+        """The federation context the console acts in ("" when it was given a kit)."""
+        self._contexts = contexts
+        self._open_context = open_context
         self.theme = "ansi-dark"
         self._connect = connect
         self._admin: Admin | None = None
@@ -140,13 +148,13 @@ class ConsoleApp(App[None]):
                     self.post_message(self.EventArrived(event))
                     if worker.is_cancelled:
                         return
-                if self._stopping.is_set():
+                if self._stopping.is_set() or worker.is_cancelled:
                     return
                 self.call_later(self._went_away, "the server closed the event stream")
             except errors.NotPermitted as exc:
                 self.call_later(self._went_away, f"not permitted to watch: {exc}")
             except errors.NodeError as exc:
-                if self._stopping.is_set():
+                if self._stopping.is_set() or worker.is_cancelled:
                     return
                 self.call_later(self._went_away, str(exc))
             self._drop_admin()
@@ -255,6 +263,47 @@ class ConsoleApp(App[None]):
 
         self.push_screen(SiteLogsScreen(job_id, site))
 
+    def action_switch_context(self) -> None:
+        """Choose another federation context (`flctl context add`); the console then acts as its admin kit."""
+        from flctl.console.tui.dialogs.choose_context import ChooseContext
+
+        names = self._contexts() if self._contexts is not None else []
+        if not names or self._open_context is None:
+            self.notify("no federation contexts: add one with `flctl context add NAME KIT`", severity="warning")
+            return
+
+        def chosen(name: str | None) -> None:
+            if name and name != self.context_name:
+                self.run_worker(lambda: self._open(name), thread=True, group="context", name=f"context {name}")
+
+        self.push_screen(ChooseContext(names, self.context_name), chosen)
+
+    def _open(self, name: str) -> None:
+        assert self._open_context is not None
+        try:
+            connect, target = self._open_context(name)
+        except Exception as exc:  # noqa: BLE001 - a bad kit or config is told, the console stays where it is
+            self.call_later(self.notify, f"context {name}: {exc}", title="Cannot switch", severity="error")
+            return
+        self.call_later(self._switched, name, connect, target)
+
+    def _switched(self, name: str, connect: Connect, target: str) -> None:
+        """Act in context `name` from now on: back to the overview, nothing of the old federation shown."""
+        from flctl.console.tui.screens.overview import OverviewScreen
+
+        while len(self.screen_stack) > 1 and not isinstance(self.screen, OverviewScreen):
+            self.pop_screen()
+        self._connect = connect
+        self.context_name = name
+        self.last_contact = 0.0
+        self.identity = None
+        self.jobs = []
+        self.sites = []
+        self.connection = Connection(ConnectionState.CONNECTING, target)
+        self._drop_admin()  # ends the old feed's stream; the new feed (exclusive) cancels the old worker
+        self.follow_federation()
+        self.notify(f"now acting in context {name} ({target})", title="Context")
+
     def action_whoami(self) -> None:
         from flctl.console.tui.dialogs.identity import IdentityDialog
 
@@ -272,6 +321,8 @@ class ConsoleApp(App[None]):
         yield SystemCommand("Submit a job", "Pick a job folder and submit it", self.action_submit)
         yield SystemCommand("Who am I", "This admin's identity, role and certificate expiry", self.action_whoami)
         yield SystemCommand("Provision a project", "Open a project.yml and make its kits", self.action_provision)
+        yield SystemCommand("Switch federation context", "Act as another context's admin kit (c)",
+                            self.action_switch_context)
         for job in self.jobs:
             yield SystemCommand(f"Open job {job.id} ({job.name})", f"{job.status}", lambda j=job.id: self.open_job(j))
             if not job.ended:

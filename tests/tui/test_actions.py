@@ -400,3 +400,40 @@ async def test_while_disconnected_live_values_are_last_known_and_dimmed() -> Non
     assert sites.has_class("-stale") and jobs.has_class("-stale")
     assert sites.border_subtitle == "last known 1m12s ago: 1/2 online"
     assert "showing what was known 1m12s ago" in bar
+
+
+@synchronously
+async def test_c_switches_the_federation_context_and_the_top_line_says_which() -> None:
+    """`c` lists the contexts; picking another connects as its kit: back on the overview, only the other
+    federation's sites and jobs, and the top line names the context."""
+    # Prepare: context "b" is a federation with one site of its own and no jobs
+    other = RecordedAdmin()
+    other.sites = [dataclasses.replace(other.sites[0], name="b-site")]
+    other.jobs = []
+    opened: list[str] = []
+
+    def open_context(name: str) -> tuple[object, str]:
+        opened.append(name)
+        return other.connect, "b-server:8443"
+
+    app = ConsoleApp(RecordedAdmin().connect, "localhost:8443", clock=lambda: NOW, context="a",  # type: ignore[arg-type]
+                     contexts=lambda: ["a", "b"], open_context=open_context)  # type: ignore[arg-type]
+    async with app.run_test(size=(120, 40)) as pilot:
+        await online(pilot)
+        first_bar = str(app.screen.query_one("#connection").render())
+        # Execute
+        await pilot.press("c")
+        await pilot.press("down", "enter")
+        await until(pilot, lambda: app.context_name == "b" and app.connection.state == "online"
+                    and [s.name for s in app.sites] == ["b-site"])
+        await pilot.pause(0.3)
+        bar = str(app.screen.query_one("#connection").render())
+        shown = [app.screen.query_one(SitesTable).get_row_at(i)[0]
+                 for i in range(app.screen.query_one(SitesTable).row_count)]
+        screen = app.screen
+    # Assert
+    assert opened == ["b"]
+    assert "context a" in first_bar
+    assert "connected to b-server:8443" in bar and "context b" in bar
+    assert shown == ["b-site"] and app.jobs == []
+    assert isinstance(screen, OverviewScreen)

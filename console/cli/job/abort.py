@@ -7,11 +7,11 @@ from typing import Annotated
 import typer
 
 from flctl.console.cli import terminal
-from flctl.console.cli.admin_kit import KitOption, connect
+from flctl.console.cli.admin_kit import ContextOption, KitOption, connect
 from flctl.console.cli.options import JsonOption
 
 
-def command(job_id: Annotated[str, typer.Argument(metavar="ID")], kit: KitOption = None,
+def command(job_id: Annotated[str, typer.Argument(metavar="ID")], kit: KitOption = None, _context: ContextOption = None,
             json_out: JsonOption = False) -> None:
     """Abort a job: the workflow and every site's job and training processes stop within seconds."""
     with connect(kit) as admin:

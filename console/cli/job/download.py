@@ -8,14 +8,14 @@ from typing import Annotated
 import typer
 
 from flctl.console.cli import terminal
-from flctl.console.cli.admin_kit import KitOption, connect
+from flctl.console.cli.admin_kit import ContextOption, KitOption, connect
 from flctl.console.cli.options import JsonOption
 
 
 def command(job_id: Annotated[str, typer.Argument(metavar="ID")],
             out: Annotated[Path, typer.Option("--out", "-o", file_okay=False,
                                               help="Folder to unpack into (as OUT/ID/).")] = Path("."),
-            kit: KitOption = None, json_out: JsonOption = False) -> None:
+            kit: KitOption = None, _context: ContextOption = None, json_out: JsonOption = False) -> None:
     """Download a job's artifacts: global models per round and final, metrics, logs, events."""
     from flctl.console.cli.progress import byte_progress
     from flctl.node.admin.admin_client import check_job_id

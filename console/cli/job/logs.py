@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from flctl.console.cli import terminal
-from flctl.console.cli.admin_kit import KitOption, connect
+from flctl.console.cli.admin_kit import ContextOption, KitOption, connect
 from flctl.console.cli.options import JsonOption
 
 
@@ -16,7 +16,7 @@ def command(job_id: Annotated[str, typer.Argument(metavar="ID")],
             site: Annotated[str, typer.Option("--site", help="Only this site (or 'server').")] = "",
             follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines until the job "
                                                                         "ends.")] = False,
-            kit: KitOption = None, json_out: JsonOption = False) -> None:
+            kit: KitOption = None, _context: ContextOption = None, json_out: JsonOption = False) -> None:
     """Print a job's logs: the server's workflow log and each site's training output."""
     import json
     import sys

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from flctl.console.cli import terminal
-from flctl.console.cli.admin_kit import KitOption, connect
+from flctl.console.cli.admin_kit import ContextOption, KitOption, connect
 from flctl.console.cli.options import JsonOption
 
 
-def command(kit: KitOption = None, json_out: JsonOption = False) -> None:
+def command(kit: KitOption = None, _context: ContextOption = None, json_out: JsonOption = False) -> None:
     """List jobs: id, name, status, rounds done, submitter and duration."""
     from flctl.console.cli.job.render import duration, progress
 

@@ -7,11 +7,11 @@ from typing import Annotated
 import typer
 
 from flctl.console.cli import terminal
-from flctl.console.cli.admin_kit import KitOption, connect
+from flctl.console.cli.admin_kit import ContextOption, KitOption, connect
 from flctl.console.cli.options import JsonOption
 
 
-def command(job_id: Annotated[str, typer.Argument(metavar="ID")], kit: KitOption = None,
+def command(job_id: Annotated[str, typer.Argument(metavar="ID")], kit: KitOption = None, _context: ContextOption = None,
             json_out: JsonOption = False) -> None:
     """Show a job: status, rounds done, each site's state, the last metrics and where its artifacts are; a
     statistics job's figures as tables (a feature's statistics per site and global), a data check's verdicts."""

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from flctl.console.cli import exit_codes, terminal
-from flctl.console.cli.admin_kit import KitOption, connect
+from flctl.console.cli.admin_kit import ContextOption, KitOption, connect
 from flctl.console.cli.options import JsonOption
 
 if TYPE_CHECKING:  # grpc is heavy: imported when a command connects, not for --help
@@ -24,7 +24,7 @@ def command(
     valid_days: Annotated[float, typer.Option("--valid-days", min=0.001, max=3650,
                                               help="Sites start (or restart) the job only this many days after "
                                                    "it is signed.")] = 7.0,
-    kit: KitOption = None,
+    kit: KitOption = None, _context: ContextOption = None,
     json_out: JsonOption = False,
 ) -> None:
     """Submit a job (a folder, or a job file with app/ beside it) and print its id; with --watch, follow it to the end.

@@ -5,11 +5,11 @@ from __future__ import annotations
 import time
 
 from flctl.console.cli import terminal
-from flctl.console.cli.admin_kit import KitOption, connect
+from flctl.console.cli.admin_kit import ContextOption, KitOption, connect
 from flctl.console.cli.options import JsonOption
 
 
-def command(kit: KitOption = None, json_out: JsonOption = False) -> None:
+def command(kit: KitOption = None, _context: ContextOption = None, json_out: JsonOption = False) -> None:
     """List sites: org, online or offline, last heartbeat, running jobs, how each confines job code (isolation:
     landlock vN, user NAME, none, off), and warns of certificates expiring soon."""
     with connect(kit) as admin:

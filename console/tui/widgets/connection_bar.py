@@ -32,7 +32,8 @@ class ConnectionBar(Static):
 
     def _show(self, connection: Connection) -> None:
         identity = cast("ConsoleApp", self.app).identity
-        who = f"{identity.name} ({identity.role})" if identity else ""
+        context = cast("ConsoleApp", self.app).context_name
+        who = (f"{identity.name} ({identity.role})" if identity else "") + (f"  context {context}" if context else "")
         for state in ConnectionState:
             self.set_class(connection.state == state, f"-{state}")
         if connection.state == ConnectionState.ONLINE:
@@ -46,5 +47,5 @@ class ConnectionBar(Static):
                      else "")
             text = f"○ disconnected from {connection.target}{known}; reconnecting… {connection.detail}"
         else:
-            text = f"◌ connecting to {connection.target}…"
+            text = f"◌ connecting to {connection.target}…" + (f"  context {context}" if context else "")
         self.update(text)
