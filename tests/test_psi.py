@@ -226,3 +226,32 @@ def test_check_ids_gives_distinct_sorted_strings_and_the_type():
         check_ids("abc")
     with pytest.raises(PsiError, match="ID number 1 is a bool"):
         check_ids([True])
+
+
+def test_the_site_keeps_a_psi_jobs_result_for_the_jobs_that_name_it(tmp_path: Path):
+    """keep copies a psi job's file to the site's psi/<name>/ (never through a link); hand_over gives it to a job
+    naming psi_job, and says why not when the site has none."""
+    # Prepare
+    from flctl.node.jobs.job_spec import JobSpec
+    from flctl.node.site import psi_results
+
+    site, job, later = tmp_path / "site", tmp_path / "job", tmp_path / "later"
+    spec = JobSpec.model_validate({"api_version": 1, "name": "ids", "workflow": {"type": "psi"}})
+    follow = JobSpec.model_validate({"api_version": 1, "name": "v", "workflow": {"type": "fedavg", "args": {
+        "rounds": 1}}, "psi_job": "ids"})
+    (job / "psi").mkdir(parents=True)
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not the site's to keep\n")
+    (job / RESULT_FILE).symlink_to(secret)
+    # Execute
+    linked = psi_results.keep(site, job, spec)
+    refused = psi_results.hand_over(site, later, follow)
+    (job / RESULT_FILE).unlink()
+    (job / RESULT_FILE).write_text("a\nb\n")
+    kept = psi_results.keep(site, job, spec)
+    given = psi_results.hand_over(site, later, follow)
+    # Assert
+    assert linked is None and "no intersection from a psi job named 'ids'" in refused
+    assert kept == site / "psi" / "ids" / "intersection.txt" and kept.read_text() == "a\nb\n"
+    assert given == "" and (later / RESULT_FILE).read_text() == "a\nb\n"
+    assert psi_results.hand_over(site, later, spec) == ""  # a job naming no psi_job gets nothing
