@@ -419,3 +419,18 @@ def test_job_show_prints_the_data_check_as_a_site_by_column_table():
                     ["b", "no", "< min_count", "max: values above 120 (< min_count rows)",
                      "categories: values outside the allowed ones (20 rows)"],
                     ["c", "failed", "-", "-", "-"]]
+
+
+def test_columns_from_pandas_count_na_and_inf_as_missing():
+    """A DataFrame's nullable Int64 column stays numeric (NA missing), ±inf is missing, text is categorical."""
+    import pandas as pd
+
+    from flctl.node.client.statistics import columns_of, summary
+
+    frame = pd.DataFrame({"n": pd.array([1, None, 3], dtype="Int64"), "x": [1.0, np.inf, -np.inf],
+                          "c": ["a", None, "b"]})
+    figures = summary(columns_of(frame), None)["features"]
+    assert figures["n"] == {"count": 2, "failure_count": 1, "sum": 4.0, "mean": 2.0, "min": 1.0, "max": 3.0,
+                            "variance": 2.0}
+    assert figures["x"]["count"] == 1 and figures["x"]["failure_count"] == 2
+    assert figures["c"] == {"count": 2, "failure_count": 1, "categorical": True}

@@ -35,11 +35,12 @@ Columns = dict[str, "np.ndarray"]
 
 def columns_of(data: Any) -> Columns:
     """The named columns of what a data function returned: a pandas DataFrame or a mapping name -> array-like.
-    Numbers (and booleans) become float64 with NaN where missing; anything else is a categorical column."""
+    Numbers (and booleans) become float64 with NaN where missing (NaN, ±inf, pandas' NA); anything else is a
+    categorical column."""
     import numpy as np
 
     if hasattr(data, "columns") and hasattr(data, "__getitem__"):  # a pandas DataFrame, without importing pandas
-        data = {str(name): data[name].to_numpy() for name in data.columns}
+        data = {str(name): _series_values(data[name]) for name in data.columns}
     if not isinstance(data, Mapping):
         raise TypeError(f"the data function must return a pandas DataFrame or a dict of column name -> values, "
                         f"not {type(data).__name__}")
@@ -51,10 +52,21 @@ def columns_of(data: Any) -> Columns:
         if array.ndim != 1:
             array = array.reshape(-1)  # an image's pixels: one value per pixel
         if array.dtype.kind in "biuf":
-            result[name] = array.astype(np.float64, copy=False)
+            numbers = array.astype(np.float64, copy=False)
+            finite = np.isfinite(numbers)
+            result[name] = numbers if finite.all() else np.where(finite, numbers, np.nan)  # ±inf: missing too
         else:
             result[name] = _categorical(array)
     return result
+
+
+def _series_values(series: Any) -> Any:
+    """A pandas column as numpy values: a numeric one (nullable Int64 too) as float64 with NaN where missing."""
+    import numpy as np
+
+    if getattr(series.dtype, "kind", "O") in "biuf":
+        return series.to_numpy(dtype=np.float64, na_value=np.nan)
+    return series.to_numpy()
 
 
 def _categorical(array: np.ndarray) -> np.ndarray:
