@@ -36,6 +36,9 @@ if TYPE_CHECKING:
 
     from flctl.node.client.summary_writer import SummaryWriter
 
+__path__ = [os.path.join(os.path.dirname(os.path.realpath(__file__)), "api_extras")]
+"""`flctl.client.lightning` and the Client API's other submodules (`flctl.node.client.api_extras`)."""
+
 __all__ = [
     "Model", "csv_ids", "current_round", "get_job_id", "get_site_name", "init", "is_evaluate", "is_running",
     "is_submit_model", "is_train", "job_id", "load_model", "log", "proximal_term", "psi", "receive", "running",
