@@ -293,3 +293,17 @@ def test_metrics_reach_wandb_offline_one_run_per_site(fed: Federation, tmp_path:
     seen = wait_for(lambda: (found := wandb_history(folder)) == expected and found, timeout=60)
     assert seen == expected, (wandb_history(folder), fed.flctl("job", "logs", job_id, "--site", "server").stdout)
     assert not (job_dir(fed, job_id) / "tb").exists()
+
+
+def test_a_simulation_writes_tensorboard_runs_too(tmp_path: Path):
+    """flctl simulate: the run's metrics in WORKSPACE/<job>/tb/<site>/ as on a server, beside metrics.json."""
+    pytest.importorskip("tensorboard", reason="reading event files needs the mlops extra: bash scripts/setup.sh --all")
+    from .federation import FLCTL
+
+    # Execute
+    out = subprocess.run([FLCTL, "simulate", metrics_job(tmp_path, "sim-job"), "-n", "2", "-w", tmp_path / "ws"],
+                         capture_output=True, text=True, timeout=120, check=False)
+    # Assert
+    assert out.returncode == 0, out.stdout + out.stderr
+    [job] = [p for p in (tmp_path / "ws").iterdir() if (p / "tb").is_dir()]
+    assert {site: scalars(job / "tb" / site) for site in EXPECTED} == EXPECTED

@@ -25,7 +25,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -368,6 +368,7 @@ def simulate(job: LoadedJob, sites: list[str], workspace: Path, workers: int | N
         raise
     _stop_pool(pool, fed)
     fed.log(f"job {status.lower()}" + (f": {error}" if error else ""))
+    _export_metrics(job, job_id, job_dir, sites, fed.metrics, status, fed.log)
     (job_dir / "logs" / "server.log").write_text("\n".join(fed.server_log) + "\n")
     (job_dir / "metrics.json").write_text(json.dumps(fed.metrics, indent=1))
     shutil.rmtree(job_dir / "tmp", ignore_errors=True)
@@ -375,6 +376,21 @@ def simulate(job: LoadedJob, sites: list[str], workspace: Path, workers: int | N
                               time.monotonic() - started, isolation.describe())
     (job_dir / MARKER).write_text(json.dumps(result.as_dict(), indent=1) + "\n")
     return result
+
+
+def _export_metrics(job: LoadedJob, job_id: str, job_dir: Path, sites: list[str], metrics: list[dict[str, Any]],
+                    status: str, log: Callable[[str], None]) -> None:
+    """The run's metrics where job.yml's `metrics:` sends them (TensorBoard runs in `tb/` by default, MLflow, W&B),
+    as the server's exporters do; a failure is a line in the server log, never the run's."""
+    if not job.spec.metrics.exporters():
+        return
+    from flctl.node.server.metrics_export.base import JobContext, MetricPoint
+    from flctl.node.server.metrics_export.guard import export_all
+
+    now = time.time()
+    points = [MetricPoint(m["site"], m["round"], m["name"], m["value"], m["step"], now) for m in metrics]
+    context = JobContext(job_id, job.spec.name, job_dir, sites, job.spec.workflow.type, dict(job.spec.workflow.args))
+    export_all(job.spec.metrics, context, points, status, log, f"{job_dir / 'metrics.json'}")
 
 
 def _initial_model(job: LoadedJob, fed: SimFederation, app_dir: Path, work: Path,

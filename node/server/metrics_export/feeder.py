@@ -23,8 +23,8 @@ import time
 from pathlib import Path
 
 from flctl.node.jobs.metrics_spec import LocalMetricsSpec
-from flctl.node.server.metrics_export import EXPORTERS, title
-from flctl.node.server.metrics_export.base import Exporter, JobContext, MetricPoint
+from flctl.node.server.metrics_export.base import JobContext, MetricPoint
+from flctl.node.server.metrics_export.guard import Guarded, open_exporters
 from flctl.node.server.metrics_export.launch import EXPORT_PLAN, ExportPlan
 
 POLL_S = 0.5
@@ -38,11 +38,6 @@ SITE_OUT = ("finished", "failed", "aborted", "offline")
 def say(line: str) -> None:
     """A line for the job's server log."""
     print(line, file=sys.stderr, flush=True)
-
-
-def _short(exc: Exception) -> str:
-    """An exception's text on one line, cut (a library's message may hold a whole HTTP response)."""
-    return " ".join(str(exc).split())[:300]
 
 
 class MetricsTail:
@@ -67,51 +62,6 @@ class MetricsTail:
 
     def close(self) -> None:
         self._db.close()
-
-
-class Guarded:
-    """An exporter that, once it fails, is named in the job's log and left out (it never fails the job)."""
-
-    def __init__(self, exporter: Exporter, job_id: str) -> None:
-        self.exporter = exporter
-        self._job_id = job_id
-        self.failed = False
-
-    def _failed(self, doing: str, exc: Exception) -> None:
-        self.failed = True
-        say(f"metrics export to {self.exporter.name} failed while {doing} ({type(exc).__name__}: "
-            f"{_short(exc)}); nothing more goes there for this job; its metrics stay in flctl "
-            f"(flctl job metrics {self._job_id})")
-
-    def write(self, points: list[MetricPoint]) -> None:
-        if not self.failed:
-            try:
-                self.exporter.write(points)
-            except Exception as exc:  # noqa: BLE001 - whatever an exporter's library raises, the job goes on
-                self._failed("exporting", exc)
-
-    def close(self, status: str) -> None:
-        if not self.failed:
-            try:
-                self.exporter.close(status)
-            except Exception as exc:  # noqa: BLE001 - as in write
-                self._failed("closing", exc)
-
-
-def open_exporters(plan: ExportPlan, job_dir: Path) -> list[Guarded]:
-    """Every exporter the plan turns on; one that cannot start is named in the log and left out."""
-    spec = LocalMetricsSpec.model_validate(plan.metrics)
-    job = JobContext(plan.job_id, plan.job_name, job_dir, plan.sites, plan.workflow, plan.workflow_args)
-    opened = []
-    for name in spec.exporters():
-        try:
-            opened.append(Guarded(EXPORTERS[name](job, spec), plan.job_id))
-        except Exception as exc:  # noqa: BLE001 - a missing package or an unreachable server: the job goes on
-            say(f"metrics export to {title(name, spec)} failed ({type(exc).__name__}: {_short(exc)}); the job's "
-                f"metrics stay in flctl (flctl job metrics {plan.job_id})")
-    if opened:
-        say("metrics export to " + ", ".join(g.exporter.name for g in opened))
-    return opened
 
 
 class Progress:
@@ -169,7 +119,9 @@ def main(argv: list[str]) -> int:
     plan = ExportPlan.model_validate_json((job_dir / EXPORT_PLAN).read_text())
     stopped = threading.Event()
     threading.Thread(target=_watch_stdin, args=(stopped,), daemon=True).start()
-    exporters = open_exporters(plan, job_dir)
+    job = JobContext(plan.job_id, plan.job_name, job_dir, plan.sites, plan.workflow, plan.workflow_args)
+    exporters = open_exporters(LocalMetricsSpec.model_validate(plan.metrics), job, say,
+                               f"flctl (flctl job metrics {plan.job_id})")
     if not exporters:
         return 0
     tail = MetricsTail(Path(plan.db), plan.job_id)
