@@ -117,3 +117,78 @@ def test_a_cifar10_style_script_runs_on_a_real_federation_over_an_installed_nvfl
     assert "compat" in shown.stdout and "nvflare" in shown.stdout, shown.stdout + shown.stderr
     assert plain_info.status == "FAILED"
     assert "No module named 'nvflare'" in plain_info.error + plain_logs
+
+
+def test_flmodel_keeps_nvidia_flares_rules() -> None:
+    """ParamsType is a str enum; params_type without params, a non-dict meta or a negative round are refused."""
+    from flctl.node.client.compat.nvflare_api.nvflare.app_common.abstract.fl_model import FLModel, ParamsType
+
+    assert FLModel(params={"w": 1}).params_type == "FULL" == ParamsType.FULL
+    assert FLModel(metrics={"a": 1.0}).params_type is None
+    with pytest.raises(ValueError, match="params must be given with params_type DIFF"):
+        FLModel(params_type="DIFF")
+    with pytest.raises(TypeError, match="meta must be a dict"):
+        FLModel(params={}, meta=[])  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="current_round must be a non-negative int"):
+        FLModel(current_round=-1)
+
+
+API_SCRIPT = """
+import warnings
+import numpy as np
+import nvflare.client as flare
+from nvflare.client.tracking import MLflowWriter, SummaryWriter
+
+flare.init()
+print("config", flare.get_config()["TASK_EXCHANGE"]["exchange_format"], flare.system_info())
+try:
+    flare.send({"w": 1})
+except TypeError as exc:
+    print("refused:", exc)
+while flare.is_running():
+    model = flare.receive()
+    assert flare.receive() is model, "the same FLModel until it is answered"
+    print("task", flare.get_task_name(), model.current_round, model.total_rounds, type(model.params["w"]).__name__)
+    SummaryWriter().add_scalars("curve", {"a": 1.0, "b": 2.0}, global_step=3)
+    MLflowWriter().log_metric("lr", 0.5, step=1)
+    MLflowWriter().set_tag("note", "dropped")
+    flare.log("acc", 0.75, flare.AnalyticsDataType.METRIC)
+    flare.send(flare.FLModel(params_type=flare.ParamsType.DIFF, params={"w": model.params["w"] * 0 + 1},
+                             metrics={"acc": 0.75, "name": "not a number"},
+                             meta={"NUM_STEPS_CURRENT_ROUND": 7, "note": "kept", "obj": object()}))
+"""
+
+
+def test_the_nvflare_client_api_maps_onto_flctls_task_loop(tmp_path: Path) -> None:
+    """Through a real site's script bridge: get_config/system_info, send refusing a non-FLModel, receive cached until
+    send, DIFF -> diff, NUM_STEPS_CURRENT_ROUND -> num_examples, non-JSON meta and non-number metrics left out,
+    tracking writers recorded as metrics (tags dropped), numpy params with framework numpy."""
+    import numpy as np
+
+    from flctl.node.client.script_bridge import ScriptBridge
+    from flctl.node.jobs.tasks import Task, TaskKind
+
+    # Prepare
+    (tmp_path / "client.py").write_text(API_SCRIPT)
+    output: list[str] = []
+    metrics: list[tuple[str, float, int | None]] = []
+    bridge = ScriptBridge(workdir=tmp_path, command=["python", "client.py"], env={}, site="site-a", job_id="job-9",
+                          on_output=output.append, on_metric=lambda *m: metrics.append(m), compat="nvflare")
+    bridge.start()
+    try:
+        # Execute
+        answer = bridge.run_task(Task(TaskKind.TRAIN, 2, {"w": np.zeros(3, np.float32)}, {"rounds": 5}),
+                                 timeout_s=60)
+        code = bridge.finish()
+    finally:
+        bridge.kill()
+    # Assert
+    assert code == 0, output
+    assert "config numpy {'job_id': 'job-9', 'site_name': 'site-a'}" in output
+    assert "refused: flare.send() takes an FLModel, not dict" in output
+    assert "task train 2 5 ndarray" in output
+    assert answer.num_examples == 7 and answer.metrics == {"acc": 0.75}
+    assert answer.meta == {"note": "kept", "params_type": "diff"}
+    assert np.array_equal(answer.params["w"], np.ones(3, np.float32))
+    assert metrics == [("curve/a", 1.0, 3), ("curve/b", 2.0, 3), ("lr", 0.5, 1), ("acc", 0.75, None)]
+    assert any("not a number" in line and "left out" in line for line in output), output
