@@ -4,6 +4,7 @@ takes (job.yml, app/, and model/initial.safetensors when an initial model is giv
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -28,18 +29,19 @@ class Job:
 
     `script` is the training script (a path on this machine); its folder is the job's app/ (everything in it is
     sent to the sites), unless `app_dir` names another folder holding it. `script_args` follow the script on its
-    command line. `initial_model` is what round 0 sends every site: a torch module or a dict of name -> array
-    (saved in the job as model/initial.safetensors), a safetensors file on this machine, or a function of the app
-    as job.yml names it ("app/net.py:make_model": called once at the server, confined). `workflow_args` are the
-    workflow's own arguments, those of job.yml's `workflow.args` (rounds, round_timeout_s…): an unknown one is
-    refused, naming the ones allowed. Everything is checked here, so a wrong recipe fails where it is written.
+    command line (a list, or one string split as a shell would: "--lr 0.1 --epochs 2"). `initial_model` is what
+    round 0 sends every site: a torch module or a dict of name -> array (saved in the job as
+    model/initial.safetensors), a safetensors file on this machine, or a function of the app as job.yml names it
+    ("app/net.py:make_model": called once at the server, confined). `workflow_args` are the workflow's own
+    arguments, those of job.yml's `workflow.args` (rounds, round_timeout_s…): an unknown one is refused, naming
+    the ones allowed. Everything is checked here, so a wrong recipe fails where it is written.
     """
 
     workflow: ClassVar[str] = ""
     """The job.yml `workflow.type` a subclass runs; `Job` itself takes it as an argument."""
 
     def __init__(self, name: str, script: str | os.PathLike[str], *, workflow: str | None = None, min_sites: int = 1,
-                 sites: str | Sequence[str] = "all", initial_model: Any = None, script_args: Sequence[str] = (),
+                 sites: str | Sequence[str] = "all", initial_model: Any = None, script_args: str | Sequence[str] = (),
                  app_dir: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None,
                  privacy_scope: str | None = None, **workflow_args: Any) -> None:
         self.workflow_type = workflow or self.workflow
@@ -51,7 +53,7 @@ class Job:
         self.name = name
         self.script = Path(script).expanduser().absolute()
         self.app_dir = Path(app_dir).expanduser().absolute() if app_dir is not None else self.script.parent
-        self.script_args = [str(arg) for arg in script_args]
+        self.script_args = shlex.split(script_args) if isinstance(script_args, str) else [str(a) for a in script_args]
         self._check_script()
         self.initial_model, self._initial_params = _initial(initial_model, self.app_dir)
         self.spec = self._spec(min_sites, sites, dict(workflow_args), dict(env or {}), privacy_scope)

@@ -116,6 +116,8 @@ def test_export_writes_the_folder_flctl_job_submit_takes(tmp_path: Path, script:
     assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()) == [
         "app/train.py", "job.yml", "model/initial.safetensors"]
     assert yaml.safe_load((folder / "job.yml").read_text())["min_sites"] == 2
+    as_string = FedAvgJob(name="x", script=script, rounds=1, script_args="--lr 0.1 --note 'two words'")
+    assert as_string.spec["app"]["command"] == ["python", "train.py", "--lr", "0.1", "--note", "two words"]
 
 
 @pytest.mark.parametrize("cls", [FedAvgJob, FedAvgMJob, FedOptJob, ScaffoldJob, CyclicJob, SwarmJob])
