@@ -168,6 +168,9 @@ def test_gaussian_dp_clips_and_noises_what_reaches_the_server_and_reports_the_ep
     assert all(last[site]["dp_epsilon"] == pytest.approx(rdp_epsilon(2, 0.5, 1e-5), rel=1e-9) for site in last)
     assert logs.returncode == 0 and "privacy spent at site-1 in job" in logs.stdout, logs.stdout + logs.stderr
     assert "2 releases" in logs.stdout
+    for site in real.sites:  # kept at the site for a restarted job process: two releases of noise multiplier 0.5
+        ledger = real.kit(site) / "workspace" / "jobs" / job_id / "privacy" / "0-gaussian_dp.json"
+        assert json.loads(ledger.read_text())["sites"] == {site: [[0.5, 1.0, 2]]}
 
 
 def test_a_site_whose_privacy_yml_has_a_bad_dp_value_does_not_start(tmp_path: Path) -> None:

@@ -237,6 +237,33 @@ def test_gaussian_dp_refuses_a_release_beyond_max_epsilon_and_sends_nothing() ->
     assert "would spend epsilon" in str(refused.value) and "above this site's max_epsilon" in str(refused.value)
 
 
+def test_gaussian_dp_s_ledger_keeps_the_privacy_spent_across_a_restart_of_the_job_process(tmp_path: Any) -> None:
+    """Two releases with a ledger, then a new pipeline (a restarted job process) on the same folder: its first
+    release reports the epsilon of three; a damaged ledger refuses the job (ValueError naming the file)."""
+    # Prepare
+    rules = PrivacyRules(scopes={"public": [], "dp": [FilterEntry(filter="gaussian_dp", args={
+        "clip_norm": 1.0, "noise_multiplier": 1.1})]})
+    answer, data = wire.Result(task_id=1, num_examples=1), tensors.encode(RECEIVED)
+    spent = []
+    # Execute
+    for releases in (2, 1):
+        filters = rules.pipeline("job-1", "dp")
+        filters.keep_state(tmp_path / "privacy")
+        for _ in range(releases):
+            filters.task_in(TASK, data, "site-1")
+            out, _sent = filters.result_out(TASK, answer, tensors.encode(TRAINED), "site-1")
+            spent.append(out.metrics["dp_epsilon"])
+    ledger = tmp_path / "privacy" / "0-gaussian_dp.json"
+    saved = ledger.read_text()
+    ledger.write_text("{not json")
+    with pytest.raises(ValueError) as damaged:
+        rules.pipeline("job-1", "dp").keep_state(tmp_path / "privacy")
+    # Assert
+    assert spent == [pytest.approx(rdp_epsilon_closed_form(n, 1.1, 1e-5), rel=1e-9) for n in (1, 2, 3)]
+    assert saved == '{"api_version": 1, "sites": {"site-1": [[1.1, 1.0, 3]]}}\n'
+    assert str(damaged.value).startswith(f"{ledger} cannot be read as the privacy spent so far")
+
+
 def percentile_pipeline() -> FilterPipeline:
     rules = PrivacyRules(scopes={"public": [], "top": [FilterEntry(filter="percentile_privacy",
                                                                    args={"percentile": 50, "gamma": 0.02})]})

@@ -271,14 +271,17 @@ def isolation_refusal(confine: Confinement, resources: Resources, kit_root: Path
     return ""
 
 
-def privacy_filters(kit_root: Path, job_id: str, scope: str | None) -> FilterPipeline | str:
-    """The site's filters for the job's privacy `scope` (None: the site's default scope), or why the site refuses the
-    job: it has no such scope, or its `local/privacy.yml` cannot be read or was edited into a bad one since the
-    daemon started (a job never runs unfiltered)."""
+def privacy_filters(kit_root: Path, job_dir: Path, job_id: str, scope: str | None) -> FilterPipeline | str:
+    """The site's filters for the job's privacy `scope` (None: the site's default scope), keeping their state in
+    `job_dir`/privacy (the privacy spent, across restarts of this process), or why the site refuses the job: it has
+    no such scope, its `local/privacy.yml` cannot be read or was edited into a bad one since the daemon started, or
+    the privacy spent so far cannot be read (a job never runs unfiltered)."""
     try:
-        return load_privacy(kit_root / "local" / "privacy.yml").pipeline(job_id, scope)
-    except (KitError, ScopeRefused) as exc:
+        filters = load_privacy(kit_root / "local" / "privacy.yml").pipeline(job_id, scope)
+        filters.keep_state(job_dir / "privacy")
+    except (KitError, ScopeRefused, OSError, ValueError) as exc:
         return str(exc)
+    return filters
 
 
 def secure_codec(kit: NodeKit, job_dir: Path, job_id: str, args: WorkflowArgs) -> SiteCodec | str | None:
@@ -345,7 +348,7 @@ def main(argv: list[str]) -> int:
     reporter.line(f"isolation at {kit.info.name}: {isolation_note(isolation, resources)}")
     confine = Confinement(isolation, job_dir / "job", resources.data_paths, resources.job_env_allow)
     refusal = isolation_refusal(confine, resources, kit.root, job_dir)
-    filters = privacy_filters(kit.root, job_id, spec.privacy_scope)
+    filters = privacy_filters(kit.root, job_dir, job_id, spec.privacy_scope)
     codec = secure_codec(kit, job_dir, job_id, loaded.args)
     if refusal or isinstance(filters, str) or isinstance(codec, str):
         return _refuse(reporter, chan, f"{kit.info.name} refuses to run the job: "

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from abc import ABC
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -76,3 +77,9 @@ class Filter(ABC):
     def filter_result(self, result: TaskResult, ctx: FilterContext) -> TaskResult:
         """What the site sends out instead of the script's `result`."""
         return result
+
+    def keep_state(self, path: Path) -> None:
+        """Keep what this filter must remember across a restart of the job's process (gaussian_dp: the privacy
+        spent) in the file `path`, reading what an earlier process left there; by default there is nothing.
+        OSError or ValueError when what is there cannot be read: the site then refuses the job."""
+        del path  # nothing to keep

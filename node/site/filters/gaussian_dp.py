@@ -13,15 +13,17 @@ and round), and the site's log says it. With `max_epsilon`, a release that would
 fails at the site and nothing is sent.
 
 What the epsilon means: site-level differential privacy of each release against whoever reads it (the server), the
-neighbouring case being the site's update present or absent (the clip bounds its influence to `clip_norm`). The
-accountant lives in the site's job process: a job's budget is counted from its first round at the site, and a job
-process restarted (a site restarted in the middle of a job) starts counting again.
+neighbouring case being the site's update present or absent (the clip bounds its influence to `clip_norm`). A job's
+budget is counted from its first round at the site; at a real site the accountant is also written, before each
+release goes out, to the job's folder (`privacy/0-gaussian_dp.json`, `keep_state`), so a job process restarted in
+the middle of a job (the site restarted) goes on counting. Other jobs on the same data are not counted.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import replace
+from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
@@ -30,7 +32,7 @@ from pydantic import Field, model_validator
 from flctl.node.jobs.tasks import TaskKind, TaskResult
 from flctl.node.site.filters.base import Direction, Filter, FilterArgs, FilterContext
 from flctl.node.site.filters.model_update import Update, carries_update, flat, own_aggregate, params_with, update_of
-from flctl.node.site.filters.rdp_accountant import RdpAccountant, opacus_available
+from flctl.node.site.filters.rdp_accountant import RdpAccountant, load_ledger, opacus_available, save_ledger
 
 log = logging.getLogger("flctl.site.filters")
 
@@ -84,6 +86,12 @@ class GaussianDp(Filter):
         """Where the noise comes from: seeded by the OS (a test passes a seeded one)."""
         self.accountants: dict[str, RdpAccountant] = {}
         """Each site's releases in this job (the simulator runs every site's filters in one process)."""
+        self.ledger: Path | None = None
+        """Where the releases are kept across restarts of the job's process (`keep_state`); None: in memory only."""
+
+    def keep_state(self, path: Path) -> None:
+        self.accountants = load_ledger(path)
+        self.ledger = path
 
     def filter_result(self, result: TaskResult, ctx: FilterContext) -> TaskResult:
         if ctx.task_kind == TaskKind.AGGREGATE:
@@ -99,6 +107,8 @@ class GaussianDp(Filter):
                              f"{accountant.steps} releases); nothing was sent")
         noised = gaussian_update(update_of(result, ctx.received), args.clip_norm, args.noise_multiplier, self.rng)
         accountant.step(args.noise_multiplier, args.sample_rate)
+        if self.ledger is not None:  # before it goes out: a restart never forgets a release that was sent
+            save_ledger(self.ledger, self.accountants)
         log.info("privacy spent at %s in job %s after round %d: epsilon %.4f at delta %g (gaussian_dp: "
                  "clip_norm %g, noise_multiplier %g, sample_rate %g, %d releases)", ctx.site, ctx.job_id, ctx.round,
                  epsilon, args.delta, args.clip_norm, args.noise_multiplier, args.sample_rate, accountant.steps)

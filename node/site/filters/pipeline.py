@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import TypeVar
 
 from flctl.node.client import api_wire as wire
@@ -50,6 +51,12 @@ class FilterPipeline:
         """Keep `params`, the model a task brought to `site`, for the result filters of `site`'s answer to it."""
         if self.keeps_received:
             self._received[site] = params
+
+    def keep_state(self, folder: Path) -> None:
+        """Let each result filter keep its state across restarts of the job's process, in a file of `folder`
+        named by its place and name (`0-gaussian_dp.json`). OSError or ValueError as `Filter.keep_state`."""
+        for index, step in enumerate(self.result_filters):
+            step.keep_state(folder / f"{index}-{step.type_name}.json")
 
     def describe(self) -> str:
         """What a job's log says: `private (tasks: none; results: exclude_vars)`."""

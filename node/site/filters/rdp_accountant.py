@@ -5,11 +5,16 @@ rate); the steps' Rényi DP adds up, and `epsilon(delta)` converts it to (epsilo
 `RDPAccountant.get_epsilon` does, with Opacus's own functions (`opacus.accountants.analysis.rdp`: `compute_rdp`,
 `get_privacy_spent`). That module needs only numpy and scipy; Opacus's package (and its RDPAccountant module)
 imports torch first, seconds a site's job process would pay, so the module is loaded from its file alone.
+
+A ledger file keeps the accountants of a job's sites across restarts of the job's process (`save_ledger`,
+`load_ledger`): JSON, `{"api_version": 1, "sites": {site: [[noise_multiplier, sample_rate, steps], ...]}}`.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
+import os
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -72,3 +77,30 @@ class RdpAccountant:
         trial = RdpAccountant(list(self.history))
         trial.step(noise_multiplier, sample_rate)
         return trial.epsilon(delta)
+
+
+def save_ledger(path: Path, accountants: dict[str, RdpAccountant]) -> None:
+    """Write every site's releases to `path`, whole or not at all (a temporary file renamed over it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps({"api_version": 1, "sites": {site: [list(entry) for entry in accountant.history]
+                                                   for site, accountant in sorted(accountants.items())}})
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(text + "\n")
+    os.replace(temporary, path)
+
+
+def load_ledger(path: Path) -> dict[str, RdpAccountant]:
+    """The sites' releases `path` holds; none when there is no such file. ValueError naming the file when it is not
+    a ledger (the privacy spent would be unknown)."""
+    if not path.exists():
+        return {}
+    try:
+        raw = json.loads(path.read_text())
+        sites = raw["sites"] if isinstance(raw, dict) and raw.get("api_version") == 1 else None
+        if not isinstance(sites, dict):
+            raise ValueError("not a ledger of api_version 1")
+        return {str(site): RdpAccountant([(float(sigma), float(rate), int(steps)) for sigma, rate, steps in history])
+                for site, history in sites.items()}
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{path} cannot be read as the privacy spent so far ({exc}); the job cannot go on without "
+                         "it: move it aside only if no round of this job has been sent") from None
