@@ -24,12 +24,14 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_the_wheel_installs_one_top_level_package_flctl(wheel: Path) -> None:
-    """Nothing named node, cloud, console or provisioner lands at the top of site-packages: only flctl."""
+    """Nothing named node, cloud, console, provisioner or nvflare lands at the top of site-packages: only flctl (the
+    nvflare compat package stays inside it, put on a script's path only for a job that asks)."""
     names = zipfile.ZipFile(wheel).namelist()
     tops = {name.split("/")[0] for name in names if not name.split("/")[0].endswith((".dist-info", ".data"))}
     assert tops == {"flctl"}
     for part in ("node/site/agent.py", "cloud/local.py", "console/cli/app.py", "provisioner/pki.py", "client.py",
-                 "node/wire/proto/flctl.proto", "console/tui/app.tcss", "node/client/legacy/node/api.py"):
+                 "node/wire/proto/flctl.proto", "console/tui/app.tcss", "node/client/legacy/node/api.py",
+                 "node/client/compat/nvflare_api/nvflare/client/__init__.py", "node/client/api_extras/lightning.py"):
         assert f"flctl/{part}" in names
 
 
