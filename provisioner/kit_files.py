@@ -77,8 +77,11 @@ _PRIVACY = """\
 # A job asks for a scope with privacy_scope in its job.yml (else it gets default_scope); a site without that scope
 # refuses the job. A scope lists filters, applied in order in this site's own process (a job's script cannot skip
 # them). Each entry:
-#   filter: exclude_vars   which filter (exclude_vars removes tensors by name or by regular expression)
-#   args: ...              its arguments (exclude_vars: a list of exact names, or one regular expression)
+#   filter: exclude_vars   which filter: exclude_vars (removes tensors by name or by regular expression), or one of
+#                          differential privacy on results (percentile_privacy, svt_privacy, gaussian_dp; the
+#                          README's Privacy section says what each does, and does not, protect)
+#   args: ...              its arguments (exclude_vars: a list of exact names, or one regular expression;
+#                          gaussian_dp: {{clip_norm: 1.0, noise_multiplier: 1.1, delta: 1.0e-5, max_epsilon: 10}})
 #   apply_to: result       what passes through it: result (what this site sends out; the default), task (what
 #                          the job's script is given) or both
 # For example, a scope that never sends the tensors whose names start with "secret." nor the layer "head.bias":
