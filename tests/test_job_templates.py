@@ -46,7 +46,8 @@ def test_create_refuses_an_unknown_template_and_a_folder_in_use(tmp_path: Path) 
     """Exit 2 with the templates listed; a folder that is not empty is left as it was."""
     unknown = run_flctl("job", "create", "-t", "hello-tf", tmp_path / "x")
     assert unknown.code == 2
-    assert "no template 'hello-tf'; `flctl job templates` lists them: hello-numpy, " in unknown.stderr
+    assert "no template 'hello-tf'; `flctl job templates` lists them: " in unknown.stderr
+    assert "hello-numpy, " in unknown.stderr
     (tmp_path / "used").mkdir()
     (tmp_path / "used" / "notes.txt").write_text("mine")
     used = run_flctl("job", "create", "-t", "hello-numpy", tmp_path / "used")
