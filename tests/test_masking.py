@@ -240,7 +240,7 @@ def test_masking_on_a_federation_equals_fedavg_and_survives_a_site_killed_after_
         for name in expected:
             np.testing.assert_allclose(final[name], expected[name], atol=1e-6, rtol=0)
         log = (server_jobs / masked_id / "logs" / "server.log").read_text()
-        assert "round 1 (2 of 2): 3 of 3 sites answered" in log and "round 1: site-3 did not unmask" in log
+        assert "round 2 of 2: 3 of 3 sites answered" in log and "round 2: site-3 did not unmask" in log
 
         fed.start("site-3")
         fed.wait_online(fed.sites)
@@ -250,7 +250,7 @@ def test_masking_on_a_federation_equals_fedavg_and_survives_a_site_killed_after_
         kill_after_upload(fed, strict_id, "site-3", 1)
         shown = wait_end(fed, strict_id)
     assert shown["status"] == "FAILED"
-    assert "round 1: 2 sites revealed their shares, fewer than the threshold 3" in shown["error"], shown["error"]
+    assert "round 2: 2 sites revealed their shares, fewer than the threshold 3" in shown["error"], shown["error"]
     assert not (server_jobs / strict_id / "models" / "final.safetensors").exists()
     assert not (server_jobs / strict_id / "models" / "round-1.safetensors").exists()
 
@@ -272,3 +272,13 @@ def test_masking_arguments_are_checked_at_submit(tmp_path):
         with pytest.raises(JobError, match=pattern) as caught:
             load_job(masking_job(tmp_path, f"bad{i}", {"rounds": 1, **args}))
         assert "workflow.args" in str(caught.value)
+
+
+def test_the_example_job_asks_for_masking():
+    """playbooks/jobs/hello-pt/masking.yml is hello-pt with secure_aggregation: masking."""
+    from flctl.node.jobs.job_spec import load_job
+
+    from .conftest import ROOT
+
+    job = load_job(ROOT / "playbooks" / "jobs" / "hello-pt" / "masking.yml")
+    assert (job.spec.name, job.args.secure_mode()) == ("hello-pt-masking", "masking")
