@@ -104,6 +104,11 @@ class MaskingRound(SecureRound):
     mode: ClassVar[str] = MODE
 
     def __init__(self, fed: Federation, min_sites: int, threshold: int) -> None:
+        try:  # the sites sign their keys with certificates of the federation's CA: one needs a provisioned federation
+            fed.kit_file("ca.crt")
+        except OSError as exc:
+            raise WorkflowError(f"secure_aggregation: masking needs sites with certificates of the project's CA: "
+                                f"{exc}") from None
         self._min_sites, self._threshold = min_sites, threshold
         self._aggregate: Aggregate | None = None
 
