@@ -175,22 +175,20 @@ def admin_client(kit: Path, timeout_s: float) -> Iterator[AdminClient]:
         yield client
 
 
-_EXIT_CODES = {"ConnectionFailed": 3, "NotPermitted": 4, "TimedOut": 5, "BadRequest": 2, "NotFound": 1, "Failed": 1}
-
-
 @contextlib.contextmanager
 def node_errors() -> Iterator[None]:
     """The admin client's errors as the recipe's: cannot connect -> EnvironmentUnavailable (exit 3); a job the
-    server refuses -> RecipeInputError; the rest RecipeError with the CLI's exit code."""
-    from flctl.node.errors import ConnectionFailed, JobError, NodeError
+    server refuses -> RecipeInputError; the rest RecipeError with the CLI's exit code (4 not permitted, 5 timed
+    out, 1 otherwise)."""
+    from flctl.node import errors
 
     try:
         yield
-    except ConnectionFailed as exc:
+    except errors.ConnectionFailed as exc:
         raise EnvironmentUnavailable(str(exc), 3) from None
-    except JobError as exc:
+    except (errors.JobError, errors.BadRequest) as exc:
         raise RecipeInputError(str(exc)) from None
-    except NodeError as exc:
+    except errors.NodeError as exc:
         error = RecipeError(str(exc))
-        error.exit_code = _EXIT_CODES.get(type(exc).__name__, 1)
+        error.exit_code = 4 if isinstance(exc, errors.NotPermitted) else 5 if isinstance(exc, errors.TimedOut) else 1
         raise error from None
