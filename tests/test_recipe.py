@@ -245,3 +245,13 @@ def test_initial_model_as_a_torch_module_a_file_or_a_function(tmp_path: Path, sc
     for final in finals:
         np.testing.assert_allclose(final["weight"], [[1.0 * 0.5 + 5 / 3, 2.0 * 0.5 + 5 / 3]], rtol=1e-6)
         np.testing.assert_allclose(final["bias"], [3.0 * 0.5 + 5 / 3], rtol=1e-6)
+
+
+def test_localenv_refuses_a_federation_with_too_few_sites(tmp_path: Path, script: Path) -> None:
+    """A local federation prepared with 1 site cannot run LocalEnv(sites=2): said before anything starts."""
+    from flctl.cloud.local import prepare
+
+    prepare(tmp_path / "poc", 1)
+    with pytest.raises(RecipeInputError, match=r"has 1 sites, not 2; ask for fewer, or remove it"):
+        FedAvgJob(name="x", script=script, rounds=1).run(LocalEnv(sites=2, workspace=tmp_path / "poc"))
+    assert not (tmp_path / "poc" / "run").exists()
