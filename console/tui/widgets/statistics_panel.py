@@ -106,5 +106,7 @@ class StatisticsPanel(Horizontal):
             plt.multiple_bar(centres, [counts, [c or 0 for c in own["counts"]]], **legend)
         else:
             plt.bar(centres, counts, label=GLOBAL)
+        step = max(1, len(centres) // 5)  # ticks of its own: plotext's automatic ones vary from one draw to another
+        plt.xticks(centres[::step], [f"{c:.4g}" for c in centres[::step]])
         plt.title(f"{feature}: histogram" + (f", {GLOBAL} and {site}" if isinstance(own, dict) else ""))
         plot.refresh()
