@@ -59,7 +59,7 @@ def test_the_model_visits_every_site_in_order_each_round_exactly():
     assert [task.meta["position"] for task, _, _ in fed.tasks] == [0, 1, 2] * 3
     assert list(fed.models) == ["round-0", "round-1", "round-2", "final"]
     assert fed.rounds[0] == {site: {"loss": 1.0} for site in order}
-    assert fed.lines[0] == "round 0 (1 of 3): the model went through site-1 -> site-2 -> site-3"
+    assert fed.lines[0] == "round 1 of 3: the model went through site-1 -> site-2 -> site-3"
 
 
 def test_a_listed_order_is_followed_and_sites_not_in_the_job_are_passed_over():
@@ -70,7 +70,7 @@ def test_a_listed_order_is_followed_and_sites_not_in_the_job_are_passed_over():
     final = cyclic(2, order=["site-3", "site-1", "site-9"]).run(fed, {"w": X0.copy()})
     # Assert
     np.testing.assert_allclose(final["w"], reference([["site-3", "site-1"]] * 2), rtol=0, atol=1e-12)
-    assert "round 0: site-9 in the order but not in the job; passed over" in fed.lines
+    assert "round 1: site-9 in the order but not in the job; passed over" in fed.lines
 
 
 def test_random_orders_come_from_the_seed_and_never_repeat_a_site_in_a_row():
@@ -109,10 +109,10 @@ def test_a_failed_silent_or_unfit_site_is_passed_over_and_the_model_goes_on():
     final = cyclic(3, min_sites=2).run(fed, {"w": X0.copy()})
     # Assert
     np.testing.assert_allclose(final["w"], reference([["site-1", "site-3"]] * 3), rtol=0, atol=1e-12)
-    assert "round 0: site-2 failed: out of memory; the model goes on unchanged" in fed.lines
-    assert "round 1: site-2 sent an unusable model: site-2: tensor 'w' holds NaN or infinite values; the model " \
+    assert "round 1: site-2 failed: out of memory; the model goes on unchanged" in fed.lines
+    assert "round 2: site-2 sent an unusable model: site-2: tensor 'w' holds NaN or infinite values; the model " \
            "goes on unchanged" in fed.lines
-    assert "round 2: site-2 sent an unusable model: site-2: tensor 'w' has shape (4,), but the model has (3,); the " \
+    assert "round 3: site-2 sent an unusable model: site-2: tensor 'w' has shape (4,), but the model has (3,); the " \
            "model goes on unchanged" in fed.lines
 
 
@@ -121,9 +121,9 @@ def test_too_few_sites_training_the_model_fails_the_round():
     # Prepare
     fed = three_sites(**{"site-1": lambda t: SiteFailure("site-1", "x"), "site-2": lambda t: None})
     # Execute / Assert
-    with pytest.raises(WorkflowError, match="round 0: 1 of the 2 required sites trained the model"):
+    with pytest.raises(WorkflowError, match="round 1: 1 of the 2 required sites trained the model"):
         cyclic(1, min_sites=2, site_timeout_s=1).run(fed, {"w": X0.copy()})
-    assert "round 0: no answer from site-2 within 1 s; the model goes on unchanged" in fed.lines
+    assert "round 1: no answer from site-2 within 1 s; the model goes on unchanged" in fed.lines
 
 
 def test_a_resumed_run_with_its_state_restored_ends_as_an_uninterrupted_one():

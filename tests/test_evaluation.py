@@ -41,7 +41,7 @@ def test_the_global_model_is_evaluated_every_n_rounds_and_after_the_last():
     assert evaluate_task.saved_as == "round-1" and evaluate_task.params is fed.models["round-1"]
     assert fed.rounds[0] == {"a": {"loss": 1.0}, "b": {"loss": 1.0}}
     assert fed.rounds[1]["b"] == {"loss": 1.0, "val_w0": 2.0, "val_accuracy": 0.9}
-    assert "round 1 evaluation: 2 of 2 sites, val_accuracy 0.8, val_w0 2" in fed.lines
+    assert "round 2 evaluation: 2 of 2 sites, val_accuracy 0.8, val_w0 2" in fed.lines
 
 
 def test_a_script_that_only_trains_is_left_out_of_the_evaluation_and_the_job_goes_on():
@@ -55,7 +55,7 @@ def test_a_script_that_only_trains_is_left_out_of_the_evaluation_and_the_job_goe
     final = FedAvg(FedAvgArgs(rounds=2, evaluate_every=1)).run(fed, {"w": np.zeros(2, np.float32)})
     # Assert
     assert final["w"].tolist() == [2.0, 2.0]
-    assert "round 0 evaluation: b answered with a model, not metrics: its script does not handle evaluate tasks " \
+    assert "round 1 evaluation: b answered with a model, not metrics: its script does not handle evaluate tasks " \
            "(ask fl.is_evaluate() and send metrics only)" in fed.lines
     assert fed.rounds[1]["b"] == {"loss": 2.0}
     assert fed.rounds[1]["a"]["val_accuracy"] == 0.5
@@ -105,4 +105,4 @@ def test_hello_numpy_which_only_trains_still_finishes_with_evaluation_on(tmp_pat
     # Assert
     assert out.returncode == 0, out.stdout + out.stderr
     log = (tmp_path / "ws" / "trains-only" / "logs" / "server.log").read_text()
-    assert "round 1 evaluation: site-1 answered with a model, not metrics" in log
+    assert "round 2 evaluation: site-1 answered with a model, not metrics" in log

@@ -121,8 +121,8 @@ def test_checkpoints_metrics_and_log():
     assert fed.models["round-0"]["w"].tolist() == [4.0, 4.0]
     assert fed.rounds[1] == {"site-1": {"loss": 1.0}, "site-2": {"loss": 5.0}}
     assert fed.lines == [
-        "round 0 (1 of 2): 2 of 2 sites answered, 40 examples, loss 4",
-        "round 1 (2 of 2): 2 of 2 sites answered, 40 examples, loss 4",
+        "round 1 of 2: 2 of 2 sites answered, 40 examples, loss 4",
+        "round 2 of 2: 2 of 2 sites answered, 40 examples, loss 4",
     ]
 
 
@@ -157,7 +157,7 @@ def test_too_few_answers_within_the_timeout_fail_the_job():
     with pytest.raises(WorkflowError) as info:
         fedavg(rounds=3, min_sites=2).run(fed, None)
     # Assert
-    assert str(info.value) == "round 0: 1 of 2 required sites answered within 60 s; no answer from site-2"
+    assert str(info.value) == "round 1: 1 of 2 required sites answered within 60 s; no answer from site-2"
     assert fed.models == {}
 
 
@@ -181,7 +181,7 @@ def test_failures_end_the_round_as_soon_as_min_sites_is_out_of_reach():
     with pytest.raises(WorkflowError) as info:
         fedavg(rounds=1, min_sites=2).run(fed, None)
     # Assert
-    assert str(info.value) == ("round 0: 2 of 3 sites failed, so fewer than the 2 required can answer; "
+    assert str(info.value) == ("round 1: 2 of 3 sites failed, so fewer than the 2 required can answer; "
                                "failed: a (train.py exited with code 1), b (went offline)")
     assert asked == ["a", "b"]
 
@@ -197,7 +197,7 @@ def test_a_model_that_does_not_fit_counts_as_a_failure():
     final = fedavg(rounds=1, min_sites=2).run(fed, {"w": np.zeros(2, np.float32)})
     # Assert
     assert final["w"].tolist() == [2.0, 2.0]
-    assert "round 0: b failed: sent an unusable model: b: tensor 'w' has shape (5,), but the global model has (2,)" \
+    assert "round 1: b failed: sent an unusable model: b: tensor 'w' has shape (5,), but the global model has (2,)" \
         in fed.lines
 
 
@@ -209,7 +209,7 @@ def test_fewer_sites_than_min_sites_fails_before_sending():
     with pytest.raises(WorkflowError) as info:
         fedavg(rounds=1, min_sites=2).run(fed, None)
     # Assert
-    assert str(info.value) == "round 0: 2 sites are required but the job has 1"
+    assert str(info.value) == "round 1: 2 sites are required but the job has 1"
     assert fed.tasks == []
 
 
@@ -252,5 +252,5 @@ def test_a_site_answering_nan_or_another_dtype_is_left_out_and_the_round_goes_on
         final = fedavg(rounds=1, min_sites=1).run(fed, {"w": np.zeros(2, np.float32)})
         # Assert
         assert final["w"].tolist() == [2.0, 2.0]
-        assert f"round 0: bad failed: sent an unusable model: bad: tensor 'w' {reason}" in fed.lines
+        assert f"round 1: bad failed: sent an unusable model: bad: tensor 'w' {reason}" in fed.lines
         assert list(fed.rounds[0]) == ["a"]

@@ -177,7 +177,7 @@ def test_he_job_equals_the_plain_job_and_the_server_never_holds_the_key(fed, tmp
             np.testing.assert_allclose(final[name], expected[name], atol=TOLERANCE, rtol=0)
             assert np.abs(final[name] - expected[name]).max() < 1e-5  # what CKKS's 40-bit scale gives here
     log = (server_ws / "jobs" / he_id / "logs" / "server.log").read_text()
-    assert "round 2 evaluation: 2 of 2 sites, val_distance" in log, "the sites evaluated the decrypted model"
+    assert "round 3 evaluation: 2 of 2 sites, val_distance" in log, "the sites evaluated the decrypted model"
     assert secret_keys_in(fed.kit("localhost")) == []
 
 

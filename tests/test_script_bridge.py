@@ -151,7 +151,7 @@ def test_script_that_exits_without_sending(launch: Launch) -> None:
         print("leaving early")
     """)
 
-    with pytest.raises(ScriptError, match=r"exited \(code 0\) before answering task 'train' \(round 2\)") as caught:
+    with pytest.raises(ScriptError, match=r"exited \(code 0\) before answering task 'train' \(round 3\)") as caught:
         run.bridge.run_task(Task("train", 2, {}), timeout_s=10)
     assert "leaving early" in str(caught.value)
 
@@ -219,7 +219,7 @@ def test_timeout_leaves_the_script_running(launch: Launch) -> None:
         time.sleep(600)
     """)
 
-    with pytest.raises(ScriptError, match=r"did not answer task 'train' \(round 1\) within 0.5 s"):
+    with pytest.raises(ScriptError, match=r"did not answer task 'train' \(round 2\) within 0.5 s"):
         run.bridge.run_task(Task("train", 1, {}), timeout_s=0.5)
     assert run.bridge.pid is not None and _alive(run.bridge.pid)
 

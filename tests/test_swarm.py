@@ -73,9 +73,9 @@ def test_a_failing_aggregator_is_taken_over_and_the_round_completes():
     final = swarm(2).run(fed, {"w": X0.copy()})
     # Assert
     np.testing.assert_allclose(final["w"], swarm(2).run(whole, {"w": X0.copy()})["w"], rtol=0, atol=1e-12)
-    assert "round 1: site-2 could not aggregate (its script crashed); the next site takes over" in fed.lines
+    assert "round 2: site-2 could not aggregate (its script crashed); the next site takes over" in fed.lines
     assert fed.states["round-1"].values["aggregators"]["1"] == "site-3"
-    assert fed.lines[-1] == "round 1 (2 of 2): 3 of 3 sites trained, site-3 aggregated"
+    assert fed.lines[-1] == "round 2 of 2: 3 of 3 sites trained, site-3 aggregated"
 
 
 def test_no_site_able_to_aggregate_fails_the_round():
@@ -83,7 +83,7 @@ def test_no_site_able_to_aggregate_fails_the_round():
     # Prepare
     fed = StatefulFederation({name: swarm_site(name, True) for name in TARGETS})
     # Execute / Assert
-    with pytest.raises(WorkflowError, match="round 0: no site could aggregate"):
+    with pytest.raises(WorkflowError, match="round 1: no site could aggregate"):
         swarm(1).run(fed, {"w": X0.copy()})
 
 

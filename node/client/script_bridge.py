@@ -488,4 +488,4 @@ def _kill_group(pgid: int) -> None:
 
 
 def _describe(task: Task) -> str:
-    return f"task '{task.kind}' (round {task.round})"
+    return f"task '{task.kind}' (round {task.round + 1})"

@@ -178,7 +178,7 @@ class MaskingSite:
         """Step 3: the quantized update plus the self mask and the pairwise masks (mod 2^64) with `participants`
         (default: every site whose keys were relayed; the server leaves out those whose shares it refused)."""
         if not self._b:
-            raise SecAggError(f"{self.site} has no masking keys for round {self.round}: the key steps did not run")
+            raise SecAggError(f"{self.site} has no masking keys for round {self.round + 1}: the key steps did not run")
         chosen = set(self.peers if participants is None else participants)
         if not chosen <= set(self.peers) or self.site not in chosen or len(chosen) < self.threshold:
             raise SecAggError(f"the round's participants {sorted(chosen)} do not fit the sites whose keys were "
@@ -200,13 +200,13 @@ class MaskingSite:
         """Step 4: this site's shares of the survivors' self-mask seeds and of the dropped sites' `s` keys; once a
         round, and only when the survivors are at least the threshold, include this site and no site is both."""
         if self._revealed:
-            raise SecAggError(f"the server asked {self.site} to unmask round {self.round} twice; it answers once")
+            raise SecAggError(f"the server asked {self.site} to unmask round {self.round + 1} twice; it answers once")
         alive, gone = set(survivors), set(dropped)
         if alive & gone or alive | gone != set(self.participants or self.peers) or self.site not in alive:
-            raise SecAggError(f"the server's survivors and dropped sites for round {self.round} do not fit the "
+            raise SecAggError(f"the server's survivors and dropped sites for round {self.round + 1} do not fit the "
                               "round's sites")
         if len(alive) < self.threshold:
-            raise SecAggError(f"only {len(alive)} sites survived round {self.round}, fewer than the threshold "
+            raise SecAggError(f"only {len(alive)} sites survived round {self.round + 1}, fewer than the threshold "
                               f"{self.threshold}: nothing is revealed")
         self._revealed = True
         return {"b": {j: b64(self._held[j][1]) for j in sorted(alive) if j in self._held},
@@ -237,7 +237,7 @@ class Aggregate:
     def add(self, site: str, masked: np.ndarray, weight: float) -> None:
         """Add `site`'s masked upload; ValueError, changing nothing, when it is not of this round's sites or size."""
         if site not in (self.participants or self.adverts) or site in self.uploaded:
-            raise ValueError(f"{site} is not a site of round {self.round}'s masking, or uploaded twice")
+            raise ValueError(f"{site} is not a site of round {self.round + 1}'s masking, or uploaded twice")
         values = np.asarray(masked)
         if values.dtype != np.uint64 or values.ndim != 1 or (self.size >= 0 and values.size != self.size):
             raise ValueError(f"its masked update is {values.dtype} of shape {values.shape}, not uint64 of "
@@ -266,9 +266,9 @@ class Aggregate:
         "s": {j: share}}); SecAggError saying why when fewer than the threshold revealed or a secret does not
         come back whole."""
         if self._sum is None:
-            raise SecAggError(f"round {self.round}: no site uploaded a masked update")
+            raise SecAggError(f"round {self.round + 1}: no site uploaded a masked update")
         if len(reveals) < self.threshold:
-            raise SecAggError(f"round {self.round}: {len(reveals)} sites revealed their shares, fewer than the "
+            raise SecAggError(f"round {self.round + 1}: {len(reveals)} sites revealed their shares, fewer than the "
                               f"threshold {self.threshold}; no model is made from a sum whose masks cannot be removed")
         order = sorted(self.adverts)
         x_of = {name: x for x, name in enumerate(order, start=1)}
@@ -279,7 +279,7 @@ class Aggregate:
         for j in self.dropped():
             s = self._secret(j, "s", reveals, x_of)
             if raw_public_of(s) != self.adverts[j].s_pk:
-                raise SecAggError(f"round {self.round}: the shares of {j}'s key do not give back the key it "
+                raise SecAggError(f"round {self.round + 1}: the shares of {j}'s key do not give back the key it "
                                   "advertised (a site revealed a wrong share)")
             for k in self.uploaded:
                 pair = mask(_pair_seed(s, self.adverts[k].s_pk, self.job_id, self.round, j, k), self.size)
@@ -299,13 +299,13 @@ class Aggregate:
             if len(shares) == self.threshold:
                 break
         if len(shares) < self.threshold:
-            raise SecAggError(f"round {self.round}: {len(shares)} shares of {owner}'s "
+            raise SecAggError(f"round {self.round + 1}: {len(shares)} shares of {owner}'s "
                               f"{'self mask' if kind == 'b' else 'key'} came back, fewer than the threshold "
                               f"{self.threshold}")
         try:
             return shamir.combine(shares)
         except ValueError as exc:
-            raise SecAggError(f"round {self.round}: the shares of {owner}'s secret do not combine: {exc}") from None
+            raise SecAggError(f"round {self.round + 1}: the shares of {owner}'s secret do not combine: {exc}") from None
 
 
 def default_threshold(sites: int) -> int:

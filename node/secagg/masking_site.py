@@ -72,7 +72,7 @@ class MaskingSiteCodec(SiteCodec):
         if task.kind != TaskKind.TRAIN:
             return replace(task, meta=meta), memoryview(payload)
         if not isinstance(info, dict):
-            raise SecAggError(f"the server sent round {task.round}'s training task without its masking keys; this "
+            raise SecAggError(f"the server sent round {task.round + 1}'s training task without its masking keys; this "
                               "site sends nothing in clear")
         current = self._current(info.get("round"), "train")
         shares = (info.get("shares") or {}).get(self._site)

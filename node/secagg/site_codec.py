@@ -61,7 +61,7 @@ class HeSiteCodec(SiteCodec):
         if not is_secure(params):  # round 0's initial model (public: it came with the job), or nothing
             self._given = params
             return task, memoryview(payload)
-        self._given = self.keys.decrypt(params, f"the task's (round {task.round})")
+        self._given = self.keys.decrypt(params, f"the task's (round {task.round + 1})")
         return task, memoryview(tensors.encode(self._given))
 
     def result_out(self, task: Task, answer: wire.Result, payload: Bytes) -> tuple[wire.Result, Bytes]:

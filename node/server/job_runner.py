@@ -234,14 +234,14 @@ class JobRunner:
             self._store.update_job(job_id, round=task.round)
             self._store.set_site_states(job_id, msg.sites, SiteState.WORKING, task.round, unless=DROPPED)
             self._board.post(job_id, task, msg.sites)
-            self._store.add_event(job_id, "task", f"round {task.round}: {task.kind} sent to "
+            self._store.add_event(job_id, "task", f"round {task.round + 1}: {task.kind} sent to "
                                   f"{len(msg.sites)} sites", {"round": task.round, "task": task.kind})
         elif isinstance(msg, job_messages.CancelTask):
             self._board.cancel(job_id, msg.task_id, msg.sites)
             self._store.set_site_states(job_id, msg.sites, SiteState.LATE)
         elif isinstance(msg, job_messages.RoundDone):
             self._store.add_round_metrics(job_id, msg.round, msg.metrics)
-            self._store.add_event(job_id, "round", f"round {msg.round} complete",
+            self._store.add_event(job_id, "round", f"round {msg.round + 1} complete",
                                   {"round": msg.round, "metrics": msg.metrics})
         elif isinstance(msg, job_messages.ModelSaved):
             self._store.add_event(job_id, "model", f"model {msg.name} saved", {"name": msg.name})

@@ -224,7 +224,7 @@ class Worker:
                           f"the script exited (code {code})")
         for task_id, round_no in pending.items():
             self._send(SimFailure(site=site, task_id=task_id,
-                                  reason=f"{state.gone} before answering its task (round {round_no})"))
+                                  reason=f"{state.gone} before answering its task (round {round_no + 1})"))
 
     def _end(self) -> None:
         """No more tasks: let every script see the end of the job and return."""

@@ -67,9 +67,9 @@ class Cyclic(Workflow):
             if isinstance(self.settings.order, list):
                 missing = [site for site in self.settings.order if site not in order]
                 if missing:
-                    fed.log(f"round {round_no}: {', '.join(missing)} in the order but not in the job; passed over")
+                    fed.log(f"round {round_no + 1}: {', '.join(missing)} in the order but not in the job; passed over")
             if len(order) < self.min_sites:
-                raise WorkflowError(f"round {round_no}: {self.min_sites} sites are required but the order has "
+                raise WorkflowError(f"round {round_no + 1}: {self.min_sites} sites are required but the order has "
                                     f"{len(order)}")
             answered: dict[str, dict[str, float]] = {}
             for position, site in enumerate(order):
@@ -87,12 +87,12 @@ class Cyclic(Workflow):
                     model = dict(got.params)
                     answered[site] = dict(got.metrics)
             if len(answered) < self.min_sites:
-                raise WorkflowError(f"round {round_no}: {len(answered)} of the {self.min_sites} required sites "
+                raise WorkflowError(f"round {round_no + 1}: {len(answered)} of the {self.min_sites} required sites "
                                     "trained the model")
             self.last_site = order[-1]
             self.checkpoint(fed, round_no, model)
             fed.record_round(round_no, answered)
-            fed.log(f"round {round_no} ({round_no + 1} of {self.settings.rounds}): the model went through "
+            fed.log(f"round {round_no + 1} of {self.settings.rounds}: the model went through "
                     f"{' -> '.join(site for site in order if site in answered)}")
             saved = f"round-{round_no}"
         fed.save_model("final", model, saved_as=saved)
@@ -106,19 +106,19 @@ class Cyclic(Workflow):
 
         for answer in answers:
             if answer.site != site:
-                fed.log(f"round {round_no}: ignored an unexpected answer from {answer.site}")
+                fed.log(f"round {round_no + 1}: ignored an unexpected answer from {answer.site}")
                 continue
             if isinstance(answer, SiteFailure):
-                fed.log(f"round {round_no}: {site} failed: {answer.reason}; the model goes on unchanged")
+                fed.log(f"round {round_no + 1}: {site} failed: {answer.reason}; the model goes on unchanged")
                 return None
             try:  # the same checks as every sum of models: names, shapes, dtypes, finite values
                 params = full_params(answer.params, answer.meta.get(PARAMS_TYPE, "full"), lambda: model)
                 WeightedSum(like=model or None, like_name="the model").check(params, site)
             except ValueError as exc:
-                fed.log(f"round {round_no}: {site} sent an unusable model: {exc}; the model goes on unchanged")
+                fed.log(f"round {round_no + 1}: {site} sent an unusable model: {exc}; the model goes on unchanged")
                 return None
             return TaskResult(answer.site, params, answer.num_examples, answer.metrics, answer.meta)
-        fed.log(f"round {round_no}: no answer from {site} within {self.settings.site_timeout_s:g} s; "
+        fed.log(f"round {round_no + 1}: no answer from {site} within {self.settings.site_timeout_s:g} s; "
                 "the model goes on unchanged")
         return None
 

@@ -101,7 +101,7 @@ class FedAvg(Workflow):
         for round_no in range(start_round, self.settings.rounds):
             sites = fed.sites()
             if len(sites) < self.min_sites:
-                raise WorkflowError(f"round {round_no}: {self.min_sites} sites are required but the job has "
+                raise WorkflowError(f"round {round_no + 1}: {self.min_sites} sites are required but the job has "
                                     f"{len(sites)}")
             self.begin_round(round_no, sites)
             timeout = self.settings.round_timeout_s
@@ -191,7 +191,7 @@ class FedAvg(Workflow):
         failed: dict[str, str] = {}
         for answer in answers:
             if answer.site not in sites or answer.site in answered or answer.site in failed:
-                fed.log(f"round {round_no}: ignored an unexpected or repeated answer from {answer.site}")
+                fed.log(f"round {round_no + 1}: ignored an unexpected or repeated answer from {answer.site}")
                 continue
             if isinstance(answer, SiteFailure):
                 self._fail(fed, round_no, answer.site, answer.reason, failed, len(sites))
@@ -205,7 +205,7 @@ class FedAvg(Workflow):
         if len(answered) < self.min_sites:
             silent = [site for site in sites if site not in answered and site not in failed]
             raise WorkflowError(
-                f"round {round_no}: {len(answered)} of {self.min_sites} required sites answered within {timeout:g} s"
+                f"round {round_no + 1}: {len(answered)} of {self.min_sites} required sites answered within {timeout:g} s"
                 + failure_details(failed, silent)
             )
         return answered, total.result()
@@ -213,10 +213,10 @@ class FedAvg(Workflow):
     def _fail(self, fed: Federation, round_no: int, site: str, reason: str, failed: dict[str, str], n: int) -> None:
         """Note a failed site; raise as soon as too few sites are left to reach min_sites."""
         failed[site] = reason
-        fed.log(f"round {round_no}: {site} failed: {reason}")
+        fed.log(f"round {round_no + 1}: {site} failed: {reason}")
         if n - len(failed) < self.min_sites:
             raise WorkflowError(
-                f"round {round_no}: {len(failed)} of {n} sites failed, so fewer than the {self.min_sites} "
+                f"round {round_no + 1}: {len(failed)} of {n} sites failed, so fewer than the {self.min_sites} "
                 f"required can answer" + failure_details(failed, [])
             )
 
@@ -234,15 +234,15 @@ def evaluate(fed: Federation, round_no: int, model: Params, saved: str, sites: l
         if answer.site not in sites or answer.site in results:
             continue
         if isinstance(answer, SiteFailure):
-            fed.log(f"round {round_no} evaluation: {answer.site} failed: {answer.reason}")
+            fed.log(f"round {round_no + 1} evaluation: {answer.site} failed: {answer.reason}")
         elif answer.params:
-            fed.log(f"round {round_no} evaluation: {answer.site} answered with a model, not metrics: its script does "
+            fed.log(f"round {round_no + 1} evaluation: {answer.site} answered with a model, not metrics: its script does "
                     "not handle evaluate tasks (ask fl.is_evaluate() and send metrics only)")
         else:
             results[answer.site] = ({f"val_{name}": value for name, value in answer.metrics.items()},
                                     answer.num_examples)
     means = weighted_metrics(results.values())
-    fed.log(f"round {round_no} evaluation: {len(results)} of {len(sites)} sites" +
+    fed.log(f"round {round_no + 1} evaluation: {len(results)} of {len(sites)} sites" +
             "".join(f", {name} {value:.4g}" for name, value in means.items()))
     return {site: values for site, (values, _) in results.items()}
 
@@ -275,5 +275,5 @@ def round_summary(round_no: int, rounds: int, sites: int, results: dict[str, tup
 
     means = weighted_metrics(results.values())
     shown = "".join(f", {name} {value:.4g}" for name, value in means.items())
-    return (f"round {round_no} ({round_no + 1} of {rounds}): {len(results)} of {sites} sites answered, "
+    return (f"round {round_no + 1} of {rounds}: {len(results)} of {sites} sites answered, "
             f"{examples} examples{shown}")

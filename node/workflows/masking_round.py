@@ -64,7 +64,7 @@ class MaskSum(SecureSum):
     def result(self) -> Params:
         aggregate, fed = self._aggregate, self._fed
         if self._layout is None:
-            raise WorkflowError(f"round {aggregate.round}: no site uploaded a masked update")
+            raise WorkflowError(f"round {aggregate.round + 1}: no site uploaded a masked update")
         survivors, dropped = sorted(aggregate.uploaded), aggregate.dropped()
         task = Task(TaskKind.SECURE, aggregate.round, {}, meta={
             "step": "mask_unmask", SECURE_META: MODE, "round": aggregate.round, "survivors": survivors,
@@ -83,9 +83,9 @@ class MaskSum(SecureSum):
             if len(reveals) >= aggregate.threshold and aggregate.enough(reveals):
                 break  # t sites' shares remove every mask: the others are not waited for
         for site, reason in sorted(failed.items()):
-            fed.log(f"round {aggregate.round}: {site} did not unmask: {reason}")
+            fed.log(f"round {aggregate.round + 1}: {site} did not unmask: {reason}")
         if dropped:
-            fed.log(f"round {aggregate.round}: {', '.join(dropped)} dropped before uploading; their masks removed "
+            fed.log(f"round {aggregate.round + 1}: {', '.join(dropped)} dropped before uploading; their masks removed "
                     "through the others' shares")
         try:
             total = aggregate.total(reveals)
@@ -93,7 +93,7 @@ class MaskSum(SecureSum):
             silent = [s for s in survivors if s not in reveals and s not in failed]
             raise WorkflowError(f"{exc}" + (f" (no answer from {', '.join(silent)})" if silent else "")) from None
         if aggregate.weight <= 0:
-            raise WorkflowError(f"round {aggregate.round}: every site answered num_examples 0: a masked sum cannot be "
+            raise WorkflowError(f"round {aggregate.round + 1}: every site answered num_examples 0: a masked sum cannot be "
                                 "averaged; send the number of examples each site trained on")
         return self._layout.unflatten(dequantize(total, aggregate.weight))
 
@@ -120,7 +120,7 @@ class MaskingRound(SecureRound):
             try:
                 adverts[answer.site] = Advert.from_json(answer.site, answer.meta.get("advert"))
             except SecAggError as exc:
-                fed.log(f"round {round_no}: {answer.site}'s masking keys are refused: {exc}")
+                fed.log(f"round {round_no + 1}: {answer.site}'s masking keys are refused: {exc}")
         threshold = self._threshold or default_threshold(len(adverts))
         self._enough(round_no, len(adverts), threshold, "advertised masking keys")
         relay = Task(TaskKind.SECURE, round_no, {}, meta={
@@ -131,7 +131,7 @@ class MaskingRound(SecureRound):
             sealed = answer.meta.get("shares")
             if not isinstance(sealed, dict) or set(sealed) != set(adverts) - {answer.site} or \
                     not all(isinstance(v, str) for v in sealed.values()):
-                fed.log(f"round {round_no}: {answer.site} is left out: its mask shares are not one for each other "
+                fed.log(f"round {round_no + 1}: {answer.site} is left out: its mask shares are not one for each other "
                         "site")
                 continue
             shares[answer.site] = sealed
@@ -146,7 +146,7 @@ class MaskingRound(SecureRound):
 
     def new_sum(self, fed: Federation, round_no: int, sites: list[str], timeout_s: float) -> SecureSum:
         if self._aggregate is None or self._aggregate.round != round_no:
-            raise WorkflowError(f"round {round_no}: the masking key steps did not run")
+            raise WorkflowError(f"round {round_no + 1}: the masking key steps did not run")
         return MaskSum(fed, self._aggregate, timeout_s)
 
     def _answers(self, fed: Federation, task: Task, sites: list[str], timeout_s: float, round_no: int,
@@ -156,9 +156,9 @@ class MaskingRound(SecureRound):
         out = []
         for answer in fed.send(task, sites, timeout_s):
             if isinstance(answer, SiteFailure):
-                fed.log(f"round {round_no}: {answer.site} is left out of the masking: {answer.reason}")
+                fed.log(f"round {round_no + 1}: {answer.site} is left out of the masking: {answer.reason}")
             elif answer.meta.get("round") != round_no:
-                fed.log(f"round {round_no}: {answer.site} is left out: it sent mask {what} for round "
+                fed.log(f"round {round_no + 1}: {answer.site} is left out: it sent mask {what} for round "
                         f"{answer.meta.get('round')!r}, not {round_no}; nothing of it is revealed")
             else:
                 out.append(answer)
@@ -167,5 +167,5 @@ class MaskingRound(SecureRound):
     def _enough(self, round_no: int, count: int, threshold: int, what: str) -> None:
         need = max(threshold, self._min_sites, 2)
         if count < need:
-            raise WorkflowError(f"round {round_no}: {count} sites {what}, fewer than the {need} secure aggregation "
+            raise WorkflowError(f"round {round_no + 1}: {count} sites {what}, fewer than the {need} secure aggregation "
                                 f"needs (threshold {threshold}, min_sites {self._min_sites})")

@@ -74,12 +74,12 @@ class Swarm(Workflow):
         for round_no in range(start_round, self.settings.rounds):
             sites = fed.sites()
             if len(sites) < self.min_sites:
-                raise WorkflowError(f"round {round_no}: {self.min_sites} sites are required but the job has "
+                raise WorkflowError(f"round {round_no + 1}: {self.min_sites} sites are required but the job has "
                                     f"{len(sites)}")
             task = Task(TaskKind.TRAIN, round_no, model, meta={"rounds": self.settings.rounds}, saved_as=saved)
             trained = self._gather(fed, round_no, sites, model, fed.send(task, sites, timeout))
             if len(trained) < self.min_sites:
-                raise WorkflowError(f"round {round_no}: {len(trained)} of the {self.min_sites} required sites "
+                raise WorkflowError(f"round {round_no + 1}: {len(trained)} of the {self.min_sites} required sites "
                                     f"trained within {timeout:g} s")
             order = self.candidates(round_no, sites)
             order = [site for site in order if site in trained] + [site for site in order if site not in trained]
@@ -87,7 +87,7 @@ class Swarm(Workflow):
             self.checkpoint(fed, round_no, model)
             saved = f"round-{round_no}"
             fed.record_round(round_no, {site: metrics for site, (_, _, metrics) in trained.items()})
-            fed.log(f"round {round_no} ({round_no + 1} of {self.settings.rounds}): {len(trained)} of {len(sites)} "
+            fed.log(f"round {round_no + 1} of {self.settings.rounds}: {len(trained)} of {len(sites)} "
                     f"sites trained, {self.aggregators[round_no]} aggregated")
         fed.save_model("final", model, saved_as=saved)
         return model
@@ -103,7 +103,7 @@ class Swarm(Workflow):
             if answer.site not in sites or answer.site in trained:
                 continue
             if isinstance(answer, SiteFailure):
-                fed.log(f"round {round_no}: {answer.site} failed: {answer.reason}")
+                fed.log(f"round {round_no + 1}: {answer.site} failed: {answer.reason}")
                 continue
             try:
                 if answer.num_examples < 0:
@@ -113,7 +113,7 @@ class Swarm(Workflow):
                 if not trained:
                     fit = WeightedSum(like=params, like_name=f"{answer.site}'s model")
             except ValueError as exc:
-                fed.log(f"round {round_no}: {answer.site} sent an unusable model: {exc}")
+                fed.log(f"round {round_no + 1}: {answer.site} sent an unusable model: {exc}")
                 continue
             trained[answer.site] = (params, answer.num_examples, dict(answer.metrics))
         return trained
@@ -131,16 +131,16 @@ class Swarm(Workflow):
             answer = next(iter(fed.send(task, [candidate], self.settings.round_timeout_s)), None)
             if answer is None or isinstance(answer, SiteFailure) or answer.site != candidate:
                 why = "no answer" if answer is None else getattr(answer, "reason", f"an answer from {answer.site}")
-                fed.log(f"round {round_no}: {candidate} could not aggregate ({why}); the next site takes over")
+                fed.log(f"round {round_no + 1}: {candidate} could not aggregate ({why}); the next site takes over")
                 continue
             try:
                 WeightedSum(like=like, like_name="the trained models").check(answer.params, candidate)
             except ValueError as exc:
-                fed.log(f"round {round_no}: {candidate} sent an unusable aggregate ({exc}); the next site takes over")
+                fed.log(f"round {round_no + 1}: {candidate} sent an unusable aggregate ({exc}); the next site takes over")
                 continue
             self.aggregators[round_no] = candidate
             return dict(answer.params)
-        raise WorkflowError(f"round {round_no}: no site could aggregate (tried {', '.join(order)})")
+        raise WorkflowError(f"round {round_no + 1}: no site could aggregate (tried {', '.join(order)})")
 
     def state(self) -> WorkflowState:
         return WorkflowState({"aggregators": {str(r): site for r, site in sorted(self.aggregators.items())}})
