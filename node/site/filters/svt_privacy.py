@@ -71,18 +71,20 @@ def svt_update(update: Update, args: SvtPrivacyArgs, rng: np.random.Generator) -
     threshold = args.tau + rng.laplace(scale=2.0 * args.gamma / args.epsilon)
     lambda_nu = 4.0 * args.gamma * k / (args.epsilon * (2.0 * k) ** (2.0 / 3.0))
     clipped = np.abs(np.clip(w, -args.gamma, args.gamma))
-    accepted: list[int] = []
+    accepted: list[np.ndarray] = []  # each pass's, in order: FLARE's list of indices, as arrays
+    count = 0
     candidates = np.arange(w.size)
     for _ in range(MAX_PASSES):
         above = clipped[candidates] + rng.laplace(scale=lambda_nu, size=candidates.shape) >= threshold
-        accepted += candidates[above].tolist()
+        accepted.append(candidates[above])
+        count += int(above.sum())
         candidates = candidates[~above]
-        if len(accepted) >= k:
+        if count >= k:
             break
     else:
-        raise ValueError(f"only {len(accepted)} of {k} entries passed the noisy threshold in {MAX_PASSES} passes; "
+        raise ValueError(f"only {count} of {k} entries passed the noisy threshold in {MAX_PASSES} passes; "
                          "tau is too large for gamma and epsilon")
-    chosen = rng.choice(np.array(accepted), size=k, replace=args.replace)
+    chosen = rng.choice(np.concatenate(accepted), size=k, replace=args.replace)
     noise = rng.laplace(scale=2.0 * args.gamma / args.noise_var, size=chosen.shape)
     shared = np.zeros_like(w)
     shared[chosen] = np.clip(w[chosen] + noise, -args.gamma, args.gamma)
