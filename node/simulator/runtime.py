@@ -463,7 +463,8 @@ def _main_not_run() -> Iterator[None]:
     `if __name__ == "__main__":` guard would start its simulation again in every worker (the flctl command's own
     main would import the CLI there). The workers need nothing of it: their target is `worker.main`."""
     main = sys.modules.get("__main__")
-    saved = {name: main.__dict__[name] for name in ("__file__", "__spec__") if main is not None and name in main.__dict__}
+    names = ("__file__", "__spec__")
+    saved = {name: main.__dict__[name] for name in names if main is not None and name in main.__dict__}
     try:
         if main is not None:
             main.__dict__.pop("__file__", None)
