@@ -44,6 +44,11 @@ class PsiArgs(WorkflowArgs):
     site_timeout_s: float = Field(600.0, gt=0, description="Seconds each PSI step waits for a site's answer "
                                                            "(a step over a million IDs takes a minute or more)")
 
+    @property
+    def rounds(self) -> int:
+        """The intersection is one round: what `flctl job show` and `--watch` count."""
+        return 1
+
 
 class _Dropped(Exception):
     """A site must leave the intersection: `site`, and why."""

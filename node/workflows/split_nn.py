@@ -37,6 +37,11 @@ class SplitNNArgs(WorkflowArgs):
     seed: int = Field(0, description="Seed of the test split and of each epoch's batch order")
     site_timeout_s: float = Field(120.0, gt=0, description="Seconds each step waits for a site's answer")
 
+    @property
+    def rounds(self) -> int:
+        """An epoch is a round: what `flctl job show` and `--watch` count."""
+        return self.epochs
+
 
 def split_rows(rows: int, test_fraction: float, seed: int) -> tuple[list[int], list[int]]:
     """The training and the test rows of `rows` (a seeded shuffle, the test rows first; both at least one row)."""
