@@ -96,7 +96,10 @@ class Psi(Workflow):
     def _enough(self, parties: list[str]) -> None:
         need = max(2, self.min_sites)
         if len(parties) < need:
-            why = "; ".join(f"{site}: {reason}" for site, reason in self.dropped.items()) or "too few sites"
+            by_reason: dict[str, list[str]] = {}
+            for site, reason in self.dropped.items():
+                by_reason.setdefault(reason, []).append(site)
+            why = "; ".join(f"{', '.join(sites)}: {reason}" for reason, sites in by_reason.items()) or "too few sites"
             raise WorkflowError(f"psi needs {need} sites but {len(parties)} can take part ({why})")
 
     def _load_ids(self, fed: Federation, order: list[str]) -> dict[str, int]:
