@@ -84,6 +84,7 @@ class _Session:
         self._ended = False
         self.scaffold_control: dict[str, Any] = {}  # SCAFFOLD's c, from the current task
         self.scaffold_own: dict[int, dict[str, Any]] = {}  # SCAFFOLD's c_i, this site's: round -> c_i after it
+        self.answered_metrics: dict[str, float] = {}  # the last answer's metrics, until the next task arrives
 
     def send(self, message: wire.Message, parts: Sequence[wire.Payload] = ()) -> None:
         """Send a message (and its payload, in parts) as one unit, whatever other threads send."""
@@ -138,6 +139,7 @@ class _Session:
         if message.task_kind != "aggregate" and os.environ.get(wire.FRAMEWORK_ENV) == "pytorch":
             params = _as_torch(params)
         self._current = Model(params=params, round=message.round, meta=message.meta, task=message.task_kind)
+        self.answered_metrics = {}
         self._current_id = message.task_id
         self.round = message.round
         return self._current
@@ -166,6 +168,13 @@ class _Session:
             except ValueError as exc:
                 raise ValueError(f"fl.send(): {exc}") from None
             self._current = None
+            self.answered_metrics = dict(result.metrics)
+
+    def recorded(self, name: str, value: float) -> bool:
+        """Whether `value` under `name` was sent with the task just answered (a log of it after `send` would record
+        it twice)."""
+        with self._task_lock:
+            return self._current is None and self.answered_metrics.get(name) == value
 
 
 @dataclass
@@ -328,12 +337,16 @@ def serve_statistics(load: Any) -> None:
 def log(name: str, value: float, step: int | None = None) -> None:
     """Record one metric value during training (a loss per epoch, with `step`): it goes to the server as it is
     logged. The task's result goes in `send(Model(metrics=...))`; a value logged in a round and also sent in that
-    round's metrics, under the same name, is recorded once."""
+    round's metrics, under the same name, is recorded once: logged before `send`, as logged (the server leaves out
+    the result's copy); logged after it, as sent (this log is not sent)."""
     if not isinstance(name, str) or not name:
         raise ValueError(f"fl.log(): the metric name must be a non-empty string, not {name!r}")
     if step is not None and (not isinstance(step, int) or isinstance(step, bool)):
         raise TypeError(f"fl.log(): step must be an int or None, not {step!r}")
-    _connected().send(wire.Log(name=name, value=_float(value, f"metric {name!r}"), step=step))
+    number = _float(value, f"metric {name!r}")
+    session = _connected()
+    if not session.recorded(name, number):
+        session.send(wire.Log(name=name, value=number, step=step))
 
 
 def site_name() -> str:
