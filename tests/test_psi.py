@@ -255,3 +255,23 @@ def test_the_site_keeps_a_psi_jobs_result_for_the_jobs_that_name_it(tmp_path: Pa
     assert kept == site / "psi" / "ids" / "intersection.txt" and kept.read_text() == "a\nb\n"
     assert given == "" and (later / RESULT_FILE).read_text() == "a\nb\n"
     assert psi_results.hand_over(site, later, spec) == ""  # a job naming no psi_job gets nothing
+
+
+def test_a_sites_privacy_filters_pass_psi_messages_unchanged():
+    """A site whose scope noises every update (gaussian_dp) still sends its PSI messages byte for byte: they are
+    not a model (tasks.OPAQUE_KINDS), and noise would only break them."""
+    # Prepare
+    from flctl.node.client import api_wire as wire
+    from flctl.node.config.privacy import FilterEntry, PrivacyRules
+    from flctl.node.jobs.tasks import TaskKind
+    from flctl.node.wire import tensors
+
+    entry = FilterEntry(filter="gaussian_dp", args={"clip_norm": 1.0, "noise_multiplier": 1.0})
+    filters = PrivacyRules(scopes={"public": [], "dp": [entry]}).pipeline("job-1", "dp")
+    message = tensors.encode({"psi_request": np.frombuffer(b"opaque bytes of a PSI request", np.uint8)})
+    task = Task(TaskKind.PSI_REQUEST, 0, {}, {"set": "own"})
+    # Execute
+    _, given = filters.task_in(task, tensors.encode({}), "site-1")
+    _, out = filters.result_out(task, wire.Result(1, 0), message, "site-1")
+    # Assert
+    assert bytes(out) == message and bytes(given) == tensors.encode({})

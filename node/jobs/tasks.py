@@ -80,6 +80,12 @@ class TaskKind(StrEnum):
                            f"(it knows {known}); upgrade flctl at this site") from None
 
 
+OPAQUE_KINDS = frozenset({TaskKind.PSI_ITEMS, TaskKind.PSI_REQUEST, TaskKind.PSI_RESPONSE, TaskKind.PSI_INTERSECT,
+                          TaskKind.PSI_DONE})
+"""Kinds whose params are not a model but opaque messages (PSI's, encrypted under keys that never leave a site): a
+site's privacy filters pass them unchanged, as noise or clipping would only break them and they reveal nothing."""
+
+
 @dataclass
 class Task:
     """One unit of work a workflow sends to sites. A task is addressed by the sites it is sent to: sent to one site,

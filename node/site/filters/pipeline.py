@@ -22,7 +22,7 @@ from typing import TypeVar
 
 from flctl.node.client import api_wire as wire
 from flctl.node.config.statistics_policy import StatisticsPolicy
-from flctl.node.jobs.tasks import Params, Task, TaskKind, TaskResult
+from flctl.node.jobs.tasks import OPAQUE_KINDS, Params, Task, TaskKind, TaskResult
 from flctl.node.site.filters.base import Filter, FilterContext, FilterError
 from flctl.node.wire import tensors
 
@@ -69,6 +69,8 @@ class FilterPipeline:
         """What `site`'s script is given for `task`, whose params are `payload` (`task.params` is not used): the
         task as the task filters leave it (params empty) and its params' bytes, `payload` itself when no task filter
         needs the tensors. FilterError when a filter fails."""
+        if task.kind in OPAQUE_KINDS:  # PSI messages: not a model, nothing to filter (tasks.OPAQUE_KINDS)
+            return task, payload
         ctx = FilterContext(site, self.job_id, self.scope, task.kind, task.round)
         if self.keeps_received:
             self.keep_received(site, self._decoded(payload, ctx, "the task's"))
@@ -90,7 +92,7 @@ class FilterPipeline:
         if task.kind == TaskKind.STATISTICS:  # its params become an empty model, of the payload's own type
             answer, released = self._statistics_released(task, answer, site)
             payload = released if isinstance(payload, bytes) else memoryview(released)
-        if not self.result_filters:
+        if not self.result_filters or task.kind in OPAQUE_KINDS:
             return answer, payload
         ctx = FilterContext(site, self.job_id, self.scope, task.kind, task.round, self._received.pop(site, None),
                             dict(task.meta))
