@@ -28,6 +28,8 @@ SUMMARIES = {
     "job": "Create, submit, list, show, abort, download, follow and remove jobs; print their metrics.",
     "audit": "Check and read tamper-evident audit logs.",
     "site": "The sites the server knows.",
+    "certs": "Every participant's certificate with its days to expiry (`flctl certs`), and `flctl certs renew "
+             "--expiring DAYS`.",
     "poc": "A local federation on this machine: prepare, start, status, stop, clean.",
     "context": "Name the federations you act on (admin kits) and pick the current one: add, ls, use, rm.",
     "deploy": "Roll a federation out: one command per deploy target (over SSH, on this machine, or to "
@@ -104,6 +106,17 @@ def _site() -> typer.Typer:
     return _group(SUMMARIES["site"], {"ls": ls.command})
 
 
+def _certs() -> typer.Typer:
+    from flctl.console.cli.certs import ls, renew
+    from flctl.console.cli.default_group import DefaultGroup
+
+    class CertsGroup(DefaultGroup):
+        default = "ls"
+        bare = True
+
+    return _group(SUMMARIES["certs"], {"ls": ls.command, "renew": renew.command}, cls=CertsGroup)
+
+
 def _poc() -> typer.Typer:
     from flctl.console.cli.poc import clean, prepare, start, status, stop
 
@@ -134,7 +147,7 @@ class FlctlGroup(LazyGroup):
 
     groups: ClassVar[dict[str, Callable[[], typer.Typer]]] = {
         "provision": _provision, "kit": _kit, "node": _node, "job": _job, "audit": _audit,
-        "site": _site, "poc": _poc, "context": _context, "deploy": _deploy,
+        "site": _site, "certs": _certs, "poc": _poc, "context": _context, "deploy": _deploy,
     }
     summaries: ClassVar[dict[str, str]] = SUMMARIES
 

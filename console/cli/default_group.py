@@ -11,9 +11,11 @@ class DefaultGroup(TyperGroup):
     """Runs the command named `default` when the first argument is not one of the group's commands."""
 
     default = "build"
+    bare = False
+    """Whether the group named alone runs its default command (`flctl certs`) instead of showing its help."""
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
-        if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
+        if (args and args[0] not in self.commands and args[0] not in ("--help", "-h")) or (not args and self.bare):
             args = [self.default, *args]
         return super().parse_args(ctx, args)
 

@@ -216,6 +216,11 @@ class AdminClient:
     def list_sites(self) -> list[t.SiteInfo]:
         return [serde.site_from_pb(s) for s in self._call(self._stub.ListSites, pb.Empty()).sites]
 
+    def list_certificates(self) -> list[t.CertificateInfo]:
+        """Every participant's certificate the server knows, soonest to expire first."""
+        reply = self._call(self._stub.ListCertificates, pb.Empty())
+        return [serde.certificate_from_pb(c) for c in reply.certificates]
+
     def publish_crl(self, crl_pem: bytes) -> str:
         """Install a newer CRL on the server (project_admin only); it applies at once."""
         return str(self._call(self._stub.PublishCrl, pb.CrlRequest(crl_pem=crl_pem)).message)

@@ -84,6 +84,23 @@ class SiteInfo:
 
 
 @dataclass(frozen=True)
+class CertificateInfo:
+    """A participant's certificate as the server knows it (`flctl certs`)."""
+
+    name: str
+    kind: str
+    """server, site or admin."""
+    org: str
+    role: str
+    not_after: float
+    last_seen: float
+    """When a connection last showed it (an admin's last call, a site's last heartbeat); 0 for the server's own."""
+
+    def days_left(self, now: float) -> float:
+        return (self.not_after - now) / 86400
+
+
+@dataclass(frozen=True)
 class Event:
     seq: int
     job_id: str

@@ -22,6 +22,7 @@ import grpc
 from flctl.node.admin.admin_types import DOWNLOAD_SIZE_HEADER
 from flctl.node.jobs.job_status import ENDED, JobStatus, ends_job
 from flctl.node.security.authz import Actor, JobOwner, Right, decide
+from flctl.node.server.certificates import AdminSightings, known_certificates, own_certificate
 from flctl.node.server.context import ServerContext
 from flctl.node.server.disk_guard import is_disk_full
 from flctl.node.server.federation_service import stream_file
@@ -52,11 +53,17 @@ class AdminService(pb_grpc.AdminServicer):
     def __init__(self, ctx: ServerContext, poke: Any) -> None:
         self._ctx = ctx
         self._poke = poke
+        self._sightings = AdminSightings(ctx.store)
 
     # ------------------------------------------------------------------ identity, rights, audit
     def _actor(self, context: Any) -> tuple[Actor, float]:
         who, cert = caller(context, "admin", self._ctx.revocations)
-        return Actor(who.name, who.org, who.role or ""), cert.not_valid_after_utc.timestamp()
+        not_after = cert.not_valid_after_utc.timestamp()
+        try:  # what `flctl certs` lists for admins; a failed write must not fail the call
+            self._sightings.saw(who.name, who.org, who.role or "", not_after)
+        except Exception:
+            log.exception("could not record the certificate of admin %s", who.name)
+        return Actor(who.name, who.org, who.role or ""), not_after
 
     def _audit(self, actor: Actor, action: str, args: dict[str, Any], result: str) -> None:
         """Record the call. A write that fails (beyond a full disk, which `disk.call` handles) is logged and the
@@ -319,6 +326,12 @@ class AdminService(pb_grpc.AdminServicer):
         now = time.time()
         return pb.SiteList(sites=[serde.site_to_pb(s, self._ctx.online(s, now), self._ctx.isolation.get(s.name, ""))
                                   for s in self._ctx.store.sites()])
+
+    def ListCertificates(self, request: pb.Empty, context: Any) -> pb.CertificateList:
+        actor, _ = self._actor(context)
+        self._authorize(context, actor, "cert.list", {}, "view")
+        known = known_certificates(self._ctx.store, own_certificate(self._ctx.kit.info))
+        return pb.CertificateList(certificates=[serde.certificate_to_pb(c) for c in known])
 
     def WatchEvents(self, request: pb.WatchRequest, context: Any) -> Iterator[pb.Event]:
         actor, _ = self._actor(context)

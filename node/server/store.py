@@ -53,6 +53,8 @@ CREATE INDEX IF NOT EXISTS logs_job ON logs (job_id, id);
 CREATE TABLE IF NOT EXISTS sites (
   name TEXT PRIMARY KEY, org TEXT NOT NULL, registered_at REAL NOT NULL, last_heartbeat REAL NOT NULL,
   running_jobs_json TEXT NOT NULL DEFAULT '[]', not_after REAL NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS admins (
+  name TEXT PRIMARY KEY, org TEXT NOT NULL, role TEXT NOT NULL, not_after REAL NOT NULL, last_seen REAL NOT NULL);
 """
 
 HEARTBEAT_FLUSH_S = 1.0
@@ -434,6 +436,17 @@ class Store:
 
     def site(self, name: str) -> SiteRow | None:
         return self._sites.get(name)
+
+    # ------------------------------------------------------------------ admins' certificates
+    def record_admin(self, name: str, org: str, role: str, not_after: float) -> None:
+        """An admin called with a certificate valid until `not_after` (what `flctl certs` lists for admins)."""
+        self._write("INSERT OR REPLACE INTO admins (name, org, role, not_after, last_seen) VALUES (?,?,?,?,?)",
+                    (name, org, role, not_after, time.time()))
+
+    def admins(self) -> list[tuple[str, str, str, float, float]]:
+        """(name, org, role, not_after, last_seen) of every admin the server has seen, by name."""
+        return [(r[0], r[1], r[2], r[3], r[4]) for r in
+                self._run("SELECT name, org, role, not_after, last_seen FROM admins ORDER BY name").fetchall()]
 
     def delete_job(self, job_id: str) -> None:
         """Remove an ended job and everything recorded about it (its sites' states, events, metrics, logs), in one

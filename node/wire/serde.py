@@ -10,6 +10,7 @@ from flctl.node.jobs.job_status import JobStatus, SiteState
 from flctl.node.wire.proto import flctl_pb2 as pb
 
 if TYPE_CHECKING:  # the CLI uses this module without the server's store (and sqlite)
+    from flctl.node.server.certificates import KnownCertificate
     from flctl.node.server.store import EventRow, JobRow, SiteRow
 
 
@@ -58,6 +59,15 @@ def site_to_pb(site: SiteRow, online: bool, isolation: str = "") -> pb.SiteInfo:
 def site_from_pb(msg: pb.SiteInfo) -> t.SiteInfo:
     return t.SiteInfo(msg.name, msg.org, msg.online, msg.last_heartbeat, list(msg.running_jobs), msg.not_after,
                       msg.isolation)
+
+
+def certificate_to_pb(cert: KnownCertificate) -> pb.CertificateInfo:
+    return pb.CertificateInfo(name=cert.name, kind=cert.kind, org=cert.org, role=cert.role, not_after=cert.not_after,
+                              last_seen=cert.last_seen)
+
+
+def certificate_from_pb(msg: pb.CertificateInfo) -> t.CertificateInfo:
+    return t.CertificateInfo(msg.name, msg.kind, msg.org, msg.role, msg.not_after, msg.last_seen)
 
 
 def event_to_pb(event: EventRow) -> pb.Event:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -17,6 +17,10 @@ from flctl.console.cli.options import (
 )
 from flctl.console.cli.provision.build import as_json, say_encrypted
 from flctl.console.cli.provision.delivery import EncryptToOption, ZipPassphraseOption, delivery_from
+
+if TYPE_CHECKING:
+    from flctl.provisioner.build import ProvisionResult
+    from flctl.provisioner.project import Project
 
 
 def command(
@@ -32,15 +36,27 @@ def command(
 
     Writes the next prod_NN; send the renewed participants their new kits.
     """
-    from flctl.provisioner.build import provision
     from flctl.provisioner.project_loader import load_project
+
+    result = renew(names, load_project(project_file).project, workspace, passphrase_env, zip_passphrase_env,
+                   encrypt_to)
+    report(result, names, json_out)
+
+
+def renew(names: list[str], project: Project, workspace: Path, passphrase_env: str | None,
+          zip_passphrase_env: str | None, encrypt_to: list[str] | None) -> ProvisionResult:
+    """Re-issue the named participants' certificates (the next prod_NN); shared with `flctl certs renew`."""
+    from flctl.provisioner.build import provision
 
     passphrase = passphrase_from(passphrase_env)
     delivery = delivery_from(zip_passphrase_env, encrypt_to, passphrase)
-    loaded = load_project(project_file)
-    result = provision(loaded.project, workspace, passphrase, renew=frozenset(names), delivery=delivery)
+    return provision(project, workspace, passphrase, renew=frozenset(names), delivery=delivery)
+
+
+def report(result: ProvisionResult, names: list[str], json_out: bool, extra: dict[str, Any] | None = None) -> None:
+    """Where the renewed participants' new kits are (`extra`: more keys for --json)."""
     if json_out:
-        terminal.print_json(as_json(result))
+        terminal.print_json({**as_json(result), **(extra or {})})
         return
     for kit in result.kits:
         if kit.name in names:

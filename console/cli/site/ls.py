@@ -6,23 +6,37 @@ import time
 
 from flctl.console.cli import terminal
 from flctl.console.cli.admin_kit import ContextOption, KitOption, connect
+from flctl.console.cli.certs.listing import expiring, mark
 from flctl.console.cli.options import JsonOption
 
 
 def command(kit: KitOption = None, _context: ContextOption = None, json_out: JsonOption = False) -> None:
     """List sites: org, online or offline, last heartbeat, running jobs, how each confines job code (isolation:
-    landlock vN, user NAME, none, off), and warns of certificates expiring soon."""
+    landlock vN, user NAME, none, off), days left on its certificate (marked `expiring` under 30, see `flctl
+    certs`), and warns of certificates expiring soon."""
     with connect(kit) as admin:
         sites = admin.list_sites()
     now = time.time()
     if json_out:
         terminal.print_json([{"name": s.name, "org": s.org, "online": s.online, "last_heartbeat": s.last_heartbeat,
                               "running_jobs": s.running_jobs, "cert_expires": s.not_after,
+                              "cert_days_left": round((s.not_after - now) / 86400, 2) if s.not_after else None,
+                              "cert_expiring": bool(s.not_after) and expiring((s.not_after - now) / 86400),
                               "isolation": s.isolation or None} for s in sites])
         return
-    terminal.table(["site", "org", "state", "last heartbeat", "running jobs", "isolation"],
+    terminal.table(["site", "org", "state", "last heartbeat", "running jobs", "isolation", "cert days"],
                    [(s.name, s.org, "online" if s.online else "offline", f"{now - s.last_heartbeat:.0f}s ago",
-                     ", ".join(s.running_jobs) or "-", s.isolation or "-") for s in sites])
+                     ", ".join(s.running_jobs) or "-", s.isolation or "-", _cert_cell(s.not_after, now))
+                    for s in sites])
     for s in sites:
         if s.not_after and s.not_after - now < 30 * 86400:
             terminal.warning(f"the certificate of site '{s.name}' expires in {(s.not_after - now) / 86400:.0f} days")
+
+
+def _cert_cell(not_after: float, now: float) -> str:
+    """Days left on the site's certificate, `(expiring)` under 30; '-' when not known."""
+    if not not_after:
+        return "-"
+    left = (not_after - now) / 86400
+    flag = mark(left)
+    return f"{left:.0f} ({flag})" if flag else f"{left:.0f}"

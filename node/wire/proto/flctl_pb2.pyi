@@ -199,6 +199,28 @@ class ReportRequest(_message.Message):
     error: str
     def __init__(self, job_id: _Optional[str] = ..., logs: _Optional[_Iterable[_Union[LogLine, _Mapping]]] = ..., metrics: _Optional[_Iterable[_Union[Metric, _Mapping]]] = ..., status: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
 
+class CertificateInfo(_message.Message):
+    __slots__ = ("name", "kind", "org", "role", "not_after", "last_seen")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    ORG_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    NOT_AFTER_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEEN_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    kind: str
+    org: str
+    role: str
+    not_after: float
+    last_seen: float
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., org: _Optional[str] = ..., role: _Optional[str] = ..., not_after: _Optional[float] = ..., last_seen: _Optional[float] = ...) -> None: ...
+
+class CertificateList(_message.Message):
+    __slots__ = ("certificates",)
+    CERTIFICATES_FIELD_NUMBER: _ClassVar[int]
+    certificates: _containers.RepeatedCompositeFieldContainer[CertificateInfo]
+    def __init__(self, certificates: _Optional[_Iterable[_Union[CertificateInfo, _Mapping]]] = ...) -> None: ...
+
 class CrlRequest(_message.Message):
     __slots__ = ("crl_pem",)
     CRL_PEM_FIELD_NUMBER: _ClassVar[int]

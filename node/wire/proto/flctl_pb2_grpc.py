@@ -438,6 +438,11 @@ class AdminStub:
                 request_serializer=flctl_dot_node_dot_wire_dot_proto_dot_flctl__pb2.JobRef.SerializeToString,
                 response_deserializer=flctl_dot_node_dot_wire_dot_proto_dot_flctl__pb2.MetricBatch.FromString,
                 _registered_method=True)
+        self.ListCertificates = channel.unary_unary(
+                '/flctl.v1.Admin/ListCertificates',
+                request_serializer=flctl_dot_node_dot_wire_dot_proto_dot_flctl__pb2.Empty.SerializeToString,
+                response_deserializer=flctl_dot_node_dot_wire_dot_proto_dot_flctl__pb2.CertificateList.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -523,6 +528,14 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListCertificates(self, request, context):
+        """Every participant's certificate the server knows (its own, each site's from its registration, each admin's
+        from their last call), with its expiry.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -585,6 +598,11 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.JobMetrics,
                     request_deserializer=flctl_dot_node_dot_wire_dot_proto_dot_flctl__pb2.JobRef.FromString,
                     response_serializer=flctl_dot_node_dot_wire_dot_proto_dot_flctl__pb2.MetricBatch.SerializeToString,
+            ),
+            'ListCertificates': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListCertificates,
+                    request_deserializer=flctl_dot_node_dot_wire_dot_proto_dot_flctl__pb2.Empty.FromString,
+                    response_serializer=flctl_dot_node_dot_wire_dot_proto_dot_flctl__pb2.CertificateList.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -913,6 +931,33 @@ class Admin:
             '/flctl.v1.Admin/JobMetrics',
             flctl_dot_node_dot_wire_dot_proto_dot_flctl__pb2.JobRef.SerializeToString,
             flctl_dot_node_dot_wire_dot_proto_dot_flctl__pb2.MetricBatch.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListCertificates(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/flctl.v1.Admin/ListCertificates',
+            flctl_dot_node_dot_wire_dot_proto_dot_flctl__pb2.Empty.SerializeToString,
+            flctl_dot_node_dot_wire_dot_proto_dot_flctl__pb2.CertificateList.FromString,
             options,
             channel_credentials,
             insecure,
