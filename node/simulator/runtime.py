@@ -37,9 +37,11 @@ from flctl.node.errors import NodeError
 from flctl.node.jobs.bundle import APP_FOLDER
 from flctl.node.jobs.job_spec import LoadedJob
 from flctl.node.jobs.job_status import JobStatus
-from flctl.node.jobs.tasks import Params, SiteFailure, Task, TaskResult
+from flctl.node.jobs.tasks import Params, SiteFailure, Task, TaskKind, TaskResult
 from flctl.node.process.links import LinkError
+from flctl.node.secagg.payload import SecAggError
 from flctl.node.simulator import worker_messages
+from flctl.node.simulator.secure_sites import SimSecurity, sim_security
 from flctl.node.simulator.worker import WorkerSpec
 from flctl.node.simulator.worker import main as worker_main
 from flctl.node.site import sandbox
@@ -154,8 +156,10 @@ class SimFederation:
     """`Federation` for a workflow whose sites are simulated by the worker pool."""
 
     def __init__(self, job_id: str, job_dir: Path, sites: list[str], pool: _Pool, observer: Observer | None,
-                 rounds: int, filters: FilterPipeline | None = None, job_folder: Path | None = None) -> None:
+                 rounds: int, filters: FilterPipeline | None = None, job_folder: Path | None = None,
+                 secure: SimSecurity | None = None) -> None:
         self.job_id = job_id
+        self._secure = secure  # the simulated sites' secure-aggregation codecs (None: the job asks for none)
         self._job_folder = job_folder or job_dir
         self._filters = filters or FilterPipeline(job_id)
         self._dir = job_dir
@@ -186,6 +190,10 @@ class SimFederation:
         self._task_seq += 1
         task_id = self._task_seq
         payload = tensors.encode(task.params)
+        if task.kind == TaskKind.SECURE and self._secure is not None:  # answered here, never by a worker
+            yield from self._secure.steps(task, payload, [s for s in sites if s not in self._failed])
+            yield from (SiteFailure(s, self._failed[s]) for s in sites if s in self._failed)
+            return
         waiting = set(sites)
         by_worker: dict[int, list[str]] = {}
         for site in sites:
@@ -242,15 +250,16 @@ class SimFederation:
     def _given(self, task: Task, payload: bytes, group: list[str]) -> list[tuple[Task, bytes, list[str]]]:
         """The task as the sites of `group` are given it, through their task filters: one message for the whole
         group when there are none, else one per site; a site whose filter fails is failed, and gets nothing."""
-        if not self._filters.task_filters:
+        if not self._filters.task_filters and self._secure is None:
             for site in group:  # a filter of the update needs the model the task brought (no copy: one dict)
                 self._filters.keep_received(site, task.params)
             return [(task, payload, group)]
         given: list[tuple[Task, bytes, list[str]]] = []
         for site in group:
             try:
-                filtered, data = self._filters.task_in(task, payload, site)
-            except FilterError as exc:
+                brought, data = self._secure.task_in(task, payload, site) if self._secure else (task, payload)
+                filtered, data = self._filters.task_in(brought, data, site)
+            except (FilterError, SecAggError) as exc:
                 self._failed.setdefault(site, str(exc))
                 continue
             given.append((filtered, data, [site]))
@@ -261,7 +270,9 @@ class SimFederation:
         answer = wire.Result(message.task_id, message.num_examples, dict(message.metrics), dict(message.meta))
         try:
             answer, data = self._filters.result_out(task, answer, data, message.site)
-        except FilterError as exc:
+            if self._secure is not None:  # after the filters, as at a real site
+                answer, data = self._secure.result_out(task, answer, data, message.site)
+        except (FilterError, SecAggError) as exc:
             self._failed.setdefault(message.site, str(exc))
             return SiteFailure(message.site, str(exc))
         return TaskResult(message.site, tensors.decode(data), answer.num_examples, answer.metrics, answer.meta)
@@ -286,6 +297,8 @@ class SimFederation:
         return (self._job_folder / inner_path(path)).read_bytes()
 
     def kit_file(self, name: str) -> bytes:
+        if self._secure is not None:
+            return self._secure.kit_file(name)
         raise FileNotFoundError(f"a simulation has no kits, so no startup/{name}: run the job on a provisioned "
                                 "federation (flctl poc prepare, or a real one)")
 
@@ -349,7 +362,8 @@ def simulate(job: LoadedJob, sites: list[str], workspace: Path, workers: int | N
     workflow = job.create_workflow()
     rounds = int(getattr(job.args, "rounds", 0) or 0)
     pool = _start_pool(count, spec)
-    fed = SimFederation(job_id, job_dir, sites, pool, observer, rounds, filters, job.folder)
+    fed = SimFederation(job_id, job_dir, sites, pool, observer, rounds, filters, job.folder,
+                        _secure_sites(job, job_id, sites, job_dir))
     fed.log(f"isolation: {isolation.describe()}")
     status, error = JobStatus.FINISHED, ""
     try:
@@ -405,6 +419,14 @@ def _initial_model(job: LoadedJob, fed: SimFederation, app_dir: Path, work: Path
                                 lambda ref: initial_model.build(ref, app_dir, work, isolation))
     fed.log(f"initial model from {job.spec.initial_model}: {len(params)} tensors")
     return params
+
+
+def _secure_sites(job: LoadedJob, job_id: str, sites: list[str], job_dir: Path) -> SimSecurity | None:
+    """The simulated sites' secure aggregation, when the job asks for it (see `secure_sites`)."""
+    from flctl.node.workflows.fedavg import FedAvgArgs
+
+    mode = job.args.secure_mode() if isinstance(job.args, FedAvgArgs) else "none"
+    return sim_security(mode, job_id, sites, job_dir) if mode != "none" else None
 
 
 def _fresh_job_dir(workspace: Path, name: str) -> Path:
