@@ -21,7 +21,7 @@ SETS = {
     "site-2": [f"ZQX{i:05d}" for i in range(100, 500)],
     "site-3": [f"ZQX{i:05d}" for i in range(0, 600, 3)],
 }
-"""IDs with a prefix found nowhere else, so that grepping the server's workspace for it means something."""
+"""IDs of a form found nowhere else, so that grepping the server's workspace for them means something."""
 WANT = sorted(set(SETS["site-1"]) & set(SETS["site-2"]) & set(SETS["site-3"]))
 
 PSI_SCRIPT = f"""
@@ -114,7 +114,8 @@ def test_psi_on_a_federation_then_a_job_that_reads_the_intersection(tmp_path: Pa
     assert follow.status == JobStatus.FINISHED, follow.error
     assert follow.last_metrics["site-1"]["rows"] == 100.0 and follow.last_metrics["site-2"]["rows"] == 100.0
     server = fed.kit("localhost") / "workspace"
-    found = [path for path in server.rglob("*") if path.is_file() and b"ZQX" in path.read_bytes()]
+    every = {item.encode() for ids in SETS.values() for item in ids}
+    found = [path for path in server.rglob("*") if path.is_file() and any(i in path.read_bytes() for i in every)]
     assert found == [], found
     assert (server / "jobs").is_dir()
 
