@@ -31,6 +31,8 @@ POLL_S = 0.5
 """How often the store is read for new metrics."""
 SETTLE_S = 15.0
 """After the job ended, how long its sites' last reports (sent as they stop) are waited for."""
+BATCH = 5000
+"""The most rows read at once (a resumed job's backlog is read a batch at a time)."""
 ENDED = ("FINISHED", "FAILED", "ABORTED")
 SITE_OUT = ("finished", "failed", "aborted", "offline")
 
@@ -49,7 +51,8 @@ class MetricsTail:
 
     def after(self, rowid: int) -> list[tuple[int, MetricPoint]]:
         rows = self._db.execute("SELECT rowid, site, round, name, value, step, time FROM metrics "
-                                "WHERE job_id = ? AND rowid > ? ORDER BY rowid", (self._job_id, rowid)).fetchall()
+                                "WHERE job_id = ? AND rowid > ? ORDER BY rowid LIMIT ?",
+                                (self._job_id, rowid, BATCH)).fetchall()
         return [(r[0], MetricPoint(r[1], r[2], r[3], r[4], r[5], r[6])) for r in rows]
 
     def status(self) -> str:
@@ -100,12 +103,14 @@ def follow(tail: MetricsTail, exporters: list[Guarded], progress: Progress, stop
 
 
 def feed(tail: MetricsTail, exporters: list[Guarded], progress: Progress) -> None:
-    rows = tail.after(progress.rowid)
-    if rows:
+    """Every row added since the last one exported, a batch at a time."""
+    while rows := tail.after(progress.rowid):
         points = [point for _, point in rows]
         for exporter in exporters:
             exporter.write(points)
         progress.save(rows[-1][0])
+        if len(rows) < BATCH:
+            return
 
 
 def _watch_stdin(stopped: threading.Event) -> None:
@@ -124,11 +129,16 @@ def main(argv: list[str]) -> int:
                                f"flctl (flctl job metrics {plan.job_id})")
     if not exporters:
         return 0
-    tail = MetricsTail(Path(plan.db), plan.job_id)
     try:
-        status = follow(tail, exporters, Progress(job_dir), stopped)
-    finally:
-        tail.close()
+        tail = MetricsTail(Path(plan.db), plan.job_id)
+        try:
+            status = follow(tail, exporters, Progress(job_dir), stopped)
+        finally:
+            tail.close()
+    except sqlite3.Error as exc:  # the store is the daemon's: it fails closed there, here the export just stops
+        say(f"metrics export stopped: the server's store could not be read ({exc}); the job's metrics stay in "
+            f"flctl (flctl job metrics {plan.job_id})")
+        status = ""
     for exporter in exporters:
         exporter.close(status)
     return 0
