@@ -115,7 +115,8 @@ def test_psi_on_a_federation_then_a_job_that_reads_the_intersection(tmp_path: Pa
     assert follow.last_metrics["site-1"]["rows"] == 100.0 and follow.last_metrics["site-2"]["rows"] == 100.0
     server = fed.kit("localhost") / "workspace"
     every = {item.encode() for ids in SETS.values() for item in ids}
-    found = [path for path in server.rglob("*") if path.is_file() and any(i in path.read_bytes() for i in every)]
+    files = {path: path.read_bytes() for path in server.rglob("*") if path.is_file()}
+    found = [path for path, data in files.items() if any(item in data for item in every)]
     assert found == [], found
     assert (server / "jobs").is_dir()
 
