@@ -60,9 +60,10 @@ while fl.running():
 """
 
 
-def he_federation(root: Path, sites: int = 2, he: bool = True, port: int | None = None) -> Federation:
+def he_federation(root: Path, sites: int = 2, he: bool = True, port: int | None = None,
+                  he_spec: str = "{}") -> Federation:
     port = port or free_port()
-    text = project_text("hetest", port, sites) + ("homomorphic_encryption: {}\n" if he else "")
+    text = project_text("hetest", port, sites) + (f"homomorphic_encryption: {he_spec}\n" if he else "")
     (root / "project.yml").write_text(text)
     result = provision(project_from_document(parse_yaml(text, "project.yml")).project, root / "ws")
     return Federation(root, result.prod_dir, port, [f"site-{i}" for i in range(1, sites + 1)])
@@ -198,6 +199,24 @@ def test_a_site_without_the_context_refuses_and_nothing_goes_out_in_clear(tmp_pa
     text = json.dumps(shown)
     assert "site-2 refuses to run the job" in text, text
     assert "startup/client_context.tenseal" in text and "workflow.args.encryption" in text
+    assert not list((fed.kit("localhost") / "workspace" / "jobs" / job_id).glob("models/*.safetensors"))
+
+
+def test_ciphertexts_of_another_context_are_refused_naming_the_site_and_field(tmp_path):
+    """site-2 still runs its kit from before the project's HE parameters changed (another context): the server refuses
+    its ciphertexts naming site-2 and the header field 'context', uses nothing of them, and the job fails (min_sites
+    2) with that reason."""
+    old = he_federation(tmp_path)
+    fed = he_federation(tmp_path, port=old.port, he_spec="{scale_bits: 30}")  # a new context: new kits for all
+    shutil.rmtree(fed.kit("site-2"))
+    shutil.copytree(old.kit("site-2"), fed.kit("site-2"))
+    with running(fed):
+        job = workflow_job(tmp_path, "secret", "fedavg", {"rounds": 1, "round_timeout_s": 30, "encryption": "he"},
+                           TRAIN)
+        job_id, shown = run_job(fed, job)
+    assert shown["status"] == "FAILED"
+    assert "site-2's ciphertexts are of another HE context (field 'context'" in shown["error"], shown["error"]
+    assert "startup/server_context.tenseal" in shown["error"]
     assert not list((fed.kit("localhost") / "workspace" / "jobs" / job_id).glob("models/*.safetensors"))
 
 
