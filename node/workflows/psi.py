@@ -10,7 +10,8 @@ sites 1..k; the last site holds the intersection of all. Backward, each site int
 the site after it holds, now the final intersection. Then each site writes the intersection to its job workspace
 (`psi/intersection.txt`). As in NVIDIA FLARE's PSI, site k learns on the way the intersection of sites 1..k (a
 superset of the final one), each PSI server learns the size of its client's set, and the server learns every
-set's size.
+set's size. That holds against a server that relays as this workflow does (honest but curious): the messages are
+not signed from site to site, so a server forging a request of its own could test guessed IDs against a site's set.
 
 A site whose IDs are unusable (empty, mixed types, a type other than the other sites'), that fails or stays
 silent for `site_timeout_s`, or that sends a message its peer cannot read, is dropped with the reason: it is told
