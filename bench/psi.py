@@ -42,6 +42,7 @@ class RelayCounter:
         self.bytes = 0
         self.busy = dict.fromkeys(parties, 0.0)
         self.report: dict[str, Any] = {}
+        self.started = time.perf_counter()
 
     def sites(self) -> list[str]:
         return list(self.parties)
@@ -61,7 +62,7 @@ class RelayCounter:
         pass
 
     def log(self, message: str) -> None:
-        pass
+        print(f"  {time.perf_counter() - self.started:7.1f} s  {message}", flush=True)  # progress of a long run
 
     def save_model(self, name: str, params: Params, saved_as: str = "") -> None:
         pass
