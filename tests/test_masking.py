@@ -284,10 +284,13 @@ def test_the_example_job_asks_for_masking():
     assert (job.spec.name, job.args.secure_mode()) == ("hello-pt-masking", "masking")
 
 
-@pytest.mark.parametrize("args", [{"secure_aggregation": "masking"}, {"encryption": "he"}])
-def test_flctl_simulate_runs_secure_aggregation_with_keys_of_its_own(tmp_path, args):
-    """`flctl simulate` with masking (a CA and site certificates made for the simulation) or HE (a CKKS context made
-    for it) gives the plain simulation's final model (HE: each simulated site's, the server holding ciphertexts)."""
+@pytest.mark.parametrize(("workflow", "args"), [("fedavg", {"secure_aggregation": "masking"}),
+                                                ("fedopt", {"secure_aggregation": "masking", "optimizer": "adam"}),
+                                                ("fedavg", {"encryption": "he"})])
+def test_flctl_simulate_runs_secure_aggregation_with_keys_of_its_own(tmp_path, workflow, args):
+    """`flctl simulate` with masking (a CA and site certificates made for the simulation; fedavg, and fedopt whose
+    server step takes the unmasked average) or HE (a CKKS context made for it) gives the plain simulation's final
+    model (HE: each simulated site's, the server holding ciphertexts)."""
     import subprocess
 
     from safetensors.numpy import load_file
@@ -298,12 +301,14 @@ def test_flctl_simulate_runs_secure_aggregation_with_keys_of_its_own(tmp_path, a
 
     def simulate(name: str, extra: dict[str, object]) -> Path:
         job = masking_job(tmp_path, name, {"rounds": 2, "round_timeout_s": 30, **extra}, slow_site="")
+        (job / "job.yml").write_text((job / "job.yml").read_text().replace("type: fedavg", f"type: {workflow}"))
         out = subprocess.run([FLCTL, "simulate", str(job), "-n", "3", "-w", str(tmp_path / "ws")],
                              check=False, capture_output=True, text=True, timeout=120)
         assert out.returncode == 0, out.stdout + out.stderr
         return tmp_path / "ws" / name
 
-    expected = load_file(simulate("plain", {}) / "models" / "final.safetensors")
+    plain = {k: v for k, v in args.items() if k not in ("secure_aggregation", "encryption")}
+    expected = load_file(simulate("plain", plain) / "models" / "final.safetensors")
     secured = simulate("secured", args)
     finals = [secured / "sites" / f"site-{i}" / "models" / "final.safetensors" for i in (1, 2, 3)] \
         if "encryption" in args else [secured / "models" / "final.safetensors"]
