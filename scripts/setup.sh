@@ -41,7 +41,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 step "upgrading pip"
 .venv/bin/python -m pip install -q --upgrade pip
-step "installing PyTorch's CPU build (torch==2.13.0, about 200 MB; the longest step)"
+step "installing PyTorch's CPU build (torch==2.13.0: a 200 MB download, 750 MB installed)"
 .venv/bin/python -m pip install -q torch==2.13.0
 extras=torch,aws,azure,test
 [ "$all" = 1 ] && extras=all,test
