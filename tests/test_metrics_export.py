@@ -13,6 +13,7 @@ import signal
 import struct
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -307,3 +308,62 @@ def test_a_simulation_writes_tensorboard_runs_too(tmp_path: Path):
     assert out.returncode == 0, out.stdout + out.stderr
     [job] = [p for p in (tmp_path / "ws").iterdir() if (p / "tb").is_dir()]
     assert {site: scalars(job / "tb" / site) for site in EXPECTED} == EXPECTED
+
+
+def test_an_export_the_server_restarts_goes_on_where_it_left_off(tmp_path: Path, mlflow_server: str):
+    """The feeder stopped with the daemon (its runs left running) and started again for the resumed job: the same
+    MLflow runs go on, nothing is exported twice (TensorBoard either), and the runs end with the job."""
+    from mlflow.tracking import MlflowClient
+
+    from flctl.node.jobs.job_status import JobStatus, SiteState
+    from flctl.node.jobs.metrics_spec import MetricsSpec
+    from flctl.node.server.metrics_export.base import JobContext
+    from flctl.node.server.metrics_export.feeder import MetricsTail, Progress, follow
+    from flctl.node.server.metrics_export.guard import open_exporters
+    from flctl.node.server.store import JobRow, Store
+
+    # Prepare
+    store = Store(tmp_path / "server.db")
+    store.add_job(JobRow("job1", "resumed", JobStatus.RUNNING, "admin", "org", "lead", 0.0, 0.0, 0.0, 0, 2, "fedavg",
+                         1, ["site-1"], "", "", "sha", {}))
+    store.set_site_states("job1", ["site-1"], SiteState.WORKING)
+    store.add_metrics("job1", "site-1", 0, [("loss", 1.0, None), ("lr", 0.1, 0)])
+    store.flush()
+    job_dir = tmp_path / "jobs" / "job1"
+    job = JobContext("job1", "resumed", job_dir, ["site-1"], "fedavg", {"rounds": 2})
+    spec = MetricsSpec.model_validate({"mlflow": {"tracking_uri": mlflow_server, "experiment": "restarts"}})
+    lines: list[str] = []
+
+    def run_feeder(stop_at_once: bool) -> str:
+        exporters = open_exporters(spec, job, lines.append, "flctl")
+        stopped = threading.Event()
+        if stop_at_once:
+            stopped.set()  # the daemon is gone: one last read, then out
+        tail = MetricsTail(store.path, "job1")
+        status = follow(tail, exporters, Progress(job_dir), stopped)
+        tail.close()
+        for exporter in exporters:
+            exporter.close(status)
+        return status
+
+    # Execute
+    first = run_feeder(stop_at_once=True)
+    store.add_metrics("job1", "site-1", 1, [("loss", 0.5, None), ("lr", 0.05, 1)])
+    store.update_job("job1", status=JobStatus.FINISHED)
+    store.set_site_states("job1", ["site-1"], SiteState.FINISHED)
+    store.flush()
+    second = run_feeder(stop_at_once=False)
+    # Assert
+    assert (first, second) == ("", "FINISHED"), lines
+    client = MlflowClient(tracking_uri=mlflow_server)
+    experiment = client.get_experiment_by_name("restarts")
+    assert experiment is not None
+    runs = client.search_runs([experiment.experiment_id])
+    assert sorted(r.info.run_name for r in runs) == ["resumed-job1", "site-1"]
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    [site_run] = [r for r in runs if r.info.run_name == "site-1"]
+    history = client.get_metric_history(site_run.info.run_id, "loss")
+    assert sorted((m.step, m.value) for m in history) == [(0, 1.0), (1, 0.5)]
+    if importlib.util.find_spec("tensorboard") is not None:
+        assert scalars(job_dir / "tb" / "site-1") == {"loss": [(0, 1.0), (1, 0.5)], "lr": [(0, 0.1), (1, 0.05)]}
+    store.close()
