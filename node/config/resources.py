@@ -65,6 +65,11 @@ class Resources:
     """Log lines one site may add to one job a minute; the rest of that minute is dropped, with one note."""
     max_metrics_per_minute: int = 1200
     """Metric values one site may add to one job a minute; the rest of that minute is dropped, with one note."""
+    metrics_port: int = 0
+    """The server's Prometheus endpoint, `http://METRICS_HOST:PORT/metrics` (see `flctl.node.server.prometheus`);
+    0: none (the default). Needs the telemetry extra (prometheus-client)."""
+    metrics_host: str = "127.0.0.1"
+    """The address the Prometheus endpoint listens on: this machine only unless set (0.0.0.0: every interface)."""
 
     @property
     def disk_reserve_bytes(self) -> int:
@@ -150,7 +155,25 @@ def load_resources(path: Path) -> Resources:
         max_log_line_chars=whole("max_log_line_chars", 80, 1 << 20, "characters"),
         max_log_lines_per_minute=whole("max_log_lines_per_minute", 1, 10_000_000, "lines"),
         max_metrics_per_minute=whole("max_metrics_per_minute", 1, 10_000_000, "metric values"),
+        metrics_port=_port(path, document, number("metrics_port", 0, 65535, _PORT)),
+        metrics_host=_host(path, document.get("metrics_host", defaults.metrics_host)),
     )
+
+
+_PORT = "a TCP port from 1 to 65535, or 0 for no Prometheus endpoint"
+
+
+def _port(path: Path, document: dict[Any, Any], value: float) -> int:
+    if value != int(value):
+        raise KitError(f"{path}: metrics_port must be {_PORT} (default 0), not {document['metrics_port']!r}")
+    return int(value)
+
+
+def _host(path: Path, value: Any) -> str:
+    if not isinstance(value, str) or not value.strip() or any(c.isspace() for c in value):
+        raise KitError(f"{path}: metrics_host must be an address to listen on, e.g. 127.0.0.1 (the default) or "
+                       f"0.0.0.0, not {value!r}")
+    return value
 
 
 def _isolation(path: Path, document: dict[Any, Any]) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from flctl.node.server.job_runner import JobRunner
 from flctl.node.server.site_hub import SiteHub
 from flctl.node.server.store import SiteRow, Store
 from flctl.node.server.task_board import TaskBoard
+from flctl.node.server.traffic import Traffic
 
 
 @dataclass
@@ -35,6 +36,8 @@ class ServerContext:
     max_model_bytes: int = 64 * 1024 * 1024 * 1024
     isolation: dict[str, str] = field(default_factory=dict)
     """What each site reported at registration about how it confines job scripts (kept in memory only)."""
+    traffic: Traffic = field(default_factory=Traffic)
+    """Model bytes sent to and received from sites since the server started (the Prometheus endpoint reads it)."""
 
     @property
     def project(self) -> str:

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from concurrent import futures
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 
@@ -35,6 +36,9 @@ from flctl.node.server.site_hub import SiteHub
 from flctl.node.server.store import JobRow, Store, StoreDamaged
 from flctl.node.server.task_board import TaskBoard
 from flctl.node.wire.proto import flctl_pb2_grpc as pb_grpc
+
+if TYPE_CHECKING:
+    from flctl.node.server.prometheus_endpoint import MetricsEndpoint
 
 log = logging.getLogger("flctl.server")
 # gRPC's sync server gives every call in progress a thread (made only when needed): each site holds a command
@@ -99,6 +103,8 @@ class ServerDaemon:
         pb_grpc.add_AdminServicer_to_server(AdminService(self.ctx, self.scheduler.poke), self._server)
         self._stopped = threading.Event()
         self._retention = Retention(self.ctx, resources.retention_days) if resources.retention_days else None
+        self._metrics_at = (resources.metrics_host, resources.metrics_port)
+        self._metrics: MetricsEndpoint | None = None
 
     def _audit_event(self, job_id: str, kind: str, message: str) -> None:
         """A job event into the audit log. A write that fails (beyond a full disk, which `disk.call` handles) is
@@ -126,6 +132,11 @@ class ServerDaemon:
             raise NodeError(f"cannot listen on {self.address} ({exc}); is another server running there?") from None
         if port == 0:
             raise NodeError(f"cannot listen on {self.address}; is another server running there?")
+        if self._metrics_at[1]:  # prometheus-client is imported only here, when the endpoint is asked for
+            from flctl.node.server.prometheus_endpoint import MetricsEndpoint
+
+            self._metrics = MetricsEndpoint(self.ctx, *self._metrics_at)
+            log.info("Prometheus metrics on http://%s/metrics", self._metrics.address)
         self._server.start()
         pidfile.write(self.workspace)
         self.scheduler.start()
@@ -195,6 +206,8 @@ class ServerDaemon:
             return
         log.info("server stopping")
         self.scheduler.stop()
+        if self._metrics is not None:
+            self._metrics.close()
         self.ctx.hub.close()
         self.ctx.runner.stop_all()
         self._server.stop(grace=STOP_GRACE_S).wait(STOP_GRACE_S + 5)

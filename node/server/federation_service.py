@@ -136,6 +136,7 @@ class FederationService(pb_grpc.FederationServicer):
                 yield chunk_codec.encode(payload[start:start + CHUNK])
                 if mapped is not None:  # sent: its pages leave this process (they stay in the page cache)
                     mapped.madvise(mmap.MADV_DONTNEED, start, min(CHUNK, len(payload) - start))
+            self._ctx.traffic.add_sent(len(payload))
 
     def SubmitResult(self, request_iterator: Iterator[pb.ResultMessage], context: Any) -> pb.Ack:
         """A site's answer to a task it was given. Anything malformed, misaddressed or unusable is refused with a
@@ -190,6 +191,7 @@ class FederationService(pb_grpc.FederationServicer):
                 os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)
+        self._ctx.traffic.add_received(head.size)
         self._ctx.runner.result(head.job_id, who.name, head.task_id, payload, int(head.num_examples),
                                 dict(head.metrics), meta)  # type: ignore[arg-type]
         return pb.Ack(message="accepted")
