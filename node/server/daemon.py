@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import grpc
 
+from flctl.node.config.alerts import alerts_path, load_alerts
 from flctl.node.config.kit import NodeKit
 from flctl.node.config.local_files import node_config, policy_and_revocations
 from flctl.node.config.metrics import load_metrics_defaults, metrics_path
@@ -23,6 +24,7 @@ from flctl.node.process.readiness import ReadyPipe
 from flctl.node.security.audit import AuditLog
 from flctl.node.security.tls import server_credentials, server_options
 from flctl.node.server.admin_service import AdminService
+from flctl.node.server.alerting import Alerting
 from flctl.node.server.call_caps import CallCaps, Caps
 from flctl.node.server.context import ServerContext
 from flctl.node.server.disk_guard import DiskGuard
@@ -66,6 +68,7 @@ class ServerDaemon:
         audit = AuditLog(workspace / "audit.jsonl", key_pem=kit.key_pem, actor="server")
         resources = load_resources(resources_path(kit.root))
         metrics_defaults = load_metrics_defaults(metrics_path(kit.root))
+        alerts = load_alerts(alerts_path(kit.root))
         self.disk = DiskGuard(workspace, resources.disk_reserve_bytes, self._disk_full)
         try:
             store = Store(workspace / "server.db",
@@ -105,6 +108,7 @@ class ServerDaemon:
         self._retention = Retention(self.ctx, resources.retention_days) if resources.retention_days else None
         self._metrics_at = (resources.metrics_host, resources.metrics_port)
         self._metrics: MetricsEndpoint | None = None
+        self._alerting = Alerting(self.ctx, alerts) if alerts is not None else None
 
     def _audit_event(self, job_id: str, kind: str, message: str) -> None:
         """A job event into the audit log. A write that fails (beyond a full disk, which `disk.call` handles) is
@@ -141,6 +145,8 @@ class ServerDaemon:
         pidfile.write(self.workspace)
         self.scheduler.start()
         threading.Thread(target=self._watch_sites, daemon=True, name="site-watch").start()
+        if self._alerting is not None:
+            self._alerting.start()
         if self._retention is not None:
             threading.Thread(target=self._retention.run, args=(self._stopped,), daemon=True, name="retention").start()
         log.info("server %s of project %s listening on %s", self.kit.info.name, self.ctx.project, self.address)
@@ -206,6 +212,8 @@ class ServerDaemon:
             return
         log.info("server stopping")
         self.scheduler.stop()
+        if self._alerting is not None:
+            self._alerting.stop()
         if self._metrics is not None:
             self._metrics.close()
         self.ctx.hub.close()
