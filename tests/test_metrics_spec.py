@@ -122,4 +122,28 @@ def test_the_server_s_local_metrics_yml(tmp_path):
     assert folder.mlflow is not None and folder.mlflow.tracking_uri == "/srv/mlruns"
     assert str(bad_uri.value).startswith(f"{path}: mlflow.tracking_uri: 'ftp://x' is not an MLflow tracking URI")
     assert str(bad_key.value) == (f"{path}: tensorbord: unknown key 'tensorbord'; allowed here: tensorboard, mlflow, "
-                                  "wandb")
+                                  "wandb, job_tracking_uri")
+
+
+def test_a_server_can_keep_jobs_to_its_own_tracking_server(tmp_path):
+    """local/metrics.yml job_tracking_uri: false: a job's own tracking URI is replaced by the server's (its other
+    keys kept), or MLflow is off without one; the job's log is told either way."""
+    from flctl.node.server.metrics_export.launch import export_plan
+
+    # Prepare
+    job = {"name": "j", "workflow": {"type": "fedavg", "args": {"rounds": 1}},
+           "metrics": {"mlflow": {"tracking_uri": "http://10.0.0.9:5000", "experiment": "mine"}}}
+    server = LocalMetricsSpec.model_validate({"job_tracking_uri": False, "mlflow": {"tracking_uri": "file:/srv/ml"}})
+    # Execute
+    kept, note = export_plan("id1", job, ["site-1"], tmp_path / "server.db", server)
+    none, none_note = export_plan("id1", job, ["site-1"], tmp_path / "server.db",
+                                  LocalMetricsSpec.model_validate({"job_tracking_uri": False}))
+    allowed, no_note = export_plan("id1", job, ["site-1"], tmp_path / "server.db", LocalMetricsSpec())
+    # Assert
+    assert kept is not None and kept.metrics["mlflow"]["tracking_uri"] == "file:/srv/ml"
+    assert kept.metrics["mlflow"]["experiment"] == "mine"
+    assert "names the MLflow tracking server http://10.0.0.9:5000, but this server lets jobs use only its own" in note
+    assert none is not None and "mlflow" not in LocalMetricsSpec.model_validate(none.metrics).exporters()
+    assert none_note.endswith("none, so no MLflow export")
+    assert allowed is not None and allowed.metrics["mlflow"]["tracking_uri"] == "http://10.0.0.9:5000"
+    assert no_note == ""

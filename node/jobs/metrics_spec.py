@@ -8,7 +8,8 @@
 
 A job's own key wins over the server's (`mlflow: false` turns off an MLflow the server names). A job may
 name only an http(s) tracking URI: the export runs on the server, and a job must not make it write files
-there; the server's own `local/metrics.yml` may also name a local path (`file:/srv/mlruns` or `/srv/mlruns`).
+there; the server's own `local/metrics.yml` may also name a local path (`file:/srv/mlruns` or `/srv/mlruns`),
+and with `job_tracking_uri: false` keep jobs to its own tracking server.
 """
 
 from __future__ import annotations
@@ -121,3 +122,6 @@ class LocalMetricsSpec(MetricsSpec):
 
     mlflow: LocalMlflowSpec | None = Field(
         None, description="The MLflow tracking server jobs log to unless they name another")
+    job_tracking_uri: bool = Field(
+        True, description="false: a job may not name a tracking server of its own (the server would connect wherever "
+        "it says); it gets this file's, and its log says so")

@@ -18,7 +18,7 @@ from typing import IO, Any
 
 from pydantic import BaseModel, ValidationError
 
-from flctl.node.jobs.metrics_spec import LocalMetricsSpec, MetricsSpec
+from flctl.node.jobs.metrics_spec import LocalMetricsSpec, MetricsSpec, MlflowSpec
 
 EXPORT_PLAN = "export.json"
 FEEDER = [sys.executable, "-m", "flctl.node.server.metrics_export.feeder"]
@@ -37,18 +37,27 @@ class ExportPlan(BaseModel):
 
 
 def export_plan(job_id: str, spec: dict[str, Any], sites: list[str], db: Path,
-                defaults: LocalMetricsSpec) -> ExportPlan | None:
-    """What the job exports (None: nothing, so no process is started)."""
+                defaults: LocalMetricsSpec) -> tuple[ExportPlan | None, str]:
+    """What the job exports (None: nothing, so no process is started), and a line for the job's log when the
+    server overrode the job's choice."""
     try:
-        metrics = MetricsSpec.model_validate(spec.get("metrics") or {}).over(defaults)
+        own = MetricsSpec.model_validate(spec.get("metrics") or {})
     except ValidationError:  # checked at submit; a job recorded before that check exports what the server names
-        metrics = defaults
+        own = MetricsSpec()
+    note = ""
+    if not defaults.job_tracking_uri and own.mlflow is not None and own.mlflow.tracking_uri:
+        server = defaults.mlflow.tracking_uri if defaults.mlflow is not None else None
+        note = (f"the job names the MLflow tracking server {own.mlflow.tracking_uri}, but this server lets jobs use "
+                f"only its own (local/metrics.yml: job_tracking_uri: false): {server or 'none, so no MLflow export'}")
+        kept = own.mlflow.model_dump(exclude_unset=True, exclude={"tracking_uri"})  # the server's URI fills it in
+        own = own.model_copy(update={"mlflow": MlflowSpec.model_validate(kept)})
+    metrics = own.over(defaults)
     if not metrics.exporters():
-        return None
+        return None, note
     workflow = spec.get("workflow") or {}
     return ExportPlan(job_id=job_id, job_name=str(spec.get("name", job_id)), db=str(db), sites=sites,
                       workflow=str(workflow.get("type", "")), workflow_args=dict(workflow.get("args") or {}),
-                      metrics=metrics.model_dump(mode="json", exclude_none=True))
+                      metrics=metrics.model_dump(mode="json", exclude_none=True)), note
 
 
 class Feeders:
@@ -65,7 +74,9 @@ class Feeders:
     def start(self, job_id: str, job_dir: Path, spec: dict[str, Any], sites: list[str]) -> None:
         """Start the job's exporter process, unless it exports nothing or one runs; a failure is logged, never
         raised (exporting never fails a job)."""
-        plan = export_plan(job_id, spec, sites, self._db, self.defaults)
+        plan, note = export_plan(job_id, spec, sites, self._db, self.defaults)
+        if note:
+            self._on_log(job_id, note)
         with self._lock:
             if plan is None or (job_id in self._running and self._running[job_id].poll() is None):
                 return
