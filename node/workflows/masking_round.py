@@ -93,8 +93,8 @@ class MaskSum(SecureSum):
             silent = [s for s in survivors if s not in reveals and s not in failed]
             raise WorkflowError(f"{exc}" + (f" (no answer from {', '.join(silent)})" if silent else "")) from None
         if aggregate.weight <= 0:
-            raise WorkflowError(f"round {aggregate.round + 1}: every site answered num_examples 0: a masked sum cannot be "
-                                "averaged; send the number of examples each site trained on")
+            raise WorkflowError(f"round {aggregate.round + 1}: every site answered num_examples 0: a masked sum "
+                                "cannot be averaged; send the number of examples each site trained on")
         return self._layout.unflatten(dequantize(total, aggregate.weight))
 
 
