@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from flctl.node.client import api_wire as wire
+from flctl.node.client import compat
 from flctl.node.config.privacy import PrivacyRules, ScopeRefused
 from flctl.node.errors import NodeError
 from flctl.node.jobs.bundle import APP_FOLDER
@@ -179,9 +180,7 @@ class SimFederation:
         return list(self._sites)
 
     def send(self, task: Task, sites: Sequence[str], timeout_s: float) -> Iterator[TaskResult | SiteFailure]:
-        answered = 0
-        for answer in self._answers(task, sites, timeout_s):
-            answered += 1
+        for answered, answer in enumerate(self._answers(task, sites, timeout_s), start=1):
             if self._observer is not None:
                 self._observer.site_answered(task.round, answered, len(sites))
             yield answer
@@ -357,14 +356,18 @@ def simulate(job: LoadedJob, sites: list[str], workspace: Path, workers: int | N
     isolation = sandbox.available()
     if isolation.kind == "user":  # a simulation never switches user: its scripts share its processes
         isolation = sandbox.Isolation("none")
-    spec = WorkerSpec(job_id, app_dir, script, job.spec.app.command[2:], dict(job.spec.app.env), job_dir / "logs",
-                      job_dir / "tmp", isolation, tuple(str(Path(p).resolve()) for p in data_paths))
+    spec = WorkerSpec(job_id, app_dir, script, job.spec.app.command[2:],
+                      {**job.spec.app.env, wire.FRAMEWORK_ENV: job.spec.app.params_framework()}, job_dir / "logs",
+                      job_dir / "tmp", isolation, tuple(str(Path(p).resolve()) for p in data_paths),
+                      job.spec.app.compat)
     workflow = job.create_workflow()
     rounds = int(getattr(job.args, "rounds", 0) or 0)
     pool = _start_pool(count, spec)
     fed = SimFederation(job_id, job_dir, sites, pool, observer, rounds, filters, job.folder,
                         _secure_sites(job, job_id, sites, job_dir))
     fed.log(f"isolation: {isolation.describe()}")
+    if job.spec.app.compat:
+        fed.log(f"compat {job.spec.app.compat}: {compat.installed_note(job.spec.app.compat)}")
     status, error = JobStatus.FINISHED, ""
     try:
         workflow.run(fed, _initial_model(job, fed, app_dir, job_dir / "tmp" / "initial-model", isolation), 0)
