@@ -316,3 +316,63 @@ def test_flctl_simulate_runs_secure_aggregation_with_keys_of_its_own(tmp_path, w
         final = load_file(path)
         for name in expected:
             np.testing.assert_allclose(final[name], expected[name], atol=1e-5, rtol=0)
+
+
+class StepFederation:
+    """Answers the masking key steps from real sites in process; `shares_round` makes a site answer the shares step
+    for another round; `padding` makes every sealed share that much longer."""
+
+    job_id = "job-1"
+
+    def __init__(self, pki, names: list[str], shares_round: dict[str, int] | None = None, padding: int = 0) -> None:
+        keys, ca = pki
+        self.sites_ = {n: MaskingSite("job-1", 0, n, *keys[n], ca) for n in names}
+        self.shares_round = shares_round or {}
+        self.padding = padding
+        self.logged: list[str] = []
+
+    def kit_file(self, name: str) -> bytes:
+        return b"a CA"
+
+    def log(self, message: str) -> None:
+        self.logged.append(message)
+
+    def send(self, task, sites, timeout_s):
+        from flctl.node.jobs.tasks import TaskResult
+        from flctl.node.secagg.mask_crypto import b64
+
+        step = task.meta["step"]
+        for name in sites:
+            site = self.sites_[name]
+            if step == "mask_keys":
+                site.round = task.meta["round"]
+                yield TaskResult(name, {}, 0, {}, {"round": site.round, "advert": site.advertise().as_json()})
+            else:
+                adverts = {n: Advert.from_json(n, a) for n, a in task.meta["keys"].items()}
+                made = site.share(adverts, task.meta["threshold"])
+                sealed = {k: b64(v) + "A" * self.padding for k, v in made.items()}
+                yield TaskResult(name, {}, 0, {}, {"round": self.shares_round.get(name, task.meta["round"]),
+                                                   "shares": sealed})
+
+
+def test_a_site_answering_the_shares_step_for_another_round_is_left_out(pki):
+    """site-2 answers round 0's shares step as if for round 5: the server leaves it out of the round's participants
+    (so no other site masks with it and nothing of it is ever revealed), saying why; the others go on."""
+    from flctl.node.workflows.masking_round import MaskingRound
+
+    fed = StepFederation(pki, ["site-1", "site-2", "site-3", "site-4"], shares_round={"site-2": 5})
+    meta, sites = MaskingRound(fed, 2, 0).prepare(fed, 0, ["site-1", "site-2", "site-3", "site-4"], 10)
+    assert sites == ["site-1", "site-3", "site-4"]
+    assert meta["mask"]["participants"] == sites and "site-2" not in meta["mask"]["shares"]
+    assert any("site-2 is left out: it sent mask shares for round 5" in line for line in fed.logged), fed.logged
+
+
+def test_shares_too_big_for_one_task_fail_the_round_saying_so(pki):
+    """When the sealed shares would not fit one training task, the round fails naming the size and the limit."""
+    from flctl.node.workflows.base import WorkflowError
+    from flctl.node.workflows.masking_round import MaskingRound
+
+    fed = StepFederation(pki, ["site-1", "site-2", "site-3"], padding=2 * 2**20)
+    with pytest.raises(WorkflowError, match=r"round 1: the sealed mask shares of 3 sites take .* MiB, more than one "
+                                            r"training task carries \(6 MiB\)"):
+        MaskingRound(fed, 2, 0).prepare(fed, 0, ["site-1", "site-2", "site-3"], 10)

@@ -14,6 +14,7 @@ answer (`flctl.node.secagg.masking` holds the protocol; this module relays and s
 
 from __future__ import annotations
 
+import json
 from typing import Any, ClassVar
 
 import numpy as np
@@ -27,6 +28,9 @@ from flctl.node.workflows.secure_sum import SECURE_META, SecureRound, SecureSum
 
 MODE = "masking"
 VALUES = "@mask/values"
+MAX_META_BYTES = 6 * 2**20
+"""The most the training task's meta may take (it travels in one gRPC message of at most 8 MiB, with the rest of
+the task's header): every site's sealed shares, n (n - 1) of them, about 240 bytes each."""
 
 
 class MaskSum(SecureSum):
@@ -142,6 +146,11 @@ class MaskingRound(SecureRound):
                        for name in participants}
         meta: dict[str, object] = {SECURE_META: MODE, "mask": {"round": round_no, "threshold": threshold,
                                             "participants": participants, "shares": by_receiver}}
+        size = len(json.dumps(meta))
+        if size > MAX_META_BYTES:
+            raise WorkflowError(f"round {round_no + 1}: the sealed mask shares of {len(participants)} sites take "
+                                f"{size / 2**20:.1f} MiB, more than one training task carries "
+                                f"({MAX_META_BYTES / 2**20:g} MiB): masking takes up to about 150 sites a job")
         return meta, participants
 
     def new_sum(self, fed: Federation, round_no: int, sites: list[str], timeout_s: float) -> SecureSum:
