@@ -188,6 +188,7 @@ def test_prometheus_endpoint_listens_on_127_0_0_1_only(fleet):
     ("alerts.yml", "webhook:\n  url: http://127.0.0.1:9/x\nretris: 3\n", "alerts.yml:3: retris: unknown key 'retris'"),
     ("alerts.yml", "conditions: [disk_full]\n", "alerts.yml:1: conditions[0]: 'disk_full' is not allowed"),
     ("resources.yml", "metrics_port: 70000\n", "metrics_port must be a TCP port from 1 to 65535, or 0"),
+    ("resources.yml", "metrics_host: ''\n", "metrics_host must be an address to listen on"),
 ])
 def test_server_start_refuses_a_bad_alerts_or_metrics_setting(fleet, tmp_path, file, text, expected):
     """exit 2 naming the file (and, for alerts.yml, the line and key), before the server starts."""
@@ -199,3 +200,11 @@ def test_server_start_refuses_a_bad_alerts_or_metrics_setting(fleet, tmp_path, f
     out = subprocess.run([FLCTL, "node", "start", kit], capture_output=True, text=True, timeout=30, check=False)
     assert out.returncode == 2, out.stderr
     assert expected in out.stderr and str(kit / "local" / file) in out.stderr and "Traceback" not in out.stderr
+
+
+def test_the_server_does_not_import_prometheus_client_unless_asked():
+    """prometheus-client is imported when metrics_port is set, not by the daemon's modules."""
+    code = ("import sys, flctl.node.server.daemon, flctl.node.server.alerting\n"
+            "print('prometheus_client' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "False"
