@@ -42,8 +42,10 @@ def command(project_file: ProjectOption = None, workspace: WorkspaceOption = DEF
                    [row_cells(r, now, within) for r in rows])
     soon = [r for r in rows if r.days_left(now) < within]
     if soon:
+        where = f"-p {project_file} -w {workspace}" if project_file else "-p PROJECT.yml -w WORKSPACE"
         terminal.warning(f"{len(soon)} certificate(s) expire within {within:g} days: {', '.join(r.name for r in soon)}"
-                         f"; renew them with `flctl certs renew --expiring {within:g} -p PROJECT.yml`")
+                         f"; renew them where the project is provisioned: `flctl certs renew --expiring {within:g} "
+                         f"{where}`")
 
 
 def _online(kit: Path | None) -> list[CertRow]:
