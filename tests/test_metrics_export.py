@@ -367,3 +367,38 @@ def test_an_export_the_server_restarts_goes_on_where_it_left_off(tmp_path: Path,
     if importlib.util.find_spec("tensorboard") is not None:
         assert scalars(job_dir / "tb" / "site-1") == {"loss": [(0, 1.0), (1, 0.5)], "lr": [(0, 0.1), (1, 0.05)]}
     store.close()
+
+
+def test_an_export_after_the_store_was_rebuilt_starts_from_its_first_value(tmp_path: Path):
+    """The job's saved progress points past the newest row (flctl node recover renumbered them): the export starts
+    over from the first row rather than skip the new ones, and says so."""
+    pytest.importorskip("tensorboard", reason="reading event files needs the mlops extra: bash scripts/setup.sh --all")
+    from flctl.node.jobs.job_status import JobStatus
+    from flctl.node.jobs.metrics_spec import MetricsSpec
+    from flctl.node.server.metrics_export import feeder
+    from flctl.node.server.metrics_export.base import JobContext
+    from flctl.node.server.metrics_export.guard import open_exporters
+    from flctl.node.server.store import JobRow, Store
+
+    # Prepare
+    store = Store(tmp_path / "server.db")
+    store.add_job(JobRow("job1", "rebuilt", JobStatus.RUNNING, "admin", "org", "lead", 0.0, 0.0, 0.0, 0, 2,
+                         "fedavg", 1, ["site-1"], "", "", "sha", {}))
+    store.add_metrics("job1", "site-1", 3, [("loss", 0.25, None)])
+    job_dir = tmp_path / "jobs" / "job1"
+    feeder.Progress(job_dir).save(500)  # from the store before the rebuild
+    job = JobContext("job1", "rebuilt", job_dir, ["site-1"], "fedavg")
+    lines: list[str] = []
+    stopped = threading.Event()
+    stopped.set()
+    # Execute
+    exporters = open_exporters(MetricsSpec(), job, lines.append, "flctl")
+    tail = feeder.MetricsTail(store.path, "job1")
+    feeder.follow(tail, exporters, feeder.Progress(job_dir), stopped, lines.append)
+    tail.close()
+    for exporter in exporters:
+        exporter.close("")
+    # Assert
+    assert scalars(job_dir / "tb" / "site-1") == {"loss": [(3, 0.25)]}
+    assert any("store was rebuilt" in line for line in lines), lines
+    store.close()

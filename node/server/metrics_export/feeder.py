@@ -24,7 +24,7 @@ from pathlib import Path
 
 from flctl.node.jobs.metrics_spec import LocalMetricsSpec
 from flctl.node.server.metrics_export.base import JobContext, MetricPoint
-from flctl.node.server.metrics_export.guard import Guarded, open_exporters
+from flctl.node.server.metrics_export.guard import Guarded, Say, open_exporters
 from flctl.node.server.metrics_export.launch import EXPORT_PLAN, ExportPlan
 
 POLL_S = 0.5
@@ -54,6 +54,10 @@ class MetricsTail:
                                 "WHERE job_id = ? AND rowid > ? ORDER BY rowid LIMIT ?",
                                 (self._job_id, rowid, BATCH)).fetchall()
         return [(r[0], MetricPoint(r[1], r[2], r[3], r[4], r[5], r[6])) for r in rows]
+
+    def last_rowid(self) -> int:
+        """The newest row of the whole table (any job's), 0 for none."""
+        return int(self._db.execute("SELECT COALESCE(MAX(rowid), 0) FROM metrics").fetchone()[0])
 
     def status(self) -> str:
         row = self._db.execute("SELECT status FROM jobs WHERE id = ?", (self._job_id,)).fetchone()
@@ -85,10 +89,15 @@ class Progress:
         tmp.replace(self._path)
 
 
-def follow(tail: MetricsTail, exporters: list[Guarded], progress: Progress, stopped: threading.Event) -> str:
+def follow(tail: MetricsTail, exporters: list[Guarded], progress: Progress, stopped: threading.Event,
+           note: Say = say) -> str:
     """Feed new rows to the exporters until the job has ended and its sites are done; the job's end status ("" when
-    the daemon stopped first)."""
+    the daemon stopped first). `note` takes a line for the job's log."""
     ended_at: float | None = None
+    if progress.rowid > tail.last_rowid():  # `flctl node recover` rebuilt the store: its rows are numbered anew
+        note("metrics export: the server's store was rebuilt since this job's last export; exporting from its first "
+            "recorded value")
+        progress.rowid = 0
     while True:
         status = tail.status()
         feed(tail, exporters, progress)
