@@ -244,3 +244,43 @@ def test_the_example_job_and_a_local_federation_are_ready_for_he():
     assert (job.spec.name, job.spec.workflow.type, job.args.secure_mode()) == ("hello-pt-he", "fedavg", "he")
     project = project_from_document(parse_yaml(project_yaml(["site-1", "site-2"], 8443), "project.yml")).project
     assert project.homomorphic_encryption == HomomorphicEncryptionSpec()
+
+
+def test_encrypted_statistics_give_the_plain_totals_and_no_site_s_own(tmp_path):
+    """`flctl simulate playbooks/jobs/statistics/encrypted.yml`: the global count, sum and mean equal the plain
+    job's (same data) within CKKS precision; the report holds no site's own figures."""
+    import subprocess
+
+    from .conftest import ROOT
+    from .federation import FLCTL
+
+    source = ROOT / "playbooks" / "jobs" / "statistics"
+    plain = tmp_path / "plain"
+    shutil.copytree(source / "app", plain / "app")
+    (plain / "job.yml").write_text((source / "encrypted.yml").read_text().replace("    encryption: he\n", "")
+                                   .replace("name: statistics-encrypted", "name: plain"))
+    reports = {}
+    for name, job in (("plain", plain), ("statistics-encrypted", source / "encrypted.yml")):
+        out = subprocess.run([FLCTL, "simulate", str(job), "-n", "3", "-w", str(tmp_path / "ws")], check=False,
+                             capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stdout + out.stderr
+        reports[name] = json.loads((tmp_path / "ws" / name / "reports" / "statistics.json").read_text())
+    encrypted, expected = reports["statistics-encrypted"], reports["plain"]
+    assert set(encrypted["results"]) == {"global"} and set(expected["results"]) == {"global", "site-1", "site-2",
+                                                                                     "site-3"}
+    for feature, figures in expected["results"]["global"].items():
+        got = encrypted["results"]["global"][feature]
+        assert got["count"] == figures["count"]
+        assert got["sum"] == pytest.approx(figures["sum"], rel=1e-6)
+        assert got["mean"] == pytest.approx(figures["mean"], rel=1e-6)
+
+
+def test_encrypted_statistics_take_count_sum_and_mean_of_named_features_only(tmp_path):
+    """At submit: encryption: he with a variance, or without features named, is refused naming workflow.args."""
+    for i, (args, pattern) in enumerate([
+            ({"statistics": {"count": {}, "variance": {}}, "features": ["age"]}, "variance cannot be made"),
+            ({"statistics": {"count": {}}}, "needs the features named")]):
+        folder = workflow_job(tmp_path, f"stats{i}", "statistics", {**args, "encryption": "he"}, TRAIN)
+        with pytest.raises(JobError, match=pattern) as caught:
+            load_job(folder)
+        assert "workflow.args" in str(caught.value)

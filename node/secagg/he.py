@@ -101,6 +101,18 @@ class CkksKeys:
             at += size
         return header, layout, vectors
 
+    def decrypt_sum(self, params: Mapping[str, np.ndarray], whose: str) -> tuple[Params, int]:
+        """The sum a payload holds, not divided (float64), and how many sites' values it adds up (its header's
+        `count`, as the server says)."""
+        if not self.can_decrypt:
+            raise SecAggError(f"{self.source} holds no secret key: it cannot decrypt")
+        header, layout, vectors = self.read(params, whose)
+        count = field(header, "count", int, whose)
+        flat = np.concatenate([np.asarray(v.decrypt(), np.float64) for v in vectors]) if vectors \
+            else np.zeros(0, np.float64)
+        floats = ModelLayout(tuple((name, "<f8", shape) for name, _, shape in layout.entries))
+        return floats.unflatten(flat), count
+
     def decrypt(self, params: Mapping[str, np.ndarray], whose: str) -> Params:
         """The model a payload holds: its decrypted sum divided by its summed weight."""
         if not self.can_decrypt:

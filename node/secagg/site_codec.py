@@ -13,9 +13,11 @@ from abc import ABC, abstractmethod
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
+
 from flctl.node.client import api_wire as wire
 from flctl.node.config.kit import NodeKit
-from flctl.node.jobs.tasks import PARAMS_TYPE, Params, Task
+from flctl.node.jobs.tasks import PARAMS_TYPE, Params, Task, TaskKind
 from flctl.node.secagg.payload import SecAggError, is_secure
 from flctl.node.wire import tensors
 from flctl.provisioner.he_context import CLIENT_CONTEXT
@@ -65,6 +67,8 @@ class HeSiteCodec(SiteCodec):
         return task, memoryview(tensors.encode(self._given))
 
     def result_out(self, task: Task, answer: wire.Result, payload: Bytes) -> tuple[wire.Result, Bytes]:
+        if task.kind == TaskKind.STATISTICS:
+            return self._statistics_out(task, answer)
         params = _views(payload, "the script's")
         if not params:  # metrics only (an evaluate task's answer)
             return answer, payload
@@ -76,7 +80,30 @@ class HeSiteCodec(SiteCodec):
             raise SecAggError(f"the script's model cannot be encrypted: {exc}") from None
         return replace(answer, meta=meta), tensors.encode(sealed)
 
+    def _statistics_out(self, task: Task, answer: wire.Result) -> tuple[wire.Result, Bytes]:
+        """A statistics answer (as the site's rules released it) with its counts and sums encrypted, one value per
+        feature the job names (0 for one the site did not release), and nothing else of its figures in clear: which
+        features it released, refused or lacks, and its policy, stay readable."""
+        figures = answer.meta.get("statistics")
+        names = task.meta.get("features")
+        if not isinstance(figures, dict) or figures.get("error") or not isinstance(names, list):
+            return answer, tensors.encode({})  # an error, said as it is
+        released = figures.get("features") or {}
+        counts = np.array([float((released.get(n) or {}).get("count") or 0) for n in names], np.float64)
+        sums = np.array([float((released.get(n) or {}).get("sum") or 0) for n in names], np.float64)
+        sealed = self.keys.encrypt({"count": counts, "sum": sums}, 1.0)
+        shown = {"step": figures.get("step"), "policy": figures.get("policy"), "encrypted": True,
+                 "features": {n: {} for n in names if n in released},
+                 **{part: figures[part] for part in ("refused", "missing") if part in figures}}
+        return wire.Result(answer.task_id, 1, {}, {"statistics": shown}), tensors.encode(sealed)
+
     def step(self, task: Task, payload: Bytes) -> tuple[wire.Result, Bytes]:
+        if task.meta.get("step") == "he_decrypt_sum":
+            totals, count = self.keys.decrypt_sum(_views(payload, "the summed statistics'"), "the summed statistics'")
+            if count < 2:
+                raise SecAggError(f"the server asked to decrypt a sum of {count} site's figures: that would reveal "
+                                  "one site's; this site decrypts sums of two or more only")
+            return wire.Result(0, 0, {}, {"totals": {k: v.tolist() for k, v in totals.items()}}), tensors.encode({})
         if task.meta.get("step") != "he_final":
             raise SecAggError(f"the server asked for the secure step {task.meta.get('step')!r}, which encryption: he "
                               "does not have")

@@ -426,9 +426,9 @@ def _initial_model(job: LoadedJob, fed: SimFederation, app_dir: Path, work: Path
 
 def _secure_sites(job: LoadedJob, job_id: str, sites: list[str], job_dir: Path) -> SimSecurity | None:
     """The simulated sites' secure aggregation, when the job asks for it (see `secure_sites`)."""
-    from flctl.node.workflows.fedavg import FedAvgArgs
+    from flctl.node.workflows.secure_sum import secure_mode_of
 
-    mode = job.args.secure_mode() if isinstance(job.args, FedAvgArgs) else "none"
+    mode = secure_mode_of(job.args)
     return sim_security(mode, job_id, sites, job_dir) if mode != "none" else None
 
 

@@ -288,9 +288,9 @@ def secure_codec(kit: NodeKit, job_dir: Path, job_id: str, args: WorkflowArgs) -
     """The job's secure-aggregation codec at this site (None: the job asks for none), or why the site refuses the
     job (its kit has no HE context…): a job that asks for it never runs without it."""
     from flctl.node.secagg.site_codec import site_codec
-    from flctl.node.workflows.fedavg import FedAvgArgs
+    from flctl.node.workflows.secure_sum import secure_mode_of
 
-    mode = args.secure_mode() if isinstance(args, FedAvgArgs) else "none"
+    mode = secure_mode_of(args)
     try:
         return site_codec(mode, kit, job_dir, job_id)
     except SecAggError as exc:

@@ -14,6 +14,7 @@ from flctl.node.workflows.data_check import DataCheck
 from flctl.node.workflows.fedavg import FedAvg
 from flctl.node.workflows.fedavgm import FedAvgM
 from flctl.node.workflows.fedopt import FedOpt
+from flctl.node.workflows.kmeans import KMeans
 from flctl.node.workflows.psi import Psi
 from flctl.node.workflows.scaffold import Scaffold
 from flctl.node.workflows.split_nn import SplitNN
@@ -22,4 +23,4 @@ from flctl.node.workflows.swarm import Swarm
 
 WORKFLOWS: dict[str, type[Workflow]] = {cls.type_name: cls for cls in (FedAvg, FedAvgM, FedOpt, Scaffold, Cyclic, Swarm,
                                                                      CrossSiteEval, Statistics, Psi, DataCheck,
-                                                                     SplitNN)}
+                                                                     SplitNN, KMeans)}

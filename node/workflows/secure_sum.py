@@ -123,6 +123,12 @@ class HeRound(SecureRound):
                 + (f" ({', '.join(sorted(kept))})" if kept else ""))
 
 
+def secure_mode_of(args: object) -> str:
+    """The secure-aggregation mode a job's workflow arguments ask for ('none' for a workflow that has none)."""
+    mode = getattr(args, "secure_mode", None)
+    return str(mode()) if callable(mode) else "none"
+
+
 def secure_round(mode: str, fed: Federation, min_sites: int = 1, threshold: int = 0) -> SecureRound | None:
     """The job's secure-aggregation mode, ready to drive (None for 'none'); masking's `threshold` (0: a majority of
     each round's sites) and the workflow's `min_sites`."""

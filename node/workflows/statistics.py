@@ -25,7 +25,7 @@ result is the job's report `statistics` (`reports/statistics.json`, `flctl job s
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar, cast
+from typing import Annotated, Any, ClassVar, Literal, cast
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -110,6 +110,26 @@ class StatisticsArgs(WorkflowArgs):
     sketch_bins: int = Field(100, ge=2, le=100_000, description="Bins of the histogram quantiles are read from: "
                                                                 "each is within (max - min) / sketch_bins")
     timeout_s: float = Field(300.0, gt=0, description="Seconds each pass waits for the sites")
+    encryption: Literal["none", "he"] = Field(
+        "none", description="he: each site's counts and sums travel encrypted (the project's CKKS context), the "
+                            "server adds them and one site decrypts only the totals: the report holds global count, "
+                            "sum and mean, no site's own (statistics_he)")
+
+    def secure_mode(self) -> str:
+        """'he' or 'none' (see `secure_sum.secure_mode_of`)."""
+        return self.encryption
+
+    @model_validator(mode="after")
+    def _encryptable(self) -> StatisticsArgs:
+        if self.encryption == "he":
+            others = [s for s in self.statistics.wanted() if s not in ("count", "sum", "mean")]
+            if others:
+                raise ValueError(f"encryption: he sums counts and sums only; {', '.join(others)} cannot be made from "
+                                 "encrypted sums: ask for count, sum and mean")
+            if not self.features:
+                raise ValueError("encryption: he needs the features named (features: [...]): every site encrypts "
+                                 "one value per feature, in that order")
+        return self
 
     @model_validator(mode="after")
     def _named(self) -> StatisticsArgs:
@@ -153,6 +173,10 @@ class Statistics(Workflow):
 
 def compute(fed: Federation, args: StatisticsArgs, min_sites: int = 1) -> dict[str, Any]:
     """Ask the sites, merge what they released; the report (`docs/statistics.md` documents its form)."""
+    if args.encryption == "he":
+        from flctl.node.workflows.statistics_he import compute_encrypted
+
+        return compute_encrypted(fed, args, min_sites)
     sites = fed.sites()
     run = _Run(fed, args, sites)
     wanted = args.statistics.wanted()
