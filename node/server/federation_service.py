@@ -18,8 +18,9 @@ from flctl.node.jobs.job_status import REPORTED, JobStatus, SiteState
 from flctl.node.security.tls import CHUNK
 from flctl.node.server.context import ServerContext
 from flctl.node.server.disk_guard import is_disk_full
-from flctl.node.server.identity import caller
+from flctl.node.server.identity import caller, certified
 from flctl.node.server.report_limits import ReportGate, ReportLimits
+from flctl.node.server.server_info import server_info
 from flctl.node.server.store import JobRow
 from flctl.node.server.task_board import INLINE_BYTES
 from flctl.node.wire import chunk_codec
@@ -195,6 +196,12 @@ class FederationService(pb_grpc.FederationServicer):
         self._ctx.runner.result(head.job_id, who.name, head.task_id, payload, int(head.num_examples),
                                 dict(head.metrics), meta)  # type: ignore[arg-type]
         return pb.Ack(message="accepted")
+
+    def ServerInfo(self, request: pb.Empty, context: Any) -> pb.ServerInfoReply:
+        """The server's clock and versions, to any certificate of the project that is not revoked."""
+        who = certified(context)
+        caller(context, who.kind if who else "site", self._ctx.revocations)  # aborts: no certificate, or revoked
+        return server_info(self._ctx.project)
 
     def Report(self, request: pb.ReportRequest, context: Any) -> pb.Ack:
         who = self._site(context)

@@ -22,6 +22,18 @@ class Chunk(_message.Message):
     data: bytes
     def __init__(self, data: _Optional[bytes] = ...) -> None: ...
 
+class ServerInfoReply(_message.Message):
+    __slots__ = ("time", "flctl_version", "python_version", "project")
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    FLCTL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    PYTHON_VERSION_FIELD_NUMBER: _ClassVar[int]
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    time: float
+    flctl_version: str
+    python_version: str
+    project: str
+    def __init__(self, time: _Optional[float] = ..., flctl_version: _Optional[str] = ..., python_version: _Optional[str] = ..., project: _Optional[str] = ...) -> None: ...
+
 class RegisterRequest(_message.Message):
     __slots__ = ("version", "running_jobs", "isolation")
     VERSION_FIELD_NUMBER: _ClassVar[int]

@@ -71,6 +71,11 @@ class FederationStub:
                 request_serializer=flctl_dot_node_dot_wire_dot_proto_dot_flctl__pb2.ReportRequest.SerializeToString,
                 response_deserializer=flctl_dot_node_dot_wire_dot_proto_dot_flctl__pb2.Ack.FromString,
                 _registered_method=True)
+        self.ServerInfo = channel.unary_unary(
+                '/flctl.v1.Federation/ServerInfo',
+                request_serializer=flctl_dot_node_dot_wire_dot_proto_dot_flctl__pb2.Empty.SerializeToString,
+                response_deserializer=flctl_dot_node_dot_wire_dot_proto_dot_flctl__pb2.ServerInfoReply.FromString,
+                _registered_method=True)
 
 
 class FederationServicer:
@@ -126,6 +131,14 @@ class FederationServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ServerInfo(self, request, context):
+        """The server's clock and versions (for `flctl preflight`): any participant of the project may ask (a site's,
+        the server's or an admin's certificate, not revoked); nothing is recorded.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FederationServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -163,6 +176,11 @@ def add_FederationServicer_to_server(servicer, server):
                     servicer.Report,
                     request_deserializer=flctl_dot_node_dot_wire_dot_proto_dot_flctl__pb2.ReportRequest.FromString,
                     response_serializer=flctl_dot_node_dot_wire_dot_proto_dot_flctl__pb2.Ack.SerializeToString,
+            ),
+            'ServerInfo': grpc.unary_unary_rpc_method_handler(
+                    servicer.ServerInfo,
+                    request_deserializer=flctl_dot_node_dot_wire_dot_proto_dot_flctl__pb2.Empty.FromString,
+                    response_serializer=flctl_dot_node_dot_wire_dot_proto_dot_flctl__pb2.ServerInfoReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -356,6 +374,33 @@ class Federation:
             '/flctl.v1.Federation/Report',
             flctl_dot_node_dot_wire_dot_proto_dot_flctl__pb2.ReportRequest.SerializeToString,
             flctl_dot_node_dot_wire_dot_proto_dot_flctl__pb2.Ack.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ServerInfo(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/flctl.v1.Federation/ServerInfo',
+            flctl_dot_node_dot_wire_dot_proto_dot_flctl__pb2.Empty.SerializeToString,
+            flctl_dot_node_dot_wire_dot_proto_dot_flctl__pb2.ServerInfoReply.FromString,
             options,
             channel_credentials,
             insecure,
