@@ -11,6 +11,7 @@ from flctl.node.workflows.base import Workflow
 from flctl.node.workflows.cross_site_eval import CrossSiteEval
 from flctl.node.workflows.cyclic import Cyclic
 from flctl.node.workflows.data_check import DataCheck
+from flctl.node.workflows.ditto import Ditto
 from flctl.node.workflows.fedavg import FedAvg
 from flctl.node.workflows.fedavgm import FedAvgM
 from flctl.node.workflows.fedopt import FedOpt
@@ -23,4 +24,4 @@ from flctl.node.workflows.swarm import Swarm
 
 WORKFLOWS: dict[str, type[Workflow]] = {cls.type_name: cls for cls in (FedAvg, FedAvgM, FedOpt, Scaffold, Cyclic, Swarm,
                                                                      CrossSiteEval, Statistics, Psi, DataCheck,
-                                                                     SplitNN, KMeans)}
+                                                                     SplitNN, KMeans, Ditto)}
