@@ -15,7 +15,16 @@ from typing import Any, ClassVar
 
 import typer
 
-from flctl.console.cli import completion, console_cmd, exit_codes, global_options, quickstart, simulate, terminal
+from flctl.console.cli import (
+    completion,
+    console_cmd,
+    exit_codes,
+    global_options,
+    preflight,
+    quickstart,
+    simulate,
+    terminal,
+)
 from flctl.console.cli.lazy_group import LazyGroup
 
 HELP = "flctl: provision, deploy, run and watch a federated-learning federation from the terminal."
@@ -169,6 +178,7 @@ app = typer.Typer(cls=FlctlGroup, help=HELP, no_args_is_help=True, add_completio
 app.command("quickstart")(quickstart.command)
 app.command("simulate")(simulate.command)
 app.command("console")(console_cmd.command)
+app.command("preflight")(preflight.command)
 
 
 def main() -> None:

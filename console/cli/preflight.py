@@ -1,0 +1,57 @@
+"""`flctl preflight KIT|INVENTORY [--json]`: will this kit's node (or every host of this inventory) reach its server?"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from flctl.console.cli import exit_codes, terminal
+from flctl.console.cli.deploy.run import AcceptNewOption, ParallelOption
+from flctl.console.cli.options import JsonOption
+
+TargetArg = Annotated[Path, typer.Argument(metavar="KIT|INVENTORY",
+                                           help="A startup kit folder (a site's, the server's or an admin's), or an "
+                                                "inventory YAML (see playbooks/rollouts/).")]
+TimeoutOption = Annotated[float, typer.Option("--timeout", min=0.1, max=120, metavar="SECONDS",
+                                              help="How long each connection may take.")]
+
+
+def command(target: TargetArg, accept_new: AcceptNewOption = False, parallel: ParallelOption = 4,
+            timeout_s: TimeoutOption = 5.0, json_out: JsonOption = False) -> None:
+    """Check that a kit's node (or every host of an inventory) can join its federation: one row per check.
+
+    Each row is ok, warn or fail with one sentence: the kit's signature and every certificate's days to expiry;
+    the server's name resolves; its port answers; a TLS handshake with the kit's certificate (TLS 1.3, ALPN h2,
+    the server's certificate issued by the kit's CA and covering the name dialled); the server's clock against
+    this machine's; Python and flctl against the server's; free disk; for the server, its port free. With an
+    inventory: every host, its side over SSH. Exit 1 when a check fails, 3 when only connections failed (name,
+    port, SSH).
+    """
+    from flctl.cloud import preflight
+
+    if not target.exists():
+        terminal.abort(f"{target} does not exist; give a startup kit folder or an inventory file",
+                       exit_codes.BAD_INPUT)
+    if target.is_dir():
+        reports = [preflight.check_kit(target, timeout_s)]
+    else:
+        reports = preflight.check_inventory(target, accept_new_host_keys=accept_new, parallel=parallel,
+                                            timeout_s=timeout_s)
+    rows = [row for report in reports for row in report.to_json()]
+    if json_out:
+        terminal.print_json(rows)
+    else:
+        terminal.table(["participant", "where", "check", "status", "sentence"],
+                       [[r["participant"], r["where"], r["check"], r["status"], r["sentence"]] for r in rows],
+                       title=f"preflight {target}")
+        failed = [r for r in rows if r["status"] == "fail"]
+        warned = sum(r["status"] == "warn" for r in rows)
+        if failed:
+            terminal.error(f"{len(failed)} of {len(rows)} checks failed ({warned} warnings)")
+        else:
+            terminal.success(f"{len(rows)} checks passed ({warned} warnings)")
+    code = preflight.outcome(reports)
+    if code:
+        raise typer.Exit(code)
