@@ -205,7 +205,8 @@ class FedAvg(Workflow):
         if len(answered) < self.min_sites:
             silent = [site for site in sites if site not in answered and site not in failed]
             raise WorkflowError(
-                f"round {round_no + 1}: {len(answered)} of {self.min_sites} required sites answered within {timeout:g} s"
+                f"round {round_no + 1}: {len(answered)} of {self.min_sites} required sites answered within "
+                f"{timeout:g} s"
                 + failure_details(failed, silent)
             )
         return answered, total.result()
@@ -236,8 +237,8 @@ def evaluate(fed: Federation, round_no: int, model: Params, saved: str, sites: l
         if isinstance(answer, SiteFailure):
             fed.log(f"round {round_no + 1} evaluation: {answer.site} failed: {answer.reason}")
         elif answer.params:
-            fed.log(f"round {round_no + 1} evaluation: {answer.site} answered with a model, not metrics: its script does "
-                    "not handle evaluate tasks (ask fl.is_evaluate() and send metrics only)")
+            fed.log(f"round {round_no + 1} evaluation: {answer.site} answered with a model, not metrics: its script "
+                    "does not handle evaluate tasks (ask fl.is_evaluate() and send metrics only)")
         else:
             results[answer.site] = ({f"val_{name}": value for name, value in answer.metrics.items()},
                                     answer.num_examples)

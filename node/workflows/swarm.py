@@ -136,7 +136,8 @@ class Swarm(Workflow):
             try:
                 WeightedSum(like=like, like_name="the trained models").check(answer.params, candidate)
             except ValueError as exc:
-                fed.log(f"round {round_no + 1}: {candidate} sent an unusable aggregate ({exc}); the next site takes over")
+                fed.log(f"round {round_no + 1}: {candidate} sent an unusable aggregate ({exc}); the next site "
+                        "takes over")
                 continue
             self.aggregators[round_no] = candidate
             return dict(answer.params)
