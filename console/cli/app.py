@@ -152,7 +152,7 @@ def _deploy() -> typer.Typer:
 
 
 class FlctlGroup(LazyGroup):
-    """The top level: three commands, then the groups in the order `flctl --help` lists them."""
+    """The top level: four commands, then the groups in the order `flctl --help` lists them."""
 
     groups: ClassVar[dict[str, Callable[[], typer.Typer]]] = {
         "provision": _provision, "kit": _kit, "node": _node, "job": _job, "audit": _audit,

@@ -8,12 +8,16 @@ from typing import Annotated
 import typer
 
 from flctl.console.cli import exit_codes, terminal
-from flctl.console.cli.deploy.run import AcceptNewOption, ParallelOption
 from flctl.console.cli.options import JsonOption
 
 TargetArg = Annotated[Path, typer.Argument(metavar="KIT|INVENTORY",
                                            help="A startup kit folder (a site's, the server's or an admin's), or an "
                                                 "inventory YAML (see playbooks/rollouts/).")]
+ParallelOption = Annotated[int, typer.Option("--parallel", "-p", min=1, max=64,
+                                             help="Inventory hosts checked at once.")]
+AcceptNewOption = Annotated[bool, typer.Option("--accept-new-host-keys",
+                                               help="Trust and record host keys not yet in known_hosts "
+                                                    "(check their fingerprints first).")]
 TimeoutOption = Annotated[float, typer.Option("--timeout", min=0.1, max=120, metavar="SECONDS",
                                               help="How long each connection may take.")]
 
