@@ -92,9 +92,10 @@ def kit_rows(info: KitInfo, now: dt.datetime | None = None) -> list[Row]:
     now = now or dt.datetime.now(dt.UTC)
     paths = KitPaths.find(info.path)
     rows = [checks.kit_signature(verify_kit(info.path).problems)]
-    for label, whose, path in ((info.name, f"{info.name}'s certificate", paths.cert(info.kind)),
+    own = paths.cert(info.kind)  # type: ignore[arg-type]
+    for label, whose, path in ((info.name, f"{info.name}'s certificate", own),
                                ("CA", "the project CA's certificate", paths.ca_cert)):
-        cert = x509.load_pem_x509_certificate(Path(path).read_bytes())  # type: ignore[arg-type]
+        cert = x509.load_pem_x509_certificate(path.read_bytes())
         rows.append(checks.certificate_validity(label, whose, cert.not_valid_before_utc, cert.not_valid_after_utc,
                                                 now))
     return rows

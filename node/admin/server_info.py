@@ -46,7 +46,7 @@ def ask_server_info(kit: NodeKit, timeout_s: float = 5.0) -> ServerInfo:
     """One call over a fresh mTLS channel (connected first, so the round trip holds no handshake); a NodeError
     (ConnectionFailed, TimedOut…) says why it could not be asked."""
     with channel(kit) as chan:
-        stub = pb_grpc.FederationStub(chan)
+        stub = pb_grpc.FederationStub(chan)  # type: ignore[no-untyped-call]  # generated, unannotated
         try:
             grpc.channel_ready_future(chan).result(timeout=timeout_s)
             sent = time.time()
