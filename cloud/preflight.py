@@ -30,7 +30,7 @@ from flctl.provisioner.kit_layout import KitPaths
 
 if TYPE_CHECKING:
     from flctl.cloud.connector import Connector
-    from flctl.cloud.inventory import HostSpec
+    from flctl.cloud.inventory import HostSpec, Inventory
 
 TIMEOUT_S = 5.0
 HERE = "this machine"
@@ -176,14 +176,21 @@ def _flctl_here() -> str:
 # ---- an inventory, over SSH ------------------------------------------------------------------------------------------
 def check_inventory(path: Path, accept_new_host_keys: bool = False, parallel: int = 4,
                     timeout_s: float = TIMEOUT_S) -> list[Report]:
-    """Every host of the inventory: its kit checked from here, its side over SSH. One host that cannot be reached
-    fails alone. A file that is not an inventory raises InputError (exit 2)."""
-    from flctl.cloud import targets
+    """Every host of the inventory file: its kit checked from here, its side over SSH. One host that cannot be
+    reached fails alone. A file that is not an inventory raises InputError (exit 2)."""
     from flctl.cloud.inventory import load_inventory
+
+    return check_hosts(load_inventory(path), accept_new_host_keys, parallel, timeout_s)
+
+
+def check_hosts(inventory: Inventory, accept_new_host_keys: bool = False, parallel: int = 4,
+                timeout_s: float = TIMEOUT_S) -> list[Report]:
+    """`check_inventory` for an inventory already loaded (`flctl play` builds one from its playbook): the hosts in
+    the inventory's order, `parallel` at a time, each reached through its deploy target as `flctl deploy` does."""
+    from flctl.cloud import targets
     from flctl.cloud.targets.base import Deployment
     from flctl.cloud.targets.rollout_target import RolloutTarget
 
-    inventory = load_inventory(path)
     deployment = Deployment(inventory, accept_new_host_keys=accept_new_host_keys, parallel=parallel)
     jobs: list[Callable[[], Report]] = []
     for provider in dict.fromkeys(h.provider for h in inventory.hosts):
@@ -193,7 +200,7 @@ def check_inventory(path: Path, accept_new_host_keys: bool = False, parallel: in
             continue
         rollout = target.rollout(deployment, hosts)
         for host in rollout.absent:
-            jobs.append(_absent(host, path))
+            jobs.append(_absent(host, inventory.source))
         for host in rollout.inventory.hosts:
             jobs.append(_host_job(host, inventory.kit(host.participant), rollout.connector_factory, timeout_s))
     order = {h.participant: i for i, h in enumerate(inventory.hosts)}
