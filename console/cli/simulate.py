@@ -1,20 +1,32 @@
-"""`flctl simulate JOB -n SITES [-w DIR] [--workers K] [--data PATH]... [--privacy FILE] [--json]`."""
+"""`flctl simulate JOB -n SITES [-w DIR] [--workers K] [--engine local|ray] [--data PATH]... [--privacy FILE] [--json]`,
+and `flctl simulate --resume RESULTS` (a run's results folder: on from its last round's checkpoint)."""
 
 from __future__ import annotations
 
+import json
+import signal
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from flctl.console.cli import exit_codes, terminal
 from flctl.console.cli.options import JsonOption
 
+if TYPE_CHECKING:
+    from flctl.node.simulator.runtime import Engine
+
+
+class EngineName(StrEnum):
+    local = "local"
+    ray = "ray"
+
 
 def command(
-    job: Annotated[Path, typer.Argument(metavar="JOB",
-                                        help="Job folder (job.yml and app/), or job file (NAME.yml with app/ "
-                                             "beside it).")],
+    job: Annotated[Path | None, typer.Argument(metavar="JOB", show_default=False,
+                                               help="Job folder (job.yml and app/), or job file (NAME.yml with "
+                                                    "app/ beside it); none with --resume.")] = None,
     sites: Annotated[int | None, typer.Option("--sites", "-n", min=1, max=100_000, show_default=False,
                                               help="How many sites to simulate (site-1..site-N) [default: the "
                                                    "sites job.yml names, else max(2, min_sites)].")] = None,
@@ -32,6 +44,23 @@ def command(
         "--privacy", exists=True, dir_okay=False, show_default=False,
         help="A site's local/privacy.yml that every simulated site applies: its filters for the job's "
              "privacy_scope run on each task and result [default: one scope, public, without filters].")] = None,
+    engine: Annotated[EngineName | None, typer.Option(
+        "--engine", show_default=False,
+        help="What runs the sites: local (worker processes on this machine) or ray (Ray actors on a Ray cluster, "
+             "or a local Ray; needs flctl[ray]) [default: local; with --resume, the run's].")] = None,
+    address: Annotated[str | None, typer.Option(
+        "--address", show_default=False, help="--engine ray: the Ray cluster (auto, or HOST:PORT of its head) "
+                                              "[default: start a local Ray and stop it at the end].")] = None,
+    site_cpus: Annotated[float | None, typer.Option(
+        "--site-cpus", min=0, show_default=False, help="--engine ray: CPUs a site's script needs; Ray runs as "
+                                                        "many at once as the cluster has [default: the job's "
+                                                        "resources.cpus].")] = None,
+    site_gpus: Annotated[float, typer.Option("--site-gpus", min=0, help="--engine ray: GPUs a site's script "
+                                                                         "needs (fractions share one).")] = 0.0,
+    resume: Annotated[Path | None, typer.Option(
+        "--resume", file_okay=False, show_default=False,
+        help="A run's results folder (WORKSPACE/<job name>): run it on from its last round's checkpoint, with its "
+             "sites and engine (--engine/--address given here override).")] = None,
     json_out: JsonOption = False,
 ) -> None:
     """Run a job with its sites simulated on this machine: no provisioning, no TLS, the same code.
@@ -41,14 +70,30 @@ def command(
     models/round-N.safetensors and final.safetensors, metrics.json, logs/<site>.log. The scripts get a
     minimal environment (PATH, LANG, HOME, TMPDIR and the job's app.env, never this shell's other variables)
     and, with Landlock, read only their app folder, the Python installation and --data paths.
+    With --engine ray the sites run in Ray actors instead, as many at once as the cluster's CPUs (GPUs) allow
+    for --site-cpus (--site-gpus) each; a node lost mid-run moves its sites to the others.
     Exit codes: 0 the job FINISHED, 1 it FAILED, 2 the job folder or an option is wrong.
     """
     from flctl.node.config.privacy import load_privacy
     from flctl.node.jobs.job_spec import load_job
     from flctl.node.jobs.job_status import JobStatus
-    from flctl.node.simulator.runtime import SimulationError, default_workspace, simulate, site_names
+    from flctl.node.simulator.runtime import MARKER, SimulationError, default_workspace, simulate, site_names
     from flctl.provisioner.errors import KitError
 
+    settings: dict[str, Any] = {}
+    if resume is not None:
+        if job is not None:
+            terminal.abort("--resume continues a run with the job it ran: drop JOB", exit_codes.BAD_INPUT)
+        try:
+            kept = json.loads((resume / MARKER).read_text())
+            settings = dict(kept.get("engine") or {})
+            sites = sites or int(kept["sites"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            terminal.abort(f"{resume} is not a simulation's results folder (its {MARKER} cannot be read: {exc})",
+                           exit_codes.BAD_INPUT)
+        job = resume
+    if job is None:
+        terminal.abort("name the JOB to simulate (or --resume RESULTS)", exit_codes.BAD_INPUT)
     loaded = load_job(job)
     try:
         rules = load_privacy(privacy) if privacy is not None else None
@@ -58,13 +103,19 @@ def command(
         names = site_names(loaded, sites)
     except SimulationError as exc:
         terminal.abort(str(exc), exit_codes.BAD_INPUT)
-    root = workspace or default_workspace()
+    chosen = _engine(engine, settings, address, site_cpus or settings.get("site_cpus") or loaded.spec.resources.cpus,
+                     site_gpus or settings.get("site_gpus") or 0.0, workers or settings.get("workers"))
+    root = resume.resolve().parent if resume is not None else (workspace or default_workspace())
     progress = _Progress(loaded.spec.name, quiet=json_out)
-    with progress:
-        try:
-            result = simulate(loaded, names, root, workers, progress, [str(p) for p in data or []], rules)
-        except SimulationError as exc:
-            terminal.abort(str(exc), exit_codes.BAD_INPUT)
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM stops the run as Ctrl-C does
+    try:
+        with progress:
+            result = simulate(loaded, names, root, workers, progress, [str(p) for p in data or []], rules,
+                              engine=chosen, resume=resume is not None)
+    except SimulationError as exc:
+        terminal.abort(str(exc), exit_codes.BAD_INPUT)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     if json_out:
         terminal.print_json(result.as_dict())
     elif result.status == JobStatus.FINISHED:
@@ -76,6 +127,30 @@ def command(
         terminal.error(f"{result.job} FAILED: {result.error}; logs in {result.job_dir / 'logs'}")
     if result.status != JobStatus.FINISHED:
         raise typer.Exit(exit_codes.FAILED)
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _engine(name: EngineName | None, settings: dict[str, Any], address: str | None, site_cpus: float, site_gpus: float,
+            workers: int | None) -> Engine:
+    """The engine asked for: --engine (else a resumed run's), ray only when Ray is installed (else exit 2 with the
+    hint)."""
+    from flctl.node.simulator.runtime import LocalEngine
+
+    if name is None:
+        name = EngineName(settings.get("name") or "local")  # a resumed run keeps its engine unless told another
+    if name == EngineName.local:
+        if address is not None:
+            terminal.abort("--address is for --engine ray", exit_codes.BAD_INPUT)
+        return LocalEngine(workers)
+    from flctl.node.simulator.ray_engine import RayEngine, ray_missing
+
+    hint = ray_missing()
+    if hint:
+        terminal.abort(hint, exit_codes.BAD_INPUT)
+    return RayEngine(address or settings.get("address"), float(site_cpus), float(site_gpus))
 
 
 class _Progress:

@@ -50,7 +50,14 @@ from flctl.node.site.filters.base import FilterError
 from flctl.node.site.filters.pipeline import FilterPipeline
 from flctl.node.wire import tensors
 from flctl.node.workflows.base import WorkflowError
-from flctl.node.workflows.state import WorkflowState, report_path, state_path, write_report, write_state
+from flctl.node.workflows.state import (
+    WorkflowState,
+    read_state,
+    report_path,
+    state_path,
+    write_report,
+    write_state,
+)
 
 log = logging.getLogger("flctl.simulator")
 MARKER = "simulation.json"
@@ -87,10 +94,13 @@ class SimulationResult:
     wall_s: float
     isolation: str = "none"
 
+    engine: dict[str, Any] = field(default_factory=lambda: {"name": "local"})
+    """The engine that ran the sites and its settings (`Engine.settings`): what `--resume` runs them with again."""
+
     def as_dict(self) -> dict[str, Any]:
         return {"job": self.job, "status": self.status, "error": self.error, "job_dir": str(self.job_dir),
                 "sites": self.sites, "workers": self.workers, "rounds": self.rounds, "wall_s": round(self.wall_s, 3),
-                "isolation": self.isolation}
+                "isolation": self.isolation, "engine": self.engine}
 
 
 def default_workspace() -> Path:
@@ -129,6 +139,55 @@ _Event = tuple[worker_messages.FromWorker | _WorkerGone, bytes]
 """What lands in the pool's queue: a worker's message and its params (b"" for none), or a worker's end."""
 
 
+class SitePool(Protocol):
+    """What hosts the sites' scripts for `SimFederation`: `workers` hosts (numbered 0..workers-1, each site always
+    sent to the same number), and one queue where their messages land. The local engine's are worker processes
+    (`_Pool`); `ray_engine`'s are Ray actors. `lost` says why, when the pool lost every host (else "")."""
+
+    events: queue.Queue[_Event]
+    lost: str
+
+    @property
+    def workers(self) -> int: ...
+
+    def send_task(self, index: int, task: worker_messages.SimTask, data: bytes) -> None: ...
+
+    def stop(self, fed: SimFederation, grace_s: float) -> None:
+        """End the job in every host, collect what they still send (through `fed.handle`), and release them."""
+        ...
+
+
+class Engine(Protocol):
+    """How the sites run (`flctl simulate --engine`): the local engine's forked workers, or `ray_engine`'s."""
+
+    def settings(self) -> dict[str, Any]:
+        """The engine's name and settings, as simulation.json keeps them."""
+        ...
+
+    def isolation(self, available: sandbox.Isolation) -> sandbox.Isolation:
+        """How the scripts will be confined, given what this machine offers."""
+        ...
+
+    def start(self, spec: WorkerSpec, sites: int) -> SitePool: ...
+
+
+@dataclass
+class LocalEngine:
+    """`--engine local` (the default): `workers` worker processes on this machine (CPU cores, at most one per
+    site)."""
+
+    workers: int | None = None
+
+    def settings(self) -> dict[str, Any]:
+        return {"name": "local", "workers": self.workers}
+
+    def isolation(self, available: sandbox.Isolation) -> sandbox.Isolation:
+        return sandbox.Isolation("none") if available.kind == "user" else available  # never switches user
+
+    def start(self, spec: WorkerSpec, sites: int) -> SitePool:
+        return _start_pool(max(1, min(self.workers or os.cpu_count() or 1, sites)), spec)
+
+
 @dataclass
 class _Pool:
     """The worker processes, their pipes and the one queue their messages land in."""
@@ -136,6 +195,18 @@ class _Pool:
     pipes: list[Connection]
     processes: list[Any]
     events: queue.Queue[_Event] = field(default_factory=queue.Queue)
+    lost: str = ""
+
+    @property
+    def workers(self) -> int:
+        return len(self.pipes)
+
+    def send_task(self, index: int, task: worker_messages.SimTask, data: bytes) -> None:
+        with contextlib.suppress(OSError):
+            worker_messages.send(self.pipes[index], worker_messages.TO_WORKER, task, data)
+
+    def stop(self, fed: SimFederation, grace_s: float) -> None:
+        _stop_pool(self, fed, grace_s)
 
     def read(self, index: int) -> None:
         pipe = self.pipes[index]
@@ -156,7 +227,7 @@ class _Pool:
 class SimFederation:
     """`Federation` for a workflow whose sites are simulated by the worker pool."""
 
-    def __init__(self, job_id: str, job_dir: Path, sites: list[str], pool: _Pool, observer: Observer | None,
+    def __init__(self, job_id: str, job_dir: Path, sites: list[str], pool: SitePool, observer: Observer | None,
                  rounds: int, filters: FilterPipeline | None = None, job_folder: Path | None = None,
                  secure: SimSecurity | None = None) -> None:
         self.job_id = job_id
@@ -164,11 +235,12 @@ class SimFederation:
         self._job_folder = job_folder or job_dir
         self._filters = filters or FilterPipeline(job_id)
         self._dir = job_dir
+        self.job_dir = job_dir
         self._sites = sites
         self._pool = pool
         self._observer = observer
         self._rounds = rounds
-        self._worker_of = {site: i % len(pool.pipes) for i, site in enumerate(sites)}
+        self._worker_of = {site: i % pool.workers for i, site in enumerate(sites)}
         self._task_seq = 0
         self._failed: dict[str, str] = {}
         self._gone_workers: set[int] = set()
@@ -203,10 +275,9 @@ class SimFederation:
         for index, group in sorted(by_worker.items()):
             if index not in self._gone_workers:
                 for given, data, members in self._given(task, payload, group):
-                    with contextlib.suppress(OSError):
-                        assigned = worker_messages.SimTask(task_id=task_id, task_kind=given.kind, round=given.round,
-                                                           meta=given.meta, sites=members, size=len(data))
-                        worker_messages.send(self._pool.pipes[index], worker_messages.TO_WORKER, assigned, data)
+                    assigned = worker_messages.SimTask(task_id=task_id, task_kind=given.kind, round=given.round,
+                                                       meta=given.meta, sites=members, size=len(data))
+                    self._pool.send_task(index, assigned, data)
         deadline = time.monotonic() + timeout_s
         for site in sorted(waiting):
             reason = self._failed.get(site) or (None if site in self._worker_of else "no such simulated site")
@@ -328,8 +399,11 @@ class SimFederation:
 
 def simulate(job: LoadedJob, sites: list[str], workspace: Path, workers: int | None = None,
              observer: Observer | None = None, data_paths: Sequence[str] = (),
-             privacy: PrivacyRules | None = None) -> SimulationResult:
-    """Run `job` with `sites` simulated by `workers` processes; write its artifacts under `workspace`.
+             privacy: PrivacyRules | None = None, engine: Engine | None = None,
+             resume: bool = False) -> SimulationResult:
+    """Run `job` with `sites` simulated by `engine` (None: `LocalEngine(workers)`, K worker processes); write its
+    artifacts under `workspace`. With `resume`, continue the run in `workspace/<job name>` from its last round's
+    checkpoint (`flctl simulate --resume`) instead of starting afresh.
 
     Every site applies `privacy` (a site's local/privacy.yml; None: the defaults, one scope without filters) for the
     job's privacy_scope; SimulationError when they do not have that scope.
@@ -337,6 +411,7 @@ def simulate(job: LoadedJob, sites: list[str], workspace: Path, workers: int | N
     The scripts run confined as `sandbox.available()` allows (Landlock), reading only their app folder, the Python
     installation and `data_paths`, with a minimal environment."""
     started = time.monotonic()
+    engine = engine or LocalEngine(workers)
     workspace = workspace.resolve()  # the workers change into the app folder: a relative path would move
     script = job.spec.app.script()
     if script is None:
@@ -347,52 +422,101 @@ def simulate(job: LoadedJob, sites: list[str], workspace: Path, workers: int | N
         filters = (privacy or PrivacyRules()).pipeline(job_id, job.spec.privacy_scope)
     except ScopeRefused as exc:
         raise SimulationError(f"the simulated sites refuse the job: {exc}") from None
-    count = max(1, min(workers or os.cpu_count() or 1, len(sites)))
-    job_dir = _fresh_job_dir(workspace, job.spec.name)
+    job_dir = workspace / job.spec.name
+    start_round, restart = (_resumed(job_dir) if resume else (0, None))
+    if not resume:
+        _fresh_job_dir(workspace, job.spec.name, job)
     app_dir = job_dir / APP_FOLDER
-    shutil.copytree(job.folder / APP_FOLDER, app_dir, symlinks=False)
-    (job_dir / "logs").mkdir()
-    (job_dir / "tmp").mkdir()
-    isolation = sandbox.available()
-    if isolation.kind == "user":  # a simulation never switches user: its scripts share its processes
-        isolation = sandbox.Isolation("none")
+    (job_dir / "tmp").mkdir(exist_ok=True)
+    isolation = engine.isolation(sandbox.available())
     spec = WorkerSpec(job_id, app_dir, script, job.spec.app.command[2:],
                       {**job.spec.app.env, wire.FRAMEWORK_ENV: job.spec.app.params_framework()}, job_dir / "logs",
                       job_dir / "tmp", isolation, tuple(str(Path(p).resolve()) for p in data_paths),
                       job.spec.app.compat)
     workflow = job.create_workflow()
     rounds = int(getattr(job.args, "rounds", 0) or 0)
-    pool = _start_pool(count, spec)
+    running = SimulationResult(job.spec.name, JobStatus.RUNNING, "", job_dir, len(sites), 0, rounds, 0.0,
+                               isolation.describe(), engine.settings())
+    (job_dir / MARKER).write_text(json.dumps(running.as_dict(), indent=1) + "\n")  # what --resume runs again
+    pool = engine.start(spec, len(sites))
     fed = SimFederation(job_id, job_dir, sites, pool, observer, rounds, filters, job.folder,
                         _secure_sites(job, job_id, sites, job_dir))
+    if restart is not None:
+        fed.metrics = [m for m in _read_metrics(job_dir) if m["round"] < start_round]
     fed.log(f"isolation: {isolation.describe()}")
     if job.spec.app.compat:
         fed.log(f"compat {job.spec.app.compat}: {compat.installed_note(job.spec.app.compat)}")
-    status, error = JobStatus.FINISHED, ""
     try:
-        workflow.run(fed, _initial_model(job, fed, app_dir, job_dir / "tmp" / "initial-model", isolation), 0)
+        status, error = _run(job, workflow, fed, restart, start_round, isolation)
+    except BaseException:  # Ctrl-C: do not wait for the scripts, stop the workers now
+        pool.stop(fed, grace_s=0.0)
+        raise
+    pool.stop(fed, 40.0)
+    if status == JobStatus.FAILED and pool.lost:
+        kept = _last_checkpoint(job_dir)
+        error = (f"{pool.lost} ({error}); " + (f"models/{kept.name} is kept: flctl simulate --resume {job_dir} "
+                                                "continues from it" if kept else "no round was checkpointed"))
+    fed.log(f"job {status.lower()}" + (f": {error}" if error else ""))
+    _export_metrics(job, job_id, job_dir, sites, fed.metrics, status, fed.log)
+    with (job_dir / "logs" / "server.log").open("a") as out:
+        out.write("\n".join(fed.server_log) + "\n")
+    (job_dir / "metrics.json").write_text(json.dumps(fed.metrics, indent=1))
+    shutil.rmtree(job_dir / "tmp", ignore_errors=True)
+    result = SimulationResult(job.spec.name, status, error, job_dir, len(sites), pool.workers, rounds,
+                              time.monotonic() - started, isolation.describe(), engine.settings())
+    (job_dir / MARKER).write_text(json.dumps(result.as_dict(), indent=1) + "\n")
+    return result
+
+
+def _run(job: LoadedJob, workflow: Any, fed: SimFederation, restart: Path | None, start_round: int,
+         isolation: sandbox.Isolation) -> tuple[JobStatus, str]:
+    """Run the workflow, from the job's initial model or (resuming) from the checkpoint `restart`; how it ended."""
+    try:
+        initial: Params | None
+        if restart is not None:
+            fed.log(f"resuming at round {start_round + 1} from models/{restart.name}")
+            if state_path(fed.job_dir, restart.stem).is_file():
+                workflow.restore(read_state(state_path(fed.job_dir, restart.stem)))
+            initial = tensors.read_file(restart)
+        else:
+            initial = _initial_model(job, fed, fed.job_dir / APP_FOLDER, fed.job_dir / "tmp" / "initial-model",
+                                     isolation)
+        workflow.run(fed, initial, start_round)
     except WorkflowError as exc:
         fed.log(f"workflow failed: {exc}")
-        status, error = JobStatus.FAILED, str(exc)
+        return JobStatus.FAILED, str(exc)
     except Exception as exc:  # noqa: BLE001 - a bug in a workflow fails the job, with its traceback in the log
         import traceback
 
         for line in traceback.format_exc().splitlines():
             fed.log(line)
-        status, error = JobStatus.FAILED, f"the workflow crashed: {type(exc).__name__}: {exc}"
-    except BaseException:  # Ctrl-C: do not wait for the scripts, stop the workers now
-        _stop_pool(pool, fed, grace_s=0.0)
-        raise
-    _stop_pool(pool, fed)
-    fed.log(f"job {status.lower()}" + (f": {error}" if error else ""))
-    _export_metrics(job, job_id, job_dir, sites, fed.metrics, status, fed.log)
-    (job_dir / "logs" / "server.log").write_text("\n".join(fed.server_log) + "\n")
-    (job_dir / "metrics.json").write_text(json.dumps(fed.metrics, indent=1))
-    shutil.rmtree(job_dir / "tmp", ignore_errors=True)
-    result = SimulationResult(job.spec.name, status, error, job_dir, len(sites), count, rounds,
-                              time.monotonic() - started, isolation.describe())
-    (job_dir / MARKER).write_text(json.dumps(result.as_dict(), indent=1) + "\n")
-    return result
+        return JobStatus.FAILED, f"the workflow crashed: {type(exc).__name__}: {exc}"
+    return JobStatus.FINISHED, ""
+
+
+def _last_checkpoint(job_dir: Path) -> Path | None:
+    """models/round-N.safetensors of the last round saved, or None."""
+    saved = [(int(p.stem.split("-")[1]), p) for p in (job_dir / "models").glob("round-*.safetensors")
+             if p.stem.split("-")[1].isdigit()]
+    return max(saved)[1] if saved else None
+
+
+def _resumed(job_dir: Path) -> tuple[int, Path | None]:
+    """Where a resumed run starts: the round after the last one checkpointed, and that checkpoint (None, round 0:
+    none was)."""
+    if not (job_dir / MARKER).is_file():
+        raise SimulationError(f"{job_dir} is not a simulation's output (no {MARKER}); --resume takes the folder a "
+                              "run printed its results in")
+    last = _last_checkpoint(job_dir)
+    return (int(last.stem.split("-")[1]) + 1, last) if last is not None else (0, None)
+
+
+def _read_metrics(job_dir: Path) -> list[dict[str, Any]]:
+    try:
+        metrics = json.loads((job_dir / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return []
+    return [m for m in metrics if isinstance(m, dict) and isinstance(m.get("round"), int)]
 
 
 def _export_metrics(job: LoadedJob, job_id: str, job_dir: Path, sites: list[str], metrics: list[dict[str, Any]],
@@ -432,7 +556,8 @@ def _secure_sites(job: LoadedJob, job_id: str, sites: list[str], job_dir: Path) 
     return sim_security(mode, job_id, sites, job_dir) if mode != "none" else None
 
 
-def _fresh_job_dir(workspace: Path, name: str) -> Path:
+def _fresh_job_dir(workspace: Path, name: str, job: LoadedJob) -> Path:
+    """workspace/<name>, emptied, with the job's app/ and job.yml (so that `--resume` finds the job there), logs/."""
     job_dir = workspace / name
     if job_dir.exists():
         if not (job_dir / MARKER).is_file():
@@ -440,6 +565,13 @@ def _fresh_job_dir(workspace: Path, name: str) -> Path:
                                   "workspace with -w")
         shutil.rmtree(job_dir)
     job_dir.mkdir(parents=True)
+    shutil.copytree(job.folder / APP_FOLDER, job_dir / APP_FOLDER, symlinks=False)
+    shutil.copyfile(job.spec_path, job_dir / "job.yml")
+    model = job.spec.initial_model
+    if model and (job.folder / model).is_file():  # a model file of the job: the copy must load as the job does
+        (job_dir / model).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(job.folder / model, job_dir / model)
+    (job_dir / "logs").mkdir()
     return job_dir
 
 

@@ -15,6 +15,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -139,10 +140,10 @@ class SiteLogs:
 
 
 class Worker:
-    """The sites of one worker process and the pipe to the simulation's main process."""
+    """The sites of one worker process (or Ray actor, `ray_engine`) and where their answers go (`outbox`)."""
 
-    def __init__(self, pipe: Connection, spec: WorkerSpec, logs: SiteLogs) -> None:
-        self._pipe = pipe
+    def __init__(self, outbox: Callable[[FromWorker, bytes], None], spec: WorkerSpec, logs: SiteLogs) -> None:
+        self._outbox = outbox  # where answers go: the pipe to the main process, or a Ray actor's queue
         self._spec = spec
         self._logs = logs
         self._send_lock = threading.Lock()
@@ -153,29 +154,33 @@ class Worker:
         self._path = path
         self._code = compile(path.read_bytes(), str(path), "exec")
 
-    def serve(self) -> None:
-        """Handle the main process's messages until the job ends (or the main process goes away)."""
+    def serve(self, pipe: Connection) -> None:
+        """Handle the main process's messages on `pipe` until the job ends (or the main process goes away)."""
         while True:
             message: ToWorker
             try:
-                message, payload = receive(self._pipe, TO_WORKER)
+                message, payload = receive(pipe, TO_WORKER)
             except LinkError as exc:
                 TO_WORKER.refuse(exc, log)
                 continue
             except (EOFError, OSError):
                 message, payload = SimEnd(), b""
             if isinstance(message, SimTask):
-                task_id, round_no = message.task_id, message.round
-                frame = frame_for_task(task_id, message.task_kind, round_no, message.meta, len(payload))
-                for site in message.sites:
-                    self._assign(site, task_id, round_no, frame, payload)
+                self.assign(message, payload)
             elif isinstance(message, SimEnd):
-                self._end()
+                self.end()
                 return
+
+    def assign(self, message: SimTask, payload: bytes) -> None:
+        """Hand a task (and its params) to the scripts of its sites, starting a site's script on its first."""
+        task_id, round_no = message.task_id, message.round
+        frame = frame_for_task(task_id, message.task_kind, round_no, message.meta, len(payload))
+        for site in message.sites:
+            self._assign(site, task_id, round_no, frame, payload)
 
     def _send(self, message: FromWorker, payload: bytes = b"") -> None:
         with self._send_lock, contextlib.suppress(OSError):
-            send(self._pipe, FROM_WORKER, message, payload)
+            self._outbox(message, payload)
 
     def _assign(self, site: str, task_id: int, round_no: int, frame: bytes, payload: bytes) -> None:
         with self._state_lock:
@@ -226,8 +231,9 @@ class Worker:
             self._send(SimFailure(site=site, task_id=task_id,
                                   reason=f"{state.gone} before answering its task (round {round_no + 1})"))
 
-    def _end(self) -> None:
-        """No more tasks: let every script see the end of the job and return."""
+    def end(self) -> None:
+        """No more tasks: let every script see the end of the job and return (at most `_END_GRACE_S`), then say
+        `SimEnded`."""
         end = wire.encode(wire.End())
         with self._state_lock:
             states = list(self._sites.values())
@@ -251,6 +257,20 @@ def main(pipe: Connection, spec: WorkerSpec) -> None:
         except OSError as exc:  # its sites then fail: "its simulator worker process died"
             print(f"flctl simulate: cannot confine the worker with Landlock: {exc}", file=sys.__stderr__)
             os._exit(1)
+    logs = host_sites(spec)
+    try:  # the worker sends one message at a time (its send lock)
+        Worker(lambda message, payload: send(pipe, FROM_WORKER, message, payload), spec, logs).serve(pipe)
+    finally:
+        logs.close()
+        sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
+        pipe.close()
+    os._exit(0)  # scripts that never returned are daemon threads: do not wait for them
+
+
+def host_sites(spec: WorkerSpec) -> SiteLogs:
+    """Make this process a home for sites' scripts: the app folder as working folder, its package (and the job's
+    compat framework) first on sys.path, the script's argv and job id; the scripts' output to their site logs
+    (returned: close it at the end). A worker process calls it, and so does a Ray actor (`ray_engine`)."""
     os.chdir(spec.app_dir)
     first = [compat.path(spec.compat)] if spec.compat else []  # this job's scripts only: a fresh process
     sys.path[:0] = [*first, str(spec.app_dir), legacy.PATH]  # legacy: old scripts' `import node.api` still works
@@ -258,10 +278,4 @@ def main(pipe: Connection, spec: WorkerSpec) -> None:
     os.environ[wire.JOB_ID_ENV] = spec.job_id
     logs = SiteLogs(spec.log_dir, sys.__stderr__ or sys.stderr, f"isolation: {spec.isolation.describe()}")
     sys.stdout = sys.stderr = logs
-    try:
-        Worker(pipe, spec, logs).serve()
-    finally:
-        logs.close()
-        sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
-        pipe.close()
-    os._exit(0)  # scripts that never returned are daemon threads: do not wait for them
+    return logs
