@@ -15,6 +15,7 @@ import ssl
 import subprocess
 import sys
 import threading
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -237,10 +238,13 @@ def test_the_servers_port_already_bound(fed: Federation):
 
 
 def test_what_is_not_a_kit_or_an_inventory_exits_2(tmp_path: Path):
-    """A folder that is not a kit, a YAML file that is not an inventory, a path that is not there: exit 2, named."""
+    """A folder that is not a kit, a YAML file that is not an inventory, a kit still zipped, a path that is not
+    there: exit 2, each named."""
     (tmp_path / "notakit").mkdir()
     (tmp_path / "inventory.yml").write_text("hello: world\n")
-    for target in (tmp_path / "notakit", tmp_path / "inventory.yml", tmp_path / "missing"):
+    with zipfile.ZipFile(tmp_path / "site-1.zip", "w") as archive:
+        archive.writestr("site-1/startup/node.yml", "")
+    for target in (tmp_path / "notakit", tmp_path / "inventory.yml", tmp_path / "site-1.zip", tmp_path / "missing"):
         out = subprocess.run([FLCTL, "preflight", str(target)], capture_output=True, text=True, timeout=60,
                              check=False)
         assert out.returncode == 2, out.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 from typing import Annotated
 
@@ -40,6 +41,9 @@ def command(target: TargetArg, accept_new: AcceptNewOption = False, parallel: Pa
                        exit_codes.BAD_INPUT)
     if target.is_dir():
         reports = [preflight.check_kit(target, timeout_s)]
+    elif target.name.endswith((".zip", ".zip.enc")) or zipfile.is_zipfile(target):
+        terminal.abort(f"{target} is a kit archive, not a kit folder; unpack it first (`flctl kit unpack {target}`) "
+                       "and check the folder", exit_codes.BAD_INPUT)
     else:
         reports = preflight.check_inventory(target, accept_new_host_keys=accept_new, parallel=parallel,
                                             timeout_s=timeout_s)
