@@ -6,10 +6,12 @@ hosts are real sshd processes (one of them unreachable).
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import datetime as dt
 import json
 import os
+import re
 import socket
 import ssl
 import subprocess
@@ -282,3 +284,55 @@ def test_an_inventory_over_ssh_with_one_host_unreachable(fed: Federation, tmp_pa
     site = [r for r in rows if r["participant"] == "site-1" and r["status"] == "fail"]
     assert [r["check"] for r in site] == ["ssh"] and site[0]["connection"] is True
     assert row(rows, "port", "site-1")["status"] == "ok"  # its kit was still checked from here
+
+
+def test_a_kit_certificate_expired(tmp_path: Path):
+    """A project provisioned 400 days ago (certificates of 365 days): the kit's own certificate fails with its
+    expiry date, the CA's (ten years) passes, and that is not a connection failure: exit 1."""
+    from flctl.provisioner.build import provision
+    from flctl.provisioner.project_loader import project_from_document
+    from flctl.provisioner.yaml_source import parse_yaml
+
+    then = NOW - dt.timedelta(days=400)
+    project = project_from_document(parse_yaml(project_text("old", free_port(), 1), "project.yml")).project
+    prod = provision(project, tmp_path / "ws", now=then).prod_dir
+
+    code, rows, _ = preflight(prod / "site-1")
+
+    assert code == 1
+    own = row(rows, "cert site-1")
+    assert own["status"] == "fail" and own["sentence"].startswith("site-1's certificate expired on ")
+    assert row(rows, "cert CA")["status"] == "ok"
+
+
+def test_a_server_clock_far_ahead(fed: Federation, tmp_path: Path):
+    """A gRPC server on the port with the server's kit whose ServerInfo clock runs 400 s ahead: the clock fails,
+    naming the skew and the 300 s bound (the skew measured over real mTLS from the answer's time)."""
+    import grpc
+
+    from flctl.node.config.kit import load_kit
+    from flctl.node.security.tls import server_credentials
+    from flctl.node.wire.proto import flctl_pb2 as pb
+    from flctl.node.wire.proto import flctl_pb2_grpc as pb_grpc
+
+    class Ahead(pb_grpc.FederationServicer):
+        def ServerInfo(self, request: Any, context: Any) -> Any:
+            import time
+
+            return pb.ServerInfoReply(time=time.time() + 400, flctl_version="0.1.0", python_version="3.11.7",
+                                      project="fedtest")
+
+    server = grpc.server(concurrent.futures.ThreadPoolExecutor(2))
+    pb_grpc.add_FederationServicer_to_server(Ahead(), server)
+    server.add_secure_port(f"localhost:{fed.port}", server_credentials(load_kit(fed.kit("localhost"))))
+    server.start()
+    try:
+        code, rows, _ = preflight(fed.kit("site-1"))
+    finally:
+        server.stop(0)
+
+    assert code == 1
+    clock = row(rows, "clock")
+    assert clock["status"] == "fail"
+    assert re.search(r"the server's clock is (399\.9\d\d|400\.0\d\d) s ahead of this machine's .* over the 300 s bound",
+                     clock["sentence"]), clock
