@@ -139,12 +139,15 @@ def ask_server(info: KitInfo, timeout_s: float) -> ServerFacts:
     """The server's ServerInfo answer, or the row saying why it could not be had."""
     from flctl.node.admin.server_info import NotReported, ask_server_info
     from flctl.node.config.kit import load_kit
-    from flctl.node.errors import NodeError
+    from flctl.node.errors import ConnectionFailed, NodeError
 
     try:
         return ServerFacts(ask_server_info(load_kit(info.path, verify=False), timeout_s))
     except NotReported as exc:
         return ServerFacts(problem=checks.warn("server", f"{exc}; upgrade it (`flctl deploy upgrade`)"))
+    except ConnectionFailed as exc:  # refused this identity (a revoked certificate): cannot authenticate, exit 3
+        return ServerFacts(problem=checks.fail("server", f"the server did not answer this kit's call: {exc}",
+                                               connection=True))
     except NodeError as exc:
         return ServerFacts(problem=checks.fail("server", f"the server did not answer this kit's call: {exc}"))
 

@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from flctl.provisioner import pki
+from flctl.provisioner.revocation import revoke
 from tests.federation import Federation, free_port, make_federation, project_text, running
 from tests.sshd import make_key, start_hosts
 
@@ -123,11 +124,16 @@ def tls_server(port: int, leaf: tuple[bytes, bytes] | None, folder: Path, alpn: 
 
 
 def test_a_running_federation_passes_every_check(fed: Federation):
-    """With the server up, a site's, the server's and an admin's kit pass: clock within 10 s, the same versions."""
+    """With the server up, a site's, the server's and an admin's kit pass: clock within 10 s, the same versions;
+    once the server's CRL revokes the admin, its kit's ServerInfo call is refused (exit 3)."""
     with running(fed, sites=[]):
         code, rows, err = preflight(fed.kit("site-1"))
         server_code, server_rows, _ = preflight(fed.kit("localhost"))
         admin_code, _, _ = preflight(fed.kit(fed.admin))
+        local_crl = fed.kit("localhost") / "local" / "crl.pem"
+        local_crl.write_bytes(revoke(fed.root / "ws" / "fedtest", fed.admin).crl_path.read_bytes())
+        revoked_code, revoked_rows, _ = preflight(fed.kit(fed.admin))
+        local_crl.unlink()
 
     assert code == 0, err
     assert [r["status"] for r in rows] == ["ok"] * len(rows)
@@ -137,6 +143,8 @@ def test_a_running_federation_passes_every_check(fed: Federation):
     assert row(rows, "dns")["sentence"] == "localhost resolves to 127.0.0.1"
     assert (server_code, admin_code) == (0, 0)
     assert "in use on this machine, by a server of this project" in row(server_rows, "listen")["sentence"]
+    assert revoked_code == 3  # cannot authenticate
+    assert "revoked" in row(revoked_rows, "server")["sentence"] and row(revoked_rows, "clock")["status"] == "fail"
 
 
 def test_a_closed_port_fails_as_a_connection_with_exit_3(fed: Federation):
