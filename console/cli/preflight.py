@@ -31,8 +31,8 @@ def command(target: TargetArg, accept_new: AcceptNewOption = False, parallel: Pa
     the server's name resolves; its port answers; a TLS handshake with the kit's certificate (TLS 1.3, ALPN h2,
     the server's certificate issued by the kit's CA and covering the name dialled); the server's clock against
     this machine's; Python and flctl against the server's; free disk; for the server, its port free. With an
-    inventory: every host, its side over SSH. Exit 1 when a check fails, 3 when only connections failed (name,
-    port, SSH).
+    inventory: every host, its side over SSH. Exit 1 when a check fails, 3 when only connecting or
+    authenticating failed (name, port, SSH, the server refusing the kit).
     """
     from flctl.cloud import preflight
 
