@@ -213,7 +213,10 @@ def load_inventory(path: Path) -> Inventory:
     return inventory_from_document(load_yaml(path), path)
 
 
-def inventory_from_document(doc: YamlDocument, path: Path) -> Inventory:
+def inventory_from_document(doc: YamlDocument, path: Path, participants: set[str] | None = None) -> Inventory:
+    """Validate an inventory document; `participants`: the kits are not made yet (flctl play provisions them), so
+    each host's participant is checked against these names instead of the kits folder."""
+
     def where(loc: Loc, message: str) -> Problem:
         return Problem(doc.path, doc.line_of(loc), format_loc(loc), message)
 
@@ -227,7 +230,7 @@ def inventory_from_document(doc: YamlDocument, path: Path) -> Inventory:
         problems += [where(*_located(err)) for err in exc.errors()]
         problems += _missing_required(doc.data, {p.field for p in problems}, where)
     if spec is not None:
-        problems += _check_references(spec, path.parent, where)
+        problems += _check_references(spec, path.parent, where, participants)
     if problems:
         raise InputError(sorted(problems, key=lambda p: (p.line or 0, p.field)))
     assert spec is not None
@@ -238,19 +241,27 @@ def inventory_from_document(doc: YamlDocument, path: Path) -> Inventory:
                      _resolve(base, spec.deployment) if spec.deployment else None)
 
 
-def _check_references(spec: InventorySpec, base: Path, where: Any) -> list[Problem]:
+def _check_references(spec: InventorySpec, base: Path, where: Any, participants: set[str] | None = None
+                      ) -> list[Problem]:
     """Kits that must exist, key files that must exist, participants and addresses used twice."""
     problems: list[Problem] = []
     kits = _resolve(base, spec.kits)
-    if not kits.is_dir():
+    if participants is not None:
+        for i, host in enumerate(spec.hosts):
+            if host.participant not in participants:
+                problems.append(where(("hosts", i, "participant"), f"'{host.participant}' is not a participant of "
+                                      f"the project; participants: {', '.join(sorted(participants))}"))
+        if spec.admin_kit is not None and spec.admin_kit not in participants:
+            problems.append(where(("admin_kit",), f"'{spec.admin_kit}' is not an admin of the project"))
+    elif not kits.is_dir():
         problems.append(where(("kits",), f"{kits} is not a folder; give the prod_NN folder `flctl provision` made"))
         return problems
-    if spec.admin_kit is not None and not (kits / spec.admin_kit / "startup").is_dir():
+    if participants is None and spec.admin_kit is not None and not (kits / spec.admin_kit / "startup").is_dir():
         problems.append(where(("admin_kit",), f"no kit '{spec.admin_kit}' in {kits}"))
     seen: dict[str, int] = {}
     endpoints: dict[tuple[str, int, str], int] = {}
     for i, host in enumerate(spec.hosts):
-        if not (kits / host.participant / "startup").is_dir():
+        if participants is None and not (kits / host.participant / "startup").is_dir():
             names = sorted(p.name for p in kits.iterdir() if (p / "startup").is_dir())
             problems.append(where(("hosts", i, "participant"), f"no kit '{host.participant}' in {kits}; "
                                   f"kits there: {', '.join(names) or 'none'}"))

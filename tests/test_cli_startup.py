@@ -41,13 +41,13 @@ def test_a_command_builds_only_its_own_group():
 
 
 def test_help_lists_every_group_in_order(flctl):
-    """The top-level help names the four commands, then every group, in registration order."""
+    """The top-level help names the five commands, then every group, in registration order."""
     result = flctl("--help")
 
     names = [line.split()[0] for line in result.stdout.split("Commands:")[1].splitlines() if line.strip()]
     assert result.code == 0
-    assert names == ["quickstart", "simulate", "console", "preflight", "provision", "kit", "node", "job", "audit",
-                     "site", "certs", "poc", "context", "deploy"]
+    assert names == ["quickstart", "simulate", "console", "preflight", "play", "provision", "kit", "node", "job",
+                     "audit", "site", "certs", "poc", "context", "deploy"]
 
 
 def test_top_level_help_builds_no_group():

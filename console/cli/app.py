@@ -20,6 +20,7 @@ from flctl.console.cli import (
     console_cmd,
     exit_codes,
     global_options,
+    play,
     preflight,
     quickstart,
     simulate,
@@ -179,6 +180,7 @@ app.command("quickstart")(quickstart.command)
 app.command("simulate")(simulate.command)
 app.command("console")(console_cmd.command)
 app.command("preflight")(preflight.command)
+app.command("play")(play.command)
 
 
 def main() -> None:
