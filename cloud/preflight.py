@@ -230,7 +230,13 @@ def _host_job(host: HostSpec, kit: Path, connector_factory: Callable[[HostSpec],
 def check_host(host: HostSpec, kit: Path, connector_factory: Callable[[HostSpec], Connector],
                timeout_s: float) -> Report:
     """One inventory host: its kit from here, then its own side over SSH (any failure is this host's row)."""
-    from flctl.cloud.deploy_errors import DeployError
+    from flctl.cloud.deploy_errors import (
+        AuthenticationFailed,
+        DeployError,
+        HostKeyChanged,
+        HostKeyUnknown,
+        HostUnreachable,
+    )
     from flctl.provisioner.errors import ProvisionError
 
     where = host.where
@@ -244,15 +250,14 @@ def check_host(host: HostSpec, kit: Path, connector_factory: Callable[[HostSpec]
     try:
         conn = connector_factory(host)
         conn.connect()
-    except DeployError as exc:
-        connection = type(exc).__name__ in ("HostUnreachable", "AuthenticationFailed", "HostKeyUnknown",
-                                            "HostKeyChanged")
+    except DeployError as exc:  # as `flctl deploy` counts them: these are failures to connect (exit 3)
+        connection = isinstance(exc, HostUnreachable | AuthenticationFailed | HostKeyUnknown | HostKeyChanged)
         rows.append(checks.fail("ssh", str(exc), connection=connection))
         return Report(host.participant, where, rows)
     try:
         rows.append(checks.ok("ssh", f"connected to {host.user}@{where}:{host.port}"))
         rows += _host_side(conn, host, info, server)
-    except (probes.ProbeFailed, DeployError) as exc:
+    except (probes.ProbeFailed, DeployError, OSError) as exc:
         rows.append(checks.fail("host", f"{host.participant} on {where}: {exc}"))
     finally:
         conn.close()
