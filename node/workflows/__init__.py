@@ -21,7 +21,8 @@ from flctl.node.workflows.scaffold import Scaffold
 from flctl.node.workflows.split_nn import SplitNN
 from flctl.node.workflows.statistics import Statistics
 from flctl.node.workflows.swarm import Swarm
+from flctl.node.workflows.xgboost import XGBoost
 
 WORKFLOWS: dict[str, type[Workflow]] = {cls.type_name: cls for cls in (FedAvg, FedAvgM, FedOpt, Scaffold, Cyclic, Swarm,
                                                                      CrossSiteEval, Statistics, Psi, DataCheck,
-                                                                     SplitNN, KMeans, Ditto)}
+                                                                     SplitNN, KMeans, Ditto, XGBoost)}
