@@ -95,3 +95,10 @@ class NotCreated(DeployError):
     """A cloud host's machine does not exist yet (nothing in the deployment state)."""
 
     reason = "not created"
+
+
+class DeployInputError(DeployError):
+    """What a deployment is made from is not usable (no kits, a kit whose signature fails, a name or port that
+    cannot be used): the message names the field; exit code 2."""
+
+    reason = "bad input"

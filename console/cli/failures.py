@@ -34,7 +34,7 @@ def exit_code_for(exc: BaseException) -> tuple[int, str] | None:
             return code, str(exc)
     from flctl.cloud import deploy_errors as deploy
 
-    if isinstance(exc, deploy.NotInInventory):
+    if isinstance(exc, deploy.NotInInventory | deploy.DeployInputError):
         return exit_codes.BAD_INPUT, str(exc)
     if isinstance(exc, deploy.HostUnreachable | deploy.AuthenticationFailed | deploy.HostKeyUnknown
                   | deploy.HostKeyChanged | deploy.CloudCredentialsMissing | deploy.CloudUnreachable):

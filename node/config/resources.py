@@ -84,8 +84,9 @@ def resources_path(kit_root: Path) -> Path:
     return kit_root / "local" / "resources.yml"
 
 
-NOT_SETTINGS = frozenset({"api_version", "cpus", "gpus"})
-"""Keys a kit's resources.yml carries that are not fields of `Resources` (gpus and cpus: placement is not built)."""
+NOT_SETTINGS = frozenset({"api_version", "cpus", "gpus", "memory_mb"})
+"""Keys a kit's resources.yml carries that are not fields of `Resources` (gpus and cpus: placement is not built;
+cpus, gpus and memory_mb are the container limits `flctl deploy docker|k8s` set, flctl.cloud.project_kits)."""
 
 
 def known_keys() -> frozenset[str]:
