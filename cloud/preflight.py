@@ -212,6 +212,34 @@ def check_hosts(inventory: Inventory, accept_new_host_keys: bool = False, parall
     return sorted(reports, key=lambda r: order.get(r.participant, len(order)))
 
 
+def is_playbook(path: Path) -> bool:
+    """Whether `path` reads as a `flctl play` playbook (a mapping with `project` and `inventory`) rather than an
+    inventory (a mapping with `hosts`); anything unreadable is left to the inventory's loader to name."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeError, yaml.YAMLError):
+        return False
+    return isinstance(data, dict) and "project" in data and "inventory" in data and "hosts" not in data
+
+
+def check_playbook(path: Path, accept_new_host_keys: bool = False, parallel: int = 4,
+                   timeout_s: float = TIMEOUT_S) -> list[Report]:
+    """Every host of a playbook, over the kits `flctl play` provisioned and the inventory it rolls out
+    (STATE/inventory.yml). Before play has provisioned them there are no kits to check: InputError saying so."""
+    from flctl.cloud.playbook import load_playbook
+    from flctl.provisioner.errors import InputError, Problem
+
+    playbook = load_playbook(path)
+    rolled = playbook.state_dir / "inventory.yml"
+    if not rolled.is_file():
+        raise InputError([Problem(str(path), None, "", f"its kits are not provisioned yet (no {rolled}); `flctl "
+                                                       f"play {path}` provisions them and runs these checks on every "
+                                                       "host before it deploys")])
+    return check_inventory(rolled, accept_new_host_keys, parallel, timeout_s)
+
+
 def _absent(host: HostSpec, inventory: Path) -> Callable[[], Report]:
     def job() -> Report:
         return Report(host.participant, host.provider, [checks.fail(

@@ -344,3 +344,26 @@ def test_a_server_clock_far_ahead(fed: Federation, tmp_path: Path):
     assert clock["status"] == "fail"
     assert re.search(r"the server's clock is (399\.9\d\d|400\.0\d\d) s ahead of this machine's .* over the 300 s bound",
                      clock["sentence"]), clock
+
+
+def test_a_playbook_before_and_after_play_provisioned_it(fed: Federation, tmp_path: Path):
+    """A playbook whose kits play has not provisioned yet: exit 2 saying so; once STATE/inventory.yml (the inventory
+    play rolls out) is there, its hosts are checked like an inventory's (here one host that cannot be reached)."""
+    closed = free_port()
+    playbook = tmp_path / "play.yml"
+    playbook.write_text(f"api_version: 1\nproject: {fed.root / 'project.yml'}\njobs: []\ninventory:\n  hosts:\n"
+                        f"    - {{participant: site-1, address: 127.0.0.1, port: {closed}, user: root, "
+                        f"install_dir: {tmp_path / 'site'}}}\n")
+
+    early = subprocess.run([FLCTL, "preflight", str(playbook)], capture_output=True, text=True, timeout=60,
+                           check=False)
+    (tmp_path / "play.play").mkdir()
+    (tmp_path / "play.play" / "inventory.yml").write_text(
+        f"api_version: 1\nkits: {fed.prod}\nknown_hosts: {tmp_path / 'known_hosts'}\nhosts:\n"
+        f"  - {{participant: site-1, address: 127.0.0.1, port: {closed}, user: root, "
+        f"install_dir: {tmp_path / 'site'}}}\n")
+    code, rows, err = preflight(playbook)
+
+    assert early.returncode == 2 and "not provisioned yet" in early.stderr and "flctl play" in early.stderr
+    assert code == 3, err
+    assert row(rows, "ssh", "site-1")["status"] == "fail" and row(rows, "signature", "site-1")["status"] == "ok"
