@@ -16,8 +16,11 @@ NVIDIA FLARE itself runs with job.yml `app: {compat: nvflare}` (`flctl.node.clie
 
 Params arrive as numpy arrays, or as torch tensors when job.yml says `app: {framework: pytorch}`
 (`FLCTL_FRAMEWORK`): then `net.load_state_dict(model.params)` works as it is, and `net.state_dict()` goes back
-as it is. Importing this module is cheap: numpy, safetensors and the connection are loaded by `init()` and the
-first task; torch only for a pytorch job's first task (sent tensors are converted through their methods).
+as it is. With `app: {framework: keras}` they are numpy arrays named by a Keras 3 model's weight paths
+(`hidden/kernel`): `flctl.client.keras.load(model, model_in.params)`, and `fl.Model(params=model)` sends the
+model's weights (`flctl.node.client.keras_weights`). Importing this module is cheap: numpy, safetensors and the
+connection are loaded by `init()` and the first task; torch only for a pytorch job's first task (sent tensors are
+converted through their methods).
 """
 
 from __future__ import annotations
@@ -52,8 +55,9 @@ class Model:
 
     From `receive()`: `params` (name -> numpy array, or torch tensor in a job with `app.framework: pytorch`),
     `round`, `meta` and `task` (its kind: "train", "evaluate" or "submit_model"). For `send()`: `params` (numpy
-    arrays, numbers or torch tensors, e.g. `net.state_dict()`), `metrics` (name -> number: the result of this
-    task, which the workflow uses and records once per site and round; `fl.log` is for values during training),
+    arrays, numbers or torch tensors, e.g. `net.state_dict()`; or a Keras model, sent as its weights by name),
+    `metrics` (name -> number: the result of this task, which the workflow uses and records once per site and
+    round; `fl.log` is for values during training),
     `num_examples` (how many examples produced it, the weight in averaging), `meta` (JSON values) and
     `params_type`: "full" (the model itself) or "diff" (what training added to the model received; the server
     adds it back).
@@ -159,10 +163,11 @@ class _Session:
             if model.params_type not in PARAMS_TYPES:
                 raise ValueError(f"fl.send(): params_type must be 'full' or 'diff', not {model.params_type!r}")
             meta = {**model.meta, PARAMS_TYPE: model.params_type} if model.params_type != "full" else model.meta
+            params = _keras_params(model.params)
             result = wire.Result(task_id=self._current_id, num_examples=_num_examples(model.num_examples),
                                  metrics=_metrics(model.metrics), meta=meta)
             try:
-                self.send(result, layout(model.params).parts())  # straight from the arrays
+                self.send(result, layout(params).parts())  # straight from the arrays
             except wire.WireError as exc:
                 raise TypeError(f"fl.send(): Model.meta: {exc}") from None
             except ValueError as exc:
@@ -425,7 +430,8 @@ def _own_before(session: _Session, round_no: int) -> dict[str, Any]:
 
 def load_model(path: str | os.PathLike[str], into: Any = None, strict: bool = True) -> dict[str, Any]:
     """A model flctl saved (a job's `models/final.safetensors`, a round's checkpoint) as name -> numpy array; with
-    `into` (a torch module), loaded into it too (`load_state_dict`, `strict` as torch's), and returned as tensors.
+    `into` (a torch module), loaded into it too (`load_state_dict`, `strict` as torch's), and returned as tensors;
+    with `into` a Keras model, its weights are set by name (`flctl.client.keras.load`) and the arrays returned.
 
         net = Net()
         fl.load_model("ws/my-job/models/final.safetensors", into=net)
@@ -437,9 +443,21 @@ def load_model(path: str | os.PathLike[str], into: Any = None, strict: bool = Tr
     arrays: dict[str, Any] = load_file(os.fspath(path))
     if into is None:
         return arrays
+    from flctl.node.client.keras_weights import is_keras_model, load
+
+    if is_keras_model(into):
+        load(into, arrays)
+        return arrays
     tensors = _as_torch(arrays)
     into.load_state_dict(tensors, strict=strict)
     return tensors
+
+
+def _keras_params(params: Any) -> dict[str, Any]:
+    """`params` as they are, or a Keras model's weights by name (`flctl.node.client.keras_weights`)."""
+    from flctl.node.client.keras_weights import is_keras_model, weights
+
+    return weights(params) if is_keras_model(params) else params
 
 
 def _as_torch(params: dict[str, Any]) -> dict[str, Any]:

@@ -37,7 +37,8 @@ AUTHKEY_ENV = "FLCTL_API_AUTHKEY"
 SITE_ENV = "FLCTL_SITE"
 JOB_ID_ENV = "FLCTL_JOB_ID"
 FRAMEWORK_ENV = "FLCTL_FRAMEWORK"
-"""What the script's params are: "numpy" (arrays, the default) or "pytorch" (tensors); job.yml's app.framework."""
+"""What the script's params are: "numpy" (arrays, the default), "pytorch" (tensors) or "keras" (arrays named by
+Keras weight paths); job.yml's app.framework."""
 
 _LENGTH = struct.Struct(">I")
 

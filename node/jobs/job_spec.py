@@ -12,7 +12,7 @@ workflow: {type: fedavg, args: {rounds: 3, round_timeout_s: 60}}
 sites: all                      # or a list of site names
 min_sites: 2
 resources: {cpus: 1, memory_mb: 0}
-app: {command: [python, train.py], env: {}}   # also framework: pytorch, compat: nvflare
+app: {command: [python, train.py], env: {}}   # also framework: pytorch|keras, compat: nvflare
 privacy_scope: private          # optional: the sites' filters for it apply (default: each site's default_scope)
 initial_model: app/net.py:make_model   # optional: round 0's model (or a safetensors file of the job)
 ```
@@ -119,10 +119,11 @@ class AppSpec(_Strict):
     env: Annotated[dict[str, str], AfterValidator(_check_env)] = Field(
         default_factory=dict, description="Extra environment variables for the command"
     )
-    framework: Literal["numpy", "pytorch"] | None = Field(
+    framework: Literal["numpy", "pytorch", "keras"] | None = Field(
         None, description="What the script's params are: numpy arrays or torch tensors (pytorch: received as "
-        "tensors, net.load_state_dict(model.params) works as it is). Default: numpy, or pytorch with compat: "
-        "nvflare (as NVIDIA FLARE's ScriptRunner)")
+        "tensors, net.load_state_dict(model.params) works as it is; keras: numpy arrays named by the Keras 3 "
+        "model's weight paths, flctl.client.keras.load(model, params) and params=model). Default: numpy, or "
+        "pytorch with compat: nvflare (as NVIDIA FLARE's ScriptRunner)")
     compat: Literal["nvflare"] | None = Field(
         None, description="Another framework's Client API the script is written for, run as it is: nvflare puts "
         "flctl's `nvflare.client` (NVIDIA FLARE 2.x's Client API) on this job's script path only; a real NVIDIA "
