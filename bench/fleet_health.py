@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import logging
+import statistics
 import sys
 import tempfile
 import time
@@ -62,7 +63,7 @@ def timed(action: Any, repeats: int) -> float:
         start = time.perf_counter()
         action()
         times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]  # the median (bench/statistics.py shadows the module of that name)
+    return statistics.median(times)
 
 
 def main() -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -36,9 +37,7 @@ def points(count: int, sites: int) -> list[MetricPoint]:
 
 
 def median(values: list[float]) -> float:
-    """The middle value (bench/statistics.py shadows the standard library's module here)."""
-    ordered = sorted(values)
-    return (ordered[(len(ordered) - 1) // 2] + ordered[len(ordered) // 2]) / 2
+    return statistics.median(values)
 
 
 def start_s(repeats: int) -> float:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -75,10 +76,7 @@ recipe.execute(SimEnv(num_clients=2, num_threads=2, workspace_root=workspace))
 
 
 def median(values: list[float]) -> float:
-    """The median (not `statistics.median`: bench/statistics.py, beside this script, shadows the module)."""
-    ordered = sorted(values)
-    middle = len(ordered) // 2
-    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+    return statistics.median(values)
 
 
 def timed(command: list[str]) -> float:

@@ -4,9 +4,9 @@ applying the default privacy rules (min_count 10, max_bins_percent 10, min/max n
 the summed RSS of the whole process tree (`flctl simulate`, sampled from /proc every 50 ms). Then the same job at
 3 sites on a local federation (`flctl poc`: real processes, gRPC over mTLS): submit to finished.
 
-    .venv/bin/python bench/statistics.py                       # 1,000 sites on 2 workers, then 3 sites over mTLS
-    .venv/bin/python bench/statistics.py --sites 100 --no-poc  # smaller
-    .venv/bin/python bench/statistics.py --json out.json
+    .venv/bin/python bench/federated_statistics.py            # 1,000 sites on 2 workers, then 3 sites over mTLS
+    .venv/bin/python bench/federated_statistics.py --sites 100 --no-poc  # smaller
+    .venv/bin/python bench/federated_statistics.py --json out.json
 
 Goal (issue 22): the thousand sites in under 30 s and 2 GB on 2 cores.
 """
