@@ -15,6 +15,7 @@ from flctl.node.workflows.ditto import Ditto
 from flctl.node.workflows.fedavg import FedAvg
 from flctl.node.workflows.fedavgm import FedAvgM
 from flctl.node.workflows.fedopt import FedOpt
+from flctl.node.workflows.forest import Forest
 from flctl.node.workflows.kmeans import KMeans
 from flctl.node.workflows.psi import Psi
 from flctl.node.workflows.scaffold import Scaffold
@@ -25,4 +26,4 @@ from flctl.node.workflows.xgboost import XGBoost
 
 WORKFLOWS: dict[str, type[Workflow]] = {cls.type_name: cls for cls in (FedAvg, FedAvgM, FedOpt, Scaffold, Cyclic, Swarm,
                                                                      CrossSiteEval, Statistics, Psi, DataCheck,
-                                                                     SplitNN, KMeans, Ditto, XGBoost)}
+                                                                     SplitNN, KMeans, Ditto, XGBoost, Forest)}
