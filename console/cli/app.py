@@ -75,10 +75,11 @@ def _kit() -> typer.Typer:
 
 
 def _node() -> typer.Typer:
-    from flctl.console.cli.node import recover, start, stop
+    from flctl.console.cli.node import health, recover, start, stop
 
     return _group(SUMMARIES["node"], {"start": start.command, "stop": stop.command,
-                                                                      "recover": recover.command})
+                                                                      "recover": recover.command,
+                                      "health": health.command})
 
 
 def _job() -> typer.Typer:
@@ -144,12 +145,14 @@ def _context() -> typer.Typer:
 
 def _deploy() -> typer.Typer:
     from flctl.cloud.targets import TARGETS
-    from flctl.console.cli.deploy import destroy, logs, status, stop, target, upgrade
+    from flctl.console.cli.deploy import destroy, docker, image, k8s, logs, status, stop, target, upgrade
 
     commands: dict[str, Callable[..., object]] = {name: target.command(each) for name, each in TARGETS.items()}
     commands |= {"status": status.command, "stop": stop.command, "logs": logs.command, "upgrade": upgrade.command,
-                 "destroy": destroy.command}
-    return _group(f"{SUMMARIES['deploy'][:-1]}: {', '.join(commands)}.", commands)
+                 "destroy": destroy.command, "k8s": k8s.command, "docker": docker.command}
+    group = _group(f"{SUMMARIES['deploy'][:-1]}: {', '.join(commands)}, image.", commands)
+    group.add_typer(_group(image.SUMMARY, {"build": image.build}), name="image")
+    return group
 
 
 class FlctlGroup(LazyGroup):
