@@ -148,7 +148,10 @@ def step(state: PlayState, event: Event) -> PlayState:
         return dataclasses.replace(state, participants=participants)
     p = participants.get(name) or Participant(name, times={"planned": at})
     if kind == "planned":
-        p = dataclasses.replace(p, host=str(event.data.get("host", p.host)))
+        host = str(event.data.get("host", p.host))
+        if p.host and host != p.host:  # it runs elsewhere or otherwise now: its kit is delivered there anew
+            p = dataclasses.replace(_back(p, "provisioned"), delivered="")
+        p = dataclasses.replace(p, host=host)
     elif kind == "provisioned":
         digest = str(event.data["digest"])
         p = dataclasses.replace(p, digest=digest, certificate=str(event.data.get("certificate", "")))

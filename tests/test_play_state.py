@@ -164,3 +164,13 @@ def test_transitions_list_each_state_reached_in_order():
 def test_events_round_trip_through_json():
     event = ev("failed", "s", reason="r", connection=False)
     assert Event.from_json(event.to_json()) == event
+
+
+def test_a_participant_moved_to_another_host_is_delivered_again():
+    """Its inventory entry changed: back to provisioned, its kit to be delivered where it runs now."""
+    # Execute
+    state = step(fold(up_to("verified")), ev("planned", "site-1", host="elsewhere"))
+    actions = next_actions(state, Facts("p1", SITES, {n: "d1" for n in SITES}, frozenset(SITES)))
+    # Assert
+    assert (state.participants["site-1"].state, state.participants["site-1"].delivered) == ("provisioned", "")
+    assert actions.deliver == ("site-1",)
