@@ -30,7 +30,7 @@ from cryptography.x509.oid import NameOID
 
 from flctl.provisioner import pki
 from flctl.provisioner.revocation import revoke
-from tests.federation import Federation, free_port, make_federation, project_text, running
+from tests.federation import ADMIN, Federation, free_port, make_federation, project_text, running
 from tests.sshd import make_key, start_hosts
 
 FLCTL = str(Path(sys.executable).parent / "flctl")
@@ -54,7 +54,8 @@ def row(rows: list[dict[str, Any]], check: str, participant: str | None = None) 
 
 @pytest.fixture(scope="module")
 def fed(tmp_path_factory: pytest.TempPathFactory) -> Federation:
-    return make_federation(tmp_path_factory.mktemp("preflight"), sites=1)
+    admins = [ADMIN, ("spare@hub.org", "hub", "member")]  # the spare is revoked once; the CRL outlives the run
+    return make_federation(tmp_path_factory.mktemp("preflight"), sites=1, admins=admins)
 
 
 def _ca_of(fed: Federation) -> tuple[x509.Certificate, Any]:
@@ -125,15 +126,15 @@ def tls_server(port: int, leaf: tuple[bytes, bytes] | None, folder: Path, alpn: 
 
 def test_a_running_federation_passes_every_check(fed: Federation):
     """With the server up, a site's, the server's and an admin's kit pass: clock within 10 s, the same versions;
-    once the server's CRL revokes the admin, its kit's ServerInfo call is refused (exit 3)."""
+    once the server's CRL revokes an admin, that admin's kit's ServerInfo call is refused (exit 3)."""
     with running(fed, sites=[]):
         code, rows, err = preflight(fed.kit("site-1"))
         server_code, server_rows, _ = preflight(fed.kit("localhost"))
         admin_code, _, _ = preflight(fed.kit(fed.admin))
+        spare_code, _, _ = preflight(fed.kit("spare@hub.org"))
         local_crl = fed.kit("localhost") / "local" / "crl.pem"
-        local_crl.write_bytes(revoke(fed.root / "ws" / "fedtest", fed.admin).crl_path.read_bytes())
-        revoked_code, revoked_rows, _ = preflight(fed.kit(fed.admin))
-        local_crl.unlink()
+        local_crl.write_bytes(revoke(fed.root / "ws" / "fedtest", "spare@hub.org").crl_path.read_bytes())
+        revoked_code, revoked_rows, _ = preflight(fed.kit("spare@hub.org"))
 
     assert code == 0, err
     assert [r["status"] for r in rows] == ["ok"] * len(rows)
@@ -141,7 +142,7 @@ def test_a_running_federation_passes_every_check(fed: Federation):
                                           "san", "cert served", "server", "clock", "python", "flctl", "disk"]
     assert "under the 10 s bound" in row(rows, "clock")["sentence"]
     assert row(rows, "dns")["sentence"] == "localhost resolves to 127.0.0.1"
-    assert (server_code, admin_code) == (0, 0)
+    assert (server_code, admin_code, spare_code) == (0, 0, 0)
     assert "in use on this machine, by a server of this project" in row(server_rows, "listen")["sentence"]
     assert revoked_code == 3  # cannot authenticate
     assert "revoked" in row(revoked_rows, "server")["sentence"] and row(revoked_rows, "clock")["status"] == "fail"
