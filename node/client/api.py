@@ -43,9 +43,10 @@ __path__ = [os.path.join(os.path.dirname(os.path.realpath(__file__)), "api_extra
 """`flctl.client.lightning` and the Client API's other submodules (`flctl.node.client.api_extras`)."""
 
 __all__ = [
-    "Model", "csv_ids", "current_round", "get_job_id", "get_site_name", "init", "is_evaluate", "is_running",
-    "is_submit_model", "is_train", "job_id", "load_model", "log", "proximal_term", "psi", "receive", "running",
-    "scaffold_correct", "scaffold_params", "send", "serve_statistics", "site_name", "split_nn", "summary_writer",
+    "Model", "Trainer", "attach", "csv_ids", "current_round", "get_job_id", "get_site_name", "init", "is_evaluate",
+    "is_running", "is_submit_model", "is_train", "job_id", "load_model", "log", "proximal_term", "psi", "receive",
+    "running", "scaffold_correct", "scaffold_params", "send", "serve_statistics", "site_name", "split_nn",
+    "summary_writer",
 ]
 
 
@@ -75,9 +76,10 @@ class Model:
 class _Session:
     """The script's one connection to its site job process, and where it is in the task loop."""
 
-    def __init__(self, conn: Connection[Any, Any], site: str, job: str) -> None:
+    def __init__(self, conn: Connection[Any, Any], site: str, job: str, framework: str | None = None) -> None:
         self.site = site
         self.job = job
+        self.framework = framework or os.environ.get(wire.FRAMEWORK_ENV, "numpy")
         self.round = 0
         self._conn = conn
         self._send_lock = threading.Lock()
@@ -140,7 +142,7 @@ class _Session:
             raise _lost(exc) from None
         self.scaffold_control = {name[len(SCAFFOLD_C):]: params.pop(name) for name in list(params)
                                  if name.startswith(SCAFFOLD_C)}
-        if message.task_kind != "aggregate" and os.environ.get(wire.FRAMEWORK_ENV) == "pytorch":
+        if message.task_kind != "aggregate" and self.framework == "pytorch":
             params = _as_torch(params)
         self._current = Model(params=params, round=message.round, meta=message.meta, task=message.task_kind)
         self.answered_metrics = {}
@@ -174,6 +176,22 @@ class _Session:
                 raise ValueError(f"fl.send(): {exc}") from None
             self._current = None
             self.answered_metrics = dict(result.metrics)
+
+    def close(self) -> None:
+        """End the connection to the site's job process."""
+        with self._task_lock:
+            self._ended = True
+            self._conn.close()
+
+    def log(self, name: str, value: float, step: int | None) -> None:
+        """`fl.log` on this session."""
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"fl.log(): the metric name must be a non-empty string, not {name!r}")
+        if step is not None and (not isinstance(step, int) or isinstance(step, bool)):
+            raise TypeError(f"fl.log(): step must be an int or None, not {step!r}")
+        number = _float(value, f"metric {name!r}")
+        if not self.recorded(name, number):
+            self.send(wire.Log(name=name, value=number, step=step))
 
     def recorded(self, name: str, value: float) -> bool:
         """Whether `value` under `name` was sent with the task just answered (a log of it after `send` would record
@@ -218,6 +236,82 @@ def init() -> None:
         session = _Session(conn, os.environ.get(wire.SITE_ENV, ""), os.environ.get(wire.JOB_ID_ENV, ""))
         session.send(wire.Hello())
         _process.session = session
+
+
+class Trainer:
+    """An external trainer's session with one job at one site (`attach()`): the Client API's task loop as methods.
+
+        trainer = fl.attach("/srv/site-1/workspace/jobs/JOB_ID/agent")
+        while trainer.running():
+            task = trainer.receive()
+            trainer.send(fl.Model(params=train(task.params), num_examples=n))
+    """
+
+    def __init__(self, session: _Session) -> None:
+        self._session = session
+
+    @property
+    def site(self) -> str:
+        """The site this trainer works for ('' when attached by socket path alone)."""
+        return self._session.site
+
+    @property
+    def job_id(self) -> str:
+        """The job's id ('' when attached by socket path alone)."""
+        return self._session.job
+
+    def running(self) -> bool:
+        """Wait for the next task: True when one arrived, False when the job ended at the site."""
+        return self._session.next_task(None) is not None
+
+    def receive(self, timeout: float | None = None) -> Model | None:
+        """The current task's model (as `fl.receive()`); None when the job ended."""
+        return self._session.next_task(timeout)
+
+    def send(self, model: Model) -> None:
+        """Answer the current task (as `fl.send()`)."""
+        if not isinstance(model, Model):
+            raise TypeError(f"send() takes an fl.Model, not {type(model).__name__}")
+        self._session.answer(model)
+
+    def log(self, name: str, value: float, step: int | None = None) -> None:
+        """Record a metric value (as `fl.log()`)."""
+        self._session.log(name, value, step)
+
+    def close(self) -> None:
+        """Detach: the site's part of the job fails if a task was still unanswered (the trainer went away)."""
+        with _process.lock:
+            if _process.session is self._session:
+                _process.session = None
+        self._session.close()
+
+
+def attach(path: str | os.PathLike[str], token_file: str | os.PathLike[str] | None = None,
+           wait_s: float = 0.0) -> Trainer:
+    """Attach this process, which the site runs itself, to a job with `app: {external: true}` as its trainer
+    (NVIDIA FLARE's agent): `path` is the job's folder at the site, its `agent/` folder or the `attach.json` in it
+    (`<site workspace>/jobs/<job id>/agent/attach.json`), or the socket itself with `token_file`. Waits up to
+    `wait_s` for the site to make it. Reading the token (a 0600 file) proves the process may act for the site.
+
+    The first attach of a process also becomes its session for `fl.receive()`, `fl.send()`, `fl.log()`...
+    RuntimeError saying why when the site cannot be reached or refuses (a wrong token)."""
+    from multiprocessing import AuthenticationError
+    from multiprocessing.connection import Client
+
+    from flctl.node.client.attach_file import read_attach
+
+    info = read_attach(path, token_file, wait_s)
+    try:
+        conn = Client(info.address, family="AF_UNIX", authkey=info.token)
+    except (OSError, AuthenticationError, EOFError) as exc:
+        raise RuntimeError(f"cannot attach to the site's job process at {info.address}: "
+                           f"{exc or type(exc).__name__}") from None
+    session = _Session(conn, info.site, info.job_id, info.framework)
+    session.send(wire.Hello())
+    with _process.lock:
+        if _process.session is None:
+            _process.session = session
+    return Trainer(session)
 
 
 def running() -> bool:
@@ -344,14 +438,7 @@ def log(name: str, value: float, step: int | None = None) -> None:
     logged. The task's result goes in `send(Model(metrics=...))`; a value logged in a round and also sent in that
     round's metrics, under the same name, is recorded once: logged before `send`, as logged (the server leaves out
     the result's copy); logged after it, as sent (this log is not sent)."""
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"fl.log(): the metric name must be a non-empty string, not {name!r}")
-    if step is not None and (not isinstance(step, int) or isinstance(step, bool)):
-        raise TypeError(f"fl.log(): step must be an int or None, not {step!r}")
-    number = _float(value, f"metric {name!r}")
-    session = _connected()
-    if not session.recorded(name, number):
-        session.send(wire.Log(name=name, value=number, step=step))
+    _connected().log(name, value, step)
 
 
 def site_name() -> str:

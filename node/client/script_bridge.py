@@ -152,6 +152,7 @@ class ScriptBridge:
         self._task_seq = 0
         self._exit_code: int | None = None  # set once run_task has seen the exit
         self._closed = False
+        self._started = False  # start() ran (a script was spawned, or an external trainer may attach)
 
     @property
     def site(self) -> str:
@@ -186,6 +187,7 @@ class ScriptBridge:
             raise
         proc = self._proc
         assert proc.stdout is not None
+        self._started = True
         self._thread("accept", self._serve, server, authkey)
         self._thread("output", self._forward_output, proc.stdout)
         self._thread("wait", self._wait, proc)
@@ -207,7 +209,7 @@ class ScriptBridge:
         the script's answer and its params, still encoded (checked as safetensors), so a site's job process
         passes a model between the server and the script without decoding or copying it. `payload` is emptied
         once sent, so that the caller, holding no other reference, holds no model while the script works."""
-        if self._proc is None:
+        if not self._started:
             raise RuntimeError("start() the script bridge before running tasks")
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         self._task_seq += 1

@@ -12,7 +12,7 @@ workflow: {type: fedavg, args: {rounds: 3, round_timeout_s: 60}}
 sites: all                      # or a list of site names
 min_sites: 2
 resources: {cpus: 1, memory_mb: 0}
-app: {command: [python, train.py], env: {}}   # also framework: pytorch|keras, compat: nvflare
+app: {command: [python, train.py], env: {}}   # also framework: pytorch|keras, compat: nvflare, external
 privacy_scope: private          # optional: the sites' filters for it apply (default: each site's default_scope)
 initial_model: app/net.py:make_model   # optional: round 0's model (or a safetensors file of the job)
 ```
@@ -128,6 +128,13 @@ class AppSpec(_Strict):
         None, description="Another framework's Client API the script is written for, run as it is: nvflare puts "
         "flctl's `nvflare.client` (NVIDIA FLARE 2.x's Client API) on this job's script path only; a real NVIDIA "
         "FLARE installed at a site is not used by the job")
+
+    external: bool = Field(
+        False, description="true: no command is run; a trainer the site runs itself attaches to the job with "
+        "flctl.client.attach('<site workspace>/jobs/<job id>/agent') and gets its tasks (NVIDIA FLARE's agent)")
+    attach_timeout_s: float = Field(
+        300, gt=0, description="With external: true, how long a site waits for its trainer to attach before "
+        "failing its part of the job, saying so")
 
     def params_framework(self) -> str:
         """What the script's params are: `framework`, else pytorch for compat nvflare, else numpy."""
@@ -317,6 +324,8 @@ def _app_alone(doc: YamlDocument) -> AppSpec | None:
 
 def _check_app(doc: YamlDocument, folder: Path, app_spec: AppSpec) -> list[Problem]:
     app = folder / APP_FOLDER
+    if app_spec.external:  # nothing runs from the job: a trainer the site runs itself attaches
+        return []
     if not app.is_dir():
         return [Problem(doc.path, None, "", f"no {APP_FOLDER}/ folder beside {Path(doc.path).name}; put the code "
                         f"that runs at each site in {app}")]

@@ -47,6 +47,7 @@ from flctl.provisioner.errors import KitError
 
 if TYPE_CHECKING:
     from flctl.node.client.script_bridge import ScriptBridge
+    from flctl.node.jobs.job_spec import AppSpec
     from flctl.node.secagg.site_codec import SiteCodec
     from flctl.node.site.filters.pipeline import FilterPipeline
     from flctl.node.workflows.base import WorkflowArgs
@@ -324,8 +325,26 @@ def _refuse(reporter: Reporter, chan: grpc.Channel, error: str) -> int:
     return 1
 
 
+def make_bridge(app: AppSpec, site: str, job_dir: Path, job_id: str, reporter: Reporter,
+                confine: Confinement) -> ScriptBridge:
+    """The job's script run confined (`ScriptBridge`), or, for `app: {external: true}`, the socket a trainer the
+    site runs itself attaches to (`AttachedBridge`, in the job folder's `agent/`)."""
+    from flctl.node.client.script_bridge import ScriptBridge
+
+    if app.external:
+        from flctl.node.client.attach_file import AGENT_DIR
+        from flctl.node.client.attached_bridge import AttachedBridge
+
+        return AttachedBridge(agent_dir=job_dir / AGENT_DIR, site=site, job_id=job_id, on_output=reporter.line,
+                              on_metric=reporter.metric, framework=app.params_framework(),
+                              attach_timeout_s=app.attach_timeout_s)
+    return ScriptBridge(workdir=job_dir / "job" / "app", command=list(app.command), env=dict(app.env), site=site,
+                        job_id=job_id, on_output=reporter.line, on_metric=reporter.metric, confine=confine,
+                        framework=app.params_framework(), compat=app.compat)
+
+
 def main(argv: list[str]) -> int:
-    from flctl.node.client.script_bridge import ScriptBridge, ScriptError
+    from flctl.node.client.script_bridge import ScriptError
     from flctl.node.jobs.job_spec import load_job
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -347,16 +366,15 @@ def main(argv: list[str]) -> int:
     isolation = job_isolation(resources)
     reporter.line(f"isolation at {kit.info.name}: {isolation_note(isolation, resources)}")
     confine = Confinement(isolation, job_dir / "job", resources.data_paths, resources.job_env_allow)
-    refusal = isolation_refusal(confine, resources, kit.root, job_dir)
+    # an external trainer is the site's own process: nothing of the job's runs, so nothing to confine
+    refusal = "" if spec.app.external else isolation_refusal(confine, resources, kit.root, job_dir)
     filters = privacy_filters(kit.root, job_dir, job_id, spec.privacy_scope)
     codec = secure_codec(kit, job_dir, job_id, loaded.args)
     if refusal or isinstance(filters, str) or isinstance(codec, str):
         return _refuse(reporter, chan, f"{kit.info.name} refuses to run the job: "
                        f"{refusal or (filters if isinstance(filters, str) else codec)}")
     setup_notes(reporter, kit.info.name, filters, spec.app.compat)
-    bridge = ScriptBridge(workdir=job_dir / "job" / "app", command=list(spec.app.command), env=dict(spec.app.env),
-                          site=kit.info.name, job_id=job_id, on_output=reporter.line, on_metric=reporter.metric,
-                          confine=confine, framework=spec.app.params_framework(), compat=spec.app.compat)
+    bridge = make_bridge(spec.app, kit.info.name, job_dir, job_id, reporter, confine)
 
     def on_term(_sig: int, _frame: FrameType | None) -> None:
         bridge.kill()
