@@ -308,7 +308,7 @@ def _host_side(conn: Connector, host: HostSpec, info: KitInfo, server: ServerFac
     server_python = server.info.python_version if server.info else None
     server_flctl = server.info.flctl_version if server.info else None
     rows.append(checks.python_version(facts.python, where, server_python))
-    rows.append(checks.flctl_version(facts.flctl, where, server_flctl))
+    rows.append(checks.flctl_version(facts.flctl, where, server_flctl, _flctl_here()))
     rows.append(checks.free_disk(facts.free_mb, host.install_dir, where, host.min_free_mb))
     if listens:
         rows.append(checks.listen_port(info.server_port, where, facts.taken, server.info is not None))

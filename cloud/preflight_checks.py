@@ -146,10 +146,12 @@ def python_version(here: str, where: str, server: str | None) -> Row:
     return ok("python", f"Python {here} on {where}, {server} on the server")
 
 
-def flctl_version(here: str | None, where: str, server: str | None) -> Row:
-    """flctl on the host against the server's."""
+def flctl_version(here: str | None, where: str, server: str | None, deploying: str | None = None) -> Row:
+    """flctl on the host against the server's; `deploying`: the version `flctl deploy` would install there."""
     if here is None:
-        return warn("flctl", f"flctl is not installed on {where} yet (the server runs {server or 'an unknown one'})")
+        installs = f"; `flctl deploy` installs this machine's {deploying}" if deploying else ""
+        return warn("flctl", f"flctl is not installed on {where} yet (the server runs {server or 'an unknown one'})"
+                             + installs)
     if server is None:
         return ok("flctl", f"flctl {here} on {where} (the server's not known)")
     if here != server:

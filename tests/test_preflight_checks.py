@@ -95,7 +95,10 @@ def test_versions_against_the_servers():
     assert checks.python_version("3.11.2", "h", None).status == Status.OK
     assert checks.flctl_version("0.1.0", "h", "0.1.0").status == Status.OK
     assert checks.flctl_version("0.1.0", "h", "0.2.0").status == Status.WARN
-    assert checks.flctl_version(None, "h", "0.2.0").status == Status.WARN
+    missing = checks.flctl_version(None, "h", "0.2.0", deploying="0.1.0")
+    assert missing.status == Status.WARN
+    assert missing.sentence == ("flctl is not installed on h yet (the server runs 0.2.0); `flctl deploy` installs this "
+                                "machine's 0.1.0")
 
 
 def test_disk_and_listen_port():
