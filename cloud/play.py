@@ -349,16 +349,19 @@ def preflight(playbook: Playbook, inventory_file: Path, journal: Journal, observ
         observer.check_row("-", "preflight", "warn", "flctl preflight is not available in this flctl; skipped")
         return set()
     blocked: set[str] = set()
+    waived = 0
     for report in checks.check_inventory(inventory_file, accept_new_host_keys, playbook.spec.parallel):
-        failing = []
-        for row in report.rows:
+        failing = [row for row in report.rows if str(row.status) == "fail" and row.name in PREFLIGHT_BLOCKING]
+        waived += sum(str(row.status) == "fail" and row.name not in PREFLIGHT_BLOCKING for row in report.rows)
+        for row in failing:
             observer.check_row(report.participant, row.name, str(row.status), row.sentence)
-            if str(row.status) == "fail" and row.name in PREFLIGHT_BLOCKING:
-                failing.append(row)
         if failing:
             blocked.add(report.participant)
             _emit(journal, observer, "failed", report.participant, reason=f"pre-flight: {failing[0].sentence}",
                   connection=all(r.connection for r in failing))
+    if waived:
+        observer.phase(f"pre-flight: {waived} checks of the server's side did not pass (its port, TLS, clock: "
+                       f"expected before it runs); `flctl preflight {inventory_file}` lists them")
     return blocked
 
 
