@@ -8,7 +8,9 @@
 histogram: the server grows each tree as XGBoost's `hist` method does (`flctl.node.frameworks.xgb_hist`). The sites
 first send a summary of each feature (their distinct values and counts, or order statistics when there are many)
 and the server agrees the cuts; then, level by level, each site sends the gradient/hessian histograms of its rows
-in the nodes being split, the server adds them and picks every split and leaf weight. Rows and gradients never
+in the nodes being split, the server adds them and picks every split and leaf weight. Of two siblings only the
+lighter one's histograms are built and sent; the server takes the other's as the parent's less it (XGBoost's
+subtraction trick). Rows and gradients never
 leave a site; the histograms do. Every message goes over flctl's own connections (no second network, no XGBoost
 tracker). When every feature has at most `max_bin` distinct values over all sites, the cuts are those of XGBoost
 on the pooled data and so is the model (tested: predictions within 1e-6); otherwise the cuts come from merged
@@ -130,34 +132,10 @@ class XGBoost(Workflow):
         last: dict[str, Any] = {}
         metrics: dict[str, dict[str, float]] = {}
         for round_no in range(start_round, self.settings.rounds):
-            tree = xgb_hist.Tree()
-            frontier = [0]
-            for level in range(params.max_depth + 1):
-                if not frontier:
-                    break
-                task_params = {**{f"last/{k[5:]}": v for k, v in last.items()}, **tree.arrays(),
-                               "expand": np.array(frontier, np.int32)}
-                answers = self._ask(fed, sites, "histograms", round_no, task_params,
-                                    _hist_fits(len(frontier), len(cuts), bins), {"level": level})
-                if level == 0:
-                    last = {}
-                    if round_no > start_round:
-                        metrics = {s: dict(a.metrics) for s, a in answers.items()}
-                        fed.record_round(round_no - 1, metrics)
-                hist = sum((np.asarray(a.params["hist"], np.float64) for a in answers.values()),
-                           np.zeros((len(frontier), len(cuts), bins, 2)))
-                if level == 0:
-                    tree.set_root(float(hist[0, 0, :, 0].sum()), float(hist[0, 0, :, 1].sum()), params)
-                grown: list[int] = []
-                for slot, node in enumerate(frontier):
-                    best = xgb_hist.best_split(hist[slot], cuts, params) if level < params.max_depth else None
-                    if best is None:
-                        continue
-                    change, feature, split_bin, left, right = best
-                    tree.add_children(node, feature, split_bin, float(cuts[feature][split_bin]), change,
-                                      (left, right), params)
-                    grown += [tree.left[node], tree.right[node]]
-                frontier = grown
+            tree, level0 = self._tree(fed, sites, round_no, cuts, bins, last)
+            if round_no > start_round:
+                metrics = level0
+                fed.record_round(round_no - 1, metrics)
             model = xgb_json.append(model, [xgb_hist.tree_json(tree, 0, len(cuts))])
             last = tree.arrays()
             self.checkpoint(fed, round_no, {"model_json": xgb_json.to_array(model)})
@@ -168,6 +146,56 @@ class XGBoost(Workflow):
         if self.settings.rounds > start_round:
             fed.record_round(self.settings.rounds - 1, metrics)
         return model, metrics
+
+    def _tree(self, fed: Federation, sites: list[str], round_no: int, cuts: list[Any], bins: int,
+              last: dict[str, Any]) -> tuple[Any, dict[str, dict[str, float]]]:
+        """Grow round `round_no`'s tree level by level from the sites' histograms (the first level's task also
+        carries the previous tree, `last`); the tree and the sites' figures of the model before it."""
+        import numpy as np
+
+        from flctl.node.frameworks import xgb_hist
+
+        params = self._boost_params()
+        tree = xgb_hist.Tree()
+        level0: dict[str, dict[str, float]] = {}
+        frontier = [0]
+        built: list[int] = [0]  # the nodes whose histograms the sites build; their siblings are subtracted
+        parents: dict[int, Any] = {}  # node -> its parent's summed histogram, for the sibling not built
+        for level in range(params.max_depth + 1):
+            if not frontier:
+                break
+            task_params = {**{f"last/{k[5:]}": v for k, v in last.items()}, **tree.arrays(),
+                           "expand": np.array(built, np.int32)}
+            answers = self._ask(fed, sites, "histograms", round_no, task_params,
+                                _hist_fits(len(built), len(cuts), bins), {"level": level})
+            if level == 0:
+                level0 = {s: dict(a.metrics) for s, a in answers.items()}
+                last = {}  # applied by the sites with the first level's task
+            summed = sum((np.asarray(a.params["hist"], np.float64) for a in answers.values()),
+                         np.zeros((len(built), len(cuts), bins, 2)))
+            hists = dict(zip(built, summed, strict=True))
+            for node in frontier:
+                if node not in hists:  # XGBoost's subtraction trick: the parent's less the built sibling's
+                    sibling = tree.right[tree.parent[node]] if tree.left[tree.parent[node]] == node else \
+                        tree.left[tree.parent[node]]
+                    hists[node] = parents[node] - hists[sibling]
+            if level == 0:
+                tree.set_root(float(summed[0, 0, :, 0].sum()), float(summed[0, 0, :, 1].sum()), params)
+            grown: list[int] = []
+            built, parents = [], {}
+            for node in frontier:
+                best = xgb_hist.best_split(hists[node], cuts, params) if level < params.max_depth else None
+                if best is None:
+                    continue
+                change, feature, split_bin, left, right = best
+                tree.add_children(node, feature, split_bin, float(cuts[feature][split_bin]), change,
+                                  (left, right), params)
+                children = [tree.left[node], tree.right[node]]
+                grown += children
+                built.append(children[0] if left[1] <= right[1] else children[1])  # the lighter child
+                parents.update({child: hists[node] for child in children})
+            frontier = grown
+        return tree, level0
 
     def _boost_params(self) -> Any:
         from flctl.node.frameworks.xgb_hist import BoostParams

@@ -1,6 +1,9 @@
-"""The site's part of federated k-means: its points, answered by flctl.client.kmeans (sums and counts per centre)."""
+"""The site's part of federated k-means: its points, answered by flctl.client.kmeans (sums and counts per centre).
+FLCTL_KMEANS_ROWS (300) sets the points per site."""
 
 from __future__ import annotations
+
+import os
 
 from tabular import blobs
 
@@ -11,7 +14,7 @@ def main() -> None:
     import flctl.client as fl
 
     fl.init()
-    serve(blobs(fl.site_name()))
+    serve(blobs(fl.site_name(), int(os.environ.get("FLCTL_KMEANS_ROWS", "300"))))
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ def site_table(site: str, rows: int = 2000, features: int = 8,
     x[:, 0] = rng.lognormal(3.0, 1.0, rows)              # amount
     x[:, 1] = rng.integers(0, 24, rows)                   # hour
     night = (x[:, 1] < 6).astype(float)
-    logit = -4.0 + 0.6 * np.log(x[:, 0]) + 1.2 * night + 0.9 * x[:, 2] - 0.7 * x[:, 3] + 0.5 * x[:, 4] * x[:, 5]
+    logit = -6.0 + 0.6 * np.log(x[:, 0]) + 1.2 * night + 0.9 * x[:, 2] - 0.7 * x[:, 3] + 0.5 * x[:, 4] * x[:, 5]
     y = (rng.random(rows) < 1 / (1 + np.exp(-logit))).astype(np.float64)
     if decimals is not None:
         x = np.round(x, decimals)
