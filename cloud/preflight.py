@@ -299,6 +299,8 @@ def _host_side(conn: Connector, host: HostSpec, info: KitInfo, server: ServerFac
     facts = probes.probe_host(conn, host.python, host.install_dir, info.server_host, info.server_port, listens)
     received = time.time()
     rows = [_host_dns(info.server_host, facts, where), _host_port(info, facts, where)]
+    if facts.tls is not None:
+        rows.append(_host_tls(info, facts.tls, where))
     if server.info is None:
         rows.append(_unknown("clock", server))
     else:  # both against this machine: the host's skew from the probe's round trip, the server's from its answer
@@ -323,3 +325,17 @@ def _host_dns(server_host: str, facts: probes.HostFacts, where: str) -> Row:
 def _host_port(info: KitInfo, facts: probes.HostFacts, where: str) -> Row:
     row = checks.port_open(info.server_host, info.server_port, facts.connect_error)
     return checks.Row("port (host)", row.status, f"from {where}: {row.sentence}", row.connection)
+
+
+def _host_tls(info: KitInfo, shake: probes.Handshake, where: str) -> Row:
+    """The server's TLS as the host sees it (a load balancer may sit on its path only): version, h2, the
+    certificate's CA and name, in one row."""
+    host, port = info.server_host, info.server_port
+    if shake.error is not None or shake.cert is None:
+        failed = checks.handshake_failed(host, port, shake.error or "no certificate")
+        return checks.Row("tls (host)", Status.FAIL, f"from {where}: {failed.sentence}")
+    ca = x509.load_pem_x509_certificate(KitPaths.find(info.path).ca_cert.read_bytes())
+    rows = [checks.tls_version(shake.version), checks.alpn_h2(shake.alpn),
+            checks.chains_to_ca(shake.cert, pki.issued_by(shake.cert, ca)), checks.covers_name(shake.cert, host)]
+    return checks.seen_from("tls (host)", where, rows, f"TLS 1.3 and h2 agreed; the server's certificate, of the "
+                                                       f"kit's CA, covers {host}")

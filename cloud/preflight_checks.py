@@ -119,6 +119,16 @@ def alpn_h2(protocol: str | None) -> Row:
                         f"{LOAD_BALANCER}")
 
 
+def seen_from(name: str, where: str, rows: list[Row], all_ok: str) -> Row:
+    """Several checks made from a host folded into one row: the worst status, the sentences of those not ok (or
+    `all_ok` when every one is)."""
+    if all(r.status == Status.OK for r in rows):
+        return Row(name, Status.OK, f"from {where}: {all_ok}")
+    worst = Status.FAIL if any(r.status == Status.FAIL for r in rows) else Status.WARN
+    said = "; ".join(r.sentence for r in rows if r.status != Status.OK)
+    return Row(name, worst, f"from {where}: {said}", all(r.connection for r in rows if r.status == worst))
+
+
 # ---- what the server says: clock and versions ----------------------------------------------------------------------
 def clock_skew(skew_s: float, uncertainty_s: float) -> Row:
     """The server's clock (its ServerInfo answer) against this machine's, within half the round trip."""

@@ -5,6 +5,7 @@ short text rather than an exception; flctl.cloud.preflight_checks judges them.
 
 from __future__ import annotations
 
+import base64
 import errno
 import json
 import shutil
@@ -12,6 +13,7 @@ import socket
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 
@@ -121,6 +123,18 @@ try:
     out["connect_error"] = None
 except OSError as e:
     out["connect_error"] = "no answer within 5 s" if isinstance(e, TimeoutError) else (e.strerror or str(e))
+out["tls"] = None
+if out["connect_error"] is None:
+    import base64, ssl
+    c = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    c.check_hostname, c.verify_mode = False, ssl.CERT_NONE
+    c.set_alpn_protocols(["h2"])
+    try:
+        with socket.create_connection((host, port), timeout=5) as r, c.wrap_socket(r, server_hostname=host) as t:
+            out["tls"] = {"cert": base64.b64encode(t.getpeercert(True) or b"").decode(), "version": t.version(),
+                          "alpn": t.selected_alpn_protocol(), "error": None}
+    except (OSError, ssl.SSLError) as e:
+        out["tls"] = {"cert": "", "version": None, "alpn": None, "error": getattr(e, "reason", None) or str(e)}
 out["taken"] = None
 if listen:
     s = socket.socket()
@@ -150,6 +164,7 @@ class HostFacts:
     connect_error: str | None
     taken: str | None
     time: float
+    tls: Handshake | None = None  # the server's TLS as the host sees it (None: its port was not reached)
 
 
 class ProbeFailed(Exception):
@@ -171,7 +186,8 @@ def probe_host(conn: Connector, python: str, install_dir: str, server_host: str,
     try:
         data = json.loads(result.stdout)
         return HostFacts(str(data["python"]), int(data["free_mb"]), data["flctl"], list(data["addresses"]),
-                         data["dns_error"], data["connect_error"], data["taken"], float(data["time"]))
+                         data["dns_error"], data["connect_error"], data["taken"], float(data["time"]),
+                         _handshake(data["tls"]))
     except (ValueError, KeyError, TypeError) as exc:
         raise ProbeFailed(f"{python} on the host gave an unreadable answer ({exc})") from None
 
@@ -182,3 +198,12 @@ def environment_python() -> str:
 
     return platform.python_version()
 
+
+
+def _handshake(seen: dict[str, Any] | None) -> Handshake | None:
+    """HOST_PROBE's handshake (the certificate base64 DER) as a Handshake."""
+    if seen is None:
+        return None
+    der = base64.b64decode(seen["cert"]) if seen["cert"] else b""
+    return Handshake(x509.load_der_x509_certificate(der) if der else None, seen["version"], seen["alpn"],
+                     seen["error"])

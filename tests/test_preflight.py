@@ -263,8 +263,9 @@ def test_what_is_not_a_kit_or_an_inventory_exits_2(tmp_path: Path):
 
 
 def test_an_inventory_over_ssh_with_one_host_unreachable(fed: Federation, tmp_path: Path):
-    """The server's host answers over SSH (its Python, disk, port and clock checked there); the site's host cannot
-    be reached and fails alone with one sentence; only connections failed: exit 3."""
+    """The server's host answers over SSH (its Python, disk, port, TLS and clock checked there); the site's host
+    cannot be reached and fails alone with one sentence; only connections failed: exit 3. With a TLS server of
+    another CA on the port, the host's own handshake fails naming a load balancer."""
     key = make_key(tmp_path / "id_ed25519")
     (tmp_path / "authorized_keys").write_text(key.with_suffix(".pub").read_text())
     [host] = start_hosts(tmp_path, 1, tmp_path / "authorized_keys")
@@ -278,21 +279,30 @@ def test_an_inventory_over_ssh_with_one_host_unreachable(fed: Federation, tmp_pa
         f"python: {HOST_PYTHON}, install_dir: {host.install_dir}, min_free_mb: 10}}\n"
         f"  - {{participant: site-1, address: 127.0.0.1, port: {closed}, user: root, key_file: {key}, "
         f"python: {HOST_PYTHON}, install_dir: {tmp_path / 'site'}}}\n")
+    impostor = _leaf(_other_ca(), ["localhost"], NOW, NOW + dt.timedelta(days=5))
     try:
         with running(fed, sites=[]):
             code, rows, err = preflight(inventory)
+        with tls_server(fed.port, impostor, tmp_path, ["h2"]):
+            _, behind_lb, _ = preflight(inventory)
     finally:
         host.stop()
 
     assert code == 3, err
     server = {r["check"]: r for r in rows if r["participant"] == "localhost"}
-    assert {"ssh", "dns (host)", "port (host)", "clock", "python", "flctl", "disk", "listen"} <= set(server)
+    assert {"ssh", "dns (host)", "port (host)", "tls (host)", "clock", "python", "flctl", "disk",
+            "listen"} <= set(server)
+    assert "TLS 1.3 and h2 agreed; the server's certificate, of the kit's CA, covers localhost" in \
+        server["tls (host)"]["sentence"]
     assert [c for c, r in server.items() if r["status"] != "ok"] == ["flctl"]  # nothing deployed there yet
     assert server["flctl"]["sentence"].startswith("flctl is not installed on 127.0.0.1 yet")
     assert server["disk"]["sentence"].endswith(f"in {host.install_dir} on 127.0.0.1")
     site = [r for r in rows if r["participant"] == "site-1" and r["status"] == "fail"]
     assert [r["check"] for r in site] == ["ssh"] and site[0]["connection"] is True
     assert row(rows, "port", "site-1")["status"] == "ok"  # its kit was still checked from here
+    seen = row(behind_lb, "tls (host)", "localhost")
+    assert seen["status"] == "fail" and seen["sentence"].startswith("from 127.0.0.1: the server's certificate")
+    assert "load balancer" in seen["sentence"]
 
 
 def test_a_kit_certificate_expired(tmp_path: Path):

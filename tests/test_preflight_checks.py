@@ -123,3 +123,13 @@ def test_exit_code_is_3_only_when_every_failure_is_a_connection():
     assert outcome([warned]) == 0
     assert outcome([warned, unreachable]) == 3
     assert outcome([unreachable, broken]) == 1
+
+
+def test_checks_seen_from_a_host_fold_into_one_row():
+    """All ok: the one sentence given; otherwise the worst status and the sentences of the rows not ok."""
+    fine = [checks.ok("tls", "a"), checks.ok("alpn", "b")]
+    mixed = [checks.warn("tls", "old TLS"), checks.fail("alpn", "no h2"), checks.ok("san", "c")]
+
+    assert checks.seen_from("tls (host)", "h", fine, "all good").sentence == "from h: all good"
+    folded = checks.seen_from("tls (host)", "h", mixed, "all good")
+    assert (folded.status, folded.sentence, folded.connection) == (Status.FAIL, "from h: old TLS; no h2", False)
