@@ -62,11 +62,11 @@ def _external_job(root: Path, name: str, rounds: int, min_sites: int, attach_tim
     return folder
 
 
-def _agent_dirs(root: Path, job_id: str) -> dict[str, Path]:
+def _agent_dirs(root: Path, job_id: str, sites: int = 2) -> dict[str, Path]:
     """Each site's `jobs/<job id>/agent` folder, once its job process made it (the site is in the path)."""
     found: dict[str, Path] = {}
     deadline = time.monotonic() + 60
-    while len(found) < 2 and time.monotonic() < deadline:
+    while len(found) < sites and time.monotonic() < deadline:
         for attach in root.rglob(f"jobs/{job_id}/agent/attach.json"):
             found[json.loads(attach.read_text())["site"]] = attach.parent
         time.sleep(0.2)
@@ -86,25 +86,27 @@ def trainers() -> Iterator[list[subprocess.Popen[str]]]:
 
 
 def test_trainers_started_outside_flctl_do_a_job_on_a_real_federation(tmp_path: Path, trainers) -> None:
-    """2 sites x 2 rounds: each site's trainer (started by the test) attaches, trains (w + 1 at site-1, w + 3 at
-    site-2) and logs; the job FINISHES with FedAvg's exact result, [4, 4, 4] (round 1: mean of 1 and 3; round 2:
-    2 + mean of 1 and 3); the attach file and token are 0600 in a 0700 folder, and are gone once the job ended;
-    the trainers see the job end and exit 0."""
+    """2 sites x 2 rounds: each site's trainer (started by the test: site-1's before the job, given its kit, site-2's
+    given the job's agent folder) attaches, trains (w + 1 at site-1, w + 3 at site-2) and logs; the job FINISHES
+    with FedAvg's exact result, [4, 4, 4] (round 1: mean of 1 and 3; round 2: 2 + mean of 1 and 3); the attach
+    file and token are 0600 in a 0700 folder, and are gone once the trainer attached; the trainers see the job end
+    and exit 0."""
     # Prepare
     (tmp_path / "fed").mkdir()
     with running(make_federation(tmp_path / "fed")) as fed, AdminClient.from_kit(fed.admin_kit) as admin:
+        trainers.append(_start_trainer(tmp_path, fed.kit("site-1")))  # waits for a job there (wait_s)
         job_id = admin.submit_job(_external_job(tmp_path, "agent-job", rounds=2, min_sites=2))
-        agents = _agent_dirs(fed.root, job_id)
-        assert sorted(agents) == ["site-1", "site-2"], fed.logs()
+        agents = _agent_dirs(fed.root / "ws", job_id, sites=1)  # site-1's may be gone already: its trainer waits
+        assert "site-2" in agents, fed.logs()
         modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in
-                 (agents["site-1"], agents["site-1"] / "attach.json", agents["site-1"] / "token")}
+                 (agents["site-2"], agents["site-2"] / "attach.json", agents["site-2"] / "token")}
         # Execute
-        trainers.extend(_start_trainer(tmp_path, agents[site]) for site in ("site-1", "site-2"))
+        trainers.append(_start_trainer(tmp_path, agents["site-2"]))
         list(admin.watch(job_id))
         info = admin.get_job(job_id)
         target = admin.download_job(job_id, tmp_path / "out")
         outputs = [proc.communicate(timeout=30)[0] for proc in trainers]
-        left = sorted(p.name for p in agents["site-1"].iterdir())
+        left = sorted(p.name for p in agents["site-2"].iterdir())
     # Assert
     assert info.status == "FINISHED", (info.error, outputs, fed.logs())
     assert modes == {"agent": 0o700, "attach.json": 0o600, "token": 0o600}
@@ -190,7 +192,7 @@ def test_a_wrong_token_is_refused_and_the_right_one_still_attaches(tmp_path: Pat
     np.testing.assert_array_equal(decode(payload)["w"], [3.0, 3.0, 3.0])
     assert any("refused a trainer's connection" in line for line in lines), lines
     assert any("an external trainer attached at site-1 (pid " in line for line in lines), lines
-    assert trainers[0].wait(30) == 0
+    assert trainers[0].wait(30) == 0, trainers[0].communicate()[0]
 
 
 def test_attach_says_what_is_missing(tmp_path: Path) -> None:
@@ -207,3 +209,39 @@ def test_attach_says_what_is_missing(tmp_path: Path) -> None:
             read_attach(tmp_path / "job")
     finally:
         bridge.kill()
+
+
+def test_a_workspace_with_several_waiting_jobs_needs_the_job_named(tmp_path: Path) -> None:
+    """attach by the site's workspace: one waiting job is found; with two, AttachError naming both, and job= (id or
+    name) picks one."""
+    # Prepare
+    first = AttachedBridge(agent_dir=tmp_path / "jobs" / "id1" / "agent", site="site-1", job_id="id1",
+                           job_name="alpha", on_output=lambda _: None, on_metric=lambda *_: None)
+    second = AttachedBridge(agent_dir=tmp_path / "jobs" / "id2" / "agent", site="site-1", job_id="id2",
+                            job_name="beta", on_output=lambda _: None, on_metric=lambda *_: None)
+    first.start()
+    try:
+        alone = read_attach(tmp_path)
+        second.start()
+        # Execute / Assert
+        with pytest.raises(AttachError, match=r"several jobs wait for a trainer: id1 \(alpha\), id2 \(beta\); say "
+                                              r"which \(job=ID or NAME\)"):
+            read_attach(tmp_path)
+        assert (alone.job_id, alone.job_name) == ("id1", "alpha")
+        assert read_attach(tmp_path, job="beta").job_id == "id2"
+        assert read_attach(tmp_path, job="id1").job_name == "alpha"
+    finally:
+        first.kill()
+        second.kill()
+
+
+def test_the_simulator_refuses_an_external_job_with_exit_2(tmp_path: Path) -> None:
+    """flctl simulate has no sites for a trainer to attach to: exit 2, saying so."""
+    from .federation import FLCTL
+
+    # Execute
+    out = subprocess.run([FLCTL, "simulate", str(_external_job(tmp_path, "ext", 1, 1)), "-n", "2", "-w",
+                          str(tmp_path / "ws")], capture_output=True, text=True, timeout=60, check=False)
+    # Assert
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "says app: {external: true}: its trainers attach to the sites of a federation" in out.stderr

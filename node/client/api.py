@@ -25,6 +25,7 @@ converted through their methods).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -118,7 +119,8 @@ class _Session:
 
     def _receive(self, timeout: float | None) -> Model | None:
         if not self._asked:
-            self.send(wire.Ask())
+            with contextlib.suppress(ConnectionError):  # the site may have said End and closed: read it below
+                self.send(wire.Ask())
             self._asked = True
         try:
             arrived = timeout is None or self._conn.poll(timeout)
@@ -286,12 +288,14 @@ class Trainer:
         self._session.close()
 
 
-def attach(path: str | os.PathLike[str], token_file: str | os.PathLike[str] | None = None,
-           wait_s: float = 0.0) -> Trainer:
+def attach(path: str | os.PathLike[str], token_file: str | os.PathLike[str] | None = None, wait_s: float = 0.0,
+           job: str | None = None) -> Trainer:
     """Attach this process, which the site runs itself, to a job with `app: {external: true}` as its trainer
-    (NVIDIA FLARE's agent): `path` is the job's folder at the site, its `agent/` folder or the `attach.json` in it
-    (`<site workspace>/jobs/<job id>/agent/attach.json`), or the socket itself with `token_file`. Waits up to
-    `wait_s` for the site to make it. Reading the token (a 0600 file) proves the process may act for the site.
+    (NVIDIA FLARE's agent): `path` is the site's workspace or kit (the job there waiting for a trainer; `job`, an
+    id or name, picks one of several), the job's folder at the site, its `agent/` folder or the `attach.json` in
+    it (`<site workspace>/jobs/<job id>/agent/attach.json`), or the socket itself with `token_file`. Waits up to
+    `wait_s` for the site to make it (a trainer started before its job). Reading the token (a 0600 file) proves
+    the process may act for the site; once attached, the token is gone (one trainer per job and site).
 
     The first attach of a process also becomes its session for `fl.receive()`, `fl.send()`, `fl.log()`...
     RuntimeError saying why when the site cannot be reached or refuses (a wrong token)."""
@@ -300,7 +304,7 @@ def attach(path: str | os.PathLike[str], token_file: str | os.PathLike[str] | No
 
     from flctl.node.client.attach_file import read_attach
 
-    info = read_attach(path, token_file, wait_s)
+    info = read_attach(path, token_file, wait_s, job)
     try:
         conn = Client(info.address, family="AF_UNIX", authkey=info.token)
     except (OSError, AuthenticationError, EOFError) as exc:

@@ -5,13 +5,16 @@ A site's job process for such a job writes, in `<site workspace>/jobs/<job id>/a
 user only), before the job's first task:
 
     token         the connection's key, in hex                                     (0600)
-    attach.json   {"address": socket path, "token_file", "site", "job_id", "framework", "protocol"}   (0600)
+    attach.json   {"address": socket path, "token_file", "site", "job_id", "job_name", "framework", "protocol"}
+                  (0600)
     api.sock      the unix socket the trainer connects to (elsewhere when that path is too long for one: the
                   address in attach.json says where)
 
-and removes them when the job ends at the site. Only a process that can read the token (the site's user, or
-root) can attach; the protocol on the socket is `flctl.node.client.api_wire`, as for a script flctl starts.
-Only the standard library here.
+and removes them once a trainer has attached (one trainer per job and site), or when the job ends at the site.
+A trainer finds them by the job's folder, or by the site's workspace (`KIT/workspace` unless the site says
+otherwise) and, where several jobs wait for a trainer, the job's id or name. Only a process that can read the
+token (the site's user, or root) can attach; the protocol on the socket is `flctl.node.client.api_wire`, as for a
+script flctl starts. Only the standard library here.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ class AttachInfo:
     job_id: str
     framework: str
     protocol: int
+    job_name: str = ""
 
 
 def socket_fits(path: Path) -> bool:
@@ -60,8 +64,8 @@ def write_private(path: Path, text: str) -> None:
         out.write(text)
 
 
-def write_attach(agent_dir: Path, address: str, token: bytes, site: str, job_id: str, framework: str,
-                 protocol: int) -> Path:
+def write_attach(agent_dir: Path, address: str, token: bytes, site: str, job_id: str, job_name: str,
+                 framework: str, protocol: int) -> Path:
     """Write the token, then the attach file that names it (a trainer that sees the attach file finds the token);
     the attach file's path."""
     token_file = agent_dir / TOKEN_FILE
@@ -69,20 +73,22 @@ def write_attach(agent_dir: Path, address: str, token: bytes, site: str, job_id:
     attach = agent_dir / ATTACH_FILE
     tmp = agent_dir / f".{ATTACH_FILE}.tmp"
     write_private(tmp, json.dumps({"address": address, "token_file": str(token_file), "site": site,
-                                   "job_id": job_id, "framework": framework, "protocol": protocol}, indent=1) + "\n")
+                                   "job_id": job_id, "job_name": job_name, "framework": framework,
+                                   "protocol": protocol}, indent=1) + "\n")
     os.replace(tmp, attach)
     return attach
 
 
 def read_attach(path: str | os.PathLike[str], token_file: str | os.PathLike[str] | None = None,
-                wait_s: float = 0.0) -> AttachInfo:
+                wait_s: float = 0.0, job: str | None = None) -> AttachInfo:
     """What `path` says: an attach file, the agent folder holding one (`<job folder>/agent`, or the job folder
-    itself), or the socket itself (then the token is read from `token_file`, default the `token` file beside it).
-    Waits up to `wait_s` for it to appear (a trainer started before its job)."""
+    itself), a site's workspace or kit (the one job there waiting for a trainer; `job`, its id or name, picks one
+    of several), or the socket itself (then the token is read from `token_file`, default the `token` file beside
+    it). Waits up to `wait_s` for it to appear (a trainer started before its job)."""
     place = Path(path)
     deadline = time.monotonic() + wait_s
     while True:
-        attach = _attach_file(place)
+        attach = _attach_file(place, job)
         if attach is not None or place.is_socket() or time.monotonic() >= deadline:
             break
         time.sleep(0.2)
@@ -104,14 +110,32 @@ def read_attach(path: str | os.PathLike[str], token_file: str | os.PathLike[str]
                           "and framework)")
     protocol = data.get("protocol", 1)
     return AttachInfo(data["address"], _token(Path(token_file) if token_file else Path(data["token_file"])),
-                      data["site"], data["job_id"], data["framework"], protocol if isinstance(protocol, int) else 1)
+                      data["site"], data["job_id"], data["framework"], protocol if isinstance(protocol, int) else 1,
+                      str(data.get("job_name", "")))
 
 
-def _attach_file(place: Path) -> Path | None:
+def _attach_file(place: Path, job: str | None) -> Path | None:
     for candidate in (place, place / ATTACH_FILE, place / AGENT_DIR / ATTACH_FILE):
         if candidate.is_file():
             return candidate
+    for workspace in (place, place / "workspace"):  # a site's workspace, or its kit (KIT/workspace)
+        if (workspace / "jobs").is_dir():
+            waiting = [f for f in (workspace / "jobs").glob(f"*/{AGENT_DIR}/{ATTACH_FILE}")
+                       if job is None or job in (f.parent.parent.name, _job_name(f))]
+            if len(waiting) > 1:
+                names = ", ".join(sorted(f"{f.parent.parent.name} ({_job_name(f)})" for f in waiting))
+                raise AttachError(f"{workspace}: several jobs wait for a trainer: {names}; say which (job=ID or "
+                                  "NAME)")
+            return waiting[0] if waiting else None
     return None
+
+
+def _job_name(attach: Path) -> str:
+    try:
+        data = json.loads(attach.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return ""
+    return str(data.get("job_name", "")) if isinstance(data, dict) else ""
 
 
 def _token(path: Path) -> bytes:

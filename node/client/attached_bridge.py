@@ -10,7 +10,8 @@ secure-aggregation codec in the job process around it. No trainer within `attach
 or a trainer that goes away (its connection closes: it exited, crashed or was killed) before answering, fails the
 site's part with a `ScriptError` saying so; the server then goes on without the site or fails the job, as
 `min_sites` says. When the job ends at the site the trainer gets `End` (its `running()` turns False) and the
-socket, token and attach file are removed: the trainer itself keeps running, it is the site's own process.
+socket, token and attach file are removed (once a trainer attached already: one trainer per job and site); the
+trainer itself keeps running, it is the site's own process.
 """
 
 from __future__ import annotations
@@ -44,11 +45,12 @@ class AttachedBridge(ScriptBridge):
 
     def __init__(self, *, agent_dir: Path, site: str, job_id: str, on_output: Callable[[str], None],
                  on_metric: Callable[[str, float, int | None], None], framework: str = "numpy",
-                 attach_timeout_s: float = 300.0) -> None:
+                 attach_timeout_s: float = 300.0, job_name: str = "") -> None:
         super().__init__(workdir=agent_dir, command=["(external trainer)"], env={}, site=site, job_id=job_id,
                          on_output=on_output, on_metric=on_metric, framework=framework)
         self._agent_dir = agent_dir
         self._attach_timeout_s = attach_timeout_s
+        self._job_name = job_name
         self._attached = threading.Event()
         self.attach_path: Path | None = None
 
@@ -71,7 +73,8 @@ class AttachedBridge(ScriptBridge):
             server.listen(4)
             server.settimeout(_POLL_S)
             self.attach_path = attach_file.write_attach(self._agent_dir, str(address), token, self._site,
-                                                         self._job_id, self._framework, wire.PROTOCOL_VERSION)
+                                                         self._job_id, self._job_name, self._framework,
+                                                         wire.PROTOCOL_VERSION)
         except BaseException:
             server.close()
             self._remove_files()
@@ -136,6 +139,7 @@ class AttachedBridge(ScriptBridge):
             if self._ending:
                 with contextlib.suppress(OSError):
                     wire.send(conn, wire.End())
+        self._remove_files()  # one trainer per job and site: nobody else finds the way in now
         self._on_output(f"an external trainer attached at {self._site}{_peer(sock)}")
         self._attached.set()
         self._read(conn)

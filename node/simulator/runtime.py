@@ -414,6 +414,9 @@ def simulate(job: LoadedJob, sites: list[str], workspace: Path, workers: int | N
     engine = engine or LocalEngine(workers)
     workspace = workspace.resolve()  # the workers change into the app folder: a relative path would move
     script = job.spec.app.script()
+    if job.spec.app.external:
+        raise SimulationError(f"{job.spec_path} says app: {{external: true}}: its trainers attach to the sites of a "
+                              "federation (flctl poc, or a provisioned one), which the simulator has none of")
     if script is None:
         raise SimulationError(f"the simulator runs Python scripts only; make app.command in "
                               f"{job.spec_path} [python, SCRIPT, ...]")

@@ -325,8 +325,8 @@ def _refuse(reporter: Reporter, chan: grpc.Channel, error: str) -> int:
     return 1
 
 
-def make_bridge(app: AppSpec, site: str, job_dir: Path, job_id: str, reporter: Reporter,
-                confine: Confinement) -> ScriptBridge:
+def make_bridge(app: AppSpec, site: str, job_dir: Path, job_id: str, reporter: Reporter, confine: Confinement,
+                job_name: str = "") -> ScriptBridge:
     """The job's script run confined (`ScriptBridge`), or, for `app: {external: true}`, the socket a trainer the
     site runs itself attaches to (`AttachedBridge`, in the job folder's `agent/`)."""
     from flctl.node.client.script_bridge import ScriptBridge
@@ -337,7 +337,7 @@ def make_bridge(app: AppSpec, site: str, job_dir: Path, job_id: str, reporter: R
 
         return AttachedBridge(agent_dir=job_dir / AGENT_DIR, site=site, job_id=job_id, on_output=reporter.line,
                               on_metric=reporter.metric, framework=app.params_framework(),
-                              attach_timeout_s=app.attach_timeout_s)
+                              attach_timeout_s=app.attach_timeout_s, job_name=job_name)
     return ScriptBridge(workdir=job_dir / "job" / "app", command=list(app.command), env=dict(app.env), site=site,
                         job_id=job_id, on_output=reporter.line, on_metric=reporter.metric, confine=confine,
                         framework=app.params_framework(), compat=app.compat)
@@ -374,7 +374,7 @@ def main(argv: list[str]) -> int:
         return _refuse(reporter, chan, f"{kit.info.name} refuses to run the job: "
                        f"{refusal or (filters if isinstance(filters, str) else codec)}")
     setup_notes(reporter, kit.info.name, filters, spec.app.compat)
-    bridge = make_bridge(spec.app, kit.info.name, job_dir, job_id, reporter, confine)
+    bridge = make_bridge(spec.app, kit.info.name, job_dir, job_id, reporter, confine, spec.name)
 
     def on_term(_sig: int, _frame: FrameType | None) -> None:
         bridge.kill()
