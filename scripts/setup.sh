@@ -25,6 +25,9 @@ need=()
 command -v openssl >/dev/null || need+=(openssl)
 [ -x /usr/sbin/sshd ] || need+=(openssh-server)     # the SSH deployment tests run their own sshd
 command -v tmux >/dev/null || need+=(tmux)            # the console smoke test drives flctl in tmux
+if [ "$all" = 1 ]; then                                # flctl deploy image build and its tests (FLCTL_IMAGE_TESTS=1)
+  for tool in podman buildah mmdebstrap; do command -v "$tool" >/dev/null || need+=("$tool"); done
+fi
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     step "installing system packages: ${need[*]}"
