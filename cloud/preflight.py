@@ -5,8 +5,9 @@ For a kit, from this machine: the kit's signature and every certificate's validi
 port answers, a TLS handshake with the kit's certificate (TLS 1.3, ALPN h2, the server's certificate issued by the
 kit's CA and covering the name dialled); the server's clock and versions from its `ServerInfo` answer; this
 machine's Python, flctl and free disk, and, for the server's kit, its port free to listen on. For an inventory, the
-same per host's kit, with the host's side (Python, flctl, disk, the server's name and port as the host sees them, the
-port free on the server's host, the host's clock) found over SSH, as `flctl deploy` reaches each host.
+same per host's kit, with the host's side (Python, flctl, disk, the server's name, port and TLS as the host sees
+them, the port free on the server's host, the host's clock) found over SSH, as `flctl deploy` reaches each host; a
+playbook through the inventory `flctl play` rolls out.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from flctl.provisioner.kit_layout import KitPaths
 if TYPE_CHECKING:
     from flctl.cloud.connector import Connector
     from flctl.cloud.inventory import HostSpec, Inventory
+    from flctl.node.admin.server_info import ServerInfo
 
 TIMEOUT_S = 5.0
 HERE = "this machine"
@@ -53,7 +55,7 @@ class Report:
 class ServerFacts:
     """What the server said (None: it could not be asked) and, when it could not, the row that says why."""
 
-    info: Any = None  # flctl.node.admin.server_info.ServerInfo
+    info: ServerInfo | None = None
     problem: Row | None = None
 
 
@@ -130,9 +132,11 @@ def network_rows(info: KitInfo, timeout_s: float) -> tuple[list[Row], ServerFact
         first = next(r for r in rows[-5:] if r.status == Status.FAIL)
         return rows + _skipped(["server"], first), ServerFacts(problem=first)
     server = ask_server(info, timeout_s)
-    rows.append(server.problem or checks.ok("server", f"the server of project '{server.info.project}' answered "
-                                                      f"(flctl {server.info.flctl_version})"))
-    return rows, server
+    if server.info is None:
+        assert server.problem is not None
+        return [*rows, server.problem], server
+    answered = f"the server of project '{server.info.project}' answered (flctl {server.info.flctl_version})"
+    return [*rows, checks.ok("server", answered)], server
 
 
 def ask_server(info: KitInfo, timeout_s: float) -> ServerFacts:
