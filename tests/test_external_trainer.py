@@ -5,6 +5,7 @@ a trainer dying mid-task fails that site's part saying so, and the job goes on o
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import stat
 import subprocess
@@ -245,3 +246,45 @@ def test_the_simulator_refuses_an_external_job_with_exit_2(tmp_path: Path) -> No
     # Assert
     assert out.returncode == 2, out.stdout + out.stderr
     assert "says app: {external: true}: its trainers attach to the sites of a federation" in out.stderr
+
+
+def test_the_example_job_with_its_trainer_on_a_real_federation(tmp_path: Path, trainers) -> None:
+    """playbooks/jobs/external-trainer with its trainer.py started at each site, given the site's kit and the job's
+    name, before the job: FINISHED, and its final w equals FedAvg by hand of the same gradient steps (float64)."""
+    from .conftest import ROOT
+
+    example = ROOT / "playbooks" / "jobs" / "external-trainer"
+    spec = importlib.util.spec_from_file_location("external_trainer_example", example / "trainer.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    w = np.zeros(3)
+    for _ in range(3):
+        answers = []
+        for site in ("site-1", "site-2"):
+            x, y = module.site_data(site)
+            local = w.copy()
+            for _ in range(module.STEPS):
+                local -= module.LEARNING_RATE * 2 * x.T @ (x @ local - y) / len(x)
+            answers.append(local)
+        w = (answers[0] + answers[1]) / 2
+    (tmp_path / "fed").mkdir()
+    with running(make_federation(tmp_path / "fed")) as fed, AdminClient.from_kit(fed.admin_kit) as admin:
+        for site in ("site-1", "site-2"):
+            trainers.append(subprocess.Popen(
+                [sys.executable, str(example / "trainer.py"), str(fed.kit(site)), "--job", "external-trainer",
+                 "--wait-s", "60"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                start_new_session=True))
+        # Execute
+        job_id = admin.submit_job(example)
+        list(admin.watch(job_id))
+        info = admin.get_job(job_id)
+        target = admin.download_job(job_id, tmp_path / "out")
+        outputs = [proc.communicate(timeout=30)[0] for proc in trainers]
+    # Assert
+    assert info.status == "FINISHED", (info.error, outputs)
+    from safetensors.numpy import load_file
+
+    np.testing.assert_allclose(load_file(str(target / "models" / "final.safetensors"))["w"], w, rtol=1e-12)
+    np.testing.assert_allclose(w, module.TRUE_W, atol=0.05)
+    assert all("attached to job" in out and "the job ended at this site" in out for out in outputs), outputs

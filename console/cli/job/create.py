@@ -50,7 +50,8 @@ def command(
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
-        shutil.copytree(spec.parent / "app", tmp / "app", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        if (spec.parent / "app").is_dir():  # an external-trainer job has none
+            shutil.copytree(spec.parent / "app", tmp / "app", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         if source.is_dir():  # anything else the example holds (a model file, data notes)
             for entry in source.iterdir():
                 if entry.name not in ("app", "job.yml", "__pycache__"):
