@@ -288,3 +288,34 @@ def test_the_example_job_with_its_trainer_on_a_real_federation(tmp_path: Path, t
     np.testing.assert_allclose(load_file(str(target / "models" / "final.safetensors"))["w"], w, rtol=1e-12)
     np.testing.assert_allclose(w, module.TRUE_W, atol=0.05)
     assert all("attached to job" in out and "the job ended at this site" in out for out in outputs), outputs
+
+
+def test_a_pytorch_job_s_trainer_gets_tensors_and_its_state_dict_goes_back(tmp_path: Path, trainers) -> None:
+    """framework pytorch (from the attach file): the trainer receives torch tensors and sends a state_dict as it
+    is; the bridge gets its arrays back under the same names."""
+    pytest.importorskip("torch")
+    # Prepare
+    bridge = AttachedBridge(agent_dir=tmp_path / "job" / "agent", site="site-1", job_id="j1",
+                            on_output=lambda _: None, on_metric=lambda *_: None, framework="pytorch")
+    bridge.start()
+    (tmp_path / "torch_trainer.py").write_text(
+        "import sys, torch\nimport flctl.client as fl\ntrainer = fl.attach(sys.argv[1])\n"
+        "while trainer.running():\n    task = trainer.receive()\n"
+        "    assert isinstance(task.params['fc.weight'], torch.Tensor), task.params\n"
+        "    net = torch.nn.Linear(2, 1)\n    net.load_state_dict({k[3:]: v for k, v in task.params.items()})\n"
+        "    net.weight.data += 1\n"
+        "    trainer.send(fl.Model(params={'fc.' + k: v for k, v in net.state_dict().items()}, num_examples=2))\n")
+    trainers.append(subprocess.Popen([sys.executable, str(tmp_path / "torch_trainer.py"), str(tmp_path / "job")],
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    try:
+        # Execute
+        answer, payload = bridge.run_encoded(Task(TaskKind.TRAIN, 0, {}, {}), [encode(
+            {"fc.weight": np.array([[1.0, 2.0]], "float32"), "fc.bias": np.array([0.5], "float32")})], timeout_s=60)
+    finally:
+        bridge.finish()
+    # Assert
+    assert trainers[0].wait(30) == 0, trainers[0].communicate()[0]
+    params = decode(payload)
+    np.testing.assert_array_equal(params["fc.weight"], [[2.0, 3.0]])
+    np.testing.assert_array_equal(params["fc.bias"], [0.5])
+    assert answer.num_examples == 2
