@@ -56,19 +56,19 @@ def empty(model: dict[str, Any]) -> dict[str, Any]:
 
 
 def append(model: dict[str, Any], new: list[dict[str, Any]]) -> dict[str, Any]:
-    """`model` with the trees `new` added, each renumbered and its own boosting iteration (its predictions are the
-    sum of every tree's, as before plus the new trees')."""
-    out = copy.deepcopy(model)
-    booster = _booster(out)
-    features = num_features(out)
-    for given in new:
-        tree = copy.deepcopy(given)
+    """Add the trees `new` to `model` (in place, and returned), each renumbered and its own boosting iteration (its
+    predictions are the sum of every tree's, as before plus the new trees'); ValueError, changing nothing, when a
+    tree is over another number of features."""
+    booster = _booster(model)
+    features = num_features(model)
+    for tree in new:
         if int(tree.get("tree_param", {}).get("num_feature", features)) != features:
             raise ValueError(f"a tree over {tree['tree_param']['num_feature']} features added to a model over "
                              f"{features}")
+    for tree in new:
         tree["id"] = len(booster["trees"])
         booster["trees"].append(tree)
         booster["tree_info"].append(0)
         booster["iteration_indptr"].append(len(booster["trees"]))
     booster["gbtree_model_param"]["num_trees"] = str(len(booster["trees"]))
-    return out
+    return model

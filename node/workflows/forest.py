@@ -29,6 +29,11 @@ class ForestArgs(WorkflowArgs):
     evaluate: bool = Field(True, description="Evaluate the pooled forest at every site afterwards")
     timeout_s: float = Field(600.0, gt=0, description="Seconds each step waits for every site")
 
+    @property
+    def rounds(self) -> int:
+        """One round (what the simulator and the console show)."""
+        return 1
+
 
 class Forest(Workflow):
     """One round: every site's trees, pooled into one forest."""

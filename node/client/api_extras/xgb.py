@@ -46,6 +46,7 @@ class XGBoostSite:
             raise ValueError(f"{len(self.x)} rows but {len(self.y)} labels")
         self.binned: Any = None
         self.bins = 0
+        self._matrix: Any = None
         self.margin: Any = None
         self.grad: Any = None
 
@@ -99,9 +100,12 @@ class XGBoostSite:
                          "xgboost")
 
     def _dmatrix(self) -> Any:
+        """The site's rows as one DMatrix, made once: XGBoost keeps its bins with it across rounds."""
         import xgboost as xgb
 
-        return xgb.DMatrix(self.x, label=self.y)
+        if self._matrix is None:
+            self._matrix = xgb.DMatrix(self.x, label=self.y)
+        return self._matrix
 
     def _template(self, params: Any) -> Any:
         import xgboost as xgb
@@ -142,7 +146,7 @@ class XGBoostSite:
 
         from flctl.node.frameworks import xgb_json
 
-        before = len(xgb_json.trees(json.loads(bytes(booster.save_raw("json")))))
+        before = booster.num_boosted_rounds()  # one tree per iteration in the workflow's models
         settings = {**params.xgboost_params(), "eta": params.eta * len(self.y) / float(meta["total_examples"])}
         trained = xgb.train(settings, self._dmatrix(), int(meta.get("local_rounds", 1)),
                             xgb_model=booster if before else None)
