@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from flctl.node.admin.admin_client import AdminClient
+from flctl.node.client.api_extras.xgb import load_booster
 from flctl.node.wire import tensors
 
 from .conftest import ROOT
@@ -64,8 +65,8 @@ def test_xgboost_and_kmeans_on_a_real_federation_equal_the_pooled_runs(tmp_path:
     reference = xgb.train({"objective": "binary:logistic", "eta": 0.3, "max_depth": 3, "lambda": 1.0,
                            "min_child_weight": 1.0, "max_bin": 1024, "base_score": 0.5, "tree_method": "hist"},
                           pooled, 3)
-    federated = xgb.Booster()
-    federated.load_model(bytearray(json.dumps(infos["xgb"].reports["xgboost"]["model"]).encode()))
+    federated = load_booster(downloaded["xgb"] / "models" / "final.safetensors")
+    assert infos["xgb"].reports["xgboost"]["trees"] == 3
     np.testing.assert_allclose(federated.predict(pooled), reference.predict(pooled), rtol=0, atol=1e-5)
     report = infos["km"].reports["kmeans"]
     points = np.concatenate([tabular.blobs(site, 200) for site in sites])

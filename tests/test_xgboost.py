@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from flctl.node.client.api_extras.xgb import load_booster
 from flctl.node.frameworks import xgb_hist, xgb_json
 from flctl.node.jobs.job_spec import load_job
 from flctl.node.jobs.tasks import TaskResult
@@ -44,10 +45,7 @@ def job(root: Path, mode: str, rounds: int, params: dict[str, object], rows: int
 
 
 def booster(job_dir: Path):
-    model = tensors.decode((job_dir / "models" / "final.safetensors").read_bytes())["model_json"]
-    out = xgb.Booster()
-    out.load_model(bytearray(np.asarray(model, np.uint8).tobytes()))
-    return out
+    return load_booster(job_dir / "models" / "final.safetensors")
 
 
 def test_histogram_mode_gives_xgboost_on_the_pooled_rows(tmp_path, monkeypatch):
@@ -66,8 +64,10 @@ def test_histogram_mode_gives_xgboost_on_the_pooled_rows(tmp_path, monkeypatch):
     federated = booster(result.job_dir)
     np.testing.assert_allclose(federated.predict(pooled), reference.predict(pooled), rtol=0, atol=TOLERANCE)
     sizes = [len(t["left_children"]) for t in xgb_json.trees(json.loads(bytes(reference.save_raw("json"))))]
+    model = tensors.decode((result.job_dir / "models" / "final.safetensors").read_bytes())["model_json"]
+    assert [len(t["left_children"]) for t in xgb_json.trees(xgb_json.from_array(model))] == sizes
     report = json.loads((result.job_dir / "reports" / "xgboost.json").read_text())
-    assert [len(t["left_children"]) for t in xgb_json.trees(report["model"])] == sizes
+    assert report["trees"] == 6 and report["mode"] == "histogram"
     assert set(report["sites"]) == set(SITES) and 0.5 < report["sites"]["site-1"]["auc"] <= 1
 
 

@@ -19,9 +19,9 @@ quantile summaries and the model is close to the pooled one (bench/frameworks.py
 bagging: each round every site boosts `local_rounds` trees from the global model on its own rows with its own
 XGBoost, its eta scaled by its share of the rows, and the server adds every site's new trees to the one forest.
 
-The model is an XGBoost JSON model: `models/final.safetensors` holds it as the uint8 tensor `model_json`, and the
-report `xgboost` holds it as JSON (`xgb.Booster(model_file=bytearray(json.dumps(report["model"]).encode()))`)
-beside each site's figures of the final model (log loss and AUC, or RMSE).
+The model is an XGBoost JSON model, held by `models/final.safetensors` as the uint8 tensor `model_json`
+(`flctl.client.xgb.load_booster(path)` gives the `xgboost.Booster`); the report `xgboost` (small: it goes with
+`flctl job show`) says the trees and each site's figures of the final model (log loss and AUC, or RMSE).
 """
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ class XGBoost(Workflow):
         fed.save_model("final", final)
         fed.save_report(REPORT, {"mode": self.settings.mode, "rounds": self.settings.rounds,
                                  "trees": len(xgb_json.trees(model)), "params": self.settings.params.as_dict(),
-                                 "sites": metrics, "model": model})
+                                 "sites": metrics})
         return final
 
     # ---- histogram mode -------------------------------------------------------------------------------------

@@ -17,7 +17,23 @@ from __future__ import annotations
 import json
 from typing import Any
 
-__all__ = ["XGBoostSite", "serve"]
+__all__ = ["XGBoostSite", "load_booster", "serve"]
+
+
+def load_booster(model: Any) -> Any:
+    """The `xgboost.Booster` of an xgboost job's model: a path to its `models/final.safetensors` (or any round's),
+    or the params `fl.load_model` gave (with the uint8 tensor `model_json`)."""
+    import numpy as np
+    import xgboost as xgb
+
+    import flctl.client as fl
+
+    params = model if isinstance(model, dict) else fl.load_model(model)
+    if "model_json" not in params:
+        raise ValueError(f"not an xgboost job's model: no tensor model_json (it has {', '.join(sorted(params))})")
+    booster = xgb.Booster()
+    booster.load_model(bytearray(np.asarray(params["model_json"], np.uint8).tobytes()))
+    return booster
 
 
 def serve(x: Any, y: Any) -> None:
