@@ -47,13 +47,15 @@ class SshHost:
         kind, key = self.host_key.with_suffix(".pub").read_text().split()[:2]
         return f"[127.0.0.1]:{self.port} {kind} {key}\n"
 
-    def start(self, authorized_keys: Path | list[Path]) -> SshHost:
-        """Start sshd; it accepts the keys in `authorized_keys` (one file, or several read in turn)."""
+    def start(self, authorized_keys: Path | list[Path], extra_config: str = "") -> SshHost:
+        """Start sshd; it accepts the keys in `authorized_keys` (one file, or several read in turn); `extra_config`:
+        sshd_config lines put first (sshd keeps the first value of a keyword, so they win over the defaults here)."""
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # privilege separation folder sshd insists on
         config = self.root / "sshd_config"
         keys = " ".join(map(str, authorized_keys if isinstance(authorized_keys, list) else [authorized_keys]))
         config.write_text(
-            f"Port {self.port}\nListenAddress 127.0.0.1\nHostKey {self.host_key}\nPidFile {self.root}/sshd.pid\n"
+            f"{extra_config}Port {self.port}\nListenAddress 127.0.0.1\nHostKey {self.host_key}\n"
+            f"PidFile {self.root}/sshd.pid\n"
             f"AuthorizedKeysFile {keys}\nUsePAM no\nStrictModes no\nPermitRootLogin prohibit-password\n"
             "PasswordAuthentication no\nKbdInteractiveAuthentication no\nPubkeyAuthentication yes\n"
             "Subsystem sftp internal-sftp\nMaxStartups 50\nMaxSessions 50\nLogLevel ERROR\n")
