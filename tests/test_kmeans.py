@@ -100,3 +100,21 @@ def test_a_centre_no_point_is_nearest_to_stays_and_bad_answers_fail_the_job():
     assert WORKFLOWS["kmeans"] is KMeans
     with pytest.raises(ValueError, match="clusters"):
         KMeans.parse_args({"rounds": 3})
+
+
+def test_a_restarted_job_resumes_to_the_same_centres():
+    """6 rounds straight, and 2 then a restart from round 2's checkpoint: the same centres, exactly."""
+    # Prepare
+    rng = np.random.default_rng(8)
+    parts = [rng.standard_normal((40, 2)) + shift for shift in (0.0, 4.0)]
+    start = np.array([[0.1, 0.0], [3.0, 3.0], [1.0, 4.0]])
+
+    def fed():
+        return FakeFederation({f"s{i}": _named(f"s{i}", lloyd_site(p)) for i, p in enumerate(parts)})
+    first = fed()
+    # Execute
+    straight = KMeans(KMeansArgs(clusters=3, rounds=6)).run(fed(), {"centers": start})
+    KMeans(KMeansArgs(clusters=3, rounds=2)).run(first, {"centers": start})
+    resumed = KMeans(KMeansArgs(clusters=3, rounds=6)).run(fed(), first.models["round-1"], start_round=2)
+    # Assert
+    np.testing.assert_array_equal(resumed["centers"], straight["centers"])

@@ -161,3 +161,38 @@ def test_a_site_without_the_helper_fails_the_job_naming_it():
     with pytest.raises(ValueError, match="mode"):
         XGBoost.parse_args({"rounds": 1, "mode": "vertical"})
     assert XGBoost.parse_args({"rounds": 1, "params": {"lambda": 2.0}}).params.reg_lambda == 2.0  # type: ignore[attr-defined]
+
+
+def in_memory_sites(parts: dict[str, tuple[np.ndarray, np.ndarray]]) -> FakeFederation:
+    """Each site an XGBoostSite (the helper its script runs) answering in this process."""
+    from types import SimpleNamespace
+
+    from flctl.node.client.api_extras.xgb import XGBoostSite
+
+    def site(name: str, helper: XGBoostSite):
+        def answer(task):
+            model = helper.answer(SimpleNamespace(meta=task.meta, params=task.params))
+            return TaskResult(name, model.params, model.num_examples, model.metrics)
+        return answer
+
+    return FakeFederation({name: site(name, XGBoostSite(x, y)) for name, (x, y) in parts.items()})
+
+
+@pytest.mark.parametrize("mode", ["histogram", "bagging"])
+def test_a_restarted_job_resumes_to_the_same_model(monkeypatch, mode):
+    """4 rounds straight, and 2 rounds then a restart from round 2's checkpoint with fresh sites (their scripts
+    restarted too: the bin step rebuilds their margins from the model): the same final model."""
+    # Prepare
+    script = load_script(EXAMPLE / "app" / "train.py", monkeypatch)
+    parts = {site: script.site_table(site, 300, 8, None) for site in SITES[:2]}
+    args = XGBoostArgs(mode=mode, rounds=4, params={"max_depth": 3})  # type: ignore[arg-type]
+    # Execute
+    straight = XGBoost(args).run(in_memory_sites(parts), None)
+    first = in_memory_sites(parts)
+    XGBoost(XGBoostArgs(mode=mode, rounds=2, params={"max_depth": 3})).run(first, None)  # type: ignore[arg-type]
+    resumed = XGBoost(args).run(in_memory_sites(parts), first.models["round-1"], start_round=2)
+    # Assert
+    rows = xgb.DMatrix(np.concatenate([x for x, _ in parts.values()]))
+    expected = load_booster(straight).predict(rows, output_margin=True)
+    assert len(xgb_json.trees(xgb_json.from_array(resumed["model_json"]))) == (4 if mode == "histogram" else 8)
+    np.testing.assert_array_equal(load_booster(resumed).predict(rows, output_margin=True), expected)
