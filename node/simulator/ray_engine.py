@@ -29,6 +29,7 @@ import math
 import os
 import queue
 import shutil
+import signal
 import tarfile
 import tempfile
 import threading
@@ -127,6 +128,7 @@ class RayPool:
         import ray
 
         engine = self.engine
+        handlers = _signal_handlers()
         if not ray.is_initialized():
             if engine.address:
                 try:
@@ -136,9 +138,11 @@ class RayPool:
             else:
                 store_mb = engine.object_store_mb or int(os.environ.get(OBJECT_STORE_ENV, "0") or 0)
                 store = store_mb * 1024 * 1024 if store_mb > 0 else None
-                ray.init(num_cpus=engine.num_cpus or os.cpu_count() or 1, object_store_memory=store,
+                # "local": a Ray of our own, never one `ray start` left running on this machine
+                ray.init(address="local", num_cpus=engine.num_cpus or os.cpu_count() or 1, object_store_memory=store,
                          include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
                 self._started_here = True
+        _restore(handlers)  # Ray's driver takes SIGTERM (and dies on it, leaving its Ray behind): give it back
         try:
             count = self._host_count(ray.cluster_resources())  # type: ignore[no-untyped-call]
             app = ray.put(_tar(self.spec.app_dir))
@@ -286,6 +290,22 @@ class RayPool:
                 ray.kill(actor, no_restart=True)
         if ray.is_initialized():
             ray.shutdown()  # stops the local Ray instance when started here; else only disconnects
+
+
+_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def _signal_handlers() -> dict[int, Any]:
+    """This process's Python signal handlers (in the main thread only: elsewhere none can be set)."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {sig: signal.getsignal(sig) for sig in _SIGNALS}
+
+
+def _restore(handlers: dict[int, Any]) -> None:
+    for sig, handler in handlers.items():
+        if handler is not None:
+            signal.signal(sig, handler)
 
 
 def _tar(folder: Path) -> bytes:
