@@ -35,7 +35,8 @@ def job_folder(root: Path, name: str, example: Path, workflow: dict[str, object]
 
 def test_xgboost_and_kmeans_on_a_real_federation_equal_the_pooled_runs(tmp_path: Path, monkeypatch):
     """2 sites over mTLS: histogram XGBoost (3 rounds, depth 3, features rounded: the pooled cuts) predicts the pooled
-    rows as xgboost.train on them, within 1e-5; k-means' centres are sklearn's from the same start, within 1e-9."""
+    rows as xgboost.train on them, within 1e-5; k-means' centres are sklearn's from the same start, within 1e-9;
+    `flctl job show` prints the k-means outcome."""
     # Prepare
     xgb_script = load_script(JOBS / "xgboost" / "app" / "train.py", monkeypatch)
     tabular = load_script(JOBS / "sklearn" / "app" / "tabular.py", monkeypatch)
@@ -57,6 +58,7 @@ def test_xgboost_and_kmeans_on_a_real_federation_equal_the_pooled_runs(tmp_path:
             list(admin.watch(job_id))
             infos[folder.name] = admin.get_job(job_id)
             downloaded[folder.name] = admin.download_job(job_id, tmp_path / "out" / folder.name)
+            shown = fed_def.flctl("job", "show", job_id)
     # Assert
     for info in infos.values():
         assert info.status == "FINISHED", info.error + fed_def.logs()
@@ -75,3 +77,20 @@ def test_xgboost_and_kmeans_on_a_real_federation_equal_the_pooled_runs(tmp_path:
     centers = tensors.decode((downloaded["km"] / "models" / "final.safetensors").read_bytes())["centers"]
     assert report["converged"] and sum(report["cluster_sizes"]) == len(points)
     np.testing.assert_allclose(centers, expected, rtol=0, atol=1e-9)
+    assert "k-means: converged after" in shown.stdout, shown.stdout + shown.stderr
+
+
+def test_job_shows_tables_name_each_sites_figures():
+    """`flctl job show`'s tables for the classic-ML reports: k-means' clusters, xgboost's and ditto's per site."""
+    # Prepare
+    from flctl.console.cli.job.frameworks_view import tables
+
+    reports = {"kmeans": {"converged": True, "iterations": 7, "inertia": 12.5, "cluster_sizes": [3, 4]},
+               "xgboost": {"mode": "histogram", "trees": 5, "sites": {"b": {"auc": 0.9}, "a": {"auc": 0.8}}},
+               "ditto": {"lambda": 0.5, "sites": {"a": {"global": {"loss": 2.0}, "personal": {"loss": 1.0}}}}}
+    # Execute
+    shown = tables(reports)
+    # Assert
+    assert shown[0] == ("k-means: converged after 7 iterations, inertia 12.5", ["cluster", "points"], [(0, 3), (1, 4)])
+    assert shown[1][1:] == (["site", "auc"], [("a", "0.8"), ("b", "0.9")]) and "5 trees" in shown[1][0]
+    assert shown[2][1:] == (["site", "global loss", "personal loss"], [("a", "2", "1")])
