@@ -11,7 +11,7 @@ The figure leaves out gRPC itself: on a real federation each message also crosse
 server to site); at the local federation's 160-280 MB/s a 35 MB message adds about 0.3 s each way.
 
     .venv/bin/python bench/psi.py                     # N = 100,000
-    .venv/bin/python bench/psi.py 100000 1000000      # also a million (about 25 min on 2 cores)
+    .venv/bin/python bench/psi.py 100000 1000000      # also a million (40 min on the loaded 2-core machine)
 
 Run it with the interpreter that has flctl installed (and the privacy extra: openmined.psi).
 """
