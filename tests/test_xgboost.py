@@ -196,3 +196,22 @@ def test_a_restarted_job_resumes_to_the_same_model(monkeypatch, mode):
     expected = load_booster(straight).predict(rows, output_margin=True)
     assert len(xgb_json.trees(xgb_json.from_array(resumed["model_json"]))) == (4 if mode == "histogram" else 8)
     np.testing.assert_array_equal(load_booster(resumed).predict(rows, output_margin=True), expected)
+
+
+def test_squared_error_regression_equals_pooled_xgboost_too(monkeypatch):
+    """reg:squarederror, 2 in-memory sites, features rounded (the pooled cuts), depth 3, 3 rounds: within 1e-5 of
+    xgboost.train on the pooled rows."""
+    # Prepare
+    script = load_script(EXAMPLE / "app" / "train.py", monkeypatch)
+    parts = {}
+    for site in SITES[:2]:
+        x, _ = script.site_table(site, 400, 8, 1)
+        parts[site] = (x, 0.3 * x[:, 2] - x[:, 3] ** 2 + np.log1p(x[:, 0]))
+    params = {"objective": "reg:squarederror", "max_depth": 3, "max_bin": 1024, "base_score": 0.0}
+    rows = xgb.DMatrix(np.concatenate([x for x, _ in parts.values()]),
+                       label=np.concatenate([y for _, y in parts.values()]))
+    reference = xgb.train(xgb_hist.BoostParams(**params).xgboost_params(), rows, 3)  # type: ignore[arg-type]
+    # Execute
+    final = XGBoost(XGBoostArgs(rounds=3, params=params)).run(in_memory_sites(parts), None)  # type: ignore[arg-type]
+    # Assert
+    np.testing.assert_allclose(load_booster(final).predict(rows), reference.predict(rows), rtol=0, atol=1e-5)
