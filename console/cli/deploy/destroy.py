@@ -1,21 +1,26 @@
-"""`flctl deploy destroy INVENTORY [--dry-run] [--yes] [--json]`."""
+"""`flctl deploy destroy INVENTORY|DIR [--dry-run] [--yes] [--json]`."""
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from flctl.console.cli import exit_codes, terminal
-from flctl.console.cli.deploy.run import InventoryArg, deployment
+from flctl.console.cli.deploy import k8s_destroy
+from flctl.console.cli.deploy.run import deployment
 from flctl.console.cli.options import JsonOption
 
 
 def command(
-    inventory: InventoryArg,
+    inventory: Annotated[Path, typer.Argument(metavar="INVENTORY|DIR", help="The inventory YAML, or the folder "
+                                              "`flctl deploy k8s --apply -o DIR` wrote.")],
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be deleted; delete nothing.")] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    kubeconfig: k8s_destroy.KubeconfigOption = None,
+    context: k8s_destroy.ContextOption = None,
     json_out: JsonOption = False,
 ) -> None:
     """Delete exactly the cloud resources this inventory's deployment recorded, and nothing else.
@@ -23,9 +28,14 @@ def command(
     Instances and VMs first, then addresses, network interfaces, security groups, networks, key
     pairs and resource groups flctl created. Each is forgotten the moment it is gone, so an
     interrupted destroy continues where it stopped when run again, and a second destroy does
-    nothing. The generated SSH keys and pinned host keys go with the machines.
+    nothing. The generated SSH keys and pinned host keys go with the machines. Given the folder of
+    `flctl deploy k8s --apply`: the Kubernetes objects it created or patched (Deployments first).
     """
     from flctl.cloud import fleet
+
+    if inventory.is_dir():
+        k8s_destroy.run(inventory, dry_run, yes, kubeconfig, context, json_out)
+        return
 
     found = deployment(inventory, quiet=json_out)
     records = fleet.recorded(found.inventory)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -30,6 +30,12 @@ def command(
     node_port: Annotated[int | None, typer.Option(help="The NodePort to use (30000-32767).")] = None,
     workspace_size: Annotated[str, typer.Option(help="The server workspace claim's size.")] = "10Gi",
     force: ForceOption = False,
+    apply: Annotated[bool, typer.Option("--apply", help="Then create or patch every object in the cluster of "
+                                                        "the kubeconfig, recorded in DIR.deploy/ for "
+                                                        "`flctl deploy destroy DIR`.")] = False,
+    kubeconfig: Annotated[Path | None, typer.Option(dir_okay=False, help="The kubeconfig [default: $KUBECONFIG, "
+                                                    "else ~/.kube/config].")] = None,
+    context: Annotated[str | None, typer.Option(help="The kubeconfig's context [default: its current one].")] = None,
     json_out: JsonOption = False,
 ) -> None:
     """Write Kubernetes manifests and a Helm chart that run the federation from its kits.
@@ -43,18 +49,24 @@ def command(
     Apply with `kubectl apply -f DIR/kubernetes.yaml` or `helm install NAME DIR/chart`.
     """
     from flctl import __version__
+    from flctl.cloud.k8s_apply import Cluster
     from flctl.cloud.k8s_bundle import K8sOptions, write_bundle
     from flctl.cloud.project_kits import load_project_kits
 
     kits = load_project_kits(workspace)
     options = K8sOptions(namespace, image, storage_class, service_type, node_port, workspace_size)
+    api = Cluster(kubeconfig, context).client() if apply else None  # a bad kubeconfig: refused before writing
     values, objects = write_bundle(kits, options, out, __version__, force)
     names = {kit.participant: kit.name for kit in kits.nodes}
+    applied = _apply(kits.project, objects, out, api, context) if api is not None else []
     if json_out:
         terminal.print_json({"out": str(out), "prod": str(kits.prod), "namespace": namespace, "names": names,
                              "server_service": values["server"]["service"], "reach": values["server"]["reach"],
-                             "objects": [f"{o['kind']}/{o['metadata']['name']}" for o in objects]})
+                             "objects": [f"{o['kind']}/{o['metadata']['name']}" for o in objects],
+                             "applied": [{"kind": k, "name": n, "status": how} for k, n, how in applied]})
         return
+    if applied:
+        terminal.table(["kind", "name", "status"], [list(row) for row in applied], title=f"applied to {namespace}")
     terminal.table(["participant", "kubernetes name", "kind"], [[k.participant, k.name, k.kind] for k in kits.nodes],
                    title=f"{kits.project} from {kits.prod}")
     if values["server"]["reach"] == "public":
@@ -62,3 +74,14 @@ def command(
                          f"Service {values['server']['service']}'s LoadBalancer or node address")
     terminal.success(f"wrote {len(objects)} objects to {out}/kubernetes.yaml and the chart {out}/chart; "
                      f"apply: kubectl apply -f {out}/kubernetes.yaml")
+
+
+def _apply(project: str, objects: list[dict[str, Any]], out: Path, api: object, context: str | None) -> list[
+        tuple[str, str, str]]:
+    from flctl.cloud.deploy_state import DeploymentState, locked
+    from flctl.cloud.k8s_apply import apply_objects, state_folder
+
+    folder = state_folder(out)
+    with locked(folder):
+        state = DeploymentState.open(folder, project)
+        return apply_objects(objects, api, state, context or "default")
