@@ -32,20 +32,28 @@ class K8sOptions:
     service_type: str = "ClusterIP"
     node_port: int | None = None
     workspace_size: str = "10Gi"
+    only_sites: list[str] | None = None  # a bundle of these sites alone, for another cluster
 
 
 def bundle(kits: ProjectKits, options: K8sOptions) -> tuple[dict[str, Any], list[Manifest]]:
     """(the values, the manifests) of the federation; DeployInputError names a bad option."""
     values = chart_values(kits, options.namespace, options.image, options.storage_class, options.service_type,
-                          options.node_port, options.workspace_size)
-    return values, manifests(values, {kit.name: kit.files for kit in kits.nodes})
+                          options.node_port, options.workspace_size, options.only_sites)
+    return values, manifests(values, _files(kits, values))
+
+
+def _files(kits: ProjectKits, values: dict[str, Any]) -> dict[str, dict[str, bytes]]:
+    """The kit files of the participants in the bundle (a sites-only bundle carries no server key)."""
+    names = {values["server"]["name"]} if values["server"]["deploy"] else set()
+    names |= {site["name"] for site in values["sites"]}
+    return {kit.name: kit.files for kit in kits.nodes if kit.name in names}
 
 
 def write_bundle(kits: ProjectKits, options: K8sOptions, out: Path, app_version: str, force: bool = False) -> tuple[
         dict[str, Any], list[Manifest]]:
     """Write DIR (all of it, or nothing); returns what `bundle` returns."""
     values, objects = bundle(kits, options)
-    chart = chart_files(values, {kit.name: kit.files for kit in kits.nodes}, app_version)
+    chart = chart_files(values, _files(kits, values), app_version)
     files = {MANIFESTS: yaml.safe_dump_all(objects, sort_keys=False).encode(),
              "values.json": (json.dumps(values, indent=2) + "\n").encode(),
              **{f"chart/{path}": data for path, data in chart.items()}}

@@ -64,8 +64,11 @@ def server_service(host: str, namespace: str, fallback: str) -> tuple[str, str]:
 
 def chart_values(kits: ProjectKits, namespace: str = "flctl", image: str = "flctl:latest",
                  storage_class: str | None = None, service_type: str = "ClusterIP", node_port: int | None = None,
-                 workspace_size: str = "10Gi") -> dict[str, Any]:
-    """The chart's values: everything the manifests need except the kits' files (which hold keys)."""
+                 workspace_size: str = "10Gi", only_sites: list[str] | None = None) -> dict[str, Any]:
+    """The chart's values: everything the manifests need except the kits' files (which hold keys).
+
+    `only_sites`: a bundle of these sites alone, for a cluster other than the server's (no server objects);
+    they reach the server at its public name, so a name that resolves only inside a cluster is refused."""
     if not is_label(namespace):
         raise DeployInputError(f"[--namespace] '{namespace}' is not a Kubernetes namespace name (lower-case "
                                "letters, digits and '-', starting with a letter)")
@@ -76,6 +79,19 @@ def chart_values(kits: ProjectKits, namespace: str = "flctl", image: str = "flct
                                f"port from {NODE_PORTS[0]} to {NODE_PORTS[1]}")
     repository, _, tag = image.rpartition(":") if ":" in image.rsplit("/", 1)[-1] else (image, "", "latest")
     service, reach = server_service(kits.server_host, namespace, kits.server.name)
+    sites = kits.sites
+    if only_sites is not None:
+        known = {site.participant: site for site in kits.sites}
+        unknown = [name for name in only_sites if name not in known]
+        if unknown:
+            raise DeployInputError(f"[--site] {', '.join(unknown)}: not a site of the project (its sites: "
+                                   f"{', '.join(known)})")
+        if reach != "public":
+            raise DeployInputError(f"[--site] the server's name {kits.server_host} resolves only inside its own "
+                                   "cluster; sites in another cluster need its public name: provision the project "
+                                   "with that name (server: name) and run the server with --service-type "
+                                   "LoadBalancer or NodePort")
+        sites = [known[name] for name in only_sites]
     return {
         "project": kits.project,
         "namespace": namespace,
@@ -85,8 +101,8 @@ def chart_values(kits: ProjectKits, namespace: str = "flctl", image: str = "flct
         "storageClass": storage_class or "",
         "workspaceSize": workspace_size,
         "server": {**_participant(kits.server), "service": service, "reach": reach, "serviceType": service_type,
-                   "nodePort": node_port},
-        "sites": [_participant(site) for site in kits.sites],
+                   "nodePort": node_port, "deploy": only_sites is None},
+        "sites": [_participant(site) for site in sites],
     }
 
 
@@ -111,11 +127,13 @@ def resources(limits: Limits) -> dict[str, dict[str, str]]:
 def manifests(values: dict[str, Any], files: dict[str, dict[str, bytes]]) -> list[Manifest]:
     """Every object of the federation; `files` maps each participant's name to its kit files (path -> bytes)."""
     server = values["server"]
-    out: list[Manifest] = [_secret(values, p, files[p["name"]]) for p in [server, *values["sites"]]]
-    out += [_claim(values), _deployment(values, server, "server"), _service(values)]
+    here = [server] if server["deploy"] else []  # a bundle of sites for another cluster holds no server object
+    out: list[Manifest] = [_secret(values, p, files[p["name"]]) for p in [*here, *values["sites"]]]
+    if here:
+        out += [_claim(values), _deployment(values, server, "server"), _service(values)]
     out += [_deployment(values, site, "site") for site in values["sites"]]
-    out += [_server_policy(values), _sites_policy(values)]
-    return out
+    out += [_server_policy(values)] if here else []
+    return [*out, _sites_policy(values)]
 
 
 def _labels(values: dict[str, Any], name: str | None = None, component: str | None = None) -> dict[str, str]:

@@ -147,3 +147,27 @@ def test_bad_input_is_refused_with_exit_2_and_nothing_written(tmp_path: Path) ->
     done = flctl("deploy", "k8s", make_workspace(tmp_path / "d"), "-o", tmp_path / "o5", "--namespace", "Bad_NS")
     assert done.returncode == 2 and "[--namespace]" in done.stderr
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(("o", ".o"))]
+
+
+def test_a_sites_bundle_for_another_cluster_holds_no_server_object_and_no_server_key(tmp_path: Path) -> None:
+    """--site Site_1 with a public server name: its Secret, Deployment and the sites' policy only; an in-cluster
+    server name or an unknown site: exit 2 naming --site."""
+    kv = pytest.importorskip("kubernetes_validate", reason="needs the k8s extra: bash scripts/setup.sh --all")
+    ws = make_workspace(tmp_path / "a", server="fl.example.org")
+    done = flctl("deploy", "k8s", ws, "-o", tmp_path / "out", "--site", "Site_1", "--json")
+    assert done.returncode == 0, done.stderr
+    found = objects(tmp_path / "out")
+    assert [(o["kind"], o["metadata"]["name"]) for o in found] == [
+        ("Secret", "site-1-kit"), ("Deployment", "site-1"), ("NetworkPolicy", "fedk8s-sites-federation-only")]
+    for obj in found:
+        kv.validate(obj, K8S_VERSION, strict=True)
+    assert "startup.site.key" in found[0]["data"]
+    assert not list((tmp_path / "out" / "chart" / "kits").glob("fl-server*"))
+    values = yaml.safe_load((tmp_path / "out" / "chart" / "values.yaml").read_text())
+    files = {d.name: {p.name.replace(".", "/", 1): p.read_bytes() for p in d.iterdir()}
+             for d in (tmp_path / "out" / "chart" / "kits").iterdir()}
+    assert manifests(values, files) == found
+    done = flctl("deploy", "k8s", make_workspace(tmp_path / "b"), "-o", tmp_path / "o2", "--site", "Site_1")
+    assert done.returncode == 2 and "[--site] the server's name fl-server resolves only inside" in done.stderr
+    done = flctl("deploy", "k8s", ws, "-o", tmp_path / "o3", "--site", "nobody")
+    assert done.returncode == 2 and "[--site] nobody" in done.stderr

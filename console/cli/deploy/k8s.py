@@ -29,6 +29,9 @@ def command(
                                               "LoadBalancer or NodePort (sites elsewhere).")] = "ClusterIP",
     node_port: Annotated[int | None, typer.Option(help="The NodePort to use (30000-32767).")] = None,
     workspace_size: Annotated[str, typer.Option(help="The server workspace claim's size.")] = "10Gi",
+    site: Annotated[list[str] | None, typer.Option("--site", help="Only this site (repeat for more), for a "
+                                                   "cluster other than the server's: no server object; the sites "
+                                                   "reach the server at its public name.")] = None,
     force: ForceOption = False,
     apply: Annotated[bool, typer.Option("--apply", help="Then create or patch every object in the cluster of "
                                                         "the kubeconfig, recorded in DIR.deploy/ for "
@@ -54,7 +57,7 @@ def command(
     from flctl.cloud.project_kits import load_project_kits
 
     kits = load_project_kits(workspace)
-    options = K8sOptions(namespace, image, storage_class, service_type, node_port, workspace_size)
+    options = K8sOptions(namespace, image, storage_class, service_type, node_port, workspace_size, site)
     api = Cluster(kubeconfig, context).client() if apply else None  # a bad kubeconfig: refused before writing
     values, objects = write_bundle(kits, options, out, __version__, force)
     names = {kit.participant: kit.name for kit in kits.nodes}
@@ -67,7 +70,9 @@ def command(
         return
     if applied:
         terminal.table(["kind", "name", "status"], [list(row) for row in applied], title=f"applied to {namespace}")
-    terminal.table(["participant", "kubernetes name", "kind"], [[k.participant, k.name, k.kind] for k in kits.nodes],
+    shown = [k for k in kits.nodes if k.name in {values["server"]["name"] if values["server"]["deploy"] else "",
+                                                 *(s["name"] for s in values["sites"])}]
+    terminal.table(["participant", "kubernetes name", "kind"], [[k.participant, k.name, k.kind] for k in shown],
                    title=f"{kits.project} from {kits.prod}")
     if values["server"]["reach"] == "public":
         terminal.warning(f"sites reach the server at {kits.server_host}: make that name resolve to the "
