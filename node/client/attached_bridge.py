@@ -9,7 +9,8 @@ relays tasks and results exactly as for a script flctl started: the same protoco
 secure-aggregation codec in the job process around it. No trainer within `attach_timeout_s` of the first task,
 or a trainer that goes away (its connection closes: it exited, crashed or was killed) before answering, fails the
 site's part with a `ScriptError` saying so; the server then goes on without the site or fails the job, as
-`min_sites` says. When the job ends at the site the trainer gets `End` (its `running()` turns False) and the
+`min_sites` says. When the job ends at the site (finished, failed or stopped) the trainer gets `End` (its
+`running()` turns False) and the
 socket, token and attach file are removed (once a trainer attached already: one trainer per job and site); the
 trainer itself keeps running, it is the site's own process.
 """
@@ -107,10 +108,18 @@ class AttachedBridge(ScriptBridge):
         return 0
 
     def kill(self) -> None:
-        """Drop the trainer's connection now (its next call raises ConnectionError: the job was stopped here)."""
-        if self._started:
-            self._killed = True
-            self._shutdown()
+        """The job ended here otherwise than finished (failed, stopped, or this site's part is over): tell the
+        trainer (`End`, its `running()` turns False; an answer it still sends raises ConnectionError) and drop the
+        connection now. The trainer is the site's own process: it is never killed."""
+        if not self._started:
+            return
+        self._killed = True
+        with self._lock:
+            self._ending = True
+            if self._conn is not None:
+                with contextlib.suppress(OSError):
+                    wire.send(self._conn, wire.End())
+        self._shutdown()
 
     def _shutdown(self) -> None:
         super()._shutdown()
