@@ -138,6 +138,10 @@ def chroot_federation(image: str, prod: Path, tmp: Path) -> Iterator[list[str]]:
                 procs.append(subprocess.Popen([*cmd, "flctl", *services[name]["command"]], stdout=log,
                                               stderr=subprocess.STDOUT, start_new_session=True))
         yield container(f"{prod / 'admin@hub.org'}:/kit:ro", f"{ROOT / 'playbooks/jobs/hello-numpy'}:/job:ro")
+        probe = container(f"{prod / 'site-1'}:/kit:ro")  # the image's health check, as a site's container runs it
+        ready = subprocess.run([*probe, "flctl", "node", "health", "/kit"], capture_output=True, text=True,
+                               timeout=120, check=False)
+        assert ready.returncode == 0, ready.stderr
     finally:
         _stop(procs)
         for ctr in containers:
