@@ -61,11 +61,13 @@ def problems(line: str) -> list[str]:
             takes_value = False
             continue
         default = getattr(command, "default", None)
-        if default is not None and not word.startswith("-") and command.commands.get(word) is None:
+        own = word.split("=", 1)[0] in _options(command)
+        if default is not None and command.commands.get(word) is None and not (word.startswith("-") and own):
             command = command.commands[default]  # `flctl provision P.yml`: the group's default command
             path.append(default)
             options |= _options(command)
-            continue
+            if not word.startswith("-"):
+                continue
         if hasattr(command, "commands") and re.fullmatch(r"[a-z][\w.-]*(\|[a-z][\w-]*)*", word):
             names = word.split("|")
             unknown = [n for n in names if command.commands.get(n) is None]
