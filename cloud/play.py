@@ -35,7 +35,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -49,11 +49,13 @@ from flctl.cloud.deploy_errors import (
     HostKeyUnknown,
     HostUnreachable,
 )
-from flctl.cloud.deploy_executor import HostResult, Progress
-from flctl.cloud.deploy_plan import Step, kit_checksums
-from flctl.cloud.inventory import HostSpec, Inventory
 from flctl.cloud.playbook import JobSpec, Playbook
 from flctl.provisioner.state import write_atomic
+
+if TYPE_CHECKING:  # the rollout's modules are imported when a run rolls out: a no-change run never does
+    from flctl.cloud.deploy_executor import HostResult, Progress
+    from flctl.cloud.deploy_plan import Step
+    from flctl.cloud.inventory import HostSpec, Inventory
 
 CONNECTION_REASONS = frozenset(e.reason for e in (HostUnreachable, AuthenticationFailed, HostKeyUnknown,
                                                   HostKeyChanged, CloudCredentialsMissing, CloudUnreachable))
@@ -73,8 +75,10 @@ class PlayError(DeployError):
 class Journal:
     """The state folder's events.jsonl: appended one line at a time, flushed and synced, read back in order."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, mend: bool = True) -> None:
+        """Read the journal; `mend`: cut a line a killed run left half-written (False: change nothing)."""
         self.path = path
+        self.mend = mend
         self._lock = threading.Lock()
         self.events: list[ps.Event] = self._read()
         self.state = ps.fold(self.events)
@@ -82,18 +86,25 @@ class Journal:
 
     def _read(self) -> list[ps.Event]:
         try:
-            lines = self.path.read_text().splitlines()
+            raw = self.path.read_bytes()
         except FileNotFoundError:
             return []
+        lines = raw.split(b"\n")
+        complete, torn = lines[:-1], lines[-1]  # a line is written whole with its newline, or was torn by a kill
         events = []
-        for i, line in enumerate(lines, 1):
+        good = 0
+        for i, line in enumerate(complete, 1):
             try:
                 events.append(ps.Event.from_json(json.loads(line)))
             except (ValueError, KeyError, TypeError) as exc:
-                if i == len(lines):  # the last line of a run killed while writing it: that event never happened
+                if i == len(complete) and not torn:  # the last line of a run killed while writing it
                     break
                 raise PlayError(f"{self.path}:{i} is not a play event ({exc}); move the file away to start the "
                                 "play over (the hosts' installs are kept and reused)") from None
+            good += len(line) + 1
+        if good != len(raw) and self.mend:  # drop what a killed run left half-written, so the next event starts a line
+            with open(self.path, "r+b") as out:
+                out.truncate(good)
         return events
 
     def record(self, kind: str, participant: str | None = None, **data: Any) -> ps.Event:
@@ -179,6 +190,8 @@ def project_digest(playbook: Playbook) -> str:
 
 def kit_digest(kit: Path) -> str:
     """A kit's content, its signature (made anew at every provisioning) left out."""
+    from flctl.cloud.deploy_plan import kit_checksums
+
     sums = {k: v for k, v in kit_checksums(kit).items() if k != SIGNATURE}
     return hashlib.sha256(json.dumps(sums, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -243,13 +256,20 @@ def _emit(journal: Journal, observer: Observer, kind: str, participant: str | No
 
 def _plan_participants(playbook: Playbook, journal: Journal, observer: Observer) -> None:
     """A `planned` event for each participant new to the journal or whose inventory entry changed."""
+    for name, host in placements(playbook, journal.state).items():
+        _emit(journal, observer, "planned", name, host=host)
+
+
+def placements(playbook: Playbook, state: ps.PlayState) -> dict[str, str]:
+    """The participants new to `state` or whose inventory entry changed: where each runs now."""
+    out = {}
     for host in playbook.inventory_doc.data["hosts"]:
         name = str(host["participant"])
-        where = playbook.where(name)
-        known = journal.state.participants.get(name)
-        digest = placement(host)
-        if known is None or known.host != f"{where} ({digest})":
-            _emit(journal, observer, "planned", name, host=f"{where} ({digest})")
+        where = f"{playbook.where(name)} ({placement(host)})"
+        known = state.participants.get(name)
+        if known is None or known.host != where:
+            out[name] = where
+    return out
 
 
 def _healthy_now(playbook: Playbook, state: ps.PlayState) -> frozenset[str]:
@@ -366,39 +386,40 @@ def preflight(playbook: Playbook, inventory_file: Path, journal: Journal, observ
 
 
 # ---- the rollout ---------------------------------------------------------------------------------------------------
-class _Recorder(Progress):
-    """Turns the rollout's callbacks into journal events, as they happen."""
+def _recorder(journal: Journal, observer: Observer, kits: dict[str, str]) -> Progress:
+    """A rollout Progress that turns the rollout's callbacks into journal events, as they happen."""
+    from flctl.cloud.deploy_executor import Progress
 
-    def __init__(self, journal: Journal, observer: Observer, kits: dict[str, str]) -> None:
-        self.journal, self.observer, self.kits = journal, observer, kits
+    class Recorder(Progress):
+        def _reach(self, name: str, kind: str, **data: Any) -> None:
+            p = journal.state.participants.get(name)
+            if kind == "delivered" or p is None or not p.at_least(kind) or p.reason:
+                _emit(journal, observer, kind, name, **data)
 
-    def _reach(self, name: str, kind: str, **data: Any) -> None:
-        p = self.journal.state.participants.get(name)
-        if kind == "delivered" or p is None or not p.at_least(kind) or p.reason:
-            _emit(self.journal, self.observer, kind, name, **data)
+        def step_done(self, host: HostSpec, step: Step) -> None:
+            name = host.participant
+            if step.kind == "verify_kit":
+                self._reach(name, "delivered", digest=kits[name])
+            elif step.kind == "start":
+                if journal.state.participants[name].state == "provisioned":  # the same release, its node restarted
+                    self._reach(name, "delivered", digest=kits[name])
+                self._reach(name, "started")
+            elif step.kind == "wait_healthy":
+                self._reach(name, "healthy")
 
-    def step_done(self, host: HostSpec, step: Step) -> None:
-        name = host.participant
-        if step.kind == "verify_kit":
-            self._reach(name, "delivered", digest=self.kits[name])
-        elif step.kind == "start":
-            if self.journal.state.participants[name].state == "provisioned":  # the same release, its node restarted
-                self._reach(name, "delivered", digest=self.kits[name])
+        def host_done(self, result: HostResult) -> None:
+            name = result.participant
+            if not result.ok:
+                _emit(journal, observer, "failed", name, reason=result.message or result.status,
+                      connection=result.reason in CONNECTION_REASONS)
+                return
+            p = journal.state.participants[name]
+            if p.state == "provisioned" or p.delivered != kits[name]:  # the host already ran this very kit
+                self._reach(name, "delivered", digest=kits[name])
             self._reach(name, "started")
-        elif step.kind == "wait_healthy":
             self._reach(name, "healthy")
 
-    def host_done(self, result: HostResult) -> None:
-        name = result.participant
-        if not result.ok:
-            _emit(self.journal, self.observer, "failed", name, reason=result.message or result.status,
-                  connection=result.reason in CONNECTION_REASONS)
-            return
-        p = self.journal.state.participants[name]
-        if p.state == "provisioned" or p.delivered != self.kits[name]:  # the host already ran this very kit
-            self._reach(name, "delivered", digest=self.kits[name])
-        self._reach(name, "started")
-        self._reach(name, "healthy")
+    return Recorder()
 
 
 def _deliver(playbook: Playbook, journal: Journal, observer: Observer, names: list[str], kits: dict[str, str],
@@ -408,7 +429,7 @@ def _deliver(playbook: Playbook, journal: Journal, observer: Observer, names: li
     from flctl.cloud.targets.base import Deployment
 
     inv = inventory(playbook)
-    deployment = Deployment(inv, _Recorder(journal, observer, kits), parallel=playbook.spec.parallel,
+    deployment = Deployment(inv, _recorder(journal, observer, kits), parallel=playbook.spec.parallel,
                             accept_new_host_keys=accept_new_host_keys)
     server = _server(inv)
     groups: dict[str, list[str]] = {}
@@ -517,6 +538,8 @@ class PlanRow:
     host: str
     certificate: str  # new, kept, reissued (reason), or "" when nothing is provisioned
     actions: list[str]
+    reason: str = ""  # why its steps could not be planned (its host cannot be reached...)
+    connection: bool = False  # that was a failure to connect
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -529,8 +552,9 @@ def check(playbook: Playbook, passphrase: bytes | None = None, accept_new_host_k
     to roll out are probed (read only) to list their steps, unless `connect` is False."""
     from flctl.provisioner.build import provision
 
-    journal = Journal(playbook.journal)
-    state = journal.state
+    journal = Journal(playbook.journal, mend=False)
+    state = ps.fold([ps.Event("planned", time.time(), name, {"host": host})  # as `run` would record them
+                     for name, host in placements(playbook, journal.state).items()], journal.state)
     digest = project_digest(playbook)
     names = tuple(playbook.participants)
     healthy = _healthy_now(playbook, state) if state.prod_dir and (playbook.kits / playbook.admin()).exists() \
@@ -557,8 +581,8 @@ def check(playbook: Playbook, passphrase: bytes | None = None, accept_new_host_k
             kits = {n: kit_digest(kit_dir / n) for n in names}
         pending = ps.next_actions(dataclasses.replace(state, project_digest=digest, prod_dir="-"),
                                   ps.Facts(digest, names, kits, healthy))
-        steps = _host_steps(playbook, Path(tmp), kit_dir, list(pending.deliver), accept_new_host_keys) \
-            if connect else {}
+        steps, failures = _host_steps(playbook, Path(tmp), kit_dir, list(pending.deliver), accept_new_host_keys) \
+            if connect else ({}, {})
     rows = []
     for name in names:
         p = state.participants.get(name)
@@ -568,38 +592,44 @@ def check(playbook: Playbook, passphrase: bytes | None = None, accept_new_host_k
                                         p.delivered != kits.get(name) else "roll out and start its node")]
         else:
             todo = []
-        rows.append(PlanRow(name, where, certificates.get(name, ""), todo))
+        why, connection = failures.get(name, ("", False))
+        rows.append(PlanRow(name, where, certificates.get(name, ""), [] if why else todo, why, connection))
     jobs = [f"{Path(path).name} ({_rounds(spec.rounds)})" for path, spec in playbook.jobs] \
         if pending.verify or pending.deliver else []
     return actions.provision, rows, jobs
 
 
 def _host_steps(playbook: Playbook, tmp: Path, kit_dir: Path, names: list[str], accept_new_host_keys: bool
-                ) -> dict[str, list[str]]:
-    """Each host's rollout steps (`flctl deploy --dry-run`), against the kits in `kit_dir`."""
+                ) -> tuple[dict[str, list[str]], dict[str, tuple[str, bool]]]:
+    """Each host's rollout steps (`flctl deploy --dry-run`), against the kits in `kit_dir`; and the hosts whose steps
+    could not be planned: (why, whether it was a failure to connect)."""
     from flctl.cloud import fleet
     from flctl.cloud.inventory import load_inventory
     from flctl.cloud.targets.base import Deployment
 
     if not names or not kit_dir.exists():
-        return {}
+        return {}, {}
     inv = dataclasses.replace(load_inventory(_write_inventory(playbook, tmp / "inventory.yml", kit_dir)),
                               kits=kit_dir)
     deployment = Deployment(inv, parallel=playbook.spec.parallel, accept_new_host_keys=accept_new_host_keys)
     out: dict[str, list[str]] = {}
+    failures: dict[str, tuple[str, bool]] = {}
     for provider in dict.fromkeys(h.provider for h in inv.hosts if h.participant in names):
         group = [h.participant for h in inv.hosts if h.provider == provider and h.participant in names]
         try:
             planned = fleet.plan(deployment, provider, group)
         except DeployError as exc:
-            out.update({n: [f"cannot plan: {exc}"] for n in group})
+            failures.update({n: (str(exc), exc.reason in CONNECTION_REASONS) for n in group})
             continue
         for res in planned.hosts:
-            out[res.participant] = list(res.changes) if res.ok else [f"cannot reach: {res.message}"]
+            if res.ok:
+                out[res.participant] = list(res.changes)
+            elif res.status != "not created":  # a machine not made yet: its plan is the machine's
+                failures[res.participant] = (res.message, res.reason in CONNECTION_REASONS)
         for machine in planned.machines:
-            out.setdefault(machine.participant, []).insert(0, f"create {len(machine.resources)} {provider} "
-                                                              "resources (machine, network, rules)")
-    return out
+            made = ", ".join(r.kind.replace("_", " ") for r in machine.resources)
+            out.setdefault(machine.participant, []).insert(0, f"create in {provider}: {made}")
+    return out, failures
 
 
 def _rounds(rounds: int | None) -> str:

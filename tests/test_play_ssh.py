@@ -166,7 +166,8 @@ def test_check_prints_an_empty_plan_and_changes_nothing(play: Play) -> None:
     assert out.returncode == 0, out.stderr
     plan = json.loads(out.stdout)
     assert plan == {"provision": False, "jobs": [], "hosts": [
-        {"participant": name, "host": "127.0.0.1", "certificate": "", "actions": []} for name in PARTICIPANTS]}
+        {"participant": name, "host": "127.0.0.1", "certificate": "", "actions": [], "reason": "", "connection": False}
+        for name in PARTICIPANTS]}
     assert (play.state / "events.jsonl").read_text() == before
     assert sorted((play.state / "workspace" / "playtest").glob("prod_*")) == prods
 
@@ -201,15 +202,20 @@ def test_an_org_edit_reissues_one_certificate_and_restarts_one_site(play: Play) 
 
 
 def test_a_host_that_cannot_be_reached_fails_alone_and_says_where_it_stopped(play: Play) -> None:
-    """site-1 moved to a port nothing listens on: it fails with one sentence at provisioned (exit 3, only a
-    connection failed); the others stay verified."""
+    """site-1 moved to a port nothing listens on: --check cannot plan it (exit 3), the run fails it with one
+    sentence at provisioned (exit 3, only a connection failed); the others stay verified."""
     # Prepare
     text = play.playbook.read_text()
     port = free_port()
     play.playbook.write_text(text.replace(f"port: {play.hosts[1].port}", f"port: {port}"))
     # Execute
+    check = play.run("--check", "--json")
     out = play.run("--json")
     # Assert
+    assert check.returncode == 3, check.stdout + check.stderr
+    planned = {h["participant"]: h for h in json.loads(check.stdout)["hosts"]}
+    assert f"cannot reach [127.0.0.1]:{port}" in planned["site-1"]["reason"] and planned["site-1"]["connection"]
+    assert planned["site-2"]["actions"] == planned["localhost"]["actions"] == []
     assert out.returncode == 3, out.stdout + out.stderr
     rows = {r["participant"]: r for r in json.loads(out.stdout)["participants"]}
     assert rows["localhost"]["state"] == rows["site-2"]["state"] == "verified"

@@ -81,18 +81,25 @@ def _printer(quiet: bool) -> Observer:
 
 
 def _show_plan(provision: bool, rows: list[PlanRow], jobs: list[str], json_out: bool) -> None:
+    """The plan; exit 3 when only connections kept hosts from being planned, 1 for any other such failure."""
     if json_out:
         terminal.print_json({"provision": provision, "hosts": [r.to_json() for r in rows], "jobs": jobs})
-        return
-    terminal.table(["participant", "host", "certificate", "would"],
-                   [[r.participant, r.host, r.certificate or "-", "; ".join(r.actions) or "nothing"] for r in rows],
-                   title="play plan (nothing was changed)")
-    if provision:
-        terminal.info("would provision the project (the CA and unchanged certificates kept)")
-    if jobs:
-        terminal.info(f"would run: {', '.join(jobs)}")
-    if not provision and not jobs and not any(r.actions for r in rows):
-        terminal.success("no changes: every participant is verified and healthy")
+    else:
+        terminal.table(["participant", "host", "certificate", "would"],
+                       [[r.participant, r.host, r.certificate or "-",
+                         f"(not planned: {r.reason})" if r.reason else "; ".join(r.actions) or "nothing"]
+                        for r in rows], title="play plan (nothing was changed)")
+        if provision:
+            terminal.info("would provision the project (the CA and unchanged certificates kept)")
+        if jobs:
+            terminal.info(f"would run: {', '.join(jobs)}")
+        if not provision and not jobs and not any(r.actions or r.reason for r in rows):
+            terminal.success("no changes: every participant is verified and healthy")
+    failed = [r for r in rows if r.reason]
+    if failed:
+        if not json_out:
+            terminal.error(f"{len(failed)} of {len(rows)} hosts could not be planned")
+        raise typer.Exit(exit_codes.NO_CONNECTION if all(r.connection for r in failed) else exit_codes.FAILED)
 
 
 def _show_result(result: PlayResult, json_out: bool) -> None:
