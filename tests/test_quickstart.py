@@ -63,8 +63,11 @@ def test_quickstart_runs_a_job_file_example_end_to_end(tmp_path: Path) -> None:
     assert len(list((tmp_path / "quickstart-results").rglob("final.safetensors"))) == 1
 
 
-EXPECTED = ["hello-numpy", "hello-pt", "noniid/cross-site-eval.yml", "noniid/cyclic.yml", "noniid/fedavg.yml",
-            "noniid/fedopt.yml", "noniid/fedprox.yml", "noniid/scaffold.yml", "noniid/swarm.yml"]
+EXPECTED = ["ditto", "external-trainer", "hello-keras", "hello-lightning", "hello-numpy", "hello-pt", "hello-pt-dp",
+            "noniid/cross-site-eval.yml", "noniid/cyclic.yml", "noniid/fedavg.yml", "noniid/fedopt.yml",
+            "noniid/fedprox.yml", "noniid/scaffold.yml", "noniid/swarm.yml", "sklearn/forest.yml", "sklearn/kmeans.yml",
+            "sklearn/logistic.yml", "sklearn/svm.yml", "statistics", "vertical/psi.yml", "vertical/split.yml",
+            "xgboost/bagging.yml", "xgboost/histogram.yml"]
 
 
 @pytest.mark.parametrize("name", EXPECTED)
@@ -78,7 +81,7 @@ def test_every_example_name_is_accepted(name: str) -> None:
 
 
 def test_the_examples_are_exactly_the_listed_ones() -> None:
-    """The examples found under playbooks/jobs are the nine above, folders and job files alike."""
+    """The examples found under playbooks/jobs are the ones above, folders and job files alike."""
     # Prepare / Execute / Assert
     assert sorted(examples()) == EXPECTED
 
