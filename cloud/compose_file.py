@@ -2,7 +2,8 @@
 
 One service per participant (the server and every site), named by flctl.cloud.k8s_names's mapping:
 - the kit bind-mounted read-only at /kit from the prod folder (`${FLCTL_KITS}`): never copied into an image;
-- the workspace a named volume at /workspace; /tmp a tmpfs; the root filesystem read-only;
+- the workspace a named volume at /workspace; /tmp a tmpfs; the root filesystem read-only; each of the site's
+  `data_paths` (its resources.yml) bound read-only at the same path, so its jobs read their data as on a host;
 - the federation port published on the server only, on `${FLCTL_BIND}` (0.0.0.0, or 127.0.0.1 to keep it on
   this machine); the server answers on its network under the name the kits give it, so sites reach it there;
 - `restart: unless-stopped`, no capabilities, no-new-privileges, the user `${FLCTL_UID}` (the kits' owner, who
@@ -41,7 +42,9 @@ def _service(kits: ProjectKits, kit: NodeKit) -> dict[str, Any]:
         "environment": {"HOME": WORKSPACE_DIR, "TMPDIR": "/tmp"},
         "volumes": [{"type": "bind", "source": f"${{FLCTL_KITS}}/{kit.participant}", "target": KIT_DIR,
                      "read_only": True},
-                    {"type": "volume", "source": f"{kit.name}-workspace", "target": WORKSPACE_DIR}],
+                    {"type": "volume", "source": f"{kit.name}-workspace", "target": WORKSPACE_DIR},
+                    *({"type": "bind", "source": path, "target": path, "read_only": True}
+                      for path in kit.limits.data_paths)],
         "restart": "unless-stopped",
         "cap_drop": ["ALL"],
         "security_opt": ["no-new-privileges:true"],

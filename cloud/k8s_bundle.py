@@ -33,12 +33,13 @@ class K8sOptions:
     node_port: int | None = None
     workspace_size: str = "10Gi"
     only_sites: list[str] | None = None  # a bundle of these sites alone, for another cluster
+    data_claims: dict[str, str] | None = None  # site -> the claim mounted read-only at its data_paths
 
 
 def bundle(kits: ProjectKits, options: K8sOptions) -> tuple[dict[str, Any], list[Manifest]]:
     """(the values, the manifests) of the federation; DeployInputError names a bad option."""
     values = chart_values(kits, options.namespace, options.image, options.storage_class, options.service_type,
-                          options.node_port, options.workspace_size, options.only_sites)
+                          options.node_port, options.workspace_size, options.only_sites, options.data_claims)
     return values, manifests(values, _files(kits, values))
 
 

@@ -64,11 +64,14 @@ def server_service(host: str, namespace: str, fallback: str) -> tuple[str, str]:
 
 def chart_values(kits: ProjectKits, namespace: str = "flctl", image: str = "flctl:latest",
                  storage_class: str | None = None, service_type: str = "ClusterIP", node_port: int | None = None,
-                 workspace_size: str = "10Gi", only_sites: list[str] | None = None) -> dict[str, Any]:
+                 workspace_size: str = "10Gi", only_sites: list[str] | None = None,
+                 data_claims: dict[str, str] | None = None) -> dict[str, Any]:
     """The chart's values: everything the manifests need except the kits' files (which hold keys).
 
     `only_sites`: a bundle of these sites alone, for a cluster other than the server's (no server objects);
-    they reach the server at its public name, so a name that resolves only inside a cluster is refused."""
+    they reach the server at its public name, so a name that resolves only inside a cluster is refused.
+    `data_claims`: site -> a PersistentVolumeClaim (made by the site) mounted read-only at its `data_paths`: the
+    whole claim at a single path, else one folder of the claim (named as the path's last part) at each."""
     if not is_label(namespace):
         raise DeployInputError(f"[--namespace] '{namespace}' is not a Kubernetes namespace name (lower-case "
                                "letters, digits and '-', starting with a letter)")
@@ -92,6 +95,7 @@ def chart_values(kits: ProjectKits, namespace: str = "flctl", image: str = "flct
                                    "with that name (server: name) and run the server with --service-type "
                                    "LoadBalancer or NodePort")
         sites = [known[name] for name in only_sites]
+    claims = _data_claims(kits, data_claims or {})
     return {
         "project": kits.project,
         "namespace": namespace,
@@ -102,13 +106,32 @@ def chart_values(kits: ProjectKits, namespace: str = "flctl", image: str = "flct
         "workspaceSize": workspace_size,
         "server": {**_participant(kits.server), "service": service, "reach": reach, "serviceType": service_type,
                    "nodePort": node_port, "deploy": only_sites is None},
-        "sites": [_participant(site) for site in sites],
+        "sites": [{**_participant(site), "dataClaim": claims.get(site.participant, "")} for site in sites],
     }
 
 
 def _participant(kit: NodeKit) -> dict[str, Any]:
     return {"name": kit.name, "participant": kit.participant, "org": kit.org,
-            "files": sorted(kit.files), "resources": resources(kit.limits)}
+            "files": sorted(kit.files), "resources": resources(kit.limits), "dataPaths": list(kit.limits.data_paths)}
+
+
+def _data_claims(kits: ProjectKits, claims: dict[str, str]) -> dict[str, str]:
+    sites = {site.participant: site for site in kits.sites}
+    for participant, claim in claims.items():
+        site = sites.get(participant)
+        if site is None:
+            raise DeployInputError(f"[--data-claim] {participant}: not a site of the project (its sites: "
+                                   f"{', '.join(sites)})")
+        if not is_label(claim):
+            raise DeployInputError(f"[--data-claim] {participant}={claim}: '{claim}' is not a claim's name")
+        paths = site.limits.data_paths
+        if not paths:
+            raise DeployInputError(f"[--data-claim] {participant} lists no data_paths in its local/resources.yml, "
+                                   "so the claim would be mounted nowhere; add the folders its jobs read there")
+        if len(paths) > 1 and len({path.rstrip("/").rsplit("/", 1)[-1] for path in paths}) < len(paths):
+            raise DeployInputError(f"[--data-claim] {participant}'s data_paths end in the same folder name; each "
+                                   "is mounted from the claim's folder of that name, so give them distinct names")
+    return claims
 
 
 def resources(limits: Limits) -> dict[str, dict[str, str]]:
@@ -191,7 +214,8 @@ def _container(values: dict[str, Any], who: dict[str, Any], kind: str) -> dict[s
         "resources": who["resources"],
         "volumeMounts": [{"name": "kit", "mountPath": f"{KIT_DIR}/{path}", "subPath": secret_key(path),
                           "readOnly": True} for path in who["files"]]
-        + [{"name": "workspace", "mountPath": WORKSPACE_DIR}, {"name": "tmp", "mountPath": "/tmp"}],
+        + [{"name": "workspace", "mountPath": WORKSPACE_DIR}, {"name": "tmp", "mountPath": "/tmp"}]
+        + _data_mounts(who),
         "livenessProbe": _probe([*health, "--live"], 20, 3),
         "readinessProbe": _probe(health, 10, 3),
         "startupProbe": _probe([*health, "--live"], 5, 24),
@@ -206,6 +230,14 @@ def _container(values: dict[str, Any], who: dict[str, Any], kind: str) -> dict[s
     return container
 
 
+def _data_mounts(who: dict[str, Any]) -> list[dict[str, Any]]:
+    if not who.get("dataClaim"):
+        return []
+    paths: list[str] = who["dataPaths"]
+    return [{"name": "data", "mountPath": path, "readOnly": True}
+            | ({} if len(paths) == 1 else {"subPath": path.rstrip("/").rsplit("/", 1)[-1]}) for path in paths]
+
+
 def _deployment(values: dict[str, Any], who: dict[str, Any], kind: str) -> Manifest:
     claim = {"claimName": f"{who['name']}-workspace"}
     workspace: dict[str, Any] = {"name": "workspace", "persistentVolumeClaim": claim} if kind == "server" \
@@ -217,7 +249,9 @@ def _deployment(values: dict[str, Any], who: dict[str, Any], kind: str) -> Manif
                                         "seccompProfile": {"type": "RuntimeDefault"}},
                     "containers": [_container(values, who, kind)],
                     "volumes": [{"name": "kit", "secret": {"secretName": f"{who['name']}-kit", "defaultMode": 0o440}},
-                                workspace, {"name": "tmp", "emptyDir": {}}]}}
+                                workspace, {"name": "tmp", "emptyDir": {}}]
+                    + ([{"name": "data", "persistentVolumeClaim": {"claimName": who["dataClaim"], "readOnly": True}}]
+                       if who.get("dataClaim") else [])}}
     return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": _meta(values, who["name"], who, kind),
             "spec": {"replicas": 1, "strategy": {"type": "Recreate"}, "selector": {"matchLabels": selector},
                      "template": pod}}

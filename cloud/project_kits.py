@@ -35,6 +35,7 @@ class Limits:
     memory_mb: int | None = None
     gpus: int = 0
     metrics_port: int = 0
+    data_paths: tuple[str, ...] = ()  # folders the site's jobs read: bound read-only into its container
 
 
 @dataclass(frozen=True)
@@ -174,4 +175,8 @@ def read_limits(text: bytes, shown: str) -> Limits:
         raise DeployInputError(f"[{shown}.gpus] must be a list of GPU ids, not {gpus!r}")
     if isinstance(metrics, bool) or not isinstance(metrics, int):
         raise DeployInputError(f"[{shown}.metrics_port] must be a port number, not {metrics!r}")
-    return Limits(None if cpus == "auto" else float(cpus), memory, len(gpus), metrics)
+    data = doc.get("data_paths", [])
+    if not isinstance(data, list) or not all(isinstance(p, str) and p.startswith("/") and ":" not in p
+                                             for p in data):
+        raise DeployInputError(f"[{shown}.data_paths] must be a list of absolute paths, not {data!r}")
+    return Limits(None if cpus == "auto" else float(cpus), memory, len(gpus), metrics, tuple(data))

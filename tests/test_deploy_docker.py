@@ -24,7 +24,7 @@ def generated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     ws = make_workspace(root)
     resources = ws / "fedk8s" / "prod_00" / "Site_1" / "local" / "resources.yml"
     resources.write_text(resources.read_text().replace("cpus: auto", "cpus: 2").replace("gpus: []", "gpus: [0]")
-                         + "memory_mb: 1024\n")
+                         + "memory_mb: 1024\ndata_paths: [/srv/site-1-data]\n")
     done = flctl("deploy", "docker", ws, "-o", root / "out", "--bind", "127.0.0.1", "--image", "flctl:test")
     assert done.returncode == 0, done.stderr
     return ws, root / "out"
@@ -40,9 +40,12 @@ def test_every_participant_is_a_service_with_its_kit_mounted_read_only(generated
     found = services(out)
     assert list(found) == ["fl-server", "site-1", "site-b"]
     site = found["site-1"]
-    assert site["volumes"] == [
+    assert site["volumes"][:2] == [
         {"type": "bind", "source": "${FLCTL_KITS}/Site_1", "target": "/kit", "read_only": True},
         {"type": "volume", "source": "site-1-workspace", "target": "/workspace"}]
+    assert found["site-1"]["volumes"][2:] == [
+        {"type": "bind", "source": "/srv/site-1-data", "target": "/srv/site-1-data", "read_only": True}]
+    assert len(found["site-b"]["volumes"]) == 2
     assert site["read_only"] is True and site["cap_drop"] == ["ALL"] and site["restart"] == "unless-stopped"
     assert site["healthcheck"]["test"][:4] == ["CMD", "flctl", "node", "health"]
     for name in ("compose.yaml", ".env"):

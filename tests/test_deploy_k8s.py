@@ -48,9 +48,10 @@ def generated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("k8s")
     ws = make_workspace(root)
     site = ws / "fedk8s" / "prod_00" / "site-b" / "local" / "resources.yml"
-    site.write_text(site.read_text().replace("cpus: auto", "cpus: 1.5") + "memory_mb: 2048\n")
+    site.write_text(site.read_text().replace("cpus: auto", "cpus: 1.5") + "memory_mb: 2048\n"
+                    "data_paths: [/data/scans, /data/labels/]\n")
     done = flctl("deploy", "k8s", ws, "-o", root / "out", "--namespace", "fl", "--storage-class", "fast",
-                 "--json")
+                 "--data-claim", "site-b=b-data", "--json")
     assert done.returncode == 0, done.stderr
     return ws, root / "out"
 
@@ -100,6 +101,11 @@ def test_containers_are_non_root_read_only_with_probes_and_the_kits_limits(gener
         assert "livenessProbe" in container
     site_b = found[("Deployment", "site-b")]["spec"]["template"]["spec"]["containers"][0]
     assert site_b["resources"]["limits"] == {"cpu": "1.5", "memory": "2048Mi"}
+    assert site_b["volumeMounts"][-2:] == [
+        {"name": "data", "mountPath": "/data/scans", "readOnly": True, "subPath": "scans"},
+        {"name": "data", "mountPath": "/data/labels/", "readOnly": True, "subPath": "labels"}]
+    assert found[("Deployment", "site-b")]["spec"]["template"]["spec"]["volumes"][-1] == {
+        "name": "data", "persistentVolumeClaim": {"claimName": "b-data", "readOnly": True}}
     assert found[("PersistentVolumeClaim", "fl-server-workspace")]["spec"]["storageClassName"] == "fast"
     assert found[("Service", "fl-server")]["spec"]["ports"][0]["port"] == 8443
     policy = found[("NetworkPolicy", "fedk8s-server-federation-only")]["spec"]
@@ -146,6 +152,8 @@ def test_bad_input_is_refused_with_exit_2_and_nothing_written(tmp_path: Path) ->
     assert done.returncode == 2 and "[server.port]" in done.stderr
     done = flctl("deploy", "k8s", make_workspace(tmp_path / "d"), "-o", tmp_path / "o5", "--namespace", "Bad_NS")
     assert done.returncode == 2 and "[--namespace]" in done.stderr
+    done = flctl("deploy", "k8s", make_workspace(tmp_path / "e"), "-o", tmp_path / "o6", "--data-claim", "Site_1=d")
+    assert done.returncode == 2 and "[--data-claim] Site_1 lists no data_paths" in done.stderr
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(("o", ".o"))]
 
 

@@ -60,6 +60,12 @@ spec:
             {{- end }}
             - {name: workspace, mountPath: /workspace}
             - {name: tmp, mountPath: /tmp}
+            {{- if $who.dataClaim }}
+            {{- $one := eq (len $who.dataPaths) 1 }}
+            {{- range $who.dataPaths }}
+            - {name: data, mountPath: {{ . }}, readOnly: true{{ if not $one }}, subPath: {{ trimSuffix "/" . | base }}{{ end }}}
+            {{- end }}
+            {{- end }}
           {{- if eq $kind "server" }}
           ports:
             - {name: federation, containerPort: {{ $root.Values.port }}, protocol: TCP}
@@ -99,4 +105,8 @@ spec:
         - {name: workspace, emptyDir: {}}
         {{- end }}
         - {name: tmp, emptyDir: {}}
+        {{- if $who.dataClaim }}
+        - name: data
+          persistentVolumeClaim: {claimName: {{ $who.dataClaim }}, readOnly: true}
+        {{- end }}
 {{- end -}}

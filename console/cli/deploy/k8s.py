@@ -32,6 +32,10 @@ def command(
     site: Annotated[list[str] | None, typer.Option("--site", help="Only this site (repeat for more), for a "
                                                    "cluster other than the server's: no server object; the sites "
                                                    "reach the server at its public name.")] = None,
+    data_claim: Annotated[list[str] | None, typer.Option("--data-claim", metavar="SITE=CLAIM",
+                                                         help="Mount the PersistentVolumeClaim CLAIM read-only at "
+                                                              "SITE's data_paths (its local/resources.yml); "
+                                                              "repeat per site.")] = None,
     force: ForceOption = False,
     apply: Annotated[bool, typer.Option("--apply", help="Then create or patch every object in the cluster of "
                                                         "the kubeconfig, recorded in DIR.deploy/ for "
@@ -57,7 +61,8 @@ def command(
     from flctl.cloud.project_kits import load_project_kits
 
     kits = load_project_kits(workspace)
-    options = K8sOptions(namespace, image, storage_class, service_type, node_port, workspace_size, site)
+    options = K8sOptions(namespace, image, storage_class, service_type, node_port, workspace_size, site,
+                         _claims(data_claim or []))
     api = Cluster(kubeconfig, context).client() if apply else None  # a bad kubeconfig: refused before writing
     values, objects = write_bundle(kits, options, out, __version__, force)
     names = {kit.participant: kit.name for kit in kits.nodes}
@@ -90,3 +95,15 @@ def _apply(project: str, objects: list[dict[str, Any]], out: Path, api: object, 
     with locked(folder):
         state = DeploymentState.open(folder, project)
         return apply_objects(objects, api, state, context or "default")
+
+
+def _claims(pairs: list[str]) -> dict[str, str]:
+    from flctl.cloud.deploy_errors import DeployInputError
+
+    claims: dict[str, str] = {}
+    for pair in pairs:
+        site, sep, claim = pair.partition("=")
+        if not sep or not site or not claim:
+            raise DeployInputError(f"[--data-claim] '{pair}' is not SITE=CLAIM")
+        claims[site] = claim
+    return claims
