@@ -145,11 +145,12 @@ def _context() -> typer.Typer:
 
 def _deploy() -> typer.Typer:
     from flctl.cloud.targets import TARGETS
-    from flctl.console.cli.deploy import destroy, docker, image, k8s, logs, status, stop, target, upgrade
+    from flctl.console.cli.deploy import destroy, docker, image, k8s, logs, slurm, status, stop, target, upgrade
 
     commands: dict[str, Callable[..., object]] = {name: target.command(each) for name, each in TARGETS.items()}
     commands |= {"status": status.command, "stop": stop.command, "logs": logs.command, "upgrade": upgrade.command,
-                 "destroy": destroy.command, "k8s": k8s.command, "docker": docker.command}
+                 "destroy": destroy.command, "k8s": k8s.command, "docker": docker.command,
+                 "slurm": slurm.command}
     group = _group(f"{SUMMARIES['deploy'][:-1]}: {', '.join(commands)}, image.", commands)
     group.add_typer(_group(image.SUMMARY, {"build": image.build}), name="image")
     return group

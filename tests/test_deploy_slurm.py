@@ -1,0 +1,62 @@
+"""`flctl deploy slurm`: batch scripts from real kits; a site's script, run as Slurm runs it (bash, SIGTERM to
+the batch shell), joins a real local federation and stops cleanly. No Slurm controller runs here."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+from flctl.cloud.node_probe import alive
+from tests.federation import FLCTL, make_federation
+
+
+def flctl(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([FLCTL, *map(str, args)], capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_a_sites_script_asks_for_its_resources_joins_the_federation_and_stops_on_sigterm(tmp_path: Path) -> None:
+    """#SBATCH from resources.yml; the script run with bash brings site-1 online; SIGTERM ends it, cleanly."""
+    federation = make_federation(tmp_path, sites=2)
+    resources = federation.kit("site-1") / "local" / "resources.yml"
+    resources.write_text(resources.read_text().replace("cpus: auto", "cpus: 4").replace("gpus: []", "gpus: [0, 1]")
+                         + "memory_mb: 8192\n")
+    done = flctl("deploy", "slurm", federation.prod, "-o", tmp_path / "slurm", "--time", "2-00:00:00",
+                 "--partition", "fl", "--flctl", FLCTL)
+    assert done.returncode == 0, done.stderr
+    script = (tmp_path / "slurm" / "site-1.sbatch").read_text()
+    sbatch = [line.split(" ", 1)[1] for line in script.splitlines() if line.startswith("#SBATCH")]
+    assert {"--cpus-per-task=4", "--mem=8192M", "--gres=gpu:2", "--time=2-00:00:00", "--partition=fl",
+            "--signal=B:TERM@60", "--requeue"} <= set(sbatch)
+    assert sorted(p.name for p in (tmp_path / "slurm").iterdir()) == ["site-1.sbatch", "site-2.sbatch", "submit.sh"]
+    for name in ("site-1.sbatch", "site-2.sbatch", "submit.sh"):
+        assert subprocess.run(["bash", "-n", tmp_path / "slurm" / name], check=False).returncode == 0
+    workspace = tmp_path / "site-1-ws"
+    try:
+        federation.start("localhost")
+        batch = subprocess.Popen(["bash", tmp_path / "slurm" / "site-1.sbatch"], start_new_session=True,
+                                 env={**os.environ, "FLCTL_WORKSPACE": str(workspace)},
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            federation.wait_online(["site-1"])
+            assert alive(workspace)[0]
+            batch.send_signal(signal.SIGTERM)  # what scancel and --signal=B:TERM send: to the batch shell only
+            assert batch.wait(timeout=60) == 0
+            assert not alive(workspace)[0]
+        finally:
+            if batch.poll() is None:
+                os.killpg(batch.pid, signal.SIGKILL)
+                batch.wait(timeout=10)
+    finally:
+        federation.stop_all()
+
+
+def test_bad_options_are_refused_with_exit_2_and_nothing_written(tmp_path: Path) -> None:
+    """A time limit or partition Slurm would not take."""
+    federation = make_federation(tmp_path, sites=1)
+    done = flctl("deploy", "slurm", federation.prod, "-o", tmp_path / "o1", "--time", "soon")
+    assert done.returncode == 2 and "[--time]" in done.stderr
+    done = flctl("deploy", "slurm", federation.prod, "-o", tmp_path / "o2", "--partition", "a b")
+    assert done.returncode == 2 and "[--partition]" in done.stderr
+    assert not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists()
