@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -83,3 +84,8 @@ class RayCluster:
         if self.head is not None:
             self.kill(self.head)
             self.head = None
+        # `ray start --head` left its address for a later ray.init() to connect to (it would hang on it)
+        current = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
+        with contextlib.suppress(OSError):
+            if current.read_text().strip().endswith(f":{self.port}"):
+                current.unlink()
