@@ -11,6 +11,11 @@ federation (`flctl poc`, real processes, mTLS): start, submit to finished, per r
     .venv/bin/python bench/simulate.py --peers         # also NVIDIA FLARE and Flower (creates venvs; minutes)
     .venv/bin/python bench/simulate.py --sites 2 8 --repeats 3 --json out.json
     .venv/bin/python bench/simulate.py --poc-only --repeats 3   # the local federation alone, each run and the range
+    .venv/bin/python bench/simulate.py --engine ray   # flctl --engine ray beside the local engine and Flower's Ray
+
+With --engine ray: a hello-numpy-sized model (20 parameters), 3 rounds, at 100, 1,000 and 10,000 sites, run by
+`flctl simulate` (its local engine), `flctl simulate --engine ray` (a local Ray it starts) and Flower 1.42's
+run_simulation (its Ray backend), one after the other in the same run.
 
 Standard library only; run it with the interpreter that has flctl installed.
 """
@@ -174,17 +179,20 @@ def measure(cmd: list[str], env: dict[str, str] | None = None, timeout: float = 
 
 # -- the frameworks --------------------------------------------------------------------------------------------
 
-def flctl_job(root: Path, sites: int) -> Path:
+def flctl_job(root: Path, sites: int, params: int = PARAMS, rounds: int = ROUNDS) -> Path:
     job = root / f"bench-{sites}"
     (job / "app").mkdir(parents=True, exist_ok=True)
-    (job / "app" / "train.py").write_text(FLCTL_SCRIPT % {"params": PARAMS})
+    (job / "app" / "train.py").write_text(FLCTL_SCRIPT % {"params": params})
     (job / "job.yml").write_text(f"api_version: 1\nname: bench-{sites}\nworkflow: {{type: fedavg, args: "
-                                 f"{{rounds: {ROUNDS}}}}}\nmin_sites: {sites}\n")
+                                 f"{{rounds: {rounds}, round_timeout_s: 3600}}}}\nmin_sites: {sites}\n")
     return job
 
 
-def run_flctl(root: Path, sites: int) -> dict[str, Any]:
-    return measure([FLCTL, "simulate", str(flctl_job(root, sites)), "-n", str(sites), "-w", str(root / "sim")])
+def run_flctl(root: Path, sites: int, params: int = PARAMS, rounds: int = ROUNDS, engine: str = "local",
+              timeout: float = 600) -> dict[str, Any]:
+    env = {**os.environ, "FLCTL_RAY_OBJECT_STORE_MB": os.environ.get("FLCTL_RAY_OBJECT_STORE_MB", "500")}
+    return measure([FLCTL, "simulate", str(flctl_job(root, sites, params, rounds)), "-n", str(sites), "-w",
+                    str(root / "sim"), "--engine", engine], env=env, timeout=timeout)
 
 
 def make_venv(venvs: Path, name: str) -> Path:
@@ -210,16 +218,17 @@ def run_nvflare(root: Path, python: Path, sites: int) -> dict[str, Any]:
                    cwd=str(folder))
 
 
-def run_flwr(root: Path, python: Path, sites: int) -> dict[str, Any]:
+def run_flwr(root: Path, python: Path, sites: int, params: int = PARAMS, rounds: int = ROUNDS,
+             timeout: float = 600) -> dict[str, Any]:
     folder = root / "flwr"
     folder.mkdir(exist_ok=True)
     (folder / "app.py").write_text(textwrap.dedent(FLWR_APP))
     (folder / "run.py").write_text(textwrap.dedent(FLWR_RUN))
-    env = {**os.environ, "BENCH_N": str(sites), "BENCH_ROUNDS": str(ROUNDS), "BENCH_PARAMS": str(PARAMS),
+    env = {**os.environ, "BENCH_N": str(sites), "BENCH_ROUNDS": str(rounds), "BENCH_PARAMS": str(params),
            "FLWR_TELEMETRY_ENABLED": "0", "FLWR_HOME": str(root / "flwr-home"), "RAY_TMPDIR": str(root / "ray"),
            "PYTHONPATH": str(folder), "PATH": f"{python.parent}:{os.environ.get('PATH', '')}"}
     (root / "ray").mkdir(exist_ok=True)
-    return measure([str(python), str(folder / "run.py")], env=env, cwd=str(folder))
+    return measure([str(python), str(folder / "run.py")], env=env, cwd=str(folder), timeout=timeout)
 
 
 def local_federation(root: Path, sites: int = 2) -> dict[str, Any]:
@@ -291,6 +300,37 @@ def poc_only(repeats: int, json_path: Path | None) -> None:
         json_path.write_text(json.dumps({"local_federation": runs}, indent=1))
 
 
+def ray_bench(sites: list[int], venvs: Path, timeout: float, json_path: Path | None) -> None:
+    """flctl's local engine, flctl --engine ray and Flower's Ray simulation, hello-numpy-sized, 3 rounds."""
+    params, rounds = 20, 3
+    python = make_venv(venvs, "flwr")
+    runners = {"flctl": lambda root, n: run_flctl(root, n, params, rounds, "local", timeout),
+               "flctl-ray": lambda root, n: run_flctl(root, n, params, rounds, "ray", timeout),
+               "flwr-ray": lambda root, n: run_flwr(root, python, n, params, rounds, timeout)}
+    results: dict[str, dict[int, dict[str, Any]]] = {name: {} for name in runners}
+    with tempfile.TemporaryDirectory(prefix="flctl-bench-") as tmp:
+        for n in sites:
+            for name, run in runners.items():
+                root = Path(tmp) / f"{name}-{n}"
+                root.mkdir()
+                result = run(root, n)
+                shutil.rmtree(root, ignore_errors=True)
+                done = "" if result["rc"] == 0 else f"  FAILED (exit {result['rc']})"
+                print(f"{name:10s} {n:6d} sites: {result['wall_s']:8.2f} s  {result['peak_rss_mb']:7.0f} MB{done}",
+                      flush=True)
+                if result["rc"] != 0:
+                    print(result["tail"], file=sys.stderr, flush=True)
+                results[name][n] = result
+    print(f"\nFedAvg, {params} parameters, {rounds} rounds; wall time (peak RSS of the process tree)")
+    print("sites   " + "".join(f"{name:>24s}" for name in runners))
+    for n in sites:
+        cells = "".join(f"{results[k][n]['wall_s']:>10.2f} s ({results[k][n]['peak_rss_mb']:>6.0f} MB)"
+                        if results[k][n]["rc"] == 0 else f"{'failed':>24s}" for k in runners)
+        print(f"{n:6d}  {cells}")
+    if json_path:
+        json_path.write_text(json.dumps(results, indent=1))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sites", type=int, nargs="+", default=[2, 8, 32])
@@ -301,7 +341,15 @@ def main() -> None:
     parser.add_argument("--no-poc", action="store_true", help="skip the local federation")
     parser.add_argument("--poc-only", action="store_true", help="only the local federation, --repeats times")
     parser.add_argument("--json", type=Path, help="also write every figure to this file")
+    parser.add_argument("--engine", choices=["local", "ray"], default="local",
+                        help="ray: flctl --engine ray beside its local engine and Flower's Ray simulation "
+                             "(--sites default 100 1000 10000)")
+    parser.add_argument("--timeout", type=float, default=1800, help="--engine ray: seconds a run may take")
     args = parser.parse_args()
+    if args.engine == "ray":
+        given = args.sites if args.sites != parser.get_default("sites") else [100, 1000, 10_000]
+        ray_bench(given, args.venvs, args.timeout, args.json)
+        return
     if args.poc_only:
         poc_only(args.repeats, args.json)
         return
