@@ -81,6 +81,26 @@ def test_without_ray_the_ray_engine_says_how_to_install_it(tmp_path: Path) -> No
     assert not (tmp_path / "ws").exists()
 
 
+def test_an_address_where_no_ray_answers_exits_3_and_a_folder_that_is_no_run_cannot_be_resumed(
+        tmp_path: Path) -> None:
+    """--address of a closed port: exit 3 at once, naming it (Ray itself would retry for minutes); --resume of a
+    folder without simulation.json: exit 2."""
+    pytest.importorskip("ray", reason="needs the ray extra: bash scripts/setup.sh --all")
+    # Execute
+    began = time.monotonic()
+    closed = flctl(counting_job(tmp_path, 1), "-n", "4", "-w", tmp_path / "ws", "--engine", "ray", "--address",
+                   "127.0.0.1:1", timeout=60)
+    took = time.monotonic() - began
+    resumed = flctl("--resume", tmp_path / "counting")
+    # Assert
+    assert closed.returncode == 3, closed.stderr
+    assert "no Ray cluster answers at 127.0.0.1:1" in closed.stderr and "Traceback" not in closed.stderr
+    assert took < 30, took
+    assert not (tmp_path / "ws" / "counting").exists()
+    assert resumed.returncode == 2, resumed.stderr
+    assert "is not a simulation's results folder" in resumed.stderr
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayCluster]:
     """One Ray cluster for the module: a head without CPUs and two worker nodes of one CPU each (so the two site

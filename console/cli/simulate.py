@@ -82,16 +82,7 @@ def command(
 
     settings: dict[str, Any] = {}
     if resume is not None:
-        if job is not None:
-            terminal.abort("--resume continues a run with the job it ran: drop JOB", exit_codes.BAD_INPUT)
-        try:
-            kept = json.loads((resume / MARKER).read_text())
-            settings = dict(kept.get("engine") or {})
-            sites = sites or int(kept["sites"])
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            terminal.abort(f"{resume} is not a simulation's results folder (its {MARKER} cannot be read: {exc})",
-                           exit_codes.BAD_INPUT)
-        job = resume
+        job, sites, settings = _resumed(resume, job, sites, MARKER)
     if job is None:
         terminal.abort("name the JOB to simulate (or --resume RESULTS)", exit_codes.BAD_INPUT)
     loaded = load_job(job)
@@ -113,7 +104,8 @@ def command(
             result = simulate(loaded, names, root, workers, progress, [str(p) for p in data or []], rules,
                               engine=chosen, resume=resume is not None)
     except SimulationError as exc:
-        terminal.abort(str(exc), exit_codes.BAD_INPUT)
+        unreachable = type(exc).__name__ == "RayUnreachable"
+        terminal.abort(str(exc), exit_codes.NO_CONNECTION if unreachable else exit_codes.BAD_INPUT)
     finally:
         signal.signal(signal.SIGTERM, previous)
     if json_out:
@@ -127,6 +119,18 @@ def command(
         terminal.error(f"{result.job} FAILED: {result.error}; logs in {result.job_dir / 'logs'}")
     if result.status != JobStatus.FINISHED:
         raise typer.Exit(exit_codes.FAILED)
+
+
+def _resumed(resume: Path, job: Path | None, sites: int | None, marker: str) -> tuple[Path, int, dict[str, Any]]:
+    """The job, site count and engine settings of the run in `resume` (its results folder)."""
+    if job is not None:
+        terminal.abort("--resume continues a run with the job it ran: drop JOB", exit_codes.BAD_INPUT)
+    try:
+        kept = json.loads((resume / marker).read_text())
+        return resume, sites or int(kept["sites"]), dict(kept.get("engine") or {})
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        terminal.abort(f"{resume} is not a simulation's results folder (its {marker} cannot be read: {exc})",
+                       exit_codes.BAD_INPUT)
 
 
 def _interrupt(signum: int, frame: Any) -> None:

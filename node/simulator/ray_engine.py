@@ -30,6 +30,7 @@ import os
 import queue
 import shutil
 import signal
+import socket
 import tarfile
 import tempfile
 import threading
@@ -64,6 +65,23 @@ def ray_missing() -> str:
     except ImportError:
         return INSTALL_HINT
     return ""
+
+
+class RayUnreachable(SimulationError):
+    """`--address` names no Ray cluster that answers."""
+
+
+def _reachable(address: str, timeout_s: float = 5.0) -> None:
+    """RayUnreachable unless HOST:PORT takes a TCP connection (Ray itself would retry for minutes); "auto" and
+    ray:// addresses are left to Ray."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit() or "://" in address:
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise RayUnreachable(f"no Ray cluster answers at {address} ({exc.strerror or exc}); start one (ray start "
+                             "--head) or pass the head's HOST:PORT") from None
 
 
 @dataclass
@@ -131,6 +149,7 @@ class RayPool:
         handlers = _signal_handlers()
         if not ray.is_initialized():
             if engine.address:
+                _reachable(engine.address)
                 try:
                     ray.init(address=engine.address, log_to_driver=False, logging_level=logging.WARNING)
                 except (ConnectionError, RuntimeError, ValueError) as exc:

@@ -441,7 +441,12 @@ def simulate(job: LoadedJob, sites: list[str], workspace: Path, workers: int | N
     running = SimulationResult(job.spec.name, JobStatus.RUNNING, "", job_dir, len(sites), 0, rounds, 0.0,
                                isolation.describe(), engine.settings())
     (job_dir / MARKER).write_text(json.dumps(running.as_dict(), indent=1) + "\n")  # what --resume runs again
-    pool = engine.start(spec, len(sites))
+    try:
+        pool = engine.start(spec, len(sites))
+    except BaseException:  # no run: nothing of it stays (a resumed run's results stay as they were)
+        if not resume:
+            shutil.rmtree(job_dir, ignore_errors=True)
+        raise
     fed = SimFederation(job_id, job_dir, sites, pool, observer, rounds, filters, job.folder,
                         _secure_sites(job, job_id, sites, job_dir))
     if restart is not None:
@@ -459,16 +464,23 @@ def simulate(job: LoadedJob, sites: list[str], workspace: Path, workers: int | N
         kept = _last_checkpoint(job_dir)
         error = (f"{pool.lost} ({error}); " + (f"models/{kept.name} is kept: flctl simulate --resume {job_dir} "
                                                 "continues from it" if kept else "no round was checkpointed"))
+    _write_results(job, job_id, fed, sites, status, error)
+    result = SimulationResult(job.spec.name, status, error, job_dir, len(sites), pool.workers, rounds,
+                              time.monotonic() - started, isolation.describe(), engine.settings())
+    (job_dir / MARKER).write_text(json.dumps(result.as_dict(), indent=1) + "\n")
+    return result
+
+
+def _write_results(job: LoadedJob, job_id: str, fed: SimFederation, sites: list[str], status: JobStatus,
+                   error: str) -> None:
+    """The run's server log (added to a resumed run's), metrics.json and the metrics' exports; tmp/ removed."""
+    job_dir = fed.job_dir
     fed.log(f"job {status.lower()}" + (f": {error}" if error else ""))
     _export_metrics(job, job_id, job_dir, sites, fed.metrics, status, fed.log)
     with (job_dir / "logs" / "server.log").open("a") as out:
         out.write("\n".join(fed.server_log) + "\n")
     (job_dir / "metrics.json").write_text(json.dumps(fed.metrics, indent=1))
     shutil.rmtree(job_dir / "tmp", ignore_errors=True)
-    result = SimulationResult(job.spec.name, status, error, job_dir, len(sites), pool.workers, rounds,
-                              time.monotonic() - started, isolation.describe(), engine.settings())
-    (job_dir / MARKER).write_text(json.dumps(result.as_dict(), indent=1) + "\n")
-    return result
 
 
 def _run(job: LoadedJob, workflow: Any, fed: SimFederation, restart: Path | None, start_round: int,
