@@ -217,6 +217,12 @@ def run(playbook: Playbook, observer: Observer | None = None, accept_new_host_ke
         actions = ps.next_actions(state, ps.Facts(digest, names, healthy=healthy))
         for name in actions.remove:
             _emit(journal, observer, "removed", name)
+        answering = healthy if healthy is not None else frozenset(names)  # None: nothing was asked
+        for name in names:
+            p = state.participants.get(name)
+            if p is not None and p.at_least("started") and name not in answering:
+                _emit(journal, observer, "lost", name, reason="its node did not answer (the server: TLS; a site: "
+                                                              "listed online by the server)")
         if actions.nothing:
             return PlayResult(journal.state, started, nothing_to_do=True)
         result = PlayResult(journal.state, started)

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.federation import free_port, project_text
+from flctl.cloud.health import sites_online
+from tests.federation import ADMIN, free_port, project_text
 from tests.sshd import SshHost, make_key, start_hosts
 from tests.test_deploy_ssh import FLCTL, HOST_PYTHON, flctl, processes_under
 
@@ -170,6 +171,30 @@ def test_check_prints_an_empty_plan_and_changes_nothing(play: Play) -> None:
         for name in PARTICIPANTS]}
     assert (play.state / "events.jsonl").read_text() == before
     assert sorted((play.state / "workspace" / "playtest").glob("prod_*")) == prods
+
+
+def test_a_node_gone_from_its_host_is_found_lost_and_started_again(play: Play) -> None:
+    """site-1's node and its supervisor killed on its host: the next run records it lost, starts it again without
+    uploading anything, and verifies the federation again; the other nodes keep running."""
+    # Prepare
+    for pid in processes_under(play.hosts[1].root / "opt"):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 30  # until the server's heartbeat timeout (3 s) lists it offline
+    while time.monotonic() < deadline and "site-1" in (sites_online(play.state / "kits" / ADMIN[0]) or {}):
+        time.sleep(0.2)
+    pids = [play.node_pid(i) for i in (0, 2)]
+    releases = play.releases(1)
+    seen = len(play.journal())
+    # Execute
+    out = play.run("--json")
+    # Assert
+    assert out.returncode == 0, out.stdout + out.stderr + play.logs()
+    added = [(e["kind"], e.get("participant")) for e in play.journal()[seen:]]
+    assert ("lost", "site-1") in added and ("started", "site-1") in added and ("verified", "site-1") in added
+    assert ("delivered", "site-1") not in added and ("lost", "site-2") not in added
+    assert [play.node_pid(i) for i in (0, 2)] == pids and play.releases(1) == releases
+    assert play.running(1, "supervise.sh") == 1
 
 
 def test_an_org_edit_reissues_one_certificate_and_restarts_one_site(play: Play) -> None:
