@@ -310,8 +310,8 @@ def ray_bench(sites: list[int], venvs: Path, timeout: float, json_path: Path | N
     results: dict[str, dict[int, dict[str, Any]]] = {name: {} for name in runners}
     with tempfile.TemporaryDirectory(prefix="flctl-bench-") as tmp:
         for n in sites:
-            for name, run in runners.items():
-                root = Path(tmp) / f"{name}-{n}"
+            for index, (name, run) in enumerate(runners.items()):
+                root = Path(tmp) / f"{n}{index}"  # short: Ray's socket paths under it must stay within 107 bytes
                 root.mkdir()
                 result = run(root, n)
                 shutil.rmtree(root, ignore_errors=True)
