@@ -55,8 +55,9 @@ def command(
         "--site-cpus", min=0, show_default=False, help="--engine ray: CPUs a site's script needs; Ray runs as "
                                                         "many at once as the cluster has [default: the job's "
                                                         "resources.cpus].")] = None,
-    site_gpus: Annotated[float, typer.Option("--site-gpus", min=0, help="--engine ray: GPUs a site's script "
-                                                                         "needs (fractions share one).")] = 0.0,
+    site_gpus: Annotated[float, typer.Option("--site-gpus", min=0, show_default=False,
+                                             help="--engine ray: GPUs a site's script needs; fractions share one "
+                                                  "[default: 0].")] = 0.0,
     resume: Annotated[Path | None, typer.Option(
         "--resume", file_okay=False, show_default=False,
         help="A run's results folder (WORKSPACE/<job name>): run it on from its last round's checkpoint, with its "
@@ -94,7 +95,8 @@ def command(
         names = site_names(loaded, sites)
     except SimulationError as exc:
         terminal.abort(str(exc), exit_codes.BAD_INPUT)
-    chosen = _engine(engine, settings, address, site_cpus or settings.get("site_cpus") or loaded.spec.resources.cpus,
+    needs = loaded.spec.resources
+    chosen = _engine(engine, settings, address, site_cpus or settings.get("site_cpus") or needs.cpus,
                      site_gpus or settings.get("site_gpus") or 0.0, workers or settings.get("workers"))
     root = resume.resolve().parent if resume is not None else (workspace or default_workspace())
     progress = _Progress(loaded.spec.name, quiet=json_out)
