@@ -236,7 +236,7 @@ def run(playbook: Playbook, observer: Observer | None = None, accept_new_host_ke
         blocked: set[str] = set()
         if actions.deliver and playbook.spec.checks.preflight:
             observer.phase("pre-flight checks")
-            blocked = preflight(playbook, inventory, journal, observer, accept_new_host_keys)
+            blocked = preflight(playbook, inventory, journal, observer, accept_new_host_keys, set(actions.deliver))
         deliver = [n for n in actions.deliver if n not in blocked]
         if deliver:
             observer.phase(f"rolling out {len(deliver)} of {len(names)} hosts")
@@ -366,9 +366,10 @@ def inventory(playbook: Playbook) -> Inventory:
 
 # ---- pre-flight ----------------------------------------------------------------------------------------------------
 def preflight(playbook: Playbook, inventory_file: Path, journal: Journal, observer: Observer,
-              accept_new_host_keys: bool) -> set[str]:
-    """Run `flctl preflight` over the inventory (flctl.cloud.preflight); the participants whose own side failed
-    (recorded as failed, with the check's sentence) are not deployed."""
+              accept_new_host_keys: bool, deliver: set[str]) -> set[str]:
+    """Run `flctl preflight` over the inventory (flctl.cloud.preflight); the participants to `deliver` whose own side
+    failed (recorded as failed, with the check's sentence) are not deployed. The others are not checked: a healthy
+    node whose host is out of reach now needs nothing from this run."""
     try:
         from flctl.cloud import preflight as checks  # the pre-flight module of issue 27
     except ImportError:
@@ -376,7 +377,12 @@ def preflight(playbook: Playbook, inventory_file: Path, journal: Journal, observ
         return set()
     blocked: set[str] = set()
     waived = 0
-    for report in checks.check_inventory(inventory_file, accept_new_host_keys, playbook.spec.parallel):
+    from flctl.cloud.inventory import load_inventory
+
+    inv = load_inventory(inventory_file)
+    inv = dataclasses.replace(inv, spec=inv.spec.model_copy(update={"hosts": [h for h in inv.hosts
+                                                                              if h.participant in deliver]}))
+    for report in checks.check_hosts(inv, accept_new_host_keys, playbook.spec.parallel):
         failing = [row for row in report.rows if str(row.status) == "fail" and row.name in PREFLIGHT_BLOCKING]
         waived += sum(str(row.status) == "fail" and row.name not in PREFLIGHT_BLOCKING for row in report.rows)
         for row in failing:

@@ -43,8 +43,9 @@ class ChecksSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    preflight: bool = Field(True, description="Run `flctl preflight` over every host first; a host whose own side "
-                                              "fails (unreachable, no Python 3.11, too little disk) is not deployed.")
+    preflight: bool = Field(True, description="Run `flctl preflight` over every host to roll out first; one whose "
+                                              "own side fails (unreachable, no Python 3.11, too little disk) is not "
+                                              "deployed.")
 
 
 class PlaybookSpec(BaseModel):
