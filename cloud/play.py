@@ -212,8 +212,9 @@ def run(playbook: Playbook, observer: Observer | None = None, accept_new_host_ke
         digest = project_digest(playbook)
         names = tuple(playbook.participants)
         state = journal.state
-        healthy = _healthy_now(playbook, state) if state.prod_dir and (playbook.kits / playbook.admin()).exists() \
-            else None
+        healthy: frozenset[str] | None = None  # None: never provisioned, nothing to ask
+        if state.prod_dir:  # the admin kit asks the server; without it (removed by hand) no one counts as healthy
+            healthy = _healthy_now(playbook, state) if (playbook.kits / playbook.admin()).exists() else frozenset()
         actions = ps.next_actions(state, ps.Facts(digest, names, healthy=healthy))
         for name in actions.remove:
             _emit(journal, observer, "removed", name)
@@ -226,7 +227,8 @@ def run(playbook: Playbook, observer: Observer | None = None, accept_new_host_ke
         if actions.nothing:
             return PlayResult(journal.state, started, nothing_to_do=True)
         result = PlayResult(journal.state, started)
-        if actions.provision:
+        kits_gone = any(not (playbook.kits / n).exists() for n in [*names, playbook.admin()])
+        if actions.provision or kits_gone:  # the state folder's kits removed by hand: made again, certificates kept
             observer.phase("provisioning")
             _provision(playbook, journal, observer, digest, passphrase)
             result.provisioned = True
@@ -308,22 +310,28 @@ def _provision(playbook: Playbook, journal: Journal, observer: Observer, digest:
     result = provision(playbook.project, playbook.workspace, passphrase)
     certificates = {k.name: k.status for k in result.kits}
     wanted = [*playbook.participants, playbook.admin()]
-    link_kits(playbook.kits, result.prod_dir, wanted)
+    linked = {e.participant: Path(str(e.data["kit"])) for e in journal.events
+              if e.kind == "provisioned" and e.participant and e.data.get("kit")}
+    link_kits(playbook.kits, result.prod_dir, wanted, linked)
     for name in playbook.participants:
         _emit(journal, observer, "provisioned", name, digest=kit_digest(playbook.kits / name),
-              certificate=certificates.get(name, ""))
+              certificate=certificates.get(name, ""), kit=str((playbook.kits / name).resolve()))
     _emit(journal, observer, "project", None, digest=digest, prod_dir=str(result.prod_dir))
 
 
-def link_kits(kits: Path, prod_dir: Path, names: list[str]) -> list[str]:
+def link_kits(kits: Path, prod_dir: Path, names: list[str], linked: dict[str, Path] | None = None) -> list[str]:
     """Point kits/<name> at prod_dir/<name> for each kit whose content changed (atomically: a new link renamed
-    over the old); the names relinked."""
+    over the old); the names relinked. `linked`: where each link pointed when last recorded, used when a link is
+    gone (removed by hand) and that kit's content is still the same, so its host's release stays the same."""
     kits.mkdir(parents=True, exist_ok=True, mode=0o700)
     changed = []
     for name in names:
         link, new = kits / name, prod_dir / name
         if link.exists() and kit_digest(link) == kit_digest(new):
             continue
+        before = (linked or {}).get(name)
+        if not link.exists() and before is not None and before.is_dir() and kit_digest(before) == kit_digest(new):
+            new = before
         tmp = kits / f".{name}.new"
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()

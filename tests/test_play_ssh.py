@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -247,3 +248,20 @@ def test_a_host_that_cannot_be_reached_fails_alone_and_says_where_it_stopped(pla
     assert rows["site-1"]["state"] == "provisioned"
     assert f"cannot reach [127.0.0.1]:{port}" in rows["site-1"]["reason"] and "\n" not in rows["site-1"]["reason"]
     play.playbook.write_text(text)
+
+
+def test_the_state_folder_s_kits_removed_by_hand_are_made_again_and_nothing_restarts(play: Play) -> None:
+    """Without STATE/kits the run cannot ask the server: it provisions again (every certificate kept), finds every
+    host already running those very kits (the site moved back included), restarts none of them, and verifies."""
+    # Prepare: the previous test left site-1 failed at provisioned, its playbook entry restored
+    shutil.rmtree(play.state / "kits")
+    pids = [play.node_pid(i) for i in range(3)]
+    # Execute
+    out = play.run("--json")
+    # Assert
+    assert out.returncode == 0, out.stdout + out.stderr + play.logs()
+    result = json.loads(out.stdout)
+    assert result["provisioned"] is True
+    assert {(r["participant"], r["state"], r["certificate"]) for r in result["participants"]} == {
+        (name, "verified", "kept") for name in PARTICIPANTS}
+    assert [play.node_pid(i) for i in range(3)] == pids
