@@ -101,6 +101,26 @@ def test_an_address_where_no_ray_answers_exits_3_and_a_folder_that_is_no_run_can
     assert "is not a simulation's results folder" in resumed.stderr
 
 
+def test_resume_continues_a_local_engine_run_from_its_last_checkpoint(tmp_path: Path) -> None:
+    """--resume works without Ray too: a run cut after round 2 (its later checkpoints gone) runs on from round-1's
+    model to the uninterrupted run's, keeping the earlier rounds' metrics."""
+    # Prepare
+    results = tmp_path / "ws" / "counting"
+    first = flctl(counting_job(tmp_path, rounds=3), "-n", "4", "-w", tmp_path / "ws")
+    for name in ("round-2", "final"):
+        (results / "models" / f"{name}.safetensors").unlink()
+    # Execute
+    resumed = flctl("--resume", results)
+    # Assert
+    assert first.returncode == 0, first.stderr
+    assert resumed.returncode == 0, resumed.stderr
+    assert np.array_equal(final_w(tmp_path / "ws"), np.full(3, 7.5, np.float32))
+    assert "resuming at round 3 from models/round-1.safetensors" in (results / "logs" / "server.log").read_text()
+    metrics = json.loads((results / "metrics.json").read_text())
+    assert sorted(m["round"] for m in metrics if m["name"] == "number") == [0] * 4 + [1] * 4 + [2] * 4
+    assert json.loads((results / "simulation.json").read_text())["engine"]["name"] == "local"
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayCluster]:
     """One Ray cluster for the module: a head without CPUs and two worker nodes of one CPU each (so the two site
