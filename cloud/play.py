@@ -50,6 +50,7 @@ from flctl.cloud.deploy_errors import (
     HostUnreachable,
 )
 from flctl.cloud.playbook import JobSpec, Playbook
+from flctl.node.jobs.job_status import JobStatus
 from flctl.provisioner.state import write_atomic
 
 if TYPE_CHECKING:  # the rollout's modules are imported when a run rolls out: a no-change run never does
@@ -163,7 +164,7 @@ class PlayResult:
     @property
     def ok(self) -> bool:
         return all(p.state == "verified" and not p.reason for p in self.state.participants.values()) and \
-            all(j["status"] == "FINISHED" for j in self.jobs)
+            all(j["status"] == JobStatus.FINISHED for j in self.jobs)
 
     @property
     def only_connections_failed(self) -> bool:
@@ -503,11 +504,11 @@ def _smoke(playbook: Playbook, journal: Journal, observer: Observer, ready: list
                 status, error = _wait(admin, job_id, spec.timeout_s)
                 _emit(journal, observer, "job_ended", None, job=job_id, status=status)
                 outcomes.append({"job": name, "id": job_id, "status": status, "error": error})
-                if status != "FINISHED":
+                if status != JobStatus.FINISHED:
                     break
     except NodeError as exc:
-        outcomes.append({"job": "-", "id": "", "status": "FAILED", "error": str(exc)})
-    if outcomes and all(o["status"] == "FINISHED" for o in outcomes) and len(outcomes) == len(playbook.jobs):
+        outcomes.append({"job": "-", "id": "", "status": JobStatus.FAILED.value, "error": str(exc)})
+    if outcomes and all(o["status"] == JobStatus.FINISHED for o in outcomes) and len(outcomes) == len(playbook.jobs):
         for name in ready:
             _emit(journal, observer, "verified", name, job=outcomes[-1]["id"])
     else:

@@ -18,6 +18,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+FAILED = "failed"
+"""The event of a step that failed (a play event, not a job's or a site's status)."""
+
 STATES = ("planned", "provisioned", "delivered", "started", "healthy", "verified")
 """The states of a participant, in order; each one implies the ones before it."""
 
@@ -167,7 +170,7 @@ def step(state: PlayState, event: Event) -> PlayState:
             p = _reach(p, kind, at)
     elif kind == "lost":
         p = dataclasses.replace(_back(p, "delivered"), reason=str(event.data.get("reason", "")))
-    elif kind == "failed":
+    elif kind == FAILED:
         p = dataclasses.replace(p, reason=str(event.data.get("reason", "failed")),
                                 connection=bool(event.data.get("connection", False)))
     participants[name] = p

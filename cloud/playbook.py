@@ -106,7 +106,7 @@ class Playbook:
         for host in self.inventory_doc.data["hosts"]:
             if host["participant"] == participant:
                 provider = str(host.get("provider", "ssh"))
-                return str(host.get("address") or ("localhost" if provider == "local" else provider))
+                return str(host.get("address") or _where_without_address(provider))
         return "-"
 
     @property
@@ -256,3 +256,11 @@ def _message(err: Any) -> str:
     if kind == "literal_error":
         return f"{err['input']!r} is not allowed; use {err['ctx']['expected']}"
     return schema_message(err, PlaybookSpec)
+
+
+def _where_without_address(provider: str) -> str:
+    """What the provider's deploy target calls a host with no address (this machine: localhost; a cloud: its name)."""
+    from flctl.cloud.targets import TARGETS
+
+    target = TARGETS.get(provider)
+    return target.where_unaddressed if target is not None else provider

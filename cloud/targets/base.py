@@ -80,6 +80,11 @@ class DeployTarget(ABC):
         """Where the host's node runs, for tables and messages."""
         return host.address or self.name
 
+    @property
+    def where_unaddressed(self) -> str:
+        """What a table calls one of this target's hosts that has no address (yet): the target's name."""
+        return self.name
+
     def machine_of(self, host: HostSpec) -> str:
         """Which machine the node runs on: two nodes there may not share an install folder."""
         return host.address or self.name

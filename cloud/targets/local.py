@@ -35,6 +35,10 @@ class LocalTarget(RolloutTarget):
     def where(self, host: HostSpec) -> str:
         return "localhost"
 
+    @property
+    def where_unaddressed(self) -> str:
+        return "localhost"
+
     def connector(self, deployment: Deployment, state: DeploymentState | None, host: HostSpec) -> Connector:
         from flctl.cloud.local_connector import LocalConnector
 

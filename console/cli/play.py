@@ -51,6 +51,7 @@ def command(playbook: PlaybookArg, check: CheckOption = False, accept_new_host_k
 
 def _printer(quiet: bool) -> Observer:
     """One line per recorded state on stderr (none with --json)."""
+    from flctl.cloud import play_state as ps
     from flctl.cloud.play import Observer
 
     lock = threading.Lock()
@@ -68,7 +69,7 @@ def _printer(quiet: bool) -> Observer:
             if event.kind in ("project", "job_submitted", "job_ended"):
                 say(f"{event.kind.replace('_', ' ')}: " + ", ".join(f"{k} {v}" for k, v in event.data.items()
                                                                    if k != "participants"))
-            elif event.kind == "failed":
+            elif event.kind == ps.FAILED:
                 say(f"{event.participant}: failed: {event.data.get('reason', '')}")
             elif event.kind != "planned":
                 say(f"{event.participant}: {event.kind}")

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from flctl.console.cli import exit_codes, terminal
+from flctl.console.cli.options import JsonOption
 
 if TYPE_CHECKING:
     from flctl.cloud.wheelhouse import Platform
@@ -29,6 +30,7 @@ def build(
                                                                   "must hold it.")] = False,
     context_only: Annotated[Path | None, typer.Option(file_okay=False, help="Write the build context (Containerfile "
                                                       "and wheels/) here and build nothing.")] = None,
+    json_out: JsonOption = False,
 ) -> None:
     """Build the one image for the server and every site: flctl and the job runtime, installed offline.
 
@@ -50,6 +52,9 @@ def build(
     if context_only is not None:
         context_only.mkdir(parents=True, exist_ok=True)
         container_image.write_context(plan, context_only)
+        if json_out:
+            terminal.print_json({"tag": tag, "context": str(context_only), "built": False})
+            return
         terminal.success(f"wrote the build context to {context_only}")
         return
     tool = container_image.builder()
@@ -62,6 +67,9 @@ def build(
     if done.returncode != 0:
         terminal.abort(f"{tool} could not build {tag} (exit {done.returncode}); its output is above",
                        exit_codes.FAILED)
+    if json_out:
+        terminal.print_json({"tag": tag, "builder": tool, "built": True})
+        return
     terminal.success(f"built {tag} with {tool}")
 
 

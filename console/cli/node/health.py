@@ -9,6 +9,7 @@ import typer
 
 from flctl.console.cli import exit_codes, terminal
 from flctl.console.cli.node.start import WorkspaceOpt, workspace_for
+from flctl.console.cli.options import JsonOption
 
 
 def command(
@@ -16,6 +17,7 @@ def command(
     workspace: WorkspaceOpt = None,
     live: Annotated[bool, typer.Option("--live", help="Only check that the node started from KIT runs "
                                                      "(a liveness probe).")] = False,
+    json_out: JsonOption = False,
 ) -> None:
     """Exit 0 when the node of KIT is healthy, else 1 with one line saying why.
 
@@ -26,6 +28,11 @@ def command(
     from flctl.cloud import node_probe
 
     ok, why = node_probe.alive(workspace_for(kit, workspace)) if live else node_probe.ready(kit)
+    if json_out:
+        terminal.print_json({"kit": str(kit), "probe": "live" if live else "ready", "healthy": ok, "why": why})
+        if not ok:
+            raise typer.Exit(exit_codes.FAILED)
+        return
     if not ok:
         terminal.abort(why, exit_codes.FAILED)
     terminal.info(why)
