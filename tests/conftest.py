@@ -112,3 +112,15 @@ def host_venvs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The venv folder (inventory `venv_root`) the deployment tests' simulated hosts share, so the offline
     install of the wheels runs once per session."""
     return tmp_path_factory.mktemp("host-venvs")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _interruptible_children() -> None:
+    """The Ctrl-C tests send SIGINT to a flctl they start: a run of the suite started in the background of a
+    non-interactive shell (nohup, `&`) begins with SIGINT ignored, and every child would inherit that and never
+    see Ctrl-C. Such a run takes SIGINT back, so its children start with it as they would from a terminal."""
+    import signal
+
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
