@@ -75,9 +75,12 @@ def wait_for(check, timeout: float = 30.0):  # type: ignore[no-untyped-def]
 
 
 def scalars(run: Path) -> dict[str, list[tuple[int, float]]]:
-    """Every scalar of a TensorBoard run folder, read with tensorboard's own reader: tag -> [(step, value)]."""
+    """Every scalar of a TensorBoard run folder, read with tensorboard's own reader: tag -> [(step, value)]; none
+    while the exporter (a moment behind the job) has not made the folder yet."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+    if not run.is_dir():
+        return {}
     acc = EventAccumulator(str(run))
     acc.Reload()
     return {tag: [(e.step, round(e.value, 6)) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
