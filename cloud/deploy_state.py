@@ -131,15 +131,17 @@ class DeploymentState:
 
 
 @contextlib.contextmanager
-def locked(folder: Path) -> Iterator[None]:
-    """Hold the deployment's lock; a second deploy or destroy of the same inventory is refused, not interleaved."""
+def locked(folder: Path, who: str = "another flctl deploy or destroy",
+           error: type[Exception] = DeployError) -> Iterator[None]:
+    """Hold the folder's lock (a deployment's; `flctl play`'s state): a second run on it is refused with `error`,
+    saying `who` is working on it, not interleaved."""
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise DeployError(f"another flctl deploy or destroy is working on {folder}; wait for it to end") from None
+            raise error(f"{who} is working on {folder}; wait for it to end") from None
         yield
     finally:
         os.close(fd)

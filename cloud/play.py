@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import hashlib
 import json
 import os
@@ -124,16 +123,11 @@ class Journal:
 
 @contextlib.contextmanager
 def locked(folder: Path) -> Iterator[None]:
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise PlayError(f"another flctl play is working on {folder}; wait for it to end") from None
+    """The playbook's state folder, held by this run alone (the deployments' lock, with play's words)."""
+    from flctl.cloud.deploy_state import locked as folder_locked
+
+    with folder_locked(folder, "another flctl play", PlayError):
         yield
-    finally:
-        os.close(fd)
 
 
 # ---- what the console is told ------------------------------------------------------------------------------------
