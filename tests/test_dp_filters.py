@@ -6,6 +6,7 @@ accountant and the closed form; all on the update of the model the task brought,
 from __future__ import annotations
 
 import math
+from importlib.util import find_spec
 from typing import Any
 
 import numpy as np
@@ -37,6 +38,8 @@ DIFF: Params = {  # the script's change, fixed: mixed signs and magnitudes, some
 }
 TRAINED = {name: (RECEIVED[name] + DIFF[name]).astype(RECEIVED[name].dtype) for name in RECEIVED}
 TASK = Task(TaskKind.TRAIN, 3, {}, {})
+needs_opacus = pytest.mark.skipif(find_spec("opacus") is None,
+                                  reason="gaussian_dp needs Opacus: bash scripts/setup.sh --all")
 
 
 def ctx(site: str = "site-1", round_no: int = 3, received: Params | None = None,
@@ -159,6 +162,7 @@ def test_svt_privacy_shares_at_most_the_fraction_each_clipped_and_noised() -> No
     assert not np.allclose(out.params["w"][shared], np.clip(update["w"][shared], -0.1, 0.1))
 
 
+@needs_opacus
 def test_gaussian_dp_clips_the_update_s_norm_and_adds_noise_of_the_right_size() -> None:
     """An update of norm 100 and one of norm 0.5 (clip_norm 1, noise multiplier 0.8, 40,000 entries, fixed seed): the
     first is scaled to norm 1, the second kept; what is added is the seed's Gaussian draw, exactly, and its mean and
@@ -217,6 +221,7 @@ def test_gaussian_dp_reports_the_epsilon_opacus_accounts_per_site_and_round() ->
     assert sent[0][1]["dp_epsilon"] < sent[2][1]["dp_epsilon"] < sent[3][1]["dp_epsilon"]
 
 
+@needs_opacus
 def test_gaussian_dp_refuses_a_release_beyond_max_epsilon_and_sends_nothing() -> None:
     """With max_epsilon between the first and the second round's epsilon, the second result fails (FilterError)."""
     # Prepare
@@ -237,6 +242,7 @@ def test_gaussian_dp_refuses_a_release_beyond_max_epsilon_and_sends_nothing() ->
     assert "would spend epsilon" in str(refused.value) and "above this site's max_epsilon" in str(refused.value)
 
 
+@needs_opacus
 def test_gaussian_dp_s_ledger_keeps_the_privacy_spent_across_a_restart_of_the_job_process(tmp_path: Any) -> None:
     """Two releases with a ledger, then a new pipeline (a restarted job process) on the same folder: its first
     release reports the epsilon of three; a damaged ledger refuses the job (ValueError naming the file)."""
@@ -326,7 +332,8 @@ def test_an_update_with_nan_fails_the_result() -> None:
     assert "the update of fc.weight holds NaN or infinity" in str(failed.value)
 
 
-@pytest.mark.parametrize("name", ["percentile_privacy", "svt_privacy", "gaussian_dp"])
+@pytest.mark.parametrize("name", ["percentile_privacy", "svt_privacy",
+                                  pytest.param("gaussian_dp", marks=needs_opacus)])
 def test_a_swarm_aggregate_goes_out_as_the_weighted_mean_of_the_task_s_models_whatever_the_script_sent(
         name: str) -> None:
     """An aggregate task (two sites' models, already filtered at their sites, weights 1 and 3): the site sends the

@@ -342,6 +342,8 @@ def test_job_show_tables_name_sites_global_and_refusals():
 def test_flctl_simulate_runs_the_example_and_writes_tables_and_pngs(tmp_path: Path):
     """`flctl simulate playbooks/jobs/statistics -n 3`: FINISHED, the tables and cohorts printed, statistics.json
     and a PNG histogram per numeric feature beside it."""
+    pytest.importorskip("pandas", reason="the example reads CSV with pandas: bash scripts/setup.sh --all")
+    pytest.importorskip("matplotlib", reason="the PNG histograms need the stats extra: bash scripts/setup.sh --all")
     import os
     import subprocess
 
@@ -423,7 +425,7 @@ def test_job_show_prints_the_data_check_as_a_site_by_column_table():
 
 def test_columns_from_pandas_count_na_and_inf_as_missing():
     """A DataFrame's nullable Int64 column stays numeric (NA missing), ±inf is missing, text is categorical."""
-    import pandas as pd
+    pd = pytest.importorskip("pandas", reason="needs the stats extra: bash scripts/setup.sh --all")
 
     from flctl.node.client.statistics import columns_of, summary
 

@@ -59,6 +59,7 @@ def pooled(feature: str) -> np.ndarray:
 def test_statistics_on_a_real_federation_enforce_each_sites_rules(tmp_path: Path):
     """3 sites over mTLS; site-1's privacy.yml says min_count 10 and the job asks for 1: its 5-record feature is
     refused, the value never reaches the server; the global figures equal numpy's over the pooled data."""
+    pytest.importorskip("matplotlib", reason="the PNG histograms need the stats extra: bash scripts/setup.sh --all")
     # Prepare
     fed_def = make_federation(tmp_path, sites=3)
     (fed_def.kit("site-1") / "local" / "privacy.yml").write_text(
