@@ -41,12 +41,18 @@ class NodeConfig(_Strict):
     api_version: Literal[1]
     project: str
     name: str
-    kind: Literal["server", "site"]
+    kind: Literal["server", "site", "relay"]
     org: str
-    server: Endpoint = Field(description="Where sites connect")
-    listen: Endpoint | None = Field(None, description="Server only: address and port to bind")
+    server: Endpoint = Field(description="Where sites connect (a site's or a relay's parent: the server or a relay)")
+    listen: Endpoint | None = Field(None, description="Server and relay only: address and port to bind")
     heartbeat: Heartbeat
     tls: TlsFiles
+    parents: dict[str, str] | None = Field(
+        None, description="Server and relay only: each relay and site under a relay, to that relay's name")
+    transport: Literal["grpc", "wss"] | None = Field(
+        None, description="Site only: wss (the same gRPC inside a WebSocket on HTTPS to wss_port); none: grpc")
+    wss_port: int | None = Field(
+        None, ge=1, le=65535, description="The server's WebSocket-over-HTTPS port (the server listens there too)")
 
 
 class ConsoleConfig(_Strict):

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import yaml
 
 from flctl.provisioner import kit_layout as layout
+from flctl.provisioner import relay_tree
 from flctl.provisioner.kit_config import ConsoleConfig, Endpoint, Heartbeat, NodeConfig, TlsFiles
 from flctl.provisioner.project import Kind, Participant, Project
 
@@ -36,8 +37,19 @@ def config_for(project: Project, who: Participant) -> NodeConfig | ConsoleConfig
                              role=who.role, server=server, tls=tls)
     hb = Heartbeat(interval_s=project.heartbeat.interval_s, timeout_s=project.heartbeat.timeout_s)
     listen = Endpoint(host=LISTEN_ALL, port=project.server.port) if who.kind == "server" else None
+    parents = relay_tree.parent_map(project)
+    relays = {r.name: r for r in project.relays}
+    if who.name in parents:  # under a relay: that relay is its server
+        parent = relays[parents[who.name]]
+        server = Endpoint(host=parent.address(), port=parent.port)
+    if who.kind == "relay":
+        listen = Endpoint(host=LISTEN_ALL, port=relays[who.name].port)
+    tree = (parents or None) if who.kind in ("server", "relay") else None
+    # Neither key in the kits of a gRPC-only project: their node.yml stays as it was.
+    transport = who.transport if who.transport != "grpc" else None
     return NodeConfig(api_version=1, project=project.name, name=who.name, kind=who.kind, org=who.org,
-                      server=server, listen=listen, heartbeat=hb, tls=tls)
+                      server=server, listen=listen, heartbeat=hb, tls=tls, parents=tree, transport=transport,
+                      wss_port=project.server.wss_port)
 
 
 _CONFIG_HEADER = "# Written by `flctl provision` and covered by signature.json: do not edit.\n"
@@ -142,7 +154,8 @@ class KitRenderer:
 
     def __init__(self, project: Project) -> None:
         self.project = project
-        self._configs: dict[Kind, list[str]] = {}
+        self._configs: dict[tuple[str, ...], list[str]] = {}
+        self._parents = relay_tree.parent_map(project)
         self._static: dict[Kind, dict[str, KitFile]] = {}
 
     def render(self, who: Participant, ca_pem: bytes, cert_pem: bytes, key_pem: bytes | None
@@ -161,9 +174,12 @@ class KitRenderer:
 
     def config(self, who: Participant) -> bytes:
         """The bytes of `who`'s node.yml or console.yml."""
-        lines = self._configs.get(who.kind)
+        shape = (who.kind, who.transport)  # a site on wss has a line more
+        # Sites of one relay share a config but for name and org; each relay's is its own (its port, its parent).
+        shape += (who.name if who.kind == "relay" else self._parents.get(who.name, ""),)
+        lines = self._configs.get(shape)
         if lines is None:
-            lines = self._configs[who.kind] = dump_config(config_for(self.project, who)).splitlines(keepends=True)
+            lines = self._configs[shape] = dump_config(config_for(self.project, who)).splitlines(keepends=True)
         own = {"name": who.name, "org": who.org, "role": who.role}
         out = []
         for line in lines:

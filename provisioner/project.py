@@ -28,6 +28,8 @@ SimpleName = Annotated[str, AfterValidator(check_simple_name)]
 AdminName = Annotated[str, AfterValidator(check_admin_name)]
 Host = Annotated[str, AfterValidator(check_host)]
 ServerName = Annotated[str, AfterValidator(check_server_name)]
+Transport = Literal["grpc", "wss"]
+TRANSPORTS: tuple[Transport, ...] = ("grpc", "wss")
 
 
 class _Strict(BaseModel):
@@ -43,6 +45,10 @@ class ServerSpec(_Strict):
     hosts: list[Host] = Field(
         default_factory=list, description="More DNS names and IP addresses the server certificate is valid for"
     )
+    wss_port: int | None = Field(
+        None, ge=1, le=65535,
+        description="A second TCP port where the server takes sites on WebSocket over HTTPS (`transport: wss`, for "
+                    "sites behind an HTTP proxy); none: gRPC only")
 
 
 class SiteSpec(_Strict):
@@ -50,6 +56,10 @@ class SiteSpec(_Strict):
 
     name: SimpleName = Field(description="Site name, unique in the project")
     org: SimpleName = Field(description="Organisation the site belongs to")
+    transport: Transport = Field(
+        "grpc", description="How the site reaches the server: grpc (the default), or wss (gRPC's own bytes, mutual "
+                            "TLS and all, inside a WebSocket on HTTPS to the server's wss_port, through the site's "
+                            "HTTPS_PROXY where it has one); its local/resources.yml may change it")
 
 
 class AdminSpec(_Strict):
@@ -126,10 +136,20 @@ class Project(_Strict):
     homomorphic_encryption: HomomorphicEncryptionSpec | None = Field(
         None, description="Give it (even empty: {}) to make a CKKS context for jobs with encryption: he")
 
+    @model_validator(mode="after")
+    def _wss_port_for_wss_sites(self) -> Project:
+        on_wss = [s.name for s in self.sites if s.transport == "wss"]
+        if on_wss and self.server.wss_port is None:
+            raise ValueError(f"site {on_wss[0]} has transport: wss, but the server has no wss_port; give the server "
+                             "a wss_port (e.g. 443) for WebSocket connections")
+        if self.server.wss_port is not None and self.server.wss_port == self.server.port:
+            raise ValueError(f"server.wss_port {self.server.wss_port} is the gRPC port too; give it a port of its own")
+        return self
+
     def participants(self) -> list[Participant]:
         """Server first, then sites, then admins, in file order."""
         out = [Participant(self.server.name, "server", self.server.org, None, tuple(self.server.hosts))]
-        out += [Participant(s.name, "site", s.org, None, ()) for s in self.sites]
+        out += [Participant(s.name, "site", s.org, None, (), s.transport) for s in self.sites]
         out += [Participant(a.name, "admin", a.org, a.role, ()) for a in self.admins]
         return out
 
@@ -143,6 +163,7 @@ class Participant:
     org: str
     role: Role | None
     hosts: tuple[str, ...]
+    transport: Transport = "grpc"
 
     def san_hosts(self) -> tuple[str, ...]:
         """Names a server certificate must cover: its own name first, then its extra hosts."""
