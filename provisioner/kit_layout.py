@@ -80,4 +80,6 @@ class KitPaths:
             return "server"
         if self.cert("site").is_file():
             return "site"
+        if self.cert("relay").is_file():
+            return "relay"
         return None

@@ -9,9 +9,9 @@ from __future__ import annotations
 from typing import Literal
 
 ROLES = ("project_admin", "org_admin", "lead", "member")
-KINDS = ("server", "site", "admin")
+KINDS = ("server", "site", "admin", "relay")
 KEY_TYPES = ("ec-p256", "rsa-2048", "rsa-3072")
 
 Role = Literal["project_admin", "org_admin", "lead", "member"]
-Kind = Literal["server", "site", "admin"]
+Kind = Literal["server", "site", "admin", "relay"]
 KeyType = Literal["ec-p256", "rsa-2048", "rsa-3072"]

@@ -3,7 +3,7 @@
 One builder makes the part every certificate shares (subject, issuer, key,
 validity, serial, key identifiers); the CA and leaves add their own extensions,
 with criticality chosen on purpose. Identity lives in the subject:
-CN = participant name, O = organisation, OU = kind (server, site, admin), and
+CN = participant name, O = organisation, OU = kind (server, site, admin, relay), and
 for admins the X.520 `role` attribute (2.5.4.72) carries the role.
 """
 
@@ -151,7 +151,7 @@ class Issuer:
         cached = self._extensions.get((kind, is_rsa))
         if cached is None:
             usages = [ExtendedKeyUsageOID.CLIENT_AUTH]
-            if kind == "server":
+            if kind in ("server", "relay"):  # a relay is a server to its sites and a client to its parent
                 usages.insert(0, ExtendedKeyUsageOID.SERVER_AUTH)
             cached = self._extensions[kind, is_rsa] = [
                 _ext(x509.BasicConstraints(ca=False, path_length=None), critical=True),

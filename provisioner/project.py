@@ -56,10 +56,30 @@ class SiteSpec(_Strict):
 
     name: SimpleName = Field(description="Site name, unique in the project")
     org: SimpleName = Field(description="Organisation the site belongs to")
+    parent: SimpleName | None = Field(
+        None, description="The relay this site connects to (a name under relays); none: the server itself")
     transport: Transport = Field(
         "grpc", description="How the site reaches the server: grpc (the default), or wss (gRPC's own bytes, mutual "
                             "TLS and all, inside a WebSocket on HTTPS to the server's wss_port, through the site's "
                             "HTTPS_PROXY where it has one); its local/resources.yml may change it")
+
+
+class RelaySpec(_Strict):
+    """A relay: sites connect to it as to a server; it connects upward (to the server or another relay) as a site,
+    passes tasks down and sends one aggregated result up (a hierarchical federation)."""
+
+    name: SimpleName = Field(description="Relay name, unique in the project; the certificate CN")
+    org: SimpleName = Field(description="Organisation that runs the relay")
+    parent: SimpleName | None = Field(
+        None, description="The relay this relay connects to; none (or 'server'): the server itself")
+    host: Host | None = Field(None, description="DNS name or IP its sites connect to [default: its name]")
+    port: int = Field(8443, ge=1, le=65535, description="The TCP port its sites connect to (gRPC, mTLS)")
+    hosts: list[Host] = Field(
+        default_factory=list, description="More DNS names and IP addresses the relay's certificate is valid for")
+
+    def address(self) -> str:
+        """The host its sites connect to."""
+        return self.host or self.name
 
 
 class AdminSpec(_Strict):
@@ -129,6 +149,8 @@ class Project(_Strict):
     description: str = Field("", description="Free text")
     server: ServerSpec
     sites: list[SiteSpec] = Field(default_factory=list)
+    relays: list[RelaySpec] = Field(
+        default_factory=list, description="Relays between the server and some sites (a hierarchical federation)")
     admins: list[AdminSpec] = Field(default_factory=list)
     ca: CaSpec = Field(default_factory=CaSpec)
     certs: CertSpec = Field(default_factory=CertSpec)
@@ -147,8 +169,9 @@ class Project(_Strict):
         return self
 
     def participants(self) -> list[Participant]:
-        """Server first, then sites, then admins, in file order."""
+        """Server first, then relays, then sites, then admins, in file order."""
         out = [Participant(self.server.name, "server", self.server.org, None, tuple(self.server.hosts))]
+        out += [Participant(r.name, "relay", r.org, None, (r.address(), *r.hosts)) for r in self.relays]
         out += [Participant(s.name, "site", s.org, None, (), s.transport) for s in self.sites]
         out += [Participant(a.name, "admin", a.org, a.role, ()) for a in self.admins]
         return out
@@ -166,7 +189,7 @@ class Participant:
     transport: Transport = "grpc"
 
     def san_hosts(self) -> tuple[str, ...]:
-        """Names a server certificate must cover: its own name first, then its extra hosts."""
-        if self.kind != "server":
+        """Names a server's or a relay's certificate must cover: its own name first, then its hosts."""
+        if self.kind not in ("server", "relay"):
             return ()
         return tuple(dict.fromkeys((self.name, *self.hosts)))

@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from flctl.provisioner import nvflare_project
+from flctl.provisioner import nvflare_project, relay_tree
 from flctl.provisioner.errors import InputError, Problem
 from flctl.provisioner.project import Project
 from flctl.provisioner.schema_messages import message
@@ -56,6 +56,7 @@ def project_from_document(doc: YamlDocument) -> LoadedProject:
             loc = tuple(err["loc"])
             problems.append(where(loc, message(err, Project)))
     problems += [where(loc, msg) for loc, msg in _duplicate_names(data)]
+    problems += [where(loc, msg) for loc, msg in relay_tree.problems(data)]
     if problems:
         raise InputError(sorted(problems, key=lambda p: (p.line or 0, p.field)))
     assert project is not None
@@ -67,7 +68,7 @@ def _duplicate_names(data: dict[str, Any]) -> list[tuple[Loc, str]]:
     named: list[tuple[Loc, Any]] = []
     if isinstance(data.get("server"), dict):
         named.append((("server", "name"), data["server"].get("name")))
-    for group in ("sites", "admins"):
+    for group in ("relays", "sites", "admins"):
         items = data.get(group)
         if isinstance(items, list):
             named += [((group, i, "name"), item.get("name")) for i, item in enumerate(items) if isinstance(item, dict)]

@@ -152,7 +152,7 @@ def _check_files(paths: layout.KitPaths, sig: dict[str, Any], report: Verificati
 def _check_certs(paths: layout.KitPaths, sig: dict[str, Any], ca: x509.Certificate, now: dt.datetime,
                  report: Verification) -> None:
     kind = sig.get("kind")
-    if kind not in ("server", "site", "admin"):
+    if kind not in ("server", "site", "admin", "relay"):
         report.problems.append(f"{layout.STARTUP}/{layout.SIGNATURE} names an unknown kind {kind!r}")
         return
     if ca.not_valid_after_utc < now:
