@@ -105,15 +105,21 @@ class StopJob(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class TaskRequest(_message.Message):
-    __slots__ = ("job_id", "last_task_id")
+    __slots__ = ("job_id", "last_task_id", "streams", "task_id", "part")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     LAST_TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    STREAMS_FIELD_NUMBER: _ClassVar[int]
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    PART_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     last_task_id: str
-    def __init__(self, job_id: _Optional[str] = ..., last_task_id: _Optional[str] = ...) -> None: ...
+    streams: int
+    task_id: str
+    part: int
+    def __init__(self, job_id: _Optional[str] = ..., last_task_id: _Optional[str] = ..., streams: _Optional[int] = ..., task_id: _Optional[str] = ..., part: _Optional[int] = ...) -> None: ...
 
 class TaskHeader(_message.Message):
-    __slots__ = ("task_id", "kind", "round", "meta_json", "size", "done", "status", "timeout_s")
+    __slots__ = ("task_id", "kind", "round", "meta_json", "size", "done", "status", "timeout_s", "parts")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
@@ -122,6 +128,7 @@ class TaskHeader(_message.Message):
     DONE_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    PARTS_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     kind: str
     round: int
@@ -130,7 +137,8 @@ class TaskHeader(_message.Message):
     done: bool
     status: str
     timeout_s: float
-    def __init__(self, task_id: _Optional[str] = ..., kind: _Optional[str] = ..., round: _Optional[int] = ..., meta_json: _Optional[str] = ..., size: _Optional[int] = ..., done: _Optional[bool] = ..., status: _Optional[str] = ..., timeout_s: _Optional[float] = ...) -> None: ...
+    parts: int
+    def __init__(self, task_id: _Optional[str] = ..., kind: _Optional[str] = ..., round: _Optional[int] = ..., meta_json: _Optional[str] = ..., size: _Optional[int] = ..., done: _Optional[bool] = ..., status: _Optional[str] = ..., timeout_s: _Optional[float] = ..., parts: _Optional[int] = ...) -> None: ...
 
 class TaskMessage(_message.Message):
     __slots__ = ("header", "chunk")
@@ -141,7 +149,7 @@ class TaskMessage(_message.Message):
     def __init__(self, header: _Optional[_Union[TaskHeader, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
 
 class ResultHeader(_message.Message):
-    __slots__ = ("job_id", "task_id", "num_examples", "metrics", "meta_json", "size", "failed", "error")
+    __slots__ = ("job_id", "task_id", "num_examples", "metrics", "meta_json", "size", "failed", "error", "part", "parts")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -157,6 +165,8 @@ class ResultHeader(_message.Message):
     SIZE_FIELD_NUMBER: _ClassVar[int]
     FAILED_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    PART_FIELD_NUMBER: _ClassVar[int]
+    PARTS_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     task_id: str
     num_examples: int
@@ -165,7 +175,9 @@ class ResultHeader(_message.Message):
     size: int
     failed: bool
     error: str
-    def __init__(self, job_id: _Optional[str] = ..., task_id: _Optional[str] = ..., num_examples: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., meta_json: _Optional[str] = ..., size: _Optional[int] = ..., failed: _Optional[bool] = ..., error: _Optional[str] = ...) -> None: ...
+    part: int
+    parts: int
+    def __init__(self, job_id: _Optional[str] = ..., task_id: _Optional[str] = ..., num_examples: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., meta_json: _Optional[str] = ..., size: _Optional[int] = ..., failed: _Optional[bool] = ..., error: _Optional[str] = ..., part: _Optional[int] = ..., parts: _Optional[int] = ...) -> None: ...
 
 class ResultMessage(_message.Message):
     __slots__ = ("header", "chunk")
