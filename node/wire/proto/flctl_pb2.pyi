@@ -53,12 +53,14 @@ class RegisterReply(_message.Message):
     def __init__(self, project: _Optional[str] = ..., heartbeat_interval_s: _Optional[float] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
-    __slots__ = ("running_jobs", "crl_number")
+    __slots__ = ("running_jobs", "crl_number", "children")
     RUNNING_JOBS_FIELD_NUMBER: _ClassVar[int]
     CRL_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    CHILDREN_FIELD_NUMBER: _ClassVar[int]
     running_jobs: _containers.RepeatedScalarFieldContainer[str]
     crl_number: int
-    def __init__(self, running_jobs: _Optional[_Iterable[str]] = ..., crl_number: _Optional[int] = ...) -> None: ...
+    children: _containers.RepeatedCompositeFieldContainer[SiteInfo]
+    def __init__(self, running_jobs: _Optional[_Iterable[str]] = ..., crl_number: _Optional[int] = ..., children: _Optional[_Iterable[_Union[SiteInfo, _Mapping]]] = ...) -> None: ...
 
 class HeartbeatReply(_message.Message):
     __slots__ = ("stop_jobs", "crl_pem")
@@ -407,7 +409,7 @@ class LogEntry(_message.Message):
     def __init__(self, site: _Optional[str] = ..., time: _Optional[float] = ..., line: _Optional[str] = ...) -> None: ...
 
 class SiteInfo(_message.Message):
-    __slots__ = ("name", "org", "online", "last_heartbeat", "running_jobs", "not_after", "isolation")
+    __slots__ = ("name", "org", "online", "last_heartbeat", "running_jobs", "not_after", "isolation", "parent")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ORG_FIELD_NUMBER: _ClassVar[int]
     ONLINE_FIELD_NUMBER: _ClassVar[int]
@@ -415,6 +417,7 @@ class SiteInfo(_message.Message):
     RUNNING_JOBS_FIELD_NUMBER: _ClassVar[int]
     NOT_AFTER_FIELD_NUMBER: _ClassVar[int]
     ISOLATION_FIELD_NUMBER: _ClassVar[int]
+    PARENT_FIELD_NUMBER: _ClassVar[int]
     name: str
     org: str
     online: bool
@@ -422,7 +425,8 @@ class SiteInfo(_message.Message):
     running_jobs: _containers.RepeatedScalarFieldContainer[str]
     not_after: float
     isolation: str
-    def __init__(self, name: _Optional[str] = ..., org: _Optional[str] = ..., online: _Optional[bool] = ..., last_heartbeat: _Optional[float] = ..., running_jobs: _Optional[_Iterable[str]] = ..., not_after: _Optional[float] = ..., isolation: _Optional[str] = ...) -> None: ...
+    parent: str
+    def __init__(self, name: _Optional[str] = ..., org: _Optional[str] = ..., online: _Optional[bool] = ..., last_heartbeat: _Optional[float] = ..., running_jobs: _Optional[_Iterable[str]] = ..., not_after: _Optional[float] = ..., isolation: _Optional[str] = ..., parent: _Optional[str] = ...) -> None: ...
 
 class SiteList(_message.Message):
     __slots__ = ("sites",)
