@@ -25,7 +25,9 @@ import threading
 import time
 import traceback
 import uuid
+from collections import deque
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Literal
 
@@ -49,6 +51,7 @@ from flctl.node.server.job_messages import (
     RoundDone,
     SiteFailed,
     SiteRejoined,
+    SiteResult,
 )
 from flctl.node.wire import tensors
 from flctl.node.workflows.base import WorkflowError
@@ -80,6 +83,8 @@ class PipeFederation:
         self._inbox = inbox
         self._lock = threading.Lock()
         self._failed: dict[str, str] = {}  # site -> why; a failed site's job process is gone for good
+        self._posted: dict[str, _Posted] = {}  # task id -> a task `post` sent, not yet answered
+        self._early: deque[SiteResult] = deque()  # answers to posted tasks that came while `send` waited
 
     def _emit(self, message: JobRequest) -> None:
         line = JOB_REQUESTS.encode(message).decode("utf-8")
@@ -90,15 +95,19 @@ class PipeFederation:
     def sites(self) -> list[str]:
         return list(self._sites)
 
-    def send(self, task: Task, sites: Sequence[str], timeout_s: float) -> Iterator[TaskResult | SiteFailure]:
+    def _post(self, task: Task, sites: Sequence[str], timeout_s: float) -> tuple[str, Path]:
+        """Write the task's model (or link its checkpoint) and ask the daemon to give it to `sites`."""
         task_id = uuid.uuid4().hex[:12]
         payload = self._dir / "tasks" / f"{task_id}.safetensors"
         if not (task.saved_as and _link(self._dir / "models" / f"{task.saved_as}.safetensors", payload)):
             _write_atomic(payload, task.params)
-        request = PostTask(task_id=task_id, task_kind=task.kind, round=task.round, sites=list(sites),
-                           payload=str(payload), meta=task.meta, timeout_s=timeout_s)
+        self._emit(PostTask(task_id=task_id, task_kind=task.kind, round=task.round, sites=list(sites),
+                            payload=str(payload), meta=task.meta, timeout_s=timeout_s))
+        return task_id, payload
+
+    def send(self, task: Task, sites: Sequence[str], timeout_s: float) -> Iterator[TaskResult | SiteFailure]:
+        task_id, payload = self._post(task, sites, timeout_s)
         del task  # the task is on its way: its model may go (the workflow keeps none, see FedAvg)
-        self._emit(request)
         waiting = set(sites)
         deadline = time.monotonic() + timeout_s
         try:
@@ -130,18 +139,68 @@ class PipeFederation:
                         yield SiteFailure(msg.site, msg.reason)
                     continue
                 if msg.task_id != task_id or msg.site not in waiting:
+                    if msg.task_id in self._posted:
+                        self._early.append(msg)
                     continue
                 waiting.discard(msg.site)
-                if msg.data:  # a small model, in the message itself
-                    params = tensors.views(base64.b64decode(msg.data))
-                else:
-                    path = Path(msg.path)
-                    params = tensors.map_file(path)  # read as the workflow uses it, never all at once
-                    path.unlink(missing_ok=True)
-                yield TaskResult(msg.site, params, msg.num_examples, dict(msg.metrics), dict(msg.meta))
+                yield _result(msg)
         finally:
             self._emit(CancelTask(task_id=task_id, sites=sorted(waiting)))
             payload.unlink(missing_ok=True)
+
+    def post(self, task: Task, site: str, timeout_s: float) -> str:
+        """Send `task` to `site` alone and return at once (its answer comes from `next_answer`). To a site known to
+        have failed nothing is sent: `next_answer` says so at once (post again once it may have rejoined)."""
+        self._drain()
+        if site in self._failed:
+            task_id = uuid.uuid4().hex[:12]
+            self._posted[task_id] = _Posted(site, None, timeout_s, time.monotonic() + timeout_s)
+            return task_id
+        task_id, payload = self._post(task, [site], timeout_s)
+        self._posted[task_id] = _Posted(site, payload, timeout_s, time.monotonic() + timeout_s)
+        return task_id
+
+    def next_answer(self, timeout_s: float) -> tuple[str, TaskResult | SiteFailure] | None:
+        deadline = time.monotonic() + timeout_s
+        while self._posted:
+            failed = next((tid for tid, p in self._posted.items() if p.site in self._failed), None)
+            if failed is not None:
+                site = self._close(failed, answered=False)
+                return failed, SiteFailure(site, self._failed[site])
+            now = time.monotonic()
+            late = min(self._posted, key=lambda tid: self._posted[tid].deadline)
+            if self._posted[late].deadline <= now:
+                waited = self._posted[late].timeout_s
+                return late, SiteFailure(self._close(late, answered=False), f"no answer within {waited:g} s")
+            msg: JobAnswer
+            if self._early:
+                msg = self._early.popleft()
+            elif deadline <= now:
+                return None
+            else:
+                try:
+                    msg = self._inbox.get(timeout=min(deadline, self._posted[late].deadline) - now)
+                except queue.Empty:
+                    continue
+            if isinstance(msg, AbortJob):
+                raise Aborted(msg.reason)
+            if isinstance(msg, SiteRejoined):
+                self._failed.pop(msg.site, None)
+            elif isinstance(msg, SiteFailed):
+                self._failed[msg.site] = msg.reason
+            elif msg.task_id in self._posted and self._posted[msg.task_id].site == msg.site:
+                self._close(msg.task_id, answered=True)
+                return msg.task_id, _result(msg)
+        return None
+
+    def _close(self, task_id: str, answered: bool) -> str:
+        """A posted task is over: withdrawn from its site unless it answered (or was never sent); its site."""
+        posted = self._posted.pop(task_id)
+        if posted.payload is not None:
+            if not answered:
+                self._emit(CancelTask(task_id=task_id, sites=[posted.site]))
+            posted.payload.unlink(missing_ok=True)
+        return posted.site
 
     def _drain(self) -> None:
         """Apply what arrived between rounds: sites that failed or came back; an abort stops the job now."""
@@ -196,6 +255,28 @@ class PipeFederation:
 
     def done(self, status: Literal["FINISHED", "FAILED", "ABORTED"], error: str = "") -> None:
         self._emit(JobDone(status=status, error=error))
+
+
+@dataclass(frozen=True)
+class _Posted:
+    """A task `post` sent to one site, open until it is answered, fails or times out."""
+
+    site: str
+    payload: Path | None  # None: not sent, its site had failed
+    timeout_s: float
+    deadline: float  # time.monotonic() when it times out
+
+
+def _result(msg: SiteResult) -> TaskResult:
+    """A site's answer as the workflow sees it: a small model from the message itself, a big one mapped from its
+    file (read as the workflow uses it, never all at once)."""
+    if msg.data:
+        params = tensors.views(base64.b64decode(msg.data))
+    else:
+        path = Path(msg.path)
+        params = tensors.map_file(path)
+        path.unlink(missing_ok=True)
+    return TaskResult(msg.site, params, msg.num_examples, dict(msg.metrics), dict(msg.meta))
 
 
 def _write_atomic(path: Path, params: Params) -> None:

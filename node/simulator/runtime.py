@@ -25,6 +25,7 @@ import sys
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -244,6 +245,8 @@ class SimFederation:
         self._task_seq = 0
         self._failed: dict[str, str] = {}
         self._gone_workers: set[int] = set()
+        self._posted: dict[int, _Posted] = {}  # task id -> a task `post` sent, not yet answered
+        self._early: deque[tuple[worker_messages.SimResult, bytes]] = deque()  # posted tasks' answers `send` saw
         self.metrics: list[dict[str, Any]] = []
         self.server_log: list[str] = []
         self.ended_workers = 0
@@ -257,15 +260,57 @@ class SimFederation:
                 self._observer.site_answered(task.round, answered, len(sites))
             yield answer
 
-    def _answers(self, task: Task, sites: Sequence[str], timeout_s: float) -> Iterator[TaskResult | SiteFailure]:
+    def post(self, task: Task, site: str, timeout_s: float) -> str:
+        """Send `task` to `site` alone and return at once; its answer comes from `next_answer`."""
         self._task_seq += 1
         task_id = self._task_seq
-        payload = tensors.encode(task.params)
-        if task.kind == TaskKind.SECURE and self._secure is not None:  # answered here, never by a worker
-            yield from self._secure.steps(task, payload, [s for s in sites if s not in self._failed])
-            yield from (SiteFailure(s, self._failed[s]) for s in sites if s in self._failed)
-            return
-        waiting = set(sites)
+        if site in self._worker_of and site not in self._failed and self._worker_of[site] not in self._gone_workers:
+            self._dispatch(task_id, task, tensors.encode(task.params), [site])
+        self._posted[task_id] = _Posted(site, task, timeout_s, time.monotonic() + timeout_s)
+        return str(task_id)
+
+    def next_answer(self, timeout_s: float) -> tuple[str, TaskResult | SiteFailure] | None:
+        """The next answer to a posted task (see `base.AsyncFederation`)."""
+        deadline = time.monotonic() + timeout_s
+        while self._posted:
+            for task_id, posted in self._posted.items():
+                reason = self._failed.get(posted.site) or (
+                    "no such simulated site" if posted.site not in self._worker_of else
+                    "its simulator worker process died" if self._worker_of[posted.site] in self._gone_workers else "")
+                if reason:
+                    del self._posted[task_id]
+                    return str(task_id), SiteFailure(posted.site, reason)
+            now = time.monotonic()
+            late = min(self._posted, key=lambda tid: self._posted[tid].deadline)
+            if self._posted[late].deadline <= now:
+                posted = self._posted.pop(late)
+                return str(late), SiteFailure(posted.site, f"no answer within {posted.timeout_s:g} s")
+            message: worker_messages.FromWorker | _WorkerGone
+            if self._early:
+                message, data = self._early.popleft()
+            elif deadline <= now:
+                return None
+            else:
+                try:
+                    message, data = self._pool.events.get(timeout=min(deadline, self._posted[late].deadline) - now)
+                except queue.Empty:
+                    continue
+            if isinstance(message, worker_messages.SimResult):
+                posted_task = self._posted.get(message.task_id)
+                if posted_task is not None and posted_task.site == message.site:
+                    del self._posted[message.task_id]
+                    return str(message.task_id), self._sent_out(posted_task.task, message, data)
+            elif isinstance(message, worker_messages.SimFailure):
+                self._failed.setdefault(message.site, message.reason)
+            elif isinstance(message, _WorkerGone):
+                self._gone_workers.add(message.index)
+                self.ended_workers += 1
+            else:
+                self.handle(message)
+        return None
+
+    def _dispatch(self, task_id: int, task: Task, payload: bytes, sites: Sequence[str]) -> None:
+        """Hand the task to the workers of `sites` (through each site's task filters)."""
         by_worker: dict[int, list[str]] = {}
         for site in sites:
             if site in self._failed:
@@ -278,6 +323,17 @@ class SimFederation:
                     assigned = worker_messages.SimTask(task_id=task_id, task_kind=given.kind, round=given.round,
                                                        meta=given.meta, sites=members, size=len(data))
                     self._pool.send_task(index, assigned, data)
+
+    def _answers(self, task: Task, sites: Sequence[str], timeout_s: float) -> Iterator[TaskResult | SiteFailure]:
+        self._task_seq += 1
+        task_id = self._task_seq
+        payload = tensors.encode(task.params)
+        if task.kind == TaskKind.SECURE and self._secure is not None:  # answered here, never by a worker
+            yield from self._secure.steps(task, payload, [s for s in sites if s not in self._failed])
+            yield from (SiteFailure(s, self._failed[s]) for s in sites if s in self._failed)
+            return
+        waiting = set(sites)
+        self._dispatch(task_id, task, payload, sites)
         deadline = time.monotonic() + timeout_s
         for site in sorted(waiting):
             reason = self._failed.get(site) or (None if site in self._worker_of else "no such simulated site")
@@ -297,6 +353,8 @@ class SimFederation:
                 return
             if isinstance(message, worker_messages.SimResult):
                 if message.task_id != task_id or message.site not in waiting:
+                    if message.task_id in self._posted:
+                        self._early.append((message, data))
                     continue
                 waiting.discard(message.site)
                 yield self._sent_out(task, message, data)
@@ -395,6 +453,16 @@ class SimFederation:
         self.server_log.append(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}")
         if self._observer is not None:
             self._observer.log(message)
+
+
+@dataclass(frozen=True)
+class _Posted:
+    """A task `SimFederation.post` sent to one site, open until it is answered, fails or times out."""
+
+    site: str
+    task: Task  # its site's result filters see it
+    timeout_s: float
+    deadline: float  # time.monotonic() when it times out
 
 
 def simulate(job: LoadedJob, sites: list[str], workspace: Path, workers: int | None = None,

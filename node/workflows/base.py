@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict
 
@@ -75,6 +75,23 @@ class Federation(Protocol):
 
     def log(self, message: str) -> None:
         """A line in the job's server log."""
+        ...
+
+
+@runtime_checkable
+class AsyncFederation(Federation, Protocol):
+    """A federation whose tasks may be open at once, each at its own site, answered in any order (FedBuff's
+    sites training at their own pace). `send` may still be used meanwhile: an answer to a posted task that
+    arrives while `send` waits is kept for `next_answer`."""
+
+    def post(self, task: Task, site: str, timeout_s: float) -> str:
+        """Send `task` to `site` and return at once with the task's id; its answer comes from `next_answer`."""
+        ...
+
+    def next_answer(self, timeout_s: float) -> tuple[str, TaskResult | SiteFailure] | None:
+        """The next answer to any posted task still open, with that task's id, as it arrives; a site that failed
+        or gave no answer within its task's `timeout_s` comes as a `SiteFailure` (the task is then withdrawn).
+        None when no posted task is open, or none answered within `timeout_s`."""
         ...
 
 
