@@ -66,6 +66,10 @@ class TaskKind(StrEnum):
     """Compute figures over the site's data (`meta["step"]`: summary, spread, cohort, data_check); the script's data
     function answers it (`fl.serve_statistics`), and the site's privacy rules are applied to what it returns in the
     site's job process, outside the script (`flctl.node.site.statistics_release`)."""
+    FLOWER_FLEET = "flower_fleet"
+    """A Flower app's SuperNode traffic (the `flower` workflow, `flctl.node.flower`): the task carries the SuperLink's
+    replies to the site's SuperNode, the answer its next Fleet API calls, both opaque protobuf bytes. A site whose
+    privacy scope has filters refuses it: they cannot act on Flower's messages, and nothing leaves unfiltered."""
 
     @classmethod
     def parse(cls, value: str) -> TaskKind:

@@ -58,6 +58,14 @@ class FilterPipeline:
         for index, step in enumerate(self.result_filters):
             step.keep_state(folder / f"{index}-{step.type_name}.json")
 
+    def _refuse_flower(self) -> None:
+        """A Flower app's messages (`TaskKind.FLOWER_FLEET`) are opaque bytes no filter can act on: with any filter
+        in the scope, the site refuses them rather than let its model updates out unfiltered."""
+        if self.task_filters or self.result_filters:
+            raise FilterError(f"privacy scope {self.scope!r} has filters, which cannot act on a Flower app's "
+                              "messages; run Flower apps under a scope without filters (Flower's own DP mods "
+                              "then apply, inside the app)")
+
     def describe(self) -> str:
         """What a job's log says: `private (tasks: none; results: exclude_vars)`."""
         def names(filters: tuple[Filter, ...]) -> str:
@@ -70,6 +78,9 @@ class FilterPipeline:
         task as the task filters leave it (params empty) and its params' bytes, `payload` itself when no task filter
         needs the tensors. FilterError when a filter fails."""
         if task.kind in OPAQUE_KINDS:  # PSI messages: not a model, nothing to filter (tasks.OPAQUE_KINDS)
+            return task, payload
+        if task.kind == TaskKind.FLOWER_FLEET:
+            self._refuse_flower()
             return task, payload
         ctx = FilterContext(site, self.job_id, self.scope, task.kind, task.round)
         if self.keeps_received:
@@ -92,6 +103,8 @@ class FilterPipeline:
         if task.kind == TaskKind.STATISTICS:  # its params become an empty model, of the payload's own type
             answer, released = self._statistics_released(task, answer, site)
             payload = released if isinstance(payload, bytes) else memoryview(released)
+        if task.kind == TaskKind.FLOWER_FLEET:
+            self._refuse_flower()
         if not self.result_filters or task.kind in OPAQUE_KINDS:
             return answer, payload
         ctx = FilterContext(site, self.job_id, self.scope, task.kind, task.round, self._received.pop(site, None),
