@@ -95,6 +95,12 @@ class PipeFederation:
     def sites(self) -> list[str]:
         return list(self._sites)
 
+    @property
+    def job_dir(self) -> Path:
+        """The job's folder on the server (`bundle.zip`, models/…): a workflow that runs a framework's own
+        processes (`flower`) keeps their files here."""
+        return self._dir
+
     def _post(self, task: Task, sites: Sequence[str], timeout_s: float) -> tuple[str, Path]:
         """Write the task's model (or link its checkpoint) and ask the daemon to give it to `sites`."""
         task_id = uuid.uuid4().hex[:12]
