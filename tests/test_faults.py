@@ -253,7 +253,7 @@ def send_garbage(site: RawSite, job_id: str, tid: str, trained: dict[str, np.nda
     """Every kind of bad result for the open task `tid`, and bad calls besides: each refused with its status."""
     valid = tensors.encode(trained)
     junk = os.urandom(len(valid))
-    bf16 = _safetensors_header({k: {"dtype": "BF16", "shape": list(v.shape),
+    odd_dtype = _safetensors_header({k: {"dtype": "Q4", "shape": list(v.shape),
                                     "data_offsets": [0, v.size * 2]} for k, v in list(trained.items())[:1]},
                                b"\0" * (next(iter(trained.values())).size * 2))
     lying = _safetensors_header({"w": {"dtype": "F32", "shape": [4, 4], "data_offsets": [0, 4096]}},
@@ -270,7 +270,7 @@ def send_garbage(site: RawSite, job_id: str, tid: str, trained: dict[str, np.nda
     _refused(site, inv, "ended after", _result(job_id, tid, valid, size=len(valid) + 5), [valid])
     _refused(site, inv, "not safetensors", _result(job_id, tid, junk), [junk])
     _refused(site, inv, "not safetensors", _result(job_id, tid, lying), [lying])
-    _refused(site, inv, "numpy cannot hold", _result(job_id, tid, bf16), [bf16])
+    _refused(site, inv, "not a safetensors dtype", _result(job_id, tid, odd_dtype), [odd_dtype])
     # Over INLINE_BYTES a result goes to a file first: checked the same way, and the file removed.
     big_junk = [os.urandom(1024 * 1024), os.urandom(1024 * 1024)]
     _refused(site, inv, "not safetensors", _result(job_id, tid, b"", size=2 << 20), big_junk)

@@ -65,7 +65,7 @@ def test_torch_tensors_are_converted():
     # Assert
     assert np.array_equal(back["weight"], layer.weight.detach().numpy())
     assert np.array_equal(back["weight_grad"], layer.weight.detach().numpy())
-    assert back["half"].dtype == np.float32
+    assert back["half"].dtype == tensors.BFLOAT16  # travels as itself: 2 bytes a value
     assert back["t"].tolist() == [[0.0, 3.0], [1.0, 4.0], [2.0, 5.0]]
 
 
@@ -102,17 +102,51 @@ def test_decode_of_garbage_is_a_value_error(data):
     assert len(str(info.value)) < 200
 
 
-def test_decode_of_a_dtype_numpy_lacks_is_a_value_error():
-    """bfloat16 safetensors (e.g. from safetensors.torch) are refused with advice, not a KeyError."""
+def test_bfloat16_from_safetensors_torch_decodes_bit_for_bit():
+    """bfloat16 safetensors (e.g. from safetensors.torch) decode as ml_dtypes bfloat16, the same 16-bit words."""
     # Prepare
     import safetensors.torch
 
-    data = safetensors.torch.save({"x": torch.ones(2, dtype=torch.bfloat16)})
+    tensor = torch.tensor([1.0, -2.5, 3.140625, 1e-30, 3e38], dtype=torch.bfloat16)
+    data = safetensors.torch.save({"x": tensor})
+    # Execute
+    back = decode(data)["x"]
+    # Assert
+    assert back.dtype == tensors.BFLOAT16
+    assert back.view(np.uint16).tolist() == tensor.view(torch.int16).numpy().view(np.uint16).tolist()
+
+
+def test_every_safetensors_dtype_round_trips_with_safetensors_torch():
+    """Each dtype safetensors.torch writes is decoded by flctl with the same bytes, and flctl's encoding of it loads
+    back in safetensors.torch equal to the original tensor."""
+    # Prepare
+    import safetensors.torch
+
+    values = torch.tensor([0.0, 1.0, -2.0, 0.5, 3.0])
+    dtypes = [torch.float64, torch.float32, torch.float16, torch.bfloat16, torch.float8_e4m3fn, torch.float8_e5m2,
+              torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8, torch.bool]
+    model = {str(dtype): values.to(dtype) for dtype in dtypes}
+    # Execute
+    ours = decode(safetensors.torch.save(model))
+    theirs = safetensors.torch.load(encode(model))
+    # Assert
+    for name, tensor in model.items():
+        assert ours[name].nbytes == tensor.numel() * tensor.element_size(), name
+        assert theirs[name].dtype == tensor.dtype, name
+        assert torch.equal(theirs[name].view(torch.uint8), tensor.view(torch.uint8)), name
+
+
+def test_decode_of_a_dtype_flctl_lacks_is_a_value_error():
+    """A dtype that is no safetensors dtype (or one flctl does not take) is refused naming those it takes."""
+    # Prepare
+    text = json.dumps({"x": {"dtype": "F4", "shape": [2], "data_offsets": [0, 1]}}).encode()
+    data = struct.pack("<Q", len(text)) + text + b"\x00"
     # Execute
     with pytest.raises(ValueError) as info:
         decode(data)
     # Assert
-    assert str(info.value) == "tensor 'x' has dtype BF16, which numpy cannot hold; send float32"
+    assert str(info.value).startswith("tensor 'x' has dtype 'F4', which is not a safetensors dtype flctl takes "
+                                      "(F64, F32, F16, BF16")
 
 
 # ---------------------------------------------------------------------------------------------- without copies
@@ -186,7 +220,7 @@ def test_views_share_the_buffer_and_receive_reads_a_stream_into_new_arrays():
     ({"x": {"dtype": "F32", "shape": [-1], "data_offsets": [0, 4]}}, "has shape"),
     ({"x": {"dtype": "F32", "shape": [1]}}, "has data_offsets None"),
     ({"x": [1, 2]}, "described by list"),
-    ({"x": {"dtype": "BF16", "shape": [1], "data_offsets": [0, 2]}}, "numpy cannot hold"),
+    ({"x": {"dtype": "Q4", "shape": [1], "data_offsets": [0, 2]}}, "not a safetensors dtype flctl takes"),
 ])
 def test_parse_header_names_what_is_wrong(header, error):
     """Offsets that do not fit the dtype and shape, gaps, bad shapes and unknown dtypes are refused by name."""

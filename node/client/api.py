@@ -529,9 +529,11 @@ def load_model(path: str | os.PathLike[str], into: Any = None, strict: bool = Tr
 
     Needs no connection: it works in any Python with flctl installed. The names are those the sites sent
     (`state_dict()` keys)."""
-    from safetensors.numpy import load_file
+    from pathlib import Path
 
-    arrays: dict[str, Any] = load_file(os.fspath(path))
+    from flctl.node.wire.tensors import read_file
+
+    arrays: dict[str, Any] = read_file(Path(path))  # bfloat16 too, which safetensors.numpy cannot load
     if into is None:
         return arrays
     from flctl.node.client.keras_weights import is_keras_model, load
@@ -552,12 +554,23 @@ def _keras_params(params: Any) -> dict[str, Any]:
 
 
 def _as_torch(params: dict[str, Any]) -> dict[str, Any]:
-    """numpy arrays as torch tensors (sharing their memory where it is writable)."""
+    """numpy arrays as torch tensors (sharing their memory where it is writable); a bfloat16 or float8 array
+    (ml_dtypes) becomes a tensor of torch's own dtype of that name, bit for bit."""
     import numpy as np
+
+    return {name: _tensor_of(value if value.flags.writeable else np.array(value))
+            if isinstance(value, np.ndarray) else value for name, value in params.items()}
+
+
+def _tensor_of(array: Any) -> Any:
     import torch
 
-    return {name: torch.from_numpy(value if value.flags.writeable else np.array(value))
-            if isinstance(value, np.ndarray) else value for name, value in params.items()}
+    from flctl.node.wire.tensors import EXTRA_FLOATS
+
+    if array.dtype not in EXTRA_FLOATS:
+        return torch.from_numpy(array)
+    words = torch.from_numpy(array.view("<i2" if array.dtype.itemsize == 2 else "u1"))
+    return words.view(getattr(torch, array.dtype.name))  # torch names them as ml_dtypes does
 
 
 def _connected() -> _Session:

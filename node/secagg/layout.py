@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from flctl.node.jobs.tasks import Params
+from flctl.node.wire.tensors import EXTRA_FLOATS, is_numeric
 
 
 @dataclass(frozen=True)
@@ -27,9 +28,9 @@ class ModelLayout:
         entries = []
         for name in sorted(params):
             array = np.asarray(params[name])
-            if array.dtype.kind not in "biuf":
+            if not is_numeric(array.dtype) or array.dtype.kind == "c":
                 raise ValueError(f"tensor '{name}' has dtype {array.dtype}; secure aggregation sums real numbers")
-            entries.append((name, array.dtype.str, tuple(int(n) for n in array.shape)))
+            entries.append((name, _dtype_text(array.dtype), tuple(int(n) for n in array.shape)))
         return cls(tuple(entries))
 
     @property
@@ -75,10 +76,16 @@ class ModelLayout:
     def from_json(cls, raw: Any) -> ModelLayout:
         """A layout from its JSON form; ValueError when it is not one."""
         try:
-            entries = tuple((str(name), np.dtype(str(dtype)).str, tuple(int(n) for n in shape))
+            entries = tuple((str(name), _dtype_text(np.dtype(str(dtype))), tuple(int(n) for n in shape))
                             for name, dtype, shape in raw)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"not a model layout: {exc}") from None
         if any(n < 0 for _, _, shape in entries for n in shape):
             raise ValueError("not a model layout: a negative dimension")
         return cls(entries)
+
+
+def _dtype_text(dtype: np.dtype) -> str:
+    """How a layout names `dtype`: numpy's `str` ("<f4"), or the name of an ml_dtypes float ("bfloat16"), whose
+    `str` ("<V2") would not name it back."""
+    return dtype.name if dtype in EXTRA_FLOATS else dtype.str

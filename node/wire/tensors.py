@@ -8,8 +8,11 @@ or maps the file without reading it (`map_file`, whose pages `release` hands bac
 `parse_header` checks everything a reader relies on, so a site's bytes are checked before any
 array is made from them. Never pickle.
 
-torch is never imported here: a torch tensor is recognised by its type's module and turned
-into numpy through its own methods, so numpy-only sites need no torch.
+Every dtype safetensors knows travels as itself: bfloat16 and the two float8 types, which numpy lacks, are
+held as `ml_dtypes` arrays (the numpy dtypes JAX and TensorFlow use), so a bf16 model goes at 2 bytes a value,
+not widened to float32. torch is never imported here: a torch tensor is recognised by its type's module and
+turned into numpy through its own methods (a bf16 tensor through a view of its 16-bit words: nothing rounded),
+so numpy-only sites need no torch.
 """
 
 from __future__ import annotations
@@ -18,24 +21,56 @@ import json
 import math
 import mmap
 import struct
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import ml_dtypes
 import numpy as np
 
 from flctl.node.jobs.tasks import Params
 
 _NUMERIC_KINDS = "biufc"
+BFLOAT16 = np.dtype(ml_dtypes.bfloat16)
+FLOAT8_E4M3 = np.dtype(ml_dtypes.float8_e4m3fn)
+FLOAT8_E5M2 = np.dtype(ml_dtypes.float8_e5m2)
+EXTRA_FLOATS = frozenset({BFLOAT16, FLOAT8_E4M3, FLOAT8_E5M2})
+"""Floating-point dtypes numpy holds only through ml_dtypes (their numpy `kind` is "V", not "f")."""
 DTYPES: dict[str, np.dtype] = {
-    "F64": np.dtype("<f8"), "F32": np.dtype("<f4"), "F16": np.dtype("<f2"), "I64": np.dtype("<i8"),
+    "F64": np.dtype("<f8"), "F32": np.dtype("<f4"), "F16": np.dtype("<f2"), "BF16": BFLOAT16,
+    "F8_E4M3": FLOAT8_E4M3, "F8_E5M2": FLOAT8_E5M2, "I64": np.dtype("<i8"),
     "U64": np.dtype("<u8"), "I32": np.dtype("<i4"), "U32": np.dtype("<u4"), "I16": np.dtype("<i2"),
     "U16": np.dtype("<u2"), "I8": np.dtype("i1"), "U8": np.dtype("u1"), "BOOL": np.dtype("?"),
     "C64": np.dtype("<c8"),
 }
-"""Safetensors dtypes that numpy holds, so a model may use them."""
+"""Safetensors dtypes a model may use: every one safetensors knows (C64 included), numpy's own or ml_dtypes'."""
 _CODES = {dtype: code for code, dtype in DTYPES.items()}
+ALLOWED = "float64, float32, float16, bfloat16, float8 (e4m3, e5m2), complex64, an integer type or bool"
+_TORCH_VIEWS = {"torch.bfloat16": ("int16", BFLOAT16), "torch.float8_e4m3fn": ("uint8", FLOAT8_E4M3),
+                "torch.float8_e5m2": ("uint8", FLOAT8_E5M2)}
+"""torch dtypes numpy lacks: the torch dtype of the same width to view the tensor's words as, and the ml_dtypes
+dtype those words are."""
+
+
+def is_float(dtype: np.dtype) -> bool:
+    """Whether `dtype` is a real floating-point dtype: numpy's (float16/32/64) or ml_dtypes' (bfloat16, float8)."""
+    return dtype.kind == "f" or dtype in EXTRA_FLOATS
+
+
+def code_of(dtype: np.dtype) -> str:
+    """The safetensors name of `dtype` ("F32", "BF16"...); ValueError for one that has none."""
+    code = _CODES.get(dtype.newbyteorder("<") if dtype.byteorder == ">" else dtype)
+    if code is None:
+        raise ValueError(f"dtype {dtype} has no safetensors name; use {ALLOWED}")
+    return code
+
+
+def is_numeric(dtype: np.dtype) -> bool:
+    """Whether `dtype` holds numbers a model may be made of: bool, integers, floats (bfloat16 and float8 too),
+    complex."""
+    return dtype.kind in _NUMERIC_KINDS or dtype in EXTRA_FLOATS
 _LENGTH = struct.Struct("<Q")
 MAX_HEADER = 100 * 1024 * 1024
 """The largest header accepted (safetensors' own limit)."""
@@ -45,12 +80,17 @@ def to_numpy(value: Any) -> np.ndarray:
     """A numpy array from a numpy array, a python number or (nested) list, or a torch tensor."""
     if type(value).__module__.startswith("torch"):
         tensor = value.detach().cpu()
-        if str(tensor.dtype) == "torch.bfloat16":  # numpy has no bfloat16
-            tensor = tensor.float()
-        array = np.asarray(tensor.numpy())
+        view = _TORCH_VIEWS.get(str(tensor.dtype))
+        if view is not None:  # numpy has no bfloat16: the same words, read as ml_dtypes' bfloat16
+            words, dtype = view
+            torch = sys.modules["torch"]  # loaded: `value` is one of its tensors
+            array = np.asarray(tensor.contiguous().view(getattr(torch, words)).numpy())
+            array = array.view(dtype)
+        else:
+            array = np.asarray(tensor.numpy())
     else:
         array = np.asarray(value)
-    if array.dtype.kind not in _NUMERIC_KINDS:
+    if not is_numeric(array.dtype):
         raise ValueError(f"cannot send a {type(value).__name__} of dtype {array.dtype}; use numbers")
     return array
 
@@ -92,8 +132,7 @@ def layout(params: Mapping[str, Any], metadata: Mapping[str, str] | None = None)
         wanted = array.dtype.newbyteorder("<") if array.dtype.byteorder == ">" else array.dtype
         code = _CODES.get(wanted)
         if code is None:
-            raise ValueError(f"parameter '{name}': dtype {array.dtype} cannot be sent; use float32, float64, "
-                             "float16, complex64, an integer type or bool")
+            raise ValueError(f"parameter '{name}': dtype {array.dtype} cannot be sent; use {ALLOWED}")
         array = np.asarray(array, dtype=wanted, order="C")  # keeps 0-d arrays 0-d; a copy only when needed
         entries[name] = {"dtype": code, "shape": list(array.shape), "data_offsets": [offset, offset + array.nbytes]}
         offset += array.nbytes
@@ -112,9 +151,10 @@ def empty_buffer(size: int) -> memoryview:
     return _bytes_of(np.empty(size, np.uint8))
 
 
-def encode(params: Mapping[str, Any]) -> bytes:
-    """Safetensors bytes of `params` (name -> numpy array, number, list or torch tensor)."""
-    plan = layout(params)
+def encode(params: Mapping[str, Any], metadata: Mapping[str, str] | None = None) -> bytes:
+    """Safetensors bytes of `params` (name -> numpy array, number, list or torch tensor), with `metadata` (text keys
+    and values) in the header's `__metadata__`."""
+    plan = layout(params, metadata)
     out = bytearray(plan.size)
     out[:len(plan.header)] = plan.header
     at = len(plan.header)
@@ -190,7 +230,8 @@ def _entry(name: str, info: Any) -> Entry:
         raise ValueError(f"not safetensors data (tensor '{name}' is described by {type(info).__name__})")
     code, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
     if not isinstance(code, str) or code not in DTYPES:
-        raise ValueError(f"tensor '{name}' has dtype {code}, which numpy cannot hold; send float32")
+        raise ValueError(f"tensor '{name}' has dtype {code!r}, which is not a safetensors dtype flctl takes "
+                         f"({', '.join(DTYPES)})")
     if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
                                               for d in shape):
         raise ValueError(f"not safetensors data (tensor '{name}' has shape {shape!r})")
@@ -219,11 +260,27 @@ def read_metadata(path: Path) -> dict[str, str]:
     text keys and values."""
     with open(path, "rb") as handle:
         prefix = handle.read(_LENGTH.size)
-        raw = json.loads(handle.read(header_length(prefix)).decode("utf-8") or "{}")
+        return _metadata(handle.read(header_length(prefix)), path.name)
+
+
+def metadata_of(data: bytes | bytearray | memoryview) -> dict[str, str]:
+    """The header's `__metadata__` of safetensors bytes (empty when it has none); ValueError when the header cannot
+    be read or its metadata is not text keys and values."""
+    length = header_length(data)
+    if len(data) < _LENGTH.size + length:
+        raise ValueError(f"not safetensors data (a header of {length} bytes runs past the end)")
+    return _metadata(data[_LENGTH.size:_LENGTH.size + length], "the data")
+
+
+def _metadata(text: bytes | bytearray | memoryview, whose: str) -> dict[str, str]:
+    try:
+        raw = json.loads(bytes(text).decode("utf-8") or "{}")
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ValueError(f"not safetensors data (the header is not UTF-8 JSON: {exc})") from None
     metadata = raw.get("__metadata__", {}) if isinstance(raw, dict) else None
     if not isinstance(metadata, dict) or not all(isinstance(k, str) and isinstance(v, str)
                                                   for k, v in metadata.items()):
-        raise ValueError(f"not safetensors data ({path.name}'s __metadata__ is not text keys and values)")
+        raise ValueError(f"not safetensors data ({whose}'s __metadata__ is not text keys and values)")
     return metadata
 
 

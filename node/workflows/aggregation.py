@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 import numpy as np
 
 from flctl.node.jobs.tasks import Params
-from flctl.node.wire.tensors import release
+from flctl.node.wire.tensors import is_float, is_numeric, release
 
 BLOCK = 1 << 20
 """Elements added per step: a weighted add's one temporary is a block of the sum's dtype (4 MiB of float32)."""
@@ -25,9 +25,10 @@ class WeightedSum:
 
     Every model added must have the keys and shapes of `like` when given (the global model),
     otherwise of the first model added. When every weight is zero, the models count equally.
-    Sums are kept in float32 for float16 and float32 tensors (as NVIDIA FLARE and Flower average
-    them: a float64 sum would double the server's memory for a big model), in float64 for
-    float64 and integer tensors, in complex64 for complex64.
+    Sums are kept in float32 for float16, bfloat16, float8 and float32 tensors (as NVIDIA FLARE and
+    Flower average them: a float64 sum would double the server's memory for a big model; a 16-bit
+    tensor is widened exactly, a block at a time), in float64 for float64 and integer tensors, in
+    complex64 for complex64. The mean is rounded once, to the model's own dtype.
     """
 
     def __init__(self, like: Mapping[str, np.ndarray] | None = None, like_name: str = "the global model") -> None:
@@ -102,7 +103,7 @@ class WeightedSum:
         """Raise ValueError, naming `site` and the tensor, unless `arrays` can be added: numeric, finite, with the
         names, shapes and dtypes of the models before (or of `like`)."""
         for name, array in arrays.items():
-            if array.dtype.kind not in "biufc":
+            if not is_numeric(array.dtype):
                 raise ValueError(f"{site}: tensor '{name}' has dtype {array.dtype}, which is not numeric")
         if self._shapes is not None:
             for name, shape in self._shapes.items():
@@ -142,14 +143,17 @@ def full_params(params: Mapping[str, np.ndarray], params_type: str, base: Callab
         diff = np.asarray(params[name])
         if diff.shape != sent.shape:
             raise ValueError(f"its diff of tensor '{name}' has shape {diff.shape}, the model's is {sent.shape}")
-        out[name] = (sent + diff).astype(sent.dtype, copy=False)
+        if is_float(sent.dtype) and sent.dtype.kind != "f":  # bfloat16, float8: added in float32, rounded once
+            out[name] = np.add(sent, diff, dtype=np.float32).astype(sent.dtype)
+        else:
+            out[name] = (sent + diff).astype(sent.dtype, copy=False)
     return out
 
 
 def all_finite(array: np.ndarray) -> bool:
     """Whether every value of `array` is finite (integers always are), looked at a block at a time: no temporary
     the size of the array, and a file-mapped block's pages given back once looked at."""
-    if array.dtype.kind not in "fc":
+    if not is_float(array.dtype) and array.dtype.kind != "c":
         return True
     flat = array.reshape(-1)
     for start in range(0, flat.size, BLOCK):
@@ -176,7 +180,7 @@ def accumulator_dtype(dtype: np.dtype) -> np.dtype:
     """The dtype a sum of `dtype` tensors is kept in (see `WeightedSum`)."""
     if dtype.kind == "c":
         return np.dtype(np.complex64) if dtype.itemsize <= 8 else np.dtype(np.complex128)
-    if dtype.kind == "f" and dtype.itemsize <= 4:
+    if is_float(dtype) and dtype.itemsize <= 4:
         return np.dtype(np.float32)
     return np.dtype(np.float64)
 

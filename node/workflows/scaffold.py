@@ -25,6 +25,7 @@ from pydantic import Field
 from flctl.node.jobs.tasks import PARAMS_TYPE, Params, TaskResult
 from flctl.node.jobs.tasks import SCAFFOLD_C as C_PREFIX
 from flctl.node.jobs.tasks import SCAFFOLD_DC as DC_PREFIX
+from flctl.node.wire.tensors import is_float
 from flctl.node.workflows.base import WorkflowArgs, WorkflowError
 from flctl.node.workflows.fedavg import FedAvg, FedAvgArgs
 from flctl.node.workflows.state import WorkflowState
@@ -69,7 +70,7 @@ class Scaffold(FedAvg):
         if not model:
             return model
         control = {name: self.control.get(name, np.zeros(np.shape(value), np.asarray(value).dtype))
-                   for name, value in model.items() if np.asarray(value).dtype.kind == "f"}
+                   for name, value in model.items() if is_float(np.asarray(value).dtype)}
         return {**model, **{C_PREFIX + name: value for name, value in control.items()}}
 
     def add_answer(self, total: WeightedSum | SecureSum, answer: TaskResult, base: Callable[[], Params]) -> None:

@@ -1,0 +1,238 @@
+"""Quantized transfer (job.yml `transfer: {quantize: fp16 | bf16 | int8}`): a model made smaller before it leaves a
+node and made whole again on arrival, in both directions (server -> site, site -> server).
+
+What travels is still safetensors, so everything that checks a model on the way (`tensors.parse_header`, the
+server's result checks) checks a quantized one too; the header's `__metadata__` says how it was quantized:
+
+    flctl.quantize   "fp16", "bf16" or "int8"
+    flctl.dtypes     JSON {name: safetensors dtype} of each tensor quantized: the dtype it is given back in
+    flctl.block      int8 only: values per block (each block has one scale)
+
+- fp16 / bf16: each float32 or float64 tensor travels as float16 (or bfloat16), rounded to nearest even; 16-bit
+  and 8-bit floats travel as they are. A value float16 cannot hold (|x| > 65504) is refused, not sent as infinity.
+- int8 (blockwise absmax, as bitsandbytes' and NVIDIA FLARE's blockwise8 but linear): the tensor's values, in
+  float32, are cut into blocks of `block` values (the last one shorter); each block has the scale
+  s = max|x| / 127 (float32) and its values travel as q = rint(x / s) (int8, in [-127, 127]), the scales as a
+  float32 tensor named `NAME::scales`. On arrival x' = q * s (float32), so |x - x'| <= s / 2 (plus float32's
+  rounding of x / s and q * s: a few units in the last place of x). A block holding NaN or infinity gets the scale
+  NaN and arrives as NaN, so the server refuses that site's model as it would unquantized.
+Integer, bool and complex tensors travel as they are. Dequantized tensors are cast back to the dtype the sender
+had (a bf16 model comes back bf16), so aggregation runs on the model's own dtypes, in float32 accumulators.
+
+A peer's quantized data is checked before use: a mode, block, dtype or tensor that does not fit is a ValueError
+naming it. Nothing is unpickled. The maths is pure numpy: `int8_blocks` and `int8_values` are the formula.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from flctl.node.jobs.tasks import Params
+from flctl.node.wire import tensors
+
+MODES = ("fp16", "bf16", "int8")
+"""What `transfer: {quantize: ...}` may ask."""
+BLOCK = 256
+"""int8's default values per block: one float32 scale per 256 values, 1.6 % over 1 byte a value."""
+MIN_BLOCK, MAX_BLOCK = 8, 1 << 20
+MODE_KEY, DTYPES_KEY, BLOCK_KEY = "flctl.quantize", "flctl.dtypes", "flctl.block"
+SCALES = "::scales"
+"""Suffix of the name of an int8 tensor's scales."""
+_NARROW = {"fp16": np.dtype("<f2"), "bf16": tensors.BFLOAT16}
+_FLOAT16_MAX = float(np.finfo(np.float16).max)
+
+
+def quantize(params: Mapping[str, Any], mode: str, block: int = BLOCK) -> tuple[Params, dict[str, str]]:
+    """`params` (arrays, numbers or torch tensors) as they travel quantized by `mode`, and the header metadata that
+    says how. ValueError for an unknown mode or block, a name the int8 scales would take, or (fp16) a value float16
+    cannot hold."""
+    _check_mode(mode, block)
+    out: Params = {}
+    dtypes: dict[str, str] = {}
+    for name, value in params.items():
+        array = tensors.to_numpy(value)
+        if name.endswith(SCALES):
+            raise ValueError(f"parameter '{name}': names ending in '{SCALES}' are taken by quantized transfer; "
+                             "rename it")
+        if not _quantized(array.dtype, mode):
+            out[name] = array
+            continue
+        dtypes[name] = tensors.code_of(array.dtype)
+        if mode == "int8":
+            codes, scales = int8_blocks(array, block)
+            out[name] = codes.reshape(array.shape)
+            out[name + SCALES] = scales
+        else:
+            out[name] = _narrowed(name, array, _NARROW[mode])
+    metadata = {MODE_KEY: mode, DTYPES_KEY: json.dumps(dtypes, separators=(",", ":"))}
+    if mode == "int8":
+        metadata[BLOCK_KEY] = str(block)
+    return out, metadata
+
+
+def dequantize(params: Params, metadata: Mapping[str, str]) -> Params:
+    """The model `params` (as read, with their header's `metadata`) stand for: `params` themselves when the metadata
+    says no quantization, else each quantized tensor made whole in the dtype it was sent from. ValueError naming
+    what does not fit (a peer's bytes are checked before use)."""
+    mode = metadata.get(MODE_KEY)
+    if mode is None:
+        return params
+    block = _block_of(metadata) if mode == "int8" else BLOCK
+    _check_mode(mode, block)
+    dtypes = _dtypes_of(metadata)
+    out: Params = {}
+    for name, array in params.items():
+        if name.endswith(SCALES) and mode == "int8":
+            if name[:-len(SCALES)] not in dtypes:
+                raise ValueError(f"quantized model: '{name}' holds scales of no quantized tensor")
+            continue
+        want = dtypes.get(name)
+        if want is None:
+            out[name] = array
+        elif mode == "int8":
+            scales = params.get(name + SCALES)
+            if scales is None:
+                raise ValueError(f"quantized model: tensor '{name}' has no scales ('{name}{SCALES}')")
+            out[name] = _int8_tensor(name, array, scales, block).astype(want)
+        else:
+            if array.dtype != _NARROW[mode]:
+                raise ValueError(f"quantized model: tensor '{name}' is {array.dtype}, but {mode} transfer sends "
+                                 f"{_NARROW[mode]}")
+            out[name] = array.astype(want)
+    missing = sorted(set(dtypes) - set(out))
+    if missing:
+        raise ValueError(f"quantized model: tensor '{missing[0]}' is named in {DTYPES_KEY} but not sent")
+    return out
+
+
+def round_trip(params: Mapping[str, Any], mode: str, block: int = BLOCK) -> Params:
+    """`params` as they arrive after quantized transfer (what the simulator gives, without the bytes)."""
+    quantized, metadata = quantize(params, mode, block)
+    return dequantize(quantized, metadata)
+
+
+def encode(params: Mapping[str, Any], mode: str | None, block: int = BLOCK) -> bytes:
+    """Safetensors bytes of `params`, quantized by `mode` (None: as they are)."""
+    if mode is None:
+        return tensors.encode(params)
+    quantized, metadata = quantize(params, mode, block)
+    return tensors.encode(quantized, metadata)
+
+
+def decode(data: bytes | bytearray | memoryview) -> Params:
+    """The model safetensors bytes stand for, quantized or not (ValueError for bytes that do not fit)."""
+    return dequantize(tensors.views(data), tensors.metadata_of(data))
+
+
+def is_quantized(data: bytes | bytearray | memoryview) -> bool:
+    """Whether safetensors bytes say they are quantized (their header's `flctl.quantize`)."""
+    return MODE_KEY in tensors.metadata_of(data)
+
+
+# ---------------------------------------------------------------------------------------------- int8's formula
+def int8_blocks(values: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray]:
+    """Blockwise absmax int8 of `values` (any float dtype, any shape; taken flat, in float32): the codes (int8,
+    flat) and each block's scale (float32, ceil(n / block) of them). s = max|x| / 127; q = rint(x / s); a block of
+    zeros has s = 0 and q = 0; a block holding NaN or infinity has s = NaN and q = 0."""
+    flat = np.asarray(values).reshape(-1).astype(np.float32)
+    blocks = -(-flat.size // block)
+    padded = np.zeros(blocks * block, np.float32)
+    padded[:flat.size] = flat
+    grid = padded.reshape(blocks, block)
+    with np.errstate(invalid="ignore"):
+        absmax = np.max(np.abs(grid), axis=1) if blocks else np.zeros(0, np.float32)
+    finite = np.isfinite(absmax)
+    scales = np.where(finite, absmax / np.float32(127), np.float32(np.nan)).astype(np.float32)
+    usable = finite & (scales > 0)
+    divisor = np.where(usable, scales, np.float32(1))[:, None]
+    with np.errstate(invalid="ignore", over="ignore"):
+        codes = np.where(usable[:, None], np.rint(grid / divisor), np.float32(0))
+    codes = np.clip(codes, -127, 127).astype(np.int8)
+    return codes.reshape(-1)[:flat.size], scales
+
+
+def int8_values(codes: np.ndarray, scales: np.ndarray, block: int) -> np.ndarray:
+    """The float32 values int8 `codes` (flat) with their blocks' `scales` stand for: q * s."""
+    flat = np.asarray(codes, np.int8).reshape(-1)
+    per_value = np.repeat(np.asarray(scales, np.float32), block)[:flat.size]
+    return flat.astype(np.float32) * per_value
+
+
+def _int8_tensor(name: str, codes: np.ndarray, scales: np.ndarray, block: int) -> np.ndarray:
+    if codes.dtype != np.int8:
+        raise ValueError(f"quantized model: tensor '{name}' is {codes.dtype}, but int8 transfer sends int8")
+    want = -(-codes.size // block)
+    if scales.dtype != np.float32 or scales.shape != (want,):
+        raise ValueError(f"quantized model: '{name}{SCALES}' is {scales.dtype} of shape {scales.shape}, but "
+                         f"{codes.size} values in blocks of {block} take float32 of shape ({want},)")
+    return int8_values(codes, scales, block).reshape(codes.shape)
+
+
+# ---------------------------------------------------------------------------------------------- checks
+def _quantized(dtype: np.dtype, mode: str) -> bool:
+    """Whether a tensor of `dtype` travels quantized by `mode`: floats wider than what the mode sends."""
+    if not tensors.is_float(dtype):
+        return False
+    return dtype.itemsize > (1 if mode == "int8" else 2)
+
+
+def _narrowed(name: str, array: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    if dtype == np.float16:
+        with np.errstate(invalid="ignore"):
+            over = np.abs(array) > _FLOAT16_MAX
+        if over.any():  # NaN compares False: it travels as NaN, and the receiver refuses it as it would anyway
+            first = float(array[over][0])
+            raise ValueError(f"parameter '{name}' has values beyond float16's range (|x| <= {_FLOAT16_MAX:g}), "
+                             f"e.g. {first:g}; use transfer: {{quantize: bf16}} or int8")
+    with np.errstate(over="ignore"):
+        return array.astype(dtype)
+
+
+def _check_mode(mode: str, block: int) -> None:
+    if mode not in MODES:
+        raise ValueError(f"quantization {mode!r} is not one of {', '.join(MODES)}")
+    if not MIN_BLOCK <= block <= MAX_BLOCK:
+        raise ValueError(f"an int8 block of {block} values is not within {MIN_BLOCK}..{MAX_BLOCK}")
+
+
+def _block_of(metadata: Mapping[str, str]) -> int:
+    text = metadata.get(BLOCK_KEY, "")
+    if not text.isdigit():
+        raise ValueError(f"quantized model: {BLOCK_KEY} is {text!r}, not a whole number")
+    return int(text)
+
+
+def _dtypes_of(metadata: Mapping[str, str]) -> dict[str, np.dtype]:
+    try:
+        raw = json.loads(metadata.get(DTYPES_KEY, ""))
+    except ValueError:
+        raise ValueError(f"quantized model: {DTYPES_KEY} is not JSON") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"quantized model: {DTYPES_KEY} is not a JSON object of name -> dtype")
+    out: dict[str, np.dtype] = {}
+    for name, code in raw.items():
+        dtype = tensors.DTYPES.get(code) if isinstance(code, str) else None
+        if dtype is None or not tensors.is_float(dtype):
+            raise ValueError(f"quantized model: tensor '{name}' is said to come from dtype {code!r}, which is not a "
+                             "float dtype")
+        out[name] = dtype
+    return out
+
+
+def describe(mode: str | None, block: int = BLOCK) -> str:
+    """How a job's log names the transfer: `int8 (blocks of 256)`, `bf16`, or `as is`."""
+    if mode is None:
+        return "as is"
+    return f"int8 (blocks of {block})" if mode == "int8" else mode
+
+
+def wire_ratio(mode: str | None, block: int = BLOCK) -> float:
+    """The bytes a float32 tensor takes quantized by `mode`, per byte unquantized (big tensors; the header aside)."""
+    if mode is None:
+        return 1.0
+    return (1 + 4 / block) / 4 if mode == "int8" else 0.5
+
