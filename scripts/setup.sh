@@ -27,6 +27,7 @@ command -v openssl >/dev/null || need+=(openssl)
 command -v tmux >/dev/null || need+=(tmux)            # the console smoke test drives flctl in tmux
 if [ "$all" = 1 ]; then                                # flctl deploy image build and its tests (FLCTL_IMAGE_TESTS=1)
   for tool in podman buildah mmdebstrap; do command -v "$tool" >/dev/null || need+=("$tool"); done
+  [ -x /usr/bin/tinyproxy ] || need+=(tinyproxy)     # the wss transport's tests: a real HTTP proxy
 fi
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

@@ -70,6 +70,9 @@ class Resources:
     0: none (the default). Needs the telemetry extra (prometheus-client)."""
     metrics_host: str = "127.0.0.1"
     """The address the Prometheus endpoint listens on: this machine only unless set (0.0.0.0: every interface)."""
+    transport: str = ""
+    """A site's transport to the server, when it is not the one its kit names: grpc, or wss (gRPC inside a
+    WebSocket on HTTPS, for a site behind an HTTP proxy; see `flctl.node.transport`); "": the kit's."""
 
     @property
     def disk_reserve_bytes(self) -> int:
@@ -158,6 +161,7 @@ def load_resources(path: Path) -> Resources:
         max_metrics_per_minute=whole("max_metrics_per_minute", 1, 10_000_000, "metric values"),
         metrics_port=_port(path, document, number("metrics_port", 0, 65535, _PORT)),
         metrics_host=_host(path, document.get("metrics_host", defaults.metrics_host)),
+        transport=_transport(path, document.get("transport", defaults.transport)),
     )
 
 
@@ -175,6 +179,12 @@ def _host(path: Path, value: Any) -> str:
         raise KitError(f"{path}: metrics_host must be an address to listen on, e.g. 127.0.0.1 (the default) or "
                        f"0.0.0.0, not {value!r}")
     return value
+
+
+def _transport(path: Path, value: Any) -> str:
+    if value not in ("", "grpc", "wss"):
+        raise KitError(f"{path}: transport must be grpc or wss (default: the one the kit names), not {value!r}")
+    return str(value)
 
 
 def _isolation(path: Path, document: dict[Any, Any]) -> dict[str, Any]:

@@ -15,6 +15,7 @@ resources: {cpus: 1, memory_mb: 0}
 app: {command: [python, train.py], env: {}}   # also framework: pytorch|keras, compat: nvflare, external
 privacy_scope: private          # optional: the sites' filters for it apply (default: each site's default_scope)
 initial_model: app/net.py:make_model   # optional: round 0's model (or a safetensors file of the job)
+transfer: {quantize: int8}      # optional: models travel quantized (fp16, bf16 or int8; block_size for int8)
 ```
 """
 
@@ -43,6 +44,7 @@ from flctl.node.jobs.bundle import APP_FOLDER, JOB_FILE, job_file_of
 from flctl.node.jobs.metrics_spec import MetricsSpec
 from flctl.node.workflows import WORKFLOWS
 from flctl.node.workflows.base import Workflow, WorkflowArgs
+from flctl.node.workflows.secure_sum import secure_mode_of
 from flctl.provisioner.errors import InputError, Problem
 from flctl.provisioner.names import check_simple_name
 from flctl.provisioner.schema_messages import message
@@ -177,6 +179,17 @@ def _check_initial_model(value: str | None) -> str | None:
     return value
 
 
+class TransferSpec(_Strict):
+    """How models travel between the server and the sites, both ways (`flctl.node.wire.quantize`)."""
+
+    quantize: Literal["fp16", "bf16", "int8"] | None = Field(
+        None, description="Send models quantized, server -> site and site -> server, dequantized on arrival "
+        "(aggregation stays in float32): fp16 or bf16 (float32/64 tensors narrowed to 2 bytes), or int8 "
+        "(blockwise absmax: 1 byte a value and a float32 scale per block). Default: each tensor in its own dtype")
+    block_size: int = Field(256, ge=8, le=1 << 20, description="int8 only: values per block, each block with its "
+                            "own scale (smaller: closer values, more scales)")
+
+
 class JobSpec(_Strict):
     """A job: what runs on the server (workflow), where (sites) and what runs at each site (app)."""
 
@@ -202,6 +215,8 @@ class JobSpec(_Strict):
         "(model/initial.safetensors; for a job file, in app/), or a function of the app that returns a torch module "
         "or a dict of arrays (app/net.py:make_model), called once at the server, confined like a training script "
         "(default: none; round 0 sends an empty model)")
+    transfer: TransferSpec = Field(default_factory=TransferSpec, description="How models travel: quantized or as "
+                                   "they are (see TransferSpec)")
     psi_job: Annotated[str | None, AfterValidator(_check_psi_job)] = Field(
         None, description="The name of an earlier psi job whose intersection this job reads: each site copies the "
         "one it kept (<site workspace>/psi/NAME/intersection.txt) to psi/intersection.txt in the job's workspace "
@@ -276,6 +291,8 @@ def _load(given: Path) -> LoadedJob:
     except InputError as exc:
         raise JobError(exc.problems) from None
     spec, args, problems = _validate(doc)
+    if spec is not None and args is not None:
+        problems += _check_transfer(doc, spec, args)
     app = spec.app if spec is not None else _app_alone(doc)
     if app is not None:  # its script is checked even when other fields are wrong: every problem at once
         problems += _check_app(doc, folder, app)

@@ -41,6 +41,7 @@ from flctl.node.wire.proto import flctl_pb2_grpc as pb_grpc
 
 if TYPE_CHECKING:
     from flctl.node.server.prometheus_endpoint import MetricsEndpoint
+    from flctl.node.transport.wss_listener import WssListener
 
 log = logging.getLogger("flctl.server")
 # gRPC's sync server gives every call in progress a thread (made only when needed): each site holds a command
@@ -93,6 +94,8 @@ class ServerDaemon:
         self._poke_scheduler = self.scheduler.poke
         listen = config.listen or config.server
         self.address = f"{listen.host}:{listen.port}"
+        self._wss_at = (listen.host, config.wss_port, resources.tls_min_version)  # sites on transport: wss
+        self._wss: WssListener | None = None
         workers = resources.max_calls + REFUSAL_THREADS
         self.caps = CallCaps(Caps(resources.max_calls, resources.max_streams, resources.max_calls_per_peer,
                                   resources.max_streams_per_peer))
@@ -142,6 +145,12 @@ class ServerDaemon:
             self._metrics = MetricsEndpoint(self.ctx, *self._metrics_at)
             log.info("Prometheus metrics on http://%s/metrics", self._metrics.address)
         self._server.start()
+        host, wss_port, tls_min = self._wss_at
+        if wss_port is not None:
+            from flctl.node.transport.wss_listener import WssListener
+
+            self._wss = WssListener(self.kit, host, wss_port, host, port, tls_min)
+            log.info("WebSocket tunnels (transport: wss) on %s", self._wss.address)
         pidfile.write(self.workspace)
         self.scheduler.start()
         threading.Thread(target=self._watch_sites, daemon=True, name="site-watch").start()
@@ -217,6 +226,8 @@ class ServerDaemon:
         if self._metrics is not None:
             self._metrics.close()
         self.ctx.hub.close()
+        if self._wss is not None:
+            self._wss.close()
         self.ctx.runner.stop_all()
         self._server.stop(grace=STOP_GRACE_S).wait(STOP_GRACE_S + 5)
         self.ctx.store.close()

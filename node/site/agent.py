@@ -38,10 +38,10 @@ from flctl.node.security.audit import AuditLog
 from flctl.node.security.authz import Actor, decide, signer_allowed
 from flctl.node.security.path_names import BadName, check_path_name
 from flctl.node.security.revocation import CrlRefused
-from flctl.node.security.tls import channel
 from flctl.node.site.job_launch import SiteJob, read_script_group
 from flctl.node.site.job_process import isolation_note, job_isolation
 from flctl.node.site.sandbox import not_dumpable
+from flctl.node.transport.channel import site_channel, site_transport
 from flctl.node.wire.proto import flctl_pb2 as pb
 from flctl.node.wire.proto import flctl_pb2_grpc as pb_grpc
 
@@ -75,6 +75,7 @@ class SiteAgent:
                                                                   reason=why))
         resources = load_resources(resources_path(kit.root))
         self.window = resources.stream_window_bytes
+        self.transport = site_transport(kit, resources)  # grpc or wss (flctl.node.transport)
         not_dumpable()  # its environ (cloud credentials) and memory (the kit's key): not readable by a job's script
         self.isolation = job_isolation(resources)
         self.isolation_note = isolation_note(self.isolation, resources)
@@ -131,7 +132,7 @@ class SiteAgent:
             call.cancel()
 
     def _session(self, backoff: Backoff) -> None:
-        with channel(self.kit, self.window) as chan:
+        with site_channel(self.kit, self.window, self.transport) as chan:
             stub = pb_grpc.FederationStub(chan)
             stub.Register(pb.RegisterRequest(version=VERSION, running_jobs=self.running_jobs(),
                                              isolation=self.isolation_note), timeout=10)

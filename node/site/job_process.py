@@ -36,10 +36,11 @@ from flctl.node.process import spare_process
 from flctl.node.process.backoff import Backoff
 from flctl.node.process.links import LinkError
 from flctl.node.secagg.payload import SecAggError
-from flctl.node.security.tls import CHUNK, channel
+from flctl.node.security.tls import CHUNK
 from flctl.node.site.filters.base import FilterError
 from flctl.node.site.job_launch import SiteJob, write_script_group
 from flctl.node.site.sandbox import Confinement, Isolation, available, exposing, not_dumpable, script_grants
+from flctl.node.transport.channel import site_channel, site_transport
 from flctl.node.wire import chunk_codec, tensors
 from flctl.node.wire.proto import flctl_pb2 as pb
 from flctl.node.wire.proto import flctl_pb2_grpc as pb_grpc
@@ -357,7 +358,7 @@ def main(argv: list[str]) -> int:
     kit_root, job_dir, job_id = job.kit_root, job.job_dir, job.job_id
     kit = load_kit(kit_root, verify=False)  # the site daemon verified it at start
     resources = _resources(kit.root)
-    chan = channel(kit, resources.stream_window_bytes)
+    chan = site_channel(kit, resources.stream_window_bytes, site_transport(kit, resources))
     stub = pb_grpc.FederationStub(chan)
     reporter = Reporter(stub, job_id)
     reporter.start()
