@@ -327,6 +327,9 @@ def _validate(doc: YamlDocument) -> tuple[JobSpec | None, WorkflowArgs | None, l
             for err in exc.errors():
                 loc, message = _located(err, model)
                 problems.append(where(("workflow", "args", *loc), message))
+        if WORKFLOWS[kind].needs_initial_model and spec is not None and not spec.initial_model:
+            problems.append(where(("workflow", "type"), f"{kind} updates a model from the start: give the job an "
+                                  "initial_model (a safetensors file of the job, or app/FILE.py:FUNCTION)"))
     return spec, args, problems
 
 

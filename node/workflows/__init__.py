@@ -1,5 +1,5 @@
 """Server-side workflows of a job, one module each (FedAvg, FedAvgM, FedOpt, SCAFFOLD, cyclic,
-swarm, cross-site evaluation, statistics, data check, private set intersection, split learning; more to come).
+swarm, cross-site evaluation, statistics, data check, private set intersection, split learning, FedBuff; more to come).
 
 `WORKFLOWS` maps job.yml's `workflow.type` to the class; add a workflow here to make it usable. A workflow
 talks only to `base.Federation` and keeps any state of its own through `Workflow.state`/`restore`.
@@ -14,6 +14,7 @@ from flctl.node.workflows.data_check import DataCheck
 from flctl.node.workflows.ditto import Ditto
 from flctl.node.workflows.fedavg import FedAvg
 from flctl.node.workflows.fedavgm import FedAvgM
+from flctl.node.workflows.fedbuff import FedBuff
 from flctl.node.workflows.fedopt import FedOpt
 from flctl.node.workflows.forest import Forest
 from flctl.node.workflows.kmeans import KMeans
@@ -26,4 +27,4 @@ from flctl.node.workflows.xgboost import XGBoost
 
 WORKFLOWS: dict[str, type[Workflow]] = {cls.type_name: cls for cls in (FedAvg, FedAvgM, FedOpt, Scaffold, Cyclic, Swarm,
                                                                      CrossSiteEval, Statistics, Psi, DataCheck,
-                                                                     SplitNN, KMeans, Ditto, XGBoost, Forest)}
+                                                                     SplitNN, KMeans, Ditto, XGBoost, Forest, FedBuff)}

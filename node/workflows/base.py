@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
@@ -78,7 +78,6 @@ class Federation(Protocol):
         ...
 
 
-@runtime_checkable
 class AsyncFederation(Federation, Protocol):
     """A federation whose tasks may be open at once, each at its own site, answered in any order (FedBuff's
     sites training at their own pace). `send` may still be used meanwhile: an answer to a posted task that
@@ -105,6 +104,8 @@ class Workflow(ABC):
 
     type_name: ClassVar[str]
     Args: ClassVar[type[WorkflowArgs]]
+    needs_initial_model: ClassVar[bool] = False
+    """Whether the job must give an `initial_model` (checked when the job is loaded)."""
 
     def __init__(self, args: WorkflowArgs, min_sites: int = 1) -> None:
         if not isinstance(args, self.Args):
