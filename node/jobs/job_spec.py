@@ -333,6 +333,17 @@ def _validate(doc: YamlDocument) -> tuple[JobSpec | None, WorkflowArgs | None, l
     return spec, args, problems
 
 
+def _check_transfer(doc: YamlDocument, spec: JobSpec, args: WorkflowArgs) -> list[Problem]:
+    """Quantized transfer and secure aggregation exclude each other: masked or encrypted updates are not floats."""
+    mode = secure_mode_of(args)
+    if not spec.transfer.quantize or mode == "none":
+        return []
+    loc = ("transfer", "quantize")
+    return [Problem(doc.path, doc.line_of(loc), format_loc(loc), f"{spec.transfer.quantize} cannot be combined with "
+                    f"the workflow's secure aggregation ({mode}): masked or encrypted updates are not floats to "
+                    "quantize; drop one of them")]
+
+
 def _app_alone(doc: YamlDocument) -> AppSpec | None:
     """job.yml's `app` when it is valid on its own (the rest of the file may not be), else None."""
     raw = doc.data.get("app", {}) if isinstance(doc.data, dict) else None
