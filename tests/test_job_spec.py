@@ -134,7 +134,7 @@ def test_unknown_keys_list_the_allowed_ones(job):
     path = folder / "job.yml"
     assert problems == [
         f"{path}:8: rounds: unknown key 'rounds'; allowed here: api_version, name, workflow, sites, min_sites, "
-        "resources, app, privacy_scope, metrics, initial_model, psi_job",
+        "resources, app, privacy_scope, metrics, initial_model, transfer, psi_job",
         f"{path}:9: resources.gpus: unknown key 'gpus'; allowed here: cpus, memory_mb",
     ]
 
