@@ -174,9 +174,9 @@ class KitRenderer:
 
     def config(self, who: Participant) -> bytes:
         """The bytes of `who`'s node.yml or console.yml."""
-        shape = (who.kind, who.transport)  # a site on wss has a line more
-        # Sites of one relay share a config but for name and org; each relay's is its own (its port, its parent).
-        shape += (who.name if who.kind == "relay" else self._parents.get(who.name, ""),)
+        # A site on wss has a line more; sites of one relay share a config but for name and org; each relay's is
+        # its own (its port, its parent).
+        shape = (who.kind, who.transport, who.name if who.kind == "relay" else self._parents.get(who.name, ""))
         lines = self._configs.get(shape)
         if lines is None:
             lines = self._configs[shape] = dump_config(config_for(self.project, who)).splitlines(keepends=True)

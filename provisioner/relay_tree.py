@@ -62,9 +62,10 @@ def problems(data: dict[str, Any]) -> list[tuple[Loc, str]]:
 def parent_map(project: Project) -> dict[str, str]:
     """Every relay and site whose parent is a relay, to that relay's name (those under the server are left out)."""
     out: dict[str, str] = {}
-    for node in (*project.relays, *project.sites):
-        if not _is_server(node.parent, project.server.name):
-            out[node.name] = node.parent  # type: ignore[assignment]
+    named = [(r.name, r.parent) for r in project.relays] + [(s.name, s.parent) for s in project.sites]
+    for name, parent in named:
+        if parent is not None and not _is_server(parent, project.server.name):
+            out[name] = parent
     return out
 
 

@@ -81,6 +81,8 @@ class SiteInfo:
     not_after: float
     isolation: str = ""
     """How the site confines job scripts ("landlock v7", "user nobody", "none"...); "" when not reported."""
+    parent: str = ""
+    """The relay the site (or relay) connects to; "" for the server."""
 
 
 @dataclass(frozen=True)

@@ -324,8 +324,15 @@ class AdminService(pb_grpc.AdminServicer):
         actor, _ = self._actor(context)
         self._authorize(context, actor, "site.list", {}, "view")
         now = time.time()
-        return pb.SiteList(sites=[serde.site_to_pb(s, self._ctx.online(s, now), self._ctx.isolation.get(s.name, ""))
-                                  for s in self._ctx.store.sites()])
+        sites = [serde.site_to_pb(s, self._ctx.online(s, now), self._ctx.isolation.get(s.name, ""))
+                 for s in self._ctx.store.sites()]
+        for relay in sites:  # below each relay: what it said last, offline once the relay itself is silent
+            for child in self._ctx.relayed.get(relay.name, []):
+                shown = pb.SiteInfo()
+                shown.CopyFrom(child)
+                shown.online = shown.online and relay.online
+                sites.append(shown)
+        return pb.SiteList(sites=sites)
 
     def ListCertificates(self, request: pb.Empty, context: Any) -> pb.CertificateList:
         actor, _ = self._actor(context)

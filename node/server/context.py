@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from flctl.node.config.kit import NodeKit
 from flctl.node.security.audit import AuditLog
@@ -38,6 +39,14 @@ class ServerContext:
     """What each site reported at registration about how it confines job scripts (kept in memory only)."""
     traffic: Traffic = field(default_factory=Traffic)
     """Model bytes sent to and received from sites since the server started (the Prometheus endpoint reads it)."""
+    relayed: dict[str, list[Any]] = field(default_factory=dict)
+    """What each relay said in its last heartbeat about the sites and relays below it (`pb.SiteInfo`, in memory)."""
+
+    @property
+    def parents(self) -> dict[str, str]:
+        """The project's tree from the server's kit: each relay and site under a relay, to that relay."""
+        config = self.kit.info.config
+        return dict(getattr(config, "parents", None) or {})
 
     @property
     def project(self) -> str:

@@ -63,6 +63,8 @@ class FederationService(pb_grpc.FederationServicer):
         row = store.site(who.name)  # from memory
         was_online = row is not None and self._ctx.online(row)
         store.touch_site(who.name, who.org, cert.not_valid_after_utc.timestamp(), list(request.running_jobs))
+        if who.kind == "relay":
+            self._ctx.relayed[who.name] = list(request.children)
         if not was_online:
             self._poke()
         running = set(self._ctx.runner.running())
@@ -255,7 +257,7 @@ def _report_refusal(site: str, job: JobRow, status: SiteState | None, said: str)
     return None
 
 
-def add_to_server(service: FederationService, server: grpc.Server) -> None:
+def add_to_server(service: pb_grpc.FederationServicer, server: grpc.Server) -> None:
     """Register `service` as the generated `add_FederationServicer_to_server` does, except that the model chunks
     FetchTask sends and SubmitResult receives go through `flctl.node.wire.chunk_codec`, without protobuf's copies."""
     descriptor = pb.DESCRIPTOR.services_by_name["Federation"]

@@ -14,17 +14,20 @@ import time
 from flctl.node.jobs.job_status import JobStatus
 from flctl.node.server.context import ServerContext
 from flctl.node.server.store import JobRow, Store
+from flctl.provisioner.relay_tree import top_of
 
 log = logging.getLogger("flctl.server")
 
 
-def placement(job: JobRow, online: list[str]) -> tuple[list[str] | None, str]:
-    """Pure: the sites to run `job` on now, or None and the reason it must wait."""
+def placement(job: JobRow, online: list[str], parents: dict[str, str] | None = None
+              ) -> tuple[list[str] | None, str]:
+    """Pure: the sites to run `job` on now, or None and the reason it must wait. A named site under a relay is
+    reached through the relay the server sees (`parents`, the project's tree): the job runs on that relay."""
     if job.sites == "all":
         if len(online) >= job.min_sites:
             return sorted(online), ""
         return None, f"waiting for {job.min_sites} sites online ({len(online)} online)"
-    named = list(job.sites)
+    named = list(dict.fromkeys(top_of(parents or {}, s) for s in job.sites))
     missing = [s for s in named if s not in online]
     if not missing:
         return named, ""
@@ -83,7 +86,7 @@ class Scheduler:
             elif running >= self._max:
                 reason = f"waiting for a free slot ({running} of {self._max} jobs running)"
             else:
-                sites, reason = placement(job, online)
+                sites, reason = placement(job, online, self._ctx.parents)
                 if sites is not None:
                     try:
                         self._ctx.runner.start(job, sites)

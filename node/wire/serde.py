@@ -58,7 +58,7 @@ def site_to_pb(site: SiteRow, online: bool, isolation: str = "") -> pb.SiteInfo:
 
 def site_from_pb(msg: pb.SiteInfo) -> t.SiteInfo:
     return t.SiteInfo(msg.name, msg.org, msg.online, msg.last_heartbeat, list(msg.running_jobs), msg.not_after,
-                      msg.isolation)
+                      msg.isolation, msg.parent)
 
 
 def certificate_to_pb(cert: KnownCertificate) -> pb.CertificateInfo:

@@ -27,13 +27,13 @@ def workspace_for(kit: Path, workspace: Path | None) -> Path:
 
 
 def command(
-    kit: Annotated[Path, typer.Argument(metavar="KIT", help="The server's or a site's startup kit.")],
+    kit: Annotated[Path, typer.Argument(metavar="KIT", help="The server's, a relay's or a site's startup kit.")],
     workspace: WorkspaceOpt = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log debug details.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object a line on stdout as the node "
                                                           "goes: listening/connecting, then stopped.")] = False,
 ) -> None:
-    """Start the server or a site from its kit, in the foreground, until SIGINT or SIGTERM.
+    """Start the server, a relay or a site from its kit, in the foreground, until SIGINT or SIGTERM.
 
     The kit's signature is verified first; a kit with a changed file is refused,
     naming the file. Logs go to the terminal and to WORKSPACE/node.log. With --json, stdout carries
@@ -57,6 +57,8 @@ def command(
         _run_server(node_kit, ws, json_out)
     elif node_kit.info.kind == "site":
         _run_site(node_kit, ws, json_out)
+    elif node_kit.info.kind == "relay":
+        _run_relay(node_kit, ws, json_out)
     else:
         terminal.abort(f"{kit} is an admin's kit; admins use `flctl job …` with --kit, not `flctl node start`", 2)
     if json_out:
@@ -98,6 +100,22 @@ def _run_server(node_kit: NodeKit, ws: Path, json_out: bool) -> None:
         terminal.success(f"server '{node_kit.info.name}' of project '{node_kit.info.project}' is listening on "
                          f"{server.address}")
     server.wait()
+
+
+def _run_relay(node_kit: NodeKit, ws: Path, json_out: bool) -> None:
+    from flctl.node.relay.daemon import Relay
+
+    relay = Relay(node_kit, ws)
+    relay.start()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: relay.stop())
+    if json_out:
+        terminal.json_line({"event": "listening", "kind": "relay", "name": node_kit.info.name,
+                            "project": node_kit.info.project, "address": relay.address, "target": node_kit.target})
+    else:
+        terminal.success(f"relay '{node_kit.info.name}' listening on {relay.address} for its sites, connecting to "
+                         f"{node_kit.target}")
+    relay.run()
 
 
 def _run_site(node_kit: NodeKit, ws: Path, json_out: bool) -> None:
