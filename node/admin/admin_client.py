@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import tempfile
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -119,16 +120,20 @@ class AdminClient:
     def submit_job(self, folder: Path, valid_for_s: float | None = None,
                    progress: Callable[[int, int | None], None] | None = None) -> str:
         """Validate the job folder here, send it as a zip bundle, and return the new job's id. Sites start it only
-        within `valid_for_s` of now (default `job_signing.VALID_FOR_S`).
+        within `valid_for_s` of now (default `job_signing.VALID_FOR_S`). A Flower app folder (pyproject.toml naming
+        a ServerApp and a ClientApp, no job.yml) is sent as a `flower` job (`flctl.node.flower.flower_job`).
 
         `progress(bytes read, total)` is called while the folder is packed.
         """
+        from flctl.node.flower.flower_job import as_job
         from flctl.node.jobs import job_signing
         from flctl.node.jobs.bundle import pack_job
         from flctl.node.jobs.job_spec import load_job
 
-        spec = load_job(folder).spec
-        data = pack_job(folder, progress=progress)
+        with tempfile.TemporaryDirectory(prefix="flctl-flower-") as tmp:  # a Flower app folder becomes a flower job
+            folder = as_job(folder, Path(tmp) / "job") or folder
+            spec = load_job(folder).spec
+            data = pack_job(folder, progress=progress)
         digest = hashlib.sha256(data).hexdigest()
         # The job id is chosen here and signed with the job, so the server cannot run the bundle under another.
         claims = job_signing.new_claims(data, spec.name, "all" if spec.sites == "all" else list(spec.sites),
