@@ -1,6 +1,6 @@
 """The server's side of a Flower app, as processes: Flower's SuperLink on 127.0.0.1 and `flwr run` against it,
 from the Flower venv, with the Fleet API calls the sites relay replayed on it (`replay`). No flctl state here: the
-`flower` workflow (`flower_workflow`) drives it."""
+`flower` workflow (`flctl.node.workflows.flower`) drives it."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """Server-side workflows of a job, one module each (FedAvg, FedAvgM, FedOpt, SCAFFOLD, cyclic,
-swarm, cross-site evaluation, statistics, data check, private set intersection, split learning, FedBuff; more to come).
+swarm, cross-site evaluation, statistics, data check, private set intersection, split learning, FedBuff,
+Flower apps; more to come).
 
 `WORKFLOWS` maps job.yml's `workflow.type` to the class; add a workflow here to make it usable. A workflow
 talks only to `base.Federation` and keeps any state of its own through `Workflow.state`/`restore`.
@@ -16,6 +17,7 @@ from flctl.node.workflows.fedavg import FedAvg
 from flctl.node.workflows.fedavgm import FedAvgM
 from flctl.node.workflows.fedbuff import FedBuff
 from flctl.node.workflows.fedopt import FedOpt
+from flctl.node.workflows.flower import FlowerApp
 from flctl.node.workflows.forest import Forest
 from flctl.node.workflows.kmeans import KMeans
 from flctl.node.workflows.psi import Psi
@@ -27,4 +29,5 @@ from flctl.node.workflows.xgboost import XGBoost
 
 WORKFLOWS: dict[str, type[Workflow]] = {cls.type_name: cls for cls in (FedAvg, FedAvgM, FedOpt, Scaffold, Cyclic, Swarm,
                                                                      CrossSiteEval, Statistics, Psi, DataCheck,
-                                                                     SplitNN, KMeans, Ditto, XGBoost, Forest, FedBuff)}
+                                                                     SplitNN, KMeans, Ditto, XGBoost, Forest, FedBuff,
+                                                                     FlowerApp)}
