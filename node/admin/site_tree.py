@@ -7,7 +7,8 @@ from flctl.node.admin.admin_types import SiteInfo
 
 def tree_order(sites: list[SiteInfo]) -> list[tuple[int, SiteInfo]]:
     """`sites` in tree order with each one's depth (0: connected to the server): a relay's sites and relays follow
-    it, one level deeper, by name. A site whose parent is not listed is shown at the top level."""
+    it, one level deeper, each level in the order given (a flat federation's list is unchanged). A site whose parent
+    is not listed is shown at the top level."""
     names = {s.name for s in sites}
     below: dict[str, list[SiteInfo]] = {}
     for site in sites:
@@ -16,7 +17,7 @@ def tree_order(sites: list[SiteInfo]) -> list[tuple[int, SiteInfo]]:
     seen: set[str] = set()
 
     def walk(parent: str, depth: int) -> None:
-        for site in sorted(below.get(parent, []), key=lambda s: s.name):
+        for site in below.get(parent, []):
             if site.name in seen:
                 continue
             seen.add(site.name)

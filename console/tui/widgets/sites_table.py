@@ -1,4 +1,5 @@
-"""The sites the server knows: online state, heartbeat age, running jobs, certificate expiry."""
+"""The sites the server knows: online state, heartbeat age, running jobs, certificate expiry; relays with what is
+below them, indented."""
 
 from __future__ import annotations
 
@@ -24,8 +25,12 @@ class SitesTable(KeyedTable):
     def show(self, sites: list[SiteInfo], now: float, stale: bool = False) -> None:
         """The sites; `stale`: the server is not answering, so a state is only what it was (`was online`) and the
         heartbeat ages are as of `now`, the last contact."""
-        self.show_rows([(s.name, (s.name, s.org, ("was " if stale else "") + cells.online(s), cells.heartbeat(s, now),
-                                  ", ".join(s.running_jobs) or "-", cells.expiry(s.not_after, now))) for s in sites])
+        from flctl.node.admin.site_tree import shown_name, tree_order
+
+        # A relay's sites and relays follow it, indented (a hierarchical federation); the row key stays the name.
+        self.show_rows([(s.name, (shown_name(depth, s.name), s.org, ("was " if stale else "") + cells.online(s),
+                                  cells.heartbeat(s, now), ", ".join(s.running_jobs) or "-",
+                                  cells.expiry(s.not_after, now))) for depth, s in tree_order(sites)])
 
     @on(DataTable.RowSelected)
     def _chosen(self, event: DataTable.RowSelected) -> None:
