@@ -4,7 +4,8 @@
 # Safe to run again. Usage: bash scripts/setup.sh [--all]
 #   (default)  what `flctl quickstart` and the core tests need: torch (CPU), aws, azure, test
 #   --all      also the heavy extras of the optional capabilities (privacy: TenSEAL, Opacus, PSI;
-#              stats: pandas, matplotlib; mlops: MLflow, TensorBoard, Lightning). CI installs these;
+#              stats: pandas, matplotlib; mlops: MLflow, TensorBoard, Lightning; Flower 1.42 in its own
+#              .venv-flower, for Flower apps). CI installs these;
 #              without them, the tests of those capabilities are skipped, saying which extra is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -51,4 +52,11 @@ extras=torch,aws,azure,test
 [ "$all" = 1 ] && extras=all,test
 step "installing flctl with extras: $extras"
 .venv/bin/python -m pip install -q -e ".[$extras]"
+if [ "$all" = 1 ] && [ ! -x .venv-flower/bin/flwr ]; then
+  # Flower apps inside flctl (flctl.node.flower): flwr 1.42 needs protobuf<7 and flctl pins protobuf 7 with grpcio,
+  # so Flower gets a venv of its own, found beside .venv (or through FLCTL_FLOWER_PYTHON)
+  step "making .venv-flower with flwr[simulation]==1.42.0 (Flower apps inside flctl)"
+  "$PYTHON" -m venv .venv-flower
+  .venv-flower/bin/python -m pip install -q "flwr[simulation]==1.42.0"
+fi
 step "done: .venv holds $(du -sh .venv | cut -f1); run '. .venv/bin/activate', then 'flctl --help'"
