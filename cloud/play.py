@@ -161,6 +161,12 @@ class PlayResult:
             all(j["status"] == JobStatus.FINISHED for j in self.jobs)
 
     @property
+    def removed(self) -> list[dict[str, Any]]:
+        """The participants this run stopped and forgot (no longer in the playbook): where, and how its node was."""
+        return [{"participant": e.participant, "host": e.data.get("host", ""), "node": e.data.get("node", "")}
+                for e in self.events if e.kind == "removed"]
+
+    @property
     def only_connections_failed(self) -> bool:
         failed = [p for p in self.state.participants.values() if p.reason]
         return bool(failed) and all(p.connection for p in failed)
@@ -199,58 +205,124 @@ def placement(host: dict[str, Any]) -> str:
 def run(playbook: Playbook, observer: Observer | None = None, accept_new_host_keys: bool = False,
         passphrase: bytes | None = None) -> PlayResult:
     """Bring the playbook's federation to verified, from wherever its journal says it stopped."""
-    observer = observer or Observer()
+    tracked = _Phases(observer or Observer())
     started = time.time()
     with locked(playbook.state_dir):
         journal = Journal(playbook.journal)
-        _plan_participants(playbook, journal, observer)
-        digest = project_digest(playbook)
-        names = tuple(playbook.participants)
-        state = journal.state
-        healthy: frozenset[str] | None = None  # None: never provisioned, nothing to ask
-        if state.prod_dir:  # the admin kit asks the server; without it (removed by hand) no one counts as healthy
-            healthy = _healthy_now(playbook, state) if (playbook.kits / playbook.admin()).exists() else frozenset()
-        actions = ps.next_actions(state, ps.Facts(digest, names, healthy=healthy))
-        for name in actions.remove:
-            _emit(journal, observer, "removed", name)
-        answering = healthy if healthy is not None else frozenset(names)  # None: nothing was asked
-        for name in names:
-            p = state.participants.get(name)
-            if p is not None and p.at_least("started") and name not in answering:
-                _emit(journal, observer, "lost", name, reason="its node did not answer (the server: TLS; a site: "
-                                                              "listed online by the server)")
-        if actions.nothing:
-            return PlayResult(journal.state, started, nothing_to_do=True)
-        result = PlayResult(journal.state, started)
-        kits_gone = any(not (playbook.kits / n).exists() for n in [*names, playbook.admin()])
-        if actions.provision or kits_gone:  # the state folder's kits removed by hand: made again, certificates kept
-            observer.phase("provisioning")
-            _provision(playbook, journal, observer, digest, passphrase)
-            result.provisioned = True
-        inventory = _write_inventory(playbook)
-        kits = {n: kit_digest(playbook.kits / n) for n in names}
-        actions = ps.next_actions(journal.state, ps.Facts(digest, names, kits, healthy))
-        blocked: set[str] = set()
-        if actions.deliver and playbook.spec.checks.preflight:
-            observer.phase("pre-flight checks")
-            blocked = preflight(playbook, inventory, journal, observer, accept_new_host_keys, set(actions.deliver))
-        deliver = [n for n in actions.deliver if n not in blocked]
-        if deliver:
-            observer.phase(f"rolling out {len(deliver)} of {len(names)} hosts")
-            _deliver(playbook, journal, observer, deliver, kits, accept_new_host_keys)
-        state = journal.state
-        ready = [n for n in names if state.participants[n].at_least("healthy") and not state.participants[n].reason]
-        if playbook.jobs and ready and (len(ready) == len(names)) and \
-                any(not state.participants[n].at_least("verified") for n in names):
-            observer.phase("smoke jobs")
-            result.jobs = _smoke(playbook, journal, observer, ready)
-        elif not playbook.jobs:
-            for n in ready:
-                if not journal.state.participants[n].at_least("verified"):
-                    _emit(journal, observer, "verified", n, job="")
-        result.state = journal.state
-        result.events = list(journal.added)
-        return result
+        try:
+            return _run(playbook, journal, tracked, started, accept_new_host_keys, passphrase)
+        except KeyboardInterrupt:  # Ctrl-C: where it stopped is recorded; every state reached before is already
+            _emit(journal, tracked, "interrupted", None, phase=tracked.current)
+            raise
+
+
+class _Phases(Observer):
+    """The run's observer, remembering the phase it is in (recorded when Ctrl-C interrupts the run)."""
+
+    def __init__(self, inner: Observer) -> None:
+        self.inner = inner
+        self.current = "planning"
+
+    def phase(self, text: str) -> None:
+        self.current = text
+        self.inner.phase(text)
+
+    def event(self, event: ps.Event) -> None:
+        self.inner.event(event)
+
+    def check_row(self, participant: str, name: str, status: str, sentence: str) -> None:
+        self.inner.check_row(participant, name, status, sentence)
+
+
+def _run(playbook: Playbook, journal: Journal, observer: Observer, started: float, accept_new_host_keys: bool,
+         passphrase: bytes | None) -> PlayResult:
+    """One run, the state folder held."""
+    _plan_participants(playbook, journal, observer)
+    digest = project_digest(playbook)
+    names = tuple(playbook.participants)
+    state = journal.state
+    healthy: frozenset[str] | None = None  # None: never provisioned, nothing to ask
+    if state.prod_dir:  # the admin kit asks the server; without it (removed by hand) no one counts as healthy
+        healthy = _healthy_now(playbook, state) if (playbook.kits / playbook.admin()).exists() else frozenset()
+    actions = ps.next_actions(state, ps.Facts(digest, names, healthy=healthy))
+    retiring = actions.remove
+    answering = healthy if healthy is not None else frozenset(names)  # None: nothing was asked
+    for name in names:
+        p = state.participants.get(name)
+        if p is not None and p.at_least("started") and name not in answering:
+            _emit(journal, observer, "lost", name, reason="its node did not answer (the server: TLS; a site: "
+                                                          "listed online by the server)")
+    if actions.nothing:
+        return PlayResult(journal.state, started, nothing_to_do=True)
+    result = PlayResult(journal.state, started)
+    kits_gone = any(not (playbook.kits / n).exists() for n in [*names, playbook.admin()])
+    if actions.provision or kits_gone:  # the state folder's kits removed by hand: made again, certificates kept
+        observer.phase("provisioning")
+        _provision(playbook, journal, observer, digest, passphrase)
+        result.provisioned = True
+    inventory = _write_inventory(playbook, keep=retiring)
+    if retiring:
+        _retire(playbook, journal, observer, inventory, list(retiring), accept_new_host_keys)
+        _write_inventory(playbook, keep=tuple(n for n in retiring if n in journal.state.participants))  # the
+        # hosts of those stopped and forgotten leave it; those whose node could not be stopped stay for the next run
+    kits = {n: kit_digest(playbook.kits / n) for n in names}
+    actions = ps.next_actions(journal.state, ps.Facts(digest, names, kits, healthy))
+    blocked: set[str] = set()
+    if actions.deliver and playbook.spec.checks.preflight:
+        observer.phase("pre-flight checks")
+        blocked = preflight(playbook, inventory, journal, observer, accept_new_host_keys, set(actions.deliver))
+    deliver = [n for n in actions.deliver if n not in blocked]
+    if deliver:
+        observer.phase(f"rolling out {len(deliver)} of {len(names)} hosts")
+        _deliver(playbook, journal, observer, deliver, kits, accept_new_host_keys)
+    state = journal.state
+    ready = [n for n in names if state.participants[n].at_least("healthy") and not state.participants[n].reason]
+    if playbook.jobs and ready and (len(ready) == len(names)) and \
+            any(not state.participants[n].at_least("verified") for n in names):
+        observer.phase("smoke jobs")
+        result.jobs = _smoke(playbook, journal, observer, ready)
+    elif not playbook.jobs:
+        for n in ready:
+            if not journal.state.participants[n].at_least("verified"):
+                _emit(journal, observer, "verified", n, job="")
+    result.state = journal.state
+    result.events = list(journal.added)
+    return result
+
+
+def _retire(playbook: Playbook, journal: Journal, observer: Observer, inventory_file: Path, names: list[str],
+            accept_new_host_keys: bool) -> None:
+    """Stop the node of each participant no longer in the playbook, on the host the last rollout put it (kept in
+    STATE/inventory.yml until then), and forget it: a `removed` event saying how its node was found. One whose node
+    cannot be stopped (its host out of reach) stays in the state, failed with why, and the next run tries again."""
+    from flctl.cloud import fleet
+    from flctl.cloud.inventory import load_inventory
+    from flctl.cloud.targets.base import Deployment
+
+    observer.phase(f"stopping {len(names)} participant{'s' if len(names) != 1 else ''} no longer in the playbook")
+    inv = load_inventory(inventory_file)
+    state = journal.state.participants
+    hosts = [h for h in inv.hosts if h.participant in names and state[h.participant].at_least("delivered")]
+    for name in names:
+        if name not in {h.participant for h in hosts}:
+            _emit(journal, observer, "removed", name, node="never started", host=state[name].host.split(" (")[0])
+    if not hosts:
+        return
+    only = dataclasses.replace(inv, spec=inv.spec.model_copy(update={"hosts": hosts}))
+    try:
+        results = fleet.stop(Deployment(only, parallel=playbook.spec.parallel,
+                                        accept_new_host_keys=accept_new_host_keys))
+    except DeployError as exc:
+        for host in hosts:
+            _emit(journal, observer, "failed", host.participant, reason=f"no longer in the playbook, but its node "
+                  f"could not be stopped: {exc}", connection=exc.reason in CONNECTION_REASONS)
+        return
+    for res in results:
+        if res.ok:
+            _emit(journal, observer, "removed", res.participant, node=res.status, host=res.address)
+        else:
+            _emit(journal, observer, "failed", res.participant, reason=f"no longer in the playbook, but its node "
+                  f"could not be stopped: {res.message}", connection=res.reason in CONNECTION_REASONS)
 
 
 def _emit(journal: Journal, observer: Observer, kind: str, participant: str | None = None, **data: Any) -> None:
@@ -336,9 +408,14 @@ def link_kits(kits: Path, prod_dir: Path, names: list[str], linked: dict[str, Pa
     return changed
 
 
-def _write_inventory(playbook: Playbook, path: Path | None = None, kits: Path | None = None) -> Path:
-    """The inventory rolled out, as a file of its own with absolute paths (STATE/inventory.yml)."""
+def _write_inventory(playbook: Playbook, path: Path | None = None, kits: Path | None = None,
+                     keep: tuple[str, ...] = ()) -> Path:
+    """The inventory rolled out, as a file of its own with absolute paths (STATE/inventory.yml). `keep`: participants
+    no longer in the playbook whose nodes are still to be stopped: their hosts are kept from the file as it was."""
     data = dict(playbook.inventory_doc.data)
+    target = path or playbook.state_dir / "inventory.yml"
+    kept = [h for h in _previous_hosts(target) if h.get("participant") in keep
+            and ((kits or playbook.kits) / str(h["participant"]) / "startup").is_dir()]
     if kits is not None:
         data["kits"] = str(kits)
     data.setdefault("admin_kit", playbook.admin())
@@ -349,11 +426,20 @@ def _write_inventory(playbook: Playbook, path: Path | None = None, kits: Path | 
     if "deployment" not in data:
         data["deployment"] = str(_absolute(base, f"{playbook.inventory_source.stem}.deploy"))
     data["hosts"] = [{**h, **({"key_file": str(_absolute(base, str(h["key_file"])))} if h.get("key_file") else {})}
-                     for h in data["hosts"]]
-    path = path or playbook.state_dir / "inventory.yml"
+                     for h in data["hosts"]] + kept
     text = "# Written by flctl play from " + str(playbook.source) + "; edit the playbook, not this file.\n"
-    write_atomic(path, (text + yaml.safe_dump(data, sort_keys=False)).encode(), 0o600)
-    return path
+    write_atomic(target, (text + yaml.safe_dump(data, sort_keys=False)).encode(), 0o600)
+    return target
+
+
+def _previous_hosts(path: Path) -> list[dict[str, Any]]:
+    """The hosts of the inventory play last wrote at `path` (none when there is none or it cannot be read)."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return []
+    hosts = data.get("hosts") if isinstance(data, dict) else None
+    return [h for h in hosts if isinstance(h, dict)] if isinstance(hosts, list) else []
 
 
 def _absolute(base: Path, value: str) -> Path:
@@ -609,6 +695,11 @@ def check(playbook: Playbook, passphrase: bytes | None = None, accept_new_host_k
             todo = []
         why, connection = failures.get(name, ("", False))
         rows.append(PlanRow(name, where, certificates.get(name, ""), [] if why else todo, why, connection))
+    for name in actions.remove:
+        gone = state.participants[name]
+        rows.append(PlanRow(name, gone.host.split(" (")[0], "", [
+            "stop its node and forget it (no longer in the playbook)" if gone.at_least("delivered")
+            else "forget it (no longer in the playbook; its node never started)"]))
     jobs = [f"{Path(path).name} ({_rounds(spec.rounds)})" for path, spec in playbook.jobs] \
         if pending.verify or pending.deliver else []
     return actions.provision, rows, jobs

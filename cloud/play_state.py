@@ -34,9 +34,10 @@ EVENT_KINDS = frozenset({
     "verified",  # a smoke job it took part in finished: data {job}
     "lost",  # a check found its node not healthy any more: data {reason}
     "failed",  # the step after its state failed: data {reason, connection}
-    "removed",  # no longer in the playbook
+    "removed",  # no longer in the playbook, its node stopped: data {node (stopped, not running, never started), host}
     "job_submitted",  # a smoke job was submitted: data {job, name, participants}
     "job_ended",  # that job ended: data {job, status}
+    "interrupted",  # Ctrl-C stopped the run: data {phase}; the events before say where each participant stands
 })
 
 
@@ -105,6 +106,7 @@ class PlayState:
     prod_dir: str = ""
     participants: dict[str, Participant] = field(default_factory=dict)
     jobs: tuple[Job, ...] = ()
+    interrupted: str = ""  # the phase Ctrl-C stopped the last run in, while no later event was recorded
 
     @property
     def pending_job(self) -> Job | None:
@@ -133,9 +135,13 @@ def step(state: PlayState, event: Event) -> PlayState:
     """The state after `event`. Events that make no sense where they arrive (a node started before its kit was
     ever provisioned) move nothing back: the journal only records what happened."""
     kind, at, name = event.kind, event.at, event.participant
+    if state.interrupted and kind != "interrupted":  # a later run goes on from where that one stopped
+        state = dataclasses.replace(state, interrupted="")
     if kind == "project":
         return dataclasses.replace(state, project_digest=str(event.data["digest"]),
                                    prod_dir=str(event.data["prod_dir"]))
+    if kind == "interrupted":
+        return dataclasses.replace(state, interrupted=str(event.data.get("phase", "")))
     if kind == "job_submitted":
         job = Job(str(event.data["job"]), str(event.data.get("name", "")), tuple(event.data.get("participants", ())))
         return dataclasses.replace(state, jobs=(*state.jobs, job))

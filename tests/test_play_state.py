@@ -174,3 +174,17 @@ def test_a_participant_moved_to_another_host_is_delivered_again():
     # Assert
     assert (state.participants["site-1"].state, state.participants["site-1"].delivered) == ("provisioned", "")
     assert actions.deliver == ("site-1",)
+
+
+def test_an_interruption_is_recorded_with_its_phase_until_the_next_event():
+    """Ctrl-C's event keeps the participants where they were and names the phase; the next run's first event
+    clears it."""
+    # Prepare
+    events = [*up_to("delivered"), ev("interrupted", phase="rolling out 3 of 3 hosts")]
+    # Execute
+    stopped = fold(events)
+    resumed = step(stopped, ev("started", "site-1", at=9.0))
+    # Assert
+    assert stopped.interrupted == "rolling out 3 of 3 hosts"
+    assert {p.state for p in stopped.participants.values()} == {"delivered"}
+    assert resumed.interrupted == "" and resumed.participants["site-1"].state == "started"

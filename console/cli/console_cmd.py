@@ -19,7 +19,8 @@ def command(kit: KitOption = None, _context: ContextOption = None,
                                               help="Folder that downloaded jobs unpack into (as OUT/ID/).")]
             = Path(".")) -> None:
     """Open the live console: sites, jobs, rounds, metric plots and logs; submit, abort, download, provision; `c`
-    switches federation context."""
+    switches federation context; `D` opens deployment (a playbook's or inventory's hosts: play, check, upgrade,
+    stop, logs)."""
     from flctl.cloud import federation_contexts
     from flctl.console.tui.app import ConsoleApp
 
@@ -29,9 +30,10 @@ def command(kit: KitOption = None, _context: ContextOption = None,
     def open_context(name: str) -> tuple[Callable[[], AdminClient], str]:
         return _opened(federation_contexts.load().kit(name))
 
-    connect_, target = _opened(resolve_kit(kit))
+    admin_kit = resolve_kit(kit)
+    connect_, target = _opened(admin_kit)
     ConsoleApp(connect_, target, downloads=out, context=chosen_context(kit), contexts=contexts,
-               open_context=open_context).run()
+               open_context=open_context, admin_kit=admin_kit).run()
 
 
 def _opened(kit: Path) -> tuple[Callable[[], AdminClient], str]:

@@ -45,7 +45,12 @@ def command(playbook: PlaybookArg, check: CheckOption = False, accept_new_host_k
         provision, rows, jobs = play.check(loaded, passphrase, accept_new_host_keys)
         _show_plan(provision, rows, jobs, json_out)
         return
-    result = play.run(loaded, _printer(json_out), accept_new_host_keys, passphrase)
+    try:
+        result = play.run(loaded, _printer(json_out), accept_new_host_keys, passphrase)
+    except KeyboardInterrupt:  # main() then says `interrupted` and exits 130
+        terminal.error(f"every state reached is recorded in {loaded.journal}; run `flctl play {playbook}` again to "
+                       "go on from there")
+        raise
     _show_result(result, json_out)
 
 
@@ -71,6 +76,10 @@ def _printer(quiet: bool) -> Observer:
                                                                    if k != "participants"))
             elif event.kind == ps.FAILED:
                 say(f"{event.participant}: failed: {event.data.get('reason', '')}")
+            elif event.kind == "removed":
+                say(f"{event.participant}: removed (no longer in the playbook; its node: {event.data.get('node')})")
+            elif event.kind == "interrupted":
+                say(f"interrupted during {event.data.get('phase')}")
             elif event.kind != "planned":
                 say(f"{event.participant}: {event.kind}")
 
@@ -107,13 +116,16 @@ def _show_result(result: PlayResult, json_out: bool) -> None:
     rows = result.rows()
     if json_out:
         out: dict[str, Any] = {"nothing_to_do": result.nothing_to_do, "provisioned": result.provisioned,
-                               "participants": rows, "jobs": result.jobs}
+                               "participants": rows, "removed": result.removed, "jobs": result.jobs}
         terminal.print_json(out)
     else:
         terminal.table(["participant", "host", "state", "seconds", "reason"],
                        [[r["participant"], r["host"].split(" (")[0], r["state"],
                          "-" if r["seconds"] is None else r["seconds"], r["reason"] or "-"] for r in rows],
                        title="play")
+        for gone in result.removed:
+            terminal.info(f"{gone['participant']} is no longer in the playbook: its node on {gone['host'] or '-'} "
+                          f"{'was stopped' if gone['node'] == 'stopped' else 'was ' + gone['node']}; forgotten")
         if result.nothing_to_do:
             terminal.success("nothing to do: every participant is verified and healthy, and nothing changed")
     if result.ok:

@@ -6,7 +6,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from textual import on, work
 from textual.app import App, SystemCommand
@@ -21,6 +21,9 @@ from flctl.console.tui.connection import Connection, ConnectionState
 from flctl.console.tui.stream_client import StreamClient
 from flctl.node import errors
 from flctl.node.admin.admin_types import Event, Identity, JobInfo, SiteInfo
+
+if TYPE_CHECKING:
+    from flctl.node.security.authz import Actor
 
 T = TypeVar("T")
 OpenContext = Callable[[str], tuple[Connect, str]]
@@ -42,6 +45,7 @@ class ConsoleApp(App[None]):
         Binding("i", "whoami", "Who am I", show=False),
         Binding("p", "provision", "Provision", show=False),
         Binding("c", "switch_context", "Context", show=False),
+        Binding("D", "deployment", "Deployment", show=False),
         Binding("q", "quit", "Quit"),
     ]
 
@@ -62,8 +66,12 @@ class ConsoleApp(App[None]):
 
     def __init__(self, connect: Connect, target: str, clock: Callable[[], float] = time.time,
                  downloads: Path = Path("."), context: str = "", contexts: Callable[[], list[str]] | None = None,
-                 open_context: OpenContext | None = None) -> None:
+                 open_context: OpenContext | None = None, admin_kit: Path | None = None) -> None:
         super().__init__()
+        self.admin_kit = admin_kit
+        """The admin kit the console acts with (who may deploy is read from it before the server answers)."""
+        self.deployment_path: Path | None = None
+        """The playbook or inventory the deployment screen last opened."""
         self.context_name = context
         """The federation context the console acts in ("" when it was given a kit)."""
         self._contexts = contexts
@@ -295,6 +303,7 @@ class ConsoleApp(App[None]):
             self.pop_screen()
         self._connect = connect
         self.context_name = name
+        self.admin_kit = None  # the new context's identity comes from its server
         self.last_contact = 0.0
         self.identity = None
         self.jobs = []
@@ -316,11 +325,37 @@ class ConsoleApp(App[None]):
         if not isinstance(self.screen, ProvisionScreen):
             self.push_screen(ProvisionScreen())
 
+    def action_deployment(self) -> None:
+        from flctl.console.tui.screens.deployment import DeploymentScreen
+
+        if not isinstance(self.screen, DeploymentScreen):
+            self.push_screen(DeploymentScreen(self.deployment_path, operator=self.operator))
+
+    def operator(self) -> Actor | None:
+        """Who acts, for the rights a screen checks itself (deployment): the server's word once it answered, else
+        the admin kit's certificate; None when neither is known."""
+        from flctl.node.security.authz import Actor
+
+        if self.identity is not None:
+            return Actor(self.identity.name, self.identity.org, self.identity.role)
+        if self.admin_kit is None:
+            return None
+        from flctl.provisioner.errors import ProvisionError
+        from flctl.provisioner.kit_info import read_kit
+
+        try:
+            kit = read_kit(self.admin_kit)
+        except (ProvisionError, OSError):
+            return None
+        return Actor(kit.name, kit.org, kit.role or "")
+
     def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
         yield SystemCommand("Submit a job", "Pick a job folder and submit it", self.action_submit)
         yield SystemCommand("Who am I", "This admin's identity, role and certificate expiry", self.action_whoami)
         yield SystemCommand("Provision a project", "Open a project.yml and make its kits", self.action_provision)
+        yield SystemCommand("Deployment", "A playbook's or inventory's hosts: play, check, upgrade, stop, logs (D)",
+                            self.action_deployment)
         yield SystemCommand("Switch federation context", "Act as another context's admin kit (c)",
                             self.action_switch_context)
         for job in self.jobs:

@@ -15,6 +15,7 @@ from textual.widgets import Input
 
 from flctl.console.tui.dialogs.confirm import Confirm
 from flctl.console.tui.dialogs.identity import IdentityDialog
+from flctl.console.tui.screens.deployment import DeploymentScreen
 from flctl.console.tui.screens.job import JobScreen
 from flctl.console.tui.screens.provision import ProvisionScreen
 from flctl.console.tui.widgets.metric_plot import MetricPlot
@@ -109,3 +110,17 @@ def test_provision_participants(snap_compare: Compare) -> None:
         await steady(pilot)
 
     assert snap_compare(recorded_app(RecordedAdmin()), terminal_size=(120, 40), run_before=open_project)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_deployment_screen(snap_compare: Compare, size: tuple[int, int]) -> None:
+    """D: a playbook's participants, their states and the reason of the one that failed; the interrupted run."""
+
+    async def open_playbook(pilot: Pilot[Any]) -> None:
+        await online(pilot)
+        await pilot.press("D")
+        await until(pilot, lambda: isinstance(pilot.app.screen, DeploymentScreen))
+        pilot.app.screen.load(Path("tests/tui/projects/deploy/hospitals.yml"))  # type: ignore[attr-defined]
+        await steady(pilot)
+
+    assert snap_compare(recorded_app(RecordedAdmin()), terminal_size=size, run_before=open_playbook)
