@@ -17,6 +17,7 @@ from typing import Any
 
 from flctl.node.config.local_yaml import read_local_yaml
 from flctl.node.security.tls import WINDOW_MB
+from flctl.node.wire.model_parts import MAX_PARTS
 from flctl.provisioner.errors import KitError
 
 MIB = 1024 * 1024
@@ -35,6 +36,9 @@ class Resources:
     """Keep a job process started ahead of time (see `flctl.node.process.spare_process`)."""
     stream_window_mb: float = WINDOW_MB
     """The flow-control window of each gRPC stream this node receives on; 0: gRPC's adaptive window."""
+    model_streams: int = 1
+    """How many concurrent streams a site's job process takes each model over, and sends each answer over (see
+    `flctl.node.wire.model_parts`); the server follows what each site asks."""
     job_isolation: str = "required"
     """A site's job scripts: `required` (Landlock, or another user where the site runs as root; a site with neither
     refuses every job), `preferred` (the same, but a site with neither runs jobs unconfined, with a warning), `off`
@@ -148,6 +152,7 @@ def load_resources(path: Path) -> Resources:
         stream_window_mb=number("stream_window_mb", MIN_WINDOW_MB, MAX_WINDOW_MB,
                                 f"a size in MiB from {MIN_WINDOW_MB:g} to {MAX_WINDOW_MB}, or 0 for gRPC's "
                                 "adaptive window", zero_too=True),
+        model_streams=whole("model_streams", 1, MAX_PARTS, "streams"),
         **_isolation(path, document),
         tls_min_version=tls,
         retention_days=number("retention_days", 0, 100_000, "a number of days, or 0 to keep ended jobs"),

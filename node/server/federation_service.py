@@ -6,6 +6,7 @@ import contextlib
 import json
 import mmap
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,8 +23,8 @@ from flctl.node.server.identity import caller, certified
 from flctl.node.server.report_limits import ReportGate, ReportLimits
 from flctl.node.server.server_info import server_info
 from flctl.node.server.store import JobRow
-from flctl.node.server.task_board import INLINE_BYTES
-from flctl.node.wire import chunk_codec
+from flctl.node.server.task_board import INLINE_BYTES, PostedTask
+from flctl.node.wire import chunk_codec, model_parts
 from flctl.node.wire.proto import flctl_pb2 as pb
 from flctl.node.wire.proto import flctl_pb2_grpc as pb_grpc
 from flctl.provisioner.pki import CertIdentity
@@ -45,6 +46,8 @@ class FederationService(pb_grpc.FederationServicer):
         self._ctx = ctx
         self._poke = poke
         self._gate = ReportGate(limits)
+        self._parts: dict[tuple[str, str, str], tuple[model_parts.Assembly, Path]] = {}  # results coming in parts
+        self._parts_lock = threading.Lock()
 
     def _site(self, context: Any) -> CertIdentity:
         return caller(context, "site", self._ctx.revocations)[0]
@@ -108,8 +111,13 @@ class FederationService(pb_grpc.FederationServicer):
             yield pb.Chunk(data=block)
 
     def FetchTask(self, request: pb.TaskRequest, context: Any) -> Iterator[pb.TaskMessage | bytes]:
-        """The site's next task: its header, then its model in chunks (chunk messages `chunk_codec` encoded)."""
+        """The site's next task: its header, then its model in chunks (chunk messages `chunk_codec` encoded). A site
+        that asks for `streams` > 1 gets the model of a big task in parts (`model_parts`): this stream carries part 0,
+        and the header says how many there are; `task_id` and `part` ask for another part of the task given."""
         who = self._site(context)
+        if request.task_id:
+            yield from self._task_part(request, who.name, context)
+            return
         got = self._ctx.board.next_task(request.job_id, who.name, request.last_task_id, POLL_WAIT_S)
         if got is None:
             yield pb.TaskMessage(header=pb.TaskHeader())
@@ -118,28 +126,39 @@ class FederationService(pb_grpc.FederationServicer):
             yield pb.TaskMessage(header=pb.TaskHeader(done=True, status=got))
             return
         with contextlib.ExitStack() as stack:
-            mapped: mmap.mmap | None = None
-            if got.data is not None:  # a small model, read once for every site
-                payload = memoryview(got.data)
-            else:
-                try:
-                    handle = stack.enter_context(open(got.payload, "rb"))
-                except FileNotFoundError:  # the job ended and its task went with it: the next poll says so
-                    yield pb.TaskMessage(header=pb.TaskHeader())
-                    return
-                mapped = stack.enter_context(mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ))
-                payload = memoryview(mapped)
-                stack.callback(payload.release)  # before the map closes
+            opened = _open_payload(got, stack)
+            if opened is None:  # the job ended and its task went with it: the next poll says so
+                yield pb.TaskMessage(header=pb.TaskHeader())
+                return
+            payload, mapped = opened
+            parts = 1 if got.data is not None else model_parts.streams_for(len(payload), request.streams)
             if not self._dropped(request.job_id, who.name):
                 self._ctx.store.set_site_state(request.job_id, who.name, SiteState.WORKING, got.round)
             yield pb.TaskMessage(header=pb.TaskHeader(task_id=got.task_id, kind=got.kind, round=got.round,
                                                       meta_json=got.meta_json, size=len(payload),
-                                                      timeout_s=got.timeout_s))
-            for start in range(0, len(payload), CHUNK):
-                yield chunk_codec.encode(payload[start:start + CHUNK])
-                if mapped is not None:  # sent: its pages leave this process (they stay in the page cache)
-                    mapped.madvise(mmap.MADV_DONTNEED, start, min(CHUNK, len(payload) - start))
-            self._ctx.traffic.add_sent(len(payload))
+                                                      timeout_s=got.timeout_s, parts=parts))
+            begin, end = model_parts.ranges(len(payload), parts, CHUNK)[0]
+            yield from _chunks(payload, mapped, begin, end)
+            self._ctx.traffic.add_sent(end - begin)
+
+    def _task_part(self, request: pb.TaskRequest, site: str, context: Any) -> Iterator[bytes]:
+        """Part `request.part` of the model of task `request.task_id`, the site's current task: its chunks alone."""
+        task = self._ctx.board.open_task(request.job_id, site, request.task_id)
+        if task is None or task.data is not None:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"task {request.task_id!r} is not {site}'s open task in job "
+                                                     f"{request.job_id!r}, or its model comes in one part")
+        with contextlib.ExitStack() as stack:
+            opened = _open_payload(task, stack)  # type: ignore[arg-type]
+            if opened is None:
+                context.abort(grpc.StatusCode.NOT_FOUND, f"task {request.task_id!r} ended")
+            payload, mapped = opened  # type: ignore[misc]
+            parts = model_parts.streams_for(len(payload), request.streams)
+            problem = model_parts.check_part(len(payload), request.part, parts)
+            if problem:
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
+            begin, end = model_parts.ranges(len(payload), parts, CHUNK)[request.part]
+            yield from _chunks(payload, mapped, begin, end)
+            self._ctx.traffic.add_sent(end - begin)
 
     def SubmitResult(self, request_iterator: Iterator[pb.ResultMessage], context: Any) -> pb.Ack:
         """A site's answer to a task it was given. Anything malformed, misaddressed or unusable is refused with a
@@ -176,6 +195,8 @@ class FederationService(pb_grpc.FederationServicer):
         results = self._ctx.jobs_dir() / head.job_id / "results"
         path = results / f"{who.name}-{head.task_id}.safetensors"  # both ids are the server's own, checked above
         tmp = path.with_name("." + path.name + ".part")
+        if head.parts > 1:
+            return self._result_part(head, who.name, request_iterator, meta, tmp, context)  # type: ignore[arg-type]
         payload: Path | bytes = path
         try:
             if head.size <= INLINE_BYTES:  # a small model (a thousand sites' answers) never touches the disk
@@ -194,10 +215,61 @@ class FederationService(pb_grpc.FederationServicer):
                 os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)
+        return self._accept(head, who.name, payload, meta)  # type: ignore[arg-type]
+
+    def _accept(self, head: pb.ResultHeader, site: str, payload: Path | bytes, meta: dict[str, Any]) -> pb.Ack:
         self._ctx.traffic.add_received(head.size)
-        self._ctx.runner.result(head.job_id, who.name, head.task_id, payload, int(head.num_examples),
-                                dict(head.metrics), meta)  # type: ignore[arg-type]
+        self._ctx.runner.result(head.job_id, site, head.task_id, payload, int(head.num_examples), dict(head.metrics),
+                                meta)
         return pb.Ack(message="accepted")
+
+    def _result_part(self, head: pb.ResultHeader, site: str, messages: Iterator[pb.ResultMessage],
+                     meta: dict[str, Any], tmp: Path, context: Any) -> pb.Ack:
+        """One part of a result sent over several streams (`model_parts`): written where it belongs in `tmp`; the
+        call that brings the last part checks the whole and hands it on as `SubmitResult` does. A part sent again
+        (the site retrying) is written again, the same bytes; parts whose headers disagree are refused."""
+        problem = model_parts.check_part(head.size, head.part, head.parts)
+        if problem:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"the result's {problem}")
+        key = (head.job_id, site, head.task_id)
+        with self._parts_lock:
+            self._prune_parts()
+            assembly, _ = self._parts.setdefault(key, (model_parts.Assembly(head.size, head.parts), tmp))
+        if not assembly.matches(head.size, head.parts):
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                          f"part {head.part} of the result says {head.parts} parts of {head.size} bytes, but an "
+                          f"earlier part said {assembly.parts} parts of {assembly.size} bytes")
+        begin, end = model_parts.ranges(head.size, head.parts, CHUNK)[head.part]
+        refused = _receive_part(messages, tmp, head.part, begin, end)
+        if refused is not None:
+            if refused[1] == DISK_FULL:
+                self._ctx.disk.release()
+            context.abort(*refused)
+        if not assembly.finish(head.part):
+            return pb.Ack(message=f"part {head.part} of {head.parts} received")
+        with self._parts_lock:
+            self._parts.pop(key, None)
+        path = tmp.with_name(tmp.name[1:-len(".part")])
+        try:
+            refused = _unusable(lambda tensors: tensors.check_file(tmp))
+            if refused is not None:
+                context.abort(*refused)
+            if not self._ctx.board.answer(head.job_id, site, head.task_id):
+                return pb.Ack(message="late or duplicate result ignored")
+            if self._dropped(head.job_id, site):
+                return pb.Ack(message=f"result ignored: {site} was dropped from the job")
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return self._accept(head, site, path, meta)
+
+    def _prune_parts(self) -> None:
+        """Forget the parts of results no longer awaited (the task answered, withdrawn or its job over), and their
+        files; `_parts_lock` is held."""
+        for key, (_, tmp) in list(self._parts.items()):
+            if not self._ctx.board.expects(*key):
+                del self._parts[key]
+                tmp.unlink(missing_ok=True)
 
     def ServerInfo(self, request: pb.Empty, context: Any) -> pb.ServerInfoReply:
         """The server's clock and versions, to any certificate of the project that is not revoked."""
@@ -274,6 +346,32 @@ def add_to_server(service: pb_grpc.FederationServicer, server: grpc.Server) -> N
     server.add_registered_method_handlers(descriptor.full_name, handlers)
 
 
+def _open_payload(task: PostedTask, stack: contextlib.ExitStack) -> tuple[memoryview, mmap.mmap | None] | None:
+    """A task's model: its bytes in memory, or its file mapped (closed with `stack`); None when the file is gone."""
+    if task.data is not None:  # a small model, read once for every site
+        return memoryview(task.data), None
+    try:
+        handle = stack.enter_context(open(task.payload, "rb"))  # noqa: SIM115  (closed with the stack)
+    except FileNotFoundError:
+        return None
+    if os.fstat(handle.fileno()).st_size == 0:
+        return memoryview(b""), None
+    mapped = stack.enter_context(mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ))
+    payload = memoryview(mapped)
+    stack.callback(payload.release)  # before the map closes
+    return payload, mapped
+
+
+def _chunks(payload: memoryview, mapped: mmap.mmap | None, begin: int, end: int) -> Iterator[bytes]:
+    """Bytes [begin, end) of `payload` as chunk messages; a mapped file's pages leave this process once sent (they
+    stay in the page cache, for the next site)."""
+    for start in range(begin, end, CHUNK):
+        stop = min(end, start + CHUNK)
+        yield chunk_codec.encode(payload[start:stop])
+        if mapped is not None:
+            mapped.madvise(mmap.MADV_DONTNEED, start, stop - start)
+
+
 def _json_object(text: str) -> dict[str, Any] | None:
     try:
         value = json.loads(text)
@@ -300,6 +398,36 @@ def _receive(messages: Iterator[pb.ResultMessage], size: int, tmp: Path) -> Refu
     if received != size:
         return grpc.StatusCode.INVALID_ARGUMENT, f"result ended after {received} of {size} bytes"
     return _unusable(lambda tensors: tensors.check_file(tmp))
+
+
+def _receive_part(messages: Iterator[pb.ResultMessage], tmp: Path, part: int, begin: int, end: int) -> Refusal | None:
+    """Write part `part` of a result, bytes [begin, end), into `tmp` where they belong; what to refuse it with, or
+    None. The other parts' streams write the same file at once, each its own range."""
+    at = begin
+    try:
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            for message in messages:
+                chunk = message.chunk
+                if at + len(chunk) > end:
+                    return grpc.StatusCode.INVALID_ARGUMENT, f"part {part} of the result is larger than " \
+                                                             f"{end - begin} bytes"
+                view = memoryview(chunk)
+                while view.nbytes:
+                    wrote = os.pwrite(fd, view, at)
+                    at += wrote
+                    view = view[wrote:]
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        if is_disk_full(exc):
+            return grpc.StatusCode.RESOURCE_EXHAUSTED, DISK_FULL
+        return grpc.StatusCode.INTERNAL, f"the server could not store the result: {exc.strerror or exc}"
+    if at != end:
+        return grpc.StatusCode.INVALID_ARGUMENT, f"part {part} of the result ended after {at - begin} of " \
+                                                 f"{end - begin} bytes"
+    return None
 
 
 def _receive_small(messages: Iterator[pb.ResultMessage], size: int) -> tuple[bytes, Refusal | None]:

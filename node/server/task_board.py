@@ -109,6 +109,16 @@ class TaskBoard:
                 cond = self._waiters.setdefault((job_id, site), threading.Condition(self._lock))
                 cond.wait(left)
 
+    def open_task(self, job_id: str, site: str, task_id: str) -> PostedTask | None:
+        """`task_id` when it is the site's current, unanswered task (another part of its model may be fetched);
+        None otherwise."""
+        with self._cond:
+            job = self._jobs.get(job_id)
+            task = None if job is None or job.ended else job.current.get(site)
+            if task is None or task.task_id != task_id or task_id in job.answered.get(site, set()):  # type: ignore[union-attr]
+                return None
+            return task
+
     def was_given(self, job_id: str, site: str, task_id: str) -> bool:
         """Whether `task_id` was ever posted to `site` in this job (answered, withdrawn or still open)."""
         with self._cond:

@@ -18,10 +18,9 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING
 
 import grpc
 
@@ -33,15 +32,14 @@ from flctl.node.errors import TaskError
 from flctl.node.jobs.job_status import JobStatus, SiteState
 from flctl.node.jobs.tasks import Task, TaskKind
 from flctl.node.process import spare_process
-from flctl.node.process.backoff import Backoff
 from flctl.node.process.links import LinkError
 from flctl.node.secagg.payload import SecAggError
-from flctl.node.security.tls import CHUNK
 from flctl.node.site.filters.base import FilterError
 from flctl.node.site.job_launch import SiteJob, write_script_group
+from flctl.node.site.model_transfer import ModelCalls, fetch_task, submit_result
 from flctl.node.site.sandbox import Confinement, Isolation, available, exposing, not_dumpable, script_grants
 from flctl.node.transport.channel import site_channel, site_transport
-from flctl.node.wire import chunk_codec, tensors
+from flctl.node.wire import tensors
 from flctl.node.wire.proto import flctl_pb2 as pb
 from flctl.node.wire.proto import flctl_pb2_grpc as pb_grpc
 from flctl.provisioner.errors import KitError
@@ -55,7 +53,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("flctl.site.job")
 FLUSH_S = 0.5
-RETRY_FOR_S = 120.0
 
 
 class Reporter:
@@ -123,76 +120,6 @@ class FilterNotes(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         self._reporter.line(record.getMessage())
-
-
-T = TypeVar("T")
-
-
-def _retrying(call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Call an RPC, retrying with backoff while the server is unreachable (up to RETRY_FOR_S)."""
-    backoff = Backoff()
-    deadline = time.monotonic() + RETRY_FOR_S
-    while True:
-        try:
-            return call(*args, **kwargs)
-        except grpc.RpcError as exc:
-            if exc.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED) or \
-                    time.monotonic() > deadline:
-                raise
-            time.sleep(backoff.next_delay())
-
-
-class ModelCalls:
-    """FetchTask and SubmitResult as the generated stub makes them, except that the model's chunks go through
-    `flctl.node.wire.chunk_codec` (read as views into what gRPC delivered, written in one copy)."""
-
-    def __init__(self, chan: grpc.Channel) -> None:
-        service = "/" + pb.DESCRIPTOR.services_by_name["Federation"].full_name
-        self.fetch = chan.unary_stream(f"{service}/FetchTask", request_serializer=pb.TaskRequest.SerializeToString,
-                                       response_deserializer=chunk_codec.decoder(pb.TaskMessage))
-        self.submit = chan.stream_unary(f"{service}/SubmitResult", request_serializer=chunk_codec.serialize,
-                                        response_deserializer=pb.Ack.FromString)
-
-
-def fetch_task(calls: ModelCalls, job_id: str, last: str) -> tuple[pb.TaskHeader, memoryview]:
-    """The next task's header and its params (safetensors bytes, received straight into one buffer that is not
-    zeroed first: a zeroed 100 MB bytearray cost about 0.16 s more here)."""
-    def once() -> tuple[pb.TaskHeader, memoryview]:
-        messages = calls.fetch(pb.TaskRequest(job_id=job_id, last_task_id=last), timeout=60)
-        header: pb.TaskHeader | None = None
-        data = tensors.empty_buffer(0)
-        got = 0
-        for message in messages:
-            if message.HasField("header"):
-                header = message.header
-                data = tensors.empty_buffer(max(0, header.size))
-                continue
-            chunk = message.chunk
-            if got + len(chunk) > len(data):
-                raise RuntimeError(f"task payload is larger than the {len(data)} bytes its header says")
-            data[got:got + len(chunk)] = chunk
-            got += len(chunk)
-        if header is None:
-            raise RuntimeError("the server sent a task without a header")
-        if header.task_id and got != header.size:
-            raise RuntimeError(f"task payload ended after {got} of {header.size} bytes")
-        return header, data
-
-    result: tuple[pb.TaskHeader, memoryview] = _retrying(once)
-    return result
-
-
-def submit_result(calls: ModelCalls, job_id: str, task_id: str, answer: wire.Result, payload: wire.Payload) -> None:
-    """Send the script's answer: its header, then its params (safetensors bytes) in chunks."""
-    def messages() -> Iterator[pb.ResultMessage | bytes]:
-        yield pb.ResultMessage(header=pb.ResultHeader(
-            job_id=job_id, task_id=task_id, num_examples=answer.num_examples,
-            metrics={k: float(v) for k, v in answer.metrics.items()}, meta_json=json.dumps(answer.meta, default=str),
-            size=len(payload)))
-        for start in range(0, len(payload), CHUNK):
-            yield chunk_codec.encode(payload[start:start + CHUNK])
-
-    _retrying(lambda: calls.submit(messages(), timeout=600))
 
 
 def _serve_tasks(calls: ModelCalls, job_id: str, bridge: ScriptBridge, reporter: Reporter,
@@ -389,7 +316,7 @@ def main(argv: list[str]) -> int:
         write_script_group(job_dir, bridge.pid)
     reporter.flush(status=SiteState.RUNNING)
     try:
-        return _serve_tasks(ModelCalls(chan), job_id, bridge, reporter, filters, codec)
+        return _serve_tasks(ModelCalls(chan, resources.model_streams), job_id, bridge, reporter, filters, codec)
     except (ScriptError, FilterError, TaskError, SecAggError) as exc:
         bridge.kill()
         reporter.flush(status=SiteState.FAILED, error=str(exc))
