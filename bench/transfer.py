@@ -1,33 +1,38 @@
 #!/usr/bin/env python3
-"""Model transfer over the real federation: FedAvg with a big model, 2 sites, on this machine over mTLS.
+"""Model transfer over the real federation, beside what bare gRPC moves on the same machine in the same run.
 
-    python bench/transfer.py                    # 100 MB model (25M float32), 2 sites, 3 rounds
-    python bench/transfer.py --mb 100 1000      # several sizes
-    python bench/transfer.py --ceiling          # what the transport alone moves (see below)
+    python bench/transfer.py                          # 100 MB model (25M float32), 2 sites, 3 rounds, 1 stream
+    python bench/transfer.py --mb 100 1000 --json     # several sizes; one JSON object per size
+    python bench/transfer.py --mb 1000 --streams 4    # each model over 4 concurrent streams (both sides)
+    python bench/transfer.py --ceiling-only           # the bare gRPC figures alone
 
-It provisions a local project, starts the server and the sites as real processes (`flctl node start`),
-submits a job whose training script adds one to the model it received, in place (as an optimizer's step
-does), and returns it, and reports:
+For each size it provisions a local project and measures, in this order:
 
-- wall s: from submit to FINISHED (3 rounds: round 0 only uploads, rounds 1-2 download and upload);
-- round s: the median time of rounds 1.. (each moves the model to every site and back);
-- MB/s per site: model bytes moved per site per round (down + up) / round time;
-- server peak MB: the peak resident memory of the server daemon plus its job processes (VmHWM from /proc),
-  each apart, and that sum as a multiple of the model size;
-- site peak MB: the same for the site that used more (its daemon, job process and training script).
+1. the ceiling: a bare `grpc.aio` server with the server's kit and two site processes with the sites' kits (the
+   same mutual TLS, 1 MiB messages, channel options and number of streams as flctl), each site receiving the
+   model into one buffer and sending it back, both sites at once; no job, script, disk or aggregation;
+2. flctl: the server and the sites as real processes (`flctl node start`, each site's `local/resources.yml`
+   saying `model_streams`), a FedAvg job whose training script adds one to the model it received, in place (as
+   an optimizer's step does), and returns it;
+3. the ceiling again (the better of the two is kept: the ratio is then the harder one to meet).
 
-With `--ceiling` it measures what the transport alone moves instead: a bare gRPC server with the server's kit
-and two site processes with the sites' kits (the same mutual TLS, message size and channel options as flctl),
-each site receiving the model into one buffer and sending it back, both at once; no job, script, disk or
-aggregation. `MB/s/site` is then (down + up) / (the site's download time + upload time): no design that moves
-models over gRPC Python can beat it on the same machine.
-
-Figures are for this machine with everything on loopback; run it on an idle machine.
+It reports, per site and direction (down: server to site, up: site to server), the model's MB over the seconds
+its stream(s) took: flctl's from each site's job process log (`task ...: model received, ... in S s`, from the
+task's header to its last byte; `answer sent`, from the first message to the server's acknowledgement, which
+comes once the server has written the result to disk and checked it), the median over rounds 1.. and both sites;
+the ceiling's as timed by its site processes, the median over both sites and both runs. `MB/s/site` is
+(down + up) MB over (down + up) seconds, and `ratio` flctl's over the ceiling's. Besides: the wall time from
+submit to FINISHED, the median round (each moves the model to every site and back, runs the script and
+averages), the server's peak resident memory (its daemon plus its job process, VmHWM from /proc) as MB, as a
+multiple of the model and as MB over the model, and the same peak for the site that used more (its daemon, job
+process and training script). Figures are for this machine with everything on loopback: note `uptime`'s load,
+which the JSON holds (`load_1m` before the size's run).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import itertools
 import json
 import os
@@ -43,8 +48,11 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-ROUND_DONE = re.compile(r"round \d+ \(\d+ of \d+\): ")  # FedAvg's line at the end of each round
+ROUND_DONE = re.compile(r"round \d+ of \d+: ")  # FedAvg's line at the end of each round
+MOVED = re.compile(r"task (\S+): (model received|answer sent), ([\d.]+) MB in ([\d.]+) s")  # model_transfer's lines
 FLCTL = str(Path(sys.executable).parent / "flctl")
+MB = 1024 * 1024
+KINDS = ("aio", "sync")  # the bare gRPC APIs the ceiling is measured with: the faster counts
 
 SCRIPT = """\
 import numpy as np
@@ -111,8 +119,15 @@ def provision(work: Path) -> Path:
     return work / "ws" / "transfer" / "prod_00"
 
 
-def ceiling(mb: int, work: Path) -> dict[str, float]:
-    """The transport alone: a bare gRPC server streams `mb` MB to two site processes at once, and takes it back."""
+# ---------------------------------------------------------------------------------------------- the ceiling
+def ceiling(prod: Path, mb: int, streams: int, kind: str) -> list[dict[str, float]]:
+    """The transport alone: a bare gRPC server (`kind`: grpc.aio, or the synchronous API with a thread per call, as
+    flctl's server) streams `mb` MB (over `streams` streams) to two site processes at once (the same API) and takes
+    it back; each site's download and upload seconds."""
+    return asyncio.run(_ceiling(prod, mb, streams, kind))
+
+
+async def _ceiling(prod: Path, mb: int, streams: int, kind: str) -> list[dict[str, float]]:
     from concurrent import futures
 
     import grpc
@@ -120,66 +135,146 @@ def ceiling(mb: int, work: Path) -> dict[str, float]:
     sys.path.insert(0, str(ROOT))
     from flctl.node.config.kit import load_kit
     from flctl.node.security.tls import CHUNK, SERVER_OPTIONS, server_credentials
+    from flctl.node.wire.model_parts import ranges
 
-    prod = provision(work)
     kit = load_kit(prod / "localhost", verify=False)
-    block = bytes(CHUNK)
+    model = memoryview(bytes(mb * MB))
+    cut = ranges(len(model), streams, CHUNK)
 
-    def down(_request: bytes, _context: Any) -> Any:
-        for _ in range(mb * 1024 * 1024 // CHUNK):
-            yield block
+    async def down(request: bytes, _context: Any) -> Any:
+        begin, end = cut[int(request)]
+        for start in range(begin, end, CHUNK):
+            yield bytes(model[start:min(end, start + CHUNK)])  # one copy, as flctl's chunk_codec.encode
 
-    def up(requests: Any, _context: Any) -> bytes:
+    async def up(requests: Any, _context: Any) -> bytes:
+        async for _ in requests:
+            pass
+        return b""
+
+    def sync_down(request: bytes, _context: Any) -> Any:
+        begin, end = cut[int(request)]
+        for start in range(begin, end, CHUNK):
+            yield bytes(model[start:min(end, start + CHUNK)])
+
+    def sync_up(requests: Any, _context: Any) -> bytes:
         for _ in requests:
             pass
         return b""
 
-    server = grpc.server(futures.ThreadPoolExecutor(8), options=SERVER_OPTIONS)
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("bench", {
-        "down": grpc.unary_stream_rpc_method_handler(down), "up": grpc.stream_unary_rpc_method_handler(up)}),))
+    aio = kind == "aio"
+    handlers = grpc.method_handlers_generic_handler("bench", {
+        "down": grpc.unary_stream_rpc_method_handler(down if aio else sync_down),
+        "up": grpc.stream_unary_rpc_method_handler(up if aio else sync_up)})
+    server: Any = grpc.aio.server(options=SERVER_OPTIONS) if aio else \
+        grpc.server(futures.ThreadPoolExecutor(16), options=SERVER_OPTIONS)
+    server.add_generic_rpc_handlers((handlers,))
     server.add_secure_port(kit.target, server_credentials(kit))
-    server.start()
+    await server.start() if aio else server.start()
     try:
         go = time.time() + 3.0  # both sites connected and waiting by then
-        sites = [subprocess.Popen([sys.executable, __file__, "--ceiling-site", str(prod / name), str(mb), str(go)],
-                                  stdout=subprocess.PIPE, text=True) for name in ("site-1", "site-2")]
-        times = [json.loads(site.communicate(timeout=600)[0]) for site in sites]
+        sites = [await asyncio.create_subprocess_exec(
+            sys.executable, __file__, "--ceiling-site", str(prod / name), str(mb), str(streams), str(go), kind,
+            stdout=subprocess.PIPE) for name in ("site-1", "site-2")]
+        outs = [await site.communicate() for site in sites]
     finally:
-        server.stop(None)
-    rates = [2 * mb / (t["down_s"] + t["up_s"]) for t in times]
-    return {"mb": mb, "mb_s_per_site": min(rates), "down_s": max(t["down_s"] for t in times),
-            "up_s": max(t["up_s"] for t in times)}
+        await server.stop(None) if aio else server.stop(None)
+    return [json.loads(out) for out, _ in outs]
 
 
-def ceiling_site(kit_dir: Path, mb: int, go: float) -> None:
+def ceiling_site(kit_dir: Path, mb: int, streams: int, go: float, kind: str) -> None:
     """One site of `ceiling`: download the model into one buffer, send it back; print both times as JSON."""
-    sys.path.insert(0, str(ROOT))
+    times = asyncio.run(_ceiling_site(kit_dir, mb, streams, go)) if kind == "aio" else \
+        sync_ceiling_site(kit_dir, mb, streams, go)
+    print(json.dumps(times))
+
+
+def sync_ceiling_site(kit_dir: Path, mb: int, streams: int, go: float) -> dict[str, float]:
+    """`_ceiling_site` with gRPC's synchronous API, a thread per stream (as flctl's site job process)."""
+    from concurrent import futures
+
     import grpc
 
+    sys.path.insert(0, str(ROOT))
     from flctl.node.config.kit import load_kit
     from flctl.node.security.tls import CHUNK, channel
+    from flctl.node.wire.model_parts import ranges
 
     chan = channel(load_kit(kit_dir, verify=False))
     grpc.channel_ready_future(chan).result(timeout=30)
-    model = bytearray(mb * 1024 * 1024)
-    view = memoryview(model)
+    view = memoryview(bytearray(mb * MB))
+    cut = ranges(len(view), streams, CHUNK)
     time.sleep(max(0.0, go - time.time()))
+
+    def down(part: int) -> None:
+        at = cut[part][0]
+        for block in chan.unary_stream("/bench/down")(str(part).encode()):
+            view[at:at + len(block)] = block
+            at += len(block)
+
+    def up(part: int) -> None:
+        begin, end = cut[part]
+        chan.stream_unary("/bench/up")(bytes(view[i:min(end, i + CHUNK)]) for i in range(begin, end, CHUNK))
+
+    with futures.ThreadPoolExecutor(streams) as pool:
+        start = time.perf_counter()
+        list(pool.map(down, range(streams)))
+        downloaded = time.perf_counter()
+        list(pool.map(up, range(streams)))
+        done = time.perf_counter()
+    chan.close()
+    return {"down_s": downloaded - start, "up_s": done - downloaded}
+
+
+async def _ceiling_site(kit_dir: Path, mb: int, streams: int, go: float) -> dict[str, float]:
+    import grpc
+
+    sys.path.insert(0, str(ROOT))
+    from flctl.node.config.kit import load_kit
+    from flctl.node.security.tls import CHUNK, channel_options
+    from flctl.node.wire.model_parts import ranges
+
+    kit = load_kit(kit_dir, verify=False)
+    creds = grpc.ssl_channel_credentials(root_certificates=kit.ca_pem, private_key=kit.key_pem,
+                                         certificate_chain=kit.cert_pem)
+    chan = grpc.aio.secure_channel(kit.target, creds, options=channel_options())
+    await asyncio.wait_for(chan.channel_ready(), 30)
+    view = memoryview(bytearray(mb * MB))
+    cut = ranges(len(view), streams, CHUNK)
+    await asyncio.sleep(max(0.0, go - time.time()))
+
+    async def down(part: int) -> None:
+        at = cut[part][0]
+        async for block in chan.unary_stream("/bench/down")(str(part).encode()):
+            view[at:at + len(block)] = block  # one copy into the model's buffer, as flctl's site
+            at += len(block)
+
+    async def up(part: int) -> None:
+        async def blocks() -> Any:
+            begin, end = cut[part]
+            for start in range(begin, end, CHUNK):
+                yield bytes(view[start:min(end, start + CHUNK)])
+
+        await chan.stream_unary("/bench/up")(blocks())
+
     start = time.perf_counter()
-    got = 0
-    for block in chan.unary_stream("/bench/down")(b""):
-        view[got:got + len(block)] = block
-        got += len(block)
+    await asyncio.gather(*(down(i) for i in range(streams)))
     downloaded = time.perf_counter()
-    chan.stream_unary("/bench/up")(bytes(view[i:i + CHUNK]) for i in range(0, len(model), CHUNK))
-    print(json.dumps({"down_s": downloaded - start, "up_s": time.perf_counter() - downloaded}))
+    await asyncio.gather(*(up(i) for i in range(streams)))
+    done = time.perf_counter()
+    await chan.close()
+    return {"down_s": downloaded - start, "up_s": done - downloaded}
 
 
-def run(mb: int, rounds: int, work: Path) -> dict[str, float]:
-    prod = provision(work)
+# ---------------------------------------------------------------------------------------------- flctl
+def run(prod: Path, work: Path, mb: int, rounds: int, streams: int) -> dict[str, Any]:
     job = work / "job"
     (job / "app").mkdir(parents=True)
     (job / "job.yml").write_text(JOB.format(rounds=rounds))
-    (job / "app" / "train.py").write_text(SCRIPT.format(n=mb * 1024 * 1024 // 4))
+    (job / "app" / "train.py").write_text(SCRIPT.format(n=mb * MB // 4))
+    for name in ("site-1", "site-2"):
+        resources = prod / name / "local" / "resources.yml"
+        resources.parent.mkdir(exist_ok=True)
+        resources.write_text(f"model_streams: {streams}\n")
     procs = []
     try:
         for name in ("localhost", "site-1", "site-2"):
@@ -217,9 +312,9 @@ def run(mb: int, rounds: int, work: Path) -> dict[str, float]:
         lines = [json.loads(line) for line in logs.stdout.splitlines() if line.strip()]
         ends = [e["time"] for e in lines if e["site"] == "server" and ROUND_DONE.match(e["line"])]
         round_s = statistics.median(b - a for a, b in itertools.pairwise(ends)) if len(ends) > 1 else wall
-        return {"mb": mb, "wall_s": wall, "round_s": round_s, "mb_s_per_site": 2 * mb / round_s,
-                "server_peak_mb": peak, "daemon_peak_mb": daemon_peak, "job_peak_mb": job_peak,
-                "site_peak_mb": site_peak}
+        down, up = moved(prod, result["id"], mb)
+        return {"wall_s": wall, "round_s": round_s, "down_s": down, "up_s": up, "server_peak_mb": peak,
+                "daemon_peak_mb": daemon_peak, "job_peak_mb": job_peak, "site_peak_mb": site_peak}
     finally:
         for proc in procs:
             if proc.poll() is None:
@@ -231,30 +326,92 @@ def run(mb: int, rounds: int, work: Path) -> dict[str, float]:
                 os.killpg(proc.pid, signal.SIGKILL)
 
 
+def moved(prod: Path, job_id: str, mb: int) -> tuple[list[float], list[float]]:
+    """The seconds of each download and upload of the model at both sites, from their job process logs (round 0's
+    download, of no model yet, is left out)."""
+    down: list[float] = []
+    up: list[float] = []
+    for name in ("site-1", "site-2"):
+        logs = [path for path in (prod / name).rglob("job_process.log") if job_id in str(path)]
+        if not logs:
+            raise SystemExit(f"no job_process.log of job {job_id} under {prod / name}")
+        found = [m for m in map(MOVED.search, logs[0].read_text().splitlines()) if m and float(m[3]) > mb * 0.9]
+        down += [float(m[4]) for m in found if m[2] == "model received"]
+        up += [float(m[4]) for m in found if m[2] == "answer sent"]
+    return down, up
+
+
+# ---------------------------------------------------------------------------------------------- report
+def load_1m() -> float:
+    return os.getloadavg()[0]
+
+
+def rate(mb: int, down_s: float, up_s: float) -> float:
+    return 2 * mb / (down_s + up_s)
+
+
+def measure(mb: int, rounds: int, streams: int, ceiling_only: bool) -> dict[str, Any]:
+    load = load_1m()
+    with tempfile.TemporaryDirectory(prefix="flctl-transfer-") as tmp:
+        work = Path(tmp)
+        prod = provision(work)
+        bare = {kind: [ceiling(prod, mb, streams, kind)] for kind in KINDS}
+        flctl = None if ceiling_only else run(prod, work, mb, rounds, streams)
+        if flctl is not None:
+            for kind in KINDS:
+                bare[kind].append(ceiling(prod, mb, streams, kind))
+    best = {kind: max((_medians(times) for times in runs), key=lambda t: rate(mb, *t)) for kind, runs in bare.items()}
+    top = max(KINDS, key=lambda kind: rate(mb, *best[kind]))
+    c_down, c_up = best[top]
+    out: dict[str, Any] = {
+        "size_mb": mb, "streams": streams, "load_1m": round(load, 2),
+        "ceiling_mb_s_per_site": round(rate(mb, c_down, c_up)), "ceiling_down_mb_s": round(mb / c_down),
+        "ceiling_up_mb_s": round(mb / c_up), "ceiling_api": top,
+        **{f"ceiling_{kind}_mb_s_per_site": round(rate(mb, *best[kind])) for kind in KINDS}}
+    if flctl is not None:
+        f_down, f_up = statistics.median(flctl["down_s"]), statistics.median(flctl["up_s"])
+        out.update({
+            "flctl_mb_s_per_site": round(rate(mb, f_down, f_up)), "flctl_down_mb_s": round(mb / f_down),
+            "flctl_up_mb_s": round(mb / f_up), "ratio": round(rate(mb, f_down, f_up) / rate(mb, c_down, c_up), 3),
+            "down_ratio": round(c_down / f_down, 3), "up_ratio": round(c_up / f_up, 3),
+            "wall_s": round(flctl["wall_s"], 2), "round_s": round(flctl["round_s"], 2),
+            "round_mb_s_per_site": round(2 * mb / flctl["round_s"]),
+            "server_peak_mb": round(flctl["server_peak_mb"]), "server_peak_x": round(flctl["server_peak_mb"] / mb, 2),
+            "server_overhead_mb": round(flctl["server_peak_mb"] - mb), "daemon_peak_mb": round(flctl["daemon_peak_mb"]),
+            "job_peak_mb": round(flctl["job_peak_mb"]), "site_peak_mb": round(flctl["site_peak_mb"])})
+    return out
+
+
+def _medians(times: list[dict[str, float]]) -> tuple[float, float]:
+    return statistics.median(t["down_s"] for t in times), statistics.median(t["up_s"] for t in times)
+
+
 def main() -> None:
-    if sys.argv[1:2] == ["--ceiling-site"]:  # one site process of --ceiling
-        ceiling_site(Path(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]))
+    if sys.argv[1:2] == ["--ceiling-site"]:  # one site process of the ceiling
+        ceiling_site(Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]), sys.argv[6])
         return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--mb", type=int, nargs="+", default=[100], help="model sizes in MB")
+    parser.add_argument("--mb", type=int, nargs="+", default=[100], help="model sizes in MB (MiB)")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--ceiling", action="store_true", help="measure the bare transport instead (see above)")
+    parser.add_argument("--streams", type=int, default=1, help="streams per model, both sides (model_streams)")
+    parser.add_argument("--ceiling-only", action="store_true", help="measure the bare transport alone")
+    parser.add_argument("--json", action="store_true", help="one JSON object per size, nothing else")
     args = parser.parse_args()
-    if args.ceiling:
-        print(f"{'model MB':>9} {'down s':>8} {'up s':>8} {'MB/s/site':>10}   (bare gRPC over mTLS, 2 sites at once)")
-        for mb in args.mb:
-            with tempfile.TemporaryDirectory(prefix="flctl-transfer-") as tmp:
-                r = ceiling(mb, Path(tmp))
-            print(f"{r['mb']:>9} {r['down_s']:>8.2f} {r['up_s']:>8.2f} {r['mb_s_per_site']:>10.0f}", flush=True)
-        return
-    print(f"{'model MB':>9} {'wall s':>8} {'round s':>8} {'MB/s/site':>10} {'server peak MB':>15} "
-          f"{'daemon MB':>10} {'job MB':>8} {'x model':>8} {'site peak MB':>13}")
+    if not args.json:
+        print(f"{'MB':>5} {'K':>2} {'load':>5} | {'flctl MB/s/site':>15} {'down':>5} {'up':>5} | "
+              f"{'bare MB/s/site':>14} {'down':>5} {'up':>5} | {'ratio':>5} | {'wall s':>6} {'round s':>7} | "
+              f"{'server MB':>9} {'x':>5} {'site MB':>7}")
     for mb in args.mb:
-        with tempfile.TemporaryDirectory(prefix="flctl-transfer-") as tmp:
-            r = run(mb, args.rounds, Path(tmp))
-        print(f"{r['mb']:>9} {r['wall_s']:>8.2f} {r['round_s']:>8.2f} {r['mb_s_per_site']:>10.0f} "
-              f"{r['server_peak_mb']:>15.0f} {r['daemon_peak_mb']:>10.0f} {r['job_peak_mb']:>8.0f} "
-              f"{r['server_peak_mb'] / mb:>8.2f} {r['site_peak_mb']:>13.0f}", flush=True)
+        r = measure(mb, args.rounds, args.streams, args.ceiling_only)
+        if args.json:
+            print(json.dumps(r), flush=True)
+            continue
+        g = r.get
+        print(f"{mb:>5} {args.streams:>2} {r['load_1m']:>5.2f} | {g('flctl_mb_s_per_site', '-'):>15} "
+              f"{g('flctl_down_mb_s', '-'):>5} {g('flctl_up_mb_s', '-'):>5} | {r['ceiling_mb_s_per_site']:>14} "
+              f"{r['ceiling_down_mb_s']:>5} {r['ceiling_up_mb_s']:>5} | {g('ratio', '-'):>5} | "
+              f"{g('wall_s', '-'):>6} {g('round_s', '-'):>7} | {g('server_peak_mb', '-'):>9} "
+              f"{g('server_peak_x', '-'):>5} {g('site_peak_mb', '-'):>7}", flush=True)
 
 
 if __name__ == "__main__":
