@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Literal
 
-from flctl.node.jobs.job_spec import JobSpec, LoadedJob
+from flctl.node.jobs.job_spec import JobSpec, LoadedJob, TransferSpec
 from flctl.node.jobs.tasks import Params, SiteFailure, Task, TaskResult
 from flctl.node.process import spare_process
 from flctl.node.process.links import LinkError
@@ -53,7 +53,7 @@ from flctl.node.server.job_messages import (
     SiteRejoined,
     SiteResult,
 )
-from flctl.node.wire import tensors
+from flctl.node.wire import quantize, tensors
 from flctl.node.workflows.base import WorkflowError
 from flctl.node.workflows.state import (
     WorkflowState,
@@ -85,6 +85,7 @@ class PipeFederation:
         self._failed: dict[str, str] = {}  # site -> why; a failed site's job process is gone for good
         self._posted: dict[str, _Posted] = {}  # task id -> a task `post` sent, not yet answered
         self._early: deque[SiteResult] = deque()  # answers to posted tasks that came while `send` waited
+        self.transfer: TransferSpec | None = None  # job.yml's `transfer:`: models go out quantized when it asks
 
     def _emit(self, message: JobRequest) -> None:
         line = JOB_REQUESTS.encode(message).decode("utf-8")
@@ -105,7 +106,12 @@ class PipeFederation:
         """Write the task's model (or link its checkpoint) and ask the daemon to give it to `sites`."""
         task_id = uuid.uuid4().hex[:12]
         payload = self._dir / "tasks" / f"{task_id}.safetensors"
-        if not (task.saved_as and _link(self._dir / "models" / f"{task.saved_as}.safetensors", payload)):
+        quantized = self.transfer is not None and self.transfer.quantize is not None \
+            and task.kind in quantize.QUANTIZED_KINDS
+        if quantized:  # never the checkpoint itself: the quantized model, written once for every site
+            saved = self._dir / "models" / f"{task.saved_as}.safetensors"
+            _write_atomic(payload, task.params or (tensors.map_file(saved) if task.saved_as else {}), self.transfer)
+        elif not (task.saved_as and _link(self._dir / "models" / f"{task.saved_as}.safetensors", payload)):
             _write_atomic(payload, task.params)
         self._emit(PostTask(task_id=task_id, task_kind=task.kind, round=task.round, sites=list(sites),
                             payload=str(payload), meta=task.meta, timeout_s=timeout_s))
@@ -273,23 +279,37 @@ class _Posted:
     deadline: float  # time.monotonic() when it times out
 
 
-def _result(msg: SiteResult) -> TaskResult:
+def _result(msg: SiteResult) -> TaskResult | SiteFailure:
     """A site's answer as the workflow sees it: a small model from the message itself, a big one mapped from its
-    file (read as the workflow uses it, never all at once)."""
-    if msg.data:
-        params = tensors.views(base64.b64decode(msg.data))
-    else:
-        path = Path(msg.path)
-        params = tensors.map_file(path)
-        path.unlink(missing_ok=True)
+    file (read as the workflow uses it, never all at once); a quantized one (job.yml `transfer:`) made whole, or the
+    site failed for this answer when it does not fit."""
+    try:
+        if msg.data:
+            data = base64.b64decode(msg.data)
+            params, metadata = tensors.views(data), tensors.metadata_of(data)
+        else:
+            path = Path(msg.path)
+            params, metadata = tensors.map_file(path), tensors.read_metadata(path)
+            path.unlink(missing_ok=True)
+        params = quantize.dequantize(params, metadata)
+    except ValueError as exc:
+        return SiteFailure(msg.site, f"its quantized model cannot be read: {exc}")
     return TaskResult(msg.site, params, msg.num_examples, dict(msg.metrics), dict(msg.meta))
 
 
-def _write_atomic(path: Path, params: Params) -> None:
-    """Write `params` as safetensors to `path` (through a temporary file: a reader never sees half a model)."""
+def _write_atomic(path: Path, params: Params, transfer: TransferSpec | None = None) -> None:
+    """Write `params` as safetensors to `path` (through a temporary file: a reader never sees half a model),
+    quantized as `transfer` asks."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    tensors.write_file(tmp, params)
+    if transfer is not None and transfer.quantize is not None:
+        try:
+            quantized, metadata = quantize.quantize(params, transfer.quantize, transfer.block_size)
+        except ValueError as exc:  # the model cannot travel so (a value float16 cannot hold): the job fails, saying so
+            raise WorkflowError(f"job.yml transfer: {{quantize: {transfer.quantize}}}: {exc}") from None
+        tensors.write_file(tmp, quantized, metadata)
+    else:
+        tensors.write_file(tmp, params)
     os.replace(tmp, path)
 
 
@@ -338,6 +358,7 @@ def main(argv: list[str]) -> int:
     fed = PipeFederation(run.job_id, job_dir, run.sites, out, inbox, Path(run.kit_root) if run.kit_root else None)
     try:
         job_spec = JobSpec.model_validate(run.spec)
+        fed.transfer = job_spec.transfer
         workflow = LoadedJob(job_spec, job_dir, job_spec.workflow_args()).create_workflow()
         initial = None
         if run.initial:

@@ -27,7 +27,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Protocol
@@ -37,7 +37,7 @@ from flctl.node.client import compat
 from flctl.node.config.privacy import PrivacyRules, ScopeRefused
 from flctl.node.errors import NodeError
 from flctl.node.jobs.bundle import APP_FOLDER
-from flctl.node.jobs.job_spec import LoadedJob
+from flctl.node.jobs.job_spec import LoadedJob, TransferSpec
 from flctl.node.jobs.job_status import JobStatus
 from flctl.node.jobs.tasks import Params, SiteFailure, Task, TaskKind, TaskResult
 from flctl.node.process.links import LinkError
@@ -49,7 +49,7 @@ from flctl.node.simulator.worker import main as worker_main
 from flctl.node.site import sandbox
 from flctl.node.site.filters.base import FilterError
 from flctl.node.site.filters.pipeline import FilterPipeline
-from flctl.node.wire import tensors
+from flctl.node.wire import quantize, tensors
 from flctl.node.workflows.base import WorkflowError
 from flctl.node.workflows.state import (
     WorkflowState,
@@ -230,7 +230,7 @@ class SimFederation:
 
     def __init__(self, job_id: str, job_dir: Path, sites: list[str], pool: SitePool, observer: Observer | None,
                  rounds: int, filters: FilterPipeline | None = None, job_folder: Path | None = None,
-                 secure: SimSecurity | None = None) -> None:
+                 secure: SimSecurity | None = None, transfer: TransferSpec | None = None) -> None:
         self.job_id = job_id
         self._secure = secure  # the simulated sites' secure-aggregation codecs (None: the job asks for none)
         self._job_folder = job_folder or job_dir
@@ -250,6 +250,7 @@ class SimFederation:
         self.metrics: list[dict[str, Any]] = []
         self.server_log: list[str] = []
         self.ended_workers = 0
+        self.transfer = transfer  # job.yml's `transfer:`: models arrive as quantized transfer leaves them
 
     def sites(self) -> list[str]:
         return list(self._sites)
@@ -327,6 +328,11 @@ class SimFederation:
     def _answers(self, task: Task, sites: Sequence[str], timeout_s: float) -> Iterator[TaskResult | SiteFailure]:
         self._task_seq += 1
         task_id = self._task_seq
+        if task.params and self._quantizes(task):
+            try:
+                task = replace(task, params=quantize.round_trip(task.params, *self._quantized_as()))
+            except ValueError as exc:  # as at the server: the model cannot travel so
+                raise WorkflowError(f"job.yml transfer: {{quantize: {self._quantized_as()[0]}}}: {exc}") from None
         payload = tensors.encode(task.params)
         if task.kind == TaskKind.SECURE and self._secure is not None:  # answered here, never by a worker
             yield from self._secure.steps(task, payload, [s for s in sites if s not in self._failed])
@@ -403,7 +409,23 @@ class SimFederation:
         except (FilterError, SecAggError) as exc:
             self._failed.setdefault(message.site, str(exc))
             return SiteFailure(message.site, str(exc))
-        return TaskResult(message.site, tensors.decode(data), answer.num_examples, answer.metrics, answer.meta)
+        params = tensors.decode(data)
+        if self._quantizes(task):  # what the site's job process would send, as the server would read it
+            try:
+                params = quantize.round_trip(params, *self._quantized_as())
+            except ValueError as exc:
+                self._failed.setdefault(message.site, f"job.yml transfer: {exc}")
+                return SiteFailure(message.site, self._failed[message.site])
+        return TaskResult(message.site, params, answer.num_examples, answer.metrics, answer.meta)
+
+    def _quantizes(self, task: Task) -> bool:
+        """Whether `task`'s model (and its answers) travel quantized: job.yml's `transfer:` asks, and it is a model."""
+        return self.transfer is not None and self.transfer.quantize is not None \
+            and task.kind in quantize.QUANTIZED_KINDS
+
+    def _quantized_as(self) -> tuple[str, int]:
+        assert self.transfer is not None and self.transfer.quantize is not None
+        return self.transfer.quantize, self.transfer.block_size
 
     def handle(self, message: worker_messages.FromWorker | _WorkerGone) -> None:
         """A message that is not an answer: a logged metric, or a worker's end."""
@@ -516,7 +538,7 @@ def simulate(job: LoadedJob, sites: list[str], workspace: Path, workers: int | N
             shutil.rmtree(job_dir, ignore_errors=True)
         raise
     fed = SimFederation(job_id, job_dir, sites, pool, observer, rounds, filters, job.folder,
-                        _secure_sites(job, job_id, sites, job_dir))
+                        _secure_sites(job, job_id, sites, job_dir), job.spec.transfer)
     if restart is not None:
         fed.metrics = [m for m in _read_metrics(job_dir) if m["round"] < start_round]
     fed.log(f"isolation: {isolation.describe()}")

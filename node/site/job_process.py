@@ -46,7 +46,7 @@ from flctl.provisioner.errors import KitError
 
 if TYPE_CHECKING:
     from flctl.node.client.script_bridge import ScriptBridge
-    from flctl.node.jobs.job_spec import AppSpec
+    from flctl.node.jobs.job_spec import AppSpec, TransferSpec
     from flctl.node.secagg.site_codec import SiteCodec
     from flctl.node.site.filters.pipeline import FilterPipeline
     from flctl.node.workflows.base import WorkflowArgs
@@ -123,7 +123,8 @@ class FilterNotes(logging.Handler):
 
 
 def _serve_tasks(calls: ModelCalls, job_id: str, bridge: ScriptBridge, reporter: Reporter,
-                 filters: FilterPipeline, codec: SiteCodec | None = None) -> int:
+                 filters: FilterPipeline, codec: SiteCodec | None = None,
+                 transfer: TransferSpec | None = None) -> int:
     """Hand the server's tasks to the script and its answers to the server until the job ends here, each through
     the site's privacy `filters` and the job's secure-aggregation `codec` (in this process: the script cannot skip
     them; the codec answers its own tasks, which the script never sees)."""
@@ -141,6 +142,7 @@ def _serve_tasks(calls: ModelCalls, job_id: str, bridge: ScriptBridge, reporter:
         if not header.task_id:
             continue
         tensors.parse_header(payload, len(payload))  # the server checked it; a broken one fails here, clearly
+        payload = _dequantized(payload)
         task = Task(TaskKind.parse(header.kind), header.round, {}, json.loads(header.meta_json or "{}"))
         if task.kind == TaskKind.SECURE:
             if codec is None:
@@ -161,12 +163,37 @@ def _serve_tasks(calls: ModelCalls, job_id: str, bridge: ScriptBridge, reporter:
         answer, result = bridge.run_encoded(task, parts, timeout_s=header.timeout_s or None)
         answer, sent = filters.result_out(task, answer, result, bridge.site)
         del result
+        sent = _quantized(sent, task, transfer)  # after the filters: what they leave is what travels quantized
         if codec is not None:  # after the filters: what they leave is what is encrypted or masked
             answer, sent = codec.result_out(task, answer, sent)
         reporter.flush()  # the task's fl.log values reach the server before its result (recorded once: store.py)
         submit_result(calls, job_id, header.task_id, answer, sent)
         del sent
         last = header.task_id
+
+
+def _dequantized(payload: memoryview) -> memoryview:
+    """The task's params as the script is given them: a model the server quantized (job.yml `transfer:`) made
+    whole (`flctl.node.wire.quantize`), any other as it is. TaskError when it does not fit."""
+    from flctl.node.wire import quantize
+
+    try:
+        return memoryview(tensors.encode(quantize.decode(payload))) if quantize.is_quantized(payload) else payload
+    except ValueError as exc:
+        raise TaskError(f"the server's quantized model cannot be read: {exc}") from None
+
+
+def _quantized(sent: bytes | memoryview, task: Task, transfer: TransferSpec | None) -> bytes | memoryview:
+    """The answer's params as they leave the site: quantized as job.yml's `transfer:` asks, for a task whose params
+    are a model. TaskError when they cannot be (say, a value float16 cannot hold)."""
+    from flctl.node.wire import quantize
+
+    if transfer is None or transfer.quantize is None or task.kind not in quantize.QUANTIZED_KINDS:
+        return sent
+    try:
+        return quantize.encode(tensors.views(sent), transfer.quantize, transfer.block_size)
+    except ValueError as exc:
+        raise TaskError(f"job.yml transfer: {{quantize: {transfer.quantize}}}: {exc}") from None
 
 
 def job_isolation(resources: Resources) -> Isolation:
@@ -316,7 +343,8 @@ def main(argv: list[str]) -> int:
         write_script_group(job_dir, bridge.pid)
     reporter.flush(status=SiteState.RUNNING)
     try:
-        return _serve_tasks(ModelCalls(chan, resources.model_streams), job_id, bridge, reporter, filters, codec)
+        return _serve_tasks(ModelCalls(chan, resources.model_streams), job_id, bridge, reporter, filters, codec,
+                            spec.transfer)
     except (ScriptError, FilterError, TaskError, SecAggError) as exc:
         bridge.kill()
         reporter.flush(status=SiteState.FAILED, error=str(exc))

@@ -31,11 +31,14 @@ from typing import Any
 
 import numpy as np
 
-from flctl.node.jobs.tasks import Params
+from flctl.node.jobs.tasks import Params, TaskKind
 from flctl.node.wire import tensors
 
 MODES = ("fp16", "bf16", "int8")
 """What `transfer: {quantize: ...}` may ask."""
+QUANTIZED_KINDS = frozenset({TaskKind.TRAIN, TaskKind.EVALUATE, TaskKind.SUBMIT_MODEL, TaskKind.AGGREGATE})
+"""Tasks whose params are a model, so travel quantized (both ways); the others' (PSI messages, split learning's
+activations, secure-aggregation steps, statistics) travel as they are."""
 BLOCK = 256
 """int8's default values per block: one float32 scale per 256 values, 1.6 % over 1 byte a value."""
 MIN_BLOCK, MAX_BLOCK = 8, 1 << 20
