@@ -87,9 +87,9 @@ def _reference(initial: dict[str, np.ndarray], rounds: int, mode: str | None) ->
 
 def _same(got: dict[str, np.ndarray], want: dict[str, np.ndarray]) -> None:
     assert set(got) == set(want)
-    for name in want:
-        assert got[name].dtype == want[name].dtype, name
-        assert np.array_equal(got[name].view(np.uint8), np.ascontiguousarray(want[name]).view(np.uint8)), name
+    for name, value in want.items():
+        assert got[name].dtype == value.dtype, name
+        assert np.array_equal(got[name].view(np.uint8), np.ascontiguousarray(value).view(np.uint8)), name
 
 
 def test_models_travel_at_their_own_size_and_quantized_through_a_real_federation(tmp_path: Path) -> None:
