@@ -34,11 +34,14 @@ def free_port() -> int:
 
 class SuperLink:
     """Flower's SuperLink (its Fleet, Control and ServerAppIo APIs on one 127.0.0.1 port), its database and log in
-    `work`; files the ServerApp writes to `$FLCTL_FLOWER_OUTPUT` land in `work/output`."""
+    `work`; files the ServerApp writes to `$FLCTL_FLOWER_OUTPUT` land in `work/output`. With `simulation`, the same
+    SuperLink runs the app on Flower's Simulation Engine instead (what `flwr run` does locally): the reference a
+    Flower app on flctl is compared with."""
 
-    def __init__(self, python: Path, work: Path) -> None:
+    def __init__(self, python: Path, work: Path, simulation: int = 0) -> None:
         self.python = python
         self.work = work
+        self.simulation = simulation  # > 0: Flower's Simulation Engine with this many simulated SuperNodes
         self.home = work / "flwr-home"
         self.output = work / "output"
         self.port = free_port()
@@ -53,11 +56,13 @@ class SuperLink:
             folder.mkdir(parents=True, exist_ok=True)
         (self.home / "config.toml").write_text(
             f'[superlink]\ndefault = "{CONNECTION}"\n\n[superlink.{CONNECTION}]\n'
-            f'address = "127.0.0.1:{self.port}"\ninsecure = true\n')
+            f'address = "127.0.0.1:{self.port}"\ninsecure = true\n'
+            + (f"options.num-supernodes = {self.simulation}\n" if self.simulation else ""))
         log = open(self.work / "superlink.log", "ab")  # noqa: SIM115 - the process holds it; closed with it
         self._proc = subprocess.Popen(
             [str(flower_tool(self.python, "flower-superlink")), "--insecure", "--host", "127.0.0.1", "--port",
-             str(self.port), "--database", str(self.work / "superlink.db")],
+             str(self.port), "--database", str(self.work / "superlink.db"), "--disable-runtime-dependency-installation",
+             *(["--simulation"] if self.simulation else [])],
             stdout=log, stderr=subprocess.STDOUT, env=self.env(), cwd=str(self.output), start_new_session=True)
         log.close()
         deadline = time.monotonic() + READY_S

@@ -140,7 +140,13 @@ def serve() -> int:
                 break
             if supernode is None:
                 config = str(task.meta.get("node_config", ""))
-                supernode = start_supernode(python, fleet.port, config, Path.cwd() / "flwr-home")
+                try:
+                    supernode = start_supernode(python, fleet.port, config, Path.cwd() / "flwr-home")
+                except OSError as exc:
+                    print(f"flctl: cannot start Flower's SuperNode from {python.parent}: {exc}; a site that confines "
+                          "job scripts grants the Flower venv in its local/resources.yml data_paths", file=sys.stderr,
+                          flush=True)
+                    return 2
                 print(f"flctl: Flower SuperNode started (pid {supernode.pid}, node config {config!r})", flush=True)
             fleet.deliver(decode_replies(task.params, task.meta))
             calls = fleet.take(LONG_POLL_S)
