@@ -1,6 +1,7 @@
 """How many sites one flctl server holds: N lightweight sites (many per process) against one real server.
 
     python bench/scale.py [--sites 1000] [--workers 8] [--rounds 1] [--interval 5] [--hold 0] [--workdir DIR] [--keep]
+                          [--relays K]
 
 Provisions a project with N sites, starts the server daemon from its kit (`flctl node start`),
 then starts W worker processes that each run N/W sites on asyncio: every site has its own kit,
@@ -14,6 +15,11 @@ machine with the server), and heartbeats missed (sites the server ever listed of
 job ran, heartbeat calls that failed at the sites, the slowest heartbeat call). Its work folder (kits,
 logs) is removed after a good run unless given with `--workdir` or kept with `--keep`.
 Goals (issue 9): the round under 10 s, server memory under 1.5 GB, no heartbeat missed.
+
+With `--relays K` (issue 31) the project has K relays under the server (`relay-1`...), each a real relay daemon
+(`flctl node start`), and the sites are dealt out to them in turn: the sites connect to their relays, the server
+sees K participants, and the job runs on them (`min_sites` K). Also printed: the relays' CPU seconds and their
+peak memory together. Run it with and without `--relays` to compare a flat federation with a two-level one.
 """
 
 from __future__ import annotations
@@ -213,19 +219,24 @@ def cpu_s(pids: list[int]) -> float:
     return total / ticks
 
 
-def provision_project(sites: list[str], interval_s: float, work: Path) -> Path:
+def provision_project(sites: list[str], interval_s: float, work: Path, relays: int = 0) -> Path:
     from flctl.provisioner.build import provision
     from flctl.provisioner.project_loader import project_from_document
     from flctl.provisioner.yaml_source import parse_yaml
 
     port = free_port()
+    relay_lines = "".join(f"  - {{name: relay-{r}, org: org, host: 127.0.0.1, port: {free_port()}}}\n"
+                          for r in range(1, relays + 1))
+    parent = [f", parent: relay-{i % relays + 1}" if relays else "" for i in range(len(sites))]
     text = (f"api_version: 1\nname: scale\nserver: {{name: localhost, org: hub, port: {port}, hosts: [127.0.0.1]}}\n"
-            "sites:\n" + "".join(f"  - {{name: {s}, org: org}}\n" for s in sites)
+            + (f"relays:\n{relay_lines}" if relays else "")
+            + "sites:\n" + "".join(f"  - {{name: {s}, org: org{p}}}\n" for s, p in zip(sites, parent, strict=True))
             + "admins:\n  - {name: admin@hub.org, org: hub, role: project_admin}\n"
             f"heartbeat: {{interval_s: {interval_s}, timeout_s: {interval_s * 3}}}\n")
     started = time.monotonic()
     prod = provision(project_from_document(parse_yaml(text, "project.yml")).project, work / "ws").prod_dir
-    print(f"provisioned {len(sites)} sites in {time.monotonic() - started:.1f} s ({work})")
+    print(f"provisioned {len(sites)} sites{f' under {relays} relays' if relays else ''} in "
+          f"{time.monotonic() - started:.1f} s ({work})")
     return Path(prod)
 
 
@@ -240,15 +251,15 @@ def write_job(work: Path, rounds: int, sites: int) -> Path:
 
 
 class Sampler(threading.Thread):
-    """The peak resident memory of a process tree, sampled every 0.2 s."""
+    """The peak resident memory of process trees together, sampled every 0.2 s."""
 
-    def __init__(self, pid: int) -> None:
+    def __init__(self, *pids: int) -> None:
         super().__init__(daemon=True)
-        self.pid, self.peak_mb, self.done = pid, 0.0, threading.Event()
+        self.pids, self.peak_mb, self.done = pids, 0.0, threading.Event()
 
     def run(self) -> None:
         while not self.done.is_set():
-            self.peak_mb = max(self.peak_mb, rss_mb(tree(self.pid)))
+            self.peak_mb = max(self.peak_mb, rss_mb([p for pid in self.pids for p in tree(pid)]))
             time.sleep(0.2)
 
 
@@ -311,8 +322,9 @@ def idle_cost(server_pid: int, hold_s: float) -> float:
     return (cpu_s(tree(server_pid)) - before) / (time.monotonic() - started)
 
 
-def stop_all(workers: list[subprocess.Popen[str]], server: subprocess.Popen[bytes]) -> dict[str, int]:
-    """End the workers (collecting their counts) and the server; every process this script started."""
+def stop_all(workers: list[subprocess.Popen[str]], server: subprocess.Popen[bytes],
+             relays: list[subprocess.Popen[bytes]] | None = None) -> dict[str, int]:
+    """End the workers (collecting their counts), the relays and the server; every process this script started."""
     for proc in workers:
         with contextlib.suppress(ProcessLookupError):
             proc.send_signal(signal.SIGTERM)
@@ -325,6 +337,14 @@ def stop_all(workers: list[subprocess.Popen[str]], server: subprocess.Popen[byte
         except (subprocess.TimeoutExpired, ValueError, IndexError):
             proc.kill()
             proc.wait()
+    for relay in relays or []:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(relay.pid, signal.SIGTERM)
+        try:
+            relay.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(relay.pid, signal.SIGKILL)
+            relay.wait()
     with contextlib.suppress(ProcessLookupError):
         os.killpg(server.pid, signal.SIGTERM)
     try:
@@ -333,6 +353,16 @@ def stop_all(workers: list[subprocess.Popen[str]], server: subprocess.Popen[byte
         os.killpg(server.pid, signal.SIGKILL)
         server.wait()
     return totals
+
+
+def start_relays(prod: Path, count: int, work: Path) -> list[subprocess.Popen[bytes]]:
+    """Start the relay daemons `relay-1`... from their kits, each logging to WORK/relay-N.log."""
+    relays = []
+    for r in range(1, count + 1):
+        with open(work / f"relay-{r}.log", "ab") as log:
+            relays.append(subprocess.Popen([FLCTL, "node", "start", str(prod / f"relay-{r}")], stdout=log,
+                                           stderr=subprocess.STDOUT, start_new_session=True))
+    return relays
 
 
 def parse_args() -> argparse.Namespace:
@@ -346,6 +376,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=300, help="give up on the job after this many seconds")
     parser.add_argument("--worker", nargs="*", help=argparse.SUPPRESS)
     parser.add_argument("--keep", action="store_true", help="keep the work folder (kits, logs) after a good run")
+    parser.add_argument("--relays", type=int, default=0, help="relays under the server, the sites dealt out to them")
     return parser.parse_args()
 
 
@@ -360,14 +391,16 @@ def main() -> None:
     work = args.workdir or Path(tempfile.mkdtemp(prefix="flctl-scale-"))
     work.mkdir(parents=True, exist_ok=True)
     sites = [f"site-{i}" for i in range(1, args.sites + 1)]
-    prod = provision_project(sites, args.interval, work)
+    prod = provision_project(sites, args.interval, work, args.relays)
     with open(work / "server.log", "ab") as log:
         server = subprocess.Popen([FLCTL, "node", "start", str(prod / "localhost")], stdout=log,
                                   stderr=subprocess.STDOUT, start_new_session=True)
+    relays = start_relays(prod, args.relays, work)
     workers: list[subprocess.Popen[str]] = []
     done = False
-    sampler = Sampler(server.pid)
+    sampler, relay_sampler = Sampler(server.pid), Sampler(*(relay.pid for relay in relays))
     sampler.start()
+    relay_sampler.start()
     try:
         admin = AdminClient.from_kit(prod / "admin@hub.org", timeout_s=60)
         wait_server(admin)
@@ -377,25 +410,32 @@ def main() -> None:
                 kits = [str(prod / s) for s in sites[i::args.workers]]
                 workers.append(subprocess.Popen([sys.executable, __file__, "--worker", *kits],
                                                 stdout=subprocess.PIPE, stderr=log, text=True))
-        print(f"all {args.sites} sites online after {wait_online(admin, args.sites, work):.1f} s")
+        online_s = wait_online(admin, args.sites + args.relays, work)
+        print(f"all {args.sites} sites{f' and {args.relays} relays' if args.relays else ''} online after "
+              f"{online_s:.1f} s")
         if args.hold > 0:
             print(f"server with {args.sites} sites idle: {idle_cost(server.pid, args.hold):.2f} CPU s a second")
         worker_pids = [w.pid for w in workers]
         cpu_job, cpu_sites = cpu_s(tree(server.pid)), cpu_s(worker_pids)
+        cpu_relays = cpu_s([r.pid for r in relays])
         submitted = time.monotonic()
-        job_id = admin.submit_job(write_job(work, args.rounds, args.sites))
-        info, rounds_s, min_online = follow_job(admin, job_id, args.sites, args.timeout, work)
+        job_id = admin.submit_job(write_job(work, args.rounds, args.relays or args.sites))  # the server's own
+        info, rounds_s, min_online = follow_job(admin, job_id, args.sites + args.relays, args.timeout, work)
         print(f"job {info.status} ({info.error or 'no error'}): submit to end {time.monotonic() - submitted:.2f} s; "
               f"{args.rounds} round(s) {rounds_s:.2f} s after RUNNING")
         print(f"server: {cpu_s(tree(server.pid)) - cpu_job:.1f} CPU s from submit to end, "
               f"{cpu_s(tree(server.pid)) - cpu_before:.1f} since the sites started connecting; "
               f"peak RSS {sampler.peak_mb:.0f} MB (daemon + job process)")
+        print(f"relays: {cpu_s([r.pid for r in relays]) - cpu_relays:.1f} CPU s from submit to end; peak RSS "
+              f"{relay_sampler.peak_mb:.0f} MB together ({args.relays} relays)" if relays else "relays: none (flat)")
         print(f"sites: {cpu_s(worker_pids) - cpu_sites:.1f} CPU s from submit to end ({args.workers} workers)")
-        print(f"heartbeats: fewest sites online while the job ran {min_online} of {args.sites}")
+        print(f"heartbeats: fewest sites{' and relays' if relays else ''} online while the job ran {min_online} of "
+              f"{args.sites + args.relays}")
         done = True
     finally:
         sampler.done.set()
-        totals = stop_all(workers, server)
+        relay_sampler.done.set()
+        totals = stop_all(workers, server, relays)
         if totals:
             print(f"sites: {totals}")
     if done and args.workdir is None and not args.keep:  # a failed run keeps it (the messages point there)
