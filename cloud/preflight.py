@@ -105,7 +105,10 @@ def kit_rows(info: KitInfo, now: dt.datetime | None = None) -> list[Row]:
 
 def network_rows(info: KitInfo, timeout_s: float) -> tuple[list[Row], ServerFacts]:
     """Name, port, TLS and the server's certificate, then the server's own answer; each check that needs one that
-    failed says so."""
+    failed says so. A site on `transport: wss` is checked through its tunnel instead (`_wss_rows`)."""
+    transport = _transport(info)
+    if transport == "wss":
+        return _wss_rows(info, timeout_s)
     host, port = info.server_host, info.server_port
     addresses, dns_error = probes.resolve(host)
     dns = checks.resolves(host, addresses, dns_error)
@@ -139,14 +142,45 @@ def network_rows(info: KitInfo, timeout_s: float) -> tuple[list[Row], ServerFact
     return [*rows, checks.ok("server", answered)], server
 
 
-def ask_server(info: KitInfo, timeout_s: float) -> ServerFacts:
+def _transport(info: KitInfo) -> str:
+    """The transport a site's kit (and its local/resources.yml) chooses; grpc when it cannot be read (the node says
+    why when it starts)."""
+    from flctl.node.config.kit import load_kit
+    from flctl.node.errors import NodeError
+    from flctl.node.transport.channel import kit_transport
+    from flctl.provisioner.errors import KitError
+
+    try:
+        return kit_transport(load_kit(info.path, verify=False))
+    except (KitError, NodeError):
+        return "grpc"
+
+
+def _wss_rows(info: KitInfo, timeout_s: float) -> tuple[list[Row], ServerFacts]:
+    """A site on wss: a WebSocket to the server's tunnel (through its HTTPS_PROXY), then the server's answer over it."""
+    from flctl.node.config.kit import load_kit
+    from flctl.node.transport.wss_probe import probe
+
+    tried = probe(load_kit(info.path, verify=False), timeout_s)
+    row = checks.wss_tunnel(tried.route, tried.problem)
+    if row.status == Status.FAIL:
+        return [row, *_skipped(["server"], row)], ServerFacts(problem=row)
+    server = ask_server(info, timeout_s, "wss")
+    if server.info is None:
+        assert server.problem is not None
+        return [row, server.problem], server
+    answered = f"the server of project '{server.info.project}' answered over wss (flctl {server.info.flctl_version})"
+    return [row, checks.ok("server", answered)], server
+
+
+def ask_server(info: KitInfo, timeout_s: float, transport: str = "grpc") -> ServerFacts:
     """The server's ServerInfo answer, or the row saying why it could not be had."""
     from flctl.node.admin.server_info import NotReported, ask_server_info
     from flctl.node.config.kit import load_kit
     from flctl.node.errors import ConnectionFailed, NodeError
 
     try:
-        return ServerFacts(ask_server_info(load_kit(info.path, verify=False), timeout_s))
+        return ServerFacts(ask_server_info(load_kit(info.path, verify=False), timeout_s, transport))
     except NotReported as exc:
         return ServerFacts(problem=checks.warn("server", f"{exc}; upgrade it (`flctl deploy upgrade`)"))
     except ConnectionFailed as exc:  # refused this identity (a revoked certificate): cannot authenticate, exit 3

@@ -57,6 +57,13 @@ def fail(name: str, sentence: str, connection: bool = False) -> Row:
     return Row(name, Status.FAIL, sentence, connection)
 
 
+def wss_tunnel(route: str, problem: str | None) -> Row:
+    """A site on `transport: wss`: whether a WebSocket to the server's tunnel opened (`route`: where, how)."""
+    if problem is None:
+        return ok("transport", f"wss: a WebSocket to {route} opened with this kit's certificate")
+    return fail("transport", f"wss: {problem}", connection=True)
+
+
 def not_checked(name: str, because: Row) -> Row:
     """A check that needs one that failed: a failure of the same kind, saying which."""
     return fail(name, f"not checked: the {because.name} check failed", because.connection)

@@ -11,7 +11,8 @@ import grpc
 from flctl.node.admin.admin_client import translate
 from flctl.node.config.kit import NodeKit
 from flctl.node.errors import ConnectionFailed, NodeError
-from flctl.node.security.tls import channel
+from flctl.node.security.tls import CHUNK, WINDOW_MB
+from flctl.node.transport.channel import site_channel
 from flctl.node.wire.proto import flctl_pb2 as pb
 from flctl.node.wire.proto import flctl_pb2_grpc as pb_grpc
 
@@ -42,10 +43,10 @@ class ServerInfo:
         return (self.received - self.sent) / 2
 
 
-def ask_server_info(kit: NodeKit, timeout_s: float = 5.0) -> ServerInfo:
-    """One call over a fresh mTLS channel (connected first, so the round trip holds no handshake); a NodeError
-    (ConnectionFailed, TimedOut…) says why it could not be asked."""
-    with channel(kit) as chan:
+def ask_server_info(kit: NodeKit, timeout_s: float = 5.0, transport: str = "grpc") -> ServerInfo:
+    """One call over a fresh mTLS channel (connected first, so the round trip holds no handshake), on a site's
+    `transport` (grpc or wss); a NodeError (ConnectionFailed, TimedOut…) says why it could not be asked."""
+    with site_channel(kit, WINDOW_MB * CHUNK, transport) as chan:
         stub = pb_grpc.FederationStub(chan)  # type: ignore[no-untyped-call]  # generated, unannotated
         try:
             grpc.channel_ready_future(chan).result(timeout=timeout_s)

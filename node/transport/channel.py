@@ -35,6 +35,15 @@ def site_transport(kit: NodeKit, resources: Resources) -> str:
     return transport
 
 
+def kit_transport(kit: NodeKit) -> str:
+    """The transport a site started from `kit` uses (its local/resources.yml read); grpc for a server or an admin."""
+    from flctl.node.config.resources import load_resources, resources_path
+
+    if kit.info.kind != "site":
+        return "grpc"
+    return site_transport(kit, load_resources(resources_path(kit.root)))
+
+
 def site_channel(kit: NodeKit, window_bytes: int, transport: str) -> grpc.Channel:
     """A channel to the server over `transport` (see `site_transport`)."""
     if transport != "wss":

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+from typing import Any
 
 from websockets.asyncio.connection import Connection
 from websockets.exceptions import ConnectionClosed
@@ -20,9 +22,24 @@ PIECE = 256 * 1024
 MAX_MESSAGE = 2 * PIECE
 WRITE_LIMIT = 1024 * 1024
 MAX_QUEUE = 16
+LIBRARY_LOG = logging.getLogger("flctl.wss")
+"""The websockets library's own log (a line per connection opened and closed at INFO): warnings only."""
+LIBRARY_LOG.setLevel(logging.WARNING)
+
+
 SETTINGS: dict[str, object] = {"compression": None, "max_size": MAX_MESSAGE, "write_limit": WRITE_LIMIT,
-                               "max_queue": MAX_QUEUE}
+                               "max_queue": MAX_QUEUE, "logger": LIBRARY_LOG}
 """Keyword arguments for both ends: ciphertext does not compress, so no permessage-deflate."""
+
+
+def quiet_proxy_eof(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """An event loop's exception handler: websockets (17.4) raises EOFError from its proxy handshake's
+    `connection_lost` when a proxy closes before answering; the connection attempt itself reports that, so here
+    it is dropped. Anything else goes to the loop's default handler."""
+    if isinstance(context.get("exception"), EOFError):
+        LIBRARY_LOG.debug("a proxy closed before answering: %s", context.get("message"))
+        return
+    loop.default_exception_handler(context)
 
 
 async def pipe(ws: Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

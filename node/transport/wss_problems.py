@@ -35,6 +35,9 @@ def sentence(exc: BaseException, url: str, proxy: str | None) -> str:
                     "HTTPS_PROXY as http://USER:PASSWORD@HOST:PORT")
         return (f"the proxy {shown_proxy(proxy or '?')} refused to connect to {target} ({status} {reason}); ask its "
                 f"operator to allow CONNECT to port {target.rpartition(':')[2]}")
+    if isinstance(exc, InvalidProxyMessage) and isinstance(exc.__cause__, EOFError | OSError):
+        return (f"the proxy {shown_proxy(proxy or '?')} closed the connection without answering (the network to "
+                "it, or the proxy itself, cut it)")
     if isinstance(exc, InvalidProxyMessage | ProxyError):
         return f"the proxy {shown_proxy(proxy or '?')} did not answer as an HTTP proxy ({exc}); check HTTPS_PROXY"
     if isinstance(exc, InvalidStatus):

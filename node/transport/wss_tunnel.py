@@ -93,6 +93,7 @@ class WssTunnel:
 
     def _run(self, started: threading.Event) -> None:
         asyncio.set_event_loop(self._loop)
+        self._loop.set_exception_handler(wss_pipe.quiet_proxy_eof)
 
         async def listen() -> asyncio.Server:
             return await asyncio.start_unix_server(self._carry, path=str(self.socket_path))
