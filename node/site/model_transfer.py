@@ -122,7 +122,13 @@ def fetch_task(calls: ModelCalls, job_id: str, last: str) -> tuple[pb.TaskHeader
                 _fill(more, data, *cut[index], index)
             return fetch
 
-        _all_at_once([part(i) for i in range(parts)])
+        try:
+            _all_at_once([part(i) for i in range(parts)])
+        except grpc.RpcError as exc:
+            if exc.code() != grpc.StatusCode.NOT_FOUND:
+                raise
+            log.info("task %s was withdrawn while its model came in parts: %s", header.task_id, exc.details())
+            return pb.TaskHeader(), tensors.empty_buffer(0)  # no task: the next poll says what there is
         _logged("model received", header.task_id, len(data), time.perf_counter() - started, parts)
         return header, data
 
