@@ -102,3 +102,10 @@ class DeployInputError(DeployError):
     cannot be used): the message names the field; exit code 2."""
 
     reason = "bad input"
+
+
+class SchedulerUnreachable(DeployError):
+    """The batch scheduler (Slurm) cannot be asked: its commands are not installed here or its controller does
+    not answer."""
+
+    reason = "scheduler unreachable"

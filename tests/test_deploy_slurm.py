@@ -28,8 +28,10 @@ def test_a_sites_script_asks_for_its_resources_joins_the_federation_and_stops_on
     script = (tmp_path / "slurm" / "site-1.sbatch").read_text()
     sbatch = [line.split(" ", 1)[1] for line in script.splitlines() if line.startswith("#SBATCH")]
     assert {"--cpus-per-task=4", "--mem=8192M", "--gres=gpu:2", "--time=2-00:00:00", "--partition=fl",
-            "--signal=B:TERM@60", "--requeue"} <= set(sbatch)
-    assert sorted(p.name for p in (tmp_path / "slurm").iterdir()) == ["site-1.sbatch", "site-2.sbatch", "submit.sh"]
+            "--signal=B:USR1@120", "--requeue", "--open-mode=append"} <= set(sbatch)
+    assert not any(line.startswith("--nodelist") for line in sbatch)  # no --server: no server job
+    assert sorted(p.name for p in (tmp_path / "slurm").iterdir()) == ["site-1.sbatch", "site-2.sbatch", "slurm.json",
+                                                                    "submit.sh"]
     for name in ("site-1.sbatch", "site-2.sbatch", "submit.sh"):
         assert subprocess.run(["bash", "-n", tmp_path / "slurm" / name], check=False).returncode == 0
     workspace = tmp_path / "site-1-ws"
@@ -41,7 +43,7 @@ def test_a_sites_script_asks_for_its_resources_joins_the_federation_and_stops_on
         try:
             federation.wait_online(["site-1"])
             assert alive(workspace)[0]
-            batch.send_signal(signal.SIGTERM)  # what scancel and --signal=B:TERM send: to the batch shell only
+            batch.send_signal(signal.SIGTERM)  # what scancel sends (to the batch shell too)
             assert batch.wait(timeout=60) == 0
             assert not alive(workspace)[0]
         finally:
@@ -59,4 +61,8 @@ def test_bad_options_are_refused_with_exit_2_and_nothing_written(tmp_path: Path)
     assert done.returncode == 2 and "[--time]" in done.stderr
     done = flctl("deploy", "slurm", federation.prod, "-o", tmp_path / "o2", "--partition", "a b")
     assert done.returncode == 2 and "[--partition]" in done.stderr
-    assert not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists()
+    done = flctl("deploy", "slurm", federation.prod, "-o", tmp_path / "o3", "--server-node", "n1")
+    assert done.returncode == 2 and "[--server-node] needs --server" in done.stderr
+    assert not any((tmp_path / o).exists() for o in ("o1", "o2", "o3"))
+    done = flctl("deploy", "slurm", "status", tmp_path)  # not a folder `flctl deploy slurm` wrote
+    assert done.returncode == 2 and "has no slurm.json" in done.stderr and "Traceback" not in done.stderr

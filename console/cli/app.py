@@ -145,14 +145,20 @@ def _context() -> typer.Typer:
 
 def _deploy() -> typer.Typer:
     from flctl.cloud.targets import TARGETS
+    from flctl.console.cli.default_group import DefaultGroup
     from flctl.console.cli.deploy import destroy, docker, image, k8s, logs, slurm, status, stop, target, upgrade
 
     commands: dict[str, Callable[..., object]] = {name: target.command(each) for name, each in TARGETS.items()}
     commands |= {"status": status.command, "stop": stop.command, "logs": logs.command, "upgrade": upgrade.command,
-                 "destroy": destroy.command, "k8s": k8s.command, "docker": docker.command,
-                 "slurm": slurm.command}
-    group = _group(f"{SUMMARIES['deploy'][:-1]}: {', '.join(commands)}, image.", commands)
+                 "destroy": destroy.command, "k8s": k8s.command, "docker": docker.command}
+    group = _group(f"{SUMMARIES['deploy'][:-1]}: {', '.join(commands)}, slurm, image.", commands)
     group.add_typer(_group(image.SUMMARY, {"build": image.build}), name="image")
+
+    class SlurmGroup(DefaultGroup):
+        default = "scripts"
+
+    group.add_typer(_group(slurm.SUMMARY, {"scripts": slurm.command, "submit": slurm.submit, "status": slurm.status,
+                                           "stop": slurm.stop}, cls=SlurmGroup), name="slurm")
     return group
 
 

@@ -37,7 +37,8 @@ def exit_code_for(exc: BaseException) -> tuple[int, str] | None:
     if isinstance(exc, deploy.NotInInventory | deploy.DeployInputError):
         return exit_codes.BAD_INPUT, str(exc)
     if isinstance(exc, deploy.HostUnreachable | deploy.AuthenticationFailed | deploy.HostKeyUnknown
-                  | deploy.HostKeyChanged | deploy.CloudCredentialsMissing | deploy.CloudUnreachable):
+                  | deploy.HostKeyChanged | deploy.CloudCredentialsMissing | deploy.CloudUnreachable
+                  | deploy.SchedulerUnreachable):
         return exit_codes.NO_CONNECTION, str(exc)
     if isinstance(exc, deploy.DeployError):
         return exit_codes.FAILED, str(exc)

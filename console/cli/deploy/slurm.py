@@ -1,46 +1,108 @@
-"""`flctl deploy slurm PROJECT_WORKSPACE -o DIR [--time T] [--partition P] [--account A] [--flctl PATH]`."""
+"""`flctl deploy slurm PROJECT_WORKSPACE -o DIR [...]` (`scripts`, the default), then `submit|status|stop DIR`."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from flctl.console.cli import terminal
+from flctl.console.cli import exit_codes, terminal
 from flctl.console.cli.deploy.k8s import ForceOption, OutOption, WorkspaceArg
 from flctl.console.cli.options import JsonOption
+
+if TYPE_CHECKING:
+    from flctl.cloud.slurm_jobs import NodeJob
+
+SUMMARY = ("Run the federation's nodes as Slurm jobs: `flctl deploy slurm PROJECT_WORKSPACE -o DIR` writes the "
+           "batch scripts; then submit, status and stop DIR.")
+DirArg = Annotated[Path, typer.Argument(metavar="DIR", help="The folder `flctl deploy slurm PROJECT_WORKSPACE -o "
+                                        "DIR` wrote.", file_okay=False)]
+HEADERS = ["participant", "kind", "job", "state", "node", "time", "time left", "reason"]
 
 
 def command(
     workspace: WorkspaceArg,
     out: OutOption,
-    time: Annotated[str, typer.Option(help="Each site job's time limit (D-HH:MM:SS).")] = "7-00:00:00",
+    time: Annotated[str, typer.Option(help="Each job's time limit (D-HH:MM:SS); near it a node stops cleanly "
+                                           "and requeues its job.")] = "7-00:00:00",
     partition: Annotated[str | None, typer.Option(help="The partition [default: the cluster's].")] = None,
     account: Annotated[str | None, typer.Option(help="The account [default: yours].")] = None,
     flctl: Annotated[str, typer.Option("--flctl", help="The flctl the batch nodes run (e.g. a venv on the "
                                                        "shared file system).")] = "flctl",
+    server: Annotated[bool, typer.Option("--server", help="Run the server as a job too, pinned to the cluster "
+                                                          "node its kits' name reaches.")] = False,
+    server_node: Annotated[str | None, typer.Option(help="The node the server's job is pinned to (with "
+                                                         "--server) [default: the first label of the "
+                                                         "server's name].")] = None,
     force: ForceOption = False,
     json_out: JsonOption = False,
 ) -> None:
-    """Write one Slurm batch script per site (and submit.sh) that runs it on an HPC cluster.
+    """Write one Slurm batch script per site (and the server's with --server), submit.sh and slurm.json.
 
-    Each script asks for what the site's local/resources.yml says (cpus, memory_mb, gpus as
+    Each script asks for what the node's local/resources.yml says (cpus, memory_mb, gpus as
     --gres), starts `flctl node start` from the kit where it lies on the shared file system, and
-    takes scancel (or the time limit's warning) as a clean stop; --requeue restarts it after a node
-    failure. The server runs elsewhere (its kit's name must be reachable from the batch nodes). Every
-    kit is verified first; bad input is refused with exit 2 and nothing is written.
+    takes scancel as a clean stop. Near the time limit (SIGUSR1) it stops cleanly and requeues its
+    own job; --requeue also restarts it after a node failure. Without --server the server runs
+    elsewhere (its kits' name must be reachable from the batch nodes). Every kit is verified
+    first; bad input is refused with exit 2 and nothing is written.
     """
     from flctl.cloud.deploy_output import write_tree
     from flctl.cloud.project_kits import load_project_kits
-    from flctl.cloud.slurm_scripts import SlurmOptions, scripts
+    from flctl.cloud.slurm_scripts import SUBMIT, SlurmOptions, scripts
 
     kits = load_project_kits(workspace)
-    files = scripts(kits, SlurmOptions(time, partition, account, flctl), out.resolve() / "logs")
+    files = scripts(kits, SlurmOptions(time, partition, account, flctl, server, server_node),
+                    out.resolve() / "logs")
     write_tree(out, {name: text.encode() for name, text in files.items()}, replace=force)
     if json_out:
-        terminal.print_json({"out": str(out), "prod": str(kits.prod), "scripts": sorted(files)})
+        terminal.print_json({"out": str(out), "prod": str(kits.prod),
+                             "scripts": sorted(n for n in files if n.endswith(".sbatch"))})
         return
     if kits.server_host in ("localhost", "127.0.0.1", "::1"):
         terminal.warning(f"the kits name the server {kits.server_host}: a batch node reaches only itself there; "
                          "provision with the server's name as the cluster's nodes reach it")
-    terminal.success(f"wrote {len(files) - 1} batch scripts and submit.sh to {out}; submit: bash {out}/submit.sh")
+    count = sum(n.endswith(".sbatch") for n in files)
+    terminal.success(f"wrote {count} batch scripts and {SUBMIT} to {out}; submit: flctl deploy slurm submit {out} "
+                     f"(or bash {out}/{SUBMIT})")
+
+
+def submit(folder: DirArg, json_out: JsonOption = False) -> None:
+    """Submit every node's script with sbatch: the server first (with --server), each site once the server's
+    job has started. Refused (exit 1) while one of them is still queued."""
+    from flctl.cloud import slurm_jobs
+
+    jobs = slurm_jobs.submit(slurm_jobs.read_folder(folder))
+    _show(jobs, json_out, "submitted")
+
+
+def status(folder: DirArg, json_out: JsonOption = False) -> None:
+    """Each node's job through squeue: id, state, node, time used and left (exit 1 unless all are RUNNING)."""
+    from flctl.cloud import slurm_jobs
+
+    jobs = slurm_jobs.status(slurm_jobs.read_folder(folder))
+    _show(jobs, json_out, "slurm jobs")
+    if any(job.state != "RUNNING" for job in jobs):
+        raise typer.Exit(exit_codes.FAILED)
+
+
+def stop(
+    folder: DirArg,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the jobs to leave the queue (exit 5 "
+                                                "after).")] = 120,
+    json_out: JsonOption = False,
+) -> None:
+    """scancel the sites' jobs, then the server's once they have gone: each node stops cleanly."""
+    from flctl.cloud import slurm_jobs
+
+    jobs = slurm_jobs.stop(slurm_jobs.read_folder(folder), timeout)
+    _show(jobs, json_out, "stopped")
+
+
+def _show(jobs: Sequence[NodeJob], json_out: bool, title: str) -> None:
+    if json_out:
+        terminal.print_json([job.to_json() for job in jobs])
+        return
+    terminal.table(HEADERS, [[j.participant, j.kind, j.job_id or "-", j.state, j.node, j.elapsed, j.time_left,
+                              j.reason] for j in jobs], title=title)

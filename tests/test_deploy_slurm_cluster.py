@@ -1,0 +1,143 @@
+"""`flctl deploy slurm` on a real one-node Slurm cluster (tests/slurm_cluster.py: munged, slurmctld and slurmd of
+Debian's slurm-wlm 22.05 on 127.0.0.1): the generated scripts submitted with sbatch run the server and two sites
+as jobs, hello-numpy finishes through them with `flctl job submit`, `status` and `stop` go through squeue and
+scancel, and a site told that its time limit is near (SIGUSR1, as `--signal=B:USR1@120` sends it) stops cleanly
+and requeues its own job, which comes back under the same id."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from flctl.cloud.node_probe import alive
+from tests.federation import FLCTL, Federation, free_port, make_federation
+from tests.slurm_cluster import SlurmCluster, slurm_cluster, unavailable
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.skipif(unavailable() is not None, reason=unavailable() or "")
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[SlurmCluster]:
+    with slurm_cluster() as started:
+        try:
+            yield started
+        finally:
+            _cancel_all(started)
+
+
+def _cancel_all(cluster: SlurmCluster) -> None:
+    """Cancel every job of this test cluster and wait until they are gone (slurmd left alone would keep them)."""
+    cluster.run("scancel", "--full", "--user=root")
+    deadline = time.monotonic() + 60
+    while cluster.run("squeue", "--noheader").stdout.strip() and time.monotonic() < deadline:
+        time.sleep(0.5)
+
+
+def flctl(cluster: SlurmCluster, *args: str | Path, env: dict[str, str] | None = None,
+          timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([FLCTL, *map(str, args)], capture_output=True, text=True, timeout=timeout,
+                          env={**cluster.env, **(env or {})}, check=False)
+
+
+def slurm_status(cluster: SlurmCluster, folder: Path) -> tuple[int, dict[str, dict[str, str]]]:
+    done = flctl(cluster, "deploy", "slurm", "status", folder, "--json")
+    assert done.returncode in (0, 1), done.stderr
+    return done.returncode, {job["participant"]: job for job in json.loads(done.stdout)}
+
+
+def wait_state(cluster: SlurmCluster, folder: Path, participant: str, states: set[str],
+               timeout: float = 90) -> dict[str, str]:
+    deadline = time.monotonic() + timeout
+    while True:
+        job = slurm_status(cluster, folder)[1][participant]
+        if job["state"] in states:
+            return job
+        assert time.monotonic() < deadline, f"{participant}'s job is {job}, not {states}; {cluster.logs()}"
+        time.sleep(0.5)
+
+
+def workspace(federation: Federation, name: str) -> Path:
+    return federation.kit(name).resolve().parent / f"workspace-{name}"
+
+
+def test_the_server_and_two_sites_run_as_slurm_jobs_hello_numpy_finishes_and_they_stop(
+        cluster: SlurmCluster, tmp_path: Path) -> None:
+    """submit (sbatch) -> status RUNNING (squeue) -> hello-numpy FINISHED -> a site requeued near its time limit
+    comes back under its job id -> stop (scancel): every node stopped cleanly, the queue empty."""
+    federation = make_federation(tmp_path, sites=2)
+    folder = tmp_path / "slurm"
+    done = flctl(cluster, "deploy", "slurm", federation.prod, "-o", folder, "--server", "--flctl", FLCTL,
+                 "--time", "1-00:00:00")
+    assert done.returncode == 0, done.stderr
+    server_script = (folder / "localhost.sbatch").read_text()
+    assert "#SBATCH --nodelist=localhost" in server_script and "#SBATCH --signal=B:USR1@120" in server_script
+    try:
+        done = flctl(cluster, "deploy", "slurm", "submit", folder, "--json")
+        assert done.returncode == 0, done.stderr
+        submitted = {job["participant"]: job for job in json.loads(done.stdout)}
+        assert list(submitted) == ["localhost", "site-1", "site-2"]
+        assert all(job["job_id"].isdigit() and job["state"] == "SUBMITTED" for job in submitted.values())
+        again = flctl(cluster, "deploy", "slurm", "submit", folder)
+        assert again.returncode == 1 and "already queued" in again.stderr
+
+        federation.wait_online(["site-1", "site-2"], timeout=120)
+        code, jobs = slurm_status(cluster, folder)
+        assert code == 0, jobs
+        assert {p: (j["job_id"], j["state"], j["node"]) for p, j in jobs.items()} == \
+            {p: (submitted[p]["job_id"], "RUNNING", "localhost") for p in submitted}
+        for name in submitted:
+            assert alive(workspace(federation, name))[0], name
+
+        job = federation.flctl("job", "submit", ROOT / "playbooks" / "jobs" / "hello-numpy", "--watch",
+                               timeout=300)
+        assert job.returncode == 0, job.stdout[-2000:] + job.stderr[-2000:] + federation.logs()
+
+        # The time limit's warning, as Slurm sends it (`--signal=B:USR1@120`: to the batch shell only).
+        site = submitted["site-1"]["job_id"]
+        assert cluster.run("scancel", "--signal=USR1", "--batch", site).returncode == 0
+        pending = wait_state(cluster, folder, "site-1", {"PENDING"})
+        assert pending["job_id"] == site and pending["reason"] == "BeginTime"  # Slurm holds a requeued job 2 min
+        assert not alive(workspace(federation, "site-1"))[0]
+        assert cluster.run("scontrol", "update", f"JobId={site}", "StartTime=now").returncode == 0  # as an admin
+        assert wait_state(cluster, folder, "site-1", {"RUNNING"})["job_id"] == site
+        federation.wait_online(["site-1"], timeout=120)
+        log = (folder / "logs" / f"flctl-fedtest-site-1-{site}.out").read_text()
+        assert "the time limit is near" in log and "restart 1" in log
+
+        done = flctl(cluster, "deploy", "slurm", "stop", folder, "--json")
+        assert done.returncode == 0, done.stderr
+        stopped = {job["participant"]: job for job in json.loads(done.stdout)}
+        assert {p: (j["job_id"], j["state"]) for p, j in stopped.items()} == \
+            {p: (submitted[p]["job_id"], "CANCELLED") for p in submitted}
+        assert cluster.run("squeue", "--noheader").stdout.strip() == ""
+        for name in submitted:
+            assert not alive(workspace(federation, name))[0], name
+        code, jobs = slurm_status(cluster, folder)
+        assert code == 1 and {j["state"] for j in jobs.values()} == {"NOT QUEUED"}
+        for name in submitted:  # scancel's SIGTERM: each node ended its work and exited 0
+            log = (folder / "logs" / f"flctl-fedtest-{name}-{submitted[name]['job_id']}.out").read_text()
+            assert f"{name} stopped (exit 0)" in log, log[-1000:]  # slurmstepd's CANCELLED line may follow
+    finally:
+        _cancel_all(cluster)
+
+
+def test_a_controller_that_does_not_answer_is_exit_3(cluster: SlurmCluster, tmp_path: Path) -> None:
+    """squeue with a slurm.conf whose controller port is closed, and no Slurm on PATH: exit 3, one sentence."""
+    closed = tmp_path / "slurm.conf"  # short timeouts: Slurm's clients retry a closed port for a while
+    text = cluster.conf.read_text().replace(f"SlurmctldPort={cluster.ctld_port}", f"SlurmctldPort={free_port()}")
+    closed.write_text(text + "MessageTimeout=2\nTCPTimeout=1\n")
+    federation = make_federation(tmp_path, sites=1)
+    folder = tmp_path / "slurm"
+    assert flctl(cluster, "deploy", "slurm", federation.prod, "-o", folder).returncode == 0
+    done = flctl(cluster, "deploy", "slurm", "status", folder, env={"SLURM_CONF": str(closed)}, timeout=200)
+    assert done.returncode == 3, done.stderr
+    assert "cannot reach the Slurm controller" in done.stderr and "Traceback" not in done.stderr
+    done = flctl(cluster, "deploy", "slurm", "stop", folder, env={"PATH": os.path.dirname(FLCTL)})
+    assert done.returncode == 3 and "squeue is not installed here" in done.stderr, done.stderr
