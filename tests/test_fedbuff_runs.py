@@ -5,14 +5,17 @@ stays away too long has its update refused, the reason in the job's log and its 
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 from pathlib import Path
 
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
+from flctl.node.admin.admin_client import AdminClient
+
 from .conftest import ROOT
-from .federation import FLCTL, make_federation, running
+from .federation import FLCTL, events_until_round, make_federation, running
 
 EXAMPLE_APP = ROOT / "playbooks" / "jobs" / "fedbuff" / "app"
 
@@ -31,6 +34,18 @@ while fl.running():
     first = False
     w = np.asarray(model.params["w"])
     fl.send(fl.Model(params={"w": w + 1.0}, metrics={"loss": float(site[-1])}, num_examples=1))
+"""
+
+PLUS_ONE = """
+import time
+import numpy as np
+import flctl.client as fl
+
+fl.init()
+while fl.running():
+    model = fl.receive()
+    time.sleep(0.3)
+    fl.send(fl.Model(params={"w": np.asarray(model.params["w"]) + 1.0}, num_examples=1))
 """
 
 
@@ -99,3 +114,31 @@ def test_fedbuff_on_a_real_federation_refuses_a_site_that_stayed_away_and_shows_
     site3 = shown["reports"]["fedbuff"]["sites"]["site-3"]
     assert site3["refused"] >= 1 and site3["refusals"][0].endswith("versions old (max_staleness 2)")
     assert "version 24 of 24" in logs
+
+
+def test_fedbuff_resumes_from_its_last_version_after_a_server_kill(tmp_path: Path):
+    """SIGKILL the server once version 2 is made; restarted, it resumes from that checkpoint with its state, every
+    site gets that version afresh, and the job makes the rest. Each answer adds 1 and the staleness weight is
+    constant, so every version adds exactly 1: the final model is the initial one plus 8, whatever the order."""
+    # Prepare
+    job = fedbuff_job(tmp_path, {"updates": 8, "buffer_size": 2, "staleness_function": "constant",
+                                 "site_timeout_s": 120}, script=PLUS_ONE)
+    with running(make_federation(tmp_path, sites=2)) as fed:
+        with AdminClient.from_kit(fed.admin_kit) as admin:
+            job_id = admin.submit_job(job)
+            events_until_round(admin, job_id, 1)
+        # Execute
+        fed.stop("localhost", signal.SIGKILL)
+        fed.start("localhost")
+        fed.wait_online(fed.sites, timeout=40)
+        with AdminClient.from_kit(fed.admin_kit) as admin:
+            kinds = [event.kind for event in admin.watch(job_id)]
+            info = admin.get_job(job_id)
+            target = admin.download_job(job_id, tmp_path / "out")
+    # Assert
+    assert info.status == "FINISHED", info.error
+    assert "resumed" in kinds
+    log = (target / "logs" / "server.log").read_text()
+    assert "the workflow's state restored from round-" in log and "version 8 of 8" in log
+    final = load_file(target / "models" / "final.safetensors")
+    np.testing.assert_array_equal(final["w"], np.full(3, 8.0, np.float32))
