@@ -197,3 +197,26 @@ async def test_status_and_a_host_s_deploy_log(tmp_path: Path) -> None:
     assert before == [["site-1", "localhost", "-", "-"]]
     assert after == [["site-1", "localhost", "not installed", "site-1: nothing is deployed on localhost"]]
     assert log == [f"==> {install}/workspace/node.log <==", "node started", "site-1 registered with localhost"]
+
+
+@synchronously
+async def test_a_play_run_elsewhere_shows_as_its_journal_grows(tmp_path: Path) -> None:
+    """While the screen runs nothing itself it follows the playbook's journal: an event another `flctl play`
+    records (here: charite delivered, then st-marys verified) moves the rows within a second or two."""
+    # Prepare
+    from flctl.cloud.play import Journal
+
+    folder = tmp_path / "deploy"
+    shutil.copytree(RECORDED.parent, folder)
+    app = recorded_app(RecordedAdmin())
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await open_screen(pilot, folder / "hospitals.yml")
+        journal = Journal(folder / "hospitals.play" / "events.jsonl")
+        # Execute
+        journal.record("delivered", "charite", digest="d-charite")
+        journal.record("verified", "st-marys", job="")
+        await until(pilot, lambda: [r[2] for r in rows(screen)] == ["healthy", "verified", "delivered"], timeout=10)
+        final, line = rows(screen), status_line(screen)
+    # Assert
+    assert final[2][3] == "-"  # charite's pre-flight failure is over
+    assert "1 of 3 verified" in line
