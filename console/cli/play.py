@@ -33,8 +33,9 @@ def command(playbook: PlaybookArg, check: CheckOption = False, accept_new_host_k
     checks, rolls every host out (ssh, local, aws, azure), waits until each participant is healthy, runs the
     playbook's jobs (hello-numpy, 1 round, by default) and prints one row per participant: planned ->
     provisioned -> delivered -> started -> healthy -> verified. Every state is recorded in the playbook's state
-    folder as it is reached: an interrupted run goes on from there when run again, and a run with nothing
-    changed does nothing and says so. Exit 1 when a participant is not verified, 3 when only connections failed.
+    folder as it is reached: an interrupted run (Ctrl-C: exit 130) goes on from there when run again, and a run
+    with nothing changed does nothing and says so. A participant taken out of the playbook has its node stopped
+    and is reported. Exit 1 when a participant is not verified, 3 when only connections failed.
     """
     from flctl.cloud import play
     from flctl.cloud.playbook import load_playbook

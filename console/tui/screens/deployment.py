@@ -425,11 +425,12 @@ class DeploymentScreen(Screen[None]):
                     or ["see each host"])
                 failed = any(p.reason for p in plan)
             else:
-                results = self._inventory_plan()
-                rows = result_rows(self.rows, results)
-                rows = [HostRow(r.participant, r.host, r.state, "; ".join(res.changes) if res.ok else res.message)
-                        for r, res in zip(rows, results, strict=True)]
-                failed = any(not res.ok for res in results)
+                results = {res.participant: res for res in self._inventory_plan()}
+                rows = [HostRow(r.participant, r.host, results[r.participant].status,
+                                "; ".join(results[r.participant].changes) if results[r.participant].ok
+                                else results[r.participant].message) if r.participant in results else r
+                        for r in self.rows]
+                failed = any(not res.ok for res in results.values())
                 summary = "check (nothing changed): " + ("some hosts could not be planned" if failed else
                                                          "each host's steps listed")
         except (DeployError, ProvisionError, OSError) as exc:
@@ -453,8 +454,7 @@ class DeploymentScreen(Screen[None]):
         results: list[HostResult] = []
         for provider, names in _by_target(deployment).items():
             results += fleet.plan(deployment, provider, names).hosts
-        order = [r.participant for r in self.rows]
-        return sorted(results, key=lambda r: order.index(r.participant) if r.participant in order else len(order))
+        return results
 
     @work(thread=True, exclusive=True, group="deployment")
     def deploy_inventory(self) -> None:
