@@ -1,5 +1,6 @@
 """`flctl deploy k8s`: manifests and chart from real provisioned kits, validated against the Kubernetes schemas
-offline (kubernetes-validate, Kubernetes 1.32); name mapping; bad input refused with exit 2, nothing written."""
+offline (kubernetes-validate, Kubernetes 1.32), the Helm chart rendered by Helm's own engine to the same objects;
+name mapping; bad input refused with exit 2, nothing written."""
 
 from __future__ import annotations
 
@@ -114,7 +115,7 @@ def test_containers_are_non_root_read_only_with_probes_and_the_kits_limits(gener
 
 
 def test_the_chart_renders_the_same_objects_from_its_own_values_and_kits(generated: tuple[Path, Path]) -> None:
-    """chart/values.yaml and chart/kits/ give back kubernetes.yaml through the generator (helm is not run here)."""
+    """chart/values.yaml and chart/kits/ give back kubernetes.yaml through the generator too."""
     out = generated[1]
     chart = out / "chart"
     values = yaml.safe_load((chart / "values.yaml").read_text())
@@ -125,6 +126,28 @@ def test_the_chart_renders_the_same_objects_from_its_own_values_and_kits(generat
     assert yaml.safe_load((chart / "Chart.yaml").read_text())["apiVersion"] == "v2"
     assert {p.name for p in (chart / "templates").iterdir()} == {
         "_helpers.tpl", "secrets.yaml", "server.yaml", "sites.yaml", "networkpolicies.yaml"}
+
+
+def helm_template(chart: Path) -> list[dict[str, Any]]:
+    """`helm lint --strict` then `helm template fl CHART`, by Helm's own engine (Helm 4's Go SDK, bound by
+    helm-python-sdk: no helm binary is installable here); the rendered objects."""
+    helm = pytest.importorskip("helm_python", reason="needs the k8s extra: bash scripts/setup.sh --all")
+    lint = helm.lint(str(chart), strict=True, kube_version=f"{K8S_VERSION}.0")
+    assert lint["errors"] == [] and all(m["severity"] <= 1 for m in lint["messages"]), lint  # 1: INFO (no icon)
+    with helm.Chart.load(str(chart)) as loaded:
+        rendered = loaded.render({}, name="fl", namespace="default")
+    return [obj for _, text in sorted(rendered.items()) for obj in yaml.safe_load_all(text) if obj]
+
+
+def test_helm_renders_the_chart_to_exactly_the_manifests_and_each_validates(generated: tuple[Path, Path]) -> None:
+    """The Go templates in chart/templates/, rendered by Helm with the chart's own values.yaml and kits/, give
+    exactly kubernetes.yaml's objects, and each is valid for Kubernetes 1.32, strictly."""
+    kv = pytest.importorskip("kubernetes_validate", reason="needs the k8s extra: bash scripts/setup.sh --all")
+    rendered = helm_template(generated[1] / "chart")
+    key = lambda obj: (obj["kind"], obj["metadata"]["name"])  # noqa: E731
+    assert sorted(rendered, key=key) == sorted(objects(generated[1]), key=key)
+    for obj in rendered:
+        kv.validate(obj, K8S_VERSION, strict=True)
 
 
 def test_names_are_mapped_and_collisions_refused() -> None:
@@ -175,6 +198,8 @@ def test_a_sites_bundle_for_another_cluster_holds_no_server_object_and_no_server
     files = {d.name: {p.name.replace(".", "/", 1): p.read_bytes() for p in d.iterdir()}
              for d in (tmp_path / "out" / "chart" / "kits").iterdir()}
     assert manifests(values, files) == found
+    rendered = helm_template(tmp_path / "out" / "chart")
+    assert sorted(rendered, key=lambda o: o["kind"]) == sorted(found, key=lambda o: o["kind"])
     done = flctl("deploy", "k8s", make_workspace(tmp_path / "b"), "-o", tmp_path / "o2", "--site", "Site_1")
     assert done.returncode == 2 and "[--site] the server's name fl-server resolves only inside" in done.stderr
     done = flctl("deploy", "k8s", ws, "-o", tmp_path / "o3", "--site", "nobody")
