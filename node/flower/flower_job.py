@@ -46,10 +46,18 @@ def job_name(doc: dict[str, Any], folder: Path) -> str:
     return name or "flower-app"
 
 
-def job_yaml(name: str, min_sites: int = 1) -> str:
+def rounds_of(doc: dict[str, Any]) -> int:
+    """The app's `num-server-rounds` ([tool.flwr.app.config], Flower's convention), 0 when it has none."""
+    value = doc.get("tool", {}).get("flwr", {}).get("app", {}).get("config", {}).get("num-server-rounds", 0)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def job_yaml(name: str, rounds: int = 0, min_sites: int = 1) -> str:
+    """The job.yml of a Flower app; with `rounds`, run_config repeats its num-server-rounds (flctl's progress)."""
+    args = f"{{app: app, run_config: {{num-server-rounds: {rounds}}}}}" if rounds else "{app: app}"
     return (f"# Made by flctl from the Flower app's pyproject.toml: the ServerApp runs on the server, each site's\n"
             f"# SuperNode (and ClientApp) at the site, relayed over flctl (flctl.node.flower).\n"
-            f"api_version: 1\nname: {name}\nworkflow: {{type: flower, args: {{app: app}}}}\nsites: all\n"
+            f"api_version: 1\nname: {name}\nworkflow: {{type: flower, args: {args}}}\nsites: all\n"
             f"min_sites: {min_sites}\napp:\n  command: [{', '.join(RELAY)}]\n")
 
 
@@ -61,5 +69,5 @@ def as_job(folder: Path, into: Path) -> Path | None:
         return None
     into.mkdir(parents=True)
     shutil.copytree(folder, into / "app", ignore=IGNORED, symlinks=False)
-    (into / "job.yml").write_text(job_yaml(job_name(doc, folder)), encoding="utf-8")
+    (into / "job.yml").write_text(job_yaml(job_name(doc, folder), rounds_of(doc)), encoding="utf-8")
     return into

@@ -41,6 +41,13 @@ class FlowerArgs(WorkflowArgs):
                              "num-partitions=N` (sites in name order), as Flower's Simulation Engine numbers its nodes")
     timeout_s: float = Field(3600, gt=0, description="The longest the Flower run may take, in seconds")
 
+    @property
+    def rounds(self) -> int:
+        """The run's rounds, when run_config gives `num-server-rounds` (Flower's convention), for flctl's progress;
+        else 0 (not known to flctl: the ServerApp decides)."""
+        value = self.run_config.get("num-server-rounds", 0)
+        return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
 
 def toml_value(value: str | int | float | bool) -> str:
     """`value` as TOML writes it (for `--run-config k=v`)."""

@@ -1,0 +1,1 @@
+"""quickstart-numpy: a Flower app that runs unchanged under `flwr run` and on flctl."""
