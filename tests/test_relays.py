@@ -18,8 +18,7 @@ from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from safetensors.numpy import load_file
 
-from flctl.node.relay.combine import Answer, combine
-from flctl.node.relay.daemon import refusal_for
+from flctl.node.relay.combine import Answer, combine, refusal_for
 from flctl.provisioner.relay_tree import child_toward, top_of
 
 from .federation import ADMIN, FLCTL, Federation, free_port, running
@@ -255,22 +254,39 @@ def test_fedavg_through_relays_equals_the_flat_job(feds, tmp_path):
         assert sorted(s["name"] for s in shown["sites"]) == ["relay-eu", "relay-us"], shown
 
 
-def test_a_workflow_relays_cannot_carry_fails_naming_the_relay(feds, tmp_path):
+def test_a_workflow_relays_cannot_carry_is_refused_at_submit(feds, tmp_path):
+    """A cyclic job naming a site under a relay: refused at submit (exit 2), saying why; nothing is stored."""
     relayed, _ = feds
     folder = tmp_path / "cyc"
     (folder / "app").mkdir(parents=True)
     (folder / "job.yml").write_text("api_version: 1\nname: cyc\nworkflow: {type: cyclic, args: {rounds: 1}}\n"
                                     "sites: [site-1, site-3]\n")
     (folder / "app" / "train.py").write_text(SCRIPT.format(bump=BUMP, examples=EXAMPLES))
+    before = relayed.flctl_json("job", "ls")
     out = relayed.flctl("job", "submit", folder, "--json")
-    assert out.returncode == 0, out.stderr
-    job_id = json.loads(out.stdout)["id"]
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        shown = relayed.flctl_json("job", "show", job_id)
-        if shown["status"] in ("FINISHED", "FAILED", "ABORTED"):
-            break
-        time.sleep(0.3)
-    logs = relayed.flctl("job", "logs", job_id).stdout
-    assert shown["status"] == "FAILED", shown
-    assert "relay-eu refuses the job: workflow cyclic needs each site's own answer" in logs + shown["error"]
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "site-1 is reached through a relay, and workflow cyclic needs each site's own answer" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert relayed.flctl_json("job", "ls") == before
+
+
+def test_sites_reconnect_when_their_relay_returns(feds):
+    """relay-us stops: it and its sites show offline; started again, its sites reconnect to it by themselves."""
+    relayed, _ = feds
+
+    def states() -> dict[str, tuple[bool, str]]:
+        return {s["name"]: (s["online"], s["parent"] or "") for s in relayed.flctl_json("site", "ls")}
+
+    def wait_for(wanted: dict[str, tuple[bool, str]], timeout: float = 40) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            now = states()
+            if all(now.get(name) == want for name, want in wanted.items()):
+                return
+            time.sleep(0.5)
+        raise AssertionError(f"wanted {wanted}, have {states()}\n{relayed.logs()}")
+
+    relayed.stop("relay-us")
+    wait_for({"relay-us": (False, ""), "site-3": (False, "relay-us"), "site-1": (True, "relay-eu")})
+    relayed.start("relay-us")
+    wait_for({"relay-us": (True, ""), "site-3": (True, "relay-us"), "site-4": (True, "relay-us")})

@@ -68,6 +68,18 @@ def combine(answers: Sequence[Answer]) -> Combined:
                     weighted_metrics((a.metrics, a.num_examples) for a in answers), meta)
 
 
+def refusal_for(workflow: str, args: dict[str, Any]) -> str:
+    """Why a job of `workflow` with `args` cannot run through a relay; '' when it can."""
+    if workflow not in WORKFLOWS:
+        return (f"workflow {workflow} needs each site's own answer, and a relay sends one combined answer up; "
+                f"through relays run {', '.join(WORKFLOWS)}")
+    for key in ("encryption", "secure_aggregation"):
+        value = args.get(key)
+        if value not in (None, "", "none", False):
+            return f"{key}: {value} adds the sites' answers at the server, which a relay's one answer would undo"
+    return ""
+
+
 def _sites(answer: Answer) -> str:
     below = answer.meta.get("relayed_sites")
     return f"{answer.site}({','.join(below)})" if isinstance(below, list) else answer.site

@@ -29,7 +29,7 @@ from flctl.node.config.resources import load_resources, resources_path
 from flctl.node.jobs.job_status import JobStatus, SiteState
 from flctl.node.process import pidfile
 from flctl.node.process.backoff import Backoff
-from flctl.node.relay.combine import WORKFLOWS, Answer, combine
+from flctl.node.relay.combine import Answer, combine, refusal_for
 from flctl.node.relay.service import RelayService
 from flctl.node.security.audit import AuditLog
 from flctl.node.security.path_names import BadName, check_path_name
@@ -48,6 +48,8 @@ log = logging.getLogger("flctl.relay")
 VERSION = "1"
 ISOLATION = "relay (runs no job scripts)"
 REFUSAL_THREADS = 96
+RETRY_FOR_S = 120.0
+"""How long a job at this relay waits for its parent to answer again (a site's job process waits as long)."""
 
 
 @dataclass
@@ -341,13 +343,22 @@ class Relay:
         job_id = job.start.job_id
         last = ""
         status = JobStatus.FINISHED
+        heard = time.monotonic()
         try:
             while not job.stopped.is_set():
                 chan = self._chan
                 if chan is None or not self.connected.is_set():
                     time.sleep(0.5)
                     continue
-                header, payload = _fetch_task(chan, job_id, last)
+                try:
+                    header, payload = _fetch_task(chan, job_id, last)
+                except grpc.RpcError as exc:  # the parent is away: its sites keep their job while it comes back
+                    if exc.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED) or \
+                            time.monotonic() - heard > RETRY_FOR_S:
+                        raise
+                    time.sleep(1.0)
+                    continue
+                heard = time.monotonic()
                 if header.done:
                     status = JobStatus(header.status) if header.status else JobStatus.FINISHED
                     break
@@ -460,17 +471,6 @@ def _workflow_of(bundle: bytes) -> tuple[str, str]:
     except (KeyError, TypeError, ValueError, zipfile.BadZipFile, yaml.YAMLError) as exc:
         return "", f"its job.yml cannot be read ({exc})"
     return kind, refusal_for(kind, args)
-
-
-def refusal_for(workflow: str, args: dict[str, Any]) -> str:
-    """Why a job of `workflow` with `args` cannot run through a relay; '' when it can."""
-    if workflow not in WORKFLOWS:
-        return (f"workflow {workflow} needs each site's own answer, and a relay sends one combined answer up; "
-                f"through relays run {', '.join(WORKFLOWS)}")
-    encryption = args.get("encryption")
-    if encryption not in (None, "", "none", False):
-        return f"encryption: {encryption} adds the sites' answers at the server, not at a relay"
-    return ""
 
 
 def _short(exc: grpc.RpcError) -> str:

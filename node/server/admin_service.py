@@ -165,6 +165,10 @@ class AdminService(pb_grpc.AdminServicer):
             self._refuse(context, actor, action, args, grpc.StatusCode.INVALID_ARGUMENT,
                          f"job refused: it was signed as '{claims.name}' for {claims.shown_sites()}, but its job.yml "
                          f"names '{spec.name}' for {'all sites' if sites == 'all' else ', '.join(sites)}")
+        relayed = self._relay_refusal(sites, spec.workflow.type, spec.workflow.args)
+        if relayed:
+            shutil.rmtree(job_dir, ignore_errors=True)
+            self._refuse(context, actor, action, args, grpc.StatusCode.INVALID_ARGUMENT, f"job refused: {relayed}")
         rounds = int(getattr(loaded.args, "rounds", 0))
         row = JobRow(job_id, spec.name, JobStatus.SUBMITTED, actor.name, actor.org, actor.role, time.time(), 0.0,
                      0.0, -1, rounds, spec.workflow.type, spec.min_sites, sites, "", "", head.sha256,
@@ -319,6 +323,18 @@ class AdminService(pb_grpc.AdminServicer):
         rows = self._ctx.store.metrics(request.job_id)
         for start in range(0, len(rows), METRIC_BATCH):
             yield pb.MetricBatch(values=[serde.metric_to_pb(*row) for row in rows[start:start + METRIC_BATCH]])
+
+    def _relay_refusal(self, sites: list[str] | str, workflow: str, args: dict[str, Any]) -> str:
+        """Why a job of `workflow` cannot reach `sites` through the project's relays ('' when it can, or when none
+        of its sites is under a relay)."""
+        from flctl.node.relay.combine import refusal_for
+
+        parents = self._ctx.parents
+        relayed = sorted(parents) if sites == "all" else [s for s in sites if s in parents]
+        if not relayed:
+            return ""
+        why = refusal_for(workflow, args)
+        return f"{relayed[0]} is reached through a relay, and {why}" if why else ""
 
     def ListSites(self, request: pb.Empty, context: Any) -> pb.SiteList:
         actor, _ = self._actor(context)
