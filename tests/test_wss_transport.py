@@ -153,8 +153,8 @@ while fl.running():
 
 
 def test_an_8_mib_model_goes_both_ways_over_wss_and_grpc_exactly(wss, tmp_path):
-    """An 8 MiB model (8 chunks) goes to the three sites and back for two rounds (the wss sites' bytes through the proxies),
-    and the final model is the exact weighted average: x + (1*1 + 3*3 + 5*5) / 9 per round."""
+    """An 8 MiB model (8 chunks) goes to the three sites and back for two rounds (the wss sites' bytes through the
+    proxies), and the final model is the exact weighted average: x + (1*1 + 3*3 + 5*5) / 9 per round."""
     folder = tmp_path / "bigmodel"
     (folder / "app").mkdir(parents=True)
     (folder / "job.yml").write_text("api_version: 1\nname: bigmodel\n"
@@ -326,3 +326,15 @@ def test_a_local_transport_setting_is_checked(tmp_path):
     path.write_text("transport: http\n")
     with pytest.raises(KitError, match="transport must be grpc or wss"):
         load_resources(path)
+
+
+def test_the_behind_proxy_example_provisions_one_site_on_wss(tmp_path):
+    """playbooks/projects/behind-proxy.yml: childrens' node.yml says transport: wss, every node.yml the wss_port."""
+    out = subprocess.run([FLCTL, "provision", str(ROOT / "playbooks" / "projects" / "behind-proxy.yml"), "-w",
+                          str(tmp_path), "--json"], capture_output=True, text=True, timeout=60, check=False)
+    assert out.returncode == 0, out.stderr
+    prod = tmp_path / "behind-proxy" / "prod_00"
+    childrens = load_kit(prod / "childrens")
+    north = load_kit(prod / "general-north")
+    assert (childrens.info.config.transport, childrens.info.config.wss_port) == ("wss", 443)
+    assert (north.info.config.transport, north.info.config.wss_port) == (None, 443)

@@ -79,7 +79,7 @@ class WssListener:
 
     async def _carry(self, ws: ServerConnection) -> None:
         try:
-            reader, writer = await asyncio.open_connection(*self._grpc)
+            reader, writer = await asyncio.open_connection(*self._grpc, limit=wss_pipe.READ_LIMIT)
         except OSError as exc:
             log.warning("a WebSocket tunnel found the gRPC port %s:%d closed (%s)", *self._grpc, exc)
             await ws.close(1011, "the server's gRPC port is closed")

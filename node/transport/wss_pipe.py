@@ -19,6 +19,8 @@ from websockets.exceptions import ConnectionClosed
 PATH = "/flctl/v1/grpc"
 """The URL path of the tunnel on the server's WebSocket port."""
 PIECE = 256 * 1024
+READ_LIMIT = 1024 * 1024
+"""How much a side reads ahead from its TCP or Unix socket before it waits for the WebSocket."""
 MAX_MESSAGE = 2 * PIECE
 WRITE_LIMIT = 1024 * 1024
 MAX_QUEUE = 16

@@ -96,7 +96,7 @@ class WssTunnel:
         self._loop.set_exception_handler(wss_pipe.quiet_proxy_eof)
 
         async def listen() -> asyncio.Server:
-            return await asyncio.start_unix_server(self._carry, path=str(self.socket_path))
+            return await asyncio.start_unix_server(self._carry, path=str(self.socket_path), limit=wss_pipe.READ_LIMIT)
 
         self._server = self._loop.run_until_complete(listen())
         started.set()
