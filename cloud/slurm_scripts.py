@@ -19,7 +19,7 @@ import json
 import re
 import shlex
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import PurePath
 
 from flctl.cloud.deploy_errors import DeployInputError
 from flctl.cloud.project_kits import NodeKit, ProjectKits
@@ -71,8 +71,9 @@ def server_node(kits: ProjectKits, options: SlurmOptions) -> str:
     return node
 
 
-def node_script(kits: ProjectKits, node: NodeKit, options: SlurmOptions, logs: Path) -> str:
-    """The batch script of `node` (the server or a site)."""
+def node_script(kits: ProjectKits, node: NodeKit, options: SlurmOptions, logs: PurePath,
+                kit: PurePath | None = None) -> str:
+    """The batch script of `node` (the server or a site), whose kit lies at `kit` (default: where it is here)."""
     limits = node.limits
     lines = [f"--job-name={job_name(kits, node)}", "--nodes=1", "--ntasks=1",
              f"--cpus-per-task={max(1, round(limits.cpus)) if limits.cpus else DEFAULT_CPUS}",
@@ -89,15 +90,15 @@ def node_script(kits: ProjectKits, node: NodeKit, options: SlurmOptions, logs: P
     if options.account:
         lines.append(f"--account={options.account}")
     header = "".join(f"#SBATCH {line}\n" for line in lines)
-    kit = shlex.quote(str(node.path.resolve()))
-    workspace = shlex.quote(str(node.path.resolve().parent / f"workspace-{node.name}"))
+    kit_path = kit if kit is not None else node.path.resolve()
+    workspace = shlex.quote(str(kit_path.parent / f"workspace-{node.name}"))
     what = "server" if node.kind == "server" else "site"
     return f"""#!/bin/bash
 # Written by `flctl deploy slurm`: the flctl {what} {node.participant} of project {kits.project}, as one Slurm job.
 # Submit with submit.sh (or `flctl deploy slurm submit`); stop with `scancel` (or `flctl deploy slurm stop`),
 # which the node takes as a clean stop. Near the time limit (SIGUSR1) it stops cleanly and requeues this job.
 {header}set -euo pipefail
-KIT={kit}
+KIT={shlex.quote(str(kit_path))}
 WORKSPACE="${{FLCTL_WORKSPACE:-{workspace}}}"
 FLCTL="${{FLCTL:-{shlex.quote(options.flctl)}}}"
 echo "flctl: {what} {node.participant} starting on $(hostname)" \\
@@ -121,12 +122,16 @@ exit "$code"
 """
 
 
-def scripts(kits: ProjectKits, options: SlurmOptions, logs: Path) -> dict[str, str]:
+def scripts(kits: ProjectKits, options: SlurmOptions, logs: PurePath,
+            kit_root: PurePath | None = None) -> dict[str, str]:
     """Every node's script (`NAME.sbatch`: the server's with `options.server`), `submit.sh`, which submits them
-    all (the server first, the sites once it has started), and the manifest `slurm.json`."""
+    all (the server first, the sites once it has started), and the manifest `slurm.json`. With `kit_root`, the
+    kits are read from there (`kit_root/<kit folder>`: a copy on the cluster's shared file system)."""
     options.check()
     nodes = kits.nodes if options.server else kits.sites
-    out = {f"{node.name}.sbatch": node_script(kits, node, options, logs) for node in nodes}
+    out = {f"{node.name}.sbatch": node_script(kits, node, options, logs,
+                                              None if kit_root is None else kit_root / node.path.name)
+           for node in nodes}
     lines = ["#!/bin/bash", "# Submit the project's nodes to Slurm: the server first, then each site once the "
              "server's job has started.", "set -euo pipefail",
              'here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"', f"mkdir -p {shlex.quote(str(logs))}"]
@@ -137,7 +142,7 @@ def scripts(kits: ProjectKits, options: SlurmOptions, logs: Path) -> dict[str, s
         after = '--dependency="after:$server" '
     lines += [f'sbatch {after}"$here/{site.name}.sbatch"' for site in kits.sites]
     out[SUBMIT] = "\n".join(lines) + "\n"
-    manifest = {"project": kits.project, "prod": str(kits.prod.resolve()), "logs": str(logs),
+    manifest = {"project": kits.project, "prod": str(kit_root or kits.prod.resolve()), "logs": str(logs),
                 "nodes": [{"participant": n.participant, "kind": n.kind, "script": f"{n.name}.sbatch",
                            "job_name": job_name(kits, n)} for n in nodes]}
     out[MANIFEST] = json.dumps(manifest, indent=2) + "\n"

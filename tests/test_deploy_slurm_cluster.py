@@ -18,6 +18,7 @@ import pytest
 from flctl.cloud.node_probe import alive
 from tests.federation import FLCTL, Federation, free_port, make_federation
 from tests.slurm_cluster import SlurmCluster, slurm_cluster, unavailable
+from tests.sshd import SshHost, make_key
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(unavailable() is not None, reason=unavailable() or "")
@@ -141,3 +142,49 @@ def test_a_controller_that_does_not_answer_is_exit_3(cluster: SlurmCluster, tmp_
     assert "cannot reach the Slurm controller" in done.stderr and "Traceback" not in done.stderr
     done = flctl(cluster, "deploy", "slurm", "stop", folder, env={"PATH": os.path.dirname(FLCTL)})
     assert done.returncode == 3 and "squeue is not installed here" in done.stderr, done.stderr
+
+
+def test_rollout_puts_kits_and_scripts_on_the_shared_file_system_over_ssh_and_submits(
+        cluster: SlurmCluster, tmp_path: Path) -> None:
+    """`rollout --to root@LOGIN:/shared --submit` through a real sshd (the login node): kits (keys 0600, kit folders
+    0700, no admin kit, a site's own local/ file kept), scripts reading them, verified there, submitted there; the
+    server and both sites run from the shared copy; stop. A wrong --flctl is found before anything is submitted."""
+    federation = make_federation(tmp_path, sites=2)
+    key = make_key(tmp_path / "id_ed25519")
+    (tmp_path / "login").mkdir()
+    login = SshHost(tmp_path / "login", free_port(), make_key(tmp_path / "login" / "host_key"))
+    login.start(key.with_suffix(".pub"), extra_config=f"SetEnv SLURM_CONF={cluster.conf}\n")
+    known = tmp_path / "known_hosts"
+    known.write_text(login.known_hosts_line())
+    shared = tmp_path / "shared"
+    (shared / "kits" / "site-2" / "local").mkdir(parents=True)
+    (shared / "kits" / "site-2" / "local" / "policy.yml").write_text("# the site's own policy, kept\n")
+    ssh = ("--port", str(login.port), "--key", str(key), "--known-hosts", str(known))
+    try:
+        done = flctl(cluster, "deploy", "slurm", "rollout", federation.prod, "--to",
+                     f"root@127.0.0.1:{tmp_path / 'other'}", *ssh, "--flctl", "/nowhere/flctl", "--submit")
+        assert done.returncode == 1 and "/nowhere/flctl is not there" in done.stderr, done.stderr
+        assert cluster.run("squeue", "--noheader").stdout.strip() == ""
+        done = flctl(cluster, "deploy", "slurm", "rollout", federation.prod, "--to", f"root@127.0.0.1:{shared}",
+                     *ssh, "--server", "--flctl", FLCTL, "--submit", "--json")
+        assert done.returncode == 0, done.stderr
+        result = json.loads(done.stdout)
+        assert result["kits"] == [str(shared / "kits" / n) for n in ("localhost", "site-1", "site-2")]
+        assert result["kept"] == [str(shared / "kits" / "site-2" / "local" / "policy.yml")]
+        assert [j["participant"] for j in result["jobs"]] == ["localhost", "site-1", "site-2"]
+        assert sorted(p.name for p in (shared / "kits").iterdir()) == ["localhost", "site-1", "site-2"]
+        assert (shared / "kits" / "site-1").stat().st_mode & 0o777 == 0o700
+        assert (shared / "kits" / "site-1" / "startup" / "site.key").stat().st_mode & 0o777 == 0o600
+        assert (shared / "kits" / "site-2" / "local" / "policy.yml").read_text() == "# the site's own policy, kept\n"
+        assert f"KIT={shared / 'kits' / 'site-1'}\n" in (shared / "slurm" / "site-1.sbatch").read_text()
+
+        federation.wait_online(["site-1", "site-2"], timeout=120)
+        code, jobs = slurm_status(cluster, shared / "slurm")
+        assert code == 0 and {j["state"] for j in jobs.values()} == {"RUNNING"}, jobs
+        assert alive(shared / "kits" / "workspace-site-1")[0]
+        done = flctl(cluster, "deploy", "slurm", "stop", shared / "slurm")
+        assert done.returncode == 0, done.stderr
+        assert not alive(shared / "kits" / "workspace-site-1")[0]
+    finally:
+        login.stop()
+        _cancel_all(cluster)

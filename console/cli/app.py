@@ -157,8 +157,8 @@ def _deploy() -> typer.Typer:
     class SlurmGroup(DefaultGroup):
         default = "scripts"
 
-    group.add_typer(_group(slurm.SUMMARY, {"scripts": slurm.command, "submit": slurm.submit, "status": slurm.status,
-                                           "stop": slurm.stop}, cls=SlurmGroup), name="slurm")
+    group.add_typer(_group(slurm.SUMMARY, {"scripts": slurm.command, "rollout": slurm.rollout, "submit": slurm.submit,
+                                           "status": slurm.status, "stop": slurm.stop}, cls=SlurmGroup), name="slurm")
     return group
 
 

@@ -10,13 +10,15 @@ import typer
 
 from flctl.console.cli import exit_codes, terminal
 from flctl.console.cli.deploy.k8s import ForceOption, OutOption, WorkspaceArg
+from flctl.console.cli.deploy.run import AcceptNewOption
 from flctl.console.cli.options import JsonOption
 
 if TYPE_CHECKING:
     from flctl.cloud.slurm_jobs import NodeJob
 
 SUMMARY = ("Run the federation's nodes as Slurm jobs: `flctl deploy slurm PROJECT_WORKSPACE -o DIR` writes the "
-           "batch scripts; then submit, status and stop DIR.")
+           "batch scripts; then submit, status and stop DIR; rollout copies kits and scripts to the shared file system "
+           "over SSH.")
 DirArg = Annotated[Path, typer.Argument(metavar="DIR", help="The folder `flctl deploy slurm PROJECT_WORKSPACE -o "
                                         "DIR` wrote.", file_okay=False)]
 HEADERS = ["participant", "kind", "job", "state", "node", "time", "time left", "reason"]
@@ -66,6 +68,67 @@ def command(
     count = sum(n.endswith(".sbatch") for n in files)
     terminal.success(f"wrote {count} batch scripts and {SUBMIT} to {out}; submit: flctl deploy slurm submit {out} "
                      f"(or bash {out}/{SUBMIT})")
+
+
+def rollout(
+    workspace: WorkspaceArg,
+    to: Annotated[str, typer.Option("--to", metavar="[USER@]HOST:/PATH", help="The cluster's login node and a "
+                                    "folder of its shared file system.")],
+    port: Annotated[int, typer.Option(help="The login node's SSH port.")] = 22,
+    key: Annotated[Path | None, typer.Option("--key", dir_okay=False, help="The SSH private key [default: the "
+                                             "SSH agent's keys].")] = None,
+    known_hosts: Annotated[Path, typer.Option(dir_okay=False, help="The known_hosts file.")] =
+        Path("~/.ssh/known_hosts"),
+    accept_new_host_keys: AcceptNewOption = False,
+    time: Annotated[str, typer.Option(help="Each job's time limit (D-HH:MM:SS).")] = "7-00:00:00",
+    partition: Annotated[str | None, typer.Option(help="The partition [default: the cluster's].")] = None,
+    account: Annotated[str | None, typer.Option(help="The account [default: yours].")] = None,
+    flctl: Annotated[str, typer.Option("--flctl", help="The flctl the login and batch nodes run (e.g. a venv on "
+                                                       "the shared file system).")] = "flctl",
+    server: Annotated[bool, typer.Option("--server", help="Run the server as a job too.")] = False,
+    server_node: Annotated[str | None, typer.Option(help="The node the server's job is pinned to.")] = None,
+    submit_jobs: Annotated[bool, typer.Option("--submit", help="Then submit the jobs on the login node.")] = False,
+    json_out: JsonOption = False,
+) -> None:
+    """Copy the kits and the batch scripts to the cluster's shared file system over SSH, then (--submit) submit.
+
+    PATH/kits/ gets each site's kit (the server's with --server; never an admin's): keys 0600, each
+    kit's folder 0700; a kit's local/ files are written only where missing (the site owns them).
+    PATH/slurm/ gets the scripts, submit.sh and slurm.json, reading the kits there. Each kit is then
+    checked on the login node with --flctl (`flctl kit verify`). Then, on the login node: `flctl
+    deploy slurm status|stop PATH/slurm`. Unreachable or refused SSH: exit 3; bad input: exit 2.
+    """
+    from flctl.cloud.project_kits import load_project_kits
+    from flctl.cloud.slurm_rollout import SharedFolder
+    from flctl.cloud.slurm_rollout import rollout as roll_out
+    from flctl.cloud.slurm_scripts import SlurmOptions
+    from flctl.cloud.ssh_connector import SshConnector, SshOptions
+
+    shared = SharedFolder.parse(to)
+    options = SlurmOptions(time, partition, account, flctl, server, server_node)
+    options.check()
+    kits = load_project_kits(workspace)
+    ssh = SshOptions(shared.host, port, shared.user or _local_user(), key, known_hosts.expanduser(),
+                     accept_new_host_keys)
+    with SshConnector(ssh) as connector:
+        result = roll_out(kits, options, shared, connector, submit_jobs)
+    if json_out:
+        terminal.print_json({"host": shared.host, "path": str(shared.path), "kits": result.kits,
+                             "written": result.written, "kept": result.kept, "jobs": result.jobs})
+        return
+    terminal.success(f"{len(result.kits)} kits verified in {shared.kits} on {shared.host}; {len(result.written)} "
+                     f"files written, {len(result.kept)} site-owned kept")
+    if result.jobs:
+        terminal.table(["participant", "job"], [[j["participant"], j["job_id"]] for j in result.jobs],
+                       title="submitted")
+    else:
+        terminal.success(f"submit there: flctl deploy slurm submit {shared.slurm}")
+
+
+def _local_user() -> str:
+    import getpass
+
+    return getpass.getuser()
 
 
 def submit(folder: DirArg, json_out: JsonOption = False) -> None:
