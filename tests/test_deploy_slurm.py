@@ -66,3 +66,38 @@ def test_bad_options_are_refused_with_exit_2_and_nothing_written(tmp_path: Path)
     assert not any((tmp_path / o).exists() for o in ("o1", "o2", "o3"))
     done = flctl("deploy", "slurm", "status", tmp_path)  # not a folder `flctl deploy slurm` wrote
     assert done.returncode == 2 and "has no slurm.json" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_squeue_lines_and_rollout_targets_are_read_exactly(tmp_path: Path) -> None:
+    """squeue's formatted lines by job name (a reason with spaces and '|' kept whole); `--to` parsed or refused;
+    the rollout's files: keys 0600, scripts 0755, local/ site-owned, no admin kit, scripts reading the copies."""
+    import pytest
+
+    from flctl.cloud.deploy_errors import DeployInputError
+    from flctl.cloud.project_kits import load_project_kits
+    from flctl.cloud.slurm_jobs import parse_squeue
+    from flctl.cloud.slurm_rollout import SharedFolder, files
+    from flctl.cloud.slurm_scripts import SlurmOptions
+
+    text = "12|flctl-p-site-1|RUNNING|1:02|6-23:58:58|n01|None\n13|flctl-p-site-2|PENDING|0:00|7-00:00:00||" \
+           "Dependency (a|b)\n"
+    assert parse_squeue(text) == {
+        "flctl-p-site-1": [{"job_id": "12", "state": "RUNNING", "elapsed": "1:02", "time_left": "6-23:58:58",
+                            "node": "n01", "reason": "None"}],
+        "flctl-p-site-2": [{"job_id": "13", "state": "PENDING", "elapsed": "0:00", "time_left": "7-00:00:00",
+                            "node": "", "reason": "Dependency (a|b)"}]}
+    shared = SharedFolder.parse("alice@login.hpc.org:/scratch/fl")
+    assert (shared.user, shared.host, str(shared.path)) == ("alice", "login.hpc.org", "/scratch/fl")
+    assert SharedFolder.parse("login:/fl").user is None
+    for bad in ("login", "login:relative", "a@b:/x/../etc", "@:/x"):
+        with pytest.raises(DeployInputError, match=r"\[--to\]"):
+            SharedFolder.parse(bad)
+    federation = make_federation(tmp_path, sites=2)
+    planned = files(load_project_kits(federation.prod), SlurmOptions(), shared)
+    modes = {str(p.relative_to(shared.path)): (f.mode, f.site_owned) for p, f in planned.items()}
+    assert modes["kits/site-1/startup/site.key"] == (0o600, False)
+    assert modes["kits/site-1/startup/start.sh"] == (0o755, False)
+    assert modes["kits/site-2/local/policy.yml"] == (0o644, True)
+    assert modes["slurm/site-1.sbatch"] == (0o755, False) and modes["slurm/slurm.json"] == (0o644, False)
+    assert not any(p.startswith(("kits/localhost", "kits/admin")) for p in modes)  # no --server: no server kit
+    assert "KIT=/scratch/fl/kits/site-1\n" in planned[shared.slurm / "site-1.sbatch"].data.decode()
