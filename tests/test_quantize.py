@@ -176,3 +176,31 @@ def test_a_peers_bad_quantized_model_is_refused_by_name(params: dict[str, np.nda
     # Execute / Assert
     with pytest.raises(ValueError, match=error):
         quantize.decode(data)
+
+
+def test_the_server_reads_a_quantized_answer_whole_and_leaves_out_one_that_does_not_fit(tmp_path) -> None:
+    """The server's job process makes a quantized answer (inline or in a file) whole in its own dtype; a forged one
+    fails that site with the reason, and the workflow never sees it."""
+    # Prepare
+    import base64
+
+    from flctl.node.jobs.tasks import SiteFailure, TaskResult
+    from flctl.node.server.job_messages import SiteResult
+    from flctl.node.server.job_process import _result
+
+    good = quantize.encode({"w": np.linspace(-1, 1, 600, dtype=np.float32)}, "int8")
+    (tmp_path / "r.safetensors").write_bytes(good)
+    forged = _forged({"w": np.zeros(4, np.int8)}, {"flctl.quantize": "int8", "flctl.dtypes": '{"w": "F32"}',
+                                                  "flctl.block": "8"})
+    # Execute
+    inline = _result(SiteResult(task_id="t", site="site-1", data=base64.b64encode(good).decode()))
+    on_disk = _result(SiteResult(task_id="t", site="site-1", path=str(tmp_path / "r.safetensors")))
+    bad = _result(SiteResult(task_id="t", site="site-2", data=base64.b64encode(forged).decode()))
+    # Assert
+    want = quantize.decode(good)["w"]
+    for answer in (inline, on_disk):
+        assert isinstance(answer, TaskResult) and answer.params["w"].dtype == np.float32
+        assert np.array_equal(answer.params["w"], want)
+    assert not (tmp_path / "r.safetensors").exists()
+    assert isinstance(bad, SiteFailure) and bad.site == "site-2"
+    assert bad.reason == "its quantized model cannot be read: quantized model: tensor 'w' has no scales ('w::scales')"
