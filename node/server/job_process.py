@@ -359,6 +359,9 @@ def main(argv: list[str]) -> int:
     try:
         job_spec = JobSpec.model_validate(run.spec)
         fed.transfer = job_spec.transfer
+        if job_spec.transfer.quantize:
+            fed.log("models travel quantized: "
+                    f"{quantize.describe(job_spec.transfer.quantize, job_spec.transfer.block_size)}")
         workflow = LoadedJob(job_spec, job_dir, job_spec.workflow_args()).create_workflow()
         initial = None
         if run.initial:
