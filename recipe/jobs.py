@@ -100,6 +100,10 @@ class Job:
             spec["privacy_scope"] = privacy_scope
         if self.initial_model is not None:
             spec["initial_model"] = self.initial_model
+        elif WORKFLOWS[self.workflow_type].needs_initial_model:
+            raise RecipeInputError(f"{who}: the {self.workflow_type} workflow updates a model from the start: pass "
+                                   "initial_model= (a torch module, a dict of arrays, a safetensors file or "
+                                   "'app/FILE.py:FUNCTION')")
         try:
             JobSpec.model_validate(spec)
         except ValidationError as exc:
@@ -232,6 +236,14 @@ class SwarmJob(Job):
     """Swarm learning (a site aggregates each round): rounds, round_timeout_s, aggregator, seed."""
 
     workflow = "swarm"
+
+
+class FedBuffJob(Job):
+    """FedBuff, asynchronous (sites at their own pace, a server step every buffer_size updates): updates,
+    buffer_size, server_lr, staleness_function, staleness_exponent, hinge_a, hinge_b, max_staleness, weighting,
+    site_timeout_s; needs initial_model."""
+
+    workflow = "fedbuff"
 
 
 class CrossSiteEvalJob(Job):

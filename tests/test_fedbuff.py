@@ -272,3 +272,24 @@ def test_a_fedbuff_job_without_an_initial_model_is_refused_when_loaded(tmp_path:
         load_job(tmp_path)
     # Assert
     assert "fedbuff updates a model from the start: give the job an initial_model" in str(caught.value)
+
+
+def test_the_recipe_api_has_a_fedbuff_job_that_needs_an_initial_model(tmp_path: Path):
+    """FedBuffJob takes fedbuff's arguments, refuses to be built without initial_model, and exports a job that
+    loads."""
+    # Prepare
+    from flctl.node.jobs.job_spec import load_job
+    from flctl.recipe import FedBuffJob, RecipeInputError
+
+    script = tmp_path / "app" / "train.py"
+    script.parent.mkdir()
+    script.write_text("")
+    # Execute
+    with pytest.raises(RecipeInputError, match="FedBuffJob: the fedbuff workflow updates a model from the start"):
+        FedBuffJob(name="fb", script=script, updates=3, buffer_size=2)
+    job = FedBuffJob(name="fb", script=script, updates=3, buffer_size=2, max_staleness=1,
+                     initial_model={"w": np.zeros(3, np.float32)})
+    job.export(tmp_path / "out")
+    # Assert
+    loaded = load_job(tmp_path / "out")
+    assert loaded.spec.workflow.type == "fedbuff" and loaded.args.max_staleness == 1  # type: ignore[attr-defined]
