@@ -338,3 +338,16 @@ def test_the_behind_proxy_example_provisions_one_site_on_wss(tmp_path):
     north = load_kit(prod / "general-north")
     assert (childrens.info.config.transport, childrens.info.config.wss_port) == ("wss", 443)
     assert (north.info.config.transport, north.info.config.wss_port) == (None, 443)
+
+
+def test_a_site_set_to_wss_locally_without_the_servers_wss_port_does_not_start(tmp_path):
+    """A gRPC-only project's site with `transport: wss` in local/resources.yml: `flctl node start` exits 2 saying
+    the kit names no wss_port and what to do."""
+    text = wss_project("grpconly", free_port(), 8444, ["grpc"]).replace(", wss_port: 8444", "")
+    result = provision(project_from_document(parse_yaml(text, "project.yml")).project, tmp_path / "ws")
+    kit = result.prod_dir / "site-1"
+    (kit / "local" / "resources.yml").write_text("transport: wss\n")
+    out = subprocess.run([FLCTL, "node", "start", str(kit)], capture_output=True, text=True, timeout=60, check=False)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "this site's transport is wss, but its kit" in out.stderr and "names no wss_port" in out.stderr
+    assert "Traceback" not in out.stderr

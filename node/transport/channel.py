@@ -13,8 +13,8 @@ import grpc
 
 from flctl.node.config.kit import NodeKit
 from flctl.node.config.resources import Resources
-from flctl.node.errors import NodeError
 from flctl.node.security.tls import channel, channel_options
+from flctl.provisioner.errors import KitError
 from flctl.provisioner.kit_config import NodeConfig
 
 TRANSPORTS = ("grpc", "wss")
@@ -23,13 +23,13 @@ _lock = threading.Lock()
 
 
 def site_transport(kit: NodeKit, resources: Resources) -> str:
-    """The transport this site uses: its local/resources.yml's `transport`, else its kit's, else grpc. A NodeError
-    when wss is chosen and the kit names no WebSocket port of the server."""
+    """The transport this site uses: its local/resources.yml's `transport`, else its kit's, else grpc. A KitError
+    (exit 2) when wss is chosen and the kit names no WebSocket port of the server."""
     config = kit.info.config
     kit_choice = config.transport if isinstance(config, NodeConfig) else None
     transport = resources.transport or kit_choice or "grpc"
     if transport == "wss" and getattr(config, "wss_port", None) is None:
-        raise NodeError(f"this site's transport is wss, but its kit ({kit.root}) names no wss_port of the server; "
+        raise KitError(f"this site's transport is wss, but its kit ({kit.root}) names no wss_port of the server; "
                         "give the server a wss_port in project.yml and provision again, or set transport: grpc in "
                         "local/resources.yml")
     return transport
