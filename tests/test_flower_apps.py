@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import http.client
 import json
+import subprocess
+import sys
 import textwrap
 import threading
 from pathlib import Path
@@ -298,6 +300,36 @@ def test_without_flower_the_error_says_how_to_get_it(tmp_path):
     # Execute / Assert
     with pytest.raises(FlowerMissing, match="FLCTL_FLOWER_PYTHON=/nowhere/python is not a file"):
         flower_python({"FLCTL_FLOWER_PYTHON": "/nowhere/python"})
+
+
+def test_the_flower_processes_at_the_server_are_confined_as_job_code(tmp_path, monkeypatch):
+    """Under job_isolation required, Flower's server processes (the ServerApp's among them) start under Landlock (or
+    another user): they write the job's flower/ folder, cannot read the server's key beside it, and get none of the
+    server's environment; `off` leaves them as they are."""
+    # Prepare
+    from flctl.node.flower.server_confinement import confinement
+    from flctl.node.site import sandbox
+
+    if sandbox.available().kind != "landlock":
+        pytest.skip("needs Landlock on this machine")
+    work = tmp_path / "jobs" / "j1" / "flower"
+    work.mkdir(parents=True)
+    key = tmp_path / "startup" / "server.key"
+    key.parent.mkdir()
+    key.write_text("the server's key")
+    monkeypatch.setenv("FLCTL_TEST_SERVER_SECRET", "x")
+    python = Path(sys.executable)
+    # Execute
+    wrap, env = confinement("required", python, work)
+    read = subprocess.run(wrap([str(python), "-c", f"open({str(key)!r}).read()"]), env=env, capture_output=True,
+                          check=False)
+    write = subprocess.run(wrap([str(python), "-c", f"open({str(work / 'out')!r}, 'w').write('y')"]), env=env,
+                           capture_output=True, check=False)
+    # Assert
+    assert read.returncode != 0 and b"PermissionError" in read.stderr
+    assert write.returncode == 0, write.stderr
+    assert env is not None and "FLCTL_TEST_SERVER_SECRET" not in env
+    assert confinement("off", python, work) == (list, None)
 
 
 # ------------------------------------------------------------------ on a real federation, beside Flower's own run

@@ -38,10 +38,11 @@ def flower_tool(python: Path, name: str) -> Path:
     return python.parent / name
 
 
-def flower_env(python: Path, home: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment Flower's processes run in: the venv first on PATH (a SuperLink starts `flower-superexec`
-    by name), FLWR_HOME of this job, no telemetry nor update check."""
-    env = {**os.environ, **(extra or {})}
+def flower_env(python: Path, home: Path, extra: dict[str, str] | None = None,
+               base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment Flower's processes run in: `base` (default: this process's) with the venv first on PATH (a
+    SuperLink starts `flower-superexec` by name), FLWR_HOME of this job, no telemetry nor update check."""
+    env = {**(os.environ if base is None else base), **(extra or {})}
     env.pop(ENV, None)
     env.update({"PATH": f"{python.parent}{os.pathsep}{env.get('PATH', '/usr/bin:/bin')}", "FLWR_HOME": str(home),
                 "FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1",

@@ -10,7 +10,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from flctl.node.flower.fleet_calls import FleetCall, FleetReply
@@ -38,17 +38,20 @@ class SuperLink:
     SuperLink runs the app on Flower's Simulation Engine instead (what `flwr run` does locally): the reference a
     Flower app on flctl is compared with."""
 
-    def __init__(self, python: Path, work: Path, simulation: int = 0) -> None:
+    def __init__(self, python: Path, work: Path, simulation: int = 0,
+                 wrap: Callable[[list[str]], list[str]] = list, base_env: dict[str, str] | None = None) -> None:
         self.python = python
         self.work = work
         self.simulation = simulation  # > 0: Flower's Simulation Engine with this many simulated SuperNodes
+        self.wrap = wrap  # confines the command line (`server_confinement`); unchanged by default
+        self.base_env = base_env  # the environment Flower's processes start from (None: this process's)
         self.home = work / "flwr-home"
         self.output = work / "output"
         self.port = free_port()
         self._proc: subprocess.Popen[bytes] | None = None
 
     def env(self) -> dict[str, str]:
-        return flower_env(self.python, self.home, {"FLCTL_FLOWER_OUTPUT": str(self.output)})
+        return flower_env(self.python, self.home, {"FLCTL_FLOWER_OUTPUT": str(self.output)}, self.base_env)
 
     def start(self) -> None:
         """Start it and wait until its HTTP API answers; FlowerRunError with its log's tail when it does not."""
@@ -59,10 +62,10 @@ class SuperLink:
             f'address = "127.0.0.1:{self.port}"\ninsecure = true\n'
             + (f"options.num-supernodes = {self.simulation}\n" if self.simulation else ""))
         log = open(self.work / "superlink.log", "ab")  # noqa: SIM115 - the process holds it; closed with it
-        self._proc = subprocess.Popen(
+        self._proc = subprocess.Popen(self.wrap(
             [str(flower_tool(self.python, "flower-superlink")), "--insecure", "--host", "127.0.0.1", "--port",
              str(self.port), "--database", str(self.work / "superlink.db"), "--disable-runtime-dependency-installation",
-             *(["--simulation"] if self.simulation else [])],
+             *(["--simulation"] if self.simulation else [])]),
             stdout=log, stderr=subprocess.STDOUT, env=self.env(), cwd=str(self.output), start_new_session=True)
         log.close()
         deadline = time.monotonic() + READY_S
@@ -119,8 +122,8 @@ class FlwrRun:
         command = [str(flower_tool(link.python, "flwr")), "run", str(app), CONNECTION, "--stream"]
         for item in run_config:
             command += ["--run-config", item]
-        self._proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=link.env(),
-                                      cwd=str(link.work), start_new_session=True)
+        self._proc = subprocess.Popen(link.wrap(command), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                      env=link.env(), cwd=str(link.work), start_new_session=True)
         self._lines: queue.Queue[str | None] = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
 

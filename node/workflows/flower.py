@@ -20,6 +20,7 @@ from pydantic import Field
 from flctl.node.flower.fleet_calls import FleetCallError, FleetReply, decode_calls, encode_replies
 from flctl.node.flower.flower_python import FlowerMissing, flower_python
 from flctl.node.flower.run_log import RunLog
+from flctl.node.flower.server_confinement import confinement, job_isolation
 from flctl.node.flower.superlink_runner import FlowerRunError, FlwrRun, SuperLink
 from flctl.node.jobs.tasks import Params, SiteFailure, Task, TaskKind
 from flctl.node.workflows.base import AsyncFederation, Federation, Workflow, WorkflowArgs, WorkflowError
@@ -83,10 +84,15 @@ class FlowerApp(Workflow):
             raise WorkflowError(f"the server cannot run Flower apps: {exc}") from None
         work = job_dir / "flower"
         app = _app_folder(job_dir, work, args.app)
-        link = SuperLink(python, work)
         run: FlwrRun | None = None
+        link: SuperLink | None = None
         try:
+            policy = job_isolation(job_dir)
+            wrap, base_env = confinement(policy, python, work)
+            link = SuperLink(python, work, wrap=wrap, base_env=base_env)
             link.start()
+            fed.log(f"Flower's SuperLink on 127.0.0.1:{link.port} ({python.parent.parent}), the ServerApp "
+                    + ("confined as job code" if base_env is not None else f"unconfined (job_isolation: {policy})"))
             relays = SiteRelays(cast(AsyncFederation, fed), sites, link, self.min_sites, args.partitions)
             relays.start()
             run = FlwrRun(link, app, [f"{k}={toml_value(v)}" for k, v in args.run_config.items()])
@@ -97,7 +103,8 @@ class FlowerApp(Workflow):
         finally:
             if run is not None:
                 run.stop()
-            link.stop()
+            if link is not None:
+                link.stop()
         if code != 0 or log.errors:
             raise WorkflowError(f"the Flower run failed (flwr run exited with code {code}): "
                                 + " | ".join(log.errors[-3:] or ["see the job's log"]))
