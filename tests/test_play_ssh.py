@@ -265,3 +265,61 @@ def test_the_state_folder_s_kits_removed_by_hand_are_made_again_and_nothing_rest
     assert {(r["participant"], r["state"], r["certificate"]) for r in result["participants"]} == {
         (name, "verified", "kept") for name in PARTICIPANTS}
     assert [play.node_pid(i) for i in range(3)] == pids
+
+
+def test_a_participant_removed_from_the_playbook_is_stopped_reported_and_forgotten(play: Play) -> None:
+    """site-2's host taken out of the playbook: --check says its node would be stopped; the run stops that node (no
+    process of it left on its host), reports it, records it removed, and leaves the others' nodes running."""
+    # Prepare
+    text = play.playbook.read_text()
+    play.playbook.write_text(text.split("    - participant: site-2\n")[0])
+    pids = [play.node_pid(i) for i in (0, 1)]
+    assert play.running(2, " node start ") == 1
+    # Execute
+    check = play.run("--check", "--json")
+    out = play.run("--json")
+    # Assert
+    assert check.returncode == 0, check.stdout + check.stderr
+    planned = {h["participant"]: h for h in json.loads(check.stdout)["hosts"]}
+    assert planned["site-2"]["actions"] == ["stop its node and forget it (no longer in the playbook)"]
+    assert out.returncode == 0, out.stdout + out.stderr + play.logs()
+    result = json.loads(out.stdout)
+    assert result["removed"] == [{"participant": "site-2", "host": "127.0.0.1", "node": "stopped"}]
+    assert [(r["participant"], r["state"]) for r in result["participants"]] == [
+        ("localhost", "verified"), ("site-1", "verified")]
+    assert (play.running(2, " node start "), play.running(2, "supervise.sh")) == (0, 0)
+    assert [play.node_pid(i) for i in (0, 1)] == pids
+    last = play.journal()[-1]
+    assert (last["kind"], last["participant"], last["data"]["node"]) == ("removed", "site-2", "stopped")
+    assert "site-2" not in (play.state / "inventory.yml").read_text()
+    play.playbook.write_text(text)
+
+
+def test_ctrl_c_during_a_play_stops_it_recording_where_and_the_next_run_goes_on(play: Play) -> None:
+    """site-2 back in the playbook; SIGINT once the run provisioned it: flctl play exits 130 saying how to go on,
+    its last journal event records the interruption and its phase, the state folder is free; the next run brings
+    site-2 to verified with one node on its host."""
+    # Prepare
+    seen = len(play.journal())
+    proc = subprocess.Popen([FLCTL, "play", str(play.playbook)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, **play.env})
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if any(e["kind"] == "provisioned" and e.get("participant") == "site-2" for e in play.journal()[seen:]):
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "flctl play ended before provisioning site-2"
+    # Execute
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=180)
+    interrupted = play.journal()[-1]
+    out = play.run("--json")
+    # Assert
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "again to go on from there" in err
+    assert interrupted["kind"] == "interrupted" and interrupted["data"]["phase"], interrupted
+    assert out.returncode == 0, out.stdout + out.stderr + play.logs()
+    result = json.loads(out.stdout)
+    assert [(r["participant"], r["state"]) for r in result["participants"]] == [
+        (name, "verified") for name in PARTICIPANTS]
+    assert (play.running(2, "supervise.sh"), play.running(2, " node start ")) == (1, 1)
