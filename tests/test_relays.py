@@ -252,6 +252,9 @@ def test_fedavg_through_relays_equals_the_flat_job(feds, tmp_path):
         value = expected(sites or sorted(BUMP), rounds)
         np.testing.assert_array_equal(through["w"], np.full(1000, value, np.float32))
         assert sorted(s["name"] for s in shown["sites"]) == ["relay-eu", "relay-us"], shown
+        if name == "all":  # site-5's lines came up through relay-de and relay-eu, named by each
+            logs = relayed.flctl("job", "logs", shown["id"]).stdout
+            assert "relay-eu" in logs and "[relay-de] [site-5]" in logs, logs
 
 
 def test_a_workflow_relays_cannot_carry_is_refused_at_submit(feds, tmp_path):
