@@ -398,5 +398,12 @@ def test_a_flower_app_on_flctl_ends_with_the_simulation_engines_model_bit_for_bi
     for name, expected in reference.items():
         assert np.array_equal(np.asarray(final[name]), expected), name
     assert "[ROUND 2/2]" in logs and "Received successfully" in logs  # the server's and a site's Flower lines
+    assert "the ServerApp confined as job code" in logs
+    audit_log = fed.prod / "localhost" / "workspace" / "audit.jsonl"
+    audit = [json.loads(line) for line in audit_log.read_text().splitlines()]
+    actions = [entry["action"] for entry in audit if entry.get("job_id") == job_id
+               or entry.get("args", {}).get("job_id") == job_id]
+    assert {"job.submit", "job.started", "job.round", "job.finished"} <= set(actions)
+    assert "job.task" not in actions  # the relay's tasks are transport, not events
     assert (show["rounds"], show["rounds_done"]) == (2, 2)  # from the app's num-server-rounds
     assert list(show["last_metrics"]) == ["flower"] and show["last_metrics"]["flower"]["train_loss"] > 0

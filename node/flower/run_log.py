@@ -41,6 +41,11 @@ class RunLog:
             self.errors.append(line.strip())
         return line
 
+    @property
+    def current_round(self) -> int:
+        """The round under way, from 1 (0: none yet, or between rounds)."""
+        return self._round
+
     def end(self) -> None:
         """The output has ended: the last round is over."""
         self._close_round()

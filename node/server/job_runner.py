@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from flctl.node.jobs.job_status import DROPPED, JobStatus, SiteState
+from flctl.node.jobs.tasks import TaskKind
 from flctl.node.process.links import LinkError
 from flctl.node.process.spare_process import SPARE_FLAG, SpareProcess
 from flctl.node.server import job_messages
@@ -39,6 +40,12 @@ from flctl.node.server.site_hub import SiteHub
 from flctl.node.server.store import JobRow, Store
 from flctl.node.server.task_board import INLINE_BYTES, PostedTask, TaskBoard
 from flctl.node.workflows.state import state_path
+
+QUIET_KINDS = frozenset({TaskKind.FLOWER_FLEET})
+"""Task kinds that are transport, not steps of the job: a Flower app's relay posts one to a site for every batch of
+its SuperNode's calls (several a round, one a second when idle). Not each an event in the job's records and the
+audit log; the job's start, its rounds and its end are."""
+
 
 log = logging.getLogger("flctl.server")
 KILL_GRACE_S = 5.0
@@ -234,8 +241,9 @@ class JobRunner:
             self._store.update_job(job_id, round=task.round)
             self._store.set_site_states(job_id, msg.sites, SiteState.WORKING, task.round, unless=DROPPED)
             self._board.post(job_id, task, msg.sites)
-            self._store.add_event(job_id, "task", f"round {task.round + 1}: {task.kind} sent to "
-                                  f"{len(msg.sites)} sites", {"round": task.round, "task": task.kind})
+            if task.kind not in QUIET_KINDS:
+                self._store.add_event(job_id, "task", f"round {task.round + 1}: {task.kind} sent to "
+                                      f"{len(msg.sites)} sites", {"round": task.round, "task": task.kind})
         elif isinstance(msg, job_messages.CancelTask):
             self._board.cancel(job_id, msg.task_id, msg.sites)
             self._store.set_site_states(job_id, msg.sites, SiteState.LATE)

@@ -126,6 +126,7 @@ class FlowerApp(Workflow):
                     self._record(fed, log)
                     return log
                 line = log.feed(raw)
+                relays.round = max(log.current_round - 1, 0)
                 if line.strip():
                     fed.log(f"flower: {line}")
             self._record(fed, log)
@@ -150,6 +151,7 @@ class SiteRelays:
         self._min_sites = min_sites
         self._partitions = partitions
         self._open: dict[str, str] = {}  # task id -> site
+        self.round = 0  # the Flower round under way (from 0): the relay's tasks carry it, so `job ls` shows it
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="flower-replay")
 
     def start(self) -> None:
@@ -159,7 +161,7 @@ class SiteRelays:
 
     def _post(self, site: str, replies: list[FleetReply], extra: dict[str, Any] | None = None) -> None:
         params, meta = encode_replies(replies)
-        task = Task(TaskKind.FLOWER_FLEET, 0, params, {**meta, **(extra or {})})
+        task = Task(TaskKind.FLOWER_FLEET, self.round, params, {**meta, **(extra or {})})
         self._open[self._fed.post(task, site, TASK_TIMEOUT_S)] = site
 
     def step(self, wait_s: float) -> None:
