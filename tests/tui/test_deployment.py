@@ -220,3 +220,23 @@ async def test_a_play_run_elsewhere_shows_as_its_journal_grows(tmp_path: Path) -
     # Assert
     assert final[2][3] == "-"  # charite's pre-flight failure is over
     assert "1 of 3 verified" in line
+
+
+def test_who_may_act_is_the_right_operate_at_every_host_s_organisation() -> None:
+    """A project_admin anywhere; an org_admin or a lead only where every host is of its own organisation (the
+    first other one is named); a member nowhere; nobody known, nothing."""
+    # Prepare
+    from flctl.console.tui.deployment_subject import refusal
+    from flctl.node.security.authz import Actor
+
+    orgs = {"server": "hub", "site-1": "hub", "site-2": "org_2"}
+    # Execute / Assert
+    assert refusal(Actor("a", "hub", "project_admin"), orgs, "play") is None
+    assert refusal(Actor("o", "hub", "org_admin"), {"server": "hub", "site-1": "hub"}, "stop") is None
+    assert refusal(Actor("o", "hub", "org_admin"), orgs, "stop") == (
+        "stop needs the right operate on every host (site-2: role 'org_admin' has operate only at sites of its own "
+        "organisation (hub))")
+    assert refusal(Actor("l", "org_2", "lead"), orgs, "upgrade") is not None
+    assert refusal(Actor("m", "hub", "member"), orgs, "play") == (
+        "play needs the right operate on every host (server: role 'member' lacks the right operate)")
+    assert refusal(None, orgs, "play") is not None
