@@ -222,11 +222,12 @@ def test_a_resumed_run_goes_on_from_its_checkpoint_and_state():
     resumed = fedbuff(4, 2)
     resumed.restore(first.states["round-1"])
     again = ScriptedFederation(["site-1", "site-2", "site-3", "site-1"])
+    again.models["round-1"] = first.models["round-1"]  # the checkpoint resumed from, as on the server's disk
     final = resumed.run(again, first.models["round-1"], start_round=2)
     # Assert
     np.testing.assert_allclose(final["w"], expected["w"], rtol=0, atol=1e-12)
     assert again.posts[:3] == [("site-1", 2), ("site-2", 2), ("site-3", 2)]
-    assert list(again.models) == ["round-2", "round-3", "final"]
+    assert list(again.models) == ["round-1", "round-2", "round-3", "final"]
     assert again.reports["fedbuff"]["sites"]["site-1"]["accepted"] == 4  # type: ignore[index]
     with pytest.raises(WorkflowError, match="damaged"):
         fedbuff(2, 1).restore(type(first.states["round-1"])({"tally": ["x"]}))

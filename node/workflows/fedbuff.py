@@ -195,7 +195,7 @@ class _Run:
         self.model = model
         self.version = start
         self.saved = f"round-{start - 1}" if model and start > 0 else ""
-        self.bases: dict[int, Params] = {start: model}  # version -> its model, while a site trains it
+        self.bases: dict[int, Params] = {start: model}  # version -> its model (once saved: mapped) while trained
         self.open: dict[str, tuple[str, int]] = {}  # task id -> (site, version sent)
         self.resting: dict[str, str] = {}  # site -> why it is not training now
         self.buffer = UpdateBuffer(model, self.args.weighting)
@@ -301,8 +301,10 @@ class _Run:
         """Apply the buffer: the next version, checkpointed and recorded as a round."""
         from statistics import fmean
 
-        round_no = self.version
+        round_no, before = self.version, self.saved
         self.model = self.buffer.step(self.args.server_lr)
+        if before and round_no in self.bases:  # sites still training it: read from its checkpoint, not held
+            self.bases[round_no] = self.fed.load_model(before)
         self.version += 1
         self.flow.checkpoint(self.fed, round_no, self.model)
         self.saved = f"round-{round_no}"
