@@ -424,6 +424,7 @@ class Relay:
         if job is None or job.stopped.is_set():
             return
         job.stopped.set()
+        job.bundle = b""  # its sites have it; the record stays for their last reports
         self.board.close_job(job_id, status)
         if status == JobStatus.ABORTED:
             for site in job.sites:
