@@ -49,7 +49,7 @@ LOG_LINES = 200
 
 class DeploymentScreen(Screen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape", "app.pop_screen", "Back"),
+        Binding("escape", "back", "Back"),
         Binding("r", "play", "Play"),
         Binding("k", "check", "Check"),
         Binding("u", "upgrade", "Upgrade"),
@@ -254,6 +254,13 @@ class DeploymentScreen(Screen[None]):
         self.notify(message.summary, title="Deployment", severity="error" if message.failed else "information")
 
     # ------------------------------------------------------------------ actions
+    def action_back(self) -> None:
+        """Back to the overview; an action still running goes on to its end (a play's states keep being recorded,
+        and D shows them again)."""
+        if self.running:
+            self.notify(f"{self.running} goes on in the background; D shows its hosts again", severity="warning")
+        self.app.pop_screen()
+
     def _may(self, what: str, changes: bool = True) -> bool:
         """Whether `what` may start now: a subject open, nothing else running, the right to operate (when it
         changes anything); else the reason is told."""
