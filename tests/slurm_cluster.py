@@ -1,7 +1,9 @@
 """A real one-node Slurm cluster for tests: munged, slurmctld and slurmd (Debian's slurm-wlm 22.05) on 127.0.0.1.
 
 Everything lives in a folder of its own: the munge key and socket, slurm.conf (ports the test picks, no cgroups:
-proctrack/linuxproc, task/none), the controller's state and slurmd's spool, the logs. Client commands find it
+proctrack/linuxproc, task/none), the controller's state and slurmd's spool, the logs. KillWait (how long scancel
+waits between SIGTERM and SIGKILL) is 120 s, not Slurm's 30: a clean stop on this shared 2-core machine can take
+longer than 30 s under load. Client commands find it
 through SLURM_CONF (`cluster.env`). Why a part cannot run here is a skip reason, never a silent pass.
 """
 
@@ -97,7 +99,7 @@ SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 SlurmdParameters=config_overrides
 ReturnToService=2
-KillWait=30
+KillWait=120
 MinJobAge=30
 NodeName={NODE} NodeAddr=127.0.0.1 CPUs=16 RealMemory=8192 State=UNKNOWN
 PartitionName=debug Nodes={NODE} Default=YES MaxTime=INFINITE State=UP
