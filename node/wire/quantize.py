@@ -140,29 +140,47 @@ def is_quantized(data: bytes | bytearray | memoryview) -> bool:
 def int8_blocks(values: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray]:
     """Blockwise absmax int8 of `values` (any float dtype, any shape; taken flat, in float32): the codes (int8,
     flat) and each block's scale (float32, ceil(n / block) of them). s = max|x| / 127; q = rint(x / s); a block of
-    zeros has s = 0 and q = 0; a block holding NaN or infinity has s = NaN and q = 0."""
-    flat = np.asarray(values).reshape(-1).astype(np.float32)
-    blocks = -(-flat.size // block)
-    padded = np.zeros(blocks * block, np.float32)
-    padded[:flat.size] = flat
-    grid = padded.reshape(blocks, block)
+    zeros has s = 0 and q = 0; a block holding NaN or infinity has s = NaN and q = 0. One float32 temporary the size
+    of the tensor (none when it is float32 already but the quotient)."""
+    flat = np.asarray(values).reshape(-1).astype(np.float32, copy=False)
+    n = flat.size
+    codes = np.empty(n, np.int8)
+    scales = np.empty(-(-n // block), np.float32)
+    full = n // block
+    _int8_rows(flat[:full * block].reshape(full, block), codes[:full * block].reshape(full, block), scales[:full])
+    if n % block:
+        _int8_rows(flat[full * block:].reshape(1, -1), codes[full * block:].reshape(1, -1), scales[full:])
+    return codes, scales
+
+
+def _int8_rows(grid: np.ndarray, codes: np.ndarray, scales: np.ndarray) -> None:
+    """`int8_blocks` of each row of `grid` (one block a row) into `codes` and `scales`."""
+    if grid.size == 0:
+        return
     with np.errstate(invalid="ignore"):
-        absmax = np.max(np.abs(grid), axis=1) if blocks else np.zeros(0, np.float32)
+        absmax = np.maximum(grid.max(axis=1), -grid.min(axis=1))  # NaN propagates; no |x| temporary
     finite = np.isfinite(absmax)
-    scales = np.where(finite, absmax / np.float32(127), np.float32(np.nan)).astype(np.float32)
-    usable = finite & (scales > 0)
-    divisor = np.where(usable, scales, np.float32(1))[:, None]
-    with np.errstate(invalid="ignore", over="ignore"):
-        codes = np.where(usable[:, None], np.rint(grid / divisor), np.float32(0))
-    codes = np.clip(codes, -127, 127).astype(np.int8)
-    return codes.reshape(-1)[:flat.size], scales
+    np.divide(absmax, np.float32(127), out=scales)
+    scales[~finite] = np.nan
+    divisor = np.where(finite & (scales > 0), scales, np.float32(1))[:, None]  # zeros / 1 = 0
+    quotient = grid / divisor
+    np.rint(quotient, out=quotient)
+    np.clip(quotient, -127, 127, out=quotient)
+    quotient[~finite] = 0
+    codes[...] = quotient
 
 
 def int8_values(codes: np.ndarray, scales: np.ndarray, block: int) -> np.ndarray:
     """The float32 values int8 `codes` (flat) with their blocks' `scales` stand for: q * s."""
     flat = np.asarray(codes, np.int8).reshape(-1)
-    per_value = np.repeat(np.asarray(scales, np.float32), block)[:flat.size]
-    return flat.astype(np.float32) * per_value
+    scales = np.asarray(scales, np.float32)
+    out = flat.astype(np.float32)
+    full = flat.size // block
+    head = out[:full * block].reshape(full, block)
+    head *= scales[:full, None]
+    if flat.size % block:
+        out[full * block:] *= scales[full]
+    return out
 
 
 def _int8_tensor(name: str, codes: np.ndarray, scales: np.ndarray, block: int) -> np.ndarray:
@@ -184,13 +202,14 @@ def _quantized(dtype: np.dtype, mode: str) -> bool:
 
 
 def _narrowed(name: str, array: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    if dtype == np.float16:
+    flat = array.reshape(-1)
+    if dtype == np.float16 and flat.size and max(abs(float(np.fmax.reduce(flat))),
+                                                 abs(float(np.fmin.reduce(flat)))) > _FLOAT16_MAX:
+        # (NaN is left out by fmax/fmin: it travels as NaN, and the receiver refuses it as it would anyway)
         with np.errstate(invalid="ignore"):
-            over = np.abs(array) > _FLOAT16_MAX
-        if over.any():  # NaN compares False: it travels as NaN, and the receiver refuses it as it would anyway
-            first = float(array[over][0])
-            raise ValueError(f"parameter '{name}' has values beyond float16's range (|x| <= {_FLOAT16_MAX:g}), "
-                             f"e.g. {first:g}; use transfer: {{quantize: bf16}} or int8")
+            first = float(array[np.abs(array) > _FLOAT16_MAX][0])
+        raise ValueError(f"parameter '{name}' has values beyond float16's range (|x| <= {_FLOAT16_MAX:g}), "
+                         f"e.g. {first:g}; use transfer: {{quantize: bf16}} or int8")
     with np.errstate(over="ignore"):
         return array.astype(dtype)
 
