@@ -294,3 +294,20 @@ def test_the_recipe_api_has_a_fedbuff_job_that_needs_an_initial_model(tmp_path: 
     # Assert
     loaded = load_job(tmp_path / "out")
     assert loaded.spec.workflow.type == "fedbuff" and loaded.args.max_staleness == 1  # type: ignore[attr-defined]
+
+
+def test_job_shows_table_of_the_fedbuff_report():
+    """`flctl job show` turns the report into one row a site: accepted, refused, failed, staleness, last refusal."""
+    # Prepare
+    from flctl.console.cli.job.fedbuff_view import table
+
+    fed = ScriptedFederation(["site-1", "site-2"] * 4 + ["site-3", "site-1", "site-2", "site-1"])
+    fedbuff(5, 2, max_staleness=2).run(fed, {"w": X0.copy()})
+    # Execute
+    found = table({"fedbuff": fed.reports["fedbuff"]})
+    # Assert
+    assert found is not None and table({}) is None
+    title, rows = found
+    assert title == "fedbuff: model version 5 of 5, a step every 2 updates; each site's updates"
+    assert rows[2] == ("site-3", 0, 1, 0, "0.00", 0,
+                       "version 4: it trained version 0, 4 versions old (max_staleness 2)")

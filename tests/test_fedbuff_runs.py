@@ -106,6 +106,7 @@ def test_fedbuff_on_a_real_federation_refuses_a_site_that_stayed_away_and_shows_
         assert watched.returncode == 0, watched.stdout + watched.stderr
         job_id = watched.stderr.split("submitted job ")[1].split()[0]
         shown = fed.flctl_json("job", "show", job_id)
+        printed = fed.flctl("job", "show", job_id).stdout
         logs = fed.flctl("job", "logs", job_id, "--site", "server").stdout
     # Assert
     assert shown["status"] == "FINISHED"
@@ -114,6 +115,9 @@ def test_fedbuff_on_a_real_federation_refuses_a_site_that_stayed_away_and_shows_
     site3 = shown["reports"]["fedbuff"]["sites"]["site-3"]
     assert site3["refused"] >= 1 and site3["refusals"][0].endswith("versions old (max_staleness 2)")
     assert "version 24 of 24" in logs
+    assert "# fedbuff: model version 24 of 24, a step every 2 updates; each site's updates" in printed
+    row = next(line.split("\t") for line in printed.splitlines() if line.startswith("site-3\t"))
+    assert row[6].endswith("versions old (max_staleness 2)")
 
 
 def test_fedbuff_resumes_from_its_last_version_after_a_server_kill(tmp_path: Path):

@@ -15,6 +15,7 @@ def command(job_id: Annotated[str, typer.Argument(metavar="ID")], kit: KitOption
             json_out: JsonOption = False) -> None:
     """Show a job: status, rounds done, each site's state, the last metrics and where its artifacts are; a
     statistics job's figures as tables (a feature's statistics per site and global), a data check's verdicts."""
+    from flctl.console.cli.job.fedbuff_view import show as show_fedbuff
     from flctl.console.cli.job.frameworks_view import show as show_frameworks
     from flctl.console.cli.job.render import cross_site_table, duration, metrics_line, outcome, progress
     from flctl.console.cli.job.statistics_view import show as show_statistics
@@ -49,3 +50,4 @@ def command(job_id: Annotated[str, typer.Argument(metavar="ID")], kit: KitOption
             terminal.warning(f"{name} {why}")
     show_statistics(job.reports)
     show_frameworks(job.reports)
+    show_fedbuff(job.reports)
