@@ -5,8 +5,10 @@ server restarted under the wss sites; a proxy that refuses, in the site's log an
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -29,6 +31,7 @@ from flctl.provisioner.yaml_source import parse_yaml
 from .conftest import ROOT
 from .connect_proxy import ConnectProxy
 from .federation import ADMIN, FLCTL, Federation, events_until_round, free_port
+from .inspecting_proxy import InspectingProxy
 from .test_reliability import expected_model, slow_job
 from .tinyproxy import Tinyproxy, needs_tinyproxy, tinyproxy
 
@@ -351,3 +354,90 @@ def test_a_site_set_to_wss_locally_without_the_servers_wss_port_does_not_start(t
     assert out.returncode == 2, out.stdout + out.stderr
     assert "this site's transport is wss, but its kit" in out.stderr and "names no wss_port" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+# ---------------------------------------------------------------------- a proxy that inspects TLS
+def kit_copy(fed: Federation, site: str, root: Path, resources: str) -> Path:
+    """A copy of `site`'s kit (its signed startup/ unchanged) with `resources` as its local/resources.yml."""
+    copy = root / f"{site}-kit"
+    shutil.copytree(fed.kit(site), copy, ignore=shutil.ignore_patterns("workspace"))
+    (copy / "local" / "resources.yml").write_text(resources)
+    return copy
+
+
+def preflight_kit(kit: Path, env: dict[str, str]) -> tuple[int, dict[str, dict]]:
+    out = subprocess.run([FLCTL, "preflight", str(kit), "--json"], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, **env}, check=False)
+    return out.returncode, {r["check"]: r for r in json.loads(out.stdout)}
+
+
+def test_behind_a_proxy_that_inspects_tls_the_certificate_cannot_pass_and_tokens_are_off_by_default(wss, tmp_path):
+    """Through a proxy that inspects TLS, a wss site with its certificate fails the TLS check saying why, and one
+    with a token is refused by a server that does not allow tokens (the default)."""
+    proxy = InspectingProxy(tmp_path, wss.wss_port)
+    try:
+        env = {**proxy_env(proxy.url), "SSL_CERT_FILE": str(proxy.ca_file)}
+        code, rows = preflight_kit(kit_copy(wss.fed, "site-1", tmp_path / "a", "transport: wss\n"), env)
+        assert rows["transport"]["status"] == "fail", rows
+        assert "a proxy that inspects TLS cannot pass a site's certificate" in rows["transport"]["sentence"]
+        assert code == 3
+        code, rows = preflight_kit(kit_copy(wss.fed, "site-1", tmp_path / "b", "wss_auth: token\n"), env)
+        assert rows["transport"]["status"] == "fail", rows
+        assert "closed the connection before answering the WebSocket request" in rows["transport"]["sentence"], rows
+        assert proxy.inspected == 1  # the second site's TLS; the first refused the proxy's certificate
+    finally:
+        proxy.close()
+
+
+def test_a_site_token_opens_the_tunnel_through_a_proxy_that_inspects_tls(wss, tmp_path):
+    """A WebSocket port that allows site tokens (`wss_token_auth`), behind a proxy that inspects TLS: a site with
+    `wss_auth: token` opens its tunnel, and the server answers over it, the inner gRPC mutual TLS end to end."""
+    from flctl.node.transport.wss_listener import WssListener
+
+    server_kit = load_kit(wss.fed.kit("localhost"), verify=False)
+    listener = WssListener(server_kit, "127.0.0.1", free_port(), "127.0.0.1", wss.fed.port, token_auth=True)
+    proxy = InspectingProxy(tmp_path, int(listener.address.rpartition(":")[2]))
+    try:
+        env = {**proxy_env(proxy.url), "SSL_CERT_FILE": str(proxy.ca_file)}
+        code, rows = preflight_kit(kit_copy(wss.fed, "site-1", tmp_path / "c", "wss_auth: token\n"), env)
+        assert rows["transport"]["status"] == "ok", rows
+        assert rows["server"]["status"] == "ok" and "over wss" in rows["server"]["sentence"], rows
+        assert code == 0, rows
+        assert proxy.inspected >= 2  # the probe's WebSocket and the tunnel's
+    finally:
+        proxy.close()
+        listener.close()
+
+
+def test_site_tokens_are_checked(wss):
+    """A token opens a tunnel only for the site whose certificate (from this CA, not revoked) signed it, for this
+    server and path, within its few minutes."""
+    from cryptography import x509
+
+    from flctl.node.transport.wss_token import TokenRefused, check_token, make_token
+
+    site = load_kit(wss.fed.kit("site-1"), verify=False)
+    admin = load_kit(wss.fed.admin_kit, verify=False)
+    ca = x509.load_pem_x509_certificate(site.ca_pem)
+    path, now = "/flctl/v1/grpc", time.time()
+    good = make_token(site.cert_pem, site.key_pem, "site-1", "localhost", path, now)
+    assert check_token(good, ca, "localhost", path, lambda _s: False, now) == "site-1"
+    cert_part, claims_part, signature_part = good.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(claims_part + "=" * (-len(claims_part) % 4)))
+    claims["exp"] += 3600
+    longer = ".".join((cert_part, base64.urlsafe_b64encode(json.dumps(claims).encode()).decode().rstrip("="),
+                       signature_part))
+    cases = {
+        "expired": (good, now + 600, lambda _s: False, "expired"),
+        "another server": (make_token(site.cert_pem, site.key_pem, "site-1", "elsewhere", path, now), now,
+                           lambda _s: False, "made for elsewhere"),
+        "revoked": (good, now, lambda _s: True, "was revoked"),
+        "an admin's": (make_token(admin.cert_pem, admin.key_pem, "site-1", "localhost", path, now), now,
+                       lambda _s: False, "belongs to admin"),
+        "a longer life written in": (longer, now, lambda _s: False, "not signed with the key of site 'site-1'"),
+        "malformed": ("not-a-token", now, lambda _s: False, "malformed"),
+    }
+    for name, (token, when, revoked, phrase) in cases.items():
+        with pytest.raises(TokenRefused, match=phrase):
+            check_token(token, ca, "localhost", path, revoked, when)
+            pytest.fail(f"the {name} token was taken")

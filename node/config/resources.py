@@ -77,6 +77,11 @@ class Resources:
     transport: str = ""
     """A site's transport to the server, when it is not the one its kit names: grpc, or wss (gRPC inside a
     WebSocket on HTTPS, for a site behind an HTTP proxy; see `flctl.node.transport`); "": the kit's."""
+    wss_auth: str = "certificate"
+    """A wss site: how its WebSocket authenticates, `certificate` (its client certificate) or `token` (a signed
+    token, for a proxy that inspects TLS; the server must allow it). See `flctl.node.transport.wss_token`."""
+    wss_token_auth: bool = False
+    """The server: let a WebSocket without a client certificate in with a valid site token (`wss_auth: token`)."""
 
     @property
     def disk_reserve_bytes(self) -> int:
@@ -167,6 +172,7 @@ def load_resources(path: Path) -> Resources:
         metrics_port=_port(path, document, number("metrics_port", 0, 65535, _PORT)),
         metrics_host=_host(path, document.get("metrics_host", defaults.metrics_host)),
         transport=_transport(path, document.get("transport", defaults.transport)),
+        **_wss_auth(path, document),
     )
 
 
@@ -190,6 +196,16 @@ def _transport(path: Path, value: Any) -> str:
     if value not in ("", "grpc", "wss"):
         raise KitError(f"{path}: transport must be grpc or wss (default: the one the kit names), not {value!r}")
     return str(value)
+
+
+def _wss_auth(path: Path, document: dict[Any, Any]) -> dict[str, Any]:
+    auth = document.get("wss_auth", "certificate")
+    if auth not in ("certificate", "token"):
+        raise KitError(f"{path}: wss_auth must be certificate or token (default certificate), not {auth!r}")
+    tokens = document.get("wss_token_auth", False)
+    if not isinstance(tokens, bool):
+        raise KitError(f"{path}: wss_token_auth must be true or false (default false), not {tokens!r}")
+    return {"wss_auth": auth, "wss_token_auth": tokens}
 
 
 def _isolation(path: Path, document: dict[Any, Any]) -> dict[str, Any]:

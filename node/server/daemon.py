@@ -95,6 +95,7 @@ class ServerDaemon:
         listen = config.listen or config.server
         self.address = f"{listen.host}:{listen.port}"
         self._wss_at = (listen.host, config.wss_port, resources.tls_min_version)  # sites on transport: wss
+        self._wss_tokens = resources.wss_token_auth
         self._wss: WssListener | None = None
         workers = resources.max_calls + REFUSAL_THREADS
         self.caps = CallCaps(Caps(resources.max_calls, resources.max_streams, resources.max_calls_per_peer,
@@ -149,7 +150,8 @@ class ServerDaemon:
         if wss_port is not None:
             from flctl.node.transport.wss_listener import WssListener
 
-            self._wss = WssListener(self.kit, host, wss_port, host, port, tls_min)
+            self._wss = WssListener(self.kit, host, wss_port, host, port, tls_min, self._wss_tokens,
+                                    lambda serial: serial in self.ctx.revocations)
             log.info("WebSocket tunnels (transport: wss) on %s", self._wss.address)
         pidfile.write(self.workspace)
         self.scheduler.start()

@@ -10,7 +10,14 @@ from websockets.exceptions import WebSocketException
 
 from flctl.node.config.kit import NodeKit
 from flctl.node.transport import wss_pipe, wss_problems
-from flctl.node.transport.wss_tunnel import client_context, open_websocket, proxy_for, wss_url
+from flctl.node.transport.wss_tunnel import (
+    client_context,
+    open_websocket,
+    proxy_for,
+    site_auth,
+    token_header,
+    wss_url,
+)
 
 
 @dataclass(frozen=True)
@@ -32,7 +39,8 @@ def probe(kit: NodeKit, timeout_s: float) -> Probe:
 
     async def attempt() -> None:
         asyncio.get_running_loop().set_exception_handler(wss_pipe.quiet_proxy_eof)
-        ws = await open_websocket(url, client_context(kit), proxy, timeout_s)
+        auth = site_auth(kit)
+        ws = await open_websocket(url, client_context(kit, auth), proxy, timeout_s, token_header(kit, auth))
         await ws.close()
 
     try:

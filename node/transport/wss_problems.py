@@ -8,6 +8,7 @@ from __future__ import annotations
 import ssl
 
 from websockets.exceptions import (
+    InvalidMessage,
     InvalidProxyMessage,
     InvalidProxyStatus,
     InvalidStatus,
@@ -40,6 +41,14 @@ def sentence(exc: BaseException, url: str, proxy: str | None) -> str:
                 "it, or the proxy itself, cut it)")
     if isinstance(exc, InvalidProxyMessage | ProxyError):
         return f"the proxy {shown_proxy(proxy or '?')} did not answer as an HTTP proxy ({exc}); check HTTPS_PROXY"
+    if isinstance(exc, InvalidMessage) and isinstance(exc.__cause__, EOFError | OSError):
+        return (f"{target} closed the connection before answering the WebSocket request{through}; the server's "
+                "WebSocket port does that to a site without a client certificate, which a proxy that inspects TLS "
+                "removes (see wss_auth: token)")
+    if isinstance(exc, InvalidStatus) and exc.response.status_code in (401, 403):
+        why = exc.response.body.decode(errors="replace").strip() if exc.response.body else ""
+        return (f"the server at {target} refused the WebSocket ({exc.response.status_code}: {why}); with a proxy "
+                "that inspects TLS the site needs wss_auth: token and the server wss_token_auth: true")
     if isinstance(exc, InvalidStatus):
         status = exc.response.status_code
         return (f"{target} answered HTTP {status} instead of opening a WebSocket{through}; is that the server's "

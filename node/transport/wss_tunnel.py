@@ -35,9 +35,14 @@ log = logging.getLogger("flctl.site")
 OPEN_TIMEOUT_S = 10.0
 
 
-def client_context(kit: NodeKit) -> ssl.SSLContext:
+def client_context(kit: NodeKit, auth: str = "certificate") -> ssl.SSLContext:
     """TLS to the server's WebSocket port: the project CA's server certificate for the name dialled, and the
-    kit's own certificate presented."""
+    kit's own certificate presented. With `auth` "token" (a proxy that inspects TLS): the certificate of the name
+    dialled from the project CA or this machine's trusted CAs (the proxy's), and none presented."""
+    if auth == "token":
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+        context.load_verify_locations(cadata=kit.ca_pem.decode())
+        return context
     context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cadata=kit.ca_pem.decode())
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     with tempfile.TemporaryDirectory() as folder:  # load_cert_chain reads files only
@@ -60,11 +65,28 @@ def proxy_for(url: str) -> str | None:
     return get_proxy(parse_uri(url))
 
 
+def site_auth(kit: NodeKit) -> str:
+    """How this site authenticates its WebSockets: "certificate" (the default) or "token" (`wss_auth`)."""
+    from flctl.node.config.resources import load_resources, resources_path
+
+    return load_resources(resources_path(kit.root)).wss_auth
+
+
+def token_header(kit: NodeKit, auth: str) -> dict[str, str]:
+    """The site token's header when `auth` is "token" (a fresh token each time), else none."""
+    if auth != "token":
+        return {}
+    from flctl.node.transport.wss_token import HEADER, make_token
+
+    return {HEADER: make_token(kit.cert_pem, kit.key_pem, kit.info.name, kit.info.server_host, wss_pipe.PATH)}
+
+
 async def open_websocket(url: str, context: ssl.SSLContext, proxy: str | None,
-                         timeout_s: float = OPEN_TIMEOUT_S) -> ClientConnection:
+                         timeout_s: float = OPEN_TIMEOUT_S, headers: dict[str, str] | None = None
+                         ) -> ClientConnection:
     """A WebSocket to the server's tunnel (the caller closes it); raises what `wss_problems.sentence` explains."""
     return await connect(url, ssl=context, proxy=proxy, open_timeout=timeout_s, user_agent_header="flctl",
-                         **wss_pipe.SETTINGS)  # type: ignore[arg-type]
+                         additional_headers=headers, **wss_pipe.SETTINGS)  # type: ignore[arg-type]
 
 
 class WssTunnel:
@@ -73,7 +95,9 @@ class WssTunnel:
     def __init__(self, kit: NodeKit) -> None:
         self.url = wss_url(kit)
         self.proxy = proxy_for(self.url)
-        self._context = client_context(kit)
+        self._kit = kit
+        self._auth = site_auth(kit)
+        self._context = client_context(kit, self._auth)
         self._folder = Path(tempfile.mkdtemp(prefix="flctl-wss-"))  # mode 0700
         atexit.register(shutil.rmtree, self._folder, True)
         self.socket_path = self._folder / "grpc.sock"
@@ -104,7 +128,8 @@ class WssTunnel:
 
     async def _carry(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            ws = await open_websocket(self.url, self._context, self.proxy)
+            ws = await open_websocket(self.url, self._context, self.proxy,
+                                      headers=token_header(self._kit, self._auth))
         except (OSError, TimeoutError, WebSocketException) as exc:  # one sentence in the log; gRPC sees it close
             problem = wss_problems.sentence(exc, self.url, self.proxy)
             if problem != self._last_problem:  # once per new problem, not at every retry
