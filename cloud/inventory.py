@@ -65,7 +65,10 @@ class HostSpec(BaseModel):
     @classmethod
     def _known_target(cls, value: str) -> str:
         if value not in targets.TARGETS:
-            raise ValueError(f"{value!r} is not a deploy target; use one of: {', '.join(targets.names())}")
+            generated = {"docker": "a compose file", "k8s": "Kubernetes manifests"}.get(value)
+            hint = f" ({value} is not a host to roll out to: `flctl deploy {value} WORKSPACE -o DIR` writes " \
+                f"{generated} for the whole project)" if generated else ""
+            raise ValueError(f"{value!r} is not a deploy target; use one of: {', '.join(targets.names())}{hint}")
         return value
 
     @field_validator("install_dir", "venv_root")

@@ -126,3 +126,15 @@ def test_bad_input_exits_2_naming_the_line(tmp_path, flctl):
     assert "play.yml:3: check: unknown key 'check'" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "play.play").exists()
+
+
+def test_a_container_provider_is_refused_saying_which_command_makes_its_files(tmp_path):
+    """docker and k8s are not play's hosts: the message says so and names the generator (README: Playbooks)."""
+    # Prepare
+    path = write(tmp_path, "api_version: 1\nproject: project.yml\ninventory:\n  hosts:\n"
+                           "    - {participant: site-1, provider: k8s, user: fl, install_dir: /opt/flctl}\n")
+    # Execute
+    found = problems(path)
+    # Assert
+    assert len(found) == 1 and ":5: inventory.hosts[0].provider: 'k8s' is not a deploy target" in found[0]
+    assert "`flctl deploy k8s WORKSPACE -o DIR` writes Kubernetes manifests for the whole project" in found[0]
