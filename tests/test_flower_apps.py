@@ -226,14 +226,23 @@ def test_flwr_runs_output_becomes_rounds_with_their_aggregated_metrics():
     assert log.errors == []
 
 
-def test_a_traceback_in_flwr_runs_output_fails_the_run():
-    """A traceback line is kept as the run's error."""
+def test_a_serverapp_that_raises_fails_the_run_with_its_exception():
+    """What flwr 1.42 prints for a ServerApp that raises (flwr run still exits 0) is kept as the run's error, the
+    exception's own line included; an ordinary line naming an error is not."""
     # Prepare
     log = RunLog()
+    lines = ["\x1b[91mERROR \x1b[0m:     ServerApp raised an exception", "Traceback (most recent call last):",
+             '  File "server_app.py", line 9, in main', "ValueError: this ServerApp is broken on purpose",
+             "ERROR :     Exit Code: 201"]
     # Execute
-    log.feed("ERROR :     Traceback (most recent call last):")
+    clean = RunLog()
+    clean.feed("ValueError: a line that is no traceback's")
+    for line in lines:
+        log.feed(line)
     # Assert
-    assert log.errors == ["ERROR :     Traceback (most recent call last):"]
+    assert log.errors == ["ERROR :     ServerApp raised an exception", "Traceback (most recent call last):",
+                          "ValueError: this ServerApp is broken on purpose"]
+    assert clean.errors == []
 
 
 def test_run_config_values_are_written_as_toml():

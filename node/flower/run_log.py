@@ -12,6 +12,8 @@ ROUND = re.compile(r"\[ROUND (\d+)/(\d+)\]")
 METRICS = re.compile(r"Aggregated MetricRecord: (\{.*\})")
 RUN_ID = re.compile(r"Successfully started run (\d+)")
 FAILED = re.compile(r"Traceback \(most recent call last\)|ServerApp .*(?:failed|exception)|run .* failed", re.I)
+RAISED = re.compile(r"^[A-Za-z_][\w.]*(?:Error|Exception): ")
+"""The last line of a traceback (`ValueError: ...`): what went wrong, for the job's error."""
 
 
 @dataclass
@@ -37,7 +39,7 @@ class RunLog:
             self._metrics.update(_numbers(found.group(1)))
         elif "Strategy execution finished" in line:
             self._close_round()
-        elif FAILED.search(line):
+        elif FAILED.search(line) or (self.errors and RAISED.match(line)):
             self.errors.append(line.strip())
         return line
 

@@ -86,6 +86,7 @@ class FlowerApp(Workflow):
         app = _app_folder(job_dir, work, args.app)
         run: FlwrRun | None = None
         link: SuperLink | None = None
+        relays: SiteRelays | None = None
         try:
             policy = job_isolation(job_dir)
             wrap, base_env = confinement(policy, python, work)
@@ -105,9 +106,12 @@ class FlowerApp(Workflow):
                 run.stop()
             if link is not None:
                 link.stop()
+            if relays is not None:
+                relays.close()
         if code != 0 or log.errors:
-            raise WorkflowError(f"the Flower run failed (flwr run exited with code {code}): "
-                                + " | ".join(log.errors[-3:] or ["see the job's log"]))
+            how = f"flwr run exited with code {code}" if code else "the ServerApp failed"
+            said = " | ".join(log.errors[-3:] or ["see the job's log"])
+            raise WorkflowError(f"the Flower run failed ({how}): {said}")
         final = _final_model(link.output)
         if final:
             fed.save_model("final", final)
@@ -185,6 +189,10 @@ class SiteRelays:
             self._lose(site, f"it sent a malformed Flower call: {exc}")
             return
         self._post(site, list(self._pool.map(self._link.replay, calls)))
+
+    def close(self) -> None:
+        """No more replays (the sites' open tasks end with the job)."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
     def _lose(self, site: str, reason: str) -> None:
         self._fed.log(f"{site} left the Flower run: {reason}")
