@@ -92,21 +92,36 @@ def hwm_mb(pid: int) -> float:
     return 0.0
 
 
-def descendants(pid: int) -> list[int]:
-    found = children(pid)
-    return found + [d for c in found for d in descendants(c)]
+class Tree:
+    """Which processes descend from which, from one scan of /proc refreshed at most every `every_s` seconds: the
+    bench watches memory while flctl runs, and scanning /proc (hundreds of processes on a shared machine) for every
+    lookup, ten times a second, took a good part of a core from the processes it measures."""
 
+    def __init__(self, every_s: float = 1.0) -> None:
+        self._every_s = every_s
+        self._at = -every_s
+        self._children: dict[int, list[int]] = {}
 
-def children(pid: int) -> list[int]:
-    out = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                    out.append(int(entry.name))
-            except (OSError, ValueError, IndexError):
-                continue
-    return out
+    def _scan(self) -> None:
+        if time.monotonic() - self._at < self._every_s:
+            return
+        found: dict[int, list[int]] = {}
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                except (OSError, ValueError, IndexError):
+                    continue
+                found.setdefault(parent, []).append(int(entry.name))
+        self._children, self._at = found, time.monotonic()
+
+    def children(self, pid: int) -> list[int]:
+        self._scan()
+        return list(self._children.get(pid, []))
+
+    def descendants(self, pid: int) -> list[int]:
+        found = self.children(pid)
+        return found + [d for c in found for d in self.descendants(c)]
 
 
 def provision(work: Path) -> Path:
@@ -123,8 +138,16 @@ def provision(work: Path) -> Path:
 def ceiling(prod: Path, mb: int, streams: int, kind: str) -> list[dict[str, float]]:
     """The transport alone: a bare gRPC server (`kind`: grpc.aio, or the synchronous API with a thread per call, as
     flctl's server) streams `mb` MB (over `streams` streams) to two site processes at once (the same API) and takes
-    it back; each site's download and upload seconds."""
-    return asyncio.run(_ceiling(prod, mb, streams, kind))
+    it back; each site's download and upload seconds.
+
+    The server and each site run in a session of their own, as flctl's server daemon and site job processes do:
+    with the kernel's autogroups (sched_autogroup_enabled) a session is what shares the CPU, and on a loaded
+    machine processes in one session hand messages to each other much faster than across sessions (200 MB, load
+    17-20: 54-124 MB/s down with the bare server and sites in one session, 36-101 in sessions of their own), so
+    a ceiling in one session would measure the scheduler's grouping, not flctl's overhead."""
+    out = subprocess.run([sys.executable, __file__, "--ceiling-server", str(prod), str(mb), str(streams), kind],
+                         capture_output=True, text=True, check=True, start_new_session=True, timeout=1800)
+    return list(json.loads(out.stdout))
 
 
 async def _ceiling(prod: Path, mb: int, streams: int, kind: str) -> list[dict[str, float]]:
@@ -174,7 +197,7 @@ async def _ceiling(prod: Path, mb: int, streams: int, kind: str) -> list[dict[st
         go = time.time() + 3.0  # both sites connected and waiting by then
         sites = [await asyncio.create_subprocess_exec(
             sys.executable, __file__, "--ceiling-site", str(prod / name), str(mb), str(streams), str(go), kind,
-            stdout=subprocess.PIPE) for name in ("site-1", "site-2")]
+            stdout=subprocess.PIPE, start_new_session=True) for name in ("site-1", "site-2")]
         outs = [await site.communicate() for site in sites]
     finally:
         await server.stop(None) if aio else server.stop(None)
@@ -296,13 +319,14 @@ def run(prod: Path, work: Path, mb: int, rounds: int, streams: int) -> dict[str,
                                  text=True, env=env)
         peak = daemon_peak = job_peak = site_peak = 0.0
         server = procs[0].pid
-        while watch.poll() is None:
-            daemon, jobs = hwm_mb(server), [hwm_mb(c) for c in children(server)]
+        tree = Tree()
+        while watch.poll() is None:  # VmHWM is each process's peak so far: reading it now and then misses nothing
+            daemon, jobs = hwm_mb(server), [hwm_mb(c) for c in tree.children(server)]
             daemon_peak, job_peak = max(daemon_peak, daemon), max([job_peak, *jobs])
             peak = max(peak, daemon + sum(jobs))
             for site in procs[1:]:
-                site_peak = max(site_peak, hwm_mb(site.pid) + sum(hwm_mb(c) for c in descendants(site.pid)))
-            time.sleep(0.1)
+                site_peak = max(site_peak, hwm_mb(site.pid) + sum(hwm_mb(c) for c in tree.descendants(site.pid)))
+            time.sleep(0.25)
         wall = time.monotonic() - start
         result = json.loads(watch.stdout.read() if watch.stdout else "{}")
         if result.get("status") != "FINISHED":
@@ -387,6 +411,9 @@ def _medians(times: list[dict[str, float]]) -> tuple[float, float]:
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["--ceiling-server"]:  # the ceiling's server, which starts its sites
+        print(json.dumps(asyncio.run(_ceiling(Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]))))
+        return
     if sys.argv[1:2] == ["--ceiling-site"]:  # one site process of the ceiling
         ceiling_site(Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]), sys.argv[6])
         return
