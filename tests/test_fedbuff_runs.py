@@ -116,7 +116,8 @@ def test_fedbuff_on_a_real_federation_refuses_a_site_that_stayed_away_and_shows_
     assert site3["refused"] >= 1 and site3["refusals"][0].endswith("versions old (max_staleness 2)")
     assert "version 24 of 24" in logs
     assert "# fedbuff: model version 24 of 24, a step every 2 updates; each site's updates" in printed
-    row = next(line.split("\t") for line in printed.splitlines() if line.startswith("site-3\t"))
+    after = printed.split("# fedbuff: ")[1].splitlines()
+    row = next(line.split("\t") for line in after if line.startswith("site-3\t"))
     assert row[6].endswith("versions old (max_staleness 2)")
 
 
