@@ -441,3 +441,41 @@ def test_site_tokens_are_checked(wss):
         with pytest.raises(TokenRefused, match=phrase):
             check_token(token, ca, "localhost", path, revoked, when)
             pytest.fail(f"the {name} token was taken")
+
+
+def test_each_way_a_websocket_fails_is_one_sentence():
+    """A proxy's refusal (403), its failure to reach the server (5xx), a password wanted (407), an HTTP answer that
+    is not a WebSocket, a proxy that cut the connection: each its own sentence, the password never shown."""
+    from websockets.datastructures import Headers
+    from websockets.exceptions import InvalidMessage, InvalidProxyMessage, InvalidProxyStatus, InvalidStatus
+    from websockets.http11 import Response
+
+    from flctl.node.transport.wss_problems import sentence
+
+    url, proxy = "wss://fl.example.org:443/flctl/v1/grpc", "http://ops:s3cret@proxy.example.org:3128"
+
+    def status(code: int, reason: str, kind: type = InvalidProxyStatus) -> Exception:
+        return kind(Response(code, reason, Headers(), b"a reason\n"))
+
+    def closed(kind: type) -> Exception:
+        exc = kind("no answer")
+        exc.__cause__ = EOFError("stream ended")
+        return exc
+
+    said = {
+        "refused": sentence(status(403, "Forbidden"), url, proxy),
+        "unreachable": sentence(status(502, "Bad Gateway"), url, proxy),
+        "password": sentence(status(407, "Proxy Authentication Required"), url, proxy),
+        "not a websocket": sentence(status(404, "Not Found", InvalidStatus), url, proxy),
+        "proxy cut": sentence(closed(InvalidProxyMessage), url, proxy),
+        "server cut": sentence(closed(InvalidMessage), url, proxy),
+    }
+    assert said["refused"] == ("the proxy http://ops@proxy.example.org:3128 refused to connect to fl.example.org:443 "
+                               "(403 Forbidden); ask its operator to allow CONNECT to port 443")
+    assert said["unreachable"].startswith("the proxy http://ops@proxy.example.org:3128 could not reach "
+                                          "fl.example.org:443 (502 Bad Gateway)")
+    assert "HTTPS_PROXY as http://USER:PASSWORD@HOST:PORT" in said["password"]
+    assert "answered HTTP 404 instead of opening a WebSocket" in said["not a websocket"]
+    assert "closed the connection without answering" in said["proxy cut"]
+    assert "see wss_auth: token" in said["server cut"]
+    assert len(set(said.values())) == len(said) and not any("s3cret" in s for s in said.values())

@@ -34,6 +34,9 @@ def sentence(exc: BaseException, url: str, proxy: str | None) -> str:
         if status == 407:
             return (f"the proxy {shown_proxy(proxy or '?')} wants a user and password (407 {reason}); put them in "
                     "HTTPS_PROXY as http://USER:PASSWORD@HOST:PORT")
+        if status >= 500:
+            return (f"the proxy {shown_proxy(proxy or '?')} could not reach {target} ({status} {reason}); is the "
+                    "server running, and may the proxy's network reach it?")
         return (f"the proxy {shown_proxy(proxy or '?')} refused to connect to {target} ({status} {reason}); ask its "
                 f"operator to allow CONNECT to port {target.rpartition(':')[2]}")
     if isinstance(exc, InvalidProxyMessage) and isinstance(exc.__cause__, EOFError | OSError):
