@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Model transfer over the real federation, beside what bare gRPC moves on the same machine in the same run.
 
-    python bench/transfer.py                          # 100 MB model (25M float32), 2 sites, 3 rounds, 1 stream
+    python bench/transfer.py                          # 100 MB model (25M float32), 2 sites, 5 rounds, 1 stream
     python bench/transfer.py --mb 100 1000 --json     # several sizes; one JSON object per size
     python bench/transfer.py --mb 1000 --streams 4    # each model over 4 concurrent streams (both sides)
     python bench/transfer.py --ceiling-only           # the bare gRPC figures alone
@@ -19,11 +19,11 @@ For each size it provisions a local project and measures, in this order:
 It reports, per site and direction (down: server to site, up: site to server), the model's MB over the seconds
 its stream(s) took: flctl's from each site's job process log (`task ...: model received, ... in S s`, from the
 task's header to its last byte; `answer sent`, from the first message to the server's acknowledgement, which
-comes once the server has written the result to disk and checked it), the median over rounds 1.. and both sites;
-the ceiling's as timed by its site processes, the median over both sites and both runs. `MB/s/site` is
-(down + up) MB over (down + up) seconds, and `ratio` flctl's over the ceiling's. Besides: the wall time from
-submit to FINISHED, the median round (each moves the model to every site and back, runs the script and
-averages), the server's peak resident memory (its daemon plus its job process, VmHWM from /proc) as MB, as a
+comes once the server has written the result to disk and checked it), the median over rounds 2.. (`STEADY`)
+and both sites; the ceiling's as timed by its site processes, the median over both sites and the better run.
+`MB/s/site` is (down + up) MB over (down + up) seconds, and `ratio` flctl's over the ceiling's. Besides: the wall
+time from submit to FINISHED, the median round (each moves the model to every site and back, runs the script
+and averages), the server's peak resident memory (its daemon plus its job process, VmHWM from /proc) as MB, as a
 multiple of the model and as MB over the model, and the same peak for the site that used more (its daemon, job
 process and training script). Figures are for this machine with everything on loopback: note `uptime`'s load,
 which the JSON holds (`load_1m` before the size's run).
@@ -52,6 +52,10 @@ ROUND_DONE = re.compile(r"round \d+ of \d+: ")  # FedAvg's line at the end of ea
 MOVED = re.compile(r"task (\S+): (model received|answer sent), ([\d.]+) MB in ([\d.]+) s")  # model_transfer's lines
 FLCTL = str(Path(sys.executable).parent / "flctl")
 MB = 1024 * 1024
+STEADY = 2
+"""flctl's figures are from round STEADY on: rounds 0 and 1 overlap the job's start (the job processes', the
+scripts' and the metrics feeder's imports), which on a loaded machine slowed their transfers two- to threefold
+(`flctl_all_rounds_mb_s_per_site` counts them too)."""
 KINDS = ("aio", "sync")  # the bare gRPC APIs the ceiling is measured with: the faster counts
 
 SCRIPT = """\
@@ -336,8 +340,10 @@ def run(prod: Path, work: Path, mb: int, rounds: int, streams: int) -> dict[str,
         lines = [json.loads(line) for line in logs.stdout.splitlines() if line.strip()]
         ends = [e["time"] for e in lines if e["site"] == "server" and ROUND_DONE.match(e["line"])]
         round_s = statistics.median(b - a for a, b in itertools.pairwise(ends)) if len(ends) > 1 else wall
-        down, up = moved(prod, result["id"], mb)
-        return {"wall_s": wall, "round_s": round_s, "down_s": down, "up_s": up, "server_peak_mb": peak,
+        down, up = moved(prod, result["id"], mb, STEADY)
+        every = moved(prod, result["id"], mb)
+        return {"wall_s": wall, "round_s": round_s, "down_s": down, "up_s": up, "all_down_s": every[0],
+                "all_up_s": every[1], "server_peak_mb": peak,
                 "daemon_peak_mb": daemon_peak, "job_peak_mb": job_peak, "site_peak_mb": site_peak}
     finally:
         for proc in procs:
@@ -350,9 +356,9 @@ def run(prod: Path, work: Path, mb: int, rounds: int, streams: int) -> dict[str,
                 os.killpg(proc.pid, signal.SIGKILL)
 
 
-def moved(prod: Path, job_id: str, mb: int) -> tuple[list[float], list[float]]:
-    """The seconds of each download and upload of the model at both sites, from their job process logs (round 0's
-    download, of no model yet, is left out)."""
+def moved(prod: Path, job_id: str, mb: int, skip: int = 0) -> tuple[list[float], list[float]]:
+    """The seconds of each download and upload of the model at both sites, from their job process logs, from round
+    `skip` on (round 0's download, of no model yet, is always left out)."""
     down: list[float] = []
     up: list[float] = []
     for name in ("site-1", "site-2"):
@@ -360,8 +366,8 @@ def moved(prod: Path, job_id: str, mb: int) -> tuple[list[float], list[float]]:
         if not logs:
             raise SystemExit(f"no job_process.log of job {job_id} under {prod / name}")
         found = [m for m in map(MOVED.search, logs[0].read_text().splitlines()) if m and float(m[3]) > mb * 0.9]
-        down += [float(m[4]) for m in found if m[2] == "model received"]
-        up += [float(m[4]) for m in found if m[2] == "answer sent"]
+        down += [float(m[4]) for m in found if m[2] == "model received"][max(0, skip - 1):]  # the first is round 1's
+        up += [float(m[4]) for m in found if m[2] == "answer sent"][skip:]
     return down, up
 
 
@@ -394,7 +400,9 @@ def measure(mb: int, rounds: int, streams: int, ceiling_only: bool) -> dict[str,
         **{f"ceiling_{kind}_mb_s_per_site": round(rate(mb, *best[kind])) for kind in KINDS}}
     if flctl is not None:
         f_down, f_up = statistics.median(flctl["down_s"]), statistics.median(flctl["up_s"])
+        a_down, a_up = statistics.median(flctl["all_down_s"]), statistics.median(flctl["all_up_s"])
         out.update({
+            "flctl_all_rounds_mb_s_per_site": round(rate(mb, a_down, a_up)),
             "flctl_mb_s_per_site": round(rate(mb, f_down, f_up)), "flctl_down_mb_s": round(mb / f_down),
             "flctl_up_mb_s": round(mb / f_up), "ratio": round(rate(mb, f_down, f_up) / rate(mb, c_down, c_up), 3),
             "down_ratio": round(c_down / f_down, 3), "up_ratio": round(c_up / f_up, 3),
@@ -419,7 +427,7 @@ def main() -> None:
         return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mb", type=int, nargs="+", default=[100], help="model sizes in MB (MiB)")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5, help=f"FedAvg rounds (at least {STEADY + 1})")
     parser.add_argument("--streams", type=int, default=1, help="streams per model, both sides (model_streams)")
     parser.add_argument("--ceiling-only", action="store_true", help="measure the bare transport alone")
     parser.add_argument("--json", action="store_true", help="one JSON object per size, nothing else")
