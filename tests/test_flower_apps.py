@@ -158,6 +158,58 @@ def test_a_body_that_is_not_bytes_is_refused():
         fc.decode_calls({"c0": np.zeros(2, np.float32)}, meta)
 
 
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        out.append((value & 0x7F) | (0x80 if value > 0x7F else 0))
+        value >>= 7
+        if not value:
+            return bytes(out)
+
+
+def _node_request(node_id: int, extra: bytes = b"") -> bytes:
+    """A Fleet request whose field 1 is `Node {node_id}` (PullMessagesRequest and its kind), as protobuf writes it."""
+    node = b"\x08" + _varint(node_id)
+    return b"\x0a" + _varint(len(node)) + node + extra
+
+
+def test_a_site_speaks_only_for_the_flower_nodes_the_superlink_gave_it():
+    """The node id a RegisterNode reply gives a site is that site's: its later calls naming it pass, another site's
+    calls naming it are refused, as are ids never given and a second site handed an id the first holds."""
+    # Prepare
+    from flctl.node.flower.node_binding import NodeBinding
+
+    binding = NodeBinding()
+    register = fc.FleetCall(0, "/v1/fleet/register-node", b"\x0a\x03key")
+    big = 2**63 + 12345  # Flower's node ids use all 64 bits
+    pull = fc.FleetCall(1, "/v1/fleet/pull-messages", _node_request(big, b"\x12\x02id"))
+    # Execute
+    given = binding.check_reply("site-1", register, fc.FleetReply(0, 200, b"\x08" + _varint(big)))
+    mine = binding.check_call("site-1", pull)
+    theirs = binding.check_call("site-2", pull)
+    unknown = binding.check_call("site-1", fc.FleetCall(2, "/v1/fleet/get-run", _node_request(7)))
+    unregister = binding.check_call("site-1", fc.FleetCall(3, "/v1/fleet/unregister-node", b"\x08" + _varint(big)))
+    stolen = binding.check_reply("site-2", register, fc.FleetReply(0, 200, b"\x08" + _varint(big)))
+    # Assert
+    assert (given, mine, unregister) == ("", "", "")
+    assert theirs == f"pull-messages names Flower node {big}, which is not site-2's but site-1's"
+    assert unknown == "get-run names Flower node 7, which is not site-1's"
+    assert stolen == f"Flower node {big} is site-1's, not site-2's"
+
+
+def test_a_fleet_method_flctl_does_not_know_or_a_malformed_request_is_refused():
+    """Fail closed: a method outside flwr 1.42's Fleet API, or bytes that are not a protobuf message, are refused."""
+    # Prepare
+    from flctl.node.flower.node_binding import NodeBinding
+
+    binding = NodeBinding()
+    # Execute / Assert
+    assert "does not relay the Fleet API method 'new-thing'" in binding.check_call(
+        "site-1", fc.FleetCall(0, "/v1/fleet/new-thing", b""))
+    assert "a malformed pull-messages request" in binding.check_call(
+        "site-1", fc.FleetCall(1, "/v1/fleet/pull-messages", b"\x0a\x09\x08"))
+
+
 # ------------------------------------------------------------------ the site's endpoint
 def _post(port: int, path: str, body: bytes, out: dict[str, object]) -> None:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
@@ -408,6 +460,7 @@ def test_a_flower_app_on_flctl_ends_with_the_simulation_engines_model_bit_for_bi
         assert np.array_equal(np.asarray(final[name]), expected), name
     assert "[ROUND 2/2]" in logs and "Received successfully" in logs  # the server's and a site's Flower lines
     assert "the ServerApp confined as job code" in logs
+    assert "a Flower call refused" not in logs  # each site spoke for its own Flower node only
     audit_log = fed.prod / "localhost" / "workspace" / "audit.jsonl"
     audit = [json.loads(line) for line in audit_log.read_text().splitlines()]
     actions = [entry["action"] for entry in audit if entry.get("job_id") == job_id

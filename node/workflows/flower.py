@@ -17,8 +17,9 @@ from typing import Any, cast
 import numpy as np
 from pydantic import Field
 
-from flctl.node.flower.fleet_calls import FleetCallError, FleetReply, decode_calls, encode_replies
+from flctl.node.flower.fleet_calls import FleetCall, FleetCallError, FleetReply, decode_calls, encode_replies
 from flctl.node.flower.flower_python import FlowerMissing, flower_python
+from flctl.node.flower.node_binding import NodeBinding
 from flctl.node.flower.run_log import RunLog
 from flctl.node.flower.server_confinement import confinement, job_isolation
 from flctl.node.flower.superlink_runner import FlowerRunError, FlwrRun, SuperLink
@@ -145,7 +146,7 @@ class FlowerApp(Workflow):
 
 class SiteRelays:
     """One open `flower_fleet` task per site: each answer's calls are replayed on the SuperLink and the replies go
-    out in that site's next task."""
+    out in that site's next task; a call that speaks for another site's Flower node is refused (`NodeBinding`)."""
 
     def __init__(self, fed: AsyncFederation, sites: list[str], link: SuperLink, min_sites: int,
                  partitions: bool) -> None:
@@ -157,6 +158,7 @@ class SiteRelays:
         self._open: dict[str, str] = {}  # task id -> site
         self.round = 0  # the Flower round under way (from 0): the relay's tasks carry it, so `job ls` shows it
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="flower-replay")
+        self._binding = NodeBinding()
 
     def start(self) -> None:
         for index, site in enumerate(self._sites):
@@ -188,7 +190,18 @@ class SiteRelays:
         except FleetCallError as exc:
             self._lose(site, f"it sent a malformed Flower call: {exc}")
             return
-        self._post(site, list(self._pool.map(self._link.replay, calls)))
+        self._post(site, list(self._pool.map(lambda call: self._answer(site, call), calls)))
+
+    def _answer(self, site: str, call: FleetCall) -> FleetReply:
+        """`call` replayed on the SuperLink, unless it speaks for a Flower node that is not `site`'s (403)."""
+        refusal = self._binding.check_call(site, call)
+        if not refusal:
+            reply = self._link.replay(call)
+            refusal = self._binding.check_reply(site, call, reply)
+            if not refusal:
+                return reply
+        self._fed.log(f"{site}: a Flower call refused: {refusal}")
+        return FleetReply(call.id, 403, refusal.encode(), "text/plain")
 
     def close(self) -> None:
         """No more replays (the sites' open tasks end with the job)."""
