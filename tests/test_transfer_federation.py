@@ -51,6 +51,16 @@ def _job(root: Path, name: str, model: dict[str, torch.Tensor], transfer: str = 
     return job
 
 
+def _jobs(root: Path) -> dict[str, tuple[Path, dict[str, torch.Tensor], str | None]]:
+    """Two jobs: a bf16 + fp16 + int64 model sent as it is; a float32 one with int8 transfer (blocks of 64)."""
+    rng = np.random.default_rng(31)
+    mixed = {"w": torch.from_numpy(rng.normal(size=(40, 25)).astype(np.float32)).to(torch.bfloat16),
+             "h": torch.from_numpy(rng.normal(size=300).astype(np.float16)), "n": torch.tensor([7], dtype=torch.int64)}
+    plain = {"f": torch.from_numpy(rng.normal(size=(30, 50)).astype(np.float32)), "n": torch.tensor([7])}
+    return {"dtypes": (_job(root, "dtypes", mixed), mixed, None),
+            "int8": (_job(root, "int8", plain, "transfer: {quantize: int8, block_size: 64}\n"), plain, "int8")}
+
+
 def _site_answer(params: dict[str, np.ndarray], site: str) -> dict[str, np.ndarray]:
     """What the script sends, computed the same way (torch, float32, rounded to the tensor's dtype)."""
     a, b, _ = FACTORS[site]
@@ -96,13 +106,8 @@ def test_models_travel_at_their_own_size_and_quantized_through_a_real_federation
     """bf16/fp16/int64 job: final model bit for bit the float32 reference's, in bf16/fp16/int64; int8 job: the
     reference with both directions quantized; `transfer: {quantize: int4}` refused at submit, exit 2."""
     # Prepare
-    rng = np.random.default_rng(31)
-    mixed = {"w": torch.from_numpy(rng.normal(size=(40, 25)).astype(np.float32)).to(torch.bfloat16),
-             "h": torch.from_numpy(rng.normal(size=300).astype(np.float16)), "n": torch.tensor([7], dtype=torch.int64)}
-    plain = {"f": torch.from_numpy(rng.normal(size=(30, 50)).astype(np.float32)), "n": torch.tensor([7])}
-    jobs = {"dtypes": (_job(tmp_path, "dtypes", mixed), mixed, None),
-            "int8": (_job(tmp_path, "int8", plain, "transfer: {quantize: int8, block_size: 64}\n"), plain, "int8")}
-    bad = _job(tmp_path, "bad", plain, "transfer: {quantize: int4}\n")
+    jobs = _jobs(tmp_path)
+    bad = _job(tmp_path, "bad", jobs["int8"][1], "transfer: {quantize: int4}\n")
     (tmp_path / "fed").mkdir()
     with running(make_federation(tmp_path / "fed")) as fed, AdminClient.from_kit(fed.admin_kit) as admin:
         refused = subprocess.run([FLCTL, "job", "submit", str(bad), "--kit", str(fed.admin_kit)],
@@ -123,3 +128,18 @@ def test_models_travel_at_their_own_size_and_quantized_through_a_real_federation
         initial = {key: tensors.to_numpy(value) for key, value in model.items()}
         _same(finals[name], _reference(initial, 2, mode))
     assert finals["dtypes"]["w"].dtype == tensors.BFLOAT16 and finals["dtypes"]["h"].dtype == np.float16
+
+
+def test_the_simulator_gives_the_federations_models(tmp_path: Path) -> None:
+    """`flctl simulate` of the same two jobs (bf16/fp16 as themselves; int8 both ways) ends on the same reference
+    models, bit for bit: a job's quantization is seen before it runs on a federation."""
+    # Prepare
+    jobs = _jobs(tmp_path)
+    for name, (job, model, mode) in jobs.items():
+        # Execute
+        out = subprocess.run([FLCTL, "simulate", str(job), "-n", "2", "-w", str(tmp_path / "ws")],
+                             capture_output=True, text=True, timeout=300, check=False)
+        # Assert
+        assert out.returncode == 0, out.stdout + out.stderr
+        final = tensors.read_file(tmp_path / "ws" / name / "models" / "final.safetensors")
+        _same(final, _reference({key: tensors.to_numpy(value) for key, value in model.items()}, 2, mode))
