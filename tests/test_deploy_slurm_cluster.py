@@ -1,8 +1,9 @@
 """`flctl deploy slurm` on a real one-node Slurm cluster (tests/slurm_cluster.py: munged, slurmctld and slurmd of
-Debian's slurm-wlm 22.05 on 127.0.0.1): the generated scripts submitted with sbatch run the server and two sites
-as jobs, hello-numpy finishes through them with `flctl job submit`, `status` and `stop` go through squeue and
-scancel, and a site told that its time limit is near (SIGUSR1, as `--signal=B:USR1@120` sends it) stops cleanly
-and requeues its own job, which comes back under the same id."""
+Debian's slurm-wlm 22.05 on 127.0.0.1): kits and scripts rolled out over SSH to a shared folder and submitted with
+sbatch run the server and two sites as jobs, hello-numpy finishes through them with `flctl job submit`, `status`
+and `stop` go through squeue and scancel, and a site told that its time limit is near (SIGUSR1, as
+`--signal=B:USR1@120` sends it) stops cleanly and requeues its own job, which comes back under the same id.
+One federation for all of it: the machine's 2 cores are shared."""
 
 from __future__ import annotations
 
@@ -64,25 +65,47 @@ def wait_state(cluster: SlurmCluster, folder: Path, participant: str, states: se
         time.sleep(0.5)
 
 
-def workspace(federation: Federation, name: str) -> Path:
-    return federation.kit(name).resolve().parent / f"workspace-{name}"
-
-
-def test_the_server_and_two_sites_run_as_slurm_jobs_hello_numpy_finishes_and_they_stop(
+def test_rolled_out_over_ssh_the_server_and_two_sites_run_as_jobs_hello_numpy_finishes_and_they_stop(
         cluster: SlurmCluster, tmp_path: Path) -> None:
-    """submit (sbatch) -> status RUNNING (squeue) -> hello-numpy FINISHED -> a site requeued near its time limit
-    comes back under its job id -> stop (scancel): every node stopped cleanly, the queue empty."""
+    """`rollout --to root@LOGIN:/shared --server --submit` through a real sshd standing in for the login node: the
+    kits (keys 0600, kit folders 0700, no admin kit, a site's own local/ file kept) and scripts reading them,
+    verified and submitted there (sbatch) -> `status` all RUNNING (squeue) -> hello-numpy FINISHED through them ->
+    a site told its time limit is near requeues its own job and comes back under the same id -> `stop` (scancel):
+    every node stopped cleanly, the queue empty. A wrong --flctl is found before anything is submitted; a second
+    submit is refused while the jobs are queued."""
     federation = make_federation(tmp_path, sites=2)
-    folder = tmp_path / "slurm"
-    done = flctl(cluster, "deploy", "slurm", federation.prod, "-o", folder, "--server", "--flctl", FLCTL,
-                 "--time", "1-00:00:00")
-    assert done.returncode == 0, done.stderr
-    server_script = (folder / "localhost.sbatch").read_text()
-    assert "#SBATCH --nodelist=localhost" in server_script and "#SBATCH --signal=B:USR1@120" in server_script
+    key = make_key(tmp_path / "id_ed25519")
+    (tmp_path / "login").mkdir()
+    login = SshHost(tmp_path / "login", free_port(), make_key(tmp_path / "login" / "host_key"))
+    login.start(key.with_suffix(".pub"), extra_config=f"SetEnv SLURM_CONF={cluster.conf}\n")
+    known = tmp_path / "known_hosts"
+    known.write_text(login.known_hosts_line())
+    shared = tmp_path / "shared"
+    folder = shared / "slurm"
+    (shared / "kits" / "site-2" / "local").mkdir(parents=True)
+    own_policy = "# the site's own policy, kept\n" + (federation.kit("site-2") / "local" / "policy.yml").read_text()
+    (shared / "kits" / "site-2" / "local" / "policy.yml").write_text(own_policy)
+    ssh = ("--port", str(login.port), "--key", str(key), "--known-hosts", str(known))
     try:
-        done = flctl(cluster, "deploy", "slurm", "submit", folder, "--json")
+        done = flctl(cluster, "deploy", "slurm", "rollout", federation.prod, "--to",
+                     f"root@127.0.0.1:{tmp_path / 'other'}", *ssh, "--flctl", "/nowhere/flctl", "--submit")
+        assert done.returncode == 1 and "/nowhere/flctl is not there" in done.stderr, done.stderr
+        assert cluster.run("squeue", "--noheader").stdout.strip() == ""
+
+        done = flctl(cluster, "deploy", "slurm", "rollout", federation.prod, "--to", f"root@127.0.0.1:{shared}",
+                     *ssh, "--server", "--flctl", FLCTL, "--time", "1-00:00:00", "--submit", "--json")
         assert done.returncode == 0, done.stderr
-        submitted = {job["participant"]: job for job in json.loads(done.stdout)}
+        result = json.loads(done.stdout)
+        assert result["kits"] == [str(shared / "kits" / n) for n in ("localhost", "site-1", "site-2")]
+        assert result["kept"] == [str(shared / "kits" / "site-2" / "local" / "policy.yml")]
+        assert sorted(p.name for p in (shared / "kits").iterdir()) == ["localhost", "site-1", "site-2"]
+        assert (shared / "kits" / "site-1").stat().st_mode & 0o777 == 0o700
+        assert (shared / "kits" / "site-1" / "startup" / "site.key").stat().st_mode & 0o777 == 0o600
+        assert (shared / "kits" / "site-2" / "local" / "policy.yml").read_text() == own_policy
+        assert f"KIT={shared / 'kits' / 'site-1'}\n" in (folder / "site-1.sbatch").read_text()
+        server_script = (folder / "localhost.sbatch").read_text()
+        assert "#SBATCH --nodelist=localhost" in server_script and "#SBATCH --signal=B:USR1@120" in server_script
+        submitted = {job["participant"]: job for job in result["jobs"]}
         assert list(submitted) == ["localhost", "site-1", "site-2"]
         assert all(job["job_id"].isdigit() and job["state"] == "SUBMITTED" for job in submitted.values())
         again = flctl(cluster, "deploy", "slurm", "submit", folder)
@@ -94,39 +117,50 @@ def test_the_server_and_two_sites_run_as_slurm_jobs_hello_numpy_finishes_and_the
         assert {p: (j["job_id"], j["state"], j["node"]) for p, j in jobs.items()} == \
             {p: (submitted[p]["job_id"], "RUNNING", "localhost") for p in submitted}
         for name in submitted:
-            assert alive(workspace(federation, name))[0], name
+            assert alive(shared / "kits" / f"workspace-{name}")[0], name
 
         job = federation.flctl("job", "submit", ROOT / "playbooks" / "jobs" / "hello-numpy", "--watch",
                                timeout=300)
-        assert job.returncode == 0, job.stdout[-2000:] + job.stderr[-2000:] + federation.logs()
+        assert job.returncode == 0, job.stdout[-2000:] + job.stderr[-2000:]
 
-        # The time limit's warning, as Slurm sends it (`--signal=B:USR1@120`: to the batch shell only).
-        site = submitted["site-1"]["job_id"]
-        assert cluster.run("scancel", "--signal=USR1", "--batch", site).returncode == 0
-        pending = wait_state(cluster, folder, "site-1", {"PENDING"})
-        assert pending["job_id"] == site and pending["reason"] == "BeginTime"  # Slurm holds a requeued job 2 min
-        assert not alive(workspace(federation, "site-1"))[0]
-        assert cluster.run("scontrol", "update", f"JobId={site}", "StartTime=now").returncode == 0  # as an admin
-        assert wait_state(cluster, folder, "site-1", {"RUNNING"})["job_id"] == site
-        federation.wait_online(["site-1"], timeout=120)
-        log = (folder / "logs" / f"flctl-fedtest-site-1-{site}.out").read_text()
-        assert "the time limit is near" in log and "restart 1" in log
-
-        done = flctl(cluster, "deploy", "slurm", "stop", folder, "--json")
-        assert done.returncode == 0, done.stderr
-        stopped = {job["participant"]: job for job in json.loads(done.stdout)}
-        assert {p: (j["job_id"], j["state"]) for p, j in stopped.items()} == \
-            {p: (submitted[p]["job_id"], "CANCELLED") for p in submitted}
-        assert cluster.run("squeue", "--noheader").stdout.strip() == ""
-        for name in submitted:
-            assert not alive(workspace(federation, name))[0], name
-        code, jobs = slurm_status(cluster, folder)
-        assert code == 1 and {j["state"] for j in jobs.values()} == {"NOT QUEUED"}
-        for name in submitted:  # scancel's SIGTERM: each node ended its work and exited 0
-            log = (folder / "logs" / f"flctl-fedtest-{name}-{submitted[name]['job_id']}.out").read_text()
-            assert f"{name} stopped (exit 0)" in log, log[-1000:]  # slurmstepd's CANCELLED line may follow
+        requeue_near_the_time_limit(cluster, folder, submitted["site-1"]["job_id"], federation, shared)
+        stop_cleanly(cluster, folder, submitted, shared)
     finally:
+        login.stop()
         _cancel_all(cluster)
+
+
+def requeue_near_the_time_limit(cluster: SlurmCluster, folder: Path, site: str, federation: Federation,
+                                shared: Path) -> None:
+    """SIGUSR1 to site-1's batch shell: its job is requeued under its id, released, and the site is back."""
+    # The time limit's warning, as Slurm sends it (`--signal=B:USR1@120`: to the batch shell only).
+    assert cluster.run("scancel", "--signal=USR1", "--batch", site).returncode == 0
+    pending = wait_state(cluster, folder, "site-1", {"PENDING"})
+    assert pending["job_id"] == site and pending["reason"] == "BeginTime"  # Slurm holds a requeued job 2 min
+    assert not alive(shared / "kits" / "workspace-site-1")[0]
+    assert cluster.run("scontrol", "update", f"JobId={site}", "StartTime=now").returncode == 0  # as an admin
+    assert wait_state(cluster, folder, "site-1", {"RUNNING"})["job_id"] == site
+    federation.wait_online(["site-1"], timeout=120)
+    log = (folder / "logs" / f"flctl-fedtest-site-1-{site}.out").read_text()
+    assert "the time limit is near" in log and "restart 1" in log
+
+
+def stop_cleanly(cluster: SlurmCluster, folder: Path, submitted: dict[str, dict[str, str]], shared: Path) -> None:
+    """`stop`: every job cancelled, the queue empty, each node's log saying it stopped with exit 0."""
+    done = flctl(cluster, "deploy", "slurm", "stop", folder, "--timeout", "240", "--json", timeout=300)
+    logs = "".join(f"--- {p.name}\n{p.read_text()[-1500:]}" for p in sorted((folder / "logs").iterdir()))
+    assert done.returncode == 0, done.stderr + logs
+    stopped = {job["participant"]: job for job in json.loads(done.stdout)}
+    assert {p: (j["job_id"], j["state"]) for p, j in stopped.items()} == \
+        {p: (submitted[p]["job_id"], "CANCELLED") for p in submitted}
+    assert cluster.run("squeue", "--noheader").stdout.strip() == ""
+    for name in submitted:
+        assert not alive(shared / "kits" / f"workspace-{name}")[0], name
+    code, jobs = slurm_status(cluster, folder)
+    assert code == 1 and {j["state"] for j in jobs.values()} == {"NOT QUEUED"}
+    for name in submitted:  # scancel's SIGTERM: each node ended its work and exited 0
+        log = (folder / "logs" / f"flctl-fedtest-{name}-{submitted[name]['job_id']}.out").read_text()
+        assert f"{name} stopped (exit 0)" in log, log[-1000:]  # slurmstepd's CANCELLED line may follow
 
 
 def test_a_controller_that_does_not_answer_is_exit_3(cluster: SlurmCluster, tmp_path: Path) -> None:
@@ -142,49 +176,3 @@ def test_a_controller_that_does_not_answer_is_exit_3(cluster: SlurmCluster, tmp_
     assert "cannot reach the Slurm controller" in done.stderr and "Traceback" not in done.stderr
     done = flctl(cluster, "deploy", "slurm", "stop", folder, env={"PATH": os.path.dirname(FLCTL)})
     assert done.returncode == 3 and "squeue is not installed here" in done.stderr, done.stderr
-
-
-def test_rollout_puts_kits_and_scripts_on_the_shared_file_system_over_ssh_and_submits(
-        cluster: SlurmCluster, tmp_path: Path) -> None:
-    """`rollout --to root@LOGIN:/shared --submit` through a real sshd (the login node): kits (keys 0600, kit folders
-    0700, no admin kit, a site's own local/ file kept), scripts reading them, verified there, submitted there; the
-    server and both sites run from the shared copy; stop. A wrong --flctl is found before anything is submitted."""
-    federation = make_federation(tmp_path, sites=2)
-    key = make_key(tmp_path / "id_ed25519")
-    (tmp_path / "login").mkdir()
-    login = SshHost(tmp_path / "login", free_port(), make_key(tmp_path / "login" / "host_key"))
-    login.start(key.with_suffix(".pub"), extra_config=f"SetEnv SLURM_CONF={cluster.conf}\n")
-    known = tmp_path / "known_hosts"
-    known.write_text(login.known_hosts_line())
-    shared = tmp_path / "shared"
-    (shared / "kits" / "site-2" / "local").mkdir(parents=True)
-    (shared / "kits" / "site-2" / "local" / "policy.yml").write_text("# the site's own policy, kept\n")
-    ssh = ("--port", str(login.port), "--key", str(key), "--known-hosts", str(known))
-    try:
-        done = flctl(cluster, "deploy", "slurm", "rollout", federation.prod, "--to",
-                     f"root@127.0.0.1:{tmp_path / 'other'}", *ssh, "--flctl", "/nowhere/flctl", "--submit")
-        assert done.returncode == 1 and "/nowhere/flctl is not there" in done.stderr, done.stderr
-        assert cluster.run("squeue", "--noheader").stdout.strip() == ""
-        done = flctl(cluster, "deploy", "slurm", "rollout", federation.prod, "--to", f"root@127.0.0.1:{shared}",
-                     *ssh, "--server", "--flctl", FLCTL, "--submit", "--json")
-        assert done.returncode == 0, done.stderr
-        result = json.loads(done.stdout)
-        assert result["kits"] == [str(shared / "kits" / n) for n in ("localhost", "site-1", "site-2")]
-        assert result["kept"] == [str(shared / "kits" / "site-2" / "local" / "policy.yml")]
-        assert [j["participant"] for j in result["jobs"]] == ["localhost", "site-1", "site-2"]
-        assert sorted(p.name for p in (shared / "kits").iterdir()) == ["localhost", "site-1", "site-2"]
-        assert (shared / "kits" / "site-1").stat().st_mode & 0o777 == 0o700
-        assert (shared / "kits" / "site-1" / "startup" / "site.key").stat().st_mode & 0o777 == 0o600
-        assert (shared / "kits" / "site-2" / "local" / "policy.yml").read_text() == "# the site's own policy, kept\n"
-        assert f"KIT={shared / 'kits' / 'site-1'}\n" in (shared / "slurm" / "site-1.sbatch").read_text()
-
-        federation.wait_online(["site-1", "site-2"], timeout=120)
-        code, jobs = slurm_status(cluster, shared / "slurm")
-        assert code == 0 and {j["state"] for j in jobs.values()} == {"RUNNING"}, jobs
-        assert alive(shared / "kits" / "workspace-site-1")[0]
-        done = flctl(cluster, "deploy", "slurm", "stop", shared / "slurm")
-        assert done.returncode == 0, done.stderr
-        assert not alive(shared / "kits" / "workspace-site-1")[0]
-    finally:
-        login.stop()
-        _cancel_all(cluster)
