@@ -337,6 +337,23 @@ def test_a_folder_that_is_no_flower_app_is_left_alone_and_half_an_app_is_refused
         as_job(half, tmp_path / "j3")
 
 
+def test_submitting_half_a_flower_app_exits_2_naming_the_file_and_field(flctl, local_kits, tmp_path, monkeypatch):
+    """`flctl job submit APP` of a Flower app naming no ClientApp is refused before anything is sent: exit 2, one
+    line naming pyproject.toml and the field."""
+    # Prepare
+    app = tmp_path / "half"
+    app.mkdir()
+    (app / "pyproject.toml").write_text("[tool.flwr.app.components]\nserverapp = 'qsnp.server_app:app'\n")
+    admin = next(p for p in local_kits.prod_dir.iterdir() if "@" in p.name)
+    monkeypatch.setenv("FLCTL_KIT", str(admin))
+    # Execute
+    result = flctl("job", "submit", app)
+    # Assert
+    assert result.code == 2
+    assert f"{app / 'pyproject.toml'}: tool.flwr.app.components: names no clientapp" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_a_site_with_privacy_filters_refuses_flower_messages_and_one_without_passes_them_untouched():
     """Filters cannot act on opaque Flower messages: a scope with any refuses them; none passes the bytes as they
     are, both ways."""
