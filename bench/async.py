@@ -10,8 +10,8 @@ way to its own target. The same app runs twice from the same initial model:
 
 For each: seconds from the first update to the (U+1)-th, U more updates once every site's script is running (the
 start-up, the same for both, left out; it is in `wall_s`), the updates per second, and how far the final model is
-from the sites' mean target (where FedAvg's model goes; FedBuff's leans towards
-the fast sites, and its staleness weights and max_staleness pull it back).
+from the sites' mean target (where FedAvg's model goes; FedBuff's leans towards the fast sites, which answer more
+often); and how far FedAvg's model was at the time FedBuff had made its U updates.
 
     .venv/bin/python bench/async.py                                    # 10 sites, 20 updates, K = 5, STEP_S 0.1
     .venv/bin/python bench/async.py --sites 10 --updates 20 --buffer 5 --step-s 0.1 --repeats 3 --json out.json
@@ -59,8 +59,8 @@ def make_job(root: Path, name: str, workflow: str, args: dict[str, Any], step_s:
     return folder
 
 
-def distance_to_mean_target(job_dir: Path, sites: list[str]) -> float:
-    """Root-mean-square distance of the final model from the mean of the sites' targets."""
+def distance_to_mean_target(model_file: Path, sites: list[str]) -> float:
+    """Root-mean-square distance of a saved model from the mean of the sites' targets."""
     import numpy as np
     from safetensors.numpy import load_file
 
@@ -69,9 +69,9 @@ def distance_to_mean_target(job_dir: Path, sites: list[str]) -> float:
         from train import site_target  # type: ignore[import-not-found]
     finally:
         sys.path.remove(str(APP))
-    final = load_file(job_dir / "models" / "final.safetensors")
+    model = load_file(model_file)
     targets = [site_target(site) for site in sites]
-    squares = [np.mean((final[name] - np.mean([t[name] for t in targets], axis=0)) ** 2) for name in final]
+    squares = [np.mean((model[name] - np.mean([t[name] for t in targets], axis=0)) ** 2) for name in model]
     return float(np.sqrt(np.mean(squares)))
 
 
@@ -87,7 +87,10 @@ def run(root: Path, workflow: str, args: dict[str, Any], sites: list[str], step_
     seconds = clock.updates[-1] - clock.updates[0]
     return {"workflow": workflow, "updates": len(clock.updates) - 1, "seconds": round(seconds, 3),
             "updates_per_s": round((len(clock.updates) - 1) / seconds, 2), "wall_s": round(result.wall_s, 2),
-            "rms_to_mean_target": round(distance_to_mean_target(result.job_dir, sites), 5)}
+            "rms_to_mean_target": round(distance_to_mean_target(result.job_dir / "models" / "final.safetensors",
+                                                                sites), 5),
+            "curve": [(round(at - clock.updates[0], 3), distance_to_mean_target(
+                result.job_dir / "models" / f"round-{n}.safetensors", sites)) for n, at in enumerate(clock.updates)]}
 
 
 def main() -> None:
@@ -112,7 +115,7 @@ def main() -> None:
             with tempfile.TemporaryDirectory(prefix="flctl-async-") as tmp:
                 figures = run(Path(tmp), workflow, args, sites, opts.step_s)
             runs.append({"repeat": repeat, **figures})
-            print(json.dumps(runs[-1]), flush=True)
+            print(json.dumps({k: v for k, v in runs[-1].items() if k != "curve"}), flush=True)
     print(f"\n{opts.sites} sites, speeds 1x-{min(opts.sites, 10)}x (site-1 {opts.step_s:g} s a task), "
           f"{opts.updates} updates, FedBuff K = {opts.buffer}:")
     for workflow, _ in plans:
@@ -122,6 +125,12 @@ def main() -> None:
               f"(median {statistics.median(secs):.2f}), {statistics.median(r['updates_per_s'] for r in mine):.2f} "
               f"updates/s, final model {statistics.median(r['rms_to_mean_target'] for r in mine):.4f} RMS from "
               "the sites' mean target")
+    fedavg = [r for r in runs if r["workflow"] == "fedavg"]
+    fedbuff_s = statistics.median(r["seconds"] for r in runs if r["workflow"] == "fedbuff")
+    at = [max((p for p in r["curve"] if p[0] <= fedbuff_s), key=lambda p: p[0]) for r in fedavg]
+    print(f"  fedavg's model at fedbuff's median time ({fedbuff_s:.2f} s after the first update): "
+          f"{statistics.median(rms for _, rms in at):.4f} RMS from the sites' mean target, "
+          f"{statistics.median(sum(1 for p in r['curve'] if 0 < p[0] <= fedbuff_s) for r in fedavg)} updates")
     if opts.json:
         opts.json.write_text(json.dumps(runs, indent=1))
 
