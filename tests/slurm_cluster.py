@@ -50,7 +50,7 @@ class SlurmCluster:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
                 try:
-                    proc.wait(15)
+                    proc.wait(5)  # the test cluster's state is thrown away: no need to wait for its saving
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait(5)
