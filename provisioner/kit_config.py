@@ -47,6 +47,8 @@ class NodeConfig(_Strict):
     listen: Endpoint | None = Field(None, description="Server and relay only: address and port to bind")
     heartbeat: Heartbeat
     tls: TlsFiles
+    failover: Endpoint | None = Field(
+        None, description="Site under a relay only: where it connects while its relay is down (the server)")
     parents: dict[str, str] | None = Field(
         None, description="Server and relay only: each relay and site under a relay, to that relay's name")
     transport: Literal["grpc", "wss"] | None = Field(

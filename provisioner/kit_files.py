@@ -45,10 +45,13 @@ def config_for(project: Project, who: Participant) -> NodeConfig | ConsoleConfig
     if who.kind == "relay":
         listen = Endpoint(host=LISTEN_ALL, port=relays[who.name].port)
     tree = (parents or None) if who.kind in ("server", "relay") else None
+    failover = Endpoint(host=project.server.name, port=project.server.port) \
+        if who.name in parents and who.name in {s.name for s in project.sites if s.failover} else None
     # Neither key in the kits of a gRPC-only project: their node.yml stays as it was.
     transport = who.transport if who.transport != "grpc" else None
     return NodeConfig(api_version=1, project=project.name, name=who.name, kind=who.kind, org=who.org,
-                      server=server, listen=listen, heartbeat=hb, tls=tls, parents=tree, transport=transport,
+                      server=server, listen=listen, heartbeat=hb, tls=tls, parents=tree, failover=failover,
+                      transport=transport,
                       wss_port=project.server.wss_port)
 
 
@@ -156,6 +159,7 @@ class KitRenderer:
         self.project = project
         self._configs: dict[tuple[str, ...], list[str]] = {}
         self._parents = relay_tree.parent_map(project)
+        self._failover = {s.name for s in project.sites if s.failover}
         self._static: dict[Kind, dict[str, KitFile]] = {}
 
     def render(self, who: Participant, ca_pem: bytes, cert_pem: bytes, key_pem: bytes | None
@@ -176,7 +180,8 @@ class KitRenderer:
         """The bytes of `who`'s node.yml or console.yml."""
         # A site on wss has a line more; sites of one relay share a config but for name and org; each relay's is
         # its own (its port, its parent).
-        shape = (who.kind, who.transport, who.name if who.kind == "relay" else self._parents.get(who.name, ""))
+        shape = (who.kind, who.transport, who.name if who.kind == "relay" else self._parents.get(who.name, ""),
+                 str(who.name in self._failover))
         lines = self._configs.get(shape)
         if lines is None:
             lines = self._configs[shape] = dump_config(config_for(self.project, who)).splitlines(keepends=True)

@@ -58,6 +58,9 @@ class SiteSpec(_Strict):
     org: SimpleName = Field(description="Organisation the site belongs to")
     parent: SimpleName | None = Field(
         None, description="The relay this site connects to (a name under relays); none: the server itself")
+    failover: Literal["server"] | None = Field(
+        None, description="server: while its relay is down, the site connects to the server itself (and goes back "
+                          "to the relay once it answers again); only for a site with a relay parent")
     transport: Transport = Field(
         "grpc", description="How the site reaches the server: grpc (the default), or wss (gRPC's own bytes, mutual "
                             "TLS and all, inside a WebSocket on HTTPS to the server's wss_port, through the site's "

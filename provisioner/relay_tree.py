@@ -40,6 +40,10 @@ def problems(data: dict[str, Any]) -> list[tuple[Loc, str]]:
     for i, site in enumerate(sites if isinstance(sites, list) else []):
         if isinstance(site, dict):
             entries.append((site.get("parent"), ("sites", i, "parent")))
+            if site.get("failover") is not None and _is_server(site.get("parent"), server_name):
+                out.append((("sites", i, "failover"), "failover: server is for a site under a relay (it connects to "
+                                                      "the server while its relay is down); this site has no relay "
+                                                      "parent"))
     for parent, loc in entries:
         if not _is_server(parent, server_name) and isinstance(parent, str) and parent not in relay_parent:
             out.append((loc, f"'{parent}' is not a relay of this project; a parent is 'server' or one of the "

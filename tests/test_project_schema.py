@@ -91,7 +91,8 @@ def test_unknown_keys_list_the_allowed_keys(write_project):
 
 def test_unknown_key_inside_a_site(write_project):
     path = write_project(GOOD.replace("{name: site-2, org: org_b}", "{name: site-2, org: org_b, gpu: 1}"))
-    assert problems_of(path) == [f"{path}:4: sites[1].gpu: unknown key 'gpu'; allowed here: name, org, parent, transport"]
+    assert problems_of(path) == [f"{path}:4: sites[1].gpu: unknown key 'gpu'; allowed here: name, org, parent, "
+                                 "failover, transport"]
 
 
 def test_every_problem_is_reported_at_once(write_project):

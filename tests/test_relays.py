@@ -27,6 +27,7 @@ TREE = {"relay-de": "relay-eu", "site-1": "relay-eu", "site-2": "relay-eu", "sit
         "site-3": "relay-us", "site-4": "relay-us"}
 # What each site adds to every tensor and the num_examples it answers with. Every relay's total is a power of two,
 # so each relay's mean is exact in float32 and only the server's last division rounds, as a flat job's does.
+FAILOVER = "site-4"  # connects to the server while relay-us is down
 BUMP = {"site-1": 1, "site-2": 2, "site-3": 3, "site-4": 4, "site-5": 5}
 EXAMPLES = {"site-1": 1, "site-2": 3, "site-3": 2, "site-4": 2, "site-5": 4}
 SCRIPT = """\
@@ -58,6 +59,7 @@ def project_text(name: str, port: int, relays: dict[str, int] | None) -> str:
     lines.append("sites:\n")
     for site in BUMP:
         parent = f", parent: {TREE[site]}" if relays else ""
+        parent += ", failover: server" if relays and site == FAILOVER else ""
         lines.append(f"  - {{name: {site}, org: org_{site}{parent}}}\n")
     lines.append(f"admins:\n  - {{name: {ADMIN[0]}, org: {ADMIN[1]}, role: {ADMIN[2]}}}\n")
     lines.append("heartbeat: {interval_s: 0.5, timeout_s: 3}\n")
@@ -166,6 +168,8 @@ def test_relays_carry_fedavg_style_workflows_only():
      "sites[2].parent", "'relay-xx' is not a relay of this project"),
     (("site-4, org: org_site-4, parent: relay-us", "site-4, org: org_site-4, parent: site-1"),
      "sites[3].parent", "'site-1' is not a relay"),
+    (("site-4, org: org_site-4, parent: relay-us", "site-4, org: org_site-4"),
+     "sites[3].failover", "failover: server is for a site under a relay"),
 ])
 def test_a_bad_tree_is_refused_at_provisioning(tmp_path, change, field, words):
     """A cycle of relays, or a parent that is not a relay: exit 2, naming the file, line and field; nothing
@@ -217,6 +221,9 @@ def test_relay_kits_serve_their_sites_and_call_their_parents(feds):
     assert relay["server"] == {"host": "127.0.0.1", "port": eu["listen"]["port"]}  # its parent
     assert site["server"] == {"host": "127.0.0.1", "port": relay["listen"]["port"]}
     assert relay["parents"] == TREE
+    server = {"host": "localhost", "port": relayed.port}
+    assert yaml.safe_load((relayed.kit(FAILOVER) / "startup" / "node.yml").read_text())["failover"] == server
+    assert "failover" not in yaml.safe_load((relayed.kit("site-3") / "startup" / "node.yml").read_text())
 
 
 def test_site_ls_shows_the_tree(feds):
@@ -273,8 +280,9 @@ def test_a_workflow_relays_cannot_carry_is_refused_at_submit(feds, tmp_path):
     assert relayed.flctl_json("job", "ls") == before
 
 
-def test_sites_reconnect_when_their_relay_returns(feds):
-    """relay-us stops: it and its sites show offline; started again, its sites reconnect to it by themselves."""
+def test_sites_reconnect_when_their_relay_returns(feds, tmp_path):
+    """relay-us stops: it and site-3 show offline, site-4 (failover: server) connects to the server itself and a
+    job naming it runs there; relay-us started again, both sites go back to it by themselves."""
     relayed, _ = feds
 
     def states() -> dict[str, tuple[bool, str]]:
@@ -290,6 +298,10 @@ def test_sites_reconnect_when_their_relay_returns(feds):
         raise AssertionError(f"wanted {wanted}, have {states()}\n{relayed.logs()}")
 
     relayed.stop("relay-us")
-    wait_for({"relay-us": (False, ""), "site-3": (False, "relay-us"), "site-1": (True, "relay-eu")})
+    wait_for({"relay-us": (False, ""), "site-3": (False, "relay-us"), "site-1": (True, "relay-eu"),
+              FAILOVER: (True, "")})
+    final, shown = run_job(relayed, job(tmp_path, "direct", [FAILOVER], 1), tmp_path / "direct-out")
+    assert [s["name"] for s in shown["sites"]] == [FAILOVER]
+    np.testing.assert_array_equal(final["w"], np.full(1000, BUMP[FAILOVER], np.float32))
     relayed.start("relay-us")
     wait_for({"relay-us": (True, ""), "site-3": (True, "relay-us"), "site-4": (True, "relay-us")})

@@ -342,13 +342,21 @@ class AdminService(pb_grpc.AdminServicer):
         now = time.time()
         sites = [serde.site_to_pb(s, self._ctx.online(s, now), self._ctx.isolation.get(s.name, ""))
                  for s in self._ctx.store.sites()]
+        below: list[pb.SiteInfo] = []
         for relay in sites:  # below each relay: what it said last, offline once the relay itself is silent
             for child in self._ctx.relayed.get(relay.name, []):
                 shown = pb.SiteInfo()
                 shown.CopyFrom(child)
                 shown.online = shown.online and relay.online
-                sites.append(shown)
-        return pb.SiteList(sites=sites)
+                below.append(shown)
+        # A site under a relay that connected to the server meanwhile (failover: server) is listed once: where it
+        # is online now (under its relay when both or neither say so).
+        online_below = {s.name for s in below if s.online}
+        direct_online = {s.name for s in sites if s.online}
+        sites = [s for s in sites if s.name not in {b.name for b in below} or
+                 (s.online and s.name not in online_below)]
+        below = [b for b in below if b.online or b.name not in direct_online]
+        return pb.SiteList(sites=sites + below)
 
     def ListCertificates(self, request: pb.Empty, context: Any) -> pb.CertificateList:
         actor, _ = self._actor(context)

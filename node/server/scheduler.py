@@ -27,7 +27,8 @@ def placement(job: JobRow, online: list[str], parents: dict[str, str] | None = N
         if len(online) >= job.min_sites:
             return sorted(online), ""
         return None, f"waiting for {job.min_sites} sites online ({len(online)} online)"
-    named = list(dict.fromkeys(top_of(parents or {}, s) for s in job.sites))
+    # A site connected to the server itself (its relay is down, failover: server) is run on directly.
+    named = list(dict.fromkeys(s if s in online else top_of(parents or {}, s) for s in job.sites))
     missing = [s for s in named if s not in online]
     if not missing:
         return named, ""

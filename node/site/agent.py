@@ -34,6 +34,7 @@ from flctl.node.process import pidfile
 from flctl.node.process.backoff import Backoff
 from flctl.node.process.readiness import ReadyPipe, StartGate
 from flctl.node.process.spare_process import SPARE_FLAG, SpareProcess
+from flctl.node.relay.failover import Route
 from flctl.node.security.audit import AuditLog
 from flctl.node.security.authz import Actor, decide, signer_allowed
 from flctl.node.security.path_names import BadName, check_path_name
@@ -67,6 +68,7 @@ class SiteAgent:
         self._ready, self._gate = ReadyPipe(), StartGate()
         config = node_config(kit, "site", workspace)
         self.kit = kit
+        self.route = Route(kit)  # its relay, or the server while the relay is down (failover: server)
         self.workspace = workspace
         self.heartbeat_s = config.heartbeat.interval_s
         self.audit = AuditLog(workspace / "audit.jsonl", key_pem=kit.key_pem, actor=kit.info.name)
@@ -115,8 +117,10 @@ class SiteAgent:
                     if self._stop.is_set():
                         break
                     delay = backoff.next_delay()
-                    log.warning("server %s unreachable (%s); retrying in %.1f s", self.kit.target,
+                    log.warning("server %s unreachable (%s); retrying in %.1f s", self.route.kit.target,
                                 _short(exc), delay)
+                    if exc.code() != grpc.StatusCode.CANCELLED:  # not the end of a session on failover
+                        self.route.failed()
                 self.connected.clear()
                 self._stop.wait(delay)
         finally:
@@ -132,13 +136,16 @@ class SiteAgent:
             call.cancel()
 
     def _session(self, backoff: Backoff) -> None:
-        with site_channel(self.kit, self.window, self.transport) as chan:
+        with site_channel(self.route.kit, self.window, self.transport) as chan:
             stub = pb_grpc.FederationStub(chan)
             stub.Register(pb.RegisterRequest(version=VERSION, running_jobs=self.running_jobs(),
                                              isolation=self.isolation_note), timeout=10)
-            log.info("site %s registered with %s", self.kit.info.name, self.kit.target)
+            log.info("site %s registered with %s", self.kit.info.name, self.route.kit.target)
             backoff.reset()
             self.connected.set()
+            if self.route.on_fallback:  # on the server while the relay is down: back to the relay once it answers
+                threading.Thread(target=self.route.probe_primary, daemon=True, args=(
+                    self.connected, self._stop, lambda: self._call.cancel() if self._call else None)).start()
             self._ready.notify()
             self._spare.ensure()
             beat = threading.Thread(target=self._heartbeats, args=(stub,), daemon=True)
@@ -214,6 +221,7 @@ class SiteAgent:
             if (job_dir / "job").exists():
                 shutil.rmtree(job_dir / "job")
             job_dir.mkdir(parents=True, exist_ok=True)
+            self.route.mark_job(job_dir)
             extract_bundle(data, job_dir / "job")
             refusal = self._hand_over_psi(job_dir / "job")
             if refusal:

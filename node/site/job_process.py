@@ -33,6 +33,7 @@ from flctl.node.jobs.job_status import JobStatus, SiteState
 from flctl.node.jobs.tasks import Task, TaskKind
 from flctl.node.process import spare_process
 from flctl.node.process.links import LinkError
+from flctl.node.relay.failover import kit_for_job
 from flctl.node.secagg.payload import SecAggError
 from flctl.node.site.filters.base import FilterError
 from flctl.node.site.job_launch import SiteJob, write_script_group
@@ -311,6 +312,7 @@ def main(argv: list[str]) -> int:
         return 2
     kit_root, job_dir, job_id = job.kit_root, job.job_dir, job.job_id
     kit = load_kit(kit_root, verify=False)  # the site daemon verified it at start
+    kit = kit_for_job(kit, job_dir)  # the server itself while the site's relay is down (failover: server)
     resources = _resources(kit.root)
     chan = site_channel(kit, resources.stream_window_bytes, site_transport(kit, resources))
     stub = pb_grpc.FederationStub(chan)
