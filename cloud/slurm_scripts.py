@@ -32,6 +32,7 @@ REQUEUE_WARNING_S = 120
 a minute early (its timer runs once a minute), so the clean stop always has at least a minute."""
 MANIFEST = "slurm.json"
 SUBMIT = "submit.sh"
+LOGS_README = "logs/README"
 
 
 @dataclass(frozen=True)
@@ -146,4 +147,7 @@ def scripts(kits: ProjectKits, options: SlurmOptions, logs: PurePath,
                 "nodes": [{"participant": n.participant, "kind": n.kind, "script": f"{n.name}.sbatch",
                            "job_name": job_name(kits, n)} for n in nodes]}
     out[MANIFEST] = json.dumps(manifest, indent=2) + "\n"
+    # The logs folder exists from the start: Slurm cannot make it, and a job whose --output folder is missing
+    # fails at once, writing nothing (a script submitted with plain `sbatch`).
+    out[LOGS_README] = "Slurm writes each job's output here: NAME-JOBID.out, appended across requeues.\n"
     return out

@@ -30,8 +30,8 @@ def test_a_sites_script_asks_for_its_resources_joins_the_federation_and_stops_on
     assert {"--cpus-per-task=4", "--mem=8192M", "--gres=gpu:2", "--time=2-00:00:00", "--partition=fl",
             "--signal=B:USR1@120", "--requeue", "--open-mode=append"} <= set(sbatch)
     assert not any(line.startswith("--nodelist") for line in sbatch)  # no --server: no server job
-    assert sorted(p.name for p in (tmp_path / "slurm").iterdir()) == ["site-1.sbatch", "site-2.sbatch", "slurm.json",
-                                                                    "submit.sh"]
+    assert sorted(p.name for p in (tmp_path / "slurm").iterdir()) == ["logs", "site-1.sbatch", "site-2.sbatch",
+                                                                    "slurm.json", "submit.sh"]
     for name in ("site-1.sbatch", "site-2.sbatch", "submit.sh"):
         assert subprocess.run(["bash", "-n", tmp_path / "slurm" / name], check=False).returncode == 0
     workspace = tmp_path / "site-1-ws"
