@@ -176,3 +176,28 @@ def test_a_controller_that_does_not_answer_is_exit_3(cluster: SlurmCluster, tmp_
     assert "cannot reach the Slurm controller" in done.stderr and "Traceback" not in done.stderr
     done = flctl(cluster, "deploy", "slurm", "stop", folder, env={"PATH": os.path.dirname(FLCTL)})
     assert done.returncode == 3 and "squeue is not installed here" in done.stderr, done.stderr
+
+
+@pytest.mark.skipif(os.environ.get("FLCTL_SLURM_TIME_LIMIT_TEST") != "1",
+                    reason="waits for Slurm's own time-limit signal, about a minute: FLCTL_SLURM_TIME_LIMIT_TEST=1")
+def test_slurm_itself_signals_the_time_limit_and_the_site_requeues_its_job(cluster: SlurmCluster,
+                                                                           tmp_path: Path) -> None:
+    """A site's job with a 3-minute limit: Slurm sends SIGUSR1 (--signal=B:USR1@120, up to a minute early); the
+    site stops cleanly and its job is requeued under its id. Nothing is sent by hand."""
+    federation = make_federation(tmp_path, sites=1)
+    folder = tmp_path / "slurm"
+    assert flctl(cluster, "deploy", "slurm", federation.prod, "-o", folder, "--flctl", FLCTL, "--time", "3",
+                 ).returncode == 0
+    try:
+        federation.start("localhost")
+        done = flctl(cluster, "deploy", "slurm", "submit", folder, "--json")
+        assert done.returncode == 0, done.stderr
+        site = json.loads(done.stdout)[0]["job_id"]
+        federation.wait_online(["site-1"], timeout=120)
+        pending = wait_state(cluster, folder, "site-1", {"PENDING"}, timeout=200)
+        assert pending["job_id"] == site and pending["reason"] == "BeginTime"
+        log = (folder / "logs" / f"flctl-fedtest-site-1-{site}.out").read_text()
+        assert "site-1 stopped (exit 0)" in log and "the time limit is near: requeueing" in log, log
+    finally:
+        _cancel_all(cluster)
+        federation.stop_all()
