@@ -204,3 +204,43 @@ def test_the_server_reads_a_quantized_answer_whole_and_leaves_out_one_that_does_
     assert not (tmp_path / "r.safetensors").exists()
     assert isinstance(bad, SiteFailure) and bad.site == "site-2"
     assert bad.reason == "its quantized model cannot be read: quantized model: tensor 'w' has no scales ('w::scales')"
+
+
+@pytest.mark.parametrize(("transfer", "error"), [
+    ("{quantize: int4}", "transfer.quantize: 'int4' is not allowed; use 'fp16', 'bf16' or 'int8'"),
+    ("{quantize: int8, block_size: 4}", "transfer.block_size: 4 is too small; use 8 or more"),
+    ("{quantise: int8}", "transfer.quantise: unknown key 'quantise'; allowed here: quantize, block_size"),
+])
+def test_job_yml_transfer_is_checked_naming_the_field(tmp_path, transfer: str, error: str) -> None:
+    """A bad `transfer:` is refused when the job is loaded (at submit: exit 2), with file, line and field."""
+    # Prepare
+    from flctl.node.errors import JobError
+    from flctl.node.jobs.job_spec import load_job
+
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "train.py").write_text("import flctl.client as fl\n")
+    (tmp_path / "job.yml").write_text(f"api_version: 1\nname: j\nworkflow: {{type: fedavg, args: {{rounds: 1}}}}\n"
+                                      f"transfer: {transfer}\n")
+    # Execute
+    with pytest.raises(JobError) as info:
+        load_job(tmp_path)
+    # Assert
+    assert str(info.value) == f"{tmp_path / 'job.yml'}:4: {error}"
+
+
+def test_quantized_transfer_with_secure_aggregation_is_refused(tmp_path) -> None:
+    """transfer: {quantize: ...} and secure_aggregation: masking exclude each other, said at the transfer field."""
+    # Prepare
+    from flctl.node.errors import JobError
+    from flctl.node.jobs.job_spec import load_job
+
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "train.py").write_text("import flctl.client as fl\n")
+    (tmp_path / "job.yml").write_text("api_version: 1\nname: j\nworkflow: {type: fedavg, args: {rounds: 1, "
+                                      "secure_aggregation: masking}}\ntransfer: {quantize: bf16}\n")
+    # Execute
+    with pytest.raises(JobError) as info:
+        load_job(tmp_path)
+    # Assert
+    assert str(info.value).startswith(f"{tmp_path / 'job.yml'}:4: transfer.quantize: bf16 cannot be combined with "
+                                      "the workflow's secure aggregation (masking)")
