@@ -58,6 +58,9 @@ class SlurmFolder:
         return [n for n in self.nodes if n.kind == "site"]
 
 
+SLURM_RUNNING = "RUNNING"  # squeue's word for a job that runs
+
+
 @dataclass(frozen=True)
 class NodeJob:
     """A node's job as squeue shows it; `state` is `NOT QUEUED` (and the rest empty) when squeue has none."""
@@ -71,6 +74,11 @@ class NodeJob:
     elapsed: str = ""
     time_left: str = ""
     reason: str = ""
+
+    @property
+    def running(self) -> bool:
+        """Whether squeue shows the job running (Slurm's own state word, not one of flctl's job statuses)."""
+        return self.state == SLURM_RUNNING
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -146,7 +146,7 @@ def status(folder: DirArg, json_out: JsonOption = False) -> None:
 
     jobs = slurm_jobs.status(slurm_jobs.read_folder(folder))
     _show(jobs, json_out, "slurm jobs")
-    if any(job.state != "RUNNING" for job in jobs):
+    if not all(job.running for job in jobs):
         raise typer.Exit(exit_codes.FAILED)
 
 

@@ -43,6 +43,8 @@ if TYPE_CHECKING:
     from flctl.cloud.targets.base import Deployment
 
 FOLLOW_EVERY_S = 1.0
+# A host counts as up in a playbook (verified, healthy) or an inventory (running, deployed, unchanged).
+SETTLED_STATES = frozenset({"verified", "healthy", "running", "deployed", "unchanged"})
 """How often an opened playbook's journal is read again while this screen runs nothing itself."""
 LOG_LINES = 200
 
@@ -197,7 +199,7 @@ class DeploymentScreen(Screen[None]):
         self._show_detail()
         if self.subject is not None:
             table.border_title = f"Hosts of {self.subject.kind} {self.subject.path.name}"
-            settled = sum(r.state in ("verified", "healthy", "running", "deployed", "unchanged") for r in rows)
+            settled = sum(r.state in SETTLED_STATES for r in rows)
             table.border_subtitle = f"{settled} of {len(rows)} up" + (f", {self.running} running" if self.running
                                                                      else "")
 
