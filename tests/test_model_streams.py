@@ -240,3 +240,45 @@ def _wrong_parts_then_right_ones(site: RawSite, parts: list[tuple[pb.ResultHeade
 
 def _fields(header: pb.ResultHeader) -> dict[str, object]:
     return {field.name: value for field, value in header.ListFields()}
+
+
+# ---------------------------------------------------------------------- a peer without parts
+class _OnePartPeer:
+    """FetchTask and SubmitResult of a peer that cuts no models into parts (a relay; a server from before them):
+    its task headers leave `parts` at 0, and it records the result streams a site opens."""
+
+    def __init__(self, model: bytes) -> None:
+        self.model = model
+        self.submitted: list[list[pb.ResultMessage | bytes]] = []
+
+    def fetch(self, request: pb.TaskRequest, timeout: float) -> Iterator[pb.TaskMessage | bytes]:
+        yield pb.TaskMessage(header=pb.TaskHeader(task_id="t1", kind="train", size=len(self.model)))
+        for start in range(0, len(self.model), CHUNK):
+            yield pb.TaskMessage(chunk=self.model[start:start + CHUNK])
+
+    def submit(self, messages: Iterator[pb.ResultMessage | bytes], timeout: float) -> pb.Ack:
+        self.submitted.append(list(messages))
+        return pb.Ack(message="accepted")
+
+
+def test_a_site_set_to_several_streams_sends_over_one_to_a_peer_that_takes_no_parts():
+    """A site with `model_streams: 4` under a relay: the relay's task header names no parts, so the site takes the
+    model on one stream and sends its answer on one stream too (four would reach the relay as four partial results)."""
+    from flctl.node.client import api_wire as wire
+    from flctl.node.site import model_transfer
+
+    # Prepare: a 24 MiB model (big enough for 4 parts of at least 4 MiB), a site asking for 4 streams
+    model = tensors.encode({"w": np.arange(N, dtype=np.float32)})
+    peer = _OnePartPeer(model)
+    calls = model_transfer.ModelCalls.__new__(model_transfer.ModelCalls)
+    calls.fetch, calls.submit, calls.streams = peer.fetch, peer.submit, 4
+    assert model_parts.streams_for(len(model), calls.streams) == 4
+    # Execute
+    header, data = model_transfer.fetch_task(calls, "job-1", "")
+    model_transfer.submit_result(calls, "job-1", header.task_id, wire.Result(task_id=1, num_examples=1), data)
+    # Assert: the model arrived whole, and the answer went as one stream with no part fields set
+    assert bytes(data) == model
+    assert calls.streams == 1
+    [stream] = peer.submitted
+    first = stream[0]
+    assert isinstance(first, pb.ResultMessage) and first.header.parts == 0 and first.header.size == len(model)

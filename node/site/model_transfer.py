@@ -106,6 +106,11 @@ def fetch_task(calls: ModelCalls, job_id: str, last: str) -> tuple[pb.TaskHeader
             for _ in messages:
                 raise RuntimeError("the server sent a model with no task")
             return header, data
+        if header.parts == 0 and calls.streams > 1:
+            # A peer that does not cut models into parts (a relay, a server from before them) takes none either:
+            # its answers go over one stream too.
+            log.info("task %s: the server sends no parts, so answers go over one stream", header.task_id)
+            calls.streams = 1
         parts = max(1, header.parts)
         problem = model_parts.check_part(header.size, 0, parts) if parts > 1 else ""
         if problem:
