@@ -18,7 +18,8 @@ from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from safetensors.numpy import load_file
 
-from flctl.node.relay.combine import Answer, combine, refusal_for
+from flctl.node.jobs.tasks import TaskResult
+from flctl.node.relay.combine import combine, refusal_for
 from flctl.provisioner.relay_tree import child_toward, top_of
 
 from .federation import ADMIN, FLCTL, Federation, free_port, running
@@ -130,14 +131,14 @@ def test_combined_answers_make_the_flat_weighted_mean():
     weights = {"s0": 3, "s1": 1, "s2": 7, "s3": 2, "s4": 5}
     loss = {s: float(rng.normal()) for s in models}
 
-    def answer(site: str) -> Answer:
-        return Answer(site, models[site], weights[site], {"loss": loss[site]})
+    def answer(site: str) -> TaskResult:
+        return TaskResult(site, models[site], weights[site], {"loss": loss[site]})
 
     left = combine([answer("s0"), answer("s1")])
     right = combine([answer("s2"), answer("s3"), answer("s4")])
     assert (left.num_examples, right.num_examples) == (4, 14)
-    top = combine([Answer("r1", left.params, left.num_examples, left.metrics, left.meta),
-                   Answer("r2", right.params, right.num_examples, right.metrics, right.meta)])
+    top = combine([TaskResult("r1", left.params, left.num_examples, left.metrics, left.meta),
+                   TaskResult("r2", right.params, right.num_examples, right.metrics, right.meta)])
     total = sum(weights.values())
     for name in ("w", "b"):
         reference = sum(weights[s] * models[s][name] for s in models) / total
@@ -149,8 +150,8 @@ def test_combined_answers_make_the_flat_weighted_mean():
 def test_combining_refuses_mixed_answers_and_none():
     with pytest.raises(ValueError, match="no site answered"):
         combine([])
-    full = Answer("a", {"w": np.ones(2)}, 1, meta={"params_type": "full"})
-    diff = Answer("b", {"w": np.ones(2)}, 1, meta={"params_type": "diff"})
+    full = TaskResult("a", {"w": np.ones(2)}, 1, meta={"params_type": "full"})
+    diff = TaskResult("b", {"w": np.ones(2)}, 1, meta={"params_type": "diff"})
     with pytest.raises(ValueError, match="diff and full"):
         combine([full, diff])
 

@@ -12,27 +12,16 @@ relays is not the plain mean over sites: a job through relays must report num_ex
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from flctl.node.jobs.tasks import PARAMS_TYPE, Params
+from flctl.node.jobs.tasks import PARAMS_TYPE, Params, TaskResult
 from flctl.node.workflows.aggregation import WeightedSum, weighted_metrics
 
 WORKFLOWS = ("fedavg", "fedavgm", "fedopt")
 """The workflows a relay carries: their server side needs only each round's weighted mean of the sites' models (and
 FedProx is FedAvg with proximal_mu). Others (cyclic, swarm, SCAFFOLD's controls, statistics, secure aggregation...)
 need each site's own answer, and a job of theirs that reaches a relay is refused there, saying so."""
-
-
-@dataclass
-class Answer:
-    """One site's (or lower relay's) answer to a task."""
-
-    site: str
-    params: Params
-    num_examples: int
-    metrics: dict[str, float] = field(default_factory=dict)
-    meta: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -43,7 +32,7 @@ class Combined:
     meta: dict[str, Any]
 
 
-def combine(answers: Sequence[Answer]) -> Combined:
+def combine(answers: Sequence[TaskResult]) -> Combined:
     """The answers as one: the weighted mean of their models (weights num_examples), the sum of num_examples, the
     weighted means of their metrics. ValueError when there is none, or when they do not fit together (other tensors,
     full models beside diffs)."""
@@ -80,7 +69,7 @@ def refusal_for(workflow: str, args: dict[str, Any]) -> str:
     return ""
 
 
-def _sites(answer: Answer) -> str:
+def _sites(answer: TaskResult) -> str:
     below = answer.meta.get("relayed_sites")
     return f"{answer.site}({','.join(below)})" if isinstance(below, list) else answer.site
 

@@ -27,9 +27,10 @@ from flctl.node.config.kit import NodeKit
 from flctl.node.config.local_files import node_config, policy_and_revocations
 from flctl.node.config.resources import load_resources, resources_path
 from flctl.node.jobs.job_status import JobStatus, SiteState
+from flctl.node.jobs.tasks import TaskResult
 from flctl.node.process import pidfile
 from flctl.node.process.backoff import Backoff
-from flctl.node.relay.combine import Answer, combine, refusal_for
+from flctl.node.relay.combine import combine, refusal_for
 from flctl.node.relay.service import RelayService
 from flctl.node.security.audit import AuditLog
 from flctl.node.security.path_names import BadName, check_path_name
@@ -73,11 +74,11 @@ class RelayJob:
         self.bundle = bundle
         self.sites = sites
         self.failed: dict[str, str] = {}
-        self._answers: queue.Queue[tuple[str, str, Answer | str]] = queue.Queue()
+        self._answers: queue.Queue[tuple[str, str, TaskResult | str]] = queue.Queue()
         self.stopped = threading.Event()
 
-    def answered(self, site: str, task_id: str, answer: Answer | str) -> None:
-        """A site's answer to `task_id` (an Answer), or why it failed it (a str)."""
+    def answered(self, site: str, task_id: str, answer: TaskResult | str) -> None:
+        """A site's answer to `task_id` (a TaskResult), or why it failed it (a str)."""
         self._answers.put((site, task_id, answer))
 
     def site_failed(self, site: str, error: str) -> None:
@@ -85,10 +86,10 @@ class RelayJob:
         self.failed[site] = error
         self._answers.put((site, "", error))
 
-    def gather(self, task_id: str, sites: list[str], timeout_s: float) -> tuple[list[Answer], dict[str, str]]:
+    def gather(self, task_id: str, sites: list[str], timeout_s: float) -> tuple[list[TaskResult], dict[str, str]]:
         """The answers of `sites` to `task_id` until all came, failed, or `timeout_s` passed (or the job stopped)."""
         waiting = set(sites) - set(self.failed)
-        answers: list[Answer] = []
+        answers: list[TaskResult] = []
         failures = {site: self.failed[site] for site in sites if site in self.failed}
         deadline = time.monotonic() + (timeout_s if timeout_s > 0 else 86400.0)
         while waiting and not self.stopped.is_set():
@@ -102,7 +103,7 @@ class RelayJob:
             if site not in waiting or (answered and answered != task_id):
                 continue
             waiting.discard(site)
-            if isinstance(what, Answer):
+            if isinstance(what, TaskResult):
                 answers.append(what)
             else:
                 failures[site] = what

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from flctl.node.jobs.job_status import JobStatus, SiteState
-from flctl.node.relay.combine import Answer, site_metrics
+from flctl.node.jobs.tasks import TaskResult
+from flctl.node.relay.combine import site_metrics
 from flctl.node.security.tls import CHUNK
 from flctl.node.server.identity import caller, certified
 from flctl.node.server.server_info import server_info
@@ -131,7 +132,7 @@ class RelayService(pb_grpc.FederationServicer):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"the result is not a usable model: {exc}")
         if not board.answer(head.job_id, who.name, head.task_id):
             return pb.Ack(message="late or duplicate result ignored")
-        job.answered(who.name, head.task_id, Answer(who.name, params, int(head.num_examples),  # type: ignore[union-attr]
+        job.answered(who.name, head.task_id, TaskResult(who.name, params, int(head.num_examples),  # type: ignore[union-attr]
                                                    dict(head.metrics), meta))
         return pb.Ack(message="accepted")
 
