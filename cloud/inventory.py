@@ -40,7 +40,9 @@ class HostSpec(BaseModel):
     provider: str = Field(targets.DEFAULT, description="The deploy target that runs the node (flctl.cloud.targets): "
                           "ssh: an existing machine at `address`; local: this machine, no SSH; aws or azure: a "
                           "machine `flctl deploy aws|azure` creates as the host's `aws:` or `azure:` block says "
-                          "(a target with a block takes it under its own name).")
+                          "(a target with a block takes it under its own name); slurm: a batch job on an HPC "
+                          "cluster whose login node is `address`, its kit in `install_dir` on the shared file "
+                          "system, as the host's `slurm:` block says.")
     address: str | None = Field(None, description="Host name or IP address the SSH server listens on (ssh hosts "
                                                   "only: a cloud machine's address comes from its deployment).")
     port: int = Field(22, ge=1, le=65535, description="SSH port.")

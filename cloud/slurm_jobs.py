@@ -106,7 +106,7 @@ def read_folder(path: Path) -> SlurmFolder:
 
 
 def run_slurm(argv: list[str]) -> str:
-    """Run a Slurm command; its stdout. SchedulerUnreachable when it is missing or the controller is silent,
+    """Run a Slurm command here; its stdout. SchedulerUnreachable when it is missing or the controller is silent,
     DeployError (exit 1) when it refuses."""
     try:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
@@ -115,13 +115,19 @@ def run_slurm(argv: list[str]) -> str:
                                    "cluster (or put Slurm's commands on PATH)") from None
     except subprocess.TimeoutExpired:
         raise SchedulerUnreachable(f"{argv[0]} did not answer in 60 s: is slurmctld running?") from None
-    if done.returncode != 0:
-        lines = (done.stderr.strip() or done.stdout.strip()).splitlines()
-        last = lines[-1] if lines else f"exit code {done.returncode}"
-        if any(text in done.stderr for text in _UNREACHABLE):
+    return answer(argv, done.returncode, done.stdout, done.stderr)
+
+
+def answer(argv: list[str], code: int, stdout: str, stderr: str) -> str:
+    """A finished Slurm command's stdout; SchedulerUnreachable when it could not reach the controller, DeployError
+    when it refused (shared by run_slurm and the runner over SSH of flctl.cloud.targets.slurm)."""
+    if code != 0:
+        lines = (stderr.strip() or stdout.strip()).splitlines()
+        last = lines[-1] if lines else f"exit code {code}"
+        if any(text in stderr for text in _UNREACHABLE):
             raise SchedulerUnreachable(f"{argv[0]} cannot reach the Slurm controller: {last}")
         raise DeployError(f"{argv[0]} failed: {last}")
-    return done.stdout
+    return stdout
 
 
 def parse_squeue(text: str) -> dict[str, list[dict[str, str]]]:
@@ -141,10 +147,11 @@ def _user() -> str:
     return pwd.getpwuid(os.getuid()).pw_name
 
 
-def status(folder: SlurmFolder, runner: Runner = run_slurm) -> list[NodeJob]:
-    """Each node's job as squeue shows it now (the newest when a name has several)."""
+def status(folder: SlurmFolder, runner: Runner = run_slurm, user: str | None = None) -> list[NodeJob]:
+    """Each node's job as squeue shows it now (the newest when a name has several), among `user`'s jobs (default:
+    this process's user; over SSH: the login's)."""
     names = ",".join(n.job_name for n in folder.nodes)
-    queued = parse_squeue(runner(["squeue", "--noheader", f"--user={_user()}", f"--name={names}",
+    queued = parse_squeue(runner(["squeue", "--noheader", f"--user={user or _user()}", f"--name={names}",
                                   f"--format={SQUEUE_FORMAT}"]))
     out = []
     for node in folder.nodes:
@@ -156,14 +163,16 @@ def status(folder: SlurmFolder, runner: Runner = run_slurm) -> list[NodeJob]:
     return out
 
 
-def submit(folder: SlurmFolder, runner: Runner = run_slurm) -> list[NodeJob]:
+def submit(folder: SlurmFolder, runner: Runner = run_slurm, user: str | None = None) -> list[NodeJob]:
     """Submit every node: the server first, each site once the server's job has started (`--dependency=after`).
-    Refused (DeployError) when one of them is already queued: stop it first."""
-    queued = [job for job in status(folder, runner) if job.job_id]
+    Refused (DeployError) when one of them is already queued: stop it first. With a runner of its own (over SSH)
+    the logs folder is the rollout's to make (flctl.cloud.slurm_rollout writes it with the scripts)."""
+    queued = [job for job in status(folder, runner, user) if job.job_id]
     if queued:
         shown = ", ".join(f"{j.participant} (job {j.job_id}, {j.state})" for j in queued)
         raise DeployError(f"already queued: {shown}; stop them first with `flctl deploy slurm stop {folder.path}`")
-    folder.logs.mkdir(parents=True, exist_ok=True)
+    if runner is run_slurm:
+        folder.logs.mkdir(parents=True, exist_ok=True)
     out: list[NodeJob] = []
     after: list[str] = []
     for node in [*folder.servers, *folder.sites]:
@@ -174,19 +183,20 @@ def submit(folder: SlurmFolder, runner: Runner = run_slurm) -> list[NodeJob]:
     return out
 
 
-def stop(folder: SlurmFolder, timeout_s: float = 120, runner: Runner = run_slurm) -> list[NodeJob]:
+def stop(folder: SlurmFolder, timeout_s: float = 120, runner: Runner = run_slurm,
+         user: str | None = None) -> list[NodeJob]:
     """Cancel the sites' jobs, wait until they have left the queue, then the server's: each node takes scancel's
     SIGTERM as a clean stop. What was cancelled (nodes with no job are listed as NOT QUEUED); TimedOut when a job
     is still there after `timeout_s`."""
     deadline = time.monotonic() + timeout_s
-    jobs = status(folder, runner)
+    jobs = status(folder, runner, user)
     for kind in ("site", "server"):
         ids = [job.job_id for job in jobs if job.kind == kind and job.job_id]
         if not ids:
             continue
         runner(["scancel", *ids])
         while True:
-            left = [job for job in status(folder, runner) if job.job_id in ids]
+            left = [job for job in status(folder, runner, user) if job.job_id in ids]
             if not left:
                 break
             if time.monotonic() > deadline:

@@ -3,6 +3,7 @@ the batch shell), joins a real local federation and stops cleanly. No Slurm cont
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -101,3 +102,35 @@ def test_squeue_lines_and_rollout_targets_are_read_exactly(tmp_path: Path) -> No
     assert modes["slurm/site-1.sbatch"] == (0o755, False) and modes["slurm/slurm.json"] == (0o644, False)
     assert not any(p.startswith(("kits/localhost", "kits/admin")) for p in modes)  # no --server: no server kit
     assert "KIT=/scratch/fl/kits/site-1\n" in planned[shared.slurm / "site-1.sbatch"].data.decode()
+
+
+def test_a_slurm_hosts_block_is_checked_field_by_field_and_the_inventory_is_planned_without_connecting(
+        tmp_path: Path) -> None:
+    """`provider: slurm` hosts in an inventory: a bad `slurm:` field, a missing login address and a stray field are
+    refused with exit 2, each named with its line; a good one is planned by `flctl deploy slurm INVENTORY
+    --dry-run` (the group's default for an inventory) without any SSH: each node's own folder on the shared file
+    system, the server first. Two hosts of one cluster may share install_dir (each node gets INSTALL_DIR/NAME)."""
+    federation = make_federation(tmp_path, sites=1)
+    head = f"api_version: 1\nkits: {federation.prod}\nhosts:\n"
+    bad = tmp_path / "bad.yml"
+    bad.write_text(head + "  - {participant: site-1, provider: slurm, address: login, user: u, install_dir: /s, "
+                          "slurm: {time_limit: soon, gpus: -1, nodes: 2}}\n"
+                          "  - {participant: localhost, provider: slurm, user: u, install_dir: /s, slurm: {}}\n")
+    done = flctl("deploy", "slurm", bad, "--dry-run")
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    for text in ("bad.yml:4: hosts[0].slurm.time_limit", "bad.yml:4: hosts[0].slurm.gpus",
+                 "bad.yml:4: hosts[0].slurm.nodes", "bad.yml:5: hosts[1].address: 'address' is required with "
+                 "provider: slurm: the cluster's login node"):
+        assert text in done.stderr, (text, done.stderr)
+    good = tmp_path / "good.yml"
+    good.write_text(head + "  - {participant: site-1, provider: slurm, address: login, user: u, install_dir: /s, "
+                           "slurm: {partition: fl}}\n"
+                           "  - {participant: localhost, provider: slurm, address: login, user: u, "
+                           "install_dir: /s, slurm: {}}\n")
+    done = flctl("deploy", "slurm", good, "--dry-run", "--json")
+    assert done.returncode == 0, done.stderr
+    planned = [(r["participant"], r["status"], r["changes"][0]) for r in json.loads(done.stdout)]
+    assert planned == [("site-1", "planned", "write the kit and batch script to /s/site-1"),
+                       ("localhost", "planned", "write the kit and batch script to /s/localhost")]
+    scripts = flctl("deploy", "slurm", federation.prod, "-o", tmp_path / "out")  # the folder form is unchanged
+    assert scripts.returncode == 0 and (tmp_path / "out" / "site-1.sbatch").is_file(), scripts.stderr

@@ -201,3 +201,73 @@ def test_slurm_itself_signals_the_time_limit_and_the_site_requeues_its_job(clust
     finally:
         _cancel_all(cluster)
         federation.stop_all()
+
+
+def test_an_inventory_of_slurm_hosts_is_applied_shown_logged_and_stopped(cluster: SlurmCluster,
+                                                                         tmp_path: Path) -> None:
+    """The slurm deploy target: an inventory whose server and site are `provider: slurm` hosts behind a real sshd
+    standing in for the login node. `flctl deploy slurm INVENTORY` rolls each kit out to INSTALL_DIR/PARTICIPANT
+    and sbatches it over SSH (the server first) -> the site comes online -> `flctl deploy status INVENTORY`: both
+    running (squeue over SSH) -> `flctl deploy logs INVENTORY site-1`: the job's output file -> applying again
+    leaves the queued jobs alone -> `flctl deploy stop INVENTORY` (scancel over SSH): the queue empty, each node
+    stopped cleanly."""
+    federation = make_federation(tmp_path, sites=1)
+    key = make_key(tmp_path / "id_ed25519")
+    (tmp_path / "login").mkdir()
+    login = SshHost(tmp_path / "login", free_port(), make_key(tmp_path / "login" / "host_key"))
+    login.start(key.with_suffix(".pub"), extra_config=f"SetEnv SLURM_CONF={cluster.conf}\n")
+    (tmp_path / "known_hosts").write_text(login.known_hosts_line())
+    shared = tmp_path / "shared"
+    host = (f"provider: slurm, address: 127.0.0.1, port: {login.port}, user: root, key_file: {key}, "
+            f"install_dir: {shared}")
+    inventory = tmp_path / "hpc.yml"
+    inventory.write_text(
+        f"api_version: 1\nkits: {federation.prod}\nknown_hosts: known_hosts\nhosts:\n"
+        f"  - {{participant: localhost, {host}, slurm: {{flctl: {FLCTL}, time_limit: '1-00:00:00'}}}}\n"
+        f"  - {{participant: site-1, {host}, slurm: {{flctl: {FLCTL}, partition: debug, gpus: 0}}}}\n")
+    try:
+        done = flctl(cluster, "deploy", "slurm", inventory, "--json", timeout=300)
+        assert done.returncode == 0, done.stdout + done.stderr
+        applied = {r["participant"]: r for r in json.loads(done.stdout)}
+        assert {p: r["status"] for p, r in applied.items()} == {"localhost": "deployed", "site-1": "deployed"}
+        site_script = (shared / "site-1" / "slurm" / "site-1.sbatch").read_text()
+        assert f"KIT={shared / 'site-1' / 'kits' / 'site-1'}\n" in site_script
+        assert "#SBATCH --partition=debug\n" in site_script and "#SBATCH --time=7-00:00:00\n" in site_script
+        assert "#SBATCH --nodelist=localhost\n" in (shared / "localhost" / "slurm" / "localhost.sbatch").read_text()
+        assert (shared / "site-1" / "kits" / "site-1" / "startup" / "site.key").stat().st_mode & 0o777 == 0o600
+
+        federation.wait_online(["site-1"], timeout=120)
+        done = flctl(cluster, "deploy", "status", inventory, "--json")
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert [(r["participant"], r["status"], r["ok"]) for r in json.loads(done.stdout)] == \
+            [("localhost", "running", True), ("site-1", "running", True)]
+
+        done = flctl(cluster, "deploy", "logs", inventory, "site-1", "--lines", "50")
+        assert done.returncode == 0, done.stderr
+        assert "flctl: site site-1 starting on" in done.stdout, done.stdout
+
+        again = flctl(cluster, "deploy", "slurm", "apply", inventory, "--json")
+        assert again.returncode == 0, again.stderr
+        assert {r["status"] for r in json.loads(again.stdout)} == {"unchanged"}
+
+        done = flctl(cluster, "deploy", "stop", inventory, "--json", timeout=600)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert {r["participant"]: r["status"] for r in json.loads(done.stdout)} == \
+            {"localhost": "stopped", "site-1": "stopped"}
+        assert cluster.run("squeue", "--noheader").stdout.strip() == ""
+        for name in ("localhost", "site-1"):  # each node ended its work and exited 0 (a killed one never says so)
+            _wait_logged(next((shared / name / "slurm" / "logs").glob(f"flctl-fedtest-{name}-*.out")),
+                         f"{name} stopped (exit 0)")
+        done = flctl(cluster, "deploy", "status", inventory, "--json")
+        assert done.returncode == 1 and {r["status"] for r in json.loads(done.stdout)} == {"not running"}
+    finally:
+        login.stop()
+        _cancel_all(cluster)
+
+
+def _wait_logged(log: Path, text: str, timeout: float = 60) -> None:
+    """Wait until `log` holds `text`: the batch shell's last line may land just after its job left the queue."""
+    deadline = time.monotonic() + timeout
+    while text not in log.read_text():
+        assert time.monotonic() < deadline, log.read_text()[-1000:]
+        time.sleep(0.5)

@@ -136,7 +136,7 @@ def test_an_unknown_provider_names_the_field_the_value_and_the_targets(echo: Ech
     # Assert
     [problem] = caught.value.problems
     assert (problem.line, problem.field) == (4, "hosts[0].provider")
-    assert problem.message == "'gcp' is not a deploy target; use one of: ssh, local, aws, azure, echo"
+    assert problem.message == "'gcp' is not a deploy target; use one of: ssh, local, aws, azure, slurm, echo"
 
 
 def test_two_local_nodes_may_not_share_an_install_folder(tmp_path: Path, local_kits: Any) -> None:

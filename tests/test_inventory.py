@@ -135,7 +135,8 @@ hosts:
     assert "hosts[0].address: must be non-empty and contain no spaces" in str(caught_again.value)
 
 
-@pytest.mark.parametrize("example", [EXAMPLE, EXAMPLE.with_name("cloud.yml")], ids=["ssh", "cloud"])
+@pytest.mark.parametrize("example", [EXAMPLE, EXAMPLE.with_name("cloud.yml"), EXAMPLE.with_name("slurm.yml")],
+                         ids=["ssh", "cloud", "slurm"])
 def test_the_example_inventories_are_valid_apart_from_their_kits(example: Path) -> None:
     """playbooks/rollouts/*.yml parse; only their kits folder (not provisioned here) is reported."""
     # Execute

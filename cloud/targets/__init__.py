@@ -12,6 +12,7 @@ from flctl.cloud.targets.aws import AwsTarget
 from flctl.cloud.targets.azure import AzureTarget
 from flctl.cloud.targets.base import DeployTarget
 from flctl.cloud.targets.local import LocalTarget
+from flctl.cloud.targets.slurm import SlurmTarget
 from flctl.cloud.targets.ssh import SshTarget
 
 DEFAULT = "ssh"
@@ -22,6 +23,7 @@ TARGETS: dict[str, DeployTarget] = {target.name: target for target in (
     LocalTarget(),
     AwsTarget(),
     AzureTarget(),
+    SlurmTarget(),
 )}
 
 

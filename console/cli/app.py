@@ -148,17 +148,27 @@ def _deploy() -> typer.Typer:
     from flctl.console.cli.default_group import DefaultGroup
     from flctl.console.cli.deploy import destroy, docker, image, k8s, logs, slurm, status, stop, target, upgrade
 
-    commands: dict[str, Callable[..., object]] = {name: target.command(each) for name, each in TARGETS.items()}
+    # slurm's target command is the slurm group's default for an inventory (`flctl deploy slurm INVENTORY`)
+    commands: dict[str, Callable[..., object]] = {name: target.command(each) for name, each in TARGETS.items()
+                                                  if name != "slurm"}
     commands |= {"status": status.command, "stop": stop.command, "logs": logs.command, "upgrade": upgrade.command,
                  "destroy": destroy.command, "k8s": k8s.command, "docker": docker.command}
     group = _group(f"{SUMMARIES['deploy'][:-1]}: {', '.join(commands)}, slurm, image.", commands)
     group.add_typer(_group(image.SUMMARY, {"build": image.build}), name="image")
 
     class SlurmGroup(DefaultGroup):
+        """`flctl deploy slurm INVENTORY.yml` runs `apply` (the slurm deploy target), else `scripts`."""
+
         default = "scripts"
 
-    group.add_typer(_group(slurm.SUMMARY, {"scripts": slurm.command, "rollout": slurm.rollout, "submit": slurm.submit,
-                                           "status": slurm.status, "stop": slurm.stop}, cls=SlurmGroup), name="slurm")
+        def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+            if args and args[0] not in self.commands and args[0].endswith((".yml", ".yaml")):
+                args = ["apply", *args]
+            return super().parse_args(ctx, args)
+
+    group.add_typer(_group(slurm.SUMMARY, {"apply": target.command(TARGETS["slurm"]), "scripts": slurm.command,
+                                           "rollout": slurm.rollout, "submit": slurm.submit, "status": slurm.status,
+                                           "stop": slurm.stop}, cls=SlurmGroup), name="slurm")
     return group
 
 

@@ -1,4 +1,5 @@
-"""`flctl deploy slurm PROJECT_WORKSPACE -o DIR [...]` (`scripts`, the default), then `submit|status|stop DIR`."""
+"""`flctl deploy slurm PROJECT_WORKSPACE -o DIR [...]` (`scripts`, the default), then `submit|status|stop DIR`;
+`flctl deploy slurm INVENTORY.yml` is `apply`, the slurm deploy target's command (flctl.cloud.targets.slurm)."""
 
 from __future__ import annotations
 
@@ -16,9 +17,10 @@ from flctl.console.cli.options import JsonOption
 if TYPE_CHECKING:
     from flctl.cloud.slurm_jobs import NodeJob
 
-SUMMARY = ("Run the federation's nodes as Slurm jobs: `flctl deploy slurm PROJECT_WORKSPACE -o DIR` writes the "
-           "batch scripts; then submit, status and stop DIR; rollout copies kits and scripts to the shared file system "
-           "over SSH.")
+SUMMARY = ("Run the federation's nodes as Slurm jobs: `flctl deploy slurm INVENTORY.yml` (apply) rolls the "
+           "inventory's `provider: slurm` hosts out and submits them over SSH (then `flctl deploy status|stop|logs "
+           "INVENTORY`); `flctl deploy slurm PROJECT_WORKSPACE -o DIR` writes the batch scripts; then submit, status "
+           "and stop DIR; rollout copies kits and scripts to the shared file system over SSH.")
 DirArg = Annotated[Path, typer.Argument(metavar="DIR", help="The folder `flctl deploy slurm PROJECT_WORKSPACE -o "
                                         "DIR` wrote.", file_okay=False)]
 HEADERS = ["participant", "kind", "job", "state", "node", "time", "time left", "reason"]
