@@ -210,7 +210,7 @@ def test_an_inventory_of_slurm_hosts_is_applied_shown_logged_and_stopped(cluster
     and sbatches it over SSH (the server first) -> the site comes online -> `flctl deploy status INVENTORY`: both
     running (squeue over SSH) -> `flctl deploy logs INVENTORY site-1`: the job's output file -> applying again
     leaves the queued jobs alone -> `flctl deploy stop INVENTORY` (scancel over SSH): the queue empty, each node
-    stopped cleanly."""
+    stopped cleanly. `flctl deploy upgrade INVENTORY` stops each job cleanly, rolls out and submits it again."""
     federation = make_federation(tmp_path, sites=1)
     key = make_key(tmp_path / "id_ed25519")
     (tmp_path / "login").mkdir()
@@ -249,15 +249,17 @@ def test_an_inventory_of_slurm_hosts_is_applied_shown_logged_and_stopped(cluster
         again = flctl(cluster, "deploy", "slurm", "apply", inventory, "--json")
         assert again.returncode == 0, again.stderr
         assert {r["status"] for r in json.loads(again.stdout)} == {"unchanged"}
+        second = upgrade(cluster, inventory)
+        federation.wait_online(["site-1"], timeout=120)
 
         done = flctl(cluster, "deploy", "stop", inventory, "--json", timeout=600)
         assert done.returncode == 0, done.stdout + done.stderr
         assert {r["participant"]: r["status"] for r in json.loads(done.stdout)} == \
             {"localhost": "stopped", "site-1": "stopped"}
         assert cluster.run("squeue", "--noheader").stdout.strip() == ""
-        for name in ("localhost", "site-1"):  # each node ended its work and exited 0 (a killed one never says so)
-            _wait_logged(next((shared / name / "slurm" / "logs").glob(f"flctl-fedtest-{name}-*.out")),
-                         f"{name} stopped (exit 0)")
+        for name in ("localhost", "site-1"):  # each node's newest job ended its work and exited 0
+            log = (shared / name / "slurm" / "logs" / f"flctl-fedtest-{name}-{second[name]}.out").read_text()
+            assert f"{name} stopped (exit 0)" in log, log[-1000:]
         done = flctl(cluster, "deploy", "status", inventory, "--json")
         assert done.returncode == 1 and {r["status"] for r in json.loads(done.stdout)} == {"not running"}
     finally:
@@ -265,9 +267,20 @@ def test_an_inventory_of_slurm_hosts_is_applied_shown_logged_and_stopped(cluster
         _cancel_all(cluster)
 
 
-def _wait_logged(log: Path, text: str, timeout: float = 60) -> None:
-    """Wait until `log` holds `text`: the batch shell's last line may land just after its job left the queue."""
-    deadline = time.monotonic() + timeout
-    while text not in log.read_text():
-        assert time.monotonic() < deadline, log.read_text()[-1000:]
-        time.sleep(0.5)
+def slurm_jobs(cluster: SlurmCluster) -> dict[str, str]:
+    """The queued jobs' ids by participant (the job name's last part)."""
+    lines = cluster.run("squeue", "--noheader", "--format=%i|%j").stdout.split()
+    return {name.removeprefix("flctl-fedtest-"): job for job, name in (line.split("|") for line in lines)}
+
+
+def upgrade(cluster: SlurmCluster, inventory: Path) -> dict[str, str]:
+    """`flctl deploy upgrade`: each job stopped, the kit rolled out again and a new job submitted; the new ids."""
+    first = slurm_jobs(cluster)
+    done = flctl(cluster, "deploy", "upgrade", inventory, "--json", timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    upgraded = {r["participant"]: r for r in json.loads(done.stdout)}
+    assert {p: (r["status"], r["changes"][0]) for p, r in upgraded.items()} == \
+        {p: ("deployed", f"job {first[p]} stopped") for p in ("localhost", "site-1")}
+    second = slurm_jobs(cluster)
+    assert set(second) == {"localhost", "site-1"} and set(second.values()).isdisjoint(first.values())
+    return second

@@ -12,6 +12,7 @@ host's `slurm:` block is SlurmHost: the `#SBATCH` settings the cluster's operato
 from __future__ import annotations
 
 import dataclasses
+import functools
 import shlex
 import time
 from pathlib import Path, PurePosixPath
@@ -71,7 +72,8 @@ class SlurmTarget(DeployTarget):
     local/resources.yml and the host's `slurm:` block; near the time limit the node stops cleanly and
     requeues its job) to INSTALL_DIR/PARTICIPANT on the shared file system; verify the kit there with
     slurm.flctl; submit it with sbatch (the server's job first). A host whose job is already queued is
-    left alone. `flctl deploy status|stop|logs INVENTORY` use squeue, scancel and the job's output file.
+    left alone (`flctl deploy upgrade INVENTORY` stops it cleanly, rolls out and submits again).
+    `flctl deploy status|stop|logs INVENTORY` use squeue, scancel and the job's output file.
     """
 
     def where(self, host: HostSpec) -> str:
@@ -97,8 +99,21 @@ class SlurmTarget(DeployTarget):
         if not deployment.roll_out:
             return Applied()
         kits = _kits(deployment)
-        return Applied(hosts=[self._each(deployment, host, lambda h, c: _apply(deployment, kits, h, c))
-                              for host in _server_first(deployment, hosts)])
+        ordered = _server_first(deployment, hosts)
+        stopped: dict[str, HostResult] = {}
+        if deployment.upgrade:  # every job stopped first, the sites before the server: none waits on a gone server
+            stopped = {host.participant: self._each(deployment, host, lambda h, c: _stop_queued(deployment, kits,
+                                                                                               h, c))
+                       for host in reversed(ordered)}
+        out = []
+        for host in ordered:
+            before = stopped.get(host.participant)
+            if before is not None and not before.ok:
+                out.append(before)
+                continue
+            done = before.changes if before is not None else []
+            out.append(self._each(deployment, host, functools.partial(_apply, deployment, kits, changes=done)))
+        return Applied(hosts=out)
 
     def status(self, deployment: Deployment, hosts: list[HostSpec]) -> list[HostResult]:
         kits = _kits(deployment)
@@ -251,7 +266,21 @@ def _result(host: HostSpec, job: NodeJob, status: str, ok: bool, changes: list[s
                       reason="" if ok else "not running", message=message or f"{where}")
 
 
-def _apply(deployment: Deployment, kits: ProjectKits, host: HostSpec, connector: Connector) -> HostResult:
+def _stop_queued(deployment: Deployment, kits: ProjectKits, host: HostSpec, connector: Connector) -> HostResult:
+    """Upgrade's first half: the host's queued job stopped cleanly; a host with none is refused."""
+    from flctl.cloud import slurm_jobs
+    from flctl.cloud.deploy_errors import DeployError
+
+    job = slurm_jobs.stop(_folder(kits, host), 240, runner(connector), host.user)[0]
+    if not job.job_id:
+        raise DeployError(f"{host.participant}: no job of it is queued on {host.address}; run `flctl deploy "
+                          f"slurm {deployment.inventory.source}` first")
+    return _result(host, job, "stopped", True, changes=[f"job {job.job_id} stopped"])
+
+
+def _apply(deployment: Deployment, kits: ProjectKits, host: HostSpec, connector: Connector,
+           changes: list[str]) -> HostResult:
+    """The kit and script rolled out and submitted; a host whose job is queued is left alone."""
     from flctl.cloud import slurm_jobs
     from flctl.cloud.slurm_rollout import rollout
 
@@ -259,14 +288,14 @@ def _apply(deployment: Deployment, kits: ProjectKits, host: HostSpec, connector:
     run = runner(connector)
     queued = slurm_jobs.status(folder, run, host.user)[0]
     if queued.job_id:
-        return _result(host, queued, "unchanged", True, message=f"job {queued.job_id} is {queued.state}; stop it "
-                       f"(`flctl deploy stop {deployment.inventory.source}`) to roll out again")
+        return _result(host, queued, "unchanged", True, message=f"job {queued.job_id} is {queued.state}; "
+                       f"`flctl deploy upgrade {deployment.inventory.source}` rolls the kit out again")
     project, options = _project(kits, host)
     done = rollout(project, options, _shared(host), connector)
     job = slurm_jobs.submit(folder, run, host.user)[0]
     return _result(host, job, "deployed", True, changes=[
-        f"{len(done.written)} files written to {_shared(host).path}" + (f", {len(done.kept)} site-owned kept"
-                                                                        if done.kept else ""),
+        *changes, f"{len(done.written)} files written to {_shared(host).path}"
+        + (f", {len(done.kept)} site-owned kept" if done.kept else ""),
         f"kit verified with {options.flctl}", f"job {job.job_id} submitted"], message=f"job {job.job_id} submitted")
 
 

@@ -109,6 +109,7 @@ class ServerDaemon:
         add_to_server(FederationService(self.ctx, self.scheduler.poke, limits), self._server)
         pb_grpc.add_AdminServicer_to_server(AdminService(self.ctx, self.scheduler.poke), self._server)
         self._stopped = threading.Event()
+        self._stopping = False
         self._retention = Retention(self.ctx, resources.retention_days) if resources.retention_days else None
         self._metrics_at = (resources.metrics_host, resources.metrics_port)
         self._metrics: MetricsEndpoint | None = None
@@ -219,8 +220,11 @@ class ServerDaemon:
         self._stopped.wait()
 
     def stop(self) -> None:
-        if self._stopped.is_set():
+        # A second SIGINT/SIGTERM during the stop (scancel signals the node, and its batch script forwards the
+        # same signal) runs this again inside the first call, in the same thread: it must return, not stop twice.
+        if self._stopped.is_set() or self._stopping:
             return
+        self._stopping = True
         log.info("server stopping")
         self.scheduler.stop()
         if self._alerting is not None:
