@@ -237,8 +237,8 @@ def check_hosts(inventory: Inventory, accept_new_host_keys: bool = False, parall
     for provider in dict.fromkeys(h.provider for h in inventory.hosts):
         target = targets.get(provider)
         hosts = [h for h in inventory.hosts if h.provider == provider]
-        if not isinstance(target, RolloutTarget):  # pragma: no cover - every target today rolls out
-            continue
+        if not isinstance(target, RolloutTarget):  # slurm: batch jobs, no host of its own to probe (see
+            continue                               # `flctl deploy status`, squeue over SSH)
         rollout = target.rollout(deployment, hosts)
         for host in rollout.absent:
             jobs.append(_absent(host, inventory.source))
