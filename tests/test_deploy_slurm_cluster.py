@@ -55,11 +55,13 @@ def slurm_status(cluster: SlurmCluster, folder: Path) -> tuple[int, dict[str, di
 
 
 def wait_state(cluster: SlurmCluster, folder: Path, participant: str, states: set[str],
-               timeout: float = 90) -> dict[str, str]:
+               timeout: float = 90, reason: str | None = None) -> dict[str, str]:
+    """The participant's job once squeue shows it in one of `states` (and, when given, with `reason`: right after a
+    requeue squeue shows the reason `None` for a moment before `BeginTime`)."""
     deadline = time.monotonic() + timeout
     while True:
         job = slurm_status(cluster, folder)[1][participant]
-        if job["state"] in states:
+        if job["state"] in states and reason in (None, job["reason"]):
             return job
         assert time.monotonic() < deadline, f"{participant}'s job is {job}, not {states}; {cluster.logs()}"
         time.sleep(0.5)
@@ -135,8 +137,8 @@ def requeue_near_the_time_limit(cluster: SlurmCluster, folder: Path, site: str, 
     """SIGUSR1 to site-1's batch shell: its job is requeued under its id, released, and the site is back."""
     # The time limit's warning, as Slurm sends it (`--signal=B:USR1@120`: to the batch shell only).
     assert cluster.run("scancel", "--signal=USR1", "--batch", site).returncode == 0
-    pending = wait_state(cluster, folder, "site-1", {"PENDING"})
-    assert pending["job_id"] == site and pending["reason"] == "BeginTime"  # Slurm holds a requeued job 2 min
+    pending = wait_state(cluster, folder, "site-1", {"PENDING"}, reason="BeginTime")
+    assert pending["job_id"] == site  # Slurm holds a requeued job 2 min
     assert not alive(shared / "kits" / "workspace-site-1")[0]
     assert cluster.run("scontrol", "update", f"JobId={site}", "StartTime=now").returncode == 0  # as an admin
     assert wait_state(cluster, folder, "site-1", {"RUNNING"})["job_id"] == site
@@ -194,8 +196,8 @@ def test_slurm_itself_signals_the_time_limit_and_the_site_requeues_its_job(clust
         assert done.returncode == 0, done.stderr
         site = json.loads(done.stdout)[0]["job_id"]
         federation.wait_online(["site-1"], timeout=120)
-        pending = wait_state(cluster, folder, "site-1", {"PENDING"}, timeout=200)
-        assert pending["job_id"] == site and pending["reason"] == "BeginTime"
+        pending = wait_state(cluster, folder, "site-1", {"PENDING"}, timeout=200, reason="BeginTime")
+        assert pending["job_id"] == site
         log = (folder / "logs" / f"flctl-fedtest-site-1-{site}.out").read_text()
         assert "site-1 stopped (exit 0)" in log and "the time limit is near: requeueing" in log, log
     finally:
