@@ -63,7 +63,8 @@ def test_quickstart_runs_a_job_file_example_end_to_end(tmp_path: Path) -> None:
     assert len(list((tmp_path / "quickstart-results").rglob("final.safetensors"))) == 1
 
 
-EXPECTED = ["ditto", "external-trainer", "hello-keras", "hello-lightning", "hello-numpy", "hello-pt", "hello-pt-dp",
+EXPECTED = ["ditto", "external-trainer", "fedbuff", "flower-quickstart-numpy", "hello-keras", "hello-lightning",
+            "hello-numpy", "hello-pt", "hello-pt-dp",
             "noniid/cross-site-eval.yml", "noniid/cyclic.yml", "noniid/fedavg.yml", "noniid/fedopt.yml",
             "noniid/fedprox.yml", "noniid/scaffold.yml", "noniid/swarm.yml", "sklearn/forest.yml", "sklearn/kmeans.yml",
             "sklearn/logistic.yml", "sklearn/svm.yml", "statistics", "vertical/psi.yml", "vertical/split.yml",
