@@ -148,9 +148,10 @@ def wait_requeued(cluster: SlurmCluster, folder: Path, participant: str, out: Pa
                   timeout: float = 200) -> dict[str, str]:
     """The participant's job once it runs again after requeueing itself: its log says the node stopped cleanly,
     then that it requeues, then the next start (`restart 1`). Slurm may hold a requeued job (reason BeginTime, about
-    two minutes) or show it PENDING with reason None until its scheduler looks again; a pending one is released here
-    with `scontrol update StartTime=now`, as an admin would."""
+    two minutes) or show it PENDING with reason None until its scheduler looks again; one pending for a few seconds
+    is released here with `scontrol update StartTime=now`, as an admin would."""
     deadline = time.monotonic() + timeout
+    pending_since: float | None = None
     while True:
         log = out.read_text() if out.exists() else ""
         job = slurm_status(cluster, folder)[1][participant]
@@ -158,7 +159,13 @@ def wait_requeued(cluster: SlurmCluster, folder: Path, participant: str, out: Pa
             stopped, requeued = log.find(f"{participant} stopped (exit 0)"), log.find("the time limit is near: requeue")
             assert -1 < stopped < requeued < log.find("restart 1"), log
             return job
-        if job["state"] == "PENDING":  # held (BeginTime) or not yet looked at by the scheduler (None)
+        if job["state"] != "PENDING":
+            pending_since = None
+        elif pending_since is None:
+            pending_since = time.monotonic()
+        elif time.monotonic() - pending_since > 3:  # held (BeginTime) or not yet looked at by the scheduler (None)
+            # Not sooner: slurmd refuses a credential made in the second its job was requeued ("Job credential
+            # revoked", and the job ends): that is what Slurm's own two-minute hold guards against.
             cluster.run("scontrol", "update", f"JobId={job['job_id']}", "StartTime=now")
         assert time.monotonic() < deadline, f"{participant}'s job is {job}; its log:\n{log}\n{cluster.logs()}"
         time.sleep(0.5)
