@@ -26,13 +26,13 @@ need=()
 command -v openssl >/dev/null || need+=(openssl)
 [ -x /usr/sbin/sshd ] || need+=(openssh-server)     # the SSH deployment tests run their own sshd
 command -v tmux >/dev/null || need+=(tmux)            # the console smoke test drives flctl in tmux
+[ -x /usr/bin/tinyproxy ] || need+=(tinyproxy)       # the wss transport's tests: a real HTTP proxy
 if [ "$all" = 1 ]; then                                # flctl deploy image build and its tests (FLCTL_IMAGE_TESTS=1)
   for tool in podman buildah mmdebstrap; do command -v "$tool" >/dev/null || need+=("$tool"); done
   # flctl deploy slurm's test runs a one-node Slurm cluster (slurmctld, slurmd, munge) on 127.0.0.1
   for pkg in slurmctld:slurmctld slurmd:slurmd sbatch:slurm-client munged:munge; do
     [ -x "/usr/sbin/${pkg%%:*}" ] || command -v "${pkg%%:*}" >/dev/null || need+=("${pkg#*:}")
   done
-  [ -x /usr/bin/tinyproxy ] || need+=(tinyproxy)     # the wss transport's tests: a real HTTP proxy
 fi
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
