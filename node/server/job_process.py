@@ -194,13 +194,10 @@ class PipeFederation:
                     msg = self._inbox.get(timeout=min(deadline, self._posted[late].deadline) - now)
                 except queue.Empty:
                     continue
-            if isinstance(msg, AbortJob):
-                raise Aborted(msg.reason)
-            if isinstance(msg, SiteRejoined):
-                self._failed.pop(msg.site, None)
-            elif isinstance(msg, SiteFailed):
-                self._failed[msg.site] = msg.reason
-            elif msg.task_id in self._posted and self._posted[msg.task_id].site == msg.site:
+            if not isinstance(msg, SiteResult):
+                self._control(msg)
+                continue
+            if msg.task_id in self._posted and self._posted[msg.task_id].site == msg.site:
                 self._close(msg.task_id, answered=True)
                 return msg.task_id, _result(msg)
         return None
@@ -214,6 +211,19 @@ class PipeFederation:
             posted.payload.unlink(missing_ok=True)
         return posted.site
 
+    def _control(self, msg: JobAnswer) -> bool:
+        """Apply a message about the job or a site rather than an answer (an abort raises Aborted); whether it was
+        one."""
+        if isinstance(msg, AbortJob):
+            raise Aborted(msg.reason)
+        if isinstance(msg, SiteRejoined):
+            self._failed.pop(msg.site, None)
+        elif isinstance(msg, SiteFailed):
+            self._failed[msg.site] = msg.reason
+        else:
+            return False
+        return True
+
     def _drain(self) -> None:
         """Apply what arrived between rounds: sites that failed or came back; an abort stops the job now."""
         keep: list[JobAnswer] = []
@@ -222,13 +232,7 @@ class PipeFederation:
                 msg = self._inbox.get_nowait()
             except queue.Empty:
                 break
-            if isinstance(msg, AbortJob):
-                raise Aborted(msg.reason)
-            if isinstance(msg, SiteRejoined):
-                self._failed.pop(msg.site, None)
-            elif isinstance(msg, SiteFailed):
-                self._failed[msg.site] = msg.reason
-            else:
+            if not self._control(msg):
                 keep.append(msg)
         for msg in keep:
             self._inbox.put(msg)
