@@ -66,6 +66,10 @@ class TaskKind(StrEnum):
     """Compute figures over the site's data (`meta["step"]`: summary, spread, cohort, data_check); the script's data
     function answers it (`fl.serve_statistics`), and the site's privacy rules are applied to what it returns in the
     site's job process, outside the script (`flctl.node.site.statistics_release`)."""
+    INFERENCE = "inference"
+    """Run the task's model over the site's own data (the `inference` workflow): answer with metrics only; what the
+    script writes (predictions) stays at the site, and of its answer only the metrics job.yml's `inference.returns`
+    names leave it (`flctl.node.site.inference_release`)."""
     FLOWER_FLEET = "flower_fleet"
     """A Flower app's SuperNode traffic (the `flower` workflow, `flctl.node.flower`): the task carries the SuperLink's
     replies to the site's SuperNode, the answer its next Fleet API calls, both opaque protobuf bytes. A site whose
