@@ -127,7 +127,7 @@ def test_not_a_mapping(job):
 def test_unknown_keys_list_the_allowed_ones(job):
     """Unknown keys, at the top and nested, are refused with their line and the allowed keys."""
     # Prepare
-    folder = job(GOOD + "rounds: 3\nresources: {cpus: 1, gpus: 1}\n")
+    folder = job(GOOD + "rounds: 3\nresources: {cpus: 1, gpu: 1}\n")
     # Execute
     problems = problems_of(folder)
     # Assert
@@ -135,7 +135,7 @@ def test_unknown_keys_list_the_allowed_ones(job):
     assert problems == [
         f"{path}:8: rounds: unknown key 'rounds'; allowed here: api_version, name, workflow, sites, min_sites, "
         "resources, app, privacy_scope, metrics, initial_model, transfer, psi_job",
-        f"{path}:9: resources.gpus: unknown key 'gpus'; allowed here: cpus, memory_mb",
+        f"{path}:9: resources.gpu: unknown key 'gpu'; allowed here: cpus, memory_mb, gpus, gpu_memory_gb",
     ]
 
 

@@ -11,7 +11,7 @@ name: hello-numpy
 workflow: {type: fedavg, args: {rounds: 3, round_timeout_s: 60}}
 sites: all                      # or a list of site names
 min_sites: 2
-resources: {cpus: 1, memory_mb: 0}
+resources: {cpus: 1, memory_mb: 0, gpus: 0}   # optional: what each site gives the job
 app: {command: [python, train.py], env: {}}   # also framework: pytorch|keras, compat: nvflare, external
 privacy_scope: private          # optional: the sites' filters for it apply (default: each site's default_scope)
 initial_model: app/net.py:make_model   # optional: round 0's model (or a safetensors file of the job)
@@ -34,8 +34,10 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    SerializerFunctionWrapHandler,
     ValidationError,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -102,13 +104,31 @@ class WorkflowSpec(_Strict):
 
 
 class Resources(_Strict):
-    """What the job says it needs at each site. Checked and kept with the job, but not enforced nor used to place
-    it yet: every site runs one script process per job whatever it says (a site's own limits are its
-    local/resources.yml)."""
+    """What the job asks of each site; only the keys it states count (no block: it asks nothing, and runs as it
+    always did). A site gives the job what it asks or makes it wait, and refuses a job that can never fit it
+    (`flctl.node.site.placement`): its cores (the job's processes are pinned to them), memory (placement only:
+    not a process limit) and GPUs (the script sees only its own through CUDA_VISIBLE_DEVICES)."""
 
-    cpus: int = Field(1, ge=1, description="CPU cores the job's script needs at each site (stated, not enforced)")
-    memory_mb: int = Field(0, ge=0, description="Memory the job needs at each site, in MiB (0: no stated need; "
-                           "stated, not enforced)")
+    cpus: int = Field(1, ge=1, le=1 << 16, description="CPU cores the job's script is given at each site, pinned "
+                      "to them (sched_setaffinity)")
+    memory_mb: int = Field(0, ge=0, description="Memory the job needs at each site, in MiB: a site runs the job "
+                           "when its running jobs leave this much of what it offers (0: no stated need)")
+    gpus: int = Field(0, ge=0, le=1024, description="GPUs the job's script is given at each site, its own unless "
+                      "the site shares GPUs (NVIDIA FLARE's resource_spec num_of_gpus)")
+    gpu_memory_gb: float = Field(0, ge=0, description="GPU memory the job needs on each of its GPUs, in GiB "
+                                 "(NVIDIA FLARE's mem_per_gpu_in_GiB); needs gpus")
+
+    @model_validator(mode="after")
+    def _gpu_memory_needs_gpus(self) -> Resources:
+        if self.gpu_memory_gb and not self.gpus:
+            raise FieldProblem(("gpu_memory_gb",), "asks memory on GPUs the job does not ask for: add gpus: 1 (or "
+                               "more)")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _stated_only(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Only what the job stated, so that the server's copy of the spec asks what job.yml asks."""
+        return {k: v for k, v in handler(self).items() if k in self.model_fields_set}
 
 
 class AppSpec(_Strict):
