@@ -117,6 +117,7 @@ def command(
                          f"{result.workers} workers); results in {result.job_dir}")
         _show_cross_site_eval(result.job_dir / "reports" / "cross_site_eval.json")
         _show_statistics(result.job_dir / "reports")
+        _show_inference(result.job_dir / "reports" / "inference.json")
     else:
         terminal.error(f"{result.job} FAILED: {result.error}; logs in {result.job_dir / 'logs'}")
     if result.status != JobStatus.FINISHED:
@@ -223,6 +224,16 @@ def _show_cross_site_eval(path: Path) -> None:
         columns, rows = cross_site_table(json.loads(path.read_text()))
         if rows:
             terminal.table(columns, rows, title="cross-site evaluation (rows evaluate the column's model)")
+
+
+def _show_inference(path: Path) -> None:
+    """An inference job's table (each site's declared metrics, all sites), when the job made one."""
+    import json
+
+    from flctl.console.cli.job.inference_view import show
+
+    if path.is_file():
+        show({"inference": json.loads(path.read_text())})
 
 
 def _show_statistics(reports: Path) -> None:

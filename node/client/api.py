@@ -37,6 +37,7 @@ from flctl.node.jobs.tasks import PARAMS_TYPE, PARAMS_TYPES, SCAFFOLD_C
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
+    from pathlib import Path
 
     from flctl.node.client.summary_writer import SummaryWriter
 
@@ -45,9 +46,9 @@ __path__ = [os.path.join(os.path.dirname(os.path.realpath(__file__)), "api_extra
 
 __all__ = [
     "Model", "Trainer", "attach", "csv_ids", "current_round", "get_job_id", "get_site_name", "init", "is_evaluate",
-    "is_running", "is_submit_model", "is_train", "job_id", "load_model", "log", "proximal_term", "psi", "receive",
-    "running", "scaffold_correct", "scaffold_params", "send", "serve_statistics", "site_name", "split_nn",
-    "summary_writer",
+    "is_inference", "is_running", "is_submit_model", "is_train", "job_id", "load_model", "log", "output_dir",
+    "proximal_term", "psi", "receive", "running", "scaffold_correct", "scaffold_params", "send", "serve_statistics",
+    "site_name", "split_nn", "summary_writer",
 ]
 
 
@@ -411,6 +412,26 @@ def is_evaluate() -> bool:
 def is_submit_model() -> bool:
     """Whether the current task asks for this site's own best local model: answer with it."""
     return _task_kind() == "submit_model"
+
+
+def is_inference() -> bool:
+    """Whether the current task asks to run the model it carries over this site's data (an `inference` job): keep
+    predictions in `output_dir()` and answer with metrics only (those job.yml's `returns` names leave the site)."""
+    return _task_kind() == "inference"
+
+
+def output_dir() -> Path:
+    """The folder (made if missing) where the script keeps what it writes for this site alone, such as an inference
+    job's predictions: nothing in it is sent, and `flctl job download` never fetches it. At a site:
+    `<site workspace>/jobs/<job id>/job/outputs/`; in `flctl simulate`: `<workspace>/<job name>/sites/<site>/outputs/`;
+    run by hand or attached (app.external): `./outputs`."""
+    from pathlib import Path
+
+    session = _connected()
+    given = os.environ.get(wire.OUTPUT_DIR_ENV)
+    folder = Path(given.replace("{site}", session.site)) if given else Path.cwd() / "outputs"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 def _task_kind() -> str:

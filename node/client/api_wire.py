@@ -39,6 +39,9 @@ JOB_ID_ENV = "FLCTL_JOB_ID"
 FRAMEWORK_ENV = "FLCTL_FRAMEWORK"
 """What the script's params are: "numpy" (arrays, the default), "pytorch" (tensors) or "keras" (arrays named by
 Keras weight paths); job.yml's app.framework."""
+OUTPUT_DIR_ENV = "FLCTL_OUTPUT_DIR"
+"""The folder a script keeps what it writes for its site alone (an inference job's predictions): `fl.output_dir()`.
+A `{site}` in it stands for the site's name (a simulation's sites share one process environment)."""
 
 _LENGTH = struct.Struct(">I")
 

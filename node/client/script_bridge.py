@@ -283,7 +283,8 @@ class ScriptBridge:
         scratch.mkdir()
         env = script_env(os.environ, job_env=self._env, allow=confine.env_allow, home=confine.workspace, tmp=scratch)
         env.update({wire.ADDRESS_ENV: address, wire.AUTHKEY_ENV: authkey.hex(), wire.SITE_ENV: self._site,
-                    wire.JOB_ID_ENV: self._job_id, wire.FRAMEWORK_ENV: self._framework})
+                    wire.JOB_ID_ENV: self._job_id, wire.FRAMEWORK_ENV: self._framework,
+                    wire.OUTPUT_DIR_ENV: str(confine.workspace / "outputs")})
         first = [compat.path(self._compat)] if self._compat else []  # before anything installed: this job only
         paths = (*first, str(python_path), legacy.PATH, env.get("PYTHONPATH", ""))
         env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)

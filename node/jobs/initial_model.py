@@ -2,6 +2,14 @@
 
     initial_model: model/initial.safetensors      a safetensors file in the job (for a job file: in app/)
     initial_model: app/net.py:make_model          a function of the app, called once at the server
+    initial_model: job:3f2a9c1b7e4d               a finished job's final model, from the server's own store
+
+`job:<JOB_ID>` is resolved by the server when the job is submitted (`resolve_finished_job`): refused when no such
+job is there, when the submitter may not download it (the same right as `flctl job download`), or when it has no
+final model (it failed, or is still running); else the server keeps a link to that model in the new job's folder
+(`FROM_JOB_FILE`, outside models/: the new job's download does not carry it), so the job runs with it even if the
+finished job is removed meanwhile. The simulator has no store, so it refuses `job:`: download the job
+(`flctl job download ID`) and name its models/final.safetensors, copied into the job, instead.
 
 A function is job code: the server (or the simulator) never imports it. `build` runs it in a child process
 (`flctl.node.jobs.model_function`) confined the way a site confines a training
@@ -31,6 +39,10 @@ if TYPE_CHECKING:
 
 BUILD_TIMEOUT_S = 300.0
 _FUNCTION = re.compile(r"(?P<file>[^:]+\.py):(?P<name>[A-Za-z_][A-Za-z0-9_]*)")
+JOB_PREFIX = "job:"
+_JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+FROM_JOB_FILE = "initial-from-job.safetensors"
+"""Where the server keeps, in a job's folder, the finished job's model its `initial_model: job:<ID>` names."""
 
 
 class InitialModelError(WorkflowError):
@@ -57,11 +69,24 @@ class ModelFunction:
         return str(PurePosixPath(self.file).relative_to(APP_FOLDER))
 
 
-InitialModel = ModelFile | ModelFunction
+@dataclass(frozen=True)
+class FinishedJob:
+    """A finished job's final model, on the server the job is submitted to."""
+
+    job_id: str
+
+
+InitialModel = ModelFile | ModelFunction | FinishedJob
 
 
 def parse(value: str) -> InitialModel:
     """job.yml's `initial_model` (pure); ValueError with what is allowed."""
+    if value.startswith(JOB_PREFIX):
+        job_id = value[len(JOB_PREFIX):]
+        if not _JOB_ID.fullmatch(job_id):
+            raise ValueError(f"'{value}' does not name a job: use job:<JOB_ID> as `flctl job ls` shows it "
+                             "(letters, digits, '.', '_' or '-')")
+        return FinishedJob(job_id)
     match = _FUNCTION.fullmatch(value)
     if match:
         file = match["file"]
@@ -78,18 +103,29 @@ def parse(value: str) -> InitialModel:
             return ModelFile(str(inner_path(value)))
         except ValueError:
             raise ValueError(f"'{value}' must be a path inside the job folder") from None
-    raise ValueError(f"'{value}' is neither a safetensors file of the job (model/initial.safetensors) nor a function "
-                     f"of its app ({APP_FOLDER}/net.py:make_model)")
+    raise ValueError(f"'{value}' is neither a safetensors file of the job (model/initial.safetensors), a function "
+                     f"of its app ({APP_FOLDER}/net.py:make_model) nor a finished job's model (job:<JOB_ID>)")
 
 
-def load(value: str, job_file: Callable[[str], bytes], build_function: Callable[[ModelFunction], Params]) -> Params:
-    """The initial model job.yml names: a file read through `job_file` (the Federation's), or a function built by
-    `build_function`; InitialModelError saying why not."""
+def load(value: str, job_file: Callable[[str], bytes], build_function: Callable[[ModelFunction], Params],
+         from_job: Path | None = None) -> Params:
+    """The initial model job.yml names: a file read through `job_file` (the Federation's), a function built by
+    `build_function`, or (job:<ID>) the file `from_job` the server kept at submit; InitialModelError saying why not."""
     from flctl.node.wire import tensors
 
     ref = parse(value)
     if isinstance(ref, ModelFunction):
         return build_function(ref)
+    if isinstance(ref, FinishedJob):
+        if from_job is None:
+            raise InitialModelError(f"initial_model: {value} names a job on a server, and a simulation has none: "
+                                    f"download it (flctl job download {ref.job_id}) and name its "
+                                    "models/final.safetensors, copied into the job")
+        try:
+            return tensors.read_file(from_job)
+        except (OSError, ValueError) as exc:
+            raise InitialModelError(f"initial_model: the model of job {ref.job_id} kept at submit cannot be read: "
+                                    f"{exc}") from None
     try:
         params = tensors.decode(job_file(ref.path))
     except (OSError, ValueError) as exc:
@@ -182,3 +218,23 @@ def build_from_bundle(ref: ModelFunction, bundle: Path, work: Path, policy: str)
         return build(ref, work / "job" / APP_FOLDER, work / "out", isolation)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def resolve_finished_job(value: str, jobs_dir: Path, job_dir: Path) -> None:
+    """At submit, for `initial_model: job:<ID>` (`value`; nothing for another kind): keep a link to job ID's final
+    model (`jobs_dir/ID/models/final.safetensors`) as `job_dir/FROM_JOB_FILE`, a copy where a link cannot be made.
+    ValueError saying what is wrong (the caller checked that the job exists and may be read)."""
+    import shutil
+
+    ref = parse(value)
+    if not isinstance(ref, FinishedJob):
+        return
+    final = jobs_dir / ref.job_id / "models" / "final.safetensors"
+    if not final.is_file():
+        raise ValueError(f"job {ref.job_id} has no final model (only a job that finished training has one; "
+                         f"`flctl job show {ref.job_id}` says how it ended)")
+    target = job_dir / FROM_JOB_FILE
+    try:
+        os.link(final, target)
+    except OSError:
+        shutil.copyfile(final, target)

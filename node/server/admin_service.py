@@ -213,7 +213,34 @@ class AdminService(pb_grpc.AdminServicer):
             self._ctx.disk.release()
             self._refuse(context, actor, "job.submit", args, grpc.StatusCode.RESOURCE_EXHAUSTED,
                          "the server's disk is full; free space in its workspace, then submit the job again")
+        self._model_from_job(context, actor, args, loaded.spec.initial_model, job_dir)
         return loaded
+
+    def _model_from_job(self, context: Any, actor: Actor, args: dict[str, Any], value: str | None,
+                        job_dir: Path) -> None:
+        """job.yml's `initial_model: job:<ID>`: refused unless job ID is here, the submitter may download it (as
+        `flctl job download`) and it has a final model, which is then kept in `job_dir` (`initial_model`)."""
+        from flctl.node.jobs.initial_model import FinishedJob, parse, resolve_finished_job
+
+        ref = parse(value) if value else None
+        if not isinstance(ref, FinishedJob):
+            return
+        source = self._ctx.store.get_job(ref.job_id)
+        reason = "" if source is None else decide(self._ctx.policy.current(), actor, "download_job",
+                                                  JobOwner(source.submitter, source.submitter_org))
+        if source is None or reason:
+            shutil.rmtree(job_dir, ignore_errors=True)
+            code, why = ((grpc.StatusCode.INVALID_ARGUMENT, f"no job {ref.job_id} on this server; `flctl job ls` "
+                          "lists the jobs") if source is None else
+                         (grpc.StatusCode.PERMISSION_DENIED, f"not permitted to use job {ref.job_id}'s model: "
+                          f"{reason}"))
+            self._refuse(context, actor, "job.submit", args, code, f"job refused: initial_model: {why}")
+        try:
+            resolve_finished_job(value or "", self._ctx.jobs_dir(), job_dir)
+        except (ValueError, OSError) as exc:
+            shutil.rmtree(job_dir, ignore_errors=True)
+            self._refuse(context, actor, "job.submit", args, grpc.StatusCode.INVALID_ARGUMENT,
+                         f"job refused: initial_model: {exc}")
 
     def ListJobs(self, request: pb.Empty, context: Any) -> pb.JobList:
         actor, _ = self._actor(context)

@@ -333,7 +333,7 @@ def _initial_model(value: str, fed: PipeFederation, job_dir: Path, policy: str) 
     from flctl.node.jobs import initial_model
 
     params = initial_model.load(value, fed.job_file, lambda ref: initial_model.build_from_bundle(
-        ref, job_dir / "bundle.zip", job_dir / "initial-model", policy))
+        ref, job_dir / "bundle.zip", job_dir / "initial-model", policy), job_dir / initial_model.FROM_JOB_FILE)
     fed.log(f"initial model from {value}: {len(params)} tensors")
     return params
 

@@ -49,6 +49,7 @@ from flctl.node.simulator.worker import main as worker_main
 from flctl.node.site import sandbox
 from flctl.node.site.filters.base import FilterError
 from flctl.node.site.filters.pipeline import FilterPipeline
+from flctl.node.site.inference_release import declared_returns
 from flctl.node.wire import quantize, tensors
 from flctl.node.workflows.base import WorkflowError
 from flctl.node.workflows.state import (
@@ -503,16 +504,11 @@ def simulate(job: LoadedJob, sites: list[str], workspace: Path, workers: int | N
     started = time.monotonic()
     engine = engine or LocalEngine(workers)
     workspace = workspace.resolve()  # the workers change into the app folder: a relative path would move
-    script = job.spec.app.script()
-    if job.spec.app.external:
-        raise SimulationError(f"{job.spec_path} says app: {{external: true}}: its trainers attach to the sites of a "
-                              "federation (flctl poc, or a provisioned one), which the simulator has none of")
-    if script is None:
-        raise SimulationError(f"the simulator runs Python scripts only; make app.command in "
-                              f"{job.spec_path} [python, SCRIPT, ...]")
+    script = _simulated_script(job)
     job_id = uuid.uuid4().hex[:12]
     try:
-        filters = (privacy or PrivacyRules()).pipeline(job_id, job.spec.privacy_scope)
+        filters = replace((privacy or PrivacyRules()).pipeline(job_id, job.spec.privacy_scope),
+                          inference_returns=declared_returns(job.args))
     except ScopeRefused as exc:
         raise SimulationError(f"the simulated sites refuse the job: {exc}") from None
     job_dir = workspace / job.spec.name
@@ -522,10 +518,12 @@ def simulate(job: LoadedJob, sites: list[str], workspace: Path, workers: int | N
     app_dir = job_dir / APP_FOLDER
     (job_dir / "tmp").mkdir(exist_ok=True)
     isolation = engine.isolation(sandbox.available())
+    (job_dir / "sites").mkdir(exist_ok=True)  # each site's fl.output_dir(): what stays at the site
     spec = WorkerSpec(job_id, app_dir, script, job.spec.app.command[2:],
-                      {**job.spec.app.env, wire.FRAMEWORK_ENV: job.spec.app.params_framework()}, job_dir / "logs",
+                      {**job.spec.app.env, wire.FRAMEWORK_ENV: job.spec.app.params_framework(),
+                       wire.OUTPUT_DIR_ENV: str(job_dir / "sites" / "{site}" / "outputs")}, job_dir / "logs",
                       job_dir / "tmp", isolation, tuple(str(Path(p).resolve()) for p in data_paths),
-                      job.spec.app.compat)
+                      job.spec.app.compat, job_dir / "sites")
     workflow = job.create_workflow()
     rounds = int(getattr(job.args, "rounds", 0) or 0)
     running = SimulationResult(job.spec.name, JobStatus.RUNNING, "", job_dir, len(sites), 0, rounds, 0.0,
@@ -559,6 +557,22 @@ def simulate(job: LoadedJob, sites: list[str], workspace: Path, workers: int | N
                               time.monotonic() - started, isolation.describe(), engine.settings())
     (job_dir / MARKER).write_text(json.dumps(result.as_dict(), indent=1) + "\n")
     return result
+
+
+def _simulated_script(job: LoadedJob) -> str:
+    """The script the simulated sites run; SimulationError when the job is not one a simulation can run."""
+    script = job.spec.app.script()
+    if job.spec.app.external:
+        raise SimulationError(f"{job.spec_path} says app: {{external: true}}: its trainers attach to the sites of a "
+                              "federation (flctl poc, or a provisioned one), which the simulator has none of")
+    if script is None:
+        raise SimulationError(f"the simulator runs Python scripts only; make app.command in "
+                              f"{job.spec_path} [python, SCRIPT, ...]")
+    if job.spec.initial_model and job.spec.initial_model.startswith("job:"):
+        raise SimulationError(f"{job.spec_path}: initial_model: {job.spec.initial_model} names a finished job on a "
+                              "server, and a simulation has none: download it (flctl job download ID) and name its "
+                              "models/final.safetensors, copied into the job")
+    return script
 
 
 def _write_results(job: LoadedJob, job_id: str, fed: SimFederation, sites: list[str], status: JobStatus,

@@ -61,13 +61,17 @@ class WorkerSpec:
     data_paths: tuple[str, ...] = ()
     compat: str | None = None
     """job.yml's app.compat: that framework's Client API goes first on the scripts' path."""
+    sites_dir: Path | None = None
+    """`<job>/sites/`: each simulated site's own folder (`fl.output_dir()` is `sites/<site>/outputs/`), writable."""
 
 
 def worker_grants(spec: WorkerSpec) -> sandbox.Grants:
-    """What a worker's scripts may use: the app folder and TMPDIR (write), their logs (write-only: one site's
-    script cannot read another's output), the Python installation, `node`, system files and `data_paths`."""
+    """What a worker's scripts may use: the app folder, TMPDIR and the sites' own folders (write), their logs
+    (write-only: one site's script cannot read another's output), the Python installation, `node`, system files and
+    `data_paths`."""
     read = (*sandbox.SYSTEM_READ, *sandbox.python_paths(), *sandbox.package_dirs(), *spec.data_paths)
-    write = (str(spec.app_dir), str(spec.tmp_dir), *sandbox.SYSTEM_WRITE)
+    write = (str(spec.app_dir), str(spec.tmp_dir), *sandbox.SYSTEM_WRITE,
+             *((str(spec.sites_dir),) if spec.sites_dir is not None else ()))
     return sandbox.Grants(read=read, write=write, append=(str(spec.log_dir),))
 
 

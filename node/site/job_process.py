@@ -18,6 +18,7 @@ import signal
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
@@ -36,6 +37,7 @@ from flctl.node.process.links import LinkError
 from flctl.node.relay.failover import kit_for_job
 from flctl.node.secagg.payload import SecAggError
 from flctl.node.site.filters.base import FilterError
+from flctl.node.site.inference_release import declared_returns
 from flctl.node.site.job_launch import SiteJob, write_script_group
 from flctl.node.site.model_transfer import ModelCalls, fetch_task, submit_result
 from flctl.node.site.sandbox import Confinement, Isolation, available, exposing, not_dumpable, script_grants
@@ -228,13 +230,16 @@ def isolation_refusal(confine: Confinement, resources: Resources, kit_root: Path
     return ""
 
 
-def privacy_filters(kit_root: Path, job_dir: Path, job_id: str, scope: str | None) -> FilterPipeline | str:
-    """The site's filters for the job's privacy `scope` (None: the site's default scope), keeping their state in
+def privacy_filters(kit_root: Path, job_dir: Path, job_id: str, scope: str | None,
+                    inference_returns: tuple[str, ...] = ()) -> FilterPipeline | str:
+    """The site's filters for the job's privacy `scope` (None: the site's default scope), with what an inference
+    job declares its answers carry out (`inference_returns`, from its signed job.yml), keeping their state in
     `job_dir`/privacy (the privacy spent, across restarts of this process), or why the site refuses the job: it has
     no such scope, its `local/privacy.yml` cannot be read or was edited into a bad one since the daemon started, or
     the privacy spent so far cannot be read (a job never runs unfiltered)."""
     try:
         filters = load_privacy(kit_root / "local" / "privacy.yml").pipeline(job_id, scope)
+        filters = replace(filters, inference_returns=inference_returns)
         filters.keep_state(job_dir / "privacy")
     except (KitError, ScopeRefused, OSError, ValueError) as exc:
         return str(exc)
@@ -282,20 +287,27 @@ def _refuse(reporter: Reporter, chan: grpc.Channel, error: str) -> int:
 
 
 def make_bridge(app: AppSpec, site: str, job_dir: Path, job_id: str, reporter: Reporter, confine: Confinement,
-                job_name: str = "") -> ScriptBridge:
+                job_name: str = "", only_metrics: tuple[str, ...] | None = None) -> ScriptBridge:
     """The job's script run confined (`ScriptBridge`), or, for `app: {external: true}`, the socket a trainer the
-    site runs itself attaches to (`AttachedBridge`, in the job folder's `agent/`)."""
+    site runs itself attaches to (`AttachedBridge`, in the job folder's `agent/`). With `only_metrics` (an
+    inference job's declared returns), a value the script logs (`fl.log`) under any other name stays at the site."""
     from flctl.node.client.script_bridge import ScriptBridge
+
+    def declared_only(name: str, value: float, step: int | None) -> None:
+        if only_metrics is not None and name in only_metrics:
+            reporter.metric(name, value, step)
+
+    on_metric = reporter.metric if only_metrics is None else declared_only
 
     if app.external:
         from flctl.node.client.attach_file import AGENT_DIR
         from flctl.node.client.attached_bridge import AttachedBridge
 
         return AttachedBridge(agent_dir=job_dir / AGENT_DIR, site=site, job_id=job_id, on_output=reporter.line,
-                              on_metric=reporter.metric, framework=app.params_framework(),
+                              on_metric=on_metric, framework=app.params_framework(),
                               attach_timeout_s=app.attach_timeout_s, job_name=job_name)
     return ScriptBridge(workdir=job_dir / "job" / "app", command=list(app.command), env=dict(app.env), site=site,
-                        job_id=job_id, on_output=reporter.line, on_metric=reporter.metric, confine=confine,
+                        job_id=job_id, on_output=reporter.line, on_metric=on_metric, confine=confine,
                         framework=app.params_framework(), compat=app.compat)
 
 
@@ -325,13 +337,14 @@ def main(argv: list[str]) -> int:
     confine = Confinement(isolation, job_dir / "job", resources.data_paths, resources.job_env_allow)
     # an external trainer is the site's own process: nothing of the job's runs, so nothing to confine
     refusal = "" if spec.app.external else isolation_refusal(confine, resources, kit.root, job_dir)
-    filters = privacy_filters(kit.root, job_dir, job_id, spec.privacy_scope)
+    filters = privacy_filters(kit.root, job_dir, job_id, spec.privacy_scope, declared_returns(loaded.args))
     codec = secure_codec(kit, job_dir, job_id, loaded.args)
     if refusal or isinstance(filters, str) or isinstance(codec, str):
         return _refuse(reporter, chan, f"{kit.info.name} refuses to run the job: "
                        f"{refusal or (filters if isinstance(filters, str) else codec)}")
     setup_notes(reporter, kit.info.name, filters, spec.app.compat)
-    bridge = make_bridge(spec.app, kit.info.name, job_dir, job_id, reporter, confine, spec.name)
+    bridge = make_bridge(spec.app, kit.info.name, job_dir, job_id, reporter, confine, spec.name,
+                         only_metrics=filters.inference_returns if spec.workflow.type == "inference" else None)
 
     def on_term(_sig: int, _frame: FrameType | None) -> None:
         bridge.kill()

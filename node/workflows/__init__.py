@@ -1,6 +1,6 @@
 """Server-side workflows of a job, one module each (FedAvg, FedAvgM, FedOpt, SCAFFOLD, cyclic,
 swarm, cross-site evaluation, statistics, data check, private set intersection, split learning, FedBuff,
-Flower apps; more to come).
+Flower apps, federated inference; more to come).
 
 `WORKFLOWS` maps job.yml's `workflow.type` to the class; add a workflow here to make it usable. A workflow
 talks only to `base.Federation` and keeps any state of its own through `Workflow.state`/`restore`.
@@ -19,6 +19,7 @@ from flctl.node.workflows.fedbuff import FedBuff
 from flctl.node.workflows.fedopt import FedOpt
 from flctl.node.workflows.flower import FlowerApp
 from flctl.node.workflows.forest import Forest
+from flctl.node.workflows.inference import Inference
 from flctl.node.workflows.kmeans import KMeans
 from flctl.node.workflows.psi import Psi
 from flctl.node.workflows.scaffold import Scaffold
@@ -30,4 +31,4 @@ from flctl.node.workflows.xgboost import XGBoost
 WORKFLOWS: dict[str, type[Workflow]] = {cls.type_name: cls for cls in (FedAvg, FedAvgM, FedOpt, Scaffold, Cyclic, Swarm,
                                                                      CrossSiteEval, Statistics, Psi, DataCheck,
                                                                      SplitNN, KMeans, Ditto, XGBoost, Forest, FedBuff,
-                                                                     FlowerApp)}
+                                                                     FlowerApp, Inference)}

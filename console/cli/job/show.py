@@ -17,6 +17,7 @@ def command(job_id: Annotated[str, typer.Argument(metavar="ID")], kit: KitOption
     statistics job's figures as tables (a feature's statistics per site and global), a data check's verdicts."""
     from flctl.console.cli.job.fedbuff_view import show as show_fedbuff
     from flctl.console.cli.job.frameworks_view import show as show_frameworks
+    from flctl.console.cli.job.inference_view import show as show_inference
     from flctl.console.cli.job.render import cross_site_table, duration, metrics_line, outcome, progress
     from flctl.console.cli.job.statistics_view import show as show_statistics
     from flctl.node.jobs.job_status import JobStatus
@@ -51,3 +52,4 @@ def command(job_id: Annotated[str, typer.Argument(metavar="ID")], kit: KitOption
     show_statistics(job.reports)
     show_frameworks(job.reports)
     show_fedbuff(job.reports)
+    show_inference(job.reports)

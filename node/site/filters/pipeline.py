@@ -40,6 +40,9 @@ class FilterPipeline:
     result_filters: tuple[Filter, ...] = ()
     statistics: StatisticsPolicy = field(default_factory=StatisticsPolicy)
     """The site's rules for what leaves it of a statistics task, applied before any filter, in every scope."""
+    inference_returns: tuple[str, ...] = ()
+    """The metrics the job lets an `inference` answer carry out (its job.yml's `returns`), applied before any filter
+    (`flctl.node.site.inference_release`); () lets none out."""
     _received: dict[str, Params] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -103,6 +106,11 @@ class FilterPipeline:
         if task.kind == TaskKind.STATISTICS:  # its params become an empty model, of the payload's own type
             answer, released = self._statistics_released(task, answer, site)
             payload = released if isinstance(payload, bytes) else memoryview(released)
+        if task.kind == TaskKind.INFERENCE:  # only the declared metrics; no params, no meta
+            from flctl.node.site.inference_release import release
+
+            answer = release(answer, self.inference_returns, site)
+            payload = tensors.encode({}) if isinstance(payload, bytes) else memoryview(tensors.encode({}))
         if task.kind == TaskKind.FLOWER_FLEET:
             self._refuse_flower()
         if not self.result_filters or task.kind in OPAQUE_KINDS:
