@@ -14,7 +14,7 @@ min_sites: 2
 resources: {cpus: 1, memory_mb: 0, gpus: 0}   # optional: what each site gives the job
 app: {command: [python, train.py], env: {}}   # also framework: pytorch|keras, compat: nvflare, external
 privacy_scope: private          # optional: the sites' filters for it apply (default: each site's default_scope)
-initial_model: app/net.py:make_model   # optional: round 0's model (or a safetensors file of the job)
+initial_model: app/net.py:make_model   # optional: round 0's model (or a safetensors file of the job, or job:<ID>)
 transfer: {quantize: int8}      # optional: models travel quantized (fp16, bf16 or int8; block_size for int8)
 ```
 """
@@ -233,8 +233,9 @@ class JobSpec(_Strict):
     initial_model: Annotated[str | None, AfterValidator(_check_initial_model)] = Field(
         None, description="The model round 0 sends every site: a safetensors file of the job "
         "(model/initial.safetensors; for a job file, in app/), or a function of the app that returns a torch module "
-        "or a dict of arrays (app/net.py:make_model), called once at the server, confined like a training script "
-        "(default: none; round 0 sends an empty model)")
+        "or a dict of arrays (app/net.py:make_model), called once at the server, confined like a training script, "
+        "or a finished job's final model on the server (job:<JOB_ID>; the submitter must be allowed to download "
+        "that job) (default: none; round 0 sends an empty model)")
     transfer: TransferSpec = Field(default_factory=TransferSpec, description="How models travel: quantized or as "
                                    "they are (see TransferSpec)")
     psi_job: Annotated[str | None, AfterValidator(_check_psi_job)] = Field(
@@ -397,9 +398,11 @@ def _check_app(doc: YamlDocument, folder: Path, app_spec: AppSpec) -> list[Probl
 
 def _check_initial_model_file(doc: YamlDocument, folder: Path, value: str, is_job_file: bool) -> list[Problem]:
     """The file `initial_model` names is in the job (a job file packs only app/ beside it)."""
-    from flctl.node.jobs.initial_model import ModelFile, parse
+    from flctl.node.jobs.initial_model import FinishedJob, ModelFile, parse
 
     ref = parse(value)
+    if isinstance(ref, FinishedJob):  # on the server it is submitted to: resolved there, at submit
+        return []
     path = ref.path if isinstance(ref, ModelFile) else ref.file
     line = doc.line_of(("initial_model",))
     if is_job_file and PurePosixPath(path).parts[0] != APP_FOLDER:
