@@ -261,3 +261,31 @@ def test_release_gives_back_the_pages_of_a_mapped_array(tmp_path):
     assert touched - before > 30_000
     assert file_rss_kb() - before < 1_000
     assert float(mapped[-1]) == 1.0
+
+
+def test_ml_dtypes_is_imported_only_when_a_bfloat16_or_float8_tensor_comes():
+    """Importing ml_dtypes takes half a second of CPU or more: the CLI's job checks, the nodes and their job
+    processes import this module without it; a BF16 tensor read, or BFLOAT16 asked for, brings it in."""
+    import subprocess
+    import sys
+
+    header = json.dumps({"w": {"dtype": "BF16", "shape": [2], "data_offsets": [0, 4]}}).encode()
+    words = (np.array([1.0, -2.5], np.float32).view(np.uint32) >> 16).astype("<u2")  # bfloat16: the top half
+    data = struct.pack("<Q", len(header)) + header + words.tobytes()
+    code = (
+        "import sys\n"
+        "from flctl.node.jobs import job_spec\n"
+        "from flctl.node.server import daemon\n"
+        "from flctl.node.site import job_process\n"
+        "from flctl.node.wire import quantize, tensors\n"
+        "import numpy as np\n"
+        "assert 'ml_dtypes' not in sys.modules\n"
+        "assert tensors.is_float(np.dtype('<f4')) and not tensors.is_float(np.dtype('V2'))\n"
+        "assert tensors.decode(tensors.encode({'a': np.ones(2, np.float32)}))['a'].dtype == np.float32\n"
+        "assert 'ml_dtypes' not in sys.modules\n"
+        f"back = tensors.decode({data!r})['w']\n"
+        "assert 'ml_dtypes' in sys.modules and back.dtype == tensors.BFLOAT16\n"
+        "assert tensors.is_float(back.dtype) and tensors.code_of(back.dtype) == 'BF16'\n"
+        "assert back.astype(np.float32).tolist() == [1.0, -2.5]\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from flctl.node.jobs.tasks import Params
-from flctl.node.wire.tensors import EXTRA_FLOATS, is_numeric
+from flctl.node.wire.tensors import is_extra_float, is_numeric
 
 
 @dataclass(frozen=True)
@@ -88,4 +88,4 @@ class ModelLayout:
 def _dtype_text(dtype: np.dtype) -> str:
     """How a layout names `dtype`: numpy's `str` ("<f4"), or the name of an ml_dtypes float ("bfloat16"), whose
     `str` ("<V2") would not name it back."""
-    return dtype.name if dtype in EXTRA_FLOATS else dtype.str
+    return dtype.name if is_extra_float(dtype) else dtype.str

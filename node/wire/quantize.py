@@ -45,8 +45,12 @@ MIN_BLOCK, MAX_BLOCK = 8, 1 << 20
 MODE_KEY, DTYPES_KEY, BLOCK_KEY = "flctl.quantize", "flctl.dtypes", "flctl.block"
 SCALES = "::scales"
 """Suffix of the name of an int8 tensor's scales."""
-_NARROW = {"fp16": np.dtype("<f2"), "bf16": tensors.BFLOAT16}
 _FLOAT16_MAX = float(np.finfo(np.float16).max)
+
+
+def _narrow(mode: str) -> np.dtype:
+    """The dtype fp16 or bf16 transfer sends (bfloat16 asked for only then: ml_dtypes is slow to import)."""
+    return np.dtype("<f2") if mode == "fp16" else tensors.BFLOAT16
 
 
 def quantize(params: Mapping[str, Any], mode: str, block: int = BLOCK) -> tuple[Params, dict[str, str]]:
@@ -70,7 +74,7 @@ def quantize(params: Mapping[str, Any], mode: str, block: int = BLOCK) -> tuple[
             out[name] = codes.reshape(array.shape)
             out[name + SCALES] = scales
         else:
-            out[name] = _narrowed(name, array, _NARROW[mode])
+            out[name] = _narrowed(name, array, _narrow(mode))
     metadata = {MODE_KEY: mode, DTYPES_KEY: json.dumps(dtypes, separators=(",", ":"))}
     if mode == "int8":
         metadata[BLOCK_KEY] = str(block)
@@ -102,9 +106,9 @@ def dequantize(params: Params, metadata: Mapping[str, str]) -> Params:
                 raise ValueError(f"quantized model: tensor '{name}' has no scales ('{name}{SCALES}')")
             out[name] = _int8_tensor(name, array, scales, block).astype(want)
         else:
-            if array.dtype != _NARROW[mode]:
+            if array.dtype != _narrow(mode):
                 raise ValueError(f"quantized model: tensor '{name}' is {array.dtype}, but {mode} transfer sends "
-                                 f"{_NARROW[mode]}")
+                                 f"{_narrow(mode)}")
             out[name] = array.astype(want)
     missing = sorted(set(dtypes) - set(out))
     if missing:

@@ -27,41 +27,86 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import ml_dtypes
 import numpy as np
 
 from flctl.node.jobs.tasks import Params
 
 _NUMERIC_KINDS = "biufc"
-BFLOAT16 = np.dtype(ml_dtypes.bfloat16)
-FLOAT8_E4M3 = np.dtype(ml_dtypes.float8_e4m3fn)
-FLOAT8_E5M2 = np.dtype(ml_dtypes.float8_e5m2)
-EXTRA_FLOATS = frozenset({BFLOAT16, FLOAT8_E4M3, FLOAT8_E5M2})
-"""Floating-point dtypes numpy holds only through ml_dtypes (their numpy `kind` is "V", not "f")."""
-DTYPES: dict[str, np.dtype] = {
-    "F64": np.dtype("<f8"), "F32": np.dtype("<f4"), "F16": np.dtype("<f2"), "BF16": BFLOAT16,
-    "F8_E4M3": FLOAT8_E4M3, "F8_E5M2": FLOAT8_E5M2, "I64": np.dtype("<i8"),
+_NATIVE: dict[str, np.dtype] = {
+    "F64": np.dtype("<f8"), "F32": np.dtype("<f4"), "F16": np.dtype("<f2"), "I64": np.dtype("<i8"),
     "U64": np.dtype("<u8"), "I32": np.dtype("<i4"), "U32": np.dtype("<u4"), "I16": np.dtype("<i2"),
     "U16": np.dtype("<u2"), "I8": np.dtype("i1"), "U8": np.dtype("u1"), "BOOL": np.dtype("?"),
     "C64": np.dtype("<c8"),
 }
+_NATIVE_CODES = {dtype: code for code, dtype in _NATIVE.items()}
+_EXTRA_NAMES = {"BF16": "bfloat16", "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2"}
+"""The floating-point dtypes numpy holds only through ml_dtypes (their numpy `kind` is "V", or "f"), by safetensors
+code: their ml_dtypes names. ml_dtypes is imported the first time one is needed, not with this module: importing it
+takes half a second of CPU or more, which every node, job process and `flctl job submit` would pay for nothing."""
+CODES = ("F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2", "I64", "U64", "I32", "U32", "I16", "U16", "I8", "U8",
+         "BOOL", "C64")
 """Safetensors dtypes a model may use: every one safetensors knows (C64 included), numpy's own or ml_dtypes'."""
-_CODES = {dtype: code for code, dtype in DTYPES.items()}
 ALLOWED = "float64, float32, float16, bfloat16, float8 (e4m3, e5m2), complex64, an integer type or bool"
-_TORCH_VIEWS = {"torch.bfloat16": ("int16", BFLOAT16), "torch.float8_e4m3fn": ("uint8", FLOAT8_E4M3),
-                "torch.float8_e5m2": ("uint8", FLOAT8_E5M2)}
-"""torch dtypes numpy lacks: the torch dtype of the same width to view the tensor's words as, and the ml_dtypes
-dtype those words are."""
+_TORCH_VIEWS = {"torch.bfloat16": ("int16", "BF16"), "torch.float8_e4m3fn": ("uint8", "F8_E4M3"),
+                "torch.float8_e5m2": ("uint8", "F8_E5M2")}
+"""torch dtypes numpy lacks: the torch dtype of the same width to view the tensor's words as, and the code of the
+ml_dtypes dtype those words are."""
+_extras: dict[str, np.dtype] = {}
+
+# Made (ml_dtypes imported) when first asked for, by `__getattr__`.
+BFLOAT16: np.dtype
+FLOAT8_E4M3: np.dtype
+FLOAT8_E5M2: np.dtype
+EXTRA_FLOATS: frozenset[np.dtype]
+"""Floating-point dtypes numpy holds only through ml_dtypes."""
+DTYPES: dict[str, np.dtype]
+"""Every code of `CODES` -> its numpy dtype."""
+
+
+def _extra_dtypes(load: bool = True) -> dict[str, np.dtype]:
+    """The ml_dtypes floats by code. With `load` False, none while ml_dtypes is not imported: no array can have one
+    of its dtypes before it is."""
+    if not _extras and (load or "ml_dtypes" in sys.modules):
+        import ml_dtypes
+
+        _extras.update({code: np.dtype(getattr(ml_dtypes, name)) for code, name in _EXTRA_NAMES.items()})
+    return _extras
+
+
+def __getattr__(name: str) -> Any:
+    """BFLOAT16, FLOAT8_E4M3, FLOAT8_E5M2, EXTRA_FLOATS and DTYPES, made the first time one is asked for."""
+    if name not in ("BFLOAT16", "FLOAT8_E4M3", "FLOAT8_E5M2", "EXTRA_FLOATS", "DTYPES"):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    extra = _extra_dtypes()
+    values: dict[str, Any] = {
+        "BFLOAT16": extra["BF16"], "FLOAT8_E4M3": extra["F8_E4M3"], "FLOAT8_E5M2": extra["F8_E5M2"],
+        "EXTRA_FLOATS": frozenset(extra.values()),
+        "DTYPES": {code: _NATIVE[code] if code in _NATIVE else extra[code] for code in CODES}}
+    globals().update(values)
+    return values[name]
+
+
+def is_extra_float(dtype: np.dtype) -> bool:
+    """Whether `dtype` is one of the floats numpy holds only through ml_dtypes (bfloat16, float8)."""
+    return dtype in _extra_dtypes(load=False).values()
+
+
+def _code(dtype: np.dtype) -> str | None:
+    """The safetensors code of a little-endian `dtype`, or None."""
+    code = _NATIVE_CODES.get(dtype)
+    if code is None:
+        code = next((c for c, extra in _extra_dtypes(load=False).items() if extra == dtype), None)
+    return code
 
 
 def is_float(dtype: np.dtype) -> bool:
     """Whether `dtype` is a real floating-point dtype: numpy's (float16/32/64) or ml_dtypes' (bfloat16, float8)."""
-    return dtype.kind == "f" or dtype in EXTRA_FLOATS
+    return dtype.kind == "f" or is_extra_float(dtype)
 
 
 def code_of(dtype: np.dtype) -> str:
     """The safetensors name of `dtype` ("F32", "BF16"...); ValueError for one that has none."""
-    code = _CODES.get(dtype.newbyteorder("<") if dtype.byteorder == ">" else dtype)
+    code = _code(dtype.newbyteorder("<") if dtype.byteorder == ">" else dtype)
     if code is None:
         raise ValueError(f"dtype {dtype} has no safetensors name; use {ALLOWED}")
     return code
@@ -70,7 +115,7 @@ def code_of(dtype: np.dtype) -> str:
 def is_numeric(dtype: np.dtype) -> bool:
     """Whether `dtype` holds numbers a model may be made of: bool, integers, floats (bfloat16 and float8 too),
     complex."""
-    return dtype.kind in _NUMERIC_KINDS or dtype in EXTRA_FLOATS
+    return dtype.kind in _NUMERIC_KINDS or is_extra_float(dtype)
 _LENGTH = struct.Struct("<Q")
 MAX_HEADER = 100 * 1024 * 1024
 """The largest header accepted (safetensors' own limit)."""
@@ -82,10 +127,10 @@ def to_numpy(value: Any) -> np.ndarray:
         tensor = value.detach().cpu()
         view = _TORCH_VIEWS.get(str(tensor.dtype))
         if view is not None:  # numpy has no bfloat16: the same words, read as ml_dtypes' bfloat16
-            words, dtype = view
+            words, code = view
             torch = sys.modules["torch"]  # loaded: `value` is one of its tensors
             array = np.asarray(tensor.contiguous().view(getattr(torch, words)).numpy())
-            array = array.view(dtype)
+            array = array.view(_extra_dtypes()[code])
         else:
             array = np.asarray(tensor.numpy())
     else:
@@ -130,7 +175,7 @@ def layout(params: Mapping[str, Any], metadata: Mapping[str, str] | None = None)
         except ValueError as exc:
             raise ValueError(f"parameter '{name}': {exc}") from None
         wanted = array.dtype.newbyteorder("<") if array.dtype.byteorder == ">" else array.dtype
-        code = _CODES.get(wanted)
+        code = _code(wanted)
         if code is None:
             raise ValueError(f"parameter '{name}': dtype {array.dtype} cannot be sent; use {ALLOWED}")
         array = np.asarray(array, dtype=wanted, order="C")  # keeps 0-d arrays 0-d; a copy only when needed
@@ -229,16 +274,16 @@ def _entry(name: str, info: Any) -> Entry:
     if not isinstance(info, dict):
         raise ValueError(f"not safetensors data (tensor '{name}' is described by {type(info).__name__})")
     code, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
-    if not isinstance(code, str) or code not in DTYPES:
+    if not isinstance(code, str) or code not in CODES:
         raise ValueError(f"tensor '{name}' has dtype {code!r}, which is not a safetensors dtype flctl takes "
-                         f"({', '.join(DTYPES)})")
+                         f"({', '.join(CODES)})")
     if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
                                               for d in shape):
         raise ValueError(f"not safetensors data (tensor '{name}' has shape {shape!r})")
     if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) and not isinstance(o, bool)
                                                                     and o >= 0 for o in offsets)):
         raise ValueError(f"not safetensors data (tensor '{name}' has data_offsets {offsets!r})")
-    dtype = DTYPES[code]
+    dtype = _NATIVE[code] if code in _NATIVE else _extra_dtypes()[code]
     begin, end = offsets
     if end - begin != math.prod(shape) * dtype.itemsize:
         raise ValueError(f"not safetensors data (tensor '{name}' of dtype {code} and shape {shape} takes "
