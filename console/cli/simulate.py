@@ -206,8 +206,8 @@ class _Progress:
             for name, value in values.items():
                 sums.setdefault(name, []).append(value)
         shown = " ".join(f"{name}={sum(v) / len(v):.4g}" for name, v in sorted(sums.items()))
-        self._bar.console.print(f"round {round_no + 1} of {rounds}: {len(metrics)} sites, mean {shown}",
-                                markup=False, highlight=False)
+        step = f"round {round_no + 1} of {rounds}" if rounds else "answers"  # a job of one step (inference)
+        self._bar.console.print(f"{step}: {len(metrics)} sites, mean {shown}", markup=False, highlight=False)
 
     def log(self, line: str) -> None:
         if not self._quiet and ("failed" in line or "ignored" in line):

@@ -118,10 +118,12 @@ class AdminClient:
         return serde.identity_from_pb(self._call(self._stub.WhoAmI, pb.Empty()))
 
     def submit_job(self, folder: Path, valid_for_s: float | None = None,
-                   progress: Callable[[int, int | None], None] | None = None) -> str:
+                   progress: Callable[[int, int | None], None] | None = None, model_from: str | None = None) -> str:
         """Validate the job folder here, send it as a zip bundle, and return the new job's id. Sites start it only
         within `valid_for_s` of now (default `job_signing.VALID_FOR_S`). A Flower app folder (pyproject.toml naming
-        a ServerApp and a ClientApp, no job.yml) is sent as a `flower` job (`flctl.node.flower.flower_job`).
+        a ServerApp and a ClientApp, no job.yml) is sent as a `flower` job (`flctl.node.flower.flower_job`). With
+        `model_from` (a job id), the job runs that finished job's final model: its job.yml is sent with
+        `initial_model: job:<model_from>` (`flctl.node.jobs.model_from`; ValueError for an id that names no job).
 
         `progress(bytes read, total)` is called while the folder is packed.
         """
@@ -132,6 +134,10 @@ class AdminClient:
 
         with tempfile.TemporaryDirectory(prefix="flctl-flower-") as tmp:  # a Flower app folder becomes a flower job
             folder = as_job(folder, Path(tmp) / "job") or folder
+            if model_from is not None:
+                from flctl.node.jobs.model_from import with_model_from
+
+                folder = with_model_from(folder, model_from, Path(tmp) / "model-from")
             spec = load_job(folder).spec
             data = pack_job(folder, progress=progress)
         digest = hashlib.sha256(data).hexdigest()

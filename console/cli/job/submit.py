@@ -24,6 +24,10 @@ def command(
     valid_days: Annotated[float, typer.Option("--valid-days", min=0.001, max=3650,
                                               help="Sites start (or restart) the job only this many days after "
                                                    "it is signed.")] = 7.0,
+    model_from: Annotated[str | None, typer.Option("--model-from", metavar="JOB_ID",
+                                                   help="Run the final model of this finished job (job.yml's "
+                                                        "initial_model becomes job:JOB_ID; you must be allowed "
+                                                        "to download that job).")] = None,
     kit: KitOption = None, _context: ContextOption = None,
     json_out: JsonOption = False,
 ) -> None:
@@ -31,14 +35,24 @@ def command(
 
     The job is checked before anything is sent: a missing job.yml, an unknown
     workflow, a bad argument or a missing script is refused with exit code 2.
+    --model-from JOB_ID runs a finished job's final model (an inference job over
+    a trained model): refused with exit code 2 when that job is not on the server
+    or has no final model, 4 when you may not download it.
     With --watch the exit code is 0 when the job FINISHED and 1 otherwise.
     """
     from flctl.console.cli.progress import byte_progress
     from flctl.node.jobs.job_status import JobStatus
 
+    if model_from is not None:
+        from flctl.node.jobs.initial_model import JOB_PREFIX, parse
+
+        try:
+            parse(JOB_PREFIX + model_from)
+        except ValueError as exc:
+            terminal.abort(f"--model-from: {exc}", exit_codes.BAD_INPUT)
     with connect(kit) as admin:
         with byte_progress(f"packing {job.name}", json_out) as packing:
-            job_id = admin.submit_job(job, valid_for_s=valid_days * 86400, progress=packing)
+            job_id = admin.submit_job(job, valid_for_s=valid_days * 86400, progress=packing, model_from=model_from)
         if not watch:
             if json_out:
                 terminal.print_json({"id": job_id})
