@@ -1,0 +1,234 @@
+"""LLM fine-tuning with LoRA (playbooks/jobs/llm-lora, `flctl.client.peft`): two simulated sites fine-tune a tiny
+Llama config; only adapter tensors reach the server, their FedAvg is numpy's weighted mean, the global adapter
+loads back into PEFT with the same logits, and the full mode streams the whole model (more bytes)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import pytest
+
+from flctl.node.jobs.job_spec import load_job
+from flctl.node.jobs.job_status import JobStatus
+from flctl.node.simulator.runtime import simulate
+from flctl.node.wire.tensors import read_file
+
+from .conftest import ROOT
+from .test_example_jobs import load_script
+
+torch = pytest.importorskip("torch", reason="needs the torch extra: bash scripts/setup.sh --all")
+pytest.importorskip("transformers", reason="needs the llm extra: bash scripts/setup.sh --all")
+peft = pytest.importorskip("peft", reason="needs the llm extra: bash scripts/setup.sh --all")
+
+from flctl.client import peft as flp  # noqa: E402  (needs peft, checked above)
+
+EXAMPLE = ROOT / "playbooks" / "jobs" / "llm-lora"
+SITES = ["site-1", "site-2"]
+FAST = ["--model", "tiny", "--steps", "4", "--chars", "6000", "--eval-batches", "2"]
+"""The example's tiny model, with fewer steps and less text: a round takes about a second."""
+
+
+def job_copy(root: Path, mode: str, rounds: int, extra: list[str]) -> Path:
+    """The example's app/ with a job.yml of `rounds` rounds running train.py in `mode` with FAST settings."""
+    folder = root / f"llm-{mode}"
+    shutil.copytree(EXAMPLE / "app", folder / "app")
+    command = ["python", "train.py", "--mode", mode, *FAST, *extra]
+    (folder / "job.yml").write_text(
+        f"api_version: 1\nname: llm-{mode}\nmin_sites: 2\n"
+        f"workflow: {{type: fedavg, args: {{rounds: {rounds}, round_timeout_s: 300, evaluate_every: 1}}}}\n"
+        f"app: {{command: {json.dumps(command)}, framework: pytorch, env: {{HF_HUB_OFFLINE: '1'}}}}\n")
+    return folder
+
+
+def run(folder: Path, workspace: Path) -> Path:
+    """Simulate the job with SITES in one worker (one import of torch and transformers); its results folder."""
+    result = simulate(load_job(folder), SITES, workspace, 1)
+    logs = "".join(p.read_text() for p in (result.job_dir / "logs").glob("*.log"))
+    assert result.status == JobStatus.FINISHED, f"{result.error}\n{logs}"
+    return result.job_dir
+
+
+def metrics(job_dir: Path) -> dict[tuple[str, int, str], float]:
+    """(site, round, name) -> value, from the run's metrics.json."""
+    return {(row["site"], row["round"], row["name"]): row["value"]
+            for row in json.loads((job_dir / "metrics.json").read_text())}
+
+
+@pytest.fixture(scope="module")
+def lora_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The lora job, two rounds, two sites (shared by the checks below)."""
+    root = tmp_path_factory.mktemp("llm-lora")
+    return run(job_copy(root, "lora", 2, []), root / "ws")
+
+
+@pytest.fixture
+def script(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
+    """The example's train.py (its llm.py beside it), on one torch thread as the job runs it."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield load_script(EXAMPLE / "app" / "train.py", monkeypatch)
+    torch.set_num_threads(before)
+
+
+def settings(script: ModuleType, mode: str = "lora", extra: list[str] | None = None) -> Any:
+    return script.llm.settings(["--mode", mode, *FAST, *(extra or [])])
+
+
+def logits(model: Any) -> Any:
+    """The model's logits for a fixed batch of byte tokens."""
+    model.eval()
+    ids = torch.arange(2 * 24).view(2, 24) % 250
+    with torch.no_grad():
+        return model(input_ids=ids).logits
+
+
+def test_only_adapter_tensors_reach_the_server_and_each_round_reports_perplexity_bytes_and_speed(lora_run: Path):
+    """Every round model and the final one hold exactly the adapter's tensors (names lora_*; none of the base
+    model); each site reports its held-out perplexity after each round, the bytes it sent (the round model's
+    safetensors size, far below the whole model's) and its tokens/s."""
+    # Prepare
+    models = sorted((lora_run / "models").glob("*.safetensors"))
+    values = metrics(lora_run)
+    # Execute
+    names = {path.name: set(read_file(path)) for path in models}
+    # Assert
+    assert sorted(names) == ["final.safetensors", "round-0.safetensors", "round-1.safetensors"]
+    for found in names.values():
+        assert found and all(flp.is_adapter_name(name) for name in found), found
+        assert all(".lora_A." in name or ".lora_B." in name for name in found)
+    adapter_bytes = (lora_run / "models" / "round-1.safetensors").stat().st_size
+    for site in SITES:
+        for round_no in (0, 1):
+            assert 1 < values[(site, round_no, "val_perplexity")] < 300
+            assert values[(site, round_no, "val_loss")] == pytest.approx(np.log(values[(site, round_no,
+                                                                                      "val_perplexity")]))
+            assert values[(site, round_no, "bytes_sent")] == adapter_bytes
+            assert values[(site, round_no, "bytes_sent")] * 4 < values[(site, round_no, "full_model_bytes")]
+            assert values[(site, round_no, "tokens_per_s")] > 0
+        assert values[(site, 0, "bytes_received")] == 0 and values[(site, 1, "bytes_received")] == adapter_bytes
+    log = (lora_run / "logs" / "site-1.log").read_text()
+    assert "tokens/s on cpu" in log and f"sent {adapter_bytes} bytes (lora" in log
+
+
+def test_the_adapter_fedavg_equals_the_numpy_weighted_mean_of_the_sites_adapters(lora_run: Path, script):
+    """Each site's round-0 and round-1 adapters, recomputed here from the same seeds, average (weighted by the
+    sites' training sequences, in numpy) to the simulator's round models."""
+    # Prepare
+    sites = {site: script.Site(site, settings(script)) for site in SITES}
+    expected: dict[int, dict[str, np.ndarray]] = {}
+    given: dict[str, Any] = {}
+    # Execute
+    for round_no in (0, 1):
+        answers = [site.train_round(given, round_no) for site in sites.values()]
+        total = sum(n for _, _, n in answers)
+        expected[round_no] = {name: sum(params[name].numpy().astype(np.float64) * n for params, _, n in answers)
+                              / total for name in answers[0][0]}
+        given = {name: torch.from_numpy(np.array(value)) for name, value in
+                 read_file(lora_run / "models" / f"round-{round_no}.safetensors").items()}
+    # Assert
+    for round_no, reference in expected.items():
+        server = read_file(lora_run / "models" / f"round-{round_no}.safetensors")
+        assert set(server) == set(reference)
+        for name, value in reference.items():
+            np.testing.assert_allclose(server[name], value, rtol=0, atol=1e-6, err_msg=name)
+    assert any(np.abs(value).max() > 0 for name, value in expected[1].items() if "lora_B" in name)  # it trained
+
+
+def test_the_global_adapter_loads_back_into_peft_with_the_same_logits(lora_run: Path, script, tmp_path: Path,
+                                                                      monkeypatch):
+    """The folder each site saved at the end and export.py's folder of the server's final model both load with
+    PeftModel.from_pretrained over the same base config and give the logits of the final adapter set by hand."""
+    from peft import PeftModel
+
+    # Prepare
+    llm = script.llm
+    chosen = settings(script)
+    final = read_file(lora_run / "models" / "final.safetensors")
+    by_hand = llm.with_lora(llm.base_model(chosen)[0], chosen)
+    flp.load_adapter(by_hand, final)
+    exported = tmp_path / "exported"
+    export = load_script(EXAMPLE / "app" / "export.py", monkeypatch)
+    # Execute
+    export.export(lora_run / "models" / "final.safetensors", exported, chosen)
+    loaded = {folder: PeftModel.from_pretrained(llm.base_model(chosen)[0], folder)
+              for folder in (lora_run / "sites" / "site-1" / "outputs" / "global-model", exported)}
+    # Assert
+    want = logits(by_hand)
+    assert not torch.equal(want, logits(llm.base_model(chosen)[0]))  # the adapter changes the model
+    for folder, model in loaded.items():
+        assert torch.equal(logits(model), want), folder
+        saved = read_file(folder / "adapter_model.safetensors")
+        assert set(saved) == set(final) and all(np.array_equal(saved[n], final[n]) for n in final)
+
+
+def test_full_mode_sends_the_whole_model_in_bfloat16(tmp_path: Path, lora_run: Path):
+    """--mode full --dtype bfloat16: the server's models are the whole model's tensors in bfloat16 (2 bytes a value);
+    each site's bytes_sent is that model's size, more than the lora run's; perplexity is reported too."""
+    # Prepare
+    folder = job_copy(tmp_path, "full", 1, ["--dtype", "bfloat16", "--save="])
+    # Execute
+    job_dir = run(folder, tmp_path / "ws")
+    # Assert
+    final = read_file(job_dir / "models" / "final.safetensors")
+    assert "model.embed_tokens.weight" in final and "lm_head.weight" in final
+    assert not any(flp.is_adapter_name(name) for name in final)
+    assert {str(value.dtype) for value in final.values()} == {"bfloat16"}
+    values, lora_values = metrics(job_dir), metrics(lora_run)
+    size = (job_dir / "models" / "final.safetensors").stat().st_size
+    for site in SITES:
+        assert values[(site, 0, "bytes_sent")] == size == values[(site, 0, "full_model_bytes")]
+        assert values[(site, 0, "bytes_sent")] > lora_values[(site, 0, "bytes_sent")]
+        assert values[(site, 0, "val_perplexity")] > 1
+
+
+def test_load_adapter_refuses_an_adapter_of_another_rank_or_other_modules(script):
+    """An adapter whose tensors have another shape (rank 4 into rank 8) or other names (q_proj only): ValueError
+    naming what does not fit; the model's adapter is unchanged."""
+    # Prepare
+    llm = script.llm
+    model = llm.with_lora(llm.base_model(settings(script))[0], settings(script))
+    before = flp.adapter_params(model)
+    rank4 = flp.adapter_params(llm.with_lora(llm.base_model(settings(script))[0],
+                                             settings(script, extra=["--lora-r", "4"])))
+    q_only = flp.adapter_params(llm.with_lora(llm.base_model(settings(script))[0],
+                                              settings(script, extra=["--target-modules", "q_proj"])))
+    # Execute / Assert
+    with pytest.raises(ValueError, match=r"shape \(4, 64\) received.*\(8, 64\)"):
+        flp.load_adapter(model, rank4)
+    with pytest.raises(ValueError, match=r"missing .*mlp.down_proj.lora_A.weight, .* and 21 more"):
+        flp.load_adapter(model, q_only)
+    after = flp.adapter_params(model)
+    assert all(torch.equal(before[name], after[name]) for name in before)
+
+
+def test_a_local_pretrained_model_folder_is_used_as_the_base(script, tmp_path: Path):
+    """--model PATH: a model folder saved by transformers (no tokenizer in it: bytes) is read offline and wrapped
+    with LoRA; its weights are the folder's, not the seeded preset's."""
+    # Prepare
+    llm = script.llm
+    preset = settings(script, extra=["--seed", "7"])
+    saved, _ = llm.base_model(preset)
+    saved.save_pretrained(str(tmp_path / "my-model"))
+    # Execute
+    model, tokenizer, full_bytes = llm.build(settings(script, extra=["--model", str(tmp_path / "my-model")]),
+                                             torch.device("cpu"))
+    # Assert
+    assert isinstance(tokenizer, llm.ByteTokenizer) and full_bytes > 0
+    assert model.peft_config["default"].base_model_name_or_path == str(tmp_path / "my-model")
+    assert torch.equal(model.get_base_model().model.embed_tokens.weight, saved.model.embed_tokens.weight)
+
+
+def test_train_py_options_name_the_knobs(script):
+    """train.py's options (python train.py --help) name the mode, model size, dtype, device, LoRA and save knobs."""
+    # Execute
+    text = script.llm.parser().format_help()
+    # Assert
+    for option in ("--mode", "--model", "--layers", "--hidden", "--dtype", "--device", "--lora-r", "--steps",
+                   "--save"):
+        assert option in text
