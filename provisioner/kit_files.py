@@ -117,8 +117,14 @@ _RESOURCES = """\
 # What this {kind} offers to jobs. Owned by the site.
 api_version: 1
 max_concurrent_jobs: 2
+# What a site offers jobs (a job asks in its job.yml resources: cpus, memory_mb, gpus, gpu_memory_gb). For
+# cpus, auto (the cores it may run on) or a number; for gpus, auto (every GPU nvidia-smi finds), a list of indices
+# ([0, 1]) or [] (none: jobs are not given GPUs, CUDA_VISIBLE_DEVICES is left alone).
 cpus: auto
 gpus: []
+# memory_mb: 65536        # the memory it offers jobs (default: the machine's)
+# gpu_memory_gb: 40       # each GPU's memory offered (default: what nvidia-smi says)
+# gpu_sharing: false      # true: jobs share a GPU while the gpu_memory_gb they ask fits
 # Flow-control window of each gRPC stream this {kind} receives on, in MiB (0: gRPC's adaptive window).
 # Raise it on a long link: one stream moves at most this much per round trip.
 stream_window_mb: 4

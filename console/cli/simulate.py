@@ -1,4 +1,5 @@
-"""`flctl simulate JOB -n SITES [-w DIR] [--workers K] [--engine local|ray] [--data PATH]... [--privacy FILE] [--json]`,
+"""`flctl simulate JOB -n SITES [-w DIR] [--workers K] [--gpus 0,1] [--engine local|ray] [--data PATH]...
+[--privacy FILE] [--json]`,
 and `flctl simulate --resume RESULTS` (a run's results folder: on from its last round's checkpoint)."""
 
 from __future__ import annotations
@@ -55,6 +56,11 @@ def command(
         "--site-cpus", min=0, show_default=False, help="--engine ray: CPUs a site's script needs; Ray runs as "
                                                         "many at once as the cluster has [default: the job's "
                                                         "resources.cpus].")] = None,
+    gpus: Annotated[str | None, typer.Option(
+        "--gpus", metavar="0,1", show_default=False,
+        help="GPUs to spread the sites over (local engine): a worker per GPU (per the job's resources.gpus GPUs), "
+             "each seeing only its own through CUDA_VISIBLE_DEVICES; sites go to them in turn. Refused when the "
+             "job's gpu_memory_gb times the sites a GPU holds exceeds its memory.")] = None,
     site_gpus: Annotated[float, typer.Option("--site-gpus", min=0, show_default=False,
                                              help="--engine ray: GPUs a site's script needs; fractions share one "
                                                   "[default: 0].")] = 0.0,
@@ -98,6 +104,8 @@ def command(
     needs = loaded.spec.resources
     chosen = _engine(engine, settings, address, site_cpus or settings.get("site_cpus") or needs.cpus,
                      site_gpus or settings.get("site_gpus") or 0.0, workers or settings.get("workers"))
+    if gpus is not None or settings.get("gpu_groups"):
+        chosen = _on_gpus(chosen, gpus, settings, loaded.spec.resources, len(names), quiet=json_out)
     root = resume.resolve().parent if resume is not None else (workspace or default_workspace())
     progress = _Progress(loaded.spec.name, quiet=json_out)
     previous = signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM stops the run as Ctrl-C does
@@ -122,6 +130,31 @@ def command(
         terminal.error(f"{result.job} FAILED: {result.error}; logs in {result.job_dir / 'logs'}")
     if result.status != JobStatus.FINISHED:
         raise typer.Exit(exit_codes.FAILED)
+
+
+def _on_gpus(engine: Engine, gpus: str | None, settings: dict[str, Any], resources: Any, sites: int, quiet: bool
+             ) -> Engine:
+    """The local engine with its workers spread over --gpus (a resumed run's groups without it); exit 2 with why
+    when they cannot hold the sites."""
+    from dataclasses import replace
+
+    from flctl.node.simulator.gpu_spread import GpuSpreadError, check_listed, parse_gpus, spread
+    from flctl.node.simulator.runtime import LocalEngine
+    from flctl.node.site.placement import Ask
+
+    if not isinstance(engine, LocalEngine):
+        terminal.abort("--gpus is for --engine local; Ray places sites on GPUs itself (--site-gpus)",
+                       exit_codes.BAD_INPUT)
+    if gpus is None:
+        return replace(engine, gpu_groups=tuple(settings["gpu_groups"]))
+    try:
+        listed = parse_gpus(gpus)
+        plan = spread(listed, sites, Ask.of(resources), check_listed(listed))
+    except GpuSpreadError as exc:
+        terminal.abort(str(exc), exit_codes.BAD_INPUT)
+    if not quiet:
+        terminal.info(f"{sites} sites over GPUs {', '.join(plan.groups)}: up to {plan.sites_per_group} a GPU group")
+    return replace(engine, gpu_groups=plan.groups)
 
 
 def _resumed(resume: Path, job: Path | None, sites: int | None, marker: str) -> tuple[Path, int, dict[str, Any]]:

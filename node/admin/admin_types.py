@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from flctl.node.jobs.job_status import ENDED, JobStatus, SiteState, ends_job
+from flctl.node.site.placement import SiteLoad
 
 DOWNLOAD_SIZE_HEADER = "flctl-download-size"  # gRPC metadata: the artifacts archive's size, for a progress bar
 
@@ -83,6 +84,8 @@ class SiteInfo:
     """How the site confines job scripts ("landlock v7", "user nobody", "none"...); "" when not reported."""
     parent: str = ""
     """The relay the site (or relay) connects to; "" for the server."""
+    resources: SiteLoad | None = None
+    """What the site offers jobs (cores, memory, GPUs) and what its running jobs hold; None when not reported."""
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,11 @@ in reserve, whether it keeps a spare job process, and its flow-control window. R
 
 Every key is checked: a value that is not allowed stops the node with a KitError (exit code 2) naming the file,
 the key and what is allowed. A key that is not a setting (a misspelt one would otherwise be a default silently put
-in its place) is refused the same way, naming the key and the nearest setting. `cpus` and `gpus` are known but not
-used yet.
+in its place) is refused the same way, naming the key and the nearest setting.
+
+A site's `cpus`, `memory_mb`, `gpus`, `gpu_memory_gb` and `gpu_sharing` are what it offers jobs: its agent places each
+job by them (`flctl.node.site.placement`); `flctl deploy docker|k8s|slurm` also sets its container's limits from
+`cpus`, `memory_mb` and how many `gpus` it lists (flctl.cloud.project_kits).
 """
 
 from __future__ import annotations
@@ -82,6 +85,19 @@ class Resources:
     token, for a proxy that inspects TLS; the server must allow it). See `flctl.node.transport.wss_token`."""
     wss_token_auth: bool = False
     """The server: let a WebSocket without a client certificate in with a valid site token (`wss_auth: token`)."""
+    cpus: float | None = None
+    """A site: the CPU cores it offers jobs (a job asking `cpus: N` is pinned to N of them no other job holds);
+    None (`auto`): the cores this site may run on."""
+    memory_mb: int | None = None
+    """A site: the memory it offers jobs, in MiB (jobs' `memory_mb` together stay within it); None (`auto`): the
+    machine's physical memory."""
+    gpus: tuple[int, ...] | None = ()
+    """A site: the GPUs it offers jobs, by index (nvidia-smi's); None (`auto`): every GPU NVML, nvidia-smi or torch
+    finds; (): none, and jobs are not given GPUs (CUDA_VISIBLE_DEVICES is left alone)."""
+    gpu_memory_gb: float = 0
+    """A site: the memory of each of its GPUs, in GiB, offered to jobs; 0: what detection says."""
+    gpu_sharing: bool = False
+    """A site: let several jobs use one GPU while the gpu_memory_gb they ask of it fits (else a GPU is one job's)."""
 
     @property
     def disk_reserve_bytes(self) -> int:
@@ -96,9 +112,8 @@ def resources_path(kit_root: Path) -> Path:
     return kit_root / "local" / "resources.yml"
 
 
-NOT_SETTINGS = frozenset({"api_version", "cpus", "gpus", "memory_mb"})
-"""Keys a kit's resources.yml carries that are not fields of `Resources` (gpus and cpus: placement is not built;
-cpus, gpus and memory_mb are the container limits `flctl deploy docker|k8s` set, flctl.cloud.project_kits)."""
+NOT_SETTINGS = frozenset({"api_version"})
+"""Keys a kit's resources.yml carries that are not fields of `Resources`."""
 
 
 def known_keys() -> frozenset[str]:
@@ -173,6 +188,7 @@ def load_resources(path: Path) -> Resources:
         metrics_host=_host(path, document.get("metrics_host", defaults.metrics_host)),
         transport=_transport(path, document.get("transport", defaults.transport)),
         **_wss_auth(path, document),
+        **_offered(path, document),
     )
 
 
@@ -234,3 +250,35 @@ def _names(path: Path, key: str, value: Any) -> tuple[str, ...]:
         example = "[CUDA_VISIBLE_DEVICES]" if key == "job_env_allow" else "[/data/x]"
         raise KitError(f"{path}: {key} must be a list, e.g. {example}, not {value!r}")
     return tuple(value)
+
+
+def _offered(path: Path, document: dict[Any, Any]) -> dict[str, Any]:
+    """What a site offers jobs (`flctl.node.site.placement`): cpus, memory_mb, gpus, gpu_memory_gb, gpu_sharing."""
+    cpus = document.get("cpus", "auto")
+    if cpus != "auto" and (isinstance(cpus, bool) or not isinstance(cpus, int | float) or not math.isfinite(cpus)
+                           or cpus < 1):
+        raise KitError(f"{path}: cpus must be auto (the cores this site may run on) or a number of cores, 1 or "
+                       f"more, not {cpus!r}")
+    memory = document.get("memory_mb", "auto")
+    if memory != "auto" and (isinstance(memory, bool) or not isinstance(memory, int) or memory < 64):
+        raise KitError(f"{path}: memory_mb must be auto (the machine's memory) or a whole number of MiB, 64 or more, "
+                       f"not {memory!r}")
+    gpus = document.get("gpus", [])
+    if gpus is None:
+        gpus = []
+    good = gpus == "auto" or (isinstance(gpus, list) and all(isinstance(i, int) and not isinstance(i, bool) and
+                                                              i >= 0 for i in gpus) and len(set(gpus)) == len(gpus))
+    if not good:
+        raise KitError(f"{path}: gpus must be auto (every GPU nvidia-smi finds), a list of distinct GPU indices "
+                       f"(e.g. [0, 1]) or [] for none, not {gpus!r}")
+    gpu_memory = document.get("gpu_memory_gb", 0)
+    if isinstance(gpu_memory, bool) or not isinstance(gpu_memory, int | float) or not math.isfinite(gpu_memory) \
+            or not 0 <= gpu_memory <= 1 << 20:
+        raise KitError(f"{path}: gpu_memory_gb must be the memory of each GPU in GiB, above 0 (0 or absent: what "
+                       f"detection says), not {gpu_memory!r}")
+    sharing = document.get("gpu_sharing", False)
+    if not isinstance(sharing, bool):
+        raise KitError(f"{path}: gpu_sharing must be true or false (default false), not {sharing!r}")
+    return {"cpus": None if cpus == "auto" else float(cpus), "memory_mb": None if memory == "auto" else memory,
+            "gpus": None if gpus == "auto" else tuple(gpus), "gpu_memory_gb": float(gpu_memory),
+            "gpu_sharing": sharing}

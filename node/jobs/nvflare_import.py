@@ -20,6 +20,7 @@ cannot map at all is refused (JobError, exit 2), naming it.
 from __future__ import annotations
 
 import filecmp
+import json
 import re
 import shlex
 import shutil
@@ -86,6 +87,9 @@ def convert(source: NvflareJob) -> Conversion:
     code = _initial_model(model_source, server_app, client_app, mapped, unmapped)
     if code:
         job["initial_model"] = f"app/{INITIAL_MODEL_FILE}:make_model"
+    resources = _resources(source.meta.get("resource_spec"), mapped, unmapped)
+    if resources:
+        job["resources"] = resources
     _meta_rest(source, unmapped)
     if server_app is not None:
         _filters(server_app.server, f"{server_app.name}/config/config_fed_server", unmapped)
@@ -177,12 +181,42 @@ def _meta_rest(source: NvflareJob, unmapped: list[str]) -> None:
     if meta.get("mandatory_clients"):
         unmapped.append(f"meta.json mandatory_clients {meta['mandatory_clients']}: flctl has no mandatory sites "
                         "(min_sites counts any)")
-    if meta.get("resource_spec"):
-        unmapped.append(f"meta.json resource_spec {meta['resource_spec']}: flctl does not place jobs by GPUs "
-                        "or memory")
     for key in ("launcher_spec", "custom_props", "study"):
         if meta.get(key):
             unmapped.append(f"meta.json {key}: no flctl equivalent")
+
+
+GPU_KEYS = ("num_of_gpus", "num_gpus")
+"""NVIDIA FLARE's names for a site's GPU count in resource_spec (the resource manager's, and its docs')."""
+GPU_MEMORY_KEY = "mem_per_gpu_in_GiB"
+
+
+def _resources(spec: Any, mapped: list[str], unmapped: list[str]) -> dict[str, Any]:
+    """meta.json's resource_spec (per site, or `@default`) as job.yml's resources, which ask the same of every
+    site: the largest ask of any site (named when the sites differ)."""
+    if not isinstance(spec, dict) or not spec:
+        return {}
+    gpus, memory = 0, 0.0
+    for site, ask in spec.items():
+        if not isinstance(ask, dict):
+            unmapped.append(f"meta.json resource_spec {site}: {ask!r} is not a mapping of resources")
+            continue
+        for key, value in ask.items():
+            number = value if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0 else None
+            if key in GPU_KEYS and number is not None:
+                gpus = max(gpus, int(number))
+            elif key == GPU_MEMORY_KEY and number is not None:
+                memory = max(memory, float(number))
+            else:
+                unmapped.append(f"meta.json resource_spec {site}.{key}: {value!r} has no flctl equivalent")
+    out: dict[str, Any] = {"gpus": gpus} if gpus else {}
+    if memory and gpus:
+        out["gpu_memory_gb"] = memory
+    if out:
+        asks = {json.dumps(a, sort_keys=True) for a in spec.values() if isinstance(a, dict)}
+        every = "every site" if len(asks) == 1 else "every site (the largest of the sites' asks)"
+        mapped.append(f"meta.json resource_spec -> resources {out} of {every}")
+    return out
 
 
 def _filters(config: dict[str, Any] | None, where: str, unmapped: list[str]) -> None:

@@ -64,6 +64,7 @@ class Child:
     running_jobs: list[str]
     isolation: str = ""
     below: list[pb.SiteInfo] | None = None  # a lower relay's own tree
+    resources: pb.SiteResources | None = None  # what a site reported of its resources (flctl site ls shows it)
 
 
 class RelayJob:
@@ -147,7 +148,7 @@ class Relay:
 
     # ------------------------------------------------------------------ below: its sites
     def heard(self, who: CertIdentity, not_after: float, running_jobs: list[str], isolation: str | None,
-              below: list[pb.SiteInfo] | None = None) -> None:
+              below: list[pb.SiteInfo] | None = None, resources: pb.SiteResources | None = None) -> None:
         with self._lock:
             child = self._children.get(who.name)
             if child is None:
@@ -157,6 +158,7 @@ class Relay:
                 child.isolation = isolation
             if who.kind == "relay" and below is not None:
                 child.below = below
+            child.resources = resources
 
     def online(self) -> list[str]:
         now = time.time()
@@ -173,7 +175,7 @@ class Relay:
             online = now - child.last_seen <= self.heartbeat_timeout_s
             out.append(pb.SiteInfo(name=child.name, org=child.org, online=online, last_heartbeat=child.last_seen,
                                    running_jobs=child.running_jobs, not_after=child.not_after,
-                                   isolation=child.isolation, parent=self.name))
+                                   isolation=child.isolation, parent=self.name, resources=child.resources))
             for info in child.below or []:
                 shown = pb.SiteInfo()
                 shown.CopyFrom(info)

@@ -41,12 +41,14 @@ class RelayService(pb_grpc.FederationServicer):
 
     def Register(self, request: pb.RegisterRequest, context: Any) -> pb.RegisterReply:
         who, not_after = self._who(context)
-        self._relay.heard(who, not_after, list(request.running_jobs), request.isolation)
+        self._relay.heard(who, not_after, list(request.running_jobs), request.isolation,
+                          resources=request.resources if request.HasField("resources") else None)
         return pb.RegisterReply(project=self._relay.kit.info.project, heartbeat_interval_s=self._relay.heartbeat_s)
 
     def Heartbeat(self, request: pb.HeartbeatRequest, context: Any) -> pb.HeartbeatReply:
         who, not_after = self._who(context)
-        self._relay.heard(who, not_after, list(request.running_jobs), None, list(request.children))
+        self._relay.heard(who, not_after, list(request.running_jobs), None, list(request.children),
+                          request.resources if request.HasField("resources") else None)
         running = self._relay.running_jobs()
         stop = [j for j in request.running_jobs
                 if j not in running or not self._relay.board.takes_part(j, who.name)]

@@ -367,7 +367,8 @@ class AdminService(pb_grpc.AdminServicer):
         actor, _ = self._actor(context)
         self._authorize(context, actor, "site.list", {}, "view")
         now = time.time()
-        sites = [serde.site_to_pb(s, self._ctx.online(s, now), self._ctx.isolation.get(s.name, ""))
+        sites = [serde.site_to_pb(s, self._ctx.online(s, now), self._ctx.isolation.get(s.name, ""),
+                                  self._ctx.resources.get(s.name))
                  for s in self._ctx.store.sites()]
         below: list[pb.SiteInfo] = []
         for relay in sites:  # below each relay: what it said last, offline once the relay itself is silent

@@ -17,6 +17,7 @@ from flctl.node.server.site_hub import SiteHub
 from flctl.node.server.store import SiteRow, Store
 from flctl.node.server.task_board import TaskBoard
 from flctl.node.server.traffic import Traffic
+from flctl.node.site.placement import SiteLoad
 
 
 @dataclass
@@ -41,6 +42,9 @@ class ServerContext:
     """Model bytes sent to and received from sites since the server started (the Prometheus endpoint reads it)."""
     relayed: dict[str, list[Any]] = field(default_factory=dict)
     """What each relay said in its last heartbeat about the sites and relays below it (`pb.SiteInfo`, in memory)."""
+    resources: dict[str, SiteLoad] = field(default_factory=dict)
+    """What each site offers jobs and what its running jobs hold, from its last heartbeat, plus the jobs the
+    scheduler started there since (`flctl.node.site.placement`; in memory)."""
 
     @property
     def parents(self) -> dict[str, str]:

@@ -24,7 +24,7 @@ from flctl.node.server.report_limits import ReportGate, ReportLimits
 from flctl.node.server.server_info import server_info
 from flctl.node.server.store import JobRow
 from flctl.node.server.task_board import INLINE_BYTES, PostedTask
-from flctl.node.wire import chunk_codec, model_parts
+from flctl.node.wire import chunk_codec, model_parts, resources_serde
 from flctl.node.wire.proto import flctl_pb2 as pb
 from flctl.node.wire.proto import flctl_pb2_grpc as pb_grpc
 from flctl.provisioner.pki import CertIdentity
@@ -57,6 +57,7 @@ class FederationService(pb_grpc.FederationServicer):
         self._ctx.store.touch_site(who.name, who.org, cert.not_valid_after_utc.timestamp(), list(request.running_jobs),
                                    register=True)
         self._ctx.isolation[who.name] = request.isolation
+        self._note_resources(who.name, request)
         self._poke()
         return pb.RegisterReply(project=self._ctx.project, heartbeat_interval_s=self._ctx.heartbeat_interval_s)
 
@@ -68,6 +69,7 @@ class FederationService(pb_grpc.FederationServicer):
         store.touch_site(who.name, who.org, cert.not_valid_after_utc.timestamp(), list(request.running_jobs))
         if who.kind == "relay":
             self._ctx.relayed[who.name] = list(request.children)
+        self._note_resources(who.name, request)
         if not was_online:
             self._poke()
         running = set(self._ctx.runner.running())
@@ -76,6 +78,17 @@ class FederationService(pb_grpc.FederationServicer):
         revocations = self._ctx.revocations
         crl = revocations.pem if revocations.number > request.crl_number else b""
         return pb.HeartbeatReply(stop_jobs=stop, crl_pem=crl)
+
+    def _note_resources(self, site: str, request: pb.RegisterRequest | pb.HeartbeatRequest) -> None:
+        """Keep what the site reports of its resources; a change frees or takes room for waiting jobs."""
+        load = resources_serde.reported(request)
+        if load is None:
+            self._ctx.resources.pop(site, None)
+            return
+        before = self._ctx.resources.get(site)
+        self._ctx.resources[site] = load
+        if before is None or before.grants != load.grants:
+            self._poke()
 
     def _reconcile(self, site: str, running: set[str]) -> None:
         """A site dropped from a running job as offline is heard from again: it takes part again. Its job process

@@ -1,8 +1,12 @@
 """Decides when a submitted job starts, and records why it waits.
 
 A job starts when its named sites are all online (or, for `sites: all`, when at
-least `min_sites` are), the server runs fewer than `max_concurrent_jobs`, and the disk
-under its workspace is not full (see `flctl.node.server.disk_guard`).
+least `min_sites` are), the server runs fewer than `max_concurrent_jobs`, the disk
+under its workspace is not full (see `flctl.node.server.disk_guard`), and each of its sites
+has what job.yml's `resources` asks free, by what the site reported in its last heartbeat
+(`flctl.node.site.placement`). A named site that can never hold it fails the job, saying why;
+under `sites: all` such a site is left out. The site places the job again when it starts it
+(and queues it if it does not fit there after all): the server's view is a heartbeat old.
 """
 
 from __future__ import annotations
@@ -10,10 +14,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import replace
 
 from flctl.node.jobs.job_status import JobStatus
 from flctl.node.server.context import ServerContext
 from flctl.node.server.store import JobRow, Store
+from flctl.node.site.placement import Ask, SiteLoad, never_fits, place, why_waiting
 from flctl.provisioner.relay_tree import top_of
 
 log = logging.getLogger("flctl.server")
@@ -33,6 +39,55 @@ def placement(job: JobRow, online: list[str], parents: dict[str, str] | None = N
     if not missing:
         return named, ""
     return None, f"waiting for {', '.join(missing)} to come online"
+
+
+def job_ask(job: JobRow) -> Ask:
+    """What the job's resources ask of each site (nothing, for a spec that does not read: its job fails elsewhere)."""
+    from pydantic import ValidationError
+
+    from flctl.node.jobs.job_spec import Resources
+
+    try:
+        return Ask.of(Resources.model_validate(job.spec.get("resources") or {}))
+    except (ValidationError, ValueError):
+        return Ask()
+
+
+def resource_fit(ask: Ask, sites: list[str], loads: dict[str, SiteLoad], named: bool, min_sites: int
+                 ) -> tuple[list[str] | None, str, str]:
+    """Pure: the sites to run on now by their reported resources (sites that report none are not checked), or
+    None with why the job waits, or None and why it can never run (a named site can never hold it)."""
+    if ask.empty:
+        return sites, "", ""
+    never = {s: why for s in sites if s in loads and (why := never_fits(loads[s].capacity, ask))}
+    if never and named:
+        site, why = next(iter(never.items()))
+        return None, "", f"{site} can never run it: {why}"
+    sites = [s for s in sites if s not in never]
+    if len(sites) < min_sites:
+        site, why = next(iter(never.items()))
+        return None, (f"waiting for {min_sites} sites that can hold what the job asks ({ask.describe()}); "
+                      f"{len(never)} online cannot ({site}: {why})"), ""
+    busy = [f"{why} at {s}" for s in sites if s in loads and (why := why_waiting(loads[s], ask))]
+    if busy:
+        return None, f"waiting for {'; '.join(busy)}", ""
+    return sites, "", ""
+
+
+def hold(loads: dict[str, SiteLoad], job_id: str, ask: Ask, sites: list[str]) -> None:
+    """Count what the job takes at its sites until their next heartbeats say what they gave it."""
+    for site in sites:
+        load = loads.get(site)
+        grant = place(load, ask, job_id) if load is not None and not ask.empty else None
+        if load is not None and grant is not None:
+            loads[site] = replace(load, grants=(*load.grants, grant))
+
+
+def refuse(store: Store, job_id: str, reason: str) -> None:
+    """A job that can never run where it must fails, saying why."""
+    store.update_job(job_id, status=JobStatus.FAILED, ended_at=time.time(), error=reason, wait_reason="")
+    store.add_event(job_id, JobStatus.FAILED.event_kind, f"job failed: {reason}",
+                    {"status": JobStatus.FAILED, "error": reason})
 
 
 def fail_start(store: Store, job_id: str, exc: BaseException) -> None:
@@ -89,12 +144,20 @@ class Scheduler:
             else:
                 sites, reason = placement(job, online, self._ctx.parents)
                 if sites is not None:
+                    ask = job_ask(job)
+                    sites, reason, never = resource_fit(ask, sites, self._ctx.resources, job.sites != "all",
+                                                        job.min_sites)
+                    if never:
+                        refuse(store, job.id, f"the job cannot run: {never}")
+                        continue
+                if sites is not None:
                     try:
                         self._ctx.runner.start(job, sites)
                     except Exception as exc:
                         log.exception("could not start job %s", job.id)
                         fail_start(self._ctx.store, job.id, exc)
                         continue
+                    hold(self._ctx.resources, job.id, ask, sites)
                     running += 1
                     continue
             if reason != job.wait_reason:

@@ -179,14 +179,20 @@ class LocalEngine:
     site)."""
 
     workers: int | None = None
+    gpu_groups: tuple[str, ...] = ()
+    """`flctl simulate --gpus`: the CUDA_VISIBLE_DEVICES of each worker in turn (`flctl.node.simulator.gpu_spread`);
+    (): the workers' environment names no GPU."""
 
     def settings(self) -> dict[str, Any]:
-        return {"name": "local", "workers": self.workers}
+        return {"name": "local", "workers": self.workers, **({"gpu_groups": list(self.gpu_groups)}
+                                                              if self.gpu_groups else {})}
 
     def isolation(self, available: sandbox.Isolation) -> sandbox.Isolation:
         return sandbox.Isolation("none") if available.kind == "user" else available  # never switches user
 
     def start(self, spec: WorkerSpec, sites: int) -> SitePool:
+        if self.gpu_groups:  # a worker per GPU group unless told more; sites spread over them in turn
+            return _start_pool(max(1, min(self.workers or len(self.gpu_groups), sites)), spec, self.gpu_groups)
         return _start_pool(max(1, min(self.workers or os.cpu_count() or 1, sites)), spec)
 
 
@@ -694,14 +700,17 @@ def _fresh_job_dir(workspace: Path, name: str, job: LoadedJob) -> Path:
     return job_dir
 
 
-def _start_pool(count: int, spec: WorkerSpec) -> _Pool:
+def _start_pool(count: int, spec: WorkerSpec, gpu_groups: tuple[str, ...] = ()) -> _Pool:
     """Start `count` workers, spawned (a fresh interpreter: a forked one would hold this process's memory, its
-    environment included) with the scripts' minimal environment (`sandbox.script_env`)."""
+    environment included) with the scripts' minimal environment (`sandbox.script_env`); worker i sees only the GPUs
+    of `gpu_groups[i % len]` (CUDA_VISIBLE_DEVICES), when given."""
     context: Any = multiprocessing.get_context("spawn")
     env = sandbox.script_env(os.environ, job_env=spec.env, allow=(), home=spec.app_dir, tmp=spec.tmp_dir)
     pipes, processes = [], []
-    with _environment(env), _main_not_run():
-        for index in range(count):
+    for index in range(count):
+        gpus = {"CUDA_VISIBLE_DEVICES": gpu_groups[index % len(gpu_groups)],
+                "CUDA_DEVICE_ORDER": "PCI_BUS_ID"} if gpu_groups else {}
+        with _environment({**env, **gpus}), _main_not_run():
             ours, theirs = context.Pipe()
             process = context.Process(target=worker_main, args=(theirs, spec), name=f"flctl-sim-worker-{index}")
             process.start()

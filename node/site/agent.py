@@ -39,12 +39,16 @@ from flctl.node.security.audit import AuditLog
 from flctl.node.security.authz import Actor, decide, signer_allowed
 from flctl.node.security.path_names import BadName, check_path_name
 from flctl.node.security.revocation import CrlRefused
-from flctl.node.site.job_launch import SiteJob, read_script_group
+from flctl.node.site.job_launch import JobPlacement, SiteJob, read_script_group, write_placement
 from flctl.node.site.job_process import isolation_note, job_isolation
+from flctl.node.site.job_slots import JobSlots
+from flctl.node.site.placement import Ask, cuda_visible, never_fits
 from flctl.node.site.sandbox import not_dumpable
+from flctl.node.site.site_capacity import site_capacity
 from flctl.node.transport.channel import site_channel, site_transport
 from flctl.node.wire.proto import flctl_pb2 as pb
 from flctl.node.wire.proto import flctl_pb2_grpc as pb_grpc
+from flctl.node.wire.resources_serde import load_to_pb
 
 if TYPE_CHECKING:
     from flctl.node.jobs.job_spec import JobSpec
@@ -90,6 +94,8 @@ class SiteAgent:
         else:
             log.info("job scripts at this site are confined: %s", self.isolation_note)
         self.retention_days = resources.retention_days
+        self.slots = JobSlots(site_capacity(resources, resources_path(kit.root)))  # what jobs are given here
+        self._queued: dict[str, threading.Event] = {}  # jobs waiting for their resources: set to give up waiting
         self._jobs: dict[str, _Job] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -139,7 +145,8 @@ class SiteAgent:
         with site_channel(self.route.kit, self.window, self.transport) as chan:
             stub = pb_grpc.FederationStub(chan)
             stub.Register(pb.RegisterRequest(version=VERSION, running_jobs=self.running_jobs(),
-                                             isolation=self.isolation_note), timeout=10)
+                                             isolation=self.isolation_note,
+                                             resources=load_to_pb(self.slots.report())), timeout=10)
             log.info("site %s registered with %s", self.kit.info.name, self.route.kit.target)
             backoff.reset()
             self.connected.set()
@@ -178,7 +185,8 @@ class SiteAgent:
         while self.connected.is_set() and not self._stop.is_set():
             try:
                 reply = stub.Heartbeat(pb.HeartbeatRequest(running_jobs=self.running_jobs(),
-                                                           crl_number=self.revocations.number), timeout=10)
+                                                           crl_number=self.revocations.number,
+                                                           resources=load_to_pb(self.slots.report())), timeout=10)
                 if reply.crl_pem:
                     try:
                         number = self.revocations.install(reply.crl_pem)
@@ -199,7 +207,6 @@ class SiteAgent:
 
     # ------------------------------------------------------------------ jobs
     def _start_job(self, stub: pb_grpc.FederationStub, start: pb.StartJob) -> None:
-        from flctl.node.jobs.bundle import extract_bundle
         job_id = start.job_id
         try:
             check_path_name(job_id, "job id the server sent")  # it becomes a folder name here
@@ -207,8 +214,18 @@ class SiteAgent:
             self._refuse(stub, start, str(exc))
             return
         with self._lock:
-            if job_id in self._jobs and self._jobs[job_id].process.poll() is None:
+            if job_id in self._queued or (job_id in self._jobs and self._jobs[job_id].process.poll() is None):
                 return
+            self._queued[job_id] = threading.Event()
+        try:
+            self._start_placed(stub, start)
+        finally:
+            with self._lock:
+                self._queued.pop(job_id, None)
+
+    def _start_placed(self, stub: pb_grpc.FederationStub, start: pb.StartJob) -> None:
+        from flctl.node.jobs.bundle import extract_bundle
+        job_id = start.job_id
         job_dir = self.workspace / "jobs" / job_id
         try:
             data = b"".join(chunk.data for chunk in stub.FetchBundle(pb.JobRef(job_id=job_id), timeout=300))
@@ -223,7 +240,7 @@ class SiteAgent:
             job_dir.mkdir(parents=True, exist_ok=True)
             self.route.mark_job(job_dir)
             extract_bundle(data, job_dir / "job")
-            refusal = self._hand_over_psi(job_dir / "job")
+            refusal = self._hand_over_psi(job_dir / "job") or self._never_fits(job_dir / "job")
             if refusal:
                 shutil.rmtree(job_dir / "job", ignore_errors=True)
                 self._refuse(stub, start, refusal)
@@ -237,15 +254,15 @@ class SiteAgent:
             log.error(message)
             self._report_failure(stub, job_id, message)
             return
-        log_path = job_dir / "job_process.log"
-        args = SiteJob(self.kit.root, job_dir, job_id).argv()
-        process = self._spare.take(args, output=log_path)
-        if process is None:
-            with open(log_path, "ab") as out:
-                process = subprocess.Popen([*JOB_PROCESS, *args], stdout=out, stderr=subprocess.STDOUT,
-                                           start_new_session=True, env=self._job_env)
-        else:
-            assert process.stdin is not None
+        if not self._place(stub, job_id, job_dir):
+            return
+        try:
+            process = self._launch(job_id, job_dir)
+        except OSError as exc:
+            self.slots.release(job_id)
+            self._report_failure(stub, job_id, f"could not start job {job_id}: {exc}")
+            return
+        if process.stdin is not None:
             process.stdin.close()
         job = _Job(job_id, process, job_dir)
         with self._lock:
@@ -255,9 +272,47 @@ class SiteAgent:
                           bundle_sha256=start.bundle_sha256)
         log.info("job %s (%s from %s) started as process %d", job_id, start.name, start.submitter, process.pid)
 
+    def _launch(self, job_id: str, job_dir: Path) -> subprocess.Popen[bytes]:
+        """The job's process: a spare one handed the job, else a new one."""
+        log_path = job_dir / "job_process.log"
+        args = SiteJob(self.kit.root, job_dir, job_id).argv()
+        process = self._spare.take(args, output=log_path)
+        if process is None:
+            with open(log_path, "ab") as out:
+                process = subprocess.Popen([*JOB_PROCESS, *args], stdout=out, stderr=subprocess.STDOUT,
+                                           start_new_session=True, env=self._job_env)
+        return process
+
+    def _never_fits(self, job_folder: Path) -> str:
+        """Why this site can never give the job what its job.yml asks ('' when it can)."""
+        spec = _job_spec(job_folder)
+        return never_fits(self.slots.capacity, Ask.of(spec.resources)) if spec is not None else ""
+
+    def _place(self, stub: pb_grpc.FederationStub, job_id: str, job_dir: Path) -> bool:
+        """Wait until the job's resources are free, then hold them and write what it was given for its process
+        (`job_launch.JobPlacement`). False when it stopped waiting (the job was stopped, or the site)."""
+        spec = _job_spec(job_dir / "job")
+        ask = Ask.of(spec.resources) if spec is not None else Ask()
+        with self._lock:
+            cancelled = self._queued.get(job_id) or threading.Event()
+
+        def waiting(reason: str) -> None:
+            line = f"{self.kit.info.name} queues the job until it has {reason} (it asks {ask.describe()})"
+            log.info("job %s: %s", job_id, line)
+            self._report_line(stub, job_id, line)
+
+        grant = self.slots.acquire(job_id, ask, cancelled, waiting)
+        if grant is None:
+            shutil.rmtree(job_dir / "job", ignore_errors=True)
+            return False
+        write_placement(job_dir, JobPlacement(grant.cpus, cuda_visible(self.slots.capacity, grant)))
+        return True
+
     def _after_job(self, job: _Job) -> None:
-        """Once a job's process has exited, a spare waits for the next job (none while the site stops)."""
+        """Once a job's process has exited, what it held is free, and a spare waits for the next job (none while
+        the site stops)."""
         job.process.wait()
+        self.slots.release(job.job_id)
         self._keep_psi(job)
         if not self._stop.is_set():
             self._spare.ensure()
@@ -311,6 +366,13 @@ class SiteAgent:
         reason = decide(policy, actor, "submit_job", site_org=self.kit.info.org) or signer_allowed(policy, actor)
         return f"not permitted: {reason}" if reason else ""
 
+    def _report_line(self, stub: pb_grpc.FederationStub, job_id: str, line: str) -> None:
+        """A line in the job's log, from this site's daemon (its job process is not started)."""
+        try:
+            stub.Report(pb.ReportRequest(job_id=job_id, logs=[pb.LogLine(time=time.time(), line=line)]), timeout=10)
+        except grpc.RpcError as exc:
+            log.warning("could not report to job %s: %s", job_id, _short(exc))
+
     def _report_failure(self, stub: pb_grpc.FederationStub, job_id: str, message: str) -> None:
         try:
             stub.Report(pb.ReportRequest(job_id=job_id, status=SiteState.FAILED, error=message,
@@ -321,6 +383,9 @@ class SiteAgent:
     def _stop_job(self, job_id: str, reason: str) -> None:
         with self._lock:
             job = self._jobs.get(job_id)
+            queued = self._queued.get(job_id)
+        if queued is not None:  # still waiting for its resources: it stops waiting
+            queued.set()
         if job is None or job.process.poll() is not None:
             return
         # A job that ended on its own lets its process report and exit first; an aborted one stops now.
@@ -331,6 +396,8 @@ class SiteAgent:
     def _stop_all_jobs(self, reason: str) -> None:
         with self._lock:
             jobs = list(self._jobs.values())
+            for queued in self._queued.values():
+                queued.set()
         threads = [threading.Thread(target=_terminate, args=(job,)) for job in jobs if job.process.poll() is None]
         for thread in threads:
             thread.start()

@@ -38,7 +38,7 @@ from flctl.node.relay.failover import kit_for_job
 from flctl.node.secagg.payload import SecAggError
 from flctl.node.site.filters.base import FilterError
 from flctl.node.site.inference_release import declared_returns
-from flctl.node.site.job_launch import SiteJob, write_script_group
+from flctl.node.site.job_launch import SiteJob, read_placement, write_script_group
 from flctl.node.site.model_transfer import ModelCalls, fetch_task, submit_result
 from flctl.node.site.sandbox import Confinement, Isolation, available, exposing, not_dumpable, script_grants
 from flctl.node.transport.channel import site_channel, site_transport
@@ -286,6 +286,25 @@ def _refuse(reporter: Reporter, chan: grpc.Channel, error: str) -> int:
     return 1
 
 
+def apply_placement(job_dir: Path, reporter: Reporter) -> str:
+    """Apply what the site gave the job (`job_launch.JobPlacement`): pin this process, and so its script, to the
+    job's cores (its GPUs are the script's environment, `make_bridge`). Why not, when that cannot be done (the job
+    is refused), else ''."""
+    try:
+        placement = read_placement(job_dir)
+    except LinkError as exc:
+        return str(exc)
+    if placement.cpus and hasattr(os, "sched_setaffinity"):
+        try:
+            os.sched_setaffinity(0, placement.cpus)
+        except OSError as exc:
+            return f"could not pin the job to cores {placement.cpus}: {exc}"
+        reporter.line(f"pinned to cores {', '.join(map(str, placement.cpus))}")
+    if placement.cuda_visible_devices is not None:
+        reporter.line(f"GPUs given: {placement.cuda_visible_devices or 'none'} (CUDA_VISIBLE_DEVICES)")
+    return ""
+
+
 def make_bridge(app: AppSpec, site: str, job_dir: Path, job_id: str, reporter: Reporter, confine: Confinement,
                 job_name: str = "", only_metrics: tuple[str, ...] | None = None) -> ScriptBridge:
     """The job's script run confined (`ScriptBridge`), or, for `app: {external: true}`, the socket a trainer the
@@ -306,7 +325,8 @@ def make_bridge(app: AppSpec, site: str, job_dir: Path, job_id: str, reporter: R
         return AttachedBridge(agent_dir=job_dir / AGENT_DIR, site=site, job_id=job_id, on_output=reporter.line,
                               on_metric=on_metric, framework=app.params_framework(),
                               attach_timeout_s=app.attach_timeout_s, job_name=job_name)
-    return ScriptBridge(workdir=job_dir / "job" / "app", command=list(app.command), env=dict(app.env), site=site,
+    env = {**app.env, **read_placement(job_dir).script_env()}  # the GPUs the site gave it, whatever app.env says
+    return ScriptBridge(workdir=job_dir / "job" / "app", command=list(app.command), env=env, site=site,
                         job_id=job_id, on_output=reporter.line, on_metric=on_metric, confine=confine,
                         framework=app.params_framework(), compat=app.compat)
 
@@ -336,7 +356,8 @@ def main(argv: list[str]) -> int:
     reporter.line(f"isolation at {kit.info.name}: {isolation_note(isolation, resources)}")
     confine = Confinement(isolation, job_dir / "job", resources.data_paths, resources.job_env_allow)
     # an external trainer is the site's own process: nothing of the job's runs, so nothing to confine
-    refusal = "" if spec.app.external else isolation_refusal(confine, resources, kit.root, job_dir)
+    refusal = ("" if spec.app.external else isolation_refusal(confine, resources, kit.root, job_dir)) or \
+        apply_placement(job_dir, reporter)
     filters = privacy_filters(kit.root, job_dir, job_id, spec.privacy_scope, declared_returns(loaded.args))
     codec = secure_codec(kit, job_dir, job_id, loaded.args)
     if refusal or isinstance(filters, str) or isinstance(codec, str):

@@ -7,7 +7,9 @@ from typing import TYPE_CHECKING, Any
 
 from flctl.node.admin import admin_types as t
 from flctl.node.jobs.job_status import JobStatus, SiteState
+from flctl.node.site.placement import SiteLoad
 from flctl.node.wire.proto import flctl_pb2 as pb
+from flctl.node.wire.resources_serde import load_to_pb, reported
 
 if TYPE_CHECKING:  # the CLI uses this module without the server's store (and sqlite)
     from flctl.node.server.certificates import KnownCertificate
@@ -51,14 +53,15 @@ def _json_or_text(text: str) -> Any:
         return text
 
 
-def site_to_pb(site: SiteRow, online: bool, isolation: str = "") -> pb.SiteInfo:
+def site_to_pb(site: SiteRow, online: bool, isolation: str = "", resources: SiteLoad | None = None) -> pb.SiteInfo:
     return pb.SiteInfo(name=site.name, org=site.org, online=online, last_heartbeat=site.last_heartbeat,
-                       running_jobs=site.running_jobs, not_after=site.not_after, isolation=isolation)
+                       running_jobs=site.running_jobs, not_after=site.not_after, isolation=isolation,
+                       resources=load_to_pb(resources) if resources is not None else None)
 
 
 def site_from_pb(msg: pb.SiteInfo) -> t.SiteInfo:
     return t.SiteInfo(msg.name, msg.org, msg.online, msg.last_heartbeat, list(msg.running_jobs), msg.not_after,
-                      msg.isolation, msg.parent)
+                      msg.isolation, msg.parent, reported(msg))
 
 
 def certificate_to_pb(cert: KnownCertificate) -> pb.CertificateInfo:

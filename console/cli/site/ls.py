@@ -12,9 +12,12 @@ from flctl.console.cli.options import JsonOption
 
 def command(kit: KitOption = None, _context: ContextOption = None, json_out: JsonOption = False) -> None:
     """List sites: org, online or offline, last heartbeat, running jobs, how each confines job code (isolation:
-    landlock vN, user NAME, none, off), days left on its certificate (marked `expiring` under 30, see `flctl
-    certs`), and warns of certificates expiring soon. Relays are listed with the sites and relays below them
-    indented under them (a hierarchical federation; --json gives each one's parent)."""
+    landlock vN, user NAME, none, off), its GPUs (how many, how many a job holds, free memory as the driver says;
+    --json: each GPU, and the cores and memory the site offers jobs and each job holds), days left on its
+    certificate (marked `expiring` under 30, see `flctl certs`), and warns of certificates expiring soon. Relays are
+    listed with the sites and relays below them indented under them (a hierarchical federation; --json gives each
+    one's parent)."""
+    from flctl.node.admin.site_resources import gpu_cell, resources_json
     from flctl.node.admin.site_tree import shown_name, tree_order
 
     with connect(kit) as admin:
@@ -26,12 +29,13 @@ def command(kit: KitOption = None, _context: ContextOption = None, json_out: Jso
                               "running_jobs": s.running_jobs, "cert_expires": s.not_after,
                               "cert_days_left": round((s.not_after - now) / 86400, 2) if s.not_after else None,
                               "cert_expiring": bool(s.not_after) and expiring((s.not_after - now) / 86400),
-                              "isolation": s.isolation or None, "parent": s.parent or None} for _, s in ordered])
+                              "isolation": s.isolation or None, "parent": s.parent or None,
+                              "resources": resources_json(s.resources)} for _, s in ordered])
         return
-    terminal.table(["site", "org", "state", "last heartbeat", "running jobs", "isolation", "cert days"],
+    terminal.table(["site", "org", "state", "last heartbeat", "running jobs", "isolation", "gpus", "cert days"],
                    [(shown_name(depth, s.name), s.org, "online" if s.online else "offline",
                      f"{now - s.last_heartbeat:.0f}s ago", ", ".join(s.running_jobs) or "-", s.isolation or "-",
-                     _cert_cell(s.not_after, now))
+                     gpu_cell(s.resources), _cert_cell(s.not_after, now))
                     for depth, s in ordered])
     for s in sites:
         if s.not_after and s.not_after - now < 30 * 86400:

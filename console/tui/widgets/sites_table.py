@@ -1,4 +1,4 @@
-"""The sites the server knows: online state, heartbeat age, running jobs, certificate expiry; relays with what is
+"""The sites the server knows: online state, heartbeat age, running jobs, GPUs, certificate expiry; relays with what is
 below them, indented."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from flctl.node.admin.admin_types import SiteInfo
 
 
 class SitesTable(KeyedTable):
-    COLUMNS = ("site", "org", "state", "heartbeat", "jobs", "cert expires")
+    COLUMNS = ("site", "org", "state", "heartbeat", "jobs", "gpus", "cert expires")
 
     class Chosen(Message):
         """The admin pressed enter on a site."""
@@ -25,11 +25,12 @@ class SitesTable(KeyedTable):
     def show(self, sites: list[SiteInfo], now: float, stale: bool = False) -> None:
         """The sites; `stale`: the server is not answering, so a state is only what it was (`was online`) and the
         heartbeat ages are as of `now`, the last contact."""
+        from flctl.node.admin.site_resources import gpu_cell
         from flctl.node.admin.site_tree import shown_name, tree_order
 
         # A relay's sites and relays follow it, indented (a hierarchical federation); the row key stays the name.
         self.show_rows([(s.name, (shown_name(depth, s.name), s.org, ("was " if stale else "") + cells.online(s),
-                                  cells.heartbeat(s, now), ", ".join(s.running_jobs) or "-",
+                                  cells.heartbeat(s, now), ", ".join(s.running_jobs) or "-", gpu_cell(s.resources),
                                   cells.expiry(s.not_after, now))) for depth, s in tree_order(sites)])
 
     @on(DataTable.RowSelected)

@@ -35,14 +35,16 @@ class ServerInfoReply(_message.Message):
     def __init__(self, time: _Optional[float] = ..., flctl_version: _Optional[str] = ..., python_version: _Optional[str] = ..., project: _Optional[str] = ...) -> None: ...
 
 class RegisterRequest(_message.Message):
-    __slots__ = ("version", "running_jobs", "isolation")
+    __slots__ = ("version", "running_jobs", "isolation", "resources")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     RUNNING_JOBS_FIELD_NUMBER: _ClassVar[int]
     ISOLATION_FIELD_NUMBER: _ClassVar[int]
+    RESOURCES_FIELD_NUMBER: _ClassVar[int]
     version: str
     running_jobs: _containers.RepeatedScalarFieldContainer[str]
     isolation: str
-    def __init__(self, version: _Optional[str] = ..., running_jobs: _Optional[_Iterable[str]] = ..., isolation: _Optional[str] = ...) -> None: ...
+    resources: SiteResources
+    def __init__(self, version: _Optional[str] = ..., running_jobs: _Optional[_Iterable[str]] = ..., isolation: _Optional[str] = ..., resources: _Optional[_Union[SiteResources, _Mapping]] = ...) -> None: ...
 
 class RegisterReply(_message.Message):
     __slots__ = ("project", "heartbeat_interval_s")
@@ -53,14 +55,62 @@ class RegisterReply(_message.Message):
     def __init__(self, project: _Optional[str] = ..., heartbeat_interval_s: _Optional[float] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
-    __slots__ = ("running_jobs", "crl_number", "children")
+    __slots__ = ("running_jobs", "crl_number", "children", "resources")
     RUNNING_JOBS_FIELD_NUMBER: _ClassVar[int]
     CRL_NUMBER_FIELD_NUMBER: _ClassVar[int]
     CHILDREN_FIELD_NUMBER: _ClassVar[int]
+    RESOURCES_FIELD_NUMBER: _ClassVar[int]
     running_jobs: _containers.RepeatedScalarFieldContainer[str]
     crl_number: int
     children: _containers.RepeatedCompositeFieldContainer[SiteInfo]
-    def __init__(self, running_jobs: _Optional[_Iterable[str]] = ..., crl_number: _Optional[int] = ..., children: _Optional[_Iterable[_Union[SiteInfo, _Mapping]]] = ...) -> None: ...
+    resources: SiteResources
+    def __init__(self, running_jobs: _Optional[_Iterable[str]] = ..., crl_number: _Optional[int] = ..., children: _Optional[_Iterable[_Union[SiteInfo, _Mapping]]] = ..., resources: _Optional[_Union[SiteResources, _Mapping]] = ...) -> None: ...
+
+class SiteResources(_message.Message):
+    __slots__ = ("cpus", "memory_mb", "gpus", "gpu_sharing", "manages_gpus", "grants", "queued")
+    CPUS_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_MB_FIELD_NUMBER: _ClassVar[int]
+    GPUS_FIELD_NUMBER: _ClassVar[int]
+    GPU_SHARING_FIELD_NUMBER: _ClassVar[int]
+    MANAGES_GPUS_FIELD_NUMBER: _ClassVar[int]
+    GRANTS_FIELD_NUMBER: _ClassVar[int]
+    QUEUED_FIELD_NUMBER: _ClassVar[int]
+    cpus: _containers.RepeatedScalarFieldContainer[int]
+    memory_mb: int
+    gpus: _containers.RepeatedCompositeFieldContainer[GpuInfo]
+    gpu_sharing: bool
+    manages_gpus: bool
+    grants: _containers.RepeatedCompositeFieldContainer[ResourceGrant]
+    queued: int
+    def __init__(self, cpus: _Optional[_Iterable[int]] = ..., memory_mb: _Optional[int] = ..., gpus: _Optional[_Iterable[_Union[GpuInfo, _Mapping]]] = ..., gpu_sharing: _Optional[bool] = ..., manages_gpus: _Optional[bool] = ..., grants: _Optional[_Iterable[_Union[ResourceGrant, _Mapping]]] = ..., queued: _Optional[int] = ...) -> None: ...
+
+class GpuInfo(_message.Message):
+    __slots__ = ("index", "name", "memory_mb", "used_mb", "free_mb")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_MB_FIELD_NUMBER: _ClassVar[int]
+    USED_MB_FIELD_NUMBER: _ClassVar[int]
+    FREE_MB_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    name: str
+    memory_mb: int
+    used_mb: int
+    free_mb: int
+    def __init__(self, index: _Optional[int] = ..., name: _Optional[str] = ..., memory_mb: _Optional[int] = ..., used_mb: _Optional[int] = ..., free_mb: _Optional[int] = ...) -> None: ...
+
+class ResourceGrant(_message.Message):
+    __slots__ = ("job_id", "cpus", "memory_mb", "gpus", "gpu_memory_mb")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    CPUS_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_MB_FIELD_NUMBER: _ClassVar[int]
+    GPUS_FIELD_NUMBER: _ClassVar[int]
+    GPU_MEMORY_MB_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    cpus: _containers.RepeatedScalarFieldContainer[int]
+    memory_mb: int
+    gpus: _containers.RepeatedScalarFieldContainer[int]
+    gpu_memory_mb: int
+    def __init__(self, job_id: _Optional[str] = ..., cpus: _Optional[_Iterable[int]] = ..., memory_mb: _Optional[int] = ..., gpus: _Optional[_Iterable[int]] = ..., gpu_memory_mb: _Optional[int] = ...) -> None: ...
 
 class HeartbeatReply(_message.Message):
     __slots__ = ("stop_jobs", "crl_pem")
@@ -409,7 +459,7 @@ class LogEntry(_message.Message):
     def __init__(self, site: _Optional[str] = ..., time: _Optional[float] = ..., line: _Optional[str] = ...) -> None: ...
 
 class SiteInfo(_message.Message):
-    __slots__ = ("name", "org", "online", "last_heartbeat", "running_jobs", "not_after", "isolation", "parent")
+    __slots__ = ("name", "org", "online", "last_heartbeat", "running_jobs", "not_after", "isolation", "parent", "resources")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ORG_FIELD_NUMBER: _ClassVar[int]
     ONLINE_FIELD_NUMBER: _ClassVar[int]
@@ -418,6 +468,7 @@ class SiteInfo(_message.Message):
     NOT_AFTER_FIELD_NUMBER: _ClassVar[int]
     ISOLATION_FIELD_NUMBER: _ClassVar[int]
     PARENT_FIELD_NUMBER: _ClassVar[int]
+    RESOURCES_FIELD_NUMBER: _ClassVar[int]
     name: str
     org: str
     online: bool
@@ -426,7 +477,8 @@ class SiteInfo(_message.Message):
     not_after: float
     isolation: str
     parent: str
-    def __init__(self, name: _Optional[str] = ..., org: _Optional[str] = ..., online: _Optional[bool] = ..., last_heartbeat: _Optional[float] = ..., running_jobs: _Optional[_Iterable[str]] = ..., not_after: _Optional[float] = ..., isolation: _Optional[str] = ..., parent: _Optional[str] = ...) -> None: ...
+    resources: SiteResources
+    def __init__(self, name: _Optional[str] = ..., org: _Optional[str] = ..., online: _Optional[bool] = ..., last_heartbeat: _Optional[float] = ..., running_jobs: _Optional[_Iterable[str]] = ..., not_after: _Optional[float] = ..., isolation: _Optional[str] = ..., parent: _Optional[str] = ..., resources: _Optional[_Union[SiteResources, _Mapping]] = ...) -> None: ...
 
 class SiteList(_message.Message):
     __slots__ = ("sites",)
