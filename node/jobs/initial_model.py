@@ -103,8 +103,8 @@ def parse(value: str) -> InitialModel:
             return ModelFile(str(inner_path(value)))
         except ValueError:
             raise ValueError(f"'{value}' must be a path inside the job folder") from None
-    raise ValueError(f"'{value}' is neither a safetensors file of the job (model/initial.safetensors), a function "
-                     f"of its app ({APP_FOLDER}/net.py:make_model) nor a finished job's model (job:<JOB_ID>)")
+    raise ValueError(f"'{value}' is neither a safetensors file of the job (model/initial.safetensors) nor a function "
+                     f"of its app ({APP_FOLDER}/net.py:make_model), nor a finished job's model (job:<JOB_ID>)")
 
 
 def load(value: str, job_file: Callable[[str], bytes], build_function: Callable[[ModelFunction], Params],
