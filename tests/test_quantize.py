@@ -206,6 +206,41 @@ def test_the_server_reads_a_quantized_answer_whole_and_leaves_out_one_that_does_
     assert bad.reason == "its quantized model cannot be read: quantized model: tensor 'w' has no scales ('w::scales')"
 
 
+@pytest.mark.parametrize("mode", ["fp16", "bf16", "int8"])
+def test_a_big_answer_is_made_whole_a_block_at_a_time_into_a_mapped_file(tmp_path, monkeypatch, mode: str) -> None:
+    """The server's path for a quantized answer in a file (`dequantize_to_file`): the same arrays, bit for bit, as
+    `dequantize` in memory, each tensor made whole a few values at a time (blocks of 3 x int8's block, so most
+    tensors take several and end on a short one), read from a mapping of a file that is already deleted."""
+    # Prepare
+    monkeypatch.setattr(quantize, "_STEP", 24)
+    model = _model()
+    sent, metadata = quantize.quantize(model, mode, block=8)
+    (tmp_path / "r.safetensors").write_bytes(tensors.encode(sent, metadata))
+    whole = tmp_path / ".r.whole"
+    # Execute
+    got = quantize.dequantize_to_file(tensors.map_file(tmp_path / "r.safetensors"), metadata, whole)
+    # Assert
+    want = quantize.dequantize(sent, metadata)
+    assert list(got) == list(want)
+    for name, array in want.items():
+        assert got[name].dtype == array.dtype and got[name].shape == array.shape
+        assert np.array_equal(got[name], array), name
+        assert not got[name].flags.writeable  # a read-only mapping, as a plain answer's
+    assert not whole.exists()
+
+
+def test_a_big_answer_that_does_not_fit_is_refused_as_in_memory_and_leaves_no_file(tmp_path) -> None:
+    """A forged quantized answer in a file fails with `dequantize`'s reason, and nothing is left behind."""
+    # Prepare
+    params = {"w": np.zeros(20, np.int8), "w::scales": np.zeros(1, np.float32)}
+    metadata = {"flctl.quantize": "int8", "flctl.dtypes": '{"w": "F32"}', "flctl.block": "8"}
+    whole = tmp_path / ".r.whole"
+    # Execute / Assert
+    with pytest.raises(ValueError, match="take float32 of shape \\(3,\\)"):
+        quantize.dequantize_to_file(params, metadata, whole)
+    assert not whole.exists()
+
+
 @pytest.mark.parametrize(("transfer", "error"), [
     ("{quantize: int4}", "transfer.quantize: 'int4' is not allowed; use 'fp16', 'bf16' or 'int8'"),
     ("{quantize: int8, block_size: 4}", "transfer.block_size: 4 is too small; use 8 or more"),

@@ -285,17 +285,19 @@ class _Posted:
 
 def _result(msg: SiteResult) -> TaskResult | SiteFailure:
     """A site's answer as the workflow sees it: a small model from the message itself, a big one mapped from its
-    file (read as the workflow uses it, never all at once); a quantized one (job.yml `transfer:`) made whole, or the
-    site failed for this answer when it does not fit."""
+    file (read as the workflow uses it, never all at once); a quantized one (job.yml `transfer:`) made whole (a big
+    one a block at a time into a file of its own, mapped as a plain one is), or the site failed for this answer when
+    it does not fit."""
     try:
         if msg.data:
             data = base64.b64decode(msg.data)
             params, metadata = tensors.views(data), tensors.metadata_of(data)
+            params = quantize.dequantize(params, metadata)
         else:
             path = Path(msg.path)
             params, metadata = tensors.map_file(path), tensors.read_metadata(path)
             path.unlink(missing_ok=True)
-        params = quantize.dequantize(params, metadata)
+            params = quantize.dequantize_to_file(params, metadata, path.with_name(f".{path.name}.whole"))
     except ValueError as exc:
         return SiteFailure(msg.site, f"its quantized model cannot be read: {exc}")
     return TaskResult(msg.site, params, msg.num_examples, dict(msg.metrics), dict(msg.meta))

@@ -26,7 +26,8 @@ naming it. Nothing is unpickled. The maths is pure numpy: `int8_blocks` and `int
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -116,6 +117,87 @@ def dequantize(params: Params, metadata: Mapping[str, str]) -> Params:
     return out
 
 
+def dequantize_to_file(params: Params, metadata: Mapping[str, str], path: Path) -> Params:
+    """`dequantize` for a big model, without holding it: each tensor made whole a block at a time (about 4 MiB of
+    float32) and written to `path`, which is then mapped and deleted; the arrays read from the mapping, as a plain
+    result's do (the server's running sum reads them a block at a time). `params` themselves when the metadata says
+    no quantization. The same checks, and ValueErrors, as `dequantize`; `path` is gone either way."""
+    mode = metadata.get(MODE_KEY)
+    if mode is None:
+        return params
+    block = _block_of(metadata) if mode == "int8" else BLOCK
+    _check_mode(mode, block)
+    dtypes = _dtypes_of(metadata)
+    plan: list[tuple[str, np.dtype, Callable[[int, int], np.ndarray], int]] = []  # name, dtype, values [a, b), size
+    for name, array in params.items():
+        if name.endswith(SCALES) and mode == "int8":
+            if name[:-len(SCALES)] not in dtypes:
+                raise ValueError(f"quantized model: '{name}' holds scales of no quantized tensor")
+            continue
+        want = dtypes.get(name)
+        flat = array.reshape(-1)
+        if want is None:
+            plan.append((name, array.dtype, _slicer(flat), flat.size))
+        elif mode == "int8":
+            scales = params.get(name + SCALES)
+            if scales is None:
+                raise ValueError(f"quantized model: tensor '{name}' has no scales ('{name}{SCALES}')")
+            _check_int8(name, array, scales, block)
+            plan.append((name, want, _int8_slicer(flat, scales, block, want), flat.size))
+        else:
+            if array.dtype != _narrow(mode):
+                raise ValueError(f"quantized model: tensor '{name}' is {array.dtype}, but {mode} transfer sends "
+                                 f"{_narrow(mode)}")
+            plan.append((name, want, _cast_slicer(flat, want), flat.size))
+    missing = sorted(set(dtypes) - {name for name, *_ in plan})
+    if missing:
+        raise ValueError(f"quantized model: tensor '{missing[0]}' is named in {DTYPES_KEY} but not sent")
+    shapes = {name: params[name].shape for name, *_ in plan}
+    step = max(block, (_STEP // block) * block)  # a multiple of int8's block: each slice starts on a block
+    try:
+        with open(path, "wb") as out:
+            out.write(tensors.header_of([(name, dtype, shapes[name]) for name, dtype, _, _ in plan]))
+            for _, _, values, size in plan:
+                for begin in range(0, size, step):
+                    piece = values(begin, min(size, begin + step))
+                    out.write(memoryview(piece.reshape(-1).view(np.uint8)))  # type: ignore[arg-type]
+                    del piece
+        return tensors.map_file(path)
+    finally:
+        path.unlink(missing_ok=True)
+
+
+_STEP = 1 << 20
+"""Values `dequantize_to_file` makes whole at a time."""
+
+
+def _slicer(flat: np.ndarray) -> Callable[[int, int], np.ndarray]:
+    def values(begin: int, end: int) -> np.ndarray:
+        piece = np.ascontiguousarray(flat[begin:end])
+        tensors.release(flat[begin:end])
+        return piece
+    return values
+
+
+def _cast_slicer(flat: np.ndarray, want: np.dtype) -> Callable[[int, int], np.ndarray]:
+    def values(begin: int, end: int) -> np.ndarray:
+        piece = flat[begin:end].astype(want)
+        tensors.release(flat[begin:end])
+        return piece
+    return values
+
+
+def _int8_slicer(codes: np.ndarray, scales: np.ndarray, block: int, want: np.dtype
+                 ) -> Callable[[int, int], np.ndarray]:
+    flat_scales = scales.reshape(-1)
+
+    def values(begin: int, end: int) -> np.ndarray:  # `begin` is a multiple of `block`
+        piece = int8_values(codes[begin:end], flat_scales[begin // block:-(-end // block)], block).astype(want)
+        tensors.release(codes[begin:end])
+        return piece
+    return values
+
+
 def round_trip(params: Mapping[str, Any], mode: str, block: int = BLOCK) -> Params:
     """`params` as they arrive after quantized transfer (what the simulator gives, without the bytes)."""
     quantized, metadata = quantize(params, mode, block)
@@ -188,13 +270,18 @@ def int8_values(codes: np.ndarray, scales: np.ndarray, block: int) -> np.ndarray
 
 
 def _int8_tensor(name: str, codes: np.ndarray, scales: np.ndarray, block: int) -> np.ndarray:
+    _check_int8(name, codes, scales, block)
+    return int8_values(codes, scales, block).reshape(codes.shape)
+
+
+def _check_int8(name: str, codes: np.ndarray, scales: np.ndarray, block: int) -> None:
+    """ValueError unless `codes` are int8 and `scales` float32, one per block of them."""
     if codes.dtype != np.int8:
         raise ValueError(f"quantized model: tensor '{name}' is {codes.dtype}, but int8 transfer sends int8")
     want = -(-codes.size // block)
     if scales.dtype != np.float32 or scales.shape != (want,):
         raise ValueError(f"quantized model: '{name}{SCALES}' is {scales.dtype} of shape {scales.shape}, but "
                          f"{codes.size} values in blocks of {block} take float32 of shape ({want},)")
-    return int8_values(codes, scales, block).reshape(codes.shape)
 
 
 # ---------------------------------------------------------------------------------------------- checks

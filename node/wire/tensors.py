@@ -163,8 +163,6 @@ def layout(params: Mapping[str, Any], metadata: Mapping[str, str] | None = None)
     (text keys and values) in the header's `__metadata__`; arrays that are already C-contiguous and
     little-endian are used as they are, not copied."""
     arrays: list[tuple[str, np.ndarray]] = []
-    entries: dict[str, Any] = {"__metadata__": dict(metadata)} if metadata else {}
-    offset = 0
     for name, value in params.items():
         if not isinstance(name, str):
             raise ValueError(f"parameter names must be strings, not {type(name).__name__} ({name!r})")
@@ -179,12 +177,24 @@ def layout(params: Mapping[str, Any], metadata: Mapping[str, str] | None = None)
         if code is None:
             raise ValueError(f"parameter '{name}': dtype {array.dtype} cannot be sent; use {ALLOWED}")
         array = np.asarray(array, dtype=wanted, order="C")  # keeps 0-d arrays 0-d; a copy only when needed
-        entries[name] = {"dtype": code, "shape": list(array.shape), "data_offsets": [offset, offset + array.nbytes]}
-        offset += array.nbytes
         arrays.append((name, array))
+    return Layout(header_of([(name, array.dtype, array.shape) for name, array in arrays], metadata), arrays)
+
+
+def header_of(specs: list[tuple[str, np.dtype, tuple[int, ...]]], metadata: Mapping[str, str] | None = None
+              ) -> bytes:
+    """The safetensors header (length prefix included) of tensors `specs` (name, little-endian dtype, shape), laid out
+    one after another in that order, with `metadata`: what `layout` writes before the arrays, for a writer that
+    makes the arrays' bytes a block at a time."""
+    entries: dict[str, Any] = {"__metadata__": dict(metadata)} if metadata else {}
+    offset = 0
+    for name, dtype, shape in specs:
+        nbytes = math.prod(shape) * dtype.itemsize
+        entries[name] = {"dtype": code_of(dtype), "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
+        offset += nbytes
     text = json.dumps(entries, separators=(",", ":")).encode()
     text += b" " * (-len(text) % 8)  # the data starts 8-byte aligned, as safetensors writes it
-    return Layout(_LENGTH.pack(len(text)) + text, arrays)
+    return _LENGTH.pack(len(text)) + text
 
 
 def _bytes_of(array: np.ndarray) -> memoryview:
