@@ -34,14 +34,15 @@ FAST = ["--model", "tiny", "--steps", "4", "--chars", "6000", "--eval-batches", 
 """The example's tiny model, with fewer steps and less text: a round takes about a second."""
 
 
-def job_copy(root: Path, mode: str, rounds: int, extra: list[str]) -> Path:
+def job_copy(root: Path, mode: str, rounds: int, extra: list[str], evaluate_every: int = 1) -> Path:
     """The example's app/ with a job.yml of `rounds` rounds running train.py in `mode` with FAST settings."""
     folder = root / f"llm-{mode}"
     shutil.copytree(EXAMPLE / "app", folder / "app")
     command = ["python", "train.py", "--mode", mode, *FAST, *extra]
     (folder / "job.yml").write_text(
         f"api_version: 1\nname: llm-{mode}\nmin_sites: 2\n"
-        f"workflow: {{type: fedavg, args: {{rounds: {rounds}, round_timeout_s: 300, evaluate_every: 1}}}}\n"
+        f"workflow: {{type: fedavg, args: {{rounds: {rounds}, round_timeout_s: 300, "
+        f"evaluate_every: {evaluate_every}}}}}\n"
         f"app: {{command: {json.dumps(command)}, framework: pytorch, env: {{HF_HUB_OFFLINE: '1'}}}}\n")
     return folder
 
@@ -232,3 +233,32 @@ def test_train_py_options_name_the_knobs(script):
     for option in ("--mode", "--model", "--layers", "--hidden", "--dtype", "--device", "--lora-r", "--steps",
                    "--save"):
         assert option in text
+
+
+def test_on_a_real_federation_only_the_adapter_travels(tmp_path: Path):
+    """Server and two sites as real processes over mTLS: the lora job finishes; every model in the server's job
+    folder (round-0 and final) holds adapter tensors only, and each site's job process sent about that many
+    bytes."""
+    from flctl.node.admin.admin_client import AdminClient
+
+    from .federation import make_federation, running
+
+    # Prepare
+    folder = job_copy(tmp_path, "lora", 1, ["--save="], evaluate_every=0)
+    fed = make_federation(tmp_path, sites=2)
+    with running(fed), AdminClient.from_kit(fed.admin_kit) as admin:
+        # Execute
+        job_id = admin.submit_job(folder)
+        list(admin.watch(job_id))
+        info = admin.get_job(job_id)
+        logs = fed.logs()
+    # Assert
+    assert info.status == "FINISHED", info.error + logs
+    models = fed.prod / "localhost" / "workspace" / "jobs" / job_id / "models"
+    assert sorted(p.name for p in models.iterdir()) == ["final.safetensors", "round-0.safetensors"]
+    final = models / "final.safetensors"
+    names = set(read_file(final))
+    assert names and all(flp.is_adapter_name(name) for name in names), names
+    for site in SITES:
+        sent = (fed.prod / site / "workspace" / "jobs" / job_id / "job_process.log").read_text()
+        assert f"answer sent, {final.stat().st_size / 1e6:.1f} MB" in sent, sent
