@@ -13,7 +13,7 @@ import pytest
 from flctl.node.admin.site_resources import gpu_cell, resources_json
 from flctl.node.config.resources import load_resources
 from flctl.node.jobs.job_spec import JobSpec, Resources
-from flctl.node.server.scheduler import hold, job_ask, resource_fit
+from flctl.node.server.scheduler import PENDING_S, hold, job_ask, resource_fit, with_pending
 from flctl.node.server.store import JobRow
 from flctl.node.simulator.gpu_spread import GpuSpreadError, parse_gpus, spread
 from flctl.node.site import gpu_inventory
@@ -273,6 +273,21 @@ def test_the_scheduler_refuses_waits_or_starts_by_what_sites_report():
     assert resource_fit(job_ask(_job({})), ["s9"], loads, True, 1) == (["s9"], "", "")  # asks nothing
 
 
+def test_a_job_started_counts_until_its_site_reports_holding_it():
+    """A heartbeat sent before the site placed the job still counts it; once reported, ended or stale, it drops."""
+    # Prepare
+    loads = {"s1": SiteLoad(TWO_GPUS)}
+    pending: dict[str, dict[str, tuple[Grant, float]]] = {}
+    hold(loads, "a", Ask(gpus=2), ["s1"], pending, now=100.0)
+    # Execute
+    early = with_pending(SiteLoad(TWO_GPUS), pending["s1"], {"a"}, 101.0)
+    stale = with_pending(SiteLoad(TWO_GPUS), dict(pending["s1"]), {"a"}, 101.0 + PENDING_S)
+    reported = with_pending(SiteLoad(TWO_GPUS, (Grant("a", gpus=(0, 1)),)), pending["s1"], {"a"}, 102.0)
+    # Assert
+    assert early.grants == (Grant("a", gpus=(0, 1)),) and stale.grants == ()
+    assert reported.grants == (Grant("a", gpus=(0, 1)),) and pending["s1"] == {}
+
+
 def test_sites_all_leaves_out_sites_that_can_never_hold_the_job():
     """sites: all: a site too small is left out while enough others remain; else the job waits, saying why."""
     # Prepare
@@ -297,7 +312,7 @@ def test_a_site_s_resources_travel_and_show():
     shown = resources_json(back)
     # Assert
     assert back == load
-    assert gpu_cell(back) == "2 GPUs: 1 in use, 79.0 GiB free"
+    assert gpu_cell(back) == "1/2 used, 79 GiB free"
     assert gpu_cell(None) == "-" and gpu_cell(SiteLoad(TWO_CORES)) == "none"
     assert shown is not None and shown["gpus"][0]["jobs"] == ["a1"] and shown["cpus_free"] == 1
     assert shown["jobs"] == {"a1": {"cpus": [0], "memory_mb": 1024, "gpus": [0], "gpu_memory_mb": 2048}}

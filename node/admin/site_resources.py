@@ -9,16 +9,17 @@ from flctl.node.site.placement import SiteLoad
 
 
 def gpu_cell(load: SiteLoad | None) -> str:
-    """`2 GPUs: 1 in use, 61.0 GiB free`; `none` for a site that offers none; `-` when it reported nothing."""
+    """`1/2 used, 61 GiB free` (GPUs a job holds of those offered, free memory as the driver says); `none` for a
+    site that offers none; `-` when it reported nothing."""
     if load is None:
         return "-"
     gpus = load.capacity.gpus
     if not gpus:
         return "none"
     used = sum(1 for g in gpus if load.gpu_jobs(g.index))
-    cell = f"{len(gpus)} GPU{'s' if len(gpus) > 1 else ''}: {used} in use"
+    cell = f"{used}/{len(gpus)} used"
     if any(g.free_mb for g in gpus):
-        cell += f", {sum(g.free_mb for g in gpus) / 1024:.1f} GiB free"
+        cell += f", {sum(g.free_mb for g in gpus) / 1024:.0f} GiB free"
     return cell
 
 

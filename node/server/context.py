@@ -17,7 +17,7 @@ from flctl.node.server.site_hub import SiteHub
 from flctl.node.server.store import SiteRow, Store
 from flctl.node.server.task_board import TaskBoard
 from flctl.node.server.traffic import Traffic
-from flctl.node.site.placement import SiteLoad
+from flctl.node.site.placement import Grant, SiteLoad
 
 
 @dataclass
@@ -45,6 +45,9 @@ class ServerContext:
     resources: dict[str, SiteLoad] = field(default_factory=dict)
     """What each site offers jobs and what its running jobs hold, from its last heartbeat, plus the jobs the
     scheduler started there since (`flctl.node.site.placement`; in memory)."""
+    pending: dict[str, dict[str, tuple[Grant, float]]] = field(default_factory=dict)
+    """By site: the grants the scheduler counted for jobs it started there that the site has not reported holding
+    yet, with when (`scheduler.with_pending`)."""
 
     @property
     def parents(self) -> dict[str, str]:

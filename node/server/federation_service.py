@@ -21,10 +21,11 @@ from flctl.node.server.context import ServerContext
 from flctl.node.server.disk_guard import is_disk_full
 from flctl.node.server.identity import caller, certified
 from flctl.node.server.report_limits import ReportGate, ReportLimits
+from flctl.node.server.scheduler import with_pending
 from flctl.node.server.server_info import server_info
 from flctl.node.server.store import JobRow
 from flctl.node.server.task_board import INLINE_BYTES, PostedTask
-from flctl.node.wire import chunk_codec, model_parts, resources_serde
+from flctl.node.wire import chunk_codec, disk_space, model_parts, resources_serde
 from flctl.node.wire.proto import flctl_pb2 as pb
 from flctl.node.wire.proto import flctl_pb2_grpc as pb_grpc
 from flctl.provisioner.pki import CertIdentity
@@ -86,6 +87,9 @@ class FederationService(pb_grpc.FederationServicer):
             self._ctx.resources.pop(site, None)
             return
         before = self._ctx.resources.get(site)
+        pending = self._ctx.pending.get(site)
+        if pending:
+            load = with_pending(load, pending, set(self._ctx.runner.running()), time.time())
         self._ctx.resources[site] = load
         if before is None or before.grants != load.grants:
             self._poke()
@@ -399,6 +403,7 @@ def _receive(messages: Iterator[pb.ResultMessage], size: int, tmp: Path) -> Refu
     try:
         tmp.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as out:
+            disk_space.reserve(out.fileno(), size)  # a full disk refuses the result before its first byte
             for message in messages:
                 received += len(message.chunk)
                 if received > size:
@@ -421,6 +426,7 @@ def _receive_part(messages: Iterator[pb.ResultMessage], tmp: Path, part: int, be
         tmp.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT, 0o600)
         try:
+            disk_space.reserve(fd, end - begin, begin)
             for message in messages:
                 chunk = message.chunk
                 if at + len(chunk) > end:

@@ -19,7 +19,7 @@ from dataclasses import replace
 from flctl.node.jobs.job_status import JobStatus
 from flctl.node.server.context import ServerContext
 from flctl.node.server.store import JobRow, Store
-from flctl.node.site.placement import Ask, SiteLoad, never_fits, place, why_waiting
+from flctl.node.site.placement import Ask, Grant, SiteLoad, never_fits, place, why_waiting
 from flctl.provisioner.relay_tree import top_of
 
 log = logging.getLogger("flctl.server")
@@ -74,13 +74,32 @@ def resource_fit(ask: Ask, sites: list[str], loads: dict[str, SiteLoad], named: 
     return sites, "", ""
 
 
-def hold(loads: dict[str, SiteLoad], job_id: str, ask: Ask, sites: list[str]) -> None:
-    """Count what the job takes at its sites until their next heartbeats say what they gave it."""
+PENDING_S = 30.0
+"""How long the server counts a job it started at a site that has not reported holding its resources yet (the site
+fetches the bundle first, or queues the job itself)."""
+
+
+def hold(loads: dict[str, SiteLoad], job_id: str, ask: Ask, sites: list[str],
+         pending: dict[str, dict[str, tuple[Grant, float]]] | None = None, now: float = 0.0) -> None:
+    """Count what the job takes at its sites until they report holding it (`with_pending`)."""
     for site in sites:
         load = loads.get(site)
         grant = place(load, ask, job_id) if load is not None and not ask.empty else None
         if load is not None and grant is not None:
             loads[site] = replace(load, grants=(*load.grants, grant))
+            if pending is not None:
+                pending.setdefault(site, {})[job_id] = (grant, now)
+
+
+def with_pending(load: SiteLoad, pending: dict[str, tuple[Grant, float]], running: set[str], now: float
+                 ) -> SiteLoad:
+    """Pure: a site's report with the grants of jobs started there that it does not hold yet (a heartbeat sent
+    before the job was placed), while they run and for `PENDING_S`; `pending` loses those that are done with."""
+    held = {g.job_id for g in load.grants}
+    for job_id, (_, since) in list(pending.items()):
+        if job_id in held or job_id not in running or now - since > PENDING_S:
+            del pending[job_id]
+    return replace(load, grants=(*load.grants, *(grant for grant, _ in pending.values()))) if pending else load
 
 
 def refuse(store: Store, job_id: str, reason: str) -> None:
@@ -157,7 +176,7 @@ class Scheduler:
                         log.exception("could not start job %s", job.id)
                         fail_start(self._ctx.store, job.id, exc)
                         continue
-                    hold(self._ctx.resources, job.id, ask, sites)
+                    hold(self._ctx.resources, job.id, ask, sites, self._ctx.pending, time.time())
                     running += 1
                     continue
             if reason != job.wait_reason:

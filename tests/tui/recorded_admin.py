@@ -11,9 +11,14 @@ from pathlib import Path
 
 from flctl.node import errors
 from flctl.node.admin.admin_types import Event, Identity, JobInfo, JobSite, LogEntry, SiteInfo
+from flctl.node.site.placement import Capacity, Gpu, Grant, SiteLoad
 
 NOW = 1_790_000_000.0
 DAY = 86400.0
+A100 = "NVIDIA A100-SXM4-40GB"
+TWO_GPUS = SiteLoad(Capacity((0, 1, 2, 3), 65536, (Gpu(0, A100, 40960, 20480, 20480), Gpu(1, A100, 40960, 0, 40960)),
+                             manages_gpus=True), (Grant("a1b2c3", gpus=(0,)),))
+"""site-1 offers two GPUs; the running job holds one."""
 
 
 def _job(job_id: str, name: str, status: str, rnd: int, rounds: int, started: float, ended: float = 0.0,
@@ -43,7 +48,7 @@ class RecordedAdmin:
         self.closed = threading.Event()
         self.calls: list[tuple[str, tuple[object, ...]]] = []
         self.sites = [
-            SiteInfo("site-1", "org_1", True, NOW - 2, ["a1b2c3"], NOW + 300 * DAY),
+            SiteInfo("site-1", "org_1", True, NOW - 2, ["a1b2c3"], NOW + 300 * DAY, resources=TWO_GPUS),
             SiteInfo("site-2", "org_2", False, NOW - 95, [], NOW + 12 * DAY),
         ]
         working = [JobSite("site-1", "working", 2, ""), JobSite("site-2", "done", 2, "")]

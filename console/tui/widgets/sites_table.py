@@ -13,7 +13,7 @@ from flctl.node.admin.admin_types import SiteInfo
 
 
 class SitesTable(KeyedTable):
-    COLUMNS = ("site", "org", "state", "heartbeat", "jobs", "gpus", "cert expires")
+    COLUMNS = ("site", "org", "state", "heartbeat", "jobs", "cert expires", "gpus")
 
     class Chosen(Message):
         """The admin pressed enter on a site."""
@@ -30,8 +30,9 @@ class SitesTable(KeyedTable):
 
         # A relay's sites and relays follow it, indented (a hierarchical federation); the row key stays the name.
         self.show_rows([(s.name, (shown_name(depth, s.name), s.org, ("was " if stale else "") + cells.online(s),
-                                  cells.heartbeat(s, now), ", ".join(s.running_jobs) or "-", gpu_cell(s.resources),
-                                  cells.expiry(s.not_after, now))) for depth, s in tree_order(sites)])
+                                  cells.heartbeat(s, now), ", ".join(s.running_jobs) or "-",
+                                  cells.expiry(s.not_after, now), gpu_cell(s.resources)))
+                        for depth, s in tree_order(sites)])
 
     @on(DataTable.RowSelected)
     def _chosen(self, event: DataTable.RowSelected) -> None:
