@@ -279,6 +279,31 @@ def test_simulate_refuses_a_finished_jobs_model_with_exit_2(tmp_path: Path):
     assert not (tmp_path / "ws" / "infer").exists()
 
 
+def test_a_simulated_site_sends_out_only_what_the_job_declares(tmp_path: Path):
+    """flctl simulate of a script that answers with an undeclared metric, params and meta and logs an undeclared
+    value: the report and metrics.json hold only the declared metrics (exact); each site's predictions are in its
+    own sites/<site>/outputs/, and nowhere on the server's side of the run."""
+    # Prepare
+    job = inference_job(tmp_path, {"returns": ["count", "mean_prediction"], "sum": ["count"]},
+                        "model/initial.safetensors")
+    (job / "app" / "train.py").write_text(INFER)
+    # Execute
+    out = run_flctl("simulate", job, "-n", "2", "-w", tmp_path / "ws")
+    # Assert
+    assert out.returncode == 0, out.stdout + out.stderr
+    result = tmp_path / "ws" / "infer"
+    report = json.loads((result / "reports" / "inference.json").read_text())
+    assert report["sites"] == {"site-1": {"num_examples": 4, "metrics": {"count": 4.0, "mean_prediction": 5.0}},
+                               "site-2": {"num_examples": 4, "metrics": {"count": 4.0, "mean_prediction": 7.0}}}
+    metrics = json.loads((result / "metrics.json").read_text())
+    assert sorted({m["name"] for m in metrics}) == ["count", "mean_prediction"]
+    assert (result / "sites" / "site-2" / "outputs" / "predictions.txt").read_text() == \
+        "SECRET-PREDICTIONS 4.0 6.0 8.0 10.0"
+    server_side = [p for p in result.rglob("*") if p.is_file() and "sites" not in p.relative_to(result).parts
+                   and "app" not in p.relative_to(result).parts]
+    assert not any(b"SECRET-PREDICTIONS" in p.read_bytes() for p in server_side)
+
+
 TRAIN = """
 import numpy as np
 import flctl.client as fl

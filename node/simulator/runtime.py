@@ -437,6 +437,9 @@ class SimFederation:
     def handle(self, message: worker_messages.FromWorker | _WorkerGone) -> None:
         """A message that is not an answer: a logged metric, or a worker's end."""
         if isinstance(message, worker_messages.SimMetric):
+            returns = self._filters.inference_returns
+            if returns and message.name not in returns:  # an inference job's: only what it declares leaves a site
+                return
             self.metrics.append({"site": message.site, "round": message.round, "name": message.name,
                                  "value": message.value, "step": message.step})
         elif isinstance(message, worker_messages.SimEnded | _WorkerGone):
