@@ -169,6 +169,10 @@ def read_limits(text: bytes, shown: str) -> Limits:
         doc.get("metrics_port", 0)
     if cpus != "auto" and (isinstance(cpus, bool) or not isinstance(cpus, int | float) or cpus <= 0):
         raise DeployInputError(f"[{shown}.cpus] must be auto or a number of CPUs above 0, not {cpus!r}")
+    memory = None if memory == "auto" else memory  # the machine's: no limit set
+    if gpus == "auto":  # a site's own placement finds them; a container must be given them
+        raise DeployInputError(f"[{shown}.gpus] auto cannot size a container's GPUs: list the GPUs it gets, "
+                               "e.g. [0, 1]")
     if memory is not None and (isinstance(memory, bool) or not isinstance(memory, int) or memory < 64):
         raise DeployInputError(f"[{shown}.memory_mb] must be a whole number of MiB, 64 or more, not {memory!r}")
     if not isinstance(gpus, list):
