@@ -9,10 +9,10 @@ export it as the job folder `flctl job submit` takes.
     job.export("hello-job")                 # flctl job submit hello-job
 
 One class per workflow (`FedAvgJob`, `FedAvgMJob`, `FedOptJob`, `ScaffoldJob`, `CyclicJob`, `SwarmJob`,
-`FedBuffJob`, `CrossSiteEvalJob`, and `Job(workflow=...)` for any registered one); each takes its workflow's own
-arguments (the fields of that workflow's `Args`, as in job.yml's `workflow.args`). The environments run the same
-code the CLI runs: `SimEnv` is `flctl simulate`, `LocalEnv` is `flctl poc prepare/start` and `flctl job submit`,
-`ProdEnv` is `flctl job submit --kit`; every run is a job folder exported and checked exactly as `flctl job
+`FedBuffJob`, `CrossSiteEvalJob`, `InferenceJob`, and `Job(workflow=...)` for any registered one); each takes its
+workflow's own arguments (the fields of that workflow's `Args`, as in job.yml's `workflow.args`). The environments
+run the same code the CLI runs: `SimEnv` is `flctl simulate`, `LocalEnv` is `flctl poc prepare/start` and `flctl job
+submit`, `ProdEnv` is `flctl job submit --kit`; every run is a job folder exported and checked exactly as `flctl job
 submit` checks one. Mistakes are `RecipeError`s (`RecipeInputError`, `EnvironmentUnavailable`, `RunFailed`), one
 sentence each.
 """
@@ -28,6 +28,7 @@ from flctl.recipe.jobs import (
     FedAvgMJob,
     FedBuffJob,
     FedOptJob,
+    InferenceJob,
     Job,
     ScaffoldJob,
     SwarmJob,
@@ -35,5 +36,5 @@ from flctl.recipe.jobs import (
 from flctl.recipe.runs import FederationRun, Run, SimRun
 
 __all__ = ["CrossSiteEvalJob", "CyclicJob", "Env", "EnvironmentUnavailable", "FedAvgJob", "FedAvgMJob",
-           "FedBuffJob", "FedOptJob", "FederationRun", "Job", "LocalEnv", "ProdEnv", "RecipeError",
+           "FedBuffJob", "FedOptJob", "FederationRun", "InferenceJob", "Job", "LocalEnv", "ProdEnv", "RecipeError",
            "RecipeInputError", "Run", "RunFailed", "ScaffoldJob", "SimEnv", "SimRun", "SwarmJob"]

@@ -250,3 +250,11 @@ class CrossSiteEvalJob(Job):
     """Cross-site evaluation alone: model (a safetensors file of the job; or initial_model=), timeout_s."""
 
     workflow = "cross_site_eval"
+
+
+class InferenceJob(Job):
+    """Federated inference: the model (initial_model=, needed: a torch module, a dict of arrays, a safetensors file,
+    'app/FILE.py:FUNCTION', or 'job:<JOB_ID>' for a finished job's final model) run once at every site over its own
+    data; returns (the metrics a site's answer may carry out), sum, timeout_s."""
+
+    workflow = "inference"

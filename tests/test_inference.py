@@ -190,6 +190,26 @@ def test_model_from_sets_initial_model_in_a_copy_and_leaves_the_job_alone(tmp_pa
         with_model_from(job, "no/such", tmp_path / "other")
 
 
+def test_an_inference_job_in_python_exports_what_job_yml_says(tmp_path: Path):
+    """flctl.recipe.InferenceJob: returns and sum as workflow.args, initial_model job:<ID> kept as it is; without a
+    model it is refused, naming initial_model."""
+    from flctl.recipe import InferenceJob, RecipeInputError
+
+    # Prepare
+    script = tmp_path / "src" / "infer.py"
+    script.parent.mkdir()
+    script.write_text(INFER)
+    job = InferenceJob(name="infer-py", script=script, returns=["count", "mean_prediction"], sum=["count"],
+                       initial_model="job:3f2a9c1b7e4d", min_sites=1)
+    # Execute
+    loaded = load_job(job.export(tmp_path / "out"))
+    # Assert
+    assert loaded.spec.workflow.type == "inference" and loaded.spec.initial_model == "job:3f2a9c1b7e4d"
+    assert loaded.args == InferenceArgs(returns=["count", "mean_prediction"], sum=["count"])
+    with pytest.raises(RecipeInputError, match="initial_model"):
+        InferenceJob(name="x", script=script, returns=["count"]).export(tmp_path / "none")
+
+
 def run_flctl(*args: str | Path, timeout: float = 180) -> subprocess.CompletedProcess[str]:
     return subprocess.run([FLCTL, *map(str, args)], capture_output=True, text=True, timeout=timeout, check=False,
                           env={**os.environ, "COLUMNS": "200"})
