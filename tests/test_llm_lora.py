@@ -34,7 +34,8 @@ FAST = ["--model", "tiny", "--steps", "4", "--chars", "6000", "--eval-batches", 
 """The example's tiny model, with fewer steps and less text: a round takes about a second."""
 
 
-def job_copy(root: Path, mode: str, rounds: int, extra: list[str], evaluate_every: int = 1) -> Path:
+def job_copy(root: Path, mode: str, rounds: int, extra: list[str], evaluate_every: int = 1,
+             cross_site_eval: bool = False) -> Path:
     """The example's app/ with a job.yml of `rounds` rounds running train.py in `mode` with FAST settings."""
     folder = root / f"llm-{mode}"
     shutil.copytree(EXAMPLE / "app", folder / "app")
@@ -42,7 +43,7 @@ def job_copy(root: Path, mode: str, rounds: int, extra: list[str], evaluate_ever
     (folder / "job.yml").write_text(
         f"api_version: 1\nname: llm-{mode}\nmin_sites: 2\n"
         f"workflow: {{type: fedavg, args: {{rounds: {rounds}, round_timeout_s: 300, "
-        f"evaluate_every: {evaluate_every}}}}}\n"
+        f"evaluate_every: {evaluate_every}, cross_site_eval: {str(cross_site_eval).lower()}}}}}\n"
         f"app: {{command: {json.dumps(command)}, framework: pytorch, env: {{HF_HUB_OFFLINE: '1'}}}}\n")
     return folder
 
@@ -63,9 +64,9 @@ def metrics(job_dir: Path) -> dict[tuple[str, int, str], float]:
 
 @pytest.fixture(scope="module")
 def lora_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The lora job, two rounds, two sites (shared by the checks below)."""
+    """The lora job, two rounds, two sites, then cross-site evaluation (shared by the checks below)."""
     root = tmp_path_factory.mktemp("llm-lora")
-    return run(job_copy(root, "lora", 2, []), root / "ws")
+    return run(job_copy(root, "lora", 2, [], cross_site_eval=True), root / "ws")
 
 
 @pytest.fixture
@@ -115,6 +116,19 @@ def test_only_adapter_tensors_reach_the_server_and_each_round_reports_perplexity
         assert values[(site, 0, "bytes_received")] == 0 and values[(site, 1, "bytes_received")] == adapter_bytes
     log = (lora_run / "logs" / "site-1.log").read_text()
     assert "tokens/s on cpu" in log and f"sent {adapter_bytes} bytes (lora" in log
+
+
+def test_cross_site_evaluation_gets_each_sites_own_adapter(lora_run: Path):
+    """cross_site_eval: each site submits its own last-trained adapter (not the global one it evaluated since), and
+    every site reports every model's perplexity on its held-out text."""
+    # Prepare / Execute
+    report = json.loads((lora_run / "reports" / "cross_site_eval.json").read_text())
+    # Assert
+    assert report["missing"] == {} and sorted(report["models"]) == ["global", *SITES]
+    for site in SITES:
+        seen = report["metrics"][site]
+        assert all(1 < seen[model]["perplexity"] < 300 for model in report["models"])
+        assert seen[site]["perplexity"] != seen["global"]["perplexity"]
 
 
 def test_the_adapter_fedavg_equals_the_numpy_weighted_mean_of_the_sites_adapters(lora_run: Path, script):
@@ -190,7 +204,8 @@ def test_full_mode_sends_the_whole_model_in_bfloat16(tmp_path: Path, lora_run: P
 
 def test_load_adapter_refuses_an_adapter_of_another_rank_or_other_modules(script):
     """An adapter whose tensors have another shape (rank 4 into rank 8) or other names (q_proj only): ValueError
-    naming what does not fit; the model's adapter is unchanged."""
+    naming what does not fit; the model's adapter is unchanged. One that fits is loaded; the params taken from the
+    model before stay as they were (copies)."""
     # Prepare
     llm = script.llm
     model = llm.with_lora(llm.base_model(settings(script))[0], settings(script))
@@ -206,6 +221,9 @@ def test_load_adapter_refuses_an_adapter_of_another_rank_or_other_modules(script
         flp.load_adapter(model, q_only)
     after = flp.adapter_params(model)
     assert all(torch.equal(before[name], after[name]) for name in before)
+    flp.load_adapter(model, {name: value + 1 for name, value in before.items()})  # one that fits
+    assert all(torch.equal(flp.adapter_params(model)[name], before[name] + 1) for name in before)
+    assert all(torch.equal(before[name], after[name]) for name in before)  # what adapter_params gave: copies
 
 
 def test_a_local_pretrained_model_folder_is_used_as_the_base(script, tmp_path: Path):

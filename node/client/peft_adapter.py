@@ -22,11 +22,12 @@ ADAPTER_FILE = "adapter_model.safetensors"
 
 def adapter_params(model: Any, adapter_name: str = "default") -> dict[str, Any]:
     """The adapter of a PEFT model (`get_peft_model(...)`) as name -> CPU tensor, in its own dtype: what a site
-    sends. The base model's weights are not in it."""
+    sends. The base model's weights are not in it. The tensors are copies: loading another adapter into the model
+    later (the next global one) leaves them as they are."""
     from peft import get_peft_model_state_dict
 
     state = get_peft_model_state_dict(model, adapter_name=adapter_name)
-    return {name: tensor.detach().to("cpu").contiguous() for name, tensor in state.items()}
+    return {name: tensor.detach().to("cpu", copy=True).contiguous() for name, tensor in state.items()}
 
 
 def load_adapter(model: Any, params: Mapping[str, Any], adapter_name: str = "default") -> None:

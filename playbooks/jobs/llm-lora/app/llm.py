@@ -145,7 +145,11 @@ def base_model(settings: Settings) -> tuple[Any, ByteTokenizer | HubTokenizer]:
     if not is_preset(settings):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        model = AutoModelForCausalLM.from_pretrained(settings.model, dtype=dtype, local_files_only=True)
+        try:
+            model = AutoModelForCausalLM.from_pretrained(settings.model, dtype=dtype, local_files_only=True)
+        except (OSError, ValueError) as exc:
+            raise SystemExit(f"--model {settings.model}: neither a preset ({', '.join(PRESETS)}) nor a model folder "
+                             f"or a hub model in this site's Hugging Face cache ({exc})") from None
         try:
             tokenizer: ByteTokenizer | HubTokenizer = HubTokenizer(
                 AutoTokenizer.from_pretrained(settings.model, local_files_only=True))
@@ -213,12 +217,13 @@ def build(settings: Settings, device: torch.device) -> tuple[Any, ByteTokenizer 
 
 
 def exchanged(model: Any, settings: Settings) -> dict[str, Any]:
-    """What a site sends: the adapter (lora), or the whole state_dict (full), as CPU tensors in their dtype."""
+    """What a site sends: the adapter (lora), or the whole state_dict (full), as CPU tensors in their dtype; copies,
+    which the next global model loaded into `model` leaves as they are."""
     if settings.mode == "lora":
         from flctl.client.peft import adapter_params
 
         return adapter_params(model)
-    return {name: tensor.detach().to("cpu").contiguous() for name, tensor in model.state_dict().items()}
+    return {name: tensor.detach().to("cpu", copy=True).contiguous() for name, tensor in model.state_dict().items()}
 
 
 def load_global(model: Any, settings: Settings, params: dict[str, Any]) -> None:

@@ -38,6 +38,7 @@ class Site:
         self.train_data = llm.blocks(tokenizer.encode(train_text), settings.seq_len)
         self.eval_data = llm.blocks(tokenizer.encode(held_out), settings.seq_len)
         self.rounds = 0
+        self.own: dict[str, Any] = {}  # this site's model after its last training (cross-site evaluation asks it)
 
     def train_round(self, params: dict[str, Any], round_no: int) -> tuple[dict[str, Any], dict[str, float], int]:
         """Train from the global `params` (empty: the seeded start); (what to send, metrics, training sequences)."""
@@ -46,7 +47,7 @@ class Site:
         if params:
             llm.load_global(self.model, self.settings, params)
         stats = llm.train(self.model, self.train_data, self.settings, seed_of(self.name, round_no + 1))
-        sent = llm.exchanged(self.model, self.settings)
+        sent = self.own = llm.exchanged(self.model, self.settings)
         metrics = {"train_loss": stats.loss, "tokens_per_s": stats.tokens_per_s, "bytes_sent": wire_bytes(sent),
                    "bytes_received": wire_bytes(params) if params else 0, "full_model_bytes": self.full_bytes}
         return sent, metrics, len(self.train_data)
@@ -86,6 +87,9 @@ def main(argv: list[str]) -> None:
             print(f"round {task.round + 1}: global model's perplexity {metrics['perplexity']:.3f} on held-out text")
             if settings.save and task.round + 1 == site.rounds:
                 print(f"saved the final global model in {site.save(fl.output_dir() / settings.save)}")
+            continue
+        if task.task == "submit_model":  # cross_site_eval: this site's own model, as its last round left it
+            fl.send(fl.Model(params=site.own or llm.exchanged(site.model, settings), num_examples=len(site.train_data)))
             continue
         site.rounds = int(task.meta.get("rounds", 0))
         params, metrics, n = site.train_round(task.params, task.round)
