@@ -243,6 +243,22 @@ def test_a_local_pretrained_model_folder_is_used_as_the_base(script, tmp_path: P
     assert torch.equal(model.get_base_model().model.embed_tokens.weight, saved.model.embed_tokens.weight)
 
 
+@pytest.mark.parametrize("job_file", ["job.yml", "full.yml", "gpu.yml"])
+def test_each_job_file_of_the_example_loads_and_its_command_parses(job_file: str, script):
+    """job.yml, full.yml and gpu.yml load, and train.py takes each one's options (gpu.yml: a GPU per site, the
+    100m preset in bfloat16)."""
+    # Prepare
+    path = EXAMPLE / job_file if job_file != "job.yml" else EXAMPLE
+    # Execute
+    loaded = load_job(path)
+    chosen = script.llm.settings(loaded.spec.app.command[2:])
+    # Assert
+    assert loaded.spec.app.command[:2] == ["python", "train.py"] and loaded.spec.min_sites == 2
+    assert chosen.mode == ("full" if job_file == "full.yml" else "lora")
+    if job_file == "gpu.yml":
+        assert loaded.spec.resources.gpus == 1 and chosen.model == "100m" and chosen.dtype == "bfloat16"
+
+
 def test_train_py_options_name_the_knobs(script):
     """train.py's options (python train.py --help) name the mode, model size, dtype, device, LoRA and save knobs."""
     # Execute
