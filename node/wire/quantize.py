@@ -37,7 +37,8 @@ from flctl.node.wire import tensors
 
 MODES = ("fp16", "bf16", "int8")
 """What `transfer: {quantize: ...}` may ask."""
-QUANTIZED_KINDS = frozenset({TaskKind.TRAIN, TaskKind.EVALUATE, TaskKind.SUBMIT_MODEL, TaskKind.AGGREGATE})
+QUANTIZED_KINDS = frozenset({TaskKind.TRAIN, TaskKind.EVALUATE, TaskKind.SUBMIT_MODEL, TaskKind.AGGREGATE,
+                             TaskKind.INFERENCE})
 """Tasks whose params are a model, so travel quantized (both ways); the others' (PSI messages, split learning's
 activations, secure-aggregation steps, statistics) travel as they are."""
 BLOCK = 256
