@@ -301,24 +301,29 @@ def test_simulate_refuses_a_finished_jobs_model_with_exit_2(tmp_path: Path):
 
 def test_a_simulated_site_sends_out_only_what_the_job_declares(tmp_path: Path):
     """flctl simulate of a script that answers with an undeclared metric, params and meta and logs an undeclared
-    value: the report and metrics.json hold only the declared metrics (exact); each site's predictions are in its
-    own sites/<site>/outputs/, and nowhere on the server's side of the run."""
+    value: the report and metrics.json hold only the declared metrics (exact, from the model as int8 transfer
+    delivers it); each site's predictions are in its own sites/<site>/outputs/, and nowhere on the server's side."""
+    from flctl.node.wire import quantize
+
     # Prepare
     job = inference_job(tmp_path, {"returns": ["count", "mean_prediction"], "sum": ["count"]},
                         "model/initial.safetensors")
     (job / "app" / "train.py").write_text(INFER)
+    (job / "job.yml").write_text((job / "job.yml").read_text() + "transfer: {quantize: int8}\n")
+    w = float(quantize.round_trip(MODEL, "int8", 256)["w"][0])
     # Execute
     out = run_flctl("simulate", job, "-n", "2", "-w", tmp_path / "ws")
     # Assert
     assert out.returncode == 0, out.stdout + out.stderr
     result = tmp_path / "ws" / "infer"
     report = json.loads((result / "reports" / "inference.json").read_text())
-    assert report["sites"] == {"site-1": {"num_examples": 4, "metrics": {"count": 4.0, "mean_prediction": 5.0}},
-                               "site-2": {"num_examples": 4, "metrics": {"count": 4.0, "mean_prediction": 7.0}}}
+    assert w != 2.0  # int8 moved it: the sites ran the model as the transfer delivered it
+    want = {site: float(np.mean((np.arange(4.0) + first) * w)) for site, first in (("site-1", 1), ("site-2", 2))}
+    assert report["sites"] == {site: {"num_examples": 4, "metrics": {"count": 4.0, "mean_prediction": mean}}
+                               for site, mean in want.items()}
     metrics = json.loads((result / "metrics.json").read_text())
     assert sorted({m["name"] for m in metrics}) == ["count", "mean_prediction"]
-    assert (result / "sites" / "site-2" / "outputs" / "predictions.txt").read_text() == \
-        "SECRET-PREDICTIONS 4.0 6.0 8.0 10.0"
+    assert (result / "sites" / "site-2" / "outputs" / "predictions.txt").read_text().startswith("SECRET-PREDICTIONS ")
     server_side = [p for p in result.rglob("*") if p.is_file() and "sites" not in p.relative_to(result).parts
                    and "app" not in p.relative_to(result).parts]
     assert not any(b"SECRET-PREDICTIONS" in p.read_bytes() for p in server_side)
