@@ -37,6 +37,9 @@ class Site:
         train_text, held_out = site_text(name, settings.chars)
         self.train_data = llm.blocks(tokenizer.encode(train_text), settings.seq_len)
         self.eval_data = llm.blocks(tokenizer.encode(held_out), settings.seq_len)
+        if not len(self.train_data) or not len(self.eval_data):
+            raise SystemExit(f"--chars {settings.chars} makes too little text for one training and one held-out "
+                             f"sequence of --seq-len {settings.seq_len} tokens; raise --chars")
         self.rounds = 0
         self.own: dict[str, Any] = {}  # this site's model after its last training (cross-site evaluation asks it)
 
