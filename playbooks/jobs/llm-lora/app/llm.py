@@ -146,7 +146,8 @@ def base_model(settings: Settings) -> tuple[Any, ByteTokenizer | HubTokenizer]:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         try:
-            model = AutoModelForCausalLM.from_pretrained(settings.model, dtype=dtype, local_files_only=True)
+            model = AutoModelForCausalLM.from_pretrained(settings.model, local_files_only=True,
+                                                         **{_dtype_keyword(): dtype})
         except (OSError, ValueError) as exc:
             raise SystemExit(f"--model {settings.model}: neither a preset ({', '.join(PRESETS)}) nor a model folder "
                              f"or a hub model in this site's Hugging Face cache ({exc})") from None
@@ -163,6 +164,15 @@ def base_model(settings: Settings) -> tuple[Any, ByteTokenizer | HubTokenizer]:
     model = LlamaForCausalLM(llama_config(settings))
     seeded_init(model, settings.seed)
     return model.to(dtype), ByteTokenizer()
+
+
+def _dtype_keyword() -> str:
+    """from_pretrained's dtype argument: `dtype` from transformers 4.56, `torch_dtype` before (4.45 is the llm
+    extra's oldest)."""
+    import transformers
+
+    major, minor = (int(part) for part in transformers.__version__.split(".")[:2])
+    return "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
 
 
 def seeded_init(model: Any, seed: int) -> None:
