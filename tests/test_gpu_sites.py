@@ -4,14 +4,12 @@ and cores they saw show the assignment, the sharing, the queueing and the refusa
 
 from __future__ import annotations
 
-import json
-import time
 from pathlib import Path
-from typing import Any
 
 from flctl.node.admin.admin_client import AdminClient
+from flctl.node.admin.admin_types import JobInfo
 
-from .federation import Federation, make_federation
+from .federation import make_federation
 from .gpu_fakes import fake_nvidia_smi, path_with
 
 REPORT = """import os
@@ -45,26 +43,14 @@ def _set_resources(kit: Path, text: str) -> None:
     path.write_text(path.read_text().replace("gpus: []\n", text))
 
 
-def _submit(fed: Federation, folder: Path) -> str:
-    return str(fed.flctl_json("job", "submit", folder)["id"])
+def _run_to_end(admin: AdminClient, job_id: str) -> tuple[JobInfo, list[str]]:
+    """Follow the job's events to its end; its final info and why it waited, if it did."""
+    waited = [e.message for e in admin.watch(job_id) if e.kind == "waiting"]
+    return admin.get_job(job_id), waited
 
 
-def _show(fed: Federation, job_id: str) -> dict[str, Any]:
-    return dict(fed.flctl_json("job", "show", job_id))
-
-
-def _ended(fed: Federation, job_id: str, timeout: float = 90) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        info = _show(fed, job_id)
-        if info["status"] in ("FINISHED", "FAILED", "ABORTED"):
-            return info
-        time.sleep(0.3)
-    raise AssertionError(f"job {job_id} did not end; logs: {fed.logs()}")
-
-
-def _gpus_seen(info: dict[str, Any], site: str) -> set[int]:
-    return {int(name[3:]) for name, value in info["last_metrics"][site].items() if name[3:].isdigit() and value}
+def _gpus_seen(info: JobInfo, site: str) -> set[int]:
+    return {int(name[3:]) for name, value in info.last_metrics[site].items() if name[3:].isdigit() and value}
 
 
 def test_sites_give_jobs_their_gpus_queue_what_waits_and_refuse_what_never_fits(tmp_path: Path):
@@ -79,7 +65,7 @@ def test_sites_give_jobs_their_gpus_queue_what_waits_and_refuse_what_never_fits(
     server.write_text(server.read_text().replace("max_concurrent_jobs: 2", "max_concurrent_jobs: 4"))
     one = "{cpus: 1, gpus: 1, gpu_memory_gb: 10}"
     both = ["site-1", "site-2"]
-    jobs = [_job(tmp_path, "one-a", both, one, 3), _job(tmp_path, "one-b", both, one, 3),
+    jobs = [_job(tmp_path, "one-a", both, one, 2), _job(tmp_path, "one-b", both, one, 2),
             _job(tmp_path, "two", ["site-1"], "{gpus: 2}", 0),
             _job(tmp_path, "huge", ["site-1"], "{cpus: 64, memory_mb: 100000000}", 0)]
     try:
@@ -89,12 +75,11 @@ def test_sites_give_jobs_their_gpus_queue_what_waits_and_refuse_what_never_fits(
         fed.wait_online(fed.sites)
         listed = {s["name"]: s for s in fed.flctl_json("site", "ls")}
         table = fed.flctl("site", "ls").stdout
-        # Execute
-        a, b, two, huge = (_submit(fed, job) for job in jobs)
-        ended = {job_id: _ended(fed, job_id) for job_id in (a, b, two, huge)}
-        shown = fed.flctl("job", "show", huge)
         with AdminClient.from_kit(fed.admin_kit) as admin:
-            waited = [e.message for e in admin.watch(two) if e.kind == "waiting"]
+            # Execute
+            a, b, two, huge = (admin.submit_job(job) for job in jobs)
+            (first, _), (second, _), (after, waited), (refused, _) = (_run_to_end(admin, j) for j in (a, b, two, huge))
+        shown = fed.flctl("job", "show", huge)
     finally:
         fed.stop_all()
     # Assert
@@ -102,16 +87,16 @@ def test_sites_give_jobs_their_gpus_queue_what_waits_and_refuse_what_never_fits(
     assert [(g["index"], g["name"], g["memory_mb"]) for g in gpus] == [(0, "NVIDIA A100-SXM4-40GB", 40960),
                                                                        (1, "NVIDIA A100-SXM4-40GB", 40960)]
     assert [g["index"] for g in listed["site-2"]["resources"]["gpus"]] == [0]
-    assert "0/2 used, 77 GiB free" in table  # the fake's free memory: 40326 + 39302 MiB
-    assert [ended[j]["status"] for j in (a, b, two)] == ["FINISHED"] * 3, json.dumps(ended, indent=1)
-    assert _gpus_seen(ended[a], "site-1") | _gpus_seen(ended[b], "site-1") == {0, 1}  # one each
-    assert _gpus_seen(ended[a], "site-2") == _gpus_seen(ended[b], "site-2") == {0}  # shared
-    assert ended[a]["last_metrics"]["site-1"]["cores"] == 1.0
-    assert ended[a]["started_at"] < ended[b]["ended_at"] and ended[b]["started_at"] < ended[a]["ended_at"]
+    assert "0/2 used, 78 GiB free" in table  # the fake's free memory: 40326 + 39302 MiB
+    assert [j.status for j in (first, second, after)] == ["FINISHED"] * 3, (first, second, after)
+    assert _gpus_seen(first, "site-1") | _gpus_seen(second, "site-1") == {0, 1}  # one each
+    assert _gpus_seen(first, "site-2") == _gpus_seen(second, "site-2") == {0}  # shared
+    assert first.last_metrics["site-1"]["cores"] == 1.0
+    assert first.started_at < second.ended_at and second.started_at < first.ended_at  # at the same time
     assert any("2 free GPUs" in w and "at site-1" in w for w in waited), waited
-    assert ended[two]["started_at"] >= max(ended[a]["ended_at"], ended[b]["ended_at"])
-    assert _gpus_seen(ended[two], "site-1") == {0, 1}
-    assert ended[huge]["status"] == "FAILED"
-    assert ended[huge]["error"] == ("the job cannot run: site-1 can never run it: the job asks 64 CPUs; this site "
-                                    "offers " + str(listed["site-1"]["resources"]["cpus"]))
+    assert after.started_at >= max(first.ended_at, second.ended_at)
+    assert _gpus_seen(after, "site-1") == {0, 1}
+    assert refused.status == "FAILED"
+    assert refused.error == ("the job cannot run: site-1 can never run it: the job asks 64 CPUs; this site offers "
+                             + str(listed["site-1"]["resources"]["cpus"]))
     assert shown.returncode == 0 and "64 CPUs" in shown.stdout

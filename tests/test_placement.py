@@ -4,6 +4,7 @@ the site's hold on its resources, its local/resources.yml settings, the server s
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from pathlib import Path
@@ -352,3 +353,48 @@ def test_nvflare_resource_spec_becomes_job_resources():
     assert unmapped == ["meta.json resource_spec site-2.tpu: 1 has no flctl equivalent"]
     assert "largest" in mapped[0]
 
+
+
+def test_simulate_gpus_gives_each_site_s_worker_its_own_gpu(tmp_path: Path):
+    """`flctl simulate -n 4 --gpus 0,1`: site-1 and site-3 see GPU 0, site-2 and site-4 GPU 1 (their workers'
+    CUDA_VISIBLE_DEVICES); --gpus 0 with a job asking 2 GPUs a site is refused with exit 2."""
+    # Prepare
+    from .conftest import run_flctl
+
+    job = tmp_path / "job"
+    (job / "app").mkdir(parents=True)
+    (job / "job.yml").write_text("api_version: 1\nname: spread\nworkflow: {type: fedavg, args: {rounds: 1}}\n"
+                                 "min_sites: 4\nresources: {gpus: 1}\n")
+    (job / "app" / "train.py").write_text(
+        "import os\nimport flctl.client as fl\nfl.init()\nwhile fl.running():\n    m = fl.receive()\n"
+        "    seen = float(os.environ.get('CUDA_VISIBLE_DEVICES') or -1)\n"
+        "    fl.send(fl.Model(params=m.params, metrics={'gpu': seen}, num_examples=1))\n")
+    # Execute
+    ran = run_flctl("simulate", job, "-n", "4", "--gpus", "0,1", "-w", tmp_path / "ws", "--json")
+    (job / "job.yml").write_text((job / "job.yml").read_text().replace("gpus: 1", "gpus: 2"))
+    refused = run_flctl("simulate", job, "-n", "4", "--gpus", "0", "-w", tmp_path / "ws")
+    # Assert
+    assert ran.code == 0, ran.stderr
+    seen = {m["site"]: m["value"] for m in json.loads((tmp_path / "ws" / "spread" / "metrics.json").read_text())}
+    assert seen == {"site-1": 0.0, "site-2": 1.0, "site-3": 0.0, "site-4": 1.0}
+    assert refused.code == 2 and "the job asks 2 GPUs a site; --gpus gives 1" in refused.stderr
+
+
+def test_the_site_agent_refuses_a_job_it_can_never_hold(tmp_path: Path):
+    """The agent reads the extracted job.yml's ask against its own capacity: the reason it reports, '' when it fits."""
+    # Prepare
+    from flctl.node.site.agent import SiteAgent
+
+    agent = SiteAgent.__new__(SiteAgent)  # only its slots: the rest is a daemon's
+    agent.slots = JobSlots(TWO_CORES)
+    folder = tmp_path / "job"
+    (folder / "app").mkdir(parents=True)
+    (folder / "app" / "train.py").write_text("")
+    (folder / "job.yml").write_text("api_version: 1\nname: j\nworkflow: {type: fedavg, args: {rounds: 1}}\n"
+                                    "resources: {cpus: 64, memory_mb: 100000000}\n")
+    # Execute
+    refusal = agent._never_fits(folder)
+    (folder / "job.yml").write_text("api_version: 1\nname: j\nworkflow: {type: fedavg, args: {rounds: 1}}\n")
+    # Assert
+    assert refusal == "the job asks 64 CPUs; this site offers 2"
+    assert agent._never_fits(folder) == ""
