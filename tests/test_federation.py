@@ -254,6 +254,7 @@ def test_node_start_refuses_a_tampered_kit(fed, tmp_path):
 @pytest.mark.parametrize(("node", "setting", "expected"), [
     ("site-2", "stream_window_mb: lots", "stream_window_mb must be a size in MiB from 0.0625 to 1024"),
     ("localhost", "max_concurrent_jobs: 0", "max_concurrent_jobs must be a whole number of jobs, 1 or more"),
+    ("site-2", "gpus: [0, 0]", "gpus must be auto (every GPU nvidia-smi finds), a list of distinct GPU indices"),
 ])
 def test_node_start_refuses_a_setting_it_does_not_allow(fed, tmp_path, node, setting, expected):
     """A bad value in a node's own local/resources.yml: exit code 2, the file, the key and what is allowed, before
