@@ -424,7 +424,7 @@ def output_dir() -> Path:
     """The folder (made if missing) where the script keeps what it writes for this site alone, such as an inference
     job's predictions: nothing in it is sent, and `flctl job download` never fetches it. At a site:
     `<site workspace>/jobs/<job id>/job/outputs/`; in `flctl simulate`: `<workspace>/<job name>/sites/<site>/outputs/`;
-    run by hand or attached (app.external): `./outputs`."""
+    for an attached trainer (app.external): `./outputs` of its own working folder."""
     from pathlib import Path
 
     session = _connected()
