@@ -70,6 +70,20 @@ def test_a_failing_nvidia_smi_means_no_gpu(tmp_path: Path, monkeypatch: pytest.M
     assert gpu_inventory._nvidia_smi() is None
 
 
+def test_torch_s_view_is_asked_in_a_child_process(monkeypatch: pytest.MonkeyPatch):
+    """Without NVML and nvidia-smi, torch is asked in a child process (the daemon holds no CUDA context): its lines
+    become GPUs."""
+    # Prepare
+    pytest.importorskip("torch", reason="needs torch: bash scripts/setup.sh")
+    monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.setattr(gpu_inventory, "_nvml", lambda: None)
+    monkeypatch.setattr(gpu_inventory, "TORCH_PROBE", "print('[0, \"NVIDIA L4\", 23034]')")
+    # Execute
+    found = gpu_inventory.list_gpus()
+    # Assert
+    assert found == ([Gpu(0, "NVIDIA L4", 23034)], "torch")
+
+
 # -- placement (pure) -----------------------------------------------------------------------------------------------
 
 def test_two_jobs_on_a_two_gpu_site_get_different_gpus():

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import shutil
 import subprocess
-from collections.abc import Callable
 from typing import Any
 
 from flctl.node.site.placement import Gpu
@@ -19,6 +18,7 @@ from flctl.node.site.placement import Gpu
 log = logging.getLogger("flctl.site")
 QUERY = ["--query-gpu=index,name,memory.total,memory.used,memory.free", "--format=csv,noheader,nounits"]
 TIMEOUT_S = 10.0
+TORCH_TIMEOUT_S = 60.0
 
 
 def list_gpus() -> tuple[list[Gpu], str]:
@@ -106,20 +106,38 @@ def _nvml() -> list[Gpu] | None:
         pynvml.nvmlShutdown()
 
 
+TORCH_PROBE = """
+import json, torch
+if torch.cuda.is_available():
+    for i in range(torch.cuda.device_count()):
+        p = torch.cuda.get_device_properties(i)
+        print(json.dumps([i, p.name, p.total_memory >> 20]))
+else:
+    print("none")
+"""
+"""Run in a child process: importing torch would cost the site daemon its memory, and asking CUDA about a device
+would hold a context (hundreds of MB of GPU memory) on it for as long as the daemon runs."""
+
+
 def _torch() -> list[Gpu] | None:
     """torch's view, only where torch is installed and sees CUDA (it numbers devices as CUDA_VISIBLE_DEVICES and
-    CUDA_DEVICE_ORDER say; without either, as the driver does for one GPU)."""
+    CUDA_DEVICE_ORDER say), asked in a child process."""
     import importlib.util
+    import json
+    import sys
 
     if importlib.util.find_spec("torch") is None:
         return None
-    import torch
-
-    cuda: Callable[[], bool] = torch.cuda.is_available
-    if not cuda():
+    try:
+        done = subprocess.run([sys.executable, "-c", TORCH_PROBE], capture_output=True, text=True,
+                              timeout=TORCH_TIMEOUT_S, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        log.warning("torch did not say which GPUs it sees: %s", exc)
         return None
-    gpus = []
-    for index in range(torch.cuda.device_count()):
-        props = torch.cuda.get_device_properties(index)
-        gpus.append(Gpu(index, props.name, props.total_memory >> 20))
-    return gpus
+    if done.returncode != 0 or done.stdout.strip() in ("", "none"):
+        return None
+    try:
+        return [Gpu(int(i), str(name), int(total)) for i, name, total in map(json.loads, done.stdout.split("\n")[:-1])]
+    except (ValueError, TypeError):
+        log.warning("torch's GPU list cannot be read: %s", done.stdout[:200])
+        return None

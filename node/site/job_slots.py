@@ -4,13 +4,16 @@ and what the site reports of both in its heartbeats. Thread-safe: each job start
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import replace
 
 from flctl.node.site import gpu_inventory
-from flctl.node.site.placement import Ask, Capacity, Grant, SiteLoad, place, why_waiting
+from flctl.node.site.placement import Ask, Capacity, Gpu, Grant, SiteLoad, place, why_waiting
 
 RECHECK_S = 1.0
+USAGE_EVERY_S = 5.0
+"""GPU memory in use is asked of the driver at most this often (heartbeats may come faster)."""
 
 
 class JobSlots:
@@ -19,6 +22,8 @@ class JobSlots:
         self._grants: dict[str, Grant] = {}
         self._waiting: set[str] = set()
         self._room = threading.Condition()
+        self._usage: dict[int, Gpu] = {}
+        self._usage_at = float("-inf")
 
     def load(self) -> SiteLoad:
         with self._room:
@@ -60,7 +65,10 @@ class JobSlots:
         """`load()` with each GPU's used and free memory as the driver says now (kept as they were when it does
         not answer)."""
         load = self.load()
-        usage = gpu_inventory.gpu_usage([g.index for g in self.capacity.gpus])
+        if self.capacity.gpus and time.monotonic() - self._usage_at >= USAGE_EVERY_S:
+            self._usage = gpu_inventory.gpu_usage([g.index for g in self.capacity.gpus]) or self._usage
+            self._usage_at = time.monotonic()
+        usage = self._usage
         if not usage:
             return load
         gpus = tuple(replace(g, used_mb=usage[g.index].used_mb, free_mb=usage[g.index].free_mb)
