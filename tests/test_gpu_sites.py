@@ -4,6 +4,7 @@ and cores they saw show the assignment, the sharing, the queueing and the refusa
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from flctl.node.admin.admin_client import AdminClient
@@ -77,9 +78,11 @@ def test_sites_give_jobs_their_gpus_queue_what_waits_and_refuse_what_never_fits(
         table = fed.flctl("site", "ls").stdout
         with AdminClient.from_kit(fed.admin_kit) as admin:
             # Execute
-            a, b, two, huge = (admin.submit_job(job) for job in jobs)
-            (first, _), (second, _), (after, waited), (refused, _) = (_run_to_end(admin, j) for j in (a, b, two, huge))
-        shown = fed.flctl("job", "show", huge)
+            a, b, two = (admin.submit_job(job) for job in jobs[:3])
+            (first, _), (second, _), (after, waited) = (_run_to_end(admin, j) for j in (a, b, two))
+        watched = fed.flctl("job", "submit", jobs[3], "--watch", "--json")
+        huge = json.loads(watched.stdout)["id"]
+        shown = fed.flctl("job", "show", huge, "--json")
     finally:
         fed.stop_all()
     # Assert
@@ -96,7 +99,8 @@ def test_sites_give_jobs_their_gpus_queue_what_waits_and_refuse_what_never_fits(
     assert any("2 free GPUs" in w and "at site-1" in w for w in waited), waited
     assert after.started_at >= max(first.ended_at, second.ended_at)
     assert _gpus_seen(after, "site-1") == {0, 1}
-    assert refused.status == "FAILED"
-    assert refused.error == ("the job cannot run: site-1 can never run it: the job asks 64 CPUs; this site offers "
-                             + str(listed["site-1"]["resources"]["cpus"]))
-    assert shown.returncode == 0 and "64 CPUs" in shown.stdout
+    assert watched.returncode == 1  # DESIGN.md: the operation ran and the job failed
+    refused = json.loads(shown.stdout)
+    assert shown.returncode == 0 and refused["status"] == "FAILED"
+    assert refused["error"] == ("the job cannot run: site-1 can never run it: the job asks 64 CPUs; this site offers "
+                                + str(listed["site-1"]["resources"]["cpus"]))
