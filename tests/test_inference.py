@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from flctl.node.admin.admin_client import AdminClient
 from flctl.node.client import api_wire as wire
 from flctl.node.errors import JobError
 from flctl.node.jobs.initial_model import FinishedJob, InitialModelError, load, parse
@@ -371,27 +372,28 @@ def test_a_trained_jobs_model_runs_inference_on_a_real_federation(tmp_path: Path
     train = workflow_job(tmp_path, "train", "fedavg", {"rounds": 1, "round_timeout_s": 60}, TRAIN)
     infer = workflow_job(tmp_path, "infer", "inference", {"returns": ["count", "mean_prediction"], "sum": ["count"],
                                                          "timeout_s": 60}, INFER)
-    with running(make_federation(tmp_path, admins=[ADMIN, LEAD])) as fed:
+    with running(make_federation(tmp_path, admins=[ADMIN, LEAD])) as fed, \
+            AdminClient.from_kit(fed.admin_kit) as admin:
         kit = ("--kit", fed.admin_kit)
-        trained = run_flctl("job", "submit", train, "--watch", "--json", *kit)
-        train_id = json.loads(trained.stdout)["id"]
+        train_id = admin.submit_job(train)
+        list(admin.watch(train_id))
         # Execute
         submitted = run_flctl("job", "submit", infer, "--model-from", train_id, "--watch", "--json", *kit)
         infer_id = json.loads(submitted.stdout)["id"]
-        shown = json.loads(run_flctl("job", "show", infer_id, "--json", *kit).stdout)
+        shown = admin.get_job(infer_id).to_json()
         table = run_flctl("job", "show", infer_id, *kit).stdout
-        metrics = run_flctl("job", "metrics", infer_id, "--json", *kit).stdout
-        download = Path(json.loads(run_flctl("job", "download", infer_id, "-o", tmp_path / "dl", "--json",
-                                             *kit).stdout)["path"])
+        metrics = json.dumps([m.__dict__ for m in admin.job_metrics(infer_id)])
+        download = admin.download_job(infer_id, tmp_path / "dl")
         unknown = run_flctl("job", "submit", infer, "--model-from", "nosuchjob", *kit)
         no_final = run_flctl("job", "submit", infer, "--model-from", infer_id, *kit)
         not_theirs = run_flctl("job", "submit", infer, "--model-from", train_id, "--kit", fed.prod / LEAD[0])
         bad_id = run_flctl("job", "submit", infer, "--model-from", "no/such", *kit)
-        jobs = json.loads(run_flctl("job", "ls", "--json", *kit).stdout)
+        jobs = admin.list_jobs()
+        trained = admin.get_job(train_id)
         logs = fed.logs()
     server_files = [p for p in (fed.kit("localhost") / "workspace").rglob("*") if p.is_file()]  # once it stopped
     # Assert
-    assert json.loads(trained.stdout)["status"] == "FINISHED", trained.stdout + trained.stderr + logs
+    assert trained.status == "FINISHED", trained.error + logs
     assert json.loads(submitted.stdout)["status"] == "FINISHED", submitted.stdout + submitted.stderr + logs
     report = shown["reports"]["inference"]
     assert report["sites"] == {"site-1": {"num_examples": 4, "metrics": {"count": 4.0, "mean_prediction": 3.75}},
