@@ -17,6 +17,8 @@ from flctl.recipe.errors import EnvironmentUnavailable, RecipeError, RecipeInput
 
 if TYPE_CHECKING:
     from flctl.node.admin.admin_client import AdminClient
+    from flctl.node.jobs.job_spec import Resources
+    from flctl.node.simulator.runtime import LocalEngine
     from flctl.recipe.jobs import Job
     from flctl.recipe.runs import FederationRun, Run, SimRun
 
@@ -36,13 +38,15 @@ class SimEnv(Env):
     """The simulator (`flctl simulate`): `sites` simulated sites (default: those the job names, else
     max(2, min_sites)) shared by `workers` processes (default: one per CPU core, at most one per site). Results
     go to `workspace`/<job name>/ (default: `flctl simulate`'s). `data` are paths the scripts may read; `privacy` a
-    site's privacy.yml every simulated site applies. `run` returns once the simulation has ended."""
+    site's privacy.yml every simulated site applies; `gpus` ("0,1", NVIDIA FLARE's SimEnv gpu_config) the GPUs the
+    sites' workers are spread over (`flctl simulate --gpus`). `run` returns once the simulation has ended."""
 
     sites: int | None = None
     workers: int | None = None
     workspace: str | os.PathLike[str] | None = None
     data: Sequence[str | os.PathLike[str]] = ()
     privacy: str | os.PathLike[str] | None = None
+    gpus: str | None = None
 
     def run(self, job: Job) -> SimRun:
         from flctl.node.config.privacy import load_privacy
@@ -64,10 +68,23 @@ class SimEnv(Env):
             loaded = load_job(job.export(Path(tmp) / job.name))
             try:
                 names = site_names(loaded, self.sites)
-                result = simulate(loaded, names, root, self.workers, None, [os.fspath(p) for p in self.data], rules)
-            except SimulationError as exc:
+                engine = self._on_gpus(loaded.spec.resources, len(names))
+                result = simulate(loaded, names, root, self.workers, None, [os.fspath(p) for p in self.data], rules,
+                                  engine=engine)
+            except (SimulationError, ValueError) as exc:  # GpuSpreadError is a ValueError
                 raise RecipeInputError(f"SimEnv: {exc}") from None
         return SimRun(result)
+
+    def _on_gpus(self, resources: Resources, sites: int) -> LocalEngine | None:
+        """The local engine spread over `gpus` (`flctl.node.simulator.gpu_spread`); None without them."""
+        if self.gpus is None:
+            return None
+        from flctl.node.simulator.gpu_spread import check_listed, parse_gpus, spread
+        from flctl.node.simulator.runtime import LocalEngine
+        from flctl.node.site.placement import Ask
+
+        listed = parse_gpus(self.gpus, "gpus")
+        return LocalEngine(self.workers, spread(listed, sites, Ask.of(resources), check_listed(listed)).groups)
 
 
 @dataclass

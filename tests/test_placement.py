@@ -351,6 +351,19 @@ def test_sites_spread_over_the_gpus_given():
         parse_gpus("0,0")
 
 
+def test_the_recipe_s_sim_env_takes_gpus_as_flctl_simulate_does(tmp_path: Path):
+    """SimEnv(gpus=...) is `flctl simulate --gpus`: a bad list is refused before anything runs."""
+    # Prepare
+    from flctl.recipe import FedAvgJob, RecipeInputError, SimEnv
+
+    script = tmp_path / "train.py"
+    script.write_text("import flctl.client as fl\nfl.init()\n")
+    job = FedAvgJob(name="spread", script=script, rounds=1)
+    # Execute / Assert
+    with pytest.raises(RecipeInputError, match=r"SimEnv: gpus must list distinct GPU indices, e.g. 0,1, not '0,x'"):
+        SimEnv(sites=2, gpus="0,x", workspace=tmp_path / "ws").run(job)
+
+
 def test_nvflare_resource_spec_becomes_job_resources():
     """meta.json's resource_spec (num_of_gpus or num_gpus, mem_per_gpu_in_GiB) maps to resources; other keys named."""
     # Prepare

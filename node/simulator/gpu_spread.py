@@ -25,11 +25,11 @@ class Spread:
     sites_per_group: int
 
 
-def parse_gpus(text: str) -> tuple[int, ...]:
-    """`0,1` as (0, 1); GpuSpreadError for anything but distinct GPU indices."""
+def parse_gpus(text: str, name: str = "--gpus") -> tuple[int, ...]:
+    """`0,1` as (0, 1); GpuSpreadError (naming the option or argument `name`) for anything but distinct indices."""
     cells = [c.strip() for c in text.split(",")]
     if not cells or not all(c.isdigit() for c in cells) or len(set(cells)) != len(cells):
-        raise GpuSpreadError(f"--gpus must list distinct GPU indices, e.g. 0,1, not {text!r}")
+        raise GpuSpreadError(f"{name} must list distinct GPU indices, e.g. 0,1, not {text!r}")
     return tuple(int(c) for c in cells)
 
 
