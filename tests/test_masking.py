@@ -164,20 +164,26 @@ while fl.running():
     params = model.params or {k: np.zeros(s, np.float32) for k, s in SHAPES.items()}
     new = {k: (params[k] + 0.5 * np.tanh(target[k] - params[k])).astype(np.float32) for k in SHAPES}
     if model.round == 1 and os.environ.get("SLOW_SITE") == site:
-        time.sleep(6)  # the others upload first: a window to kill one of them before the unmasking
+        # The others upload first: held until the test has killed one of them and the server knows it is gone.
+        while os.path.exists(os.environ["HOLD"]):
+            time.sleep(0.05)
     fl.send(fl.Model(params=new, num_examples=n, metrics={"loss": 1.0}))
     open(f"uploaded-{model.round}", "w").close()
 """
 
 
 def masking_job(root: Path, name: str, args: dict[str, object], slow_site: str = "site-1") -> Path:
+    """A job whose `slow_site` uploads its round-2 update only once the file `root/hold-NAME` is gone."""
     import json
 
     folder = root / name
     (folder / "app").mkdir(parents=True)
+    hold = root / f"hold-{name}"
+    if slow_site:
+        hold.touch()
     (folder / "job.yml").write_text(
         f"api_version: 1\nname: {name}\nworkflow: {{type: fedavg, args: {json.dumps(args)}}}\nmin_sites: 2\n"
-        f"app: {{command: [python, train.py], env: {{SLOW_SITE: {slow_site or 'none'}}}}}\n")
+        f"app: {{command: [python, train.py], env: {{SLOW_SITE: {slow_site or 'none'}, HOLD: '{hold}'}}}}\n")
     (folder / "app" / "train.py").write_text(MASK_TRAIN)
     return folder
 
@@ -202,8 +208,9 @@ def wait_end(fed, job_id: str, timeout: float = 120) -> dict:
     raise AssertionError(f"job {job_id} did not end; logs: {fed.logs()}")
 
 
-def kill_after_upload(fed, job_id: str, site: str, round_no: int) -> None:
-    """Kill `site` (its daemon, job process and script) once its round `round_no` upload is on its way."""
+def kill_after_upload(fed, job_id: str, site: str, round_no: int, hold: Path) -> None:
+    """Kill `site` (its daemon, job process and script) once its round `round_no` upload is on its way; once the
+    job has noted it failed, remove `hold` (the slow site uploads, and the unmasking step starts)."""
     import signal
     import time
 
@@ -214,6 +221,14 @@ def kill_after_upload(fed, job_id: str, site: str, round_no: int) -> None:
         time.sleep(0.1)
     time.sleep(1.0)  # its job process masks and sends the upload: a small model, well under a second
     fed.stop(site, signal.SIGKILL)
+    # Until the job knows (its site_failed event), the unmasking step would ask the killed site too, and two others'
+    # shares may end the step before that site's failure is noted.
+    from flctl.node.admin.admin_client import AdminClient
+
+    with AdminClient.from_kit(fed.admin_kit) as admin:
+        failed = next((e for e in admin.watch(job_id) if e.kind == "site_failed" and site in e.message), None)
+    assert failed is not None, f"the job ended without noting {site}'s failure: " + fed.logs()
+    hold.unlink()
 
 
 def test_masking_on_a_federation_equals_fedavg_and_survives_a_site_killed_after_upload(tmp_path):
@@ -226,11 +241,12 @@ def test_masking_on_a_federation_equals_fedavg_and_survives_a_site_killed_after_
 
     fed = make_federation(tmp_path, sites=3)
     with running(fed):
-        plain_id = submit(fed, masking_job(tmp_path, "plain", {"rounds": 2, "round_timeout_s": 30}))
+        # The reference: no slow site (its hold is only the window for killing a masked job's site).
+        plain_id = submit(fed, masking_job(tmp_path, "plain", {"rounds": 2, "round_timeout_s": 30}, slow_site=""))
         assert wait_end(fed, plain_id)["status"] == "FINISHED"
         masked_id = submit(fed, masking_job(tmp_path, "masked", {"rounds": 2, "round_timeout_s": 30,
                                                                  "secure_aggregation": "masking"}))
-        kill_after_upload(fed, masked_id, "site-3", 1)
+        kill_after_upload(fed, masked_id, "site-3", 1, tmp_path / "hold-masked")
         shown = wait_end(fed, masked_id)
         assert shown["status"] == "FINISHED", str(shown) + fed.logs()
         server_jobs = fed.kit("localhost") / "workspace" / "jobs"
@@ -247,7 +263,7 @@ def test_masking_on_a_federation_equals_fedavg_and_survives_a_site_killed_after_
         strict_id = submit(fed, masking_job(tmp_path, "strict", {"rounds": 2, "round_timeout_s": 30,
                                                                  "secure_aggregation": "masking",
                                                                  "masking_threshold": 3}))
-        kill_after_upload(fed, strict_id, "site-3", 1)
+        kill_after_upload(fed, strict_id, "site-3", 1, tmp_path / "hold-strict")
         shown = wait_end(fed, strict_id)
     assert shown["status"] == "FAILED"
     assert "round 2: 2 sites revealed their shares, fewer than the threshold 3" in shown["error"], shown["error"]
