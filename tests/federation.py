@@ -100,11 +100,17 @@ class Federation:
         return json.loads(out.stdout)
 
     def wait_online(self, sites: list[str], timeout: float = 30) -> None:
+        """Until the server lists every one of `sites` online. Asked from this process (a `flctl` process a poll
+        would spend CPU the starting nodes need), through a fresh channel each time (a channel refused while the
+        server starts would wait out gRPC's reconnect backoff)."""
+        from flctl.node.admin.admin_client import AdminClient
+        from flctl.node.errors import NodeError
+
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            out = self.flctl("site", "ls", "--json")
-            if out.returncode == 0:
-                online = {s["name"] for s in json.loads(out.stdout) if s["online"]}
+            with contextlib.suppress(NodeError):
+                with AdminClient.from_kit(self.admin_kit, timeout_s=10) as admin:
+                    online = {s.name for s in admin.list_sites() if s.online}
                 if set(sites) <= online:
                     return
             time.sleep(0.3)
