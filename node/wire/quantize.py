@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from flctl.node.jobs.tasks import Params, TaskKind
-from flctl.node.wire import tensors
+from flctl.node.wire import disk_space, tensors
 
 MODES = ("fp16", "bf16", "int8")
 """What `transfer: {quantize: ...}` may ask."""
@@ -156,8 +156,10 @@ def dequantize_to_file(params: Params, metadata: Mapping[str, str], path: Path) 
     shapes = {name: params[name].shape for name, *_ in plan}
     step = max(block, (_STEP // block) * block)  # a multiple of int8's block: each slice starts on a block
     try:
+        header = tensors.header_of([(name, dtype, shapes[name]) for name, dtype, _, _ in plan])
         with open(path, "wb") as out:
-            out.write(tensors.header_of([(name, dtype, shapes[name]) for name, dtype, _, _ in plan]))
+            disk_space.reserve(out.fileno(), len(header) + sum(size * dtype.itemsize for _, dtype, _, size in plan))
+            out.write(header)
             for _, _, values, size in plan:
                 for begin in range(0, size, step):
                     piece = values(begin, min(size, begin + step))

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from flctl.node.jobs.tasks import Params
+from flctl.node.wire import disk_space
 
 _NUMERIC_KINDS = "biufc"
 _NATIVE: dict[str, np.dtype] = {
@@ -224,6 +225,7 @@ def write_file(path: Path, params: Mapping[str, Any], metadata: Mapping[str, str
     written."""
     plan = layout(params, metadata)
     with open(path, "wb") as out:
+        disk_space.reserve(out.fileno(), plan.size)
         out.write(plan.header)
         for _, array in plan.arrays:
             out.write(_bytes_of(array))
