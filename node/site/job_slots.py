@@ -22,6 +22,7 @@ class JobSlots:
         self._grants: dict[str, Grant] = {}
         self._waiting: set[str] = set()
         self._room = threading.Condition()
+        self._released = 0  # grants released so far: a waiter that saw this many has missed none
         self._usage: dict[int, Gpu] = {}
         self._usage_at = float("-inf")
 
@@ -34,8 +35,8 @@ class JobSlots:
         """The job's grant once it fits (the caller checked that it can: `placement.never_fits`), waiting while it
         does not; `on_wait(reason)` each time what it waits for changes. None when `cancelled` is set first."""
         said = ""
-        with self._room:
-            while not cancelled.is_set():
+        while not cancelled.is_set():
+            with self._room:
                 load = SiteLoad(self.capacity, tuple(self._grants.values()))
                 grant = place(load, ask, job_id)
                 if grant is not None:
@@ -43,23 +44,24 @@ class JobSlots:
                     self._waiting.discard(job_id)
                     return grant
                 self._waiting.add(job_id)
-                reason = why_waiting(load, ask)
-                if reason != said:
-                    said = reason
-                    on_wait(reason)
-                self._room.wait(RECHECK_S)
+                seen = self._released
+            reason = why_waiting(load, ask)
+            if reason != said:  # said outside the lock: the caller may take its time (a call to the server)
+                said = reason
+                on_wait(reason)
+            with self._room:
+                if self._released == seen:  # nothing was freed meanwhile
+                    self._room.wait(RECHECK_S)
+        with self._room:
             self._waiting.discard(job_id)
-            return None
+        return None
 
     def release(self, job_id: str) -> None:
         """The job's process ended: what it held is free for the jobs waiting."""
         with self._room:
             self._grants.pop(job_id, None)
+            self._released += 1
             self._room.notify_all()
-
-    def grant_of(self, job_id: str) -> Grant | None:
-        with self._room:
-            return self._grants.get(job_id)
 
     def report(self) -> SiteLoad:
         """`load()` with each GPU's used and free memory as the driver says now (kept as they were when it does
