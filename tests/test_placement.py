@@ -244,6 +244,16 @@ def test_a_gpu_the_machine_does_not_have_stops_the_site(tmp_path: Path, monkeypa
                                  "(or gpus: auto)")
 
 
+def test_sites_sharing_a_machine_start_from_different_cores():
+    """site-1 and site-2 on one 2-core machine pin their first jobs to different cores; no name: core 0."""
+    # Prepare
+    from flctl.node.site.site_capacity import first_core
+
+    # Execute / Assert
+    assert [first_core(f"site-{i}", 2) for i in (1, 2, 3)] == [1, 0, 1]
+    assert first_core("hospital-a", 4) in range(4) and first_core("", 4) == 0 and first_core("site-7", 1) == 0
+
+
 @pytest.mark.parametrize(("text", "key"), [
     ("gpus: 2\n", "gpus must be auto"), ("gpus: [0, 0]\n", "gpus must be auto"), ("gpus: [-1]\n", "gpus must be"),
     ("cpus: 0\n", "cpus must be auto"), ("cpus: many\n", "cpus must be auto"),

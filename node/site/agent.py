@@ -94,7 +94,7 @@ class SiteAgent:
         else:
             log.info("job scripts at this site are confined: %s", self.isolation_note)
         self.retention_days = resources.retention_days
-        self.slots = JobSlots(site_capacity(resources, resources_path(kit.root)))  # what jobs are given here
+        self.slots = JobSlots(site_capacity(resources, resources_path(kit.root), kit.info.name))  # jobs get them
         self._queued: dict[str, threading.Event] = {}  # jobs waiting for their resources: set to give up waiting
         self._jobs: dict[str, _Job] = {}
         self._lock = threading.Lock()

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import zlib
 from pathlib import Path
 
 from flctl.node.config.resources import Resources
@@ -30,16 +32,28 @@ def machine_memory_mb() -> int:
         return 0
 
 
-def site_capacity(resources: Resources, path: Path) -> Capacity:
-    """The capacity `resources` (read from `path`) describes on this machine."""
+def site_capacity(resources: Resources, path: Path, site: str = "") -> Capacity:
+    """The capacity `resources` (read from `path`) describes on this machine, for `site` (its cores in the order it
+    gives them out: `first_core`)."""
     cores = machine_cpus()
     if resources.cpus is not None:
         cores = cores[:max(1, int(resources.cpus))]
+    start = first_core(site, len(cores))
+    cores = cores[start:] + cores[:start]
     memory = resources.memory_mb if resources.memory_mb is not None else machine_memory_mb()
     gpus = _gpus(resources, path)
     if resources.gpu_memory_gb:
         gpus = [Gpu(g.index, g.name, round(resources.gpu_memory_gb * MIB_PER_GIB), g.used_mb, g.free_mb) for g in gpus]
     return Capacity(cores, memory, tuple(gpus), resources.gpu_sharing, manages_gpus=bool(gpus))
+
+
+def first_core(site: str, count: int) -> int:
+    """Where `site` starts giving out its cores: sites sharing a machine (a local federation's site-1, site-2...)
+    would otherwise all pin their first jobs to core 0. The number a name ends with, else a hash of the name."""
+    if count <= 1 or not site:
+        return 0
+    digits = re.search(r"(\d+)$", site)
+    return (int(digits.group(1)) if digits else zlib.crc32(site.encode())) % count
 
 
 def _gpus(resources: Resources, path: Path) -> list[Gpu]:
