@@ -27,6 +27,12 @@ and averages), the server's peak resident memory (its daemon plus its job proces
 multiple of the model and as MB over the model, and the same peak for the site that used more (its daemon, job
 process and training script). Figures are for this machine with everything on loopback: note `uptime`'s load,
 which the JSON holds (`load_1m` before the size's run).
+
+The ceiling's processes also count the CPU seconds they spend moving the model (`ceiling_cpu_s_per_gb`: the sites'
+and the server's, over the GB moved, 4 x the model: two sites, down and up), which a loaded machine changes far
+less than it changes seconds. From it `cpu_bound_mb_s_per_site` = 500 x cores / ceiling_cpu_s_per_gb is what the
+bare transport reaches per site with every core of this machine to itself (each site moves the model down and up,
+both sites at once): no number of streams goes past it, since streams share the same work out, not make it less.
 """
 
 from __future__ import annotations
@@ -142,7 +148,8 @@ def provision(work: Path) -> Path:
 def ceiling(prod: Path, mb: int, streams: int, kind: str) -> list[dict[str, float]]:
     """The transport alone: a bare gRPC server (`kind`: grpc.aio, or the synchronous API with a thread per call, as
     flctl's server) streams `mb` MB (over `streams` streams) to two site processes at once (the same API) and takes
-    it back; each site's download and upload seconds.
+    it back; each site's download and upload seconds and CPU seconds (`cpu_s`, its process's over the transfer),
+    with the server's over the same time (`server_cpu_s`, the same in each).
 
     The server and each site run in a session of their own, as flctl's server daemon and site job processes do:
     with the kernel's autogroups (sched_autogroup_enabled) a session is what shares the CPU, and on a loaded
@@ -199,13 +206,15 @@ async def _ceiling(prod: Path, mb: int, streams: int, kind: str) -> list[dict[st
     await server.start() if aio else server.start()
     try:
         go = time.time() + 3.0  # both sites connected and waiting by then
+        cpu = time.process_time()
         sites = [await asyncio.create_subprocess_exec(
             sys.executable, __file__, "--ceiling-site", str(prod / name), str(mb), str(streams), str(go), kind,
             stdout=subprocess.PIPE, start_new_session=True) for name in ("site-1", "site-2")]
         outs = [await site.communicate() for site in sites]
+        cpu = time.process_time() - cpu
     finally:
         await server.stop(None) if aio else server.stop(None)
-    return [json.loads(out) for out, _ in outs]
+    return [{**json.loads(out), "server_cpu_s": cpu} for out, _ in outs]
 
 
 def ceiling_site(kit_dir: Path, mb: int, streams: int, go: float, kind: str) -> None:
@@ -243,13 +252,14 @@ def sync_ceiling_site(kit_dir: Path, mb: int, streams: int, go: float) -> dict[s
         chan.stream_unary("/bench/up")(bytes(view[i:min(end, i + CHUNK)]) for i in range(begin, end, CHUNK))
 
     with futures.ThreadPoolExecutor(streams) as pool:
-        start = time.perf_counter()
+        cpu, start = time.process_time(), time.perf_counter()
         list(pool.map(down, range(streams)))
         downloaded = time.perf_counter()
         list(pool.map(up, range(streams)))
         done = time.perf_counter()
+    cpu = time.process_time() - cpu
     chan.close()
-    return {"down_s": downloaded - start, "up_s": done - downloaded}
+    return {"down_s": downloaded - start, "up_s": done - downloaded, "cpu_s": cpu}
 
 
 async def _ceiling_site(kit_dir: Path, mb: int, streams: int, go: float) -> dict[str, float]:
@@ -283,13 +293,14 @@ async def _ceiling_site(kit_dir: Path, mb: int, streams: int, go: float) -> dict
 
         await chan.stream_unary("/bench/up")(blocks())
 
-    start = time.perf_counter()
+    cpu, start = time.process_time(), time.perf_counter()
     await asyncio.gather(*(down(i) for i in range(streams)))
     downloaded = time.perf_counter()
     await asyncio.gather(*(up(i) for i in range(streams)))
     done = time.perf_counter()
+    cpu = time.process_time() - cpu
     await chan.close()
-    return {"down_s": downloaded - start, "up_s": done - downloaded}
+    return {"down_s": downloaded - start, "up_s": done - downloaded, "cpu_s": cpu}
 
 
 # ---------------------------------------------------------------------------------------------- flctl
@@ -390,13 +401,19 @@ def measure(mb: int, rounds: int, streams: int, ceiling_only: bool) -> dict[str,
         if flctl is not None:
             for kind in KINDS:
                 bare[kind].append(ceiling(prod, mb, streams, kind))
-    best = {kind: max((_medians(times) for times in runs), key=lambda t: rate(mb, *t)) for kind, runs in bare.items()}
+    best_run = {kind: max(runs, key=lambda times: rate(mb, *_medians(times))) for kind, runs in bare.items()}
+    best = {kind: _medians(times) for kind, times in best_run.items()}
     top = max(KINDS, key=lambda kind: rate(mb, *best[kind]))
     c_down, c_up = best[top]
+    # CPU seconds the bare transport spent per GB it moved (2 sites, down and up: 4 x mb), all its processes
+    cpu_per_gb = (sum(t["cpu_s"] for t in best_run[top]) + best_run[top][0]["server_cpu_s"]) / (4 * mb / 1000)
+    cores = len(os.sched_getaffinity(0))
     out: dict[str, Any] = {
         "size_mb": mb, "streams": streams, "load_1m": round(load, 2),
         "ceiling_mb_s_per_site": round(rate(mb, c_down, c_up)), "ceiling_down_mb_s": round(mb / c_down),
         "ceiling_up_mb_s": round(mb / c_up), "ceiling_api": top,
+        "ceiling_cpu_s_per_gb": round(cpu_per_gb, 2), "cores": cores,
+        "cpu_bound_mb_s_per_site": round(500 * cores / cpu_per_gb),
         **{f"ceiling_{kind}_mb_s_per_site": round(rate(mb, *best[kind])) for kind in KINDS}}
     if flctl is not None:
         f_down, f_up = statistics.median(flctl["down_s"]), statistics.median(flctl["up_s"])
