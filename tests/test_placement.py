@@ -137,7 +137,7 @@ def test_a_job_that_can_never_fit_is_told_why():
                                                                  "offers 4.0 GiB")
     assert never_fits(TWO_GPUS, Ask(gpus=3)) == "the job asks 3 GPUs; this site offers 2"
     assert never_fits(TWO_GPUS, Ask(gpus=1, gpu_memory_mb=80 * GIB)) == (
-        "the job asks 80.0 GiB on each of 1 GPU; this site's GPUs have at most 40.0 GiB")
+        "the job asks 80.0 GiB on its GPU; this site's GPUs have at most 40.0 GiB")
     assert never_fits(TWO_CORES, Ask(gpus=1)).endswith("offers none (gpus in its local/resources.yml)")
     assert never_fits(TWO_GPUS, Ask(cpus=4, memory_mb=64 * GIB, gpus=2)) == ""
 

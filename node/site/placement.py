@@ -126,8 +126,8 @@ def never_fits(capacity: Capacity, ask: Ask) -> str:
         return f"the job asks {ask.gpus} GPU{'s' if ask.gpus > 1 else ''}; this site offers {offered}"
     if ask.gpus and len(_big_enough(capacity, ask)) < ask.gpus:
         biggest = max(g.memory_mb for g in capacity.gpus)
-        return (f"the job asks {_size(ask.gpu_memory_mb)} on each of {ask.gpus} GPU{'s' if ask.gpus > 1 else ''}; "
-                f"this site's GPUs have at most {_size(biggest)}")
+        its = f"each of its {ask.gpus} GPUs" if ask.gpus > 1 else "its GPU"
+        return f"the job asks {_size(ask.gpu_memory_mb)} on {its}; this site's GPUs have at most {_size(biggest)}"
     return ""
 
 
@@ -147,12 +147,13 @@ def place(load: SiteLoad, ask: Ask, job_id: str) -> Grant | None:
 
 def why_waiting(load: SiteLoad, ask: Ask) -> str:
     """What the job waits for at this site (for `job show`); '' when it fits now."""
-    if len(load.capacity.cpus) - len({c for g in load.grants for c in g.cpus}) < ask.cpus:
-        return f"{ask.cpus} free CPUs ({load.free_cpus()} of {len(load.capacity.cpus)} free)"
+    if load.free_cpus() < ask.cpus:
+        cpus = f"{ask.cpus} free CPU{'s' if ask.cpus > 1 else ''}"
+        return f"{cpus} ({load.free_cpus()} of {len(load.capacity.cpus)} free)"
     if ask.memory_mb > load.free_memory_mb():
         return f"{_size(ask.memory_mb)} of free memory ({_size(load.free_memory_mb())} free)"
     if len(_free_gpus(load, ask)) < ask.gpus:
-        busy = sorted({j for g in load.grants if g.gpus for j in [g.job_id]})
+        busy = sorted({g.job_id for g in load.grants if g.gpus})
         return (f"{ask.gpus} free GPU{'s' if ask.gpus > 1 else ''} ({len(_free_gpus(load, ask))} free; held by "
                 f"{', '.join(busy) or 'no job'})")
     return ""
