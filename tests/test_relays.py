@@ -2,12 +2,14 @@
 
 The provisioning checks and the combining maths on their own; then real processes over mutual TLS: a server, two
 relays under it, a third relay under the first, five sites, FedAvg jobs whose final models are compared with the
-same jobs on a flat federation of the same five sites (and with the weighted means worked out here).
+same jobs run flat over the same five sites by `flctl simulate` (the same workflow code, no relays), and with the
+weighted means worked out here.
 """
 
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +24,7 @@ from flctl.node.jobs.tasks import TaskResult
 from flctl.node.relay.combine import combine, refusal_for
 from flctl.provisioner.relay_tree import child_toward, top_of
 
-from .federation import ADMIN, FLCTL, Federation, free_port, running
+from .federation import ADMIN, FLCTL, Federation, free_port
 
 TREE = {"relay-de": "relay-eu", "site-1": "relay-eu", "site-2": "relay-eu", "site-5": "relay-de",
         "site-3": "relay-us", "site-4": "relay-us"}
@@ -192,24 +194,34 @@ def test_a_bad_tree_is_refused_at_provisioning(tmp_path, change, field, words):
 
 
 @pytest.fixture(scope="module")
-def feds(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Federation, Federation]]:
+def feds(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
+    """The relayed federation (the flat runs the jobs are compared with are `flctl simulate`'s: see flat_job)."""
     relayed = make(tmp_path_factory.mktemp("relayed"), relays=True)
-    flat = make(tmp_path_factory.mktemp("flat"), relays=False)
     try:
         relayed.start("localhost")
         for relay in ("relay-eu", "relay-us", "relay-de"):
             relayed.start(relay)
-        with running(flat):
-            for site in relayed.sites:
-                relayed.start(site)
-            relayed.wait_online(["relay-eu", "relay-us", *relayed.sites])
-            yield relayed, flat
+        # The relays first: a site started before its relay listens would fail over (site-4) or back off.
+        relayed.wait_online(["relay-eu", "relay-us", "relay-de"])
+        for site in relayed.sites:
+            relayed.start(site)
+        relayed.wait_online(["relay-eu", "relay-us", *relayed.sites])
+        yield relayed
     finally:
         relayed.stop_all()
 
 
+def flat_job(folder: Path, sites: list[str] | None, workspace: Path) -> dict[str, np.ndarray]:
+    """The job run flat, every site answering the server itself, by `flctl simulate` (the workflow and the
+    training scripts of a real run, in worker processes): its final model."""
+    out = subprocess.run([FLCTL, "simulate", str(folder), "-w", str(workspace), *([] if sites else ["-n", "5"])],
+                         capture_output=True, text=True, timeout=300, check=False)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return load_file(workspace / folder.name / "models" / "final.safetensors")
+
+
 def test_relay_kits_serve_their_sites_and_call_their_parents(feds):
-    relayed, _ = feds
+    relayed = feds
     cert = x509.load_pem_x509_certificate((relayed.kit("relay-de") / "startup" / "relay.crt").read_bytes())
     usages = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     assert set(usages) == {ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH}
@@ -228,7 +240,7 @@ def test_relay_kits_serve_their_sites_and_call_their_parents(feds):
 
 
 def test_site_ls_shows_the_tree(feds):
-    relayed, _ = feds
+    relayed = feds
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         sites = {s["name"]: s for s in relayed.flctl_json("site", "ls")}
@@ -247,12 +259,12 @@ def test_site_ls_shows_the_tree(feds):
 
 def test_fedavg_through_relays_equals_the_flat_job(feds, tmp_path):
     """Two rounds over sites 1-4 (through relay-eu and relay-us) and one round over all five (site-5 below
-    relay-de, below relay-eu): the final models equal the flat federation's, element for element, and the means
-    worked out here; the server ran each job on its relays only."""
-    relayed, flat = feds
+    relay-de, below relay-eu): the final models equal the same jobs' run flat (`flctl simulate`), element for
+    element, and the means worked out here; the server ran each job on its relays only."""
+    relayed = feds
     for name, sites, rounds in (("four", ["site-1", "site-2", "site-3", "site-4"], 2), ("all", None, 1)):
         through, shown = run_job(relayed, job(tmp_path / "relayed", name, sites, rounds), tmp_path / f"r-{name}")
-        direct, _ = run_job(flat, job(tmp_path / "flat", name, sites, rounds), tmp_path / f"f-{name}")
+        direct = flat_job(job(tmp_path / "flat", name, sites, rounds), sites, tmp_path / "flat-runs")
         assert sorted(through) == ["b", "w"]
         for tensor in ("w", "b"):
             assert through[tensor].dtype == direct[tensor].dtype
@@ -267,7 +279,7 @@ def test_fedavg_through_relays_equals_the_flat_job(feds, tmp_path):
 
 def test_a_workflow_relays_cannot_carry_is_refused_at_submit(feds, tmp_path):
     """A cyclic job naming a site under a relay: refused at submit (exit 2), saying why; nothing is stored."""
-    relayed, _ = feds
+    relayed = feds
     folder = tmp_path / "cyc"
     (folder / "app").mkdir(parents=True)
     (folder / "job.yml").write_text("api_version: 1\nname: cyc\nworkflow: {type: cyclic, args: {rounds: 1}}\n"
@@ -284,7 +296,7 @@ def test_a_workflow_relays_cannot_carry_is_refused_at_submit(feds, tmp_path):
 def test_sites_reconnect_when_their_relay_returns(feds, tmp_path):
     """relay-us stops: it and site-3 show offline, site-4 (failover: server) connects to the server itself and a
     job naming it runs there; relay-us started again, both sites go back to it by themselves."""
-    relayed, _ = feds
+    relayed = feds
 
     def states() -> dict[str, tuple[bool, str]]:
         return {s["name"]: (s["online"], s["parent"] or "") for s in relayed.flctl_json("site", "ls")}
