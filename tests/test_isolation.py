@@ -128,7 +128,7 @@ def test_job_code_at_a_site_cannot_read_the_kit_key_the_ca_key_another_job_or_th
     assert SECRET not in names and "FLCTL_KIT" not in names
     assert names <= {"PATH", "LANG", "LC_ALL", "TZ", "HOME", "TMPDIR", "PYTHONPATH", "PYTHONUNBUFFERED",
                      "PROBE_TARGETS", "FLCTL_API_ADDRESS", "FLCTL_API_AUTHKEY", "FLCTL_SITE", "FLCTL_JOB_ID",
-                     "FLCTL_FRAMEWORK"}, \
+                     "FLCTL_FRAMEWORK", "FLCTL_OUTPUT_DIR"}, \
         names
     unconfined = probe_results(by_site["site-2"])  # the same probe, unconfined: it reads what it is pointed at
     assert by_site["site-2"][0] == "isolation at site-2: off"
