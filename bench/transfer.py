@@ -406,7 +406,9 @@ def measure(mb: int, rounds: int, streams: int, ceiling_only: bool) -> dict[str,
     top = max(KINDS, key=lambda kind: rate(mb, *best[kind]))
     c_down, c_up = best[top]
     # CPU seconds the bare transport spent per GB it moved (2 sites, down and up: 4 x mb), all its processes
-    cpu_per_gb = (sum(t["cpu_s"] for t in best_run[top]) + best_run[top][0]["server_cpu_s"]) / (4 * mb / 1000)
+    cpu = {kind: (sum(t["cpu_s"] for t in times) + times[0]["server_cpu_s"]) / (4 * mb / 1000)
+           for kind, times in best_run.items()}
+    cpu_per_gb = cpu[top]
     cores = len(os.sched_getaffinity(0))
     out: dict[str, Any] = {
         "size_mb": mb, "streams": streams, "load_1m": round(load, 2),
@@ -414,7 +416,8 @@ def measure(mb: int, rounds: int, streams: int, ceiling_only: bool) -> dict[str,
         "ceiling_up_mb_s": round(mb / c_up), "ceiling_api": top,
         "ceiling_cpu_s_per_gb": round(cpu_per_gb, 2), "cores": cores,
         "cpu_bound_mb_s_per_site": round(500 * cores / cpu_per_gb),
-        **{f"ceiling_{kind}_mb_s_per_site": round(rate(mb, *best[kind])) for kind in KINDS}}
+        **{f"ceiling_{kind}_mb_s_per_site": round(rate(mb, *best[kind])) for kind in KINDS},
+        **{f"ceiling_{kind}_cpu_s_per_gb": round(cpu[kind], 2) for kind in KINDS}}
     if flctl is not None:
         f_down, f_up = statistics.median(flctl["down_s"]), statistics.median(flctl["up_s"])
         a_down, a_up = statistics.median(flctl["all_down_s"]), statistics.median(flctl["all_up_s"])
