@@ -1,6 +1,7 @@
 """Federated inference (`workflow.type: inference`): the model goes to every site once, only the metrics job.yml's
 `returns` declares come back (the site drops the rest before its answer leaves), predictions stay at the site; a
-finished job's model (`initial_model: job:<ID>`, `flctl job submit --model-from`) resolved by the server at submit."""
+finished job's model (`initial_model: job:<ID>`, `flctl job submit --model-from`) resolved by the server at submit.
+The LLM's inference (llm-lora's generate.yml on a trained adapter) is tested in test_llm_lora.py, sharing its runs."""
 
 from __future__ import annotations
 
@@ -260,33 +261,6 @@ def test_hello_pt_inference_simulated_matches_a_direct_computation(tmp_path: Pat
                    and "app" not in p.relative_to(result).parts]
     assert not any(b"image,label,predicted" in p.read_bytes() for p in server_side)
     assert "inference" in out.stdout and "all sites" in out.stdout
-
-
-def test_llm_inference_simulated_keeps_the_generations_at_the_sites(tmp_path: Path):
-    """`flctl simulate` of llm-inference: each site's generations.jsonl holds its prompts' continuations; the report
-    holds only count, tokens and tokens/s; no generated text is on the server's side of the run."""
-    if importlib.util.find_spec("transformers") is None:  # not imported here: the sites do (seconds each)
-        pytest.skip("needs the llm extra: bash scripts/setup.sh --all")
-    # Prepare / Execute
-    out = run_flctl("simulate", JOBS / "llm-inference", "-n", "2", "--workers", "1", "-w", tmp_path / "ws",
-                    timeout=300)  # one worker: transformers imported once for both sites
-    # Assert
-    assert out.returncode == 0, out.stdout + out.stderr
-    result = tmp_path / "ws" / "llm-inference"
-    report = json.loads((result / "reports" / "inference.json").read_text())
-    generated: list[str] = []
-    for site in ("site-1", "site-2"):
-        lines = [json.loads(line) for line in
-                 (result / "sites" / site / "outputs" / "generations.jsonl").read_text().splitlines()]
-        assert len(lines) == 6 and all(len(line["output"]) > 0 for line in lines)
-        generated += [line["output"] for line in lines]
-        metrics = report["sites"][site]["metrics"]
-        assert set(metrics) == {"count", "tokens", "tokens_per_s"}
-        assert metrics["count"] == 6.0 and metrics["tokens"] == 72.0 and metrics["tokens_per_s"] > 0
-    assert report["all_sites"]["count"] == 12.0 and report["all_sites"]["tokens"] == 144.0
-    server_side = [p for p in result.rglob("*") if p.is_file() and "sites" not in p.relative_to(result).parts]
-    texts = [p.read_bytes() for p in server_side]
-    assert not any(g.encode() in t for g in generated if len(g) >= 8 for t in texts)
 
 
 def test_simulate_refuses_a_finished_jobs_model_with_exit_2(tmp_path: Path):

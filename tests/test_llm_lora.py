@@ -1,11 +1,17 @@
 """LLM fine-tuning with LoRA (playbooks/jobs/llm-lora, `flctl.client.peft`): two simulated sites fine-tune a tiny
 Llama config; only adapter tensors reach the server, their FedAvg is numpy's weighted mean, the global adapter
-loads back into PEFT with the same logits, and the full mode streams the whole model (more bytes)."""
+loads back into PEFT with the same logits, and the full mode streams the whole model (more bytes). The trained
+adapter then runs federated inference (generate.yml): simulated from its safetensors file, and on one real
+federation with `flctl job submit generate.yml --model-from JOB_ID`, the generations kept at the sites.
+
+Cheap on purpose (the CI's budget): one simulated lora run shared by every check that reads it, one generation run
+on its result, one real federation for both the training and the inference job."""
 
 from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -20,6 +26,7 @@ from flctl.node.simulator.runtime import simulate
 from flctl.node.wire.tensors import read_file
 
 from .conftest import ROOT
+from .federation import FLCTL
 from .test_example_jobs import load_script
 
 torch = pytest.importorskip("torch", reason="needs the torch extra: bash scripts/setup.sh --all")
@@ -76,6 +83,44 @@ def script(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
     torch.set_num_threads(1)
     yield load_script(EXAMPLE / "app" / "train.py", monkeypatch)
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def generator(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
+    """The example's generate.py (its llm.py beside it), on one torch thread as the job runs it."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield load_script(EXAMPLE / "app" / "generate.py", monkeypatch)
+    torch.set_num_threads(before)
+
+
+def generation_job(folder: Path, initial_model: str | None) -> Path:
+    """generate.yml beside a copy of the example's app/ in `folder`, its initial_model replaced (None: as it is)."""
+    if not (folder / "app").is_dir():
+        shutil.copytree(EXAMPLE / "app", folder / "app")
+    text = (EXAMPLE / "generate.yml").read_text()
+    if initial_model is not None:
+        text = text.replace("initial_model: app/generate.py:seeded_adapter", f"initial_model: {initial_model}")
+        assert f"initial_model: {initial_model}" in text
+    (folder / "generate.yml").write_text(text)
+    return folder / "generate.yml"
+
+
+def generations(folder: Path) -> list[dict[str, str]]:
+    """A site's generations.jsonl (in its fl.output_dir())."""
+    return [json.loads(line) for line in (folder / "generations.jsonl").read_text().splitlines()]
+
+
+def expected_generations(generator: ModuleType, final: Path | None, site: str) -> list[dict[str, str]]:
+    """What generate.yml's command makes at `site`, computed here: its prompts, and the greedy continuations of the
+    seeded base with the adapter in `final` (None: the seeded untrained adapter)."""
+    chosen = generator.generation(load_job(EXAMPLE / "generate.yml").spec.app.command[2:])
+    params = read_file(final) if final is not None else generator.seeded_adapter()
+    model, tokenizer = generator.model_for(chosen.settings, params, torch.device("cpu"))
+    prompts = generator.site_prompts(site, chosen.prompts)
+    outputs, tokens, _ = generator.generate(model, tokenizer, prompts, chosen.new_tokens)
+    assert tokens == chosen.prompts * chosen.new_tokens
+    return [{"prompt": p, "output": o} for p, o in zip(prompts, outputs, strict=True)]
 
 
 def settings(script: ModuleType, mode: str = "lora", extra: list[str] | None = None) -> Any:
@@ -269,26 +314,98 @@ def test_train_py_options_name_the_knobs(script):
         assert option in text
 
 
-def test_on_a_real_federation_only_the_adapter_travels(tmp_path: Path):
+def server_side_holds_none_of(root: Path, lines: list[dict[str, str]]) -> bool:
+    """Whether no file under `root` (outside each site's sites/ and the job's app/) holds any of the generation
+    `lines`: a prompt with its output, as generations.jsonl writes it or as plain text."""
+    files = [p for p in root.rglob("*") if p.is_file() and not {"sites", "app"} & set(p.relative_to(root).parts)]
+    wanted = [text.encode() for line in lines for text in (json.dumps(line), line["prompt"] + line["output"])]
+    return not any(w in p.read_bytes() for w in wanted for p in files)
+
+
+def test_the_trained_adapter_generates_at_each_site_in_a_simulation(lora_run: Path, generator, tmp_path: Path):
+    """generate.yml with the lora run's final.safetensors (copied into app/) as its initial_model: each site's
+    generations.jsonl holds its own prompts' continuations, exactly those of the seeded base with that adapter
+    computed here (and not the untrained adapter's); the report holds only count, tokens and tokens/s; no
+    generated text is on the server's side of the run, and the inference job saves no model."""
+    # Prepare
+    final = lora_run / "models" / "final.safetensors"
+    job = generation_job(tmp_path / "generate", "app/final.safetensors")
+    shutil.copy(final, job.parent / "app" / "final.safetensors")
+    # Execute
+    result = simulate(load_job(job), SITES, tmp_path / "ws", 1)
+    # Assert
+    assert result.status == JobStatus.FINISHED, result.error
+    report = json.loads((result.job_dir / "reports" / "inference.json").read_text())
+    texts: list[dict[str, str]] = []
+    for site in SITES:
+        got = generations(result.job_dir / "sites" / site / "outputs")
+        assert got == expected_generations(generator, final, site), site
+        texts += got
+        metrics = report["sites"][site]["metrics"]
+        assert set(metrics) == {"count", "tokens", "tokens_per_s"}
+        assert metrics["count"] == 6.0 and metrics["tokens"] == 72.0 and metrics["tokens_per_s"] > 0
+    assert report["all_sites"]["count"] == 12.0 and report["all_sites"]["tokens"] == 144.0
+    assert expected_generations(generator, None, "site-1") != generations(result.job_dir / "sites" / "site-1"
+                                                                          / "outputs")  # the adapter mattered
+    assert [line["prompt"] for line in texts[:6]] != [line["prompt"] for line in texts[6:]]  # each site its own
+    assert server_side_holds_none_of(result.job_dir, texts)
+    assert not list((result.job_dir / "models").glob("*.safetensors"))
+
+
+@pytest.mark.parametrize("job_file", ["generate.yml", "generate-full.yml"])
+def test_the_generation_job_files_load_and_their_initial_models_fit_their_commands(job_file: str, generator):
+    """generate.yml (an adapter) and generate-full.yml (the whole model in bfloat16) are inference jobs returning
+    count, tokens and tokens_per_s; the initial model each names (app/generate.py's seeded_adapter, seeded_model)
+    loads into the model its command builds."""
+    # Prepare
+    loaded = load_job(EXAMPLE / job_file)
+    chosen = generator.generation(loaded.spec.app.command[2:])
+    function = loaded.spec.initial_model.split(":")[1]
+    # Execute
+    params = getattr(generator, function)()
+    model, _ = generator.model_for(chosen.settings, params, torch.device("cpu"))
+    # Assert
+    assert loaded.spec.workflow.type == "inference" and loaded.spec.app.command[:2] == ["python", "generate.py"]
+    assert loaded.args.returns == ["count", "tokens", "tokens_per_s"] and loaded.args.sum == ["count", "tokens"]
+    assert loaded.spec.initial_model.startswith("app/generate.py:")
+    if job_file == "generate.yml":
+        assert chosen.settings.mode == "lora" and all(flp.is_adapter_name(name) for name in params)
+    else:
+        assert chosen.settings.mode == "full" and {str(t.dtype) for t in params.values()} == {"torch.bfloat16"}
+        assert {str(t.dtype) for t in model.state_dict().values()} == {"torch.bfloat16"}
+
+
+def test_on_a_real_federation_only_the_adapter_travels_and_its_result_generates_at_the_sites(tmp_path: Path,
+                                                                                              generator):
     """Server and two sites as real processes over mTLS: the lora job finishes; every model in the server's job
-    folder (round-0 and final) holds adapter tensors only, and each site's job process sent about that many
-    bytes."""
+    folder (round-0 and final) holds adapter tensors only, and each site's job process sent about that many bytes.
+    Then `flctl job submit generate.yml --model-from JOB_ID`: the server sends that final adapter (adapter tensors
+    only) to every site; each site's generations, kept in its job workspace, are those of the seeded base with it;
+    the report holds the declared figures only, and no generated text is on the server."""
     from flctl.node.admin.admin_client import AdminClient
+    from flctl.node.jobs.initial_model import FROM_JOB_FILE
 
     from .federation import make_federation, running
 
     # Prepare
     folder = job_copy(tmp_path, "lora", 1, ["--save="], evaluate_every=0)
+    generate = generation_job(folder, None)  # as the example is: --model-from replaces its initial_model
     fed = make_federation(tmp_path, sites=2)
     with running(fed), AdminClient.from_kit(fed.admin_kit) as admin:
         # Execute
         job_id = admin.submit_job(folder)
         list(admin.watch(job_id))
         info = admin.get_job(job_id)
+        submitted = subprocess.run([FLCTL, "job", "submit", str(generate), "--model-from", job_id, "--watch",
+                                    "--json", "--kit", str(fed.admin_kit)], capture_output=True, text=True,
+                                   timeout=300, check=False)
+        generate_id = json.loads(submitted.stdout or "{}").get("id", "")
+        shown = admin.get_job(generate_id).to_json() if generate_id else {}
         logs = fed.logs()
     # Assert
     assert info.status == "FINISHED", info.error + logs
-    models = fed.prod / "localhost" / "workspace" / "jobs" / job_id / "models"
+    jobs = fed.prod / "localhost" / "workspace" / "jobs"
+    models = jobs / job_id / "models"
     assert sorted(p.name for p in models.iterdir()) == ["final.safetensors", "round-0.safetensors"]
     final = models / "final.safetensors"
     names = set(read_file(final))
@@ -296,3 +413,15 @@ def test_on_a_real_federation_only_the_adapter_travels(tmp_path: Path):
     for site in SITES:
         sent = (fed.prod / site / "workspace" / "jobs" / job_id / "job_process.log").read_text()
         assert f"answer sent, {final.stat().st_size / 1e6:.1f} MB" in sent, sent
+    assert submitted.returncode == 0 and shown["status"] == "FINISHED", submitted.stdout + submitted.stderr + logs
+    sent_out = read_file(jobs / generate_id / FROM_JOB_FILE)
+    assert set(sent_out) == names and all(np.array_equal(sent_out[n], read_file(final)[n]) for n in names)
+    report = shown["reports"]["inference"]
+    texts: list[dict[str, str]] = []
+    for site in SITES:
+        got = generations(fed.prod / site / "workspace" / "jobs" / generate_id / "job" / "outputs")
+        assert got == expected_generations(generator, final, site), site
+        texts += got
+        assert report["sites"][site]["metrics"].keys() == {"count", "tokens", "tokens_per_s"}
+    assert report["all_sites"]["count"] == 12.0 and report["all_sites"]["tokens"] == 144.0
+    assert server_side_holds_none_of(fed.prod / "localhost" / "workspace", texts)

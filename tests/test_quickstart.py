@@ -64,7 +64,7 @@ def test_quickstart_runs_a_job_file_example_end_to_end(tmp_path: Path) -> None:
 
 
 EXPECTED = ["ditto", "external-trainer", "fedbuff", "flower-quickstart-numpy", "hello-keras", "hello-lightning",
-            "hello-numpy", "hello-pt", "hello-pt-dp", "hello-pt-inference", "llm-inference", "llm-lora",
+            "hello-numpy", "hello-pt", "hello-pt-dp", "hello-pt-inference", "llm-lora",
             "noniid/cross-site-eval.yml", "noniid/cyclic.yml", "noniid/fedavg.yml", "noniid/fedopt.yml",
             "noniid/fedprox.yml", "noniid/scaffold.yml", "noniid/swarm.yml", "sklearn/forest.yml", "sklearn/kmeans.yml",
             "sklearn/logistic.yml", "sklearn/svm.yml", "statistics", "vertical/psi.yml", "vertical/split.yml",

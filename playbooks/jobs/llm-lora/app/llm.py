@@ -109,6 +109,10 @@ class ByteTokenizer:
     def encode(self, text: str) -> list[int]:
         return [BOS, *text.encode("utf-8")]
 
+    def decode(self, ids: list[int]) -> str:
+        """The text of `ids` (BOS and EOS left out; bytes that are no UTF-8 read as U+FFFD)."""
+        return bytes(i for i in ids if i < 256).decode("utf-8", errors="replace")
+
 
 class HubTokenizer:
     """A pretrained model's own tokenizer (transformers' AutoTokenizer)."""
@@ -118,6 +122,9 @@ class HubTokenizer:
 
     def encode(self, text: str) -> list[int]:
         return list(self._tokenizer(text)["input_ids"])
+
+    def decode(self, ids: list[int]) -> str:
+        return str(self._tokenizer.decode(ids, skip_special_tokens=True))
 
 
 # ------------------------------------------------------------------------------------------------- models
@@ -282,7 +289,7 @@ def train(model: Any, data: torch.Tensor, settings: Settings, order_seed: int) -
     order = torch.randperm(len(data), generator=generator)
     model.train()
     losses: list[torch.Tensor] = []
-    _sync(device)
+    synchronize(device)
     start = time.perf_counter()
     for step in range(settings.steps):
         rows = order[(torch.arange(settings.batch) + step * settings.batch) % len(data)]
@@ -292,7 +299,7 @@ def train(model: Any, data: torch.Tensor, settings: Settings, order_seed: int) -
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         losses.append(loss.detach())
-    _sync(device)
+    synchronize(device)
     seconds = time.perf_counter() - start
     mean = float(torch.stack(losses).float().mean()) if losses else float("nan")
     return RoundStats(mean, settings.steps * settings.batch * data.shape[1], seconds)
@@ -313,6 +320,7 @@ def perplexity(model: Any, data: torch.Tensor, settings: Settings) -> tuple[floa
     return loss, float(torch.exp(torch.tensor(loss)))
 
 
-def _sync(device: torch.device) -> None:
+def synchronize(device: torch.device) -> None:
+    """Wait for the GPU's queued work (timings); nothing on the CPU."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
