@@ -344,6 +344,11 @@ def test_abort_under_load_ends_every_job_process_and_the_next_job_runs(fed, tmp_
     """Abort a job while rounds race through three sites: it ends ABORTED, every process it started at the server
     and the sites is gone, and the next job runs to the end."""
     job = paced_job(tmp_path, "busy", rounds=10_000, min_sites=1, pause_s=0.0)
+    # The earlier tests' job processes gone and each node's spare waiting: a spare started during this job (after an
+    # earlier job's process exits) is not one of this job's processes, and would never end with it.
+    wait_until(lambda: all(pids and all(map(is_spare, pids))
+                           for pids in (descendants(proc.pid) for proc in fed.processes.values())), 30,
+               lambda: f"nodes not idle: { {n: descendants(p.pid) for n, p in fed.processes.items()} }")
     with AdminClient.from_kit(fed.admin_kit) as admin:
         job_id = admin.submit_job(job)
         events_until_round(admin, job_id, 3)
