@@ -227,24 +227,29 @@ def test_the_global_adapter_loads_back_into_peft_with_the_same_logits(lora_run: 
         assert set(saved) == set(final) and all(np.array_equal(saved[n], final[n]) for n in final)
 
 
-def test_full_mode_sends_the_whole_model_in_bfloat16(tmp_path: Path, lora_run: Path):
-    """--mode full --dtype bfloat16: the server's models are the whole model's tensors in bfloat16 (2 bytes a value);
-    each site's bytes_sent is that model's size, more than the lora run's; perplexity is reported too."""
+def test_full_mode_sends_the_whole_model_in_bfloat16(script, lora_run: Path):
+    """--mode full --dtype bfloat16 (full.yml's), at a site as train.py runs it: it sends the whole model's tensors
+    (the state_dict's names, none an adapter's) in bfloat16, 2 bytes a value; its bytes_sent is their safetensors
+    encoding's size and the whole model's (full_model_bytes), more than the lora run's; the model sent back is
+    evaluated (perplexity). Run in this process, not simulated: that the server averages a bf16 model and keeps it
+    bf16 is test_dtypes'."""
+    from flctl.node.wire import tensors
+
     # Prepare
-    folder = job_copy(tmp_path, "full", 1, ["--dtype", "bfloat16", "--save="])
+    site = script.Site("site-1", settings(script, "full", ["--dtype", "bfloat16", "--save="]))
+    values_in_model = sum(t.numel() for t in site.model.state_dict().values())
     # Execute
-    job_dir = run(folder, tmp_path / "ws")
+    sent, values, n = site.train_round({}, 0)
+    evaluated = site.evaluate(sent)
     # Assert
-    final = read_file(job_dir / "models" / "final.safetensors")
-    assert "model.embed_tokens.weight" in final and "lm_head.weight" in final
-    assert not any(flp.is_adapter_name(name) for name in final)
-    assert {str(value.dtype) for value in final.values()} == {"bfloat16"}
-    values, lora_values = metrics(job_dir), metrics(lora_run)
-    size = (job_dir / "models" / "final.safetensors").stat().st_size
-    for site in SITES:
-        assert values[(site, 0, "bytes_sent")] == size == values[(site, 0, "full_model_bytes")]
-        assert values[(site, 0, "bytes_sent")] > lora_values[(site, 0, "bytes_sent")]
-        assert values[(site, 0, "val_perplexity")] > 1
+    assert set(sent) == set(site.model.state_dict()) and "lm_head.weight" in sent
+    assert not any(flp.is_adapter_name(name) for name in sent)
+    assert {value.dtype for value in sent.values()} == {torch.bfloat16}
+    assert values["bytes_sent"] == len(tensors.encode(sent)) == values["full_model_bytes"]
+    assert 2 * values_in_model < values["bytes_sent"] < 2 * values_in_model + 65536
+    assert values["bytes_sent"] > metrics(lora_run)[("site-1", 0, "bytes_sent")]
+    assert values["tokens_per_s"] > 0 and n == len(site.train_data)
+    assert 1 < evaluated["perplexity"] < 300
 
 
 def test_load_adapter_refuses_an_adapter_of_another_rank_or_other_modules(script):
