@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -45,3 +47,31 @@ def test_a_file_system_that_cannot_is_passed_over_and_a_full_disk_is_raised(tmp_
             assert caught.value.errno == code
         else:
             disk_space.reserve(out.fileno(), 10)
+
+
+def test_the_server_refuses_a_result_its_disk_cannot_hold_before_reading_a_byte(tmp_path, monkeypatch) -> None:
+    """The daemon takes a result's space first: a full disk refuses it as `disk is full` (RESOURCE_EXHAUSTED, which
+    fails the running jobs saying so), with none of its chunks read and no byte written; a part likewise."""
+    # Prepare
+    import grpc
+
+    from flctl.node.server import federation_service as service
+
+    def full(fd: int, size: int, offset: int = 0) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(disk_space, "reserve", full)
+    read: list[int] = []
+
+    def chunks() -> Iterator[Any]:
+        read.append(1)
+        yield from ()
+
+    # Execute
+    whole = service._receive(chunks(), 10 << 20, tmp_path / "r.part")
+    part = service._receive_part(chunks(), tmp_path / "p.part", 1, 4 << 20, 8 << 20)
+    # Assert
+    for refused in (whole, part):
+        assert refused == (grpc.StatusCode.RESOURCE_EXHAUSTED, service.DISK_FULL)
+    assert not read, "no chunk was read"
+    assert not (tmp_path / "r.part").exists() or (tmp_path / "r.part").stat().st_size == 0
