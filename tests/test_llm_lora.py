@@ -1,11 +1,11 @@
 """LLM fine-tuning with LoRA (playbooks/jobs/llm-lora, `flctl.client.peft`): two simulated sites fine-tune a tiny
 Llama config; only adapter tensors reach the server, their FedAvg is numpy's weighted mean, the global adapter
 loads back into PEFT with the same logits, and the full mode streams the whole model (more bytes). The trained
-adapter then runs federated inference (generate.yml): simulated from its safetensors file, and on one real
-federation with `flctl job submit generate.yml --model-from JOB_ID`, the generations kept at the sites.
+adapter then runs federated inference (generate.yml) on one real federation with `flctl job submit generate.yml
+--model-from JOB_ID`, the generations kept at the sites; simulated, its safetensors file is the initial model.
 
-Cheap on purpose (the CI's budget): one simulated lora run shared by every check that reads it, one generation run
-on its result, one real federation for both the training and the inference job."""
+Cheap on purpose (the CI's budget): one simulated lora run shared by every check that reads it, full mode checked
+at a site in this process, one real federation for both the training and the inference job."""
 
 from __future__ import annotations
 
@@ -327,34 +327,23 @@ def server_side_holds_none_of(root: Path, lines: list[dict[str, str]]) -> bool:
     return not any(w in p.read_bytes() for w in wanted for p in files)
 
 
-def test_the_trained_adapter_generates_at_each_site_in_a_simulation(lora_run: Path, generator, tmp_path: Path):
-    """generate.yml with the lora run's final.safetensors (copied into app/) as its initial_model: each site's
-    generations.jsonl holds its own prompts' continuations, exactly those of the seeded base with that adapter
-    computed here (and not the untrained adapter's); the report holds only count, tokens and tokens/s; no
-    generated text is on the server's side of the run, and the inference job saves no model."""
+def test_a_simulation_names_the_trained_adapter_file_as_initial_model(lora_run: Path, tmp_path: Path):
+    """Simulated (no server to resolve --model-from), generate.yml takes the lora run's final.safetensors copied into
+    app/ as its initial_model: the job loads and the model its sites are sent is that adapter, tensor for tensor.
+    (What the sites do with it is the real federation's test below: the same task, the same script.)"""
+    from flctl.node.jobs.initial_model import load
+
     # Prepare
     final = lora_run / "models" / "final.safetensors"
     job = generation_job(tmp_path / "generate", "app/final.safetensors")
     shutil.copy(final, job.parent / "app" / "final.safetensors")
     # Execute
-    result = simulate(load_job(job), SITES, tmp_path / "ws", 1)
+    loaded = load_job(job)
+    sent = load(loaded.spec.initial_model, lambda path: (job.parent / path).read_bytes(), lambda ref: {})
     # Assert
-    assert result.status == JobStatus.FINISHED, result.error
-    report = json.loads((result.job_dir / "reports" / "inference.json").read_text())
-    texts: list[dict[str, str]] = []
-    for site in SITES:
-        got = generations(result.job_dir / "sites" / site / "outputs")
-        assert got == expected_generations(generator, final, site), site
-        texts += got
-        metrics = report["sites"][site]["metrics"]
-        assert set(metrics) == {"count", "tokens", "tokens_per_s"}
-        assert metrics["count"] == 6.0 and metrics["tokens"] == 72.0 and metrics["tokens_per_s"] > 0
-    assert report["all_sites"]["count"] == 12.0 and report["all_sites"]["tokens"] == 144.0
-    assert expected_generations(generator, None, "site-1") != generations(result.job_dir / "sites" / "site-1"
-                                                                          / "outputs")  # the adapter mattered
-    assert [line["prompt"] for line in texts[:6]] != [line["prompt"] for line in texts[6:]]  # each site its own
-    assert server_side_holds_none_of(result.job_dir, texts)
-    assert not list((result.job_dir / "models").glob("*.safetensors"))
+    assert loaded.spec.initial_model == "app/final.safetensors"
+    want = read_file(final)
+    assert set(sent) == set(want) and all(np.array_equal(sent[name], want[name]) for name in want)
 
 
 @pytest.mark.parametrize("job_file", ["generate.yml", "generate-full.yml"])
@@ -428,5 +417,10 @@ def test_on_a_real_federation_only_the_adapter_travels_and_its_result_generates_
         assert got == expected_generations(generator, final, site), site
         texts += got
         assert report["sites"][site]["metrics"].keys() == {"count", "tokens", "tokens_per_s"}
+        metrics = report["sites"][site]["metrics"]
+        assert metrics["count"] == 6.0 and metrics["tokens"] == 72.0 and metrics["tokens_per_s"] > 0
     assert report["all_sites"]["count"] == 12.0 and report["all_sites"]["tokens"] == 144.0
+    assert expected_generations(generator, None, "site-1") != texts[:6]  # the adapter mattered
+    assert [line["prompt"] for line in texts[:6]] != [line["prompt"] for line in texts[6:]]  # each site its own
     assert server_side_holds_none_of(fed.prod / "localhost" / "workspace", texts)
+    assert not list((jobs / generate_id).rglob("models/*.safetensors"))  # an inference job saves no model
