@@ -76,22 +76,24 @@ def lora_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return run(job_copy(root, "lora", 2, [], cross_site_eval=True), root / "ws")
 
 
-@pytest.fixture
-def script(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
-    """The example's train.py (its llm.py beside it), on one torch thread as the job runs it."""
+def on_one_thread(app_file: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
+    """The example's app/`app_file` (its llm.py beside it), on one torch thread as the job runs it."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield load_script(EXAMPLE / "app" / "train.py", monkeypatch)
+    yield load_script(EXAMPLE / "app" / app_file, monkeypatch)
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def script(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
+    """train.py, as the job runs it."""
+    yield from on_one_thread("train.py", monkeypatch)
 
 
 @pytest.fixture
 def generator(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
-    """The example's generate.py (its llm.py beside it), on one torch thread as the job runs it."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield load_script(EXAMPLE / "app" / "generate.py", monkeypatch)
-    torch.set_num_threads(before)
+    """generate.py, as the job runs it."""
+    yield from on_one_thread("generate.py", monkeypatch)
 
 
 def generation_job(folder: Path, initial_model: str | None) -> Path:
