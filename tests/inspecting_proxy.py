@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import select
 import socket
 import ssl
 import threading
@@ -93,8 +94,7 @@ class InspectingProxy:
                 front.sendall(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
                 front.close()
                 return
-            threading.Thread(target=_copy, args=(back, front), daemon=True).start()
-            _copy(front, back)
+            _pump(front, back)
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
@@ -104,11 +104,23 @@ class InspectingProxy:
                 conn.close()
 
 
-def _copy(source: ssl.SSLSocket, sink: ssl.SSLSocket) -> None:
-    with contextlib.suppress(OSError, ValueError):
-        while data := source.recv(65536):
-            sink.sendall(data)
-    for end in (sink, source):  # shutdown wakes the other thread's recv; close alone would not
+def _pump(front: ssl.SSLSocket, back: ssl.SSLSocket) -> None:
+    """Copy both ways in one thread until either end closes. One thread per connection, not one per direction:
+    OpenSSL does not allow one SSL object to be read in one thread while it is written in another (the proxy then
+    broke a tunnel now and then: a preflight over it did not connect within its 5 s, 1 run in 8)."""
+    other = {front: back, back: front}
+    with contextlib.suppress(OSError, ValueError, EOFError):
+        while True:
+            ready = [end for end in (front, back) if end.pending()] or select.select([front, back], [], [])[0]
+            for end in ready:
+                try:
+                    data = end.recv(65536)
+                except ssl.SSLWantReadError:
+                    continue
+                if not data:
+                    raise EOFError
+                other[end].sendall(data)
+    for end in (front, back):
         with contextlib.suppress(OSError):
             end.shutdown(socket.SHUT_RDWR)
         with contextlib.suppress(OSError):

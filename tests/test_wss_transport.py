@@ -401,7 +401,7 @@ def test_a_site_token_opens_the_tunnel_through_a_proxy_that_inspects_tls(wss, tm
         env = {**proxy_env(proxy.url), "SSL_CERT_FILE": str(proxy.ca_file)}
         code, rows = preflight_kit(kit_copy(wss.fed, "site-1", tmp_path / "c", "wss_auth: token\n"), env)
         assert rows["transport"]["status"] == "ok", rows
-        assert rows["server"]["status"] == "ok" and "over wss" in rows["server"]["sentence"], rows
+        assert rows["server"]["status"] == "ok" and "over wss" in rows["server"]["sentence"], rows["server"]
         assert code == 0, rows
         assert proxy.inspected >= 2  # the probe's WebSocket and the tunnel's
     finally:
