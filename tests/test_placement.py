@@ -435,3 +435,24 @@ def test_the_site_agent_refuses_a_job_it_can_never_hold(tmp_path: Path):
     # Assert
     assert refusal == "the job asks 64 CPUs; this site offers 2"
     assert agent._never_fits(folder) == ""
+
+
+def test_a_sites_report_of_its_resources_out_of_bounds_is_refused_naming_what():
+    """A heartbeat's resources are a peer's message: negative amounts, more GPUs than a machine holds, or a GPU name
+    with control characters (shown in terminals) are refused with the reason; a real report goes through."""
+    from flctl.node.wire import resources_serde
+    from flctl.node.wire.proto import flctl_pb2 as pb
+
+    good = pb.SiteResources(cpus=[0, 1], memory_mb=4096,
+                            gpus=[pb.GpuInfo(index=0, name="NVIDIA A100", memory_mb=40960)])
+    assert resources_serde.load_from_pb(good).capacity.gpus[0].name == "NVIDIA A100"
+    bad = {
+        "negative": pb.SiteResources(cpus=[0], memory_mb=-1),
+        "GPUs": pb.SiteResources(gpus=[pb.GpuInfo(index=i) for i in range(resources_serde.MAX_GPUS + 1)]),
+        "control characters": pb.SiteResources(gpus=[pb.GpuInfo(index=0, name="A100\x1b[2J")]),
+        "jobs held": pb.SiteResources(grants=[pb.ResourceGrant(job_id=str(i))
+                                              for i in range(resources_serde.MAX_GRANTS + 1)]),
+    }
+    for word, msg in bad.items():
+        with pytest.raises(resources_serde.ResourcesRefused, match=word):
+            resources_serde.reported(pb.HeartbeatRequest(resources=msg))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import mmap
 import os
 import threading
@@ -30,6 +31,8 @@ from flctl.node.wire.proto import flctl_pb2 as pb
 from flctl.node.wire.proto import flctl_pb2_grpc as pb_grpc
 from flctl.provisioner.pki import CertIdentity
 
+log = logging.getLogger("flctl.server")
+
 POLL_WAIT_S = 20.0
 VERSION = "1"
 Refusal = tuple[grpc.StatusCode, str]
@@ -49,6 +52,7 @@ class FederationService(pb_grpc.FederationServicer):
         self._gate = ReportGate(limits)
         self._parts: dict[tuple[str, str, str], tuple[model_parts.Assembly, Path]] = {}  # results coming in parts
         self._parts_lock = threading.Lock()
+        self._refused_resources: dict[str, str] = {}  # site -> why its last report of its resources was refused
 
     def _site(self, context: Any) -> CertIdentity:
         return caller(context, "site", self._ctx.revocations)[0]
@@ -82,7 +86,16 @@ class FederationService(pb_grpc.FederationServicer):
 
     def _note_resources(self, site: str, request: pb.RegisterRequest | pb.HeartbeatRequest) -> None:
         """Keep what the site reports of its resources; a change frees or takes room for waiting jobs."""
-        load = resources_serde.reported(request)
+        try:
+            load = resources_serde.reported(request)
+        except resources_serde.ResourcesRefused as exc:  # the site's own agent still places its jobs
+            if self._refused_resources.get(site) != str(exc):
+                log.warning("site %s: its report of its resources is refused (%s); it is taken as reporting none",
+                            site, exc)
+            self._refused_resources[site] = str(exc)
+            load = None
+        else:
+            self._refused_resources.pop(site, None)
         if load is None:
             self._ctx.resources.pop(site, None)
             return

@@ -9,7 +9,7 @@ from flctl.node.admin import admin_types as t
 from flctl.node.jobs.job_status import JobStatus, SiteState
 from flctl.node.site.placement import SiteLoad
 from flctl.node.wire.proto import flctl_pb2 as pb
-from flctl.node.wire.resources_serde import load_to_pb, reported
+from flctl.node.wire.resources_serde import ResourcesRefused, load_to_pb, reported
 
 if TYPE_CHECKING:  # the CLI uses this module without the server's store (and sqlite)
     from flctl.node.server.certificates import KnownCertificate
@@ -60,8 +60,12 @@ def site_to_pb(site: SiteRow, online: bool, isolation: str = "", resources: Site
 
 
 def site_from_pb(msg: pb.SiteInfo) -> t.SiteInfo:
+    try:
+        resources = reported(msg)
+    except ResourcesRefused:  # a server passes on only what it accepted; shown as not reported otherwise
+        resources = None
     return t.SiteInfo(msg.name, msg.org, msg.online, msg.last_heartbeat, list(msg.running_jobs), msg.not_after,
-                      msg.isolation, msg.parent, reported(msg))
+                      msg.isolation, msg.parent, resources)
 
 
 def certificate_to_pb(cert: KnownCertificate) -> pb.CertificateInfo:
