@@ -5,6 +5,7 @@
     python bench/transfer.py --mb 100 1000 --json     # several sizes; one JSON object per size
     python bench/transfer.py --mb 1000 --streams 4    # each model over 4 concurrent streams (both sides)
     python bench/transfer.py --ceiling-only           # the bare gRPC figures alone
+    python bench/transfer.py --mb 1000 --keep /tmp/t   # keep the kits and logs (/tmp/t/1000mb) to read the timeline
 
 For each size it provisions a local project and measures, in this order:
 
@@ -39,10 +40,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import statistics
@@ -391,10 +394,15 @@ def rate(mb: int, down_s: float, up_s: float) -> float:
     return 2 * mb / (down_s + up_s)
 
 
-def measure(mb: int, rounds: int, streams: int, ceiling_only: bool) -> dict[str, Any]:
+def measure(mb: int, rounds: int, streams: int, ceiling_only: bool, keep: Path | None = None) -> dict[str, Any]:
     load = load_1m()
-    with tempfile.TemporaryDirectory(prefix="flctl-transfer-") as tmp:
-        work = Path(tmp)
+    with contextlib.ExitStack() as stack:
+        if keep is None:
+            work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="flctl-transfer-")))
+        else:
+            work = keep / f"{mb}mb"
+            shutil.rmtree(work, ignore_errors=True)
+            work.mkdir(parents=True)
         prod = provision(work)
         bare = {kind: [ceiling(prod, mb, streams, kind)] for kind in KINDS}
         flctl = None if ceiling_only else run(prod, work, mb, rounds, streams)
@@ -451,13 +459,15 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=1, help="streams per model, both sides (model_streams)")
     parser.add_argument("--ceiling-only", action="store_true", help="measure the bare transport alone")
     parser.add_argument("--json", action="store_true", help="one JSON object per size, nothing else")
+    parser.add_argument("--keep", type=Path, metavar="DIR",
+                        help="keep each size's kits, logs and job folders in DIR/<size>mb (a timeline to read)")
     args = parser.parse_args()
     if not args.json:
         print(f"{'MB':>5} {'K':>2} {'load':>5} | {'flctl MB/s/site':>15} {'down':>5} {'up':>5} | "
               f"{'bare MB/s/site':>14} {'down':>5} {'up':>5} | {'ratio':>5} | {'wall s':>6} {'round s':>7} | "
               f"{'server MB':>9} {'x':>5} {'site MB':>7}")
     for mb in args.mb:
-        r = measure(mb, args.rounds, args.streams, args.ceiling_only)
+        r = measure(mb, args.rounds, args.streams, args.ceiling_only, args.keep)
         if args.json:
             print(json.dumps(r), flush=True)
             continue

@@ -17,6 +17,7 @@ from flctl.node.admin.admin_client import AdminClient
 from flctl.node.config.resources import load_resources
 from flctl.node.security.tls import CHUNK
 from flctl.node.wire import model_parts, tensors
+from flctl.node.wire.model_buffers import ModelBuffers
 from flctl.node.wire.proto import flctl_pb2 as pb
 from flctl.provisioner.errors import KitError
 
@@ -122,7 +123,8 @@ def _expected(rounds: int) -> dict[str, np.ndarray]:
 
 def test_sites_take_and_send_models_over_several_streams_and_the_model_is_exact(fed, tmp_path):
     """site-1 asks for 4 streams, site-2 for one: both take part, the final model is FedAvg's by hand, and site-1's
-    log says its models went over 4 streams each way."""
+    log says its models went over 4 streams each way. Each site's job process received every model and every
+    answer into one buffer, made once and reused (`model_buffers`), and the model is still exact."""
     with AdminClient.from_kit(fed.admin_kit) as admin:
         job_id = admin.submit_job(_job(tmp_path, rounds=3, min_sites=2))
         list(admin.watch(job_id))
@@ -136,6 +138,8 @@ def test_sites_take_and_send_models_over_several_streams_and_the_model_is_exact(
     assert log.count(", 4 streams)") == 5, log  # rounds 1-2 received, rounds 0-2 sent
     other = next(p for p in fed.kit("site-2").rglob("job_process.log") if job_id in str(p)).read_text()
     assert other.count(", 1 stream)") == 6, other  # round 0's empty model too
+    for text in (log, other):  # 2 models (round 0's is empty) and 3 answers
+        assert "model buffers: 1 made, 4 reused" in text, text
 
 
 def _fetch(site: RawSite, request: pb.TaskRequest) -> tuple[pb.TaskHeader | None, bytes]:
@@ -272,6 +276,7 @@ def test_a_site_set_to_several_streams_sends_over_one_to_a_peer_that_takes_no_pa
     peer = _OnePartPeer(model)
     calls = model_transfer.ModelCalls.__new__(model_transfer.ModelCalls)
     calls.fetch, calls.submit, calls.streams = peer.fetch, peer.submit, 4
+    calls.buffers = ModelBuffers(keep=1)
     assert model_parts.streams_for(len(model), calls.streams) == 4
     # Execute
     header, data = model_transfer.fetch_task(calls, "job-1", "")

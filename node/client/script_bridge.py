@@ -39,7 +39,8 @@ from flctl.node.client import compat, legacy
 from flctl.node.errors import NodeError
 from flctl.node.jobs.tasks import Task, TaskResult
 from flctl.node.site.sandbox import Confinement, Isolation, chown_tree, launcher, script_env, script_grants, user_ids
-from flctl.node.wire.tensors import decode, empty_buffer, layout, parse_header
+from flctl.node.wire.model_buffers import ModelBuffers
+from flctl.node.wire.tensors import decode, layout, parse_header
 
 _TAIL_LINES = 20
 """How many of the script's last output lines a `ScriptError` quotes."""
@@ -114,12 +115,14 @@ class ScriptBridge:
     The script gets a minimal environment (`flctl.node.site.sandbox.script_env`: never the site's own variables) and
     runs confined as `confine` says (default: no isolation, `workdir` as its workspace). Its params are numpy arrays
     or torch tensors as `framework` says ("numpy", "pytorch"); `compat` (job.yml's app.compat) puts that
-    framework's Client API (`flctl.node.client.compat`) first on its path.
+    framework's Client API (`flctl.node.client.compat`) first on its path. The script's answers are read into
+    `buffers` (`flctl.node.wire.model_buffers`; default: a new buffer each time).
     """
 
     def __init__(self, *, workdir: Path, command: list[str], env: dict[str, str], site: str, job_id: str,
                  on_output: Callable[[str], None], on_metric: Callable[[str, float, int | None], None],
-                 confine: Confinement | None = None, framework: str = "numpy", compat: str | None = None) -> None:
+                 confine: Confinement | None = None, framework: str = "numpy", compat: str | None = None,
+                 buffers: ModelBuffers | None = None) -> None:
         if not command:
             raise ValueError("the script's command is empty")
         self._workdir = workdir
@@ -132,6 +135,7 @@ class ScriptBridge:
         self._compat = compat
         self._on_output = on_output
         self._on_metric = on_metric
+        self._buffers = buffers or ModelBuffers(keep=0)
         self._events: queue.Queue[_Event] = queue.Queue()
         self._tail: deque[str] = deque(maxlen=_TAIL_LINES)
         self._proc: subprocess.Popen[str] | None = None
@@ -384,7 +388,7 @@ class ScriptBridge:
             except wire.WireError as exc:
                 self._events.put(_Broken(f"the script sent a message flctl cannot read: {exc}"))
                 return  # what follows cannot be told apart from a payload: read no further
-            payload = empty_buffer(size)  # filled straight from the socket
+            payload = self._buffers.take(size)  # filled straight from the socket
             try:
                 wire.read_payload(conn, payload)
             except (EOFError, OSError):

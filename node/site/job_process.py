@@ -43,6 +43,7 @@ from flctl.node.site.model_transfer import ModelCalls, fetch_task, submit_result
 from flctl.node.site.sandbox import Confinement, Isolation, available, exposing, not_dumpable, script_grants
 from flctl.node.transport.channel import site_channel, site_transport
 from flctl.node.wire import tensors
+from flctl.node.wire.model_buffers import ModelBuffers
 from flctl.node.wire.proto import flctl_pb2 as pb
 from flctl.node.wire.proto import flctl_pb2_grpc as pb_grpc
 from flctl.provisioner.errors import KitError
@@ -135,6 +136,7 @@ def _serve_tasks(calls: ModelCalls, job_id: str, bridge: ScriptBridge, reporter:
     while True:
         header, payload = fetch_task(calls, job_id, last)
         if header.done:
+            log.info("model buffers: %d made, %d reused", calls.buffers.made, calls.buffers.reused)
             if JobStatus.parse(header.status) == JobStatus.FINISHED:
                 code = bridge.finish()
                 reporter.line(f"training script exited with code {code}")
@@ -306,10 +308,12 @@ def apply_placement(job_dir: Path, reporter: Reporter) -> str:
 
 
 def make_bridge(app: AppSpec, site: str, job_dir: Path, job_id: str, reporter: Reporter, confine: Confinement,
-                job_name: str = "", only_metrics: tuple[str, ...] | None = None) -> ScriptBridge:
+                job_name: str = "", only_metrics: tuple[str, ...] | None = None,
+                buffers: ModelBuffers | None = None) -> ScriptBridge:
     """The job's script run confined (`ScriptBridge`), or, for `app: {external: true}`, the socket a trainer the
     site runs itself attaches to (`AttachedBridge`, in the job folder's `agent/`). With `only_metrics` (an
-    inference job's declared returns), a value the script logs (`fl.log`) under any other name stays at the site."""
+    inference job's declared returns), a value the script logs (`fl.log`) under any other name stays at the site.
+    The script's answers are read into `buffers`."""
     from flctl.node.client.script_bridge import ScriptBridge
 
     def declared_only(name: str, value: float, step: int | None) -> None:
@@ -328,7 +332,7 @@ def make_bridge(app: AppSpec, site: str, job_dir: Path, job_id: str, reporter: R
     env = {**app.env, **read_placement(job_dir).script_env()}  # the GPUs the site gave it, whatever app.env says
     return ScriptBridge(workdir=job_dir / "job" / "app", command=list(app.command), env=env, site=site,
                         job_id=job_id, on_output=reporter.line, on_metric=on_metric, confine=confine,
-                        framework=app.params_framework(), compat=app.compat)
+                        framework=app.params_framework(), compat=app.compat, buffers=buffers)
 
 
 def main(argv: list[str]) -> int:
@@ -343,8 +347,9 @@ def main(argv: list[str]) -> int:
         log.error("%s", exc)
         return 2
     kit_root, job_dir, job_id = job.kit_root, job.job_dir, job.job_id
-    kit = load_kit(kit_root, verify=False)  # the site daemon verified it at start
-    kit = kit_for_job(kit, job_dir)  # the server itself while the site's relay is down (failover: server)
+    # the site daemon verified the kit at start; kit_for_job: the server itself while the site's relay is down
+    # (failover: server)
+    kit = kit_for_job(load_kit(kit_root, verify=False), job_dir)
     resources = _resources(kit.root)
     chan = site_channel(kit, resources.stream_window_bytes, site_transport(kit, resources))
     stub = pb_grpc.FederationStub(chan)
@@ -364,8 +369,12 @@ def main(argv: list[str]) -> int:
         return _refuse(reporter, chan, f"{kit.info.name} refuses to run the job: "
                        f"{refusal or (filters if isinstance(filters, str) else codec)}")
     setup_notes(reporter, kit.info.name, filters, spec.app.compat)
+    # one model-sized buffer kept for the job: each round's model is received into it, and once the script has
+    # its copy, the script's answer is read into the same one (`model_buffers`: no new pages to zero each round)
+    buffers = ModelBuffers(keep=1)
     bridge = make_bridge(spec.app, kit.info.name, job_dir, job_id, reporter, confine, spec.name,
-                         only_metrics=filters.inference_returns if spec.workflow.type == "inference" else None)
+                         only_metrics=filters.inference_returns if spec.workflow.type == "inference" else None,
+                         buffers=buffers)
 
     def on_term(_sig: int, _frame: FrameType | None) -> None:
         bridge.kill()
@@ -379,8 +388,8 @@ def main(argv: list[str]) -> int:
         write_script_group(job_dir, bridge.pid)
     reporter.flush(status=SiteState.RUNNING)
     try:
-        return _serve_tasks(ModelCalls(chan, resources.model_streams), job_id, bridge, reporter, filters, codec,
-                            spec.transfer)
+        return _serve_tasks(ModelCalls(chan, resources.model_streams, buffers), job_id, bridge, reporter, filters,
+                            codec, spec.transfer)
     except (ScriptError, FilterError, TaskError, SecAggError) as exc:
         bridge.kill()
         reporter.flush(status=SiteState.FAILED, error=str(exc))

@@ -3,8 +3,10 @@ stream or several at once (`model_streams` in the site's `local/resources.yml`; 
 
 Chunks go through `flctl.node.wire.chunk_codec`: read as views into what gRPC delivered and copied once, straight
 into the one buffer the model is received into (not zeroed first: a zeroed 100 MB bytearray cost about 0.16 s
-more here); written in one copy each. Each transfer's time is logged (`job_process.log`: `task ...: model
-received, 100.0 MB in 0.25 s (400 MB/s, 1 stream)`), which is what `bench/transfer.py` reports.
+more here; and kept from round to round, `flctl.node.wire.model_buffers`, so its pages are not faulted in and
+zeroed by the kernel again each time); written in one copy each. Each transfer's time is logged
+(`job_process.log`: `task ...: model received, 100.0 MB in 0.25 s (400 MB/s, 1 stream)`), which is what
+`bench/transfer.py` reports.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from flctl.node.client import api_wire as wire
 from flctl.node.process.backoff import Backoff
 from flctl.node.security.tls import CHUNK
 from flctl.node.wire import chunk_codec, model_parts, tensors
+from flctl.node.wire.model_buffers import ModelBuffers
 from flctl.node.wire.proto import flctl_pb2 as pb
 
 log = logging.getLogger("flctl.site.job")
@@ -32,15 +35,17 @@ T = TypeVar("T")
 
 class ModelCalls:
     """FetchTask and SubmitResult as the generated stub makes them, except that the model's chunks go through
-    `flctl.node.wire.chunk_codec`; `streams`: how many streams each model may go over."""
+    `flctl.node.wire.chunk_codec`; `streams`: how many streams each model may go over; `buffers`: what each task's
+    model is received into (`flctl.node.wire.model_buffers`; default: a new buffer each time)."""
 
-    def __init__(self, chan: grpc.Channel, streams: int = 1) -> None:
+    def __init__(self, chan: grpc.Channel, streams: int = 1, buffers: ModelBuffers | None = None) -> None:
         service = "/" + pb.DESCRIPTOR.services_by_name["Federation"].full_name
         self.fetch = chan.unary_stream(f"{service}/FetchTask", request_serializer=pb.TaskRequest.SerializeToString,
                                        response_deserializer=chunk_codec.decoder(pb.TaskMessage))
         self.submit = chan.stream_unary(f"{service}/SubmitResult", request_serializer=chunk_codec.serialize,
                                         response_deserializer=pb.Ack.FromString)
         self.streams = streams
+        self.buffers = buffers or ModelBuffers(keep=0)
 
 
 def retrying(call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -101,7 +106,7 @@ def fetch_task(calls: ModelCalls, job_id: str, last: str) -> tuple[pb.TaskHeader
             raise RuntimeError("the server sent a task without a header")
         header: pb.TaskHeader = first.header
         started = time.perf_counter()
-        data = tensors.empty_buffer(max(0, header.size))
+        data = calls.buffers.take(max(0, header.size))
         if not header.task_id:
             for _ in messages:
                 raise RuntimeError("the server sent a model with no task")
