@@ -18,6 +18,7 @@ import grpc
 
 from flctl.node.jobs.job_status import REPORTED, JobStatus, SiteState
 from flctl.node.security.tls import CHUNK
+from flctl.node.server import result_files
 from flctl.node.server.context import ServerContext
 from flctl.node.server.disk_guard import is_disk_full
 from flctl.node.server.identity import caller, certified
@@ -415,7 +416,9 @@ def _receive(messages: Iterator[pb.ResultMessage], size: int, tmp: Path) -> Refu
     received = 0
     try:
         tmp.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as out:
+        # over a spare's pages already in the page cache when there is one; else a new file
+        reused = result_files.take_spare(tmp.parent, size, tmp)
+        with open(tmp, "r+b" if reused else "wb") as out:
             disk_space.reserve(out.fileno(), size)  # a full disk refuses the result before its first byte
             for message in messages:
                 received += len(message.chunk)

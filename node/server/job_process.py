@@ -35,6 +35,7 @@ from flctl.node.jobs.job_spec import JobSpec, LoadedJob, TransferSpec
 from flctl.node.jobs.tasks import Params, SiteFailure, Task, TaskResult
 from flctl.node.process import spare_process
 from flctl.node.process.links import LinkError
+from flctl.node.server import result_files
 from flctl.node.server.job_messages import (
     JOB_ANSWERS,
     JOB_REQUESTS,
@@ -296,7 +297,7 @@ def _result(msg: SiteResult) -> TaskResult | SiteFailure:
         else:
             path = Path(msg.path)
             params, metadata = tensors.map_file(path), tensors.read_metadata(path)
-            path.unlink(missing_ok=True)
+            result_files.recycle(path, params)  # written over by a later answer once the workflow lets go of it
             params = quantize.dequantize_to_file(params, metadata, path.with_name(f".{path.name}.whole"))
     except ValueError as exc:
         return SiteFailure(msg.site, f"its quantized model cannot be read: {exc}")
