@@ -265,6 +265,8 @@ class FederationService(pb_grpc.FederationServicer):
         key = (head.job_id, site, head.task_id)
         with self._parts_lock:
             self._prune_parts()
+            if key not in self._parts:  # the first part: over a spare's pages, before any part opens the file
+                result_files.take_spare(tmp.parent, head.size, tmp)
             assembly, _ = self._parts.setdefault(key, (model_parts.Assembly(head.size, head.parts), tmp))
         if not assembly.matches(head.size, head.parts):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT,
