@@ -223,3 +223,50 @@ def test_all_finite_looks_at_every_block(monkeypatch, tmp_path):
     assert aggregation.all_finite(mapped["ok"])
     assert aggregation.all_finite(np.array([1, 2], np.int64))
     assert not aggregation.all_finite(np.array([1 + 1j, complex(np.inf, 0)], np.complex64))
+
+
+def _pooled_models(rng: np.random.Generator) -> list[dict[str, np.ndarray]]:
+    """Three sites' models with every kind of tensor a sum is kept for: float32, float16, float64, integers,
+    a scalar and an empty tensor (sums of 1 MiB and more come from the pool)."""
+    return [{"w": rng.standard_normal((512, 600)).astype(np.float32), "h": rng.standard_normal(300).astype(np.float16),
+             "d": rng.standard_normal(7), "n": rng.integers(-50, 50, 9).astype(np.int32),
+             "s": np.array(rng.standard_normal(), np.float32), "e": np.zeros((0, 3), np.float32)}
+            for _ in range(3)]
+
+
+def test_sums_made_in_a_kept_buffer_equal_the_plain_ones_and_reuse_last_rounds_buffer_once_let_go() -> None:
+    from flctl.node.wire.model_buffers import ModelBuffers
+
+    rng = np.random.default_rng(7)
+    buffers = ModelBuffers(keep=1)
+    weights = [3.0, 1.0, 2.0]
+    means = []
+    for _round in range(3):
+        models = _pooled_models(rng)
+        pooled, plain = WeightedSum(buffers=buffers), WeightedSum()
+        for model, weight in zip(models, weights, strict=True):
+            pooled.add(model, weight)
+            plain.add(model, weight)
+        got, want = pooled.result(), plain.result()
+        for name in want:
+            assert got[name].dtype == want[name].dtype and got[name].shape == want[name].shape
+            np.testing.assert_array_equal(got[name], want[name])
+        reference = sum(m["w"].astype(np.float32) * np.float32(w) for m, w in zip(models, weights, strict=True))
+        np.testing.assert_allclose(got["w"], reference / np.float32(6), rtol=1e-6)
+        means.append(got)
+        if _round == 0:
+            del got, want, means[0]  # round 0's mean let go: round 1 sums in its buffer
+    assert (buffers.made, buffers.reused) == (2, 1)  # round 2's: round 1's mean is still held (means[-1])
+    assert means[-1]["w"].shape == (512, 600)
+
+
+def test_a_round_whose_weights_are_all_zero_so_far_starts_over_in_the_same_buffer() -> None:
+    from flctl.node.wire.model_buffers import ModelBuffers
+
+    buffers = ModelBuffers(keep=1)
+    a = {"w": np.full((600, 600), 2.0, np.float32)}
+    b = {"w": np.full((600, 600), 5.0, np.float32)}
+    total = WeightedSum(buffers=buffers)
+    total.add(a, 0.0)  # counted plainly while every weight is zero
+    total.add(b, 1.0)  # the first weight: the sums start over, weighted
+    np.testing.assert_array_equal(total.result()["w"], np.full((600, 600), 5.0, np.float32))

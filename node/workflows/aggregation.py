@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 import numpy as np
 
 from flctl.node.jobs.tasks import Params
+from flctl.node.wire.model_buffers import ModelBuffers
 from flctl.node.wire.tensors import is_float, is_numeric, release
 
 BLOCK = 1 << 20
@@ -29,9 +30,15 @@ class WeightedSum:
     Flower average them: a float64 sum would double the server's memory for a big model; a 16-bit
     tensor is widened exactly, a block at a time), in float64 for float64 and integer tensors, in
     complex64 for complex64. The mean is rounded once, to the model's own dtype.
+
+    With `buffers` (a workflow's own `ModelBuffers`, kept from round to round) the sums are made in one buffer taken
+    from it: last round's, once nothing holds that round's mean any more, so its pages are not faulted in and
+    zeroed by the kernel again (0.65 CPU-s per GB on the machine flctl is measured on, against 0.08 s to zero pages
+    already there); the mean (made in place of the sums) is then a view of that buffer.
     """
 
-    def __init__(self, like: Mapping[str, np.ndarray] | None = None, like_name: str = "the global model") -> None:
+    def __init__(self, like: Mapping[str, np.ndarray] | None = None, like_name: str = "the global model",
+                 buffers: ModelBuffers | None = None) -> None:
         self._shapes: dict[str, tuple[int, ...]] | None = None
         self._dtypes: dict[str, np.dtype] = {}
         self._reference = like_name
@@ -39,6 +46,7 @@ class WeightedSum:
             self._shapes = {name: tuple(np.shape(value)) for name, value in like.items()}
             self._dtypes = {name: np.asarray(value).dtype for name, value in like.items()}
         self._sums: dict[str, np.ndarray] = {}
+        self._buffers = buffers
         self._total = 0.0
         self._count = 0
         self._mean: Params | None = None
@@ -71,6 +79,8 @@ class WeightedSum:
             self._sums = {}
         factor = weight if self._total > 0 or weight > 0 else 1.0
         if factor > 0:
+            if not self._sums and self._buffers is not None:
+                self._sums = _zeros_in(self._buffers, arrays)
             for name, array in arrays.items():
                 total = self._sums.get(name)
                 if total is None:
@@ -148,6 +158,21 @@ def full_params(params: Mapping[str, np.ndarray], params_type: str, base: Callab
         else:
             out[name] = (sent + diff).astype(sent.dtype, copy=False)
     return out
+
+
+def _zeros_in(buffers: ModelBuffers, arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """A zeroed sum for each of `arrays` (in its accumulator dtype), all in one buffer taken from `buffers`."""
+    plan: list[tuple[str, tuple[int, ...], np.dtype, int]] = []
+    size = 0
+    for name, array in arrays.items():
+        dtype = accumulator_dtype(array.dtype)
+        size = -(-size // 64) * 64  # each sum starts on a 64-byte boundary
+        plan.append((name, array.shape, dtype, size))
+        size += array.size * dtype.itemsize
+    buffer = np.frombuffer(buffers.take(size), np.uint8)
+    buffer.fill(0)
+    return {name: buffer[offset:offset + math.prod(shape) * dtype.itemsize].view(dtype).reshape(shape)
+            for name, shape, dtype, offset in plan}
 
 
 def all_finite(array: np.ndarray) -> bool:

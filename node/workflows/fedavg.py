@@ -88,6 +88,7 @@ class FedAvg(Workflow):
         needs it): with a `send` that lets the task go once sent (the server's does), the server holds one
         model, plus the running sum, at a time.
         """
+        from flctl.node.wire.model_buffers import ModelBuffers
         from flctl.node.workflows.aggregation import (
             WeightedSum,  # numpy: imported when a job runs, not when one is checked
         )
@@ -95,6 +96,7 @@ class FedAvg(Workflow):
 
         secure = secure_round(self.settings.secure_mode(), fed, self.min_sites, self.settings.masking_threshold)
         model: Params = dict(initial) if initial is not None else {}
+        sum_buffers = ModelBuffers(keep=1)  # each round's sums, in last round's buffer once its mean is let go
         # the checkpoint `model` is: on a resume, `initial` is round start_round - 1's
         saved = f"round-{start_round - 1}" if initial is not None and start_round > 0 else ""
         del initial
@@ -112,7 +114,7 @@ class FedAvg(Workflow):
                 meta.update(extra)
                 total = secure.new_sum(fed, round_no, sites, timeout)
             else:
-                total = WeightedSum(like=model) if model else WeightedSum()
+                total = WeightedSum(like=model or None, buffers=sum_buffers)
             params = self.task_params(model)
             answers = fed.send(Task(TaskKind.TRAIN, round_no, params, meta=meta,
                                     saved_as=saved if params is model else ""), sites, self.settings.round_timeout_s)
