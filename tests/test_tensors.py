@@ -289,3 +289,44 @@ def test_ml_dtypes_is_imported_only_when_a_bfloat16_or_float8_tensor_comes():
         "assert back.astype(np.float32).tolist() == [1.0, -2.5]\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
+
+
+def _stream(data: bytes):
+    at = 0
+
+    def read_into(view: memoryview) -> None:
+        nonlocal at
+        view[:] = data[at:at + len(view)]
+        at += len(view)
+
+    return read_into
+
+
+def test_receive_reads_into_arrays_offered_for_reuse_only_when_nothing_else_holds_them() -> None:
+    """`reuse` arrays are read into when they fit and only the offer holds them; a held one, another shape or
+    dtype, a view or a read-only array gets a new array, and is left as it was."""
+    import numpy as np
+
+    from flctl.node.wire import tensors
+
+    incoming = {"a": np.arange(12, dtype=np.float32).reshape(3, 4), "b": np.full(5, 7, np.int64),
+                "c": np.ones(3, np.float16), "d": np.arange(4, dtype=np.float64), "e": np.zeros(2, np.float32)}
+    data = tensors.encode(incoming)
+    free_a = np.zeros((3, 4), np.float32)
+    held_b = np.zeros(5, np.int64)
+    wrong_c = np.zeros(3, np.float32)  # another dtype
+    base = np.zeros(8, np.float64)
+    view_d = base[:4]  # not its own memory
+    frozen_e = np.zeros(2, np.float32)
+    frozen_e.flags.writeable = False
+    where_a = free_a.ctypes.data
+    reuse = {"a": free_a, "b": held_b, "c": wrong_c, "d": view_d, "e": frozen_e}
+    del free_a, wrong_c, view_d
+    got = tensors.receive(_stream(data), len(data), reuse)
+    assert reuse == {}  # emptied: nothing offered is held by the offer any more
+    assert got["a"].ctypes.data == where_a  # the free one was read into
+    for name, want in incoming.items():
+        np.testing.assert_array_equal(got[name], want)
+        assert got[name].dtype == want.dtype
+    assert got["b"] is not held_b and not held_b.any()  # held by this test: untouched
+    assert not base.any() and not frozen_e.any()

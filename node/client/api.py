@@ -93,6 +93,9 @@ class _Session:
         self.scaffold_control: dict[str, Any] = {}  # SCAFFOLD's c, from the current task
         self.scaffold_own: dict[int, dict[str, Any]] = {}  # SCAFFOLD's c_i, this site's: round -> c_i after it
         self.answered_metrics: dict[str, float] = {}  # the last answer's metrics, until the next task arrives
+        # the arrays of the last answer, offered to the next task's params (`tensors.receive` takes one only when the
+        # script no longer refers to it): held only from the answer to the next task, while the script waits
+        self._sent: dict[str, Any] = {}
 
     def send(self, message: wire.Message, parts: Sequence[wire.Payload] = ()) -> None:
         """Send a message (and its payload, in parts) as one unit, whatever other threads send."""
@@ -132,6 +135,7 @@ class _Session:
             raise TimeoutError(f"fl.receive(): no task arrived within {timeout} s")
         message, size = wire.decode(frame)
         self._asked = False
+        reuse, self._sent = self._sent, {}  # held no longer than this: the next task's arrays, or let go
         if isinstance(message, wire.End):
             self._ended = True
             return None
@@ -140,7 +144,7 @@ class _Session:
         from flctl.node.wire.tensors import receive
 
         try:
-            params = receive(lambda view: wire.read_payload(self._conn, view), size) if size else {}
+            params = receive(lambda view: wire.read_payload(self._conn, view), size, reuse) if size else {}
         except (EOFError, OSError) as exc:
             raise _lost(exc) from None
         self.scaffold_control = {name[len(SCAFFOLD_C):]: params.pop(name) for name in list(params)
@@ -179,6 +183,7 @@ class _Session:
                 raise ValueError(f"fl.send(): {exc}") from None
             self._current = None
             self.answered_metrics = dict(result.metrics)
+            self._sent = dict(params) if isinstance(params, dict) else {}
 
     def close(self) -> None:
         """End the connection to the site's job process."""
