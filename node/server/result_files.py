@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any
 
 SPARE_PREFIX = ".spare-"
-MAX_SPARES = 4
+MAX_SPARES = 2
+"""Spares kept per job: enough for two answers a round; each holds a model's size of disk until the job ends."""
 
 
 def recycle(path: Path, params: dict[str, Any]) -> None:
