@@ -330,3 +330,17 @@ def test_receive_reads_into_arrays_offered_for_reuse_only_when_nothing_else_hold
         assert got[name].dtype == want.dtype
     assert got["b"] is not held_b and not held_b.any()  # held by this test: untouched
     assert not base.any() and not frozen_e.any()
+
+
+def test_reusable_keeps_only_arrays_receive_could_read_into() -> None:
+    import numpy as np
+
+    from flctl.node.wire import tensors
+
+    own = np.zeros(4, np.float32)
+    frozen = np.zeros(4, np.float32)
+    frozen.flags.writeable = False
+    base = np.zeros(8, np.float32)
+    params = {"own": own, "view": base[:4], "strided": base[::2].copy()[::2], "frozen": frozen,
+              "tensor": torch.zeros(4), "number": 3.0}
+    assert list(tensors.reusable(params)) == ["own"]

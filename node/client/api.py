@@ -159,7 +159,7 @@ class _Session:
 
     def answer(self, model: Model) -> None:
         """Send `model` as the result of the current task."""
-        from flctl.node.wire.tensors import layout
+        from flctl.node.wire.tensors import layout, reusable
 
         with self._task_lock:
             if self._current is None:
@@ -183,7 +183,7 @@ class _Session:
                 raise ValueError(f"fl.send(): {exc}") from None
             self._current = None
             self.answered_metrics = dict(result.metrics)
-            self._sent = dict(params) if isinstance(params, dict) else {}
+            self._sent = reusable(params) if isinstance(params, dict) else {}
 
     def close(self) -> None:
         """End the connection to the site's job process."""

@@ -384,6 +384,13 @@ def receive(read_into: Callable[[memoryview], None], size: int, reuse: dict[str,
     return out
 
 
+def reusable(params: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """The arrays of `params` that `receive` could read into later (numpy arrays that own their memory, contiguous
+    and writable): what a sender keeps to offer, and nothing else (a torch tensor, a view: not held longer)."""
+    return {name: value for name, value in params.items() if isinstance(value, np.ndarray) and value.base is None
+            and value.flags.c_contiguous and value.flags.writeable}
+
+
 def _reusable(reuse: dict[str, Any], name: str, dtype: np.dtype, shape: tuple[int, ...]) -> bool:
     # the array is never bound to a local name here: that would be one more reference to count
     if not isinstance(reuse.get(name), np.ndarray) or sys.getrefcount(reuse[name]) > _ONLY_HELD:
