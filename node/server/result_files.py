@@ -7,7 +7,8 @@ Why: on the 2-core machine flctl is measured on, a new file's pages made writing
 cost of taking them (the bare gRPC stream of `bench/transfer.py`, made to write what its server receives into a new
 file, moved 209-249 MB/s per site instead of 353-390; into a file written before, 278-324), and with spares a 1 GB
 answer reached the server at 309-382 MB/s against 191-282 made new (`python bench/transfer.py --mb 1000`, four runs
-each, alternating, load 2.4-3.7; round 9.9-12.6 s against 10.6-13.5 s).
+each, alternating, load 2.4-3.7, spares switched off by a temporary switch for the A/B; round 9.9-12.6 s against
+10.6-13.5 s). The bare-stream figures are from a variant of the bench made for that measurement and not kept.
 
 The cost: a spare's pages were written, so the kernel writes them to disk in the background in time (a deleted
 result's never were), and a spare keeps its disk space until the job ends.
@@ -72,12 +73,10 @@ def _to_spare(path: Path) -> None:
 
 
 def _mapping_of(params: dict[str, Any]) -> mmap.mmap | None:
-    import numpy as np  # not at import: the daemon, which takes spares, imports no numpy until a result comes
+    from flctl.node.wire import tensors  # not at import: the daemon, which takes spares, imports no numpy until then
 
     for array in params.values():
-        base: Any = array
-        while isinstance(base, np.ndarray | memoryview):
-            base = base.base if isinstance(base, np.ndarray) else base.obj
-        if isinstance(base, mmap.mmap):
-            return base
+        mapped = tensors.mapping_of(array)
+        if mapped is not None:
+            return mapped
     return None

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import sys
 import threading
+from typing import Any
 
 import numpy as np
 
@@ -73,11 +74,16 @@ def _view(array: np.ndarray) -> memoryview:
     return memoryview(array)  # type: ignore[arg-type]  # numpy arrays are buffers
 
 
+def held_only_by(container: list[Any] | dict[Any, Any], key: Any) -> bool:
+    """Whether nothing but `container` refers to `container[key]` (an array, here: every view, slice or array made
+    from it refers to it too). Never bind the item to a local name before asking: that is one more reference."""
+    return sys.getrefcount(container[key]) <= _ONLY_CONTAINER
+
+
 def _unheld(arrays: list[np.ndarray], index: int) -> bool:
-    """Whether nothing but `arrays` refers to `arrays[index]`."""
-    return sys.getrefcount(arrays[index]) <= _OWN_REFERENCES
+    return held_only_by(arrays, index)
 
 
-_OWN_REFERENCES = sys.getrefcount([np.empty(0)][0]) + 1
-"""What `sys.getrefcount` counts in `_unheld` for an array only its list holds: the call's own reference (measured on
-an array nothing else holds, since Python versions differ in it) and the list's."""
+_ONLY_CONTAINER = sys.getrefcount([np.empty(0)][0]) + 1
+"""What `sys.getrefcount` counts for an item only its container holds: the call's own reference (measured on an
+array nothing else holds, since Python versions differ in it) and the container's."""

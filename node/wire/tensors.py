@@ -31,6 +31,7 @@ import numpy as np
 
 from flctl.node.jobs.tasks import Params
 from flctl.node.wire import disk_space
+from flctl.node.wire.model_buffers import held_only_by
 
 _NUMERIC_KINDS = "biufc"
 _NATIVE: dict[str, np.dtype] = {
@@ -392,17 +393,13 @@ def reusable(params: Mapping[str, Any]) -> dict[str, np.ndarray]:
 
 
 def _reusable(reuse: dict[str, Any], name: str, dtype: np.dtype, shape: tuple[int, ...]) -> bool:
-    # the array is never bound to a local name here: that would be one more reference to count
-    if not isinstance(reuse.get(name), np.ndarray) or sys.getrefcount(reuse[name]) > _ONLY_HELD:
+    if not isinstance(reuse.get(name), np.ndarray) or not held_only_by(reuse, name):
         return False
     flags = reuse[name].flags
     return bool(reuse[name].dtype == dtype and reuse[name].shape == shape and reuse[name].base is None
                 and flags.c_contiguous and flags.writeable)
 
 
-_ONLY_HELD = sys.getrefcount([np.empty(0)][0]) + 1
-"""What `sys.getrefcount(reuse[name])` counts when only `reuse` holds the array: the call's own reference (measured,
-as Python versions differ in it) and the dict's."""
 
 
 def read_file(path: Path) -> Params:
@@ -435,13 +432,19 @@ def map_file(path: Path) -> Params:
 _PAGE = mmap.PAGESIZE
 
 
-def release(array: np.ndarray) -> None:
-    """Give back the memory pages of a read-only file-mapped array (from `map_file`) that lie wholly inside it;
-    the file's bytes are read again if the array is used again. Does nothing for other arrays."""
+def mapping_of(array: np.ndarray) -> mmap.mmap | None:
+    """The file mapping (`map_file`) `array` is a view of, or None."""
     base: Any = array
     while isinstance(base, np.ndarray | memoryview):
         base = base.base if isinstance(base, np.ndarray) else base.obj
-    if not isinstance(base, mmap.mmap) or array.flags.writeable or not hasattr(mmap, "MADV_DONTNEED"):
+    return base if isinstance(base, mmap.mmap) else None
+
+
+def release(array: np.ndarray) -> None:
+    """Give back the memory pages of a read-only file-mapped array (from `map_file`) that lie wholly inside it;
+    the file's bytes are read again if the array is used again. Does nothing for other arrays."""
+    base = mapping_of(array)
+    if base is None or array.flags.writeable or not hasattr(mmap, "MADV_DONTNEED"):
         return
     origin = np.frombuffer(base, np.uint8, 1).ctypes.data
     first = array.ctypes.data - origin
