@@ -68,3 +68,34 @@ def test_stop_ends_the_real_node(tmp_path: Path):
     finally:
         fed.stop_all()
         assert os.path.isdir(tmp_path)
+
+
+def test_a_stop_between_registering_and_the_command_stream_ends_the_site(tmp_path: Path):
+    """A SIGTERM that lands after the site has registered but before it has opened its command stream (scancel a
+    second after a Slurm job came online did, on a loaded machine) still ends the site: stop() came before there
+    was a call to cancel, so the session cancels the call itself. Before, the site waited on the stream until
+    Slurm's KillWait and SIGKILL (no clean stop)."""
+    import threading
+
+    from flctl.node.config.kit import load_kit
+    from flctl.node.site.agent import SiteAgent
+
+    fed: Federation = make_federation(tmp_path, sites=1)
+    fed.start("localhost")
+    try:
+        agent = SiteAgent(load_kit(fed.kit("site-1"), verify=True), tmp_path / "site-1-workspace")
+        ensure, reached = agent._spare.ensure, []
+
+        def stopped_meanwhile() -> None:  # registered; the command stream not yet opened: the signal lands here
+            reached.append(True)
+            agent.stop()
+            ensure()
+
+        agent._spare.ensure = stopped_meanwhile  # type: ignore[method-assign]
+        run = threading.Thread(target=agent.run, daemon=True)
+        run.start()
+        run.join(60)
+        assert reached, fed.logs()  # it did register: the stop came in that window
+        assert not run.is_alive(), "the site kept waiting on its command stream after stop()"
+    finally:
+        fed.stop_all()

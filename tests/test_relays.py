@@ -318,3 +318,34 @@ def test_sites_reconnect_when_their_relay_returns(feds, tmp_path):
     np.testing.assert_array_equal(final["w"], np.full(1000, BUMP[FAILOVER], np.float32))
     relayed.start("relay-us")
     wait_for({"relay-us": (True, ""), "site-3": (True, "relay-us"), "site-4": (True, "relay-us")})
+
+
+def test_a_stop_between_registering_and_the_command_stream_ends_the_relay(tmp_path):
+    """A relay told to stop after registering with its parent but before opening its command stream (a signal in
+    that window) ends: its session cancels the call stop() could not see yet, instead of waiting on the stream."""
+    import threading
+
+    from flctl.node.config.kit import load_kit
+    from flctl.node.relay.daemon import Relay
+
+    fed = make(tmp_path, relays=True)
+    fed.start("localhost")
+    relay = Relay(load_kit(fed.kit("relay-eu"), verify=True), tmp_path / "relay-eu-workspace")
+    reached = []
+
+    class StopOnConnect(threading.Event):
+        def set(self) -> None:  # registered, the command stream not yet opened: the signal lands here
+            reached.append(True)
+            relay.stop()
+            super().set()
+
+    relay.connected = StopOnConnect()
+    try:
+        relay.start()
+        run = threading.Thread(target=relay.run, daemon=True)
+        run.start()
+        run.join(60)
+        assert reached, fed.logs()
+        assert not run.is_alive(), "the relay kept waiting on its command stream after stop()"
+    finally:
+        fed.stop_all()

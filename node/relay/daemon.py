@@ -218,6 +218,8 @@ class Relay:
             pidfile.remove(self.workspace)
 
     def stop(self) -> None:
+        """End run(), from a signal handler at any point: the flag is set before `_call` is read and the session
+        reads the flag after setting `_call`, so one of the two cancels the command stream."""
         self._stop.set()
         call = self._call
         if call is not None:
@@ -235,6 +237,8 @@ class Relay:
             threading.Thread(target=self._heartbeats, args=(stub,), daemon=True).start()
             call = stub.Commands(pb.Empty())
             self._call = call
+            if self._stop.is_set():  # stopped since registering, before there was a call to cancel (see stop())
+                call.cancel()
             for command in call:
                 if command.HasField("start"):
                     threading.Thread(target=self._start_job, args=(command.start,), daemon=True).start()

@@ -135,6 +135,8 @@ class SiteAgent:
             pidfile.remove(self.workspace)
 
     def stop(self) -> None:
+        """End run(): from a signal handler (scancel, `flctl node stop`) at any point, the session's first moments
+        between registering and the command stream included."""
         self._stop.set()
         self._gate.open()
         call = self._call
@@ -159,6 +161,8 @@ class SiteAgent:
             beat.start()
             call = stub.Commands(pb.Empty())
             self._call = call
+            if self._stop.is_set():  # stopped since registering (before the call was there to cancel): stop() set
+                call.cancel()        # the flag before it read `_call`, so one of the two always cancels it
             for command in call:
                 if command.HasField("start"):
                     threading.Thread(target=self._start_job, args=(stub, command.start), daemon=True).start()
