@@ -6,6 +6,7 @@ job's log and metrics is cut to its limits, with one note."""
 from __future__ import annotations
 
 import contextlib
+import json
 import shutil
 import socket
 import sqlite3
@@ -191,5 +192,37 @@ def test_a_site_flooding_a_jobs_log_and_metrics_is_cut_with_one_note(fed: Federa
                     "SELECT name FROM metrics WHERE job_id = ? AND site = 'site-1' ORDER BY rowid", (job_id,))]
             assert len(names) == 20 and names[0] == "m" * 100 + " [... 200 more characters cut (max_log_line_chars)]"
             assert fed.flctl("job", "ls").returncode == 0
+        finally:
+            admin.abort_job(job_id)
+
+
+def test_a_sites_control_sequences_reach_the_admins_terminal_as_escapes(fed: Federation, tmp_path: Path):
+    """site-1 sends a log line carrying an OSC 52 clipboard write, a clear-screen, a C1 CSI and a newline forging
+    another site's line, and a metric named with a hide-text sequence: `flctl job logs` prints one line with every
+    control character as its escape, `flctl job metrics` and `flctl job show` print the name the same way, and
+    `--json` keeps the exact strings (JSON escapes them)."""
+    attack = "boom\x1b]52;c;ZXZpbA==\x07\x1b[2J\x9b31m\n12:00:00 [site-2] forged"
+    shown = "boom\\x1b]52;c;ZXZpbA==\\x07\\x1b[2J\\x9b31m\\n12:00:00 [site-2] forged"
+    with RawSite(fed.kit("site-1")) as site, AdminClient.from_kit(fed.admin_kit) as admin:
+        fed.wait_online(["site-1"])
+        job_id = admin.submit_job(flood_job(tmp_path))
+        try:
+            site.next_task(job_id)
+            now = time.time()
+            site.stub.Report(pb.ReportRequest(job_id=job_id, logs=[pb.LogLine(time=now, line=attack)], metrics=[
+                pb.Metric(name="loss\x1b[8m", value=0.5, step=0, has_step=True, time=now)]), timeout=WAIT_S)
+            # Execute
+            logs = fed.flctl("job", "logs", job_id, "--site", "site-1")
+            exact = fed.flctl("job", "logs", job_id, "--site", "site-1", "--json")
+            metrics = fed.flctl("job", "metrics", job_id)
+            shown_job = fed.flctl("job", "show", job_id)
+            # Assert
+            assert logs.returncode == exact.returncode == metrics.returncode == shown_job.returncode == 0
+            assert logs.stdout.splitlines()[-1].endswith(f"[site-1] {shown}")
+            assert "[site-2] forged" not in logs.stdout.replace(shown, "")  # the forged line is not a line
+            assert [json.loads(line)["line"] for line in exact.stdout.splitlines()][-1] == attack
+            assert "loss\\x1b[8m" in metrics.stdout and "loss\\x1b[8m" in shown_job.stdout
+            for out in (logs.stdout, metrics.stdout, shown_job.stdout):
+                assert "\x1b" not in out and "\x9b" not in out and "\x07" not in out
         finally:
             admin.abort_job(job_id)

@@ -15,6 +15,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from flctl.console.visible_text import visible, visible_line
+
 if TYPE_CHECKING:
     from rich.console import Console
 
@@ -59,9 +61,11 @@ def set_quiet(value: bool) -> None:
 
 
 def escape(text: str) -> str:
+    """`text` for Rich to print as it is: no markup read in it, no control character the terminal would act on
+    (`visible`: a message or a cell may hold what a peer wrote)."""
     from rich.markup import escape as rich_escape
 
-    return rich_escape(text)
+    return rich_escape(visible(text))
 
 
 class Abort(Exception):
@@ -110,17 +114,17 @@ def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], title: str | No
     title, when there is one, as a `# title` line before them), never wrapped at any width."""
     out = _out()
     if not out.is_terminal:
-        lines = [f"# {title}"] if title else []
-        lines.append("\t".join(columns))
+        lines = [f"# {_plain(title)}"] if title else []
+        lines.append("\t".join(_plain(column) for column in columns))
         lines += ["\t".join(_plain(cell) for cell in row) for row in rows]
         out.file.write("\n".join(lines) + "\n")
         out.file.flush()
         return
     from rich.table import Table
 
-    t = Table(title=title, title_justify="left", header_style="bold")
-    for column in columns:
-        t.add_column(column, overflow="fold")
+    t = Table(title=escape(title) if title else None, title_justify="left", header_style="bold")
+    for column in columns:  # a metric's name is a column: a peer's text
+        t.add_column(escape(column), overflow="fold")
     for row in rows:
         t.add_row(*(escape("" if cell is None else str(cell)) for cell in row))
     _out().print(t)
@@ -128,7 +132,19 @@ def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], title: str | No
 
 def _plain(cell: Any) -> str:
     """A cell on one line of tab-separated output."""
-    return "" if cell is None else str(cell).replace("\t", " ").replace("\n", " ")
+    return "" if cell is None else visible(str(cell).replace("\t", " ").replace("\n", " "))
+
+
+def peer_line(text: str) -> None:
+    """One line a peer wrote (a site's log line, an event's message), to stdout as it was written: no markup read,
+    every control character shown as its escape, one line (`visible_line`)."""
+    _out().print(visible_line(text), markup=False, highlight=False)
+
+
+def peer_text(text: str) -> None:
+    """Lines a peer wrote (a deployed host's job output), to stdout with every control character but newline and
+    tab shown as its escape (`visible`)."""
+    _out().print(visible(text), markup=False, highlight=False, end="")
 
 
 def fields(pairs: Sequence[tuple[str, Any]]) -> None:

@@ -19,10 +19,14 @@ from textual.worker import get_current_worker
 from flctl.console.tui.admin_api import Admin, Connect
 from flctl.console.tui.connection import Connection, ConnectionState
 from flctl.console.tui.stream_client import StreamClient
+from flctl.console.tui.visible_admin import visible_connect
+from flctl.console.visible_text import visible
 from flctl.node import errors
 from flctl.node.admin.admin_types import Event, Identity, JobInfo, SiteInfo
 
 if TYPE_CHECKING:
+    from textual.notifications import SeverityLevel
+
     from flctl.node.security.authz import Actor
 
 T = TypeVar("T")
@@ -77,7 +81,7 @@ class ConsoleApp(App[None]):
         self._contexts = contexts
         self._open_context = open_context
         self.theme = "ansi-dark"
-        self._connect = connect
+        self._connect = visible_connect(connect)  # no screen shows a control sequence a peer sent
         self._admin: Admin | None = None
         self._admin_lock = threading.Lock()
         self._stopping = threading.Event()
@@ -86,6 +90,12 @@ class ConsoleApp(App[None]):
         self.downloads = downloads
         self.set_reactive(ConsoleApp.connection, Connection(ConnectionState.CONNECTING, target))
         self.set_reactive(ConsoleApp.now, clock())
+
+    def notify(self, message: str, *, title: str = "", severity: SeverityLevel = "information",
+               timeout: float | None = None, markup: bool = True) -> None:
+        """Textual's notification, with every control character in it shown as its escape (a refusal's text may
+        quote a peer: flctl.console.visible_text). Every screen's and widget's `notify` comes here."""
+        super().notify(visible(message), title=visible(title), severity=severity, timeout=timeout, markup=markup)
 
     # ------------------------------------------------------------------ life
     def on_mount(self) -> None:
@@ -301,7 +311,7 @@ class ConsoleApp(App[None]):
 
         while len(self.screen_stack) > 1 and not isinstance(self.screen, OverviewScreen):
             self.pop_screen()
-        self._connect = connect
+        self._connect = visible_connect(connect)
         self.context_name = name
         self.admin_kit = None  # the new context's identity comes from its server
         self.last_contact = 0.0

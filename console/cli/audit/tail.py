@@ -37,7 +37,7 @@ def command(
         if json_out:
             sys.stdout.write(json.dumps(record) + "\n")
         else:
-            terminal.out.print(_line(record), markup=False, highlight=False)
+            terminal.peer_line(_line(record))
         sys.stdout.flush()
 
     for record in read(file, lines):

@@ -24,4 +24,4 @@ def command(
     if json_out:
         terminal.print_json({"host": spec.participant, "lines": lines, "log": text})
         return
-    terminal.out.print(text, markup=False, highlight=False, end="")
+    terminal.peer_text(text)

@@ -86,21 +86,23 @@ def follow(admin: AdminClient, job_id: str, quiet: bool = False, hint: bool = Tr
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from flctl.console.cli.job.render import metrics_line, outcome
+    from flctl.console.visible_text import visible_line
 
     job = admin.get_job(job_id)
     show_bar = terminal.interactive() and job.rounds > 0
     bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                    console=terminal.err, transient=True, disable=not show_bar)
     with bar:
-        task = bar.add_task(job.name, total=job.rounds or None)
+        task = bar.add_task(terminal.escape(job.name), total=job.rounds or None)
         for event in admin.watch(job_id):
             if event.kind == "round":
                 round_no = int(event.data.get("round", 0))
                 bar.update(task, completed=round_no + 1)
-                bar.console.print(f"round {round_no + 1} of {job.rounds}: "
-                                  f"{metrics_line(event.data.get('metrics', {}))}", markup=False, highlight=False)
+                bar.console.print(visible_line(f"round {round_no + 1} of {job.rounds}: "
+                                               f"{metrics_line(event.data.get('metrics', {}))}"),
+                                  markup=False, highlight=False)
             elif event.kind in ("started", "waiting", "site_failed", "aborting"):
-                bar.console.print(event.message, markup=False, highlight=False)
+                bar.console.print(visible_line(event.message), markup=False, highlight=False)
     final = admin.get_job(job_id)
     if final.status == JobStatus.FINISHED:
         if hint:

@@ -34,6 +34,7 @@ from flctl.console.tui.deployment_subject import (
 )
 from flctl.console.tui.widgets.connection_bar import ConnectionBar
 from flctl.console.tui.widgets.hosts_table import HostsTable
+from flctl.console.visible_text import visible_value
 from flctl.node.security.authz import Actor
 
 if TYPE_CHECKING:
@@ -193,6 +194,7 @@ class DeploymentScreen(Screen[None]):
 
     # ------------------------------------------------------------------ showing
     def _show(self, rows: list[HostRow]) -> None:
+        rows = visible_value(rows)  # a host's reason may quote what it printed
         self.rows = rows
         table = self.query_one(HostsTable)
         table.show(rows)

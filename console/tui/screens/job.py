@@ -62,7 +62,7 @@ class JobScreen(Screen[None]):
         yield Header()
         yield ConnectionBar(id="connection")
         with Horizontal(id="job-head"):
-            yield Label(f"job {self.job_id}", id="job-title")
+            yield Label(f"job {self.job_id}", id="job-title", markup=False)  # a site's reason is not markup
             bar = ProgressBar(total=None, show_eta=False, id="rounds")
             bar.display = False
             yield bar
