@@ -134,7 +134,7 @@ def test_unknown_keys_list_the_allowed_ones(job):
     path = folder / "job.yml"
     assert problems == [
         f"{path}:8: rounds: unknown key 'rounds'; allowed here: api_version, name, workflow, sites, min_sites, "
-        "resources, app, privacy_scope, metrics, initial_model, transfer, psi_job",
+        "resources, app, privacy_scope, metrics, initial_model, transfer, checkpoints, psi_job",
         f"{path}:9: resources.gpu: unknown key 'gpu'; allowed here: cpus, memory_mb, gpus, gpu_memory_gb",
     ]
 
@@ -284,8 +284,11 @@ def test_bad_sites(job, sites, line, message):
         (("min_sites: 2", "min_sites: 2\napp: {env: {1BAD: x}}"), "8: app.env: '1BAD' is not a valid environment"),
         (("min_sites: 2", "min_sites: 2\napp: {env: {N: 1}}"),
          "8: app.env.N: expected a string, got 1; put it in quotes"),
+        (("min_sites: 2", "min_sites: 2\ncheckpoints: {keep: 0}"),
+         "8: checkpoints.keep: 0 is too small; use 1 or more"),
+        (("min_sites: 2", "min_sites: 2\ncheckpoints: {kept: 2}"), "8: checkpoints.kept: unknown key"),
     ],
-    ids=["api-version", "name", "min-sites", "env-name", "env-value"],
+    ids=["api-version", "name", "min-sites", "env-name", "env-value", "keep-zero", "keep-misspelt"],
 )
 def test_field_checks(job, replace, expected):
     """Each field's own rule is reported at its line."""

@@ -107,6 +107,28 @@ def test_hello_numpy_gives_the_same_final_model_as_a_real_federation(real: Feder
     assert_same_model(real_final, sim_final)
 
 
+def test_a_job_keeping_one_checkpoint_keeps_one_on_the_server_and_in_a_simulation(real: Federation,
+                                                                                  tmp_path: Path) -> None:
+    """A 3-round job with `checkpoints: {keep: 1}`, on the real federation and simulated: each keeps round 2's
+    model and the final one (the same file), nothing older, and both end on the same model."""
+    # Prepare
+    job = stateful_job(tmp_path, rounds=3)
+    (job / "job.yml").write_text((job / "job.yml").read_text() + "checkpoints: {keep: 1}\n")
+    # Execute
+    done = real.flctl("job", "submit", job, "--watch", "--json")
+    sim = simulate(job, "-n", "2", "-w", tmp_path / "sim", "--json")
+    # Assert
+    assert done.returncode == 0, done.stderr
+    assert sim.returncode == 0, sim.stderr
+    server = real.kit("localhost") / "workspace" / "jobs" / json.loads(done.stdout)["id"] / "models"
+    simulated = tmp_path / "sim" / "stateful" / "models"
+    for models in (server, simulated):
+        assert sorted(p.name for p in models.iterdir() if not p.name.startswith(".")) == [
+            "final.safetensors", "round-2.safetensors"]
+    assert (server / "final.safetensors").samefile(server / "round-2.safetensors")
+    assert_same_model(load_file(server / "final.safetensors"), load_file(simulated / "final.safetensors"))
+
+
 def test_many_sites_share_few_workers_and_write_a_real_runs_artifacts(tmp_path: Path) -> None:
     """24 sites on 2 workers: each script keeps its state across rounds, and the artifacts match a real run's."""
     # Prepare

@@ -16,6 +16,7 @@ app: {command: [python, train.py], env: {}}   # also framework: pytorch|keras, c
 privacy_scope: private          # optional: the sites' filters for it apply (default: each site's default_scope)
 initial_model: app/net.py:make_model   # optional: round 0's model (or a safetensors file of the job, or job:<ID>)
 transfer: {quantize: int8}      # optional: models travel quantized (fp16, bf16 or int8; block_size for int8)
+checkpoints: {keep: 2}          # optional: only the newest 2 rounds' models stay on the server (default: all)
 ```
 """
 
@@ -210,6 +211,15 @@ class TransferSpec(_Strict):
                             "own scale (smaller: closer values, more scales)")
 
 
+class CheckpointSpec(_Strict):
+    """Which round checkpoints the server keeps (`flctl.node.jobs.checkpoints`)."""
+
+    keep: int | None = Field(
+        None, ge=1, description="Keep the newest K rounds' global models (models/round-N.safetensors, with their "
+        "workflow state); older ones are removed as each round is saved, models/final.safetensors always stays, "
+        "and a restarted server resumes from the newest (default: every round's)")
+
+
 class JobSpec(_Strict):
     """A job: what runs on the server (workflow), where (sites) and what runs at each site (app)."""
 
@@ -238,6 +248,8 @@ class JobSpec(_Strict):
         "that job) (default: none; round 0 sends an empty model)")
     transfer: TransferSpec = Field(default_factory=TransferSpec, description="How models travel: quantized or as "
                                    "they are (see TransferSpec)")
+    checkpoints: CheckpointSpec = Field(default_factory=CheckpointSpec, description="How many round checkpoints "
+                                        "the server keeps (see CheckpointSpec)")
     psi_job: Annotated[str | None, AfterValidator(_check_psi_job)] = Field(
         None, description="The name of an earlier psi job whose intersection this job reads: each site copies the "
         "one it kept (<site workspace>/psi/NAME/intersection.txt) to psi/intersection.txt in the job's workspace "

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Literal
 
+from flctl.node.jobs import checkpoints
 from flctl.node.jobs.job_spec import JobSpec, LoadedJob, TransferSpec
 from flctl.node.jobs.tasks import Params, SiteFailure, Task, TaskResult
 from flctl.node.process import spare_process
@@ -87,6 +88,7 @@ class PipeFederation:
         self._posted: dict[str, _Posted] = {}  # task id -> a task `post` sent, not yet answered
         self._early: deque[SiteResult] = deque()  # answers to posted tasks that came while `send` waited
         self.transfer: TransferSpec | None = None  # job.yml's `transfer:`: models go out quantized when it asks
+        self.keep_rounds: int | None = None  # job.yml's `checkpoints: {keep}`: None keeps every round's
 
     def _emit(self, message: JobRequest) -> None:
         line = JOB_REQUESTS.encode(message).decode("utf-8")
@@ -242,6 +244,8 @@ class PipeFederation:
         path = self._dir / "models" / f"{name}.safetensors"
         if not (saved_as and _link(self._dir / "models" / f"{saved_as}.safetensors", path)):
             _write_atomic(path, params)
+        if checkpoints.round_of(name) is not None:
+            checkpoints.prune(self._dir, self.keep_rounds)
         self._emit(ModelSaved(name=name))
 
     def load_model(self, name: str) -> Params:
@@ -366,6 +370,7 @@ def main(argv: list[str]) -> int:
     try:
         job_spec = JobSpec.model_validate(run.spec)
         fed.transfer = job_spec.transfer
+        fed.keep_rounds = job_spec.checkpoints.keep
         if job_spec.transfer.quantize:
             fed.log("models travel quantized: "
                     f"{quantize.describe(job_spec.transfer.quantize, job_spec.transfer.block_size)}")

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from flctl.node.jobs import checkpoints
 from flctl.node.jobs.job_status import DROPPED, JobStatus, SiteState
 from flctl.node.jobs.tasks import TaskKind
 from flctl.node.process.links import LinkError
@@ -61,13 +62,6 @@ class _Running:
     stdin_lock: threading.Lock
     ended: bool = False
     failed_because: str = ""  # set by `fail`: however the process then ends, the job fails for this reason
-
-
-def last_checkpoint(job_dir: Path) -> int | None:
-    """The last round whose global model was saved, or None."""
-    rounds = [int(p.stem.split("-")[1]) for p in (job_dir / "models").glob("round-*.safetensors")
-              if p.stem.split("-")[1].isdigit()]
-    return max(rounds) if rounds else None
 
 
 class JobRunner:
@@ -136,7 +130,7 @@ class JobRunner:
         plan = job_messages.RunPlan(job_id=job.id, spec=job.spec, sites=sites, min_sites=job.min_sites,
                                     job_isolation=self._job_isolation,
                                     kit_root=str(self._kit_root) if self._kit_root else None)
-        last = last_checkpoint(job_dir) if resume else None
+        last = checkpoints.last_round(job_dir) if resume else None
         if last is not None:
             state = state_path(job_dir, f"round-{last}")  # a stateful workflow's state of that round
             plan = plan.model_copy(update={"initial": str(job_dir / "models" / f"round-{last}.safetensors"),

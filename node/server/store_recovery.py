@@ -18,10 +18,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from flctl.node.jobs import checkpoints
 from flctl.node.jobs.job_status import ENDED, JobStatus, SiteState
 from flctl.node.server.job_messages import RUN_PLAN
 from flctl.node.server.job_records import RECORD_FILE, load_record
-from flctl.node.server.job_runner import last_checkpoint
 from flctl.node.server.store import JobRow, Store, StoreDamaged
 
 DB_NAME = "server.db"
@@ -140,7 +140,7 @@ def _rebuild(folder: Path) -> JobRow:
         job.started_at = (folder / "run.json").stat().st_mtime
         job.site_states = {site: (SiteState.STARTING, -1, "") for site in run.sites}
         ended = (folder / "metrics.json").is_file()
-        last = last_checkpoint(folder)
+        last = checkpoints.last_round(folder)
         if ended and last is not None and job.rounds and last >= job.rounds - 1:
             job.status, job.ended_at = JobStatus.FINISHED, (folder / "metrics.json").stat().st_mtime
             job.error = ""

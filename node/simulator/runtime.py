@@ -36,6 +36,7 @@ from flctl.node.client import api_wire as wire
 from flctl.node.client import compat
 from flctl.node.config.privacy import PrivacyRules, ScopeRefused
 from flctl.node.errors import NodeError
+from flctl.node.jobs import checkpoints
 from flctl.node.jobs.bundle import APP_FOLDER
 from flctl.node.jobs.job_spec import LoadedJob, TransferSpec
 from flctl.node.jobs.job_status import JobStatus
@@ -258,6 +259,7 @@ class SimFederation:
         self.server_log: list[str] = []
         self.ended_workers = 0
         self.transfer = transfer  # job.yml's `transfer:`: models arrive as quantized transfer leaves them
+        self.keep_rounds: int | None = None  # job.yml's `checkpoints: {keep}`: None keeps every round's
 
     def sites(self) -> list[str]:
         return list(self._sites)
@@ -447,6 +449,8 @@ class SimFederation:
 
     def save_model(self, name: str, params: Params, saved_as: str = "") -> None:
         _write_atomic(self._dir / "models" / f"{name}.safetensors", tensors.encode(params))
+        if checkpoints.round_of(name) is not None:
+            checkpoints.prune(self._dir, self.keep_rounds)
 
     def load_model(self, name: str) -> Params:
         return tensors.map_file(self._dir / "models" / f"{name}.safetensors")
@@ -546,6 +550,7 @@ def simulate(job: LoadedJob, sites: list[str], workspace: Path, workers: int | N
         raise
     fed = SimFederation(job_id, job_dir, sites, pool, observer, rounds, filters, job.folder,
                         _secure_sites(job, job_id, sites, job_dir), job.spec.transfer)
+    fed.keep_rounds = job.spec.checkpoints.keep
     if restart is not None:
         fed.metrics = [m for m in _read_metrics(job_dir) if m["round"] < start_round]
     fed.log(f"isolation: {isolation.describe()}")
@@ -624,9 +629,8 @@ def _run(job: LoadedJob, workflow: Any, fed: SimFederation, restart: Path | None
 
 def _last_checkpoint(job_dir: Path) -> Path | None:
     """models/round-N.safetensors of the last round saved, or None."""
-    saved = [(int(p.stem.split("-")[1]), p) for p in (job_dir / "models").glob("round-*.safetensors")
-             if p.stem.split("-")[1].isdigit()]
-    return max(saved)[1] if saved else None
+    last = checkpoints.last_round(job_dir)
+    return None if last is None else job_dir / "models" / f"round-{last}.safetensors"
 
 
 def _resumed(job_dir: Path) -> tuple[int, Path | None]:
