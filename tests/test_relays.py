@@ -277,6 +277,29 @@ def test_fedavg_through_relays_equals_the_flat_job(feds, tmp_path):
             assert "relay-eu" in logs and "[relay-de] [site-5]" in logs, logs
 
 
+def test_a_quantized_job_through_relays_equals_the_flat_job(feds, tmp_path):
+    """`transfer: {quantize: int8}` over sites 1-4 for two rounds: each relay reads its sites' int8 answers as the
+    server would (made whole), adds them in float32 and sends its one answer up; the final model equals the same job
+    run flat (`flctl simulate`, every answer made whole at the server) within float32's rounding of the sums, and
+    the means worked out here within int8's bound."""
+    relayed = feds
+    sites = ["site-1", "site-2", "site-3", "site-4"]
+    made = []
+    for where in ("relayed", "flat"):
+        folder = job(tmp_path / where, "int8", sites, 2)
+        (folder / "job.yml").write_text((folder / "job.yml").read_text() + "transfer: {quantize: int8}\n")
+        made.append(folder)
+    through, shown = run_job(relayed, made[0], tmp_path / "r-int8")
+    direct = flat_job(made[1], sites, tmp_path / "flat-runs")
+    assert sorted(through) == ["b", "w"]
+    for tensor in ("w", "b"):
+        assert through[tensor].dtype == direct[tensor].dtype
+        np.testing.assert_allclose(through[tensor], direct[tensor], rtol=1e-6)
+    value = expected(sites, 2)
+    np.testing.assert_allclose(through["w"], np.full(1000, value, np.float32), rtol=2 / 127)
+    assert sorted(s["name"] for s in shown["sites"]) == ["relay-eu", "relay-us"], shown
+
+
 def test_a_workflow_relays_cannot_carry_is_refused_at_submit(feds, tmp_path):
     """A cyclic job naming a site under a relay: refused at submit (exit 2), saying why; nothing is stored."""
     relayed = feds
