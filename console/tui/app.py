@@ -92,10 +92,11 @@ class ConsoleApp(App[None]):
         self.set_reactive(ConsoleApp.now, clock())
 
     def notify(self, message: str, *, title: str = "", severity: SeverityLevel = "information",
-               timeout: float | None = None, markup: bool = True) -> None:
-        """Textual's notification, with every control character in it shown as its escape (a refusal's text may
-        quote a peer: flctl.console.visible_text). Every screen's and widget's `notify` comes here."""
-        super().notify(visible(message), title=visible(title), severity=severity, timeout=timeout, markup=markup)
+               timeout: float | None = None, markup: bool = False) -> None:
+        """Textual's notification shown as written: never read as markup (a refusal's text may quote a peer, whose
+        `[link=...]` would become a link), every control character as its escape (flctl.console.visible_text).
+        Every screen's and widget's `notify` comes here; `markup` is taken and not used."""
+        super().notify(visible(message), title=visible(title), severity=severity, timeout=timeout, markup=False)
 
     # ------------------------------------------------------------------ life
     def on_mount(self) -> None:

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import time
 
+from rich.text import Text
+
 from flctl.node.admin.admin_types import JobInfo, SiteInfo
+
+
+def literal(value: str) -> Text:
+    """A table cell or column shown as written: a DataTable reads a plain string as markup, so a peer's
+    `[link=...]` would become a link and `[b]` a style."""
+    return Text(value)
 
 
 def age(seconds: float) -> str:

@@ -391,8 +391,8 @@ async def test_while_disconnected_live_values_are_last_known_and_dimmed() -> Non
         clock[0] = NOW + 72
         await pilot.pause(1.3)  # the console's one-second tick
         sites, jobs = app.screen.query_one(SitesTable), app.screen.query_one(JobsTable)
-        rows = {key: sites.get_row(key) for key in ("site-1", "site-2")}
-        running = jobs.get_row("a1b2c3")
+        rows = {key: [str(cell) for cell in sites.get_row(key)] for key in ("site-1", "site-2")}
+        running = [str(cell) for cell in jobs.get_row("a1b2c3")]
         bar = str(app.screen.query_one("#connection").render())
     # Assert
     assert [rows["site-1"][2:4], rows["site-2"][2:4]] == [["was online", "2s ago"], ["was offline", "1m35s ago"]]
@@ -428,7 +428,7 @@ async def test_c_switches_the_federation_context_and_the_top_line_says_which() -
                     and [s.name for s in app.sites] == ["b-site"])
         await pilot.pause(0.3)
         bar = str(app.screen.query_one("#connection").render())
-        shown = [app.screen.query_one(SitesTable).get_row_at(i)[0]
+        shown = [str(app.screen.query_one(SitesTable).get_row_at(i)[0])
                  for i in range(app.screen.query_one(SitesTable).row_count)]
         screen = app.screen
     # Assert

@@ -1,6 +1,7 @@
-"""What a peer wrote reaches the console's screen with its control characters shown, never acted on: a site's
-failure reason (a job's error, a site's cell), its log lines, a metric's name and a refusal's message carry an
-OSC 52 clipboard write, a clear-screen, a hide-text and a C1 CSI; the terminal receives each as its escape."""
+"""What a peer wrote reaches the console's screen as written, never acted on: a site's failure reason (a job's
+error, a site's cell), its log lines, a metric's name and a refusal's message carry an OSC 52 clipboard write, a
+clear-screen, a hide-text, a C1 CSI and markup for a link (OSC 8) and bold; the terminal receives each control
+character as its escape and the markup as its text."""
 
 from __future__ import annotations
 
@@ -16,8 +17,9 @@ from .driving import notices, online, recorded_app, synchronously, until
 from .recorded_admin import NOW, RecordedAdmin
 
 CLIPBOARD = "\x1b]52;c;ZXZpbA==\x1b\\"  # OSC 52 (write the clipboard), ended by ST
-ATTACK = f"boom{CLIPBOARD}\x1b[2J\x1b[8mhidden\x9b31m"
-SHOWN = "boom\\x1b]52;c;ZXZpbA==\\x1b\\\\x1b[2J\\x1b[8mhidden\\x9b31m"
+LINK = "[link='https://evil.example']click[/link] [b]bold[/b]"
+ATTACK = f"boom{CLIPBOARD}\x1b[2J\x1b[8mhidden\x9b31m {LINK}"
+SHOWN = f"boom\\x1b]52;c;ZXZpbA==\\x1b\\\\x1b[2J\\x1b[8mhidden\\x9b31m {LINK}"
 """ATTACK as the console shows it (the ST's backslash is the peer's own: shown as it is)."""
 
 
@@ -61,7 +63,7 @@ async def test_a_peers_control_sequences_are_shown_not_acted_on() -> None:
         await pilot.press("y")
         await until(pilot, lambda: any("refused" in n for n in notices(app)))
         # Assert
-        for sequence in ("\x1b]52", "\x1b[2J", "\x1b[8m", "\x9b"):
+        for sequence in ("\x1b]52", "\x1b[2J", "\x1b[8m", "\x9b", "\x1b]8;"):  # OSC 8: a link
             assert sequence not in screen
         assert f"site-1: {SHOWN}" in title
         assert SHOWN in cells

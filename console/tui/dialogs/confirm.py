@@ -25,9 +25,9 @@ class Confirm(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Label(self.question, classes="question")
+            yield Label(self.question, classes="question", markup=False)  # may name a job: not markup
             if self.detail:
-                yield Label(self.detail, classes="detail")
+                yield Label(self.detail, classes="detail", markup=False)
             with Horizontal(classes="buttons"):
                 yield Button("Yes", id="yes", variant="error")
                 yield Button("No", id="no", variant="primary")

@@ -30,9 +30,9 @@ class IdentityDialog(ModalScreen[None]):
             for key, value in (("name", who.name), ("organisation", who.org), ("role", who.role),
                                ("project", who.project), ("certificate expires", cells.expiry(who.not_after,
                                                                                                 self.now))):
-                yield Label(f"{key:>20}  {value}")
+                yield Label(f"{key:>20}  {value}", markup=False)  # the server's words: not markup
             for notice in who.notices:
-                yield Label(f"⚠ {notice}", classes="notice")
+                yield Label(f"⚠ {notice}", classes="notice", markup=False)
             yield Label("escape closes", classes="detail")
 
     async def action_dismiss(self, result: None = None) -> None:

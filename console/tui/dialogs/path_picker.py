@@ -29,7 +29,7 @@ class PathPicker(ModalScreen[Path | None]):
             box.border_title = self.title_text
             yield DirectoryTree(self.start, id="tree")
             yield Input(str(self.start), placeholder=f"path of a {self.want}", id="path")
-            yield Label("", id="problem", classes="detail")
+            yield Label("", id="problem", classes="detail", markup=False)  # a path may hold a bracket
             with Horizontal(classes="buttons"):
                 yield Button("Choose", id="choose", variant="primary")
                 yield Button("Cancel", id="cancel")

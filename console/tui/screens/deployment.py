@@ -114,10 +114,11 @@ class DeploymentScreen(Screen[None]):
         hosts = HostsTable(id="hosts")
         hosts.border_title = "Hosts"
         yield hosts
-        detail = Static("", id="host-detail")
+        detail = Static("", id="host-detail", markup=False)  # a host's reason: not markup
         detail.display = False
         yield detail
-        yield Static("open a playbook (flctl play) or an inventory (flctl deploy)", id="deploy-status")
+        yield Static("open a playbook (flctl play) or an inventory (flctl deploy)", id="deploy-status",
+                     markup=False)
         yield Footer(compact=True)
 
     def on_mount(self) -> None:

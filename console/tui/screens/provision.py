@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
+from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -14,6 +15,7 @@ from textual.reactive import reactive
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, ProgressBar, Static
 
+from flctl.console.tui.cells import literal
 from flctl.console.tui.widgets.connection_bar import ConnectionBar
 
 if TYPE_CHECKING:
@@ -56,13 +58,13 @@ class ProvisionScreen(Screen[None]):
             workspace.border_title = "workspace"
             yield workspace
         with Horizontal(id="prov-body"):
-            people = DataTable[str](id="participants", cursor_type="row")
+            people = DataTable[Text](id="participants", cursor_type="row")
             people.border_title = "Participants"
             yield people
-            result = DataTable[str](id="prov-result", cursor_type="row")
+            result = DataTable[Text](id="prov-result", cursor_type="row")
             result.border_title = "Kits"
             yield result
-        detail = Static("", id="problem-detail")
+        detail = Static("", id="problem-detail", markup=False)  # quotes the project's values
         detail.display = False
         yield detail
         progress = ProgressBar(total=None, id="prov-progress", show_eta=False)
@@ -77,8 +79,8 @@ class ProvisionScreen(Screen[None]):
             self.load(self.start_path)
         self.query_one("#project", Input).focus()
 
-    def _result_table(self, title: str, *columns: str) -> DataTable[str]:
-        table: DataTable[str] = self.query_one("#prov-result", DataTable)
+    def _result_table(self, title: str, *columns: str) -> DataTable[Text]:
+        table: DataTable[Text] = self.query_one("#prov-result", DataTable)
         self._problems: list[str] = []
         self.query_one("#problem-detail", Static).display = False
         table.clear(columns=True)
@@ -102,13 +104,13 @@ class ProvisionScreen(Screen[None]):
             self.project = None
             problems = self._result_table("Problems", "line", "field", "problem")
             for p in exc.problems:
-                problems.add_row(str(p.line or "-"), p.field or "-", p.message)
+                problems.add_row(*map(literal, (str(p.line or "-"), p.field or "-", p.message,)))
                 self._problems.append(f"line {p.line or '-'}, {p.field or '-'}: {p.message}")
             self._show_problem(0)
             self.notify(f"{path} has {len(exc.problems)} problem(s)", severity="error")
         except (ProvisionError, OSError) as exc:
             self.project = None
-            self._result_table("Problems", "problem").add_row(str(exc))
+            self._result_table("Problems", "problem").add_row(*map(literal, (str(exc),)))
             self.notify(str(exc), severity="error")
         else:
             self._result_table("Kits", "kit", "kind", "status", "folder")
@@ -126,14 +128,14 @@ class ProvisionScreen(Screen[None]):
             detail.update(f"{problems[min(index, len(problems) - 1)]}  (↑/↓ for the others)")
 
     def watch_project(self, project: Project | None) -> None:
-        people: DataTable[str] = self.query_one("#participants", DataTable)
+        people: DataTable[Text] = self.query_one("#participants", DataTable)
         people.clear()
         people.display = project is not None
         if project is None:
             people.border_subtitle = ""
             return
         for who in project.participants():
-            people.add_row(who.name, who.kind, who.org, who.role or "-")
+            people.add_row(*map(literal, (who.name, who.kind, who.org, who.role or "-",)))
         people.border_subtitle = f"{project.name}: {people.row_count}"
 
     def action_open(self) -> None:
@@ -177,7 +179,7 @@ class ProvisionScreen(Screen[None]):
     def _built(self, message: Built) -> None:
         kits = self._result_table("Kits", "kit", "kind", "status", "folder")
         for kit in message.result.kits:
-            kits.add_row(kit.name, kit.kind, kit.status, str(kit.kit_dir))
+            kits.add_row(*map(literal, (kit.name, kit.kind, kit.status, str(kit.kit_dir),)))
         kits.border_subtitle = str(message.result.prod_dir)
         self.notify(f"{len(message.result.kits)} kits in {message.result.prod_dir}", title="Provisioned")
 

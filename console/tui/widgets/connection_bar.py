@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from textual.widgets import Static
 
@@ -15,7 +15,11 @@ if TYPE_CHECKING:
 
 
 class ConnectionBar(Static):
-    """Shows the app's connection state; styled by the -online / -offline / -connecting class."""
+    """Shows the app's connection state; styled by the -online / -offline / -connecting class. Its text quotes the
+    server and its errors: shown as written, never read as markup."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, markup=False, **kwargs)
 
     def on_mount(self) -> None:
         app = cast("ConsoleApp", self.app)

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich.text import Text
 from textual.widgets import DataTable
 
 from flctl.console.cli.job.render import cross_site_table
+from flctl.console.tui.cells import literal
 
 
-class CrossSiteTable(DataTable[str]):
+class CrossSiteTable(DataTable[Text]):
     def on_mount(self) -> None:
         self.zebra_stripes = True
         self.display = False
@@ -22,7 +24,7 @@ class CrossSiteTable(DataTable[str]):
         if not rows:
             self.display = False
             return
-        self.add_columns(*columns)
+        self.add_columns(*map(literal, columns))
         for row in rows:
-            self.add_row(*row, key=row[0])
+            self.add_row(*map(literal, row), key=row[0])
         self.display = True

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from rich.text import Text
 from textual.widgets import DataTable
 
+from flctl.console.tui.cells import literal
 
-class KeyedTable(DataTable[str]):
+
+class KeyedTable(DataTable[Text]):
+    """Cells are `literal`: what a peer wrote (a site's reason, a job's name) is never read as markup."""
+
     COLUMNS: tuple[str, ...] = ()
 
     def on_mount(self) -> None:
@@ -21,13 +26,13 @@ class KeyedTable(DataTable[str]):
         if [key for key, _ in rows] == [row.key.value for row in self.ordered_rows]:
             for key, values in rows:
                 for column, value in zip(self.COLUMNS, values, strict=True):
-                    if self.get_cell(key, column) != value:
-                        self.update_cell(key, column, value, update_width=True)
+                    if self.get_cell(key, column).plain != value:
+                        self.update_cell(key, column, literal(value), update_width=True)
             return
         keep = self.selected
         self.clear()
         for key, values in rows:
-            self.add_row(*values, key=key)
+            self.add_row(*map(literal, values), key=key)
         if keep is not None and keep in self.rows:
             self.move_cursor(row=self.get_row_index(keep))
 

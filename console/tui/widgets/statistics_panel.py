@@ -6,14 +6,17 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
+from textual.markup import escape
 from textual.reactive import reactive
 from textual.widgets import DataTable
 from textual_plotext import PlotextPlot
 
 from flctl.console.cli.job.statistics_view import GLOBAL, feature_tables
+from flctl.console.tui.cells import literal
 
 
 class StatisticsPanel(Horizontal):
@@ -31,7 +34,7 @@ class StatisticsPanel(Horizontal):
         self.tables: list[tuple[str, list[str], list[list[str]]]] = []
 
     def compose(self) -> ComposeResult:
-        table: DataTable[str] = DataTable(id="stats-table", zebra_stripes=True, cursor_type="row")
+        table: DataTable[Text] = DataTable(id="stats-table", zebra_stripes=True, cursor_type="row")
         yield table
         yield PlotextPlot(id="stats-plot")
 
@@ -77,11 +80,12 @@ class StatisticsPanel(Horizontal):
         keep = [0, *(columns.index(c) for c in (site, GLOBAL) if c in columns)]
         table = self.query_one("#stats-table", DataTable)
         table.clear(columns=True)
-        table.add_columns(*(columns[i] for i in keep))
+        table.add_columns(*(literal(columns[i]) for i in keep))  # sites' and features' names: not markup
         for row in rows:
             if row[0] != "histogram":  # plotted beside the table
-                table.add_row(*(row[i] for i in keep))
-        table.border_title = f"Statistics: {title} ({self.feature % len(self.tables) + 1}/{len(self.tables)})"
+                table.add_row(*(literal(row[i]) for i in keep))
+        table.border_title = escape(f"Statistics: {title} ({self.feature % len(self.tables) + 1}/"
+                                    f"{len(self.tables)})")
         table.border_subtitle = "f feature · s site"
         self._plot(self.report.get("features", [])[self.feature % len(self.tables)], site)
 
