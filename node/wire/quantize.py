@@ -83,38 +83,60 @@ def quantize(params: Mapping[str, Any], mode: str, block: int = BLOCK) -> tuple[
     return out, metadata
 
 
-def dequantize(params: Params, metadata: Mapping[str, str]) -> Params:
-    """The model `params` (as read, with their header's `metadata`) stand for: `params` themselves when the metadata
-    says no quantization, else each quantized tensor made whole in the dtype it was sent from. ValueError naming
-    what does not fit (a peer's bytes are checked before use)."""
+_Sent = tuple[str, np.ndarray, "np.dtype | None", "np.ndarray | None"]
+"""A tensor as a quantized model sent it: its name, its array, the dtype it was sent from (None: sent as it is) and
+its int8 scales (None but for int8)."""
+
+
+def _sent(params: Params, metadata: Mapping[str, str]) -> tuple[int, list[_Sent]] | None:
+    """What `dequantize` and `dequantize_to_file` make whole, checked: None when the metadata says no quantization,
+    else the block and each tensor sent. ValueError naming what does not fit (a peer's bytes are checked before
+    use): scales of no tensor, a tensor without its scales or of another dtype, one named but not sent."""
     mode = metadata.get(MODE_KEY)
     if mode is None:
-        return params
+        return None
     block = _block_of(metadata) if mode == "int8" else BLOCK
     _check_mode(mode, block)
     dtypes = _dtypes_of(metadata)
-    out: Params = {}
+    sent: list[_Sent] = []
     for name, array in params.items():
         if name.endswith(SCALES) and mode == "int8":
             if name[:-len(SCALES)] not in dtypes:
                 raise ValueError(f"quantized model: '{name}' holds scales of no quantized tensor")
             continue
         want = dtypes.get(name)
-        if want is None:
-            out[name] = array
-        elif mode == "int8":
+        scales = None
+        if want is not None and mode == "int8":
             scales = params.get(name + SCALES)
             if scales is None:
                 raise ValueError(f"quantized model: tensor '{name}' has no scales ('{name}{SCALES}')")
-            out[name] = _int8_tensor(name, array, scales, block).astype(want)
-        else:
-            if array.dtype != _narrow(mode):
-                raise ValueError(f"quantized model: tensor '{name}' is {array.dtype}, but {mode} transfer sends "
-                                 f"{_narrow(mode)}")
-            out[name] = array.astype(want)
-    missing = sorted(set(dtypes) - set(out))
+            _check_int8(name, array, scales, block)
+        elif want is not None and array.dtype != _narrow(mode):
+            raise ValueError(f"quantized model: tensor '{name}' is {array.dtype}, but {mode} transfer sends "
+                             f"{_narrow(mode)}")
+        sent.append((name, array, want, scales))
+    missing = sorted(set(dtypes) - {name for name, *_ in sent})
     if missing:
         raise ValueError(f"quantized model: tensor '{missing[0]}' is named in {DTYPES_KEY} but not sent")
+    return block, sent
+
+
+def dequantize(params: Params, metadata: Mapping[str, str]) -> Params:
+    """The model `params` (as read, with their header's `metadata`) stand for: `params` themselves when the metadata
+    says no quantization, else each quantized tensor made whole in the dtype it was sent from. ValueError naming
+    what does not fit (`_sent`)."""
+    checked = _sent(params, metadata)
+    if checked is None:
+        return params
+    block, sent = checked
+    out: Params = {}
+    for name, array, want, scales in sent:
+        if want is None:
+            out[name] = array
+        elif scales is not None:
+            out[name] = int8_values(array, scales, block).reshape(array.shape).astype(want)
+        else:
+            out[name] = array.astype(want)
     return out
 
 
@@ -123,36 +145,19 @@ def dequantize_to_file(params: Params, metadata: Mapping[str, str], path: Path) 
     float32) and written to `path`, which is then mapped and deleted; the arrays read from the mapping, as a plain
     result's do (the server's running sum reads them a block at a time). `params` themselves when the metadata says
     no quantization. The same checks, and ValueErrors, as `dequantize`; `path` is gone either way."""
-    mode = metadata.get(MODE_KEY)
-    if mode is None:
+    checked = _sent(params, metadata)
+    if checked is None:
         return params
-    block = _block_of(metadata) if mode == "int8" else BLOCK
-    _check_mode(mode, block)
-    dtypes = _dtypes_of(metadata)
+    block, sent = checked
     plan: list[tuple[str, np.dtype, Callable[[int, int], np.ndarray], int]] = []  # name, dtype, values [a, b), size
-    for name, array in params.items():
-        if name.endswith(SCALES) and mode == "int8":
-            if name[:-len(SCALES)] not in dtypes:
-                raise ValueError(f"quantized model: '{name}' holds scales of no quantized tensor")
-            continue
-        want = dtypes.get(name)
+    for name, array, want, scales in sent:
         flat = array.reshape(-1)
         if want is None:
             plan.append((name, array.dtype, _slicer(flat), flat.size))
-        elif mode == "int8":
-            scales = params.get(name + SCALES)
-            if scales is None:
-                raise ValueError(f"quantized model: tensor '{name}' has no scales ('{name}{SCALES}')")
-            _check_int8(name, array, scales, block)
+        elif scales is not None:
             plan.append((name, want, _int8_slicer(flat, scales, block, want), flat.size))
         else:
-            if array.dtype != _narrow(mode):
-                raise ValueError(f"quantized model: tensor '{name}' is {array.dtype}, but {mode} transfer sends "
-                                 f"{_narrow(mode)}")
             plan.append((name, want, _cast_slicer(flat, want), flat.size))
-    missing = sorted(set(dtypes) - {name for name, *_ in plan})
-    if missing:
-        raise ValueError(f"quantized model: tensor '{missing[0]}' is named in {DTYPES_KEY} but not sent")
     shapes = {name: params[name].shape for name, *_ in plan}
     step = max(block, (_STEP // block) * block)  # a multiple of int8's block: each slice starts on a block
     try:
@@ -270,11 +275,6 @@ def int8_values(codes: np.ndarray, scales: np.ndarray, block: int) -> np.ndarray
     if flat.size % block:
         out[full * block:] *= scales[full]
     return out
-
-
-def _int8_tensor(name: str, codes: np.ndarray, scales: np.ndarray, block: int) -> np.ndarray:
-    _check_int8(name, codes, scales, block)
-    return int8_values(codes, scales, block).reshape(codes.shape)
 
 
 def _check_int8(name: str, codes: np.ndarray, scales: np.ndarray, block: int) -> None:
