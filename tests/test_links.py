@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 import multiprocessing
 import queue
 import subprocess
@@ -209,3 +210,18 @@ def test_a_spare_handed_garbage_exits_naming_its_link() -> None:
     # Assert
     assert out.returncode == 1 and out.stdout == ""
     assert "spare job process link: refused a message: " in out.stderr and "args: " in out.stderr
+
+
+@pytest.mark.parametrize(("link", "message"), [
+    (server.JOB_ANSWERS, server.SiteResult(task_id="t1", site="a", metrics={"loss": math.nan, "acc": math.inf,
+                                                                            "low": -math.inf})),
+    (server.JOB_REQUESTS, server.RoundDone(round=0, metrics={"a": {"loss": math.nan}})),
+    (sim.FROM_WORKER, sim.SimMetric(site="site-1", round=1, name="loss", value=math.nan, step=None)),
+], ids=["site-result", "round-done", "sim-metric"])
+def test_a_nan_or_infinite_metric_travels_as_itself(link: Link[Any], message: Any) -> None:
+    """A diverged loss in a site's answer reaches the workflow: the union's adapter wrote NaN as null, which the
+    other end refused as no number, and the answer was lost (the round timed out)."""
+    decoded = link.decode(link.encode(message))
+    assert type(decoded) is type(message)
+    assert decoded.model_dump_json() == message.model_dump_json()  # NaN != NaN: compared as written
+    assert b"NaN" in link.encode(message)

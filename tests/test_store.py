@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import math
+import sqlite3
 import threading
 from pathlib import Path
 
@@ -149,3 +152,40 @@ def test_a_damaged_database_is_refused_at_open_naming_the_file(tmp_path: Path):
     (tmp_path / "s.db").write_bytes(b"no database" + bytes(4096))
     with pytest.raises(StoreDamaged, match=r"s\.db is damaged \(file is not a database\)"):
         Store(tmp_path / "s.db")
+
+
+def test_nan_and_infinite_metrics_are_stored_and_read_back(tmp_path: Path):
+    """SQLite keeps a NaN as NULL: the column takes it, and it reads back as NaN; infinities are themselves. A
+    round's NaN already logged by the script (`fl.log`) is not recorded twice."""
+    store = Store(tmp_path / "s.db")
+    store.add_metrics("j1", "a", 0, [("loss", math.nan, 1), ("grad", math.inf, 1), ("low", -math.inf, None)])
+    store.add_round_metrics("j1", 0, {"a": {"loss": math.nan, "acc": 0.5}})
+
+    rows = store.metrics("j1")
+    assert [(r[2], r[4]) for r in rows] == [("loss", 1), ("grad", 1), ("low", None), ("acc", None)]
+    assert math.isnan(rows[0][3]) and rows[1][3] == math.inf and rows[2][3] == -math.inf and rows[3][3] == 0.5
+
+
+def test_a_database_whose_metrics_took_no_nan_is_made_to_take_them(tmp_path: Path):
+    """A server.db made before NaN metrics were kept (metrics.value NOT NULL) has its metrics table made again at
+    open: every row kept under its rowid (the metrics exporters count by rowid), and a NaN then goes in."""
+    path = tmp_path / "s.db"
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.executescript(
+            "CREATE TABLE metrics (job_id TEXT NOT NULL, site TEXT NOT NULL, round INTEGER NOT NULL, name TEXT NOT "
+            "NULL, value REAL NOT NULL, step INTEGER, time REAL NOT NULL);"
+            "CREATE INDEX metrics_job ON metrics (job_id);"
+            "INSERT INTO metrics (rowid, job_id, site, round, name, value, step, time) VALUES "
+            "(3, 'j1', 'a', 0, 'loss', 0.5, NULL, 1.0), (7, 'j1', 'a', 1, 'loss', 0.25, 4, 2.0);")
+        db.commit()
+
+    store = Store(path)
+    store.add_metrics("j1", "a", 2, [("loss", math.nan, None)])
+    store.close()
+
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        assert [c[3] for c in db.execute("PRAGMA table_info(metrics)") if c[1] == "value"] == [0]  # not NOT NULL
+        rows = db.execute("SELECT rowid, round, value, step FROM metrics ORDER BY rowid").fetchall()
+        assert rows == [(3, 0, 0.5, None), (7, 1, 0.25, 4), (8, 2, None, None)]
+        assert db.execute("SELECT name FROM sqlite_master WHERE name = 'metrics_before_nan'").fetchall() == []
+        assert db.execute("SELECT name FROM sqlite_master WHERE name = 'metrics_job'").fetchall() == [("metrics_job",)]

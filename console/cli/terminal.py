@@ -10,6 +10,7 @@ never imports rich.
 from __future__ import annotations
 
 import json
+import math
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -99,14 +100,27 @@ def error(message: str) -> None:
 
 
 def print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    """`data` as JSON on stdout (strict: see `strict_json`)."""
+    sys.stdout.write(json.dumps(strict_json(data), indent=2, default=str, allow_nan=False) + "\n")
     sys.stdout.flush()
 
 
 def json_line(data: Any) -> None:
     """One JSON object on one line of stdout, flushed at once: the events of a long-running command."""
-    sys.stdout.write(json.dumps(data, default=str) + "\n")
+    sys.stdout.write(json.dumps(strict_json(data), default=str, allow_nan=False) + "\n")
     sys.stdout.flush()
+
+
+def strict_json(data: Any) -> Any:
+    """`data` with every NaN or infinity (a diverged loss) as None: JSON has no such numbers, and Python's `NaN`
+    token stops `jq` and every strict parser. The table output shows them as nan and inf."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {key: strict_json(value) for key, value in data.items()}
+    if isinstance(data, list | tuple):
+        return [strict_json(value) for value in data]
+    return data
 
 
 def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], title: str | None = None) -> None:

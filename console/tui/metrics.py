@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,3 +41,11 @@ class MetricHistory:
 
     def series(self, name: str) -> Series:
         return self.values.get(name, {})
+
+
+def drawable(series: Series) -> tuple[Series, int]:
+    """`series` without its NaN and infinite points (a diverged loss: a plot has no place for them, and plotext
+    fails on them), and how many were left out."""
+    kept = {site: [p for p in points if math.isfinite(p[1])] for site, points in series.items()}
+    return {site: points for site, points in kept.items() if points}, sum(map(len, series.values())) - sum(
+        map(len, kept.values()))

@@ -33,9 +33,11 @@ class LinkError(NodeError, ValueError):
 
 
 class LinkMessage(BaseModel):
-    """A message between two of flctl's processes: immutable, strict, and nothing but its fields."""
+    """A message between two of flctl's processes: immutable, strict, and nothing but its fields. A float that is
+    NaN or infinite (a diverged loss in a site's metrics) travels as itself (`NaN`, `Infinity`): pydantic would
+    write it as null, which the other end then refuses as no number, and the message, a site's answer, is lost."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, ser_json_inf_nan="constants")
 
 
 M = TypeVar("M")
@@ -49,7 +51,10 @@ class Link(Generic[M]):
         self._adapter: TypeAdapter[M] = TypeAdapter(messages)
 
     def encode(self, message: M) -> bytes:
-        """`message` as one line of JSON (ending in a newline)."""
+        """`message` as one line of JSON (ending in a newline), written by its own model (a union's adapter would
+        write a NaN as null, whatever the model's config says)."""
+        if isinstance(message, BaseModel):
+            return message.model_dump_json().encode() + b"\n"
         return self._adapter.dump_json(message) + b"\n"
 
     def decode(self, data: str | bytes) -> M:

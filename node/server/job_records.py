@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from flctl.node.jobs import metrics_file
 from flctl.node.jobs.job_status import JobStatus, SiteState
 from flctl.node.server.store import JobRow, Store
 
@@ -67,5 +68,5 @@ def log_files(store: Store, job_id: str) -> dict[str, str]:
 
 def metrics_json(store: Store, job_id: str) -> str:
     """Every metric: per-round results (`step` null) and what scripts logged with `fl.log` (`step` as given)."""
-    return json.dumps([{"site": s, "round": r, "name": n, "value": v, "step": st}
-                       for s, r, n, v, st in store.metrics(job_id)], indent=1)
+    return metrics_file.dumps([{"site": s, "round": r, "name": n, "value": v, "step": st}
+                               for s, r, n, v, st in store.metrics(job_id)])

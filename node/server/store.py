@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import sqlite3
 import threading
 import time
@@ -43,7 +44,7 @@ CREATE TABLE IF NOT EXISTS events (
   seq INTEGER PRIMARY KEY AUTOINCREMENT, job_id TEXT NOT NULL, time REAL NOT NULL, kind TEXT NOT NULL,
   message TEXT NOT NULL, data_json TEXT NOT NULL DEFAULT '{}');
 CREATE TABLE IF NOT EXISTS metrics (
-  job_id TEXT NOT NULL, site TEXT NOT NULL, round INTEGER NOT NULL, name TEXT NOT NULL, value REAL NOT NULL,
+  job_id TEXT NOT NULL, site TEXT NOT NULL, round INTEGER NOT NULL, name TEXT NOT NULL, value REAL,
   step INTEGER, time REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS metrics_job ON metrics (job_id);
 CREATE TABLE IF NOT EXISTS logs (
@@ -57,9 +58,29 @@ CREATE TABLE IF NOT EXISTS admins (
   name TEXT PRIMARY KEY, org TEXT NOT NULL, role TEXT NOT NULL, not_after REAL NOT NULL, last_seen REAL NOT NULL);
 """
 
+NAN_METRICS = """
+ALTER TABLE metrics RENAME TO metrics_before_nan;
+CREATE TABLE metrics (
+  job_id TEXT NOT NULL, site TEXT NOT NULL, round INTEGER NOT NULL, name TEXT NOT NULL, value REAL,
+  step INTEGER, time REAL NOT NULL);
+INSERT INTO metrics (rowid, job_id, site, round, name, value, step, time)
+  SELECT rowid, job_id, site, round, name, value, step, time FROM metrics_before_nan;
+DROP TABLE metrics_before_nan;
+CREATE INDEX IF NOT EXISTS metrics_job ON metrics (job_id);
+"""
+"""A metric's value NULL stands for NaN (SQLite stores a NaN as NULL): a database made before, whose `value` was
+NOT NULL, has its metrics table made again so, in one transaction, its rows under their rowids (what the metrics
+exporters count by)."""
+
 HEARTBEAT_FLUSH_S = 1.0
 """Heartbeats and sites' states in jobs are written to the database together, at most this long after they change
 (memory is current)."""
+
+
+def _stored(value: float) -> float | None:
+    """A metric's value as the metrics table holds it: NULL for NaN (what SQLite makes of a NaN anyway)."""
+    value = float(value)
+    return None if math.isnan(value) else value
 
 
 class StoreDamaged(Exception):
@@ -139,6 +160,8 @@ class Store:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(SCHEMA)
+            if any(column[1] == "value" and column[3] for column in self._db.execute("PRAGMA table_info(metrics)")):
+                self._db.executescript(f"BEGIN;{NAN_METRICS}COMMIT;")
         except sqlite3.DatabaseError as exc:
             self._db.close()
             if isinstance(exc, sqlite3.OperationalError) and not _damage(exc):
@@ -353,9 +376,11 @@ class Store:
 
     def add_metrics(self, job_id: str, site: str, round_no: int, values: list[tuple[str, float, int | None]],
                     when: float | None = None) -> None:
+        """A site's metric values (name, value, step); a NaN (a diverged loss) is stored as NULL and read back as
+        NaN, an infinity as itself."""
         now = when or time.time()
         with self._lock:
-            self._write(self._ADD_METRIC, [(job_id, site, round_no, n, v, s, now) for n, v, s in values])
+            self._write(self._ADD_METRIC, [(job_id, site, round_no, n, _stored(v), s, now) for n, v, s in values])
 
     def add_round_metrics(self, job_id: str, round_no: int, metrics: dict[str, dict[str, float]]) -> None:
         """Every site's metrics of a round (site -> name -> value), in one transaction; a value the site already
@@ -363,15 +388,15 @@ class Store:
         now = time.time()
         logged = {(r[0], r[1], r[2]) for r in self._run(
             "SELECT site, name, value FROM metrics WHERE job_id = ? AND round = ?", (job_id, round_no)).fetchall()}
-        self._write_all([(self._ADD_METRIC, [(job_id, site, round_no, name, float(value), None, now)
+        self._write_all([(self._ADD_METRIC, [(job_id, site, round_no, name, _stored(value), None, now)
                                              for site, values in metrics.items() for name, value in values.items()
-                                             if (site, name, float(value)) not in logged])])
+                                             if (site, name, _stored(value)) not in logged])])
 
     def metrics(self, job_id: str) -> list[tuple[str, int, str, float, int | None]]:
         """(site, round, name, value, step) in insertion order."""
         rows = self._run("SELECT site, round, name, value, step FROM metrics WHERE job_id = ? ORDER BY rowid",
                          (job_id,)).fetchall()
-        return [(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+        return [(r[0], r[1], r[2], math.nan if r[3] is None else r[3], r[4]) for r in rows]
 
     def add_logs(self, job_id: str, site: str, lines: list[tuple[float, str]]) -> None:
         if not lines:

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from flctl.node.jobs import checkpoints
+from flctl.node.jobs import checkpoints, metrics_file
 from flctl.node.jobs.job_status import ENDED, JobStatus, SiteState
 from flctl.node.server.job_messages import RUN_PLAN
 from flctl.node.server.job_records import RECORD_FILE, load_record
@@ -180,7 +180,7 @@ def _restore_results(store: Store, folder: Path, job_id: str) -> None:
     """An ended job's metrics and logs, from the files written when it ended."""
     if (folder / "metrics.json").is_file():
         by_site_round: dict[tuple[str, int], list[tuple[str, float, int | None]]] = {}
-        for row in json.loads((folder / "metrics.json").read_text()):
+        for row in metrics_file.loads((folder / "metrics.json").read_text()):
             step = row.get("step")
             by_site_round.setdefault((str(row["site"]), int(row["round"])), []).append(
                 (str(row["name"]), float(row["value"]), None if step is None else int(step)))

@@ -36,7 +36,7 @@ from flctl.node.client import api_wire as wire
 from flctl.node.client import compat
 from flctl.node.config.privacy import PrivacyRules, ScopeRefused
 from flctl.node.errors import NodeError
-from flctl.node.jobs import checkpoints
+from flctl.node.jobs import checkpoints, metrics_file
 from flctl.node.jobs.bundle import APP_FOLDER
 from flctl.node.jobs.job_spec import LoadedJob, TransferSpec
 from flctl.node.jobs.job_status import JobStatus
@@ -597,7 +597,7 @@ def _write_results(job: LoadedJob, job_id: str, fed: SimFederation, sites: list[
     _export_metrics(job, job_id, job_dir, sites, fed.metrics, status, fed.log)
     with (job_dir / "logs" / "server.log").open("a") as out:
         out.write("\n".join(fed.server_log) + "\n")
-    (job_dir / "metrics.json").write_text(json.dumps(fed.metrics, indent=1))
+    (job_dir / "metrics.json").write_text(metrics_file.dumps(fed.metrics))
     shutil.rmtree(job_dir / "tmp", ignore_errors=True)
 
 
@@ -645,7 +645,7 @@ def _resumed(job_dir: Path) -> tuple[int, Path | None]:
 
 def _read_metrics(job_dir: Path) -> list[dict[str, Any]]:
     try:
-        metrics = json.loads((job_dir / "metrics.json").read_text())
+        metrics = metrics_file.loads((job_dir / "metrics.json").read_text())
     except (OSError, ValueError):
         return []
     return [m for m in metrics if isinstance(m, dict) and isinstance(m.get("round"), int)]

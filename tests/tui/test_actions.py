@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import threading
 from pathlib import Path
 
@@ -437,3 +438,28 @@ async def test_c_switches_the_federation_context_and_the_top_line_says_which() -
     assert "connected to b-server:8443" in bar and "context b" in bar
     assert shown == ["b-site"] and app.jobs == []
     assert isinstance(screen, OverviewScreen)
+
+
+@synchronously
+async def test_a_job_whose_loss_diverged_is_shown_with_its_nan_and_inf_left_out_of_the_plot() -> None:
+    """Rounds whose loss is NaN at site-1 and infinite at site-2: the job's screen opens and the plot says how many
+    values it leaves out (plotext failed on them, and the console with it)."""
+    # Prepare
+    admin = RecordedAdmin()
+    for event in admin.events["a1b2c3"]:
+        event.data["metrics"]["site-1"]["loss"] = math.nan
+        event.data["metrics"]["site-2"]["loss"] = math.inf
+    app = recorded_app(admin)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await online(pilot)
+        # Execute
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, JobScreen) and app.screen.query_one(Log).line_count)
+        plot = app.screen.query_one(MetricPlot)
+        while plot.metric != "loss":
+            await pilot.press("m")
+        await pilot.pause(0.2)
+        # Assert
+        assert app.is_running and isinstance(app.screen, JobScreen)
+        assert plot.history.series("loss")["site-1"][0][1] != plot.history.series("loss")["site-1"][0][1]  # NaN
+        assert plot.caption == "loss per site (4 nan/inf not drawn)"

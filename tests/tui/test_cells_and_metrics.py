@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
+
 from flctl.console.tui import cells
-from flctl.console.tui.metrics import MetricHistory
+from flctl.console.tui.metrics import MetricHistory, drawable
 
 from .recorded_admin import DAY, NOW, RecordedAdmin
 
@@ -44,3 +46,9 @@ def test_history_keeps_one_point_per_round_in_order() -> None:
     assert history.names == ["acc", "loss"]
     assert history.series("loss") == {"a": [(0, 1.0), (1, 0.4)], "b": [(1, 0.7)]}
     assert history.series("missing") == {}
+
+
+def test_a_plot_leaves_out_nan_and_infinite_points_and_counts_them() -> None:
+    series = {"site-1": [(0, 1.0), (1, math.nan), (2, 0.5)], "site-2": [(0, math.inf), (1, -math.inf)]}
+    assert drawable(series) == ({"site-1": [(0, 1.0), (2, 0.5)]}, 3)
+    assert drawable({}) == ({}, 0)

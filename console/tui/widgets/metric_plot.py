@@ -5,7 +5,7 @@ from __future__ import annotations
 from textual.reactive import reactive
 from textual_plotext import PlotextPlot
 
-from flctl.console.tui.metrics import MetricHistory
+from flctl.console.tui.metrics import MetricHistory, drawable
 
 
 class MetricPlot(PlotextPlot):
@@ -14,6 +14,8 @@ class MetricPlot(PlotextPlot):
     def __init__(self, **kwargs: str) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.history = MetricHistory()
+        self.caption = ""
+        """The plot's title as last drawn."""
 
     def add_round(self, data: dict[str, object]) -> None:
         if self.history.add_round(data):
@@ -32,12 +34,15 @@ class MetricPlot(PlotextPlot):
     def replot(self) -> None:
         plt = self.plt
         plt.clear_data()
-        plt.title(f"{self.metric} per site" if self.metric else "no metrics yet")
+        series, left_out = drawable(self.history.series(self.metric))
+        self.caption = (f"{self.metric} per site" if self.metric else "no metrics yet") + (
+            f" ({left_out} nan/inf not drawn)" if left_out else "")
+        plt.title(self.caption)
         plt.xlabel("round")
         # Events count rounds from 0 (the JSON convention); people count them from 1, as everywhere on screen.
-        for site, points in sorted(self.history.series(self.metric).items()):
+        for site, points in sorted(series.items()):
             plt.plot([p[0] + 1 for p in points], [p[1] for p in points], label=site, marker="braille")
-        rounds = sorted({float(p[0] + 1) for pts in self.history.series(self.metric).values() for p in pts})
+        rounds = sorted({float(p[0] + 1) for pts in series.values() for p in pts})
         if rounds:
             plt.xticks(rounds)
         self.refresh()

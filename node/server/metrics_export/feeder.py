@@ -16,6 +16,7 @@ stderr) and left out from then on; the job never waits for an exporter, and its 
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 import sys
 import threading
@@ -53,7 +54,8 @@ class MetricsTail:
         rows = self._db.execute("SELECT rowid, site, round, name, value, step, time FROM metrics "
                                 "WHERE job_id = ? AND rowid > ? ORDER BY rowid LIMIT ?",
                                 (self._job_id, rowid, BATCH)).fetchall()
-        return [(r[0], MetricPoint(r[1], r[2], r[3], r[4], r[5], r[6])) for r in rows]
+        # a NULL value is a NaN (the store keeps a NaN so: SQLite has none)
+        return [(r[0], MetricPoint(r[1], r[2], r[3], math.nan if r[4] is None else r[4], r[5], r[6])) for r in rows]
 
     def last_rowid(self) -> int:
         """The newest row of the whole table (any job's), 0 for none."""
