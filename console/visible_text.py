@@ -22,7 +22,7 @@ T = TypeVar("T")
 
 _BIDI = (0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A))
 """Arabic letter mark, LRM, RLM, the embeddings and overrides (LRE..RLO, PDF), the isolates (LRI..PDI)."""
-_NAMED = {0x09: "\\t", 0x0A: "\\n", 0x0D: "\\r"}
+_NAMED = {0x0D: "\\r"}
 
 
 def _escape(code: int) -> str:
@@ -31,7 +31,6 @@ def _escape(code: int) -> str:
 
 _CONTROLS = (*range(0x20), 0x7F, *range(0x80, 0xA0), *_BIDI)
 _LINES = {code: _escape(code) for code in _CONTROLS if code not in (0x09, 0x0A)}
-_ONE_LINE = {code: _escape(code) for code in _CONTROLS}
 
 
 def visible(text: str) -> str:
@@ -40,10 +39,11 @@ def visible(text: str) -> str:
     return text.translate(_LINES)
 
 
-def visible_line(text: str) -> str:
-    """`visible`, with newline and tab escaped too: one log line stays one line (a peer's `\\n[site-2] ...` cannot
-    pass for another site's line)."""
-    return text.translate(_ONE_LINE)
+def hanging(prefix: str, text: str) -> str:
+    """`prefix` (a log line's time and site), then `visible(text)` with every line after its first indented under
+    that first line's text: a traceback stays readable, and a peer's `\\n12:00:00 [site-2] ...` is an indented
+    continuation, never a line of its own at the margin passing for another site's."""
+    return prefix + visible(text).replace("\n", "\n" + " " * len(prefix))
 
 
 def visible_value(value: T) -> T:

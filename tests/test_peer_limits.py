@@ -198,11 +198,11 @@ def test_a_site_flooding_a_jobs_log_and_metrics_is_cut_with_one_note(fed: Federa
 
 def test_a_sites_control_sequences_reach_the_admins_terminal_as_escapes(fed: Federation, tmp_path: Path):
     """site-1 sends a log line carrying an OSC 52 clipboard write, a clear-screen, a C1 CSI and a newline forging
-    another site's line, and a metric named with a hide-text sequence: `flctl job logs` prints one line with every
-    control character as its escape, `flctl job metrics` and `flctl job show` print the name the same way, and
-    `--json` keeps the exact strings (JSON escapes them)."""
+    another site's line, and a metric named with a hide-text sequence: `flctl job logs` prints every control
+    character as its escape and the forged line as an indented continuation, `flctl job metrics` and `flctl job
+    show` print the name the same way, and `--json` keeps the exact strings (JSON escapes them)."""
     attack = "boom\x1b]52;c;ZXZpbA==\x07\x1b[2J\x9b31m\n12:00:00 [site-2] forged"
-    shown = "boom\\x1b]52;c;ZXZpbA==\\x07\\x1b[2J\\x9b31m\\n12:00:00 [site-2] forged"
+    shown = "boom\\x1b]52;c;ZXZpbA==\\x07\\x1b[2J\\x9b31m"
     with RawSite(fed.kit("site-1")) as site, AdminClient.from_kit(fed.admin_kit) as admin:
         fed.wait_online(["site-1"])
         job_id = admin.submit_job(flood_job(tmp_path))
@@ -218,8 +218,9 @@ def test_a_sites_control_sequences_reach_the_admins_terminal_as_escapes(fed: Fed
             shown_job = fed.flctl("job", "show", job_id)
             # Assert
             assert logs.returncode == exact.returncode == metrics.returncode == shown_job.returncode == 0
-            assert logs.stdout.splitlines()[-1].endswith(f"[site-1] {shown}")
-            assert "[site-2] forged" not in logs.stdout.replace(shown, "")  # the forged line is not a line
+            first, forged = logs.stdout.splitlines()[-2:]
+            assert first.endswith(f"[site-1] {shown}")
+            assert forged == " " * first.index(shown) + "12:00:00 [site-2] forged"  # under the text, not a line
             assert [json.loads(line)["line"] for line in exact.stdout.splitlines()][-1] == attack
             assert "loss\\x1b[8m" in metrics.stdout and "loss\\x1b[8m" in shown_job.stdout
             for out in (logs.stdout, metrics.stdout, shown_job.stdout):

@@ -1,5 +1,6 @@
 """flctl.console.visible_text: every control character a terminal could act on is written as its escape, printable
-text (any script, emoji, box drawing) is left as it is, and the one-line form escapes newline and tab too."""
+text (any script, emoji, box drawing) is left as it is, and a peer's newline in a log line is an indented
+continuation, never a line at the margin."""
 
 from __future__ import annotations
 
@@ -8,21 +9,21 @@ from collections import namedtuple
 
 import pytest
 
-from flctl.console.visible_text import visible, visible_line, visible_value
+from flctl.console.visible_text import hanging, visible, visible_value
 from flctl.node.jobs.job_status import JobStatus
 
 
-def reference(text: str, one_line: bool) -> str:
-    """The rule written out character by character: C0 (but newline and tab unless one line), DEL, C1 and the
-    bidirectional controls as their escapes; \\t \\n \\r by name."""
+def reference(text: str) -> str:
+    """The rule written out character by character: C0 but newline and tab, DEL, C1 and the bidirectional controls
+    as their escapes; \\r by name."""
     bidi = {0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A)}
     out = []
     for char in text:
         code = ord(char)
-        if char in "\n\t" and not one_line:
+        if char in "\n\t":
             out.append(char)
-        elif char in "\t\n\r":
-            out.append({"\t": "\\t", "\n": "\\n", "\r": "\\r"}[char])
+        elif char == "\r":
+            out.append("\\r")
         elif code < 0x20 or code == 0x7F or 0x80 <= code < 0xA0:
             out.append(f"\\x{code:02x}")
         elif code in bidi:
@@ -45,15 +46,21 @@ EVERY_CONTROL = "".join(map(chr, [*range(0x20), 0x7F, *range(0x80, 0xA0), 0x061C
     EVERY_CONTROL,
 ])
 def test_visible_matches_the_rule_character_by_character(text: str) -> None:
-    assert visible(text) == reference(text, one_line=False)
-    assert visible_line(text) == reference(text, one_line=True)
+    assert visible(text) == reference(text)
 
 
 def test_no_control_character_survives_and_printable_text_is_untouched() -> None:
-    shown = visible_line(EVERY_CONTROL)
+    shown = visible(EVERY_CONTROL).replace("\n", "").replace("\t", "")
     assert shown.isascii() and shown.isprintable()
     assert visible("日本語 ✓ 🙂") == "日本語 ✓ 🙂"
-    assert visible("a\nb\tc") == "a\nb\tc" and visible_line("a\nb\tc") == "a\\nb\\tc"
+    assert visible("a\nb\tc") == "a\nb\tc"
+
+
+def test_a_peers_newline_is_an_indented_continuation() -> None:
+    """A traceback reads as lines; a forged `[site-2]` line is indented under the text, not at the margin."""
+    assert hanging("12:00:00 [site-1] ", "boom\x1b[2J\n12:00:00 [site-2] forged") == \
+        "12:00:00 [site-1] boom\\x1b[2J\n" + " " * 18 + "12:00:00 [site-2] forged"
+    assert hanging("", "a\nb") == "a\nb" and hanging("> ", "one line") == "> one line"
 
 
 @dataclasses.dataclass(frozen=True)

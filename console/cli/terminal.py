@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from flctl.console.visible_text import visible, visible_line
+from flctl.console.visible_text import hanging, visible
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -149,10 +149,11 @@ def _plain(cell: Any) -> str:
     return "" if cell is None else visible(str(cell).replace("\t", " ").replace("\n", " "))
 
 
-def peer_line(text: str) -> None:
-    """One line a peer wrote (a site's log line, an event's message), to stdout as it was written: no markup read,
-    every control character shown as its escape, one line (`visible_line`)."""
-    _out().print(visible_line(text), markup=False, highlight=False)
+def peer_line(prefix: str, text: str) -> None:
+    """A line a peer wrote (a site's log line, an audit record) after our `prefix`, to stdout as it was written: no
+    markup read, every control character shown as its escape, its own newlines as indented continuation lines
+    (`hanging`)."""
+    _out().print(hanging(prefix, text), markup=False, highlight=False)
 
 
 def peer_text(text: str) -> None:

@@ -67,6 +67,7 @@ async def test_a_peers_control_sequences_are_shown_not_acted_on() -> None:
             assert sequence not in screen
         assert f"site-1: {SHOWN}" in title
         assert SHOWN in cells
-        assert lines[0].endswith(f"[site-1] epoch 1 {SHOWN}\\n14:12:12 [site-2] forged")  # one line, not two
-        assert len(lines) == 1
+        assert lines[0].endswith(f"[site-1] epoch 1 {SHOWN}")
+        assert lines[1] == " " * lines[0].index("epoch") + "14:12:12 [site-2] forged"  # indented: not a line of its own
+        assert len(lines) == 2
         assert any(f"the server refused: {SHOWN}" in n for n in notices(app))

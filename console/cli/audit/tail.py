@@ -37,7 +37,7 @@ def command(
         if json_out:
             sys.stdout.write(json.dumps(record) + "\n")
         else:
-            terminal.peer_line(_line(record))
+            terminal.peer_line("", _line(record))
         sys.stdout.flush()
 
     for record in read(file, lines):

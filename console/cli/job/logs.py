@@ -27,5 +27,5 @@ def command(job_id: Annotated[str, typer.Argument(metavar="ID")],
                 sys.stdout.write(json.dumps({"site": entry.site, "time": entry.time, "line": entry.line}) + "\n")
             else:
                 stamp = time.strftime("%H:%M:%S", time.localtime(entry.time))
-                terminal.peer_line(f"{stamp} [{entry.site}] {entry.line}")
+                terminal.peer_line(f"{stamp} [{entry.site}] ", entry.line)
             sys.stdout.flush()

@@ -86,7 +86,7 @@ def follow(admin: AdminClient, job_id: str, quiet: bool = False, hint: bool = Tr
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from flctl.console.cli.job.render import metrics_line, outcome
-    from flctl.console.visible_text import visible_line
+    from flctl.console.visible_text import hanging
 
     job = admin.get_job(job_id)
     show_bar = terminal.interactive() and job.rounds > 0
@@ -98,11 +98,10 @@ def follow(admin: AdminClient, job_id: str, quiet: bool = False, hint: bool = Tr
             if event.kind == "round":
                 round_no = int(event.data.get("round", 0))
                 bar.update(task, completed=round_no + 1)
-                bar.console.print(visible_line(f"round {round_no + 1} of {job.rounds}: "
-                                               f"{metrics_line(event.data.get('metrics', {}))}"),
-                                  markup=False, highlight=False)
+                bar.console.print(hanging(f"round {round_no + 1} of {job.rounds}: ",
+                                          metrics_line(event.data.get("metrics", {}))), markup=False, highlight=False)
             elif event.kind in ("started", "waiting", "site_failed", "aborting"):
-                bar.console.print(visible_line(event.message), markup=False, highlight=False)
+                bar.console.print(hanging("", event.message), markup=False, highlight=False)
     final = admin.get_job(job_id)
     if final.status == JobStatus.FINISHED:
         if hint:

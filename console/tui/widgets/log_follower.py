@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, cast
 from textual import work
 from textual.widgets import Log
 
-from flctl.console.visible_text import visible_line
+from flctl.console.visible_text import hanging
 from flctl.node import errors
 from flctl.node.admin.admin_types import LogEntry
 
@@ -20,7 +20,7 @@ RETRY_S = 1.0
 
 def log_line(entry: LogEntry) -> str:
     stamp = time.strftime("%H:%M:%S", time.localtime(entry.time))
-    return visible_line(f"{stamp} [{entry.site}] {entry.line}")  # one line, whatever the site sent
+    return hanging(f"{stamp} [{entry.site}] ", entry.line)  # a site's newlines: indented continuation lines
 
 
 class LogFollower(Log):
