@@ -17,6 +17,7 @@ import pytest
 from flctl.console.cli.terminal import strict_json
 
 from .federation import FLCTL, Federation, make_federation
+from .job_folders import job_folder
 
 SCRIPT = """\
 import numpy as np
@@ -51,12 +52,7 @@ def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
 
 
 def diverging_job(root: Path) -> Path:
-    job = root / "diverging"
-    (job / "app").mkdir(parents=True)
-    (job / "app" / "train.py").write_text(SCRIPT)
-    (job / "job.yml").write_text("api_version: 1\nname: diverging\nworkflow: {type: fedavg, args: {rounds: 2, "
-                                 "round_timeout_s: 60}}\nmin_sites: 1\n")
-    return job
+    return job_folder(root, "diverging", rounds=2, round_timeout_s=60, script=SCRIPT)
 
 
 def test_a_job_reporting_nan_and_infinite_metrics_finishes_and_shows_them(fed: Federation, tmp_path: Path) -> None:
